@@ -1,0 +1,210 @@
+//! The backend capability traits every store implements, and the values they exchange.
+//!
+//! Stores never read the clock: every call that depends on time takes `now`.
+
+use crate::clock::UnixMs;
+use crate::error::Result;
+use crate::job::{ErrorInfo, Job, JobId, JobInfo, JobState};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+/// A request to claim ready jobs.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    /// Queues to take from, most important first.
+    pub queues: Vec<String>,
+    /// At most this many jobs.
+    pub limit: usize,
+    /// The lease each claimed job gets.
+    pub lease: Duration,
+    /// Who claims (shown by `inspect`).
+    pub worker: String,
+    /// The current time.
+    pub now: UnixMs,
+}
+
+/// A job claimed under a lease.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// The job, with `attempts` already counting this attempt.
+    pub job: Job,
+    /// The fencing token: every later call about this attempt must present it.
+    pub token: u64,
+    /// When the lease runs out unless extended.
+    pub lease_until: UnixMs,
+}
+
+/// A lease held by a worker: the job and the fencing token of its attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LeaseRef {
+    /// The job.
+    pub id: JobId,
+    /// The attempt's fencing token.
+    pub token: u64,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The task returned a value (`None` when the job keeps no result).
+    Succeeded {
+        /// The serialized return value.
+        result: Option<Vec<u8>>,
+    },
+    /// Run again at `at`.
+    Retry {
+        /// When the next attempt may start.
+        at: UnixMs,
+        /// Why this attempt failed.
+        error: ErrorInfo,
+    },
+    /// Finished with a permanent error.
+    Failed {
+        /// The error.
+        error: ErrorInfo,
+    },
+    /// Move to the dead letters with the reason.
+    Dead {
+        /// The reason.
+        error: ErrorInfo,
+    },
+    /// The job was cancelled while running.
+    Cancelled,
+}
+
+/// The end of one attempt, fenced by its token.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    /// The lease this completes.
+    pub lease: LeaseRef,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+/// What a reaping pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReapReport {
+    /// Expired leases put back to pending.
+    pub requeued: u64,
+    /// Expired leases whose job had no attempts left, moved to the dead letters.
+    pub dead: u64,
+    /// Finished jobs whose retention ran out and were deleted.
+    pub swept: u64,
+}
+
+/// Counts for one queue.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueStats {
+    /// The queue's name.
+    pub queue: String,
+    /// Whether claiming from it is paused.
+    pub paused: bool,
+    /// Jobs per state (absent states are zero).
+    pub counts: BTreeMap<String, u64>,
+}
+
+impl QueueStats {
+    /// The number of jobs in `state`.
+    pub fn count(&self, state: JobState) -> u64 {
+        self.counts.get(state.as_str()).copied().unwrap_or(0)
+    }
+}
+
+/// Queues of jobs under fenced leases: the part of a backend workers need.
+pub trait Broker: Send + Sync + 'static {
+    /// Stores jobs atomically (all or none). A job whose `run_at` is after `now` is scheduled.
+    fn enqueue(&self, jobs: Vec<Job>, now: UnixMs) -> impl Future<Output = Result<()>> + Send;
+
+    /// Claims up to `limit` ready jobs and leases them, in one atomic step.
+    ///
+    /// Due scheduled and retrying jobs are promoted first (a bounded batch). Jobs past their
+    /// `expires_at` are marked expired instead of being returned. Paused queues are skipped.
+    fn claim(&self, req: ClaimRequest) -> impl Future<Output = Result<Vec<Claimed>>> + Send;
+
+    /// Extends every lease in `leases` to `until`; returns the ones no longer held.
+    fn heartbeat(
+        &self,
+        leases: Vec<LeaseRef>,
+        until: UnixMs,
+        now: UnixMs,
+    ) -> impl Future<Output = Result<Vec<LeaseRef>>> + Send;
+
+    /// Records the end of attempts. Each is applied only if its token still holds the lease;
+    /// the returned flags say which were applied (a stale token is refused, not an error).
+    fn complete(
+        &self,
+        done: Vec<Completion>,
+        now: UnixMs,
+    ) -> impl Future<Output = Result<Vec<bool>>> + Send;
+
+    /// Hands leased jobs back to pending without counting their attempt (graceful shutdown).
+    fn release(
+        &self,
+        leases: Vec<LeaseRef>,
+        now: UnixMs,
+    ) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Moves expired leases back to pending (or dead, without attempts left) and deletes
+    /// finished jobs past their retention; bounded work per call.
+    fn reap(&self, now: UnixMs) -> impl Future<Output = Result<ReapReport>> + Send;
+
+    /// The earliest `run_at` of a scheduled or retrying job in these queues.
+    fn next_due(&self, queues: Vec<String>) -> impl Future<Output = Result<Option<UnixMs>>> + Send;
+
+    /// Waits until work may have arrived in this process, or `max` has passed.
+    ///
+    /// Returns at once if something was enqueued since `since` (a value from
+    /// [`Broker::work_epoch`]), so a wake-up between a claim and this call is not lost.
+    fn wait_for_work(&self, since: u64, max: Duration) -> impl Future<Output = ()> + Send;
+
+    /// A counter that moves whenever work is added in this process.
+    fn work_epoch(&self) -> u64;
+
+    /// Stops claims from a queue.
+    fn pause(&self, queue: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Lets claims from a queue resume.
+    fn resume(&self, queue: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Counts per queue and state.
+    fn stats(&self) -> impl Future<Output = Result<Vec<QueueStats>>> + Send;
+    /// Deletes the pending and scheduled jobs of a queue; returns how many.
+    fn purge(&self, queue: &str) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Dead letters, newest first, optionally of one queue.
+    fn dead_letters(
+        &self,
+        queue: Option<String>,
+        limit: usize,
+        offset: usize,
+    ) -> impl Future<Output = Result<Vec<JobInfo>>> + Send;
+    /// Puts dead jobs back to pending with fresh attempts; `None` retries all of them.
+    fn retry_dead(
+        &self,
+        ids: Option<Vec<JobId>>,
+        now: UnixMs,
+    ) -> impl Future<Output = Result<u64>> + Send;
+    /// Deletes dead letters, optionally of one queue.
+    fn purge_dead(&self, queue: Option<String>) -> impl Future<Output = Result<u64>> + Send;
+}
+
+/// States, results, errors and progress of jobs.
+pub trait ResultStore: Send + Sync + 'static {
+    /// Everything known about a job, or `None` if it is unknown or its record expired.
+    fn get(&self, id: JobId) -> impl Future<Output = Result<Option<JobInfo>>> + Send;
+
+    /// Records progress of a running attempt (ignored if `lease` no longer holds).
+    fn set_progress(
+        &self,
+        lease: LeaseRef,
+        fraction: f64,
+        message: Option<String>,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Waits until the job reaches a terminal state, for at most `timeout`.
+    ///
+    /// # Errors
+    /// [`crate::Error::Timeout`] when it did not finish in time, [`crate::Error::NotFound`]
+    /// when the job is unknown.
+    fn wait(&self, id: JobId, timeout: Duration) -> impl Future<Output = Result<JobInfo>> + Send;
+}

@@ -1,0 +1,312 @@
+//! Enqueueing jobs and following them: [`Client`], [`Enqueue`] and [`JobHandle`].
+
+use crate::backend::{Broker, ResultStore};
+use crate::clock::{duration_ms, Clock, SystemClock, UnixMs};
+use crate::error::{Error, Result};
+use crate::job::{Job, JobId, JobInfo, JobState, Priority};
+use crate::task::{Registry, Task, TaskOptions};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Enqueues jobs into a backend and reads their results.
+pub struct Client<B> {
+    backend: Arc<B>,
+    clock: Arc<dyn Clock>,
+}
+
+impl<B> Clone for Client<B> {
+    fn clone(&self) -> Self {
+        Self {
+            backend: self.backend.clone(),
+            clock: self.clock.clone(),
+        }
+    }
+}
+
+/// Anything that can hand out a [`Client`]: the client itself, or an application.
+pub trait AsClient {
+    /// The backend behind it.
+    type Backend: Broker + ResultStore;
+    /// The client.
+    fn client(&self) -> &Client<Self::Backend>;
+}
+
+impl<B: Broker + ResultStore> AsClient for Client<B> {
+    type Backend = B;
+    fn client(&self) -> &Client<B> {
+        self
+    }
+}
+
+impl<B: Broker + ResultStore> Client<B> {
+    /// A client over `backend` using the system clock.
+    pub fn new(backend: Arc<B>) -> Self {
+        Self::with_clock(backend, Arc::new(SystemClock))
+    }
+
+    /// A client with an injected clock (tests).
+    pub fn with_clock(backend: Arc<B>, clock: Arc<dyn Clock>) -> Self {
+        Self { backend, clock }
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &Arc<B> {
+        &self.backend
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// The current time by this client's clock.
+    pub fn now(&self) -> UnixMs {
+        self.clock.now_ms()
+    }
+
+    /// Enqueues one job of task `T` with its default options.
+    pub async fn enqueue<T: Task>(&self, args: T::Args) -> Result<JobHandle<B>> {
+        Enqueue::<T>::new(args).enqueue(self).await
+    }
+
+    /// Enqueues many jobs of task `T` in one atomic batch.
+    pub async fn enqueue_many<T: Task>(
+        &self,
+        args: impl IntoIterator<Item = T::Args>,
+    ) -> Result<Vec<JobHandle<B>>> {
+        let options = T::options();
+        let now = self.now();
+        let jobs = args
+            .into_iter()
+            .map(|a| JobOptions::default().build(T::NAME, &options, &a, now))
+            .collect::<Result<Vec<_>>>()?;
+        self.push(jobs).await
+    }
+
+    /// Stores prepared jobs (all or none) and returns their handles.
+    pub async fn push(&self, jobs: Vec<Job>) -> Result<Vec<JobHandle<B>>> {
+        for job in &jobs {
+            job.validate()?;
+        }
+        let ids: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
+        self.backend.enqueue(jobs, self.now()).await?;
+        Ok(ids.into_iter().map(|id| self.handle(id)).collect())
+    }
+
+    /// Enqueues a job for a task by name with a JSON payload, checking the name against
+    /// `registry` (pass `None` to skip the check, for tasks only other processes know).
+    pub async fn enqueue_json(
+        &self,
+        registry: Option<&Registry>,
+        task: &str,
+        args: &serde_json::Value,
+        opts: JobOptions,
+    ) -> Result<JobHandle<B>> {
+        let defaults = match registry {
+            Some(reg) => reg
+                .get(task)
+                .map(|def| def.options().clone())
+                .ok_or_else(|| {
+                    Error::config(
+                        "task",
+                        format!(
+                            "unknown task `{task}`; registered tasks: {}",
+                            reg.names().join(", ")
+                        ),
+                    )
+                })?,
+            None => TaskOptions::default(),
+        };
+        let job = opts.build(task, &defaults, args, self.now())?;
+        let mut handles = self.push(vec![job]).await?;
+        handles.pop().ok_or(Error::Closed)
+    }
+
+    /// A handle on an existing job.
+    pub fn handle(&self, id: JobId) -> JobHandle<B> {
+        JobHandle {
+            id,
+            backend: self.backend.clone(),
+        }
+    }
+}
+
+/// Per-job overrides of a task's options.
+#[derive(Debug, Clone, Default)]
+pub struct JobOptions {
+    /// Use this id (for idempotent enqueueing from outside).
+    pub id: Option<JobId>,
+    /// Another queue.
+    pub queue: Option<String>,
+    /// Another priority.
+    pub priority: Option<Priority>,
+    /// Run no sooner than this long from now.
+    pub delay: Option<Duration>,
+    /// Run no sooner than this moment (wins over `delay`).
+    pub eta: Option<UnixMs>,
+    /// End as expired if not started within this long.
+    pub expires_in: Option<Duration>,
+    /// Total attempts.
+    pub max_attempts: Option<u32>,
+    /// Extra headers.
+    pub headers: BTreeMap<String, String>,
+    /// The parent job, in a workflow.
+    pub parent_id: Option<JobId>,
+    /// The workflow's root job.
+    pub root_id: Option<JobId>,
+}
+
+impl JobOptions {
+    /// Builds the job for `task` with `defaults` under these overrides.
+    pub fn build<A: Serialize + ?Sized>(
+        self,
+        task: &str,
+        defaults: &TaskOptions,
+        args: &A,
+        now: UnixMs,
+    ) -> Result<Job> {
+        let payload = defaults.encoding.encode(args)?;
+        let mut job = Job::new(task, payload, now);
+        if let Some(id) = self.id {
+            job.id = id;
+        }
+        job.queue = self.queue.unwrap_or_else(|| defaults.queue.clone());
+        job.encoding = defaults.encoding;
+        job.priority = self.priority.unwrap_or(defaults.priority);
+        job.max_attempts = self.max_attempts.unwrap_or(defaults.max_attempts);
+        job.run_at = match (self.eta, self.delay) {
+            (Some(eta), _) => eta,
+            (None, Some(d)) => now.saturating_add(duration_ms(d)),
+            (None, None) => now,
+        };
+        let expires = self.expires_in.or(defaults.expires);
+        job.expires_at = expires.map(|d| job.run_at.saturating_add(duration_ms(d)));
+        job.soft_time_limit = defaults.soft_time_limit;
+        job.hard_time_limit = defaults.hard_time_limit;
+        job.headers = self.headers;
+        job.parent_id = self.parent_id;
+        job.root_id = self.root_id;
+        job.result_ttl = (!defaults.ignore_result).then_some(defaults.result_ttl);
+        job.validate()?;
+        Ok(job)
+    }
+}
+
+/// A job of task `T` being prepared: `send_email::with(args).delay(..).priority(..).enqueue(&app)`.
+#[must_use = "nothing is enqueued until `.enqueue(..)` is awaited"]
+pub struct Enqueue<T: Task> {
+    args: T::Args,
+    opts: JobOptions,
+    _task: PhantomData<fn() -> T>,
+}
+
+impl<T: Task> Enqueue<T> {
+    /// A job of `T` with these arguments and the task's defaults.
+    pub fn new(args: T::Args) -> Self {
+        Self {
+            args,
+            opts: JobOptions::default(),
+            _task: PhantomData,
+        }
+    }
+    /// Run no sooner than `delay` from now.
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.opts.delay = Some(delay);
+        self
+    }
+    /// Run no sooner than `at` (milliseconds since the epoch).
+    pub fn eta(mut self, at: UnixMs) -> Self {
+        self.opts.eta = Some(at);
+        self
+    }
+    /// Another priority (0..=9, 9 most urgent).
+    pub fn priority(mut self, priority: Priority) -> Self {
+        self.opts.priority = Some(priority);
+        self
+    }
+    /// Another queue.
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.opts.queue = Some(queue.into());
+        self
+    }
+    /// End as expired if not started within `within` of its run time.
+    pub fn expires_in(mut self, within: Duration) -> Self {
+        self.opts.expires_in = Some(within);
+        self
+    }
+    /// Total attempts for this job.
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.opts.max_attempts = Some(attempts);
+        self
+    }
+    /// Adds a header.
+    pub fn header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.opts.headers.insert(key.into(), value.into());
+        self
+    }
+    /// Uses a chosen id.
+    pub fn id(mut self, id: JobId) -> Self {
+        self.opts.id = Some(id);
+        self
+    }
+    /// The job this would enqueue, at time `now`.
+    pub fn build(self, now: UnixMs) -> Result<Job> {
+        self.opts.build(T::NAME, &T::options(), &self.args, now)
+    }
+    /// Enqueues it.
+    pub async fn enqueue<C: AsClient>(self, to: &C) -> Result<JobHandle<C::Backend>> {
+        let client = to.client();
+        let job = self.build(client.now())?;
+        let mut handles = client.push(vec![job]).await?;
+        handles.pop().ok_or(Error::Closed)
+    }
+}
+
+/// A handle on an enqueued job: its id, state and result.
+pub struct JobHandle<B> {
+    id: JobId,
+    backend: Arc<B>,
+}
+
+impl<B> Clone for JobHandle<B> {
+    fn clone(&self) -> Self {
+        Self {
+            id: self.id,
+            backend: self.backend.clone(),
+        }
+    }
+}
+
+impl<B> std::fmt::Debug for JobHandle<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "JobHandle({})", self.id)
+    }
+}
+
+impl<B: ResultStore> JobHandle<B> {
+    /// The job's id.
+    pub fn id(&self) -> JobId {
+        self.id
+    }
+
+    /// Everything known about the job now.
+    pub async fn info(&self) -> Result<JobInfo> {
+        self.backend
+            .get(self.id)
+            .await?
+            .ok_or_else(|| Error::NotFound(self.id.to_string()))
+    }
+
+    /// The job's state now.
+    pub async fn state(&self) -> Result<JobState> {
+        Ok(self.info().await?.state)
+    }
+
+    /// Waits until the job finishes (any terminal state), for at most `timeout`.
+    pub async fn wait(&self, timeout: Duration) -> Result<JobInfo> {
+        self.backend.wait(self.id, timeout).await
+    }
+}

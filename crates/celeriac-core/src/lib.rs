@@ -1,0 +1,33 @@
+//! The core of Celeriac: the job model and its rules, the task registry, the backend
+//! capability traits, and the worker runtime written against them. No store lives here:
+//! backends (`celeriac-embedded`, `celeriac-redis`) implement [`backend::Broker`] and
+//! [`backend::ResultStore`].
+//!
+//! Core concepts:
+//! - a [`job::Job`] is one call of a [`task::Task`], stored in a queue;
+//! - a worker claims jobs under a **lease** with a **fencing token**: only the holder of the
+//!   current token can complete the attempt, and an expired lease is redelivered
+//!   (at-least-once);
+//! - failed attempts are retried with exponential backoff and full jitter
+//!   ([`retry::Backoff`]), and jobs that cannot succeed go to the dead letters with a reason.
+//!
+//! Time is always passed in: stores never read the clock, so tests drive time with
+//! [`clock::ManualClock`].
+
+pub mod backend;
+pub mod client;
+pub mod clock;
+pub mod error;
+pub mod job;
+pub mod retry;
+pub mod task;
+pub mod worker;
+
+pub use backend::{Broker, ResultStore};
+pub use client::{AsClient, Client, Enqueue, JobHandle, JobOptions};
+pub use clock::{Clock, ManualClock, SystemClock, UnixMs};
+pub use error::{Error, ErrorKind, Result};
+pub use job::{Encoding, ErrorInfo, Job, JobId, JobInfo, JobState, Priority, Progress};
+pub use retry::Backoff;
+pub use task::{Registry, Task, TaskContext, TaskDef, TaskError, TaskOptions};
+pub use worker::{Shutdown, Worker, WorkerConfig, WorkerStats};

@@ -1,0 +1,707 @@
+//! The worker runtime: claims jobs under leases, runs their tasks with limits, heartbeats
+//! every lease in one call, acknowledges in batches, and shuts down gracefully.
+
+use crate::backend::{Broker, ClaimRequest, Claimed, Completion, LeaseRef, Outcome, ResultStore};
+use crate::clock::{duration_ms, Clock, SystemClock, UnixMs};
+use crate::error::{Error, Result};
+use crate::job::{ErrorInfo, JobId};
+use crate::task::{panic_message, ProgressSink, Registry, RunError, TaskContext};
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn, Instrument};
+
+/// How a worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Queues to take jobs from, most important first. Empty means the queues of the
+    /// registered tasks.
+    pub queues: Vec<String>,
+    /// Jobs running at once.
+    pub concurrency: usize,
+    /// Most jobs claimed in one call. Never more than the free slots, so no job waits in
+    /// this process while another worker is idle.
+    pub prefetch: usize,
+    /// Each claim's lease; a job whose worker stops heartbeating is redelivered after this.
+    pub lease: Duration,
+    /// How often every held lease is extended (one call for all of them).
+    pub heartbeat: Duration,
+    /// How long an idle worker waits before looking again when nothing wakes it. Work
+    /// enqueued in the same process wakes it at once; this bounds the wake-up latency for
+    /// work enqueued by other processes.
+    pub poll_interval: Duration,
+    /// On shutdown, running jobs get this long to finish before their leases are handed back.
+    pub grace_period: Duration,
+    /// How often expired leases are reaped and old results swept.
+    pub reap_interval: Duration,
+    /// This worker's name, shown by `inspect`.
+    pub worker_id: String,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            queues: Vec::new(),
+            concurrency: 16,
+            prefetch: 16,
+            lease: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(10),
+            poll_interval: Duration::from_millis(100),
+            grace_period: Duration::from_secs(30),
+            reap_interval: Duration::from_secs(1),
+            worker_id: default_worker_id(),
+        }
+    }
+}
+
+impl WorkerConfig {
+    /// Checks the settings, naming the first bad one.
+    pub fn validate(&self) -> Result<()> {
+        if self.concurrency == 0 {
+            return Err(Error::config("concurrency", "must be at least 1"));
+        }
+        if self.prefetch == 0 {
+            return Err(Error::config("prefetch", "must be at least 1"));
+        }
+        if self.lease < Duration::from_secs(1) {
+            return Err(Error::config("lease", "must be at least one second"));
+        }
+        if self.heartbeat.is_zero() || self.heartbeat >= self.lease {
+            return Err(Error::config(
+                "heartbeat",
+                "must be above zero and shorter than the lease",
+            ));
+        }
+        if self.poll_interval.is_zero() {
+            return Err(Error::config("poll_interval", "must be above zero"));
+        }
+        Ok(())
+    }
+}
+
+fn default_worker_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".to_string());
+    format!("{host}:{}", std::process::id())
+}
+
+/// Counters of what a worker did, readable while it runs.
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    /// Attempts started.
+    pub started: AtomicU64,
+    /// Jobs that succeeded.
+    pub succeeded: AtomicU64,
+    /// Attempts that failed and were scheduled again.
+    pub retried: AtomicU64,
+    /// Jobs that failed permanently.
+    pub failed: AtomicU64,
+    /// Jobs moved to the dead letters.
+    pub dead: AtomicU64,
+    /// Jobs that ended as cancelled.
+    pub cancelled: AtomicU64,
+    /// Completions refused because the lease had moved on (stale fencing token).
+    pub stale: AtomicU64,
+    /// Leases handed back on shutdown.
+    pub released: AtomicU64,
+    latencies_ms: Mutex<Vec<i64>>,
+}
+
+impl WorkerStats {
+    /// Jobs finished in any way (succeeded, failed, dead, cancelled).
+    pub fn finished(&self) -> u64 {
+        self.succeeded.load(Ordering::Relaxed)
+            + self.failed.load(Ordering::Relaxed)
+            + self.dead.load(Ordering::Relaxed)
+            + self.cancelled.load(Ordering::Relaxed)
+    }
+
+    /// Enqueue-to-start latencies (milliseconds) of first attempts, in the order they started.
+    pub fn start_latencies_ms(&self) -> Vec<i64> {
+        self.latencies_ms
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default()
+    }
+
+    fn record_latency(&self, ms: i64) {
+        if let Ok(mut v) = self.latencies_ms.lock() {
+            // Bounded: keep the first million samples, enough for any benchmark run.
+            if v.len() < 1_000_000 {
+                v.push(ms);
+            }
+        }
+    }
+}
+
+/// Stops a running worker.
+#[derive(Debug, Clone)]
+pub struct Shutdown {
+    graceful: CancellationToken,
+    now: CancellationToken,
+}
+
+impl Shutdown {
+    /// Stop claiming, let running jobs finish within the grace period, hand the rest back.
+    pub fn graceful(&self) {
+        self.graceful.cancel();
+    }
+
+    /// Stop at once: running jobs are dropped and their leases left to expire.
+    pub fn immediate(&self) {
+        self.graceful.cancel();
+        self.now.cancel();
+    }
+
+    /// True once any shutdown was asked for.
+    pub fn is_requested(&self) -> bool {
+        self.graceful.is_cancelled()
+    }
+}
+
+struct Running {
+    token: u64,
+    cancel: CancellationToken,
+}
+
+type Inflight = Arc<Mutex<HashMap<JobId, Running>>>;
+
+/// A worker over backend `B`.
+pub struct Worker<B> {
+    backend: Arc<B>,
+    registry: Arc<Registry>,
+    clock: Arc<dyn Clock>,
+    config: WorkerConfig,
+    shutdown: Shutdown,
+    stats: Arc<WorkerStats>,
+}
+
+struct ProgressOver<B>(Arc<B>);
+
+impl<B: ResultStore> ProgressSink for ProgressOver<B> {
+    fn report(
+        &self,
+        lease: LeaseRef,
+        fraction: f64,
+        message: Option<String>,
+    ) -> BoxFuture<'static, Result<bool>> {
+        let backend = self.0.clone();
+        Box::pin(async move { backend.set_progress(lease, fraction, message).await })
+    }
+}
+
+impl<B: Broker + ResultStore> Worker<B> {
+    /// A worker with default settings and the system clock.
+    pub fn new(backend: Arc<B>, registry: Arc<Registry>) -> Self {
+        Self {
+            backend,
+            registry,
+            clock: Arc::new(SystemClock),
+            config: WorkerConfig::default(),
+            shutdown: Shutdown {
+                graceful: CancellationToken::new(),
+                now: CancellationToken::new(),
+            },
+            stats: Arc::new(WorkerStats::default()),
+        }
+    }
+
+    /// Uses these settings.
+    pub fn config(mut self, config: WorkerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Uses an injected clock (tests).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// A handle that stops the worker.
+    pub fn shutdown_handle(&self) -> Shutdown {
+        self.shutdown.clone()
+    }
+
+    /// The worker's counters.
+    pub fn stats(&self) -> Arc<WorkerStats> {
+        self.stats.clone()
+    }
+
+    /// Runs until shut down.
+    ///
+    /// # Errors
+    /// Only for invalid configuration; backend errors while running are logged and retried.
+    pub async fn run(self) -> Result<()> {
+        let mut config = self.config.clone();
+        if config.queues.is_empty() {
+            config.queues = self.registry.queues();
+        }
+        if config.queues.is_empty() {
+            config.queues = vec![crate::job::DEFAULT_QUEUE.to_string()];
+        }
+        config.prefetch = config.prefetch.min(config.concurrency);
+        config.validate()?;
+        let config = Arc::new(config);
+        info!(
+            worker = %config.worker_id,
+            queues = ?config.queues,
+            concurrency = config.concurrency,
+            "worker started"
+        );
+
+        let inflight: Inflight = Arc::new(Mutex::new(HashMap::new()));
+        let slots = Arc::new(Semaphore::new(config.concurrency));
+        let (done_tx, done_rx) = mpsc::unbounded_channel::<Completion>();
+        let (release_tx, mut release_rx) = mpsc::unbounded_channel::<LeaseRef>();
+        let tracker = TaskTracker::new();
+        let abandon = CancellationToken::new();
+        let aux_stop = CancellationToken::new();
+        let progress: Arc<dyn ProgressSink> = Arc::new(ProgressOver(self.backend.clone()));
+
+        let acker = tokio::spawn(ack_loop(
+            self.backend.clone(),
+            self.clock.clone(),
+            done_rx,
+            inflight.clone(),
+            self.stats.clone(),
+            self.shutdown.now.clone(),
+        ));
+        let heartbeat = tokio::spawn(heartbeat_loop(
+            self.backend.clone(),
+            self.clock.clone(),
+            config.clone(),
+            inflight.clone(),
+            aux_stop.clone(),
+        ));
+        let reaper = tokio::spawn(reap_loop(
+            self.backend.clone(),
+            self.clock.clone(),
+            config.clone(),
+            aux_stop.clone(),
+        ));
+
+        let mut error_backoff = Duration::from_millis(50);
+        loop {
+            if self.shutdown.graceful.is_cancelled() {
+                break;
+            }
+            let first = tokio::select! {
+                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                _ = self.shutdown.graceful.cancelled() => break,
+            };
+            let mut permits = vec![first];
+            while permits.len() < config.prefetch {
+                match slots.clone().try_acquire_owned() {
+                    Ok(p) => permits.push(p),
+                    Err(_) => break,
+                }
+            }
+            let epoch = self.backend.work_epoch();
+            let now = self.clock.now_ms();
+            let req = ClaimRequest {
+                queues: config.queues.clone(),
+                limit: permits.len(),
+                lease: config.lease,
+                worker: config.worker_id.clone(),
+                now,
+            };
+            let claimed = match self.backend.claim(req).await {
+                Ok(c) => {
+                    error_backoff = Duration::from_millis(50);
+                    c
+                }
+                Err(e) => {
+                    warn!(error = %e, "claim failed; retrying in {:?}", error_backoff);
+                    drop(permits);
+                    tokio::select! {
+                        _ = tokio::time::sleep(error_backoff) => {}
+                        _ = self.shutdown.graceful.cancelled() => break,
+                    }
+                    error_backoff = (error_backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            if claimed.is_empty() {
+                drop(permits);
+                let wait = self.idle_wait(&config, now).await;
+                tokio::select! {
+                    _ = self.backend.wait_for_work(epoch, wait) => {}
+                    _ = self.shutdown.graceful.cancelled() => break,
+                }
+                continue;
+            }
+            for (job, permit) in claimed.into_iter().zip(permits) {
+                let cancel = CancellationToken::new();
+                if let Ok(mut map) = inflight.lock() {
+                    map.insert(
+                        job.job.id,
+                        Running {
+                            token: job.token,
+                            cancel: cancel.clone(),
+                        },
+                    );
+                }
+                let span = tracing::info_span!(
+                    "job",
+                    id = %job.job.id,
+                    task = %job.job.task,
+                    queue = %job.job.queue,
+                    attempt = job.job.attempts
+                );
+                let run = RunOne {
+                    registry: self.registry.clone(),
+                    clock: self.clock.clone(),
+                    stats: self.stats.clone(),
+                    progress: progress.clone(),
+                    kill: self.shutdown.now.clone(),
+                    abandon: abandon.clone(),
+                    done: done_tx.clone(),
+                    release: release_tx.clone(),
+                };
+                tracker.spawn(run.run(job, cancel, permit).instrument(span));
+            }
+        }
+
+        // Shutdown: no more claims. Let running jobs finish within the grace period.
+        tracker.close();
+        let running = tracker.len();
+        if running > 0 {
+            info!(running, grace = ?config.grace_period, "worker stopping; waiting for running jobs");
+        }
+        tokio::select! {
+            _ = tracker.wait() => {}
+            _ = tokio::time::sleep(config.grace_period) => {
+                warn!("grace period over; handing the remaining jobs back");
+                abandon.cancel();
+                tracker.wait().await;
+            }
+            _ = self.shutdown.now.cancelled() => {
+                tracker.wait().await;
+            }
+        }
+        aux_stop.cancel();
+        drop(done_tx);
+        drop(release_tx);
+        let mut to_release = Vec::new();
+        while let Ok(lease) = release_rx.try_recv() {
+            to_release.push(lease);
+        }
+        // Acks already produced are flushed even on an immediate stop: they are finished work.
+        let _ = tokio::time::timeout(Duration::from_secs(10), acker).await;
+        if !to_release.is_empty() && !self.shutdown.now.is_cancelled() {
+            let n = to_release.len() as u64;
+            match self.backend.release(to_release, self.clock.now_ms()).await {
+                Ok(_) => {
+                    self.stats.released.fetch_add(n, Ordering::Relaxed);
+                }
+                Err(e) => warn!(error = %e, "could not hand leases back; they will expire"),
+            }
+        }
+        let _ = heartbeat.await;
+        let _ = reaper.await;
+        info!(worker = %config.worker_id, "worker stopped");
+        Ok(())
+    }
+
+    async fn idle_wait(&self, config: &WorkerConfig, now: UnixMs) -> Duration {
+        match self.backend.next_due(config.queues.clone()).await {
+            Ok(Some(due)) if due > now => {
+                Duration::from_millis((due - now) as u64).min(config.poll_interval)
+            }
+            Ok(Some(_)) => Duration::from_millis(1),
+            _ => config.poll_interval,
+        }
+    }
+}
+
+/// Everything one job's run needs, moved into its task.
+struct RunOne {
+    registry: Arc<Registry>,
+    clock: Arc<dyn Clock>,
+    stats: Arc<WorkerStats>,
+    progress: Arc<dyn ProgressSink>,
+    kill: CancellationToken,
+    abandon: CancellationToken,
+    done: mpsc::UnboundedSender<Completion>,
+    release: mpsc::UnboundedSender<LeaseRef>,
+}
+
+enum Ended {
+    Ran(std::thread::Result<Result<Option<Vec<u8>>, RunError>>),
+    HardLimit(Duration),
+    Killed,
+    Abandoned,
+}
+
+impl RunOne {
+    async fn run(self, claimed: Claimed, cancel: CancellationToken, permit: OwnedSemaphorePermit) {
+        let Claimed { job, token, .. } = claimed;
+        let lease = LeaseRef { id: job.id, token };
+        let started = self.clock.now_ms();
+        self.stats.started.fetch_add(1, Ordering::Relaxed);
+        if job.attempts == 1 {
+            let waited = (started - job.run_at).max(0);
+            self.stats.record_latency(waited);
+            metrics::histogram!("celeriac_job_wait_seconds", "queue" => job.queue.clone())
+                .record(waited as f64 / 1000.0);
+        }
+        let attempt = job.attempts;
+        let Some(def) = self.registry.get(&job.task).cloned() else {
+            let error = ErrorInfo::new(
+                "unknown_task",
+                format!("no task named `{}` is registered in this worker", job.task),
+                attempt,
+            );
+            warn!(%error, "job dead-lettered");
+            let _ = self.done.send(Completion {
+                lease,
+                outcome: Outcome::Dead { error },
+            });
+            return;
+        };
+        let ctx = TaskContext::new(
+            job.id,
+            token,
+            &job.task,
+            &job.queue,
+            attempt,
+            job.max_attempts,
+            job.headers.clone(),
+            cancel.clone(),
+            Some(self.progress.clone()),
+        );
+        let fut = AssertUnwindSafe(def.call(ctx, job.payload.clone(), job.encoding)).catch_unwind();
+        tokio::pin!(fut);
+        let soft = job.soft_time_limit;
+        let hard = job.hard_time_limit;
+        let soft_sleep = tokio::time::sleep(soft.unwrap_or(Duration::MAX / 4));
+        let hard_sleep = tokio::time::sleep(hard.unwrap_or(Duration::MAX / 4));
+        tokio::pin!(soft_sleep, hard_sleep);
+        let mut soft_armed = soft.is_some();
+        let ended = loop {
+            tokio::select! {
+                r = &mut fut => break Ended::Ran(r),
+                _ = &mut soft_sleep, if soft_armed => {
+                    soft_armed = false;
+                    debug!("soft time limit reached; cancelling the task's token");
+                    cancel.cancel();
+                }
+                _ = &mut hard_sleep, if hard.is_some() => break Ended::HardLimit(hard.unwrap_or_default()),
+                _ = self.kill.cancelled() => break Ended::Killed,
+                _ = self.abandon.cancelled() => break Ended::Abandoned,
+            }
+        };
+        drop(fut);
+        drop(permit);
+        let now = self.clock.now_ms();
+        let backoff = def.options().backoff;
+        let retry_or_dead = |kind: &str, message: String, delay: Option<Duration>| {
+            if attempt < job.max_attempts {
+                let delay = delay.unwrap_or_else(|| backoff.delay(attempt));
+                Outcome::Retry {
+                    at: now.saturating_add(duration_ms(delay)),
+                    error: ErrorInfo::new(kind, message, attempt),
+                }
+            } else {
+                Outcome::Dead {
+                    error: ErrorInfo::new(
+                        kind,
+                        format!("{message} (gave up after {attempt} attempts)"),
+                        attempt,
+                    ),
+                }
+            }
+        };
+        let outcome = match ended {
+            Ended::Killed => return,
+            Ended::Abandoned => {
+                let _ = self.release.send(lease);
+                return;
+            }
+            Ended::Ran(Ok(Ok(result))) => Outcome::Succeeded { result },
+            Ended::Ran(Ok(Err(RunError::Decode(msg)))) => Outcome::Dead {
+                error: ErrorInfo::new(
+                    "undecodable_payload",
+                    format!(
+                        "payload does not decode into the arguments of `{}`: {msg}",
+                        job.task
+                    ),
+                    attempt,
+                ),
+            },
+            Ended::Ran(Ok(Err(RunError::Task(e)))) if e.is_fatal() => Outcome::Failed {
+                error: ErrorInfo::new("error", e.message(), attempt),
+            },
+            Ended::Ran(Ok(Err(RunError::Task(e)))) => {
+                retry_or_dead("error", e.message().to_string(), e.requested_delay())
+            }
+            Ended::Ran(Err(panic)) => retry_or_dead(
+                "panic",
+                format!("task panicked: {}", panic_message(panic)),
+                None,
+            ),
+            Ended::HardLimit(limit) => retry_or_dead(
+                "time_limit",
+                format!("hard time limit of {limit:?} exceeded"),
+                None,
+            ),
+        };
+        match &outcome {
+            Outcome::Succeeded { .. } => debug!("job succeeded"),
+            Outcome::Retry { error, at } => {
+                debug!(%error, retry_in_ms = at - now, "attempt failed; will retry")
+            }
+            Outcome::Failed { error } => warn!(%error, "job failed"),
+            Outcome::Dead { error } => warn!(%error, "job dead-lettered"),
+            Outcome::Cancelled => info!("job cancelled"),
+        }
+        let _ = self.done.send(Completion { lease, outcome });
+    }
+}
+
+async fn ack_loop<B: Broker>(
+    backend: Arc<B>,
+    clock: Arc<dyn Clock>,
+    mut rx: mpsc::UnboundedReceiver<Completion>,
+    inflight: Inflight,
+    stats: Arc<WorkerStats>,
+    kill: CancellationToken,
+) {
+    const MAX_BATCH: usize = 1024;
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(c) => batch.push(c),
+                Err(_) => break,
+            }
+        }
+        let mut delay = Duration::from_millis(50);
+        let applied = loop {
+            match backend.complete(batch.clone(), clock.now_ms()).await {
+                Ok(applied) => break Some(applied),
+                Err(e) => {
+                    warn!(error = %e, jobs = batch.len(), "acknowledging failed; retrying in {delay:?}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = kill.cancelled() => break None,
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
+        let Some(applied) = applied else { continue };
+        if let Ok(mut map) = inflight.lock() {
+            for c in &batch {
+                if map
+                    .get(&c.lease.id)
+                    .is_some_and(|r| r.token == c.lease.token)
+                {
+                    map.remove(&c.lease.id);
+                }
+            }
+        }
+        for (c, ok) in batch.iter().zip(applied) {
+            let outcome = if !ok {
+                stats.stale.fetch_add(1, Ordering::Relaxed);
+                "stale"
+            } else {
+                let (counter, name) = match c.outcome {
+                    Outcome::Succeeded { .. } => (&stats.succeeded, "succeeded"),
+                    Outcome::Retry { .. } => (&stats.retried, "retried"),
+                    Outcome::Failed { .. } => (&stats.failed, "failed"),
+                    Outcome::Dead { .. } => (&stats.dead, "dead"),
+                    Outcome::Cancelled => (&stats.cancelled, "cancelled"),
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                name
+            };
+            metrics::counter!("celeriac_job_attempts_total", "outcome" => outcome).increment(1);
+        }
+    }
+}
+
+async fn heartbeat_loop<B: Broker>(
+    backend: Arc<B>,
+    clock: Arc<dyn Clock>,
+    config: Arc<WorkerConfig>,
+    inflight: Inflight,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(config.heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let leases: Vec<LeaseRef> = match inflight.lock() {
+            Ok(map) => map
+                .iter()
+                .map(|(id, r)| LeaseRef {
+                    id: *id,
+                    token: r.token,
+                })
+                .collect(),
+            Err(_) => continue,
+        };
+        if leases.is_empty() {
+            continue;
+        }
+        let now = clock.now_ms();
+        let until = now.saturating_add(duration_ms(config.lease));
+        match backend.heartbeat(leases, until, now).await {
+            Ok(lost) => {
+                if lost.is_empty() {
+                    continue;
+                }
+                warn!(lost = lost.len(), "leases lost; cancelling those jobs");
+                if let Ok(map) = inflight.lock() {
+                    for l in lost {
+                        if let Some(r) = map.get(&l.id).filter(|r| r.token == l.token) {
+                            r.cancel.cancel();
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "heartbeat failed; leases run out unless the next one lands")
+            }
+        }
+    }
+}
+
+async fn reap_loop<B: Broker>(
+    backend: Arc<B>,
+    clock: Arc<dyn Clock>,
+    config: Arc<WorkerConfig>,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(config.reap_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        match backend.reap(clock.now_ms()).await {
+            Ok(r) if r.requeued + r.dead > 0 => {
+                info!(
+                    requeued = r.requeued,
+                    dead = r.dead,
+                    "reaped expired leases"
+                )
+            }
+            Ok(_) => {}
+            Err(e) => debug!(error = %e, "reaping failed"),
+        }
+    }
+}

@@ -1,0 +1,503 @@
+//! The SQL of each operation, run on the writer thread inside a transaction.
+
+use celeriac_core::backend::{
+    ClaimRequest, Claimed, Completion, LeaseRef, Outcome, QueueStats, ReapReport,
+};
+use celeriac_core::clock::{duration_ms, UnixMs};
+use celeriac_core::job::{Encoding, ErrorInfo, Job, JobId, JobInfo, JobState, Priority, Progress};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+/// The schema version this crate writes (`PRAGMA user_version`).
+pub(crate) const SCHEMA_VERSION: i64 = 1;
+
+/// Bounded work per call: promotions, reaps and sweeps touch at most this many rows.
+const BATCH: i64 = 1000;
+
+// State codes (JobState::code) used as SQL parameters; the SQL text spells the others.
+const FAILED: u8 = 5;
+const DEAD: u8 = 6;
+
+/// Every column a [`JobInfo`] is read from, in [`row_to_info`]'s order.
+const COLS: &str = "id, queue, task, payload, encoding, priority, attempts, max_attempts, run_at, \
+    expires_at, soft_limit_ms, hard_limit_ms, headers, parent_id, root_id, result_ttl_ms, \
+    created_at, started_at, finished_at, state, result, error_kind, error_message, \
+    error_attempt, progress, progress_message, worker, lease_until, token";
+
+fn conv<E: std::error::Error + Send + Sync + 'static>(e: E) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(Box::new(e))
+}
+
+fn opt_id(bytes: Option<Vec<u8>>) -> rusqlite::Result<Option<JobId>> {
+    bytes
+        .map(|b| JobId::from_slice(&b).map_err(conv))
+        .transpose()
+}
+
+fn ms_duration(ms: Option<i64>) -> Option<Duration> {
+    ms.map(|m| Duration::from_millis(m.max(0) as u64))
+}
+
+/// Reads a row selected with [`COLS`]; also returns the fencing token.
+fn row_to_info(row: &Row<'_>) -> rusqlite::Result<(JobInfo, Option<u64>)> {
+    let id: Vec<u8> = row.get(0)?;
+    let headers: Option<String> = row.get(12)?;
+    let headers: BTreeMap<String, String> = match headers {
+        Some(h) => serde_json::from_str(&h).map_err(conv)?,
+        None => BTreeMap::new(),
+    };
+    let priority: i64 = row.get(5)?;
+    let job = Job {
+        id: JobId::from_slice(&id).map_err(conv)?,
+        queue: row.get(1)?,
+        task: row.get(2)?,
+        payload: row.get(3)?,
+        encoding: Encoding::from_code(row.get(4)?).map_err(conv)?,
+        priority: Priority::new(priority.clamp(0, 9) as u8).map_err(conv)?,
+        attempts: row.get(6)?,
+        max_attempts: row.get(7)?,
+        run_at: row.get(8)?,
+        expires_at: row.get(9)?,
+        soft_time_limit: ms_duration(row.get(10)?),
+        hard_time_limit: ms_duration(row.get(11)?),
+        headers,
+        parent_id: opt_id(row.get(13)?)?,
+        root_id: opt_id(row.get(14)?)?,
+        result_ttl: ms_duration(row.get(15)?),
+        created_at: row.get(16)?,
+        started_at: row.get(17)?,
+        finished_at: row.get(18)?,
+    };
+    let state = JobState::from_code(row.get(19)?).map_err(conv)?;
+    let error_kind: Option<String> = row.get(21)?;
+    let error = match error_kind {
+        Some(kind) => Some(ErrorInfo {
+            kind,
+            message: row.get::<_, Option<String>>(22)?.unwrap_or_default(),
+            attempt: row.get::<_, Option<u32>>(23)?.unwrap_or(0),
+        }),
+        None => None,
+    };
+    let progress = row.get::<_, Option<f64>>(24)?.map(|fraction| Progress {
+        fraction,
+        message: None,
+    });
+    let progress = match progress {
+        Some(mut p) => {
+            p.message = row.get(25)?;
+            Some(p)
+        }
+        None => None,
+    };
+    let token: Option<i64> = row.get(28)?;
+    let info = JobInfo {
+        job,
+        state,
+        result: row.get(20)?,
+        error,
+        progress,
+        worker: row.get(26)?,
+        lease_until: row.get(27)?,
+    };
+    Ok((info, token.map(|t| t as u64)))
+}
+
+pub(crate) fn enqueue(conn: &Connection, jobs: &[Job], now: UnixMs) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO celeriac_jobs (id, queue, task, state, priority, run_at, payload, encoding, \
+         attempts, max_attempts, expires_at, soft_limit_ms, hard_limit_ms, headers, parent_id, \
+         root_id, result_ttl_ms, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+    )?;
+    for job in jobs {
+        let headers = if job.headers.is_empty() {
+            None
+        } else {
+            Some(serde_json::to_string(&job.headers).map_err(conv)?)
+        };
+        stmt.execute(params![
+            &job.id.as_bytes()[..],
+            job.queue,
+            job.task,
+            job.initial_state(now).code(),
+            job.priority.get(),
+            job.run_at,
+            job.payload,
+            job.encoding.code(),
+            job.attempts,
+            job.max_attempts,
+            job.expires_at,
+            job.soft_time_limit.map(duration_ms),
+            job.hard_time_limit.map(duration_ms),
+            headers,
+            job.parent_id.map(|p| p.as_bytes().to_vec()),
+            job.root_id.map(|p| p.as_bytes().to_vec()),
+            job.result_ttl.map(duration_ms),
+            job.created_at,
+        ])?;
+    }
+    Ok(())
+}
+
+/// Makes due scheduled and retrying jobs pending (a bounded batch).
+fn promote(conn: &Connection, now: UnixMs) -> rusqlite::Result<usize> {
+    conn.prepare_cached(
+        "UPDATE celeriac_jobs SET state = 0 WHERE seq IN \
+         (SELECT seq FROM celeriac_jobs WHERE state IN (1, 3) AND run_at <= ?1 ORDER BY run_at LIMIT ?2)",
+    )?
+    .execute(params![now, BATCH])
+}
+
+fn paused_queues(conn: &Connection) -> rusqlite::Result<HashSet<String>> {
+    let mut stmt = conn.prepare_cached("SELECT name FROM celeriac_queues WHERE paused = 1")?;
+    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    rows.collect()
+}
+
+/// Reserves `n` fencing tokens; returns the first.
+fn reserve_tokens(conn: &Connection, n: usize) -> rusqlite::Result<u64> {
+    let last: i64 = conn
+        .prepare_cached(
+            "UPDATE celeriac_meta SET value = value + ?1 WHERE key = 'fence' RETURNING value",
+        )?
+        .query_row([n as i64], |r| r.get(0))?;
+    Ok((last - n as i64 + 1) as u64)
+}
+
+pub(crate) fn claim(conn: &Connection, req: &ClaimRequest) -> rusqlite::Result<Vec<Claimed>> {
+    let now = req.now;
+    promote(conn, now)?;
+    let paused = paused_queues(conn)?;
+    let lease_until = now.saturating_add(duration_ms(req.lease));
+    let mut out = Vec::with_capacity(req.limit);
+    let mut next_token = 0u64;
+    let mut tokens_left = 0usize;
+    for queue in &req.queues {
+        if out.len() >= req.limit || paused.contains(queue) {
+            continue;
+        }
+        let want = (req.limit - out.len()) as i64;
+        let candidates: Vec<(i64, Option<i64>)> = {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, expires_at FROM celeriac_jobs WHERE queue = ?1 AND state = 0 \
+                 ORDER BY priority DESC, run_at, seq LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![queue, want], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        if candidates.is_empty() {
+            continue;
+        }
+        if tokens_left < candidates.len() {
+            next_token = reserve_tokens(conn, candidates.len())?;
+            tokens_left = candidates.len();
+        }
+        let mut expire = conn.prepare_cached(
+            "UPDATE celeriac_jobs SET state = 8, finished_at = ?2, \
+             keep_until = ?2 + COALESCE(result_ttl_ms, 86400000), error_kind = 'expired', \
+             error_message = 'not started before its expiry', error_attempt = attempts \
+             WHERE seq = ?1",
+        )?;
+        let mut lease = conn.prepare_cached(&format!(
+            "UPDATE celeriac_jobs SET state = 2, attempts = attempts + 1, token = ?2, \
+             lease_until = ?3, worker = ?4, started_at = COALESCE(started_at, ?5), \
+             progress = NULL, progress_message = NULL \
+             WHERE seq = ?1 RETURNING {COLS}"
+        ))?;
+        for (seq, expires_at) in candidates {
+            if expires_at.is_some_and(|e| e <= now) {
+                expire.execute(params![seq, now])?;
+                continue;
+            }
+            let token = next_token;
+            next_token += 1;
+            tokens_left -= 1;
+            let (info, _) = lease.query_row(
+                params![seq, token as i64, lease_until, req.worker, now],
+                row_to_info,
+            )?;
+            out.push(Claimed {
+                job: info.job,
+                token,
+                lease_until,
+            });
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) fn heartbeat(
+    conn: &Connection,
+    leases: &[LeaseRef],
+    until: UnixMs,
+) -> rusqlite::Result<Vec<LeaseRef>> {
+    let mut stmt = conn.prepare_cached(
+        "UPDATE celeriac_jobs SET lease_until = ?1 WHERE id = ?2 AND token = ?3 AND state = 2",
+    )?;
+    let mut lost = Vec::new();
+    for l in leases {
+        if stmt.execute(params![until, &l.id.as_bytes()[..], l.token as i64])? == 0 {
+            lost.push(*l);
+        }
+    }
+    Ok(lost)
+}
+
+pub(crate) fn complete(
+    conn: &Connection,
+    done: &[Completion],
+    now: UnixMs,
+    dead_ttl: Duration,
+) -> rusqlite::Result<Vec<bool>> {
+    let dead_ttl = duration_ms(dead_ttl);
+    let mut out = Vec::with_capacity(done.len());
+    for c in done {
+        let id = &c.lease.id.as_bytes()[..];
+        let token = c.lease.token as i64;
+        let n = match &c.outcome {
+            Outcome::Succeeded { result } => {
+                // A job that keeps no result leaves no row behind.
+                let deleted = conn
+                    .prepare_cached(
+                        "DELETE FROM celeriac_jobs WHERE id = ?1 AND token = ?2 AND state = 2 \
+                         AND result_ttl_ms IS NULL",
+                    )?
+                    .execute(params![id, token])?;
+                if deleted > 0 {
+                    deleted
+                } else {
+                    conn.prepare_cached(
+                        "UPDATE celeriac_jobs SET state = 4, result = ?3, finished_at = ?4, \
+                         keep_until = ?4 + result_ttl_ms, token = NULL, lease_until = NULL, \
+                         error_kind = NULL, error_message = NULL, error_attempt = NULL \
+                         WHERE id = ?1 AND token = ?2 AND state = 2",
+                    )?
+                    .execute(params![id, token, result, now])?
+                }
+            }
+            Outcome::Retry { at, error } => conn
+                .prepare_cached(
+                    "UPDATE celeriac_jobs SET state = 3, run_at = ?3, token = NULL, \
+                     lease_until = NULL, worker = NULL, error_kind = ?4, error_message = ?5, \
+                     error_attempt = ?6 WHERE id = ?1 AND token = ?2 AND state = 2",
+                )?
+                .execute(params![
+                    id,
+                    token,
+                    at,
+                    error.kind,
+                    error.message,
+                    error.attempt
+                ])?,
+            Outcome::Failed { error } | Outcome::Dead { error } => {
+                let (state, keep) = match c.outcome {
+                    Outcome::Dead { .. } => (DEAD, dead_ttl),
+                    _ => (FAILED, 0),
+                };
+                conn.prepare_cached(
+                    "UPDATE celeriac_jobs SET state = ?3, finished_at = ?4, \
+                     keep_until = ?4 + CASE WHEN ?5 > 0 THEN ?5 ELSE COALESCE(result_ttl_ms, 86400000) END, \
+                     token = NULL, lease_until = NULL, error_kind = ?6, error_message = ?7, \
+                     error_attempt = ?8 WHERE id = ?1 AND token = ?2 AND state = 2",
+                )?
+                .execute(params![id, token, state, now, keep, error.kind, error.message, error.attempt])?
+            }
+            Outcome::Cancelled => conn
+                .prepare_cached(
+                    "UPDATE celeriac_jobs SET state = 7, finished_at = ?3, \
+                     keep_until = ?3 + COALESCE(result_ttl_ms, 86400000), token = NULL, \
+                     lease_until = NULL WHERE id = ?1 AND token = ?2 AND state = 2",
+                )?
+                .execute(params![id, token, now])?,
+        };
+        out.push(n > 0);
+    }
+    Ok(out)
+}
+
+pub(crate) fn release(conn: &Connection, leases: &[LeaseRef]) -> rusqlite::Result<u64> {
+    let mut stmt = conn.prepare_cached(
+        "UPDATE celeriac_jobs SET state = 0, attempts = MAX(attempts - 1, 0), token = NULL, \
+         lease_until = NULL, worker = NULL WHERE id = ?1 AND token = ?2 AND state = 2",
+    )?;
+    let mut n = 0;
+    for l in leases {
+        n += stmt.execute(params![&l.id.as_bytes()[..], l.token as i64])? as u64;
+    }
+    Ok(n)
+}
+
+pub(crate) fn reap(
+    conn: &Connection,
+    now: UnixMs,
+    dead_ttl: Duration,
+) -> rusqlite::Result<ReapReport> {
+    let expired: Vec<(i64, u32, u32)> = {
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, attempts, max_attempts FROM celeriac_jobs \
+             WHERE state = 2 AND lease_until < ?1 ORDER BY lease_until LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![now, BATCH], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    let mut report = ReapReport::default();
+    for (seq, attempts, max) in expired {
+        if attempts >= max {
+            conn.prepare_cached(
+                "UPDATE celeriac_jobs SET state = 6, finished_at = ?2, keep_until = ?2 + ?3, \
+                 token = NULL, lease_until = NULL, error_kind = 'lease_expired', \
+                 error_message = 'the worker stopped heartbeating and no attempts are left', \
+                 error_attempt = attempts WHERE seq = ?1",
+            )?
+            .execute(params![seq, now, duration_ms(dead_ttl)])?;
+            report.dead += 1;
+        } else {
+            conn.prepare_cached(
+                "UPDATE celeriac_jobs SET state = 0, token = NULL, lease_until = NULL, \
+                 worker = NULL, error_kind = 'lease_expired', \
+                 error_message = 'the worker stopped heartbeating', error_attempt = attempts \
+                 WHERE seq = ?1",
+            )?
+            .execute([seq])?;
+            report.requeued += 1;
+        }
+    }
+    report.swept = conn
+        .prepare_cached(
+            "DELETE FROM celeriac_jobs WHERE seq IN \
+             (SELECT seq FROM celeriac_jobs WHERE keep_until <= ?1 LIMIT ?2)",
+        )?
+        .execute(params![now, BATCH])? as u64;
+    Ok(report)
+}
+
+pub(crate) fn next_due(conn: &Connection) -> rusqlite::Result<Option<UnixMs>> {
+    conn.prepare_cached("SELECT MIN(run_at) FROM celeriac_jobs WHERE state IN (1, 3)")?
+        .query_row([], |r| r.get(0))
+}
+
+pub(crate) fn set_paused(conn: &Connection, queue: &str, paused: bool) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO celeriac_queues (name, paused) VALUES (?1, ?2) \
+         ON CONFLICT (name) DO UPDATE SET paused = excluded.paused",
+    )?
+    .execute(params![queue, paused])?;
+    Ok(())
+}
+
+pub(crate) fn stats(conn: &Connection) -> rusqlite::Result<Vec<QueueStats>> {
+    let mut by_queue: BTreeMap<String, QueueStats> = BTreeMap::new();
+    {
+        let mut stmt = conn.prepare_cached("SELECT name, paused FROM celeriac_queues")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?)))?;
+        for row in rows {
+            let (name, paused) = row?;
+            by_queue.entry(name.clone()).or_insert_with(|| QueueStats {
+                queue: name,
+                paused,
+                counts: BTreeMap::new(),
+            });
+        }
+    }
+    let mut stmt = conn
+        .prepare_cached("SELECT queue, state, COUNT(*) FROM celeriac_jobs GROUP BY queue, state")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (queue, state, n) = row?;
+        let state = JobState::from_code(state).map_err(conv)?;
+        let entry = by_queue.entry(queue.clone()).or_insert_with(|| QueueStats {
+            queue,
+            paused: false,
+            counts: BTreeMap::new(),
+        });
+        entry.counts.insert(state.as_str().to_string(), n as u64);
+    }
+    Ok(by_queue.into_values().collect())
+}
+
+pub(crate) fn purge(conn: &Connection, queue: &str) -> rusqlite::Result<u64> {
+    Ok(conn
+        .prepare_cached("DELETE FROM celeriac_jobs WHERE queue = ?1 AND state IN (0, 1, 3)")?
+        .execute([queue])? as u64)
+}
+
+pub(crate) fn get(
+    conn: &Connection,
+    id: JobId,
+) -> rusqlite::Result<Option<(JobInfo, Option<u64>)>> {
+    conn.prepare_cached(&format!("SELECT {COLS} FROM celeriac_jobs WHERE id = ?1"))?
+        .query_row([&id.as_bytes()[..]], row_to_info)
+        .optional()
+}
+
+pub(crate) fn set_progress(
+    conn: &Connection,
+    lease: LeaseRef,
+    fraction: f64,
+    message: Option<String>,
+) -> rusqlite::Result<bool> {
+    Ok(conn
+        .prepare_cached(
+            "UPDATE celeriac_jobs SET progress = ?3, progress_message = ?4 \
+             WHERE id = ?1 AND token = ?2 AND state = 2",
+        )?
+        .execute(params![
+            &lease.id.as_bytes()[..],
+            lease.token as i64,
+            fraction,
+            message
+        ])?
+        > 0)
+}
+
+pub(crate) fn dead_letters(
+    conn: &Connection,
+    queue: Option<&str>,
+    limit: usize,
+    offset: usize,
+) -> rusqlite::Result<Vec<JobInfo>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLS} FROM celeriac_jobs WHERE state = 6 AND (?1 IS NULL OR queue = ?1) \
+         ORDER BY finished_at DESC, seq DESC LIMIT ?2 OFFSET ?3"
+    ))?;
+    let rows = stmt.query_map(params![queue, limit as i64, offset as i64], |r| {
+        row_to_info(r).map(|(info, _)| info)
+    })?;
+    rows.collect()
+}
+
+pub(crate) fn retry_dead(
+    conn: &Connection,
+    ids: Option<&[JobId]>,
+    now: UnixMs,
+) -> rusqlite::Result<u64> {
+    const RESET: &str = "UPDATE celeriac_jobs SET state = 0, attempts = 0, run_at = ?1, \
+         finished_at = NULL, keep_until = NULL, token = NULL, lease_until = NULL, worker = NULL \
+         WHERE state = 6";
+    match ids {
+        None => Ok(conn.prepare_cached(RESET)?.execute([now])? as u64),
+        Some(ids) => {
+            let mut stmt = conn.prepare_cached(&format!("{RESET} AND id = ?2"))?;
+            let mut n = 0;
+            for id in ids {
+                n += stmt.execute(params![now, &id.as_bytes()[..]])? as u64;
+            }
+            Ok(n)
+        }
+    }
+}
+
+pub(crate) fn purge_dead(conn: &Connection, queue: Option<&str>) -> rusqlite::Result<u64> {
+    Ok(conn
+        .prepare_cached("DELETE FROM celeriac_jobs WHERE state = 6 AND (?1 IS NULL OR queue = ?1)")?
+        .execute([queue])? as u64)
+}

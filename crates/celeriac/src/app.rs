@@ -1,0 +1,153 @@
+//! The application: a backend chosen by URL, the registered tasks, and a client.
+
+use crate::{Client, Clock, Error, Registry, Result, SystemClock, Task, TaskDef, Worker};
+use celeriac_core::AsClient;
+use std::sync::Arc;
+
+/// The backend type applications run on.
+pub type Backend = celeriac_embedded::SqliteBackend;
+
+/// The URL used when none is given: a SQLite file in the working directory.
+pub const DEFAULT_URL: &str = "sqlite://celeriac.db";
+
+/// An application: where jobs are stored and which tasks it knows.
+#[derive(Clone)]
+pub struct App {
+    client: Client<Backend>,
+    registry: Arc<Registry>,
+    url: String,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("url", &self.url)
+            .field("tasks", &self.registry.names())
+            .finish()
+    }
+}
+
+impl App {
+    /// Starts building an application.
+    pub fn builder() -> AppBuilder {
+        AppBuilder::default()
+    }
+
+    /// The client that enqueues and reads results.
+    pub fn client(&self) -> &Client<Backend> {
+        &self.client
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &Arc<Backend> {
+        self.client.backend()
+    }
+
+    /// The registered tasks.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// The backend URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A worker for the registered tasks (configure it with [`Worker::config`]).
+    pub fn worker(&self) -> Worker<Backend> {
+        Worker::new(self.backend().clone(), self.registry.clone()).clock(self.client.clock().clone())
+    }
+
+    /// Runs the `celeriac` command line with this application's tasks, the way
+    /// `celery -A proj worker` does: `my-app worker`, `my-app enqueue <task>`, ...
+    #[cfg(feature = "cli")]
+    pub async fn run_cli(self) -> std::process::ExitCode {
+        crate::cli::run_with_registry(Some(self.registry.as_ref().clone())).await
+    }
+}
+
+impl AsClient for App {
+    type Backend = Backend;
+    fn client(&self) -> &Client<Backend> {
+        &self.client
+    }
+}
+
+/// Builds an [`App`].
+pub struct AppBuilder {
+    url: Option<String>,
+    registry: Registry,
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for AppBuilder {
+    fn default() -> Self {
+        Self {
+            url: None,
+            registry: Registry::new(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl AppBuilder {
+    /// The backend URL: `sqlite://path`, `sqlite::memory:` (default: [`DEFAULT_URL`]).
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.url = Some(url.into());
+        self
+    }
+
+    /// Registers a task.
+    pub fn task<T: Task>(mut self) -> Self {
+        self.registry.register::<T>();
+        self
+    }
+
+    /// Registers a task definition.
+    pub fn register(mut self, def: TaskDef) -> Self {
+        self.registry.insert(def);
+        self
+    }
+
+    /// Uses these registered tasks.
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.registry = registry;
+        self
+    }
+
+    /// Uses an injected clock (tests).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Connects to the backend.
+    ///
+    /// # Errors
+    /// An unknown URL scheme, or a store that cannot be opened, with a message naming it.
+    pub async fn build(self) -> Result<App> {
+        let url = self.url.unwrap_or_else(|| DEFAULT_URL.to_string());
+        let backend = connect(&url).await?;
+        Ok(App {
+            client: Client::with_clock(Arc::new(backend), self.clock),
+            registry: Arc::new(self.registry),
+            url,
+        })
+    }
+}
+
+/// Opens the backend a URL names.
+pub async fn connect(url: &str) -> Result<Backend> {
+    let scheme = url.split(':').next().unwrap_or("");
+    match scheme {
+        "sqlite" => Backend::connect(url).await,
+        "redis" | "rediss" | "redis+sentinel" | "redis+cluster" => Err(Error::config(
+            "url",
+            format!("`{scheme}://` needs the Redis backend, which this build does not include yet; use sqlite://"),
+        )),
+        _ => Err(Error::config(
+            "url",
+            format!("unknown backend URL scheme in `{url}`; expected sqlite://path or sqlite::memory:"),
+        )),
+    }
+}

@@ -1,0 +1,60 @@
+//! Celeriac: background jobs for Rust services — typed tasks, workers with leases and
+//! retries, results, dead letters — on an embedded SQLite file by default.
+//!
+//! ```no_run
+//! use celeriac::prelude::*;
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Email { to: String, subject: String }
+//!
+//! #[celeriac::task(queue = "emails", retries = 5)]
+//! async fn send_email(ctx: &TaskContext, email: Email) -> Result<(), TaskError> {
+//!     println!("attempt {} sending to {}", ctx.attempt(), email.to);
+//!     Ok(())
+//! }
+//!
+//! # async fn run() -> celeriac::Result<()> {
+//! let app = App::builder().url("sqlite://celeriac.db").task::<send_email::Task>().build().await?;
+//! let job = send_email::enqueue(&app, Email { to: "a@example.com".into(), subject: "hi".into() }).await?;
+//! // In a worker process: app.worker().run().await?
+//! let info = job.wait(std::time::Duration::from_secs(30)).await?;
+//! println!("{}", info.state);
+//! # Ok(()) }
+//! ```
+//!
+//! Concepts: a **task** is a named async function; a **job** is one call of it stored in a
+//! **queue**; a **worker** claims jobs under a lease with a fencing token, runs them, retries
+//! failures with backoff, and moves jobs that cannot succeed to the **dead letters** with the
+//! reason. Everything is at-least-once: a job whose worker dies is redelivered when its lease
+//! runs out.
+
+mod app;
+#[cfg(feature = "cli")]
+pub mod cli;
+#[cfg(feature = "cli")]
+pub mod demo;
+
+pub use app::{App, AppBuilder, Backend, DEFAULT_URL};
+pub use celeriac_core::{
+    backend, client, clock, error, job, retry, task, worker, AsClient, Backoff, Broker, Client,
+    Clock, Encoding, Enqueue, Error, ErrorInfo, ErrorKind, Job, JobHandle, JobId, JobInfo,
+    JobOptions, JobState, ManualClock, Priority, Progress, Registry, Result, ResultStore,
+    Shutdown, SystemClock, Task, TaskContext, TaskDef, TaskError, TaskOptions, Worker,
+    WorkerConfig, WorkerStats,
+};
+pub use celeriac_embedded as embedded;
+pub use celeriac_macros::task;
+
+/// What most applications need: `use celeriac::prelude::*;`.
+pub mod prelude {
+    pub use crate::{
+        App, AsClient, Encoding, JobHandle, JobId, JobState, Priority, Task, TaskContext,
+        TaskError, Worker, WorkerConfig,
+    };
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use serde;
+}
