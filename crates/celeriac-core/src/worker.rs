@@ -258,7 +258,7 @@ impl<B: Broker + ResultStore> Worker<B> {
 
         let inflight: Inflight = Arc::new(Mutex::new(HashMap::new()));
         let slots = Arc::new(Semaphore::new(config.concurrency));
-        let (done_tx, done_rx) = mpsc::unbounded_channel::<Completion>();
+        let (done_tx, done_rx) = mpsc::unbounded_channel::<Done>();
         let (release_tx, mut release_rx) = mpsc::unbounded_channel::<LeaseRef>();
         let tracker = TaskTracker::new();
         let abandon = CancellationToken::new();
@@ -429,9 +429,13 @@ struct RunOne {
     progress: Arc<dyn ProgressSink>,
     kill: CancellationToken,
     abandon: CancellationToken,
-    done: mpsc::UnboundedSender<Completion>,
+    done: mpsc::UnboundedSender<Done>,
     release: mpsc::UnboundedSender<LeaseRef>,
 }
+
+/// A finished attempt on its way to the store, with the slot it holds until acknowledged:
+/// slots free up in batches as acknowledgements land, so claims come in batches too.
+type Done = (Completion, OwnedSemaphorePermit);
 
 enum Ended {
     Ran(std::thread::Result<Result<Option<Vec<u8>>, RunError>>),
@@ -460,10 +464,13 @@ impl RunOne {
                 attempt,
             );
             warn!(%error, "job dead-lettered");
-            let _ = self.done.send(Completion {
-                lease,
-                outcome: Outcome::Dead { error },
-            });
+            let _ = self.done.send((
+                Completion {
+                    lease,
+                    outcome: Outcome::Dead { error },
+                },
+                permit,
+            ));
             return;
         };
         let ctx = TaskContext::new(
@@ -499,7 +506,6 @@ impl RunOne {
             }
         };
         drop(fut);
-        drop(permit);
         let now = self.clock.now_ms();
         let backoff = def.options().backoff;
         let retry_or_dead = |kind: &str, message: String, delay: Option<Duration>| {
@@ -512,8 +518,8 @@ impl RunOne {
             } else {
                 Outcome::Dead {
                     error: ErrorInfo::new(
-                        kind,
-                        format!("{message} (gave up after {attempt} attempts)"),
+                        "retries_exhausted",
+                        format!("gave up after {attempt} attempts; last error ({kind}): {message}"),
                         attempt,
                     ),
                 }
@@ -562,24 +568,29 @@ impl RunOne {
             Outcome::Dead { error } => warn!(%error, "job dead-lettered"),
             Outcome::Cancelled => info!("job cancelled"),
         }
-        let _ = self.done.send(Completion { lease, outcome });
+        let _ = self.done.send((Completion { lease, outcome }, permit));
     }
 }
 
 async fn ack_loop<B: Broker>(
     backend: Arc<B>,
     clock: Arc<dyn Clock>,
-    mut rx: mpsc::UnboundedReceiver<Completion>,
+    mut rx: mpsc::UnboundedReceiver<Done>,
     inflight: Inflight,
     stats: Arc<WorkerStats>,
     kill: CancellationToken,
 ) {
     const MAX_BATCH: usize = 1024;
     while let Some(first) = rx.recv().await {
+        let (first, first_permit) = first;
         let mut batch = vec![first];
+        let mut permits = vec![first_permit];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(c) => batch.push(c),
+                Ok((c, p)) => {
+                    batch.push(c);
+                    permits.push(p);
+                }
                 Err(_) => break,
             }
         }
@@ -597,6 +608,7 @@ async fn ack_loop<B: Broker>(
                 }
             }
         };
+        drop(permits);
         let Some(applied) = applied else { continue };
         if let Ok(mut map) = inflight.lock() {
             for c in &batch {

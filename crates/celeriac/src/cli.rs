@@ -1,7 +1,787 @@
-//! The `celeriac` command line.
-use crate::Registry;
+//! The `celeriac` command line, as a library: the stock binary calls [`run`], and an
+//! application's own binary calls [`crate::App::run_cli`] to get the same subcommands for its
+//! own tasks.
+//!
+//! Every flag can also be set with a `CELERIAC_*` environment variable (shown in `--help`).
 
-/// Runs the command line with these tasks registered.
-pub async fn run_with_registry(_registry: Option<Registry>) -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+use crate::bench::{self, BenchConfig, Phase};
+use crate::{demo, App, Broker, Error, JobId, JobInfo, JobOptions, Priority, Registry, ResultStore, WorkerConfig};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "celeriac",
+    version,
+    about = "Background jobs for Rust: run workers, enqueue and inspect jobs, manage queues and dead letters.",
+    long_about = "Background jobs for Rust: run workers, enqueue and inspect jobs, manage queues and \
+dead letters.\n\nThe backend is chosen by URL (--url or CELERIAC_URL): sqlite://celeriac.db (the \
+default, one file, no server) or sqlite::memory:.\n\nQuick start: `celeriac demo` runs a realistic \
+mix of jobs on the embedded backend and prints a summary."
+)]
+struct Cli {
+    /// Backend URL: sqlite://path/to/file.db (default sqlite://celeriac.db) or sqlite::memory:.
+    #[arg(long, env = "CELERIAC_URL", global = true)]
+    url: Option<String>,
+
+    /// Log filter: error, warn, info, debug, trace, or a tracing directive such as celeriac=debug.
+    #[arg(long, env = "CELERIAC_LOG", global = true)]
+    log: Option<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a worker: claim jobs from queues and run their tasks until SIGINT/SIGTERM.
+    ///
+    /// The first signal stops claiming and lets running jobs finish within the grace period
+    /// (then hands the rest back); a second signal stops at once and leaves leases to expire.
+    Worker(WorkerArgs),
+    /// Enqueue a job for a task by name, with JSON arguments.
+    Enqueue(EnqueueArgs),
+    /// Show everything known about a job: state, arguments, result, error, progress.
+    Inspect {
+        /// The job's id.
+        id: String,
+        /// Print JSON instead of text.
+        #[arg(long, env = "CELERIAC_JSON")]
+        json: bool,
+    },
+    /// List queues with their job counts per state.
+    Queues {
+        /// Print JSON instead of a table.
+        #[arg(long, env = "CELERIAC_JSON")]
+        json: bool,
+    },
+    /// Pause a queue: workers stop claiming from it (running jobs finish).
+    Pause {
+        /// The queue.
+        queue: String,
+    },
+    /// Resume a paused queue.
+    Resume {
+        /// The queue.
+        queue: String,
+    },
+    /// Delete the pending and scheduled jobs of a queue (running jobs are not touched).
+    Purge {
+        /// The queue.
+        queue: String,
+        /// Confirm the deletion.
+        #[arg(long, env = "CELERIAC_YES")]
+        yes: bool,
+    },
+    /// Dead letters: jobs that could not succeed, with the reason.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+    /// List the tasks this binary can run.
+    Tasks,
+    /// Run a demo on the embedded backend: a worker in this process and thousands of jobs
+    /// (e-mails with latency, retries, delayed jobs, a few dead letters), then a summary.
+    Demo {
+        /// How many jobs.
+        #[arg(long, env = "CELERIAC_DEMO_JOBS", default_value_t = 3000)]
+        jobs: u64,
+    },
+    /// Measure enqueue and processing throughput, start latency and memory with no-op jobs.
+    ///
+    /// Without --url it uses a fresh SQLite file with durable commits.
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+struct WorkerArgs {
+    /// Queues to consume, comma-separated, most important first (default: the queues of the
+    /// registered tasks).
+    #[arg(long, short, env = "CELERIAC_QUEUES", value_delimiter = ',')]
+    queues: Vec<String>,
+    /// Jobs running at once.
+    #[arg(long, short, env = "CELERIAC_CONCURRENCY", default_value_t = 16)]
+    concurrency: usize,
+    /// Most jobs claimed per call (never more than the free slots).
+    #[arg(long, env = "CELERIAC_PREFETCH")]
+    prefetch: Option<usize>,
+    /// Lease per job, e.g. 30s; a job whose worker dies is redelivered after this.
+    #[arg(long, env = "CELERIAC_LEASE", default_value = "30s", value_parser = parse_duration)]
+    lease: Duration,
+    /// How often leases are extended (default: a third of the lease).
+    #[arg(long, env = "CELERIAC_HEARTBEAT", value_parser = parse_duration)]
+    heartbeat: Option<Duration>,
+    /// How long an idle worker waits before looking for work enqueued by other processes.
+    #[arg(long, env = "CELERIAC_POLL_INTERVAL", default_value = "100ms", value_parser = parse_duration)]
+    poll_interval: Duration,
+    /// On shutdown, how long running jobs may take to finish.
+    #[arg(long, env = "CELERIAC_GRACE_PERIOD", default_value = "30s", value_parser = parse_duration)]
+    grace_period: Duration,
+    /// This worker's name (default host:pid).
+    #[arg(long, env = "CELERIAC_WORKER_ID")]
+    worker_id: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct EnqueueArgs {
+    /// The task's name (see `celeriac tasks`).
+    task: String,
+    /// The arguments as JSON: the value of the task's argument, or an array for several.
+    #[arg(long, short, env = "CELERIAC_ARGS", default_value = "null")]
+    args: String,
+    /// Another queue than the task's own.
+    #[arg(long, env = "CELERIAC_QUEUE")]
+    queue: Option<String>,
+    /// Priority 0..=9, 9 most urgent.
+    #[arg(long, env = "CELERIAC_PRIORITY")]
+    priority: Option<u8>,
+    /// Run no sooner than this from now, e.g. 10s, 5m.
+    #[arg(long, env = "CELERIAC_DELAY", value_parser = parse_duration)]
+    delay: Option<Duration>,
+    /// Expire if not started within this, e.g. 1h.
+    #[arg(long, env = "CELERIAC_EXPIRES", value_parser = parse_duration)]
+    expires: Option<Duration>,
+    /// Total attempts.
+    #[arg(long, env = "CELERIAC_MAX_ATTEMPTS")]
+    max_attempts: Option<u32>,
+    /// Accept a task this binary does not know (one that workers in another binary run).
+    #[arg(long, env = "CELERIAC_UNCHECKED")]
+    unchecked: bool,
+    /// Wait this long for the job to finish and print its result.
+    #[arg(long, env = "CELERIAC_WAIT", value_parser = parse_duration)]
+    wait: Option<Duration>,
+}
+
+#[derive(Subcommand, Debug)]
+enum DlqCommand {
+    /// List dead letters, newest first.
+    List {
+        /// Only this queue.
+        #[arg(long, env = "CELERIAC_QUEUE")]
+        queue: Option<String>,
+        /// At most this many.
+        #[arg(long, env = "CELERIAC_LIMIT", default_value_t = 50)]
+        limit: usize,
+        /// Print JSON instead of a table.
+        #[arg(long, env = "CELERIAC_JSON")]
+        json: bool,
+    },
+    /// Put dead jobs back in their queues with fresh attempts.
+    Retry {
+        /// Job ids; with none, every dead letter (of --queue, if given).
+        ids: Vec<String>,
+        /// Only this queue.
+        #[arg(long, env = "CELERIAC_QUEUE")]
+        queue: Option<String>,
+    },
+    /// Delete dead letters.
+    Purge {
+        /// Only this queue.
+        #[arg(long, env = "CELERIAC_QUEUE")]
+        queue: Option<String>,
+        /// Confirm the deletion.
+        #[arg(long, env = "CELERIAC_YES")]
+        yes: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+struct BenchArgs {
+    /// Jobs to enqueue and process.
+    #[arg(long, short = 'n', env = "CELERIAC_BENCH_JOBS", default_value_t = 20_000)]
+    jobs: u64,
+    /// Jobs per enqueue call.
+    #[arg(long, env = "CELERIAC_BENCH_BATCH", default_value_t = 1000)]
+    batch: usize,
+    /// Worker concurrency.
+    #[arg(long, short, env = "CELERIAC_BENCH_CONCURRENCY", default_value_t = 100)]
+    concurrency: usize,
+    /// Single jobs sent to an idle worker to measure start latency.
+    #[arg(long, env = "CELERIAC_BENCH_LATENCY_SAMPLES", default_value_t = 500)]
+    latency_samples: u64,
+    /// Print JSON.
+    #[arg(long, env = "CELERIAC_JSON")]
+    json: bool,
+}
+
+/// Parses `250ms`, `30s`, `5m`, `2h`, `1d`, or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (try 250ms, 30s, 5m, 2h)"))?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86400.0,
+        other => return Err(format!("unknown unit `{other}` in `{s}` (use ms, s, m, h or d)")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("`{s}` is not a valid duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// A failure to report as one line.
+struct CliError(String);
+
+impl<E: std::fmt::Display> From<E> for CliError {
+    fn from(e: E) -> Self {
+        CliError(e.to_string())
+    }
+}
+
+type CliResult = Result<(), CliError>;
+
+/// Runs the stock `celeriac` binary (its tasks are the demo's).
+pub async fn run() -> ExitCode {
+    run_with_registry(None).await
+}
+
+/// Runs the command line with `registry`'s tasks (the demo tasks when `None`).
+pub async fn run_with_registry(registry: Option<Registry>) -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let default_log = match cli.command {
+        Command::Worker(_) => "info",
+        Command::Demo { .. } | Command::Bench(_) => "error",
+        _ => "warn",
+    };
+    init_logging(cli.log.as_deref().unwrap_or(default_log));
+    let registry = registry.unwrap_or_else(|| {
+        let mut r = demo::registry();
+        r.register::<bench::Noop>();
+        r
+    });
+    match dispatch(cli, registry).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(CliError(msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn app(url: Option<&str>, registry: Registry) -> Result<App, CliError> {
+    let url = url.unwrap_or(crate::DEFAULT_URL);
+    Ok(App::builder().url(url).registry(registry).build().await?)
+}
+
+async fn dispatch(cli: Cli, registry: Registry) -> CliResult {
+    let url = cli.url.as_deref();
+    match cli.command {
+        Command::Worker(args) => worker(app(url, registry).await?, args).await,
+        Command::Enqueue(args) => enqueue(app(url, registry).await?, args).await,
+        Command::Inspect { id, json } => inspect(app(url, registry).await?, &id, json).await,
+        Command::Queues { json } => queues(app(url, registry).await?, json).await,
+        Command::Pause { queue } => {
+            app(url, registry).await?.backend().pause(&queue).await?;
+            println!("paused {queue}");
+            Ok(())
+        }
+        Command::Resume { queue } => {
+            app(url, registry).await?.backend().resume(&queue).await?;
+            println!("resumed {queue}");
+            Ok(())
+        }
+        Command::Purge { queue, yes } => {
+            if !yes {
+                return Err(CliError(format!(
+                    "refusing to delete the waiting jobs of `{queue}` without --yes"
+                )));
+            }
+            let n = app(url, registry).await?.backend().purge(&queue).await?;
+            println!("deleted {n} waiting jobs from {queue}");
+            Ok(())
+        }
+        Command::Dlq { command } => dlq(app(url, registry).await?, command).await,
+        Command::Tasks => {
+            for name in registry.names() {
+                if let Some(def) = registry.get(name) {
+                    let o = def.options();
+                    println!(
+                        "{name}  queue={} attempts={} priority={}",
+                        o.queue,
+                        o.max_attempts,
+                        o.priority.get()
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Demo { jobs } => run_demo(url, jobs).await,
+        Command::Bench(args) => run_bench(url, args).await,
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn worker(app: App, args: WorkerArgs) -> CliResult {
+    let mut config = WorkerConfig {
+        queues: args.queues,
+        concurrency: args.concurrency,
+        prefetch: args.prefetch.unwrap_or(args.concurrency),
+        lease: args.lease,
+        heartbeat: args.heartbeat.unwrap_or(args.lease / 3),
+        poll_interval: args.poll_interval,
+        grace_period: args.grace_period,
+        ..WorkerConfig::default()
+    };
+    if let Some(id) = args.worker_id {
+        config.worker_id = id;
+    }
+    config.validate()?;
+    let worker = app.worker().config(config);
+    let shutdown = worker.shutdown_handle();
+    let stats = worker.stats();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        eprintln!("shutting down: finishing running jobs (signal again to stop now)");
+        shutdown.graceful();
+        wait_for_signal().await;
+        eprintln!("stopping now; unfinished jobs will be redelivered when their leases expire");
+        shutdown.immediate();
+    });
+    worker.run().await?;
+    use std::sync::atomic::Ordering::Relaxed;
+    println!(
+        "worker stopped: started={} succeeded={} retried={} failed={} dead={} cancelled={} stale={} released={}",
+        stats.started.load(Relaxed),
+        stats.succeeded.load(Relaxed),
+        stats.retried.load(Relaxed),
+        stats.failed.load(Relaxed),
+        stats.dead.load(Relaxed),
+        stats.cancelled.load(Relaxed),
+        stats.stale.load(Relaxed),
+        stats.released.load(Relaxed),
+    );
+    Ok(())
+}
+
+async fn enqueue(app: App, args: EnqueueArgs) -> CliResult {
+    let value: serde_json::Value = serde_json::from_str(&args.args)
+        .map_err(|e| CliError(format!("--args is not valid JSON: {e}")))?;
+    let priority = args
+        .priority
+        .map(Priority::new)
+        .transpose()?;
+    let opts = JobOptions {
+        queue: args.queue,
+        priority,
+        delay: args.delay,
+        expires_in: args.expires,
+        max_attempts: args.max_attempts,
+        ..JobOptions::default()
+    };
+    let registry = (!args.unchecked).then(|| app.registry().as_ref());
+    let handle = app
+        .client()
+        .enqueue_json(registry, &args.task, &value, opts)
+        .await
+        .map_err(|e| match e {
+            Error::Config { setting, message } if setting == "task" => {
+                CliError(format!("{message} (pass --unchecked to enqueue it anyway)"))
+            }
+            other => CliError(other.to_string()),
+        })?;
+    println!("{}", handle.id());
+    if let Some(wait) = args.wait {
+        let info = handle.wait(wait).await?;
+        print_info(&info);
+    }
+    Ok(())
+}
+
+async fn inspect(app: App, id: &str, json: bool) -> CliResult {
+    let id: JobId = id.parse()?;
+    let info = app
+        .backend()
+        .get(id)
+        .await?
+        .ok_or_else(|| CliError(format!("no job {id} (it never existed, or its record expired)")))?;
+    if json {
+        let mut v = serde_json::to_value(&info)?;
+        if let Some(obj) = v.as_object_mut() {
+            let result = info
+                .result_text()
+                .map(|t| serde_json::from_str(&t).unwrap_or(serde_json::Value::String(t)));
+            obj.insert("result".into(), result.unwrap_or(serde_json::Value::Null));
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print_info(&info);
+    }
+    Ok(())
+}
+
+fn print_info(info: &JobInfo) {
+    let j = &info.job;
+    let ts = |t: Option<i64>| t.map(format_ms).unwrap_or_else(|| "-".into());
+    println!("id:          {}", j.id);
+    println!("task:        {}", j.task);
+    println!("queue:       {}", j.queue);
+    println!("state:       {}", info.state);
+    println!("priority:    {}", j.priority.get());
+    println!("attempts:    {} of {}", j.attempts, j.max_attempts);
+    println!("created:     {}", format_ms(j.created_at));
+    println!("run at:      {}", format_ms(j.run_at));
+    println!("started:     {}", ts(j.started_at));
+    println!("finished:    {}", ts(j.finished_at));
+    if let Some(e) = j.expires_at {
+        println!("expires:     {}", format_ms(e));
+    }
+    println!("args:        {}", j.encoding.to_json_text(&j.payload));
+    if let Some(r) = info.result_text() {
+        println!("result:      {r}");
+    }
+    if let Some(e) = &info.error {
+        println!("error:       {e}");
+    }
+    if let Some(p) = &info.progress {
+        println!(
+            "progress:    {:.0}%{}",
+            p.fraction * 100.0,
+            p.message.as_deref().map(|m| format!(" {m}")).unwrap_or_default()
+        );
+    }
+    if let Some(w) = &info.worker {
+        println!("worker:      {w} (lease until {})", ts(info.lease_until));
+    }
+    for (k, v) in &j.headers {
+        println!("header:      {k}: {v}");
+    }
+}
+
+async fn queues(app: App, json: bool) -> CliResult {
+    let stats = app.backend().stats().await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&stats)?);
+        return Ok(());
+    }
+    if stats.is_empty() {
+        println!("no queues yet");
+        return Ok(());
+    }
+    use crate::JobState as S;
+    println!(
+        "{:<24} {:>8} {:>10} {:>8} {:>9} {:>8} {:>10} {:>8}",
+        "QUEUE", "PENDING", "SCHEDULED", "ACTIVE", "RETRYING", "DEAD", "SUCCEEDED", "FAILED"
+    );
+    for q in stats {
+        let name = if q.paused {
+            format!("{} (paused)", q.queue)
+        } else {
+            q.queue.clone()
+        };
+        println!(
+            "{:<24} {:>8} {:>10} {:>8} {:>9} {:>8} {:>10} {:>8}",
+            name,
+            q.count(S::Pending),
+            q.count(S::Scheduled),
+            q.count(S::Active),
+            q.count(S::Retrying),
+            q.count(S::Dead),
+            q.count(S::Succeeded),
+            q.count(S::Failed),
+        );
+    }
+    Ok(())
+}
+
+async fn dlq(app: App, command: DlqCommand) -> CliResult {
+    let backend = app.backend();
+    match command {
+        DlqCommand::List { queue, limit, json } => {
+            let dead = backend.dead_letters(queue, limit, 0).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&dead)?);
+            } else if dead.is_empty() {
+                println!("no dead letters");
+            } else {
+                println!("{:<36}  {:<12} {:<24} {:<20} REASON", "ID", "QUEUE", "TASK", "DIED");
+                for d in dead {
+                    let reason = d
+                        .error
+                        .map(|e| format!("{}: {}", e.kind, e.message))
+                        .unwrap_or_default();
+                    println!(
+                        "{:<36}  {:<12} {:<24} {:<20} {}",
+                        d.job.id,
+                        d.job.queue,
+                        d.job.task,
+                        d.job.finished_at.map(format_ms).unwrap_or_default(),
+                        reason
+                    );
+                }
+            }
+        }
+        DlqCommand::Retry { ids, queue } => {
+            let ids: Vec<JobId> = if ids.is_empty() {
+                let mut all = Vec::new();
+                loop {
+                    let page = backend.dead_letters(queue.clone(), 1000, all.len()).await?;
+                    if page.is_empty() {
+                        break;
+                    }
+                    all.extend(page.into_iter().map(|d| d.job.id));
+                }
+                all
+            } else {
+                ids.iter()
+                    .map(|s| s.parse::<JobId>())
+                    .collect::<Result<_, _>>()?
+            };
+            let bar = progress_bar(ids.len() as u64, "retrying dead letters");
+            let mut retried = 0;
+            for chunk in ids.chunks(200) {
+                retried += backend
+                    .retry_dead(Some(chunk.to_vec()), app.client().now())
+                    .await?;
+                bar.inc(chunk.len() as u64);
+            }
+            bar.finish_and_clear();
+            println!("{retried} jobs back in their queues");
+        }
+        DlqCommand::Purge { queue, yes } => {
+            if !yes {
+                return Err(CliError("refusing to delete dead letters without --yes".into()));
+            }
+            let n = backend.purge_dead(queue).await?;
+            println!("deleted {n} dead letters");
+        }
+    }
+    Ok(())
+}
+
+fn progress_bar(len: u64, message: &'static str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{msg:24} [{bar:40.cyan/blue}] {pos}/{len} ({per_sec}, eta {eta})",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(message);
+    bar
+}
+
+/// A scratch SQLite file for demo and bench, removed when dropped.
+struct Scratch {
+    dir: std::path::PathBuf,
+}
+
+impl Scratch {
+    fn new(tag: &str) -> Result<Self, CliError> {
+        let dir = std::env::temp_dir().join(format!("celeriac-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| CliError(format!("cannot create {}: {e}", dir.display())))?;
+        Ok(Self { dir })
+    }
+    fn url(&self) -> String {
+        format!("sqlite://{}", self.dir.join("celeriac.db").display())
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn run_demo(url: Option<&str>, jobs: u64) -> CliResult {
+    let (url, _scratch) = match url {
+        Some(u) => (u.to_string(), None),
+        None => {
+            let s = Scratch::new("demo")?;
+            (s.url(), Some(s))
+        }
+    };
+    let app = App::builder()
+        .url(url.as_str())
+        .registry(demo::registry())
+        .build()
+        .await?;
+    println!("Celeriac demo on {url}");
+    println!(
+        "A worker with 64 slots runs {jobs} jobs: e-mails through a slow SMTP server (some fail \
+         and retry), thumbnails on the blocking pool, delayed reminders, a partner API that is \
+         down, and some bad input.\n"
+    );
+    let bar = progress_bar(jobs, "jobs finished");
+    let summary = demo::run(&app, jobs, |done, _| bar.set_position(done)).await?;
+    bar.finish_and_clear();
+    println!("processed   {} jobs succeeded", summary.succeeded);
+    println!("retried     {} failed attempts were retried", summary.retried);
+    println!("failed      {}", summary.failed);
+    println!("dead        {} jobs in the dead letters", summary.dead);
+    for (kind, n) in &summary.dead_reasons {
+        println!("              {n:>5} × {kind}");
+    }
+    println!(
+        "throughput  {:.0} jobs/s ({} jobs in {:.2} s, including delays and retry backoff)",
+        summary.throughput, summary.jobs, summary.seconds
+    );
+    println!(
+        "latency     p50 {} ms, p99 {} ms from due to started",
+        summary.p50_start_ms, summary.p99_start_ms
+    );
+    if summary.succeeded + summary.dead + summary.failed < summary.jobs {
+        return Err(CliError(format!(
+            "only {} of {} jobs finished",
+            summary.succeeded + summary.dead + summary.failed,
+            summary.jobs
+        )));
+    }
+    Ok(())
+}
+
+async fn run_bench(url: Option<&str>, args: BenchArgs) -> CliResult {
+    if args.jobs == 0 || args.batch == 0 || args.concurrency == 0 {
+        return Err(CliError("--jobs, --batch and --concurrency must be at least 1".into()));
+    }
+    let (url, _scratch) = match url {
+        Some(u) => (u.to_string(), None),
+        None => {
+            let s = Scratch::new("bench")?;
+            (s.url(), Some(s))
+        }
+    };
+    let mut registry = Registry::new();
+    registry.register::<bench::Noop>();
+    let app = App::builder().url(url.as_str()).registry(registry).build().await?;
+    let config = BenchConfig {
+        jobs: args.jobs,
+        batch: args.batch,
+        concurrency: args.concurrency,
+        latency_samples: args.latency_samples,
+    };
+    let bar = progress_bar(args.jobs, "enqueueing");
+    let mut phase = Phase::Enqueue;
+    let report = bench::run(&app, &config, |p, done, total| {
+        if p != phase {
+            phase = p;
+            bar.set_length(total);
+            bar.reset();
+            bar.set_message(match p {
+                Phase::Enqueue => "enqueueing",
+                Phase::Process => "processing",
+                Phase::Latency => "measuring latency",
+            });
+        }
+        bar.set_position(done);
+    })
+    .await?;
+    bar.finish_and_clear();
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("backend        {}", report.url);
+        println!(
+            "enqueue        {:>10.0} jobs/s  ({} jobs in batches of {})",
+            report.enqueue_jobs_per_sec, report.jobs, report.batch
+        );
+        println!(
+            "processing     {:>10.0} jobs/s  (concurrency {})",
+            report.process_jobs_per_sec, report.concurrency
+        );
+        println!(
+            "start latency  p50 {:.2} ms, p99 {:.2} ms  (idle worker, {} single jobs)",
+            report.latency_p50_us as f64 / 1000.0,
+            report.latency_p99_us as f64 / 1000.0,
+            args.latency_samples
+        );
+        if let Some(kib) = report.peak_rss_kib {
+            println!("peak RSS       {:.1} MiB", kib as f64 / 1024.0);
+        }
+    }
+    Ok(())
+}
+
+/// Formats milliseconds since the epoch as an RFC 3339 UTC timestamp.
+pub fn format_ms(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let millis = ms.rem_euclid(1000);
+    let days = secs.div_euclid(86400);
+    let rem = secs.rem_euclid(86400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn timestamps_format_as_rfc3339() {
+        assert_eq!(format_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(format_ms(1_796_036_096_789), "2026-11-30T09:34:56.789Z");
+        assert_eq!(format_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
 }

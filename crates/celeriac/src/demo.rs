@@ -1,1 +1,263 @@
-//! Demo tasks.
+//! The tasks and the driver behind `celeriac demo`: a realistic mix of jobs on the embedded
+//! backend, with a progress bar and a summary.
+//!
+//! The tasks are written with the plain [`Task`] trait (no macro) and double as an example
+//! of that path.
+
+use crate::{App, Job, Registry, Task, TaskContext, TaskError, TaskOptions, WorkerConfig};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, Instant};
+
+/// An e-mail to send.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Email {
+    /// Recipient.
+    pub to: String,
+    /// Subject line.
+    pub subject: String,
+    /// How many first attempts fail with a transient SMTP error (to show retries).
+    #[serde(default)]
+    pub fail_times: u32,
+}
+
+/// Sends an e-mail through a simulated SMTP server with 5–30 ms of latency.
+pub struct SendEmail;
+
+impl Task for SendEmail {
+    const NAME: &'static str = "demo.send_email";
+    type Args = Email;
+    type Output = String;
+
+    fn options() -> TaskOptions {
+        TaskOptions {
+            queue: "emails".into(),
+            max_attempts: 4,
+            backoff: crate::Backoff {
+                base: Duration::from_millis(100),
+                cap: Duration::from_secs(1),
+                jitter: true,
+            },
+            ..TaskOptions::default()
+        }
+    }
+
+    async fn run(ctx: TaskContext, email: Email) -> Result<String, TaskError> {
+        let latency = rand::rng().random_range(5..30);
+        tokio::time::sleep(Duration::from_millis(latency)).await;
+        if ctx.attempt() <= email.fail_times {
+            return Err(TaskError::msg("421 service not available, try again later"));
+        }
+        Ok(format!("250 queued as <{}@demo>", ctx.job_id()))
+    }
+}
+
+/// Image dimensions to render a thumbnail for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Thumbnail {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+}
+
+/// CPU-bound work on the blocking pool, so heartbeats keep beating.
+pub struct ResizeImage;
+
+impl Task for ResizeImage {
+    const NAME: &'static str = "demo.resize_image";
+    type Args = Thumbnail;
+    type Output = u64;
+
+    fn options() -> TaskOptions {
+        TaskOptions {
+            queue: "images".into(),
+            ..TaskOptions::default()
+        }
+    }
+
+    async fn run(ctx: TaskContext, t: Thumbnail) -> Result<u64, TaskError> {
+        ctx.blocking(move || {
+            let pixels = u64::from(t.width.min(2000)) * u64::from(t.height.min(2000));
+            (0..pixels).fold(0u64, |acc, p| acc.wrapping_mul(31).wrapping_add(p ^ 0x5bd1))
+        })
+        .await
+    }
+}
+
+/// Calls a partner API that is down: every attempt fails, and the job ends in the dead letters.
+pub struct SyncInventory;
+
+impl Task for SyncInventory {
+    const NAME: &'static str = "demo.sync_inventory";
+    type Args = u32;
+    type Output = ();
+
+    fn options() -> TaskOptions {
+        TaskOptions {
+            max_attempts: 3,
+            backoff: crate::Backoff {
+                base: Duration::from_millis(50),
+                cap: Duration::from_millis(200),
+                jitter: true,
+            },
+            ..TaskOptions::default()
+        }
+    }
+
+    async fn run(_ctx: TaskContext, sku: u32) -> Result<(), TaskError> {
+        Err(TaskError::msg(format!(
+            "partner API returned 503 for SKU {sku}"
+        )))
+    }
+}
+
+/// The demo's tasks.
+pub fn registry() -> Registry {
+    let mut r = Registry::new();
+    r.register::<SendEmail>()
+        .register::<ResizeImage>()
+        .register::<SyncInventory>();
+    r
+}
+
+/// What the demo did.
+#[derive(Debug, Clone, Serialize)]
+pub struct DemoSummary {
+    /// Jobs enqueued.
+    pub jobs: u64,
+    /// Jobs that succeeded.
+    pub succeeded: u64,
+    /// Failed attempts that were retried.
+    pub retried: u64,
+    /// Jobs in the dead letters.
+    pub dead: u64,
+    /// Jobs that failed permanently.
+    pub failed: u64,
+    /// Seconds from the first enqueue to the last job finishing.
+    pub seconds: f64,
+    /// Finished jobs per second.
+    pub throughput: f64,
+    /// Median enqueue-to-start latency, milliseconds.
+    pub p50_start_ms: i64,
+    /// 99th percentile enqueue-to-start latency, milliseconds.
+    pub p99_start_ms: i64,
+    /// Dead letters by reason kind.
+    pub dead_reasons: Vec<(String, u64)>,
+}
+
+/// The value at quantile `q` (0..=1) of sorted samples.
+pub fn percentile<T: Copy + Default>(sorted: &[T], q: f64) -> T {
+    if sorted.is_empty() {
+        return T::default();
+    }
+    let idx = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+/// Runs the demo mix of `jobs` jobs on `app` with an in-process worker; `tick` is called
+/// with (finished, total) as jobs finish.
+pub async fn run(app: &App, jobs: u64, mut tick: impl FnMut(u64, u64)) -> crate::Result<DemoSummary> {
+    let worker = app.worker().config(WorkerConfig {
+        queues: vec!["emails".into(), "images".into(), "default".into()],
+        concurrency: 64,
+        prefetch: 64,
+        poll_interval: Duration::from_millis(50),
+        ..WorkerConfig::default()
+    });
+    let stats = worker.stats();
+    let shutdown = worker.shutdown_handle();
+    let handle = tokio::spawn(worker.run());
+    let started = Instant::now();
+
+    let client = app.client();
+    let mut rng = rand::rng();
+    let n_images = jobs / 10;
+    let n_delayed = jobs / 20;
+    let n_doomed = (jobs / 200).max(1);
+    let n_bad = (jobs / 500).max(1);
+    let n_emails = jobs.saturating_sub(n_images + n_delayed + n_doomed + 2 * n_bad);
+
+    let emails: Vec<Email> = (0..n_emails)
+        .map(|i| Email {
+            to: format!("customer{i}@example.com"),
+            subject: "Your order has shipped".into(),
+            fail_times: if rng.random_ratio(1, 10) { rng.random_range(1..=2) } else { 0 },
+        })
+        .collect();
+    for chunk in emails.chunks(500) {
+        client.enqueue_many::<SendEmail>(chunk.to_vec()).await?;
+    }
+    let thumbs: Vec<Thumbnail> = (0..n_images)
+        .map(|_| Thumbnail {
+            width: rng.random_range(100..800),
+            height: rng.random_range(100..800),
+        })
+        .collect();
+    client.enqueue_many::<ResizeImage>(thumbs).await?;
+    for i in 0..n_delayed {
+        let delay = Duration::from_millis(rng.random_range(1000..3000));
+        crate::Enqueue::<SendEmail>::new(Email {
+            to: format!("reminder{i}@example.com"),
+            subject: "Your cart misses you".into(),
+            fail_times: 0,
+        })
+        .delay(delay)
+        .enqueue(client)
+        .await?;
+    }
+    client.enqueue_many::<SyncInventory>((0..n_doomed as u32).collect::<Vec<_>>()).await?;
+    // Bad input: jobs for a task no worker knows, and payloads that do not decode.
+    let now = client.now();
+    let mut bad = Vec::new();
+    for _ in 0..n_bad {
+        bad.push(Job::new("demo.legacy_report", b"{}".to_vec(), now));
+        let mut garbled = Job::new(SendEmail::NAME, br#"{"to": 42}"#.to_vec(), now);
+        garbled.queue = "emails".into();
+        bad.push(garbled);
+    }
+    client.push(bad).await?;
+
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let finished = stats.finished();
+        tick(finished.min(jobs), jobs);
+        if finished >= jobs || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    shutdown.graceful();
+    let _ = handle.await;
+
+    let mut lat = stats.start_latencies_ms();
+    lat.sort_unstable();
+    let mut reasons: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut offset = 0;
+    loop {
+        let page = crate::Broker::dead_letters(app.backend().as_ref(), None, 500, offset).await?;
+        if page.is_empty() {
+            break;
+        }
+        offset += page.len();
+        for info in page {
+            let kind = info.error.map(|e| e.kind).unwrap_or_else(|| "unknown".into());
+            *reasons.entry(kind).or_default() += 1;
+        }
+    }
+    use std::sync::atomic::Ordering::Relaxed;
+    let finished = stats.finished();
+    Ok(DemoSummary {
+        jobs,
+        succeeded: stats.succeeded.load(Relaxed),
+        retried: stats.retried.load(Relaxed),
+        dead: stats.dead.load(Relaxed),
+        failed: stats.failed.load(Relaxed),
+        seconds,
+        throughput: finished as f64 / seconds.max(1e-9),
+        p50_start_ms: percentile(&lat, 0.50),
+        p99_start_ms: percentile(&lat, 0.99),
+        dead_reasons: reasons.into_iter().collect(),
+    })
+}

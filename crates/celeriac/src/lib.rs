@@ -34,6 +34,8 @@ mod app;
 pub mod cli;
 #[cfg(feature = "cli")]
 pub mod demo;
+#[cfg(feature = "cli")]
+pub mod bench;
 
 pub use app::{App, AppBuilder, Backend, DEFAULT_URL};
 pub use celeriac_core::{
