@@ -1,0 +1,181 @@
+//! The `celeriac` binary as a user runs it: commands, output, and bad input.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn celeriac(url: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_celeriac"))
+        .arg("--url")
+        .arg(url)
+        .args(args)
+        .env_remove("CELERIAC_URL")
+        .output()
+        .expect("the celeriac binary runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn url_in(dir: &Path) -> String {
+    format!("sqlite://{}", dir.join("jobs.db").display())
+}
+
+#[test]
+fn malformed_args_json_is_a_one_line_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = celeriac(&url_in(dir.path()), &["enqueue", "demo.send_email", "--args", "{not json"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("--args is not valid JSON"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+}
+
+#[test]
+fn unknown_task_on_enqueue_is_refused_and_names_the_task() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = url_in(dir.path());
+    let out = celeriac(&url, &["enqueue", "no.such.task", "--args", "{}"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("unknown task `no.such.task`"), "{err}");
+    assert!(err.contains("--unchecked"), "{err}");
+    // Nothing was stored.
+    let q = celeriac(&url, &["queues", "--json"]);
+    assert!(q.status.success(), "{}", stderr(&q));
+    let stats: serde_json::Value = serde_json::from_slice(&q.stdout).expect("json");
+    assert_eq!(stats.as_array().map(Vec::len), Some(0), "{stats}");
+}
+
+#[test]
+fn unknown_url_scheme_is_a_clear_error() {
+    let out = celeriac("mongodb://localhost/x", &["queues"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("unknown backend URL scheme"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn corrupt_database_file_is_reported_and_left_untouched() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("jobs.db");
+    let garbage: Vec<u8> = (0..8192u32).map(|i| (i * 7 + 3) as u8).collect();
+    std::fs::write(&path, &garbage).expect("write");
+    let out = celeriac(&url_in(dir.path()), &["queues"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("not a database"), "{err}");
+    assert!(err.contains("jobs.db"), "names the file: {err}");
+    assert_eq!(std::fs::read(&path).expect("read"), garbage, "the file must not change");
+}
+
+#[test]
+fn missing_directory_is_a_clear_error() {
+    let out = celeriac("sqlite:///no/such/dir/jobs.db", &["queues"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+}
+
+#[test]
+fn bad_worker_setting_fails_at_start_naming_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = celeriac(&url_in(dir.path()), &["worker", "--concurrency", "0"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("concurrency"), "{}", stderr(&out));
+    let out = celeriac(&url_in(dir.path()), &["worker", "--lease", "3 fortnights"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--lease"), "{}", stderr(&out));
+}
+
+#[test]
+fn settings_come_from_environment_variables() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_celeriac"))
+        .args(["enqueue", "demo.send_email"])
+        .env("CELERIAC_URL", url_in(dir.path()))
+        .env("CELERIAC_ARGS", r#"{"to":"env@example.com","subject":"s"}"#)
+        .env("CELERIAC_PRIORITY", "8")
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = stdout(&out).trim().to_string();
+    let info = celeriac(&url_in(dir.path()), &["inspect", &id, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&info.stdout).expect("json");
+    assert_eq!(v["job"]["priority"], 8, "{v}");
+    assert_eq!(v["state"], "pending");
+}
+
+#[test]
+fn enqueue_work_inspect_and_dead_letters_round_trip() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = url_in(dir.path());
+    let ok = celeriac(
+        &url,
+        &["enqueue", "demo.send_email", "--args", r#"{"to":"a@example.com","subject":"hi"}"#],
+    );
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    let ok_id = stdout(&ok).trim().to_string();
+    let lost = celeriac(&url, &["enqueue", "legacy.task", "--unchecked", "--queue", "emails"]);
+    assert!(lost.status.success(), "{}", stderr(&lost));
+    let lost_id = stdout(&lost).trim().to_string();
+
+    let pending = celeriac(&url, &["inspect", &ok_id]);
+    assert!(stdout(&pending).contains("state:       pending"), "{}", stdout(&pending));
+
+    // A worker process runs them; SIGTERM stops it gracefully.
+    let worker = Command::new(env!("CARGO_BIN_EXE_celeriac"))
+        .args(["--url", &url, "worker", "--queues", "emails", "--poll-interval", "20ms"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("worker starts");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let i = celeriac(&url, &["inspect", &ok_id]);
+        if stdout(&i).contains("state:       succeeded") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "job never finished: {}", stdout(&i));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    sigterm(worker.id());
+    let out = worker.wait_with_output().expect("worker exits");
+    assert!(out.status.success(), "graceful stop exits 0");
+    assert!(stdout(&out).contains("worker stopped: started=2"), "{}", stdout(&out));
+
+    let done = celeriac(&url, &["inspect", &ok_id]);
+    let text = stdout(&done);
+    assert!(text.contains("result:      \"250 queued as"), "{text}");
+
+    let dlq = celeriac(&url, &["dlq", "list"]);
+    let text = stdout(&dlq);
+    assert!(text.contains(&lost_id), "{text}");
+    assert!(text.contains("unknown_task"), "{text}");
+
+    let refused = celeriac(&url, &["dlq", "purge"]);
+    assert!(!refused.status.success(), "purge needs --yes");
+
+    let retry = celeriac(&url, &["dlq", "retry", &lost_id]);
+    assert!(stdout(&retry).contains("1 jobs back"), "{}", stdout(&retry));
+    let back = celeriac(&url, &["inspect", &lost_id]);
+    assert!(stdout(&back).contains("state:       pending"), "{}", stdout(&back));
+
+    let q = celeriac(&url, &["queues"]);
+    let text = stdout(&q);
+    assert!(text.lines().any(|l| l.starts_with("emails")), "{text}");
+
+    let purge = celeriac(&url, &["purge", "emails", "--yes"]);
+    assert!(stdout(&purge).contains("deleted 1 waiting jobs"), "{}", stdout(&purge));
+}
+
+fn sigterm(pid: u32) {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let pid = i32::try_from(pid).expect("pid fits");
+    kill(Pid::from_raw(pid), Signal::SIGTERM).expect("SIGTERM delivered");
+}
