@@ -484,28 +484,31 @@ impl RunOne {
             cancel.clone(),
             Some(self.progress.clone()),
         );
-        let fut = AssertUnwindSafe(def.call(ctx, job.payload.clone(), job.encoding)).catch_unwind();
-        tokio::pin!(fut);
-        let soft = job.soft_time_limit;
-        let hard = job.hard_time_limit;
-        let soft_sleep = tokio::time::sleep(soft.unwrap_or(Duration::MAX / 4));
-        let hard_sleep = tokio::time::sleep(hard.unwrap_or(Duration::MAX / 4));
-        tokio::pin!(soft_sleep, hard_sleep);
-        let mut soft_armed = soft.is_some();
-        let ended = loop {
-            tokio::select! {
-                r = &mut fut => break Ended::Ran(r),
-                _ = &mut soft_sleep, if soft_armed => {
-                    soft_armed = false;
-                    debug!("soft time limit reached; cancelling the task's token");
-                    cancel.cancel();
+        // The task's future lives in this block only: it is dropped as soon as it ends.
+        let ended = {
+            let fut =
+                AssertUnwindSafe(def.call(ctx, job.payload.clone(), job.encoding)).catch_unwind();
+            tokio::pin!(fut);
+            let soft = job.soft_time_limit;
+            let hard = job.hard_time_limit;
+            let soft_sleep = tokio::time::sleep(soft.unwrap_or(Duration::MAX / 4));
+            let hard_sleep = tokio::time::sleep(hard.unwrap_or(Duration::MAX / 4));
+            tokio::pin!(soft_sleep, hard_sleep);
+            let mut soft_armed = soft.is_some();
+            loop {
+                tokio::select! {
+                    r = &mut fut => break Ended::Ran(r),
+                    _ = &mut soft_sleep, if soft_armed => {
+                        soft_armed = false;
+                        debug!("soft time limit reached; cancelling the task's token");
+                        cancel.cancel();
+                    }
+                    _ = &mut hard_sleep, if hard.is_some() => break Ended::HardLimit(hard.unwrap_or_default()),
+                    _ = self.kill.cancelled() => break Ended::Killed,
+                    _ = self.abandon.cancelled() => break Ended::Abandoned,
                 }
-                _ = &mut hard_sleep, if hard.is_some() => break Ended::HardLimit(hard.unwrap_or_default()),
-                _ = self.kill.cancelled() => break Ended::Killed,
-                _ = self.abandon.cancelled() => break Ended::Abandoned,
             }
         };
-        drop(fut);
         let now = self.clock.now_ms();
         let backoff = def.options().backoff;
         let retry_or_dead = |kind: &str, message: String, delay: Option<Duration>| {
