@@ -1,1 +1,141 @@
-//! placeholder
+//! One conformance suite for every Celeriac backend.
+//!
+//! Each case is a plain `async fn case<B: Broker + ResultStore>(backend: Arc<B>)` in
+//! [`cases`], written only against the backend traits and the core types; it drives time
+//! with explicit `now` values (and a [`celeriac_core::ManualClock`] for the worker-driven
+//! cases) and panics when the backend does not behave. The [`suite!`] macro expands every
+//! case into a `#[tokio::test]` with a fresh backend, so a backend joins the suite with one
+//! line in its test file:
+//!
+//! ```no_run
+//! celeriac_conformance::suite!(sqlite_memory, celeriac_embedded::SqliteBackend::memory());
+//! # fn main() {}
+//! ```
+//!
+//! The constructor is any expression giving a future of `Result<F, E>`, where `F` is the
+//! backend itself or a [`Guarded`] backend that keeps something alive for the length of the
+//! test (a temporary directory, a server process), and `E: Debug`.
+
+pub mod cases;
+mod support;
+
+use celeriac_core::{Broker, ResultStore};
+
+/// What a suite's constructor may give: a backend, and whatever must outlive the test.
+pub trait Fixture {
+    /// The backend under test.
+    type Backend: Broker + ResultStore;
+    /// Dropped when the test ends, after the backend.
+    type Guard;
+    /// Splits the fixture into the backend and its guard.
+    fn into_parts(self) -> (Self::Backend, Self::Guard);
+}
+
+impl<B: Broker + ResultStore> Fixture for B {
+    type Backend = B;
+    type Guard = ();
+    fn into_parts(self) -> (B, ()) {
+        (self, ())
+    }
+}
+
+/// A backend with something that must live as long as the test: a temporary directory
+/// holding its file, a server process.
+#[derive(Debug)]
+pub struct Guarded<B, G> {
+    /// The backend under test.
+    pub backend: B,
+    /// Kept alive until the test ends.
+    pub guard: G,
+}
+
+impl<B: Broker + ResultStore, G> Fixture for Guarded<B, G> {
+    type Backend = B;
+    type Guard = G;
+    fn into_parts(self) -> (B, G) {
+        (self.backend, self.guard)
+    }
+}
+
+/// Builds the fixture of one test: awaits the constructor and splits the result.
+#[doc(hidden)]
+pub async fn __fixture<F, E, Fut>(constructor: Fut) -> (std::sync::Arc<F::Backend>, F::Guard)
+where
+    F: Fixture,
+    E: std::fmt::Debug,
+    Fut: std::future::Future<Output = Result<F, E>>,
+{
+    let (backend, guard) = constructor
+        .await
+        .expect("the suite's backend constructor failed")
+        .into_parts();
+    (std::sync::Arc::new(backend), guard)
+}
+
+/// Expands every conformance case into a `#[tokio::test]` inside `mod $module`, each with a
+/// fresh backend from `$constructor` (evaluated once per test; see the crate docs for what
+/// it may return). The calling crate needs `tokio` with the `macros` and `rt-multi-thread`
+/// features.
+///
+/// ```no_run
+/// celeriac_conformance::suite!(sqlite_memory, celeriac_embedded::SqliteBackend::memory());
+/// # fn main() {}
+/// ```
+#[macro_export]
+macro_rules! suite {
+    ($module:ident, $constructor:expr $(,)?) => {
+        $crate::__suite_cases! {
+            $module, $constructor;
+            // Every case of `celeriac_conformance::cases`, once.
+            fifo_within_priority,
+            priority_order,
+            delayed_jobs_wait_for_run_at,
+            next_due_is_per_queue,
+            claim_respects_limit_and_queue_order,
+            lease_expiry_redelivers,
+            stale_token_is_fenced_off,
+            release_returns_lease_uncounted,
+            unknown_leases_are_lost,
+            completion_outcomes_set_state,
+            retry_schedule_follows_backoff,
+            worker_dead_letters_after_max_attempts,
+            unknown_task_is_dead_lettered,
+            undecodable_payload_is_dead_lettered,
+            worker_runs_a_task_to_success,
+            pause_and_resume,
+            purge_clears_one_queue,
+            stats_count_states_per_queue,
+            batch_enqueue_is_atomic,
+            results_are_stored,
+            wait_returns_when_completed,
+            wait_times_out,
+            unknown_job_is_not_found,
+            progress_is_visible,
+            result_ttl_sweeps_finished_jobs,
+            ignored_result_leaves_no_row,
+            expired_jobs_are_not_claimed,
+            expired_jobs_do_not_use_up_the_claim_limit,
+            dead_letters_list_retry_purge,
+        }
+    };
+}
+
+/// The expansion of [`suite!`]: one test per case name.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __suite_cases {
+    ($module:ident, $constructor:expr; $($case:ident),* $(,)?) => {
+        mod $module {
+            #[allow(unused_imports)]
+            use super::*;
+
+            $(
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let (backend, _guard) = $crate::__fixture($constructor).await;
+                    $crate::cases::$case(backend).await;
+                }
+            )*
+        }
+    };
+}

@@ -438,7 +438,7 @@ pub struct JobInfo {
     pub error: Option<ErrorInfo>,
     /// The last progress report.
     pub progress: Option<Progress>,
-    /// The worker holding its lease, while active.
+    /// The worker that holds, or last held, its lease.
     pub worker: Option<String>,
     /// When its lease runs out, while active.
     pub lease_until: Option<UnixMs>,

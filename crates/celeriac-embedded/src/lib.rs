@@ -376,8 +376,11 @@ impl Broker for SqliteBackend {
         Ok(report)
     }
 
-    async fn next_due(&self, _queues: Vec<String>) -> Result<Option<UnixMs>> {
-        self.inner.writer.call(ops::next_due).await
+    async fn next_due(&self, queues: Vec<String>) -> Result<Option<UnixMs>> {
+        self.inner
+            .writer
+            .call(move |c| ops::next_due(c, &queues))
+            .await
     }
 
     async fn wait_for_work(&self, since: u64, max: Duration) {

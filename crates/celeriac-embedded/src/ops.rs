@@ -177,51 +177,62 @@ pub(crate) fn claim(conn: &Connection, req: &ClaimRequest) -> rusqlite::Result<V
         if out.len() >= req.limit || paused.contains(queue) {
             continue;
         }
-        let want = (req.limit - out.len()) as i64;
-        let candidates: Vec<(i64, Option<i64>)> = {
-            let mut stmt = conn.prepare_cached(
-                "SELECT seq, expires_at FROM celeriac_jobs WHERE queue = ?1 AND state = 0 \
-                 ORDER BY priority DESC, run_at, seq LIMIT ?2",
-            )?;
-            let rows = stmt.query_map(params![queue, want], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            rows.collect::<rusqlite::Result<_>>()?
-        };
-        if candidates.is_empty() {
-            continue;
-        }
-        if tokens_left < candidates.len() {
-            next_token = reserve_tokens(conn, candidates.len())?;
-            tokens_left = candidates.len();
-        }
-        let mut expire = conn.prepare_cached(
-            "UPDATE celeriac_jobs SET state = 8, finished_at = ?2, \
-             keep_until = ?2 + COALESCE(result_ttl_ms, 86400000), error_kind = 'expired', \
-             error_message = 'not started before its expiry', error_attempt = attempts \
-             WHERE seq = ?1",
-        )?;
-        let mut lease = conn.prepare_cached(&format!(
-            "UPDATE celeriac_jobs SET state = 2, attempts = attempts + 1, token = ?2, \
-             lease_until = ?3, worker = ?4, started_at = COALESCE(started_at, ?5), \
-             progress = NULL, progress_message = NULL \
-             WHERE seq = ?1 RETURNING {COLS}"
-        ))?;
-        for (seq, expires_at) in candidates {
-            if expires_at.is_some_and(|e| e <= now) {
-                expire.execute(params![seq, now])?;
-                continue;
+        let mut expired_here = 0i64;
+        // Expired jobs are marked as such and do not count against the limit; keep looking
+        // until the limit is met, the queue has no more ready jobs, or a bounded number of
+        // expired jobs has been handled in this call.
+        while out.len() < req.limit && expired_here < BATCH {
+            let want = (req.limit - out.len()) as i64;
+            let candidates: Vec<(i64, Option<i64>)> = {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT seq, expires_at FROM celeriac_jobs WHERE queue = ?1 AND state = 0 \
+                     ORDER BY priority DESC, run_at, seq LIMIT ?2",
+                )?;
+                let rows = stmt.query_map(params![queue, want], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            let exhausted = (candidates.len() as i64) < want;
+            if candidates.is_empty() {
+                break;
             }
-            let token = next_token;
-            next_token += 1;
-            tokens_left -= 1;
-            let (info, _) = lease.query_row(
-                params![seq, token as i64, lease_until, req.worker, now],
-                row_to_info,
+            if tokens_left < candidates.len() {
+                next_token = reserve_tokens(conn, candidates.len())?;
+                tokens_left = candidates.len();
+            }
+            let mut expire = conn.prepare_cached(
+                "UPDATE celeriac_jobs SET state = 8, finished_at = ?2, \
+                 keep_until = ?2 + COALESCE(result_ttl_ms, 86400000), error_kind = 'expired', \
+                 error_message = 'not started before its expiry', error_attempt = attempts \
+                 WHERE seq = ?1",
             )?;
-            out.push(Claimed {
-                job: info.job,
-                token,
-                lease_until,
-            });
+            let mut lease = conn.prepare_cached(&format!(
+                "UPDATE celeriac_jobs SET state = 2, attempts = attempts + 1, token = ?2, \
+                 lease_until = ?3, worker = ?4, started_at = COALESCE(started_at, ?5), \
+                 progress = NULL, progress_message = NULL \
+                 WHERE seq = ?1 RETURNING {COLS}"
+            ))?;
+            for (seq, expires_at) in candidates {
+                if expires_at.is_some_and(|e| e <= now) {
+                    expire.execute(params![seq, now])?;
+                    expired_here += 1;
+                    continue;
+                }
+                let token = next_token;
+                next_token += 1;
+                tokens_left -= 1;
+                let (info, _) = lease.query_row(
+                    params![seq, token as i64, lease_until, req.worker, now],
+                    row_to_info,
+                )?;
+                out.push(Claimed {
+                    job: info.job,
+                    token,
+                    lease_until,
+                });
+            }
+            if exhausted {
+                break;
+            }
         }
     }
     Ok(out)
@@ -374,9 +385,19 @@ pub(crate) fn reap(
     Ok(report)
 }
 
-pub(crate) fn next_due(conn: &Connection) -> rusqlite::Result<Option<UnixMs>> {
-    conn.prepare_cached("SELECT MIN(run_at) FROM celeriac_jobs WHERE state IN (1, 3)")?
-        .query_row([], |r| r.get(0))
+pub(crate) fn next_due(conn: &Connection, queues: &[String]) -> rusqlite::Result<Option<UnixMs>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT MIN(run_at) FROM celeriac_jobs WHERE queue = ?1 AND state IN (1, 3)",
+    )?;
+    let mut earliest: Option<UnixMs> = None;
+    for q in queues {
+        let due: Option<UnixMs> = stmt.query_row([q], |r| r.get(0))?;
+        earliest = match (earliest, due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    Ok(earliest)
 }
 
 pub(crate) fn set_paused(conn: &Connection, queue: &str, paused: bool) -> rusqlite::Result<()> {
@@ -480,8 +501,9 @@ pub(crate) fn retry_dead(
     ids: Option<&[JobId]>,
     now: UnixMs,
 ) -> rusqlite::Result<u64> {
+    // A dead letter retried by hand runs, whatever its original expiry said.
     const RESET: &str = "UPDATE celeriac_jobs SET state = 0, attempts = 0, run_at = ?1, \
-         finished_at = NULL, keep_until = NULL, token = NULL, lease_until = NULL, worker = NULL \
+         expires_at = NULL, finished_at = NULL, keep_until = NULL, token = NULL, lease_until = NULL, worker = NULL \
          WHERE state = 6";
     match ids {
         None => Ok(conn.prepare_cached(RESET)?.execute([now])? as u64),

@@ -36,6 +36,8 @@ CREATE INDEX IF NOT EXISTS celeriac_jobs_ready
     ON celeriac_jobs (queue, priority DESC, run_at, seq) WHERE state = 0;
 CREATE INDEX IF NOT EXISTS celeriac_jobs_due
     ON celeriac_jobs (run_at) WHERE state IN (1, 3);
+CREATE INDEX IF NOT EXISTS celeriac_jobs_due_by_queue
+    ON celeriac_jobs (queue, run_at) WHERE state IN (1, 3);
 CREATE INDEX IF NOT EXISTS celeriac_jobs_leased
     ON celeriac_jobs (lease_until) WHERE state = 2;
 CREATE INDEX IF NOT EXISTS celeriac_jobs_kept

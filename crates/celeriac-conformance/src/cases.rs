@@ -1,0 +1,21 @@
+//! The cases, grouped by area. Each is a plain `async fn` over the backend traits; the
+//! [`suite!`](crate::suite) macro turns every one of them into a test. A new case must also
+//! be added to the list in that macro, or no backend runs it.
+
+mod completion;
+mod dead_letters;
+mod expiry;
+mod leases;
+mod ordering;
+mod queues;
+mod results;
+mod worker;
+
+pub use completion::*;
+pub use dead_letters::*;
+pub use expiry::*;
+pub use leases::*;
+pub use ordering::*;
+pub use queues::*;
+pub use results::*;
+pub use worker::*;
