@@ -28,7 +28,10 @@ fn url_in(dir: &Path) -> String {
 #[test]
 fn malformed_args_json_is_a_one_line_error() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = celeriac(&url_in(dir.path()), &["enqueue", "demo.send_email", "--args", "{not json"]);
+    let out = celeriac(
+        &url_in(dir.path()),
+        &["enqueue", "demo.send_email", "--args", "{not json"],
+    );
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(err.contains("--args is not valid JSON"), "{err}");
@@ -71,7 +74,11 @@ fn corrupt_database_file_is_reported_and_left_untouched() {
     let err = stderr(&out);
     assert!(err.contains("not a database"), "{err}");
     assert!(err.contains("jobs.db"), "names the file: {err}");
-    assert_eq!(std::fs::read(&path).expect("read"), garbage, "the file must not change");
+    assert_eq!(
+        std::fs::read(&path).expect("read"),
+        garbage,
+        "the file must not change"
+    );
 }
 
 #[test]
@@ -116,20 +123,40 @@ fn enqueue_work_inspect_and_dead_letters_round_trip() {
     let url = url_in(dir.path());
     let ok = celeriac(
         &url,
-        &["enqueue", "demo.send_email", "--args", r#"{"to":"a@example.com","subject":"hi"}"#],
+        &[
+            "enqueue",
+            "demo.send_email",
+            "--args",
+            r#"{"to":"a@example.com","subject":"hi"}"#,
+        ],
     );
     assert!(ok.status.success(), "{}", stderr(&ok));
     let ok_id = stdout(&ok).trim().to_string();
-    let lost = celeriac(&url, &["enqueue", "legacy.task", "--unchecked", "--queue", "emails"]);
+    let lost = celeriac(
+        &url,
+        &["enqueue", "legacy.task", "--unchecked", "--queue", "emails"],
+    );
     assert!(lost.status.success(), "{}", stderr(&lost));
     let lost_id = stdout(&lost).trim().to_string();
 
     let pending = celeriac(&url, &["inspect", &ok_id]);
-    assert!(stdout(&pending).contains("state:       pending"), "{}", stdout(&pending));
+    assert!(
+        stdout(&pending).contains("state:       pending"),
+        "{}",
+        stdout(&pending)
+    );
 
     // A worker process runs them; SIGTERM stops it gracefully.
     let worker = Command::new(env!("CARGO_BIN_EXE_celeriac"))
-        .args(["--url", &url, "worker", "--queues", "emails", "--poll-interval", "20ms"])
+        .args([
+            "--url",
+            &url,
+            "worker",
+            "--queues",
+            "emails",
+            "--poll-interval",
+            "20ms",
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -140,13 +167,21 @@ fn enqueue_work_inspect_and_dead_letters_round_trip() {
         if stdout(&i).contains("state:       succeeded") {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "job never finished: {}", stdout(&i));
+        assert!(
+            std::time::Instant::now() < deadline,
+            "job never finished: {}",
+            stdout(&i)
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     sigterm(worker.id());
     let out = worker.wait_with_output().expect("worker exits");
     assert!(out.status.success(), "graceful stop exits 0");
-    assert!(stdout(&out).contains("worker stopped: started=2"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("worker stopped: started=2"),
+        "{}",
+        stdout(&out)
+    );
 
     let done = celeriac(&url, &["inspect", &ok_id]);
     let text = stdout(&done);
@@ -163,14 +198,22 @@ fn enqueue_work_inspect_and_dead_letters_round_trip() {
     let retry = celeriac(&url, &["dlq", "retry", &lost_id]);
     assert!(stdout(&retry).contains("1 jobs back"), "{}", stdout(&retry));
     let back = celeriac(&url, &["inspect", &lost_id]);
-    assert!(stdout(&back).contains("state:       pending"), "{}", stdout(&back));
+    assert!(
+        stdout(&back).contains("state:       pending"),
+        "{}",
+        stdout(&back)
+    );
 
     let q = celeriac(&url, &["queues"]);
     let text = stdout(&q);
     assert!(text.lines().any(|l| l.starts_with("emails")), "{text}");
 
     let purge = celeriac(&url, &["purge", "emails", "--yes"]);
-    assert!(stdout(&purge).contains("deleted 1 waiting jobs"), "{}", stdout(&purge));
+    assert!(
+        stdout(&purge).contains("deleted 1 waiting jobs"),
+        "{}",
+        stdout(&purge)
+    );
 }
 
 fn sigterm(pid: u32) {

@@ -9,8 +9,17 @@ use std::time::{Duration, Instant};
 
 fn spawn_worker(url: &str, id: &str, extra: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_celeriac"))
-        .args(["--url", url, "--log", "error", "worker", "--queues", "emails"])
-        .args(["--worker-id", id, "--poll-interval", "20ms", "--concurrency", "16"])
+        .args([
+            "--url", url, "--log", "error", "worker", "--queues", "emails",
+        ])
+        .args([
+            "--worker-id",
+            id,
+            "--poll-interval",
+            "20ms",
+            "--concurrency",
+            "16",
+        ])
         .args(extra)
         .env_remove("CELERIAC_URL")
         .stdout(Stdio::piped())
@@ -75,7 +84,10 @@ async fn wait_until_succeeded(app: &App, n: u64, within: Duration) {
         if done >= n {
             return;
         }
-        assert!(Instant::now() < deadline, "only {done} of {n} jobs succeeded in time");
+        assert!(
+            Instant::now() < deadline,
+            "only {done} of {n} jobs succeeded in time"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -101,7 +113,10 @@ async fn several_worker_processes_never_run_the_same_job_twice() {
 
     let started: u64 = results.iter().map(|r| r.0).sum();
     let stale: u64 = results.iter().map(|r| r.1).sum();
-    assert_eq!(started, N as u64, "attempts started across processes: {results:?}");
+    assert_eq!(
+        started, N as u64,
+        "attempts started across processes: {results:?}"
+    );
     assert_eq!(stale, 0, "no completion may be refused: {results:?}");
     assert!(
         results.iter().filter(|r| r.0 > 0).count() >= 2,
@@ -131,7 +146,10 @@ async fn kill_dash_nine_loses_no_job_and_reruns_only_jobs_in_flight() {
     let mut victim = spawn_worker(&url, "victim", &lease);
     let deadline = Instant::now() + Duration::from_secs(120);
     while count(&app, JobState::Succeeded).await < 100 {
-        assert!(Instant::now() < deadline, "the first worker made no progress");
+        assert!(
+            Instant::now() < deadline,
+            "the first worker made no progress"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     victim.kill().expect("SIGKILL");
@@ -165,7 +183,10 @@ async fn kill_dash_nine_loses_no_job_and_reruns_only_jobs_in_flight() {
             n => panic!("job {id} ran {n} times"),
         }
     }
-    assert_eq!(ran_twice, in_flight, "exactly the jobs in flight at the kill ran again");
+    assert_eq!(
+        ran_twice, in_flight,
+        "exactly the jobs in flight at the kill ran again"
+    );
 }
 
 fn sigterm(pid: u32) {

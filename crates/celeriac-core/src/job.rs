@@ -152,6 +152,11 @@ impl Priority {
         }
     }
 
+    /// A priority from a value known to be in `0..=9` (values above 9 become 9).
+    pub const fn clamped(value: u8) -> Priority {
+        Priority(if value > 9 { 9 } else { value })
+    }
+
     /// The number.
     pub fn get(self) -> u8 {
         self.0

@@ -55,14 +55,15 @@ impl App {
 
     /// A worker for the registered tasks (configure it with [`Worker::config`]).
     pub fn worker(&self) -> Worker<Backend> {
-        Worker::new(self.backend().clone(), self.registry.clone()).clock(self.client.clock().clone())
+        Worker::new(self.backend().clone(), self.registry.clone())
+            .clock(self.client.clock().clone())
     }
 
     /// Runs the `celeriac` command line with this application's tasks, the way
     /// `celery -A proj worker` does: `my-app worker`, `my-app enqueue <task>`, ...
     #[cfg(feature = "cli")]
     pub async fn run_cli(self) -> std::process::ExitCode {
-        crate::cli::run_with_registry(Some(self.registry.as_ref().clone())).await
+        crate::cli::run_with(Some(self.registry.as_ref().clone()), Some(self.url)).await
     }
 }
 

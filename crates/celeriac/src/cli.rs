@@ -5,7 +5,10 @@
 //! Every flag can also be set with a `CELERIAC_*` environment variable (shown in `--help`).
 
 use crate::bench::{self, BenchConfig, Phase};
-use crate::{demo, App, Broker, Error, JobId, JobInfo, JobOptions, Priority, Registry, ResultStore, WorkerConfig};
+use crate::{
+    demo, App, Broker, Error, JobId, JobInfo, JobOptions, Priority, Registry, ResultStore,
+    WorkerConfig,
+};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::process::ExitCode;
@@ -190,7 +193,12 @@ enum DlqCommand {
 #[derive(Args, Debug)]
 struct BenchArgs {
     /// Jobs to enqueue and process.
-    #[arg(long, short = 'n', env = "CELERIAC_BENCH_JOBS", default_value_t = 20_000)]
+    #[arg(
+        long,
+        short = 'n',
+        env = "CELERIAC_BENCH_JOBS",
+        default_value_t = 20_000
+    )]
     jobs: u64,
     /// Jobs per enqueue call.
     #[arg(long, env = "CELERIAC_BENCH_BATCH", default_value_t = 1000)]
@@ -209,7 +217,9 @@ struct BenchArgs {
 /// Parses `250ms`, `30s`, `5m`, `2h`, `1d`, or a plain number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: f64 = num
         .parse()
@@ -220,7 +230,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" => n * 60.0,
         "h" => n * 3600.0,
         "d" => n * 86400.0,
-        other => return Err(format!("unknown unit `{other}` in `{s}` (use ms, s, m, h or d)")),
+        other => {
+            return Err(format!(
+                "unknown unit `{other}` in `{s}` (use ms, s, m, h or d)"
+            ))
+        }
     };
     if !secs.is_finite() || secs < 0.0 {
         return Err(format!("`{s}` is not a valid duration"));
@@ -246,6 +260,12 @@ pub async fn run() -> ExitCode {
 
 /// Runs the command line with `registry`'s tasks (the demo tasks when `None`).
 pub async fn run_with_registry(registry: Option<Registry>) -> ExitCode {
+    run_with(registry, None).await
+}
+
+/// Runs the command line with `registry`'s tasks (the demo tasks when `None`), on
+/// `default_url` unless `--url`/`CELERIAC_URL` says otherwise.
+pub async fn run_with(registry: Option<Registry>, default_url: Option<String>) -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -268,7 +288,7 @@ pub async fn run_with_registry(registry: Option<Registry>) -> ExitCode {
         r.register::<bench::Noop>();
         r
     });
-    match dispatch(cli, registry).await {
+    match dispatch(cli, registry, default_url).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(CliError(msg)) => {
             eprintln!("error: {msg}");
@@ -291,8 +311,10 @@ async fn app(url: Option<&str>, registry: Registry) -> Result<App, CliError> {
     Ok(App::builder().url(url).registry(registry).build().await?)
 }
 
-async fn dispatch(cli: Cli, registry: Registry) -> CliResult {
-    let url = cli.url.as_deref();
+async fn dispatch(cli: Cli, registry: Registry, default_url: Option<String>) -> CliResult {
+    // The demo and the benchmark use a scratch file unless a URL is given explicitly.
+    let explicit = cli.url.as_deref();
+    let url = explicit.or(default_url.as_deref());
     match cli.command {
         Command::Worker(args) => worker(app(url, registry).await?, args).await,
         Command::Enqueue(args) => enqueue(app(url, registry).await?, args).await,
@@ -333,8 +355,8 @@ async fn dispatch(cli: Cli, registry: Registry) -> CliResult {
             }
             Ok(())
         }
-        Command::Demo { jobs } => run_demo(url, jobs).await,
-        Command::Bench(args) => run_bench(url, args).await,
+        Command::Demo { jobs } => run_demo(explicit, jobs).await,
+        Command::Bench(args) => run_bench(explicit, args).await,
     }
 }
 
@@ -405,10 +427,7 @@ async fn worker(app: App, args: WorkerArgs) -> CliResult {
 async fn enqueue(app: App, args: EnqueueArgs) -> CliResult {
     let value: serde_json::Value = serde_json::from_str(&args.args)
         .map_err(|e| CliError(format!("--args is not valid JSON: {e}")))?;
-    let priority = args
-        .priority
-        .map(Priority::new)
-        .transpose()?;
+    let priority = args.priority.map(Priority::new).transpose()?;
     let opts = JobOptions {
         queue: args.queue,
         priority,
@@ -438,11 +457,11 @@ async fn enqueue(app: App, args: EnqueueArgs) -> CliResult {
 
 async fn inspect(app: App, id: &str, json: bool) -> CliResult {
     let id: JobId = id.parse()?;
-    let info = app
-        .backend()
-        .get(id)
-        .await?
-        .ok_or_else(|| CliError(format!("no job {id} (it never existed, or its record expired)")))?;
+    let info = app.backend().get(id).await?.ok_or_else(|| {
+        CliError(format!(
+            "no job {id} (it never existed, or its record expired)"
+        ))
+    })?;
     if json {
         let mut v = serde_json::to_value(&info)?;
         if let Some(obj) = v.as_object_mut() {
@@ -485,7 +504,10 @@ fn print_info(info: &JobInfo) {
         println!(
             "progress:    {:.0}%{}",
             p.fraction * 100.0,
-            p.message.as_deref().map(|m| format!(" {m}")).unwrap_or_default()
+            p.message
+                .as_deref()
+                .map(|m| format!(" {m}"))
+                .unwrap_or_default()
         );
     }
     if let Some(w) = &info.worker {
@@ -542,7 +564,10 @@ async fn dlq(app: App, command: DlqCommand) -> CliResult {
             } else if dead.is_empty() {
                 println!("no dead letters");
             } else {
-                println!("{:<36}  {:<12} {:<24} {:<20} REASON", "ID", "QUEUE", "TASK", "DIED");
+                println!(
+                    "{:<36}  {:<12} {:<24} {:<20} REASON",
+                    "ID", "QUEUE", "TASK", "DIED"
+                );
                 for d in dead {
                     let reason = d
                         .error
@@ -588,7 +613,9 @@ async fn dlq(app: App, command: DlqCommand) -> CliResult {
         }
         DlqCommand::Purge { queue, yes } => {
             if !yes {
-                return Err(CliError("refusing to delete dead letters without --yes".into()));
+                return Err(CliError(
+                    "refusing to delete dead letters without --yes".into(),
+                ));
             }
             let n = backend.purge_dead(queue).await?;
             println!("deleted {n} dead letters");
@@ -654,7 +681,10 @@ async fn run_demo(url: Option<&str>, jobs: u64) -> CliResult {
     let summary = demo::run(&app, jobs, |done, _| bar.set_position(done)).await?;
     bar.finish_and_clear();
     println!("processed   {} jobs succeeded", summary.succeeded);
-    println!("retried     {} failed attempts were retried", summary.retried);
+    println!(
+        "retried     {} failed attempts were retried",
+        summary.retried
+    );
     println!("failed      {}", summary.failed);
     println!("dead        {} jobs in the dead letters", summary.dead);
     for (kind, n) in &summary.dead_reasons {
@@ -680,7 +710,9 @@ async fn run_demo(url: Option<&str>, jobs: u64) -> CliResult {
 
 async fn run_bench(url: Option<&str>, args: BenchArgs) -> CliResult {
     if args.jobs == 0 || args.batch == 0 || args.concurrency == 0 {
-        return Err(CliError("--jobs, --batch and --concurrency must be at least 1".into()));
+        return Err(CliError(
+            "--jobs, --batch and --concurrency must be at least 1".into(),
+        ));
     }
     let (url, _scratch) = match url {
         Some(u) => (u.to_string(), None),
@@ -691,7 +723,11 @@ async fn run_bench(url: Option<&str>, args: BenchArgs) -> CliResult {
     };
     let mut registry = Registry::new();
     registry.register::<bench::Noop>();
-    let app = App::builder().url(url.as_str()).registry(registry).build().await?;
+    let app = App::builder()
+        .url(url.as_str())
+        .registry(registry)
+        .build()
+        .await?;
     let config = BenchConfig {
         jobs: args.jobs,
         batch: args.batch,
@@ -781,7 +817,7 @@ mod tests {
     #[test]
     fn timestamps_format_as_rfc3339() {
         assert_eq!(format_ms(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(format_ms(1_796_036_096_789), "2026-11-30T09:34:56.789Z");
+        assert_eq!(format_ms(1_796_036_096_789), "2026-11-30T10:54:56.789Z");
         assert_eq!(format_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
     }
 }

@@ -157,7 +157,11 @@ pub fn percentile<T: Copy + Default>(sorted: &[T], q: f64) -> T {
 
 /// Runs the demo mix of `jobs` jobs on `app` with an in-process worker; `tick` is called
 /// with (finished, total) as jobs finish.
-pub async fn run(app: &App, jobs: u64, mut tick: impl FnMut(u64, u64)) -> crate::Result<DemoSummary> {
+pub async fn run(
+    app: &App,
+    jobs: u64,
+    mut tick: impl FnMut(u64, u64),
+) -> crate::Result<DemoSummary> {
     let worker = app.worker().config(WorkerConfig {
         queues: vec!["emails".into(), "images".into(), "default".into()],
         concurrency: 64,
@@ -182,7 +186,11 @@ pub async fn run(app: &App, jobs: u64, mut tick: impl FnMut(u64, u64)) -> crate:
         .map(|i| Email {
             to: format!("customer{i}@example.com"),
             subject: "Your order has shipped".into(),
-            fail_times: if rng.random_ratio(1, 10) { rng.random_range(1..=2) } else { 0 },
+            fail_times: if rng.random_ratio(1, 10) {
+                rng.random_range(1..=2)
+            } else {
+                0
+            },
         })
         .collect();
     for chunk in emails.chunks(500) {
@@ -206,7 +214,9 @@ pub async fn run(app: &App, jobs: u64, mut tick: impl FnMut(u64, u64)) -> crate:
         .enqueue(client)
         .await?;
     }
-    client.enqueue_many::<SyncInventory>((0..n_doomed as u32).collect::<Vec<_>>()).await?;
+    client
+        .enqueue_many::<SyncInventory>((0..n_doomed as u32).collect::<Vec<_>>())
+        .await?;
     // Bad input: jobs for a task no worker knows, and payloads that do not decode.
     let now = client.now();
     let mut bad = Vec::new();
@@ -242,7 +252,10 @@ pub async fn run(app: &App, jobs: u64, mut tick: impl FnMut(u64, u64)) -> crate:
         }
         offset += page.len();
         for info in page {
-            let kind = info.error.map(|e| e.kind).unwrap_or_else(|| "unknown".into());
+            let kind = info
+                .error
+                .map(|e| e.kind)
+                .unwrap_or_else(|| "unknown".into());
             *reasons.entry(kind).or_default() += 1;
         }
     }

@@ -21,6 +21,7 @@
 //! let info = job.wait(std::time::Duration::from_secs(30)).await?;
 //! println!("{}", info.state);
 //! # Ok(()) }
+//! # fn main() {}
 //! ```
 //!
 //! Concepts: a **task** is a named async function; a **job** is one call of it stored in a
@@ -31,19 +32,19 @@
 
 mod app;
 #[cfg(feature = "cli")]
+pub mod bench;
+#[cfg(feature = "cli")]
 pub mod cli;
 #[cfg(feature = "cli")]
 pub mod demo;
-#[cfg(feature = "cli")]
-pub mod bench;
 
 pub use app::{App, AppBuilder, Backend, DEFAULT_URL};
 pub use celeriac_core::{
     backend, client, clock, error, job, retry, task, worker, AsClient, Backoff, Broker, Client,
     Clock, Encoding, Enqueue, Error, ErrorInfo, ErrorKind, Job, JobHandle, JobId, JobInfo,
-    JobOptions, JobState, ManualClock, Priority, Progress, Registry, Result, ResultStore,
-    Shutdown, SystemClock, Task, TaskContext, TaskDef, TaskError, TaskOptions, Worker,
-    WorkerConfig, WorkerStats,
+    JobOptions, JobState, ManualClock, Priority, Progress, Registry, Result, ResultStore, Shutdown,
+    SystemClock, Task, TaskContext, TaskDef, TaskError, TaskOptions, Worker, WorkerConfig,
+    WorkerStats,
 };
 pub use celeriac_embedded as embedded;
 pub use celeriac_macros::task;

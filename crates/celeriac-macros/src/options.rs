@@ -1,0 +1,467 @@
+//! The options of `#[celeriac::task(...)]`, checked at compile time.
+
+use proc_macro2::{Span, TokenStream};
+use syn::meta::ParseNestedMeta;
+use syn::parse::Parser;
+use syn::spanned::Spanned;
+use syn::{Expr, ExprLit, Lit, LitStr};
+
+/// Every option the attribute accepts, in the order the error message lists them.
+pub(crate) const VALID_OPTIONS: &[&str] = &[
+    "name",
+    "queue",
+    "retries",
+    "backoff",
+    "backoff_max",
+    "no_jitter",
+    "soft_time_limit",
+    "time_limit",
+    "priority",
+    "ignore_result",
+    "result_ttl",
+    "encoding",
+    "expires",
+];
+
+/// The longest task or queue name a job accepts (see `Job::validate`).
+const MAX_NAME_LEN: usize = 200;
+
+/// A value and where it was written.
+#[derive(Debug, Clone)]
+pub(crate) struct At<T> {
+    pub value: T,
+    pub span: Span,
+}
+
+/// The payload and result serialization a task asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Encoding {
+    Json,
+    MsgPack,
+}
+
+/// The parsed attribute. Durations are in milliseconds.
+#[derive(Debug, Default)]
+pub(crate) struct TaskAttr {
+    pub name: Option<At<String>>,
+    pub queue: Option<At<String>>,
+    pub retries: Option<At<u32>>,
+    pub backoff: Option<At<u64>>,
+    pub backoff_max: Option<At<u64>>,
+    pub no_jitter: Option<At<bool>>,
+    pub soft_time_limit: Option<At<u64>>,
+    pub time_limit: Option<At<u64>>,
+    pub priority: Option<At<u8>>,
+    pub ignore_result: Option<At<bool>>,
+    pub result_ttl: Option<At<u64>>,
+    pub encoding: Option<At<Encoding>>,
+    pub expires: Option<At<u64>>,
+}
+
+/// Collects every error instead of stopping at the first.
+#[derive(Default)]
+pub(crate) struct Errors {
+    all: Option<syn::Error>,
+    count: usize,
+}
+
+impl Errors {
+    /// Adds an error.
+    pub fn push(&mut self, e: syn::Error) {
+        self.count += 1;
+        match &mut self.all {
+            Some(all) => all.combine(e),
+            None => self.all = Some(e),
+        }
+    }
+
+    /// Adds all of `other`'s errors.
+    pub fn append(&mut self, other: Errors) {
+        if let Some(e) = other.all {
+            self.count += other.count - 1;
+            self.push(e);
+        }
+    }
+
+    /// How many errors were added.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// The errors as `compile_error!` invocations (empty when there are none).
+    pub fn to_compile_errors(&self) -> TokenStream {
+        self.all
+            .as_ref()
+            .map(syn::Error::to_compile_error)
+            .unwrap_or_default()
+    }
+}
+
+impl TaskAttr {
+    /// Parses the attribute's arguments. Bad values are reported in `errors` and the option is
+    /// left unset, so the rest of the expansion can go on (and not bury the real error under
+    /// "cannot find `send_email::Task`" noise); a malformed list stops parsing where it breaks.
+    pub fn parse(tokens: TokenStream, errors: &mut Errors) -> TaskAttr {
+        let mut attr = TaskAttr::default();
+        let mut found = Errors::default();
+        let parser = syn::meta::parser(|meta| attr.parse_one(meta, &mut found));
+        if let Err(e) = parser.parse2(tokens) {
+            found.push(e);
+        }
+        errors.append(found);
+        attr.check(errors);
+        attr
+    }
+
+    fn parse_one(&mut self, meta: ParseNestedMeta<'_>, errors: &mut Errors) -> syn::Result<()> {
+        let Some(ident) = meta.path.get_ident() else {
+            return Err(unknown_option(&meta));
+        };
+        let key = ident.to_string();
+        let key_span = ident.span();
+        let slot_taken = match key.as_str() {
+            "name" => self.name.is_some(),
+            "queue" => self.queue.is_some(),
+            "retries" => self.retries.is_some(),
+            "backoff" => self.backoff.is_some(),
+            "backoff_max" => self.backoff_max.is_some(),
+            "no_jitter" => self.no_jitter.is_some(),
+            "soft_time_limit" => self.soft_time_limit.is_some(),
+            "time_limit" => self.time_limit.is_some(),
+            "priority" => self.priority.is_some(),
+            "ignore_result" => self.ignore_result.is_some(),
+            "result_ttl" => self.result_ttl.is_some(),
+            "encoding" => self.encoding.is_some(),
+            "expires" => self.expires.is_some(),
+            _ => return Err(unknown_option(&meta)),
+        };
+
+        let result = match key.as_str() {
+            "no_jitter" | "ignore_result" => parse_flag(&meta).map(|v| {
+                let v = Some(At {
+                    value: v,
+                    span: key_span,
+                });
+                if key == "no_jitter" {
+                    self.no_jitter = v;
+                } else {
+                    self.ignore_result = v;
+                }
+            }),
+            _ if !meta.input.peek(syn::Token![=]) => Err(syn::Error::new(
+                key_span,
+                format!("`{key}` needs a value, like `{key} = {}`", example(&key)),
+            )),
+            _ => {
+                let expr: Expr = meta.value()?.parse()?;
+                self.set_value(&key, key_span, &expr)
+            }
+        };
+        match result {
+            Ok(()) if slot_taken => errors.push(syn::Error::new(
+                key_span,
+                format!("`{key}` is given more than once"),
+            )),
+            Ok(()) => {}
+            Err(e) => errors.push(e),
+        }
+        Ok(())
+    }
+
+    fn set_value(&mut self, key: &str, key_span: Span, expr: &Expr) -> syn::Result<()> {
+        let span = expr.span();
+        match key {
+            "name" | "queue" => {
+                let s = lit_str(expr, key)?;
+                let value = s.value();
+                if value.is_empty() || value.len() > MAX_NAME_LEN {
+                    return Err(syn::Error::new(
+                        s.span(),
+                        format!("`{key}` must be 1 to {MAX_NAME_LEN} bytes long"),
+                    ));
+                }
+                if key == "name" {
+                    self.name = Some(At { value, span });
+                } else {
+                    self.queue = Some(At { value, span });
+                }
+            }
+            "retries" => {
+                let n: u32 = lit_int(expr, key)?;
+                if n == u32::MAX {
+                    return Err(syn::Error::new_spanned(
+                        expr,
+                        "`retries` is too large (the first run counts as an attempt too)",
+                    ));
+                }
+                self.retries = Some(At { value: n, span });
+            }
+            "priority" => {
+                let n: u8 = lit_int(expr, key).map_err(|_| {
+                    syn::Error::new_spanned(
+                        expr,
+                        "`priority` must be an integer from 0 to 9 (9 runs first), like `priority = 7`",
+                    )
+                })?;
+                if n > 9 {
+                    return Err(syn::Error::new_spanned(
+                        expr,
+                        format!("`priority = {n}` is outside 0..=9 (9 runs first)"),
+                    ));
+                }
+                self.priority = Some(At { value: n, span });
+            }
+            "encoding" => {
+                let s = lit_str(expr, key)?;
+                let value = match s.value().as_str() {
+                    "json" => Encoding::Json,
+                    "msgpack" => Encoding::MsgPack,
+                    other => {
+                        return Err(syn::Error::new(
+                            s.span(),
+                            format!("unknown encoding `{other}`; expected \"json\" or \"msgpack\""),
+                        ))
+                    }
+                };
+                self.encoding = Some(At { value, span });
+            }
+            "backoff" | "backoff_max" | "soft_time_limit" | "time_limit" | "result_ttl"
+            | "expires" => {
+                let s = lit_str(expr, key)?;
+                let ms = parse_duration_ms(&s.value())
+                    .map_err(|msg| syn::Error::new(s.span(), format!("`{key}`: {msg}")))?;
+                if ms == 0 && !matches!(key, "backoff" | "backoff_max") {
+                    let hint = if key == "result_ttl" {
+                        "; to keep no result, use `ignore_result`"
+                    } else {
+                        ""
+                    };
+                    return Err(syn::Error::new(
+                        s.span(),
+                        format!("`{key}` must be above zero{hint}"),
+                    ));
+                }
+                let v = Some(At { value: ms, span });
+                match key {
+                    "backoff" => self.backoff = v,
+                    "backoff_max" => self.backoff_max = v,
+                    "soft_time_limit" => self.soft_time_limit = v,
+                    "time_limit" => self.time_limit = v,
+                    "result_ttl" => self.result_ttl = v,
+                    _ => self.expires = v,
+                }
+            }
+            _ => return Err(syn::Error::new(key_span, format!("unknown option `{key}`"))),
+        }
+        Ok(())
+    }
+
+    /// Checks between options; the later option is left unset when two contradict.
+    fn check(&mut self, errors: &mut Errors) {
+        if let (Some(soft), Some(hard)) = (&self.soft_time_limit, &self.time_limit) {
+            if soft.value >= hard.value {
+                errors.push(syn::Error::new(
+                    soft.span,
+                    "`soft_time_limit` must be shorter than `time_limit` (the soft limit asks \
+                     the task to stop; the hard limit abandons it)",
+                ));
+                self.soft_time_limit = None;
+            }
+        }
+        if let (Some(base), Some(cap)) = (&self.backoff, &self.backoff_max) {
+            if base.value > cap.value {
+                errors.push(syn::Error::new(
+                    base.span,
+                    "`backoff` is longer than `backoff_max`, which caps every delay",
+                ));
+                self.backoff = None;
+            }
+        }
+        if let (Some(ignore), Some(ttl)) = (&self.ignore_result, &self.result_ttl) {
+            if ignore.value {
+                errors.push(syn::Error::new(
+                    ttl.span,
+                    "`result_ttl` has no effect together with `ignore_result`",
+                ));
+                self.result_ttl = None;
+            }
+        }
+    }
+}
+
+/// An example value for an option, for error messages.
+fn example(key: &str) -> &'static str {
+    match key {
+        "name" => "\"emails.send\"",
+        "queue" => "\"emails\"",
+        "retries" => "5",
+        "priority" => "7",
+        "encoding" => "\"msgpack\"",
+        "backoff" => "\"2s\"",
+        "backoff_max" => "\"10m\"",
+        "result_ttl" => "\"1h\"",
+        "expires" => "\"5m\"",
+        _ => "\"30s\"",
+    }
+}
+
+fn unknown_option(meta: &ParseNestedMeta<'_>) -> syn::Error {
+    let path = &meta.path;
+    let shown = quote::quote!(#path).to_string().replace(' ', "");
+    let hint = match shown.as_str() {
+        "max_retries" | "retry" | "max_retry" => " (did you mean `retries`?)",
+        "max_attempts" | "attempts" => {
+            " (use `retries = N`: the number of attempts after the first)"
+        }
+        "hard_time_limit" | "timeout" => " (did you mean `time_limit`?)",
+        "soft_timeout" => " (did you mean `soft_time_limit`?)",
+        "jitter" => " (jitter is on by default; `no_jitter` turns it off)",
+        "retry_backoff" | "backoff_base" => " (did you mean `backoff`?)",
+        "retry_backoff_max" | "backoff_cap" | "max_backoff" => " (did you mean `backoff_max`?)",
+        "serializer" => " (did you mean `encoding`?)",
+        "ttl" | "result_expires" => " (did you mean `result_ttl`?)",
+        "expires_in" | "expiry" => " (did you mean `expires`?)",
+        _ => "",
+    };
+    meta.error(format!(
+        "unknown option `{shown}` in #[celeriac::task]{hint}; valid options: {}",
+        VALID_OPTIONS.join(", ")
+    ))
+}
+
+/// A flag: `ignore_result` or `ignore_result = true|false`.
+fn parse_flag(meta: &ParseNestedMeta<'_>) -> syn::Result<bool> {
+    if meta.input.peek(syn::Token![=]) {
+        let expr: Expr = meta.value()?.parse()?;
+        match &expr {
+            Expr::Lit(ExprLit {
+                lit: Lit::Bool(b), ..
+            }) => Ok(b.value),
+            other => Err(syn::Error::new_spanned(
+                other,
+                "expected `true` or `false`, or the bare flag",
+            )),
+        }
+    } else if meta.input.is_empty() || meta.input.peek(syn::Token![,]) {
+        Ok(true)
+    } else {
+        Err(meta.error("this flag takes no value (or `= true` / `= false`)"))
+    }
+}
+
+fn lit_str<'a>(expr: &'a Expr, key: &str) -> syn::Result<&'a LitStr> {
+    match expr {
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(s), ..
+        }) => Ok(s),
+        other => Err(syn::Error::new_spanned(
+            other,
+            format!(
+                "`{key}` takes a string literal, like `{key} = {}`",
+                example(key)
+            ),
+        )),
+    }
+}
+
+fn lit_int<N>(expr: &Expr, key: &str) -> syn::Result<N>
+where
+    N: std::str::FromStr,
+    N::Err: std::fmt::Display,
+{
+    match expr {
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(i), ..
+        }) => i.base10_parse::<N>(),
+        other => Err(syn::Error::new_spanned(
+            other,
+            format!(
+                "`{key}` takes a non-negative integer literal, like `{key} = {}`",
+                example(key)
+            ),
+        )),
+    }
+}
+
+/// Parses `"250ms"`, `"2s"`, `"10m"`, `"1h"`, `"7d"`, or a sum of them without spaces like
+/// `"1h30m"`, into milliseconds.
+pub(crate) fn parse_duration_ms(text: &str) -> Result<u64, String> {
+    const EXPECTED: &str =
+        "expected a number and a unit (ms, s, m, h or d), like \"250ms\", \"2s\" or \"10m\"";
+    if text.is_empty() {
+        return Err(format!("empty duration; {EXPECTED}"));
+    }
+    let mut rest = text;
+    let mut total: u64 = 0;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(format!("`{text}` is not a duration; {EXPECTED}"));
+        }
+        let (number, tail) = rest.split_at(digits);
+        let number: u64 = number
+            .parse()
+            .map_err(|_| format!("`{text}` is too large"))?;
+        let unit_len = tail.bytes().take_while(|b| b.is_ascii_alphabetic()).count();
+        let (unit, tail) = tail.split_at(unit_len);
+        let factor: u64 = match unit {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "" => return Err(format!("`{text}` has a number without a unit; {EXPECTED}")),
+            other => {
+                return Err(format!(
+                    "`{text}` has an unknown unit `{other}`; {EXPECTED}"
+                ))
+            }
+        };
+        let part = number
+            .checked_mul(factor)
+            .ok_or_else(|| format!("`{text}` is too large"))?;
+        total = total
+            .checked_add(part)
+            .ok_or_else(|| format!("`{text}` is too large"))?;
+        rest = tail;
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_every_unit() {
+        assert_eq!(parse_duration_ms("250ms"), Ok(250));
+        assert_eq!(parse_duration_ms("2s"), Ok(2_000));
+        assert_eq!(parse_duration_ms("10m"), Ok(600_000));
+        assert_eq!(parse_duration_ms("1h"), Ok(3_600_000));
+        assert_eq!(parse_duration_ms("1d"), Ok(86_400_000));
+        assert_eq!(parse_duration_ms("1h30m"), Ok(5_400_000));
+        assert_eq!(parse_duration_ms("0s"), Ok(0));
+    }
+
+    #[test]
+    fn bad_durations_are_explained() {
+        for bad in [
+            "",
+            "30",
+            "2x",
+            "s",
+            "1.5s",
+            " 2s",
+            "2 s",
+            "-1s",
+            "99999999999999999999d",
+        ] {
+            let err = parse_duration_ms(bad);
+            assert!(err.is_err(), "{bad:?} parsed as {err:?}");
+        }
+        let msg = parse_duration_ms("30").err().unwrap_or_default();
+        assert!(msg.contains("without a unit"), "{msg}");
+        let msg = parse_duration_ms("2x").err().unwrap_or_default();
+        assert!(msg.contains("unknown unit `x`"), "{msg}");
+    }
+}
