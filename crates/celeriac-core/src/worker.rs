@@ -82,6 +82,9 @@ impl WorkerConfig {
         if self.poll_interval.is_zero() {
             return Err(Error::config("poll_interval", "must be above zero"));
         }
+        if self.reap_interval.is_zero() {
+            return Err(Error::config("reap_interval", "must be above zero"));
+        }
         Ok(())
     }
 }
@@ -396,9 +399,8 @@ impl<B: Broker + ResultStore> Worker<B> {
         // Acks already produced are flushed even on an immediate stop: they are finished work.
         let _ = tokio::time::timeout(Duration::from_secs(10), acker).await;
         if !to_release.is_empty() && !self.shutdown.now.is_cancelled() {
-            let n = to_release.len() as u64;
             match self.backend.release(to_release, self.clock.now_ms()).await {
-                Ok(_) => {
+                Ok(n) => {
                     self.stats.released.fetch_add(n, Ordering::Relaxed);
                 }
                 Err(e) => warn!(error = %e, "could not hand leases back; they will expire"),
@@ -504,8 +506,16 @@ impl RunOne {
                         cancel.cancel();
                     }
                     _ = &mut hard_sleep, if hard.is_some() => break Ended::HardLimit(hard.unwrap_or_default()),
-                    _ = self.kill.cancelled() => break Ended::Killed,
-                    _ = self.abandon.cancelled() => break Ended::Abandoned,
+                    // Either way the future is dropped; the token tells blocking sections and
+                    // spawned helpers holding it to stop too.
+                    _ = self.kill.cancelled() => {
+                        cancel.cancel();
+                        break Ended::Killed;
+                    }
+                    _ = self.abandon.cancelled() => {
+                        cancel.cancel();
+                        break Ended::Abandoned;
+                    }
                 }
             }
         };

@@ -698,6 +698,12 @@ async fn run_demo(url: Option<&str>, jobs: u64) -> CliResult {
         "latency     p50 {} ms, p99 {} ms from due to started",
         summary.p50_start_ms, summary.p99_start_ms
     );
+    if _scratch.is_some() {
+        println!(
+            "\nThe demo's scratch database is removed on exit. To keep one and explore it:\n  \
+             celeriac --url sqlite://demo.db demo && celeriac --url sqlite://demo.db dlq list"
+        );
+    }
     if summary.succeeded + summary.dead + summary.failed < summary.jobs {
         return Err(CliError(format!(
             "only {} of {} jobs finished",
