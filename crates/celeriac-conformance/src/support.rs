@@ -52,10 +52,7 @@ pub(crate) fn claimed_ids(claimed: &[Claimed]) -> Vec<JobId> {
 
 /// The lease a claim holds.
 pub(crate) fn lease(c: &Claimed) -> LeaseRef {
-    LeaseRef {
-        id: c.job.id,
-        token: c.token,
-    }
+    c.lease()
 }
 
 /// A successful outcome with `result` as JSON.

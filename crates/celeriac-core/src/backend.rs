@@ -8,6 +8,7 @@ use crate::job::{ErrorInfo, Job, JobId, JobInfo, JobState};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A request to claim ready jobs.
@@ -36,13 +37,26 @@ pub struct Claimed {
     pub lease_until: UnixMs,
 }
 
-/// A lease held by a worker: the job and the fencing token of its attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// A lease held by a worker: the job, its queue, and the fencing token of its attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct LeaseRef {
     /// The job.
     pub id: JobId,
     /// The attempt's fencing token.
     pub token: u64,
+    /// The job's queue (stores that keep queues apart, such as Redis, need it).
+    pub queue: Arc<str>,
+}
+
+impl Claimed {
+    /// The lease this claim holds.
+    pub fn lease(&self) -> LeaseRef {
+        LeaseRef {
+            id: self.job.id,
+            token: self.token,
+            queue: self.job.queue.as_str().into(),
+        }
+    }
 }
 
 /// How an attempt ended.
@@ -153,11 +167,17 @@ pub trait Broker: Send + Sync + 'static {
     /// The earliest `run_at` of a scheduled or retrying job in these queues.
     fn next_due(&self, queues: Vec<String>) -> impl Future<Output = Result<Option<UnixMs>>> + Send;
 
-    /// Waits until work may have arrived in this process, or `max` has passed.
+    /// Waits until work may have arrived in `queues`, or `max` has passed.
     ///
-    /// Returns at once if something was enqueued since `since` (a value from
+    /// Returns at once if something was enqueued in this process since `since` (a value from
     /// [`Broker::work_epoch`]), so a wake-up between a claim and this call is not lost.
-    fn wait_for_work(&self, since: u64, max: Duration) -> impl Future<Output = ()> + Send;
+    /// Backends that can block on the store (Redis) also wake for work other processes add.
+    fn wait_for_work(
+        &self,
+        queues: &[String],
+        since: u64,
+        max: Duration,
+    ) -> impl Future<Output = ()> + Send;
 
     /// A counter that moves whenever work is added in this process.
     fn work_epoch(&self) -> u64;

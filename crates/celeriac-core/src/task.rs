@@ -299,6 +299,7 @@ impl TaskContext {
             let lease = LeaseRef {
                 id: self.job_id,
                 token: self.token,
+                queue: self.queue.clone(),
             };
             sink.report(lease, fraction.clamp(0.0, 1.0), message.into())
                 .await?;

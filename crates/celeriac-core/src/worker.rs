@@ -170,6 +170,7 @@ impl Shutdown {
 
 struct Running {
     token: u64,
+    queue: Arc<str>,
     cancel: CancellationToken,
 }
 
@@ -335,7 +336,7 @@ impl<B: Broker + ResultStore> Worker<B> {
                 drop(permits);
                 let wait = self.idle_wait(&config, now).await;
                 tokio::select! {
-                    _ = self.backend.wait_for_work(epoch, wait) => {}
+                    _ = self.backend.wait_for_work(&config.queues, epoch, wait) => {}
                     _ = self.shutdown.graceful.cancelled() => break,
                 }
                 continue;
@@ -347,6 +348,7 @@ impl<B: Broker + ResultStore> Worker<B> {
                         job.job.id,
                         Running {
                             token: job.token,
+                            queue: job.job.queue.as_str().into(),
                             cancel: cancel.clone(),
                         },
                     );
@@ -448,8 +450,8 @@ enum Ended {
 
 impl RunOne {
     async fn run(self, claimed: Claimed, cancel: CancellationToken, permit: OwnedSemaphorePermit) {
+        let lease = claimed.lease();
         let Claimed { job, token, .. } = claimed;
-        let lease = LeaseRef { id: job.id, token };
         let started = self.clock.now_ms();
         self.stats.started.fetch_add(1, Ordering::Relaxed);
         if job.attempts == 1 {
@@ -674,6 +676,7 @@ async fn heartbeat_loop<B: Broker>(
                 .map(|(id, r)| LeaseRef {
                     id: *id,
                     token: r.token,
+                    queue: r.queue.clone(),
                 })
                 .collect(),
             Err(_) => continue,

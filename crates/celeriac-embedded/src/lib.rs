@@ -383,7 +383,7 @@ impl Broker for SqliteBackend {
             .await
     }
 
-    async fn wait_for_work(&self, since: u64, max: Duration) {
+    async fn wait_for_work(&self, _queues: &[String], since: u64, max: Duration) {
         let mut rx = self.inner.work.subscribe();
         if *rx.borrow_and_update() != since {
             return;

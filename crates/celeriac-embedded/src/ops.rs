@@ -249,7 +249,7 @@ pub(crate) fn heartbeat(
     let mut lost = Vec::new();
     for l in leases {
         if stmt.execute(params![until, &l.id.as_bytes()[..], l.token as i64])? == 0 {
-            lost.push(*l);
+            lost.push(l.clone());
         }
     }
     Ok(lost)

@@ -128,11 +128,11 @@ pub async fn stale_token_is_fenced_off<B: Broker + ResultStore>(backend: Arc<B>)
         .complete(
             vec![
                 Completion {
-                    lease: stale_a,
+                    lease: stale_a.clone(),
                     outcome: success(&json!("stale")),
                 },
                 Completion {
-                    lease: fresh_b,
+                    lease: fresh_b.clone(),
                     outcome: success(&json!("fresh")),
                 },
             ],
@@ -158,7 +158,7 @@ pub async fn stale_token_is_fenced_off<B: Broker + ResultStore>(backend: Arc<B>)
         Outcome::Cancelled,
     ] {
         assert!(
-            !complete(&*backend, stale_a, outcome.clone(), now + 1).await,
+            !complete(&*backend, stale_a.clone(), outcome.clone(), now + 1).await,
             "a stale token should not be able to record {outcome:?}"
         );
     }
@@ -177,7 +177,7 @@ pub async fn stale_token_is_fenced_off<B: Broker + ResultStore>(backend: Arc<B>)
     assert_eq!(a_info.lease_until, Some(new[0].lease_until));
     assert!(
         !backend
-            .set_progress(stale_a, 0.5, None)
+            .set_progress(stale_a.clone(), 0.5, None)
             .await
             .expect("set_progress should succeed"),
         "a stale token should not record progress"
@@ -186,12 +186,12 @@ pub async fn stale_token_is_fenced_off<B: Broker + ResultStore>(backend: Arc<B>)
     // Heartbeats: the stale lease is reported lost and not extended.
     let extended = new[0].lease_until + 60_000;
     let lost = backend
-        .heartbeat(vec![stale_a], extended, now + 5)
+        .heartbeat(vec![stale_a.clone()], extended, now + 5)
         .await
         .expect("heartbeat should succeed");
     assert_eq!(
         lost,
-        vec![stale_a],
+        vec![stale_a.clone()],
         "a heartbeat with a stale token should report it lost"
     );
     assert_eq!(
@@ -199,7 +199,7 @@ pub async fn stale_token_is_fenced_off<B: Broker + ResultStore>(backend: Arc<B>)
         Some(new[0].lease_until)
     );
     let lost = backend
-        .heartbeat(vec![fresh_a, fresh_b], extended, now + 5)
+        .heartbeat(vec![fresh_a.clone(), fresh_b.clone()], extended, now + 5)
         .await
         .expect("heartbeat should succeed");
     assert_eq!(
@@ -232,7 +232,13 @@ pub async fn stale_token_is_fenced_off<B: Broker + ResultStore>(backend: Arc<B>)
         "a stale token should not release the lease"
     );
     assert!(
-        complete(&*backend, fresh_a, success(&json!("done")), now + 20).await,
+        complete(
+            &*backend,
+            fresh_a.clone(),
+            success(&json!("done")),
+            now + 20
+        )
+        .await,
         "the current token should complete the job"
     );
     assert_eq!(info(&*backend, a_id).await.state, JobState::Succeeded);
@@ -296,16 +302,17 @@ pub async fn unknown_leases_are_lost<B: Broker + ResultStore>(backend: Arc<B>) {
     let ghost = LeaseRef {
         id: celeriac_core::JobId::new(),
         token: 1,
+        queue: "default".into(),
     };
     let lost = backend
-        .heartbeat(vec![ghost], T0 + LEASE_MS, T0)
+        .heartbeat(vec![ghost.clone()], T0 + LEASE_MS, T0)
         .await
         .expect("heartbeat should succeed");
-    assert_eq!(lost, vec![ghost]);
-    assert!(!complete(&*backend, ghost, success(&json!(null)), T0).await);
+    assert_eq!(lost, vec![ghost.clone()]);
+    assert!(!complete(&*backend, ghost.clone(), success(&json!(null)), T0).await);
     assert_eq!(
         backend
-            .release(vec![ghost], T0)
+            .release(vec![ghost.clone()], T0)
             .await
             .expect("release should succeed"),
         0
