@@ -1,11 +1,10 @@
 //! The application: a backend chosen by URL, the registered tasks, and a client.
 
-use crate::{Client, Clock, Error, Registry, Result, SystemClock, Task, TaskDef, Worker};
+use crate::{Client, Clock, Registry, Result, SystemClock, Task, TaskDef, Worker};
 use celeriac_core::AsClient;
 use std::sync::Arc;
 
-/// The backend type applications run on.
-pub type Backend = celeriac_embedded::SqliteBackend;
+pub use crate::any_backend::Backend;
 
 /// The URL used when none is given: a SQLite file in the working directory.
 pub const DEFAULT_URL: &str = "sqlite://celeriac.db";
@@ -92,7 +91,8 @@ impl Default for AppBuilder {
 }
 
 impl AppBuilder {
-    /// The backend URL: `sqlite://path`, `sqlite::memory:` (default: [`DEFAULT_URL`]).
+    /// The backend URL: `sqlite://path`, `sqlite::memory:`, `redis://host:port`, `rediss://`,
+    /// `redis+cluster://h1:p1,h2:p2`, `redis+sentinel://s1:p1/name` (default: [`DEFAULT_URL`]).
     pub fn url(mut self, url: impl Into<String>) -> Self {
         self.url = Some(url.into());
         self
@@ -139,16 +139,5 @@ impl AppBuilder {
 
 /// Opens the backend a URL names.
 pub async fn connect(url: &str) -> Result<Backend> {
-    let scheme = url.split(':').next().unwrap_or("");
-    match scheme {
-        "sqlite" => Backend::connect(url).await,
-        "redis" | "rediss" | "redis+sentinel" | "redis+cluster" => Err(Error::config(
-            "url",
-            format!("`{scheme}://` needs the Redis backend, which this build does not include yet; use sqlite://"),
-        )),
-        _ => Err(Error::config(
-            "url",
-            format!("unknown backend URL scheme in `{url}`; expected sqlite://path or sqlite::memory:"),
-        )),
-    }
+    Backend::connect(url).await
 }

@@ -21,11 +21,14 @@ use std::time::Duration;
     about = "Background jobs for Rust: run workers, enqueue and inspect jobs, manage queues and dead letters.",
     long_about = "Background jobs for Rust: run workers, enqueue and inspect jobs, manage queues and \
 dead letters.\n\nThe backend is chosen by URL (--url or CELERIAC_URL): sqlite://celeriac.db (the \
-default, one file, no server) or sqlite::memory:.\n\nQuick start: `celeriac demo` runs a realistic \
+default, one file, no server), sqlite::memory:, or Redis: redis://host:6379, rediss:// (TLS), \
+redis+cluster://h1:p1,h2:p2, redis+sentinel://s1:26379/mymaster.\n\nQuick start: `celeriac demo` runs a realistic \
 mix of jobs on the embedded backend and prints a summary."
 )]
 struct Cli {
-    /// Backend URL: sqlite://path/to/file.db (default sqlite://celeriac.db) or sqlite::memory:.
+    /// Backend URL: sqlite://path/to/file.db (default sqlite://celeriac.db), sqlite::memory:,
+    /// redis://[user:pass@]host:port[/db], rediss://..., redis+cluster://h1:p1,h2:p2 or
+    /// redis+sentinel://s1:p1/master-name.
     #[arg(long, env = "CELERIAC_URL", global = true)]
     url: Option<String>,
 
@@ -288,7 +291,8 @@ pub async fn run_with(registry: Option<Registry>, default_url: Option<String>) -
         r.register::<bench::Noop>();
         r
     });
-    match dispatch(cli, registry, default_url).await {
+    // Boxed: the commands' futures nest deeply, and a box keeps callers' futures small.
+    match Box::pin(dispatch(cli, registry, default_url)).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(CliError(msg)) => {
             eprintln!("error: {msg}");

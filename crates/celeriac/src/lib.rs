@@ -30,6 +30,7 @@
 //! reason. Everything is at-least-once: a job whose worker dies is redelivered when its lease
 //! runs out.
 
+mod any_backend;
 mod app;
 #[cfg(feature = "cli")]
 pub mod bench;
@@ -48,6 +49,7 @@ pub use celeriac_core::{
 };
 pub use celeriac_embedded as embedded;
 pub use celeriac_macros::task;
+pub use celeriac_redis as redis;
 
 /// What most applications need: `use celeriac::prelude::*;`.
 pub mod prelude {

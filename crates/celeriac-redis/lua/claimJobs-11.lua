@@ -1,0 +1,76 @@
+-- claimJobs-11: promotes due jobs, then claims and leases up to `limit` ready jobs, in one
+-- atomic step (at-least-once: nothing is popped without being leased in the same script).
+--
+-- KEYS: the queue's eleven keys (includes/common.lua).
+-- ARGV[1] job-key prefix, ARGV[2] now (ms), ARGV[3] limit, ARGV[4] lease_until (ms),
+-- ARGV[5] worker id, ARGV[6] completion channel.
+-- Returns: one array per claimed job:
+--   {id, token, attempts, spec, payload, max_attempts, result_ttl_ms|false, run_at, priority,
+--    expires_at|false, started_at}
+-- Guarantees: each claim gets a fresh fencing token (a per-queue counter); jobs past their
+-- expires_at are ended as expired instead (a bounded number per call); a paused queue
+-- yields nothing; if ready jobs remain, the marker is set so another idle worker wakes.
+-- Bounded: promotes at most BATCH due jobs per source set.
+
+local now, limit, lease_until, worker, channel = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6]
+if redis.call('HGET', K_META, 'paused') == '1' then
+  return {}
+end
+
+local function promote(from)
+  local due = redis.call('ZRANGEBYSCORE', from, '-inf', num(now), 'LIMIT', 0, BATCH)
+  if #due == 0 then return end
+  local seq = redis.call('HINCRBY', K_META, 'seq', #due) - #due
+  for i, id in ipairs(due) do
+    local key = PREFIX .. id
+    local f = redis.call('HMGET', key, 'pr', 'r')
+    if f[1] then
+      redis.call('HSET', key, 's', '0', 'q', num(seq + i))
+      add_ready(id, f[1], f[2], seq + i)
+    end
+  end
+  zrem_all(from, due)
+end
+promote(K_SCHED)
+promote(K_RETRY)
+
+local out = {}
+local leased = {}
+local expired = 0
+local token = nil
+while #out < limit and expired < BATCH do
+  local popped = redis.call('ZPOPMIN', K_READY, limit - #out)
+  if #popped == 0 then break end
+  if token == nil then
+    token = redis.call('HINCRBY', K_META, 'fence', limit) - limit
+  end
+  for i = 1, #popped, 2 do
+    local id = id_of(popped[i])
+    local key = PREFIX .. id
+    local f = redis.call('HMGET', key, 'x', 'a', 'd', 'p', 'm', 'tt', 'r', 'pr', 'st')
+    if f[3] == false then
+      -- The job's record is gone (purged underneath); nothing to run.
+    elseif f[1] and tonumber(f[1]) <= now then
+      local ttl = tonumber(f[6] or '86400000')
+      redis.call('HSET', key, 's', '8', 'f', num(now), 'ek', 'expired',
+        'em', 'not started before its expiry', 'ea', f[2])
+      redis.call('PEXPIRE', key, num(ttl))
+      redis.call('ZADD', K_EXPIRED, num(now + ttl), id)
+      redis.call('PUBLISH', channel, id)
+      expired = expired + 1
+    else
+      token = token + 1
+      local attempts = tonumber(f[2]) + 1
+      local started = f[9] or num(now)
+      redis.call('HSET', key, 's', '2', 'a', attempts, 't', num(token), 'w', worker, 'st', started)
+      leased[#leased + 1] = lease_until
+      leased[#leased + 1] = id
+      out[#out + 1] = {id, num(token), attempts, f[3], f[4], f[5], f[6], f[7], f[8], f[1], started}
+    end
+  end
+end
+for i = 1, #leased, 1000 do
+  redis.call('ZADD', K_ACTIVE, unpack(leased, i, math.min(i + 999, #leased)))
+end
+if redis.call('ZCARD', K_READY) > 0 then wake() end
+return out

@@ -1,0 +1,68 @@
+-- includes/common.lua: prepended to every script.
+--
+-- Every script of a queue receives the same eleven keys, all under the queue's hash tag
+-- `{<queue>}`, so a script runs on one Redis Cluster node:
+--   KEYS[1]  ready      ZSET  pending jobs; score = (9 - priority) * 2^42 + run_at, member =
+--                             `<sequence, 15 digits>:<id>`: priority first, then due time, then
+--                             enqueue order (equal scores sort by member)
+--   KEYS[2]  scheduled  ZSET  delayed jobs; score = run_at (ms)
+--   KEYS[3]  retry      ZSET  jobs waiting for their next attempt; score = run_at (ms)
+--   KEYS[4]  active     ZSET  leased jobs; score = lease_until (ms)
+--   KEYS[5]  meta       HASH  paused (0/1), seq (FIFO counter), fence (token counter)
+--   KEYS[6]  marker     ZSET  one member "w" while there may be work; idle workers BZPOPMIN it
+--   KEYS[7]  dead       ZSET  dead letters; score = finished_at (ms)
+--   KEYS[8]  succeeded  ZSET  kept results; score = keep_until (ms)
+--   KEYS[9]  failed     ZSET  failed jobs; score = keep_until (ms)
+--   KEYS[10] cancelled  ZSET  cancelled jobs; score = keep_until (ms)
+--   KEYS[11] expired    ZSET  expired jobs; score = keep_until (ms)
+-- ARGV[1] is always the job-key prefix `<prefix>:{<queue>}:job:`; job keys are that prefix and
+-- the id, so they share the queue's hash tag (and slot) with the keys above.
+--
+-- Numbers are passed to Redis through `num`, never as raw Lua numbers, which Redis would
+-- format with 14 significant digits.
+
+local K_READY, K_SCHED, K_RETRY, K_ACTIVE, K_META, K_MARKER = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local K_DEAD, K_SUCCEEDED, K_FAILED, K_CANCELLED, K_EXPIRED = KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
+local PREFIX = ARGV[1]
+
+-- Bounded work: no call moves, reaps or deletes more than this many jobs.
+local BATCH = 1000
+
+local function num(x)
+  return string.format('%.0f', x)
+end
+
+local function ready_score(priority, run_at)
+  return num((9 - tonumber(priority)) * 4398046511104 + tonumber(run_at))
+end
+
+local function ready_member(seq, id)
+  return string.format('%015.0f', tonumber(seq)) .. ':' .. id
+end
+
+-- The job id of a ready-set member.
+local function id_of(member)
+  return string.sub(member, 17)
+end
+
+local function add_ready(id, priority, run_at, seq)
+  redis.call('ZADD', K_READY, ready_score(priority, run_at), ready_member(seq, id))
+end
+
+-- Wakes one idle worker; a worker that claims and leaves work behind wakes the next.
+local function wake()
+  redis.call('ZADD', K_MARKER, 0, 'w')
+end
+
+-- Puts a job back in the ready set at its original place in line.
+local function requeue(id, key)
+  local f = redis.call('HMGET', key, 'pr', 'r', 'q')
+  add_ready(id, f[1] or 5, f[2] or 0, f[3] or 0)
+end
+
+-- ZREM of many members, in slices (Lua's unpack has a limit).
+local function zrem_all(key, ids)
+  for i = 1, #ids, 500 do
+    redis.call('ZREM', key, unpack(ids, i, math.min(i + 499, #ids)))
+  end
+end

@@ -1,0 +1,55 @@
+-- reapQueue-11: moves expired leases back to ready (or to the dead letters when no attempts
+-- are left) and drops index entries of records whose retention ran out.
+--
+-- KEYS: the queue's eleven keys (includes/common.lua).
+-- ARGV[1] job-key prefix, ARGV[2] now (ms), ARGV[3] dead-letter ttl (ms), ARGV[4] channel.
+-- Returns: {requeued, dead, swept}.
+-- Bounded: at most BATCH expired leases and BATCH index entries per set per call. Recovery is
+-- by lease expiry alone.
+
+local now, dead_ttl, channel = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local expired = redis.call('ZRANGEBYSCORE', K_ACTIVE, '-inf', '(' .. num(now), 'LIMIT', 0, BATCH)
+local requeued, dead = 0, 0
+for _, id in ipairs(expired) do
+  local key = PREFIX .. id
+  local f = redis.call('HMGET', key, 'a', 'm')
+  if f[1] == false then
+    -- Record gone; only the index entry is left.
+  elseif tonumber(f[1]) >= tonumber(f[2]) then
+    redis.call('HSET', key, 's', '6', 'f', num(now), 'ek', 'lease_expired',
+      'em', 'the worker stopped heartbeating and no attempts are left', 'ea', f[1])
+    redis.call('HDEL', key, 't')
+    redis.call('PEXPIRE', key, num(dead_ttl))
+    redis.call('ZADD', K_DEAD, num(now), id)
+    redis.call('PUBLISH', channel, id)
+    dead = dead + 1
+  else
+    redis.call('HSET', key, 's', '0', 'ek', 'lease_expired',
+      'em', 'the worker stopped heartbeating', 'ea', f[1])
+    redis.call('HDEL', key, 't', 'w')
+    requeue(id, key)
+    requeued = requeued + 1
+  end
+end
+zrem_all(K_ACTIVE, expired)
+if requeued > 0 then wake() end
+
+-- Records past their retention go by the caller's clock (the store's own expiry, set when
+-- they finished, is the backstop when no worker reaps).
+local swept = 0
+local function sweep(set, before)
+  local old = redis.call('ZRANGEBYSCORE', set, '-inf', num(before), 'LIMIT', 0, BATCH)
+  if #old > 0 then
+    for _, id in ipairs(old) do
+      redis.call('DEL', PREFIX .. id)
+    end
+    zrem_all(set, old)
+    swept = swept + #old
+  end
+end
+sweep(K_SUCCEEDED, now)
+sweep(K_FAILED, now)
+sweep(K_CANCELLED, now)
+sweep(K_EXPIRED, now)
+sweep(K_DEAD, now - dead_ttl)
+return {requeued, dead, swept}

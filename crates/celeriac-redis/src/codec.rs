@@ -1,0 +1,206 @@
+//! Jobs to and from their Redis hash.
+//!
+//! Fields: `d` the immutable spec (JSON), `p` payload, `s` state code, `pr` priority, `q`
+//! sequence, `r` run_at, `x` expires_at, `a` attempts, `m` max attempts, `tt` result ttl (ms,
+//! absent: keep no result), `t` fencing token, `w` worker, `st` started, `f` finished, `res`
+//! result, `ek`/`em`/`ea` last error, `pg`/`pgm` progress.
+
+use celeriac_core::clock::{duration_ms, UnixMs};
+use celeriac_core::error::{Error, Result};
+use celeriac_core::job::{Encoding, ErrorInfo, Job, JobId, JobInfo, JobState, Priority, Progress};
+use redis::Value;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+/// The fields of a job that never change after enqueue.
+#[derive(Debug, Serialize, Deserialize)]
+struct Spec {
+    task: String,
+    queue: String,
+    enc: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    soft: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    hard: Option<i64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    headers: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    parent: Option<JobId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    root: Option<JobId>,
+    created: i64,
+}
+
+fn spec_of(job: &Job) -> Result<String> {
+    serde_json::to_string(&Spec {
+        task: job.task.clone(),
+        queue: job.queue.clone(),
+        enc: job.encoding.code(),
+        soft: job.soft_time_limit.map(duration_ms),
+        hard: job.hard_time_limit.map(duration_ms),
+        headers: job.headers.clone(),
+        parent: job.parent_id,
+        root: job.root_id,
+        created: job.created_at,
+    })
+    .map_err(|e| Error::Codec(e.to_string()))
+}
+
+/// The enqueue script's eight arguments for one job.
+pub(crate) fn enqueue_args(job: &Job) -> Result<[Vec<u8>; 8]> {
+    let opt = |v: Option<i64>| v.map(|n| n.to_string()).unwrap_or_default();
+    Ok([
+        job.id.to_string().into_bytes(),
+        job.priority.get().to_string().into_bytes(),
+        job.run_at.to_string().into_bytes(),
+        opt(job.expires_at).into_bytes(),
+        job.max_attempts.to_string().into_bytes(),
+        opt(job.result_ttl.map(duration_ms)).into_bytes(),
+        spec_of(job)?.into_bytes(),
+        job.payload.clone(),
+    ])
+}
+
+fn ms(d: Option<i64>) -> Option<Duration> {
+    d.map(|m| Duration::from_millis(m.max(0) as u64))
+}
+
+fn job_from(id: JobId, spec: &[u8], payload: Vec<u8>, f: &Fields) -> Result<Job> {
+    let spec: Spec = serde_json::from_slice(spec)
+        .map_err(|e| Error::Codec(format!("job {id}: bad spec: {e}")))?;
+    Ok(Job {
+        id,
+        queue: spec.queue,
+        task: spec.task,
+        payload,
+        encoding: Encoding::from_code(i64::from(spec.enc))?,
+        priority: Priority::clamped(f.int("pr").unwrap_or(5).clamp(0, 9) as u8),
+        attempts: f.int("a").unwrap_or(0).max(0) as u32,
+        max_attempts: f.int("m").unwrap_or(1).max(1) as u32,
+        run_at: f.int("r").unwrap_or(spec.created),
+        expires_at: f.int("x"),
+        soft_time_limit: ms(spec.soft),
+        hard_time_limit: ms(spec.hard),
+        headers: spec.headers,
+        parent_id: spec.parent,
+        root_id: spec.root,
+        result_ttl: ms(f.int("tt")),
+        created_at: spec.created,
+        started_at: f.int("st"),
+        finished_at: f.int("f"),
+    })
+}
+
+/// Hash fields by name.
+pub(crate) struct Fields(pub(crate) HashMap<String, Vec<u8>>);
+
+impl Fields {
+    fn text(&self, k: &str) -> Option<String> {
+        self.0
+            .get(k)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    }
+    fn int(&self, k: &str) -> Option<i64> {
+        self.text(k).and_then(|t| t.parse().ok())
+    }
+}
+
+/// A job's full record from its hash (and its lease expiry from the active set).
+pub(crate) fn info_from_hash(
+    id: JobId,
+    fields: Fields,
+    lease_until: Option<UnixMs>,
+) -> Result<Option<JobInfo>> {
+    let Some(spec) = fields.0.get("d").cloned() else {
+        return Ok(None);
+    };
+    let payload = fields.0.get("p").cloned().unwrap_or_default();
+    let job = job_from(id, &spec, payload, &fields)?;
+    let state = JobState::from_code(fields.int("s").unwrap_or(0))?;
+    let error = fields.text("ek").map(|kind| ErrorInfo {
+        kind,
+        message: fields.text("em").unwrap_or_default(),
+        attempt: fields.int("ea").unwrap_or(0).max(0) as u32,
+    });
+    let progress = fields
+        .text("pg")
+        .and_then(|p| p.parse::<f64>().ok())
+        .map(|fraction| Progress {
+            fraction,
+            message: fields.text("pgm"),
+        });
+    Ok(Some(JobInfo {
+        result: fields.0.get("res").cloned(),
+        job,
+        state,
+        error,
+        progress,
+        worker: fields.text("w"),
+        lease_until: if state == JobState::Active {
+            lease_until
+        } else {
+            None
+        },
+    }))
+}
+
+fn bytes(v: &Value) -> Option<Vec<u8>> {
+    match v {
+        Value::BulkString(b) => Some(b.clone()),
+        Value::SimpleString(s) => Some(s.clone().into_bytes()),
+        Value::Int(i) => Some(i.to_string().into_bytes()),
+        _ => None,
+    }
+}
+
+fn int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(i) => Some(*i),
+        other => bytes(other).and_then(|b| String::from_utf8_lossy(&b).parse().ok()),
+    }
+}
+
+/// One entry of the claim script's reply:
+/// `{id, token, attempts, spec, payload, max, tt, run_at, pr, x, started}`.
+pub(crate) fn claimed_from(v: &Value) -> Result<(Job, u64)> {
+    let bad = || Error::Codec(format!("unexpected claim reply: {v:?}"));
+    let Value::Array(items) = v else {
+        return Err(bad());
+    };
+    if items.len() < 11 {
+        return Err(bad());
+    }
+    let id: JobId = String::from_utf8_lossy(&bytes(&items[0]).ok_or_else(bad)?).parse()?;
+    let token = int(&items[1]).ok_or_else(bad)? as u64;
+    let mut map = HashMap::new();
+    let mut put = |k: &str, i: usize| {
+        if let Some(b) = bytes(&items[i]) {
+            map.insert(k.to_string(), b);
+        }
+    };
+    put("a", 2);
+    put("m", 5);
+    put("tt", 6);
+    put("r", 7);
+    put("pr", 8);
+    put("x", 9);
+    put("st", 10);
+    let fields = Fields(map);
+    let spec = bytes(&items[3]).ok_or_else(bad)?;
+    let payload = bytes(&items[4]).unwrap_or_default();
+    let job = job_from(id, &spec, payload, &fields)?;
+    Ok((job, token))
+}
+
+/// An integer reply element.
+pub(crate) fn int_of(v: &Value) -> i64 {
+    int(v).unwrap_or(0)
+}
+
+/// A text reply element.
+pub(crate) fn text_of(v: &Value) -> String {
+    bytes(v)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+}

@@ -1,0 +1,301 @@
+//! Backend URLs and settings.
+
+use celeriac_core::error::{Error, Result};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How the backend reaches Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Topology {
+    /// One server (`redis://`, `rediss://`).
+    Standalone {
+        /// `host:port`.
+        addr: String,
+        /// Database number.
+        db: i64,
+    },
+    /// Redis Cluster (`redis+cluster://h1:p1,h2:p2`): any reachable nodes; the rest are discovered.
+    Cluster {
+        /// Seed nodes, `host:port`.
+        nodes: Vec<String>,
+    },
+    /// Sentinel (`redis+sentinel://s1:p1,s2:p2/service`): the current master of `service`.
+    Sentinel {
+        /// Sentinels, `host:port`.
+        sentinels: Vec<String>,
+        /// The monitored master's name.
+        service: String,
+    },
+}
+
+/// Settings of the Redis backend.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// Where Redis is.
+    pub topology: Topology,
+    /// TLS to the data nodes (`rediss://`, or `?tls=true` for cluster and sentinel).
+    pub tls: bool,
+    /// A PEM file of the certificate authority to trust instead of the system's (`?ca=`).
+    pub ca_file: Option<PathBuf>,
+    /// ACL user name.
+    pub username: Option<String>,
+    /// Password (of the ACL user, or `requirepass`).
+    pub password: Option<String>,
+    /// Prefix of every key (`?prefix=`, default `celeriac`).
+    pub prefix: String,
+    /// Longest wait for one reply before the call fails (`?response_timeout_ms=`, default 5 s).
+    pub response_timeout: Duration,
+    /// Longest wait to connect (`?connect_timeout_ms=`, default 5 s).
+    pub connect_timeout: Duration,
+    /// Run queues on a Redis whose `maxmemory-policy` may evict keys (`?allow_eviction=true`).
+    /// Off by default: an evicted job is a lost job.
+    pub allow_eviction: bool,
+    /// How long dead letters are kept (`?dead_ttl_s=`, default 7 days).
+    pub dead_ttl: Duration,
+}
+
+impl RedisConfig {
+    /// Parses a `redis://`, `rediss://`, `redis+cluster://` or `redis+sentinel://` URL.
+    ///
+    /// `redis://[user:password@]host[:port][/db][?param=value&...]`;
+    /// `redis+cluster://[user:password@]h1:p1,h2:p2[?...]`;
+    /// `redis+sentinel://[user:password@]s1:p1,s2:p2/service[?...]`.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let bad = |msg: String| Error::config("url", msg);
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| bad(format!("`{url}` is not a URL")))?;
+        let (tls_scheme, kind) = match scheme {
+            "redis" => (false, "standalone"),
+            "rediss" => (true, "standalone"),
+            "redis+cluster" => (false, "cluster"),
+            "rediss+cluster" => (true, "cluster"),
+            "redis+sentinel" => (false, "sentinel"),
+            "rediss+sentinel" => (true, "sentinel"),
+            other => return Err(bad(format!("`{other}://` is not a Redis URL scheme"))),
+        };
+        let (rest, query) = match rest.split_once('?') {
+            Some((r, q)) => (r, q),
+            None => (rest, ""),
+        };
+        let (userinfo, hostpart) = match rest.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, rest),
+        };
+        let (username, password) = match userinfo {
+            Some(u) => {
+                let (user, pass) = u.split_once(':').unwrap_or((u, ""));
+                let user = percent_decode(user);
+                let pass = percent_decode(pass);
+                (
+                    (!user.is_empty()).then_some(user),
+                    (!pass.is_empty()).then_some(pass),
+                )
+            }
+            None => (None, None),
+        };
+        let (hosts, path) = match hostpart.split_once('/') {
+            Some((h, p)) => (h, p),
+            None => (hostpart, ""),
+        };
+        let default_port = if kind == "sentinel" { 26379 } else { 6379 };
+        let addrs: Vec<String> = hosts
+            .split(',')
+            .filter(|h| !h.is_empty())
+            .map(|h| {
+                if h.rsplit_once(':')
+                    .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+                {
+                    h.to_string()
+                } else {
+                    format!("{h}:{default_port}")
+                }
+            })
+            .collect();
+        if addrs.is_empty() {
+            return Err(bad(format!("`{url}` names no host")));
+        }
+        let topology = match kind {
+            "standalone" => {
+                if addrs.len() > 1 {
+                    return Err(bad(
+                        "several hosts need redis+cluster:// or redis+sentinel://".into(),
+                    ));
+                }
+                let db = if path.is_empty() {
+                    0
+                } else {
+                    path.parse()
+                        .map_err(|_| bad(format!("`/{path}` is not a database number")))?
+                };
+                Topology::Standalone {
+                    addr: addrs[0].clone(),
+                    db,
+                }
+            }
+            "cluster" => Topology::Cluster { nodes: addrs },
+            _ => {
+                if path.is_empty() {
+                    return Err(bad("redis+sentinel:// needs the master's name: redis+sentinel://host:26379/mymaster".into()));
+                }
+                Topology::Sentinel {
+                    sentinels: addrs,
+                    service: path.to_string(),
+                }
+            }
+        };
+        let mut config = RedisConfig {
+            topology,
+            tls: tls_scheme,
+            ca_file: None,
+            username,
+            password,
+            prefix: "celeriac".into(),
+            response_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            allow_eviction: false,
+            dead_ttl: Duration::from_secs(7 * 24 * 3600),
+        };
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, "true"));
+            let setting = format!("url: {k}");
+            let flag = |v: &str| match v {
+                "true" | "1" | "yes" => Ok(true),
+                "false" | "0" | "no" => Ok(false),
+                _ => Err(Error::config(
+                    &setting,
+                    format!("`{v}` is not true or false"),
+                )),
+            };
+            let millis = |v: &str| {
+                v.parse::<u64>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .map(Duration::from_millis)
+                    .ok_or_else(|| {
+                        Error::config(&setting, format!("`{v}` is not a positive number"))
+                    })
+            };
+            match k {
+                "tls" => config.tls = flag(v)?,
+                "ca" => config.ca_file = Some(PathBuf::from(percent_decode(v))),
+                "prefix" => {
+                    if v.is_empty() || v.contains(['{', '}']) {
+                        return Err(Error::config(&setting, "must be non-empty and without braces"));
+                    }
+                    config.prefix = v.to_string();
+                }
+                "response_timeout_ms" => config.response_timeout = millis(v)?,
+                "connect_timeout_ms" => config.connect_timeout = millis(v)?,
+                "allow_eviction" => config.allow_eviction = flag(v)?,
+                "dead_ttl_s" => config.dead_ttl = millis(v)? * 1000,
+                other => {
+                    return Err(Error::config(
+                        "url",
+                        format!("unknown Redis URL parameter `{other}` (known: tls, ca, prefix, response_timeout_ms, connect_timeout_ms, allow_eviction, dead_ttl_s)"),
+                    ))
+                }
+            }
+        }
+        Ok(config)
+    }
+
+    /// The URL of one node in redis-rs form (credentials, TLS), without our parameters.
+    pub(crate) fn node_url(&self, addr: &str, db: i64) -> String {
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        let auth = match (&self.username, &self.password) {
+            (Some(u), Some(p)) => format!("{}:{}@", percent_encode(u), percent_encode(p)),
+            (None, Some(p)) => format!(":{}@", percent_encode(p)),
+            (Some(u), None) => format!("{}@", percent_encode(u)),
+            (None, None) => String::new(),
+        };
+        format!("{scheme}://{auth}{addr}/{db}")
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+            if let Ok(b) = u8::from_str_radix(hex, 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse() {
+        let c = RedisConfig::from_url("redis://app:s%40cret@127.0.0.1:7000/2?prefix=jobs")
+            .expect("parses");
+        assert_eq!(
+            c.topology,
+            Topology::Standalone {
+                addr: "127.0.0.1:7000".into(),
+                db: 2
+            }
+        );
+        assert_eq!(c.username.as_deref(), Some("app"));
+        assert_eq!(c.password.as_deref(), Some("s@cret"));
+        assert_eq!(c.prefix, "jobs");
+        assert_eq!(c.node_url("h:1", 2), "redis://app:s%40cret@h:1/2");
+
+        let c = RedisConfig::from_url("redis+cluster://a:1,b:2,c").expect("parses");
+        assert_eq!(
+            c.topology,
+            Topology::Cluster {
+                nodes: vec!["a:1".into(), "b:2".into(), "c:6379".into()]
+            }
+        );
+        let c = RedisConfig::from_url("rediss+sentinel://:pw@s1:5000/mymaster?ca=/tmp/ca.pem")
+            .expect("parses");
+        assert!(c.tls);
+        assert_eq!(c.password.as_deref(), Some("pw"));
+        assert_eq!(c.ca_file, Some(PathBuf::from("/tmp/ca.pem")));
+        assert_eq!(
+            c.topology,
+            Topology::Sentinel {
+                sentinels: vec!["s1:5000".into()],
+                service: "mymaster".into()
+            }
+        );
+    }
+
+    #[test]
+    fn bad_urls_name_the_problem() {
+        let err = |u: &str| {
+            RedisConfig::from_url(u)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        assert!(err("redis://h?bogus=1").contains("unknown Redis URL parameter `bogus`"));
+        assert!(err("redis+sentinel://h:1").contains("master's name"));
+        assert!(err("redis://h/x").contains("database number"));
+        assert!(err("redis://h?response_timeout_ms=0").contains("response_timeout_ms"));
+        assert!(err("redis://a,b").contains("redis+cluster"));
+    }
+}

@@ -1,0 +1,69 @@
+//! The key layout. Every key of a queue shares the hash tag `{<queue>}`, so one queue lives
+//! on one Cluster slot and its scripts are atomic there.
+
+/// The eleven keys every script of a queue receives, and its job-key prefix and channel.
+#[derive(Debug, Clone)]
+pub(crate) struct QueueKeys {
+    pub(crate) keys: [String; 11],
+    pub(crate) job_prefix: String,
+    pub(crate) channel: String,
+}
+
+impl QueueKeys {
+    pub(crate) fn new(prefix: &str, queue: &str) -> Self {
+        let base = format!("{prefix}:{{{queue}}}");
+        let k = |s: &str| format!("{base}:{s}");
+        QueueKeys {
+            keys: [
+                k("ready"),
+                k("scheduled"),
+                k("retry"),
+                k("active"),
+                k("meta"),
+                k("marker"),
+                k("dead"),
+                k("succeeded"),
+                k("failed"),
+                k("cancelled"),
+                k("expired"),
+            ],
+            job_prefix: k("job:"),
+            channel: k("done"),
+        }
+    }
+
+    pub(crate) fn ready(&self) -> &str {
+        &self.keys[0]
+    }
+    pub(crate) fn scheduled(&self) -> &str {
+        &self.keys[1]
+    }
+    pub(crate) fn retry(&self) -> &str {
+        &self.keys[2]
+    }
+    pub(crate) fn active(&self) -> &str {
+        &self.keys[3]
+    }
+    pub(crate) fn meta(&self) -> &str {
+        &self.keys[4]
+    }
+    pub(crate) fn marker(&self) -> &str {
+        &self.keys[5]
+    }
+    pub(crate) fn dead(&self) -> &str {
+        &self.keys[6]
+    }
+    pub(crate) fn job(&self, id: &str) -> String {
+        format!("{}{id}", self.job_prefix)
+    }
+}
+
+/// The set of queue names (a global key, outside any queue's slot).
+pub(crate) fn queues_key(prefix: &str) -> String {
+    format!("{prefix}:queues")
+}
+
+/// The pattern matching every queue's completion channel.
+pub(crate) fn done_pattern(prefix: &str) -> String {
+    format!("{prefix}:{{*}}:done")
+}

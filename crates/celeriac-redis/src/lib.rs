@@ -1,0 +1,896 @@
+//! Celeriac's Redis backend: standalone (`redis://`, `rediss://`), Cluster
+//! (`redis+cluster://`) and Sentinel (`redis+sentinel://`).
+//!
+//! ```no_run
+//! # async fn demo() -> celeriac_core::Result<()> {
+//! let backend = celeriac_redis::RedisBackend::connect("redis://127.0.0.1:6379").await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Guarantees
+//! - **At least once, fenced.** One Lua script promotes due jobs, pops ready ones, and leases
+//!   them with a fresh fencing token; nothing is popped and recorded afterwards. Heartbeats,
+//!   acknowledgements, progress and releases check the token; a stale one changes nothing.
+//!   Expired leases go back to ready (or to the dead letters without attempts left).
+//! - **Bounded work per call.** No script moves, reaps or deletes more than 1,000 jobs at once
+//!   and none scans a whole set; every `unpack` is sliced.
+//! - **Refuses evicting memory policies.** Queues are not run on a Redis whose
+//!   `maxmemory-policy` is not `noeviction` (an evicted job is a lost job) unless the URL says
+//!   `?allow_eviction=true`.
+//! - **Idle workers block.** Each waiting process blocks (`BZPOPMIN`, one dedicated connection
+//!   per queue) on a per-queue marker that enqueues set, so a job enqueued into an idle queue
+//!   starts within about one round trip. A delayed job starts close to its time: the worker
+//!   sleeps until the earliest due time it knows of, and an enqueue wakes it to look again.
+//! - **Results over pub/sub.** Finished jobs are published on their queue's channel;
+//!   [`celeriac_core::ResultStore::wait`] returns on the message (and re-checks every second in
+//!   case a message was lost while reconnecting).
+//!
+//! # Clock
+//! `now` comes from the caller (the worker's clock) in ARGV, never from Redis `TIME`: the same
+//! contract as every store (tests drive time), and scripts stay deterministic. Workers' clocks
+//! must agree to well within a lease (NTP does that).
+//!
+//! # Key layout
+//! With the default prefix `celeriac` and a queue `emails`, every key of the queue carries the
+//! hash tag `{emails}` (one Cluster slot):
+//!
+//! | key | type | what |
+//! |---|---|---|
+//! | `celeriac:{emails}:ready` | ZSET | pending jobs; score `(9 - priority)·2^42 + run_at`, member `<seq>:<id>`: priority, then due time, then FIFO |
+//! | `celeriac:{emails}:scheduled` | ZSET | delayed jobs by `run_at` |
+//! | `celeriac:{emails}:retry` | ZSET | jobs waiting for their next attempt, by `run_at` |
+//! | `celeriac:{emails}:active` | ZSET | leased jobs by lease expiry |
+//! | `celeriac:{emails}:meta` | HASH | `paused`, `seq` (FIFO counter), `fence` (token counter) |
+//! | `celeriac:{emails}:marker` | ZSET | wake-up marker idle workers block on |
+//! | `celeriac:{emails}:dead` | ZSET | dead letters by time of death (records expire after the dead-letter TTL) |
+//! | `celeriac:{emails}:succeeded`, `:failed`, `:cancelled`, `:expired` | ZSET | kept records by expiry, for counting |
+//! | `celeriac:{emails}:job:<id>` | HASH | one job (fields in the `codec` module); finished ones expire |
+//! | `celeriac:{emails}:done` | channel | ids of finished jobs |
+//! | `celeriac:queues` | SET | queue names (the one key outside any queue's slot) |
+//!
+//! Room is left under the same tag for what comes next: `:unique:<key>`, `:limit:<task>`,
+//! `:chord:<id>` live in the queue's slot so their scripts stay atomic; cache and limiter keys
+//! get their own prefixes (`celeriac:cache:…`, `celeriac:rl:…`).
+//!
+//! # Client
+//! redis-rs: multiplexed, pipelined connections; Cluster (slot routing, MOVED/ASK handling);
+//! Sentinel; TLS through rustls; reconnect with backoff (`ConnectionManager`); a response
+//! timeout on every call. Scripts run by SHA with a reload on NOSCRIPT.
+
+mod codec;
+mod config;
+mod conn;
+mod keys;
+mod scripts;
+
+pub use config::{RedisConfig, Topology};
+
+use celeriac_core::backend::{
+    Broker, ClaimRequest, Claimed, Completion, LeaseRef, Outcome, QueueStats, ReapReport,
+    ResultStore,
+};
+use celeriac_core::clock::{duration_ms, UnixMs};
+use celeriac_core::error::{Error, ErrorKind, Result};
+use celeriac_core::job::{Job, JobId, JobInfo, JobState};
+use codec::Fields;
+use conn::{map_err, Conn, Connector};
+use futures_util::StreamExt;
+use keys::QueueKeys;
+use redis::{AsyncCommands, Value};
+use scripts::Scripts;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+/// Jobs per enqueue script call: a batch of this many per queue is stored atomically.
+const ENQUEUE_CHUNK: usize = 5000;
+/// How long one blocking wait on a marker lasts before it is renewed.
+const BLOCK_SECS: f64 = 1.0;
+
+/// The Redis backend; cheap to clone.
+#[derive(Clone)]
+pub struct RedisBackend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Arc<RedisConfig>,
+    connector: Connector,
+    conn: Conn,
+    scripts: Scripts,
+    known_queues: Mutex<HashSet<String>>,
+    /// Moves whenever this process may have work: an enqueue here, or a marker popped.
+    work: watch::Sender<u64>,
+    /// How many workers of this process wait for work right now.
+    waiting: watch::Sender<usize>,
+    watched: Mutex<HashSet<String>>,
+    done: broadcast::Sender<String>,
+    listening: AtomicBool,
+    stop: CancellationToken,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl std::fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("topology", &self.inner.config.topology)
+            .field("prefix", &self.inner.config.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisBackend {
+    /// Connects to the Redis a URL names and checks it is safe for queues.
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::open(RedisConfig::from_url(url)?).await
+    }
+
+    /// Connects with these settings.
+    ///
+    /// # Errors
+    /// Redis unreachable (after the connect timeout), authentication refused, or an evicting
+    /// `maxmemory-policy` without `allow_eviction`: each with a message saying which.
+    pub async fn open(config: RedisConfig) -> Result<Self> {
+        let config = Arc::new(config);
+        let connector = Connector::new(config.clone())?;
+        let conn = connector
+            .connect(config.response_timeout)
+            .await
+            .map_err(|e| {
+                Error::backend(
+                    e.kind(),
+                    format!("cannot connect to Redis ({:?}): {e}", config.topology),
+                )
+            })?;
+        if !config.allow_eviction {
+            check_policy(&connector).await?;
+        }
+        let (done, _) = broadcast::channel(4096);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                connector,
+                conn,
+                scripts: Scripts::new(),
+                known_queues: Mutex::new(HashSet::new()),
+                work: watch::Sender::new(0),
+                waiting: watch::Sender::new(0),
+                watched: Mutex::new(HashSet::new()),
+                done,
+                listening: AtomicBool::new(false),
+                stop: CancellationToken::new(),
+            }),
+        })
+    }
+
+    /// The settings in use.
+    pub fn config(&self) -> &RedisConfig {
+        &self.inner.config
+    }
+
+    fn conn(&self) -> Conn {
+        self.inner.conn.clone()
+    }
+
+    fn keys(&self, queue: &str) -> QueueKeys {
+        QueueKeys::new(&self.inner.config.prefix, queue)
+    }
+
+    fn bump_work(&self) {
+        self.inner.work.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    async fn remember_queues(&self, queues: impl IntoIterator<Item = &str>) -> Result<()> {
+        let new: Vec<String> = {
+            let known = self.inner.known_queues.lock().map_err(|_| Error::Closed)?;
+            queues
+                .into_iter()
+                .filter(|q| !known.contains(*q))
+                .map(str::to_string)
+                .collect()
+        };
+        if new.is_empty() {
+            return Ok(());
+        }
+        let _: () = self
+            .conn()
+            .sadd(keys::queues_key(&self.inner.config.prefix), &new)
+            .await
+            .map_err(map_err)?;
+        if let Ok(mut known) = self.inner.known_queues.lock() {
+            known.extend(new);
+        }
+        Ok(())
+    }
+
+    /// Every queue ever used with this prefix.
+    async fn all_queues(&self) -> Result<Vec<String>> {
+        let mut queues: Vec<String> = self
+            .conn()
+            .smembers(keys::queues_key(&self.inner.config.prefix))
+            .await
+            .map_err(map_err)?;
+        queues.sort();
+        Ok(queues)
+    }
+
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        script: &redis::Script,
+        keys: &QueueKeys,
+        args: impl IntoIterator<Item = Vec<u8>>,
+    ) -> Result<T> {
+        let mut inv = script.prepare_invoke();
+        for k in &keys.keys {
+            inv.key(k);
+        }
+        inv.arg(&keys.job_prefix);
+        for a in args {
+            inv.arg(a);
+        }
+        inv.invoke_async(&mut self.conn()).await.map_err(map_err)
+    }
+
+    fn ensure_listener(&self) {
+        if self.inner.listening.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let connector = self.inner.connector.clone();
+        let done = self.inner.done.clone();
+        let stop = self.inner.stop.clone();
+        let pattern = keys::done_pattern(&self.inner.config.prefix);
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(100);
+            while !stop.is_cancelled() {
+                let sub = async {
+                    let mut ps = connector.pubsub().await?;
+                    ps.psubscribe(&pattern).await.map_err(map_err)?;
+                    Ok::<_, Error>(ps)
+                };
+                match sub.await {
+                    Ok(ps) => {
+                        backoff = Duration::from_millis(100);
+                        let mut stream = ps.into_on_message();
+                        loop {
+                            tokio::select! {
+                                msg = stream.next() => match msg {
+                                    Some(m) => { let _ = done.send(String::from_utf8_lossy(m.get_payload_bytes()).into_owned()); }
+                                    None => break,
+                                },
+                                _ = stop.cancelled() => return,
+                            }
+                        }
+                        debug!("completion subscription ended; resubscribing");
+                    }
+                    Err(e) => debug!(error = %e, "cannot subscribe to completions; retrying"),
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.cancelled() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        });
+    }
+
+    fn ensure_watchers(&self, queues: &[String]) {
+        let mut watched = match self.inner.watched.lock() {
+            Ok(w) => w,
+            Err(_) => return,
+        };
+        for q in queues {
+            if !watched.insert(q.clone()) {
+                continue;
+            }
+            let marker = self.keys(q).marker().to_string();
+            let connector = self.inner.connector.clone();
+            let work = self.inner.work.clone();
+            let mut waiting = self.inner.waiting.subscribe();
+            let stop = self.inner.stop.clone();
+            let timeout = self.inner.config.response_timeout + Duration::from_secs_f64(BLOCK_SECS);
+            tokio::spawn(async move {
+                let mut conn: Option<Conn> = None;
+                let mut backoff = Duration::from_millis(100);
+                loop {
+                    // Block only while a worker here waits: a busy process must not take the
+                    // wake-ups that idle workers elsewhere need.
+                    tokio::select! {
+                        r = waiting.wait_for(|n| *n > 0) => if r.is_err() { return },
+                        _ = stop.cancelled() => return,
+                    }
+                    if conn.is_none() {
+                        match connector.connect(timeout).await {
+                            Ok(c) => conn = Some(c),
+                            Err(e) => {
+                                debug!(error = %e, "marker connection failed");
+                                tokio::select! {
+                                    _ = tokio::time::sleep(backoff) => {}
+                                    _ = stop.cancelled() => return,
+                                }
+                                backoff = (backoff * 2).min(Duration::from_secs(5));
+                                continue;
+                            }
+                        }
+                    }
+                    let Some(c) = conn.as_mut() else { continue };
+                    let popped: redis::RedisResult<Option<(String, String, f64)>> = tokio::select! {
+                        r = c.bzpopmin(&marker, BLOCK_SECS) => r,
+                        _ = stop.cancelled() => return,
+                    };
+                    match popped {
+                        Ok(Some(_)) => {
+                            backoff = Duration::from_millis(100);
+                            work.send_modify(|v| *v = v.wrapping_add(1));
+                        }
+                        Ok(None) => backoff = Duration::from_millis(100),
+                        Err(e) => {
+                            debug!(error = %e, "waiting on the marker failed");
+                            conn = None;
+                            tokio::select! {
+                                _ = tokio::time::sleep(backoff) => {}
+                                _ = stop.cancelled() => return,
+                            }
+                            backoff = (backoff * 2).min(Duration::from_secs(5));
+                        }
+                    }
+                }
+            });
+        }
+    }
+
+    /// Finds the queue holding job `id` by looking in every known queue (there are few).
+    async fn locate(&self, id: JobId) -> Result<Option<(String, Fields, Option<i64>)>> {
+        let sid = id.to_string();
+        for queue in self.all_queues().await? {
+            let k = self.keys(&queue);
+            let (fields, lease): (HashMap<String, Vec<u8>>, Option<f64>) = redis::pipe()
+                .hgetall(k.job(&sid))
+                .zscore(k.active(), &sid)
+                .query_async(&mut self.conn())
+                .await
+                .map_err(map_err)?;
+            if !fields.is_empty() {
+                return Ok(Some((queue, Fields(fields), lease.map(|l| l as i64))));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn loop_script(
+        &self,
+        script: &redis::Script,
+        keys: &QueueKeys,
+        args: Vec<Vec<u8>>,
+    ) -> Result<u64> {
+        let mut total = 0u64;
+        loop {
+            let n: i64 = self.invoke(script, keys, args.clone()).await?;
+            if n <= 0 {
+                return Ok(total);
+            }
+            total += n as u64;
+        }
+    }
+}
+
+async fn check_policy(connector: &Connector) -> Result<()> {
+    for client in connector.data_node_clients().await? {
+        let mut c = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(map_err)?;
+        let reply: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .query_async(&mut c)
+            .await;
+        let policy = match reply {
+            Ok(v) => v.get(1).cloned().unwrap_or_default(),
+            Err(e) => {
+                return Err(Error::config(
+                    "url: allow_eviction",
+                    format!("cannot read maxmemory-policy ({e}); check it is noeviction and add ?allow_eviction=true to skip this check"),
+                ))
+            }
+        };
+        if policy != "noeviction" {
+            return Err(Error::config(
+                "url: allow_eviction",
+                format!(
+                    "this Redis has maxmemory-policy `{policy}`, which may evict queued jobs; set \
+                     it to noeviction (CONFIG SET maxmemory-policy noeviction) or add \
+                     ?allow_eviction=true to the URL to accept losing jobs"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn group_by_queue<T>(
+    items: Vec<T>,
+    queue_of: impl Fn(&T) -> &str,
+) -> BTreeMap<String, Vec<(usize, T)>> {
+    let mut groups: BTreeMap<String, Vec<(usize, T)>> = BTreeMap::new();
+    for (i, item) in items.into_iter().enumerate() {
+        groups
+            .entry(queue_of(&item).to_string())
+            .or_default()
+            .push((i, item));
+    }
+    groups
+}
+
+fn num(n: i64) -> Vec<u8> {
+    n.to_string().into_bytes()
+}
+
+impl Broker for RedisBackend {
+    async fn enqueue(&self, jobs: Vec<Job>, now: UnixMs) -> Result<()> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        for job in &jobs {
+            if job.queue.contains(['{', '}']) {
+                return Err(Error::config(
+                    "queue",
+                    format!("`{}`: Redis queue names cannot contain braces", job.queue),
+                ));
+            }
+        }
+        let groups = group_by_queue(jobs, |j| &j.queue);
+        self.remember_queues(groups.keys().map(String::as_str))
+            .await?;
+        for (queue, jobs) in groups {
+            let keys = self.keys(&queue);
+            for chunk in jobs.chunks(ENQUEUE_CHUNK) {
+                let mut args = vec![num(now)];
+                for (_, job) in chunk {
+                    args.extend(codec::enqueue_args(job)?);
+                }
+                let _: i64 = self.invoke(&self.inner.scripts.enqueue, &keys, args).await.map_err(|e| {
+                    let msg = e.to_string();
+                    match msg.find("DUPLICATE ") {
+                        Some(at) => Error::backend(
+                            ErrorKind::GiveUp,
+                            format!("a job with id {} already exists; nothing of this batch was stored", msg[at + 10..].split_whitespace().next().unwrap_or("?")),
+                        ),
+                        None => e,
+                    }
+                })?;
+            }
+        }
+        self.bump_work();
+        Ok(())
+    }
+
+    async fn claim(&self, req: ClaimRequest) -> Result<Vec<Claimed>> {
+        let lease_until = req.now.saturating_add(duration_ms(req.lease));
+        let mut out = Vec::with_capacity(req.limit);
+        for queue in &req.queues {
+            if out.len() >= req.limit {
+                break;
+            }
+            let keys = self.keys(queue);
+            let reply: Vec<Value> = self
+                .invoke(
+                    &self.inner.scripts.claim,
+                    &keys,
+                    [
+                        num(req.now),
+                        num((req.limit - out.len()) as i64),
+                        num(lease_until),
+                        req.worker.clone().into_bytes(),
+                        keys.channel.clone().into_bytes(),
+                    ],
+                )
+                .await?;
+            for v in &reply {
+                let (job, token) = codec::claimed_from(v)?;
+                out.push(Claimed {
+                    job,
+                    token,
+                    lease_until,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn heartbeat(
+        &self,
+        leases: Vec<LeaseRef>,
+        until: UnixMs,
+        _now: UnixMs,
+    ) -> Result<Vec<LeaseRef>> {
+        let mut lost = Vec::new();
+        for (queue, group) in group_by_queue(leases, |l| &l.queue) {
+            let keys = self.keys(&queue);
+            let mut args = vec![num(until)];
+            for (_, l) in &group {
+                args.push(l.id.to_string().into_bytes());
+                args.push(l.token.to_string().into_bytes());
+            }
+            let gone: Vec<String> = self.invoke(&self.inner.scripts.extend, &keys, args).await?;
+            let gone: HashSet<String> = gone.into_iter().collect();
+            lost.extend(
+                group
+                    .into_iter()
+                    .map(|(_, l)| l)
+                    .filter(|l| gone.contains(&l.id.to_string())),
+            );
+        }
+        Ok(lost)
+    }
+
+    async fn complete(&self, done: Vec<Completion>, now: UnixMs) -> Result<Vec<bool>> {
+        let total = done.len();
+        let mut applied = vec![false; total];
+        let dead_ttl = duration_ms(self.inner.config.dead_ttl);
+        for (queue, group) in group_by_queue(done, |c| &c.lease.queue) {
+            let keys = self.keys(&queue);
+            let mut args = vec![num(now), num(dead_ttl), keys.channel.clone().into_bytes()];
+            for (_, c) in &group {
+                args.push(c.lease.id.to_string().into_bytes());
+                args.push(c.lease.token.to_string().into_bytes());
+                let (kind, v1, v2, v3): (&[u8], Vec<u8>, Vec<u8>, Vec<u8>) = match &c.outcome {
+                    Outcome::Succeeded { result } => (
+                        b"s",
+                        result.clone().unwrap_or_default(),
+                        if result.is_some() {
+                            b"1".to_vec()
+                        } else {
+                            b"0".to_vec()
+                        },
+                        Vec::new(),
+                    ),
+                    Outcome::Retry { at, error } => (
+                        b"r",
+                        num(*at),
+                        error.kind.clone().into_bytes(),
+                        error.message.clone().into_bytes(),
+                    ),
+                    Outcome::Failed { error } => (
+                        b"f",
+                        Vec::new(),
+                        error.kind.clone().into_bytes(),
+                        error.message.clone().into_bytes(),
+                    ),
+                    Outcome::Dead { error } => (
+                        b"d",
+                        Vec::new(),
+                        error.kind.clone().into_bytes(),
+                        error.message.clone().into_bytes(),
+                    ),
+                    Outcome::Cancelled => (b"c", Vec::new(), Vec::new(), Vec::new()),
+                };
+                args.push(kind.to_vec());
+                args.extend([v1, v2, v3]);
+            }
+            let flags: Vec<i64> = self
+                .invoke(&self.inner.scripts.complete, &keys, args)
+                .await?;
+            for ((i, _), flag) in group.iter().zip(flags) {
+                applied[*i] = flag == 1;
+            }
+        }
+        Ok(applied)
+    }
+
+    async fn release(&self, leases: Vec<LeaseRef>, _now: UnixMs) -> Result<u64> {
+        let mut n = 0;
+        for (queue, group) in group_by_queue(leases, |l| &l.queue) {
+            let keys = self.keys(&queue);
+            let mut args = Vec::new();
+            for (_, l) in &group {
+                args.push(l.id.to_string().into_bytes());
+                args.push(l.token.to_string().into_bytes());
+            }
+            let k: i64 = self
+                .invoke(&self.inner.scripts.release, &keys, args)
+                .await?;
+            n += k as u64;
+        }
+        if n > 0 {
+            self.bump_work();
+        }
+        Ok(n)
+    }
+
+    async fn reap(&self, now: UnixMs) -> Result<ReapReport> {
+        let mut report = ReapReport::default();
+        let dead_ttl = duration_ms(self.inner.config.dead_ttl);
+        for queue in self.all_queues().await? {
+            let keys = self.keys(&queue);
+            let r: Vec<i64> = self
+                .invoke(
+                    &self.inner.scripts.reap,
+                    &keys,
+                    [num(now), num(dead_ttl), keys.channel.clone().into_bytes()],
+                )
+                .await?;
+            report.requeued += r.first().copied().unwrap_or(0) as u64;
+            report.dead += r.get(1).copied().unwrap_or(0) as u64;
+            report.swept += r.get(2).copied().unwrap_or(0) as u64;
+        }
+        if report.requeued > 0 {
+            self.bump_work();
+        }
+        Ok(report)
+    }
+
+    async fn next_due(&self, queues: Vec<String>) -> Result<Option<UnixMs>> {
+        let mut earliest: Option<UnixMs> = None;
+        for queue in queues {
+            let keys = self.keys(&queue);
+            type Heads = Vec<(String, f64)>;
+            let (a, b): (Heads, Heads) = redis::pipe()
+                .zrange_withscores(keys.scheduled(), 0, 0)
+                .zrange_withscores(keys.retry(), 0, 0)
+                .query_async(&mut self.conn())
+                .await
+                .map_err(map_err)?;
+            for (_, score) in a.into_iter().chain(b) {
+                let t = score as i64;
+                earliest = Some(earliest.map_or(t, |e| e.min(t)));
+            }
+        }
+        Ok(earliest)
+    }
+
+    async fn wait_for_work(&self, queues: &[String], since: u64, max: Duration) {
+        let mut rx = self.inner.work.subscribe();
+        if *rx.borrow_and_update() != since {
+            return;
+        }
+        self.ensure_watchers(queues);
+        self.inner.waiting.send_modify(|n| *n += 1);
+        let _ = tokio::time::timeout(max, rx.changed()).await;
+        self.inner.waiting.send_modify(|n| *n = n.saturating_sub(1));
+    }
+
+    fn work_epoch(&self) -> u64 {
+        *self.inner.work.borrow()
+    }
+
+    async fn pause(&self, queue: &str) -> Result<()> {
+        self.remember_queues([queue]).await?;
+        let _: () = self
+            .conn()
+            .hset(self.keys(queue).meta(), "paused", "1")
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn resume(&self, queue: &str) -> Result<()> {
+        self.remember_queues([queue]).await?;
+        let keys = self.keys(queue);
+        let _: () = redis::pipe()
+            .hset(keys.meta(), "paused", "0")
+            .zadd(keys.marker(), "w", 0)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(map_err)?;
+        self.bump_work();
+        Ok(())
+    }
+
+    async fn stats(&self) -> Result<Vec<QueueStats>> {
+        let mut out = Vec::new();
+        for queue in self.all_queues().await? {
+            let k = self.keys(&queue);
+            let mut pipe = redis::pipe();
+            for key in [
+                k.ready(),
+                k.scheduled(),
+                k.retry(),
+                k.active(),
+                k.dead(),
+                &k.keys[7],
+                &k.keys[8],
+                &k.keys[9],
+                &k.keys[10],
+            ] {
+                pipe.zcard(key);
+            }
+            pipe.hget(k.meta(), "paused");
+            let (counts, paused): (Vec<u64>, Option<String>) = {
+                let mut all: Vec<Value> =
+                    pipe.query_async(&mut self.conn()).await.map_err(map_err)?;
+                let paused = all.pop().map(|v| codec::text_of(&v));
+                (
+                    all.iter().map(|v| codec::int_of(v).max(0) as u64).collect(),
+                    paused,
+                )
+            };
+            let states = [
+                JobState::Pending,
+                JobState::Scheduled,
+                JobState::Retrying,
+                JobState::Active,
+                JobState::Dead,
+                JobState::Succeeded,
+                JobState::Failed,
+                JobState::Cancelled,
+                JobState::Expired,
+            ];
+            let counts = states
+                .iter()
+                .zip(counts)
+                .filter(|(_, n)| *n > 0)
+                .map(|(s, n)| (s.as_str().to_string(), n))
+                .collect();
+            out.push(QueueStats {
+                queue,
+                paused: paused.as_deref() == Some("1"),
+                counts,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn purge(&self, queue: &str) -> Result<u64> {
+        let keys = self.keys(queue);
+        self.loop_script(&self.inner.scripts.purge, &keys, Vec::new())
+            .await
+    }
+
+    async fn dead_letters(
+        &self,
+        queue: Option<String>,
+        limit: usize,
+        offset: usize,
+    ) -> Result<Vec<JobInfo>> {
+        let queues = match queue {
+            Some(q) => vec![q],
+            None => self.all_queues().await?,
+        };
+        let mut entries: Vec<(f64, String, String)> = Vec::new();
+        let want = (offset + limit) as isize;
+        for q in queues {
+            let k = self.keys(&q);
+            let ids: Vec<(String, f64)> = self
+                .conn()
+                .zrevrange_withscores(k.dead(), 0, want - 1)
+                .await
+                .map_err(map_err)?;
+            entries.extend(ids.into_iter().map(|(id, score)| (score, q.clone(), id)));
+        }
+        entries.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| b.2.cmp(&a.2)));
+        let mut out = Vec::new();
+        for (_, q, id) in entries.into_iter().skip(offset).take(limit) {
+            let k = self.keys(&q);
+            let fields: HashMap<String, Vec<u8>> =
+                self.conn().hgetall(k.job(&id)).await.map_err(map_err)?;
+            let jid: JobId = id.parse()?;
+            if let Some(info) = codec::info_from_hash(jid, Fields(fields), None)? {
+                out.push(info);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn retry_dead(&self, ids: Option<Vec<JobId>>, now: UnixMs) -> Result<u64> {
+        let mut retried = 0u64;
+        for queue in self.all_queues().await? {
+            let keys = self.keys(&queue);
+            match &ids {
+                None => loop {
+                    let r: Vec<i64> = self
+                        .invoke(
+                            &self.inner.scripts.retry_dead,
+                            &keys,
+                            [num(now), b"*".to_vec()],
+                        )
+                        .await?;
+                    retried += r.first().copied().unwrap_or(0) as u64;
+                    if r.get(1).copied().unwrap_or(0) == 0 {
+                        break;
+                    }
+                },
+                Some(ids) => {
+                    for chunk in ids.chunks(500) {
+                        let mut args = vec![num(now)];
+                        args.extend(chunk.iter().map(|i| i.to_string().into_bytes()));
+                        let r: Vec<i64> = self
+                            .invoke(&self.inner.scripts.retry_dead, &keys, args)
+                            .await?;
+                        retried += r.first().copied().unwrap_or(0) as u64;
+                    }
+                }
+            }
+        }
+        if retried > 0 {
+            self.bump_work();
+        }
+        Ok(retried)
+    }
+
+    async fn purge_dead(&self, queue: Option<String>) -> Result<u64> {
+        let queues = match queue {
+            Some(q) => vec![q],
+            None => self.all_queues().await?,
+        };
+        let mut n = 0;
+        for q in queues {
+            n += self
+                .loop_script(&self.inner.scripts.purge_dead, &self.keys(&q), Vec::new())
+                .await?;
+        }
+        Ok(n)
+    }
+}
+
+impl ResultStore for RedisBackend {
+    async fn get(&self, id: JobId) -> Result<Option<JobInfo>> {
+        match self.locate(id).await? {
+            Some((_, fields, lease)) => codec::info_from_hash(id, fields, lease),
+            None => Ok(None),
+        }
+    }
+
+    async fn set_progress(
+        &self,
+        lease: LeaseRef,
+        fraction: f64,
+        message: Option<String>,
+    ) -> Result<bool> {
+        let keys = self.keys(&lease.queue);
+        let r: i64 = self
+            .invoke(
+                &self.inner.scripts.progress,
+                &keys,
+                [
+                    lease.id.to_string().into_bytes(),
+                    lease.token.to_string().into_bytes(),
+                    fraction.to_string().into_bytes(),
+                    message.unwrap_or_default().into_bytes(),
+                ],
+            )
+            .await?;
+        Ok(r == 1)
+    }
+
+    async fn wait(&self, id: JobId, timeout: Duration) -> Result<JobInfo> {
+        self.ensure_listener();
+        let mut rx = self.inner.done.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let sid = id.to_string();
+        loop {
+            match self.get(id).await? {
+                Some(info) if info.state.is_terminal() => return Ok(info),
+                Some(_) => {}
+                None => return Err(Error::NotFound(sid)),
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(Error::Timeout(sid));
+            }
+            // Wake on this job's completion message; re-check at least every second in case a
+            // message was lost while the subscription reconnected.
+            let nap_until = (now + Duration::from_secs(1)).min(deadline);
+            loop {
+                match tokio::time::timeout_at(nap_until, rx.recv()).await {
+                    Ok(Ok(done)) if done == sid => break,
+                    Ok(Ok(_)) => continue,
+                    Ok(Err(broadcast::error::RecvError::Lagged(_))) => break,
+                    Ok(Err(broadcast::error::RecvError::Closed)) => {
+                        tokio::time::sleep_until(nap_until).await;
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! The Lua scripts, one file per atomic command (`lua/`), each prefixed with
+//! `lua/includes/common.lua`. Called by SHA; redis-rs reloads one on NOSCRIPT.
+
+use redis::Script;
+
+macro_rules! script {
+    ($file:literal) => {
+        Script::new(concat!(
+            include_str!("../lua/includes/common.lua"),
+            "\n",
+            include_str!(concat!("../lua/", $file))
+        ))
+    };
+}
+
+pub(crate) struct Scripts {
+    pub(crate) enqueue: Script,
+    pub(crate) claim: Script,
+    pub(crate) complete: Script,
+    pub(crate) extend: Script,
+    pub(crate) release: Script,
+    pub(crate) reap: Script,
+    pub(crate) purge: Script,
+    pub(crate) retry_dead: Script,
+    pub(crate) purge_dead: Script,
+    pub(crate) progress: Script,
+}
+
+impl Scripts {
+    pub(crate) fn new() -> Self {
+        Scripts {
+            enqueue: script!("enqueueJobs-11.lua"),
+            claim: script!("claimJobs-11.lua"),
+            complete: script!("completeJobs-11.lua"),
+            extend: script!("extendLeases-11.lua"),
+            release: script!("releaseJobs-11.lua"),
+            reap: script!("reapQueue-11.lua"),
+            purge: script!("purgeQueue-11.lua"),
+            retry_dead: script!("retryDead-11.lua"),
+            purge_dead: script!("purgeDead-11.lua"),
+            progress: script!("setProgress-11.lua"),
+        }
+    }
+}

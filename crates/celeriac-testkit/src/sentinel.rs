@@ -1,0 +1,206 @@
+//! A master, a replica and one sentinel: [`RedisSentinel`].
+
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::resp::Value;
+use crate::server::{info_field, wait_until, Mode, RedisServer};
+
+/// The name the sentinel monitors the master under.
+const MASTER_NAME: &str = "mymaster";
+/// How long replication, discovery and failover may take.
+const SENTINEL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A master, one replica of it and one sentinel (quorum 1) monitoring them as `mymaster`.
+///
+/// The sentinel considers the master down after 2 s without answers
+/// (`down-after-milliseconds 2000`), so killing or pausing [`master`](Self::master) also
+/// leads to an automatic failover. Dropping it kills all three processes.
+#[derive(Debug)]
+pub struct RedisSentinel {
+    /// `[master, replica]` at start; [`failover`](Self::failover) swaps the roles.
+    data: [RedisServer; 2],
+    master: usize,
+    sentinel: RedisServer,
+}
+
+impl RedisSentinel {
+    /// Starts the master, the replica and the sentinel, and waits until the replica is in
+    /// sync and the sentinel lists it as a healthy replica of `mymaster`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Start`] when a process does not start; [`Error::Setup`], with all three
+    /// logs, when the setup is not complete within 30 s.
+    pub async fn start() -> Result<RedisSentinel> {
+        let master = RedisServer::start().await?;
+        let master_port = master.port().to_string();
+        let replica = RedisServer::builder()
+            .args("--replicaof", ["127.0.0.1", master_port.as_str()])
+            .start()
+            .await?;
+        let conf = format!(
+            "sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} 1\n\
+             sentinel down-after-milliseconds {MASTER_NAME} 2000\n\
+             sentinel failover-timeout {MASTER_NAME} 10000\n\
+             sentinel parallel-syncs {MASTER_NAME} 1\n"
+        );
+        let sentinel = RedisServer::builder()
+            .mode(Mode::Sentinel(conf))
+            .start()
+            .await?;
+        let setup = RedisSentinel {
+            data: [master, replica],
+            master: 0,
+            sentinel,
+        };
+        wait_until(
+            "the replica to sync and the sentinel to list it as a healthy replica of mymaster",
+            SENTINEL_TIMEOUT,
+            &setup.all(),
+            || setup.replica_known(),
+        )
+        .await?;
+        Ok(setup)
+    }
+
+    /// `redis+sentinel://127.0.0.1:SENTINEL_PORT/mymaster`.
+    pub fn url(&self) -> String {
+        format!(
+            "redis+sentinel://127.0.0.1:{}/{MASTER_NAME}",
+            self.sentinel.port()
+        )
+    }
+
+    /// The server that is master now (the replica after a [`failover`](Self::failover)).
+    pub fn master(&mut self) -> &mut RedisServer {
+        &mut self.data[self.master]
+    }
+
+    /// The server that is the replica now (the old master after a
+    /// [`failover`](Self::failover)).
+    pub fn replica(&mut self) -> &mut RedisServer {
+        &mut self.data[1 - self.master]
+    }
+
+    /// The sentinel process.
+    pub fn sentinel(&self) -> &RedisServer {
+        &self.sentinel
+    }
+
+    /// Asks the sentinel for a failover (`SENTINEL FAILOVER mymaster`) and waits until it
+    /// reports the replica's address as the master's and the replica says `role:master`.
+    /// Then points the old master at the new one (`REPLICAOF`), as the sentinel itself
+    /// would some seconds later, and swaps [`master`](Self::master) and
+    /// [`replica`](Self::replica).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Setup`] when the failover does not complete within 30 s; [`Error::Server`]
+    /// when the sentinel refuses it (`NOGOODSLAVE` is retried for 30 s first).
+    pub async fn failover(&mut self) -> Result<()> {
+        let new_master = 1 - self.master;
+        let target = self.data[new_master].port();
+        let deadline = Instant::now() + SENTINEL_TIMEOUT;
+        loop {
+            match self
+                .sentinel
+                .command(&["SENTINEL", "FAILOVER", MASTER_NAME])
+                .await
+            {
+                Ok(_) => break,
+                // A failover already running is as good as one started.
+                Err(Error::Server(msg)) if msg.starts_with("INPROG") => break,
+                // The sentinel has not checked the replica recently enough yet.
+                Err(Error::Server(msg))
+                    if msg.starts_with("NOGOODSLAVE") && Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let promoted = &self.data[new_master];
+        wait_until(
+            "the sentinel to report the replica as master of mymaster",
+            SENTINEL_TIMEOUT,
+            &self.all(),
+            || async {
+                if self.master_addr().await?.1 != target {
+                    return Ok(false);
+                }
+                let info = promoted.command(&["INFO", "replication"]).await?;
+                Ok(info_field(&info.as_text().unwrap_or_default(), "role") == Some("master"))
+            },
+        )
+        .await?;
+        let port = target.to_string();
+        self.data[self.master]
+            .command(&["REPLICAOF", "127.0.0.1", &port])
+            .await?;
+        self.master = new_master;
+        Ok(())
+    }
+
+    /// The master's address as the sentinel reports it
+    /// (`SENTINEL get-master-addr-by-name mymaster`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Protocol`] when the reply is not an address; as
+    /// [`RedisServer::command`] otherwise.
+    pub async fn master_addr(&self) -> Result<(String, u16)> {
+        let reply = self
+            .sentinel
+            .command(&["SENTINEL", "get-master-addr-by-name", MASTER_NAME])
+            .await?;
+        let parts = reply.as_array().unwrap_or_default();
+        let host = parts.first().and_then(Value::as_text);
+        let port = parts.get(1).and_then(Value::as_int);
+        match (host, port.and_then(|p| u16::try_from(p).ok())) {
+            (Some(host), Some(port)) => Ok((host, port)),
+            _ => Err(Error::Protocol(format!(
+                "unexpected reply to get-master-addr-by-name: {reply:?}"
+            ))),
+        }
+    }
+
+    fn all(&self) -> [&RedisServer; 3] {
+        [&self.data[0], &self.data[1], &self.sentinel]
+    }
+
+    /// Whether the replica is in sync and the sentinel knows it as a healthy replica.
+    async fn replica_known(&self) -> Result<bool> {
+        let replica = &self.data[1 - self.master];
+        let info = replica.command(&["INFO", "replication"]).await?;
+        if info_field(&info.as_text().unwrap_or_default(), "master_link_status") != Some("up") {
+            return Ok(false);
+        }
+        let master = self
+            .sentinel
+            .command(&["SENTINEL", "MASTER", MASTER_NAME])
+            .await?;
+        if field(&master, "flags").as_deref() != Some("master") {
+            return Ok(false);
+        }
+        let replicas = self
+            .sentinel
+            .command(&["SENTINEL", "REPLICAS", MASTER_NAME])
+            .await?;
+        let port = replica.port().to_string();
+        Ok(replicas.as_array().unwrap_or_default().iter().any(|r| {
+            field(r, "port").as_deref() == Some(port.as_str())
+                && field(r, "flags").as_deref() == Some("slave")
+                && field(r, "master-link-status").as_deref() == Some("ok")
+        }))
+    }
+}
+
+/// A field of a sentinel reply that is a flat `[key, value, key, value, ...]` array.
+fn field(reply: &Value, key: &str) -> Option<String> {
+    let items = reply.as_array()?;
+    items
+        .chunks(2)
+        .find(|pair| pair[0].as_text().as_deref() == Some(key))
+        .and_then(|pair| pair.get(1)?.as_text())
+}

@@ -1,0 +1,131 @@
+//! [`Backend`]: the store an application runs on, chosen by URL at start.
+
+use crate::{Error, Result};
+use celeriac_core::backend::{
+    Broker, ClaimRequest, Claimed, Completion, LeaseRef, QueueStats, ReapReport, ResultStore,
+};
+use celeriac_core::{Job, JobId, JobInfo, UnixMs};
+use celeriac_embedded::SqliteBackend;
+use celeriac_redis::RedisBackend;
+use std::time::Duration;
+
+/// One of the backends, chosen by URL scheme: `sqlite://` (embedded, the default) or
+/// `redis://`, `rediss://`, `redis+cluster://`, `redis+sentinel://`.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Backend {
+    /// One SQLite file.
+    Sqlite(SqliteBackend),
+    /// Redis: standalone, Cluster or Sentinel.
+    Redis(RedisBackend),
+}
+
+impl Backend {
+    /// Opens the backend a URL names.
+    ///
+    /// # Errors
+    /// An unknown scheme, or a store that cannot be opened, with a message naming it.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let scheme = url.split(':').next().unwrap_or("");
+        match scheme {
+            "sqlite" => Ok(Backend::Sqlite(SqliteBackend::connect(url).await?)),
+            "redis" | "rediss" | "redis+sentinel" | "rediss+sentinel" | "redis+cluster"
+            | "rediss+cluster" => Ok(Backend::Redis(RedisBackend::connect(url).await?)),
+            _ => Err(Error::config(
+                "url",
+                format!(
+                    "unknown backend URL scheme in `{url}`; expected sqlite://path, \
+                     sqlite::memory:, redis://, rediss://, redis+cluster:// or redis+sentinel://"
+                ),
+            )),
+        }
+    }
+}
+
+/// Forwards each method to the backend in use.
+macro_rules! forward {
+    ($self:ident, $b:ident => $call:expr) => {
+        match $self {
+            Backend::Sqlite($b) => $call,
+            Backend::Redis($b) => $call,
+        }
+    };
+}
+
+impl Broker for Backend {
+    async fn enqueue(&self, jobs: Vec<Job>, now: UnixMs) -> Result<()> {
+        forward!(self, b => b.enqueue(jobs, now).await)
+    }
+    async fn claim(&self, req: ClaimRequest) -> Result<Vec<Claimed>> {
+        forward!(self, b => b.claim(req).await)
+    }
+    async fn heartbeat(
+        &self,
+        leases: Vec<LeaseRef>,
+        until: UnixMs,
+        now: UnixMs,
+    ) -> Result<Vec<LeaseRef>> {
+        forward!(self, b => b.heartbeat(leases, until, now).await)
+    }
+    async fn complete(&self, done: Vec<Completion>, now: UnixMs) -> Result<Vec<bool>> {
+        forward!(self, b => b.complete(done, now).await)
+    }
+    async fn release(&self, leases: Vec<LeaseRef>, now: UnixMs) -> Result<u64> {
+        forward!(self, b => b.release(leases, now).await)
+    }
+    async fn reap(&self, now: UnixMs) -> Result<ReapReport> {
+        forward!(self, b => b.reap(now).await)
+    }
+    async fn next_due(&self, queues: Vec<String>) -> Result<Option<UnixMs>> {
+        forward!(self, b => b.next_due(queues).await)
+    }
+    async fn wait_for_work(&self, queues: &[String], since: u64, max: Duration) {
+        forward!(self, b => b.wait_for_work(queues, since, max).await)
+    }
+    fn work_epoch(&self) -> u64 {
+        forward!(self, b => b.work_epoch())
+    }
+    async fn pause(&self, queue: &str) -> Result<()> {
+        forward!(self, b => b.pause(queue).await)
+    }
+    async fn resume(&self, queue: &str) -> Result<()> {
+        forward!(self, b => b.resume(queue).await)
+    }
+    async fn stats(&self) -> Result<Vec<QueueStats>> {
+        forward!(self, b => b.stats().await)
+    }
+    async fn purge(&self, queue: &str) -> Result<u64> {
+        forward!(self, b => b.purge(queue).await)
+    }
+    async fn dead_letters(
+        &self,
+        queue: Option<String>,
+        limit: usize,
+        offset: usize,
+    ) -> Result<Vec<JobInfo>> {
+        forward!(self, b => b.dead_letters(queue, limit, offset).await)
+    }
+    async fn retry_dead(&self, ids: Option<Vec<JobId>>, now: UnixMs) -> Result<u64> {
+        forward!(self, b => b.retry_dead(ids, now).await)
+    }
+    async fn purge_dead(&self, queue: Option<String>) -> Result<u64> {
+        forward!(self, b => b.purge_dead(queue).await)
+    }
+}
+
+impl ResultStore for Backend {
+    async fn get(&self, id: JobId) -> Result<Option<JobInfo>> {
+        forward!(self, b => b.get(id).await)
+    }
+    async fn set_progress(
+        &self,
+        lease: LeaseRef,
+        fraction: f64,
+        message: Option<String>,
+    ) -> Result<bool> {
+        forward!(self, b => b.set_progress(lease, fraction, message).await)
+    }
+    async fn wait(&self, id: JobId, timeout: Duration) -> Result<JobInfo> {
+        forward!(self, b => b.wait(id, timeout).await)
+    }
+}
