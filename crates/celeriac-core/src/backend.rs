@@ -182,6 +182,12 @@ pub trait Broker: Send + Sync + 'static {
     /// A counter that moves whenever work is added in this process.
     fn work_epoch(&self) -> u64;
 
+    /// True when [`Broker::wait_for_work`] also wakes for work other processes add (the store
+    /// can block, as Redis can), so idle workers need not poll often.
+    fn wakes_across_processes(&self) -> bool {
+        false
+    }
+
     /// Stops claims from a queue.
     fn pause(&self, queue: &str) -> impl Future<Output = Result<()>> + Send;
     /// Lets claims from a queue resume.

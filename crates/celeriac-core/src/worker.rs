@@ -18,6 +18,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
 
+/// How often an idle worker looks for work on a store that wakes it by itself.
+const BLOCKING_POLL: Duration = Duration::from_secs(5);
+
 /// How a worker runs.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -34,8 +37,10 @@ pub struct WorkerConfig {
     /// How often every held lease is extended (one call for all of them).
     pub heartbeat: Duration,
     /// How long an idle worker waits before looking again when nothing wakes it. Work
-    /// enqueued in the same process wakes it at once; this bounds the wake-up latency for
-    /// work enqueued by other processes.
+    /// enqueued in the same process wakes it at once; on the embedded backend this bounds the
+    /// wake-up latency for work enqueued by other processes. On Redis, idle workers block on
+    /// the store and wake within a round trip, and look on their own only every
+    /// `max(poll_interval, 5 s)`.
     pub poll_interval: Duration,
     /// On shutdown, running jobs get this long to finish before their leases are handed back.
     pub grace_period: Duration,
@@ -415,12 +420,16 @@ impl<B: Broker + ResultStore> Worker<B> {
     }
 
     async fn idle_wait(&self, config: &WorkerConfig, now: UnixMs) -> Duration {
+        // A store that wakes idle workers itself only needs an occasional safety-net look.
+        let poll = if self.backend.wakes_across_processes() {
+            config.poll_interval.max(BLOCKING_POLL)
+        } else {
+            config.poll_interval
+        };
         match self.backend.next_due(config.queues.clone()).await {
-            Ok(Some(due)) if due > now => {
-                Duration::from_millis((due - now) as u64).min(config.poll_interval)
-            }
+            Ok(Some(due)) if due > now => Duration::from_millis((due - now) as u64).min(poll),
             Ok(Some(_)) => Duration::from_millis(1),
-            _ => config.poll_interval,
+            _ => poll,
         }
     }
 }

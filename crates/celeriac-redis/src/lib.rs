@@ -662,6 +662,10 @@ impl Broker for RedisBackend {
         *self.inner.work.borrow()
     }
 
+    fn wakes_across_processes(&self) -> bool {
+        true
+    }
+
     async fn pause(&self, queue: &str) -> Result<()> {
         self.remember_queues([queue]).await?;
         let _: () = self

@@ -85,6 +85,9 @@ impl Broker for Backend {
     fn work_epoch(&self) -> u64 {
         forward!(self, b => b.work_epoch())
     }
+    fn wakes_across_processes(&self) -> bool {
+        forward!(self, b => b.wakes_across_processes())
+    }
     async fn pause(&self, queue: &str) -> Result<()> {
         forward!(self, b => b.pause(queue).await)
     }
