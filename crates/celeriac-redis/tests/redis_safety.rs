@@ -1,1 +1,540 @@
-//! stub
+//! Redis-only robustness, against real `redis-server` processes the testkit starts (never the
+//! shared Redis on 6379): authentication, ACL users, TLS, the eviction-policy guard, Redis
+//! down at start, a restart mid-run with AOF, a Sentinel failover and a Cluster with queues on
+//! different nodes while a worker runs, and idle workers woken across connections.
+//!
+//! Every wait is bounded by a generous timeout; no assertion depends on how fast a machine is.
+
+use celeriac::{
+    App, Broker, Enqueue, JobId, JobState, ResultStore, Task, TaskContext, TaskError, TaskOptions,
+    WorkerConfig, WorkerStats,
+};
+use celeriac_redis::RedisBackend;
+use celeriac_testkit::{RedisCluster, RedisSentinel, RedisServer};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The queue of [`Nap`].
+const QUEUE: &str = "safety";
+
+/// Sleeps about 5 ms and returns its argument.
+struct Nap;
+
+impl Task for Nap {
+    const NAME: &'static str = "safety.nap";
+    type Args = u32;
+    type Output = u32;
+
+    fn options() -> TaskOptions {
+        TaskOptions {
+            queue: QUEUE.into(),
+            // Outages may cost an attempt; never let that dead-letter a job in these tests.
+            max_attempts: 10,
+            ..TaskOptions::default()
+        }
+    }
+
+    async fn run(_ctx: TaskContext, n: u32) -> Result<u32, TaskError> {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        Ok(n)
+    }
+}
+
+fn worker_config(queues: &[&str], lease: Duration, heartbeat: Duration) -> WorkerConfig {
+    WorkerConfig {
+        queues: queues.iter().map(|q| q.to_string()).collect(),
+        concurrency: 8,
+        prefetch: 8,
+        lease,
+        heartbeat,
+        poll_interval: Duration::from_millis(50),
+        grace_period: Duration::from_secs(5),
+        ..WorkerConfig::default()
+    }
+}
+
+async fn app(url: &str) -> App {
+    App::builder()
+        .url(url)
+        .task::<Nap>()
+        .build()
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"))
+}
+
+/// Connecting must fail (not hang, not panic); returns the error's message.
+async fn connect_error(url: &str) -> String {
+    match tokio::time::timeout(Duration::from_secs(30), RedisBackend::connect(url)).await {
+        Ok(Ok(backend)) => panic!("connecting to {url} should fail, got {backend:?}"),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => panic!("connecting to {url} neither failed nor succeeded within 30 s"),
+    }
+}
+
+fn mentions_auth(msg: &str) -> bool {
+    let m = msg.to_lowercase();
+    m.contains("noauth") || m.contains("wrongpass") || m.contains("auth")
+}
+
+/// Enqueues one job on `url`, runs a worker until it finishes, and checks it succeeded with
+/// its result.
+async fn round_trip(url: &str) {
+    let app = app(url).await;
+    let worker = app.worker().config(worker_config(
+        &[QUEUE],
+        Duration::from_secs(10),
+        Duration::from_secs(2),
+    ));
+    let shutdown = worker.shutdown_handle();
+    let run = tokio::spawn(worker.run());
+    let handle = app.client().enqueue::<Nap>(42).await.expect("enqueue");
+    let info = handle
+        .wait(Duration::from_secs(30))
+        .await
+        .expect("the job finishes");
+    assert_eq!(info.state, JobState::Succeeded, "{info:?}");
+    assert_eq!(info.result_as::<u32>().expect("result decodes"), Some(42));
+    shutdown.graceful();
+    run.await.expect("worker task").expect("worker ran");
+}
+
+async fn enqueue_naps(app: &App, n: u32) -> Vec<JobId> {
+    let handles = app
+        .client()
+        .enqueue_many::<Nap>(0..n)
+        .await
+        .expect("enqueue");
+    handles.iter().map(|h| h.id()).collect()
+}
+
+/// Waits until the worker has acknowledged `n` successes.
+async fn wait_for_acks(stats: &WorkerStats, n: u64, within: Duration) {
+    let deadline = Instant::now() + within;
+    while stats.succeeded.load(Ordering::Relaxed) < n {
+        assert!(
+            Instant::now() < deadline,
+            "the worker acknowledged only {} of {n} jobs in time",
+            stats.succeeded.load(Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Waits until every job is Succeeded in the store (store errors while it recovers are
+/// retried), then checks each job: kept, succeeded, and run at most `max_attempts` times.
+/// Returns how many ran more than once.
+async fn wait_all_succeeded(app: &App, ids: &[JobId], max_attempts: u32, within: Duration) -> u32 {
+    let deadline = Instant::now() + within;
+    let mut pending: Vec<JobId> = ids.to_vec();
+    let mut last = String::new();
+    while !pending.is_empty() {
+        let mut still = Vec::new();
+        for id in &pending {
+            match app.backend().get(*id).await {
+                Ok(Some(info)) if info.state == JobState::Succeeded => {}
+                Ok(Some(info)) => {
+                    last = format!("{id}: {} (attempts {})", info.state, info.job.attempts);
+                    still.push(*id);
+                }
+                Ok(None) => {
+                    last = format!("{id}: not in the store");
+                    still.push(*id);
+                }
+                Err(e) => {
+                    last = format!("{id}: {e}");
+                    still.push(*id);
+                }
+            }
+        }
+        pending = still;
+        if pending.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} jobs did not succeed in time; e.g. {last}",
+            pending.len(),
+            ids.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut reruns = 0;
+    for id in ids {
+        let info = app
+            .backend()
+            .get(*id)
+            .await
+            .expect("get")
+            .unwrap_or_else(|| panic!("job {id} was lost"));
+        assert_eq!(info.state, JobState::Succeeded, "job {id}: {info:?}");
+        assert!(
+            (1..=max_attempts).contains(&info.job.attempts),
+            "job {id} ran {} times",
+            info.job.attempts
+        );
+        if info.job.attempts > 1 {
+            reruns += 1;
+        }
+    }
+    reruns
+}
+
+// 1. Password (requirepass).
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_is_required_and_used() {
+    let server = RedisServer::builder()
+        .password("pw-s3cret")
+        .start()
+        .await
+        .expect("redis-server starts");
+    let port = server.port();
+
+    let msg = connect_error(&format!("redis://127.0.0.1:{port}")).await;
+    assert!(
+        mentions_auth(&msg),
+        "without the password the error should say authentication is needed: {msg}"
+    );
+    let msg = connect_error(&format!("redis://:wrong@127.0.0.1:{port}")).await;
+    assert!(
+        mentions_auth(&msg),
+        "a wrong password should be named as such: {msg}"
+    );
+
+    assert!(server.url().starts_with("redis://:pw-s3cret@"));
+    round_trip(&server.url()).await;
+}
+
+/// The start-up guarantee "authentication refused fails at connect" must not depend on the
+/// maxmemory-policy check happening to send the first command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_password_fails_at_connect_even_with_allow_eviction() {
+    let server = RedisServer::builder()
+        .password("pw-s3cret")
+        .start()
+        .await
+        .expect("redis-server starts");
+    let msg = connect_error(&format!(
+        "redis://127.0.0.1:{}?allow_eviction=true",
+        server.port()
+    ))
+    .await;
+    assert!(
+        mentions_auth(&msg),
+        "without the password the error should say authentication is needed: {msg}"
+    );
+}
+
+// 2. ACL user.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_user_round_trips_and_a_wrong_password_fails_clearly() {
+    let server = RedisServer::builder()
+        .acl_user("app", "secret")
+        .start()
+        .await
+        .expect("redis-server starts");
+    let port = server.port();
+    assert_eq!(server.url(), format!("redis://app:secret@127.0.0.1:{port}"));
+    round_trip(&server.url()).await;
+
+    let msg = connect_error(&format!("redis://app:wrong@127.0.0.1:{port}")).await;
+    assert!(
+        mentions_auth(&msg) || msg.contains("invalid username-password"),
+        "a wrong password should be named as such: {msg}"
+    );
+    // The default user is off: no credentials at all is refused too.
+    let msg = connect_error(&format!("redis://127.0.0.1:{port}")).await;
+    assert!(mentions_auth(&msg), "no credentials: {msg}");
+}
+
+// 3. TLS.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_round_trips_with_the_ca_and_plain_text_is_refused() {
+    let server = RedisServer::builder()
+        .tls()
+        .start()
+        .await
+        .expect("redis-server starts");
+    let port = server.port();
+    let ca = server.tls_ca_path().expect("a TLS server has a CA").display();
+    round_trip(&format!("rediss://127.0.0.1:{port}?ca={ca}")).await;
+
+    // Plain text to the TLS port: an error, bounded by the timeouts, not a hang.
+    let msg = connect_error(&format!(
+        "redis://127.0.0.1:{port}?connect_timeout_ms=2000&response_timeout_ms=2000"
+    ))
+    .await;
+    assert!(!msg.is_empty());
+    // TLS without trusting the testkit's CA: the certificate is refused.
+    let msg = connect_error(&format!(
+        "rediss://127.0.0.1:{port}?connect_timeout_ms=2000&response_timeout_ms=2000"
+    ))
+    .await;
+    assert!(!msg.is_empty());
+}
+
+// 4. maxmemory-policy.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicting_redis_is_refused_unless_allowed() {
+    let server = RedisServer::builder()
+        .maxmemory_policy("allkeys-lru")
+        .start()
+        .await
+        .expect("redis-server starts");
+    let msg = connect_error(&server.url()).await;
+    for needle in ["maxmemory-policy", "allkeys-lru", "allow_eviction"] {
+        assert!(msg.contains(needle), "the error should name {needle}: {msg}");
+    }
+    let url = format!("{}?allow_eviction=true", server.url());
+    RedisBackend::connect(&url)
+        .await
+        .expect("allow_eviction=true accepts the policy");
+    round_trip(&url).await;
+}
+
+// 5. Redis down at start.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_at_start_is_an_error_naming_redis() {
+    let mut server = RedisServer::start().await.expect("redis-server starts");
+    server.kill();
+    let url = format!("{}?connect_timeout_ms=500", server.url());
+    let started = Instant::now();
+    let msg = connect_error(&url).await;
+    eprintln!("connect to a dead port failed after {:?}: {msg}", started.elapsed());
+    let lower = msg.to_lowercase();
+    assert!(
+        lower.contains("redis") && lower.contains("connect"),
+        "the error should say it could not connect to Redis: {msg}"
+    );
+}
+
+// 6. Restart mid-run, with AOF.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_mid_run_loses_no_job() {
+    let mut server = RedisServer::builder()
+        .appendonly(true)
+        .start()
+        .await
+        .expect("redis-server starts");
+    let app = app(&server.url()).await;
+    const N: u32 = 300;
+    let ids = enqueue_naps(&app, N).await;
+
+    let worker = app.worker().config(worker_config(
+        &[QUEUE],
+        Duration::from_secs(3),
+        Duration::from_secs(1),
+    ));
+    let stats: Arc<WorkerStats> = worker.stats();
+    let shutdown = worker.shutdown_handle();
+    let run = tokio::spawn(worker.run());
+
+    wait_for_acks(&stats, 100, Duration::from_secs(60)).await;
+    server.kill();
+    let at_kill = stats.succeeded.load(Ordering::Relaxed);
+    assert!(
+        at_kill < u64::from(N),
+        "the outage should land while jobs remain ({at_kill} done)"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    server.restart().await.expect("redis-server restarts");
+
+    let reruns = wait_all_succeeded(&app, &ids, 2, Duration::from_secs(120)).await;
+    assert!(
+        !run.is_finished(),
+        "the worker must keep running through the outage"
+    );
+    eprintln!(
+        "restart: {at_kill} acknowledged at the kill; {reruns} jobs ran twice; stale={}",
+        stats.stale.load(Ordering::Relaxed)
+    );
+    shutdown.graceful();
+    tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the worker stops")
+        .expect("worker task")
+        .expect("worker ran");
+}
+
+// 7. Sentinel failover.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_failover_mid_run_loses_no_job() {
+    let mut setup = RedisSentinel::start().await.expect("sentinel setup starts");
+    let app = app(&setup.url()).await;
+    const N: u32 = 300;
+    let ids = enqueue_naps(&app, N).await;
+
+    let worker = app.worker().config(worker_config(
+        &[QUEUE],
+        Duration::from_secs(2),
+        Duration::from_millis(500),
+    ));
+    let stats = worker.stats();
+    let shutdown = worker.shutdown_handle();
+    let run = tokio::spawn(worker.run());
+
+    wait_for_acks(&stats, 100, Duration::from_secs(60)).await;
+    setup.failover().await.expect("failover completes");
+    let at_failover = stats.succeeded.load(Ordering::Relaxed);
+
+    // Jobs that are not in the new master at all were lost outright by the failover.
+    let mut missing = Vec::new();
+    for id in &ids {
+        if let Ok(None) = app.backend().get(*id).await {
+            missing.push(*id);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} enqueued jobs are not in the new master at all, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
+
+    let reruns = wait_all_succeeded(&app, &ids, 2, Duration::from_secs(120)).await;
+    assert!(
+        !run.is_finished(),
+        "the worker must keep running through the failover"
+    );
+    eprintln!(
+        "failover: {at_failover} acknowledged after it; {reruns} jobs ran twice; stale={}",
+        stats.stale.load(Ordering::Relaxed)
+    );
+    shutdown.graceful();
+    tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the worker stops")
+        .expect("worker task")
+        .expect("worker ran");
+}
+
+// 8. Cluster: queues in slots on different nodes.
+
+/// The index of the cluster node serving the slot of `key`.
+async fn node_of(cluster: &RedisCluster, key: &str) -> usize {
+    let slot = cluster.nodes()[0]
+        .command(&["CLUSTER", "KEYSLOT", key])
+        .await
+        .expect("CLUSTER KEYSLOT")
+        .as_int()
+        .expect("a slot number");
+    match slot {
+        0..=5460 => 0,
+        5461..=10922 => 1,
+        _ => 2,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_worker_serves_queues_on_different_nodes() {
+    let cluster = RedisCluster::start().await.expect("cluster starts");
+    let app = app(&cluster.url()).await;
+    let queues = ["alpha", "beta"];
+    let ready = |q: &str| format!("celeriac:{{{q}}}:ready");
+    let homes = [
+        node_of(&cluster, &ready(queues[0])).await,
+        node_of(&cluster, &ready(queues[1])).await,
+    ];
+    assert_ne!(homes[0], homes[1], "the queues must hash to different nodes");
+
+    const PER_QUEUE: u32 = 100;
+    let now = app.client().now();
+    let mut jobs = Vec::new();
+    for q in queues {
+        for i in 0..PER_QUEUE {
+            jobs.push(
+                Enqueue::<Nap>::new(i)
+                    .queue(q)
+                    .build(now)
+                    .expect("job builds"),
+            );
+        }
+    }
+    let ids: Vec<JobId> = app
+        .client()
+        .push(jobs)
+        .await
+        .expect("enqueue")
+        .iter()
+        .map(|h| h.id())
+        .collect();
+    // Each queue's jobs really live on its own node.
+    for (q, home) in queues.iter().zip(homes) {
+        let n = cluster.nodes()[home]
+            .command(&["ZCARD", &ready(q)])
+            .await
+            .expect("ZCARD on the owning node")
+            .as_int();
+        assert_eq!(n, Some(i64::from(PER_QUEUE)), "ready jobs of {q} on node {home}");
+    }
+
+    let worker = app.worker().config(worker_config(
+        &queues,
+        Duration::from_secs(10),
+        Duration::from_secs(2),
+    ));
+    let stats = worker.stats();
+    let shutdown = worker.shutdown_handle();
+    let run = tokio::spawn(worker.run());
+    let reruns = wait_all_succeeded(&app, &ids, 1, Duration::from_secs(120)).await;
+    assert_eq!(reruns, 0);
+    assert_eq!(stats.stale.load(Ordering::Relaxed), 0);
+    let by_queue = app.backend().stats().await.expect("stats");
+    for q in queues {
+        let s = by_queue
+            .iter()
+            .find(|s| s.queue == q)
+            .unwrap_or_else(|| panic!("stats of {q}"));
+        assert_eq!(s.count(JobState::Succeeded), u64::from(PER_QUEUE), "{q}");
+    }
+    shutdown.graceful();
+    run.await.expect("worker task").expect("worker ran");
+}
+
+// 9. Idle blocking wake-up across connections.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_worker_wakes_for_work_enqueued_elsewhere() {
+    let server = RedisServer::start().await.expect("redis-server starts");
+    // Two backends, two sets of connections: as two processes would have.
+    let worker_side = app(&server.url()).await;
+    let client_side = app(&server.url()).await;
+
+    let worker = worker_side.worker().config(WorkerConfig {
+        poll_interval: Duration::from_secs(3600),
+        ..worker_config(&[QUEUE], Duration::from_secs(10), Duration::from_secs(2))
+    });
+    let stats = worker.stats();
+    let shutdown = worker.shutdown_handle();
+    let run = tokio::spawn(worker.run());
+    // Let it find nothing and go idle (blocking on the queue's marker).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(stats.started.load(Ordering::Relaxed), 0);
+
+    for n in 0..3u32 {
+        let handle = client_side
+            .client()
+            .enqueue::<Nap>(n)
+            .await
+            .expect("enqueue");
+        let info = handle
+            .wait(Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|e| {
+                panic!("job {n}: an idle worker polling hourly was not woken: {e}")
+            });
+        assert_eq!(info.state, JobState::Succeeded);
+        // Idle again before the next one.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(stats.started.load(Ordering::Relaxed), 3);
+    shutdown.graceful();
+    run.await.expect("worker task").expect("worker ran");
+}
