@@ -56,6 +56,12 @@
 //! redis-rs: multiplexed, pipelined connections; Cluster (slot routing, MOVED/ASK handling);
 //! Sentinel; TLS through rustls; reconnect with backoff (`ConnectionManager`); a response
 //! timeout on every call. Scripts run by SHA with a reload on NOSCRIPT.
+//!
+//! Why redis-rs rather than fred: both cover multiplexing, Cluster, Sentinel, TLS and
+//! reconnects; redis-rs adds a script type that handles EVALSHA/NOSCRIPT for us, exposes one
+//! `ConnectionLike` trait over standalone, Cluster and our Sentinel wrapper (so every script
+//! call is written once), builds with rustls on `ring` (no C toolchain beyond what SQLite
+//! already needs), and is the client most Rust services already depend on.
 
 mod codec;
 mod config;
