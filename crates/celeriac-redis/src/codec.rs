@@ -109,6 +109,7 @@ impl Fields {
 /// A job's full record from its hash (and its lease expiry from the active set).
 pub(crate) fn info_from_hash(
     id: JobId,
+    queue: &str,
     fields: Fields,
     lease_until: Option<UnixMs>,
 ) -> Result<Option<JobInfo>> {
@@ -116,7 +117,21 @@ pub(crate) fn info_from_hash(
         return Ok(None);
     };
     let payload = fields.0.get("p").cloned().unwrap_or_default();
-    let job = job_from(id, &spec, payload, &fields)?;
+    // A record that no longer reads as a job is still shown (task `<unreadable>`, the raw
+    // payload, and its state and error), so a dead letter of that kind can be inspected.
+    let job = match job_from(id, &spec, payload.clone(), &fields) {
+        Ok(job) => job,
+        Err(e) => {
+            let mut job = Job::new("<unreadable>", payload, fields.int("r").unwrap_or(0));
+            job.id = id;
+            job.queue = queue.to_string();
+            job.headers
+                .insert("celeriac-unreadable".into(), e.to_string());
+            job.attempts = fields.int("a").unwrap_or(0).max(0) as u32;
+            job.finished_at = fields.int("f");
+            job
+        }
+    };
     let state = JobState::from_code(fields.int("s").unwrap_or(0))?;
     let error = fields.text("ek").map(|kind| ErrorInfo {
         kind,
@@ -161,18 +176,43 @@ fn int(v: &Value) -> Option<i64> {
     }
 }
 
+/// A claimed entry whose record cannot be turned into a job: its raw id and token, so it can
+/// be dead-lettered, and why.
+pub(crate) struct Undecodable {
+    pub(crate) id: String,
+    pub(crate) token: u64,
+    pub(crate) error: Error,
+}
+
 /// One entry of the claim script's reply:
 /// `{id, token, attempts, spec, payload, max, tt, run_at, pr, x, started}`.
-pub(crate) fn claimed_from(v: &Value) -> Result<(Job, u64)> {
-    let bad = || Error::Codec(format!("unexpected claim reply: {v:?}"));
+///
+/// # Errors
+/// `Err(Some(..))` for a leased entry whose record is malformed (it must be dead-lettered);
+/// `Err(None)` when the reply itself has the wrong shape.
+pub(crate) fn claimed_from(v: &Value) -> std::result::Result<(Job, u64), Option<Undecodable>> {
     let Value::Array(items) = v else {
-        return Err(bad());
+        return Err(None);
     };
     if items.len() < 11 {
-        return Err(bad());
+        return Err(None);
     }
-    let id: JobId = String::from_utf8_lossy(&bytes(&items[0]).ok_or_else(bad)?).parse()?;
-    let token = int(&items[1]).ok_or_else(bad)? as u64;
+    let raw_id = bytes(&items[0])
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .ok_or(None)?;
+    let token = int(&items[1]).ok_or(None)? as u64;
+    decode_claimed(&raw_id, token, items).map_err(|error| {
+        Some(Undecodable {
+            id: raw_id.clone(),
+            token,
+            error,
+        })
+    })
+}
+
+fn decode_claimed(raw_id: &str, token: u64, items: &[Value]) -> Result<(Job, u64)> {
+    let bad = || Error::Codec("a field of the job record is missing".into());
+    let id: JobId = raw_id.parse()?;
     let mut map = HashMap::new();
     let mut put = |k: &str, i: usize| {
         if let Some(b) = bytes(&items[i]) {

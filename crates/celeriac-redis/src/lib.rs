@@ -371,6 +371,33 @@ impl RedisBackend {
         Ok(None)
     }
 
+    /// Moves leased jobs whose records cannot be read to the dead letters, with the reason, so
+    /// one malformed record neither blocks a worker nor comes back forever.
+    async fn dead_letter_undecodable(
+        &self,
+        keys: &QueueKeys,
+        bad: Vec<codec::Undecodable>,
+        now: UnixMs,
+    ) -> Result<()> {
+        let dead_ttl = duration_ms(self.inner.config.dead_ttl);
+        let mut args = vec![num(now), num(dead_ttl), keys.channel.clone().into_bytes()];
+        for b in &bad {
+            tracing::error!(id = %b.id, error = %b.error, "job record cannot be read; dead-lettering it");
+            args.extend([
+                b.id.clone().into_bytes(),
+                b.token.to_string().into_bytes(),
+                b"d".to_vec(),
+                Vec::new(),
+                b"undecodable_job".to_vec(),
+                format!("the job's record in Redis cannot be read: {}", b.error).into_bytes(),
+            ]);
+        }
+        let _: Vec<i64> = self
+            .invoke(&self.inner.scripts.complete, keys, args)
+            .await?;
+        Ok(())
+    }
+
     async fn loop_script(
         &self,
         script: &redis::Script,
@@ -500,13 +527,26 @@ impl Broker for RedisBackend {
                     ],
                 )
                 .await?;
+            let mut poisoned = Vec::new();
             for v in &reply {
-                let (job, token) = codec::claimed_from(v)?;
-                out.push(Claimed {
-                    job,
-                    token,
-                    lease_until,
-                });
+                match codec::claimed_from(v) {
+                    Ok((job, token)) => out.push(Claimed {
+                        job,
+                        token,
+                        lease_until,
+                    }),
+                    Err(Some(bad)) => poisoned.push(bad),
+                    Err(None) => {
+                        return Err(Error::backend(
+                            ErrorKind::GiveUp,
+                            format!("the claim script answered in an unexpected shape: {v:?}"),
+                        ))
+                    }
+                }
+            }
+            if !poisoned.is_empty() {
+                self.dead_letter_undecodable(&keys, poisoned, req.now)
+                    .await?;
             }
         }
         Ok(out)
@@ -783,7 +823,7 @@ impl Broker for RedisBackend {
             let fields: HashMap<String, Vec<u8>> =
                 self.conn().hgetall(k.job(&id)).await.map_err(map_err)?;
             let jid: JobId = id.parse()?;
-            if let Some(info) = codec::info_from_hash(jid, Fields(fields), None)? {
+            if let Some(info) = codec::info_from_hash(jid, &q, Fields(fields), None)? {
                 out.push(info);
             }
         }
@@ -844,7 +884,7 @@ impl Broker for RedisBackend {
 impl ResultStore for RedisBackend {
     async fn get(&self, id: JobId) -> Result<Option<JobInfo>> {
         match self.locate(id).await? {
-            Some((_, fields, lease)) => codec::info_from_hash(id, fields, lease),
+            Some((queue, fields, lease)) => codec::info_from_hash(id, &queue, fields, lease),
             None => Ok(None),
         }
     }
