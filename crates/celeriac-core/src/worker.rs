@@ -296,94 +296,88 @@ impl<B: Broker + ResultStore> Worker<B> {
             aux_stop.clone(),
         ));
 
-        // Two claimers share the slots, so one claim is on its way to the store while the
-        // other's jobs are being started: the store does not sit idle between claims.
-        let claimer = || async {
-            let mut error_backoff = Duration::from_millis(50);
-            loop {
-                if self.shutdown.graceful.is_cancelled() {
-                    return;
-                }
-                let first = tokio::select! {
-                    p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-                    _ = self.shutdown.graceful.cancelled() => return,
-                };
-                let mut permits = vec![first];
-                while permits.len() < config.prefetch {
-                    match slots.clone().try_acquire_owned() {
-                        Ok(p) => permits.push(p),
-                        Err(_) => break,
-                    }
-                }
-                let epoch = self.backend.work_epoch();
-                let now = self.clock.now_ms();
-                let req = ClaimRequest {
-                    queues: config.queues.clone(),
-                    limit: permits.len(),
-                    lease: config.lease,
-                    worker: config.worker_id.clone(),
-                    now,
-                };
-                let claimed = match self.backend.claim(req).await {
-                    Ok(c) => {
-                        error_backoff = Duration::from_millis(50);
-                        c
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "claim failed; retrying in {:?}", error_backoff);
-                        drop(permits);
-                        tokio::select! {
-                            _ = tokio::time::sleep(error_backoff) => {}
-                            _ = self.shutdown.graceful.cancelled() => return,
-                        }
-                        error_backoff = (error_backoff * 2).min(Duration::from_secs(5));
-                        continue;
-                    }
-                };
-                if claimed.is_empty() {
-                    drop(permits);
-                    let wait = self.idle_wait(&config, now).await;
-                    tokio::select! {
-                        _ = self.backend.wait_for_work(&config.queues, epoch, wait) => {}
-                        _ = self.shutdown.graceful.cancelled() => return,
-                    }
-                    continue;
-                }
-                for (job, permit) in claimed.into_iter().zip(permits) {
-                    let cancel = CancellationToken::new();
-                    if let Ok(mut map) = inflight.lock() {
-                        map.insert(
-                            job.job.id,
-                            Running {
-                                token: job.token,
-                                queue: job.job.queue.as_str().into(),
-                                cancel: cancel.clone(),
-                            },
-                        );
-                    }
-                    let span = tracing::info_span!(
-                        "job",
-                        id = %job.job.id,
-                        task = %job.job.task,
-                        queue = %job.job.queue,
-                        attempt = job.job.attempts
-                    );
-                    let run = RunOne {
-                        registry: self.registry.clone(),
-                        clock: self.clock.clone(),
-                        stats: self.stats.clone(),
-                        progress: progress.clone(),
-                        kill: self.shutdown.now.clone(),
-                        abandon: abandon.clone(),
-                        done: done_tx.clone(),
-                        release: release_tx.clone(),
-                    };
-                    tracker.spawn(run.run(job, cancel, permit).instrument(span));
+        let mut error_backoff = Duration::from_millis(50);
+        loop {
+            if self.shutdown.graceful.is_cancelled() {
+                break;
+            }
+            let first = tokio::select! {
+                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                _ = self.shutdown.graceful.cancelled() => break,
+            };
+            let mut permits = vec![first];
+            while permits.len() < config.prefetch {
+                match slots.clone().try_acquire_owned() {
+                    Ok(p) => permits.push(p),
+                    Err(_) => break,
                 }
             }
-        };
-        let claimers = if config.concurrency >= 8 { 2 } else { 1 };
-        futures_util::future::join_all((0..claimers).map(|_| claimer())).await;
+            let epoch = self.backend.work_epoch();
+            let now = self.clock.now_ms();
+            let req = ClaimRequest {
+                queues: config.queues.clone(),
+                limit: permits.len(),
+                lease: config.lease,
+                worker: config.worker_id.clone(),
+                now,
+            };
+            let claimed = match self.backend.claim(req).await {
+                Ok(c) => {
+                    error_backoff = Duration::from_millis(50);
+                    c
+                }
+                Err(e) => {
+                    warn!(error = %e, "claim failed; retrying in {:?}", error_backoff);
+                    drop(permits);
+                    tokio::select! {
+                        _ = tokio::time::sleep(error_backoff) => {}
+                        _ = self.shutdown.graceful.cancelled() => break,
+                    }
+                    error_backoff = (error_backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            if claimed.is_empty() {
+                drop(permits);
+                let wait = self.idle_wait(&config, now).await;
+                tokio::select! {
+                    _ = self.backend.wait_for_work(&config.queues, epoch, wait) => {}
+                    _ = self.shutdown.graceful.cancelled() => break,
+                }
+                continue;
+            }
+            for (job, permit) in claimed.into_iter().zip(permits) {
+                let cancel = CancellationToken::new();
+                if let Ok(mut map) = inflight.lock() {
+                    map.insert(
+                        job.job.id,
+                        Running {
+                            token: job.token,
+                            queue: job.job.queue.as_str().into(),
+                            cancel: cancel.clone(),
+                        },
+                    );
+                }
+                let span = tracing::info_span!(
+                    "job",
+                    id = %job.job.id,
+                    task = %job.job.task,
+                    queue = %job.job.queue,
+                    attempt = job.job.attempts
+                );
+                let run = RunOne {
+                    registry: self.registry.clone(),
+                    clock: self.clock.clone(),
+                    stats: self.stats.clone(),
+                    progress: progress.clone(),
+                    kill: self.shutdown.now.clone(),
+                    abandon: abandon.clone(),
+                    done: done_tx.clone(),
+                    release: release_tx.clone(),
+                };
+                tracker.spawn(run.run(job, cancel, permit).instrument(span));
+            }
+        }
 
         // Shutdown: no more claims. Let running jobs finish within the grace period.
         tracker.close();
@@ -602,10 +596,6 @@ impl RunOne {
     }
 }
 
-/// Acknowledgement batches in flight at once: while one is in the store, the next fills up,
-/// so the store is never idle waiting for this process.
-const MAX_ACKS_IN_FLIGHT: usize = 4;
-
 async fn ack_loop<B: Broker>(
     backend: Arc<B>,
     clock: Arc<dyn Clock>,
@@ -615,94 +605,62 @@ async fn ack_loop<B: Broker>(
     kill: CancellationToken,
 ) {
     const MAX_BATCH: usize = 1024;
-    let mut sending = futures_util::stream::FuturesUnordered::new();
-    let mut open = true;
-    while open || !sending.is_empty() {
-        tokio::select! {
-            next = rx.recv(), if open && sending.len() < MAX_ACKS_IN_FLIGHT => {
-                let Some((first, first_permit)) = next else {
-                    open = false;
-                    continue;
-                };
-                let mut batch = vec![first];
-                let mut permits = vec![first_permit];
-                while batch.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok((c, p)) => {
-                            batch.push(c);
-                            permits.push(p);
-                        }
-                        Err(_) => break,
+    while let Some(first) = rx.recv().await {
+        let (first, first_permit) = first;
+        let mut batch = vec![first];
+        let mut permits = vec![first_permit];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok((c, p)) => {
+                    batch.push(c);
+                    permits.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        let mut delay = Duration::from_millis(50);
+        let applied = loop {
+            match backend.complete(batch.clone(), clock.now_ms()).await {
+                Ok(applied) => break Some(applied),
+                Err(e) => {
+                    warn!(error = %e, jobs = batch.len(), "acknowledging failed; retrying in {delay:?}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = kill.cancelled() => break None,
                     }
+                    delay = (delay * 2).min(Duration::from_secs(5));
                 }
-                sending.push(ack_batch(
-                    backend.as_ref(),
-                    clock.as_ref(),
-                    batch,
-                    permits,
-                    &inflight,
-                    &stats,
-                    &kill,
-                ));
             }
-            Some(()) = futures_util::StreamExt::next(&mut sending), if !sending.is_empty() => {}
-        }
-    }
-}
-
-/// Stores one batch of completions (retrying while the store is unreachable), then frees its
-/// slots and counts the outcomes.
-async fn ack_batch<B: Broker>(
-    backend: &B,
-    clock: &dyn Clock,
-    batch: Vec<Completion>,
-    permits: Vec<OwnedSemaphorePermit>,
-    inflight: &Inflight,
-    stats: &WorkerStats,
-    kill: &CancellationToken,
-) {
-    let mut delay = Duration::from_millis(50);
-    let applied = loop {
-        match backend.complete(batch.clone(), clock.now_ms()).await {
-            Ok(applied) => break Some(applied),
-            Err(e) => {
-                warn!(error = %e, jobs = batch.len(), "acknowledging failed; retrying in {delay:?}");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = kill.cancelled() => break None,
-                }
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
-    };
-    drop(permits);
-    let Some(applied) = applied else { return };
-    if let Ok(mut map) = inflight.lock() {
-        for c in &batch {
-            if map
-                .get(&c.lease.id)
-                .is_some_and(|r| r.token == c.lease.token)
-            {
-                map.remove(&c.lease.id);
-            }
-        }
-    }
-    for (c, ok) in batch.iter().zip(applied) {
-        let outcome = if !ok {
-            stats.stale.fetch_add(1, Ordering::Relaxed);
-            "stale"
-        } else {
-            let (counter, name) = match c.outcome {
-                Outcome::Succeeded { .. } => (&stats.succeeded, "succeeded"),
-                Outcome::Retry { .. } => (&stats.retried, "retried"),
-                Outcome::Failed { .. } => (&stats.failed, "failed"),
-                Outcome::Dead { .. } => (&stats.dead, "dead"),
-                Outcome::Cancelled => (&stats.cancelled, "cancelled"),
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
-            name
         };
-        metrics::counter!("celeriac_job_attempts_total", "outcome" => outcome).increment(1);
+        drop(permits);
+        let Some(applied) = applied else { continue };
+        if let Ok(mut map) = inflight.lock() {
+            for c in &batch {
+                if map
+                    .get(&c.lease.id)
+                    .is_some_and(|r| r.token == c.lease.token)
+                {
+                    map.remove(&c.lease.id);
+                }
+            }
+        }
+        for (c, ok) in batch.iter().zip(applied) {
+            let outcome = if !ok {
+                stats.stale.fetch_add(1, Ordering::Relaxed);
+                "stale"
+            } else {
+                let (counter, name) = match c.outcome {
+                    Outcome::Succeeded { .. } => (&stats.succeeded, "succeeded"),
+                    Outcome::Retry { .. } => (&stats.retried, "retried"),
+                    Outcome::Failed { .. } => (&stats.failed, "failed"),
+                    Outcome::Dead { .. } => (&stats.dead, "dead"),
+                    Outcome::Cancelled => (&stats.cancelled, "cancelled"),
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                name
+            };
+            metrics::counter!("celeriac_job_attempts_total", "outcome" => outcome).increment(1);
+        }
     }
 }
 

@@ -67,7 +67,10 @@ async fn app(url: &str) -> App {
 async fn connect_error(url: &str) -> String {
     match tokio::time::timeout(Duration::from_secs(30), RedisBackend::connect(url)).await {
         Ok(Ok(backend)) => panic!("connecting to {url} should fail, got {backend:?}"),
-        Ok(Err(e)) => e.to_string(),
+        Ok(Err(e)) => {
+            eprintln!("{url}: {e}");
+            e.to_string()
+        }
         Err(_) => panic!("connecting to {url} neither failed nor succeeded within 30 s"),
     }
 }
@@ -114,17 +117,37 @@ async fn wait_for_acks(stats: &WorkerStats, n: u64, within: Duration) {
     while stats.succeeded.load(Ordering::Relaxed) < n {
         assert!(
             Instant::now() < deadline,
-            "the worker acknowledged only {} of {n} jobs in time",
-            stats.succeeded.load(Ordering::Relaxed)
+            "the worker acknowledged only {} of {n} jobs in time; {}",
+            stats.succeeded.load(Ordering::Relaxed),
+            counters(stats)
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 
+/// The worker's counters, for failure messages.
+fn counters(stats: &WorkerStats) -> String {
+    let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    format!(
+        "worker: started={} succeeded={} retried={} dead={} stale={}",
+        n(&stats.started),
+        n(&stats.succeeded),
+        n(&stats.retried),
+        n(&stats.dead),
+        n(&stats.stale)
+    )
+}
+
 /// Waits until every job is Succeeded in the store (store errors while it recovers are
 /// retried), then checks each job: kept, succeeded, and run at most `max_attempts` times.
 /// Returns how many ran more than once.
-async fn wait_all_succeeded(app: &App, ids: &[JobId], max_attempts: u32, within: Duration) -> u32 {
+async fn wait_all_succeeded(
+    app: &App,
+    ids: &[JobId],
+    max_attempts: u32,
+    within: Duration,
+    stats: &WorkerStats,
+) -> u32 {
     let deadline = Instant::now() + within;
     let mut pending: Vec<JobId> = ids.to_vec();
     let mut last = String::new();
@@ -153,9 +176,10 @@ async fn wait_all_succeeded(app: &App, ids: &[JobId], max_attempts: u32, within:
         }
         assert!(
             Instant::now() < deadline,
-            "{} of {} jobs did not succeed in time; e.g. {last}",
+            "{} of {} jobs did not succeed in time; e.g. {last}; {}",
             pending.len(),
-            ids.len()
+            ids.len(),
+            counters(stats)
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -259,20 +283,27 @@ async fn tls_round_trips_with_the_ca_and_plain_text_is_refused() {
         .await
         .expect("redis-server starts");
     let port = server.port();
-    let ca = server.tls_ca_path().expect("a TLS server has a CA").display();
-    round_trip(&format!("rediss://127.0.0.1:{port}?ca={ca}")).await;
+    let ca = server
+        .tls_ca_path()
+        .expect("a TLS server has a CA")
+        .display();
 
     // Plain text to the TLS port: an error, bounded by the timeouts, not a hang.
     let msg = connect_error(&format!(
         "redis://127.0.0.1:{port}?connect_timeout_ms=2000&response_timeout_ms=2000"
     ))
     .await;
+    eprintln!("plain text to the TLS port: {msg}");
     assert!(!msg.is_empty());
+
+    round_trip(&format!("rediss://127.0.0.1:{port}?ca={ca}")).await;
+
     // TLS without trusting the testkit's CA: the certificate is refused.
     let msg = connect_error(&format!(
         "rediss://127.0.0.1:{port}?connect_timeout_ms=2000&response_timeout_ms=2000"
     ))
     .await;
+    eprintln!("TLS with an unknown CA: {msg}");
     assert!(!msg.is_empty());
 }
 
@@ -287,7 +318,10 @@ async fn an_evicting_redis_is_refused_unless_allowed() {
         .expect("redis-server starts");
     let msg = connect_error(&server.url()).await;
     for needle in ["maxmemory-policy", "allkeys-lru", "allow_eviction"] {
-        assert!(msg.contains(needle), "the error should name {needle}: {msg}");
+        assert!(
+            msg.contains(needle),
+            "the error should name {needle}: {msg}"
+        );
     }
     let url = format!("{}?allow_eviction=true", server.url());
     RedisBackend::connect(&url)
@@ -305,7 +339,10 @@ async fn redis_down_at_start_is_an_error_naming_redis() {
     let url = format!("{}?connect_timeout_ms=500", server.url());
     let started = Instant::now();
     let msg = connect_error(&url).await;
-    eprintln!("connect to a dead port failed after {:?}: {msg}", started.elapsed());
+    eprintln!(
+        "connect to a dead port failed after {:?}: {msg}",
+        started.elapsed()
+    );
     let lower = msg.to_lowercase();
     assert!(
         lower.contains("redis") && lower.contains("connect"),
@@ -345,7 +382,7 @@ async fn a_redis_restart_mid_run_loses_no_job() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     server.restart().await.expect("redis-server restarts");
 
-    let reruns = wait_all_succeeded(&app, &ids, 2, Duration::from_secs(120)).await;
+    let reruns = wait_all_succeeded(&app, &ids, 2, Duration::from_secs(120), &stats).await;
     assert!(
         !run.is_finished(),
         "the worker must keep running through the outage"
@@ -384,10 +421,51 @@ async fn a_sentinel_failover_mid_run_loses_no_job() {
     setup.failover().await.expect("failover completes");
     let at_failover = stats.succeeded.load(Ordering::Relaxed);
 
-    // Jobs that are not in the new master at all were lost outright by the failover.
+    // DIAG
+    for _ in 0..6 {
+        let mut line = counters(&stats);
+        for name in ["master", "replica"] {
+            let srv: &RedisServer = if name == "master" {
+                setup.master()
+            } else {
+                setup.replica()
+            };
+            let role = srv
+                .command(&["ROLE"])
+                .await
+                .map(|v| format!("{v:?}"))
+                .unwrap_or_else(|e| e.to_string());
+            let db = srv
+                .command(&["DBSIZE"])
+                .await
+                .map(|v| format!("{v:?}"))
+                .unwrap_or_else(|e| e.to_string());
+            let k = format!("celeriac:{{{QUEUE}}}:job:{}", ids[0]);
+            let ex = srv
+                .command(&["EXISTS", &k])
+                .await
+                .map(|v| format!("{v:?}"))
+                .unwrap_or_else(|e| e.to_string());
+            line += &format!(
+                " | {name} port={} role={role} dbsize={db} exists0={ex}",
+                srv.port()
+            );
+        }
+        eprintln!("{line}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Jobs whose record is not in the new master at all were lost outright by the failover
+    // (asked of the new master itself, not through the backend under test).
     let mut missing = Vec::new();
     for id in &ids {
-        if let Ok(None) = app.backend().get(*id).await {
+        let key = format!("celeriac:{{{QUEUE}}}:job:{id}");
+        let exists = setup
+            .master()
+            .command(&["EXISTS", &key])
+            .await
+            .expect("EXISTS on the new master")
+            .as_int();
+        if exists != Some(1) {
             missing.push(*id);
         }
     }
@@ -398,7 +476,7 @@ async fn a_sentinel_failover_mid_run_loses_no_job() {
         missing.first()
     );
 
-    let reruns = wait_all_succeeded(&app, &ids, 2, Duration::from_secs(120)).await;
+    let reruns = wait_all_succeeded(&app, &ids, 2, Duration::from_secs(120), &stats).await;
     assert!(
         !run.is_finished(),
         "the worker must keep running through the failover"
@@ -442,7 +520,10 @@ async fn a_cluster_worker_serves_queues_on_different_nodes() {
         node_of(&cluster, &ready(queues[0])).await,
         node_of(&cluster, &ready(queues[1])).await,
     ];
-    assert_ne!(homes[0], homes[1], "the queues must hash to different nodes");
+    assert_ne!(
+        homes[0], homes[1],
+        "the queues must hash to different nodes"
+    );
 
     const PER_QUEUE: u32 = 100;
     let now = app.client().now();
@@ -472,7 +553,11 @@ async fn a_cluster_worker_serves_queues_on_different_nodes() {
             .await
             .expect("ZCARD on the owning node")
             .as_int();
-        assert_eq!(n, Some(i64::from(PER_QUEUE)), "ready jobs of {q} on node {home}");
+        assert_eq!(
+            n,
+            Some(i64::from(PER_QUEUE)),
+            "ready jobs of {q} on node {home}"
+        );
     }
 
     let worker = app.worker().config(worker_config(
@@ -483,7 +568,7 @@ async fn a_cluster_worker_serves_queues_on_different_nodes() {
     let stats = worker.stats();
     let shutdown = worker.shutdown_handle();
     let run = tokio::spawn(worker.run());
-    let reruns = wait_all_succeeded(&app, &ids, 1, Duration::from_secs(120)).await;
+    let reruns = wait_all_succeeded(&app, &ids, 1, Duration::from_secs(120), &stats).await;
     assert_eq!(reruns, 0);
     assert_eq!(stats.stale.load(Ordering::Relaxed), 0);
     let by_queue = app.backend().stats().await.expect("stats");
