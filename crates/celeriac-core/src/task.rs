@@ -372,7 +372,6 @@ impl TaskDef {
     /// The definition of a typed task.
     pub fn of<T: Task>() -> Self {
         let options = T::options();
-        let keep = !options.ignore_result;
         TaskDef {
             name: T::NAME.to_string(),
             options,
@@ -382,15 +381,9 @@ impl TaskDef {
                         .decode(&payload)
                         .map_err(|e| RunError::Decode(e.to_string()))?;
                     let out = T::run(ctx, args).await.map_err(RunError::Task)?;
-                    if keep {
-                        encoding.encode(&out).map(Some).map_err(|e| {
-                            RunError::Task(TaskError::fatal(format!(
-                                "result does not serialize: {e}"
-                            )))
-                        })
-                    } else {
-                        Ok(None)
-                    }
+                    encoding.encode(&out).map(Some).map_err(|e| {
+                        RunError::Task(TaskError::fatal(format!("result does not serialize: {e}")))
+                    })
                 })
             }),
         }

@@ -555,7 +555,10 @@ impl RunOne {
                 let _ = self.release.send(lease);
                 return;
             }
-            Ended::Ran(Ok(Ok(result))) => Outcome::Succeeded { result },
+            // The job's own retention decides whether a result is kept.
+            Ended::Ran(Ok(Ok(result))) => Outcome::Succeeded {
+                result: job.result_ttl.and(result),
+            },
             Ended::Ran(Ok(Err(RunError::Decode(msg)))) => Outcome::Dead {
                 error: ErrorInfo::new(
                     "undecodable_payload",

@@ -2,7 +2,7 @@
 //!
 //! Fields: `d` the immutable spec (JSON), `p` payload, `s` state code, `pr` priority, `q`
 //! sequence, `r` run_at, `x` expires_at, `a` attempts, `m` max attempts, `tt` result ttl (ms,
-//! absent: keep no result), `t` fencing token, `w` worker, `st` started, `f` finished, `res`
+//! absent: keep no result), `w` worker, `st` started, `f` finished, `res`
 //! result, `ek`/`em`/`ea` last error, `pg`/`pgm` progress.
 
 use celeriac_core::clock::{duration_ms, UnixMs};

@@ -1,10 +1,10 @@
 //! The key layout. Every key of a queue shares the hash tag `{<queue>}`, so one queue lives
 //! on one Cluster slot and its scripts are atomic there.
 
-/// The eleven keys every script of a queue receives, and its job-key prefix and channel.
+/// The twelve keys every script of a queue receives, and its job-key prefix and channel.
 #[derive(Debug, Clone)]
 pub(crate) struct QueueKeys {
-    pub(crate) keys: [String; 11],
+    pub(crate) keys: [String; 12],
     pub(crate) job_prefix: String,
     pub(crate) channel: String,
 }
@@ -26,6 +26,7 @@ impl QueueKeys {
                 k("failed"),
                 k("cancelled"),
                 k("expired"),
+                k("leases"),
             ],
             job_prefix: k("job:"),
             channel: k("done"),

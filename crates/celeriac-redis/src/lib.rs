@@ -40,11 +40,12 @@
 //! | `celeriac:{emails}:scheduled` | ZSET | delayed jobs by `run_at` |
 //! | `celeriac:{emails}:retry` | ZSET | jobs waiting for their next attempt, by `run_at` |
 //! | `celeriac:{emails}:active` | ZSET | leased jobs by lease expiry |
+//! | `celeriac:{emails}:leases` | HASH | job id → fencing token of each leased job |
 //! | `celeriac:{emails}:meta` | HASH | `paused`, `seq` (FIFO counter), `fence` (token counter) |
 //! | `celeriac:{emails}:marker` | ZSET | wake-up marker idle workers block on |
 //! | `celeriac:{emails}:dead` | ZSET | dead letters by time of death (records expire after the dead-letter TTL) |
 //! | `celeriac:{emails}:succeeded`, `:failed`, `:cancelled`, `:expired` | ZSET | kept records by expiry, for counting |
-//! | `celeriac:{emails}:job:<id>` | HASH | one job (fields in the `codec` module); finished ones expire |
+//! | `celeriac:{emails}:job:<id>` | HASH | one job: `d` spec (JSON), `p` payload, `s` state, `pr` priority, `q` sequence, `r` run_at, `x` expires_at, `a` attempts, `m` max attempts, `tt` result ttl, `w` worker, `st`/`f` started/finished, `res` result, `ek`/`em`/`ea` last error, `pg`/`pgm` progress; finished ones expire |
 //! | `celeriac:{emails}:done` | channel | ids of finished jobs |
 //! | `celeriac:queues` | SET | queue names (the one key outside any queue's slot) |
 //!

@@ -29,16 +29,16 @@ pub(crate) struct Scripts {
 impl Scripts {
     pub(crate) fn new() -> Self {
         Scripts {
-            enqueue: script!("enqueueJobs-11.lua"),
-            claim: script!("claimJobs-11.lua"),
-            complete: script!("completeJobs-11.lua"),
-            extend: script!("extendLeases-11.lua"),
-            release: script!("releaseJobs-11.lua"),
-            reap: script!("reapQueue-11.lua"),
-            purge: script!("purgeQueue-11.lua"),
-            retry_dead: script!("retryDead-11.lua"),
-            purge_dead: script!("purgeDead-11.lua"),
-            progress: script!("setProgress-11.lua"),
+            enqueue: script!("enqueueJobs-12.lua"),
+            claim: script!("claimJobs-12.lua"),
+            complete: script!("completeJobs-12.lua"),
+            extend: script!("extendLeases-12.lua"),
+            release: script!("releaseJobs-12.lua"),
+            reap: script!("reapQueue-12.lua"),
+            purge: script!("purgeQueue-12.lua"),
+            retry_dead: script!("retryDead-12.lua"),
+            purge_dead: script!("purgeDead-12.lua"),
+            progress: script!("setProgress-12.lua"),
         }
     }
 }

@@ -1,6 +1,6 @@
 -- includes/common.lua: prepended to every script.
 --
--- Every script of a queue receives the same eleven keys, all under the queue's hash tag
+-- Every script of a queue receives the same twelve keys, all under the queue's hash tag
 -- `{<queue>}`, so a script runs on one Redis Cluster node:
 --   KEYS[1]  ready      ZSET  pending jobs; score = (9 - priority) * 2^42 + run_at, member =
 --                             `<sequence, 15 digits>:<id>`: priority first, then due time, then
@@ -15,6 +15,8 @@
 --   KEYS[9]  failed     ZSET  failed jobs; score = keep_until (ms)
 --   KEYS[10] cancelled  ZSET  cancelled jobs; score = keep_until (ms)
 --   KEYS[11] expired    ZSET  expired jobs; score = keep_until (ms)
+--   KEYS[12] leases     HASH  job id -> fencing token, for every leased job (one HMGET checks a
+--                             whole batch of acknowledgements)
 -- ARGV[1] is always the job-key prefix `<prefix>:{<queue>}:job:`; job keys are that prefix and
 -- the id, so they share the queue's hash tag (and slot) with the keys above.
 --
@@ -23,6 +25,7 @@
 
 local K_READY, K_SCHED, K_RETRY, K_ACTIVE, K_META, K_MARKER = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local K_DEAD, K_SUCCEEDED, K_FAILED, K_CANCELLED, K_EXPIRED = KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
+local K_LEASES = KEYS[12]
 local PREFIX = ARGV[1]
 
 -- Bounded work: no call moves, reaps or deletes more than this many jobs.
@@ -60,9 +63,32 @@ local function requeue(id, key)
   add_ready(id, f[1] or 5, f[2] or 0, f[3] or 0)
 end
 
--- ZREM of many members, in slices (Lua's unpack has a limit).
-local function zrem_all(key, ids)
-  for i = 1, #ids, 500 do
-    redis.call('ZREM', key, unpack(ids, i, math.min(i + 499, #ids)))
+-- A command over many arguments, in slices (Lua's unpack has a limit).
+local function sliced(cmd, key, args)
+  for i = 1, #args, 500 do
+    redis.call(cmd, key, unpack(args, i, math.min(i + 499, #args)))
   end
+end
+
+local function zrem_all(key, ids)
+  sliced('ZREM', key, ids)
+end
+
+-- The current fencing token of each id (false when it holds no lease), in one or a few calls.
+local function held_tokens(ids)
+  local held = {}
+  for i = 1, #ids, 500 do
+    local last = math.min(i + 499, #ids)
+    local part = redis.call('HMGET', K_LEASES, unpack(ids, i, last))
+    for j = 1, last - i + 1 do
+      held[i + j - 1] = part[j]
+    end
+  end
+  return held
+end
+
+-- Ends the leases of these ids: out of the active set and the lease table.
+local function end_leases(ids)
+  sliced('ZREM', K_ACTIVE, ids)
+  sliced('HDEL', K_LEASES, ids)
 end

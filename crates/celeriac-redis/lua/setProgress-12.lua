@@ -1,12 +1,11 @@
--- setProgress-11: records the progress of a running attempt, fenced by its token.
+-- setProgress-12: records the progress of a running attempt, fenced by its token.
 --
--- KEYS: the queue's eleven keys (includes/common.lua).
+-- KEYS: the queue's twelve keys (includes/common.lua).
 -- ARGV[1] job-key prefix, ARGV[2] id, ARGV[3] token, ARGV[4] fraction, ARGV[5] message ('' none).
 -- Returns: 1 if recorded, 0 if the token no longer holds the lease.
 
 local key = PREFIX .. ARGV[2]
-local cur = redis.call('HMGET', key, 's', 't')
-if cur[1] ~= '2' or cur[2] ~= ARGV[3] then return 0 end
+if redis.call('HGET', K_LEASES, ARGV[2]) ~= ARGV[3] then return 0 end
 redis.call('HSET', key, 'pg', ARGV[4])
 if ARGV[5] == '' then
   redis.call('HDEL', key, 'pgm')

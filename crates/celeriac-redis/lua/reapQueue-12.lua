@@ -1,7 +1,7 @@
--- reapQueue-11: moves expired leases back to ready (or to the dead letters when no attempts
+-- reapQueue-12: moves expired leases back to ready (or to the dead letters when no attempts
 -- are left) and drops index entries of records whose retention ran out.
 --
--- KEYS: the queue's eleven keys (includes/common.lua).
+-- KEYS: the queue's twelve keys (includes/common.lua).
 -- ARGV[1] job-key prefix, ARGV[2] now (ms), ARGV[3] dead-letter ttl (ms), ARGV[4] channel.
 -- Returns: {requeued, dead, swept}.
 -- Bounded: at most BATCH expired leases and BATCH index entries per set per call. Recovery is
@@ -18,7 +18,6 @@ for _, id in ipairs(expired) do
   elseif tonumber(f[1]) >= tonumber(f[2]) then
     redis.call('HSET', key, 's', '6', 'f', num(now), 'ek', 'lease_expired',
       'em', 'the worker stopped heartbeating and no attempts are left', 'ea', f[1])
-    redis.call('HDEL', key, 't')
     redis.call('PEXPIRE', key, num(dead_ttl))
     redis.call('ZADD', K_DEAD, num(now), id)
     redis.call('PUBLISH', channel, id)
@@ -26,12 +25,12 @@ for _, id in ipairs(expired) do
   else
     redis.call('HSET', key, 's', '0', 'ek', 'lease_expired',
       'em', 'the worker stopped heartbeating', 'ea', f[1])
-    redis.call('HDEL', key, 't', 'w')
+    redis.call('HDEL', key, 'w')
     requeue(id, key)
     requeued = requeued + 1
   end
 end
-zrem_all(K_ACTIVE, expired)
+end_leases(expired)
 if requeued > 0 then wake() end
 
 -- Records past their retention go by the caller's clock (the store's own expiry, set when

@@ -1,6 +1,6 @@
--- purgeDead-11: deletes up to BATCH dead letters of the queue.
+-- purgeDead-12: deletes up to BATCH dead letters of the queue.
 --
--- KEYS: the queue's eleven keys (includes/common.lua).
+-- KEYS: the queue's twelve keys (includes/common.lua).
 -- ARGV[1] job-key prefix.
 -- Returns: how many were deleted; call again until it returns 0.
 

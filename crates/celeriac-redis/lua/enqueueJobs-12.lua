@@ -1,6 +1,6 @@
--- enqueueJobs-11: stores a batch of new jobs atomically (all or none).
+-- enqueueJobs-12: stores a batch of new jobs atomically (all or none).
 --
--- KEYS: the queue's eleven keys (includes/common.lua).
+-- KEYS: the queue's twelve keys (includes/common.lua).
 -- ARGV[1] job-key prefix, ARGV[2] now (ms), then 8 values per job:
 --   id, priority, run_at, expires_at ('' = never), max_attempts, result_ttl_ms ('' = keep no
 --   result), spec (JSON of the immutable fields), payload (bytes).

@@ -1,16 +1,21 @@
--- extendLeases-11: the heartbeat; extends every lease a worker holds in this queue.
+-- extendLeases-12: the heartbeat; extends every lease a worker holds in this queue.
 --
--- KEYS: the queue's eleven keys (includes/common.lua).
+-- KEYS: the queue's twelve keys (includes/common.lua).
 -- ARGV[1] job-key prefix, ARGV[2] new lease_until (ms), then pairs: id, token.
 -- Returns: the ids whose token no longer holds the lease (lost; not extended).
+-- The tokens are checked in one call.
 
 local until_ms = ARGV[2]
+local ids, tokens = {}, {}
+for i = 3, #ARGV, 2 do
+  ids[#ids + 1] = ARGV[i]
+  tokens[#tokens + 1] = ARGV[i + 1]
+end
+local held = held_tokens(ids)
 local lost = {}
 local keep = {}
-for i = 3, #ARGV, 2 do
-  local id, token = ARGV[i], ARGV[i + 1]
-  local cur = redis.call('HMGET', PREFIX .. id, 's', 't')
-  if cur[1] == '2' and cur[2] == token then
+for n, id in ipairs(ids) do
+  if held[n] == tokens[n] then
     keep[#keep + 1] = until_ms
     keep[#keep + 1] = id
   else

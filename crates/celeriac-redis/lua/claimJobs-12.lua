@@ -1,7 +1,7 @@
--- claimJobs-11: promotes due jobs, then claims and leases up to `limit` ready jobs, in one
+-- claimJobs-12: promotes due jobs, then claims and leases up to `limit` ready jobs, in one
 -- atomic step (at-least-once: nothing is popped without being leased in the same script).
 --
--- KEYS: the queue's eleven keys (includes/common.lua).
+-- KEYS: the queue's twelve keys (includes/common.lua).
 -- ARGV[1] job-key prefix, ARGV[2] now (ms), ARGV[3] limit, ARGV[4] lease_until (ms),
 -- ARGV[5] worker id, ARGV[6] completion channel.
 -- Returns: one array per claimed job:
@@ -36,6 +36,7 @@ promote(K_RETRY)
 
 local out = {}
 local leased = {}
+local tokens = {}
 local expired = 0
 local token = nil
 while #out < limit and expired < BATCH do
@@ -62,15 +63,16 @@ while #out < limit and expired < BATCH do
       token = token + 1
       local attempts = tonumber(f[2]) + 1
       local started = f[9] or num(now)
-      redis.call('HSET', key, 's', '2', 'a', attempts, 't', num(token), 'w', worker, 'st', started)
+      redis.call('HSET', key, 's', '2', 'a', attempts, 'w', worker, 'st', started)
       leased[#leased + 1] = lease_until
       leased[#leased + 1] = id
+      tokens[#tokens + 1] = id
+      tokens[#tokens + 1] = num(token)
       out[#out + 1] = {id, num(token), attempts, f[3], f[4], f[5], f[6], f[7], f[8], f[1], started}
     end
   end
 end
-for i = 1, #leased, 1000 do
-  redis.call('ZADD', K_ACTIVE, unpack(leased, i, math.min(i + 999, #leased)))
-end
+sliced('ZADD', K_ACTIVE, leased)
+sliced('HSET', K_LEASES, tokens)
 if redis.call('ZCARD', K_READY) > 0 then wake() end
 return out

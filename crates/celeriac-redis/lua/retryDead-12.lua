@@ -1,6 +1,6 @@
--- retryDead-11: puts dead letters back in the ready set with fresh attempts.
+-- retryDead-12: puts dead letters back in the ready set with fresh attempts.
 --
--- KEYS: the queue's eleven keys (includes/common.lua).
+-- KEYS: the queue's twelve keys (includes/common.lua).
 -- ARGV[1] job-key prefix, ARGV[2] now (ms), then either the single value '*' (the oldest
 -- BATCH dead letters) or the ids to retry.
 -- Returns: {retried, looked_at}; with '*', call again while looked_at > 0.
@@ -25,7 +25,7 @@ if #ids > 0 then
       moved[#moved + 1] = id
       if redis.call('HGET', key, 's') == '6' then
         redis.call('HSET', key, 's', '0', 'a', '0', 'r', now, 'q', num(seq + i))
-        redis.call('HDEL', key, 'x', 'f', 't', 'w')
+        redis.call('HDEL', key, 'x', 'f', 'w')
         redis.call('PERSIST', key)
         add_ready(id, redis.call('HGET', key, 'pr') or 5, now, seq + i)
         retried = retried + 1

@@ -1,6 +1,6 @@
--- purgeQueue-11: deletes up to BATCH waiting jobs (ready, scheduled, retrying) of the queue.
+-- purgeQueue-12: deletes up to BATCH waiting jobs (ready, scheduled, retrying) of the queue.
 --
--- KEYS: the queue's eleven keys (includes/common.lua).
+-- KEYS: the queue's twelve keys (includes/common.lua).
 -- ARGV[1] job-key prefix.
 -- Returns: how many were deleted; call again until it returns 0. Active jobs are not touched.
 

@@ -1,0 +1,27 @@
+-- releaseJobs-12: hands leased jobs back to ready without counting their attempt (graceful
+-- shutdown), at their original place in line.
+--
+-- KEYS: the queue's twelve keys (includes/common.lua).
+-- ARGV[1] job-key prefix, then pairs: id, token.
+-- Returns: how many were handed back (stale tokens are skipped).
+
+local ids, tokens = {}, {}
+for i = 2, #ARGV, 2 do
+  ids[#ids + 1] = ARGV[i]
+  tokens[#tokens + 1] = ARGV[i + 1]
+end
+local held = held_tokens(ids)
+local done = {}
+for n, id in ipairs(ids) do
+  if held[n] == tokens[n] then
+    local key = PREFIX .. id
+    local attempts = math.max(tonumber(redis.call('HGET', key, 'a') or '1') - 1, 0)
+    redis.call('HSET', key, 's', '0', 'a', attempts)
+    redis.call('HDEL', key, 'w')
+    requeue(id, key)
+    done[#done + 1] = id
+  end
+end
+end_leases(done)
+if #done > 0 then wake() end
+return #done
