@@ -267,6 +267,9 @@ impl<B: Broker + ResultStore> Worker<B> {
 
         let inflight: Inflight = Arc::new(Mutex::new(HashMap::new()));
         let slots = Arc::new(Semaphore::new(config.concurrency));
+        // Finished jobs waiting for their acknowledgement: a bounded backlog, so a store that
+        // refuses acknowledgements stops the claiming too.
+        let unacked = Arc::new(Semaphore::new(config.concurrency * 2));
         let (done_tx, done_rx) = mpsc::unbounded_channel::<Done>();
         let (release_tx, mut release_rx) = mpsc::unbounded_channel::<LeaseRef>();
         let tracker = TaskTracker::new();
@@ -302,16 +305,11 @@ impl<B: Broker + ResultStore> Worker<B> {
                 break;
             }
             let first = tokio::select! {
-                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                p = acquire_slot(&slots, &unacked) => match p { Some(p) => p, None => break },
                 _ = self.shutdown.graceful.cancelled() => break,
             };
             let mut permits = vec![first];
-            while permits.len() < config.prefetch {
-                match slots.clone().try_acquire_owned() {
-                    Ok(p) => permits.push(p),
-                    Err(_) => break,
-                }
-            }
+            take_free_slots(&slots, &unacked, &mut permits, config.prefetch);
             let epoch = self.backend.work_epoch();
             let now = self.clock.now_ms();
             let req = ClaimRequest {
@@ -446,8 +444,39 @@ struct RunOne {
     release: mpsc::UnboundedSender<LeaseRef>,
 }
 
-/// A finished attempt on its way to the store, with the slot it holds until acknowledged:
-/// slots free up in batches as acknowledgements land, so claims come in batches too.
+/// A job's place in the worker: a running slot, freed when its task ends, and a place in the
+/// bounded backlog of attempts waiting for their acknowledgement, freed when it lands.
+struct Slot {
+    run: OwnedSemaphorePermit,
+    unacked: OwnedSemaphorePermit,
+}
+
+/// Waits for a free running slot and a place in the acknowledgement backlog.
+async fn acquire_slot(slots: &Arc<Semaphore>, unacked: &Arc<Semaphore>) -> Option<Slot> {
+    let unacked = unacked.clone().acquire_owned().await.ok()?;
+    let run = slots.clone().acquire_owned().await.ok()?;
+    Some(Slot { run, unacked })
+}
+
+/// Takes free slots without waiting, up to `max` in all.
+fn take_free_slots(
+    slots: &Arc<Semaphore>,
+    unacked: &Arc<Semaphore>,
+    into: &mut Vec<Slot>,
+    max: usize,
+) {
+    while into.len() < max {
+        let Ok(unacked) = unacked.clone().try_acquire_owned() else {
+            break;
+        };
+        let Ok(run) = slots.clone().try_acquire_owned() else {
+            break;
+        };
+        into.push(Slot { run, unacked });
+    }
+}
+
+/// A finished attempt on its way to the store, with its place in the acknowledgement backlog.
 type Done = (Completion, OwnedSemaphorePermit);
 
 enum Ended {
@@ -458,7 +487,11 @@ enum Ended {
 }
 
 impl RunOne {
-    async fn run(self, claimed: Claimed, cancel: CancellationToken, permit: OwnedSemaphorePermit) {
+    async fn run(self, claimed: Claimed, cancel: CancellationToken, slot: Slot) {
+        let Slot {
+            run,
+            unacked: permit,
+        } = slot;
         let lease = claimed.lease();
         let Claimed { job, token, .. } = claimed;
         let started = self.clock.now_ms();
@@ -530,6 +563,7 @@ impl RunOne {
                 }
             }
         };
+        drop(run);
         let now = self.clock.now_ms();
         let backoff = def.options().backoff;
         let retry_or_dead = |kind: &str, message: String, delay: Option<Duration>| {
