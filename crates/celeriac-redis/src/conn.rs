@@ -38,6 +38,11 @@ pub(crate) struct Connector {
 
 impl Connector {
     pub(crate) fn new(config: Arc<RedisConfig>) -> Result<Self> {
+        if config.tls {
+            // rustls needs one process-wide crypto provider; ring is the one built in. An
+            // application that installed its own keeps it.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
         let certs = match &config.ca_file {
             Some(path) => Some(Arc::new(std::fs::read(path).map_err(|e| {
                 Error::config("url: ca", format!("cannot read {}: {e}", path.display()))
@@ -45,6 +50,11 @@ impl Connector {
             None => None,
         };
         Ok(Self { config, certs })
+    }
+
+    /// The settings these connections follow.
+    pub(crate) fn config(&self) -> &RedisConfig {
+        &self.config
     }
 
     fn tls_certs(&self) -> TlsCertificates {
@@ -226,6 +236,16 @@ impl SentinelConn {
             || e.is_timeout()
             || e.code() == Some("READONLY")
     }
+
+    /// A reply from a master that has been demoted: redis-rs hands server errors back as
+    /// values, so READONLY shows up here rather than as an `Err`.
+    fn demoted(v: &Value) -> bool {
+        match v {
+            Value::ServerError(e) => e.code() == "READONLY",
+            Value::Array(items) => items.iter().any(Self::demoted),
+            _ => false,
+        }
+    }
 }
 
 /// A connection of any topology; cheap to clone.
@@ -247,6 +267,7 @@ impl ConnectionLike for Conn {
                     if let Some(mut c) = s.current() {
                         match c.req_packed_command(cmd).await {
                             Err(e) if SentinelConn::needs_new_master(&e) => {}
+                            Ok(v) if SentinelConn::demoted(&v) => {}
                             other => return other,
                         }
                     }
@@ -274,6 +295,7 @@ impl ConnectionLike for Conn {
                     if let Some(mut c) = s.current() {
                         match c.req_packed_commands(cmd, offset, count).await {
                             Err(e) if SentinelConn::needs_new_master(&e) => {}
+                            Ok(vs) if vs.iter().any(SentinelConn::demoted) => {}
                             other => return other,
                         }
                     }

@@ -158,6 +158,12 @@ impl RedisBackend {
                     format!("cannot connect to Redis ({:?}): {e}", config.topology),
                 )
             })?;
+        // Redis accepts a connection before authentication matters; the first command tells.
+        let pong: redis::RedisResult<String> =
+            redis::cmd("PING").query_async(&mut conn.clone()).await;
+        if let Err(e) = pong {
+            return Err(auth_or_backend(e, &config));
+        }
         if !config.allow_eviction {
             check_policy(&connector).await?;
         }
@@ -416,6 +422,25 @@ impl RedisBackend {
     }
 }
 
+/// Names authentication problems as such; everything else is a backend error.
+fn auth_or_backend(e: redis::RedisError, config: &RedisConfig) -> Error {
+    match e.code() {
+        Some("NOAUTH" | "WRONGPASS" | "NOPERM") => Error::config(
+            "url",
+            format!(
+                "Redis refused authentication ({e}); put the user and password in the URL, as in \
+                 redis://user:password@host:6379 (user: {}, password given: {})",
+                config.username.as_deref().unwrap_or("default"),
+                config.password.is_some()
+            ),
+        ),
+        _ => {
+            let message = format!("Redis did not answer PING: {e}");
+            Error::backend(map_err(e).kind(), message)
+        }
+    }
+}
+
 async fn check_policy(connector: &Connector) -> Result<()> {
     for client in connector.data_node_clients().await? {
         let mut c = client
@@ -429,6 +454,9 @@ async fn check_policy(connector: &Connector) -> Result<()> {
             .await;
         let policy = match reply {
             Ok(v) => v.get(1).cloned().unwrap_or_default(),
+            Err(e) if matches!(e.code(), Some("NOAUTH" | "WRONGPASS")) => {
+                return Err(auth_or_backend(e, connector.config()));
+            }
             Err(e) => {
                 return Err(Error::config(
                     "url: allow_eviction",

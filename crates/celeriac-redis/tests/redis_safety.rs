@@ -41,6 +41,24 @@ impl Task for Nap {
     }
 }
 
+/// Like [`Nap`], 25 ms long: a run that outlasts a failover.
+struct Doze;
+
+impl Task for Doze {
+    const NAME: &'static str = "safety.doze";
+    type Args = u32;
+    type Output = u32;
+
+    fn options() -> TaskOptions {
+        Nap::options()
+    }
+
+    async fn run(_ctx: TaskContext, n: u32) -> Result<u32, TaskError> {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        Ok(n)
+    }
+}
+
 fn worker_config(queues: &[&str], lease: Duration, heartbeat: Duration) -> WorkerConfig {
     WorkerConfig {
         queues: queues.iter().map(|q| q.to_string()).collect(),
@@ -58,6 +76,7 @@ async fn app(url: &str) -> App {
     App::builder()
         .url(url)
         .task::<Nap>()
+        .task::<Doze>()
         .build()
         .await
         .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"))
@@ -75,9 +94,10 @@ async fn connect_error(url: &str) -> String {
     }
 }
 
+/// NOAUTH, WRONGPASS, "authentication failed"...
 fn mentions_auth(msg: &str) -> bool {
     let m = msg.to_lowercase();
-    m.contains("noauth") || m.contains("wrongpass") || m.contains("auth")
+    m.contains("auth") || m.contains("wrongpass")
 }
 
 /// Enqueues one job on `url`, runs a worker until it finishes, and checks it succeeded with
@@ -293,8 +313,10 @@ async fn tls_round_trips_with_the_ca_and_plain_text_is_refused() {
         "redis://127.0.0.1:{port}?connect_timeout_ms=2000&response_timeout_ms=2000"
     ))
     .await;
-    eprintln!("plain text to the TLS port: {msg}");
-    assert!(!msg.is_empty());
+    assert!(
+        msg.to_lowercase().contains("connect"),
+        "plain text to the TLS port: {msg}"
+    );
 
     round_trip(&format!("rediss://127.0.0.1:{port}?ca={ca}")).await;
 
@@ -303,8 +325,10 @@ async fn tls_round_trips_with_the_ca_and_plain_text_is_refused() {
         "rediss://127.0.0.1:{port}?connect_timeout_ms=2000&response_timeout_ms=2000"
     ))
     .await;
-    eprintln!("TLS with an unknown CA: {msg}");
-    assert!(!msg.is_empty());
+    assert!(
+        msg.to_lowercase().contains("certificate"),
+        "TLS with an unknown CA should name the certificate: {msg}"
+    );
 }
 
 // 4. maxmemory-policy.
@@ -401,61 +425,53 @@ async fn a_redis_restart_mid_run_loses_no_job() {
 
 // 7. Sentinel failover.
 
+/// `ZCARD` of one of the queue's sets, asked of one server directly.
+async fn zcard(server: &RedisServer, set: &str) -> i64 {
+    server
+        .command(&["ZCARD", &format!("celeriac:{{{QUEUE}}}:{set}")])
+        .await
+        .expect("ZCARD")
+        .as_int()
+        .expect("an integer")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sentinel_failover_mid_run_loses_no_job() {
     let mut setup = RedisSentinel::start().await.expect("sentinel setup starts");
     let app = app(&setup.url()).await;
     const N: u32 = 300;
-    let ids = enqueue_naps(&app, N).await;
+    let ids = app
+        .client()
+        .enqueue_many::<Doze>(0..N)
+        .await
+        .expect("enqueue")
+        .iter()
+        .map(|h| h.id())
+        .collect::<Vec<JobId>>();
+    // The jobs were enqueued a while before the failover: let replication deliver them (a
+    // forced failover to a replica that has not received them would lose them, as with any
+    // asynchronous replication).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while zcard(setup.replica(), "ready").await < i64::from(N) {
+        assert!(Instant::now() < deadline, "the replica never caught up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
-    let worker = app.worker().config(worker_config(
-        &[QUEUE],
-        Duration::from_secs(2),
-        Duration::from_millis(500),
-    ));
+    // Slow enough that the failover lands while most jobs remain.
+    let worker = app.worker().config(WorkerConfig {
+        concurrency: 2,
+        prefetch: 2,
+        ..worker_config(&[QUEUE], Duration::from_secs(2), Duration::from_millis(500))
+    });
     let stats = worker.stats();
     let shutdown = worker.shutdown_handle();
     let run = tokio::spawn(worker.run());
 
     wait_for_acks(&stats, 100, Duration::from_secs(60)).await;
     setup.failover().await.expect("failover completes");
-    let at_failover = stats.succeeded.load(Ordering::Relaxed);
 
-    // DIAG
-    for _ in 0..6 {
-        let mut line = counters(&stats);
-        for name in ["master", "replica"] {
-            let srv: &RedisServer = if name == "master" {
-                setup.master()
-            } else {
-                setup.replica()
-            };
-            let role = srv
-                .command(&["ROLE"])
-                .await
-                .map(|v| format!("{v:?}"))
-                .unwrap_or_else(|e| e.to_string());
-            let db = srv
-                .command(&["DBSIZE"])
-                .await
-                .map(|v| format!("{v:?}"))
-                .unwrap_or_else(|e| e.to_string());
-            let k = format!("celeriac:{{{QUEUE}}}:job:{}", ids[0]);
-            let ex = srv
-                .command(&["EXISTS", &k])
-                .await
-                .map(|v| format!("{v:?}"))
-                .unwrap_or_else(|e| e.to_string());
-            line += &format!(
-                " | {name} port={} role={role} dbsize={db} exists0={ex}",
-                srv.port()
-            );
-        }
-        eprintln!("{line}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    // Jobs whose record is not in the new master at all were lost outright by the failover
-    // (asked of the new master itself, not through the backend under test).
+    // Asked of the new master itself, not through the backend under test: every job's record
+    // is there (none was lost outright), and the failover landed while jobs remained.
     let mut missing = Vec::new();
     for id in &ids {
         let key = format!("celeriac:{{{QUEUE}}}:job:{id}");
@@ -475,6 +491,11 @@ async fn a_sentinel_failover_mid_run_loses_no_job() {
         missing.len(),
         missing.first()
     );
+    let done_at_failover = zcard(setup.master(), "succeeded").await;
+    assert!(
+        done_at_failover < i64::from(N),
+        "the failover should land while jobs remain"
+    );
 
     let reruns = wait_all_succeeded(&app, &ids, 2, Duration::from_secs(120), &stats).await;
     assert!(
@@ -482,8 +503,8 @@ async fn a_sentinel_failover_mid_run_loses_no_job() {
         "the worker must keep running through the failover"
     );
     eprintln!(
-        "failover: {at_failover} acknowledged after it; {reruns} jobs ran twice; stale={}",
-        stats.stale.load(Ordering::Relaxed)
+        "failover: {done_at_failover} succeeded in the new master at the switch; {reruns} jobs ran twice; {}",
+        counters(&stats)
     );
     shutdown.graceful();
     tokio::time::timeout(Duration::from_secs(30), run)
