@@ -88,7 +88,8 @@ impl RedisSentinel {
         &self.sentinel
     }
 
-    /// Asks the sentinel for a failover (`SENTINEL FAILOVER mymaster`) and waits until it
+    /// Waits until the replica has caught up with the master (a planned failover), then asks
+    /// the sentinel for a failover (`SENTINEL FAILOVER mymaster`) and waits until it
     /// reports the replica's address as the master's and the replica says `role:master`.
     /// Then points the old master at the new one (`REPLICAOF`), as the sentinel itself
     /// would some seconds later, and swaps [`master`](Self::master) and
@@ -101,6 +102,25 @@ impl RedisSentinel {
     pub async fn failover(&mut self) -> Result<()> {
         let new_master = 1 - self.master;
         let target = self.data[new_master].port();
+        // A planned failover: let the replica catch up first, so what the master acknowledged
+        // is on the replica when it takes over (replication is asynchronous).
+        let (old, new) = (&self.data[self.master], &self.data[new_master]);
+        wait_until(
+            "the replica to catch up with the master",
+            SENTINEL_TIMEOUT,
+            &self.all(),
+            || async {
+                let m = old.command(&["INFO", "replication"]).await?;
+                let r = new.command(&["INFO", "replication"]).await?;
+                let offset = |text: &str, field: &str| {
+                    info_field(text, field).and_then(|v| v.parse::<i64>().ok())
+                };
+                let master_at = offset(&m.as_text().unwrap_or_default(), "master_repl_offset");
+                let replica_at = offset(&r.as_text().unwrap_or_default(), "slave_repl_offset");
+                Ok(matches!((master_at, replica_at), (Some(m), Some(r)) if r >= m))
+            },
+        )
+        .await?;
         let deadline = Instant::now() + SENTINEL_TIMEOUT;
         loop {
             match self
