@@ -222,3 +222,47 @@ fn sigterm(pid: u32) {
     let pid = i32::try_from(pid).expect("pid fits");
     kill(Pid::from_raw(pid), Signal::SIGTERM).expect("SIGTERM delivered");
 }
+
+#[test]
+fn cancel_stops_a_waiting_job_and_says_what_it_found() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = url_in(dir.path());
+    let out = celeriac(
+        &url,
+        &[
+            "enqueue",
+            "demo.send_email",
+            "--delay",
+            "1h",
+            "--args",
+            r#"{"to":"a@b.c","subject":"s"}"#,
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = stdout(&out).trim().to_string();
+
+    let first = celeriac(&url, &["cancel", &id]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(
+        stdout(&first).contains("cancelled; it will not run"),
+        "{}",
+        stdout(&first)
+    );
+    let shown = celeriac(&url, &["inspect", &id]);
+    assert!(
+        stdout(&shown).contains("state:       cancelled"),
+        "{}",
+        stdout(&shown)
+    );
+
+    let again = celeriac(&url, &["cancel", &id]);
+    assert!(
+        stdout(&again).contains("had already finished: cancelled"),
+        "{}",
+        stdout(&again)
+    );
+
+    let unknown = celeriac(&url, &["cancel", "01a22bbb-50d2-73ac-85a4-0a62c0345e37"]);
+    assert!(!unknown.status.success());
+    assert!(stderr(&unknown).contains("no job"), "{}", stderr(&unknown));
+}

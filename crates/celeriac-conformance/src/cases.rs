@@ -2,6 +2,7 @@
 //! [`suite!`](crate::suite) macro turns every one of them into a test. A new case must also
 //! be added to the list in that macro, or no backend runs it.
 
+mod cancel;
 mod completion;
 mod dead_letters;
 mod expiry;
@@ -11,6 +12,7 @@ mod queues;
 mod results;
 mod worker;
 
+pub use cancel::*;
 pub use completion::*;
 pub use dead_letters::*;
 pub use expiry::*;

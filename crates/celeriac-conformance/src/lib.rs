@@ -116,6 +116,10 @@ macro_rules! suite {
             expired_jobs_are_not_claimed,
             expired_jobs_do_not_use_up_the_claim_limit,
             dead_letters_list_retry_purge,
+            cancel_waiting_jobs_never_run,
+            cancel_running_job_is_reported_and_never_retried,
+            cancelled_job_with_expired_lease_is_not_redelivered,
+            worker_stops_a_cancelled_job,
         }
     };
 }

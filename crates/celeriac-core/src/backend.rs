@@ -108,6 +108,20 @@ pub struct ReapReport {
     pub swept: u64,
 }
 
+/// What a cancel request found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// The job was waiting (pending, scheduled or retrying) and is now cancelled: it never runs.
+    Cancelled,
+    /// The job is running: its worker is asked to stop it (its context's cancellation token
+    /// fires within about a second) and it ends as cancelled.
+    Requested,
+    /// The job had already finished, in this state.
+    AlreadyFinished(JobState),
+    /// No such job (or its record expired).
+    NotFound,
+}
+
 /// Counts for one queue.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueStats {
@@ -212,6 +226,17 @@ pub trait Broker: Send + Sync + 'static {
     ) -> impl Future<Output = Result<u64>> + Send;
     /// Deletes dead letters, optionally of one queue.
     fn purge_dead(&self, queue: Option<String>) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Cancels a job: a waiting one ends as cancelled at once; a running one is flagged, and
+    /// a flagged job that comes back (lease expired, retry due) ends as cancelled instead of
+    /// running again.
+    fn cancel(&self, id: JobId, now: UnixMs) -> impl Future<Output = Result<CancelOutcome>> + Send;
+
+    /// The leases among `leases` whose jobs were asked to stop.
+    fn cancel_requested(
+        &self,
+        leases: Vec<LeaseRef>,
+    ) -> impl Future<Output = Result<Vec<LeaseRef>>> + Send;
 }
 
 /// States, results, errors and progress of jobs.

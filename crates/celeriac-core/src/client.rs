@@ -1,6 +1,6 @@
 //! Enqueueing jobs and following them: [`Client`], [`Enqueue`] and [`JobHandle`].
 
-use crate::backend::{Broker, ResultStore};
+use crate::backend::{Broker, CancelOutcome, ResultStore};
 use crate::clock::{duration_ms, Clock, SystemClock, UnixMs};
 use crate::error::{Error, Result};
 use crate::job::{Job, JobId, JobInfo, JobState, Priority};
@@ -130,7 +130,14 @@ impl<B: Broker + ResultStore> Client<B> {
         JobHandle {
             id,
             backend: self.backend.clone(),
+            clock: self.clock.clone(),
         }
+    }
+
+    /// Cancels a job: a waiting one never runs; a running one is asked to stop (its context's
+    /// cancellation token fires within about a second) and ends as cancelled.
+    pub async fn cancel(&self, id: JobId) -> Result<CancelOutcome> {
+        self.backend.cancel(id, self.now()).await
     }
 }
 
@@ -269,6 +276,7 @@ impl<T: Task> Enqueue<T> {
 pub struct JobHandle<B> {
     id: JobId,
     backend: Arc<B>,
+    clock: Arc<dyn Clock>,
 }
 
 impl<B> Clone for JobHandle<B> {
@@ -276,6 +284,7 @@ impl<B> Clone for JobHandle<B> {
         Self {
             id: self.id,
             backend: self.backend.clone(),
+            clock: self.clock.clone(),
         }
     }
 }
@@ -283,6 +292,13 @@ impl<B> Clone for JobHandle<B> {
 impl<B> std::fmt::Debug for JobHandle<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "JobHandle({})", self.id)
+    }
+}
+
+impl<B: Broker + ResultStore> JobHandle<B> {
+    /// Cancels the job (see [`Client::cancel`]).
+    pub async fn cancel(&self) -> Result<CancelOutcome> {
+        self.backend.cancel(self.id, self.clock.now_ms()).await
     }
 }
 

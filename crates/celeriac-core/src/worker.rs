@@ -177,7 +177,15 @@ struct Running {
     token: u64,
     queue: Arc<str>,
     cancel: CancellationToken,
+    /// Fired when the job was cancelled by a user (as opposed to a time limit or shutdown).
+    stop: CancellationToken,
 }
+
+/// How often a worker asks the store whether any of its running jobs were cancelled.
+const CANCEL_POLL: Duration = Duration::from_secs(1);
+/// How long a cancelled task may take to stop after its token fires before its future is
+/// dropped.
+const STOP_GRACE: Duration = Duration::from_secs(2);
 
 type Inflight = Arc<Mutex<HashMap<JobId, Running>>>;
 
@@ -292,6 +300,11 @@ impl<B: Broker + ResultStore> Worker<B> {
             inflight.clone(),
             aux_stop.clone(),
         ));
+        let stopper = tokio::spawn(stop_loop(
+            self.backend.clone(),
+            inflight.clone(),
+            aux_stop.clone(),
+        ));
         let reaper = tokio::spawn(reap_loop(
             self.backend.clone(),
             self.clock.clone(),
@@ -346,6 +359,7 @@ impl<B: Broker + ResultStore> Worker<B> {
             }
             for (job, permit) in claimed.into_iter().zip(permits) {
                 let cancel = CancellationToken::new();
+                let stop = CancellationToken::new();
                 if let Ok(mut map) = inflight.lock() {
                     map.insert(
                         job.job.id,
@@ -353,6 +367,7 @@ impl<B: Broker + ResultStore> Worker<B> {
                             token: job.token,
                             queue: job.job.queue.as_str().into(),
                             cancel: cancel.clone(),
+                            stop: stop.clone(),
                         },
                     );
                 }
@@ -372,6 +387,7 @@ impl<B: Broker + ResultStore> Worker<B> {
                     abandon: abandon.clone(),
                     done: done_tx.clone(),
                     release: release_tx.clone(),
+                    stop,
                 };
                 tracker.spawn(run.run(job, cancel, permit).instrument(span));
             }
@@ -413,6 +429,7 @@ impl<B: Broker + ResultStore> Worker<B> {
         }
         let _ = heartbeat.await;
         let _ = reaper.await;
+        let _ = stopper.await;
         info!(worker = %config.worker_id, "worker stopped");
         Ok(())
     }
@@ -442,6 +459,7 @@ struct RunOne {
     abandon: CancellationToken,
     done: mpsc::UnboundedSender<Done>,
     release: mpsc::UnboundedSender<LeaseRef>,
+    stop: CancellationToken,
 }
 
 /// A job's place in the worker: a running slot, freed when its task ends, and a place in the
@@ -482,6 +500,7 @@ type Done = (Completion, OwnedSemaphorePermit);
 enum Ended {
     Ran(std::thread::Result<Result<Option<Vec<u8>>, RunError>>),
     HardLimit(Duration),
+    Stopped,
     Killed,
     Abandoned,
 }
@@ -541,9 +560,19 @@ impl RunOne {
             let hard_sleep = tokio::time::sleep(hard.unwrap_or(Duration::MAX / 4));
             tokio::pin!(soft_sleep, hard_sleep);
             let mut soft_armed = soft.is_some();
+            let stop_grace = tokio::time::sleep(Duration::MAX / 4);
+            tokio::pin!(stop_grace);
+            let mut stopping = false;
             loop {
                 tokio::select! {
                     r = &mut fut => break Ended::Ran(r),
+                    _ = self.stop.cancelled(), if !stopping => {
+                        info!("job cancelled; asking the task to stop");
+                        stopping = true;
+                        cancel.cancel();
+                        stop_grace.as_mut().reset(tokio::time::Instant::now() + STOP_GRACE);
+                    }
+                    _ = &mut stop_grace, if stopping => break Ended::Stopped,
                     _ = &mut soft_sleep, if soft_armed => {
                         soft_armed = false;
                         debug!("soft time limit reached; cancelling the task's token");
@@ -583,12 +612,16 @@ impl RunOne {
                 }
             }
         };
+        // A cancelled job ends as cancelled, whatever its task returned once asked to stop.
+        let cancelled = self.stop.is_cancelled();
         let outcome = match ended {
             Ended::Killed => return,
-            Ended::Abandoned => {
+            Ended::Abandoned if !cancelled => {
                 let _ = self.release.send(lease);
                 return;
             }
+            _ if cancelled => Outcome::Cancelled,
+            Ended::Stopped | Ended::Abandoned => Outcome::Cancelled,
             // The job's own retention decides whether a result is kept.
             Ended::Ran(Ok(Ok(result))) => Outcome::Succeeded {
                 result: job.result_ttl.and(result),
@@ -749,6 +782,44 @@ async fn heartbeat_loop<B: Broker>(
             Err(e) => {
                 warn!(error = %e, "heartbeat failed; leases run out unless the next one lands")
             }
+        }
+    }
+}
+
+async fn stop_loop<B: Broker>(backend: Arc<B>, inflight: Inflight, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(CANCEL_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let leases: Vec<LeaseRef> = match inflight.lock() {
+            Ok(map) => map
+                .iter()
+                .filter(|(_, r)| !r.stop.is_cancelled())
+                .map(|(id, r)| LeaseRef {
+                    id: *id,
+                    token: r.token,
+                    queue: r.queue.clone(),
+                })
+                .collect(),
+            Err(_) => continue,
+        };
+        if leases.is_empty() {
+            continue;
+        }
+        match backend.cancel_requested(leases).await {
+            Ok(stopped) => {
+                if let Ok(map) = inflight.lock() {
+                    for l in stopped {
+                        if let Some(r) = map.get(&l.id).filter(|r| r.token == l.token) {
+                            r.stop.cancel();
+                        }
+                    }
+                }
+            }
+            Err(e) => debug!(error = %e, "checking for cancelled jobs failed"),
         }
     }
 }

@@ -24,7 +24,8 @@ mod ops;
 mod writer;
 
 use celeriac_core::backend::{
-    Broker, ClaimRequest, Claimed, Completion, LeaseRef, QueueStats, ReapReport, ResultStore,
+    Broker, CancelOutcome, ClaimRequest, Claimed, Completion, LeaseRef, QueueStats, ReapReport,
+    ResultStore,
 };
 use celeriac_core::clock::UnixMs;
 use celeriac_core::error::{Error, ErrorKind, Result};
@@ -262,6 +263,16 @@ fn open_connection(config: &SqliteConfig) -> Result<Connection> {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(fail)?;
+    if version > 0 && version < ops::SCHEMA_VERSION {
+        conn.execute_batch("BEGIN IMMEDIATE").map_err(fail)?;
+        match ops::migrate(&conn, version) {
+            Ok(()) => conn.execute_batch("COMMIT").map_err(fail)?,
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(fail(e));
+            }
+        }
+    }
     if version > ops::SCHEMA_VERSION {
         return Err(Error::backend(
             ErrorKind::GiveUp,
@@ -449,6 +460,31 @@ impl Broker for SqliteBackend {
             .writer
             .call(move |c| ops::purge_dead(c, queue.as_deref()))
             .await
+    }
+
+    async fn cancel(&self, id: JobId, now: UnixMs) -> Result<CancelOutcome> {
+        self.cancel_job(id, now).await
+    }
+
+    async fn cancel_requested(&self, leases: Vec<LeaseRef>) -> Result<Vec<LeaseRef>> {
+        self.inner
+            .writer
+            .call(move |c| ops::cancel_requested(c, &leases))
+            .await
+    }
+}
+
+impl SqliteBackend {
+    async fn cancel_job(&self, id: JobId, now: UnixMs) -> Result<CancelOutcome> {
+        let outcome = self
+            .inner
+            .writer
+            .call(move |c| ops::cancel(c, id, now))
+            .await?;
+        if outcome == CancelOutcome::Cancelled {
+            self.wake_waiters();
+        }
+        Ok(outcome)
     }
 }
 

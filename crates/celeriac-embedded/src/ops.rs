@@ -1,7 +1,7 @@
 //! The SQL of each operation, run on the writer thread inside a transaction.
 
 use celeriac_core::backend::{
-    ClaimRequest, Claimed, Completion, LeaseRef, Outcome, QueueStats, ReapReport,
+    CancelOutcome, ClaimRequest, Claimed, Completion, LeaseRef, Outcome, QueueStats, ReapReport,
 };
 use celeriac_core::clock::{duration_ms, UnixMs};
 use celeriac_core::job::{Encoding, ErrorInfo, Job, JobId, JobInfo, JobState, Priority, Progress};
@@ -10,7 +10,17 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 /// The schema version this crate writes (`PRAGMA user_version`).
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+pub(crate) const SCHEMA_VERSION: i64 = 2;
+
+/// Brings a database written by an older version up to [`SCHEMA_VERSION`].
+pub(crate) fn migrate(conn: &Connection, from: i64) -> rusqlite::Result<()> {
+    if from == 1 {
+        conn.execute_batch(
+            "ALTER TABLE celeriac_jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0",
+        )?;
+    }
+    Ok(())
+}
 
 /// Bounded work per call: promotions, reaps and sweeps touch at most this many rows.
 const BATCH: i64 = 1000;
@@ -183,12 +193,14 @@ pub(crate) fn claim(conn: &Connection, req: &ClaimRequest) -> rusqlite::Result<V
         // expired jobs has been handled in this call.
         while out.len() < req.limit && expired_here < BATCH {
             let want = (req.limit - out.len()) as i64;
-            let candidates: Vec<(i64, Option<i64>)> = {
+            let candidates: Vec<(i64, Option<i64>, bool)> = {
                 let mut stmt = conn.prepare_cached(
-                    "SELECT seq, expires_at FROM celeriac_jobs WHERE queue = ?1 AND state = 0 \
-                     ORDER BY priority DESC, run_at, seq LIMIT ?2",
+                    "SELECT seq, expires_at, cancel_requested FROM celeriac_jobs \
+                     WHERE queue = ?1 AND state = 0 ORDER BY priority DESC, run_at, seq LIMIT ?2",
                 )?;
-                let rows = stmt.query_map(params![queue, want], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                let rows = stmt.query_map(params![queue, want], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get::<_, bool>(2)?))
+                })?;
                 rows.collect::<rusqlite::Result<_>>()?
             };
             let exhausted = (candidates.len() as i64) < want;
@@ -211,7 +223,12 @@ pub(crate) fn claim(conn: &Connection, req: &ClaimRequest) -> rusqlite::Result<V
                  progress = NULL, progress_message = NULL \
                  WHERE seq = ?1 RETURNING {COLS}"
             ))?;
-            for (seq, expires_at) in candidates {
+            for (seq, expires_at, cancelled) in candidates {
+                if cancelled {
+                    end_cancelled(conn, seq, now)?;
+                    expired_here += 1;
+                    continue;
+                }
                 if expires_at.is_some_and(|e| e <= now) {
                     expire.execute(params![seq, now])?;
                     expired_here += 1;
@@ -289,9 +306,15 @@ pub(crate) fn complete(
             }
             Outcome::Retry { at, error } => conn
                 .prepare_cached(
-                    "UPDATE celeriac_jobs SET state = 3, run_at = ?3, token = NULL, \
-                     lease_until = NULL, worker = NULL, error_kind = ?4, error_message = ?5, \
-                     error_attempt = ?6 WHERE id = ?1 AND token = ?2 AND state = 2",
+                    // A job asked to stop does not come back for another attempt.
+                    "UPDATE celeriac_jobs SET \
+                     state = CASE cancel_requested WHEN 1 THEN 7 ELSE 3 END, \
+                     run_at = ?3, token = NULL, lease_until = NULL, worker = NULL, \
+                     error_kind = ?4, error_message = ?5, error_attempt = ?6, \
+                     finished_at = CASE cancel_requested WHEN 1 THEN ?7 END, \
+                     keep_until = CASE cancel_requested \
+                       WHEN 1 THEN ?7 + COALESCE(result_ttl_ms, 86400000) END \
+                     WHERE id = ?1 AND token = ?2 AND state = 2",
                 )?
                 .execute(params![
                     id,
@@ -299,7 +322,8 @@ pub(crate) fn complete(
                     at,
                     error.kind,
                     error.message,
-                    error.attempt
+                    error.attempt,
+                    now
                 ])?,
             Outcome::Failed { error } | Outcome::Dead { error } => {
                 let (state, keep) = match c.outcome {
@@ -344,19 +368,21 @@ pub(crate) fn reap(
     now: UnixMs,
     dead_ttl: Duration,
 ) -> rusqlite::Result<ReapReport> {
-    let expired: Vec<(i64, u32, u32)> = {
+    let expired: Vec<(i64, u32, u32, bool)> = {
         let mut stmt = conn.prepare_cached(
-            "SELECT seq, attempts, max_attempts FROM celeriac_jobs \
+            "SELECT seq, attempts, max_attempts, cancel_requested FROM celeriac_jobs \
              WHERE state = 2 AND lease_until < ?1 ORDER BY lease_until LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![now, BATCH], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, bool>(3)?))
         })?;
         rows.collect::<rusqlite::Result<_>>()?
     };
     let mut report = ReapReport::default();
-    for (seq, attempts, max) in expired {
-        if attempts >= max {
+    for (seq, attempts, max, cancelled) in expired {
+        if cancelled {
+            end_cancelled(conn, seq, now)?;
+        } else if attempts >= max {
             conn.prepare_cached(
                 "UPDATE celeriac_jobs SET state = 6, finished_at = ?2, keep_until = ?2 + ?3, \
                  token = NULL, lease_until = NULL, error_kind = 'lease_expired', \
@@ -503,6 +529,7 @@ pub(crate) fn retry_dead(
 ) -> rusqlite::Result<u64> {
     // A dead letter retried by hand runs, whatever its original expiry said.
     const RESET: &str = "UPDATE celeriac_jobs SET state = 0, attempts = 0, run_at = ?1, \
+         cancel_requested = 0, \
          expires_at = NULL, finished_at = NULL, keep_until = NULL, token = NULL, lease_until = NULL, worker = NULL \
          WHERE state = 6";
     match ids {
@@ -522,4 +549,59 @@ pub(crate) fn purge_dead(conn: &Connection, queue: Option<&str>) -> rusqlite::Re
     Ok(conn
         .prepare_cached("DELETE FROM celeriac_jobs WHERE state = 6 AND (?1 IS NULL OR queue = ?1)")?
         .execute([queue])? as u64)
+}
+
+/// Ends a job as cancelled (it was asked to stop before it could run again).
+fn end_cancelled(conn: &Connection, seq: i64, now: UnixMs) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE celeriac_jobs SET state = 7, finished_at = ?2, \
+         keep_until = ?2 + COALESCE(result_ttl_ms, 86400000), token = NULL, lease_until = NULL \
+         WHERE seq = ?1",
+    )?
+    .execute(params![seq, now])?;
+    Ok(())
+}
+
+pub(crate) fn cancel(conn: &Connection, id: JobId, now: UnixMs) -> rusqlite::Result<CancelOutcome> {
+    let found: Option<(i64, i64)> = conn
+        .prepare_cached("SELECT seq, state FROM celeriac_jobs WHERE id = ?1")?
+        .query_row([&id.as_bytes()[..]], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((seq, state)) = found else {
+        return Ok(CancelOutcome::NotFound);
+    };
+    let state = JobState::from_code(state).map_err(conv)?;
+    Ok(match state {
+        JobState::Pending | JobState::Scheduled | JobState::Retrying => {
+            end_cancelled(conn, seq, now)?;
+            CancelOutcome::Cancelled
+        }
+        JobState::Active => {
+            conn.prepare_cached("UPDATE celeriac_jobs SET cancel_requested = 1 WHERE seq = ?1")?
+                .execute([seq])?;
+            CancelOutcome::Requested
+        }
+        done => CancelOutcome::AlreadyFinished(done),
+    })
+}
+
+pub(crate) fn cancel_requested(
+    conn: &Connection,
+    leases: &[LeaseRef],
+) -> rusqlite::Result<Vec<LeaseRef>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT 1 FROM celeriac_jobs WHERE id = ?1 AND token = ?2 AND state = 2 \
+         AND cancel_requested = 1",
+    )?;
+    let mut out = Vec::new();
+    for l in leases {
+        if stmt
+            .query_row(params![&l.id.as_bytes()[..], l.token as i64], |_| Ok(()))
+            .optional()?
+            .is_some()
+        {
+            out.push(l.clone());
+        }
+    }
+    Ok(out)
 }

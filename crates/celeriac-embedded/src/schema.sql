@@ -30,7 +30,8 @@ CREATE TABLE IF NOT EXISTS celeriac_jobs (
     error_attempt    INTEGER,
     progress         REAL,
     progress_message TEXT,
-    keep_until       INTEGER                   -- finished rows are deleted after this
+    keep_until       INTEGER,                  -- finished rows are deleted after this
+    cancel_requested INTEGER NOT NULL DEFAULT 0 -- 1: stop it, and never run it again
 );
 CREATE INDEX IF NOT EXISTS celeriac_jobs_ready
     ON celeriac_jobs (queue, priority DESC, run_at, seq) WHERE state = 0;

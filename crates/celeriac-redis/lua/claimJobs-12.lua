@@ -50,9 +50,12 @@ while #out < limit and expired < BATCH do
   for i = 1, #popped, 2 do
     local id = id_of(popped[i])
     local key = PREFIX .. id
-    local f = redis.call('HMGET', key, 'x', 'a', 'd', 'p', 'm', 'tt', 'r', 'pr', 'st')
+    local f = redis.call('HMGET', key, 'x', 'a', 'd', 'p', 'm', 'tt', 'r', 'pr', 'st', 'cx')
     if f[3] == false then
       -- The job's record is gone (purged underneath); nothing to run.
+    elseif f[10] == '1' then
+      end_cancelled(id, key, now, channel)
+      expired = expired + 1
     elseif f[1] and tonumber(f[1]) <= now then
       local ttl = tonumber(f[6] or '86400000')
       redis.call('HSET', key, 's', '8', 'f', now_s, 'ek', 'expired',

@@ -37,7 +37,7 @@ for n, id in ipairs(ids) do
     if kind == 's' and ARGV[i + 4] ~= '1' then
       drop[#drop + 1] = key
     else
-      local cur = redis.call('HMGET', key, 'tt', 'a')
+      local cur = redis.call('HMGET', key, 'tt', 'a', 'cx')
       local ttl = tonumber(cur[1] or '86400000')
       if kind == 's' then
         redis.call('HSET', key, 's', '4', 'f', num(now), 'res', ARGV[i + 3])
@@ -45,6 +45,10 @@ for n, id in ipairs(ids) do
         redis.call('PEXPIRE', key, num(ttl))
         redis.call('ZADD', K_SUCCEEDED, num(now + ttl), id)
         redis.call('PUBLISH', channel, id)
+      elseif kind == 'r' and cur[3] == '1' then
+        -- Asked to stop: no further attempt.
+        redis.call('HSET', key, 'ek', ARGV[i + 4], 'em', ARGV[i + 5], 'ea', cur[2])
+        end_cancelled(id, key, now, channel)
       elseif kind == 'r' then
         redis.call('HSET', key, 's', '3', 'r', ARGV[i + 3], 'ek', ARGV[i + 4], 'em', ARGV[i + 5], 'ea', cur[2])
         redis.call('HDEL', key, 'w')

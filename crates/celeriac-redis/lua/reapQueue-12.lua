@@ -12,9 +12,11 @@ local expired = redis.call('ZRANGEBYSCORE', K_ACTIVE, '-inf', '(' .. num(now), '
 local requeued, dead = 0, 0
 for _, id in ipairs(expired) do
   local key = PREFIX .. id
-  local f = redis.call('HMGET', key, 'a', 'm')
+  local f = redis.call('HMGET', key, 'a', 'm', 'cx')
   if f[1] == false then
     -- Record gone; only the index entry is left.
+  elseif f[3] == '1' then
+    end_cancelled(id, key, now, channel)
   elseif tonumber(f[1]) >= tonumber(f[2]) then
     redis.call('HSET', key, 's', '6', 'f', num(now), 'ek', 'lease_expired',
       'em', 'the worker stopped heartbeating and no attempts are left', 'ea', f[1])

@@ -25,7 +25,7 @@ if #ids > 0 then
       moved[#moved + 1] = id
       if redis.call('HGET', key, 's') == '6' then
         redis.call('HSET', key, 's', '0', 'a', '0', 'r', now, 'q', num(seq + i))
-        redis.call('HDEL', key, 'x', 'f', 'w')
+        redis.call('HDEL', key, 'x', 'f', 'w', 'cx')
         redis.call('PERSIST', key)
         add_ready(id, redis.call('HGET', key, 'pr') or 5, now, seq + i)
         retried = retried + 1

@@ -73,8 +73,8 @@ mod scripts;
 pub use config::{RedisConfig, Topology};
 
 use celeriac_core::backend::{
-    Broker, ClaimRequest, Claimed, Completion, LeaseRef, Outcome, QueueStats, ReapReport,
-    ResultStore,
+    Broker, CancelOutcome, ClaimRequest, Claimed, Completion, LeaseRef, Outcome, QueueStats,
+    ReapReport, ResultStore,
 };
 use celeriac_core::clock::{duration_ms, UnixMs};
 use celeriac_core::error::{Error, ErrorKind, Result};
@@ -907,6 +907,65 @@ impl Broker for RedisBackend {
                 .await?;
         }
         Ok(n)
+    }
+
+    async fn cancel(&self, id: JobId, now: UnixMs) -> Result<CancelOutcome> {
+        self.cancel_job(id, now).await
+    }
+
+    async fn cancel_requested(&self, leases: Vec<LeaseRef>) -> Result<Vec<LeaseRef>> {
+        self.leases_to_stop(leases).await
+    }
+}
+
+impl RedisBackend {
+    async fn cancel_job(&self, id: JobId, now: UnixMs) -> Result<CancelOutcome> {
+        let Some((queue, _, _)) = self.locate(id).await? else {
+            return Ok(CancelOutcome::NotFound);
+        };
+        let keys = self.keys(&queue);
+        let answer: String = self
+            .invoke(
+                &self.inner.scripts.cancel,
+                &keys,
+                [
+                    id.to_string().into_bytes(),
+                    num(now),
+                    keys.channel.clone().into_bytes(),
+                ],
+            )
+            .await?;
+        Ok(match answer.as_str() {
+            "cancelled" => CancelOutcome::Cancelled,
+            "requested" => CancelOutcome::Requested,
+            "missing" => CancelOutcome::NotFound,
+            code => {
+                CancelOutcome::AlreadyFinished(JobState::from_code(code.parse().unwrap_or(-1))?)
+            }
+        })
+    }
+
+    async fn leases_to_stop(&self, leases: Vec<LeaseRef>) -> Result<Vec<LeaseRef>> {
+        let mut out = Vec::new();
+        for (queue, group) in group_by_queue(leases, |l| &l.queue) {
+            let keys = self.keys(&queue);
+            let mut args = Vec::new();
+            for (_, l) in &group {
+                args.push(l.id.to_string().into_bytes());
+                args.push(l.token.to_string().into_bytes());
+            }
+            let flagged: Vec<String> = self
+                .invoke(&self.inner.scripts.cancel_requested, &keys, args)
+                .await?;
+            let flagged: HashSet<String> = flagged.into_iter().collect();
+            out.extend(
+                group
+                    .into_iter()
+                    .map(|(_, l)| l)
+                    .filter(|l| flagged.contains(&l.id.to_string())),
+            );
+        }
+        Ok(out)
     }
 }
 

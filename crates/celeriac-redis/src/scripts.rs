@@ -24,6 +24,8 @@ pub(crate) struct Scripts {
     pub(crate) retry_dead: Script,
     pub(crate) purge_dead: Script,
     pub(crate) progress: Script,
+    pub(crate) cancel: Script,
+    pub(crate) cancel_requested: Script,
 }
 
 impl Scripts {
@@ -39,6 +41,8 @@ impl Scripts {
             retry_dead: script!("retryDead-12.lua"),
             purge_dead: script!("purgeDead-12.lua"),
             progress: script!("setProgress-12.lua"),
+            cancel: script!("cancelJob-12.lua"),
+            cancel_requested: script!("cancelRequested-12.lua"),
         }
     }
 }

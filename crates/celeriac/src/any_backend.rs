@@ -2,7 +2,8 @@
 
 use crate::{Error, Result};
 use celeriac_core::backend::{
-    Broker, ClaimRequest, Claimed, Completion, LeaseRef, QueueStats, ReapReport, ResultStore,
+    Broker, CancelOutcome, ClaimRequest, Claimed, Completion, LeaseRef, QueueStats, ReapReport,
+    ResultStore,
 };
 use celeriac_core::{Job, JobId, JobInfo, UnixMs};
 use celeriac_embedded::SqliteBackend;
@@ -113,6 +114,12 @@ impl Broker for Backend {
     }
     async fn purge_dead(&self, queue: Option<String>) -> Result<u64> {
         forward!(self, b => b.purge_dead(queue).await)
+    }
+    async fn cancel(&self, id: JobId, now: UnixMs) -> Result<CancelOutcome> {
+        forward!(self, b => b.cancel(id, now).await)
+    }
+    async fn cancel_requested(&self, leases: Vec<LeaseRef>) -> Result<Vec<LeaseRef>> {
+        forward!(self, b => b.cancel_requested(leases).await)
     }
 }
 

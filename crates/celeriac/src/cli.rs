@@ -57,6 +57,12 @@ enum Command {
         #[arg(long, env = "CELERIAC_JSON")]
         json: bool,
     },
+    /// Cancel a job: a waiting one never runs; a running one is asked to stop (its task's
+    /// cancellation token fires within about a second) and ends as cancelled.
+    Cancel {
+        /// The job's id.
+        id: String,
+    },
     /// List queues with their job counts per state.
     Queues {
         /// Print JSON instead of a table.
@@ -324,6 +330,25 @@ async fn dispatch(cli: Cli, registry: Registry, default_url: Option<String>) -> 
         Command::Enqueue(args) => enqueue(app(url, registry).await?, args).await,
         Command::Inspect { id, json } => inspect(app(url, registry).await?, &id, json).await,
         Command::Queues { json } => queues(app(url, registry).await?, json).await,
+        Command::Cancel { id } => {
+            let id: JobId = id.parse()?;
+            let app = app(url, registry).await?;
+            match app.client().cancel(id).await? {
+                crate::CancelOutcome::Cancelled => println!("{id} cancelled; it will not run"),
+                crate::CancelOutcome::Requested => println!(
+                    "{id} is running: its worker was asked to stop it; it ends as cancelled"
+                ),
+                crate::CancelOutcome::AlreadyFinished(state) => {
+                    println!("{id} had already finished: {state}")
+                }
+                crate::CancelOutcome::NotFound => {
+                    return Err(CliError(format!(
+                        "no job {id} (it never existed, or its record expired)"
+                    )))
+                }
+            }
+            Ok(())
+        }
         Command::Pause { queue } => {
             app(url, registry).await?.backend().pause(&queue).await?;
             println!("paused {queue}");

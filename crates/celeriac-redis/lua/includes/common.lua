@@ -57,6 +57,16 @@ local function wake()
   redis.call('ZADD', K_MARKER, 0, 'w')
 end
 
+-- Ends a job that was asked to stop (flag `cx`) instead of letting it run again.
+local function end_cancelled(id, key, now, channel)
+  local ttl = tonumber(redis.call('HGET', key, 'tt') or '86400000')
+  redis.call('HSET', key, 's', '7', 'f', num(now))
+  redis.call('HDEL', key, 'w')
+  redis.call('PEXPIRE', key, num(ttl))
+  redis.call('ZADD', K_CANCELLED, num(now + ttl), id)
+  redis.call('PUBLISH', channel, id)
+end
+
 -- Puts a job back in the ready set at its original place in line.
 local function requeue(id, key)
   local f = redis.call('HMGET', key, 'pr', 'r', 'q')

@@ -1,0 +1,63 @@
+//! A database written by an earlier version is upgraded in place, keeping its jobs.
+
+use celeriac_core::backend::{CancelOutcome, ClaimRequest};
+use celeriac_core::{Broker, Job, JobState, ResultStore};
+use celeriac_embedded::SqliteBackend;
+use std::time::Duration;
+
+const NOW: i64 = 1_700_000_000_000;
+
+#[tokio::test]
+async fn a_version_1_database_is_upgraded_and_keeps_its_jobs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("old.db");
+    let job = Job::new("t", b"1".to_vec(), NOW);
+    let id = job.id;
+    {
+        let conn = rusqlite::Connection::open(&path).expect("open");
+        conn.execute_batch(include_str!("schema_v1.sql"))
+            .expect("v1 schema");
+        conn.execute_batch("PRAGMA user_version = 1")
+            .expect("version");
+        conn.execute(
+            "INSERT INTO celeriac_jobs (id, queue, task, state, priority, run_at, payload, \
+             encoding, attempts, max_attempts, created_at, result_ttl_ms) \
+             VALUES (?1, 'default', 't', 0, 5, ?2, X'31', 0, 0, 4, ?2, 60000)",
+            rusqlite::params![&id.as_bytes()[..], NOW],
+        )
+        .expect("a job written by version 1");
+    }
+    let backend = SqliteBackend::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("the old database opens");
+    let info = backend
+        .get(id)
+        .await
+        .expect("get")
+        .expect("the job is kept");
+    assert_eq!(info.state, JobState::Pending);
+    let claimed = backend
+        .claim(ClaimRequest {
+            queues: vec!["default".into()],
+            limit: 1,
+            lease: Duration::from_secs(30),
+            worker: "w".into(),
+            now: NOW,
+        })
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(
+        backend
+            .cancel(id, NOW + 1)
+            .await
+            .expect("cancel uses the new column"),
+        CancelOutcome::Requested
+    );
+    drop(backend);
+    let conn = rusqlite::Connection::open(&path).expect("reopen");
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .expect("version");
+    assert_eq!(version, 2);
+}

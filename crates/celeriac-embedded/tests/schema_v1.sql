@@ -1,0 +1,55 @@
+-- Celeriac's embedded store. One row per job: the job, its state, lease and outcome.
+CREATE TABLE IF NOT EXISTS celeriac_jobs (
+    seq              INTEGER PRIMARY KEY,      -- insertion order, the FIFO tie-breaker
+    id               BLOB NOT NULL UNIQUE,     -- UUIDv7, 16 bytes
+    queue            TEXT NOT NULL,
+    task             TEXT NOT NULL,
+    state            INTEGER NOT NULL,         -- JobState::code
+    priority         INTEGER NOT NULL,         -- 0..=9, higher first
+    run_at           INTEGER NOT NULL,         -- ms; due time while pending/scheduled/retrying
+    payload          BLOB NOT NULL,
+    encoding         INTEGER NOT NULL,
+    attempts         INTEGER NOT NULL,
+    max_attempts     INTEGER NOT NULL,
+    expires_at       INTEGER,
+    soft_limit_ms    INTEGER,
+    hard_limit_ms    INTEGER,
+    headers          TEXT,                     -- JSON object, NULL when empty
+    parent_id        BLOB,
+    root_id          BLOB,
+    result_ttl_ms    INTEGER,                  -- NULL: keep no result on success
+    created_at       INTEGER NOT NULL,
+    started_at       INTEGER,
+    finished_at      INTEGER,
+    token            INTEGER,                  -- fencing token of the current lease
+    lease_until      INTEGER,
+    worker           TEXT,
+    result           BLOB,
+    error_kind       TEXT,
+    error_message    TEXT,
+    error_attempt    INTEGER,
+    progress         REAL,
+    progress_message TEXT,
+    keep_until       INTEGER                   -- finished rows are deleted after this
+);
+CREATE INDEX IF NOT EXISTS celeriac_jobs_ready
+    ON celeriac_jobs (queue, priority DESC, run_at, seq) WHERE state = 0;
+CREATE INDEX IF NOT EXISTS celeriac_jobs_due
+    ON celeriac_jobs (run_at) WHERE state IN (1, 3);
+CREATE INDEX IF NOT EXISTS celeriac_jobs_due_by_queue
+    ON celeriac_jobs (queue, run_at) WHERE state IN (1, 3);
+CREATE INDEX IF NOT EXISTS celeriac_jobs_leased
+    ON celeriac_jobs (lease_until) WHERE state = 2;
+CREATE INDEX IF NOT EXISTS celeriac_jobs_kept
+    ON celeriac_jobs (keep_until) WHERE keep_until IS NOT NULL;
+CREATE INDEX IF NOT EXISTS celeriac_jobs_dead
+    ON celeriac_jobs (finished_at) WHERE state = 6;
+CREATE TABLE IF NOT EXISTS celeriac_queues (
+    name   TEXT PRIMARY KEY,
+    paused INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS celeriac_meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO celeriac_meta (key, value) VALUES ('fence', 0);

@@ -1,0 +1,20 @@
+-- cancelRequested-12: which of a worker's leased jobs were asked to stop.
+--
+-- KEYS: the queue's twelve keys (includes/common.lua).
+-- ARGV[1] job-key prefix, then pairs: id, token.
+-- Returns: the ids whose lease is still held by that token and whose job carries the
+--   cancellation flag.
+
+local ids, tokens = {}, {}
+for i = 2, #ARGV, 2 do
+  ids[#ids + 1] = ARGV[i]
+  tokens[#tokens + 1] = ARGV[i + 1]
+end
+local held = held_tokens(ids)
+local out = {}
+for n, id in ipairs(ids) do
+  if held[n] == tokens[n] and redis.call('HGET', PREFIX .. id, 'cx') == '1' then
+    out[#out + 1] = id
+  end
+end
+return out
