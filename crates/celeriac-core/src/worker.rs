@@ -27,6 +27,11 @@ pub struct WorkerConfig {
     /// Queues to take jobs from, most important first. Empty means the queues of the
     /// registered tasks.
     pub queues: Vec<String>,
+    /// How to choose between the queues: empty for strict order (a queue is only served when
+    /// the ones before it are empty), or one weight per queue: each claim then visits the
+    /// queues in an order drawn at random by weight, so `[3, 1]` serves about three jobs of
+    /// the first queue for one of the second while both have work, and neither starves.
+    pub weights: Vec<u32>,
     /// Jobs running at once.
     pub concurrency: usize,
     /// Most jobs claimed in one call. Never more than the free slots, so no job waits in
@@ -54,6 +59,7 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
             queues: Vec::new(),
+            weights: Vec::new(),
             concurrency: 16,
             prefetch: 16,
             lease: Duration::from_secs(30),
@@ -87,11 +93,56 @@ impl WorkerConfig {
         if self.poll_interval.is_zero() {
             return Err(Error::config("poll_interval", "must be above zero"));
         }
+        if !self.weights.is_empty() && self.weights.len() != self.queues.len() {
+            return Err(Error::config(
+                "weights",
+                format!(
+                    "{} weights for {} queues: give one weight per queue, or none for strict order",
+                    self.weights.len(),
+                    self.queues.len()
+                ),
+            ));
+        }
+        if self.weights.iter().any(|w| *w == 0) {
+            return Err(Error::config(
+                "weights",
+                "a weight of 0 would never serve its queue",
+            ));
+        }
         if self.reap_interval.is_zero() {
             return Err(Error::config("reap_interval", "must be above zero"));
         }
         Ok(())
     }
+}
+
+/// The order in which one claim visits the queues: as configured, or drawn by weight.
+fn claim_order(queues: &[String], weights: &[u32]) -> Vec<String> {
+    if weights.is_empty() || queues.len() < 2 {
+        return queues.to_vec();
+    }
+    let mut rng = rand::rng();
+    let mut left: Vec<(usize, u32)> = weights.iter().copied().enumerate().collect();
+    let mut order = Vec::with_capacity(queues.len());
+    while !left.is_empty() {
+        let total: u64 = left.iter().map(|(_, w)| u64::from(*w)).sum();
+        let mut pick = rand::Rng::random_range(&mut rng, 0..total.max(1));
+        let at = left
+            .iter()
+            .position(|(_, w)| {
+                let w = u64::from(*w);
+                if pick < w {
+                    true
+                } else {
+                    pick -= w;
+                    false
+                }
+            })
+            .unwrap_or(0);
+        let (i, _) = left.remove(at);
+        order.push(queues[i].clone());
+    }
+    order
 }
 
 fn default_worker_id() -> String {
@@ -326,7 +377,7 @@ impl<B: Broker + ResultStore> Worker<B> {
             let epoch = self.backend.work_epoch();
             let now = self.clock.now_ms();
             let req = ClaimRequest {
-                queues: config.queues.clone(),
+                queues: claim_order(&config.queues, &config.weights),
                 limit: permits.len(),
                 lease: config.lease,
                 worker: config.worker_id.clone(),
@@ -848,5 +899,41 @@ async fn reap_loop<B: Broker>(
             Ok(_) => {}
             Err(e) => debug!(error = %e, "reaping failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strict_order_is_kept() {
+        let q = vec!["a".to_string(), "b".to_string()];
+        assert_eq!(claim_order(&q, &[]), q);
+    }
+
+    #[test]
+    fn weighted_order_follows_the_weights() {
+        let q = vec!["high".to_string(), "low".to_string()];
+        let firsts = (0..4000)
+            .filter(|_| claim_order(&q, &[3, 1])[0] == "high")
+            .count();
+        // Expected 3000; the bounds are more than ten standard deviations (about 27) away.
+        assert!((2700..3300).contains(&firsts), "{firsts}");
+        assert_eq!(claim_order(&q, &[3, 1]).len(), 2);
+    }
+
+    #[test]
+    fn weights_must_match_the_queues() {
+        let mut c = WorkerConfig {
+            queues: vec!["a".into(), "b".into()],
+            weights: vec![1],
+            ..WorkerConfig::default()
+        };
+        assert!(c.validate().is_err());
+        c.weights = vec![1, 0];
+        assert!(c.validate().is_err());
+        c.weights = vec![2, 1];
+        assert!(c.validate().is_ok());
     }
 }

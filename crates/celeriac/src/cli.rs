@@ -110,7 +110,8 @@ enum Command {
 #[derive(Args, Debug)]
 struct WorkerArgs {
     /// Queues to consume, comma-separated, most important first (default: the queues of the
-    /// registered tasks).
+    /// registered tasks). Strict order by default; give every queue a weight (`high:3,low:1`)
+    /// to serve them in proportion instead, so no queue starves.
     #[arg(long, short, env = "CELERIAC_QUEUES", value_delimiter = ',')]
     queues: Vec<String>,
     /// Jobs running at once.
@@ -221,6 +222,32 @@ struct BenchArgs {
     /// Print JSON.
     #[arg(long, env = "CELERIAC_JSON")]
     json: bool,
+}
+
+/// Splits `name:weight` queue arguments into names and weights (all or none weighted).
+fn split_weights(args: &[String]) -> Result<(Vec<String>, Vec<u32>), CliError> {
+    let mut names = Vec::new();
+    let mut weights = Vec::new();
+    for a in args {
+        match a.rsplit_once(':') {
+            Some((name, w)) => {
+                let w: u32 = w.parse().map_err(|_| {
+                    CliError(format!(
+                        "--queues: `{a}`: the weight after `:` must be a whole number"
+                    ))
+                })?;
+                names.push(name.to_string());
+                weights.push(w);
+            }
+            None => names.push(a.clone()),
+        }
+    }
+    if !weights.is_empty() && weights.len() != names.len() {
+        return Err(CliError(
+            "--queues: give every queue a weight (high:3,low:1) or none (strict order)".into(),
+        ));
+    }
+    Ok((names, weights))
 }
 
 /// Parses `250ms`, `30s`, `5m`, `2h`, `1d`, or a plain number of seconds.
@@ -412,8 +439,10 @@ async fn wait_for_signal() {
 }
 
 async fn worker(app: App, args: WorkerArgs) -> CliResult {
+    let (queues, weights) = split_weights(&args.queues)?;
     let mut config = WorkerConfig {
-        queues: args.queues,
+        queues,
+        weights,
         concurrency: args.concurrency,
         prefetch: args.prefetch.unwrap_or(args.concurrency),
         lease: args.lease,

@@ -1042,3 +1042,97 @@ async fn a_zero_reap_interval_is_a_configuration_error() {
         ),
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Several queues: strict and weighted
+// ---------------------------------------------------------------------------------------
+
+static SERVED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Notes which queue each job came from, in the order they ran.
+struct NoteQueue;
+
+impl Task for NoteQueue {
+    const NAME: &'static str = "test.note_queue";
+    type Args = ();
+    type Output = ();
+
+    async fn run(ctx: TaskContext, _: ()) -> Result<(), TaskError> {
+        if let Ok(mut v) = SERVED.lock() {
+            v.push(ctx.queue().to_string());
+        }
+        Ok(())
+    }
+}
+
+async fn serve_two_queues(high: &str, low: &str, weights: Vec<u32>) -> Vec<String> {
+    let app = App::builder()
+        .url("sqlite::memory:")
+        .task::<NoteQueue>()
+        .build()
+        .await
+        .expect("app");
+    for q in [high, low] {
+        let jobs: Vec<_> = (0..60)
+            .map(|_| {
+                celeriac::Enqueue::<NoteQueue>::new(())
+                    .queue(q)
+                    .build(app.client().now())
+                    .expect("job")
+            })
+            .collect();
+        app.client().push(jobs).await.expect("enqueue");
+    }
+    let running = start(
+        &app,
+        WorkerConfig {
+            queues: vec![high.to_string(), low.to_string()],
+            weights,
+            concurrency: 1,
+            prefetch: 1,
+            ..config()
+        },
+    );
+    let deadline = tokio::time::Instant::now() + SOON;
+    loop {
+        let served: Vec<String> = SERVED
+            .lock()
+            .map(|v| {
+                v.iter()
+                    .filter(|q| *q == high || *q == low)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        if served.len() >= 120 {
+            running.stop().await;
+            return served;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} jobs ran",
+            served.len()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn strict_queues_serve_the_first_until_it_is_empty() {
+    let served = serve_two_queues("strict-high", "strict-low", vec![]).await;
+    assert!(
+        served[..60].iter().all(|q| q == "strict-high"),
+        "{served:?}"
+    );
+    assert!(served[60..].iter().all(|q| q == "strict-low"), "{served:?}");
+}
+
+#[tokio::test]
+async fn weighted_queues_serve_both_in_proportion() {
+    let served = serve_two_queues("weighted-high", "weighted-low", vec![3, 1]).await;
+    let first = &served[..40];
+    let high = first.iter().filter(|q| *q == "weighted-high").count();
+    // 3:1 gives about 30 of the first 40 to the high queue; the low one is served too.
+    assert!(high >= 20, "{high} of 40: {served:?}");
+    assert!(high < 40, "the low queue must not starve: {served:?}");
+}
