@@ -103,7 +103,7 @@ impl WorkerConfig {
                 ),
             ));
         }
-        if self.weights.iter().any(|w| *w == 0) {
+        if self.weights.contains(&0) {
             return Err(Error::config(
                 "weights",
                 "a weight of 0 would never serve its queue",
