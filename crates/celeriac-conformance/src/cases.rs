@@ -10,6 +10,7 @@ mod leases;
 mod ordering;
 mod queues;
 mod results;
+mod unique;
 mod worker;
 
 pub use cancel::*;
@@ -20,4 +21,5 @@ pub use leases::*;
 pub use ordering::*;
 pub use queues::*;
 pub use results::*;
+pub use unique::*;
 pub use worker::*;

@@ -120,6 +120,10 @@ macro_rules! suite {
             cancel_running_job_is_reported_and_never_retried,
             cancelled_job_with_expired_lease_is_not_redelivered,
             worker_stops_a_cancelled_job,
+            unique_until_started,
+            unique_until_finished,
+            unique_window_throttles,
+            unique_debounce_replaces_and_delays,
         }
     };
 }

@@ -143,7 +143,15 @@ impl QueueStats {
 /// Queues of jobs under fenced leases: the part of a backend workers need.
 pub trait Broker: Send + Sync + 'static {
     /// Stores jobs atomically (all or none). A job whose `run_at` is after `now` is scheduled.
-    fn enqueue(&self, jobs: Vec<Job>, now: UnixMs) -> impl Future<Output = Result<()>> + Send;
+    ///
+    /// Returns, for each job, the id of the job that stands for it: its own, or for a unique
+    /// job whose key is held, the holder's (nothing new is stored; a debounced holder that has
+    /// not started takes the new arguments and start time).
+    fn enqueue(
+        &self,
+        jobs: Vec<Job>,
+        now: UnixMs,
+    ) -> impl Future<Output = Result<Vec<JobId>>> + Send;
 
     /// Claims up to `limit` ready jobs and leases them, in one atomic step.
     ///

@@ -3,7 +3,7 @@
 use crate::backend::{Broker, CancelOutcome, ResultStore};
 use crate::clock::{duration_ms, Clock, SystemClock, UnixMs};
 use crate::error::{Error, Result};
-use crate::job::{Job, JobId, JobInfo, JobState, Priority};
+use crate::job::{Job, JobId, JobInfo, JobState, Priority, Unique, UniqueFor};
 use crate::task::{Registry, Task, TaskOptions};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -91,8 +91,7 @@ impl<B: Broker + ResultStore> Client<B> {
         for job in &jobs {
             job.validate()?;
         }
-        let ids: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
-        self.backend.enqueue(jobs, self.now()).await?;
+        let ids = self.backend.enqueue(jobs, self.now()).await?;
         Ok(ids.into_iter().map(|id| self.handle(id)).collect())
     }
 
@@ -164,6 +163,8 @@ pub struct JobOptions {
     pub parent_id: Option<JobId>,
     /// The workflow's root job.
     pub root_id: Option<JobId>,
+    /// Keep duplicates out while the key is held.
+    pub unique: Option<Unique>,
 }
 
 impl JobOptions {
@@ -184,7 +185,15 @@ impl JobOptions {
         job.encoding = defaults.encoding;
         job.priority = self.priority.unwrap_or(defaults.priority);
         job.max_attempts = self.max_attempts.unwrap_or(defaults.max_attempts);
-        job.run_at = match (self.eta, self.delay) {
+        // A debounced job waits out its quiet period unless told otherwise.
+        let debounce = match &self.unique {
+            Some(Unique {
+                lifetime: UniqueFor::Debounce(d),
+                ..
+            }) => Some(*d),
+            _ => None,
+        };
+        job.run_at = match (self.eta, self.delay.or(debounce)) {
             (Some(eta), _) => eta,
             (None, Some(d)) => now.saturating_add(duration_ms(d)),
             (None, None) => now,
@@ -196,6 +205,7 @@ impl JobOptions {
         job.headers = self.headers;
         job.parent_id = self.parent_id;
         job.root_id = self.root_id;
+        job.unique = self.unique;
         job.result_ttl = (!defaults.ignore_result).then_some(defaults.result_ttl);
         job.validate()?;
         Ok(job)
@@ -252,6 +262,15 @@ impl<T: Task> Enqueue<T> {
     /// Adds a header.
     pub fn header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.opts.headers.insert(key.into(), value.into());
+        self
+    }
+    /// Makes the job unique within its queue under `key` for `lifetime`: while the key is
+    /// held, enqueueing returns the holder's handle instead of adding a job.
+    pub fn unique(mut self, key: impl Into<String>, lifetime: UniqueFor) -> Self {
+        self.opts.unique = Some(Unique {
+            key: key.into(),
+            lifetime,
+        });
         self
     }
     /// Uses a chosen id.

@@ -268,6 +268,67 @@ impl fmt::Display for JobState {
     }
 }
 
+/// How long a unique job's key keeps duplicates out. Keys are unique within a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UniqueFor {
+    /// Until the job starts (its first attempt is claimed).
+    UntilStarted,
+    /// Until the job finishes, in any terminal state; retries keep the key.
+    UntilFinished,
+    /// For this long after the first enqueue, whatever happens to the job (throttle).
+    Window(Duration),
+    /// Until the job starts; each duplicate replaces the waiting job's arguments and pushes
+    /// its start back to this long after the duplicate's enqueue.
+    Debounce(Duration),
+}
+
+impl UniqueFor {
+    /// A one-letter code for storage.
+    pub fn code(self) -> &'static str {
+        match self {
+            UniqueFor::UntilStarted => "s",
+            UniqueFor::UntilFinished => "f",
+            UniqueFor::Window(_) => "w",
+            UniqueFor::Debounce(_) => "d",
+        }
+    }
+
+    /// The duration a window or debounce carries (zero otherwise).
+    pub fn duration(self) -> Duration {
+        match self {
+            UniqueFor::Window(d) | UniqueFor::Debounce(d) => d,
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// The lifetime for a stored code and duration.
+    pub fn from_code(code: &str, duration: Duration) -> Option<Self> {
+        match code {
+            "s" => Some(UniqueFor::UntilStarted),
+            "f" => Some(UniqueFor::UntilFinished),
+            "w" => Some(UniqueFor::Window(duration)),
+            "d" => Some(UniqueFor::Debounce(duration)),
+            _ => None,
+        }
+    }
+}
+
+/// A unique job: while its key is held, enqueueing another job with the same key in the same
+/// queue returns the holder instead of adding a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unique {
+    /// The key, at most [`Unique::MAX_KEY_LEN`] bytes.
+    pub key: String,
+    /// How long it keeps duplicates out.
+    pub lifetime: UniqueFor,
+}
+
+impl Unique {
+    /// The longest key accepted.
+    pub const MAX_KEY_LEN: usize = 512;
+}
+
 /// One unit of work as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
@@ -304,6 +365,9 @@ pub struct Job {
     pub root_id: Option<JobId>,
     /// How long to keep the result once finished; `None` keeps no result on success.
     pub result_ttl: Option<Duration>,
+    /// Keeps duplicates out while its key is held.
+    #[serde(default)]
+    pub unique: Option<Unique>,
     /// When it was enqueued.
     pub created_at: UnixMs,
     /// When its first attempt started.
@@ -357,6 +421,7 @@ impl Job {
             parent_id: None,
             root_id: None,
             result_ttl: Some(DEFAULT_RESULT_TTL),
+            unique: None,
             created_at: now,
             started_at: None,
             finished_at: None,
@@ -382,6 +447,26 @@ impl Job {
         }
         if self.max_attempts == 0 {
             return Err(Error::config("max_attempts", "must be at least 1"));
+        }
+        if let Some(u) = &self.unique {
+            if u.key.is_empty() || u.key.len() > Unique::MAX_KEY_LEN {
+                return Err(Error::config(
+                    "unique",
+                    format!(
+                        "the unique key must be 1 to {} bytes long (got {})",
+                        Unique::MAX_KEY_LEN,
+                        u.key.len()
+                    ),
+                ));
+            }
+            if matches!(u.lifetime, UniqueFor::Window(_) | UniqueFor::Debounce(_))
+                && u.lifetime.duration().is_zero()
+            {
+                return Err(Error::config(
+                    "unique",
+                    "a window or debounce must be longer than zero",
+                ));
+            }
         }
         Ok(())
     }
@@ -493,6 +578,27 @@ mod tests {
     fn priority_range_is_checked() {
         assert!(Priority::new(9).is_ok());
         assert!(Priority::new(10).is_err());
+    }
+
+    #[test]
+    fn unique_keys_are_checked() {
+        let mut j = Job::new("t", b"1".to_vec(), 0);
+        j.unique = Some(Unique {
+            key: "k".repeat(Unique::MAX_KEY_LEN + 1),
+            lifetime: UniqueFor::UntilStarted,
+        });
+        let err = j.validate().expect_err("too long").to_string();
+        assert!(err.contains("unique") && err.contains("513"), "{err}");
+        j.unique = Some(Unique {
+            key: "ok".into(),
+            lifetime: UniqueFor::Window(Duration::ZERO),
+        });
+        assert!(j.validate().is_err(), "a zero window is refused");
+        j.unique = Some(Unique {
+            key: "ok".into(),
+            lifetime: UniqueFor::Debounce(Duration::from_secs(1)),
+        });
+        assert!(j.validate().is_ok());
     }
 
     #[test]

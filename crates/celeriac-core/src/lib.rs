@@ -27,7 +27,9 @@ pub use backend::{Broker, CancelOutcome, ResultStore};
 pub use client::{AsClient, Client, Enqueue, JobHandle, JobOptions};
 pub use clock::{Clock, ManualClock, SystemClock, UnixMs};
 pub use error::{Error, ErrorKind, Result};
-pub use job::{Encoding, ErrorInfo, Job, JobId, JobInfo, JobState, Priority, Progress};
+pub use job::{
+    Encoding, ErrorInfo, Job, JobId, JobInfo, JobState, Priority, Progress, Unique, UniqueFor,
+};
 pub use retry::Backoff;
 pub use task::{Registry, Task, TaskContext, TaskDef, TaskError, TaskOptions};
 pub use worker::{Shutdown, Worker, WorkerConfig, WorkerStats};

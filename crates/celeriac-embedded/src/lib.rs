@@ -320,16 +320,17 @@ fn open_connection(config: &SqliteConfig) -> Result<Connection> {
 }
 
 impl Broker for SqliteBackend {
-    async fn enqueue(&self, jobs: Vec<celeriac_core::Job>, now: UnixMs) -> Result<()> {
+    async fn enqueue(&self, jobs: Vec<celeriac_core::Job>, now: UnixMs) -> Result<Vec<JobId>> {
         if jobs.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
-        self.inner
+        let ids = self
+            .inner
             .writer
             .call(move |c| ops::enqueue(c, &jobs, now))
             .await?;
         self.wake_workers();
-        Ok(())
+        Ok(ids)
     }
 
     async fn claim(&self, req: ClaimRequest) -> Result<Vec<Claimed>> {

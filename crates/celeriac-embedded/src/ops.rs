@@ -4,13 +4,15 @@ use celeriac_core::backend::{
     CancelOutcome, ClaimRequest, Claimed, Completion, LeaseRef, Outcome, QueueStats, ReapReport,
 };
 use celeriac_core::clock::{duration_ms, UnixMs};
-use celeriac_core::job::{Encoding, ErrorInfo, Job, JobId, JobInfo, JobState, Priority, Progress};
+use celeriac_core::job::{
+    Encoding, ErrorInfo, Job, JobId, JobInfo, JobState, Priority, Progress, UniqueFor,
+};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 /// The schema version this crate writes (`PRAGMA user_version`).
-pub(crate) const SCHEMA_VERSION: i64 = 2;
+pub(crate) const SCHEMA_VERSION: i64 = 3;
 
 /// Brings a database written by an older version up to [`SCHEMA_VERSION`].
 pub(crate) fn migrate(conn: &Connection, from: i64) -> rusqlite::Result<()> {
@@ -19,6 +21,7 @@ pub(crate) fn migrate(conn: &Connection, from: i64) -> rusqlite::Result<()> {
             "ALTER TABLE celeriac_jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0",
         )?;
     }
+    // Version 3 added the celeriac_unique table, which the schema creates if missing.
     Ok(())
 }
 
@@ -75,6 +78,8 @@ fn row_to_info(row: &Row<'_>) -> rusqlite::Result<(JobInfo, Option<u64>)> {
         parent_id: opt_id(row.get(13)?)?,
         root_id: opt_id(row.get(14)?)?,
         result_ttl: ms_duration(row.get(15)?),
+        // The key lives in celeriac_unique while it matters; a read job does not carry it.
+        unique: None,
         created_at: row.get(16)?,
         started_at: row.get(17)?,
         finished_at: row.get(18)?,
@@ -113,7 +118,48 @@ fn row_to_info(row: &Row<'_>) -> rusqlite::Result<(JobInfo, Option<u64>)> {
     Ok((info, token.map(|t| t as u64)))
 }
 
-pub(crate) fn enqueue(conn: &Connection, jobs: &[Job], now: UnixMs) -> rusqlite::Result<()> {
+/// The job holding a unique key, if the key is still held.
+///
+/// A key is held while its job is waiting (until started, debounce), while it is not finished
+/// (until finished), or until its window ends, so the state change that ends one of those
+/// releases the key in the same transaction.
+fn live_holder(
+    conn: &Connection,
+    queue: &str,
+    key: &str,
+    now: UnixMs,
+) -> rusqlite::Result<Option<(JobId, String)>> {
+    let row: Option<(Vec<u8>, String, Option<i64>)> = conn
+        .prepare_cached(
+            "SELECT job_id, mode, until FROM celeriac_unique WHERE queue = ?1 AND key = ?2",
+        )?
+        .query_row(params![queue, key], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?;
+    let Some((job_id, mode, until)) = row else {
+        return Ok(None);
+    };
+    let id = JobId::from_slice(&job_id).map_err(conv)?;
+    let state: Option<i64> = conn
+        .prepare_cached("SELECT state FROM celeriac_jobs WHERE id = ?1")?
+        .query_row([&job_id[..]], |r| r.get(0))
+        .optional()?;
+    let state = state.map(JobState::from_code).transpose().map_err(conv)?;
+    let live = match mode.as_str() {
+        "w" => until.is_some_and(|u| u > now),
+        "f" => state.is_some_and(|s| !s.is_terminal()),
+        _ => matches!(state, Some(JobState::Pending | JobState::Scheduled)),
+    };
+    Ok(live.then_some((id, mode)))
+}
+
+pub(crate) fn enqueue(
+    conn: &Connection,
+    jobs: &[Job],
+    now: UnixMs,
+) -> rusqlite::Result<Vec<JobId>> {
+    let mut ids = Vec::with_capacity(jobs.len());
     let mut stmt = conn.prepare_cached(
         "INSERT INTO celeriac_jobs (id, queue, task, state, priority, run_at, payload, encoding, \
          attempts, max_attempts, expires_at, soft_limit_ms, hard_limit_ms, headers, parent_id, \
@@ -121,6 +167,43 @@ pub(crate) fn enqueue(conn: &Connection, jobs: &[Job], now: UnixMs) -> rusqlite:
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
     )?;
     for job in jobs {
+        if let Some(u) = &job.unique {
+            if let Some((holder, mode)) = live_holder(conn, &job.queue, &u.key, now)? {
+                if let (UniqueFor::Debounce(delay), "d") = (u.lifetime, mode.as_str()) {
+                    // The waiting holder takes the newest arguments and starts later.
+                    let run_at = now.saturating_add(duration_ms(delay));
+                    conn.prepare_cached(
+                        "UPDATE celeriac_jobs SET payload = ?2, run_at = ?3, \
+                         state = CASE WHEN ?3 > ?4 THEN 1 ELSE 0 END \
+                         WHERE id = ?1 AND state IN (0, 1)",
+                    )?
+                    .execute(params![
+                        &holder.as_bytes()[..],
+                        job.payload,
+                        run_at,
+                        now
+                    ])?;
+                }
+                ids.push(holder);
+                continue;
+            }
+            let until = match u.lifetime {
+                UniqueFor::Window(w) => Some(now.saturating_add(duration_ms(w))),
+                _ => None,
+            };
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO celeriac_unique (queue, key, job_id, mode, until) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                job.queue,
+                u.key,
+                &job.id.as_bytes()[..],
+                u.lifetime.code(),
+                until
+            ])?;
+        }
+        ids.push(job.id);
         let headers = if job.headers.is_empty() {
             None
         } else {
@@ -147,7 +230,7 @@ pub(crate) fn enqueue(conn: &Connection, jobs: &[Job], now: UnixMs) -> rusqlite:
             job.created_at,
         ])?;
     }
-    Ok(())
+    Ok(ids)
 }
 
 /// Makes due scheduled and retrying jobs pending (a bounded batch).
@@ -402,6 +485,13 @@ pub(crate) fn reap(
             report.requeued += 1;
         }
     }
+    // Unique keys whose window ended or whose job is gone.
+    conn.prepare_cached(
+        "DELETE FROM celeriac_unique WHERE rowid IN (SELECT u.rowid FROM celeriac_unique u \
+         LEFT JOIN celeriac_jobs j ON j.id = u.job_id \
+         WHERE (u.mode = 'w' AND u.until <= ?1) OR (u.mode <> 'w' AND j.id IS NULL) LIMIT ?2)",
+    )?
+    .execute(params![now, BATCH])?;
     report.swept = conn
         .prepare_cached(
             "DELETE FROM celeriac_jobs WHERE seq IN \

@@ -45,6 +45,16 @@ CREATE INDEX IF NOT EXISTS celeriac_jobs_kept
     ON celeriac_jobs (keep_until) WHERE keep_until IS NOT NULL;
 CREATE INDEX IF NOT EXISTS celeriac_jobs_dead
     ON celeriac_jobs (finished_at) WHERE state = 6;
+-- Unique keys. A key is held while its job's state says so (see ops::live_holder), so it is
+-- released by the very update that ends that state; rows are swept when their job is gone.
+CREATE TABLE IF NOT EXISTS celeriac_unique (
+    queue   TEXT NOT NULL,
+    key     TEXT NOT NULL,
+    job_id  BLOB NOT NULL,
+    mode    TEXT NOT NULL,                     -- UniqueFor::code
+    until   INTEGER,                           -- windows: held until then
+    PRIMARY KEY (queue, key)
+);
 CREATE TABLE IF NOT EXISTS celeriac_queues (
     name   TEXT PRIMARY KEY,
     paused INTEGER NOT NULL DEFAULT 0

@@ -59,5 +59,5 @@ async fn a_version_1_database_is_upgraded_and_keeps_its_jobs() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
 }

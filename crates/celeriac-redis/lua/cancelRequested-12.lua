@@ -13,7 +13,7 @@ end
 local held = held_tokens(ids)
 local out = {}
 for n, id in ipairs(ids) do
-  if held[n] == tokens[n] and redis.call('HGET', PREFIX .. id, 'cx') == '1' then
+  if token_of(held[n]) == tokens[n] and redis.call('HGET', PREFIX .. id, 'cx') == '1' then
     out[#out + 1] = id
   end
 end

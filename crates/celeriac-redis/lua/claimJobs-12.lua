@@ -50,7 +50,7 @@ while #out < limit and expired < BATCH do
   for i = 1, #popped, 2 do
     local id = id_of(popped[i])
     local key = PREFIX .. id
-    local f = redis.call('HMGET', key, 'x', 'a', 'd', 'p', 'm', 'tt', 'r', 'pr', 'st', 'cx')
+    local f = redis.call('HMGET', key, 'x', 'a', 'd', 'p', 'm', 'tt', 'r', 'pr', 'st', 'cx', 'uk', 'um')
     if f[3] == false then
       -- The job's record is gone (purged underneath); nothing to run.
     elseif f[10] == '1' then
@@ -73,7 +73,15 @@ while #out < limit and expired < BATCH do
       leased[#leased + 1] = id
       tokens[#tokens + 1] = id
       local token_s = num(token)
-      tokens[#tokens + 1] = token_s
+      local lease_value = token_s
+      if f[11] then
+        if f[12] == 'f' then
+          lease_value = token_s .. '|' .. f[11]
+        elseif f[12] == 's' or f[12] == 'd' then
+          release_unique(f[11], id, f[12])
+        end
+      end
+      tokens[#tokens + 1] = lease_value
       out[#out + 1] = {id, token_s, attempts, f[3], f[4], f[5], f[6], f[7], f[8], f[1], started}
     end
   end

@@ -29,11 +29,13 @@ for n, id in ipairs(ids) do
   local i = 5 + (n - 1) * 6
   local token, kind = ARGV[i + 1], ARGV[i + 2]
   local key = PREFIX .. id
-  if held[n] ~= token then
+  if token_of(held[n]) ~= token then
     out[n] = 0
   else
     out[n] = 1
     done[#done + 1] = id
+    local ukey = ukey_of(held[n])
+    if ukey and kind ~= 'r' then release_unique(ukey, id, 'f') end
     if kind == 's' and ARGV[i + 4] ~= '1' then
       drop[#drop + 1] = key
     else

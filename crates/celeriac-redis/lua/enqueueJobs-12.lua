@@ -1,36 +1,92 @@
 -- enqueueJobs-12: stores a batch of new jobs atomically (all or none).
 --
 -- KEYS: the queue's twelve keys (includes/common.lua).
--- ARGV[1] job-key prefix, ARGV[2] now (ms), then 8 values per job:
+-- ARGV[1] job-key prefix, ARGV[2] now (ms), then 11 values per job:
 --   id, priority, run_at, expires_at ('' = never), max_attempts, result_ttl_ms ('' = keep no
---   result), spec (JSON of the immutable fields), payload (bytes).
--- Returns: the number of jobs stored, or an error `DUPLICATE <id>` (nothing stored) when a job
---   with one of the ids already exists.
+--   result), spec (JSON of the immutable fields), payload (bytes), unique key ('' = none),
+--   unique mode (s until started, f until finished, w window, d debounce), unique ms (window
+--   or debounce delay).
+-- Returns: for each job, the id of the job that stands for it: its own, or the holder of its
+--   unique key (nothing stored; a waiting debounce holder takes the new payload and start).
+--   An error `DUPLICATE <id>` (nothing stored) when a job with one of the ids already exists.
 -- Jobs due now go to `ready`; later ones to `scheduled`. One wake-up marker.
+-- A unique key is held while its job's state says so (waiting for s and d, not finished for f)
+-- or until its window ends (w), so the state change that ends it releases it.
 
 local now = tonumber(ARGV[2])
-local n = (#ARGV - 2) / 8
-for i = 3, #ARGV, 8 do
+local W = 11
+local n = (#ARGV - 2) / W
+for i = 3, #ARGV, W do
   if redis.call('EXISTS', PREFIX .. ARGV[i]) == 1 then
     return redis.error_reply('DUPLICATE ' .. ARGV[i])
   end
 end
+
+-- The job holding a unique key, if the key is still held, and how.
+local function live_holder(ukey)
+  local v = redis.call('GET', UPREFIX .. ukey)
+  if not v then return nil end
+  local mode, holder = string.sub(v, 1, 1), string.sub(v, 3)
+  if mode == 'w' then
+    -- `w|<id>|<until>`: held until the window ends by the caller's clock.
+    local bar = string.find(holder, '|', 1, true)
+    local until_ms = tonumber(string.sub(holder, bar + 1))
+    if until_ms > now then return string.sub(holder, 1, bar - 1), mode end
+    return nil
+  end
+  local s = redis.call('HGET', PREFIX .. holder, 's')
+  if mode == 'f' then
+    if s and s ~= '4' and s ~= '5' and s ~= '6' and s ~= '7' and s ~= '8' then return holder, mode end
+  elseif s == '0' or s == '1' then
+    return holder, mode
+  end
+  return nil
+end
+
+local out = {}
 local seq = redis.call('HINCRBY', K_META, 'seq', n) - n
-for i = 3, #ARGV, 8 do
+for i = 3, #ARGV, W do
   local id, pr, run_at = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local key = PREFIX .. id
+  local ukey, umode, ums = ARGV[i + 8], ARGV[i + 9], ARGV[i + 10]
   seq = seq + 1
-  local state = '0'
-  if tonumber(run_at) > now then state = '1' end
-  redis.call('HSET', key, 's', state, 'pr', pr, 'q', num(seq), 'r', run_at, 'a', '0',
-    'm', ARGV[i + 4], 'd', ARGV[i + 6], 'p', ARGV[i + 7])
-  if ARGV[i + 3] ~= '' then redis.call('HSET', key, 'x', ARGV[i + 3]) end
-  if ARGV[i + 5] ~= '' then redis.call('HSET', key, 'tt', ARGV[i + 5]) end
-  if state == '1' then
-    redis.call('ZADD', K_SCHED, run_at, id)
+  local holder, hmode = nil, nil
+  if ukey ~= '' then holder, hmode = live_holder(ukey) end
+  if holder then
+    if umode == 'd' and hmode == 'd' then
+      local hkey = PREFIX .. holder
+      local h = redis.call('HMGET', hkey, 's', 'q')
+      if h[1] == '0' or h[1] == '1' then
+        local at = now + tonumber(ums)
+        redis.call('ZREM', K_READY, ready_member(h[2] or 0, holder))
+        redis.call('HSET', hkey, 'p', ARGV[i + 7], 'r', num(at), 's', '1')
+        redis.call('ZADD', K_SCHED, num(at), holder)
+      end
+    end
+    out[#out + 1] = holder
   else
-    add_ready(id, pr, run_at, seq)
+    out[#out + 1] = id
+    local state = '0'
+    if tonumber(run_at) > now then state = '1' end
+    redis.call('HSET', key, 's', state, 'pr', pr, 'q', num(seq), 'r', run_at, 'a', '0',
+      'm', ARGV[i + 4], 'd', ARGV[i + 6], 'p', ARGV[i + 7])
+    if ARGV[i + 3] ~= '' then redis.call('HSET', key, 'x', ARGV[i + 3]) end
+    if ARGV[i + 5] ~= '' then redis.call('HSET', key, 'tt', ARGV[i + 5]) end
+    if ukey ~= '' then
+      local value, ttl = umode .. '|' .. id, UNIQUE_BACKSTOP_MS
+      if umode == 'w' then
+        value = value .. '|' .. num(now + tonumber(ums))
+        ttl = tonumber(ums)
+      end
+      redis.call('SET', UPREFIX .. ukey, value, 'PX', num(ttl))
+      redis.call('HSET', key, 'uk', ukey, 'um', umode)
+    end
+    if state == '1' then
+      redis.call('ZADD', K_SCHED, run_at, id)
+    else
+      add_ready(id, pr, run_at, seq)
+    end
   end
 end
 wake()
-return n
+return out

@@ -15,7 +15,7 @@ local held = held_tokens(ids)
 local lost = {}
 local keep = {}
 for n, id in ipairs(ids) do
-  if held[n] == tokens[n] then
+  if token_of(held[n]) == tokens[n] then
     keep[#keep + 1] = until_ms
     keep[#keep + 1] = id
   else

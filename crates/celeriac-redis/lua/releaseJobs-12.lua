@@ -13,7 +13,7 @@ end
 local held = held_tokens(ids)
 local done = {}
 for n, id in ipairs(ids) do
-  if held[n] == tokens[n] then
+  if token_of(held[n]) == tokens[n] then
     local key = PREFIX .. id
     local attempts = math.max(tonumber(redis.call('HGET', key, 'a') or '1') - 1, 0)
     redis.call('HSET', key, 's', '0', 'a', attempts)

@@ -5,7 +5,7 @@
 -- Returns: 1 if recorded, 0 if the token no longer holds the lease.
 
 local key = PREFIX .. ARGV[2]
-if redis.call('HGET', K_LEASES, ARGV[2]) ~= ARGV[3] then return 0 end
+if token_of(redis.call('HGET', K_LEASES, ARGV[2])) ~= ARGV[3] then return 0 end
 redis.call('HSET', key, 'pg', ARGV[4])
 if ARGV[5] == '' then
   redis.call('HDEL', key, 'pgm')

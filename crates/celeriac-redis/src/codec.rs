@@ -47,8 +47,8 @@ fn spec_of(job: &Job) -> Result<String> {
     .map_err(|e| Error::Codec(e.to_string()))
 }
 
-/// The enqueue script's eight arguments for one job.
-pub(crate) fn enqueue_args(job: &Job) -> Result<[Vec<u8>; 8]> {
+/// The enqueue script's eleven arguments for one job.
+pub(crate) fn enqueue_args(job: &Job) -> Result<[Vec<u8>; 11]> {
     let opt = |v: Option<i64>| v.map(|n| n.to_string()).unwrap_or_default();
     Ok([
         job.id.to_string().into_bytes(),
@@ -59,6 +59,18 @@ pub(crate) fn enqueue_args(job: &Job) -> Result<[Vec<u8>; 8]> {
         opt(job.result_ttl.map(duration_ms)).into_bytes(),
         spec_of(job)?.into_bytes(),
         job.payload.clone(),
+        job.unique
+            .as_ref()
+            .map(|u| u.key.clone().into_bytes())
+            .unwrap_or_default(),
+        job.unique
+            .as_ref()
+            .map(|u| u.lifetime.code().as_bytes().to_vec())
+            .unwrap_or_default(),
+        job.unique
+            .as_ref()
+            .map(|u| duration_ms(u.lifetime.duration()).to_string().into_bytes())
+            .unwrap_or_default(),
     ])
 }
 
@@ -86,6 +98,7 @@ fn job_from(id: JobId, spec: &[u8], payload: Vec<u8>, f: &Fields) -> Result<Job>
         parent_id: spec.parent,
         root_id: spec.root,
         result_ttl: ms(f.int("tt")),
+        unique: None,
         created_at: spec.created,
         started_at: f.int("st"),
         finished_at: f.int("f"),

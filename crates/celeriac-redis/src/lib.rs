@@ -497,10 +497,11 @@ fn num(n: i64) -> Vec<u8> {
 }
 
 impl Broker for RedisBackend {
-    async fn enqueue(&self, jobs: Vec<Job>, now: UnixMs) -> Result<()> {
+    async fn enqueue(&self, jobs: Vec<Job>, now: UnixMs) -> Result<Vec<JobId>> {
         if jobs.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
+        let total = jobs.len();
         for job in &jobs {
             if job.queue.contains(['{', '}']) {
                 return Err(Error::config(
@@ -512,6 +513,7 @@ impl Broker for RedisBackend {
         let groups = group_by_queue(jobs, |j| &j.queue);
         self.remember_queues(groups.keys().map(String::as_str))
             .await?;
+        let mut ids: Vec<Option<JobId>> = vec![None; total];
         for (queue, jobs) in groups {
             let keys = self.keys(&queue);
             for chunk in jobs.chunks(ENQUEUE_CHUNK) {
@@ -519,7 +521,7 @@ impl Broker for RedisBackend {
                 for (_, job) in chunk {
                     args.extend(codec::enqueue_args(job)?);
                 }
-                let _: i64 = self.invoke(&self.inner.scripts.enqueue, &keys, args).await.map_err(|e| {
+                let stood: Vec<String> = self.invoke(&self.inner.scripts.enqueue, &keys, args).await.map_err(|e| {
                     let msg = e.to_string();
                     match msg.find("DUPLICATE ") {
                         Some(at) => Error::backend(
@@ -529,10 +531,13 @@ impl Broker for RedisBackend {
                         None => e,
                     }
                 })?;
+                for ((at, _), id) in chunk.iter().zip(stood) {
+                    ids[*at] = Some(id.parse()?);
+                }
             }
         }
         self.bump_work();
-        Ok(())
+        ids.into_iter().map(|id| id.ok_or(Error::Closed)).collect()
     }
 
     async fn claim(&self, req: ClaimRequest) -> Result<Vec<Claimed>> {

@@ -54,7 +54,7 @@ macro_rules! forward {
 }
 
 impl Broker for Backend {
-    async fn enqueue(&self, jobs: Vec<Job>, now: UnixMs) -> Result<()> {
+    async fn enqueue(&self, jobs: Vec<Job>, now: UnixMs) -> Result<Vec<JobId>> {
         forward!(self, b => b.enqueue(jobs, now).await)
     }
     async fn claim(&self, req: ClaimRequest) -> Result<Vec<Claimed>> {

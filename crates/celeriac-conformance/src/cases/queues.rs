@@ -54,7 +54,7 @@ pub async fn batch_enqueue_is_atomic<B: Broker + ResultStore>(backend: Arc<B>) {
             vec![false; 3],
             "a batch that failed should leave none of its jobs behind"
         ),
-        Ok(()) => assert_eq!(
+        Ok(_) => assert_eq!(
             present,
             vec![true; 3],
             "a batch that was accepted should store all of its jobs"

@@ -27,6 +27,12 @@ local K_READY, K_SCHED, K_RETRY, K_ACTIVE, K_META, K_MARKER = KEYS[1], KEYS[2], 
 local K_DEAD, K_SUCCEEDED, K_FAILED, K_CANCELLED, K_EXPIRED = KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
 local K_LEASES = KEYS[12]
 local PREFIX = ARGV[1]
+-- Unique keys: `<prefix>:{<queue>}:unique:<key>` holding `<mode>|<job id>` (mode: s, f, w, d;
+-- a window adds `|<until ms>`).
+local UPREFIX = string.sub(PREFIX, 1, -5) .. 'unique:'
+-- Keys held until started or finished also expire after this long, a bound on what a lost
+-- release can keep; windows expire at their end.
+local UNIQUE_BACKSTOP_MS = 7 * 24 * 3600 * 1000
 
 -- Bounded work: no call moves, reaps or deletes more than this many jobs.
 local BATCH = 1000
@@ -82,6 +88,29 @@ end
 
 local function zrem_all(key, ids)
   sliced('ZREM', key, ids)
+end
+
+-- A lease-table value is the fencing token, followed by `|<unique key>` for a job unique until
+-- finished (so its key is released with the acknowledgement that ends it).
+local function token_of(v)
+  if not v then return v end
+  local bar = string.find(v, '|', 1, true)
+  if bar then return string.sub(v, 1, bar - 1) end
+  return v
+end
+
+local function ukey_of(v)
+  local bar = v and string.find(v, '|', 1, true)
+  if bar then return string.sub(v, bar + 1) end
+  return nil
+end
+
+-- Deletes a unique key if `id` still holds it in `mode`.
+local function release_unique(ukey, id, mode)
+  local k = UPREFIX .. ukey
+  if redis.call('GET', k) == mode .. '|' .. id then
+    redis.call('DEL', k)
+  end
 end
 
 -- The current fencing token of each id (false when it holds no lease), in one or a few calls.

@@ -1,0 +1,163 @@
+//! Unique jobs: while a key is held, a duplicate returns the holder; the state change that
+//! ends the hold releases it.
+
+use crate::support::{claim, claim_only, complete, exists, info, job, lease, success, T0};
+use celeriac_core::backend::Outcome;
+use celeriac_core::{Broker, ErrorInfo, Job, JobId, ResultStore, Unique, UniqueFor};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn unique_job(queue: &str, now: i64, key: &str, lifetime: UniqueFor) -> Job {
+    let mut j = job(queue, now);
+    j.unique = Some(Unique {
+        key: key.to_string(),
+        lifetime,
+    });
+    j
+}
+
+async fn enqueue_one<B: Broker>(backend: &B, j: Job, now: i64) -> JobId {
+    let ids = backend
+        .enqueue(vec![j], now)
+        .await
+        .expect("enqueue succeeds");
+    assert_eq!(ids.len(), 1, "one id per job");
+    ids[0]
+}
+
+/// Until started: duplicates return the waiting holder; once it starts, a new job is added.
+pub async fn unique_until_started<B: Broker + ResultStore>(backend: Arc<B>) {
+    let q = "uniq-started";
+    let a = unique_job(q, T0, "report:42", UniqueFor::UntilStarted);
+    let a_id = a.id;
+    assert_eq!(enqueue_one(&*backend, a, T0).await, a_id);
+    let dup = unique_job(q, T0, "report:42", UniqueFor::UntilStarted);
+    let dup_id = dup.id;
+    assert_eq!(
+        enqueue_one(&*backend, dup, T0).await,
+        a_id,
+        "the holder stands for it"
+    );
+    assert!(
+        !exists(&*backend, dup_id).await,
+        "the duplicate was not stored"
+    );
+    // Another key, and another queue, are independent.
+    let other = unique_job(q, T0, "report:43", UniqueFor::UntilStarted);
+    let other_id = other.id;
+    assert_eq!(enqueue_one(&*backend, other, T0).await, other_id);
+    let elsewhere = unique_job("uniq-started-2", T0, "report:42", UniqueFor::UntilStarted);
+    let elsewhere_id = elsewhere.id;
+    assert_eq!(enqueue_one(&*backend, elsewhere, T0).await, elsewhere_id);
+
+    claim_only(&*backend, q, a_id, T0 + 1).await;
+    let after = unique_job(q, T0 + 2, "report:42", UniqueFor::UntilStarted);
+    let after_id = after.id;
+    assert_eq!(
+        enqueue_one(&*backend, after, T0 + 2).await,
+        after_id,
+        "a started holder no longer keeps duplicates out"
+    );
+}
+
+/// Until finished: a retry keeps the key; the end of the job releases it.
+pub async fn unique_until_finished<B: Broker + ResultStore>(backend: Arc<B>) {
+    let q = "uniq-finished";
+    let key = "sync:7";
+    let a = unique_job(q, T0, key, UniqueFor::UntilFinished);
+    let a_id = a.id;
+    enqueue_one(&*backend, a, T0).await;
+    let c = claim_only(&*backend, q, a_id, T0).await;
+    let dup = unique_job(q, T0, key, UniqueFor::UntilFinished);
+    assert_eq!(
+        enqueue_one(&*backend, dup, T0).await,
+        a_id,
+        "running holder"
+    );
+    let error = ErrorInfo::new("error", "again", 1);
+    assert!(
+        complete(
+            &*backend,
+            lease(&c),
+            Outcome::Retry { at: T0 + 10, error },
+            T0 + 1
+        )
+        .await
+    );
+    let dup = unique_job(q, T0 + 2, key, UniqueFor::UntilFinished);
+    assert_eq!(
+        enqueue_one(&*backend, dup, T0 + 2).await,
+        a_id,
+        "retrying holder"
+    );
+    let c = claim_only(&*backend, q, a_id, T0 + 10).await;
+    assert!(complete(&*backend, lease(&c), success(&json!(1)), T0 + 11).await);
+    let after = unique_job(q, T0 + 12, key, UniqueFor::UntilFinished);
+    let after_id = after.id;
+    assert_eq!(
+        enqueue_one(&*backend, after, T0 + 12).await,
+        after_id,
+        "a finished holder releases the key"
+    );
+}
+
+/// A window holds the key for its length from the first enqueue, whatever the job does.
+pub async fn unique_window_throttles<B: Broker + ResultStore>(backend: Arc<B>) {
+    let q = "uniq-window";
+    let key = "digest:alice";
+    let w = UniqueFor::Window(Duration::from_secs(10));
+    let a = unique_job(q, T0, key, w);
+    let a_id = a.id;
+    enqueue_one(&*backend, a, T0).await;
+    let c = claim_only(&*backend, q, a_id, T0).await;
+    assert!(complete(&*backend, lease(&c), success(&json!(1)), T0 + 1).await);
+    let dup = unique_job(q, T0 + 9_999, key, w);
+    assert_eq!(
+        enqueue_one(&*backend, dup, T0 + 9_999).await,
+        a_id,
+        "within the window, even after the job finished"
+    );
+    let after = unique_job(q, T0 + 10_000, key, w);
+    let after_id = after.id;
+    assert_eq!(
+        enqueue_one(&*backend, after, T0 + 10_000).await,
+        after_id,
+        "window over"
+    );
+}
+
+/// Debounce: a duplicate replaces the waiting job's arguments and pushes its start back.
+pub async fn unique_debounce_replaces_and_delays<B: Broker + ResultStore>(backend: Arc<B>) {
+    let q = "uniq-debounce";
+    let key = "reindex";
+    let d = UniqueFor::Debounce(Duration::from_secs(5));
+    let mut a = unique_job(q, T0, key, d);
+    a.run_at = T0 + 5_000;
+    a.payload = b"\"first\"".to_vec();
+    let a_id = a.id;
+    enqueue_one(&*backend, a, T0).await;
+    let mut b = unique_job(q, T0 + 2_000, key, d);
+    b.run_at = T0 + 7_000;
+    b.payload = b"\"second\"".to_vec();
+    let b_id = b.id;
+    assert_eq!(enqueue_one(&*backend, b, T0 + 2_000).await, a_id);
+    assert!(!exists(&*backend, b_id).await);
+    let held = info(&*backend, a_id).await;
+    assert_eq!(
+        held.job.payload,
+        b"\"second\"".to_vec(),
+        "the newest arguments win"
+    );
+    assert_eq!(held.job.run_at, T0 + 7_000, "the start moved back");
+    assert!(claim(&*backend, &[q], 10, T0 + 6_999).await.is_empty());
+    let c = claim_only(&*backend, q, a_id, T0 + 7_000).await;
+    assert_eq!(c.job.payload, b"\"second\"".to_vec());
+    let after = unique_job(q, T0 + 7_001, key, d);
+    let after_id = after.id;
+    assert_eq!(
+        enqueue_one(&*backend, after, T0 + 7_001).await,
+        after_id,
+        "once started, a new job gathers the next burst"
+    );
+}
