@@ -1,5 +1,8 @@
 //! The `celeriac` binary as a user runs it: commands, output, and bad input.
 
+mod common;
+
+use common::sigterm;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -214,13 +217,6 @@ fn enqueue_work_inspect_and_dead_letters_round_trip() {
         "{}",
         stdout(&purge)
     );
-}
-
-fn sigterm(pid: u32) {
-    use nix::sys::signal::{kill, Signal};
-    use nix::unistd::Pid;
-    let pid = i32::try_from(pid).expect("pid fits");
-    kill(Pid::from_raw(pid), Signal::SIGTERM).expect("SIGTERM delivered");
 }
 
 #[test]

@@ -1,197 +1,24 @@
 //! Real worker processes sharing one SQLite file: no job runs twice while leases are valid,
 //! and a `kill -9` loses no job (only the jobs in flight at the kill run again).
 
-use celeriac::demo::{self, Email, SendEmail};
-use celeriac::{App, Broker, JobId, JobState, ResultStore};
-use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-fn spawn_worker(url: &str, id: &str, extra: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_celeriac"))
-        .args([
-            "--url", url, "--log", "error", "worker", "--queues", "emails",
-        ])
-        .args([
-            "--worker-id",
-            id,
-            "--poll-interval",
-            "20ms",
-            "--concurrency",
-            "16",
-        ])
-        .args(extra)
-        .env_remove("CELERIAC_URL")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("worker process starts")
-}
-
-/// Stops a worker with SIGTERM and returns its `started=` count from the summary line.
-fn stop_worker(child: Child) -> (u64, u64) {
-    sigterm(child.id());
-    let out = child.wait_with_output().expect("worker exits");
-    assert!(out.status.success(), "worker exit status {:?}", out.status);
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("worker stopped:"))
-        .unwrap_or_else(|| panic!("no summary line in {text:?}"));
-    let field = |name: &str| -> u64 {
-        line.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in {line}"))
-    };
-    (field("started"), field("stale"))
-}
-
-async fn enqueue_emails(app: &App, n: usize) -> Vec<JobId> {
-    let emails: Vec<Email> = (0..n)
-        .map(|i| Email {
-            to: format!("u{i}@example.com"),
-            subject: "hello".into(),
-            fail_times: 0,
-        })
-        .collect();
-    let mut ids = Vec::new();
-    for chunk in emails.chunks(500) {
-        let handles = app
-            .client()
-            .enqueue_many::<SendEmail>(chunk.to_vec())
-            .await
-            .expect("enqueue");
-        ids.extend(handles.iter().map(|h| h.id()));
-    }
-    ids
-}
-
-async fn count(app: &App, state: JobState) -> u64 {
-    app.backend()
-        .stats()
-        .await
-        .expect("stats")
-        .iter()
-        .map(|q| q.count(state))
-        .sum()
-}
-
-async fn wait_until_succeeded(app: &App, n: u64, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
-        let done = count(app, JobState::Succeeded).await;
-        if done >= n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "only {done} of {n} jobs succeeded in time"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+mod common;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_worker_processes_never_run_the_same_job_twice() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let url = format!("sqlite://{}", dir.path().join("shared.db").display());
-    let app = App::builder()
-        .url(url.as_str())
-        .registry(demo::registry())
-        .build()
-        .await
-        .expect("app");
-    const N: usize = 1500;
-    let ids = enqueue_emails(&app, N).await;
-
-    let workers: Vec<Child> = (0..3)
-        .map(|i| spawn_worker(&url, &format!("proc-{i}"), &[]))
-        .collect();
-    wait_until_succeeded(&app, N as u64, Duration::from_secs(180)).await;
-    let results: Vec<(u64, u64)> = workers.into_iter().map(stop_worker).collect();
-
-    let started: u64 = results.iter().map(|r| r.0).sum();
-    let stale: u64 = results.iter().map(|r| r.1).sum();
-    assert_eq!(
-        started, N as u64,
-        "attempts started across processes: {results:?}"
-    );
-    assert_eq!(stale, 0, "no completion may be refused: {results:?}");
-    assert!(
-        results.iter().filter(|r| r.0 > 0).count() >= 2,
-        "the work was shared between processes: {results:?}"
-    );
-    for id in ids {
-        let info = app.backend().get(id).await.expect("get").expect("job kept");
-        assert_eq!(info.state, JobState::Succeeded);
-        assert_eq!(info.job.attempts, 1, "job {id} ran more than once");
-    }
+    common::no_job_runs_twice(&format!(
+        "sqlite://{}",
+        dir.path().join("shared.db").display()
+    ))
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_dash_nine_loses_no_job_and_reruns_only_jobs_in_flight() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let url = format!("sqlite://{}", dir.path().join("kill.db").display());
-    let app = App::builder()
-        .url(url.as_str())
-        .registry(demo::registry())
-        .build()
-        .await
-        .expect("app");
-    const N: usize = 800;
-    let ids = enqueue_emails(&app, N).await;
-    let lease = ["--lease", "2s", "--heartbeat", "500ms"];
-
-    let mut victim = spawn_worker(&url, "victim", &lease);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while count(&app, JobState::Succeeded).await < 100 {
-        assert!(
-            Instant::now() < deadline,
-            "the first worker made no progress"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    victim.kill().expect("SIGKILL");
-    let _ = victim.wait();
-
-    // What the dead worker held at the moment of death.
-    let mut in_flight = HashSet::new();
-    for id in &ids {
-        let info = app.backend().get(*id).await.expect("get").expect("job");
-        if info.state == JobState::Active {
-            assert_eq!(info.worker.as_deref(), Some("victim"));
-            in_flight.insert(*id);
-        }
-    }
-    assert!(!in_flight.is_empty(), "the kill should land while jobs run");
-
-    let rescuer = spawn_worker(&url, "rescuer", &lease);
-    wait_until_succeeded(&app, N as u64, Duration::from_secs(180)).await;
-    let (_, stale) = stop_worker(rescuer);
-    assert_eq!(stale, 0);
-
-    let mut ran_twice = HashSet::new();
-    for id in &ids {
-        let info = app.backend().get(*id).await.expect("get").expect("job");
-        assert_eq!(info.state, JobState::Succeeded, "job {id} was lost");
-        match info.job.attempts {
-            1 => {}
-            2 => {
-                ran_twice.insert(*id);
-            }
-            n => panic!("job {id} ran {n} times"),
-        }
-    }
-    assert_eq!(
-        ran_twice, in_flight,
-        "exactly the jobs in flight at the kill ran again"
-    );
-}
-
-fn sigterm(pid: u32) {
-    use nix::sys::signal::{kill, Signal};
-    use nix::unistd::Pid;
-    let pid = i32::try_from(pid).expect("pid fits");
-    kill(Pid::from_raw(pid), Signal::SIGTERM).expect("SIGTERM delivered");
+    common::kill_dash_nine_reruns_only_jobs_in_flight(&format!(
+        "sqlite://{}",
+        dir.path().join("kill.db").display()
+    ))
+    .await;
 }

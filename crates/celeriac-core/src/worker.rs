@@ -800,17 +800,7 @@ async fn heartbeat_loop<B: Broker>(
             _ = tick.tick() => {}
             _ = stop.cancelled() => return,
         }
-        let leases: Vec<LeaseRef> = match inflight.lock() {
-            Ok(map) => map
-                .iter()
-                .map(|(id, r)| LeaseRef {
-                    id: *id,
-                    token: r.token,
-                    queue: r.queue.clone(),
-                })
-                .collect(),
-            Err(_) => continue,
-        };
+        let leases = held_leases(&inflight, |_| true);
         if leases.is_empty() {
             continue;
         }
@@ -822,16 +812,37 @@ async fn heartbeat_loop<B: Broker>(
                     continue;
                 }
                 warn!(lost = lost.len(), "leases lost; cancelling those jobs");
-                if let Ok(map) = inflight.lock() {
-                    for l in lost {
-                        if let Some(r) = map.get(&l.id).filter(|r| r.token == l.token) {
-                            r.cancel.cancel();
-                        }
-                    }
-                }
+                for_each_running(&inflight, &lost, |r| r.cancel.cancel());
             }
             Err(e) => {
                 warn!(error = %e, "heartbeat failed; leases run out unless the next one lands")
+            }
+        }
+    }
+}
+
+/// The leases of the running jobs that `keep` selects.
+fn held_leases(inflight: &Inflight, keep: impl Fn(&Running) -> bool) -> Vec<LeaseRef> {
+    match inflight.lock() {
+        Ok(map) => map
+            .iter()
+            .filter(|(_, r)| keep(r))
+            .map(|(id, r)| LeaseRef {
+                id: *id,
+                token: r.token,
+                queue: r.queue.clone(),
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Calls `f` for each job in `leases` still running under the same lease.
+fn for_each_running(inflight: &Inflight, leases: &[LeaseRef], f: impl Fn(&Running)) {
+    if let Ok(map) = inflight.lock() {
+        for l in leases {
+            if let Some(r) = map.get(&l.id).filter(|r| r.token == l.token) {
+                f(r);
             }
         }
     }
@@ -845,31 +856,12 @@ async fn stop_loop<B: Broker>(backend: Arc<B>, inflight: Inflight, stop: Cancell
             _ = tick.tick() => {}
             _ = stop.cancelled() => return,
         }
-        let leases: Vec<LeaseRef> = match inflight.lock() {
-            Ok(map) => map
-                .iter()
-                .filter(|(_, r)| !r.stop.is_cancelled())
-                .map(|(id, r)| LeaseRef {
-                    id: *id,
-                    token: r.token,
-                    queue: r.queue.clone(),
-                })
-                .collect(),
-            Err(_) => continue,
-        };
+        let leases = held_leases(&inflight, |r| !r.stop.is_cancelled());
         if leases.is_empty() {
             continue;
         }
         match backend.cancel_requested(leases).await {
-            Ok(stopped) => {
-                if let Ok(map) = inflight.lock() {
-                    for l in stopped {
-                        if let Some(r) = map.get(&l.id).filter(|r| r.token == l.token) {
-                            r.stop.cancel();
-                        }
-                    }
-                }
-            }
+            Ok(stopped) => for_each_running(&inflight, &stopped, |r| r.stop.cancel()),
             Err(e) => debug!(error = %e, "checking for cancelled jobs failed"),
         }
     }
