@@ -5,11 +5,7 @@
 -- Returns: the ids whose lease is still held by that token and whose job carries the
 --   cancellation flag.
 
-local ids, tokens = {}, {}
-for i = 2, #ARGV, 2 do
-  ids[#ids + 1] = ARGV[i]
-  tokens[#tokens + 1] = ARGV[i + 1]
-end
+local ids, tokens = id_token_pairs(2)
 local held = held_tokens(ids)
 local out = {}
 for n, id in ipairs(ids) do

@@ -6,11 +6,7 @@
 -- The tokens are checked in one call.
 
 local until_ms = ARGV[2]
-local ids, tokens = {}, {}
-for i = 3, #ARGV, 2 do
-  ids[#ids + 1] = ARGV[i]
-  tokens[#tokens + 1] = ARGV[i + 1]
-end
+local ids, tokens = id_token_pairs(3)
 local held = held_tokens(ids)
 local lost = {}
 local keep = {}

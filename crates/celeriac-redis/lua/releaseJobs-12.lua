@@ -5,11 +5,7 @@
 -- ARGV[1] job-key prefix, then pairs: id, token.
 -- Returns: how many were handed back (stale tokens are skipped).
 
-local ids, tokens = {}, {}
-for i = 2, #ARGV, 2 do
-  ids[#ids + 1] = ARGV[i]
-  tokens[#tokens + 1] = ARGV[i + 1]
-end
+local ids, tokens = id_token_pairs(2)
 local held = held_tokens(ids)
 local done = {}
 for n, id in ipairs(ids) do

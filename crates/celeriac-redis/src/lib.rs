@@ -492,6 +492,19 @@ fn group_by_queue<T>(
     groups
 }
 
+/// The `id, token` argument pairs of leases.
+fn lease_args(group: &[(usize, LeaseRef)]) -> Vec<Vec<u8>> {
+    group
+        .iter()
+        .flat_map(|(_, l)| {
+            [
+                l.id.to_string().into_bytes(),
+                l.token.to_string().into_bytes(),
+            ]
+        })
+        .collect()
+}
+
 fn num(n: i64) -> Vec<u8> {
     n.to_string().into_bytes()
 }
@@ -592,24 +605,8 @@ impl Broker for RedisBackend {
         until: UnixMs,
         _now: UnixMs,
     ) -> Result<Vec<LeaseRef>> {
-        let mut lost = Vec::new();
-        for (queue, group) in group_by_queue(leases, |l| &l.queue) {
-            let keys = self.keys(&queue);
-            let mut args = vec![num(until)];
-            for (_, l) in &group {
-                args.push(l.id.to_string().into_bytes());
-                args.push(l.token.to_string().into_bytes());
-            }
-            let gone: Vec<String> = self.invoke(&self.inner.scripts.extend, &keys, args).await?;
-            let gone: HashSet<String> = gone.into_iter().collect();
-            lost.extend(
-                group
-                    .into_iter()
-                    .map(|(_, l)| l)
-                    .filter(|l| gone.contains(&l.id.to_string())),
-            );
-        }
-        Ok(lost)
+        self.leases_answered(&self.inner.scripts.extend, leases, vec![num(until)])
+            .await
     }
 
     async fn complete(&self, done: Vec<Completion>, now: UnixMs) -> Result<Vec<bool>> {
@@ -670,11 +667,7 @@ impl Broker for RedisBackend {
         let mut n = 0;
         for (queue, group) in group_by_queue(leases, |l| &l.queue) {
             let keys = self.keys(&queue);
-            let mut args = Vec::new();
-            for (_, l) in &group {
-                args.push(l.id.to_string().into_bytes());
-                args.push(l.token.to_string().into_bytes());
-            }
+            let args = lease_args(&group);
             let k: i64 = self
                 .invoke(&self.inner.scripts.release, &keys, args)
                 .await?;
@@ -919,7 +912,8 @@ impl Broker for RedisBackend {
     }
 
     async fn cancel_requested(&self, leases: Vec<LeaseRef>) -> Result<Vec<LeaseRef>> {
-        self.leases_to_stop(leases).await
+        self.leases_answered(&self.inner.scripts.cancel_requested, leases, Vec::new())
+            .await
     }
 }
 
@@ -950,24 +944,26 @@ impl RedisBackend {
         })
     }
 
-    async fn leases_to_stop(&self, leases: Vec<LeaseRef>) -> Result<Vec<LeaseRef>> {
+    /// Runs a per-queue script over leases (`id, token` pairs after `head`) that answers with
+    /// ids, and returns the leases it named.
+    async fn leases_answered(
+        &self,
+        script: &redis::Script,
+        leases: Vec<LeaseRef>,
+        head: Vec<Vec<u8>>,
+    ) -> Result<Vec<LeaseRef>> {
         let mut out = Vec::new();
         for (queue, group) in group_by_queue(leases, |l| &l.queue) {
             let keys = self.keys(&queue);
-            let mut args = Vec::new();
-            for (_, l) in &group {
-                args.push(l.id.to_string().into_bytes());
-                args.push(l.token.to_string().into_bytes());
-            }
-            let flagged: Vec<String> = self
-                .invoke(&self.inner.scripts.cancel_requested, &keys, args)
-                .await?;
-            let flagged: HashSet<String> = flagged.into_iter().collect();
+            let mut args = head.clone();
+            args.extend(lease_args(&group));
+            let named: Vec<String> = self.invoke(script, &keys, args).await?;
+            let named: HashSet<String> = named.into_iter().collect();
             out.extend(
                 group
                     .into_iter()
                     .map(|(_, l)| l)
-                    .filter(|l| flagged.contains(&l.id.to_string())),
+                    .filter(|l| named.contains(&l.id.to_string())),
             );
         }
         Ok(out)

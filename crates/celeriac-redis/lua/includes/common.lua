@@ -113,6 +113,16 @@ local function release_unique(ukey, id, mode)
   end
 end
 
+-- The `id, token` pairs in ARGV from position `first` on, as two lists.
+local function id_token_pairs(first)
+  local ids, tokens = {}, {}
+  for i = first, #ARGV, 2 do
+    ids[#ids + 1] = ARGV[i]
+    tokens[#tokens + 1] = ARGV[i + 1]
+  end
+  return ids, tokens
+end
+
 -- The current fencing token of each id (false when it holds no lease), in one or a few calls.
 local function held_tokens(ids)
   local held = {}
