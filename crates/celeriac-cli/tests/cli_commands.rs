@@ -262,3 +262,88 @@ fn cancel_stops_a_waiting_job_and_says_what_it_found() {
     assert!(!unknown.status.success());
     assert!(stderr(&unknown).contains("no job"), "{}", stderr(&unknown));
 }
+
+#[test]
+fn enqueue_with_a_unique_key_returns_the_holder() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = url_in(dir.path());
+    let args = r#"{"to":"a@b.c","subject":"s"}"#;
+    let first = celeriac(
+        &url,
+        &[
+            "enqueue",
+            "demo.send_email",
+            "--args",
+            args,
+            "--unique",
+            "k1",
+        ],
+    );
+    assert!(first.status.success(), "{}", stderr(&first));
+    let again = celeriac(
+        &url,
+        &[
+            "enqueue",
+            "demo.send_email",
+            "--args",
+            args,
+            "--unique",
+            "k1",
+        ],
+    );
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(
+        stdout(&first).trim(),
+        stdout(&again).trim(),
+        "the holder's id"
+    );
+    let other = celeriac(
+        &url,
+        &[
+            "enqueue",
+            "demo.send_email",
+            "--args",
+            args,
+            "--unique",
+            "k2",
+        ],
+    );
+    assert_ne!(stdout(&first).trim(), stdout(&other).trim());
+    let bad = celeriac(
+        &url,
+        &[
+            "enqueue",
+            "demo.send_email",
+            "--args",
+            args,
+            "--unique",
+            "k3",
+            "--unique-for",
+            "forever",
+        ],
+    );
+    assert!(!bad.status.success());
+    assert!(
+        stderr(&bad).contains("not a unique lifetime"),
+        "{}",
+        stderr(&bad)
+    );
+    let long = "k".repeat(600);
+    let too_long = celeriac(
+        &url,
+        &[
+            "enqueue",
+            "demo.send_email",
+            "--args",
+            args,
+            "--unique",
+            &long,
+        ],
+    );
+    assert!(!too_long.status.success());
+    assert!(
+        stderr(&too_long).contains("unique key"),
+        "{}",
+        stderr(&too_long)
+    );
+}

@@ -159,6 +159,14 @@ struct EnqueueArgs {
     /// Total attempts.
     #[arg(long, env = "CELERIAC_MAX_ATTEMPTS")]
     max_attempts: Option<u32>,
+    /// Make the job unique in its queue under this key: while the key is held, enqueueing
+    /// prints the holder's id instead of adding a job.
+    #[arg(long, env = "CELERIAC_UNIQUE")]
+    unique: Option<String>,
+    /// How long the unique key is held: started (until the job starts), finished (until it
+    /// finishes), window=DURATION (throttle), debounce=DURATION (replace and push back).
+    #[arg(long, env = "CELERIAC_UNIQUE_FOR", default_value = "finished", value_parser = parse_unique_for)]
+    unique_for: crate::UniqueFor,
     /// Accept a task this binary does not know (one that workers in another binary run).
     #[arg(long, env = "CELERIAC_UNCHECKED")]
     unchecked: bool,
@@ -248,6 +256,19 @@ fn split_weights(args: &[String]) -> Result<(Vec<String>, Vec<u32>), CliError> {
         ));
     }
     Ok((names, weights))
+}
+
+/// Parses `started`, `finished`, `window=10m` or `debounce=5s`.
+pub fn parse_unique_for(s: &str) -> Result<crate::UniqueFor, String> {
+    match s.split_once('=') {
+        None if s == "started" => Ok(crate::UniqueFor::UntilStarted),
+        None if s == "finished" => Ok(crate::UniqueFor::UntilFinished),
+        Some(("window", d)) => Ok(crate::UniqueFor::Window(parse_duration(d)?)),
+        Some(("debounce", d)) => Ok(crate::UniqueFor::Debounce(parse_duration(d)?)),
+        _ => Err(format!(
+            "`{s}` is not a unique lifetime: use started, finished, window=DURATION or debounce=DURATION"
+        )),
+    }
 }
 
 /// Parses `250ms`, `30s`, `5m`, `2h`, `1d`, or a plain number of seconds.
@@ -492,6 +513,10 @@ async fn enqueue(app: App, args: EnqueueArgs) -> CliResult {
         delay: args.delay,
         expires_in: args.expires,
         max_attempts: args.max_attempts,
+        unique: args.unique.map(|key| crate::Unique {
+            key,
+            lifetime: args.unique_for,
+        }),
         ..JobOptions::default()
     };
     let registry = (!args.unchecked).then(|| app.registry().as_ref());
