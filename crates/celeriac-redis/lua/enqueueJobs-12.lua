@@ -1,11 +1,11 @@
 -- enqueueJobs-12: stores a batch of new jobs atomically (all or none).
 --
 -- KEYS: the queue's twelve keys (includes/common.lua).
--- ARGV[1] job-key prefix, ARGV[2] now (ms), then 11 values per job:
+-- ARGV[1] job-key prefix, ARGV[2] now (ms), then 9 values per job:
 --   id, priority, run_at, expires_at ('' = never), max_attempts, result_ttl_ms ('' = keep no
---   result), spec (JSON of the immutable fields), payload (bytes), unique key ('' = none),
---   unique mode (s until started, f until finished, w window, d debounce), unique ms (window
---   or debounce delay).
+--   result), spec (JSON of the immutable fields), payload (bytes), unique ('' = none, else
+--   `<mode>|<ms>|<key>`: mode s until started, f until finished, w window, d debounce; ms the
+--   window or debounce delay).
 -- Returns: for each job, the id of the job that stands for it: its own, or the holder of its
 --   unique key (nothing stored; a waiting debounce holder takes the new payload and start).
 --   An error `DUPLICATE <id>` (nothing stored) when a job with one of the ids already exists.
@@ -14,7 +14,7 @@
 -- or until its window ends (w), so the state change that ends it releases it.
 
 local now = tonumber(ARGV[2])
-local W = 11
+local W = 9
 local n = (#ARGV - 2) / W
 for i = 3, #ARGV, W do
   if redis.call('EXISTS', PREFIX .. ARGV[i]) == 1 then
@@ -48,7 +48,12 @@ local seq = redis.call('HINCRBY', K_META, 'seq', n) - n
 for i = 3, #ARGV, W do
   local id, pr, run_at = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local key = PREFIX .. id
-  local ukey, umode, ums = ARGV[i + 8], ARGV[i + 9], ARGV[i + 10]
+  local ukey, umode, ums = '', '', 0
+  local u = ARGV[i + 8]
+  if u ~= '' then
+    local bar = string.find(u, '|', 3, true)
+    umode, ums, ukey = string.sub(u, 1, 1), string.sub(u, 3, bar - 1), string.sub(u, bar + 1)
+  end
   seq = seq + 1
   local holder, hmode = nil, nil
   if ukey ~= '' then holder, hmode = live_holder(ukey) end

@@ -47,8 +47,8 @@ fn spec_of(job: &Job) -> Result<String> {
     .map_err(|e| Error::Codec(e.to_string()))
 }
 
-/// The enqueue script's eleven arguments for one job.
-pub(crate) fn enqueue_args(job: &Job) -> Result<[Vec<u8>; 11]> {
+/// The enqueue script's nine arguments for one job.
+pub(crate) fn enqueue_args(job: &Job) -> Result<[Vec<u8>; 9]> {
     let opt = |v: Option<i64>| v.map(|n| n.to_string()).unwrap_or_default();
     Ok([
         job.id.to_string().into_bytes(),
@@ -61,15 +61,10 @@ pub(crate) fn enqueue_args(job: &Job) -> Result<[Vec<u8>; 11]> {
         job.payload.clone(),
         job.unique
             .as_ref()
-            .map(|u| u.key.clone().into_bytes())
-            .unwrap_or_default(),
-        job.unique
-            .as_ref()
-            .map(|u| u.lifetime.code().as_bytes().to_vec())
-            .unwrap_or_default(),
-        job.unique
-            .as_ref()
-            .map(|u| duration_ms(u.lifetime.duration()).to_string().into_bytes())
+            .map(|u| {
+                let ms = duration_ms(u.lifetime.duration());
+                format!("{}|{ms}|{}", u.lifetime.code(), u.key).into_bytes()
+            })
             .unwrap_or_default(),
     ])
 }
