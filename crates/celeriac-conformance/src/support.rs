@@ -84,6 +84,7 @@ pub(crate) async fn claim<B: Broker>(
             lease: LEASE,
             worker: "conformance-worker".to_string(),
             now,
+            limits: Default::default(),
         })
         .await
         .expect("claim should succeed")

@@ -24,6 +24,42 @@ pub struct ClaimRequest {
     pub worker: String,
     /// The current time.
     pub now: UnixMs,
+    /// Global limits of the tasks that have them: a job a limit holds back is left waiting
+    /// and uses no attempt.
+    pub limits: BTreeMap<String, TaskLimits>,
+}
+
+/// Limits on one task across every worker, enforced by the store when jobs are claimed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TaskLimits {
+    /// At most this many of the task's jobs run at once (per queue).
+    pub concurrency: Option<u32>,
+    /// At most this many starts per period, spaced evenly (GCRA without burst): no window
+    /// of the period's length ever sees more.
+    pub rate: Option<Rate>,
+}
+
+impl TaskLimits {
+    /// True when there is nothing to enforce.
+    pub fn is_empty(&self) -> bool {
+        self.concurrency.is_none() && self.rate.is_none()
+    }
+}
+
+/// A rate: `count` per `per`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// How many.
+    pub count: u32,
+    /// In how long.
+    pub per: Duration,
+}
+
+impl Rate {
+    /// The spacing between two starts, in milliseconds (at least 1).
+    pub fn interval_ms(&self) -> i64 {
+        (crate::clock::duration_ms(self.per) / i64::from(self.count.max(1))).max(1)
+    }
 }
 
 /// A job claimed under a lease.

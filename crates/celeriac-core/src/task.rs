@@ -1,6 +1,6 @@
 //! Tasks: typed functions registered by name, their options, context and errors.
 
-use crate::backend::LeaseRef;
+use crate::backend::{LeaseRef, TaskLimits};
 use crate::error::Result;
 use crate::job::{
     Encoding, JobId, Priority, DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, DEFAULT_RESULT_TTL,
@@ -74,6 +74,8 @@ pub struct TaskOptions {
     pub encoding: Encoding,
     /// Jobs not started within this long after enqueueing end as expired.
     pub expires: Option<Duration>,
+    /// Global concurrency cap and rate for this task, across every worker.
+    pub limits: TaskLimits,
 }
 
 impl Default for TaskOptions {
@@ -89,6 +91,7 @@ impl Default for TaskOptions {
             result_ttl: DEFAULT_RESULT_TTL,
             encoding: Encoding::Json,
             expires: None,
+            limits: TaskLimits::default(),
         }
     }
 }
@@ -443,6 +446,15 @@ impl Registry {
         let mut names: Vec<&str> = self.tasks.keys().map(String::as_str).collect();
         names.sort_unstable();
         names
+    }
+
+    /// The global limits of the tasks that have any, by task name.
+    pub fn limits(&self) -> std::collections::BTreeMap<String, TaskLimits> {
+        self.tasks
+            .values()
+            .filter(|t| !t.options.limits.is_empty())
+            .map(|t| (t.name.clone(), t.options.limits))
+            .collect()
     }
 
     /// The distinct queues the registered tasks use, sorted.

@@ -18,6 +18,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
 
+/// How often an idle worker with limited tasks looks again at most.
+const LIMITED_POLL: Duration = Duration::from_secs(1);
+
 /// How often an idle worker looks for work on a store that wakes it by itself.
 const BLOCKING_POLL: Duration = Duration::from_secs(5);
 
@@ -363,6 +366,7 @@ impl<B: Broker + ResultStore> Worker<B> {
             aux_stop.clone(),
         ));
 
+        let limits = self.registry.limits();
         let mut error_backoff = Duration::from_millis(50);
         loop {
             if self.shutdown.graceful.is_cancelled() {
@@ -378,6 +382,7 @@ impl<B: Broker + ResultStore> Worker<B> {
             let now = self.clock.now_ms();
             let req = ClaimRequest {
                 queues: claim_order(&config.queues, &config.weights),
+                limits: limits.clone(),
                 limit: permits.len(),
                 lease: config.lease,
                 worker: config.worker_id.clone(),
@@ -401,7 +406,17 @@ impl<B: Broker + ResultStore> Worker<B> {
             };
             if claimed.is_empty() {
                 drop(permits);
-                let wait = self.idle_wait(&config, now).await;
+                let mut wait = self.idle_wait(&config, now).await;
+                // Jobs a limit holds back are not announced when the limit lets them go: look
+                // again as soon as the tightest rate allows, and at least every second.
+                if !limits.is_empty() {
+                    let step = limits
+                        .values()
+                        .filter_map(|l| l.rate.map(|r| r.interval_ms()))
+                        .min()
+                        .map_or(LIMITED_POLL, |ms| Duration::from_millis(ms as u64));
+                    wait = wait.min(step.min(LIMITED_POLL));
+                }
                 tokio::select! {
                     _ = self.backend.wait_for_work(&config.queues, epoch, wait) => {}
                     _ = self.shutdown.graceful.cancelled() => break,

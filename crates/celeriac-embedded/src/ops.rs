@@ -271,18 +271,22 @@ pub(crate) fn claim(conn: &Connection, req: &ClaimRequest) -> rusqlite::Result<V
             continue;
         }
         let mut expired_here = 0i64;
+        // Jobs a task limit holds back stay waiting; later candidates are looked at past them.
+        let mut held = 0i64;
+        let mut limiter = Limiter::new(conn, queue, &req.limits, now);
         // Expired jobs are marked as such and do not count against the limit; keep looking
         // until the limit is met, the queue has no more ready jobs, or a bounded number of
-        // expired jobs has been handled in this call.
-        while out.len() < req.limit && expired_here < BATCH {
+        // expired or held-back jobs has been handled in this call.
+        while out.len() < req.limit && expired_here + held < BATCH {
             let want = (req.limit - out.len()) as i64;
-            let candidates: Vec<(i64, Option<i64>, bool)> = {
+            let candidates: Vec<(i64, Option<i64>, bool, String)> = {
                 let mut stmt = conn.prepare_cached(
-                    "SELECT seq, expires_at, cancel_requested FROM celeriac_jobs \
-                     WHERE queue = ?1 AND state = 0 ORDER BY priority DESC, run_at, seq LIMIT ?2",
+                    "SELECT seq, expires_at, cancel_requested, task FROM celeriac_jobs \
+                     WHERE queue = ?1 AND state = 0 ORDER BY priority DESC, run_at, seq \
+                     LIMIT ?2 OFFSET ?3",
                 )?;
-                let rows = stmt.query_map(params![queue, want], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get::<_, bool>(2)?))
+                let rows = stmt.query_map(params![queue, want, held], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get::<_, bool>(2)?, r.get(3)?))
                 })?;
                 rows.collect::<rusqlite::Result<_>>()?
             };
@@ -306,7 +310,7 @@ pub(crate) fn claim(conn: &Connection, req: &ClaimRequest) -> rusqlite::Result<V
                  progress = NULL, progress_message = NULL \
                  WHERE seq = ?1 RETURNING {COLS}"
             ))?;
-            for (seq, expires_at, cancelled) in candidates {
+            for (seq, expires_at, cancelled, task) in candidates {
                 if cancelled {
                     end_cancelled(conn, seq, now)?;
                     expired_here += 1;
@@ -315,6 +319,10 @@ pub(crate) fn claim(conn: &Connection, req: &ClaimRequest) -> rusqlite::Result<V
                 if expires_at.is_some_and(|e| e <= now) {
                     expire.execute(params![seq, now])?;
                     expired_here += 1;
+                    continue;
+                }
+                if !limiter.admit(&task)? {
+                    held += 1;
                     continue;
                 }
                 let token = next_token;
@@ -694,4 +702,77 @@ pub(crate) fn cancel_requested(
         }
     }
     Ok(out)
+}
+
+/// Applies the task limits of one claim: concurrency caps count the task's running jobs in
+/// the queue, rates space starts evenly (GCRA without burst, the theoretical arrival time of
+/// each task kept in `celeriac_rates`).
+struct Limiter<'a> {
+    conn: &'a Connection,
+    queue: &'a str,
+    limits: &'a std::collections::BTreeMap<String, celeriac_core::backend::TaskLimits>,
+    now: UnixMs,
+    running: std::collections::HashMap<String, i64>,
+}
+
+impl<'a> Limiter<'a> {
+    fn new(
+        conn: &'a Connection,
+        queue: &'a str,
+        limits: &'a std::collections::BTreeMap<String, celeriac_core::backend::TaskLimits>,
+        now: UnixMs,
+    ) -> Self {
+        Self {
+            conn,
+            queue,
+            limits,
+            now,
+            running: Default::default(),
+        }
+    }
+
+    /// Whether a job of `task` may start now; counts it if so.
+    fn admit(&mut self, task: &str) -> rusqlite::Result<bool> {
+        let Some(limits) = self.limits.get(task) else {
+            return Ok(true);
+        };
+        if let Some(cap) = limits.concurrency {
+            let running = match self.running.get(task) {
+                Some(n) => *n,
+                None => self
+                    .conn
+                    .prepare_cached(
+                        "SELECT COUNT(*) FROM celeriac_jobs WHERE queue = ?1 AND task = ?2 AND state = 2",
+                    )?
+                    .query_row(params![self.queue, task], |r| r.get(0))?,
+            };
+            if running >= i64::from(cap) {
+                self.running.insert(task.to_string(), running);
+                return Ok(false);
+            }
+            self.running.insert(task.to_string(), running + 1);
+        }
+        if let Some(rate) = limits.rate {
+            let key = format!("{}\u{1f}{task}", self.queue);
+            let tat: i64 = self
+                .conn
+                .prepare_cached("SELECT tat FROM celeriac_rates WHERE key = ?1")?
+                .query_row([&key], |r| r.get(0))
+                .optional()?
+                .unwrap_or(i64::MIN);
+            if tat > self.now {
+                if let Some(n) = self.running.get_mut(task) {
+                    *n -= 1;
+                }
+                return Ok(false);
+            }
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO celeriac_rates (key, tat) VALUES (?1, ?2) \
+                     ON CONFLICT (key) DO UPDATE SET tat = excluded.tat",
+                )?
+                .execute(params![key, tat.max(self.now) + rate.interval_ms()])?;
+        }
+        Ok(true)
+    }
 }

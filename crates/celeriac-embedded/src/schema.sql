@@ -55,6 +55,13 @@ CREATE TABLE IF NOT EXISTS celeriac_unique (
     until   INTEGER,                           -- windows: held until then
     PRIMARY KEY (queue, key)
 );
+-- Task rates (GCRA): the next moment a job of the task may start, per queue and task.
+CREATE TABLE IF NOT EXISTS celeriac_rates (
+    key TEXT PRIMARY KEY,                      -- queue, unit separator, task
+    tat INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS celeriac_jobs_running_task
+    ON celeriac_jobs (queue, task) WHERE state = 2;
 CREATE TABLE IF NOT EXISTS celeriac_queues (
     name   TEXT PRIMARY KEY,
     paused INTEGER NOT NULL DEFAULT 0

@@ -43,6 +43,7 @@ async fn a_version_1_database_is_upgraded_and_keeps_its_jobs() {
             lease: Duration::from_secs(30),
             worker: "w".into(),
             now: NOW,
+            limits: Default::default(),
         })
         .await
         .expect("claim");

@@ -3,7 +3,9 @@
 --
 -- KEYS: the queue's twelve keys (includes/common.lua).
 -- ARGV[1] job-key prefix, ARGV[2] now (ms), ARGV[3] limit, ARGV[4] lease_until (ms),
--- ARGV[5] worker id, ARGV[6] completion channel.
+-- ARGV[5] worker id, ARGV[6] completion channel, ARGV[7] task limits: one line per limited
+-- task, `<task>\t<concurrency cap or ''>\t<rate interval ms or ''>`.
+-- A job a limit holds back stays in `ready` at its place and uses no attempt.
 -- Returns: one array per claimed job:
 --   {id, token, attempts, spec, payload, max_attempts, result_ttl_ms|false, run_at, priority,
 --    expires_at|false, started_at}
@@ -36,12 +38,42 @@ end
 promote(K_SCHED)
 promote(K_RETRY)
 
+local limits, limited = {}, false
+for line in string.gmatch(ARGV[7] or '', '[^\n]+') do
+  local task, cap, interval = string.match(line, '^(.-)\t(.-)\t(.-)$')
+  if task then
+    limits[task] = {cap = tonumber(cap), interval = tonumber(interval)}
+    limited = true
+  end
+end
+local running = {}
+-- Whether a job of `task` may start now (a concurrency cap, then an evenly spaced rate).
+local function admit(task)
+  local l = limits[task]
+  if not l then return true end
+  if l.cap then
+    local n = running[task] or tonumber(redis.call('HGET', K_META, 'run:' .. task) or '0')
+    running[task] = n
+    if n >= l.cap then return false end
+  end
+  if l.interval then
+    local tat = tonumber(redis.call('HGET', K_META, 'tat:' .. task) or '0')
+    if tat > now then return false end
+    redis.call('HSET', K_META, 'tat:' .. task, num(math.max(tat, now) + l.interval))
+  end
+  if l.cap then
+    running[task] = running[task] + 1
+  end
+  return true
+end
+
+local held = {}
 local out = {}
 local leased = {}
 local tokens = {}
 local expired = 0
 local token = nil
-while #out < limit and expired < BATCH do
+while #out < limit and expired + #held / 2 < BATCH do
   local popped = redis.call('ZPOPMIN', K_READY, limit - #out)
   if #popped == 0 then break end
   if token == nil then
@@ -51,6 +83,8 @@ while #out < limit and expired < BATCH do
     local id = id_of(popped[i])
     local key = PREFIX .. id
     local f = redis.call('HMGET', key, 'x', 'a', 'd', 'p', 'm', 'tt', 'r', 'pr', 'st', 'cx', 'uk', 'um')
+    local task = nil
+    if limited and f[3] then task = cjson.decode(f[3]).task end
     if f[3] == false then
       -- The job's record is gone (purged underneath); nothing to run.
     elseif f[10] == '1' then
@@ -64,7 +98,14 @@ while #out < limit and expired < BATCH do
       redis.call('ZADD', K_EXPIRED, num(now + ttl), id)
       redis.call('PUBLISH', channel, id)
       expired = expired + 1
+    elseif task and not admit(task) then
+      held[#held + 1] = popped[i + 1]
+      held[#held + 1] = popped[i]
     else
+      if task and limits[task] and limits[task].cap then
+        redis.call('HINCRBY', K_META, 'run:' .. task, 1)
+        redis.call('HSET', K_META, 'lim:' .. id, task)
+      end
       token = token + 1
       local attempts = tonumber(f[2]) + 1
       local started = f[9] or now_s
@@ -87,6 +128,8 @@ while #out < limit and expired < BATCH do
   end
 end
 sliced('ZADD', K_ACTIVE, leased)
+sliced('ZADD', K_READY, held)
 sliced('HSET', K_LEASES, tokens)
-if redis.call('ZCARD', K_READY) > 0 then wake() end
+-- Wake another worker only for jobs it could take (held-back ones would just come back).
+if redis.call('ZCARD', K_READY) > #held / 2 then wake() end
 return out

@@ -555,6 +555,18 @@ impl Broker for RedisBackend {
 
     async fn claim(&self, req: ClaimRequest) -> Result<Vec<Claimed>> {
         let lease_until = req.now.saturating_add(duration_ms(req.lease));
+        let limits: String = req
+            .limits
+            .iter()
+            .map(|(task, l)| {
+                let cap = l.concurrency.map(|c| c.to_string()).unwrap_or_default();
+                let interval = l
+                    .rate
+                    .map(|r| r.interval_ms().to_string())
+                    .unwrap_or_default();
+                format!("{task}\t{cap}\t{interval}\n")
+            })
+            .collect();
         let mut out = Vec::with_capacity(req.limit);
         for queue in &req.queues {
             if out.len() >= req.limit {
@@ -571,6 +583,7 @@ impl Broker for RedisBackend {
                         num(lease_until),
                         req.worker.clone().into_bytes(),
                         keys.channel.clone().into_bytes(),
+                        limits.clone().into_bytes(),
                     ],
                 )
                 .await?;

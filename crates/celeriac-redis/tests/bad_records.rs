@@ -16,6 +16,7 @@ fn claim_req(queue: &str) -> ClaimRequest {
         lease: Duration::from_secs(30),
         worker: "test".into(),
         now: NOW,
+        limits: Default::default(),
     }
 }
 

@@ -43,9 +43,9 @@ pub use app::{App, AppBuilder, Backend, DEFAULT_URL};
 pub use celeriac_core::{
     backend, client, clock, error, job, retry, task, worker, AsClient, Backoff, Broker,
     CancelOutcome, Client, Clock, Encoding, Enqueue, Error, ErrorInfo, ErrorKind, Job, JobHandle,
-    JobId, JobInfo, JobOptions, JobState, ManualClock, Priority, Progress, Registry, Result,
-    ResultStore, Shutdown, SystemClock, Task, TaskContext, TaskDef, TaskError, TaskOptions, Unique,
-    UniqueFor, Worker, WorkerConfig, WorkerStats,
+    JobId, JobInfo, JobOptions, JobState, ManualClock, Priority, Progress, Rate, Registry, Result,
+    ResultStore, Shutdown, SystemClock, Task, TaskContext, TaskDef, TaskError, TaskLimits,
+    TaskOptions, Unique, UniqueFor, Worker, WorkerConfig, WorkerStats,
 };
 pub use celeriac_embedded as embedded;
 pub use celeriac_macros::task;

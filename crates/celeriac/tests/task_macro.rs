@@ -189,6 +189,7 @@ fn options_reflect_the_attribute() -> celeriac::Result<()> {
         result_ttl: Duration::from_secs(3600),
         encoding: Encoding::MsgPack,
         expires: Some(Duration::from_secs(300)),
+        limits: Default::default(),
     };
     assert_eq!(send_email::options(), expected);
     assert_eq!(<send_email::Task as Task>::options(), expected);

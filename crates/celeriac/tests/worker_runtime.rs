@@ -1136,3 +1136,55 @@ async fn weighted_queues_serve_both_in_proportion() {
     assert!(high >= 20, "{high} of 40: {served:?}");
     assert!(high < 40, "the low queue must not starve: {served:?}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Global task limits reach the store through the worker's registry
+// ---------------------------------------------------------------------------------------
+
+static CAPPED_NOW: AtomicUsize = AtomicUsize::new(0);
+static CAPPED_MAX: AtomicUsize = AtomicUsize::new(0);
+
+/// At most one of these runs at once across all workers, whatever their concurrency.
+struct OneAtATime;
+
+impl Task for OneAtATime {
+    const NAME: &'static str = "test.one_at_a_time";
+    type Args = ();
+    type Output = ();
+
+    fn options() -> TaskOptions {
+        TaskOptions {
+            limits: celeriac::TaskLimits {
+                concurrency: Some(1),
+                rate: None,
+            },
+            ..TaskOptions::default()
+        }
+    }
+
+    async fn run(_ctx: TaskContext, _: ()) -> Result<(), TaskError> {
+        let now = CAPPED_NOW.fetch_add(1, Ordering::SeqCst) + 1;
+        CAPPED_MAX.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        CAPPED_NOW.fetch_sub(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_task_concurrency_cap_holds_even_with_free_slots() {
+    let app = memory_app(|b| b.task::<OneAtATime>()).await;
+    let handles = app
+        .client()
+        .enqueue_many::<OneAtATime>(vec![(); 6])
+        .await
+        .expect("enqueue");
+    let running = start(&app, config());
+    for h in &handles {
+        let done = h.wait(SOON).await.expect("finishes");
+        assert_eq!(done.state, JobState::Succeeded);
+        assert_eq!(done.job.attempts, 1, "held-back claims use no attempt");
+    }
+    running.stop().await;
+    assert_eq!(CAPPED_MAX.load(Ordering::SeqCst), 1, "never two at once");
+}

@@ -8,7 +8,9 @@
 --   KEYS[2]  scheduled  ZSET  delayed jobs; score = run_at (ms)
 --   KEYS[3]  retry      ZSET  jobs waiting for their next attempt; score = run_at (ms)
 --   KEYS[4]  active     ZSET  leased jobs; score = lease_until (ms)
---   KEYS[5]  meta       HASH  paused (0/1), seq (FIFO counter), fence (token counter)
+--   KEYS[5]  meta       HASH  paused (0/1), seq (FIFO counter), fence (token counter), and for
+--                             tasks with limits: run:<task> (running jobs), tat:<task> (next
+--                             start a rate allows), lim:<id> (task of a running limited job)
 --   KEYS[6]  marker     ZSET  one member "w" while there may be work; idle workers BZPOPMIN it
 --   KEYS[7]  dead       ZSET  dead letters; score = finished_at (ms)
 --   KEYS[8]  succeeded  ZSET  kept results; score = keep_until (ms)
@@ -136,8 +138,23 @@ local function held_tokens(ids)
   return held
 end
 
--- Ends the leases of these ids: out of the active set and the lease table.
+-- Ends the leases of these ids: out of the active set and the lease table, and a limited
+-- task's running count gives their places back.
 local function end_leases(ids)
   sliced('ZREM', K_ACTIVE, ids)
   sliced('HDEL', K_LEASES, ids)
+  -- Only paused, seq and fence: no task of this queue has limits.
+  if #ids == 0 or redis.call('HLEN', K_META) <= 3 then return end
+  local fields = {}
+  for i, id in ipairs(ids) do fields[i] = 'lim:' .. id end
+  for i = 1, #fields, 500 do
+    local last = math.min(i + 499, #fields)
+    local tasks = redis.call('HMGET', K_META, unpack(fields, i, last))
+    for j = 1, last - i + 1 do
+      if tasks[j] then
+        redis.call('HINCRBY', K_META, 'run:' .. tasks[j], -1)
+        redis.call('HDEL', K_META, fields[i + j - 1])
+      end
+    end
+  end
 end
