@@ -17,3 +17,9 @@ async fn kill_dash_nine_on_redis_loses_no_job_and_reruns_only_jobs_in_flight() {
     let server = RedisServer::start().await.expect("redis-server starts");
     common::kill_dash_nine_reruns_only_jobs_in_flight(&server.url()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_on_redis_holds_across_worker_processes() {
+    let server = RedisServer::start().await.expect("redis-server starts");
+    common::rate_limit_holds_across_processes(&server.url()).await;
+}

@@ -22,3 +22,13 @@ async fn kill_dash_nine_loses_no_job_and_reruns_only_jobs_in_flight() {
     ))
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_holds_across_worker_processes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    common::rate_limit_holds_across_processes(&format!(
+        "sqlite://{}",
+        dir.path().join("limited.db").display()
+    ))
+    .await;
+}

@@ -112,12 +112,41 @@ impl Task for SyncInventory {
     }
 }
 
+/// Pings a partner whose API allows 10 calls a second across all of our workers: a global
+/// rate limit, enforced when jobs are claimed.
+pub struct PingPartner;
+
+impl Task for PingPartner {
+    const NAME: &'static str = "demo.ping_partner";
+    type Args = u32;
+    type Output = ();
+
+    fn options() -> TaskOptions {
+        TaskOptions {
+            queue: "partner".into(),
+            limits: crate::TaskLimits {
+                concurrency: None,
+                rate: Some(crate::Rate {
+                    count: 10,
+                    per: Duration::from_secs(1),
+                }),
+            },
+            ..TaskOptions::default()
+        }
+    }
+
+    async fn run(_ctx: TaskContext, _n: u32) -> Result<(), TaskError> {
+        Ok(())
+    }
+}
+
 /// The demo's tasks.
 pub fn registry() -> Registry {
     let mut r = Registry::new();
     r.register::<SendEmail>()
         .register::<ResizeImage>()
-        .register::<SyncInventory>();
+        .register::<SyncInventory>()
+        .register::<PingPartner>();
     r
 }
 

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use celeriac::demo::{self, Email, SendEmail};
+use celeriac::demo::{self, Email, PingPartner, SendEmail};
 use celeriac::{App, Broker, JobId, JobState, ResultStore};
 use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
@@ -13,11 +13,15 @@ use std::time::{Duration, Instant};
 pub struct WorkerProc(Option<Child>);
 
 impl WorkerProc {
+    /// A worker for the `emails` queue.
     pub fn spawn(url: &str, id: &str, extra: &[&str]) -> Self {
+        Self::spawn_on(url, id, "emails", extra)
+    }
+
+    /// A worker for one queue.
+    pub fn spawn_on(url: &str, id: &str, queue: &str, extra: &[&str]) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_celeriac"))
-            .args([
-                "--url", url, "--log", "error", "worker", "--queues", "emails",
-            ])
+            .args(["--url", url, "--log", "error", "worker", "--queues", queue])
             .args([
                 "--worker-id",
                 id,
@@ -218,4 +222,40 @@ pub fn sigterm(pid: u32) {
     use nix::unistd::Pid;
     let pid = i32::try_from(pid).expect("pid fits");
     kill(Pid::from_raw(pid), Signal::SIGTERM).expect("SIGTERM delivered");
+}
+
+/// Four worker processes share one rate limit (10 a second): sorted by when they were
+/// claimed, no eleven starts fall within one second, whichever process claimed them.
+pub async fn rate_limit_holds_across_processes(url: &str) {
+    let app = demo_app(url).await;
+    const N: u32 = 30;
+    let handles = app
+        .client()
+        .enqueue_many::<PingPartner>(0..N)
+        .await
+        .expect("enqueue");
+    let workers: Vec<WorkerProc> = (0..4)
+        .map(|i| WorkerProc::spawn_on(url, &format!("limited-{i}"), "partner", &[]))
+        .collect();
+    wait_until_succeeded(&app, u64::from(N), Duration::from_secs(120)).await;
+    let results: Vec<(u64, u64)> = workers.into_iter().map(WorkerProc::stop).collect();
+    assert!(
+        results.iter().filter(|r| r.0 > 0).count() >= 2,
+        "several processes took part: {results:?}"
+    );
+    let mut starts = Vec::new();
+    for h in &handles {
+        let info = app.backend().get(h.id()).await.expect("get").expect("kept");
+        assert_eq!(info.state, JobState::Succeeded);
+        assert_eq!(info.job.attempts, 1, "held-back claims use no attempt");
+        starts.push(info.job.started_at.expect("started"));
+    }
+    starts.sort_unstable();
+    for w in starts.windows(11) {
+        assert!(
+            w[10] - w[0] >= 1_000,
+            "11 starts within one second ({} ms): {starts:?}",
+            w[10] - w[0]
+        );
+    }
 }
