@@ -358,6 +358,29 @@ fn options_expr(attr: &TaskAttr) -> TokenStream {
         let d = some_millis(t.value);
         fields.push(quote!(expires: #d));
     }
+    if attr.concurrency_limit.is_some() || attr.rate_limit.is_some() {
+        let concurrency = match &attr.concurrency_limit {
+            Some(n) => {
+                let n = n.value;
+                quote!(::core::option::Option::Some(#n))
+            }
+            None => quote!(::core::option::Option::None),
+        };
+        let rate = match &attr.rate_limit {
+            Some(r) => {
+                let (count, ms) = r.value;
+                quote!(::core::option::Option::Some(::celeriac::Rate {
+                    count: #count,
+                    per: ::std::time::Duration::from_millis(#ms),
+                }))
+            }
+            None => quote!(::core::option::Option::None),
+        };
+        fields.push(quote!(limits: ::celeriac::TaskLimits {
+            concurrency: #concurrency,
+            rate: #rate,
+        }));
+    }
     if fields.is_empty() {
         quote!(::celeriac::TaskOptions::default())
     } else {

@@ -66,6 +66,8 @@ use proc_macro::TokenStream;
 /// | `result_ttl = "1h"` | how long results are kept |
 /// | `encoding = "json" \| "msgpack"` | payload and result serialization |
 /// | `expires = "5m"` | jobs not started within this long end as expired |
+/// | `concurrency_limit = 5` | at most this many jobs of the task run at once, across every worker |
+/// | `rate_limit = "100/m"` | at most this many starts per period (`"10/s"`, `"5/30s"`), spaced evenly, across every worker |
 ///
 /// Unknown options, malformed durations, a priority above 9 and contradictions (a soft limit
 /// not below the hard one, `backoff` above `backoff_max`, `result_ttl` with `ignore_result`)

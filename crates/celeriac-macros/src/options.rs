@@ -21,6 +21,8 @@ pub(crate) const VALID_OPTIONS: &[&str] = &[
     "result_ttl",
     "encoding",
     "expires",
+    "concurrency_limit",
+    "rate_limit",
 ];
 
 /// The longest task or queue name a job accepts (see `Job::validate`).
@@ -56,6 +58,10 @@ pub(crate) struct TaskAttr {
     pub result_ttl: Option<At<u64>>,
     pub encoding: Option<At<Encoding>>,
     pub expires: Option<At<u64>>,
+    /// At most this many running at once, across every worker.
+    pub concurrency_limit: Option<At<u32>>,
+    /// At most `count` starts per `per_ms`, across every worker.
+    pub rate_limit: Option<At<(u32, u64)>>,
 }
 
 /// Collects every error instead of stopping at the first.
@@ -133,6 +139,8 @@ impl TaskAttr {
             "result_ttl" => self.result_ttl.is_some(),
             "encoding" => self.encoding.is_some(),
             "expires" => self.expires.is_some(),
+            "concurrency_limit" => self.concurrency_limit.is_some(),
+            "rate_limit" => self.rate_limit.is_some(),
             _ => return Err(unknown_option(&meta)),
         };
 
@@ -195,6 +203,22 @@ impl TaskAttr {
                     ));
                 }
                 self.retries = Some(At { value: n, span });
+            }
+            "concurrency_limit" => {
+                let n: u32 = lit_int(expr, key)?;
+                if n == 0 {
+                    return Err(syn::Error::new_spanned(
+                        expr,
+                        "`concurrency_limit = 0` would never run the task",
+                    ));
+                }
+                self.concurrency_limit = Some(At { value: n, span });
+            }
+            "rate_limit" => {
+                let s = lit_str(expr, key)?;
+                let value = parse_rate(&s.value())
+                    .map_err(|msg| syn::Error::new(s.span(), format!("`rate_limit`: {msg}")))?;
+                self.rate_limit = Some(At { value, span });
             }
             "priority" => {
                 let n: u8 = lit_int(expr, key).map_err(|_| {
@@ -301,6 +325,8 @@ fn example(key: &str) -> &'static str {
         "backoff_max" => "\"10m\"",
         "result_ttl" => "\"1h\"",
         "expires" => "\"5m\"",
+        "concurrency_limit" => "5",
+        "rate_limit" => "\"100/m\"",
         _ => "\"30s\"",
     }
 }
@@ -385,6 +411,31 @@ where
 
 /// Parses `"250ms"`, `"2s"`, `"10m"`, `"1h"`, `"7d"`, or a sum of them without spaces like
 /// `"1h30m"`, into milliseconds.
+/// Parses a rate such as `100/m`, `10/s` or `5/30s` into (count, period in ms).
+pub(crate) fn parse_rate(text: &str) -> Result<(u32, u64), String> {
+    let (count, per) = text
+        .split_once('/')
+        .ok_or_else(|| format!("`{text}` is not a rate; write it like \"100/m\" or \"5/30s\""))?;
+    let count: u32 = count
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{count}` is not a whole number of runs"))?;
+    if count == 0 {
+        return Err("a rate of 0 would never run the task".into());
+    }
+    let per = per.trim();
+    let per = if per.starts_with(|c: char| c.is_ascii_digit()) {
+        per.to_string()
+    } else {
+        format!("1{per}")
+    };
+    let ms = parse_duration_ms(&per)?;
+    if ms == 0 {
+        return Err("the period must be above zero".into());
+    }
+    Ok((count, ms))
+}
+
 pub(crate) fn parse_duration_ms(text: &str) -> Result<u64, String> {
     const EXPECTED: &str =
         "expected a number and a unit (ms, s, m, h or d), like \"250ms\", \"2s\" or \"10m\"";
@@ -431,6 +482,17 @@ pub(crate) fn parse_duration_ms(text: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rates_parse() {
+        assert_eq!(parse_rate("100/m"), Ok((100, 60_000)));
+        assert_eq!(parse_rate("10/s"), Ok((10, 1_000)));
+        assert_eq!(parse_rate("5/30s"), Ok((5, 30_000)));
+        assert!(parse_rate("100").is_err());
+        assert!(parse_rate("0/m").is_err());
+        assert!(parse_rate("x/m").is_err());
+        assert!(parse_rate("3/fortnight").is_err());
+    }
 
     #[test]
     fn durations_parse_with_every_unit() {

@@ -522,3 +522,24 @@ async fn jobs_run_end_to_end_on_a_worker() -> celeriac::Result<()> {
     assert_eq!(stats.retried.load(Relaxed), 0);
     Ok(())
 }
+
+/// A task limited across every worker.
+#[celeriac::task(queue = "partners", concurrency_limit = 3, rate_limit = "100/m")]
+async fn call_partner(n: u32) -> u32 {
+    n
+}
+
+#[test]
+fn limits_in_the_attribute_reach_the_options() {
+    let limits = call_partner::options().limits;
+    assert_eq!(limits.concurrency, Some(3));
+    assert_eq!(
+        limits.rate,
+        Some(celeriac::Rate {
+            count: 100,
+            per: Duration::from_secs(60),
+        })
+    );
+    assert!(send_email::options().limits.is_empty());
+    assert_eq!(call_partner::def().options().limits, limits);
+}
