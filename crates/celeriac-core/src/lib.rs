@@ -23,7 +23,9 @@ pub mod retry;
 pub mod task;
 pub mod worker;
 
-pub use backend::{Broker, CancelOutcome, Rate, ResultStore, TaskLimits};
+pub use backend::{
+    Broker, CancelOutcome, Coordinator, Rate, ResultStore, TaskLimits, WorkflowStore,
+};
 pub use client::{AsClient, Client, Enqueue, JobHandle, JobOptions};
 pub use clock::{Clock, ManualClock, SystemClock, UnixMs};
 pub use error::{Error, ErrorKind, Result};
