@@ -183,6 +183,10 @@ pub trait Broker: Send + Sync + 'static {
     /// Returns, for each job, the id of the job that stands for it: its own, or for a unique
     /// job whose key is held, the holder's (nothing new is stored; a debounced holder that has
     /// not started takes the new arguments and start time).
+    ///
+    /// Enqueueing is idempotent by id: a job whose id already exists in its queue is not
+    /// stored again, and the existing job stands for it. Workflows and schedules rely on this
+    /// with ids derived from what they stand for.
     fn enqueue(
         &self,
         jobs: Vec<Job>,

@@ -167,6 +167,14 @@ pub(crate) fn enqueue(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
     )?;
     for job in jobs {
+        // Enqueueing is idempotent by id: a job that already exists stands for itself.
+        let exists: bool = conn
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM celeriac_jobs WHERE id = ?1)")?
+            .query_row(params![&job.id.as_bytes()[..]], |r| r.get(0))?;
+        if exists {
+            ids.push(job.id);
+            continue;
+        }
         if let Some(u) = &job.unique {
             if let Some((holder, mode)) = live_holder(conn, &job.queue, &u.key, now)? {
                 if let (UniqueFor::Debounce(delay), "d") = (u.lifetime, mode.as_str()) {

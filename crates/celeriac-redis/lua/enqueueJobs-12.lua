@@ -8,7 +8,8 @@
 --   window or debounce delay).
 -- Returns: for each job, the id of the job that stands for it: its own, or the holder of its
 --   unique key (nothing stored; a waiting debounce holder takes the new payload and start).
---   An error `DUPLICATE <id>` (nothing stored) when a job with one of the ids already exists.
+--   A job whose id already exists is not stored again: its own id stands for it (enqueueing
+--   is idempotent by id).
 -- Jobs due now go to `ready`; later ones to `scheduled`. One wake-up marker.
 -- A unique key is held while its job's state says so (waiting for s and d, not finished for f)
 -- or until its window ends (w), so the state change that ends it releases it.
@@ -16,11 +17,6 @@
 local now = tonumber(ARGV[2])
 local W = 9
 local n = (#ARGV - 2) / W
-for i = 3, #ARGV, W do
-  if redis.call('EXISTS', PREFIX .. ARGV[i]) == 1 then
-    return redis.error_reply('DUPLICATE ' .. ARGV[i])
-  end
-end
 
 -- The job holding a unique key, if the key is still held, and how.
 local function live_holder(ukey)
@@ -56,7 +52,11 @@ for i = 3, #ARGV, W do
   end
   seq = seq + 1
   local holder, hmode = nil, nil
-  if ukey ~= '' then holder, hmode = live_holder(ukey) end
+  if redis.call('EXISTS', key) == 1 then
+    holder = id
+  elseif ukey ~= '' then
+    holder, hmode = live_holder(ukey)
+  end
   if holder then
     if umode == 'd' and hmode == 'd' then
       local hkey = PREFIX .. holder

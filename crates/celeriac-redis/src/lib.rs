@@ -534,16 +534,8 @@ impl Broker for RedisBackend {
                 for (_, job) in chunk {
                     args.extend(codec::enqueue_args(job)?);
                 }
-                let stood: Vec<String> = self.invoke(&self.inner.scripts.enqueue, &keys, args).await.map_err(|e| {
-                    let msg = e.to_string();
-                    match msg.find("DUPLICATE ") {
-                        Some(at) => Error::backend(
-                            ErrorKind::GiveUp,
-                            format!("a job with id {} already exists; nothing of this batch was stored", msg[at + 10..].split_whitespace().next().unwrap_or("?")),
-                        ),
-                        None => e,
-                    }
-                })?;
+                let stood: Vec<String> =
+                    self.invoke(&self.inner.scripts.enqueue, &keys, args).await?;
                 for ((at, _), id) in chunk.iter().zip(stood) {
                     ids[*at] = Some(id.parse()?);
                 }

@@ -161,3 +161,40 @@ pub async fn unique_debounce_replaces_and_delays<B: Broker + ResultStore>(backen
         "once started, a new job gathers the next burst"
     );
 }
+
+/// Enqueueing is idempotent by id: a second job with an existing id is not stored, and the
+/// existing job stands for it, whatever state it is in.
+pub async fn enqueue_is_idempotent_by_id<B: Broker + ResultStore>(backend: Arc<B>) {
+    let q = "idem";
+    let a = job(q, T0);
+    let id = a.id;
+    assert_eq!(enqueue_one(&*backend, a, T0).await, id);
+    let mut again = job(q, T0 + 1);
+    again.id = id;
+    again.payload = json!({"second": true}).to_string().into_bytes();
+    assert_eq!(enqueue_one(&*backend, again.clone(), T0 + 1).await, id);
+    let stored = info(&*backend, id).await;
+    assert_ne!(
+        stored.job.payload, again.payload,
+        "the first job's payload stays"
+    );
+    // In a batch, the existing job is skipped and the new one is stored.
+    let fresh = job(q, T0 + 2);
+    let fresh_id = fresh.id;
+    let ids = backend
+        .enqueue(vec![again.clone(), fresh], T0 + 2)
+        .await
+        .expect("a batch with a known id is accepted");
+    assert_eq!(ids, vec![id, fresh_id]);
+    // Once finished, the id still stands for the job: nothing runs twice.
+    let c = claim(&*backend, &[q], 10, T0 + 3).await;
+    assert_eq!(c.len(), 2, "two jobs were stored, not three");
+    for claimed in &c {
+        complete(&*backend, lease(claimed), success(&json!(1)), T0 + 4).await;
+    }
+    assert_eq!(enqueue_one(&*backend, again, T0 + 5).await, id);
+    assert!(
+        claim(&*backend, &[q], 10, T0 + 6).await.is_empty(),
+        "a finished job is not enqueued again under its id"
+    );
+}
