@@ -580,12 +580,18 @@ mod tests {
 
     #[test]
     fn derived_ids_are_stable_and_distinct() {
-        let origin: JobId = "01890a5d-ac96-774b-bcce-b302099a8057".parse().expect("an id");
+        let origin: JobId = "01890a5d-ac96-774b-bcce-b302099a8057"
+            .parse()
+            .expect("an id");
         let a = origin.derive("n");
         assert_eq!(a, origin.derive("n"), "the same inputs give the same id");
         assert_ne!(a, origin.derive("n.1"));
         assert_ne!(a, JobId::new().derive("n"));
-        assert_eq!(a.as_bytes()[..6], origin.as_bytes()[..6], "the timestamp is kept");
+        assert_eq!(
+            a.as_bytes()[..6],
+            origin.as_bytes()[..6],
+            "the timestamp is kept"
+        );
         assert_eq!(a.0.get_version_num(), 7);
         // Pinned: a derived id must not change between releases, or in-flight workflows
         // would enqueue their steps twice.

@@ -22,6 +22,7 @@ pub mod job;
 pub mod retry;
 pub mod task;
 pub mod worker;
+pub mod workflow;
 
 pub use backend::{
     Broker, CancelOutcome, Coordinator, Rate, ResultStore, TaskLimits, WorkflowStore,
@@ -35,3 +36,4 @@ pub use job::{
 pub use retry::Backoff;
 pub use task::{Registry, Task, TaskContext, TaskDef, TaskError, TaskOptions};
 pub use worker::{Shutdown, Worker, WorkerConfig, WorkerStats};
+pub use workflow::{chain, chord, group, map, Flow, Step, WorkflowHandle};

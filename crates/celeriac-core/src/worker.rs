@@ -1,11 +1,14 @@
 //! The worker runtime: claims jobs under leases, runs their tasks with limits, heartbeats
 //! every lease in one call, acknowledges in batches, and shuts down gracefully.
 
-use crate::backend::{Broker, ClaimRequest, Claimed, Completion, LeaseRef, Outcome, ResultStore};
+use crate::backend::{
+    Broker, ClaimRequest, Claimed, Completion, LeaseRef, Outcome, ResultStore, WorkflowStore,
+};
 use crate::clock::{duration_ms, Clock, SystemClock, UnixMs};
 use crate::error::{Error, Result};
 use crate::job::{ErrorInfo, JobId};
 use crate::task::{panic_message, ProgressSink, Registry, RunError, TaskContext};
+use crate::workflow::{describe_failure, output_value, FlowOver, FlowSink, StepEnd, FLOW_HEADER};
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use std::collections::HashMap;
@@ -267,7 +270,7 @@ impl<B: ResultStore> ProgressSink for ProgressOver<B> {
     }
 }
 
-impl<B: Broker + ResultStore> Worker<B> {
+impl<B: Broker + ResultStore + WorkflowStore> Worker<B> {
     /// A worker with default settings and the system clock.
     pub fn new(backend: Arc<B>, registry: Arc<Registry>) -> Self {
         Self {
@@ -338,6 +341,7 @@ impl<B: Broker + ResultStore> Worker<B> {
         let abandon = CancellationToken::new();
         let aux_stop = CancellationToken::new();
         let progress: Arc<dyn ProgressSink> = Arc::new(ProgressOver(self.backend.clone()));
+        let flow: Arc<dyn FlowSink> = Arc::new(FlowOver(self.backend.clone()));
 
         let acker = tokio::spawn(ack_loop(
             self.backend.clone(),
@@ -449,6 +453,7 @@ impl<B: Broker + ResultStore> Worker<B> {
                     clock: self.clock.clone(),
                     stats: self.stats.clone(),
                     progress: progress.clone(),
+                    flow: flow.clone(),
                     kill: self.shutdown.now.clone(),
                     abandon: abandon.clone(),
                     done: done_tx.clone(),
@@ -521,6 +526,7 @@ struct RunOne {
     clock: Arc<dyn Clock>,
     stats: Arc<WorkerStats>,
     progress: Arc<dyn ProgressSink>,
+    flow: Arc<dyn FlowSink>,
     kill: CancellationToken,
     abandon: CancellationToken,
     done: mpsc::UnboundedSender<Done>,
@@ -595,6 +601,12 @@ impl RunOne {
                 attempt,
             );
             warn!(%error, "job dead-lettered");
+            if job.headers.contains_key(FLOW_HEADER) {
+                let end = StepEnd::Failed(describe_failure(&job, "dead", Some(&error)));
+                if let Err(e) = self.flow.after(&job, end, self.clock.now_ms()).await {
+                    warn!(error = %e, "could not record the failure in its workflow");
+                }
+            }
             let _ = self.done.send((
                 Completion {
                     lease,
@@ -680,7 +692,9 @@ impl RunOne {
         };
         // A cancelled job ends as cancelled, whatever its task returned once asked to stop.
         let cancelled = self.stop.is_cancelled();
-        let outcome = match ended {
+        let in_flow = job.headers.contains_key(FLOW_HEADER);
+        let mut output = None;
+        let mut outcome = match ended {
             Ended::Killed => return,
             Ended::Abandoned if !cancelled => {
                 let _ = self.release.send(lease);
@@ -689,9 +703,14 @@ impl RunOne {
             _ if cancelled => Outcome::Cancelled,
             Ended::Stopped | Ended::Abandoned => Outcome::Cancelled,
             // The job's own retention decides whether a result is kept.
-            Ended::Ran(Ok(Ok(result))) => Outcome::Succeeded {
-                result: job.result_ttl.and(result),
-            },
+            Ended::Ran(Ok(Ok(result))) => {
+                if in_flow {
+                    output.clone_from(&result);
+                }
+                Outcome::Succeeded {
+                    result: job.result_ttl.and(result),
+                }
+            }
             Ended::Ran(Ok(Err(RunError::Decode(msg)))) => Outcome::Dead {
                 error: ErrorInfo::new(
                     "undecodable_payload",
@@ -727,6 +746,43 @@ impl RunOne {
             Outcome::Failed { error } => warn!(%error, "job failed"),
             Outcome::Dead { error } => warn!(%error, "job dead-lettered"),
             Outcome::Cancelled => info!("job cancelled"),
+        }
+        if in_flow {
+            // What follows in the workflow is enqueued before the job is acknowledged: a crash
+            // in between runs the job again, and the ids of what follows do not change.
+            let end = match &outcome {
+                Outcome::Succeeded { .. } => Some(match output_value(&job, output.as_deref()) {
+                    Ok(v) => StepEnd::Output(v),
+                    Err(e) => StepEnd::Failed(format!(
+                        "the output of step `{}` (job {}) does not decode: {e}",
+                        job.task, job.id
+                    )),
+                }),
+                Outcome::Failed { error } => Some(StepEnd::Failed(describe_failure(
+                    &job,
+                    "failed",
+                    Some(error),
+                ))),
+                Outcome::Dead { error } => {
+                    Some(StepEnd::Failed(describe_failure(&job, "dead", Some(error))))
+                }
+                Outcome::Cancelled => {
+                    Some(StepEnd::Failed(describe_failure(&job, "cancelled", None)))
+                }
+                Outcome::Retry { .. } => None,
+            };
+            if let Some(end) = end {
+                if let Err(e) = self.flow.after(&job, end, now).await {
+                    warn!(error = %e, "could not continue the workflow");
+                    if matches!(outcome, Outcome::Succeeded { .. }) {
+                        outcome = retry_or_dead(
+                            "workflow",
+                            format!("could not continue the workflow: {e}"),
+                            None,
+                        );
+                    }
+                }
+            }
         }
         let _ = self.done.send((Completion { lease, outcome }, permit));
     }
