@@ -127,6 +127,14 @@ macro_rules! suite {
             enqueue_is_idempotent_by_id,
             concurrency_cap_holds_jobs_back,
             rate_spaces_starts,
+            workflow_chain_feeds_each_result_forward,
+            workflow_group_collects_results_in_order,
+            workflow_chord_callback_runs_once,
+            workflow_map_fans_out_over_a_list,
+            workflow_parts_nest,
+            workflow_failing_step_stops_the_chain,
+            workflow_dead_member_fails_the_chord,
+            workflow_status_and_bad_definitions,
         }
     };
 }

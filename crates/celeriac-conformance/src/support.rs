@@ -184,7 +184,7 @@ pub(crate) struct RunningWorker {
 
 impl RunningWorker {
     /// Starts a worker over `backend` for `queue` with `registry`, reading `clock`.
-    pub(crate) fn start<B: Broker + ResultStore>(
+    pub(crate) fn start<B: Broker + ResultStore + celeriac_core::WorkflowStore>(
         backend: Arc<B>,
         registry: Registry,
         queue: &str,

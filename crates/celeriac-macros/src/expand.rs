@@ -205,6 +205,18 @@ fn module(func: &ItemFn, attr: &TaskAttr, sig: &TaskFn) -> TokenStream {
                 ::celeriac::Enqueue::new(#args_value)
             }
 
+            /// A step of this task in a workflow (`chain`, `group`, `chord`), with these
+            /// arguments.
+            #item_vis fn step(#params) -> ::celeriac::Step {
+                ::celeriac::Step::of::<Task>(#args_value)
+            }
+
+            /// A step of this task in a workflow that takes the previous step's output as
+            /// its arguments (after a group: the list of the members' outputs).
+            #item_vis fn piped() -> ::celeriac::Step {
+                ::celeriac::Step::piped::<Task>()
+            }
+
             /// Enqueues one job of this task per item of `args`, all of them or none.
             ///
             /// # Errors

@@ -47,6 +47,7 @@ pub use celeriac_core::{
     ResultStore, Shutdown, SystemClock, Task, TaskContext, TaskDef, TaskError, TaskLimits,
     TaskOptions, Unique, UniqueFor, Worker, WorkerConfig, WorkerStats,
 };
+pub use celeriac_core::{chain, chord, group, map, workflow, Flow, Step, WorkflowHandle};
 pub use celeriac_embedded as embedded;
 pub use celeriac_macros::task;
 pub use celeriac_redis as redis;
@@ -54,8 +55,8 @@ pub use celeriac_redis as redis;
 /// What most applications need: `use celeriac::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        App, AsClient, Encoding, JobHandle, JobId, JobState, Priority, Task, TaskContext,
-        TaskError, Worker, WorkerConfig,
+        chain, chord, group, map, App, AsClient, Encoding, Flow, JobHandle, JobId, JobState,
+        Priority, Step, Task, TaskContext, TaskError, Worker, WorkerConfig,
     };
 }
 
