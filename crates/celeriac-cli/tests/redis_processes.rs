@@ -23,3 +23,9 @@ async fn a_rate_limit_on_redis_holds_across_worker_processes() {
     let server = RedisServer::start().await.expect("redis-server starts");
     common::rate_limit_holds_across_processes(&server.url()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chord_of_1000_members_on_redis_runs_its_callback_once() {
+    let server = RedisServer::start().await.expect("redis-server starts");
+    common::chord_callback_runs_once_across_processes(&server.url()).await;
+}

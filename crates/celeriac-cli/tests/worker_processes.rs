@@ -32,3 +32,13 @@ async fn a_rate_limit_holds_across_worker_processes() {
     ))
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chord_of_1000_members_runs_its_callback_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    common::chord_callback_runs_once_across_processes(&format!(
+        "sqlite://{}",
+        dir.path().join("chord.db").display()
+    ))
+    .await;
+}

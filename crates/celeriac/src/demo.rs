@@ -85,6 +85,44 @@ impl Task for ResizeImage {
     }
 }
 
+/// What [`AlbumSummary`] reports about an album's thumbnails.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Album {
+    /// Thumbnails rendered.
+    pub thumbnails: u64,
+    /// A checksum over all of them, in order.
+    pub checksum: u64,
+}
+
+/// The callback of a chord of [`ResizeImage`] jobs: runs once with every thumbnail's result.
+pub struct AlbumSummary;
+
+impl Task for AlbumSummary {
+    const NAME: &'static str = "demo.album_summary";
+    type Args = Vec<u64>;
+    type Output = Album;
+
+    fn options() -> TaskOptions {
+        TaskOptions {
+            queue: "images".into(),
+            ..TaskOptions::default()
+        }
+    }
+
+    async fn run(_ctx: TaskContext, sums: Vec<u64>) -> Result<Album, TaskError> {
+        Ok(Album {
+            thumbnails: sums.len() as u64,
+            checksum: album_checksum(&sums),
+        })
+    }
+}
+
+/// The checksum [`AlbumSummary`] computes over thumbnail results, in order.
+pub fn album_checksum(sums: &[u64]) -> u64 {
+    sums.iter()
+        .fold(17u64, |acc, s| acc.wrapping_mul(1_000_003).wrapping_add(*s))
+}
+
 /// Calls a partner API that is down: every attempt fails, and the job ends in the dead letters.
 pub struct SyncInventory;
 
@@ -145,6 +183,7 @@ pub fn registry() -> Registry {
     let mut r = Registry::new();
     r.register::<SendEmail>()
         .register::<ResizeImage>()
+        .register::<AlbumSummary>()
         .register::<SyncInventory>()
         .register::<PingPartner>();
     r

@@ -259,3 +259,119 @@ pub async fn rate_limit_holds_across_processes(url: &str) {
         );
     }
 }
+
+/// A chord of 1,000 thumbnails over three worker processes, one of them killed with
+/// `kill -9` mid-run so the jobs it held are delivered again, and then every member delivered
+/// once more on purpose: the callback runs exactly once, with every result in order.
+pub async fn chord_callback_runs_once_across_processes(url: &str) {
+    use celeriac::demo::{album_checksum, Album, AlbumSummary, ResizeImage, Thumbnail};
+    use celeriac::workflow::{continue_after, StepEnd};
+    use celeriac::{chord, Step};
+    const N: usize = 1000;
+    let app = demo_app(url).await;
+    let members = (0..N).map(|i| {
+        Step::of::<ResizeImage>(Thumbnail {
+            width: 16 + (i % 50) as u32,
+            height: 16,
+        })
+        .into()
+    });
+    let handle = chord(members, Step::piped::<AlbumSummary>())
+        .start(&app)
+        .await
+        .expect("the chord starts");
+    let member_id = |i: usize| handle.id().derive(&format!("r.{i}"));
+    let callback_id = handle.id().derive("r.j").derive("n");
+
+    let lease = ["--lease", "2s", "--heartbeat", "500ms"];
+    let victim = WorkerProc::spawn_on(url, "victim", "images", &lease);
+    let others: Vec<WorkerProc> = (0..2)
+        .map(|i| WorkerProc::spawn_on(url, &format!("chord-{i}"), "images", &lease))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while count(&app, JobState::Succeeded).await < 200 {
+        assert!(Instant::now() < deadline, "the workers made no progress");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    victim.kill_dash_nine();
+    let mut in_flight = 0;
+    for i in 0..N {
+        let info = app.backend().get(member_id(i)).await.expect("get");
+        if info.is_some_and(|i| i.state == JobState::Active && i.worker.as_deref() == Some("victim")) {
+            in_flight += 1;
+        }
+    }
+
+    let rec = handle
+        .wait(Duration::from_secs(180))
+        .await
+        .expect("the chord ends");
+    let album: Album = celeriac::workflow::record_result(&rec).expect("the chord succeeded");
+    let mut sums = Vec::with_capacity(N);
+    let mut redelivered = 0;
+    for i in 0..N {
+        let info = app
+            .backend()
+            .get(member_id(i))
+            .await
+            .expect("get")
+            .expect("member kept");
+        assert_eq!(info.state, JobState::Succeeded, "member {i}");
+        if info.job.attempts > 1 {
+            redelivered += 1;
+        }
+        sums.push(info.result_as::<u64>().expect("decodes").expect("a result"));
+    }
+    assert_eq!(
+        album,
+        Album {
+            thumbnails: N as u64,
+            checksum: album_checksum(&sums),
+        },
+        "the callback saw every member's result, in order"
+    );
+    assert!(
+        in_flight > 0 && redelivered >= in_flight,
+        "the kill should land while members run ({in_flight} in flight, {redelivered} redelivered)"
+    );
+
+    // Every member arrives once more, from four tasks at once, as if each were delivered
+    // twice: nothing new may be enqueued.
+    let mut tasks = Vec::new();
+    for part in 0..4 {
+        let backend = app.backend().clone();
+        let ids: Vec<JobId> = (part * N / 4..(part + 1) * N / 4).map(member_id).collect();
+        tasks.push(tokio::spawn(async move {
+            for id in ids {
+                let info = backend.get(id).await.expect("get").expect("member");
+                let out = info.result_as::<serde_json::Value>().expect("decodes");
+                let now = celeriac::SystemClock.now_ms();
+                continue_after(&backend, &info.job, StepEnd::Output(out.unwrap_or_default()), now)
+                    .await
+                    .expect("continuing again succeeds");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let callback = app
+        .backend()
+        .get(callback_id)
+        .await
+        .expect("get")
+        .expect("the callback is kept");
+    assert_eq!(callback.state, JobState::Succeeded);
+    assert_eq!(callback.job.attempts, 1, "the callback ran exactly once");
+    let stats = app.backend().stats().await.expect("stats");
+    let images = stats.iter().find(|q| q.queue == "images").expect("images queue");
+    let total: u64 = images.counts.values().sum();
+    assert_eq!(
+        (total, images.count(JobState::Succeeded)),
+        (N as u64 + 1, N as u64 + 1),
+        "1,000 members and one callback, nothing else: {images:?}"
+    );
+    for w in others {
+        w.stop();
+    }
+}
