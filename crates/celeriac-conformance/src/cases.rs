@@ -13,6 +13,7 @@ mod queues;
 mod results;
 mod unique;
 mod worker;
+mod workflow_store;
 
 pub use cancel::*;
 pub use completion::*;
@@ -25,3 +26,4 @@ pub use queues::*;
 pub use results::*;
 pub use unique::*;
 pub use worker::*;
+pub use workflow_store::*;
