@@ -23,7 +23,9 @@
 //!   sleeps until the earliest due time it knows of, and an enqueue wakes it to look again.
 //! - **Results over pub/sub.** Finished jobs are published on their queue's channel;
 //!   [`celeriac_core::ResultStore::wait`] returns on the message (and re-checks every second in
-//!   case a message was lost while reconnecting).
+//!   case a message was lost while reconnecting). Finished workflows are published the same
+//!   way, on a channel the same pattern matches, and
+//!   [`celeriac_core::WorkflowStore::workflow_wait`] wakes on that subscription too.
 //!
 //! # Clock
 //! `now` comes from the caller (the worker's clock) in ARGV, never from Redis `TIME`: the same
