@@ -13,6 +13,7 @@ mod queues;
 mod results;
 mod unique;
 mod worker;
+mod workflow_store;
 mod workflows;
 
 pub use cancel::*;
@@ -26,4 +27,5 @@ pub use queues::*;
 pub use results::*;
 pub use unique::*;
 pub use worker::*;
+pub use workflow_store::*;
 pub use workflows::*;

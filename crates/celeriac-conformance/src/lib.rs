@@ -1,6 +1,7 @@
 //! One conformance suite for every Celeriac backend.
 //!
-//! Each case is a plain `async fn case<B: Broker + ResultStore>(backend: Arc<B>)` in
+//! Each case is a plain `async fn case<B: Broker + ResultStore>(backend: Arc<B>)` (or with
+//! [`WorkflowStore`] in place of `ResultStore`) in
 //! [`cases`], written only against the backend traits and the core types; it drives time
 //! with explicit `now` values (and a [`celeriac_core::ManualClock`] for the worker-driven
 //! cases) and panics when the backend does not behave. The [`suite!`] macro expands every
@@ -19,19 +20,19 @@
 pub mod cases;
 mod support;
 
-use celeriac_core::{Broker, ResultStore};
+use celeriac_core::{Broker, ResultStore, WorkflowStore};
 
 /// What a suite's constructor may give: a backend, and whatever must outlive the test.
 pub trait Fixture {
     /// The backend under test.
-    type Backend: Broker + ResultStore;
+    type Backend: Broker + ResultStore + WorkflowStore;
     /// Dropped when the test ends, after the backend.
     type Guard;
     /// Splits the fixture into the backend and its guard.
     fn into_parts(self) -> (Self::Backend, Self::Guard);
 }
 
-impl<B: Broker + ResultStore> Fixture for B {
+impl<B: Broker + ResultStore + WorkflowStore> Fixture for B {
     type Backend = B;
     type Guard = ();
     fn into_parts(self) -> (B, ()) {
@@ -49,7 +50,7 @@ pub struct Guarded<B, G> {
     pub guard: G,
 }
 
-impl<B: Broker + ResultStore, G> Fixture for Guarded<B, G> {
+impl<B: Broker + ResultStore + WorkflowStore, G> Fixture for Guarded<B, G> {
     type Backend = B;
     type Guard = G;
     fn into_parts(self) -> (B, G) {
@@ -135,6 +136,18 @@ macro_rules! suite {
             workflow_failing_step_stops_the_chain,
             workflow_dead_member_fails_the_chord,
             workflow_status_and_bad_definitions,
+            join_completes_in_index_order,
+            join_counts_a_repeated_index_once,
+            join_arrivals_after_completion_stay_complete,
+            join_failure_is_first_and_final,
+            join_of_a_thousand_concurrent_members,
+            join_expires_after_its_ttl,
+            workflow_start_is_idempotent,
+            workflow_finish_applies_once,
+            workflow_wait_returns_when_finished,
+            workflow_wait_on_unknown_is_not_found,
+            workflow_wait_times_out,
+            finished_workflow_expires_after_its_ttl,
         }
     };
 }

@@ -16,10 +16,16 @@
 //!   at once.
 //! - **Wake-ups**: a worker in the process that enqueues wakes at once. Workers in other
 //!   processes notice new work within their poll interval (100 ms by default).
+//! - **Workflows**: joins keep a header row that counts the distinct members that arrived, so
+//!   an arrival detects completion with one comparison; joins and finished workflow records
+//!   are deleted by `reap` once their ttl passed (an expired join also counts as gone when an
+//!   arrival meets it). A finished workflow wakes waiters in this process at once; waiters in
+//!   other processes poll, backing off to 250 ms.
 //!
 //! URLs: `sqlite://relative/path.db`, `sqlite:///absolute/path.db`, `sqlite::memory:`, with
 //! optional `?synchronous=full|normal&busy_timeout_ms=10000&dead_ttl_s=604800`.
 
+mod flow;
 mod ops;
 mod writer;
 

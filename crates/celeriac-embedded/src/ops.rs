@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 /// The schema version this crate writes (`PRAGMA user_version`).
-pub(crate) const SCHEMA_VERSION: i64 = 3;
+pub(crate) const SCHEMA_VERSION: i64 = 4;
 
 /// Brings a database written by an older version up to [`SCHEMA_VERSION`].
 pub(crate) fn migrate(conn: &Connection, from: i64) -> rusqlite::Result<()> {
@@ -21,7 +21,8 @@ pub(crate) fn migrate(conn: &Connection, from: i64) -> rusqlite::Result<()> {
             "ALTER TABLE celeriac_jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0",
         )?;
     }
-    // Version 3 added the celeriac_unique table, which the schema creates if missing.
+    // Version 3 added the celeriac_unique table, version 4 the join and workflow tables; the
+    // schema creates missing tables.
     Ok(())
 }
 
@@ -514,6 +515,8 @@ pub(crate) fn reap(
              (SELECT seq FROM celeriac_jobs WHERE keep_until <= ?1 LIMIT ?2)",
         )?
         .execute(params![now, BATCH])? as u64;
+    // Joins and workflow records past their retention (not counted: `swept` counts jobs).
+    crate::flow::sweep(conn, now)?;
     Ok(report)
 }
 

@@ -71,3 +71,35 @@ CREATE TABLE IF NOT EXISTS celeriac_meta (
     value INTEGER NOT NULL
 );
 INSERT OR IGNORE INTO celeriac_meta (key, value) VALUES ('fence', 0);
+-- Joins, the barrier after a group: a header per join counts the distinct indexes that brought
+-- an output, so an arrival tells whether the join is complete without reading the members.
+CREATE TABLE IF NOT EXISTS celeriac_joins (
+    id         BLOB PRIMARY KEY,               -- the join's id, 16 bytes
+    total      INTEGER NOT NULL,               -- members of the group
+    arrived    INTEGER NOT NULL,               -- distinct indexes with an output
+    failure    TEXT,                           -- the first failure's message; never replaced
+    keep_until INTEGER NOT NULL                -- last arrival + ttl; swept by reap, or on access
+);
+CREATE INDEX IF NOT EXISTS celeriac_joins_kept ON celeriac_joins (keep_until);
+-- The outputs of a join's members, one row per index (the first output of an index stays).
+CREATE TABLE IF NOT EXISTS celeriac_join_members (
+    join_id BLOB NOT NULL,
+    idx     INTEGER NOT NULL,
+    output  BLOB NOT NULL,                     -- JSON text
+    PRIMARY KEY (join_id, idx)
+);
+-- Workflow records (chain, group, chord). A running record is kept until it finishes; a
+-- finished one until keep_until (finished_at + ttl), swept by reap.
+CREATE TABLE IF NOT EXISTS celeriac_workflows (
+    id          BLOB PRIMARY KEY,              -- the workflow's id, 16 bytes
+    name        TEXT NOT NULL,
+    state       INTEGER NOT NULL,              -- WorkflowState::code
+    result      BLOB,
+    error       TEXT,
+    created_at  INTEGER NOT NULL,
+    finished_at INTEGER,
+    ttl_ms      INTEGER NOT NULL,
+    keep_until  INTEGER
+);
+CREATE INDEX IF NOT EXISTS celeriac_workflows_kept
+    ON celeriac_workflows (keep_until) WHERE keep_until IS NOT NULL;

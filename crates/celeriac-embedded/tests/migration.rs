@@ -1,7 +1,9 @@
 //! A database written by an earlier version is upgraded in place, keeping its jobs.
 
-use celeriac_core::backend::{CancelOutcome, ClaimRequest};
-use celeriac_core::{Broker, Job, JobState, ResultStore};
+use celeriac_core::backend::{
+    CancelOutcome, ClaimRequest, JoinArrival, JoinInput, JoinStatus, WorkflowRecord, WorkflowState,
+};
+use celeriac_core::{Broker, Job, JobId, JobState, ResultStore, WorkflowStore};
 use celeriac_embedded::SqliteBackend;
 use std::time::Duration;
 
@@ -60,5 +62,71 @@ async fn a_version_1_database_is_upgraded_and_keeps_its_jobs() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
+}
+
+#[tokio::test]
+async fn a_version_3_database_gains_the_workflow_tables_and_keeps_its_jobs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("v3.db");
+    let job = Job::new("t", b"1".to_vec(), NOW);
+    let id = job.id;
+    {
+        let conn = rusqlite::Connection::open(&path).expect("open");
+        conn.execute_batch(include_str!("schema_v3.sql"))
+            .expect("v3 schema");
+        conn.execute_batch("PRAGMA user_version = 3")
+            .expect("version");
+        conn.execute(
+            "INSERT INTO celeriac_jobs (id, queue, task, state, priority, run_at, payload, \
+             encoding, attempts, max_attempts, created_at, result_ttl_ms) \
+             VALUES (?1, 'default', 't', 0, 5, ?2, X'31', 0, 0, 4, ?2, 60000)",
+            rusqlite::params![&id.as_bytes()[..], NOW],
+        )
+        .expect("a job written by version 3");
+    }
+    let backend = SqliteBackend::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("the version 3 database opens");
+    assert_eq!(
+        backend.get(id).await.expect("get").map(|i| i.state),
+        Some(JobState::Pending),
+        "the job written by version 3 is kept"
+    );
+    let join = JobId::new();
+    let status = backend
+        .join_arrive(
+            JoinArrival {
+                join,
+                index: 0,
+                total: 1,
+                input: JoinInput::Output(b"1".to_vec()),
+                ttl: Duration::from_secs(60),
+            },
+            NOW,
+        )
+        .await
+        .expect("joins work on an upgraded database");
+    assert_eq!(status, JoinStatus::Complete(vec![b"1".to_vec()]));
+    let wf = JobId::new();
+    backend
+        .workflow_start(WorkflowRecord {
+            id: wf,
+            name: "chain(t)".into(),
+            state: WorkflowState::Running,
+            result: None,
+            error: None,
+            created_at: NOW,
+            finished_at: None,
+            ttl: Duration::from_secs(60),
+        })
+        .await
+        .expect("workflow records work on an upgraded database");
+    assert!(backend.workflow_get(wf).await.expect("get").is_some());
+    drop(backend);
+    let conn = rusqlite::Connection::open(&path).expect("reopen");
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .expect("version");
+    assert_eq!(version, 4);
 }

@@ -1,5 +1,6 @@
 //! The key layout. Every key of a queue shares the hash tag `{<queue>}`, so one queue lives
-//! on one Cluster slot and its scripts are atomic there.
+//! on one Cluster slot and its scripts are atomic there; every key of one join or workflow
+//! shares the tag `{wf:<id>}`.
 
 /// The twelve keys every script of a queue receives, and its job-key prefix and channel.
 #[derive(Debug, Clone)]
@@ -64,7 +65,27 @@ pub(crate) fn queues_key(prefix: &str) -> String {
     format!("{prefix}:queues")
 }
 
-/// The pattern matching every queue's completion channel.
+/// The pattern matching every queue's completion channel, and every workflow's.
 pub(crate) fn done_pattern(prefix: &str) -> String {
     format!("{prefix}:{{*}}:done")
+}
+
+/// The hash tag of one join or workflow: every key of it lives in that slot.
+fn flow_base(prefix: &str, id: &str) -> String {
+    format!("{prefix}:{{wf:{id}}}")
+}
+
+/// A join's hash (see `lua/includes/flow.lua` for its fields).
+pub(crate) fn join_key(prefix: &str, join: &str) -> String {
+    format!("{}:join", flow_base(prefix, join))
+}
+
+/// A workflow's record (a hash).
+pub(crate) fn workflow_key(prefix: &str, id: &str) -> String {
+    format!("{}:rec", flow_base(prefix, id))
+}
+
+/// The channel a finished workflow's id is published on; [`done_pattern`] matches it.
+pub(crate) fn workflow_channel(prefix: &str, id: &str) -> String {
+    format!("{}:done", flow_base(prefix, id))
 }

@@ -23,7 +23,9 @@
 //!   sleeps until the earliest due time it knows of, and an enqueue wakes it to look again.
 //! - **Results over pub/sub.** Finished jobs are published on their queue's channel;
 //!   [`celeriac_core::ResultStore::wait`] returns on the message (and re-checks every second in
-//!   case a message was lost while reconnecting).
+//!   case a message was lost while reconnecting). Finished workflows are published the same
+//!   way, on a channel the same pattern matches, and
+//!   [`celeriac_core::WorkflowStore::workflow_wait`] wakes on that subscription too.
 //!
 //! # Clock
 //! `now` comes from the caller (the worker's clock) in ARGV, never from Redis `TIME`: the same
@@ -49,9 +51,19 @@
 //! | `celeriac:{emails}:done` | channel | ids of finished jobs |
 //! | `celeriac:queues` | SET | queue names (the one key outside any queue's slot) |
 //!
-//! Room is left under the same tag for what comes next: `:unique:<key>`, `:limit:<task>`,
-//! `:chord:<id>` live in the queue's slot so their scripts stay atomic; cache and limiter keys
-//! get their own prefixes (`celeriac:cache:…`, `celeriac:rl:…`).
+//! Room is left under the same tag for what comes next: `:unique:<key>` and `:limit:<task>`
+//! live in the queue's slot so their scripts stay atomic; cache and limiter keys get their own
+//! prefixes (`celeriac:cache:…`, `celeriac:rl:…`).
+//!
+//! Workflows (chain, group, chord) belong to no queue: every key of one join or one workflow
+//! carries the hash tag `{wf:<id>}` (ids are UUIDs, so no tag clashes with a queue's), and each
+//! of their scripts touches one key:
+//!
+//! | key | type | what |
+//! |---|---|---|
+//! | `celeriac:{wf:<join id>}:join` | HASH | a join (the barrier after a group): `<index>` → the member's output, `n` distinct indexes with an output, `t` total, `e` first failure, `x` keep-until; expires its ttl after the last arrival |
+//! | `celeriac:{wf:<id>}:rec` | HASH | a workflow record: `n` name, `s` state (0 running, 1 succeeded, 2 failed), `r` result, `e` error, `c` created, `f` finished, `t` ttl; expires its ttl after it finishes |
+//! | `celeriac:{wf:<id>}:done` | channel | the id of the workflow once it finished (matched by the completion pattern `celeriac:{*}:done`) |
 //!
 //! # Client
 //! redis-rs: multiplexed, pipelined connections; Cluster (slot routing, MOVED/ASK handling);
@@ -67,6 +79,7 @@
 mod codec;
 mod config;
 mod conn;
+mod flow;
 mod keys;
 mod scripts;
 

@@ -1,5 +1,6 @@
 //! The Lua scripts, one file per atomic command (`lua/`), each prefixed with
-//! `lua/includes/common.lua`. Called by SHA; redis-rs reloads one on NOSCRIPT.
+//! `lua/includes/common.lua` (queue scripts) or `lua/includes/flow.lua` (workflow scripts).
+//! Called by SHA; redis-rs reloads one on NOSCRIPT.
 
 use redis::Script;
 
@@ -7,6 +8,17 @@ macro_rules! script {
     ($file:literal) => {
         Script::new(concat!(
             include_str!("../lua/includes/common.lua"),
+            "\n",
+            include_str!(concat!("../lua/", $file))
+        ))
+    };
+}
+
+/// A workflow script: prefixed with `lua/includes/flow.lua` instead of the queue helpers.
+macro_rules! flow_script {
+    ($file:literal) => {
+        Script::new(concat!(
+            include_str!("../lua/includes/flow.lua"),
             "\n",
             include_str!(concat!("../lua/", $file))
         ))
@@ -26,6 +38,9 @@ pub(crate) struct Scripts {
     pub(crate) progress: Script,
     pub(crate) cancel: Script,
     pub(crate) cancel_requested: Script,
+    pub(crate) arrive_join: Script,
+    pub(crate) start_workflow: Script,
+    pub(crate) finish_workflow: Script,
 }
 
 impl Scripts {
@@ -43,6 +58,9 @@ impl Scripts {
             progress: script!("setProgress-12.lua"),
             cancel: script!("cancelJob-12.lua"),
             cancel_requested: script!("cancelRequested-12.lua"),
+            arrive_join: flow_script!("arriveJoin-1.lua"),
+            start_workflow: flow_script!("startWorkflow-1.lua"),
+            finish_workflow: flow_script!("finishWorkflow-1.lua"),
         }
     }
 }

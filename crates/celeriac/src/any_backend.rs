@@ -2,8 +2,8 @@
 
 use crate::{Error, Result};
 use celeriac_core::backend::{
-    Broker, CancelOutcome, ClaimRequest, Claimed, Completion, LeaseRef, QueueStats, ReapReport,
-    ResultStore,
+    Broker, CancelOutcome, ClaimRequest, Claimed, Completion, JoinArrival, JoinStatus, LeaseRef,
+    QueueStats, ReapReport, ResultStore, WorkflowEnd, WorkflowRecord, WorkflowStore,
 };
 use celeriac_core::{Job, JobId, JobInfo, UnixMs};
 use celeriac_embedded::SqliteBackend;
@@ -137,5 +137,23 @@ impl ResultStore for Backend {
     }
     async fn wait(&self, id: JobId, timeout: Duration) -> Result<JobInfo> {
         forward!(self, b => b.wait(id, timeout).await)
+    }
+}
+
+impl WorkflowStore for Backend {
+    async fn join_arrive(&self, arrival: JoinArrival, now: UnixMs) -> Result<JoinStatus> {
+        forward!(self, b => b.join_arrive(arrival, now).await)
+    }
+    async fn workflow_start(&self, record: WorkflowRecord) -> Result<()> {
+        forward!(self, b => b.workflow_start(record).await)
+    }
+    async fn workflow_finish(&self, id: JobId, end: WorkflowEnd, now: UnixMs) -> Result<bool> {
+        forward!(self, b => b.workflow_finish(id, end, now).await)
+    }
+    async fn workflow_get(&self, id: JobId) -> Result<Option<WorkflowRecord>> {
+        forward!(self, b => b.workflow_get(id).await)
+    }
+    async fn workflow_wait(&self, id: JobId, timeout: Duration) -> Result<WorkflowRecord> {
+        forward!(self, b => b.workflow_wait(id, timeout).await)
     }
 }

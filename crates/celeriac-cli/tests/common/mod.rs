@@ -271,8 +271,9 @@ pub async fn chord_callback_runs_once_across_processes(url: &str) {
     let app = demo_app(url).await;
     let members = (0..N).map(|i| {
         Step::of::<ResizeImage>(Thumbnail {
-            width: 16 + (i % 50) as u32,
-            height: 16,
+            // Big enough that a member takes a few milliseconds: the kill lands mid-run.
+            width: 600 + (i % 50) as u32,
+            height: 600,
         })
         .into()
     });
@@ -297,7 +298,9 @@ pub async fn chord_callback_runs_once_across_processes(url: &str) {
     let mut in_flight = 0;
     for i in 0..N {
         let info = app.backend().get(member_id(i)).await.expect("get");
-        if info.is_some_and(|i| i.state == JobState::Active && i.worker.as_deref() == Some("victim")) {
+        if info
+            .is_some_and(|i| i.state == JobState::Active && i.worker.as_deref() == Some("victim"))
+        {
             in_flight += 1;
         }
     }
@@ -345,10 +348,15 @@ pub async fn chord_callback_runs_once_across_processes(url: &str) {
             for id in ids {
                 let info = backend.get(id).await.expect("get").expect("member");
                 let out = info.result_as::<serde_json::Value>().expect("decodes");
-                let now = celeriac::SystemClock.now_ms();
-                continue_after(&backend, &info.job, StepEnd::Output(out.unwrap_or_default()), now)
-                    .await
-                    .expect("continuing again succeeds");
+                let now = celeriac::Clock::now_ms(&celeriac::SystemClock);
+                continue_after(
+                    &*backend,
+                    &info.job,
+                    StepEnd::Output(out.unwrap_or_default()),
+                    now,
+                )
+                .await
+                .expect("continuing again succeeds");
             }
         }));
     }
@@ -364,7 +372,10 @@ pub async fn chord_callback_runs_once_across_processes(url: &str) {
     assert_eq!(callback.state, JobState::Succeeded);
     assert_eq!(callback.job.attempts, 1, "the callback ran exactly once");
     let stats = app.backend().stats().await.expect("stats");
-    let images = stats.iter().find(|q| q.queue == "images").expect("images queue");
+    let images = stats
+        .iter()
+        .find(|q| q.queue == "images")
+        .expect("images queue");
     let total: u64 = images.counts.values().sum();
     assert_eq!(
         (total, images.count(JobState::Succeeded)),

@@ -13,7 +13,11 @@ use celeriac_core::{
 use std::sync::Arc;
 
 /// A pending, a scheduled and a retrying job are cancelled at once and never claimed.
-pub async fn cancel_waiting_jobs_never_run<B: Broker + ResultStore>(backend: Arc<B>) {
+pub async fn cancel_waiting_jobs_never_run<
+    B: Broker + ResultStore + celeriac_core::WorkflowStore,
+>(
+    backend: Arc<B>,
+) {
     let q = "cancel-waiting";
     let pending = job(q, T0);
     let later = delayed(q, T0, T0 + 5_000);
@@ -52,7 +56,9 @@ pub async fn cancel_waiting_jobs_never_run<B: Broker + ResultStore>(backend: Arc
 
 /// A running job is flagged, reported to its worker, and ends as cancelled; a retry it asks
 /// for after that does not happen.
-pub async fn cancel_running_job_is_reported_and_never_retried<B: Broker + ResultStore>(
+pub async fn cancel_running_job_is_reported_and_never_retried<
+    B: Broker + ResultStore + celeriac_core::WorkflowStore,
+>(
     backend: Arc<B>,
 ) {
     let q = "cancel-running";
@@ -106,7 +112,9 @@ pub async fn cancel_running_job_is_reported_and_never_retried<B: Broker + Result
 
 /// A cancelled running job whose worker died ends as cancelled when its lease expires,
 /// instead of going back to the queue.
-pub async fn cancelled_job_with_expired_lease_is_not_redelivered<B: Broker + ResultStore>(
+pub async fn cancelled_job_with_expired_lease_is_not_redelivered<
+    B: Broker + ResultStore + celeriac_core::WorkflowStore,
+>(
     backend: Arc<B>,
 ) {
     let q = "cancel-reap";
@@ -144,7 +152,11 @@ impl Task for WaitsForCancel {
 
 /// A real worker running a job: cancelling it fires the task's token, and the job ends as
 /// cancelled (not succeeded, though the task returned normally).
-pub async fn worker_stops_a_cancelled_job<B: Broker + ResultStore>(backend: Arc<B>) {
+pub async fn worker_stops_a_cancelled_job<
+    B: Broker + ResultStore + celeriac_core::WorkflowStore,
+>(
+    backend: Arc<B>,
+) {
     let q = "cancel-worker";
     let clock = ManualClock::new(T0);
     let j = celeriac_core::Enqueue::<WaitsForCancel>::new(())

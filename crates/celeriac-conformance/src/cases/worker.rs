@@ -10,7 +10,11 @@ use std::time::Duration;
 
 /// A task that always fails (backoff 1 s, no jitter, 3 attempts) is retried at exactly
 /// failure time + 1 s, then + 2 s, then dead-lettered with a reason naming the attempts.
-pub async fn retry_schedule_follows_backoff<B: Broker + ResultStore>(backend: Arc<B>) {
+pub async fn retry_schedule_follows_backoff<
+    B: Broker + ResultStore + celeriac_core::WorkflowStore,
+>(
+    backend: Arc<B>,
+) {
     let q = "retry-schedule";
     let clock = ManualClock::new(T0);
     let j = Enqueue::<AlwaysFails>::new("boom".to_string())
@@ -75,7 +79,11 @@ pub async fn retry_schedule_follows_backoff<B: Broker + ResultStore>(backend: Ar
 }
 
 /// A job whose only attempt fails is dead-lettered by the worker at once, not retried.
-pub async fn worker_dead_letters_after_max_attempts<B: Broker + ResultStore>(backend: Arc<B>) {
+pub async fn worker_dead_letters_after_max_attempts<
+    B: Broker + ResultStore + celeriac_core::WorkflowStore,
+>(
+    backend: Arc<B>,
+) {
     let q = "max-attempts";
     let clock = ManualClock::new(T0);
     let j = Enqueue::<AlwaysFails>::new("no luck".to_string())
@@ -111,7 +119,11 @@ pub async fn worker_dead_letters_after_max_attempts<B: Broker + ResultStore>(bac
 
 /// A job for a task this worker does not know goes to the dead letters as `unknown_task`
 /// on its first attempt.
-pub async fn unknown_task_is_dead_lettered<B: Broker + ResultStore>(backend: Arc<B>) {
+pub async fn unknown_task_is_dead_lettered<
+    B: Broker + ResultStore + celeriac_core::WorkflowStore,
+>(
+    backend: Arc<B>,
+) {
     let q = "unknown-task";
     let clock = ManualClock::new(T0);
     let mut j = job(q, T0);
@@ -141,7 +153,11 @@ pub async fn unknown_task_is_dead_lettered<B: Broker + ResultStore>(backend: Arc
 
 /// A payload that does not decode into the task's arguments goes to the dead letters as
 /// `undecodable_payload`, with a message naming the task; nothing is lost.
-pub async fn undecodable_payload_is_dead_lettered<B: Broker + ResultStore>(backend: Arc<B>) {
+pub async fn undecodable_payload_is_dead_lettered<
+    B: Broker + ResultStore + celeriac_core::WorkflowStore,
+>(
+    backend: Arc<B>,
+) {
     let q = "undecodable";
     let clock = ManualClock::new(T0);
     let mut j = job(q, T0);
@@ -177,7 +193,11 @@ pub async fn undecodable_payload_is_dead_lettered<B: Broker + ResultStore>(backe
 }
 
 /// The worker runs a task to success; `wait` returns its decodable result.
-pub async fn worker_runs_a_task_to_success<B: Broker + ResultStore>(backend: Arc<B>) {
+pub async fn worker_runs_a_task_to_success<
+    B: Broker + ResultStore + celeriac_core::WorkflowStore,
+>(
+    backend: Arc<B>,
+) {
     let q = "success";
     let clock = ManualClock::new(T0);
     let j = Enqueue::<Add>::new((2, 3))

@@ -165,7 +165,11 @@ where
         "(2 + 3) * 2 * 2"
     );
     assert_eq!(rec.name, "chain(wf.add, wf.double, wf.double)");
-    let first = info(&*h.backend, handle.id().derive("r.0")).await;
+    let first = h
+        .backend
+        .wait(handle.id().derive("r.0"), PATIENCE)
+        .await
+        .expect("the first step ends");
     assert_eq!(first.state, JobState::Succeeded);
     assert_eq!(first.job.root_id, Some(handle.id()));
     assert_eq!(first.result_as::<i64>().expect("decodes"), Some(5));
@@ -196,7 +200,10 @@ where
 {
     let h = harness(backend);
     SUM_RUNS.store(0, Ordering::SeqCst);
-    let flow = chord((1..=20).map(|i| Step::of::<Double>(i).into()), Step::piped::<Sum>());
+    let flow = chord(
+        (1..=20).map(|i| Step::of::<Double>(i).into()),
+        Step::piped::<Sum>(),
+    );
     let handle = flow.start(&h.client).await.expect("the workflow starts");
     let total: i64 = handle.result(PATIENCE).await.expect("the chord ends");
     assert_eq!(total, 2 * (1..=20).sum::<i64>());
@@ -208,7 +215,10 @@ where
     for i in [0, 19] {
         let member = info(&*h.backend, handle.id().derive(&format!("r.{i}"))).await;
         assert_eq!(member.state, JobState::Succeeded);
-        let out = member.result_as::<Value>().expect("decodes").unwrap_or(Value::Null);
+        let out = member
+            .result_as::<Value>()
+            .expect("decodes")
+            .unwrap_or(Value::Null);
         continue_after(&*h.backend, &member.job, StepEnd::Output(out), T0 + 1)
             .await
             .expect("continuing again succeeds");
@@ -240,7 +250,11 @@ where
     assert_eq!(rec.result.as_deref(), Some(&b"30"[..]), "2 * (0+1+..+5)");
     let rec = run_to_end(&h, over(0)).await;
     assert_eq!(rec.state, WorkflowState::Succeeded, "{rec:?}");
-    assert_eq!(rec.result.as_deref(), Some(&b"0"[..]), "an empty map sums to 0");
+    assert_eq!(
+        rec.result.as_deref(),
+        Some(&b"0"[..]),
+        "an empty map sums to 0"
+    );
     h.worker.stop().await;
 }
 
@@ -253,9 +267,15 @@ where
     let flow = chain([
         Step::of::<Add>((1, 1)).into(),
         group([
-            chain([Step::piped::<Double>().into(), Step::piped::<Double>().into()]),
+            chain([
+                Step::piped::<Double>().into(),
+                Step::piped::<Double>().into(),
+            ]),
             chord(
-                [Step::piped::<Double>().into(), Step::of::<Add>((10, 0)).into()],
+                [
+                    Step::piped::<Double>().into(),
+                    Step::of::<Add>((10, 0)).into(),
+                ],
                 Step::piped::<Sum>(),
             ),
             Step::piped::<Record>().into(),
@@ -264,8 +284,8 @@ where
     ]);
     let rec = run_to_end(&h, flow).await;
     assert_eq!(rec.state, WorkflowState::Succeeded, "{rec:?}");
-    let out: Value = serde_json::from_slice(rec.result.as_deref().unwrap_or_default())
-        .expect("JSON");
+    let out: Value =
+        serde_json::from_slice(rec.result.as_deref().unwrap_or_default()).expect("JSON");
     assert_eq!(out, json!([8, 14, 2]), "[2*2*2, 2*2 + 10, 2]");
     h.worker.stop().await;
 }
@@ -294,8 +314,14 @@ where
     let err = handle.result::<i64>(PATIENCE).await.expect_err("failed");
     assert!(err.to_string().contains("wf.refuse"), "{err}");
     // The step after the failure was never enqueued.
-    let refused = handle.id().derive("r.0").derive("n");
-    assert_eq!(info(&*h.backend, refused).await.state, JobState::Failed);
+    let refused = handle.id().derive("r.0").derive("n.0");
+    // The workflow ends before the step's own acknowledgement lands: wait for that too.
+    let step = h
+        .backend
+        .wait(refused, PATIENCE)
+        .await
+        .expect("the step ends");
+    assert_eq!(step.state, JobState::Failed);
     assert!(
         h.backend
             .get(refused.derive("n"))
@@ -306,10 +332,16 @@ where
     );
     // The handler ran once with what failed.
     let handler = wait_for_task(&*h.backend, refused, "wf.record").await;
-    let about = handler.result_as::<Value>().expect("decodes").unwrap_or_default();
+    let about = handler
+        .result_as::<Value>()
+        .expect("decodes")
+        .unwrap_or_default();
     assert_eq!(about["task"], "wf.refuse");
     assert_eq!(about["workflow"], handle.id().to_string());
-    assert!(about["error"].as_str().unwrap_or_default().contains("the partner said no"));
+    assert!(about["error"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("the partner said no"));
     h.worker.stop().await;
 }
 
@@ -349,7 +381,10 @@ where
     let clock = ManualClock::new(T0);
     let client = Client::with_clock(backend.clone(), Arc::new(clock.clone()));
     let id = JobId::new();
-    let flow = chain([Step::of::<Add>((1, 2)).into(), Step::piped::<Double>().into()]);
+    let flow = chain([
+        Step::of::<Add>((1, 2)).into(),
+        Step::piped::<Double>().into(),
+    ]);
     let handle = flow
         .clone()
         .start_with_id(&client, id)
