@@ -136,6 +136,7 @@ macro_rules! suite {
             workflow_failing_step_stops_the_chain,
             workflow_dead_member_fails_the_chord,
             workflow_status_and_bad_definitions,
+            workflow_steps_ended_by_the_store_fail_it,
             join_completes_in_index_order,
             join_counts_a_repeated_index_once,
             join_arrivals_after_completion_stay_complete,

@@ -134,7 +134,7 @@ pub struct Completion {
 }
 
 /// What a reaping pass did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReapReport {
     /// Expired leases put back to pending.
     pub requeued: u64,
@@ -142,6 +142,9 @@ pub struct ReapReport {
     pub dead: u64,
     /// Finished jobs whose retention ran out and were deleted.
     pub swept: u64,
+    /// The jobs this pass ended (dead, or cancelled while their lease was out), so that what
+    /// depends on them (a workflow) learns of it.
+    pub ended: Vec<JobId>,
 }
 
 /// What a cancel request found.

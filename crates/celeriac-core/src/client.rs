@@ -1,6 +1,6 @@
 //! Enqueueing jobs and following them: [`Client`], [`Enqueue`] and [`JobHandle`].
 
-use crate::backend::{Broker, CancelOutcome, ResultStore};
+use crate::backend::{Broker, CancelOutcome, ResultStore, WorkflowStore};
 use crate::clock::{duration_ms, Clock, SystemClock, UnixMs};
 use crate::error::{Error, Result};
 use crate::job::{Job, JobId, JobInfo, JobState, Priority, Unique, UniqueFor};
@@ -132,12 +132,38 @@ impl<B: Broker + ResultStore> Client<B> {
             clock: self.clock.clone(),
         }
     }
+}
 
+impl<B: Broker + ResultStore + WorkflowStore> Client<B> {
     /// Cancels a job: a waiting one never runs; a running one is asked to stop (its context's
-    /// cancellation token fires within about a second) and ends as cancelled.
+    /// cancellation token fires within about a second) and ends as cancelled. A cancelled
+    /// step of a workflow stops the workflow.
     pub async fn cancel(&self, id: JobId) -> Result<CancelOutcome> {
-        self.backend.cancel(id, self.now()).await
+        cancel_job(&*self.backend, id, self.now()).await
     }
+}
+
+async fn cancel_job<B: Broker + ResultStore + WorkflowStore>(
+    backend: &B,
+    id: JobId,
+    now: UnixMs,
+) -> Result<CancelOutcome> {
+    let outcome = backend.cancel(id, now).await?;
+    if outcome == CancelOutcome::Cancelled {
+        if let Some(info) = backend.get(id).await? {
+            if info.job.headers.contains_key(crate::workflow::FLOW_HEADER) {
+                let why = crate::workflow::describe_failure(&info.job, "cancelled", None);
+                crate::workflow::continue_after(
+                    backend,
+                    &info.job,
+                    crate::workflow::StepEnd::Failed(why),
+                    now,
+                )
+                .await?;
+            }
+        }
+    }
+    Ok(outcome)
 }
 
 /// Per-job overrides of a task's options.
@@ -314,10 +340,10 @@ impl<B> std::fmt::Debug for JobHandle<B> {
     }
 }
 
-impl<B: Broker + ResultStore> JobHandle<B> {
+impl<B: Broker + ResultStore + WorkflowStore> JobHandle<B> {
     /// Cancels the job (see [`Client::cancel`]).
     pub async fn cancel(&self) -> Result<CancelOutcome> {
-        self.backend.cancel(self.id, self.clock.now_ms()).await
+        cancel_job(&*self.backend, self.id, self.clock.now_ms()).await
     }
 }
 

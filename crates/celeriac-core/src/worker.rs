@@ -367,6 +367,7 @@ impl<B: Broker + ResultStore + WorkflowStore> Worker<B> {
             self.backend.clone(),
             self.clock.clone(),
             config.clone(),
+            flow.clone(),
             aux_stop.clone(),
         ));
 
@@ -938,10 +939,11 @@ async fn stop_loop<B: Broker>(backend: Arc<B>, inflight: Inflight, stop: Cancell
     }
 }
 
-async fn reap_loop<B: Broker>(
+async fn reap_loop<B: Broker + ResultStore>(
     backend: Arc<B>,
     clock: Arc<dyn Clock>,
     config: Arc<WorkerConfig>,
+    flow: Arc<dyn FlowSink>,
     stop: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(config.reap_interval);
@@ -952,14 +954,31 @@ async fn reap_loop<B: Broker>(
             _ = stop.cancelled() => return,
         }
         match backend.reap(clock.now_ms()).await {
-            Ok(r) if r.requeued + r.dead > 0 => {
-                info!(
-                    requeued = r.requeued,
-                    dead = r.dead,
-                    "reaped expired leases"
-                )
+            Ok(r) => {
+                if r.requeued + r.dead > 0 {
+                    info!(
+                        requeued = r.requeued,
+                        dead = r.dead,
+                        "reaped expired leases"
+                    );
+                }
+                // Jobs the store ended on its own still end their workflow's step.
+                for id in r.ended {
+                    let Ok(Some(info)) = backend.get(id).await else {
+                        continue;
+                    };
+                    if !info.job.headers.contains_key(FLOW_HEADER) {
+                        continue;
+                    }
+                    let why = describe_failure(&info.job, info.state.as_str(), info.error.as_ref());
+                    if let Err(e) = flow
+                        .after(&info.job, StepEnd::Failed(why), clock.now_ms())
+                        .await
+                    {
+                        warn!(error = %e, job = %id, "could not record the failure in its workflow");
+                    }
+                }
             }
-            Ok(_) => {}
             Err(e) => debug!(error = %e, "reaping failed"),
         }
     }

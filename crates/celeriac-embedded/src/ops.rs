@@ -468,20 +468,28 @@ pub(crate) fn reap(
     now: UnixMs,
     dead_ttl: Duration,
 ) -> rusqlite::Result<ReapReport> {
-    let expired: Vec<(i64, u32, u32, bool)> = {
+    let expired: Vec<(i64, u32, u32, bool, Vec<u8>)> = {
         let mut stmt = conn.prepare_cached(
-            "SELECT seq, attempts, max_attempts, cancel_requested FROM celeriac_jobs \
+            "SELECT seq, attempts, max_attempts, cancel_requested, id FROM celeriac_jobs \
              WHERE state = 2 AND lease_until < ?1 ORDER BY lease_until LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![now, BATCH], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, bool>(3)?))
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get::<_, bool>(3)?,
+                r.get(4)?,
+            ))
         })?;
         rows.collect::<rusqlite::Result<_>>()?
     };
     let mut report = ReapReport::default();
-    for (seq, attempts, max, cancelled) in expired {
+    for (seq, attempts, max, cancelled, id) in expired {
+        let ended = JobId::from_slice(&id).map_err(conv)?;
         if cancelled {
             end_cancelled(conn, seq, now)?;
+            report.ended.push(ended);
         } else if attempts >= max {
             conn.prepare_cached(
                 "UPDATE celeriac_jobs SET state = 6, finished_at = ?2, keep_until = ?2 + ?3, \
@@ -491,6 +499,7 @@ pub(crate) fn reap(
             )?
             .execute(params![seq, now, duration_ms(dead_ttl)])?;
             report.dead += 1;
+            report.ended.push(ended);
         } else {
             conn.prepare_cached(
                 "UPDATE celeriac_jobs SET state = 0, token = NULL, lease_until = NULL, \

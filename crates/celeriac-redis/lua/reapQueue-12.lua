@@ -3,13 +3,14 @@
 --
 -- KEYS: the queue's twelve keys (includes/common.lua).
 -- ARGV[1] job-key prefix, ARGV[2] now (ms), ARGV[3] dead-letter ttl (ms), ARGV[4] channel.
--- Returns: {requeued, dead, swept}.
+-- Returns: {requeued, dead, swept, ended}: ended lists the ids this call ended (dead, or
+--   cancelled while their lease was out).
 -- Bounded: at most BATCH expired leases and BATCH index entries per set per call. Recovery is
 -- by lease expiry alone.
 
 local now, dead_ttl, channel = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local expired = redis.call('ZRANGEBYSCORE', K_ACTIVE, '-inf', '(' .. num(now), 'LIMIT', 0, BATCH)
-local requeued, dead = 0, 0
+local requeued, dead, ended = 0, 0, {}
 for _, id in ipairs(expired) do
   local key = PREFIX .. id
   local f = redis.call('HMGET', key, 'a', 'm', 'cx')
@@ -17,6 +18,7 @@ for _, id in ipairs(expired) do
     -- Record gone; only the index entry is left.
   elseif f[3] == '1' then
     end_cancelled(id, key, now, channel)
+    ended[#ended + 1] = id
   elseif tonumber(f[1]) >= tonumber(f[2]) then
     redis.call('HSET', key, 's', '6', 'f', num(now), 'ek', 'lease_expired',
       'em', 'the worker stopped heartbeating and no attempts are left', 'ea', f[1])
@@ -24,6 +26,7 @@ for _, id in ipairs(expired) do
     redis.call('ZADD', K_DEAD, num(now), id)
     redis.call('PUBLISH', channel, id)
     dead = dead + 1
+    ended[#ended + 1] = id
   else
     redis.call('HSET', key, 's', '0', 'ek', 'lease_expired',
       'em', 'the worker stopped heartbeating', 'ea', f[1])
@@ -53,4 +56,4 @@ sweep(K_FAILED, now)
 sweep(K_CANCELLED, now)
 sweep(K_EXPIRED, now)
 sweep(K_DEAD, now - dead_ttl)
-return {requeued, dead, swept}
+return {requeued, dead, swept, ended}

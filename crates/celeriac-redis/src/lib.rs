@@ -703,16 +703,19 @@ impl Broker for RedisBackend {
         let dead_ttl = duration_ms(self.inner.config.dead_ttl);
         for queue in self.all_queues().await? {
             let keys = self.keys(&queue);
-            let r: Vec<i64> = self
+            let (requeued, dead, swept, ended): (u64, u64, u64, Vec<String>) = self
                 .invoke(
                     &self.inner.scripts.reap,
                     &keys,
                     [num(now), num(dead_ttl), keys.channel.clone().into_bytes()],
                 )
                 .await?;
-            report.requeued += r.first().copied().unwrap_or(0) as u64;
-            report.dead += r.get(1).copied().unwrap_or(0) as u64;
-            report.swept += r.get(2).copied().unwrap_or(0) as u64;
+            report.requeued += requeued;
+            report.dead += dead;
+            report.swept += swept;
+            for id in ended {
+                report.ended.push(id.parse()?);
+            }
         }
         if report.requeued > 0 {
             self.bump_work();

@@ -427,3 +427,56 @@ async fn wait_for_task<B: ResultStore>(
     }
     panic!("no error handler `{task}` was enqueued for {origin}");
 }
+
+/// Steps the store ends on its own also end their workflow: a waiting step cancelled through
+/// the client, and a step whose lease ran out with no attempts left (reaped by a worker).
+pub async fn workflow_steps_ended_by_the_store_fail_it<B>(backend: Arc<B>)
+where
+    B: Broker + ResultStore + WorkflowStore,
+{
+    let clock = ManualClock::new(T0);
+    let client = Client::with_clock(backend.clone(), Arc::new(clock.clone()));
+    let two_steps = || {
+        chain([
+            Step::of::<Add>((1, 2)).max_attempts(1).into(),
+            Step::piped::<Double>().into(),
+        ])
+    };
+
+    let cancelled = two_steps().start(&client).await.expect("starts");
+    let first = cancelled.id().derive("r.0");
+    assert_eq!(
+        client.cancel(first).await.expect("cancel"),
+        celeriac_core::CancelOutcome::Cancelled
+    );
+    let rec = cancelled.info().await.expect("the record");
+    assert_eq!(rec.state, WorkflowState::Failed, "{rec:?}");
+    assert!(
+        rec.error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("cancelled"),
+        "{rec:?}"
+    );
+
+    let abandoned = two_steps().start(&client).await.expect("starts");
+    let first = abandoned.id().derive("r.0");
+    let held = claim(&*backend, &[Q], 1, T0).await;
+    assert_eq!(
+        held.len(),
+        1,
+        "the first step is claimed and then abandoned"
+    );
+    assert_eq!(held[0].job.id, first);
+    // A worker whose clock is past the lease reaps it: no attempts are left, so it is dead.
+    clock.set(T0 + crate::support::LEASE_MS + 1);
+    let worker = RunningWorker::start(backend.clone(), registry(), Q, &clock);
+    let rec = abandoned.wait(PATIENCE).await.expect("the workflow ends");
+    assert_eq!(rec.state, WorkflowState::Failed, "{rec:?}");
+    let error = rec.error.unwrap_or_default();
+    assert!(
+        error.contains("`wf.add`") && error.contains("lease_expired"),
+        "{error}"
+    );
+    worker.stop().await;
+}
