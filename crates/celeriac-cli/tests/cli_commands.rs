@@ -347,3 +347,63 @@ fn enqueue_with_a_unique_key_returns_the_holder() {
         stderr(&too_long)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspect_shows_a_workflow_and_where_its_steps_belong() {
+    use celeriac::demo::{AlbumSummary, ResizeImage, Thumbnail};
+    use celeriac::{chord, Step};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = url_in(dir.path());
+    let app = common::demo_app(&url).await;
+    let members = (0..3).map(|i| {
+        Step::of::<ResizeImage>(Thumbnail {
+            width: 10 + i,
+            height: 10,
+        })
+        .into()
+    });
+    let run = chord(members, Step::piped::<AlbumSummary>())
+        .start(&app)
+        .await
+        .expect("starts");
+    let wf = run.id().to_string();
+
+    let out = celeriac(&url, &["inspect", &wf]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("state:       running"), "{text}");
+    assert!(
+        text.contains("chord(group(demo.resize_image, demo.resize_image, demo.resize_image), demo.album_summary)"),
+        "{text}"
+    );
+    let member = run.id().derive("r.1").to_string();
+    let text = stdout(&celeriac(&url, &["inspect", &member]));
+    assert!(text.contains(&format!("workflow:    {wf}")), "{text}");
+    assert!(
+        !text.contains("celeriac-flow"),
+        "the continuation is not shown: {text}"
+    );
+
+    let worker = app.worker();
+    let stop = worker.shutdown_handle();
+    let running = tokio::spawn(worker.run());
+    run.wait(std::time::Duration::from_secs(30))
+        .await
+        .expect("the chord ends");
+    stop.graceful();
+    running.await.expect("joined").expect("worker ran");
+
+    let out = celeriac(&url, &["inspect", &wf, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["state"], "succeeded", "{v}");
+    assert_eq!(v["result"]["thumbnails"], 3, "{v}");
+
+    let out = celeriac(&url, &["inspect", &celeriac::JobId::new().to_string()]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no job or workflow"),
+        "{}",
+        stderr(&out)
+    );
+}

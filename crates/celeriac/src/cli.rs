@@ -4,7 +4,9 @@
 //!
 //! Every flag can also be set with a `CELERIAC_*` environment variable (shown in `--help`).
 
+use crate::backend::{WorkflowRecord, WorkflowStore};
 use crate::bench::{self, BenchConfig, Phase};
+use crate::workflow::FLOW_HEADER;
 use crate::{
     demo, App, Broker, Error, JobId, JobInfo, JobOptions, Priority, Registry, ResultStore,
     WorkerConfig,
@@ -49,7 +51,8 @@ enum Command {
     Worker(WorkerArgs),
     /// Enqueue a job for a task by name, with JSON arguments.
     Enqueue(EnqueueArgs),
-    /// Show everything known about a job: state, arguments, result, error, progress.
+    /// Show everything known about a job (state, arguments, result, error, progress) or a
+    /// workflow (shape, state, result, the step that failed).
     Inspect {
         /// The job's id.
         id: String,
@@ -540,11 +543,15 @@ async fn enqueue(app: App, args: EnqueueArgs) -> CliResult {
 
 async fn inspect(app: App, id: &str, json: bool) -> CliResult {
     let id: JobId = id.parse()?;
-    let info = app.backend().get(id).await?.ok_or_else(|| {
-        CliError(format!(
-            "no job {id} (it never existed, or its record expired)"
-        ))
-    })?;
+    let Some(info) = app.backend().get(id).await? else {
+        let Some(rec) = app.backend().workflow_get(id).await? else {
+            return Err(CliError(format!(
+                "no job or workflow {id} (it never existed, or its record expired)"
+            )));
+        };
+        print_workflow(&rec, json)?;
+        return Ok(());
+    };
     if json {
         let mut v = serde_json::to_value(&info)?;
         if let Some(obj) = v.as_object_mut() {
@@ -556,6 +563,35 @@ async fn inspect(app: App, id: &str, json: bool) -> CliResult {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print_info(&info);
+    }
+    Ok(())
+}
+
+fn print_workflow(rec: &WorkflowRecord, json: bool) -> CliResult {
+    let result = rec.result.as_deref().map(|bytes| {
+        serde_json::from_slice(bytes)
+            .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(bytes).into()))
+    });
+    if json {
+        let mut v = serde_json::to_value(rec)?;
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("result".into(), result.unwrap_or(serde_json::Value::Null));
+            obj.insert("kind".into(), "workflow".into());
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let ts = |t: Option<i64>| t.map(format_ms).unwrap_or_else(|| "-".into());
+    println!("workflow:    {}", rec.id);
+    println!("shape:       {}", rec.name);
+    println!("state:       {}", rec.state.as_str());
+    println!("created:     {}", format_ms(rec.created_at));
+    println!("finished:    {}", ts(rec.finished_at));
+    if let Some(r) = result {
+        println!("result:      {r}");
+    }
+    if let Some(e) = &rec.error {
+        println!("error:       {e}");
     }
     Ok(())
 }
@@ -596,7 +632,10 @@ fn print_info(info: &JobInfo) {
     if let Some(w) = &info.worker {
         println!("worker:      {w} (lease until {})", ts(info.lease_until));
     }
-    for (k, v) in &j.headers {
+    if let Some(w) = j.root_id.filter(|_| j.headers.contains_key(FLOW_HEADER)) {
+        println!("workflow:    {w} (celeriac inspect {w})");
+    }
+    for (k, v) in j.headers.iter().filter(|(k, _)| k.as_str() != FLOW_HEADER) {
         println!("header:      {k}: {v}");
     }
 }
