@@ -443,8 +443,10 @@ pub trait WorkflowStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<bool>> + Send;
 
     /// The record, or `None` if unknown or expired.
-    fn workflow_get(&self, id: JobId)
-        -> impl Future<Output = Result<Option<WorkflowRecord>>> + Send;
+    fn workflow_get(
+        &self,
+        id: JobId,
+    ) -> impl Future<Output = Result<Option<WorkflowRecord>>> + Send;
 
     /// Waits until the workflow is no longer running, for at most `timeout`.
     ///

@@ -20,6 +20,7 @@ pub mod clock;
 pub mod error;
 pub mod job;
 pub mod retry;
+pub mod schedule;
 pub mod task;
 pub mod worker;
 

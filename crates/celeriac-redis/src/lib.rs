@@ -534,8 +534,9 @@ impl Broker for RedisBackend {
                 for (_, job) in chunk {
                     args.extend(codec::enqueue_args(job)?);
                 }
-                let stood: Vec<String> =
-                    self.invoke(&self.inner.scripts.enqueue, &keys, args).await?;
+                let stood: Vec<String> = self
+                    .invoke(&self.inner.scripts.enqueue, &keys, args)
+                    .await?;
                 for ((at, _), id) in chunk.iter().zip(stood) {
                     ids[*at] = Some(id.parse()?);
                 }
