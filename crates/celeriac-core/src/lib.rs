@@ -15,6 +15,7 @@
 //! [`clock::ManualClock`].
 
 pub mod backend;
+pub mod beat;
 pub mod client;
 pub mod clock;
 pub mod error;
@@ -27,12 +28,14 @@ pub mod worker;
 pub use backend::{
     Broker, CancelOutcome, Coordinator, Rate, ResultStore, TaskLimits, WorkflowStore,
 };
+pub use beat::{Beat, BeatConfig};
 pub use client::{AsClient, Client, Enqueue, JobHandle, JobOptions};
-pub use clock::{Clock, ManualClock, SystemClock, UnixMs};
+pub use clock::{Clock, ManualClock, SystemClock, UnixMs, WarpedClock};
 pub use error::{Error, ErrorKind, Result};
 pub use job::{
     Encoding, ErrorInfo, Job, JobId, JobInfo, JobState, Priority, Progress, Unique, UniqueFor,
 };
 pub use retry::Backoff;
+pub use schedule::{Missed, Schedule};
 pub use task::{Registry, Task, TaskContext, TaskDef, TaskError, TaskOptions};
 pub use worker::{Shutdown, Worker, WorkerConfig, WorkerStats};

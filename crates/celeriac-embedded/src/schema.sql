@@ -71,3 +71,17 @@ CREATE TABLE IF NOT EXISTS celeriac_meta (
     value INTEGER NOT NULL
 );
 INSERT OR IGNORE INTO celeriac_meta (key, value) VALUES ('fence', 0);
+-- Leader leases (the scheduler's): one row per lease name. The token grows whenever the lease
+-- changes hands and is kept when it is released, so a later holder always gets a larger one.
+CREATE TABLE IF NOT EXISTS celeriac_leaders (
+    name   TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,                      -- '' once released
+    token  INTEGER NOT NULL,
+    until  INTEGER NOT NULL                    -- ms; held while until > now
+);
+-- Periodic schedules: the last tick handled, and whether `celeriac schedules pause` paused it.
+CREATE TABLE IF NOT EXISTS celeriac_schedules (
+    name      TEXT PRIMARY KEY,
+    last_tick INTEGER,
+    paused    INTEGER NOT NULL DEFAULT 0
+);

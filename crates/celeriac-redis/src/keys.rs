@@ -68,3 +68,29 @@ pub(crate) fn queues_key(prefix: &str) -> String {
 pub(crate) fn done_pattern(prefix: &str) -> String {
     format!("{prefix}:{{*}}:done")
 }
+
+/// The keys of the coordinator (leader leases, schedule state): all under the one hash tag
+/// `{celeriac:beat}`, so its scripts run on one Cluster slot.
+pub(crate) struct CoordKeys {
+    base: String,
+}
+
+impl CoordKeys {
+    pub(crate) fn new(prefix: &str) -> Self {
+        CoordKeys {
+            base: format!("{prefix}:{{celeriac:beat}}"),
+        }
+    }
+    /// The lease `name`: HASH holder, token, until.
+    pub(crate) fn leader(&self, name: &str) -> String {
+        format!("{}:leader:{name}", self.base)
+    }
+    /// HASH schedule name -> last tick handled.
+    pub(crate) fn ticks(&self) -> String {
+        format!("{}:ticks", self.base)
+    }
+    /// HASH schedule name -> 1 while paused.
+    pub(crate) fn paused(&self) -> String {
+        format!("{}:paused", self.base)
+    }
+}

@@ -67,6 +67,7 @@
 mod codec;
 mod config;
 mod conn;
+mod coord;
 mod keys;
 mod scripts;
 

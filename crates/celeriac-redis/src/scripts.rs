@@ -13,6 +13,14 @@ macro_rules! script {
     };
 }
 
+/// A self-contained script, without the queue prelude (the coordinator's keys are not a
+/// queue's).
+macro_rules! plain_script {
+    ($file:literal) => {
+        Script::new(include_str!(concat!("../lua/", $file)))
+    };
+}
+
 pub(crate) struct Scripts {
     pub(crate) enqueue: Script,
     pub(crate) claim: Script,
@@ -26,6 +34,9 @@ pub(crate) struct Scripts {
     pub(crate) progress: Script,
     pub(crate) cancel: Script,
     pub(crate) cancel_requested: Script,
+    pub(crate) acquire_leader: Script,
+    pub(crate) release_leader: Script,
+    pub(crate) record_tick: Script,
 }
 
 impl Scripts {
@@ -43,6 +54,9 @@ impl Scripts {
             progress: script!("setProgress-12.lua"),
             cancel: script!("cancelJob-12.lua"),
             cancel_requested: script!("cancelRequested-12.lua"),
+            acquire_leader: plain_script!("acquireLeader-1.lua"),
+            release_leader: plain_script!("releaseLeader-1.lua"),
+            record_tick: plain_script!("recordTick-2.lua"),
         }
     }
 }
