@@ -19,19 +19,19 @@
 pub mod cases;
 mod support;
 
-use celeriac_core::{Broker, ResultStore};
+use celeriac_core::{Broker, Coordinator, ResultStore};
 
 /// What a suite's constructor may give: a backend, and whatever must outlive the test.
 pub trait Fixture {
     /// The backend under test.
-    type Backend: Broker + ResultStore;
+    type Backend: Broker + ResultStore + Coordinator;
     /// Dropped when the test ends, after the backend.
     type Guard;
     /// Splits the fixture into the backend and its guard.
     fn into_parts(self) -> (Self::Backend, Self::Guard);
 }
 
-impl<B: Broker + ResultStore> Fixture for B {
+impl<B: Broker + ResultStore + Coordinator> Fixture for B {
     type Backend = B;
     type Guard = ();
     fn into_parts(self) -> (B, ()) {
@@ -49,7 +49,7 @@ pub struct Guarded<B, G> {
     pub guard: G,
 }
 
-impl<B: Broker + ResultStore, G> Fixture for Guarded<B, G> {
+impl<B: Broker + ResultStore + Coordinator, G> Fixture for Guarded<B, G> {
     type Backend = B;
     type Guard = G;
     fn into_parts(self) -> (B, G) {
@@ -127,6 +127,13 @@ macro_rules! suite {
             enqueue_is_idempotent_by_id,
             concurrency_cap_holds_jobs_back,
             rate_spaces_starts,
+            leader_lease_is_exclusive_and_fenced,
+            record_tick_is_fenced,
+            schedules_pause_and_resume,
+            two_beats_fire_each_tick_once,
+            beat_loops_running_at_once_fire_each_tick_once,
+            missed_ticks_follow_the_policy,
+            paused_schedules_do_not_fire,
         }
     };
 }
