@@ -420,7 +420,7 @@ impl<B: Broker + Coordinator> Beat<B> {
         opts.build(s.task(), &defaults, s.args(), now)
             .map_err(|e| match e {
                 Error::Config { setting, message } => {
-                    Error::config(format!("schedule `{}`: {setting}", s.name()), message)
+                    Error::config(format!("schedule \"{}\": {setting}", s.name()), message)
                 }
                 other => other,
             })

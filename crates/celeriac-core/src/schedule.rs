@@ -551,19 +551,19 @@ impl ScheduleBuilder {
     /// Checks the definition.
     ///
     /// # Errors
-    /// [`Error::Config`] whose setting reads `schedule `<name>`: <field>`, for an empty or
+    /// [`Error::Config`] whose setting reads `schedule "<name>": <field>`, for an empty or
     /// over-long name, a missing or invalid cron expression or interval, an unknown time zone,
     /// a missing task, or a priority outside 0..=9.
     pub fn build(self) -> Result<Schedule> {
         let name = self.name;
-        let place = |field: &str| format!("schedule `{name}`: {field}");
+        let place = |field: &str| format!("schedule \"{name}\": {field}");
         let reword = |e: Error, field: &str| match e {
             Error::Config { message, .. } => Error::config(place(field), message),
             other => other,
         };
         if name.trim().is_empty() || name.len() > 200 {
             return Err(Error::config(
-                format!("schedule `{name}`: name"),
+                format!("schedule \"{name}\": name"),
                 "a schedule's name must be 1 to 200 bytes long and not blank",
             ));
         }
@@ -723,7 +723,7 @@ pub fn check_unique_names(schedules: &[Schedule]) -> Result<()> {
     for s in schedules {
         if !seen.insert(s.name()) {
             return Err(Error::config(
-                format!("schedule `{}`", s.name()),
+                format!("schedule \"{}\"", s.name()),
                 "defined twice: schedule names must be unique",
             ));
         }
@@ -740,7 +740,7 @@ pub fn check_tasks(schedules: &[Schedule], registry: &crate::task::Registry) -> 
     for s in schedules {
         if registry.get(s.task()).is_none() {
             return Err(Error::config(
-                format!("schedule `{}`: task", s.name()),
+                format!("schedule \"{}\": task", s.name()),
                 format!(
                     "unknown task `{}`; registered tasks: {}",
                     s.task(),
@@ -750,6 +750,154 @@ pub fn check_tasks(schedules: &[Schedule], registry: &crate::task::Registry) -> 
         }
     }
     Ok(())
+}
+
+/// Schedules from a TOML file: one `[[schedule]]` table per schedule.
+///
+/// ```toml
+/// [[schedule]]
+/// name = "nightly-report"
+/// cron = "30 2 * * *"          # 5 fields, or 6 with seconds first
+/// timezone = "Europe/Berlin"   # default UTC
+/// task = "reports.nightly"
+/// args = { day = "yesterday" } # any TOML value, passed to the task as JSON
+/// queue = "reports"            # default: the task's queue
+/// priority = 7                 # 0..=9
+/// missed = "run_once"          # skip | run_once (default) | catch_up:N
+///
+/// [[schedule]]
+/// name = "heartbeat"
+/// every = "30s"                # or 5m, 2h, 1d, 1h30m
+/// task = "ops.ping"
+/// paused = true
+/// ```
+///
+/// Other keys: `max_attempts`, `expires_in` (a duration). Unknown keys are refused, so a typo
+/// does not silently change a schedule.
+///
+/// # Errors
+/// [`Error::Config`] whose setting names the file and line (`schedules.toml:7`), and the
+/// schedule and field when the TOML parses but a schedule is wrong; duplicate names are
+/// refused. `origin` names the file in messages.
+pub fn parse_toml(text: &str, origin: &str) -> Result<Vec<Schedule>> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Doc {
+        #[serde(default)]
+        schedule: Vec<toml::Spanned<Entry>>,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Entry {
+        name: String,
+        cron: Option<String>,
+        every: Option<String>,
+        timezone: Option<String>,
+        task: Option<String>,
+        args: Option<toml::Value>,
+        queue: Option<String>,
+        priority: Option<u8>,
+        max_attempts: Option<u32>,
+        expires_in: Option<String>,
+        missed: Option<String>,
+        #[serde(default)]
+        paused: bool,
+    }
+    let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+    let doc: Doc = toml::from_str(text).map_err(|e| {
+        let line = e.span().map(|s| line_of(s.start)).unwrap_or(1);
+        Error::config(format!("{origin}:{line}"), e.message().trim())
+    })?;
+    let mut out = Vec::with_capacity(doc.schedule.len());
+    for spanned in doc.schedule {
+        let line = line_of(spanned.span().start);
+        let e = spanned.into_inner();
+        let at = |err: Error| match err {
+            Error::Config { setting, message } => {
+                Error::config(format!("{origin}:{line}: {setting}"), message)
+            }
+            other => other,
+        };
+        let place = |field: &str| format!("schedule \"{}\": {field}", e.name);
+        let mut b = Schedule::builder(e.name.clone());
+        match (&e.cron, &e.every) {
+            (Some(_), Some(_)) => {
+                return Err(at(Error::config(
+                    place("every"),
+                    "give either cron or every, not both",
+                )))
+            }
+            (Some(c), None) => b = b.cron(c.clone()),
+            (None, Some(every)) => {
+                let d = parse_duration(every).map_err(|err| match err {
+                    Error::Config { message, .. } => at(Error::config(place("every"), message)),
+                    other => other,
+                })?;
+                b = b.every(d);
+            }
+            (None, None) => {}
+        }
+        if let Some(tz) = e.timezone {
+            b = b.timezone(tz);
+        }
+        if let Some(task) = e.task {
+            b = b.task(task);
+        }
+        if let Some(args) = e.args {
+            let json =
+                serde_json::to_value(&args).map_err(|err| at(Error::config(place("args"), err)))?;
+            b = b.args(json);
+        }
+        if let Some(q) = e.queue {
+            b = b.queue(q);
+        }
+        if let Some(p) = e.priority {
+            b = b.priority(p);
+        }
+        if let Some(n) = e.max_attempts {
+            b = b.max_attempts(n);
+        }
+        if let Some(x) = e.expires_in {
+            let d = parse_duration(&x).map_err(|_| {
+                at(Error::config(
+                    place("expires_in"),
+                    format!("`{x}` is not a duration"),
+                ))
+            })?;
+            b = b.expires_in(d);
+        }
+        if let Some(m) = e.missed {
+            let missed = m.parse::<Missed>().map_err(|err| match err {
+                Error::Config { message, .. } => at(Error::config(place("missed"), message)),
+                other => other,
+            })?;
+            b = b.missed(missed);
+        }
+        b = b.paused(e.paused);
+        out.push(b.build().map_err(at)?);
+    }
+    check_unique_names(&out).map_err(|err| match err {
+        Error::Config { setting, message } => {
+            Error::config(format!("{origin}: {setting}"), message)
+        }
+        other => other,
+    })?;
+    Ok(out)
+}
+
+/// Reads schedules from a TOML file (see [`parse_toml`]).
+///
+/// # Errors
+/// The file cannot be read, or [`parse_toml`]'s errors; each names the file.
+pub fn load_file(path: &std::path::Path) -> Result<Vec<Schedule>> {
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::config(
+            origin.clone(),
+            format!("cannot read the schedule file: {e}"),
+        )
+    })?;
+    parse_toml(&text, &origin)
 }
 
 #[cfg(test)]
@@ -1000,7 +1148,7 @@ mod tests {
         let err = |b: ScheduleBuilder| b.build().expect_err("refused").to_string();
         let e = err(Schedule::builder("nightly").cron("61 * * * *").task("t"));
         assert!(
-            e.contains("schedule `nightly`: cron") && e.contains("61"),
+            e.contains("schedule \"nightly\": cron") && e.contains("61"),
             "{e}"
         );
         let e = err(Schedule::builder("nightly").cron("* * * *").task("t"));
@@ -1016,22 +1164,22 @@ mod tests {
             .timezone("Mars/Olympus")
             .task("t"));
         assert!(
-            e.contains("schedule `tz`: timezone") && e.contains("Mars/Olympus"),
+            e.contains("schedule \"tz\": timezone") && e.contains("Mars/Olympus"),
             "{e}"
         );
         let e = err(Schedule::builder("fast")
             .every(Duration::from_millis(500))
             .task("t"));
-        assert!(e.contains("schedule `fast`: every"), "{e}");
+        assert!(e.contains("schedule \"fast\": every"), "{e}");
         let e = err(Schedule::builder("none").task("t"));
-        assert!(e.contains("schedule `none`"), "{e}");
+        assert!(e.contains("schedule \"none\""), "{e}");
         let e = err(Schedule::builder("notask").every(Duration::from_secs(1)));
-        assert!(e.contains("schedule `notask`: task"), "{e}");
+        assert!(e.contains("schedule \"notask\": task"), "{e}");
         let e = err(Schedule::builder("p")
             .every(Duration::from_secs(1))
             .task("t")
             .priority(10));
-        assert!(e.contains("schedule `p`: priority"), "{e}");
+        assert!(e.contains("schedule \"p\": priority"), "{e}");
         assert!("catch_up:0".parse::<Missed>().is_err());
         assert!("sometimes".parse::<Missed>().is_err());
         assert_eq!(
@@ -1042,7 +1190,7 @@ mod tests {
         let e = check_unique_names(&[a.clone(), a])
             .expect_err("duplicate")
             .to_string();
-        assert!(e.contains("schedule `dup`") && e.contains("twice"), "{e}");
+        assert!(e.contains("schedule \"dup\"") && e.contains("twice"), "{e}");
     }
 
     #[test]
@@ -1061,5 +1209,93 @@ mod tests {
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5 parsecs").is_err());
         assert_eq!(format_duration(Duration::from_secs(5400)), "1h30m");
+    }
+
+    #[test]
+    fn toml_files_define_schedules() {
+        let text = r#"
+[[schedule]]
+name = "nightly"
+cron = "30 2 * * *"
+timezone = "Europe/Berlin"
+task = "reports.nightly"
+args = { day = "yesterday", n = 3 }
+queue = "reports"
+priority = 7
+missed = "catch_up:5"
+
+[[schedule]]
+name = "ping"
+every = "1m30s"
+task = "ops.ping"
+paused = true
+"#;
+        let s = parse_toml(text, "s.toml").expect("parses");
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].name(), "nightly");
+        assert_eq!(s[0].timezone(), Tz::Europe__Berlin);
+        assert_eq!(
+            s[0].args(),
+            &serde_json::json!({"day": "yesterday", "n": 3})
+        );
+        assert_eq!(s[0].queue(), Some("reports"));
+        assert_eq!(s[0].priority().map(Priority::get), Some(7));
+        assert_eq!(s[0].missed(), Missed::CatchUp(5));
+        assert_eq!(s[1].spec(), &Spec::Every(Duration::from_secs(90)));
+        assert!(s[1].paused());
+        assert_eq!(s[1].missed(), Missed::RunOnce, "the default");
+    }
+
+    #[test]
+    fn toml_errors_name_the_file_line_and_schedule() {
+        let err = |text: &str| parse_toml(text, "s.toml").expect_err("refused").to_string();
+        let e = err("[[schedule]]\nname = \"a\"\ncron = \"* * *\ntask = \"t\"\n");
+        assert!(e.contains("s.toml:3"), "{e}");
+        let e = err("[[schedule]]\nname = \"a\"\nevery = \"5m\"\ntask = \"t\"\n\n[[schedule]]\nname = \"b\"\ncron = \"0 25 * * *\"\ntask = \"t\"\n");
+        assert!(e.contains("s.toml:6: schedule \"b\": cron"), "{e}");
+        let e = err("[[schedule]]\nname = \"a\"\ncron = \"0 0 * * *\"\ntimezone = \"Europe/Berln\"\ntask = \"t\"\n");
+        assert!(
+            e.contains("s.toml:1: schedule \"a\": timezone") && e.contains("Europe/Berln"),
+            "{e}"
+        );
+        let e = err("[[schedule]]\nname = \"a\"\ncronn = \"0 0 * * *\"\ntask = \"t\"\n");
+        assert!(e.contains("s.toml:3") && e.contains("cronn"), "{e}");
+        let e = err("[[schedule]]\nname = \"a\"\nevery = \"soon\"\ntask = \"t\"\n");
+        assert!(
+            e.contains("schedule \"a\": every") && e.contains("soon"),
+            "{e}"
+        );
+        let e =
+            err("[[schedule]]\nname = \"a\"\nevery = \"5m\"\ntask = \"t\"\nmissed = \"later\"\n");
+        assert!(e.contains("schedule \"a\": missed"), "{e}");
+        let e = err("[[schedule]]\nname = \"a\"\nevery = \"5m\"\ntask = \"t\"\n[[schedule]]\nname = \"a\"\nevery = \"1m\"\ntask = \"t\"\n");
+        assert!(e.contains("s.toml") && e.contains("twice"), "{e}");
+        let mut reg = crate::task::Registry::new();
+        reg.insert(crate::task::TaskDef::of::<NoopTask>());
+        let ok = parse_toml(
+            "[[schedule]]\nname = \"a\"\nevery = \"5m\"\ntask = \"nope\"\n",
+            "s.toml",
+        )
+        .expect("parses");
+        let e = check_tasks(&ok, &reg)
+            .expect_err("unknown task")
+            .to_string();
+        assert!(
+            e.contains("schedule \"a\": task") && e.contains("nope") && e.contains("test.noop"),
+            "{e}"
+        );
+    }
+
+    struct NoopTask;
+    impl crate::task::Task for NoopTask {
+        const NAME: &'static str = "test.noop";
+        type Args = ();
+        type Output = ();
+        async fn run(
+            _ctx: crate::task::TaskContext,
+            _args: (),
+        ) -> std::result::Result<(), crate::task::TaskError> {
+            Ok(())
+        }
     }
 }
