@@ -11,6 +11,9 @@
 //! - failed attempts are retried with exponential backoff and full jitter
 //!   ([`retry::Backoff`]), and jobs that cannot succeed go to the dead letters with a reason.
 //!
+//! - periodic [`schedule::Schedule`]s are fired by the scheduler loop [`beat::Beat`], which
+//!   one process leads at a time through a [`backend::Coordinator`] lease.
+//!
 //! Time is always passed in: stores never read the clock, so tests drive time with
 //! [`clock::ManualClock`].
 

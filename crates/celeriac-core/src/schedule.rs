@@ -234,7 +234,7 @@ pub struct Schedule {
 pub struct Due {
     /// Ticks to fire now, oldest first.
     pub fire: Vec<UnixMs>,
-    /// Ticks passed over by the missed-tick policy (at most [`MAX_TICKS_PER_PASS`] counted).
+    /// Ticks passed over by the missed-tick policy (counted up to 10,000 per pass).
     pub skipped: u64,
     /// The latest tick handled (fired or skipped): the new cursor. `None` when nothing was due.
     pub through: Option<UnixMs>,

@@ -55,8 +55,8 @@ pub use celeriac_redis as redis;
 /// What most applications need: `use celeriac::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        App, AsClient, Encoding, JobHandle, JobId, JobState, Priority, Task, TaskContext,
-        TaskError, Worker, WorkerConfig,
+        App, AsClient, Encoding, JobHandle, JobId, JobState, Missed, Priority, Schedule, Task,
+        TaskContext, TaskError, Worker, WorkerConfig,
     };
 }
 
