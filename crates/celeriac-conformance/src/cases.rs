@@ -4,6 +4,7 @@
 
 mod cancel;
 mod completion;
+mod coordinator;
 mod dead_letters;
 mod expiry;
 mod leases;
@@ -18,6 +19,7 @@ mod workflows;
 
 pub use cancel::*;
 pub use completion::*;
+pub use coordinator::*;
 pub use dead_letters::*;
 pub use expiry::*;
 pub use leases::*;

@@ -20,19 +20,19 @@
 pub mod cases;
 mod support;
 
-use celeriac_core::{Broker, ResultStore, WorkflowStore};
+use celeriac_core::{Broker, Coordinator, ResultStore, WorkflowStore};
 
 /// What a suite's constructor may give: a backend, and whatever must outlive the test.
 pub trait Fixture {
     /// The backend under test.
-    type Backend: Broker + ResultStore + WorkflowStore;
+    type Backend: Broker + ResultStore + WorkflowStore + Coordinator;
     /// Dropped when the test ends, after the backend.
     type Guard;
     /// Splits the fixture into the backend and its guard.
     fn into_parts(self) -> (Self::Backend, Self::Guard);
 }
 
-impl<B: Broker + ResultStore + WorkflowStore> Fixture for B {
+impl<B: Broker + ResultStore + WorkflowStore + Coordinator> Fixture for B {
     type Backend = B;
     type Guard = ();
     fn into_parts(self) -> (B, ()) {
@@ -50,7 +50,7 @@ pub struct Guarded<B, G> {
     pub guard: G,
 }
 
-impl<B: Broker + ResultStore + WorkflowStore, G> Fixture for Guarded<B, G> {
+impl<B: Broker + ResultStore + WorkflowStore + Coordinator, G> Fixture for Guarded<B, G> {
     type Backend = B;
     type Guard = G;
     fn into_parts(self) -> (B, G) {
@@ -149,6 +149,13 @@ macro_rules! suite {
             workflow_wait_on_unknown_is_not_found,
             workflow_wait_times_out,
             finished_workflow_expires_after_its_ttl,
+            leader_lease_is_exclusive_and_fenced,
+            record_tick_is_fenced,
+            schedules_pause_and_resume,
+            two_beats_fire_each_tick_once,
+            beat_loops_running_at_once_fire_each_tick_once,
+            missed_ticks_follow_the_policy,
+            paused_schedules_do_not_fire,
         }
     };
 }

@@ -468,7 +468,9 @@ pub trait WorkflowStore: Send + Sync + 'static {
 pub struct ScheduleState {
     /// The schedule's name.
     pub name: String,
-    /// The last tick fired (ms), if any.
+    /// The last tick handled (ms): fired, or passed over by the missed-tick policy or while
+    /// paused. A beat that first sees a schedule records the moment it saw it, so earlier
+    /// ticks are not back-filled.
     pub last_tick: Option<UnixMs>,
     /// Paused schedules do not fire.
     pub paused: bool,

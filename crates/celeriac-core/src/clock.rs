@@ -11,6 +11,12 @@ pub type UnixMs = i64;
 pub trait Clock: Send + Sync + 'static {
     /// Now, in milliseconds since the Unix epoch.
     fn now_ms(&self) -> UnixMs;
+
+    /// How long to really sleep for `d` of this clock's time to pass (the same, except for
+    /// a [`WarpedClock`]).
+    fn real_duration(&self, d: Duration) -> Duration {
+        d
+    }
 }
 
 /// The system's wall clock.
@@ -59,6 +65,45 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now_ms(&self) -> UnixMs {
         self.now.load(Ordering::SeqCst)
+    }
+}
+
+/// The system clock running `factor` times faster from `origin`:
+/// `now = origin + (real_now - origin) * factor`.
+///
+/// **For tests**: it lets real processes (`celeriac beat` with `CELERIAC_BEAT_TIME_SCALE`)
+/// live through minutes of schedule ticks in seconds. Processes given the same origin and
+/// factor share one warped time line.
+#[derive(Debug, Clone, Copy)]
+pub struct WarpedClock {
+    origin: UnixMs,
+    factor: f64,
+}
+
+impl WarpedClock {
+    /// A clock running `factor` times faster than the wall clock from `origin` (ms).
+    ///
+    /// # Errors
+    /// [`crate::Error::Config`] naming `time_scale` unless `factor` is finite and at least 1.
+    pub fn new(origin: UnixMs, factor: f64) -> crate::Result<Self> {
+        if !factor.is_finite() || factor < 1.0 {
+            return Err(crate::Error::config(
+                "time_scale",
+                format!("{factor} must be a finite number of at least 1"),
+            ));
+        }
+        Ok(Self { origin, factor })
+    }
+}
+
+impl Clock for WarpedClock {
+    fn now_ms(&self) -> UnixMs {
+        let real = system_now_ms();
+        self.origin + ((real - self.origin) as f64 * self.factor) as i64
+    }
+
+    fn real_duration(&self, d: Duration) -> Duration {
+        d.div_f64(self.factor)
     }
 }
 

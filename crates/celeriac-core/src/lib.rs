@@ -11,15 +11,20 @@
 //! - failed attempts are retried with exponential backoff and full jitter
 //!   ([`retry::Backoff`]), and jobs that cannot succeed go to the dead letters with a reason.
 //!
+//! - periodic [`schedule::Schedule`]s are fired by the scheduler loop [`beat::Beat`], which
+//!   one process leads at a time through a [`backend::Coordinator`] lease.
+//!
 //! Time is always passed in: stores never read the clock, so tests drive time with
 //! [`clock::ManualClock`].
 
 pub mod backend;
+pub mod beat;
 pub mod client;
 pub mod clock;
 pub mod error;
 pub mod job;
 pub mod retry;
+pub mod schedule;
 pub mod task;
 pub mod worker;
 pub mod workflow;
@@ -27,13 +32,15 @@ pub mod workflow;
 pub use backend::{
     Broker, CancelOutcome, Coordinator, Rate, ResultStore, TaskLimits, WorkflowStore,
 };
+pub use beat::{Beat, BeatConfig};
 pub use client::{AsClient, Client, Enqueue, JobHandle, JobOptions};
-pub use clock::{Clock, ManualClock, SystemClock, UnixMs};
+pub use clock::{Clock, ManualClock, SystemClock, UnixMs, WarpedClock};
 pub use error::{Error, ErrorKind, Result};
 pub use job::{
     Encoding, ErrorInfo, Job, JobId, JobInfo, JobState, Priority, Progress, Unique, UniqueFor,
 };
 pub use retry::Backoff;
+pub use schedule::{Missed, Schedule};
 pub use task::{Registry, Task, TaskContext, TaskDef, TaskError, TaskOptions};
 pub use worker::{Shutdown, Worker, WorkerConfig, WorkerStats};
 pub use workflow::{chain, chord, group, map, Flow, Step, WorkflowHandle};

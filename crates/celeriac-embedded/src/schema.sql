@@ -103,3 +103,17 @@ CREATE TABLE IF NOT EXISTS celeriac_workflows (
 );
 CREATE INDEX IF NOT EXISTS celeriac_workflows_kept
     ON celeriac_workflows (keep_until) WHERE keep_until IS NOT NULL;
+-- Leader leases (the scheduler's): one row per lease name. The token grows whenever the lease
+-- changes hands and is kept when it is released, so a later holder always gets a larger one.
+CREATE TABLE IF NOT EXISTS celeriac_leaders (
+    name   TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,                      -- '' once released
+    token  INTEGER NOT NULL,
+    until  INTEGER NOT NULL                    -- ms; held while until > now
+);
+-- Periodic schedules: the last tick handled, and whether `celeriac schedules pause` paused it.
+CREATE TABLE IF NOT EXISTS celeriac_schedules (
+    name      TEXT PRIMARY KEY,
+    last_tick INTEGER,
+    paused    INTEGER NOT NULL DEFAULT 0
+);

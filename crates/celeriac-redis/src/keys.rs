@@ -89,3 +89,29 @@ pub(crate) fn workflow_key(prefix: &str, id: &str) -> String {
 pub(crate) fn workflow_channel(prefix: &str, id: &str) -> String {
     format!("{}:done", flow_base(prefix, id))
 }
+
+/// The keys of the coordinator (leader leases, schedule state): all under the one hash tag
+/// `{celeriac:beat}`, so its scripts run on one Cluster slot.
+pub(crate) struct CoordKeys {
+    base: String,
+}
+
+impl CoordKeys {
+    pub(crate) fn new(prefix: &str) -> Self {
+        CoordKeys {
+            base: format!("{prefix}:{{celeriac:beat}}"),
+        }
+    }
+    /// The lease `name`: HASH holder, token, until.
+    pub(crate) fn leader(&self, name: &str) -> String {
+        format!("{}:leader:{name}", self.base)
+    }
+    /// HASH schedule name -> last tick handled.
+    pub(crate) fn ticks(&self) -> String {
+        format!("{}:ticks", self.base)
+    }
+    /// HASH schedule name -> 1 while paused.
+    pub(crate) fn paused(&self) -> String {
+        format!("{}:paused", self.base)
+    }
+}

@@ -50,6 +50,9 @@
 //! | `celeriac:{emails}:job:<id>` | HASH | one job: `d` spec (JSON), `p` payload, `s` state, `pr` priority, `q` sequence, `r` run_at, `x` expires_at, `a` attempts, `m` max attempts, `tt` result ttl, `w` worker, `st`/`f` started/finished, `res` result, `ek`/`em`/`ea` last error, `pg`/`pgm` progress; finished ones expire |
 //! | `celeriac:{emails}:done` | channel | ids of finished jobs |
 //! | `celeriac:queues` | SET | queue names (the one key outside any queue's slot) |
+//! | `celeriac:{celeriac:beat}:leader:<name>` | HASH | a leader lease (the scheduler's is `beat`): `holder`, `token` (fencing token, grows each time the lease changes hands, never expires), `until` (ms) |
+//! | `celeriac:{celeriac:beat}:ticks` | HASH | schedule name → last tick handled (ms) |
+//! | `celeriac:{celeriac:beat}:paused` | HASH | schedule name → `1` while paused by `celeriac schedules pause` |
 //!
 //! Room is left under the same tag for what comes next: `:unique:<key>` and `:limit:<task>`
 //! live in the queue's slot so their scripts stay atomic; cache and limiter keys get their own
@@ -65,6 +68,10 @@
 //! | `celeriac:{wf:<id>}:rec` | HASH | a workflow record: `n` name, `s` state (0 running, 1 succeeded, 2 failed), `r` result, `e` error, `c` created, `f` finished, `t` ttl; expires its ttl after it finishes |
 //! | `celeriac:{wf:<id>}:done` | channel | the id of the workflow once it finished (matched by the completion pattern `celeriac:{*}:done`) |
 //!
+//! The coordinator's keys (leader leases, schedule state) share the one hash tag
+//! `{celeriac:beat}`, so its scripts (`acquireLeader-1`, `releaseLeader-1`, `recordTick-2`) run
+//! on one Cluster slot.
+//!
 //! # Client
 //! redis-rs: multiplexed, pipelined connections; Cluster (slot routing, MOVED/ASK handling);
 //! Sentinel; TLS through rustls; reconnect with backoff (`ConnectionManager`); a response
@@ -79,6 +86,7 @@
 mod codec;
 mod config;
 mod conn;
+mod coord;
 mod flow;
 mod keys;
 mod scripts;

@@ -25,6 +25,14 @@ macro_rules! flow_script {
     };
 }
 
+/// A self-contained script, without the queue prelude (the coordinator's keys are not a
+/// queue's).
+macro_rules! plain_script {
+    ($file:literal) => {
+        Script::new(include_str!(concat!("../lua/", $file)))
+    };
+}
+
 pub(crate) struct Scripts {
     pub(crate) enqueue: Script,
     pub(crate) claim: Script,
@@ -41,6 +49,9 @@ pub(crate) struct Scripts {
     pub(crate) arrive_join: Script,
     pub(crate) start_workflow: Script,
     pub(crate) finish_workflow: Script,
+    pub(crate) acquire_leader: Script,
+    pub(crate) release_leader: Script,
+    pub(crate) record_tick: Script,
 }
 
 impl Scripts {
@@ -61,6 +72,9 @@ impl Scripts {
             arrive_join: flow_script!("arriveJoin-1.lua"),
             start_workflow: flow_script!("startWorkflow-1.lua"),
             finish_workflow: flow_script!("finishWorkflow-1.lua"),
+            acquire_leader: plain_script!("acquireLeader-1.lua"),
+            release_leader: plain_script!("releaseLeader-1.lua"),
+            record_tick: plain_script!("recordTick-2.lua"),
         }
     }
 }

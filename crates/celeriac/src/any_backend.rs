@@ -2,8 +2,9 @@
 
 use crate::{Error, Result};
 use celeriac_core::backend::{
-    Broker, CancelOutcome, ClaimRequest, Claimed, Completion, JoinArrival, JoinStatus, LeaseRef,
-    QueueStats, ReapReport, ResultStore, WorkflowEnd, WorkflowRecord, WorkflowStore,
+    Broker, CancelOutcome, ClaimRequest, Claimed, Completion, Coordinator, JoinArrival, JoinStatus,
+    LeaseRef, QueueStats, ReapReport, ResultStore, ScheduleState, WorkflowEnd, WorkflowRecord,
+    WorkflowStore,
 };
 use celeriac_core::{Job, JobId, JobInfo, UnixMs};
 use celeriac_embedded::SqliteBackend;
@@ -155,5 +156,36 @@ impl WorkflowStore for Backend {
     }
     async fn workflow_wait(&self, id: JobId, timeout: Duration) -> Result<WorkflowRecord> {
         forward!(self, b => b.workflow_wait(id, timeout).await)
+    }
+}
+
+impl Coordinator for Backend {
+    async fn acquire_leader(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+        now: UnixMs,
+    ) -> Result<Option<u64>> {
+        forward!(self, b => b.acquire_leader(name, holder, ttl, now).await)
+    }
+    async fn release_leader(&self, name: &str, token: u64) -> Result<bool> {
+        forward!(self, b => b.release_leader(name, token).await)
+    }
+    async fn schedule_states(&self) -> Result<Vec<ScheduleState>> {
+        forward!(self, b => b.schedule_states().await)
+    }
+    async fn record_tick(
+        &self,
+        leader: &str,
+        token: u64,
+        schedule: &str,
+        tick: UnixMs,
+        now: UnixMs,
+    ) -> Result<bool> {
+        forward!(self, b => b.record_tick(leader, token, schedule, tick, now).await)
+    }
+    async fn set_schedule_paused(&self, schedule: &str, paused: bool) -> Result<()> {
+        forward!(self, b => b.set_schedule_paused(schedule, paused).await)
     }
 }

@@ -1,7 +1,9 @@
 //! The application: a backend chosen by URL, the registered tasks, and a client.
 
 use crate::{Client, Clock, Registry, Result, SystemClock, Task, TaskDef, Worker};
-use celeriac_core::AsClient;
+use celeriac_core::schedule::{self, Schedule};
+use celeriac_core::{AsClient, Beat};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use crate::any_backend::Backend;
@@ -15,6 +17,7 @@ pub struct App {
     client: Client<Backend>,
     registry: Arc<Registry>,
     url: String,
+    schedules: Arc<[Schedule]>,
 }
 
 impl std::fmt::Debug for App {
@@ -22,6 +25,7 @@ impl std::fmt::Debug for App {
         f.debug_struct("App")
             .field("url", &self.url)
             .field("tasks", &self.registry.names())
+            .field("schedules", &self.schedules.len())
             .finish()
     }
 }
@@ -58,6 +62,22 @@ impl App {
             .clock(self.client.clock().clone())
     }
 
+    /// The periodic schedules defined in code and in schedule files.
+    pub fn schedules(&self) -> &[Schedule] {
+        &self.schedules
+    }
+
+    /// A scheduler for the application's schedules (configure it with [`Beat::config`]; run
+    /// it with [`Beat::run`]), on the application's clock.
+    ///
+    /// # Errors
+    /// A schedule whose task is not registered.
+    pub fn beat(&self) -> Result<Beat<Backend>> {
+        Ok(Beat::new(self.backend().clone(), self.schedules.to_vec())?
+            .registry(self.registry.clone())?
+            .clock(self.client.clock().clone()))
+    }
+
     /// Runs the `celeriac` command line with this application's tasks, the way
     /// `celery -A proj worker` does: `my-app worker`, `my-app enqueue <task>`, ...
     #[cfg(feature = "cli")]
@@ -78,6 +98,8 @@ pub struct AppBuilder {
     url: Option<String>,
     registry: Registry,
     clock: Arc<dyn Clock>,
+    schedules: Vec<Schedule>,
+    schedule_files: Vec<PathBuf>,
 }
 
 impl Default for AppBuilder {
@@ -86,6 +108,8 @@ impl Default for AppBuilder {
             url: None,
             registry: Registry::new(),
             clock: Arc::new(SystemClock),
+            schedules: Vec::new(),
+            schedule_files: Vec::new(),
         }
     }
 }
@@ -116,6 +140,19 @@ impl AppBuilder {
         self
     }
 
+    /// Adds a periodic schedule (see [`Schedule::builder`]); `celeriac beat` fires it.
+    pub fn schedule(mut self, schedule: Schedule) -> Self {
+        self.schedules.push(schedule);
+        self
+    }
+
+    /// Adds the schedules of a TOML file (`[[schedule]]` tables, see
+    /// [`celeriac_core::schedule::parse_toml`]), read by [`AppBuilder::build`].
+    pub fn schedules_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.schedule_files.push(path.into());
+        self
+    }
+
     /// Uses an injected clock (tests).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -125,14 +162,31 @@ impl AppBuilder {
     /// Connects to the backend.
     ///
     /// # Errors
-    /// An unknown URL scheme, or a store that cannot be opened, with a message naming it.
+    /// An unknown URL scheme, or a store that cannot be opened, with a message naming it; a
+    /// schedule file that cannot be read or parsed (naming the file and line), two schedules
+    /// with one name, or a schedule whose task is not registered (naming the schedule).
     pub async fn build(self) -> Result<App> {
+        let mut schedules = self.schedules;
+        for file in &self.schedule_files {
+            let loaded = schedule::load_file(file)?;
+            // Name the file too: the schedule is defined there.
+            schedule::check_tasks(&loaded, &self.registry).map_err(|e| match e {
+                crate::Error::Config { setting, message } => {
+                    crate::Error::config(format!("{}: {setting}", file.display()), message)
+                }
+                other => other,
+            })?;
+            schedules.extend(loaded);
+        }
+        schedule::check_unique_names(&schedules)?;
+        schedule::check_tasks(&schedules, &self.registry)?;
         let url = self.url.unwrap_or_else(|| DEFAULT_URL.to_string());
         let backend = connect(&url).await?;
         Ok(App {
             client: Client::with_clock(Arc::new(backend), self.clock),
             registry: Arc::new(self.registry),
             url,
+            schedules: schedules.into(),
         })
     }
 }

@@ -49,6 +49,25 @@ enum Command {
     /// The first signal stops claiming and lets running jobs finish within the grace period
     /// (then hands the rest back); a second signal stops at once and leaves leases to expire.
     Worker(WorkerArgs),
+    /// Run the scheduler: enqueue a job for each tick of the periodic schedules.
+    ///
+    /// Schedules come from code (AppBuilder::schedule) and from a TOML file (--schedules or
+    /// CELERIAC_SCHEDULES). Run as many beats as you like: one holds the leader lease and fires,
+    /// the others take over within --beat-lease if it dies, and a tick is never enqueued twice.
+    Beat(BeatArgs),
+    /// List the periodic schedules with their next run times, or pause and resume one.
+    Schedules {
+        #[command(subcommand)]
+        command: Option<SchedulesCommand>,
+        #[command(flatten)]
+        file: ScheduleFileArgs,
+        /// How many next run times to show.
+        #[arg(long, env = "CELERIAC_SCHEDULES_NEXT", default_value_t = 3)]
+        next: usize,
+        /// Print JSON instead of a table.
+        #[arg(long, env = "CELERIAC_JSON")]
+        json: bool,
+    },
     /// Enqueue a job for a task by name, with JSON arguments.
     Enqueue(EnqueueArgs),
     /// Show everything known about a job (state, arguments, result, error, progress) or a
@@ -138,6 +157,62 @@ struct WorkerArgs {
     /// This worker's name (default host:pid).
     #[arg(long, env = "CELERIAC_WORKER_ID")]
     worker_id: Option<String>,
+    /// Also run the scheduler in this process (see `celeriac beat`).
+    #[arg(long, env = "CELERIAC_BEAT")]
+    beat: bool,
+    #[command(flatten)]
+    beat_args: BeatArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+struct ScheduleFileArgs {
+    /// A TOML file of schedules (`[[schedule]]` tables with name, cron or every, timezone,
+    /// task, args, queue, priority, missed, paused), added to those defined in code.
+    #[arg(long, env = "CELERIAC_SCHEDULES", global = true)]
+    schedules: Option<std::path::PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+struct BeatArgs {
+    #[command(flatten)]
+    file: ScheduleFileArgs,
+    /// The scheduler's leader lease, e.g. 30s: when the leading beat dies, another takes over
+    /// within this long. Renewed every third of it.
+    #[arg(long, env = "CELERIAC_BEAT_LEASE", default_value = "30s", value_parser = parse_duration)]
+    beat_lease: Duration,
+    /// A tick older than this when the scheduler gets to it counts as missed and follows the
+    /// schedule's missed-tick policy.
+    #[arg(long, env = "CELERIAC_BEAT_LATE_AFTER", default_value = "60s", value_parser = parse_duration)]
+    beat_late_after: Duration,
+    /// This beat's name in the leader lease (default host:pid).
+    #[arg(long, env = "CELERIAC_BEAT_ID")]
+    beat_id: Option<String>,
+    /// FOR TESTS ONLY: run the scheduler's clock this many times faster than real time, from
+    /// --beat-time-origin, so minutes of ticks pass in seconds. Every beat sharing a store
+    /// must get the same scale and origin.
+    #[arg(long, env = "CELERIAC_BEAT_TIME_SCALE", hide_short_help = true)]
+    beat_time_scale: Option<f64>,
+    /// FOR TESTS ONLY: where the warped clock of --beat-time-scale starts, in milliseconds since
+    /// the Unix epoch (default: now).
+    #[arg(long, env = "CELERIAC_BEAT_TIME_ORIGIN", hide_short_help = true)]
+    beat_time_origin: Option<i64>,
+}
+
+#[derive(Subcommand, Debug)]
+enum SchedulesCommand {
+    /// List the schedules (the default).
+    List,
+    /// Pause a schedule: no beat fires it until it is resumed; ticks that pass meanwhile are
+    /// not caught up on.
+    Pause {
+        /// The schedule's name.
+        name: String,
+    },
+    /// Resume a paused schedule: it fires from its next tick on.
+    Resume {
+        /// The schedule's name.
+        name: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -338,7 +413,7 @@ pub async fn run_with(registry: Option<Registry>, default_url: Option<String>) -
         }
     };
     let default_log = match cli.command {
-        Command::Worker(_) => "info",
+        Command::Worker(_) | Command::Beat(_) => "info",
         Command::Demo { .. } | Command::Bench(_) => "error",
         _ => "warn",
     };
@@ -368,8 +443,20 @@ fn init_logging(filter: &str) {
 }
 
 async fn app(url: Option<&str>, registry: Registry) -> Result<App, CliError> {
+    app_with_schedules(url, registry, None).await
+}
+
+async fn app_with_schedules(
+    url: Option<&str>,
+    registry: Registry,
+    file: Option<&std::path::Path>,
+) -> Result<App, CliError> {
     let url = url.unwrap_or(crate::DEFAULT_URL);
-    Ok(App::builder().url(url).registry(registry).build().await?)
+    let mut builder = App::builder().url(url).registry(registry);
+    if let Some(file) = file {
+        builder = builder.schedules_file(file);
+    }
+    Ok(builder.build().await?)
 }
 
 async fn dispatch(cli: Cli, registry: Registry, default_url: Option<String>) -> CliResult {
@@ -377,7 +464,26 @@ async fn dispatch(cli: Cli, registry: Registry, default_url: Option<String>) -> 
     let explicit = cli.url.as_deref();
     let url = explicit.or(default_url.as_deref());
     match cli.command {
-        Command::Worker(args) => worker(app(url, registry).await?, args).await,
+        Command::Worker(args) => {
+            let file = args
+                .beat
+                .then_some(args.beat_args.file.schedules.as_deref())
+                .flatten();
+            worker(app_with_schedules(url, registry, file).await?, args).await
+        }
+        Command::Beat(args) => {
+            let app = app_with_schedules(url, registry, args.file.schedules.as_deref()).await?;
+            beat(app, args).await
+        }
+        Command::Schedules {
+            command,
+            file,
+            next,
+            json,
+        } => {
+            let app = app_with_schedules(url, registry, file.schedules.as_deref()).await?;
+            schedules(app, command, next, json).await
+        }
         Command::Enqueue(args) => enqueue(app(url, registry).await?, args).await,
         Command::Inspect { id, json } => inspect(app(url, registry).await?, &id, json).await,
         Command::Queues { json } => queues(app(url, registry).await?, json).await,
@@ -479,18 +585,32 @@ async fn worker(app: App, args: WorkerArgs) -> CliResult {
         config.worker_id = id;
     }
     config.validate()?;
+    let scheduler = if args.beat {
+        Some(make_beat(&app, &args.beat_args)?)
+    } else {
+        None
+    };
     let worker = app.worker().config(config);
     let shutdown = worker.shutdown_handle();
     let stats = worker.stats();
+    let beat_stop = scheduler.as_ref().map(|b| b.shutdown_handle());
+    let beat_task = scheduler.map(|b| tokio::spawn(b.run()));
     tokio::spawn(async move {
         wait_for_signal().await;
         eprintln!("shutting down: finishing running jobs (signal again to stop now)");
+        if let Some(stop) = &beat_stop {
+            stop.cancel();
+        }
         shutdown.graceful();
         wait_for_signal().await;
         eprintln!("stopping now; unfinished jobs will be redelivered when their leases expire");
         shutdown.immediate();
     });
     worker.run().await?;
+    if let Some(task) = beat_task {
+        task.await
+            .map_err(|e| CliError(format!("the scheduler failed: {e}")))??;
+    }
     use std::sync::atomic::Ordering::Relaxed;
     println!(
         "worker stopped: started={} succeeded={} retried={} failed={} dead={} cancelled={} stale={} released={}",
@@ -503,6 +623,179 @@ async fn worker(app: App, args: WorkerArgs) -> CliResult {
         stats.stale.load(Relaxed),
         stats.released.load(Relaxed),
     );
+    Ok(())
+}
+
+/// The scheduler of `celeriac beat` and `celeriac worker --beat`.
+fn make_beat(app: &App, args: &BeatArgs) -> Result<crate::Beat<crate::Backend>, CliError> {
+    if app.schedules().is_empty() {
+        return Err(CliError(
+            "no schedules to run: give a TOML file of [[schedule]] tables with --schedules or \
+             CELERIAC_SCHEDULES, or define schedules in code with AppBuilder::schedule"
+                .into(),
+        ));
+    }
+    let mut config = crate::BeatConfig::default().with_lease(args.beat_lease);
+    config.late_after = args.beat_late_after;
+    if let Some(id) = &args.beat_id {
+        config.holder = id.clone();
+    }
+    config
+        .validate()
+        .map_err(|e| CliError(format!("--beat-lease/--beat-id: {e}")))?;
+    let mut beat = app.beat()?.config(config)?;
+    if let Some(scale) = args.beat_time_scale {
+        let origin = args
+            .beat_time_origin
+            .unwrap_or_else(crate::clock::system_now_ms);
+        let clock = crate::WarpedClock::new(origin, scale)
+            .map_err(|e| CliError(format!("--beat-time-scale: {e}")))?;
+        beat = beat.clock(std::sync::Arc::new(clock));
+    }
+    Ok(beat)
+}
+
+async fn beat(app: App, args: BeatArgs) -> CliResult {
+    let beat = make_beat(&app, &args)?;
+    let stop = beat.shutdown_handle();
+    let stats = beat.stats();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        eprintln!("shutting down the scheduler");
+        stop.cancel();
+    });
+    beat.run().await?;
+    use std::sync::atomic::Ordering::Relaxed;
+    println!(
+        "beat stopped: fired={} skipped={} acquired={} lost={}",
+        stats.fired.load(Relaxed),
+        stats.skipped.load(Relaxed),
+        stats.acquired.load(Relaxed),
+        stats.lost.load(Relaxed),
+    );
+    Ok(())
+}
+
+async fn schedules(
+    app: App,
+    command: Option<SchedulesCommand>,
+    next: usize,
+    json: bool,
+) -> CliResult {
+    use crate::Coordinator;
+    let known = |name: &str| -> CliResult {
+        if app.schedules().iter().any(|s| s.name() == name) {
+            return Ok(());
+        }
+        let names: Vec<&str> = app.schedules().iter().map(|s| s.name()).collect();
+        Err(CliError(format!(
+            "no schedule `{name}`; defined schedules: {} (give the file with --schedules or \
+             CELERIAC_SCHEDULES)",
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
+        )))
+    };
+    match command {
+        Some(SchedulesCommand::Pause { name }) => {
+            known(&name)?;
+            app.backend().set_schedule_paused(&name, true).await?;
+            println!("paused schedule {name}");
+            return Ok(());
+        }
+        Some(SchedulesCommand::Resume { name }) => {
+            known(&name)?;
+            app.backend().set_schedule_paused(&name, false).await?;
+            let still = app
+                .schedules()
+                .iter()
+                .any(|s| s.name() == name && s.paused());
+            if still {
+                println!("resumed schedule {name}, but its definition says paused = true");
+            } else {
+                println!("resumed schedule {name}");
+            }
+            return Ok(());
+        }
+        Some(SchedulesCommand::List) | None => {}
+    }
+    let states: std::collections::HashMap<String, crate::backend::ScheduleState> = app
+        .backend()
+        .schedule_states()
+        .await?
+        .into_iter()
+        .map(|s| (s.name.clone(), s))
+        .collect();
+    let now = app.client().now();
+    let fmt = |s: &crate::Schedule, t: i64| -> String {
+        use chrono::TimeZone;
+        s.timezone()
+            .timestamp_millis_opt(t)
+            .single()
+            .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+            .unwrap_or_else(|| t.to_string())
+    };
+    let mut rows = Vec::new();
+    for s in app.schedules() {
+        let state = states.get(s.name());
+        let paused = s.paused() || state.is_some_and(|st| st.paused);
+        let upcoming: Vec<String> = s.upcoming(now, next).iter().map(|&t| fmt(s, t)).collect();
+        // The stored cursor is the last tick handled (fired, or passed over by the missed-tick
+        // policy), or the moment a beat first saw the schedule when no tick came since.
+        let last = state.and_then(|st| st.last_tick).map(|t| {
+            if s.last_at_or_before(t) == Some(t) {
+                fmt(s, t)
+            } else {
+                format!("none yet (watched since {})", fmt(s, t))
+            }
+        });
+        rows.push(serde_json::json!({
+            "name": s.name(),
+            "spec": s.spec().to_string(),
+            "timezone": s.timezone().name(),
+            "task": s.task(),
+            "missed": s.missed().to_string(),
+            "paused": paused,
+            "next": upcoming,
+            "last_tick": last,
+        }));
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("no schedules (give a TOML file with --schedules or CELERIAC_SCHEDULES)");
+        return Ok(());
+    }
+    for r in &rows {
+        let text = |k: &str| r[k].as_str().unwrap_or("").to_string();
+        println!(
+            "{}  {}  tz={}  task={}  missed={}{}",
+            text("name"),
+            text("spec"),
+            text("timezone"),
+            text("task"),
+            text("missed"),
+            if r["paused"].as_bool().unwrap_or(false) {
+                "  PAUSED"
+            } else {
+                ""
+            }
+        );
+        println!(
+            "    last tick: {}",
+            r["last_tick"]
+                .as_str()
+                .unwrap_or("none (no beat has run it)")
+        );
+        if let Some(next) = r["next"].as_array() {
+            let list: Vec<&str> = next.iter().filter_map(|v| v.as_str()).collect();
+            println!("    next: {}", list.join(", "));
+        }
+    }
     Ok(())
 }
 

@@ -41,11 +41,12 @@ pub mod demo;
 
 pub use app::{App, AppBuilder, Backend, DEFAULT_URL};
 pub use celeriac_core::{
-    backend, client, clock, error, job, retry, task, worker, AsClient, Backoff, Broker,
-    CancelOutcome, Client, Clock, Encoding, Enqueue, Error, ErrorInfo, ErrorKind, Job, JobHandle,
-    JobId, JobInfo, JobOptions, JobState, ManualClock, Priority, Progress, Rate, Registry, Result,
-    ResultStore, Shutdown, SystemClock, Task, TaskContext, TaskDef, TaskError, TaskLimits,
-    TaskOptions, Unique, UniqueFor, Worker, WorkerConfig, WorkerStats,
+    backend, beat, client, clock, error, job, retry, schedule, task, worker, AsClient, Backoff,
+    Beat, BeatConfig, Broker, CancelOutcome, Client, Clock, Coordinator, Encoding, Enqueue, Error,
+    ErrorInfo, ErrorKind, Job, JobHandle, JobId, JobInfo, JobOptions, JobState, ManualClock,
+    Missed, Priority, Progress, Rate, Registry, Result, ResultStore, Schedule, Shutdown,
+    SystemClock, Task, TaskContext, TaskDef, TaskError, TaskLimits, TaskOptions, Unique, UniqueFor,
+    WarpedClock, Worker, WorkerConfig, WorkerStats,
 };
 pub use celeriac_core::{chain, chord, group, map, workflow, Flow, Step, WorkflowHandle};
 pub use celeriac_embedded as embedded;
@@ -56,7 +57,7 @@ pub use celeriac_redis as redis;
 pub mod prelude {
     pub use crate::{
         chain, chord, group, map, App, AsClient, Encoding, Flow, JobHandle, JobId, JobState,
-        Priority, Step, Task, TaskContext, TaskError, Worker, WorkerConfig,
+        Missed, Priority, Schedule, Step, Task, TaskContext, TaskError, Worker, WorkerConfig,
     };
 }
 
