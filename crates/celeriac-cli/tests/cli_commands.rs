@@ -2,31 +2,8 @@
 
 mod common;
 
-use common::sigterm;
-use std::path::Path;
-use std::process::{Command, Output};
-
-fn celeriac(url: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_celeriac"))
-        .arg("--url")
-        .arg(url)
-        .args(args)
-        .env_remove("CELERIAC_URL")
-        .output()
-        .expect("the celeriac binary runs")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn url_in(dir: &Path) -> String {
-    format!("sqlite://{}", dir.join("jobs.db").display())
-}
+use common::{celeriac, sigterm, stderr, stdout, url_in};
+use std::process::Command;
 
 #[test]
 fn malformed_args_json_is_a_one_line_error() {

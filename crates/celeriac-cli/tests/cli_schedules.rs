@@ -4,32 +4,10 @@
 
 mod common;
 
+use common::{celeriac, stderr, stdout, url_in};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn celeriac(url: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_celeriac"))
-        .arg("--url")
-        .arg(url)
-        .args(args)
-        .env_remove("CELERIAC_URL")
-        .env_remove("CELERIAC_SCHEDULES")
-        .output()
-        .expect("the celeriac binary runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn url_in(dir: &Path) -> String {
-    format!("sqlite://{}", dir.join("jobs.db").display())
-}
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);

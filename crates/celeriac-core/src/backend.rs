@@ -335,6 +335,22 @@ pub struct JoinArrival {
     pub ttl: Duration,
 }
 
+impl JoinArrival {
+    /// Refuses an arrival whose index does not fit its group.
+    pub fn validate(&self) -> Result<()> {
+        if self.total == 0 || self.index >= self.total {
+            return Err(crate::Error::config(
+                "join arrival",
+                format!(
+                    "index {} does not fit a group of {} members (join {})",
+                    self.index, self.total, self.join
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The state of a join after an arrival.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JoinStatus {

@@ -22,20 +22,6 @@ use std::time::Duration;
 /// Rows of each table one sweep deletes at most.
 const SWEEP_BATCH: i64 = 1000;
 
-/// Refuses an arrival whose index does not fit its group.
-pub(crate) fn check_arrival(arrival: &JoinArrival) -> Result<()> {
-    if arrival.total == 0 || arrival.index >= arrival.total {
-        return Err(Error::config(
-            "join arrival",
-            format!(
-                "index {} does not fit a group of {} members (join {})",
-                arrival.index, arrival.total, arrival.join
-            ),
-        ));
-    }
-    Ok(())
-}
-
 fn conv<E: std::error::Error + Send + Sync + 'static>(e: E) -> rusqlite::Error {
     rusqlite::Error::ToSqlConversionFailure(Box::new(e))
 }
@@ -217,7 +203,7 @@ fn workflow_get(conn: &Connection, id: JobId) -> rusqlite::Result<Option<Workflo
 
 impl WorkflowStore for SqliteBackend {
     async fn join_arrive(&self, arrival: JoinArrival, now: UnixMs) -> Result<JoinStatus> {
-        check_arrival(&arrival)?;
+        arrival.validate()?;
         self.inner
             .writer
             .call(move |c| join_arrive(c, &arrival, now))
@@ -248,25 +234,12 @@ impl WorkflowStore for SqliteBackend {
     }
 
     async fn workflow_wait(&self, id: JobId, timeout: Duration) -> Result<WorkflowRecord> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut rx = self.inner.done.subscribe();
-        // A finish in this process wakes the waiter at once; one made by another process is
-        // seen by polling, starting fast and backing off (as the job `wait` does).
-        let mut poll = Duration::from_millis(5);
-        loop {
-            rx.borrow_and_update();
-            match self.workflow_get(id).await? {
-                Some(record) if record.state != WorkflowState::Running => return Ok(record),
-                Some(_) => {}
-                None => return Err(Error::NotFound(id.to_string())),
-            }
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
-                return Err(Error::Timeout(id.to_string()));
-            }
-            let nap = poll.min(deadline - now);
-            let _ = tokio::time::timeout(nap, rx.changed()).await;
-            poll = (poll * 2).min(Duration::from_millis(250));
-        }
+        self.wait_until_done(
+            id,
+            timeout,
+            || self.workflow_get(id),
+            |r| r.state != WorkflowState::Running,
+        )
+        .await
     }
 }

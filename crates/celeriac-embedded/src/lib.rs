@@ -496,6 +496,41 @@ impl SqliteBackend {
     }
 }
 
+impl SqliteBackend {
+    /// Reads `fetch` until `done` holds: a finish in this process wakes the waiter at once;
+    /// one made by another process is seen by polling, starting fast and backing off.
+    pub(crate) async fn wait_until_done<T, F, Fut>(
+        &self,
+        id: JobId,
+        timeout: Duration,
+        fetch: F,
+        done: impl Fn(&T) -> bool,
+    ) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<T>>>,
+    {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut rx = self.inner.done.subscribe();
+        let mut poll = Duration::from_millis(5);
+        loop {
+            rx.borrow_and_update();
+            match fetch().await? {
+                Some(value) if done(&value) => return Ok(value),
+                Some(_) => {}
+                None => return Err(Error::NotFound(id.to_string())),
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(Error::Timeout(id.to_string()));
+            }
+            let nap = poll.min(deadline - now);
+            let _ = tokio::time::timeout(nap, rx.changed()).await;
+            poll = (poll * 2).min(Duration::from_millis(250));
+        }
+    }
+}
+
 impl ResultStore for SqliteBackend {
     async fn get(&self, id: JobId) -> Result<Option<JobInfo>> {
         Ok(self
@@ -519,25 +554,7 @@ impl ResultStore for SqliteBackend {
     }
 
     async fn wait(&self, id: JobId, timeout: Duration) -> Result<JobInfo> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut rx = self.inner.done.subscribe();
-        // Completions in this process wake the waiter at once; ones made by other processes
-        // are seen by polling, starting fast and backing off.
-        let mut poll = Duration::from_millis(5);
-        loop {
-            rx.borrow_and_update();
-            match self.get(id).await? {
-                Some(info) if info.state.is_terminal() => return Ok(info),
-                Some(_) => {}
-                None => return Err(Error::NotFound(id.to_string())),
-            }
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
-                return Err(Error::Timeout(id.to_string()));
-            }
-            let nap = poll.min(deadline - now);
-            let _ = tokio::time::timeout(nap, rx.changed()).await;
-            poll = (poll * 2).min(Duration::from_millis(250));
-        }
+        self.wait_until_done(id, timeout, || self.get(id), |i| i.state.is_terminal())
+            .await
     }
 }

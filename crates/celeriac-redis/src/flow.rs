@@ -22,7 +22,6 @@ use celeriac_core::job::JobId;
 use redis::{AsyncCommands, Value};
 use std::collections::HashMap;
 use std::time::Duration;
-use tokio::sync::broadcast;
 
 /// The bytes of a string or integer reply element.
 fn bytes(v: Value) -> Option<Vec<u8>> {
@@ -39,20 +38,6 @@ fn unexpected(what: &str, detail: impl std::fmt::Display) -> Error {
         ErrorKind::GiveUp,
         format!("the {what} script answered in an unexpected shape: {detail}"),
     )
-}
-
-/// Refuses an arrival whose index does not fit its group.
-fn check_arrival(arrival: &JoinArrival) -> Result<()> {
-    if arrival.total == 0 || arrival.index >= arrival.total {
-        return Err(Error::config(
-            "join arrival",
-            format!(
-                "index {} does not fit a group of {} members (join {})",
-                arrival.index, arrival.total, arrival.join
-            ),
-        ));
-    }
-    Ok(())
 }
 
 /// Reads the join script's answer (see `lua/arriveJoin-1.lua`).
@@ -164,7 +149,7 @@ impl RedisBackend {
 
 impl WorkflowStore for RedisBackend {
     async fn join_arrive(&self, arrival: JoinArrival, now: UnixMs) -> Result<JoinStatus> {
-        check_arrival(&arrival)?;
+        arrival.validate()?;
         let join = arrival.join.to_string();
         let (kind, value): (&[u8], Vec<u8>) = match arrival.input {
             JoinInput::Output(output) => (b"o", output),
@@ -223,36 +208,12 @@ impl WorkflowStore for RedisBackend {
     }
 
     async fn workflow_wait(&self, id: JobId, timeout: Duration) -> Result<WorkflowRecord> {
-        self.ensure_listener();
-        // Subscribed before the first read, so a finish between the read and the nap is seen.
-        let mut rx = self.inner.done.subscribe();
-        let deadline = tokio::time::Instant::now() + timeout;
-        let sid = id.to_string();
-        loop {
-            match self.workflow_get(id).await? {
-                Some(record) if record.state != WorkflowState::Running => return Ok(record),
-                Some(_) => {}
-                None => return Err(Error::NotFound(sid)),
-            }
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
-                return Err(Error::Timeout(sid));
-            }
-            // Wake on this workflow's message; re-check at least every second in case a message
-            // was lost while the subscription reconnected (or before it was first made).
-            let nap_until = (now + Duration::from_secs(1)).min(deadline);
-            loop {
-                match tokio::time::timeout_at(nap_until, rx.recv()).await {
-                    Ok(Ok(done)) if done == sid => break,
-                    Ok(Ok(_)) => continue,
-                    Ok(Err(broadcast::error::RecvError::Lagged(_))) => break,
-                    Ok(Err(broadcast::error::RecvError::Closed)) => {
-                        tokio::time::sleep_until(nap_until).await;
-                        break;
-                    }
-                    Err(_) => break,
-                }
-            }
-        }
+        self.wait_until_done(
+            id,
+            timeout,
+            || self.workflow_get(id),
+            |r| r.state != WorkflowState::Running,
+        )
+        .await
     }
 }

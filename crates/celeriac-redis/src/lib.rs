@@ -1000,6 +1000,53 @@ impl RedisBackend {
     }
 }
 
+impl RedisBackend {
+    /// Reads `fetch` until `done` holds, waking on the id's completion message (jobs and
+    /// workflows publish their id when they finish) and re-reading at least every second in
+    /// case a message was lost while the subscription reconnected.
+    pub(crate) async fn wait_until_done<T, F, Fut>(
+        &self,
+        id: JobId,
+        timeout: Duration,
+        fetch: F,
+        done: impl Fn(&T) -> bool,
+    ) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<T>>>,
+    {
+        self.ensure_listener();
+        // Subscribed before the first read, so a finish between the read and the nap is seen.
+        let mut rx = self.inner.done.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let sid = id.to_string();
+        loop {
+            match fetch().await? {
+                Some(value) if done(&value) => return Ok(value),
+                Some(_) => {}
+                None => return Err(Error::NotFound(sid)),
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(Error::Timeout(sid));
+            }
+            let nap_until = (now + Duration::from_secs(1)).min(deadline);
+            loop {
+                match tokio::time::timeout_at(nap_until, rx.recv()).await {
+                    Ok(Ok(finished)) if finished == sid => break,
+                    Ok(Ok(_)) => continue,
+                    Ok(Err(broadcast::error::RecvError::Lagged(_))) => break,
+                    Ok(Err(broadcast::error::RecvError::Closed)) => {
+                        tokio::time::sleep_until(nap_until).await;
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+}
+
 impl ResultStore for RedisBackend {
     async fn get(&self, id: JobId) -> Result<Option<JobInfo>> {
         match self.locate(id).await? {
@@ -1031,35 +1078,7 @@ impl ResultStore for RedisBackend {
     }
 
     async fn wait(&self, id: JobId, timeout: Duration) -> Result<JobInfo> {
-        self.ensure_listener();
-        let mut rx = self.inner.done.subscribe();
-        let deadline = tokio::time::Instant::now() + timeout;
-        let sid = id.to_string();
-        loop {
-            match self.get(id).await? {
-                Some(info) if info.state.is_terminal() => return Ok(info),
-                Some(_) => {}
-                None => return Err(Error::NotFound(sid)),
-            }
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
-                return Err(Error::Timeout(sid));
-            }
-            // Wake on this job's completion message; re-check at least every second in case a
-            // message was lost while the subscription reconnected.
-            let nap_until = (now + Duration::from_secs(1)).min(deadline);
-            loop {
-                match tokio::time::timeout_at(nap_until, rx.recv()).await {
-                    Ok(Ok(done)) if done == sid => break,
-                    Ok(Ok(_)) => continue,
-                    Ok(Err(broadcast::error::RecvError::Lagged(_))) => break,
-                    Ok(Err(broadcast::error::RecvError::Closed)) => {
-                        tokio::time::sleep_until(nap_until).await;
-                        break;
-                    }
-                    Err(_) => break,
-                }
-            }
-        }
+        self.wait_until_done(id, timeout, || self.get(id), |i| i.state.is_terminal())
+            .await
     }
 }

@@ -6,8 +6,37 @@
 use celeriac::demo::{self, Email, PingPartner, SendEmail};
 use celeriac::{App, Broker, JobId, JobState, ResultStore};
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+/// Runs `celeriac --url <url> <args>` to the end, with no `CELERIAC_*` settings from the
+/// environment that would change what it does.
+pub fn celeriac(url: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_celeriac"))
+        .arg("--url")
+        .arg(url)
+        .args(args)
+        .env_remove("CELERIAC_URL")
+        .env_remove("CELERIAC_SCHEDULES")
+        .output()
+        .expect("the celeriac binary runs")
+}
+
+/// A command's standard output, as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A command's standard error, as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The URL of a SQLite file in `dir`.
+pub fn url_in(dir: &Path) -> String {
+    format!("sqlite://{}", dir.join("jobs.db").display())
+}
 
 /// A worker process, killed if the test ends without stopping it.
 pub struct WorkerProc(Option<Child>);

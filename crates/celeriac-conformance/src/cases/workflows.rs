@@ -2,7 +2,7 @@
 //! a chord's callback runs once even when a member is delivered twice, maps fan out over a
 //! list, and failures stop the workflow, run its error handler and name the step.
 
-use crate::support::{claim, info, RunningWorker, PATIENCE, T0};
+use crate::support::{claim, info, Add, RunningWorker, PATIENCE, T0};
 use celeriac_core::backend::{WorkflowState, WorkflowStore};
 use celeriac_core::workflow::{continue_after, StepEnd};
 use celeriac_core::{
@@ -15,17 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const Q: &str = "default";
-
-/// Adds two numbers.
-struct Add;
-impl Task for Add {
-    const NAME: &'static str = "wf.add";
-    type Args = (i64, i64);
-    type Output = i64;
-    async fn run(_: TaskContext, (a, b): (i64, i64)) -> Result<i64, TaskError> {
-        Ok(a + b)
-    }
-}
 
 /// Doubles a number, after a pause that makes later members of a group finish first.
 struct Double;
@@ -164,7 +153,7 @@ where
         20,
         "(2 + 3) * 2 * 2"
     );
-    assert_eq!(rec.name, "chain(wf.add, wf.double, wf.double)");
+    assert_eq!(rec.name, "chain(conformance.add, wf.double, wf.double)");
     let first = h
         .backend
         .wait(handle.id().derive("r.0"), PATIENCE)
@@ -475,7 +464,7 @@ where
     assert_eq!(rec.state, WorkflowState::Failed, "{rec:?}");
     let error = rec.error.unwrap_or_default();
     assert!(
-        error.contains("`wf.add`") && error.contains("lease_expired"),
+        error.contains("`conformance.add`") && error.contains("lease_expired"),
         "{error}"
     );
     worker.stop().await;
