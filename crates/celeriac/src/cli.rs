@@ -1089,8 +1089,8 @@ async fn run_demo(url: Option<&str>, jobs: u64) -> CliResult {
     println!("Celeriac demo on {url}");
     println!(
         "A worker with 64 slots runs {jobs} jobs: e-mails through a slow SMTP server (some fail \
-         and retry), thumbnails on the blocking pool, delayed reminders, a partner API that is \
-         down, and some bad input.\n"
+         and retry), a chord of thumbnails on the blocking pool with an album summary after \
+         them, delayed reminders, a partner API that is down, and some bad input.\n"
     );
     let bar = progress_bar(jobs, "jobs finished");
     let summary = demo::run(&app, jobs, |done, _| bar.set_position(done)).await?;
@@ -1113,6 +1113,7 @@ async fn run_demo(url: Option<&str>, jobs: u64) -> CliResult {
         "latency     p50 {} ms, p99 {} ms from due to started",
         summary.p50_start_ms, summary.p99_start_ms
     );
+    println!("workflow    {}", summary.album);
     if _scratch.is_some() {
         println!(
             "\nThe demo's scratch database is removed on exit. To keep one and explore it:\n  \

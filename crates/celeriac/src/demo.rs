@@ -212,6 +212,8 @@ pub struct DemoSummary {
     pub p99_start_ms: i64,
     /// Dead letters by reason kind.
     pub dead_reasons: Vec<(String, u64)>,
+    /// How the chord of thumbnails ended.
+    pub album: String,
 }
 
 /// The value at quantile `q` (0..=1) of sorted samples.
@@ -248,7 +250,8 @@ pub async fn run(
     let n_delayed = jobs / 20;
     let n_doomed = (jobs / 200).max(1);
     let n_bad = (jobs / 500).max(1);
-    let n_emails = jobs.saturating_sub(n_images + n_delayed + n_doomed + 2 * n_bad);
+    // The thumbnails are one chord: every thumbnail, then the album summary once.
+    let n_emails = jobs.saturating_sub(n_images + 1 + n_delayed + n_doomed + 2 * n_bad);
 
     let emails: Vec<Email> = (0..n_emails)
         .map(|i| Email {
@@ -264,13 +267,18 @@ pub async fn run(
     for chunk in emails.chunks(500) {
         client.enqueue_many::<SendEmail>(chunk.to_vec()).await?;
     }
-    let thumbs: Vec<Thumbnail> = (0..n_images)
-        .map(|_| Thumbnail {
-            width: rng.random_range(100..800),
-            height: rng.random_range(100..800),
+    let thumbs: Vec<crate::Flow> = (0..n_images)
+        .map(|_| {
+            crate::Step::of::<ResizeImage>(Thumbnail {
+                width: rng.random_range(100..800),
+                height: rng.random_range(100..800),
+            })
+            .into()
         })
         .collect();
-    client.enqueue_many::<ResizeImage>(thumbs).await?;
+    let album = crate::chord(thumbs, crate::Step::piped::<AlbumSummary>())
+        .start(app)
+        .await?;
     for i in 0..n_delayed {
         let delay = Duration::from_millis(rng.random_range(1000..3000));
         crate::Enqueue::<SendEmail>::new(Email {
@@ -308,6 +316,23 @@ pub async fn run(
     let seconds = started.elapsed().as_secs_f64();
     shutdown.graceful();
     let _ = handle.await;
+    // The summary's id derives from the chord's join, which derives from the workflow.
+    let summary_job = album.id().derive("r.j").derive("n");
+    let runs = crate::ResultStore::get(app.backend().as_ref(), summary_job)
+        .await?
+        .map_or(0, |info| info.job.attempts);
+    let album = match album.info().await {
+        Ok(rec) => match crate::workflow::record_result::<Album>(&rec) {
+            Ok(a) => format!(
+                "chord {} {}: the album summary ran {runs} time(s), over {} thumbnails",
+                rec.id,
+                rec.state.as_str(),
+                a.thumbnails
+            ),
+            Err(e) => format!("chord {} {}: {e}", rec.id, rec.state.as_str()),
+        },
+        Err(e) => format!("unknown: {e}"),
+    };
 
     let mut lat = stats.start_latencies_ms();
     lat.sort_unstable();
@@ -340,5 +365,6 @@ pub async fn run(
         p50_start_ms: percentile(&lat, 0.50),
         p99_start_ms: percentile(&lat, 0.99),
         dead_reasons: reasons.into_iter().collect(),
+        album,
     })
 }
