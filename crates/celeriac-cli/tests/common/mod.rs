@@ -47,18 +47,17 @@ impl WorkerProc {
         Self::spawn_on(url, id, "emails", extra)
     }
 
-    /// A worker for one queue.
+    /// A worker for one queue (16 slots unless `extra` says `--concurrency`).
     pub fn spawn_on(url: &str, id: &str, queue: &str, extra: &[&str]) -> Self {
+        let concurrency: &[&str] = if extra.contains(&"--concurrency") {
+            &[]
+        } else {
+            &["--concurrency", "16"]
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_celeriac"))
             .args(["--url", url, "--log", "error", "worker", "--queues", queue])
-            .args([
-                "--worker-id",
-                id,
-                "--poll-interval",
-                "20ms",
-                "--concurrency",
-                "16",
-            ])
+            .args(["--worker-id", id, "--poll-interval", "20ms"])
+            .args(concurrency)
             .args(extra)
             .env_remove("CELERIAC_URL")
             .stdout(Stdio::piped())
@@ -301,8 +300,8 @@ pub async fn chord_callback_runs_once_across_processes(url: &str) {
     let members = (0..N).map(|i| {
         Step::of::<ResizeImage>(Thumbnail {
             // Big enough that a member takes a few milliseconds: the kill lands mid-run.
-            width: 600 + (i % 50) as u32,
-            height: 600,
+            width: 800 + (i % 50) as u32,
+            height: 800,
         })
         .into()
     });
@@ -314,7 +313,13 @@ pub async fn chord_callback_runs_once_across_processes(url: &str) {
     let callback_id = handle.id().derive("r.j").derive("n");
 
     let lease = ["--lease", "2s", "--heartbeat", "500ms"];
-    let victim = WorkerProc::spawn_on(url, "victim", "images", &lease);
+    // The victim takes many jobs at a time, so the kill finds some of them running.
+    let victim = WorkerProc::spawn_on(
+        url,
+        "victim",
+        "images",
+        &[&lease[..], &["--concurrency", "64"]].concat(),
+    );
     let others: Vec<WorkerProc> = (0..2)
         .map(|i| WorkerProc::spawn_on(url, &format!("chord-{i}"), "images", &lease))
         .collect();
@@ -324,9 +329,17 @@ pub async fn chord_callback_runs_once_across_processes(url: &str) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     victim.kill_dash_nine();
-    let mut in_flight = 0;
+    // What the victim held at its death, read at once (all reads in flight together), before
+    // its leases run out and the others take the jobs over.
+    let mut reads = tokio::task::JoinSet::new();
     for i in 0..N {
-        let info = app.backend().get(member_id(i)).await.expect("get");
+        let backend = app.backend().clone();
+        let id = member_id(i);
+        reads.spawn(async move { backend.get(id).await.expect("get") });
+    }
+    let mut in_flight = 0;
+    while let Some(read) = reads.join_next().await {
+        let info = read.expect("read task");
         if info
             .is_some_and(|i| i.state == JobState::Active && i.worker.as_deref() == Some("victim"))
         {
