@@ -30,7 +30,7 @@ pub mod worker;
 pub mod workflow;
 
 pub use backend::{
-    Broker, CancelOutcome, Coordinator, Rate, ResultStore, TaskLimits, WorkflowStore,
+    Broker, CancelOutcome, Coordinator, KvStore, Rate, ResultStore, TaskLimits, WorkflowStore,
 };
 pub use beat::{Beat, BeatConfig};
 pub use client::{AsClient, Client, Enqueue, JobHandle, JobOptions};
