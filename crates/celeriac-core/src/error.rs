@@ -48,6 +48,14 @@ pub enum Error {
     /// The backend has been shut down.
     #[error("the backend is closed")]
     Closed,
+    /// A cache's loader failed and no stale value could stand in.
+    #[error("loading `{key}` failed: {message}")]
+    Load {
+        /// The cache key (namespace and key).
+        key: String,
+        /// The loader's error.
+        message: String,
+    },
 }
 
 impl Error {

@@ -1,0 +1,279 @@
+//! The envelope a cached value is stored in: the serialized value (compressed above a
+//! threshold) with its creation time, logical and hard expiry, tags, load time and schema
+//! version. The store's own TTL is the hard expiry.
+//!
+//! Layout (all integers little-endian):
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 1 | magic `0xCE` |
+//! | 1 | layout version (1) |
+//! | 1 | format: 0 JSON, 1 MessagePack, 2 postcard |
+//! | 1 | flags: bit 0 compressed (LZ4), bit 1 negative (the loader found nothing) |
+//! | 4 | schema version |
+//! | 8 × 3 | created, fresh until, stale until (ms since the epoch) |
+//! | 4 | how long the load took (ms), for early refresh |
+//! | 2 | tag count, then per tag 2 bytes of length and the tag |
+//! | rest | the value |
+
+use crate::clock::UnixMs;
+use crate::error::{Error, Result};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+const MAGIC: u8 = 0xCE;
+const LAYOUT: u8 = 1;
+const COMPRESSED: u8 = 1;
+const NEGATIVE: u8 = 2;
+
+/// How cached values are serialized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// JSON: readable with `redis-cli`, from other languages.
+    #[default]
+    Json,
+    /// MessagePack: smaller, fast.
+    MsgPack,
+    /// postcard: the most compact, Rust only.
+    Postcard,
+}
+
+impl Format {
+    fn code(self) -> u8 {
+        match self {
+            Format::Json => 0,
+            Format::MsgPack => 1,
+            Format::Postcard => 2,
+        }
+    }
+
+    fn from_code(code: u8) -> Result<Self> {
+        match code {
+            0 => Ok(Format::Json),
+            1 => Ok(Format::MsgPack),
+            2 => Ok(Format::Postcard),
+            other => Err(Error::Codec(format!("unknown cache format {other}"))),
+        }
+    }
+
+    /// Serializes a value.
+    pub fn encode<T: Serialize + ?Sized>(self, value: &T) -> Result<Vec<u8>> {
+        let r = match self {
+            Format::Json => serde_json::to_vec(value).map_err(|e| e.to_string()),
+            Format::MsgPack => rmp_serde::to_vec_named(value).map_err(|e| e.to_string()),
+            Format::Postcard => postcard::to_allocvec(value).map_err(|e| e.to_string()),
+        };
+        r.map_err(Error::Codec)
+    }
+
+    /// Deserializes a value.
+    pub fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T> {
+        let r = match self {
+            Format::Json => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
+            Format::MsgPack => rmp_serde::from_slice(bytes).map_err(|e| e.to_string()),
+            Format::Postcard => postcard::from_bytes(bytes).map_err(|e| e.to_string()),
+        };
+        r.map_err(Error::Codec)
+    }
+}
+
+/// The times and tags of a cached value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Meta {
+    /// When it was loaded.
+    pub created: UnixMs,
+    /// Fresh until then (the logical expiry).
+    pub fresh_until: UnixMs,
+    /// May be served stale until then (the hard expiry).
+    pub stale_until: UnixMs,
+    /// How long loading it took, in milliseconds (early refresh scales with it).
+    pub load_ms: u32,
+    /// Its tags.
+    pub tags: Vec<String>,
+}
+
+/// A stored value: its meta data, and the serialized value (`None` for a cached "not found").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// Times and tags.
+    pub meta: Meta,
+    /// The schema version it was written with.
+    pub schema: u32,
+    /// The format of `value`.
+    pub format: Format,
+    /// The serialized value, uncompressed; `None` when the loader found nothing.
+    pub value: Option<Vec<u8>>,
+}
+
+impl Envelope {
+    /// The bytes to store, compressing the value when it is at least `compress_at` bytes.
+    pub fn to_bytes(&self, compress_at: usize) -> Vec<u8> {
+        let mut flags = 0;
+        let body: std::borrow::Cow<'_, [u8]> = match &self.value {
+            None => {
+                flags |= NEGATIVE;
+                std::borrow::Cow::Borrowed(&[])
+            }
+            Some(v) if v.len() >= compress_at => {
+                flags |= COMPRESSED;
+                std::borrow::Cow::Owned(lz4_flex::compress_prepend_size(v))
+            }
+            Some(v) => std::borrow::Cow::Borrowed(v),
+        };
+        let tags_len: usize = self.meta.tags.iter().map(|t| 2 + t.len()).sum();
+        let mut out = Vec::with_capacity(38 + tags_len + body.len());
+        out.extend_from_slice(&[MAGIC, LAYOUT, self.format.code(), flags]);
+        out.extend_from_slice(&self.schema.to_le_bytes());
+        out.extend_from_slice(&self.meta.created.to_le_bytes());
+        out.extend_from_slice(&self.meta.fresh_until.to_le_bytes());
+        out.extend_from_slice(&self.meta.stale_until.to_le_bytes());
+        out.extend_from_slice(&self.meta.load_ms.to_le_bytes());
+        let tags = self.meta.tags.len().min(usize::from(u16::MAX));
+        out.extend_from_slice(&(tags as u16).to_le_bytes());
+        for tag in self.meta.tags.iter().take(tags) {
+            let t = &tag.as_bytes()[..tag.len().min(usize::from(u16::MAX))];
+            out.extend_from_slice(&(t.len() as u16).to_le_bytes());
+            out.extend_from_slice(t);
+        }
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// Reads stored bytes.
+    ///
+    /// # Errors
+    /// [`Error::Codec`] naming what is wrong: not an envelope, an unknown layout, a truncated
+    /// record, a value that does not decompress.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Envelope> {
+        let mut r = Reader { bytes, at: 0 };
+        let head = r.take(4)?;
+        if head[0] != MAGIC {
+            return Err(Error::Codec("not a cache envelope".into()));
+        }
+        if head[1] != LAYOUT {
+            return Err(Error::Codec(format!(
+                "cache envelope layout {} is unknown",
+                head[1]
+            )));
+        }
+        let format = Format::from_code(head[2])?;
+        let flags = head[3];
+        let schema = u32::from_le_bytes(r.array()?);
+        let created = i64::from_le_bytes(r.array()?);
+        let fresh_until = i64::from_le_bytes(r.array()?);
+        let stale_until = i64::from_le_bytes(r.array()?);
+        let load_ms = u32::from_le_bytes(r.array()?);
+        let n = u16::from_le_bytes(r.array()?);
+        let mut tags = Vec::with_capacity(usize::from(n));
+        for _ in 0..n {
+            let len = u16::from_le_bytes(r.array()?);
+            let t = r.take(usize::from(len))?;
+            tags.push(String::from_utf8_lossy(t).into_owned());
+        }
+        let body = &bytes[r.at..];
+        let value = if flags & NEGATIVE != 0 {
+            None
+        } else if flags & COMPRESSED != 0 {
+            Some(
+                lz4_flex::decompress_size_prepended(body)
+                    .map_err(|e| Error::Codec(format!("cached value does not decompress: {e}")))?,
+            )
+        } else {
+            Some(body.to_vec())
+        };
+        Ok(Envelope {
+            meta: Meta {
+                created,
+                fresh_until,
+                stale_until,
+                load_ms,
+                tags,
+            },
+            schema,
+            format,
+            value,
+        })
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        let end = self.at.checked_add(n).filter(|e| *e <= self.bytes.len());
+        let end = end.ok_or_else(|| Error::Codec("cache envelope is truncated".into()))?;
+        let s = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
+        let s = self.take(N)?;
+        let mut a = [0u8; N];
+        a.copy_from_slice(s);
+        Ok(a)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(value: Option<Vec<u8>>) -> Envelope {
+        Envelope {
+            meta: Meta {
+                created: 1_700_000_000_000,
+                fresh_until: 1_700_000_060_000,
+                stale_until: 1_700_000_360_000,
+                load_ms: 12,
+                tags: vec!["product:7".into(), "catalog".into()],
+            },
+            schema: 3,
+            format: Format::MsgPack,
+            value,
+        }
+    }
+
+    #[test]
+    fn envelopes_round_trip_with_and_without_compression() {
+        for compress_at in [0, 1 << 20] {
+            for value in [None, Some(vec![]), Some(b"x".repeat(5000))] {
+                let e = sample(value);
+                let bytes = e.to_bytes(compress_at);
+                assert_eq!(Envelope::from_bytes(&bytes).expect("decodes"), e);
+            }
+        }
+        let big = sample(Some(b"abc".repeat(10_000)));
+        assert!(
+            big.to_bytes(1024).len() < 2_000,
+            "repetitive values compress"
+        );
+    }
+
+    #[test]
+    fn damaged_envelopes_are_errors_not_panics() {
+        let bytes = sample(Some(b"hello".to_vec())).to_bytes(1 << 20);
+        for cut in 0..40 {
+            assert!(Envelope::from_bytes(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        assert!(Envelope::from_bytes(b"{\"json\": 1}").is_err());
+        let mut other = bytes.clone();
+        other[1] = 9;
+        let err = Envelope::from_bytes(&other)
+            .expect_err("layout 9")
+            .to_string();
+        assert!(err.contains("layout 9"), "{err}");
+    }
+
+    #[test]
+    fn formats_round_trip() {
+        for f in [Format::Json, Format::MsgPack, Format::Postcard] {
+            let bytes = f.encode(&("a", 7u32, vec![1.5f64])).expect("encodes");
+            let back: (String, u32, Vec<f64>) = f.decode(&bytes).expect("decodes");
+            assert_eq!(back, ("a".to_string(), 7, vec![1.5]));
+        }
+    }
+}
