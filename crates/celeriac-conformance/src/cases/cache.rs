@@ -1,0 +1,346 @@
+//! The two-level cache over each backend's L2: loads once per key within a process and
+//! across instances, serves stale values while refreshing and when the loader fails,
+//! refreshes hot keys early, caches "not found", and invalidates by key, tag and version
+//! across instances. Time-driven cases use a [`ManualClock`].
+
+use crate::support::{PATIENCE, T0};
+use celeriac_core::backend::{KvEntry, KvStore};
+use celeriac_core::cache::{Cache, CacheStats};
+use celeriac_core::{Clock, ManualClock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+type Products<B> = Cache<str, String, B>;
+
+async fn products<B: KvStore>(
+    backend: &Arc<B>,
+    namespace: &str,
+    clock: &ManualClock,
+    configure: impl FnOnce(
+        celeriac_core::cache::CacheBuilder<str, String>,
+    ) -> celeriac_core::cache::CacheBuilder<str, String>,
+) -> Products<B> {
+    let builder = Cache::<str, String, ()>::builder(namespace)
+        .ttl(Duration::from_secs(10))
+        .early_refresh(0.0)
+        .clock(Arc::new(clock.clone()));
+    configure(builder)
+        .build(backend.clone())
+        .await
+        .expect("the cache builds")
+}
+
+/// A loader that counts its calls and answers `value`.
+fn counting(
+    calls: &Arc<AtomicU64>,
+    value: &str,
+) -> impl FnOnce() -> std::future::Ready<String> + Send + 'static {
+    let calls = calls.clone();
+    let value = value.to_string();
+    move || {
+        calls.fetch_add(1, Ordering::SeqCst);
+        std::future::ready(value)
+    }
+}
+
+/// Polls `check` until it holds, for at most the patience period.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// 200 concurrent reads of a cold key in one process call the loader once; a second
+/// instance (another process) then reads it from L2 without loading.
+pub async fn cache_loads_a_cold_key_once<B: KvStore>(backend: Arc<B>) {
+    let clock = ManualClock::new(T0);
+    let a = products(&backend, "cold", &clock, |b| b).await;
+    let calls = Arc::new(AtomicU64::new(0));
+    let mut reads = tokio::task::JoinSet::new();
+    for _ in 0..200 {
+        let a = a.clone();
+        let calls = calls.clone();
+        reads.spawn(async move {
+            a.get_with("sku-1", move || async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                "Celeriac".to_string()
+            })
+            .await
+        });
+    }
+    while let Some(r) = reads.join_next().await {
+        assert_eq!(r.expect("task").expect("read"), "Celeriac");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "one load for 200 readers");
+    let stats = a.stats();
+    assert_eq!(stats.loads, 1);
+
+    let b = products(&backend, "cold", &clock, |b| b).await;
+    let got = b
+        .get_with("sku-1", counting(&calls, "other"))
+        .await
+        .expect("read");
+    assert_eq!(got, "Celeriac", "the second instance reads L2");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        (b.stats().l2_hits, b.stats().loads),
+        (1, 0),
+        "{:?}",
+        b.stats()
+    );
+    assert_eq!(b.get("sku-1").await.expect("read"), Some("Celeriac".into()));
+    assert_eq!(b.stats().l1_hits, 1, "now from L1");
+}
+
+/// Two instances hit by a cold key at once: the L2 lease lock lets one load, the other
+/// waits for its value.
+pub async fn cache_instances_share_one_load<B: KvStore>(backend: Arc<B>) {
+    let clock = ManualClock::new(T0);
+    let a = products(&backend, "stampede", &clock, |b| b).await;
+    let b = products(&backend, "stampede", &clock, |b| b).await;
+    let calls = Arc::new(AtomicU64::new(0));
+    let slow = |calls: &Arc<AtomicU64>| {
+        let calls = calls.clone();
+        move || async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            "loaded".to_string()
+        }
+    };
+    let (x, y) = tokio::join!(
+        a.get_with("hot", slow(&calls)),
+        b.get_with("hot", slow(&calls))
+    );
+    assert_eq!(x.expect("a reads"), "loaded");
+    assert_eq!(y.expect("b reads"), "loaded");
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "one load across instances");
+    assert_eq!(a.stats().waiters + b.stats().waiters, 1, "the other one waited");
+}
+
+/// Past its freshness, a value within its stale window is served at once and refreshed
+/// once in the background.
+pub async fn cache_serves_stale_while_revalidating<B: KvStore>(backend: Arc<B>) {
+    let clock = ManualClock::new(T0);
+    let c = products(&backend, "swr", &clock, |b| {
+        b.stale_for(Duration::from_secs(60))
+    })
+    .await;
+    let calls = Arc::new(AtomicU64::new(0));
+    assert_eq!(c.get_with("k", counting(&calls, "v1")).await.expect("load"), "v1");
+    clock.advance(Duration::from_secs(15));
+    assert_eq!(
+        c.get_with("k", counting(&calls, "v2")).await.expect("stale"),
+        "v1",
+        "the stale value comes back at once"
+    );
+    eventually("the background refresh", || {
+        let c = c.clone();
+        async move { c.get("k").await.ok().flatten().as_deref() == Some("v2") }
+    })
+    .await;
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "one refresh");
+    assert!(c.stats().stale_served >= 1);
+    // Past the stale window, nothing stale is served: the loader runs in line.
+    clock.advance(Duration::from_secs(100));
+    assert_eq!(c.get_with("k", counting(&calls, "v3")).await.expect("load"), "v3");
+}
+
+/// A loader that fails is covered by the stale value (fail-safe), and is not called again
+/// for that key until the throttle ends; without a stale value, the error reaches the caller.
+pub async fn cache_fail_safe_serves_stale_on_loader_errors<B: KvStore>(backend: Arc<B>) {
+    let clock = ManualClock::new(T0);
+    let c = products(&backend, "failsafe", &clock, |b| {
+        b.stale_for(Duration::from_secs(300))
+            .stale_while_revalidate(false)
+            .fail_safe(true, Duration::from_secs(30))
+    })
+    .await;
+    let calls = Arc::new(AtomicU64::new(0));
+    assert_eq!(c.get_with("k", counting(&calls, "good")).await.expect("load"), "good");
+    clock.advance(Duration::from_secs(20));
+    let failing = |calls: &Arc<AtomicU64>| {
+        let calls = calls.clone();
+        move || async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err::<String, _>("database is down")
+        }
+    };
+    assert_eq!(
+        c.try_get_with("k", failing(&calls)).await.expect("fail-safe"),
+        "good"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    clock.advance(Duration::from_secs(10));
+    assert_eq!(
+        c.try_get_with("k", failing(&calls)).await.expect("throttled"),
+        "good"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "throttled: no call");
+    let err = c
+        .try_get_with("never-loaded", failing(&calls))
+        .await
+        .expect_err("nothing stale to serve")
+        .to_string();
+    assert!(err.contains("database is down") && err.contains("never-loaded"), "{err}");
+    let s: CacheStats = c.stats();
+    assert!(s.load_errors >= 2 && s.stale_served >= 1, "{s:?}");
+}
+
+/// Hot keys are refreshed before they expire (XFetch).
+pub async fn cache_refreshes_hot_keys_early<B: KvStore>(backend: Arc<B>) {
+    let clock = ManualClock::new(T0);
+    let c = products(&backend, "early", &clock, |b| b.early_refresh(1_000_000.0)).await;
+    let calls = Arc::new(AtomicU64::new(0));
+    assert_eq!(c.get_with("k", counting(&calls, "v1")).await.expect("load"), "v1");
+    clock.advance(Duration::from_secs(9));
+    assert_eq!(
+        c.get_with("k", counting(&calls, "v2")).await.expect("fresh"),
+        "v1",
+        "still fresh: served at once"
+    );
+    eventually("the early refresh", || {
+        let c = c.clone();
+        async move { c.get("k").await.ok().flatten().as_deref() == Some("v2") }
+    })
+    .await;
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+/// A loader's "not found" is cached for the negative ttl only when one is set.
+pub async fn cache_caches_not_found_when_asked<B: KvStore>(backend: Arc<B>) {
+    let clock = ManualClock::new(T0);
+    let calls = Arc::new(AtomicU64::new(0));
+    let none = |calls: &Arc<AtomicU64>| {
+        let calls = calls.clone();
+        move || async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Ok::<Option<String>, String>(None)
+        }
+    };
+    let plain = products(&backend, "neg-off", &clock, |b| b).await;
+    for _ in 0..2 {
+        assert_eq!(
+            plain.entry("gone").try_get_opt_with(none(&calls)).await.expect("read"),
+            None
+        );
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "not cached without a negative ttl");
+    let neg = products(&backend, "neg-on", &clock, |b| {
+        b.negative_ttl(Duration::from_secs(5))
+    })
+    .await;
+    for _ in 0..3 {
+        assert_eq!(
+            neg.entry("gone").try_get_opt_with(none(&calls)).await.expect("read"),
+            None
+        );
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 3, "cached after one load");
+    clock.advance(Duration::from_secs(6));
+    neg.entry("gone").try_get_opt_with(none(&calls)).await.expect("read");
+    assert_eq!(calls.load(Ordering::SeqCst), 4, "the negative ttl ran out");
+}
+
+/// Removing a key, invalidating a tag and bumping the version reach other instances: their
+/// L1 copies go, and the next read loads again.
+pub async fn cache_invalidation_reaches_other_instances<B: KvStore>(backend: Arc<B>) {
+    let clock = ManualClock::new(T0);
+    let a = products(&backend, "inval", &clock, |b| b).await;
+    let b = products(&backend, "inval", &clock, |b| b).await;
+    let calls = Arc::new(AtomicU64::new(0));
+    for key in ["p1", "p2", "p3"] {
+        a.entry(key)
+            .tags(["catalog"])
+            .get_with(counting(&calls, "v1"))
+            .await
+            .expect("load");
+        assert_eq!(b.get(key).await.expect("read"), Some("v1".into()));
+    }
+    let cached_in_b = |key: &'static str| {
+        let b = b.clone();
+        async move { b.get(key).await.ok().flatten().is_some() }
+    };
+    a.remove("p1").await.expect("remove");
+    eventually("b dropping p1", || async { !cached_in_b("p1").await }).await;
+    assert!(cached_in_b("p2").await, "other keys stay");
+
+    a.invalidate_tag("catalog").await.expect("invalidate");
+    eventually("b dropping the tagged keys", || async {
+        !cached_in_b("p2").await && !cached_in_b("p3").await
+    })
+    .await;
+    // Loaded after the barrier: visible again.
+    clock.advance(Duration::from_millis(1));
+    a.entry("p2")
+        .tags(["catalog"])
+        .get_with(counting(&calls, "v2"))
+        .await
+        .expect("load");
+    assert_eq!(b.get("p2").await.expect("read"), Some("v2".into()));
+
+    let before = a.storage_key("p2");
+    let v = a.bump_version().await.expect("bump");
+    assert!(a.storage_key("p2") != before && a.storage_key("p2").contains(&format!(":v{v}:")));
+    eventually("b moving to the new version", || async { !cached_in_b("p2").await }).await;
+    assert_eq!(b.storage_key("p2"), a.storage_key("p2"));
+    // A new instance starts at the bumped version.
+    let c = products(&backend, "inval", &clock, |b| b).await;
+    assert_eq!(c.storage_key("p2"), a.storage_key("p2"));
+}
+
+/// A stored value that no longer decodes is a miss that gets reloaded and counted, not an
+/// error; a very long key is hashed; bad settings are refused when the cache is built.
+pub async fn cache_bad_data_and_bad_settings<B: KvStore>(backend: Arc<B>) {
+    let clock = ManualClock::new(T0);
+    let c = products(&backend, "bad", &clock, |b| b).await;
+    let key = c.storage_key("k");
+    backend
+        .kv_set(
+            vec![KvEntry {
+                key,
+                value: b"{\"an old\": \"shape\"}".to_vec(),
+                ttl: Duration::from_secs(60),
+            }],
+            clock.now_ms(),
+        )
+        .await
+        .expect("kv_set");
+    let calls = Arc::new(AtomicU64::new(0));
+    assert_eq!(c.get_with("k", counting(&calls, "new")).await.expect("read"), "new");
+    assert_eq!(c.stats().decode_errors, 1);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    let long = "k".repeat(5_000);
+    assert_eq!(
+        c.get_with(long.as_str(), counting(&calls, "long")).await.expect("read"),
+        "long"
+    );
+    assert!(c.storage_key(long.as_str()).len() < 200);
+
+    let zero = Cache::<str, String, ()>::builder("bad-ttl")
+        .ttl(Duration::ZERO)
+        .build(backend.clone())
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(zero.contains("bad-ttl") && zero.contains("ttl"), "{zero}");
+    let empty = Cache::<str, String, ()>::builder("")
+        .build(backend.clone())
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(empty.contains("namespace"), "{empty}");
+}
