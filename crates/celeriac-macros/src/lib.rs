@@ -1,8 +1,10 @@
-//! `#[celeriac::task]`: turns an `async fn` into a Celeriac task.
+//! `#[celeriac::task]` turns an `async fn` into a Celeriac task; `#[celeriac::cached]` puts
+//! one behind a cache namespace.
 //!
 //! Use it through the `celeriac` crate (`#[celeriac::task]`); the generated code names only
 //! `::celeriac::...` paths, so a crate depending on `celeriac` alone can use it.
 
+mod cached;
 mod expand;
 mod options;
 mod signature;
@@ -84,4 +86,37 @@ use proc_macro::TokenStream;
 #[proc_macro_attribute]
 pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand::task(attr.into(), item.into()).into()
+}
+
+/// Puts an `async fn` behind a Celeriac cache namespace: a call with the same key returns
+/// the cached value (L1 in process, L2 in the store), and the function runs only on a miss,
+/// once per key across processes.
+///
+/// ```text
+/// #[celeriac::cached(namespace = "products", ttl = "60s", stale = "10m",
+///                    key = "{id}:{lang}", tags = ["catalog", "product:{id}"])]
+/// async fn product(id: u64, lang: String) -> Result<Product, DbError> {
+///     // ... the database query
+/// }
+/// ```
+///
+/// The store is the first `App`'s backend (or `celeriac::install_cache_store`); before one
+/// is installed the function runs uncached. The cached value is the return type, or `T` of
+/// a `Result<T, E>`: errors are never cached and reach the caller as the function returned
+/// them (`E` must implement `Display`); a stale value covers a failing call within `stale`.
+/// Arguments are owned and `Clone`; the value is `Clone` and serde.
+///
+/// | option | effect |
+/// |--------|--------|
+/// | `namespace = ".."` | the cache namespace (default: the function's name) |
+/// | `ttl = "60s"` | how long a value is fresh (default 60 s) |
+/// | `stale = "10m"` | how long past that a value may be served while refreshing or when the function fails |
+/// | `negative_ttl = "5s"` | with `Option<T>` values: how long `None` counts |
+/// | `key = ".."` | the key, a format string over the arguments (default: all arguments, `Debug`) |
+/// | `tags = [..]` | tags, format strings over the arguments, for `invalidate_tag` |
+/// | `version = N` | the key version: change it when the value's shape changes |
+/// | `format = "json" \| "msgpack" \| "postcard"` | the value's serialization in the store |
+#[proc_macro_attribute]
+pub fn cached(attr: TokenStream, item: TokenStream) -> TokenStream {
+    cached::cached(attr.into(), item.into()).into()
 }

@@ -181,9 +181,10 @@ impl AppBuilder {
         schedule::check_unique_names(&schedules)?;
         schedule::check_tasks(&schedules, &self.registry)?;
         let url = self.url.unwrap_or_else(|| DEFAULT_URL.to_string());
-        let backend = connect(&url).await?;
+        let backend = Arc::new(connect(&url).await?);
+        crate::install_cache_store(backend.clone());
         Ok(App {
-            client: Client::with_clock(Arc::new(backend), self.clock),
+            client: Client::with_clock(backend, self.clock),
             registry: Arc::new(self.registry),
             url,
             schedules: schedules.into(),

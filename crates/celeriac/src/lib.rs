@@ -34,12 +34,15 @@ mod any_backend;
 mod app;
 #[cfg(feature = "cli")]
 pub mod bench;
+mod cached;
 #[cfg(feature = "cli")]
 pub mod cli;
 #[cfg(feature = "cli")]
 pub mod demo;
 
 pub use app::{App, AppBuilder, Backend, DEFAULT_URL};
+pub use cached::{cache_store, install_cache_store};
+pub use celeriac_core::cache;
 pub use celeriac_core::{
     backend, beat, client, clock, error, job, retry, schedule, task, worker, AsClient, Backoff,
     Beat, BeatConfig, Broker, CancelOutcome, Client, Clock, Coordinator, Encoding, Enqueue, Error,
@@ -50,6 +53,7 @@ pub use celeriac_core::{
 };
 pub use celeriac_core::{chain, chord, group, map, workflow, Flow, Step, WorkflowHandle};
 pub use celeriac_embedded as embedded;
+pub use celeriac_macros::cached;
 pub use celeriac_macros::task;
 pub use celeriac_redis as redis;
 
@@ -63,5 +67,7 @@ pub mod prelude {
 
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::cached::function_cache;
     pub use serde;
+    pub use tokio;
 }

@@ -125,7 +125,11 @@ pub async fn cache_instances_share_one_load<B: KvStore>(backend: Arc<B>) {
     assert_eq!(x.expect("a reads"), "loaded");
     assert_eq!(y.expect("b reads"), "loaded");
     assert_eq!(calls.load(Ordering::SeqCst), 1, "one load across instances");
-    assert_eq!(a.stats().waiters + b.stats().waiters, 1, "the other one waited");
+    assert_eq!(
+        a.stats().waiters + b.stats().waiters,
+        1,
+        "the other one waited"
+    );
 }
 
 /// Past its freshness, a value within its stale window is served at once and refreshed
@@ -137,10 +141,15 @@ pub async fn cache_serves_stale_while_revalidating<B: KvStore>(backend: Arc<B>) 
     })
     .await;
     let calls = Arc::new(AtomicU64::new(0));
-    assert_eq!(c.get_with("k", counting(&calls, "v1")).await.expect("load"), "v1");
+    assert_eq!(
+        c.get_with("k", counting(&calls, "v1")).await.expect("load"),
+        "v1"
+    );
     clock.advance(Duration::from_secs(15));
     assert_eq!(
-        c.get_with("k", counting(&calls, "v2")).await.expect("stale"),
+        c.get_with("k", counting(&calls, "v2"))
+            .await
+            .expect("stale"),
         "v1",
         "the stale value comes back at once"
     );
@@ -153,7 +162,10 @@ pub async fn cache_serves_stale_while_revalidating<B: KvStore>(backend: Arc<B>) 
     assert!(c.stats().stale_served >= 1);
     // Past the stale window, nothing stale is served: the loader runs in line.
     clock.advance(Duration::from_secs(100));
-    assert_eq!(c.get_with("k", counting(&calls, "v3")).await.expect("load"), "v3");
+    assert_eq!(
+        c.get_with("k", counting(&calls, "v3")).await.expect("load"),
+        "v3"
+    );
 }
 
 /// A loader that fails is covered by the stale value (fail-safe), and is not called again
@@ -167,7 +179,12 @@ pub async fn cache_fail_safe_serves_stale_on_loader_errors<B: KvStore>(backend: 
     })
     .await;
     let calls = Arc::new(AtomicU64::new(0));
-    assert_eq!(c.get_with("k", counting(&calls, "good")).await.expect("load"), "good");
+    assert_eq!(
+        c.get_with("k", counting(&calls, "good"))
+            .await
+            .expect("load"),
+        "good"
+    );
     clock.advance(Duration::from_secs(20));
     let failing = |calls: &Arc<AtomicU64>| {
         let calls = calls.clone();
@@ -177,13 +194,17 @@ pub async fn cache_fail_safe_serves_stale_on_loader_errors<B: KvStore>(backend: 
         }
     };
     assert_eq!(
-        c.try_get_with("k", failing(&calls)).await.expect("fail-safe"),
+        c.try_get_with("k", failing(&calls))
+            .await
+            .expect("fail-safe"),
         "good"
     );
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     clock.advance(Duration::from_secs(10));
     assert_eq!(
-        c.try_get_with("k", failing(&calls)).await.expect("throttled"),
+        c.try_get_with("k", failing(&calls))
+            .await
+            .expect("throttled"),
         "good"
     );
     assert_eq!(calls.load(Ordering::SeqCst), 2, "throttled: no call");
@@ -192,7 +213,10 @@ pub async fn cache_fail_safe_serves_stale_on_loader_errors<B: KvStore>(backend: 
         .await
         .expect_err("nothing stale to serve")
         .to_string();
-    assert!(err.contains("database is down") && err.contains("never-loaded"), "{err}");
+    assert!(
+        err.contains("database is down") && err.contains("never-loaded"),
+        "{err}"
+    );
     let s: CacheStats = c.stats();
     assert!(s.load_errors >= 2 && s.stale_served >= 1, "{s:?}");
 }
@@ -202,10 +226,15 @@ pub async fn cache_refreshes_hot_keys_early<B: KvStore>(backend: Arc<B>) {
     let clock = ManualClock::new(T0);
     let c = products(&backend, "early", &clock, |b| b.early_refresh(1_000_000.0)).await;
     let calls = Arc::new(AtomicU64::new(0));
-    assert_eq!(c.get_with("k", counting(&calls, "v1")).await.expect("load"), "v1");
+    assert_eq!(
+        c.get_with("k", counting(&calls, "v1")).await.expect("load"),
+        "v1"
+    );
     clock.advance(Duration::from_secs(9));
     assert_eq!(
-        c.get_with("k", counting(&calls, "v2")).await.expect("fresh"),
+        c.get_with("k", counting(&calls, "v2"))
+            .await
+            .expect("fresh"),
         "v1",
         "still fresh: served at once"
     );
@@ -231,24 +260,38 @@ pub async fn cache_caches_not_found_when_asked<B: KvStore>(backend: Arc<B>) {
     let plain = products(&backend, "neg-off", &clock, |b| b).await;
     for _ in 0..2 {
         assert_eq!(
-            plain.entry("gone").try_get_opt_with(none(&calls)).await.expect("read"),
+            plain
+                .entry("gone")
+                .try_get_opt_with(none(&calls))
+                .await
+                .expect("read"),
             None
         );
     }
-    assert_eq!(calls.load(Ordering::SeqCst), 2, "not cached without a negative ttl");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "not cached without a negative ttl"
+    );
     let neg = products(&backend, "neg-on", &clock, |b| {
         b.negative_ttl(Duration::from_secs(5))
     })
     .await;
     for _ in 0..3 {
         assert_eq!(
-            neg.entry("gone").try_get_opt_with(none(&calls)).await.expect("read"),
+            neg.entry("gone")
+                .try_get_opt_with(none(&calls))
+                .await
+                .expect("read"),
             None
         );
     }
     assert_eq!(calls.load(Ordering::SeqCst), 3, "cached after one load");
     clock.advance(Duration::from_secs(6));
-    neg.entry("gone").try_get_opt_with(none(&calls)).await.expect("read");
+    neg.entry("gone")
+        .try_get_opt_with(none(&calls))
+        .await
+        .expect("read");
     assert_eq!(calls.load(Ordering::SeqCst), 4, "the negative ttl ran out");
 }
 
@@ -292,7 +335,10 @@ pub async fn cache_invalidation_reaches_other_instances<B: KvStore>(backend: Arc
     let before = a.storage_key("p2");
     let v = a.bump_version().await.expect("bump");
     assert!(a.storage_key("p2") != before && a.storage_key("p2").contains(&format!(":v{v}:")));
-    eventually("b moving to the new version", || async { !cached_in_b("p2").await }).await;
+    eventually("b moving to the new version", || async {
+        !cached_in_b("p2").await
+    })
+    .await;
     assert_eq!(b.storage_key("p2"), a.storage_key("p2"));
     // A new instance starts at the bumped version.
     let c = products(&backend, "inval", &clock, |b| b).await;
@@ -317,13 +363,20 @@ pub async fn cache_bad_data_and_bad_settings<B: KvStore>(backend: Arc<B>) {
         .await
         .expect("kv_set");
     let calls = Arc::new(AtomicU64::new(0));
-    assert_eq!(c.get_with("k", counting(&calls, "new")).await.expect("read"), "new");
+    assert_eq!(
+        c.get_with("k", counting(&calls, "new"))
+            .await
+            .expect("read"),
+        "new"
+    );
     assert_eq!(c.stats().decode_errors, 1);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 
     let long = "k".repeat(5_000);
     assert_eq!(
-        c.get_with(long.as_str(), counting(&calls, "long")).await.expect("read"),
+        c.get_with(long.as_str(), counting(&calls, "long"))
+            .await
+            .expect("read"),
         "long"
     );
     assert!(c.storage_key(long.as_str()).len() < 200);
