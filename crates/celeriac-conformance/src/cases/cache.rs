@@ -397,3 +397,44 @@ pub async fn cache_bad_data_and_bad_settings<B: KvStore>(backend: Arc<B>) {
         .unwrap_or_default();
     assert!(empty.contains("namespace"), "{empty}");
 }
+
+/// Warming loads the keys ahead of use with bounded concurrency, reports progress, and
+/// does not load keys that are already fresh.
+pub async fn cache_warms_keys_ahead_of_use<B: KvStore>(backend: Arc<B>) {
+    let clock = ManualClock::new(T0);
+    let c = products(&backend, "warm", &clock, |b| b).await;
+    let keys: Vec<String> = (0..50).map(|i| format!("p{i}")).collect();
+    let running = Arc::new(AtomicU64::new(0));
+    let peak = Arc::new(AtomicU64::new(0));
+    let mut seen = Vec::new();
+    let report = c
+        .warm(
+            keys.clone(),
+            8,
+            |k: &String| {
+                let (running, peak, k) = (running.clone(), peak.clone(), k.clone());
+                async move {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    if k == "p13" {
+                        Err("no such product".to_string())
+                    } else {
+                        Ok(format!("value of {k}"))
+                    }
+                }
+            },
+            |done, total| seen.push((done, total)),
+        )
+        .await;
+    assert_eq!((report.ok, report.failed, report.loaded), (49, 1, 50), "{report:?}");
+    assert!(report.first_error.unwrap_or_default().contains("no such product"));
+    assert!(peak.load(Ordering::SeqCst) <= 8, "at most 8 loads at once");
+    assert_eq!(seen.last(), Some(&(50, 50)));
+    assert_eq!(c.get("p7").await.expect("read"), Some("value of p7".into()));
+    let again = c
+        .warm(keys, 8, |_: &String| async { Ok::<_, String>("x".to_string()) }, |_, _| {})
+        .await;
+    assert_eq!((again.ok, again.loaded), (49, 1), "only the failed key loads again");
+}
