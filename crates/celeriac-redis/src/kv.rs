@@ -13,7 +13,8 @@
 //!   released by `lua/lockKey-1.lua` and `lua/unlockKey-1.lua`.
 //! - **Broadcast**: `PUBLISH` on `<prefix>:kv-channel:<channel>`; each subscription has its
 //!   own pub/sub connection and task, resubscribes with backoff after a loss and then emits
-//!   [`KvEvent::Reset`], since messages published meanwhile are gone.
+//!   [`KvEvent::Reset`], since messages published meanwhile are gone. A reader that falls
+//!   [`BUFFER`] events behind loses messages and gets a `Reset` too.
 
 use crate::conn::{map_err, Connector};
 use crate::keys::{kv_channel, kv_key, kv_lock_key};
@@ -36,9 +37,29 @@ use tracing::debug;
 const ENVELOPE: u8 = 0x01;
 const HEADER: usize = 9;
 
-/// Events a subscription buffers before its reader falls behind (then Redis drops the
-/// connection as a slow consumer, and the subscription resets).
+/// Events a subscription buffers for its reader; a message that finds the buffer full is
+/// dropped, and a [`KvEvent::Reset`] goes ahead of the next one that fits.
 const BUFFER: usize = 256;
+
+/// Hands `event` to the reader without waiting; false once the subscription is dropped.
+fn offer(tx: &mpsc::Sender<KvEvent>, event: KvEvent, lagged: &mut bool) -> bool {
+    use mpsc::error::TrySendError;
+    if *lagged {
+        match tx.try_send(KvEvent::Reset) {
+            Ok(()) => *lagged = false,
+            Err(TrySendError::Full(_)) => return true,
+            Err(TrySendError::Closed(_)) => return false,
+        }
+    }
+    match tx.try_send(event) {
+        Ok(()) => true,
+        Err(TrySendError::Full(_)) => {
+            *lagged = true;
+            true
+        }
+        Err(TrySendError::Closed(_)) => false,
+    }
+}
 
 fn wrap(value: &[u8], until: UnixMs) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER + value.len());
@@ -232,6 +253,8 @@ impl KvStore for RedisBackend {
         let stop = self.inner.stop.clone();
         tokio::spawn(async move {
             let mut ps = Some(first);
+            // True once a message was dropped because the reader fell behind.
+            let mut lagged = false;
             let mut backoff = Duration::from_millis(100);
             loop {
                 if let Some(p) = ps.take() {
@@ -241,7 +264,7 @@ impl KvStore for RedisBackend {
                             m = stream.next() => match m {
                                 Some(m) => {
                                     let event = KvEvent::Message(m.get_payload_bytes().to_vec());
-                                    if tx.send(event).await.is_err() {
+                                    if !offer(&tx, event, &mut lagged) {
                                         return;
                                     }
                                 }
@@ -263,6 +286,7 @@ impl KvStore for RedisBackend {
                         backoff = Duration::from_millis(100);
                         ps = Some(p);
                         // Whatever was published while we were away is lost.
+                        lagged = false;
                         if tx.send(KvEvent::Reset).await.is_err() {
                             return;
                         }
