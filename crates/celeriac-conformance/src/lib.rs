@@ -20,19 +20,19 @@
 pub mod cases;
 mod support;
 
-use celeriac_core::{Broker, Coordinator, ResultStore, WorkflowStore};
+use celeriac_core::{Broker, Coordinator, KvStore, ResultStore, WorkflowStore};
 
 /// What a suite's constructor may give: a backend, and whatever must outlive the test.
 pub trait Fixture {
     /// The backend under test.
-    type Backend: Broker + ResultStore + WorkflowStore + Coordinator;
+    type Backend: Broker + ResultStore + WorkflowStore + Coordinator + KvStore;
     /// Dropped when the test ends, after the backend.
     type Guard;
     /// Splits the fixture into the backend and its guard.
     fn into_parts(self) -> (Self::Backend, Self::Guard);
 }
 
-impl<B: Broker + ResultStore + WorkflowStore + Coordinator> Fixture for B {
+impl<B: Broker + ResultStore + WorkflowStore + Coordinator + KvStore> Fixture for B {
     type Backend = B;
     type Guard = ();
     fn into_parts(self) -> (B, ()) {
@@ -50,7 +50,7 @@ pub struct Guarded<B, G> {
     pub guard: G,
 }
 
-impl<B: Broker + ResultStore + WorkflowStore + Coordinator, G> Fixture for Guarded<B, G> {
+impl<B: Broker + ResultStore + WorkflowStore + Coordinator + KvStore, G> Fixture for Guarded<B, G> {
     type Backend = B;
     type Guard = G;
     fn into_parts(self) -> (B, G) {
@@ -165,6 +165,15 @@ macro_rules! suite {
             beat_loops_running_at_once_fire_each_tick_once,
             missed_ticks_follow_the_policy,
             paused_schedules_do_not_fire,
+            kv_values_round_trip_several_keys_per_call,
+            kv_values_expire_by_the_callers_now,
+            kv_overwrite_replaces,
+            kv_keys_with_hash_tags_and_odd_bytes_round_trip,
+            kv_bad_keys_and_ttls_are_refused,
+            kv_incr_counts_from_one_and_is_atomic,
+            kv_lock_is_exclusive_and_expires_by_now,
+            kv_broadcast_reaches_every_subscriber_in_order,
+            kv_broadcast_stays_in_its_channel,
         }
     };
 }

@@ -621,3 +621,43 @@ pub trait KvStore: Send + Sync + 'static {
     /// messages may have been lost.
     fn kv_subscribe(&self, channel: &str) -> impl Future<Output = Result<KvSubscription>> + Send;
 }
+
+/// Checks a key against the rules every [`KvStore`] applies: not empty, at most `max` bytes.
+///
+/// # Errors
+/// [`Error::Config`](crate::Error::Config) on the setting `kv key`, naming the key's length.
+pub fn check_kv_key(key: &str, max: usize) -> Result<()> {
+    if key.is_empty() {
+        return Err(crate::Error::config(
+            "kv key",
+            "the key is empty (0 bytes); a key needs at least one byte",
+        ));
+    }
+    if key.len() > max {
+        let head: String = key.chars().take(32).collect();
+        let more = if head.len() < key.len() { "…" } else { "" };
+        return Err(crate::Error::config(
+            "kv key",
+            format!(
+                "the key `{head}{more}` is {} bytes long, more than the {max} bytes a key may have; \
+                 hash longer keys",
+                key.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks the ttl of a value or lock under `key`: above zero.
+///
+/// # Errors
+/// [`Error::Config`](crate::Error::Config) on the setting `kv ttl`, naming the key.
+pub fn check_kv_ttl(key: &str, ttl: Duration) -> Result<()> {
+    if ttl.is_zero() {
+        return Err(crate::Error::config(
+            "kv ttl",
+            format!("the ttl of `{key}` is zero; a value or lock needs a ttl above zero"),
+        ));
+    }
+    Ok(())
+}

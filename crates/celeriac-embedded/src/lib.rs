@@ -21,12 +21,17 @@
 //!   are deleted by `reap` once their ttl passed (an expired join also counts as gone when an
 //!   arrival meets it). A finished workflow wakes waiters in this process at once; waiters in
 //!   other processes poll, backing off to 250 ms.
+//! - **Key-value store** (the cache's L2, see `kv.rs`): values expire by the caller's `now`;
+//!   broadcast messages wake subscriptions in this process at once and reach other processes
+//!   within the 100 ms they poll at; messages are kept 60 s, and a subscription that missed
+//!   swept ones gets a `Reset`.
 //!
 //! URLs: `sqlite://relative/path.db`, `sqlite:///absolute/path.db`, `sqlite::memory:`, with
 //! optional `?synchronous=full|normal&busy_timeout_ms=10000&dead_ttl_s=604800`.
 
 mod coord;
 mod flow;
+mod kv;
 mod ops;
 mod writer;
 
@@ -167,6 +172,8 @@ struct Inner {
     config: SqliteConfig,
     work: watch::Sender<u64>,
     done: watch::Sender<u64>,
+    /// Moves on every broadcast published in this process, to wake its subscriptions.
+    kv_wake: watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for SqliteBackend {
@@ -213,6 +220,7 @@ impl SqliteBackend {
                 config,
                 work: watch::Sender::new(0),
                 done: watch::Sender::new(0),
+                kv_wake: watch::Sender::new(0),
             }),
         })
     }

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 /// The schema version this crate writes (`PRAGMA user_version`).
-pub(crate) const SCHEMA_VERSION: i64 = 4;
+pub(crate) const SCHEMA_VERSION: i64 = 5;
 
 /// Brings a database written by an older version up to [`SCHEMA_VERSION`].
 pub(crate) fn migrate(conn: &Connection, from: i64) -> rusqlite::Result<()> {
@@ -21,7 +21,8 @@ pub(crate) fn migrate(conn: &Connection, from: i64) -> rusqlite::Result<()> {
             "ALTER TABLE celeriac_jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0",
         )?;
     }
-    // Version 3 added the celeriac_unique table, version 4 the join and workflow tables; the
+    // Version 3 added the celeriac_unique table, version 4 the join and workflow tables,
+    // version 5 the key-value tables (celeriac_kv, celeriac_kv_locks, celeriac_kv_events); the
     // schema creates missing tables.
     Ok(())
 }
@@ -526,6 +527,8 @@ pub(crate) fn reap(
         .execute(params![now, BATCH])? as u64;
     // Joins and workflow records past their retention (not counted: `swept` counts jobs).
     crate::flow::sweep(conn, now)?;
+    // Expired key-value rows and locks, and broadcast messages past their retention.
+    crate::kv::sweep(conn, now)?;
     Ok(report)
 }
 

@@ -117,3 +117,33 @@ CREATE TABLE IF NOT EXISTS celeriac_schedules (
     last_tick INTEGER,
     paused    INTEGER NOT NULL DEFAULT 0
 );
+-- The key-value store (KvStore, the cache's L2). Values expire at expires_at (ms, judged by the
+-- caller's now; NULL: never, as counters, whose value is the count in decimal text). Expired
+-- rows read as absent at once and are swept by reap in batches.
+CREATE TABLE IF NOT EXISTS celeriac_kv (
+    key        TEXT PRIMARY KEY,
+    value      BLOB NOT NULL,
+    expires_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS celeriac_kv_expiry
+    ON celeriac_kv (expires_at) WHERE expires_at IS NOT NULL;
+-- Lease locks of the key-value store (their own namespace: a lock and a value may share a key).
+-- Held while until > now; swept by reap once expired.
+CREATE TABLE IF NOT EXISTS celeriac_kv_locks (
+    key   TEXT PRIMARY KEY,
+    token TEXT NOT NULL,
+    until INTEGER NOT NULL                     -- ms
+);
+-- Broadcast messages, for subscribers in every process on the file: each subscription polls
+-- for rows past the last seq it saw. Rows older than the retention (60 s) are swept by publish
+-- and reap; the highest swept seq is kept in celeriac_meta as 'kv_swept', so a subscriber
+-- that had not seen a swept row knows it missed messages.
+CREATE TABLE IF NOT EXISTS celeriac_kv_events (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    channel TEXT NOT NULL,
+    message BLOB NOT NULL,
+    at      INTEGER NOT NULL                   -- ms, when published
+);
+CREATE INDEX IF NOT EXISTS celeriac_kv_events_channel ON celeriac_kv_events (channel, seq);
+CREATE INDEX IF NOT EXISTS celeriac_kv_events_at ON celeriac_kv_events (at);
+INSERT OR IGNORE INTO celeriac_meta (key, value) VALUES ('kv_swept', 0);

@@ -1,9 +1,10 @@
 //! A database written by an earlier version is upgraded in place, keeping its jobs.
 
+use celeriac_core::backend::KvEntry;
 use celeriac_core::backend::{
     CancelOutcome, ClaimRequest, JoinArrival, JoinInput, JoinStatus, WorkflowRecord, WorkflowState,
 };
-use celeriac_core::{Broker, Job, JobId, JobState, ResultStore, WorkflowStore};
+use celeriac_core::{Broker, Job, JobId, JobState, KvStore, ResultStore, WorkflowStore};
 use celeriac_embedded::SqliteBackend;
 use std::time::Duration;
 
@@ -62,7 +63,7 @@ async fn a_version_1_database_is_upgraded_and_keeps_its_jobs() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
 }
 
 #[tokio::test]
@@ -128,5 +129,73 @@ async fn a_version_3_database_gains_the_workflow_tables_and_keeps_its_jobs() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
+}
+
+#[tokio::test]
+async fn a_version_4_database_gains_the_kv_tables_and_keeps_its_jobs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("v4.db");
+    let job = Job::new("t", b"1".to_vec(), NOW);
+    let id = job.id;
+    {
+        let conn = rusqlite::Connection::open(&path).expect("open");
+        conn.execute_batch(include_str!("schema_v4.sql"))
+            .expect("v4 schema");
+        conn.execute_batch("PRAGMA user_version = 4")
+            .expect("version");
+        conn.execute(
+            "INSERT INTO celeriac_jobs (id, queue, task, state, priority, run_at, payload, \
+             encoding, attempts, max_attempts, created_at, result_ttl_ms) \
+             VALUES (?1, 'default', 't', 0, 5, ?2, X'31', 0, 0, 4, ?2, 60000)",
+            rusqlite::params![&id.as_bytes()[..], NOW],
+        )
+        .expect("a job written by version 4");
+    }
+    let backend = SqliteBackend::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("the version 4 database opens");
+    assert_eq!(
+        backend.get(id).await.expect("get").map(|i| i.state),
+        Some(JobState::Pending),
+        "the job written by version 4 is kept"
+    );
+    backend
+        .kv_set(
+            vec![KvEntry {
+                key: "k".into(),
+                value: b"v".to_vec(),
+                ttl: Duration::from_secs(60),
+            }],
+            NOW,
+        )
+        .await
+        .expect("values work on an upgraded database");
+    assert_eq!(
+        backend.kv_get(vec!["k".into()], NOW).await.expect("get"),
+        vec![Some(b"v".to_vec())]
+    );
+    assert_eq!(backend.kv_incr("n", NOW).await.expect("incr"), 1);
+    assert!(backend
+        .kv_lock("l", "a", Duration::from_secs(5), NOW)
+        .await
+        .expect("locks work on an upgraded database"));
+    let mut sub = backend.kv_subscribe("c").await.expect("subscribe");
+    backend
+        .kv_publish("c", b"m".to_vec())
+        .await
+        .expect("publish works on an upgraded database");
+    let got = tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .expect("the message arrives");
+    assert_eq!(
+        got,
+        Some(celeriac_core::backend::KvEvent::Message(b"m".to_vec()))
+    );
+    drop(backend);
+    let conn = rusqlite::Connection::open(&path).expect("reopen");
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .expect("version");
+    assert_eq!(version, 5);
 }

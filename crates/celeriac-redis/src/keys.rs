@@ -115,3 +115,19 @@ impl CoordKeys {
         format!("{}:paused", self.base)
     }
 }
+
+/// A value or counter of the key-value store: the caller's key kept intact after the prefix,
+/// so a `{hash tag}` in it chooses the Cluster slot.
+pub(crate) fn kv_key(prefix: &str, key: &str) -> String {
+    format!("{prefix}:kv:{key}")
+}
+
+/// A lease lock of the key-value store (a namespace apart from values).
+pub(crate) fn kv_lock_key(prefix: &str, key: &str) -> String {
+    format!("{prefix}:kv-lock:{key}")
+}
+
+/// The pub/sub channel of a key-value broadcast channel.
+pub(crate) fn kv_channel(prefix: &str, channel: &str) -> String {
+    format!("{prefix}:kv-channel:{channel}")
+}

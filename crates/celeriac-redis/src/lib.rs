@@ -72,6 +72,16 @@
 //! `{celeriac:beat}`, so its scripts (`acquireLeader-1`, `releaseLeader-1`, `recordTick-2`) run
 //! on one Cluster slot.
 //!
+//! The key-value store (the cache's L2, [`celeriac_core::KvStore`]) keeps the caller's key intact
+//! after its prefix, so a `{hash tag}` in the key chooses the slot (callers co-locate keys that
+//! way); keys of one call may lie in many slots, and are grouped by slot on Cluster:
+//!
+//! | key | type | what |
+//! |---|---|---|
+//! | `celeriac:kv:<key>` | STRING | a value: byte `0x01`, expiry (ms since the epoch, 8 bytes big-endian), then the value; Redis TTL set to the same moment (`PX`), but reads judge expiry by the caller's `now` against the stored expiry. A counter (`INCR`) is plain decimal text, without expiry |
+//! | `celeriac:kv-lock:<key>` | STRING | a lease lock: `<until>\|<token>`, TTL the lease (`lockKey-1`, `unlockKey-1`) |
+//! | `celeriac:kv-channel:<channel>` | channel | broadcast messages; each subscription has its own pub/sub connection and gets a `Reset` after it resubscribes |
+//!
 //! # Client
 //! redis-rs: multiplexed, pipelined connections; Cluster (slot routing, MOVED/ASK handling);
 //! Sentinel; TLS through rustls; reconnect with backoff (`ConnectionManager`); a response
@@ -89,6 +99,7 @@ mod conn;
 mod coord;
 mod flow;
 mod keys;
+mod kv;
 mod scripts;
 
 pub use config::{RedisConfig, Topology};

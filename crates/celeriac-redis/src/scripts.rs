@@ -25,8 +25,8 @@ macro_rules! flow_script {
     };
 }
 
-/// A self-contained script, without the queue prelude (the coordinator's keys are not a
-/// queue's).
+/// A self-contained script, without the queue prelude (the coordinator's and the key-value
+/// store's keys are not a queue's).
 macro_rules! plain_script {
     ($file:literal) => {
         Script::new(include_str!(concat!("../lua/", $file)))
@@ -52,6 +52,8 @@ pub(crate) struct Scripts {
     pub(crate) acquire_leader: Script,
     pub(crate) release_leader: Script,
     pub(crate) record_tick: Script,
+    pub(crate) lock_key: Script,
+    pub(crate) unlock_key: Script,
 }
 
 impl Scripts {
@@ -75,6 +77,8 @@ impl Scripts {
             acquire_leader: plain_script!("acquireLeader-1.lua"),
             release_leader: plain_script!("releaseLeader-1.lua"),
             record_tick: plain_script!("recordTick-2.lua"),
+            lock_key: plain_script!("lockKey-1.lua"),
+            unlock_key: plain_script!("unlockKey-1.lua"),
         }
     }
 }

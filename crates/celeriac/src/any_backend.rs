@@ -3,8 +3,8 @@
 use crate::{Error, Result};
 use celeriac_core::backend::{
     Broker, CancelOutcome, ClaimRequest, Claimed, Completion, Coordinator, JoinArrival, JoinStatus,
-    LeaseRef, QueueStats, ReapReport, ResultStore, ScheduleState, WorkflowEnd, WorkflowRecord,
-    WorkflowStore,
+    KvEntry, KvStore, KvSubscription, LeaseRef, QueueStats, ReapReport, ResultStore, ScheduleState,
+    WorkflowEnd, WorkflowRecord, WorkflowStore,
 };
 use celeriac_core::{Job, JobId, JobInfo, UnixMs};
 use celeriac_embedded::SqliteBackend;
@@ -187,5 +187,32 @@ impl Coordinator for Backend {
     }
     async fn set_schedule_paused(&self, schedule: &str, paused: bool) -> Result<()> {
         forward!(self, b => b.set_schedule_paused(schedule, paused).await)
+    }
+}
+
+impl KvStore for Backend {
+    async fn kv_get(&self, keys: Vec<String>, now: UnixMs) -> Result<Vec<Option<Vec<u8>>>> {
+        forward!(self, b => b.kv_get(keys, now).await)
+    }
+    async fn kv_set(&self, entries: Vec<KvEntry>, now: UnixMs) -> Result<()> {
+        forward!(self, b => b.kv_set(entries, now).await)
+    }
+    async fn kv_delete(&self, keys: Vec<String>, now: UnixMs) -> Result<u64> {
+        forward!(self, b => b.kv_delete(keys, now).await)
+    }
+    async fn kv_incr(&self, key: &str, now: UnixMs) -> Result<i64> {
+        forward!(self, b => b.kv_incr(key, now).await)
+    }
+    async fn kv_lock(&self, key: &str, token: &str, ttl: Duration, now: UnixMs) -> Result<bool> {
+        forward!(self, b => b.kv_lock(key, token, ttl, now).await)
+    }
+    async fn kv_unlock(&self, key: &str, token: &str) -> Result<bool> {
+        forward!(self, b => b.kv_unlock(key, token).await)
+    }
+    async fn kv_publish(&self, channel: &str, message: Vec<u8>) -> Result<()> {
+        forward!(self, b => b.kv_publish(channel, message).await)
+    }
+    async fn kv_subscribe(&self, channel: &str) -> Result<KvSubscription> {
+        forward!(self, b => b.kv_subscribe(channel).await)
     }
 }
