@@ -428,13 +428,29 @@ pub async fn cache_warms_keys_ahead_of_use<B: KvStore>(backend: Arc<B>) {
             |done, total| seen.push((done, total)),
         )
         .await;
-    assert_eq!((report.ok, report.failed, report.loaded), (49, 1, 50), "{report:?}");
-    assert!(report.first_error.unwrap_or_default().contains("no such product"));
+    assert_eq!(
+        (report.ok, report.failed, report.loaded),
+        (49, 1, 50),
+        "{report:?}"
+    );
+    assert!(report
+        .first_error
+        .unwrap_or_default()
+        .contains("no such product"));
     assert!(peak.load(Ordering::SeqCst) <= 8, "at most 8 loads at once");
     assert_eq!(seen.last(), Some(&(50, 50)));
     assert_eq!(c.get("p7").await.expect("read"), Some("value of p7".into()));
     let again = c
-        .warm(keys, 8, |_: &String| async { Ok::<_, String>("x".to_string()) }, |_, _| {})
+        .warm(
+            keys,
+            8,
+            |_: &String| async { Ok::<_, String>("x".to_string()) },
+            |_, _| {},
+        )
         .await;
-    assert_eq!((again.ok, again.loaded), (50, 1), "only the failed key loads again");
+    assert_eq!(
+        (again.ok, again.loaded),
+        (50, 1),
+        "only the failed key loads again"
+    );
 }
