@@ -288,6 +288,29 @@ enum DlqCommand {
 
 #[derive(Args, Debug)]
 struct BenchArgs {
+    /// What to measure: `jobs` (enqueue, processing, start latency) or `cache` (L1 hits
+    /// against raw moka, L2 hits against redis-benchmark, a stampede of 3 processes on one
+    /// cold key).
+    #[arg(value_enum, default_value = "jobs")]
+    what: BenchWhat,
+    /// Cache: gets per phase.
+    #[arg(long, env = "CELERIAC_BENCH_GETS", default_value_t = 1_000_000)]
+    gets: u64,
+    /// Cache: distinct keys.
+    #[arg(long, env = "CELERIAC_BENCH_KEYS", default_value_t = 10_000)]
+    keys: u64,
+    /// Cache: processes in the stampede, and concurrent gets of the cold key in each.
+    #[arg(long, env = "CELERIAC_BENCH_STAMPEDE", default_value_t = 3)]
+    stampede_processes: usize,
+    /// Cache: concurrent gets of the cold key in each stampede process.
+    #[arg(long, env = "CELERIAC_BENCH_STAMPEDE_GETS", default_value_t = 1000)]
+    stampede_gets: usize,
+    /// (Internal) run as one process of a cache stampede on this namespace.
+    #[arg(long, hide = true)]
+    stampede_child: Option<String>,
+    /// (Internal) when the stampede starts, ms since the epoch.
+    #[arg(long, hide = true, default_value_t = 0)]
+    stampede_start: i64,
     /// Jobs to enqueue and process.
     #[arg(
         long,
@@ -308,6 +331,79 @@ struct BenchArgs {
     /// Print JSON.
     #[arg(long, env = "CELERIAC_JSON")]
     json: bool,
+}
+
+async fn run_cache_bench(url: Option<&str>, args: BenchArgs) -> CliResult {
+    if let Some(ns) = &args.stampede_child {
+        let url = url.ok_or_else(|| CliError("--stampede-child needs --url".into()))?;
+        let backend = std::sync::Arc::new(crate::Backend::connect(url).await?);
+        crate::bench_cache::stampede_child(backend, ns, args.stampede_gets, args.stampede_start)
+            .await?;
+        return Ok(());
+    }
+    if args.gets == 0 || args.keys == 0 || args.concurrency == 0 || args.stampede_gets == 0 {
+        return Err(CliError(
+            "--gets, --keys, --concurrency and --stampede-gets must be at least 1".into(),
+        ));
+    }
+    let (url, _scratch) = match url {
+        Some(u) => (u.to_string(), None),
+        None => {
+            let s = Scratch::new("bench-cache")?;
+            (s.url(), Some(s))
+        }
+    };
+    let backend = std::sync::Arc::new(crate::Backend::connect(&url).await?);
+    let exe = std::env::current_exe().map_err(|e| {
+        CliError(format!(
+            "cannot find this program to start the stampede: {e}"
+        ))
+    })?;
+    let config = crate::bench_cache::CacheBenchConfig {
+        gets: args.gets,
+        concurrency: args.concurrency,
+        keys: args.keys,
+        processes: args.stampede_processes,
+        stampede_gets: args.stampede_gets,
+        exe,
+        url: url.clone(),
+    };
+    let spinner = progress_bar(0, "measuring the cache");
+    let report = crate::bench_cache::run(backend, &config).await?;
+    spinner.finish_and_clear();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!("Celeriac cache benchmark on {url}");
+    println!(
+        "L1 hits      {:>12.0}/s   raw moka {:.0}/s   ratio {:.2}×",
+        report.l1_hits_per_s, report.moka_gets_per_s, report.l1_ratio
+    );
+    match (report.redis_benchmark_gets_per_s, report.l2_ratio) {
+        (Some(rb), Some(r)) => println!(
+            "L2 hits      {:>12.0}/s   redis-benchmark GET {rb:.0}/s   ratio {r:.2}× (concurrency {})",
+            report.l2_hits_per_s, args.concurrency
+        ),
+        _ => println!(
+            "L2 hits      {:>12.0}/s   (concurrency {}; redis-benchmark compares on redis:// only)",
+            report.l2_hits_per_s, args.concurrency
+        ),
+    }
+    println!(
+        "stampede     {} processes × {} concurrent gets of one cold key: {} loader call(s)",
+        report.stampede_processes, report.stampede_gets, report.stampede_loader_calls
+    );
+    Ok(())
+}
+
+/// What `celeriac bench` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BenchWhat {
+    /// The job queue.
+    Jobs,
+    /// The cache.
+    Cache,
 }
 
 /// Splits `name:weight` queue arguments into names and weights (all or none weighted).
@@ -1131,6 +1227,9 @@ async fn run_demo(url: Option<&str>, jobs: u64) -> CliResult {
 }
 
 async fn run_bench(url: Option<&str>, args: BenchArgs) -> CliResult {
+    if args.what == BenchWhat::Cache {
+        return run_cache_bench(url, args).await;
+    }
     if args.jobs == 0 || args.batch == 0 || args.concurrency == 0 {
         return Err(CliError(
             "--jobs, --batch and --concurrency must be at least 1".into(),

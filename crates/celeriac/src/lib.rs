@@ -34,6 +34,8 @@ mod any_backend;
 mod app;
 #[cfg(feature = "cli")]
 pub mod bench;
+#[cfg(feature = "cli")]
+pub mod bench_cache;
 mod cached;
 #[cfg(feature = "cli")]
 pub mod cli;

@@ -94,6 +94,7 @@ struct Config {
     negative_ttl: Option<Duration>,
     l1_capacity: u64,
     l1_ttl: Duration,
+    l1_on: bool,
     format: Format,
     compress_at: usize,
     schema: u32,
@@ -157,6 +158,12 @@ where
     pub fn l1(mut self, capacity: u64, ttl: Duration) -> Self {
         self.cfg.l1_capacity = capacity;
         self.cfg.l1_ttl = ttl;
+        self
+    }
+    /// Keeps nothing in process: every read goes to the L2 (for values that must not be held
+    /// in memory, or to measure the L2).
+    pub fn l1_off(mut self) -> Self {
+        self.cfg.l1_on = false;
         self
     }
     /// The serialization of values in the L2 (default JSON).
@@ -423,6 +430,7 @@ where
                 negative_ttl: None,
                 l1_capacity: 10_000,
                 l1_ttl: Duration::from_secs(24 * 3600),
+                l1_on: true,
                 format: Format::Json,
                 compress_at: 1024,
                 schema: 1,
@@ -457,12 +465,11 @@ where
 
     /// The value if L1 or L2 has one (fresh, or stale within its window); no loader runs.
     pub async fn get(self) -> Result<Option<V>> {
-        Ok(self
-            .cache
-            .inner
-            .read(self.key, self.tags, None)
-            .await?
-            .flatten())
+        let inner = &self.cache.inner;
+        if let Some(slot) = inner.fresh_hit(&self.key, inner.now()) {
+            return Ok(slot.value.clone());
+        }
+        Ok(inner.read(self.key, self.tags, None).await?.flatten())
     }
 
     /// The value, loaded by `loader` on a miss; a loader's `None` ("not found") is cached
@@ -476,11 +483,21 @@ where
         Fut: Future<Output = std::result::Result<Option<V>, E>> + Send + 'static,
         E: Display + Send + 'static,
     {
+        let inner = &self.cache.inner;
+        let now = inner.now();
+        let fresh = inner.fresh_hit(&self.key, now);
+        if let Some(slot) = &fresh {
+            if !inner.refresh_early(&slot.meta, now) {
+                return Ok(slot.value.clone());
+            }
+        }
         let loader: Loader<V> =
             Box::new(move || Box::pin(async move { loader().await.map_err(|e| e.to_string()) }));
-        Ok(self
-            .cache
-            .inner
+        if let Some(slot) = fresh {
+            inner.refresh_in_background(self.key, self.tags, loader, true);
+            return Ok(slot.value.clone());
+        }
+        Ok(inner
             .read(self.key, self.tags, Some(loader))
             .await?
             .flatten())
@@ -760,6 +777,12 @@ where
         self.clock.now_ms()
     }
 
+    fn l1_put(&self, part: String, slot: Arc<Slot<V>>) {
+        if self.cfg.l1_on {
+            self.l1.insert(part, slot);
+        }
+    }
+
     fn full_key(&self, part: &str) -> String {
         format!(
             "{}:v{}:{part}",
@@ -883,9 +906,24 @@ where
             return false;
         }
         let delta = f64::from(meta.load_ms.max(1));
+        // Far from expiry the chance is below e^-30: skip the draw.
+        if (meta.fresh_until - now) as f64 > delta * self.cfg.early_refresh * 30.0 {
+            return false;
+        }
         let r: f64 = rand::random::<f64>().max(f64::MIN_POSITIVE);
         let early = -delta * self.cfg.early_refresh * r.ln();
         now as f64 + early >= meta.fresh_until as f64
+    }
+
+    /// A fresh L1 value, counted as a hit: the fast path of every read.
+    fn fresh_hit(&self, part: &str, now: UnixMs) -> Option<Arc<Slot<V>>> {
+        let slot = self.l1_slot(part, now)?;
+        if now < slot.meta.fresh_until {
+            self.stats.l1_hits.fetch_add(1, Ordering::Relaxed);
+            Some(slot)
+        } else {
+            None
+        }
     }
 
     /// A read: L1, then one flight per key (L2, the lock, the loader).
@@ -991,7 +1029,7 @@ where
             Ok(L2Read::Fresh(slot)) => {
                 self.stats.l2_hits.fetch_add(1, Ordering::Relaxed);
                 let value = slot.value.clone();
-                self.l1.insert(part, Arc::new(slot));
+                self.l1_put(part, Arc::new(slot));
                 return Ok(value);
             }
             Ok(L2Read::Stale(slot)) => Some(slot),
@@ -1045,7 +1083,7 @@ where
                 nap = (nap * 2).min(Duration::from_millis(100));
                 if let Ok(L2Read::Fresh(slot)) = self.read_l2(part).await {
                     let value = slot.value.clone();
-                    self.l1.insert(part.to_string(), Arc::new(slot));
+                    self.l1_put(part.to_string(), Arc::new(slot));
                     return Ok(value);
                 }
             }
@@ -1083,7 +1121,7 @@ where
                         meta.fresh_until = (self.now() + duration_ms(self.cfg.fail_safe_throttle))
                             .min(meta.stale_until);
                         let value = s.value.clone();
-                        self.l1.insert(
+                        self.l1_put(
                             part.to_string(),
                             Arc::new(Slot {
                                 value: s.value,
@@ -1142,7 +1180,7 @@ where
             format: self.cfg.format,
             value: bytes,
         };
-        self.l1.insert(
+        self.l1_put(
             part.to_string(),
             Arc::new(Slot {
                 value,

@@ -1,0 +1,260 @@
+//! `celeriac bench cache`: L1 hits against raw moka, L2 hits against `redis-benchmark`, and a
+//! stampede of several processes on one cold key.
+
+use crate::backend::KvStore;
+use crate::cache::Cache;
+use crate::{Backend, Error, Result};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct CacheBenchConfig {
+    /// L1 gets, and L2 gets.
+    pub gets: u64,
+    /// Concurrent readers in the L2 phase.
+    pub concurrency: usize,
+    /// Distinct keys read.
+    pub keys: u64,
+    /// Processes in the stampede.
+    pub processes: usize,
+    /// Concurrent gets of the cold key in each process.
+    pub stampede_gets: usize,
+    /// This program, to start the stampede's processes.
+    pub exe: PathBuf,
+    /// The store's URL, for the stampede's processes.
+    pub url: String,
+}
+
+/// The figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct CacheBenchReport {
+    /// L1 hits per second through the cache.
+    pub l1_hits_per_s: f64,
+    /// Gets per second on a raw moka cache with the same settings.
+    pub moka_gets_per_s: f64,
+    /// The first over the second.
+    pub l1_ratio: f64,
+    /// L2 hits per second at the configured concurrency (the L1 off).
+    pub l2_hits_per_s: f64,
+    /// `redis-benchmark` GETs per second at the same concurrency (Redis only, when the tool
+    /// is installed).
+    pub redis_benchmark_gets_per_s: Option<f64>,
+    /// The L2 figure over the `redis-benchmark` one.
+    pub l2_ratio: Option<f64>,
+    /// Processes in the stampede.
+    pub stampede_processes: usize,
+    /// Concurrent gets of the cold key in each.
+    pub stampede_gets: usize,
+    /// Loader calls the stampede caused, across all the processes (1 is right).
+    pub stampede_loader_calls: i64,
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 {
+        a / b
+    } else {
+        0.0
+    }
+}
+
+/// Runs every phase on `backend`.
+pub async fn run(backend: Arc<Backend>, cfg: &CacheBenchConfig) -> Result<CacheBenchReport> {
+    let ns = format!("bench-{}", uuid_suffix());
+    // L1: one reader, every key warm.
+    let cache: Cache<u64, u64, Backend> = Cache::builder(ns.as_str())
+        .ttl(Duration::from_secs(3600))
+        .early_refresh(0.0)
+        .l1(cfg.keys.max(1), Duration::from_secs(3600))
+        .build(backend.clone())
+        .await?;
+    for k in 0..cfg.keys {
+        cache.set(&k, k).await?;
+    }
+    let moka: moka::sync::Cache<String, Arc<u64>> = moka::sync::Cache::builder()
+        .max_capacity(cfg.keys.max(1))
+        .time_to_live(Duration::from_secs(3600))
+        .build();
+    for k in 0..cfg.keys {
+        moka.insert(k.to_string(), Arc::new(k));
+    }
+    // Alternate the two loops and keep each one's best round: the machine's noise and the
+    // order of the runs weigh less.
+    let (mut l1, mut raw) = (0f64, 0f64);
+    let mut sum = 0u64;
+    for _ in 0..3 {
+        let started = Instant::now();
+        for i in 0..cfg.gets {
+            sum = sum.wrapping_add(cache.get(&(i % cfg.keys)).await?.unwrap_or(0));
+        }
+        l1 = l1.max(cfg.gets as f64 / started.elapsed().as_secs_f64().max(1e-9));
+        let started = Instant::now();
+        for i in 0..cfg.gets {
+            // The same shape as the cache's loop: a key made from a number, an await per get.
+            let got = async { moka.get(&(i % cfg.keys).to_string()) }.await;
+            sum = sum.wrapping_add(got.map_or(0, |v| *v));
+        }
+        raw = raw.max(cfg.gets as f64 / started.elapsed().as_secs_f64().max(1e-9));
+    }
+    std::hint::black_box(sum);
+
+    // L2: the L1 off, `concurrency` readers.
+    let l2: Cache<u64, u64, Backend> = Cache::builder(ns.as_str())
+        .ttl(Duration::from_secs(3600))
+        .early_refresh(0.0)
+        .l1_off()
+        .build(backend.clone())
+        .await?;
+    let per = (cfg.gets / cfg.concurrency.max(1) as u64).max(1);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..cfg.concurrency.max(1) {
+        let l2 = l2.clone();
+        let keys = cfg.keys;
+        tasks.spawn(async move {
+            for i in 0..per {
+                l2.get(&((i + t as u64) % keys)).await?;
+            }
+            Ok::<_, Error>(())
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.map_err(|e| Error::config("bench", e.to_string()))??;
+    }
+    let l2_rate =
+        (per * cfg.concurrency.max(1) as u64) as f64 / started.elapsed().as_secs_f64().max(1e-9);
+    let redis_bench = match &*backend {
+        Backend::Redis(_) => redis_benchmark(&cfg.url, cfg.concurrency, cfg.gets).await,
+        _ => None,
+    };
+
+    let calls = stampede(&backend, cfg, &ns).await?;
+    Ok(CacheBenchReport {
+        l1_hits_per_s: l1,
+        moka_gets_per_s: raw,
+        l1_ratio: ratio(l1, raw),
+        l2_hits_per_s: l2_rate,
+        redis_benchmark_gets_per_s: redis_bench,
+        l2_ratio: redis_bench.map(|r| ratio(l2_rate, r)),
+        stampede_processes: cfg.processes,
+        stampede_gets: cfg.stampede_gets,
+        stampede_loader_calls: calls,
+    })
+}
+
+fn uuid_suffix() -> String {
+    crate::JobId::new().to_string()[24..].to_string()
+}
+
+/// The key whose loads the stampede counts.
+fn counter_key(ns: &str) -> String {
+    format!("{ns}:stampede-loads")
+}
+
+/// Starts the stampede's processes at one moment and counts the loader calls.
+async fn stampede(backend: &Arc<Backend>, cfg: &CacheBenchConfig, ns: &str) -> Result<i64> {
+    let start_at = crate::clock::Clock::now_ms(&crate::SystemClock) + 1_500;
+    let mut children = Vec::new();
+    for _ in 0..cfg.processes {
+        let child = tokio::process::Command::new(&cfg.exe)
+            .args(["--url", &cfg.url, "--log", "error", "bench", "cache"])
+            .args(["--stampede-child", ns])
+            .args(["--stampede-gets", &cfg.stampede_gets.to_string()])
+            .args(["--stampede-start", &start_at.to_string()])
+            .env_remove("CELERIAC_URL")
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| Error::config("bench", format!("cannot start a stampede process: {e}")))?;
+        children.push(child);
+    }
+    for mut c in children {
+        let status = c
+            .wait()
+            .await
+            .map_err(|e| Error::config("bench", e.to_string()))?;
+        if !status.success() {
+            return Err(Error::config(
+                "bench",
+                format!("a stampede process failed: {status}"),
+            ));
+        }
+    }
+    let now = crate::clock::Clock::now_ms(&crate::SystemClock);
+    let got = backend.kv_get(vec![counter_key(ns)], now).await?;
+    let calls = got
+        .into_iter()
+        .next()
+        .flatten()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.trim().parse::<i64>().ok())
+        .unwrap_or(0);
+    Ok(calls)
+}
+
+/// One stampede process: `gets` concurrent reads of one cold key at `start_at`; the loader
+/// counts its calls in the store and takes 200 ms.
+pub async fn stampede_child(
+    backend: Arc<Backend>,
+    ns: &str,
+    gets: usize,
+    start_at: i64,
+) -> Result<()> {
+    let cache: Cache<str, String, Backend> = Cache::builder(ns)
+        .ttl(Duration::from_secs(3600))
+        .early_refresh(0.0)
+        .load_lock(Duration::from_secs(10), Duration::from_secs(10))
+        .build(backend.clone())
+        .await?;
+    let wait = start_at - crate::clock::Clock::now_ms(&crate::SystemClock);
+    if wait > 0 {
+        tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..gets {
+        let cache = cache.clone();
+        let backend = backend.clone();
+        let counter = counter_key(ns);
+        tasks.spawn(async move {
+            cache
+                .get_with("cold", move || async move {
+                    let now = crate::clock::Clock::now_ms(&crate::SystemClock);
+                    let _ = backend.kv_incr(&counter, now).await;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    "loaded once".to_string()
+                })
+                .await
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        let v = r.map_err(|e| Error::config("bench", e.to_string()))??;
+        if v != "loaded once" {
+            return Err(Error::config("bench", format!("unexpected value {v}")));
+        }
+    }
+    Ok(())
+}
+
+/// `redis-benchmark -t get` at `concurrency` against the URL's host and port, if the tool is
+/// installed and the URL is a plain `redis://host:port`.
+async fn redis_benchmark(url: &str, concurrency: usize, requests: u64) -> Option<f64> {
+    let rest = url.strip_prefix("redis://")?;
+    let hostport = rest.split(['/', '?']).next()?;
+    if hostport.contains('@') {
+        return None;
+    }
+    let (host, port) = hostport.rsplit_once(':').unwrap_or((hostport, "6379"));
+    let out = tokio::process::Command::new("redis-benchmark")
+        .args(["-h", host, "-p", port, "-t", "get", "--csv"])
+        .args(["-c", &concurrency.to_string(), "-n", &requests.to_string()])
+        .output()
+        .await
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find(|l| l.starts_with("\"GET\""))
+        .and_then(|l| l.split(',').nth(1))
+        .and_then(|v| v.trim_matches('"').parse().ok())
+}
