@@ -47,8 +47,17 @@ fn spec_of(job: &Job) -> Result<String> {
     .map_err(|e| Error::Codec(e.to_string()))
 }
 
-/// The enqueue script's nine arguments for one job.
-pub(crate) fn enqueue_args(job: &Job) -> Result<[Vec<u8>; 9]> {
+/// A ready job's score: priority first (9 most urgent, lowest score), then due time. The same
+/// double arithmetic as `ready_score` in `lua/includes/common.lua`, so both agree to the digit.
+fn ready_score(priority: u8, run_at: UnixMs) -> String {
+    format!(
+        "{:.0}",
+        f64::from(9 - i32::from(priority)) * 4_398_046_511_104.0 + run_at as f64
+    )
+}
+
+/// The enqueue script's ten arguments for one job.
+pub(crate) fn enqueue_args(job: &Job) -> Result<[Vec<u8>; 10]> {
     let opt = |v: Option<i64>| v.map(|n| n.to_string()).unwrap_or_default();
     Ok([
         job.id.to_string().into_bytes(),
@@ -66,6 +75,7 @@ pub(crate) fn enqueue_args(job: &Job) -> Result<[Vec<u8>; 9]> {
                 format!("{}|{ms}|{}", u.lifetime.code(), u.key).into_bytes()
             })
             .unwrap_or_default(),
+        ready_score(job.priority.get(), job.run_at).into_bytes(),
     ])
 }
 
