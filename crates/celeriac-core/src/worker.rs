@@ -13,10 +13,12 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
@@ -567,6 +569,14 @@ fn take_free_slots(
     }
 }
 
+/// Waits for a timer if there is one, forever otherwise.
+async fn until(timer: &mut Option<Pin<Box<Sleep>>>) {
+    match timer {
+        Some(t) => t.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// A finished attempt on its way to the store, with its place in the acknowledgement backlog.
 type Done = (Completion, OwnedSemaphorePermit);
 
@@ -635,29 +645,27 @@ impl RunOne {
             tokio::pin!(fut);
             let soft = job.soft_time_limit;
             let hard = job.hard_time_limit;
-            let soft_sleep = tokio::time::sleep(soft.unwrap_or(Duration::MAX / 4));
-            let hard_sleep = tokio::time::sleep(hard.unwrap_or(Duration::MAX / 4));
-            tokio::pin!(soft_sleep, hard_sleep);
+            // Timers only for the limits a job has: most have none, and a timer inline would
+            // make every job's task larger (and cache-line aligned) for nothing.
+            let mut soft_sleep = soft.map(|d| Box::pin(tokio::time::sleep(d)));
+            let mut hard_sleep = hard.map(|d| Box::pin(tokio::time::sleep(d)));
             let mut soft_armed = soft.is_some();
-            let stop_grace = tokio::time::sleep(Duration::MAX / 4);
-            tokio::pin!(stop_grace);
-            let mut stopping = false;
+            let mut stop_grace: Option<Pin<Box<Sleep>>> = None;
             loop {
                 tokio::select! {
                     r = &mut fut => break Ended::Ran(r),
-                    _ = self.stop.cancelled(), if !stopping => {
+                    _ = self.stop.cancelled(), if stop_grace.is_none() => {
                         info!("job cancelled; asking the task to stop");
-                        stopping = true;
                         cancel.cancel();
-                        stop_grace.as_mut().reset(tokio::time::Instant::now() + STOP_GRACE);
+                        stop_grace = Some(Box::pin(tokio::time::sleep(STOP_GRACE)));
                     }
-                    _ = &mut stop_grace, if stopping => break Ended::Stopped,
-                    _ = &mut soft_sleep, if soft_armed => {
+                    _ = until(&mut stop_grace), if stop_grace.is_some() => break Ended::Stopped,
+                    _ = until(&mut soft_sleep), if soft_armed => {
                         soft_armed = false;
                         debug!("soft time limit reached; cancelling the task's token");
                         cancel.cancel();
                     }
-                    _ = &mut hard_sleep, if hard.is_some() => break Ended::HardLimit(hard.unwrap_or_default()),
+                    _ = until(&mut hard_sleep), if hard.is_some() => break Ended::HardLimit(hard.unwrap_or_default()),
                     // Either way the future is dropped; the token tells blocking sections and
                     // spawned helpers holding it to stop too.
                     _ = self.kill.cancelled() => {

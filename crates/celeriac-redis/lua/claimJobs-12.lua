@@ -6,9 +6,11 @@
 -- ARGV[5] worker id, ARGV[6] completion channel, ARGV[7] task limits: one line per limited
 -- task, `<task>\t<concurrency cap or ''>\t<rate interval ms or ''>`.
 -- A job a limit holds back stays in `ready` at its place and uses no attempt.
--- Returns: one array per claimed job:
---   {id, token, attempts, spec, payload, max_attempts, result_ttl_ms|false, run_at, priority,
---    expires_at|false, started_at}
+-- Returns: one bulk string per claimed job, its fields joined by tabs:
+--   `id, token, attempts, max_attempts, result_ttl_ms|'', run_at, priority, expires_at|'',
+--    started_at, #spec` then a tab, the spec and the payload, back to back (the spec's length
+--   says where the payload starts, so neither needs escaping). One string instead of an array
+--   of eleven keeps the reply cheap to build here and to parse in the worker.
 -- Guarantees: each claim gets a fresh fencing token (a per-queue counter); jobs past their
 -- expires_at are ended as expired instead (a bounded number per call); a paused queue
 -- yields nothing; if ready jobs remain, the marker is set so another idle worker wakes.
@@ -123,7 +125,9 @@ while #out < limit and expired + #held / 2 < BATCH do
         end
       end
       tokens[#tokens + 1] = lease_value
-      out[#out + 1] = {id, token_s, attempts, f[3], f[4], f[5], f[6], f[7], f[8], f[1], started}
+      out[#out + 1] = id .. '\t' .. token_s .. '\t' .. attempts .. '\t' .. (f[5] or '1') .. '\t' ..
+        (f[6] or '') .. '\t' .. (f[7] or '') .. '\t' .. (f[8] or '') .. '\t' .. (f[1] or '') .. '\t' ..
+        started .. '\t' .. #f[3] .. '\t' .. f[3] .. (f[4] or '')
     end
   end
 end

@@ -1,21 +1,22 @@
 -- enqueueJobs-12: stores a batch of new jobs atomically (all or none).
 --
 -- KEYS: the queue's twelve keys (includes/common.lua).
--- ARGV[1] job-key prefix, ARGV[2] now (ms), then 9 values per job:
+-- ARGV[1] job-key prefix, ARGV[2] now (ms), then 10 values per job:
 --   id, priority, run_at, expires_at ('' = never), max_attempts, result_ttl_ms ('' = keep no
 --   result), spec (JSON of the immutable fields), payload (bytes), unique ('' = none, else
 --   `<mode>|<ms>|<key>`: mode s until started, f until finished, w window, d debounce; ms the
 --   window or debounce delay).
--- Returns: for each job, the id of the job that stands for it: its own, or the holder of its
---   unique key (nothing stored; a waiting debounce holder takes the new payload and start).
---   A job whose id already exists is not stored again: its own id stands for it (enqueueing
---   is idempotent by id).
+-- Returns: the jobs another job stands for, as flat pairs `position (1-based), holder id`: the
+--   holder of its unique key (nothing stored; a waiting debounce holder takes the new payload
+--   and start). Every job not listed stands for itself, including one whose id already exists:
+--   it is not stored again (enqueueing is idempotent by id). Listing only the exceptions keeps
+--   the reply of a plain batch empty.
 -- Jobs due now go to `ready`; later ones to `scheduled`. One wake-up marker.
 -- A unique key is held while its job's state says so (waiting for s and d, not finished for f)
 -- or until its window ends (w), so the state change that ends it releases it.
 
 local now = tonumber(ARGV[2])
-local W = 9
+local W = 10
 local n = (#ARGV - 2) / W
 
 -- The job holding a unique key, if the key is still held, and how.
@@ -68,12 +69,16 @@ for i = 3, #ARGV, W do
         redis.call('ZADD', K_SCHED, num(at), holder)
       end
     end
-    out[#out + 1] = holder
+    if holder ~= id then
+      out[#out + 1] = (i - 3) / W + 1
+      out[#out + 1] = holder
+    end
   else
-    out[#out + 1] = id
     local state = '0'
     if tonumber(run_at) > now then state = '1' end
-    redis.call('HSET', key, 's', state, 'pr', pr, 'q', num(seq), 'r', run_at, 'a', '0',
+    -- One formatting of the sequence serves the record and the ready-set member.
+    local q = string.format('%015.0f', seq)
+    redis.call('HSET', key, 's', state, 'pr', pr, 'q', q, 'r', run_at, 'a', '0',
       'm', ARGV[i + 4], 'd', ARGV[i + 6], 'p', ARGV[i + 7])
     if ARGV[i + 3] ~= '' then redis.call('HSET', key, 'x', ARGV[i + 3]) end
     if ARGV[i + 5] ~= '' then redis.call('HSET', key, 'tt', ARGV[i + 5]) end
@@ -89,7 +94,7 @@ for i = 3, #ARGV, W do
     if state == '1' then
       redis.call('ZADD', K_SCHED, run_at, id)
     else
-      add_ready(id, pr, run_at, seq)
+      redis.call('ZADD', K_READY, ARGV[i + 9], q .. ':' .. id)
     end
   end
 end

@@ -47,8 +47,17 @@ fn spec_of(job: &Job) -> Result<String> {
     .map_err(|e| Error::Codec(e.to_string()))
 }
 
-/// The enqueue script's nine arguments for one job.
-pub(crate) fn enqueue_args(job: &Job) -> Result<[Vec<u8>; 9]> {
+/// A ready job's score: priority first (9 most urgent, lowest score), then due time. The same
+/// double arithmetic as `ready_score` in `lua/includes/common.lua`, so both agree to the digit.
+fn ready_score(priority: u8, run_at: UnixMs) -> String {
+    format!(
+        "{:.0}",
+        f64::from(9 - i32::from(priority)) * 4_398_046_511_104.0 + run_at as f64
+    )
+}
+
+/// The enqueue script's ten arguments for one job.
+pub(crate) fn enqueue_args(job: &Job) -> Result<[Vec<u8>; 10]> {
     let opt = |v: Option<i64>| v.map(|n| n.to_string()).unwrap_or_default();
     Ok([
         job.id.to_string().into_bytes(),
@@ -66,6 +75,7 @@ pub(crate) fn enqueue_args(job: &Job) -> Result<[Vec<u8>; 9]> {
                 format!("{}|{ms}|{}", u.lifetime.code(), u.key).into_bytes()
             })
             .unwrap_or_default(),
+        ready_score(job.priority.get(), job.run_at).into_bytes(),
     ])
 }
 
@@ -73,7 +83,34 @@ fn ms(d: Option<i64>) -> Option<Duration> {
     d.map(|m| Duration::from_millis(m.max(0) as u64))
 }
 
-fn job_from(id: JobId, spec: &[u8], payload: Vec<u8>, f: &Fields) -> Result<Job> {
+/// The numeric fields of a job record (absent ones as `None`).
+pub(crate) struct Nums {
+    attempts: Option<i64>,
+    max_attempts: Option<i64>,
+    result_ttl: Option<i64>,
+    run_at: Option<i64>,
+    priority: Option<i64>,
+    expires_at: Option<i64>,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+}
+
+impl Nums {
+    fn of(f: &Fields) -> Self {
+        Nums {
+            attempts: f.int("a"),
+            max_attempts: f.int("m"),
+            result_ttl: f.int("tt"),
+            run_at: f.int("r"),
+            priority: f.int("pr"),
+            expires_at: f.int("x"),
+            started_at: f.int("st"),
+            finished_at: f.int("f"),
+        }
+    }
+}
+
+fn job_from(id: JobId, spec: &[u8], payload: Vec<u8>, f: &Nums) -> Result<Job> {
     let spec: Spec = serde_json::from_slice(spec)
         .map_err(|e| Error::Codec(format!("job {id}: bad spec: {e}")))?;
     Ok(Job {
@@ -82,21 +119,21 @@ fn job_from(id: JobId, spec: &[u8], payload: Vec<u8>, f: &Fields) -> Result<Job>
         task: spec.task,
         payload,
         encoding: Encoding::from_code(i64::from(spec.enc))?,
-        priority: Priority::clamped(f.int("pr").unwrap_or(5).clamp(0, 9) as u8),
-        attempts: f.int("a").unwrap_or(0).max(0) as u32,
-        max_attempts: f.int("m").unwrap_or(1).max(1) as u32,
-        run_at: f.int("r").unwrap_or(spec.created),
-        expires_at: f.int("x"),
+        priority: Priority::clamped(f.priority.unwrap_or(5).clamp(0, 9) as u8),
+        attempts: f.attempts.unwrap_or(0).max(0) as u32,
+        max_attempts: f.max_attempts.unwrap_or(1).max(1) as u32,
+        run_at: f.run_at.unwrap_or(spec.created),
+        expires_at: f.expires_at,
         soft_time_limit: ms(spec.soft),
         hard_time_limit: ms(spec.hard),
         headers: spec.headers,
         parent_id: spec.parent,
         root_id: spec.root,
-        result_ttl: ms(f.int("tt")),
+        result_ttl: ms(f.result_ttl),
         unique: None,
         created_at: spec.created,
-        started_at: f.int("st"),
-        finished_at: f.int("f"),
+        started_at: f.started_at,
+        finished_at: f.finished_at,
     })
 }
 
@@ -127,7 +164,7 @@ pub(crate) fn info_from_hash(
     let payload = fields.0.get("p").cloned().unwrap_or_default();
     // A record that no longer reads as a job is still shown (task `<unreadable>`, the raw
     // payload, and its state and error), so a dead letter of that kind can be inspected.
-    let job = match job_from(id, &spec, payload.clone(), &fields) {
+    let job = match job_from(id, &spec, payload.clone(), &Nums::of(&fields)) {
         Ok(job) => job,
         Err(e) => {
             let mut job = Job::new("<unreadable>", payload, fields.int("r").unwrap_or(0));
@@ -192,53 +229,57 @@ pub(crate) struct Undecodable {
     pub(crate) error: Error,
 }
 
-/// One entry of the claim script's reply:
-/// `{id, token, attempts, spec, payload, max, tt, run_at, pr, x, started}`.
+/// One entry of the claim script's reply: one bulk string,
+/// `id \t token \t attempts \t max \t tt \t run_at \t pr \t x \t started \t len(spec) \t`
+/// followed by the spec and the payload back to back.
 ///
 /// # Errors
 /// `Err(Some(..))` for a leased entry whose record is malformed (it must be dead-lettered);
 /// `Err(None)` when the reply itself has the wrong shape.
 pub(crate) fn claimed_from(v: &Value) -> std::result::Result<(Job, u64), Option<Undecodable>> {
-    let Value::Array(items) = v else {
+    let Value::BulkString(b) = v else {
         return Err(None);
     };
-    if items.len() < 11 {
-        return Err(None);
+    let mut head: [&[u8]; 10] = [&[]; 10];
+    let mut rest: &[u8] = b;
+    for slot in head.iter_mut() {
+        let tab = rest.iter().position(|&c| c == b'\t').ok_or(None)?;
+        *slot = &rest[..tab];
+        rest = &rest[tab + 1..];
     }
-    let raw_id = bytes(&items[0])
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
+    let raw_id = String::from_utf8_lossy(head[0]).into_owned();
+    let token = parse_int(head[1]).ok_or(None)? as u64;
+    let spec_len = parse_int(head[9])
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|n| *n <= rest.len())
         .ok_or(None)?;
-    let token = int(&items[1]).ok_or(None)? as u64;
-    decode_claimed(&raw_id, token, items).map_err(|error| {
-        Some(Undecodable {
-            id: raw_id.clone(),
-            token,
-            error,
+    let (spec, payload) = rest.split_at(spec_len);
+    let nums = Nums {
+        attempts: parse_int(head[2]),
+        max_attempts: parse_int(head[3]),
+        result_ttl: parse_int(head[4]),
+        run_at: parse_int(head[5]),
+        priority: parse_int(head[6]),
+        expires_at: parse_int(head[7]),
+        started_at: parse_int(head[8]),
+        finished_at: None,
+    };
+    raw_id
+        .parse::<JobId>()
+        .and_then(|id| job_from(id, spec, payload.to_vec(), &nums))
+        .map(|job| (job, token))
+        .map_err(|error| {
+            Some(Undecodable {
+                id: raw_id.clone(),
+                token,
+                error,
+            })
         })
-    })
 }
 
-fn decode_claimed(raw_id: &str, token: u64, items: &[Value]) -> Result<(Job, u64)> {
-    let bad = || Error::Codec("a field of the job record is missing".into());
-    let id: JobId = raw_id.parse()?;
-    let mut map = HashMap::new();
-    let mut put = |k: &str, i: usize| {
-        if let Some(b) = bytes(&items[i]) {
-            map.insert(k.to_string(), b);
-        }
-    };
-    put("a", 2);
-    put("m", 5);
-    put("tt", 6);
-    put("r", 7);
-    put("pr", 8);
-    put("x", 9);
-    put("st", 10);
-    let fields = Fields(map);
-    let spec = bytes(&items[3]).ok_or_else(bad)?;
-    let payload = bytes(&items[4]).unwrap_or_default();
-    let job = job_from(id, &spec, payload, &fields)?;
-    Ok((job, token))
+/// A decimal integer field; empty or malformed reads as absent.
+fn parse_int(b: &[u8]) -> Option<i64> {
+    std::str::from_utf8(b).ok()?.parse().ok()
 }
 
 /// An integer reply element.

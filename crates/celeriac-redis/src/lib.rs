@@ -566,11 +566,21 @@ impl Broker for RedisBackend {
                 for (_, job) in chunk {
                     args.extend(codec::enqueue_args(job)?);
                 }
-                let stood: Vec<String> = self
+                // Only the jobs another job stands for come back: `position, holder` pairs.
+                let others: Vec<(usize, String)> = self
                     .invoke(&self.inner.scripts.enqueue, &keys, args)
                     .await?;
-                for ((at, _), id) in chunk.iter().zip(stood) {
-                    ids[*at] = Some(id.parse()?);
+                for (at, job) in chunk {
+                    ids[*at] = Some(job.id);
+                }
+                for (pos, holder) in others {
+                    let (at, _) = chunk.get(pos.wrapping_sub(1)).ok_or_else(|| {
+                        Error::backend(
+                            ErrorKind::GiveUp,
+                            format!("the enqueue script named job {pos} of {}", chunk.len()),
+                        )
+                    })?;
+                    ids[*at] = Some(holder.parse()?);
                 }
             }
         }

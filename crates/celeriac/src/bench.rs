@@ -141,7 +141,9 @@ pub async fn run(
         if handle.is_finished() {
             return Err(crate::Error::Closed);
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // The clock stops at the first look after the last job: look every millisecond (the
+        // timer's resolution) so the run is not rounded up to a coarser step.
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let process_secs = start.elapsed().as_secs_f64();
     debug_assert!(RAN.load(Ordering::Acquire) - base >= config.jobs);
