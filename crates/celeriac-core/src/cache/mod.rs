@@ -743,8 +743,8 @@ where
 
 /// The key part of a key: its text, or `#` and the SHA-256 of a long one.
 fn key_part<K: ?Sized + Display>(key: &K) -> String {
-    let mut s = String::new();
-    let _ = write!(s, "{key}");
+    // `to_string` has fast paths for strings and integers that `write!` lacks.
+    let s = key.to_string();
     if s.len() <= MAX_KEY_PART {
         return s;
     }
