@@ -10,29 +10,44 @@ use std::time::Duration;
 
 const NOW: i64 = 1_700_000_000_000;
 
+/// A database file at `version` holding one pending job, written as that version wrote it.
+fn old_database(dir: &std::path::Path, schema: &str, version: i64) -> (std::path::PathBuf, JobId) {
+    let path = dir.join(format!("v{version}.db"));
+    let id = Job::new("t", b"1".to_vec(), NOW).id;
+    let conn = rusqlite::Connection::open(&path).expect("open");
+    conn.execute_batch(schema).expect("the old schema");
+    conn.execute_batch(&format!("PRAGMA user_version = {version}"))
+        .expect("version");
+    conn.execute(
+        "INSERT INTO celeriac_jobs (id, queue, task, state, priority, run_at, payload, \
+         encoding, attempts, max_attempts, created_at, result_ttl_ms) \
+         VALUES (?1, 'default', 't', 0, 5, ?2, X'31', 0, 0, 4, ?2, 60000)",
+        rusqlite::params![&id.as_bytes()[..], NOW],
+    )
+    .unwrap_or_else(|e| panic!("a job written by version {version}: {e}"));
+    (path, id)
+}
+
+/// Opens an old database with the current backend.
+async fn open(path: &std::path::Path) -> SqliteBackend {
+    SqliteBackend::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("the old database opens")
+}
+
+/// The schema version the file records.
+fn recorded_version(path: &std::path::Path) -> i64 {
+    rusqlite::Connection::open(path)
+        .expect("reopen")
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .expect("version")
+}
+
 #[tokio::test]
 async fn a_version_1_database_is_upgraded_and_keeps_its_jobs() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("old.db");
-    let job = Job::new("t", b"1".to_vec(), NOW);
-    let id = job.id;
-    {
-        let conn = rusqlite::Connection::open(&path).expect("open");
-        conn.execute_batch(include_str!("schema_v1.sql"))
-            .expect("v1 schema");
-        conn.execute_batch("PRAGMA user_version = 1")
-            .expect("version");
-        conn.execute(
-            "INSERT INTO celeriac_jobs (id, queue, task, state, priority, run_at, payload, \
-             encoding, attempts, max_attempts, created_at, result_ttl_ms) \
-             VALUES (?1, 'default', 't', 0, 5, ?2, X'31', 0, 0, 4, ?2, 60000)",
-            rusqlite::params![&id.as_bytes()[..], NOW],
-        )
-        .expect("a job written by version 1");
-    }
-    let backend = SqliteBackend::connect(&format!("sqlite://{}", path.display()))
-        .await
-        .expect("the old database opens");
+    let (path, id) = old_database(dir.path(), include_str!("schema_v1.sql"), 1);
+    let backend = open(&path).await;
     let info = backend
         .get(id)
         .await
@@ -59,36 +74,14 @@ async fn a_version_1_database_is_upgraded_and_keeps_its_jobs() {
         CancelOutcome::Requested
     );
     drop(backend);
-    let conn = rusqlite::Connection::open(&path).expect("reopen");
-    let version: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .expect("version");
-    assert_eq!(version, 5);
+    assert_eq!(recorded_version(&path), 5);
 }
 
 #[tokio::test]
 async fn a_version_3_database_gains_the_workflow_tables_and_keeps_its_jobs() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("v3.db");
-    let job = Job::new("t", b"1".to_vec(), NOW);
-    let id = job.id;
-    {
-        let conn = rusqlite::Connection::open(&path).expect("open");
-        conn.execute_batch(include_str!("schema_v3.sql"))
-            .expect("v3 schema");
-        conn.execute_batch("PRAGMA user_version = 3")
-            .expect("version");
-        conn.execute(
-            "INSERT INTO celeriac_jobs (id, queue, task, state, priority, run_at, payload, \
-             encoding, attempts, max_attempts, created_at, result_ttl_ms) \
-             VALUES (?1, 'default', 't', 0, 5, ?2, X'31', 0, 0, 4, ?2, 60000)",
-            rusqlite::params![&id.as_bytes()[..], NOW],
-        )
-        .expect("a job written by version 3");
-    }
-    let backend = SqliteBackend::connect(&format!("sqlite://{}", path.display()))
-        .await
-        .expect("the version 3 database opens");
+    let (path, id) = old_database(dir.path(), include_str!("schema_v3.sql"), 3);
+    let backend = open(&path).await;
     assert_eq!(
         backend.get(id).await.expect("get").map(|i| i.state),
         Some(JobState::Pending),
@@ -125,36 +118,14 @@ async fn a_version_3_database_gains_the_workflow_tables_and_keeps_its_jobs() {
         .expect("workflow records work on an upgraded database");
     assert!(backend.workflow_get(wf).await.expect("get").is_some());
     drop(backend);
-    let conn = rusqlite::Connection::open(&path).expect("reopen");
-    let version: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .expect("version");
-    assert_eq!(version, 5);
+    assert_eq!(recorded_version(&path), 5);
 }
 
 #[tokio::test]
 async fn a_version_4_database_gains_the_kv_tables_and_keeps_its_jobs() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("v4.db");
-    let job = Job::new("t", b"1".to_vec(), NOW);
-    let id = job.id;
-    {
-        let conn = rusqlite::Connection::open(&path).expect("open");
-        conn.execute_batch(include_str!("schema_v4.sql"))
-            .expect("v4 schema");
-        conn.execute_batch("PRAGMA user_version = 4")
-            .expect("version");
-        conn.execute(
-            "INSERT INTO celeriac_jobs (id, queue, task, state, priority, run_at, payload, \
-             encoding, attempts, max_attempts, created_at, result_ttl_ms) \
-             VALUES (?1, 'default', 't', 0, 5, ?2, X'31', 0, 0, 4, ?2, 60000)",
-            rusqlite::params![&id.as_bytes()[..], NOW],
-        )
-        .expect("a job written by version 4");
-    }
-    let backend = SqliteBackend::connect(&format!("sqlite://{}", path.display()))
-        .await
-        .expect("the version 4 database opens");
+    let (path, id) = old_database(dir.path(), include_str!("schema_v4.sql"), 4);
+    let backend = open(&path).await;
     assert_eq!(
         backend.get(id).await.expect("get").map(|i| i.state),
         Some(JobState::Pending),
@@ -193,9 +164,5 @@ async fn a_version_4_database_gains_the_kv_tables_and_keeps_its_jobs() {
         Some(celeriac_core::backend::KvEvent::Message(b"m".to_vec()))
     );
     drop(backend);
-    let conn = rusqlite::Connection::open(&path).expect("reopen");
-    let version: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .expect("version");
-    assert_eq!(version, 5);
+    assert_eq!(recorded_version(&path), 5);
 }
