@@ -125,6 +125,7 @@ macro_rules! suite {
             unique_until_finished,
             unique_window_throttles,
             unique_debounce_replaces_and_delays,
+            unique_debounce_within_one_batch,
             enqueue_is_idempotent_by_id,
             concurrency_cap_holds_jobs_back,
             rate_spaces_starts,

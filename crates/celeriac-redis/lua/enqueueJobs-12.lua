@@ -41,6 +41,14 @@ local function live_holder(ukey)
 end
 
 local out = {}
+-- Ready and scheduled members are added in slices at the end (one call per 250 jobs rather
+-- than one per job); a debounce below flushes them first so it sees every earlier job.
+local ready, sched = {}, {}
+local function flush()
+  sliced('ZADD', K_READY, ready)
+  sliced('ZADD', K_SCHED, sched)
+  ready, sched = {}, {}
+end
 local seq = redis.call('HINCRBY', K_META, 'seq', n) - n
 for i = 3, #ARGV, W do
   local id, pr, run_at = ARGV[i], ARGV[i + 1], ARGV[i + 2]
@@ -60,6 +68,7 @@ for i = 3, #ARGV, W do
   end
   if holder then
     if umode == 'd' and hmode == 'd' then
+      flush()
       local hkey = PREFIX .. holder
       local h = redis.call('HMGET', hkey, 's', 'q')
       if h[1] == '0' or h[1] == '1' then
@@ -92,11 +101,14 @@ for i = 3, #ARGV, W do
       redis.call('HSET', key, 'uk', ukey, 'um', umode)
     end
     if state == '1' then
-      redis.call('ZADD', K_SCHED, run_at, id)
+      sched[#sched + 1] = run_at
+      sched[#sched + 1] = id
     else
-      redis.call('ZADD', K_READY, ARGV[i + 9], q .. ':' .. id)
+      ready[#ready + 1] = ARGV[i + 9]
+      ready[#ready + 1] = q .. ':' .. id
     end
   end
 end
+flush()
 wake()
 return out

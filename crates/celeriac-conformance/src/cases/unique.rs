@@ -162,6 +162,31 @@ pub async fn unique_debounce_replaces_and_delays<B: Broker + ResultStore>(backen
     );
 }
 
+/// A debounce duplicate in the same batch as its holder moves the holder out of the ready
+/// jobs: it runs once, after the delay.
+pub async fn unique_debounce_within_one_batch<B: Broker + ResultStore>(backend: Arc<B>) {
+    let q = "uniq-debounce-batch";
+    let d = UniqueFor::Debounce(Duration::from_secs(5));
+    let a = unique_job(q, T0, "reindex", d);
+    let a_id = a.id;
+    let mut b = unique_job(q, T0, "reindex", d);
+    b.payload = b"\"second\"".to_vec();
+    let ids = backend
+        .enqueue(vec![a, b], T0)
+        .await
+        .expect("a batch with a debounced duplicate is accepted");
+    assert_eq!(ids, vec![a_id, a_id], "the first job stands for both");
+    assert!(
+        claim(&*backend, &[q], 10, T0).await.is_empty(),
+        "the holder waits for the debounce delay"
+    );
+    let c = claim(&*backend, &[q], 10, T0 + 5_000).await;
+    assert_eq!(c.len(), 1, "the holder runs once");
+    assert_eq!(c[0].job.id, a_id);
+    assert_eq!(c[0].job.payload, b"\"second\"".to_vec());
+    assert!(claim(&*backend, &[q], 10, T0 + 5_001).await.is_empty());
+}
+
 /// Enqueueing is idempotent by id: a second job with an existing id is not stored, and the
 /// existing job stands for it, whatever state it is in.
 pub async fn enqueue_is_idempotent_by_id<B: Broker + ResultStore>(backend: Arc<B>) {
