@@ -37,6 +37,33 @@ pub fn system_now_ms() -> UnixMs {
         .unwrap_or(0)
 }
 
+/// The wall clock as last read by a background thread that reads it every millisecond: one
+/// atomic load, for hot paths that judge freshness in milliseconds (a cache hit). It may lag
+/// the wall clock by a millisecond, more on a machine too busy to run the thread on time.
+/// Falls back to [`system_now_ms`] if the thread cannot be started.
+pub fn coarse_now_ms() -> UnixMs {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        COARSE_NOW.store(system_now_ms(), Ordering::Relaxed);
+        let ticker = std::thread::Builder::new()
+            .name("celeriac-clock".into())
+            .spawn(|| loop {
+                std::thread::sleep(Duration::from_millis(1));
+                COARSE_NOW.store(system_now_ms(), Ordering::Relaxed);
+            });
+        if ticker.is_err() {
+            COARSE_NOW.store(0, Ordering::Relaxed);
+        }
+    });
+    match COARSE_NOW.load(Ordering::Relaxed) {
+        0 => system_now_ms(),
+        now => now,
+    }
+}
+
+/// The last wall-clock reading of the ticker thread behind [`coarse_now_ms`] (0: none).
+static COARSE_NOW: AtomicI64 = AtomicI64::new(0);
+
 /// A clock that only moves when told to: for tests of retry schedules, delays and leases.
 #[derive(Debug, Clone)]
 pub struct ManualClock {
@@ -110,4 +137,23 @@ impl Clock for WarpedClock {
 /// Converts a duration to whole milliseconds, saturating.
 pub fn duration_ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_coarse_clock_follows_the_wall_clock() {
+        let before = system_now_ms();
+        let coarse = coarse_now_ms();
+        assert!(coarse >= before - 1_000, "{coarse} far behind {before}");
+        std::thread::sleep(Duration::from_millis(50));
+        let later = coarse_now_ms();
+        assert!(
+            later > coarse,
+            "the ticker moved the coarse clock ({coarse} -> {later})"
+        );
+        assert!(later <= system_now_ms(), "never ahead of the wall clock");
+    }
 }

@@ -77,6 +77,8 @@ pub const MAX_KEY_PART: usize = 200;
 pub struct CacheBuilder<K: ?Sized, V> {
     cfg: Config,
     clock: Arc<dyn Clock>,
+    /// Whether `clock` came from [`CacheBuilder::clock`] (else L1 hits read the coarse clock).
+    custom_clock: bool,
     _types: PhantomData<fn(&K) -> V>,
 }
 
@@ -197,6 +199,7 @@ where
     /// Reads time from `clock` (tests).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self.custom_clock = true;
         self
     }
 
@@ -281,6 +284,7 @@ where
             cfg,
             store,
             clock: self.clock,
+            coarse_hits: !self.custom_clock,
             l1,
             flights: Mutex::new(HashMap::new()),
             flight_ids: AtomicU64::new(0),
@@ -331,6 +335,8 @@ struct Inner<V, S> {
     prefix: String,
     store: Arc<S>,
     clock: Arc<dyn Clock>,
+    /// L1 hits judged by the coarse clock (the cache was given no clock of its own).
+    coarse_hits: bool,
     l1: moka::sync::Cache<String, Arc<Slot<V>>>,
     flights: Mutex<HashMap<String, (u64, Flight<V>)>>,
     flight_ids: AtomicU64,
@@ -439,6 +445,7 @@ where
                 lock_wait: Duration::from_secs(2),
             },
             clock: Arc::new(SystemClock),
+            custom_clock: false,
             _types: PhantomData,
         }
     }
@@ -466,7 +473,7 @@ where
     /// The value if L1 or L2 has one (fresh, or stale within its window); no loader runs.
     pub async fn get(self) -> Result<Option<V>> {
         let inner = &self.cache.inner;
-        if let Some(slot) = inner.fresh_hit(&self.key, inner.now()) {
+        if let Some(slot) = inner.fresh_hit(&self.key, inner.hit_now()) {
             return Ok(slot.value.clone());
         }
         Ok(inner.read(self.key, self.tags, None).await?.flatten())
@@ -777,6 +784,16 @@ where
         self.clock.now_ms()
     }
 
+    /// Now, for judging an L1 hit: the coarse clock (an atomic load, at most about a
+    /// millisecond behind) unless the cache was given a clock.
+    fn hit_now(&self) -> UnixMs {
+        if self.coarse_hits {
+            crate::clock::coarse_now_ms()
+        } else {
+            self.clock.now_ms()
+        }
+    }
+
     fn l1_put(&self, part: String, slot: Arc<Slot<V>>) {
         if self.cfg.l1_on {
             self.l1.insert(part, slot);
@@ -933,7 +950,7 @@ where
         tags: Vec<String>,
         loader: Option<Loader<V>>,
     ) -> Result<Option<Option<V>>> {
-        let now = self.now();
+        let now = self.hit_now();
         if let Some(slot) = self.l1_slot(&part, now) {
             if now < slot.meta.fresh_until {
                 self.stats.l1_hits.fetch_add(1, Ordering::Relaxed);
