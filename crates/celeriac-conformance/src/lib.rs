@@ -146,6 +146,7 @@ macro_rules! suite {
             cache_invalidation_reaches_other_instances,
             cache_bad_data_and_bad_settings,
             cache_warms_keys_ahead_of_use,
+            cache_stats_are_published_and_summed,
             join_completes_in_index_order,
             join_counts_a_repeated_index_once,
             join_arrivals_after_completion_stay_complete,

@@ -454,3 +454,80 @@ pub async fn cache_warms_keys_ahead_of_use<B: KvStore>(backend: Arc<B>) {
         "only the failed key loads again"
     );
 }
+
+/// Each instance publishes its counters to the L2; reading them sums the live instances,
+/// lists the namespace in the application's index, and drops an instance whose snapshot
+/// expired.
+pub async fn cache_stats_are_published_and_summed<B: KvStore>(backend: Arc<B>) {
+    use celeriac_core::cache::stats;
+    let clock = ManualClock::new(T0);
+    let quiet = |b: celeriac_core::cache::CacheBuilder<str, String>| b.stats_interval(None);
+    let a = products(&backend, "counted", &clock, quiet).await;
+    let b = products(&backend, "counted", &clock, quiet).await;
+    let calls = Arc::new(AtomicU64::new(0));
+    for key in ["k1", "k2", "k3"] {
+        a.get_with(key, counting(&calls, "v"))
+            .await
+            .expect("a loads");
+    }
+    a.get_with("k1", counting(&calls, "v"))
+        .await
+        .expect("a hits L1");
+    b.get_with("k1", counting(&calls, "v"))
+        .await
+        .expect("b hits L2");
+    assert_eq!(b.get("nothing").await.expect("b misses"), None);
+    let now = clock.now_ms();
+    let empty = stats::read_stats(&*backend, "celeriac", "counted", now)
+        .await
+        .expect("read");
+    assert_eq!(empty.instances, 0, "nothing published yet: {empty:?}");
+
+    a.publish_stats().await.expect("a publishes");
+    b.publish_stats().await.expect("b publishes");
+    assert_ne!(a.instance(), b.instance());
+    let sum = stats::read_stats(&*backend, "celeriac", "counted", now)
+        .await
+        .expect("read");
+    assert_eq!(sum.namespace, "counted");
+    assert_eq!(sum.instances, 2, "{sum:?}");
+    let s = sum.stats;
+    assert_eq!(
+        (s.loads, s.l1_hits, s.l2_hits, s.misses),
+        (3, 1, 1, 4),
+        "three loads and one L1 hit in a, one L2 hit and a miss in b: {s:?}"
+    );
+    assert_eq!(s.l1_entries, 4, "three in a, one in b: {s:?}");
+    assert_eq!(sum.hit_ratio(), Some(2.0 / 6.0));
+    let names = stats::namespaces(&*backend, "celeriac", now)
+        .await
+        .expect("index");
+    assert!(names.contains(&"counted".to_string()), "{names:?}");
+    assert!(stats::namespaces(&*backend, "another-app", now)
+        .await
+        .expect("index")
+        .is_empty());
+
+    // Publishing again replaces the snapshot rather than adding to it.
+    a.get_with("k2", counting(&calls, "v"))
+        .await
+        .expect("a hits");
+    a.publish_stats().await.expect("a publishes again");
+    let again = stats::read_stats(&*backend, "celeriac", "counted", now)
+        .await
+        .expect("read");
+    assert_eq!((again.instances, again.stats.l1_hits), (2, 2), "{again:?}");
+
+    // An instance that stops publishing drops out after its snapshot's lifetime.
+    clock.advance(
+        celeriac_core::cache::DEFAULT_STATS_INTERVAL * stats::SNAPSHOT_LIFETIMES
+            - Duration::from_secs(1),
+    );
+    b.publish_stats().await.expect("b publishes later");
+    clock.advance(Duration::from_secs(2));
+    let later = stats::read_stats(&*backend, "celeriac", "counted", clock.now_ms())
+        .await
+        .expect("read");
+    assert_eq!(later.instances, 1, "only b is live: {later:?}");
+    assert_eq!(later.stats.l2_hits, 1, "{later:?}");
+}
