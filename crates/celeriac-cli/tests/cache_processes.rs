@@ -37,3 +37,134 @@ fn three_processes_load_a_cold_key_once_on_sqlite() {
     let dir = tempfile::tempdir().expect("tempdir");
     stampede(&common::url_in(dir.path()));
 }
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    assert!(out.status.success(), "{}", common::stderr(out));
+    serde_json::from_slice(&out.stdout).expect("JSON")
+}
+
+/// `celeriac cache warm` loads the demo catalogue into the L2 of a SQLite file; another
+/// process then finds every key fresh there (nothing loads again), and `cache stats` sums
+/// the published counters of both.
+#[test]
+fn cache_warm_fills_the_l2_and_cache_stats_counts_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = common::url_in(dir.path());
+    let first = json(&common::celeriac(
+        &url,
+        &["cache", "warm", "products", "--all", "--json"],
+    ));
+    assert_eq!(
+        (&first["ok"], &first["loaded"], &first["failed"]),
+        (&200.into(), &200.into(), &0.into()),
+        "{first}"
+    );
+    let again = json(&common::celeriac(
+        &url,
+        &[
+            "cache",
+            "warm",
+            "products",
+            "--keys",
+            "p1,p50,p200",
+            "--json",
+        ],
+    ));
+    assert_eq!(
+        (&again["ok"], &again["loaded"]),
+        (&3.into(), &0.into()),
+        "a new process finds the keys in the L2: {again}"
+    );
+    let stats = json(&common::celeriac(&url, &["cache", "stats", "--json"]));
+    let rows = stats.as_array().expect("one row per namespace");
+    assert_eq!(rows.len(), 1, "{stats}");
+    let row = &rows[0];
+    assert_eq!(row["namespace"], "products");
+    assert_eq!(row["instances"], 2, "both warms published: {row}");
+    assert_eq!(row["stats"]["loads"], 200, "{row}");
+    assert_eq!(row["stats"]["l2_hits"], 3, "{row}");
+    let table = common::celeriac(&url, &["cache", "stats", "--namespace", "products"]);
+    assert!(table.status.success(), "{}", common::stderr(&table));
+    let text = common::stdout(&table);
+    assert!(
+        text.contains("HIT %") && text.lines().any(|l| l.starts_with("products")),
+        "{text}"
+    );
+
+    let bad = common::celeriac(&url, &["cache", "warm", "nope", "--all"]);
+    assert!(!bad.status.success());
+    assert!(
+        common::stderr(&bad).contains("no cache warmer for namespace `nope`")
+            && common::stderr(&bad).contains("products"),
+        "{}",
+        common::stderr(&bad)
+    );
+    let neither = common::celeriac(&url, &["cache", "warm", "products"]);
+    assert!(common::stderr(&neither).contains("--keys a,b,c or --all"));
+}
+
+/// A schedule fires `celeriac.cache.warm`, a worker runs it, and the warmed keys are then in
+/// the L2 for any process.
+#[test]
+fn a_scheduled_warm_job_run_by_a_worker_fills_the_cache() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = common::url_in(dir.path());
+    let schedules = dir.path().join("warm.toml");
+    std::fs::write(
+        &schedules,
+        r#"
+[[schedule]]
+name = "warm-products"
+every = "1s"
+task = "celeriac.cache.warm"
+args = { namespace = "products", keys = ["p7", "p8", "p9"] }
+missed = "skip"
+"#,
+    )
+    .expect("write the schedule file");
+    let schedules = schedules.to_string_lossy().into_owned();
+    let worker = common::WorkerProc::spawn_on(
+        &url,
+        "warmer",
+        "default",
+        &["--beat", "--schedules", &schedules],
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let q = json(&common::celeriac(&url, &["queues", "--json"]));
+        let done: u64 = q
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|q| q["queue"] == "default")
+            .filter_map(|q| q["counts"]["succeeded"].as_u64())
+            .sum();
+        if done >= 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no warm job succeeded within a minute: {q}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    worker.stop();
+    let check = json(&common::celeriac(
+        &url,
+        &["cache", "warm", "products", "--keys", "p7,p8,p9", "--json"],
+    ));
+    assert_eq!(
+        (&check["ok"], &check["loaded"]),
+        (&3.into(), &0.into()),
+        "the worker's job left the keys in the L2: {check}"
+    );
+    let stats = json(&common::celeriac(
+        &url,
+        &["cache", "stats", "--namespace", "products", "--json"],
+    ));
+    assert!(
+        stats[0]["stats"]["loads"].as_u64() >= Some(3),
+        "the job's loads were published: {stats}"
+    );
+}

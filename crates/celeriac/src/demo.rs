@@ -178,14 +178,61 @@ impl Task for PingPartner {
     }
 }
 
-/// The demo's tasks.
+/// A product of the demo's catalogue, as its cache holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Product {
+    /// Its key (`p1`...).
+    pub sku: String,
+    /// Its name.
+    pub name: String,
+    /// Its price in cents.
+    pub price_cents: u64,
+}
+
+/// How many products the demo catalogue has (`p1` to `p200`).
+pub const PRODUCTS: usize = 200;
+
+/// The demo's product cache (namespace `products`, fresh for an hour).
+pub fn products_cache() -> crate::cache::CacheBuilder<str, Product> {
+    crate::cache::Cache::<str, Product, ()>::builder("products").ttl(Duration::from_secs(3600))
+}
+
+/// Loads a product from the (simulated) database: 1–5 ms; an unknown SKU fails.
+pub async fn load_product(sku: String) -> Result<Product, String> {
+    let n: u64 = sku
+        .strip_prefix('p')
+        .and_then(|n| n.parse().ok())
+        .filter(|n| (1..=PRODUCTS as u64).contains(n))
+        .ok_or_else(|| format!("no product `{sku}` in the catalogue"))?;
+    let latency = rand::rng().random_range(1..5);
+    tokio::time::sleep(Duration::from_millis(latency)).await;
+    Ok(Product {
+        sku,
+        name: format!("Product {n}"),
+        price_cents: 100 + n * 7,
+    })
+}
+
+/// The warmer of [`products_cache`]: every SKU of the catalogue, loaded by [`load_product`].
+pub fn products_warmer() -> impl crate::cache::Warmer<crate::Backend> {
+    crate::cache::CacheWarmer::new(
+        products_cache(),
+        || async { Ok::<_, String>((1..=PRODUCTS).map(|n| format!("p{n}")).collect()) },
+        load_product,
+    )
+}
+
+/// The demo's tasks, and the built-in cache warming task; registers the warmer of the
+/// `products` cache in this process too ([`products_warmer`]).
 pub fn registry() -> Registry {
+    crate::register_cache_warmer(products_warmer());
     let mut r = Registry::new();
     r.register::<SendEmail>()
         .register::<ResizeImage>()
         .register::<AlbumSummary>()
         .register::<SyncInventory>()
-        .register::<PingPartner>();
+        .register::<PingPartner>()
+        .register::<crate::WarmCache>();
     r
 }
 

@@ -52,9 +52,11 @@
 
 mod envelope;
 pub mod stats;
+mod warm;
 
 pub use envelope::{Envelope, Format, Meta};
 pub use stats::{NamespaceStats, DEFAULT_STATS_INTERVAL};
+pub use warm::{CacheWarmer, WarmProgress, Warmer};
 
 use crate::backend::{KvEntry, KvEvent, KvStore};
 use crate::clock::{duration_ms, Clock, SystemClock, UnixMs};
@@ -75,11 +77,20 @@ use tracing::{debug, info, warn};
 pub const MAX_KEY_PART: usize = 200;
 
 /// How a cache is built: see [`Cache::builder`].
-#[derive(Clone)]
 pub struct CacheBuilder<K: ?Sized, V> {
     cfg: Config,
     clock: Arc<dyn Clock>,
     _types: PhantomData<fn(&K) -> V>,
+}
+
+impl<K: ?Sized, V> Clone for CacheBuilder<K, V> {
+    fn clone(&self) -> Self {
+        Self {
+            cfg: self.cfg.clone(),
+            clock: self.clock.clone(),
+            _types: PhantomData,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
