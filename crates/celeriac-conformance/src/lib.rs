@@ -147,6 +147,8 @@ macro_rules! suite {
             cache_bad_data_and_bad_settings,
             cache_warms_keys_ahead_of_use,
             cache_stats_are_published_and_summed,
+            cache_write_behind_flushes_every_acknowledged_write,
+            cache_write_through_writes_the_store_first,
             join_completes_in_index_order,
             join_counts_a_repeated_index_once,
             join_arrivals_after_completion_stay_complete,

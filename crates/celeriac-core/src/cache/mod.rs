@@ -53,10 +53,12 @@
 mod envelope;
 pub mod stats;
 mod warm;
+pub mod write;
 
 pub use envelope::{Envelope, Format, Meta};
 pub use stats::{NamespaceStats, DEFAULT_STATS_INTERVAL};
 pub use warm::{CacheWarmer, WarmProgress, Warmer};
+pub use write::{write_behind_task, PendingWrite, WriteBehind};
 
 use crate::backend::{KvEntry, KvEvent, KvStore};
 use crate::clock::{duration_ms, Clock, SystemClock, UnixMs};
