@@ -124,6 +124,9 @@ missed = "skip"
     )
     .expect("write the schedule file");
     let schedules = schedules.to_string_lossy().into_owned();
+    // The file is created before processes open it at once (two first opens of one new
+    // file can race on switching it to WAL).
+    json(&common::celeriac(&url, &["queues", "--json"]));
     let worker = common::WorkerProc::spawn_on(
         &url,
         "warmer",
@@ -167,4 +170,133 @@ missed = "skip"
         stats[0]["stats"]["loads"].as_u64() >= Some(3),
         "the job's loads were published: {stats}"
     );
+}
+
+/// A writer process acknowledges write-behind writes and is killed with `kill -9` while
+/// writing, before anything is flushed (it runs no worker); a worker process started
+/// afterwards flushes every acknowledged write to the "database" (a file of JSON lines).
+fn write_behind_survives_kill_dash_nine(url: &str, dir: &std::path::Path) {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let stock = dir.join("stock.jsonl");
+    let stock_arg = stock.to_string_lossy().into_owned();
+    let mut writer = Command::new(env!("CARGO_BIN_EXE_celeriac"))
+        .args([
+            "--url",
+            url,
+            "--log",
+            "error",
+            "--demo-stock-file",
+            &stock_arg,
+        ])
+        .args([
+            "cache",
+            "write-behind-demo",
+            "--writes",
+            "1000000",
+            "--keys",
+            "25",
+        ])
+        .env_remove("CELERIAC_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the writer starts");
+    let mut out = BufReader::new(writer.stdout.take().expect("stdout"));
+    let mut text = String::new();
+    let mut acks = 0;
+    while acks < 300 {
+        let mut line = String::new();
+        let n = out.read_line(&mut line).expect("read the writer");
+        assert!(n > 0, "the writer ended early after {acks} acks");
+        acks += usize::from(line.starts_with("acked "));
+        text.push_str(&line);
+    }
+    writer.kill().expect("SIGKILL");
+    let status = writer.wait().expect("the writer is reaped");
+    assert!(!status.success(), "killed, not exited: {status:?}");
+    // What it printed before it died: every one of those writes was acknowledged.
+    out.read_to_string(&mut text)
+        .expect("the rest of its output");
+    let acked: BTreeSet<(String, u64, u64)> = text
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.strip_prefix("acked ")?.split(' ');
+            Some((
+                f.next()?.to_string(),
+                f.next()?.parse().ok()?,
+                f.next()?.parse().ok()?,
+            ))
+        })
+        .collect();
+    assert!(acked.len() >= 300, "{} acks", acked.len());
+    assert!(!stock.exists(), "the writer flushed nothing itself");
+
+    let worker = common::WorkerProc::spawn_on(
+        url,
+        "flusher",
+        "default",
+        &["--demo-stock-file", &stock_arg],
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let flushed = loop {
+        let flushed: BTreeSet<(String, u64, u64)> = std::fs::read_to_string(&stock)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let w: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
+                (
+                    w["key"].as_str().expect("key").to_string(),
+                    w["version"].as_u64().expect("version"),
+                    w["value"].as_u64().expect("value"),
+                )
+            })
+            .collect();
+        if acked.is_subset(&flushed) {
+            break flushed;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after two minutes, {} of {} acknowledged writes were flushed; first missing: {:?}",
+            acked.intersection(&flushed).count(),
+            acked.len(),
+            acked.difference(&flushed).next()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    worker.stop();
+    // The newest version of each key is the last value written to it.
+    let mut newest: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    for (k, version, value) in &flushed {
+        let e = newest.entry(k).or_insert((0, 0));
+        if *version > e.0 {
+            *e = (*version, *value);
+        }
+    }
+    for (k, version, value) in &acked {
+        let (v, val) = newest[k.as_str()];
+        assert!(v >= *version, "{k}: version {v} < acknowledged {version}");
+        if v == *version {
+            assert_eq!(val, *value, "{k} v{v}");
+        }
+    }
+}
+
+#[test]
+fn acknowledged_write_behind_writes_survive_kill_dash_nine_on_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_behind_survives_kill_dash_nine(&common::url_in(dir.path()), dir.path());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_write_behind_writes_survive_kill_dash_nine_on_redis() {
+    let server = RedisServer::start().await.expect("redis-server starts");
+    let url = server.url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_path_buf();
+    tokio::task::spawn_blocking(move || write_behind_survives_kill_dash_nine(&url, &path))
+        .await
+        .expect("joined");
 }

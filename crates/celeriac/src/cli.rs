@@ -38,6 +38,10 @@ struct Cli {
     #[arg(long, env = "CELERIAC_LOG", global = true)]
     log: Option<String>,
 
+    /// The file the demo's `stock` write-behind cache flushes to (one JSON line per write).
+    #[arg(long, env = "CELERIAC_DEMO_STOCK_FILE", global = true, hide = true)]
+    demo_stock_file: Option<std::path::PathBuf>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -173,6 +177,18 @@ enum CacheCommand {
         /// Print JSON instead of a summary.
         #[arg(long, env = "CELERIAC_JSON")]
         json: bool,
+    },
+    /// FOR TESTS: writes `--writes` stock levels through the demo's write-behind cache,
+    /// printing `acked <key> <version> <value>` as each is acknowledged, then `done`, and
+    /// waits to be killed (it runs no worker: nothing is flushed here).
+    #[command(hide = true)]
+    WriteBehindDemo {
+        /// How many writes.
+        #[arg(long, default_value_t = 100)]
+        writes: u64,
+        /// Over how many keys (`sku-0`...).
+        #[arg(long, default_value_t = 10)]
+        keys: u64,
     },
 }
 
@@ -561,6 +577,9 @@ pub async fn run_with(registry: Option<Registry>, default_url: Option<String>) -
         _ => "warn",
     };
     init_logging(cli.log.as_deref().unwrap_or(default_log));
+    if let Some(path) = &cli.demo_stock_file {
+        demo::set_stock_file(path.clone());
+    }
     let registry = registry.unwrap_or_else(|| {
         let mut r = demo::registry();
         r.register::<bench::Noop>();
@@ -1120,6 +1139,23 @@ async fn cache(app: App, command: CacheCommand) -> CliResult {
             app: name,
             json,
         } => cache_stats(&app, &name, namespace, json).await,
+        CacheCommand::WriteBehindDemo { writes, keys } => {
+            use std::io::Write;
+            let cache = demo::stock_cache().build(app.backend().clone()).await?;
+            let wb = crate::cache::WriteBehind::new(cache);
+            let mut out = std::io::stdout().lock();
+            for i in 0..writes {
+                let key = format!("sku-{}", i % keys.max(1));
+                let version = wb.write(key.as_str(), i).await?;
+                writeln!(out, "acked {key} {version} {i}")?;
+                out.flush()?;
+            }
+            writeln!(out, "done")?;
+            out.flush()?;
+            drop(out);
+            std::future::pending::<()>().await;
+            Ok(())
+        }
         CacheCommand::Warm {
             namespace,
             keys,

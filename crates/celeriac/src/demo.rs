@@ -222,11 +222,60 @@ pub fn products_warmer() -> impl crate::cache::Warmer<crate::Backend> {
     )
 }
 
-/// The demo's tasks, and the built-in cache warming task; registers the warmer of the
-/// `products` cache in this process too ([`products_warmer`]).
+/// The demo's stock levels cache (namespace `stock`), written behind to [`stock_file`].
+pub fn stock_cache() -> crate::cache::CacheBuilder<str, u64> {
+    crate::cache::Cache::<str, u64, ()>::builder("stock").ttl(Duration::from_secs(3600))
+}
+
+static STOCK_FILE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// Sets the file the demo's stock writes are flushed to (once per process; the command line
+/// sets it from `CELERIAC_DEMO_STOCK_FILE`); returns false if it was set already.
+pub fn set_stock_file(path: std::path::PathBuf) -> bool {
+    STOCK_FILE.set(path).is_ok()
+}
+
+/// The demo's "database" of stock levels: one JSON line per flushed write
+/// ([`crate::cache::PendingWrite`]), `celeriac-demo-stock.jsonl` unless set.
+pub fn stock_file() -> &'static std::path::Path {
+    STOCK_FILE.get_or_init(|| "celeriac-demo-stock.jsonl".into())
+}
+
+/// Appends a batch of stock writes to [`stock_file`], one line each, in one write.
+async fn write_stock(writes: Vec<crate::cache::PendingWrite<u64>>) -> Result<(), String> {
+    let mut text = String::new();
+    for w in &writes {
+        let line = serde_json::to_string(w).map_err(|e| e.to_string())?;
+        text.push_str(&line);
+        text.push('\n');
+    }
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let path = stock_file();
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        f.write_all(text.as_bytes())
+            .and_then(|()| f.sync_data())
+            .map_err(|e| format!("{}: {e}", path.display()))
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// The demo's tasks, the built-in cache warming task and the flush task of the `stock`
+/// write-behind cache; registers the warmer of the `products` cache in this process too
+/// ([`products_warmer`]).
 pub fn registry() -> Registry {
     crate::register_cache_warmer(products_warmer());
     let mut r = Registry::new();
+    r.insert(crate::cache::write_behind_task(
+        "stock",
+        crate::cache::write::write_behind_options(),
+        write_stock,
+    ));
     r.register::<SendEmail>()
         .register::<ResizeImage>()
         .register::<AlbumSummary>()
