@@ -300,3 +300,85 @@ async fn acknowledged_write_behind_writes_survive_kill_dash_nine_on_redis() {
         .await
         .expect("joined");
 }
+
+/// Two processes hold key `k` in their L1; one sets a new value, and the other's reads
+/// change to it once the invalidation arrives (Redis pub/sub; on SQLite, the events table
+/// polled every 100 ms). The watcher gives up, failing with a clear message, after a
+/// generous 30 s; the delay measured is printed, not asserted.
+fn an_update_reaches_the_other_process(url: &str) {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+    let start = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_celeriac"))
+            .args([
+                "--url", url, "--log", "error", "cache", "probe", "--within", "30s",
+            ])
+            .args(extra)
+            .env_remove("CELERIAC_URL")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("a probe process starts")
+    };
+    let first_line = |child: &mut std::process::Child| {
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read");
+        line.trim().to_string()
+    };
+    let mut watcher = start(&[]);
+    let mut setter = start(&["--set", "v1"]);
+    assert_eq!(first_line(&mut watcher), "ready v0", "the watcher holds k");
+    assert_eq!(first_line(&mut setter), "ready v0", "the setter holds k");
+    setter
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"go\n")
+        .expect("tell the setter");
+    let set = setter.wait_with_output().expect("the setter ends");
+    assert!(set.status.success(), "{}", common::stderr(&set));
+    let set_at: i64 = common::stdout(&set)
+        .trim()
+        .strip_prefix("set ")
+        .and_then(|ms| ms.parse().ok())
+        .expect("set <ms>");
+    let seen = watcher.wait_with_output().expect("the watcher ends");
+    assert!(
+        seen.status.success(),
+        "the other process never saw the update: {}",
+        common::stderr(&seen)
+    );
+    let text = common::stdout(&seen);
+    let mut fields = text.split_whitespace();
+    assert_eq!(
+        (fields.next(), fields.next()),
+        (Some("saw"), Some("v1")),
+        "the other process's view changed to the new value: {text}"
+    );
+    let saw_at: i64 = fields.next().and_then(|ms| ms.parse().ok()).expect("ms");
+    eprintln!(
+        "{url}: the update reached the other process's L1 in {} ms",
+        saw_at - set_at
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_in_one_process_reaches_another_on_redis() {
+    let server = RedisServer::start().await.expect("redis-server starts");
+    let url = server.url();
+    tokio::task::spawn_blocking(move || an_update_reaches_the_other_process(&url))
+        .await
+        .expect("joined");
+}
+
+#[test]
+fn an_update_in_one_process_reaches_another_on_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = common::url_in(dir.path());
+    // Created before two processes open it at once (their first opens race on WAL mode).
+    assert!(common::celeriac(&url, &["queues"]).status.success());
+    an_update_reaches_the_other_process(&url);
+}

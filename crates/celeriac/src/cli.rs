@@ -190,6 +190,26 @@ enum CacheCommand {
         #[arg(long, default_value_t = 10)]
         keys: u64,
     },
+    /// FOR TESTS: reads `--key` into this process's L1 of the namespace `probe` (loading
+    /// `--initial` when absent), waits until the invalidation channel is subscribed, prints
+    /// `ready <value>`; then, with `--set`, waits for a line on stdin, sets the new value and
+    /// prints `set <unix ms>`; without, reads the key from its cache every 5 ms until the
+    /// value changes and prints `saw <value> <unix ms>` (failing after `--within`).
+    #[command(hide = true)]
+    Probe {
+        /// The key.
+        #[arg(long, default_value = "k")]
+        key: String,
+        /// The value loaded when the key is absent.
+        #[arg(long, default_value = "v0")]
+        initial: String,
+        /// Set this value when told (on stdin).
+        #[arg(long)]
+        set: Option<String>,
+        /// How long to watch for a change.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        within: Duration,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -1139,6 +1159,12 @@ async fn cache(app: App, command: CacheCommand) -> CliResult {
             app: name,
             json,
         } => cache_stats(&app, &name, namespace, json).await,
+        CacheCommand::Probe {
+            key,
+            initial,
+            set,
+            within,
+        } => probe(&app, &key, initial, set, within).await,
         CacheCommand::WriteBehindDemo { writes, keys } => {
             use std::io::Write;
             let cache = demo::stock_cache().build(app.backend().clone()).await?;
@@ -1214,6 +1240,61 @@ async fn cache(app: App, command: CacheCommand) -> CliResult {
             }
             Ok(())
         }
+    }
+}
+
+async fn probe(
+    app: &App,
+    key: &str,
+    initial: String,
+    set: Option<String>,
+    within: Duration,
+) -> CliResult {
+    use std::io::{BufRead, Write};
+    let cache: crate::cache::Cache<str, String, crate::Backend> =
+        crate::cache::Cache::<str, String, ()>::builder("probe")
+            .ttl(Duration::from_secs(3600))
+            .early_refresh(0.0)
+            .build(app.backend().clone())
+            .await?;
+    let seen = cache.get_with(key, move || async move { initial }).await?;
+    let deadline = std::time::Instant::now() + within;
+    while !cache.listening() {
+        if std::time::Instant::now() > deadline {
+            return Err(CliError(
+                "the invalidation channel was not subscribed in time".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let unix_ms = || crate::Clock::now_ms(&crate::SystemClock);
+    let say = |line: String| -> CliResult {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{line}")?;
+        out.flush()?;
+        Ok(())
+    };
+    say(format!("ready {seen}"))?;
+    if let Some(new) = set {
+        let mut go = String::new();
+        tokio::task::spawn_blocking(move || std::io::stdin().lock().read_line(&mut go))
+            .await
+            .map_err(|e| CliError(e.to_string()))??;
+        cache.set(key, new).await?;
+        return say(format!("set {}", unix_ms()));
+    }
+    loop {
+        let now = cache.get(key).await?;
+        if now.as_deref() != Some(seen.as_str()) {
+            let shown = now.unwrap_or_else(|| "(none)".into());
+            return say(format!("saw {shown} {}", unix_ms()));
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(CliError(format!(
+                "`{key}` still reads `{seen}` after {within:?}: no update arrived"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
