@@ -353,7 +353,7 @@ async fn inspect_shows_a_workflow_and_where_its_steps_belong() {
         text.contains("chord(group(demo.resize_image, demo.resize_image, demo.resize_image), demo.album_summary)"),
         "{text}"
     );
-    let member = run.id().derive("r.1").to_string();
+    let member = run.member_id(1).to_string();
     let text = stdout(&celeriac(&url, &["inspect", &member]));
     assert!(text.contains(&format!("workflow:    {wf}")), "{text}");
     assert!(

@@ -412,8 +412,7 @@ pub async fn run(
     let seconds = started.elapsed().as_secs_f64();
     shutdown.graceful();
     let _ = handle.await;
-    // The summary's id derives from the chord's join, which derives from the workflow.
-    let summary_job = album.id().derive("r.j").derive("n");
+    let summary_job = album.callback_id();
     let runs = crate::ResultStore::get(app.backend().as_ref(), summary_job)
         .await?
         .map_or(0, |info| info.job.attempts);
