@@ -565,13 +565,11 @@ where
             Some("7".into()),
             "the L2 has the written value"
         );
-        let stats = backend.stats().await.expect("stats");
-        let waiting: u64 = stats
-            .iter()
-            .filter(|q| q.queue == QUEUE)
-            .map(|q| q.count(JobState::Pending))
-            .sum();
-        assert_eq!(waiting, 3, "one stored flush job per write call");
+        assert_eq!(
+            in_queue(&*backend, QUEUE, JobState::Pending).await,
+            3,
+            "one stored flush job per write call"
+        );
     }
 
     let db: Arc<Mutex<BTreeMap<String, (u64, String)>>> = Arc::default();
@@ -614,13 +612,7 @@ where
     eventually("the failed batch to be scheduled for a retry", || {
         let (backend, fail_first) = (backend.clone(), fail_first.clone());
         async move {
-            let stats = backend.stats().await.expect("stats");
-            stats
-                .iter()
-                .filter(|q| q.queue == QUEUE)
-                .map(|q| q.count(JobState::Succeeded))
-                .sum::<u64>()
-                == 2
+            in_queue(&*backend, QUEUE, JobState::Succeeded).await == 2
                 && fail_first.load(Ordering::SeqCst) == 0
         }
     })
@@ -628,15 +620,7 @@ where
     clock.advance(Duration::from_secs(61));
     eventually("every flush job to succeed", || {
         let backend = backend.clone();
-        async move {
-            let stats = backend.stats().await.expect("stats");
-            stats
-                .iter()
-                .filter(|q| q.queue == QUEUE)
-                .map(|q| q.count(JobState::Succeeded))
-                .sum::<u64>()
-                == 3
-        }
+        async move { in_queue(&*backend, QUEUE, JobState::Succeeded).await == 3 }
     })
     .await;
     worker.stop().await;
@@ -653,6 +637,20 @@ where
     let mut sizes = batches.lock().expect("lock").clone();
     sizes.sort_unstable();
     assert_eq!(sizes, vec![1, 1, 2], "write_many is one batch");
+}
+
+/// How many jobs of `queue` are in `state`.
+async fn in_queue<B: celeriac_core::Broker>(
+    backend: &B,
+    queue: &str,
+    state: celeriac_core::JobState,
+) -> u64 {
+    let stats = backend.stats().await.expect("stats");
+    stats
+        .iter()
+        .filter(|q| q.queue == queue)
+        .map(|q| q.count(state))
+        .sum()
 }
 
 /// Write-through: the store's writer runs first; when it fails the cache is untouched and
