@@ -49,6 +49,14 @@
 //!
 //! **Bad data**: a stored value that no longer deserializes (an old schema) is a miss: it is
 //! counted and reloaded, never an error to the caller.
+//!
+//! **Statistics**: [`Cache::stats`] in process; every 10 s each cache publishes them to the
+//! `metrics` recorder and to the L2, where `celeriac cache stats` sums the live instances
+//! ([`stats`]).
+//!
+//! **Warming**: [`Cache::warm`], and [`Warmer`]s that `celeriac cache warm` and the
+//! `celeriac.cache.warm` job run. **Writing**: [`Cache::write_through`] and [`WriteBehind`]
+//! ([`mod@write`]).
 
 mod envelope;
 pub mod stats;

@@ -318,3 +318,85 @@ impl std::ops::AddAssign for CacheStats {
         self.l1_entries += o.l1_entries;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metrics::{
+        Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+    };
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    /// Keeps every counter and gauge it is asked for, by name and labels.
+    #[derive(Default)]
+    struct Kept {
+        counters: Mutex<BTreeMap<String, Arc<AtomicU64>>>,
+        gauges: Mutex<BTreeMap<String, Arc<AtomicU64>>>,
+    }
+
+    fn name(key: &Key) -> String {
+        let labels: Vec<String> = key
+            .labels()
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect();
+        format!("{}{{{}}}", key.name(), labels.join(","))
+    }
+
+    impl Recorder for Kept {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            let mut c = self.counters.lock().expect("lock");
+            Counter::from_arc(c.entry(name(key)).or_default().clone())
+        }
+        fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+            let mut g = self.gauges.lock().expect("lock");
+            Gauge::from_arc(g.entry(name(key)).or_default().clone())
+        }
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::noop()
+        }
+    }
+
+    #[test]
+    fn metrics_get_what_happened_since_the_last_publication() {
+        let kept = Kept::default();
+        let mut a = Published::new("products");
+        let mut b = Published::new("products");
+        let at = |l1_hits, loads, l1_entries| CacheStats {
+            l1_hits,
+            loads,
+            l1_entries,
+            ..CacheStats::default()
+        };
+        metrics::with_local_recorder(&kept, || {
+            a.record(at(10, 2, 5));
+            a.record(at(15, 2, 3));
+            // A second cache of the namespace in the process adds to the same counters.
+            b.record(at(1, 1, 1));
+        });
+        let counter = |n: &str| {
+            kept.counters
+                .lock()
+                .expect("lock")
+                .get(&format!("{n}{{namespace=products}}"))
+                .map(|c| c.load(Ordering::Relaxed))
+        };
+        assert_eq!(counter("celeriac_cache_l1_hits_total"), Some(16));
+        assert_eq!(counter("celeriac_cache_loads_total"), Some(3));
+        assert_eq!(
+            counter("celeriac_cache_misses_total"),
+            None,
+            "nothing to add"
+        );
+        let entries = kept
+            .gauges
+            .lock()
+            .expect("lock")
+            .get("celeriac_cache_l1_entries{namespace=products}")
+            .map(|g| f64::from_bits(g.load(Ordering::Relaxed)));
+        assert_eq!(entries, Some(4.0), "3 in a and 1 in b");
+    }
+}
