@@ -121,6 +121,11 @@ pub(super) async fn publish<S: KvStore>(
         },
     )
     .await?;
+    // Listed already (the usual case): no lock taken.
+    let listed: Option<Vec<String>> = read_json(store, &index_key(app), now).await?;
+    if listed.is_some_and(|names| names.iter().any(|n| n == namespace)) {
+        return Ok(());
+    }
     update_list::<S, Vec<String>>(store, &index_key(app), INDEX_TTL, now, |names| {
         if names.iter().any(|n| n == namespace) {
             return false;
