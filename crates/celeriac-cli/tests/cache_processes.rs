@@ -124,9 +124,6 @@ missed = "skip"
     )
     .expect("write the schedule file");
     let schedules = schedules.to_string_lossy().into_owned();
-    // The file is created before processes open it at once (two first opens of one new
-    // file can race on switching it to WAL).
-    json(&common::celeriac(&url, &["queues", "--json"]));
     let worker = common::WorkerProc::spawn_on(
         &url,
         "warmer",
@@ -377,8 +374,5 @@ async fn an_update_in_one_process_reaches_another_on_redis() {
 #[test]
 fn an_update_in_one_process_reaches_another_on_sqlite() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let url = common::url_in(dir.path());
-    // Created before two processes open it at once (their first opens race on WAL mode).
-    assert!(common::celeriac(&url, &["queues"]).status.success());
-    an_update_reaches_the_other_process(&url);
+    an_update_reaches_the_other_process(&common::url_in(dir.path()));
 }
