@@ -353,7 +353,7 @@ async fn inspect_shows_a_workflow_and_where_its_steps_belong() {
         text.contains("chord(group(demo.resize_image, demo.resize_image, demo.resize_image), demo.album_summary)"),
         "{text}"
     );
-    let member = run.id().derive("r.1").to_string();
+    let member = run.member_id(1).to_string();
     let text = stdout(&celeriac(&url, &["inspect", &member]));
     assert!(text.contains(&format!("workflow:    {wf}")), "{text}");
     assert!(
@@ -383,4 +383,34 @@ async fn inspect_shows_a_workflow_and_where_its_steps_belong() {
         "{}",
         stderr(&out)
     );
+}
+
+/// Two processes opening one new SQLite file at the same moment all succeed (switching
+/// a new file to WAL waits for the others instead of failing with "database is locked").
+#[test]
+fn processes_opening_a_new_file_at_once_all_succeed() {
+    use std::process::Stdio;
+    for round in 0..30 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = url_in(dir.path());
+        let children: Vec<_> = (0..2)
+            .map(|_| {
+                Command::new(env!("CARGO_BIN_EXE_celeriac"))
+                    .args(["--url", &url, "queues"])
+                    .env_remove("CELERIAC_URL")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("starts")
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().expect("ends");
+            assert!(
+                out.status.success(),
+                "round {round}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
 }

@@ -56,6 +56,14 @@ pub enum Error {
         /// The loader's error.
         message: String,
     },
+    /// A write-through's writer failed: the store and the cache were left as they were.
+    #[error("writing `{key}` to the store failed: {message}")]
+    Write {
+        /// The cache key (namespace and key).
+        key: String,
+        /// The writer's error.
+        message: String,
+    },
 }
 
 impl Error {

@@ -392,6 +392,34 @@ impl TaskDef {
         }
     }
 
+    /// A task from a function (a closure may carry state, which a [`Task`] type cannot):
+    /// `f` runs each attempt with the decoded arguments.
+    pub fn from_fn<A, O, F, Fut>(name: impl Into<String>, options: TaskOptions, f: F) -> Self
+    where
+        A: DeserializeOwned + Send + 'static,
+        O: Serialize + Send + 'static,
+        F: Fn(TaskContext, A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<O, TaskError>> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        TaskDef {
+            name: name.into(),
+            options,
+            handler: Arc::new(move |ctx, payload, encoding| {
+                let f = f.clone();
+                Box::pin(async move {
+                    let args: A = encoding
+                        .decode(&payload)
+                        .map_err(|e| RunError::Decode(e.to_string()))?;
+                    let out = f(ctx, args).await.map_err(RunError::Task)?;
+                    encoding.encode(&out).map(Some).map_err(|e| {
+                        RunError::Task(TaskError::fatal(format!("result does not serialize: {e}")))
+                    })
+                })
+            }),
+        }
+    }
+
     /// The task's name.
     pub fn name(&self) -> &str {
         &self.name

@@ -481,6 +481,19 @@ impl<B: WorkflowStore> WorkflowHandle<B> {
         self.id
     }
 
+    /// The job id of member `index` (from 0) of the workflow when it is a group, a map, or a
+    /// chord (a member of its header); at 0, also the first step of a chain. Ids derive from
+    /// the workflow's, so they are known before the jobs exist.
+    pub fn member_id(&self, index: usize) -> JobId {
+        self.id.derive(&format!("r.{index}"))
+    }
+
+    /// The job id of the callback of the workflow when it is a chord whose body is one task:
+    /// it derives from the chord's join, which derives from the workflow.
+    pub fn callback_id(&self) -> JobId {
+        self.id.derive("r.j").derive("n")
+    }
+
     /// The workflow's record now.
     ///
     /// # Errors

@@ -299,9 +299,21 @@ fn open_connection(config: &SqliteConfig) -> Result<Connection> {
         ));
     }
     if config.path.is_some() {
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(fail)?;
+        // Switching a new file to WAL needs it to itself, and SQLite does not wait for that
+        // (no busy handler): when another process opens the same new file at this moment,
+        // try again within the busy timeout.
+        let started = std::time::Instant::now();
+        let mode: String = loop {
+            match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)) {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy
+                        && started.elapsed() < config.busy_timeout =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => break other.map_err(fail)?,
+            }
+        };
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(Error::backend(
                 ErrorKind::GiveUp,

@@ -140,6 +140,16 @@ impl AppBuilder {
         self
     }
 
+    /// Registers a cache warmer (see [`crate::cache::CacheWarmer`]) for its namespace in this
+    /// process, and the built-in task `celeriac.cache.warm` that runs it: warm with
+    /// `celeriac cache warm <namespace>`, or by a job (on a schedule, say) that a worker runs.
+    /// Call it after [`AppBuilder::registry`], which replaces the registered tasks.
+    pub fn cache_warmer(mut self, warmer: impl crate::cache::Warmer<Backend>) -> Self {
+        crate::register_cache_warmer(warmer);
+        self.registry.register::<crate::WarmCache>();
+        self
+    }
+
     /// Adds a periodic schedule (see [`Schedule::builder`]); `celeriac beat` fires it.
     pub fn schedule(mut self, schedule: Schedule) -> Self {
         self.schedules.push(schedule);

@@ -38,6 +38,10 @@ struct Cli {
     #[arg(long, env = "CELERIAC_LOG", global = true)]
     log: Option<String>,
 
+    /// The file the demo's `stock` write-behind cache flushes to (one JSON line per write).
+    #[arg(long, env = "CELERIAC_DEMO_STOCK_FILE", global = true, hide = true)]
+    demo_stock_file: Option<std::path::PathBuf>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -114,6 +118,11 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// The cache: statistics per namespace, and warming.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
     /// List the tasks this binary can run.
     Tasks,
     /// Run a demo on the embedded backend: a worker in this process and thousands of jobs
@@ -127,6 +136,80 @@ enum Command {
     ///
     /// Without --url it uses a fresh SQLite file with durable commits.
     Bench(BenchArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum CacheCommand {
+    /// Per namespace, the counters of every live instance summed: hits in L1 and L2, misses,
+    /// the hit ratio, stale values served, loads and their mean time, waiters, evictions and
+    /// L2 errors.
+    ///
+    /// Every cache publishes its counters every 10 s (its stats interval); an instance
+    /// counts while its last snapshot is younger than three intervals.
+    Stats {
+        /// Only this namespace (default: every namespace of the application).
+        #[arg(long, short, env = "CELERIAC_CACHE_NAMESPACE")]
+        namespace: Option<String>,
+        /// The application's name in cache keys.
+        #[arg(long, env = "CELERIAC_CACHE_APP", default_value = "celeriac")]
+        app: String,
+        /// Print JSON instead of a table.
+        #[arg(long, env = "CELERIAC_JSON")]
+        json: bool,
+    },
+    /// Load a namespace's keys ahead of use with its registered warmer, in this process,
+    /// with a progress bar; keys already fresh in the L2 are not loaded again.
+    ///
+    /// A worker runs the same warm as the job `celeriac.cache.warm` with arguments
+    /// {"namespace": "...", "keys": [...]}, e.g. from a schedule.
+    Warm {
+        /// The namespace (see the registered warmers in the error when it is unknown).
+        namespace: String,
+        /// Only these keys, comma-separated.
+        #[arg(long, value_delimiter = ',', conflicts_with = "all")]
+        keys: Vec<String>,
+        /// Every key the warmer lists.
+        #[arg(long)]
+        all: bool,
+        /// Loads at once.
+        #[arg(long, env = "CELERIAC_WARM_CONCURRENCY", default_value_t = crate::DEFAULT_WARM_CONCURRENCY)]
+        concurrency: usize,
+        /// Print JSON instead of a summary.
+        #[arg(long, env = "CELERIAC_JSON")]
+        json: bool,
+    },
+    /// FOR TESTS: writes `--writes` stock levels through the demo's write-behind cache,
+    /// printing `acked <key> <version> <value>` as each is acknowledged, then `done`, and
+    /// waits to be killed (it runs no worker: nothing is flushed here).
+    #[command(hide = true)]
+    WriteBehindDemo {
+        /// How many writes.
+        #[arg(long, default_value_t = 100)]
+        writes: u64,
+        /// Over how many keys (`sku-0`...).
+        #[arg(long, default_value_t = 10)]
+        keys: u64,
+    },
+    /// FOR TESTS: reads `--key` into this process's L1 of the namespace `probe` (loading
+    /// `--initial` when absent), waits until the invalidation channel is subscribed, prints
+    /// `ready <value>`; then, with `--set`, waits for a line on stdin, sets the new value and
+    /// prints `set <unix ms>`; without, reads the key from its cache every 5 ms until the
+    /// value changes and prints `saw <value> <unix ms>` (failing after `--within`).
+    #[command(hide = true)]
+    Probe {
+        /// The key.
+        #[arg(long, default_value = "k")]
+        key: String,
+        /// The value loaded when the key is absent.
+        #[arg(long, default_value = "v0")]
+        initial: String,
+        /// Set this value when told (on stdin).
+        #[arg(long)]
+        set: Option<String>,
+        /// How long to watch for a change.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        within: Duration,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -514,6 +597,9 @@ pub async fn run_with(registry: Option<Registry>, default_url: Option<String>) -
         _ => "warn",
     };
     init_logging(cli.log.as_deref().unwrap_or(default_log));
+    if let Some(path) = &cli.demo_stock_file {
+        demo::set_stock_file(path.clone());
+    }
     let registry = registry.unwrap_or_else(|| {
         let mut r = demo::registry();
         r.register::<bench::Noop>();
@@ -623,6 +709,7 @@ async fn dispatch(cli: Cli, registry: Registry, default_url: Option<String>) -> 
             Ok(())
         }
         Command::Dlq { command } => dlq(app(url, registry).await?, command).await,
+        Command::Cache { command } => cache(app(url, registry).await?, command).await,
         Command::Tasks => {
             for name in registry.names() {
                 if let Some(def) = registry.get(name) {
@@ -1060,6 +1147,223 @@ async fn queues(app: App, json: bool) -> CliResult {
             q.count(S::Dead),
             q.count(S::Succeeded),
             q.count(S::Failed),
+        );
+    }
+    Ok(())
+}
+
+async fn cache(app: App, command: CacheCommand) -> CliResult {
+    match command {
+        CacheCommand::Stats {
+            namespace,
+            app: name,
+            json,
+        } => cache_stats(&app, &name, namespace, json).await,
+        CacheCommand::Probe {
+            key,
+            initial,
+            set,
+            within,
+        } => probe(&app, &key, initial, set, within).await,
+        CacheCommand::WriteBehindDemo { writes, keys } => {
+            use std::io::Write;
+            let cache = demo::stock_cache().build(app.backend().clone()).await?;
+            let wb = crate::cache::WriteBehind::new(cache);
+            let mut out = std::io::stdout().lock();
+            for i in 0..writes {
+                let key = format!("sku-{}", i % keys.max(1));
+                let version = wb.write(key.as_str(), i).await?;
+                writeln!(out, "acked {key} {version} {i}")?;
+                out.flush()?;
+            }
+            writeln!(out, "done")?;
+            out.flush()?;
+            drop(out);
+            std::future::pending::<()>().await;
+            Ok(())
+        }
+        CacheCommand::Warm {
+            namespace,
+            keys,
+            all,
+            concurrency,
+            json,
+        } => {
+            if keys.is_empty() && !all {
+                return Err(CliError(format!(
+                    "cache warm {namespace}: give --keys a,b,c or --all"
+                )));
+            }
+            if concurrency == 0 {
+                return Err(CliError("--concurrency must be at least 1".into()));
+            }
+            let warmer = crate::cache_warmer(&namespace).ok_or_else(|| {
+                CliError(format!(
+                    "no cache warmer for namespace `{namespace}` (this program registers: {})",
+                    crate::cache_warmer_namespaces().join(", ")
+                ))
+            })?;
+            let bar = progress_bar(0, "warming");
+            let shown = bar.clone();
+            let progress: crate::cache::WarmProgress = std::sync::Arc::new(move |done, total| {
+                shown.set_length(total as u64);
+                shown.set_position(done as u64);
+            });
+            let started = std::time::Instant::now();
+            let keys = (!all).then_some(keys);
+            let report = warmer
+                .warm(app.backend().clone(), keys, concurrency, progress)
+                .await?;
+            bar.finish_and_clear();
+            let seconds = started.elapsed().as_secs_f64();
+            if json {
+                let mut v = serde_json::to_value(&report)?;
+                v["namespace"] = namespace.clone().into();
+                v["seconds"] = seconds.into();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!(
+                    "warmed {namespace}: {} keys in the cache ({} loaded, the rest were fresh), \
+                     {} failed, in {seconds:.2} s",
+                    report.ok, report.loaded, report.failed
+                );
+                if let Some(e) = &report.first_error {
+                    println!("first failure: {e}");
+                }
+            }
+            if report.failed > 0 {
+                return Err(CliError(format!(
+                    "{} of {} keys of `{namespace}` did not warm",
+                    report.failed,
+                    report.ok + report.failed
+                )));
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn probe(
+    app: &App,
+    key: &str,
+    initial: String,
+    set: Option<String>,
+    within: Duration,
+) -> CliResult {
+    use std::io::{BufRead, Write};
+    let cache: crate::cache::Cache<str, String, crate::Backend> =
+        crate::cache::Cache::<str, String, ()>::builder("probe")
+            .ttl(Duration::from_secs(3600))
+            .early_refresh(0.0)
+            .build(app.backend().clone())
+            .await?;
+    let seen = cache.get_with(key, move || async move { initial }).await?;
+    let deadline = std::time::Instant::now() + within;
+    while !cache.listening() {
+        if std::time::Instant::now() > deadline {
+            return Err(CliError(
+                "the invalidation channel was not subscribed in time".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let unix_ms = || crate::Clock::now_ms(&crate::SystemClock);
+    let say = |line: String| -> CliResult {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{line}")?;
+        out.flush()?;
+        Ok(())
+    };
+    say(format!("ready {seen}"))?;
+    if let Some(new) = set {
+        let mut go = String::new();
+        tokio::task::spawn_blocking(move || std::io::stdin().lock().read_line(&mut go))
+            .await
+            .map_err(|e| CliError(e.to_string()))??;
+        cache.set(key, new).await?;
+        return say(format!("set {}", unix_ms()));
+    }
+    loop {
+        let now = cache.get(key).await?;
+        if now.as_deref() != Some(seen.as_str()) {
+            let shown = now.unwrap_or_else(|| "(none)".into());
+            return say(format!("saw {shown} {}", unix_ms()));
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(CliError(format!(
+                "`{key}` still reads `{seen}` after {within:?}: no update arrived"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn cache_stats(app: &App, name: &str, namespace: Option<String>, json: bool) -> CliResult {
+    use crate::cache::stats;
+    let store = app.backend();
+    let now = crate::Clock::now_ms(&crate::SystemClock);
+    let names = match namespace {
+        Some(ns) => vec![ns],
+        None => stats::namespaces(&**store, name, now).await?,
+    };
+    let mut all = Vec::with_capacity(names.len());
+    for ns in &names {
+        all.push(stats::read_stats(&**store, name, ns, now).await?);
+    }
+    if json {
+        let rows: Vec<serde_json::Value> = all
+            .iter()
+            .map(|n| {
+                let mut v = serde_json::to_value(n).unwrap_or_default();
+                v["hit_ratio"] = n.hit_ratio().into();
+                v["mean_load_ms"] = n.mean_load_ms().into();
+                v
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    if all.is_empty() {
+        println!("no cache of application `{name}` has published statistics yet");
+        return Ok(());
+    }
+    println!(
+        "{:<20} {:>5} {:>10} {:>10} {:>9} {:>6} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7}",
+        "NAMESPACE",
+        "INST",
+        "L1 HITS",
+        "L2 HITS",
+        "MISSES",
+        "HIT %",
+        "STALE",
+        "LOADS",
+        "LOAD MS",
+        "WAITERS",
+        "EVICTIONS",
+        "L2 ERR"
+    );
+    for n in &all {
+        let s = &n.stats;
+        let ratio = n
+            .hit_ratio()
+            .map_or_else(|| "-".to_string(), |r| format!("{:.1}", r * 100.0));
+        let load = n
+            .mean_load_ms()
+            .map_or_else(|| "-".to_string(), |m| format!("{m:.1}"));
+        println!(
+            "{:<20} {:>5} {:>10} {:>10} {:>9} {:>6} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7}",
+            n.namespace,
+            n.instances,
+            s.l1_hits,
+            s.l2_hits,
+            s.misses,
+            ratio,
+            s.stale_served,
+            s.loads,
+            load,
+            s.waiters,
+            s.evictions,
+            s.l2_errors
         );
     }
     Ok(())

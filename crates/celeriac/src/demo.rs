@@ -178,14 +178,110 @@ impl Task for PingPartner {
     }
 }
 
-/// The demo's tasks.
+/// A product of the demo's catalogue, as its cache holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Product {
+    /// Its key (`p1`...).
+    pub sku: String,
+    /// Its name.
+    pub name: String,
+    /// Its price in cents.
+    pub price_cents: u64,
+}
+
+/// How many products the demo catalogue has (`p1` to `p200`).
+pub const PRODUCTS: usize = 200;
+
+/// The demo's product cache (namespace `products`, fresh for an hour).
+pub fn products_cache() -> crate::cache::CacheBuilder<str, Product> {
+    crate::cache::Cache::<str, Product, ()>::builder("products").ttl(Duration::from_secs(3600))
+}
+
+/// Loads a product from the (simulated) database: 1–5 ms; an unknown SKU fails.
+pub async fn load_product(sku: String) -> Result<Product, String> {
+    let n: u64 = sku
+        .strip_prefix('p')
+        .and_then(|n| n.parse().ok())
+        .filter(|n| (1..=PRODUCTS as u64).contains(n))
+        .ok_or_else(|| format!("no product `{sku}` in the catalogue"))?;
+    let latency = rand::rng().random_range(1..5);
+    tokio::time::sleep(Duration::from_millis(latency)).await;
+    Ok(Product {
+        sku,
+        name: format!("Product {n}"),
+        price_cents: 100 + n * 7,
+    })
+}
+
+/// The warmer of [`products_cache`]: every SKU of the catalogue, loaded by [`load_product`].
+pub fn products_warmer() -> impl crate::cache::Warmer<crate::Backend> {
+    crate::cache::CacheWarmer::new(
+        products_cache(),
+        || async { Ok::<_, String>((1..=PRODUCTS).map(|n| format!("p{n}")).collect()) },
+        load_product,
+    )
+}
+
+/// The demo's stock levels cache (namespace `stock`), written behind to [`stock_file`].
+pub fn stock_cache() -> crate::cache::CacheBuilder<str, u64> {
+    crate::cache::Cache::<str, u64, ()>::builder("stock").ttl(Duration::from_secs(3600))
+}
+
+static STOCK_FILE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// Sets the file the demo's stock writes are flushed to (once per process; the command line
+/// sets it from `CELERIAC_DEMO_STOCK_FILE`); returns false if it was set already.
+pub fn set_stock_file(path: std::path::PathBuf) -> bool {
+    STOCK_FILE.set(path).is_ok()
+}
+
+/// The demo's "database" of stock levels: one JSON line per flushed write
+/// ([`crate::cache::PendingWrite`]), `celeriac-demo-stock.jsonl` unless set.
+pub fn stock_file() -> &'static std::path::Path {
+    STOCK_FILE.get_or_init(|| "celeriac-demo-stock.jsonl".into())
+}
+
+/// Appends a batch of stock writes to [`stock_file`], one line each, in one write.
+async fn write_stock(writes: Vec<crate::cache::PendingWrite<u64>>) -> Result<(), String> {
+    let mut text = String::new();
+    for w in &writes {
+        let line = serde_json::to_string(w).map_err(|e| e.to_string())?;
+        text.push_str(&line);
+        text.push('\n');
+    }
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let path = stock_file();
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        f.write_all(text.as_bytes())
+            .and_then(|()| f.sync_data())
+            .map_err(|e| format!("{}: {e}", path.display()))
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// The demo's tasks, the built-in cache warming task and the flush task of the `stock`
+/// write-behind cache; registers the warmer of the `products` cache in this process too
+/// ([`products_warmer`]).
 pub fn registry() -> Registry {
+    crate::register_cache_warmer(products_warmer());
     let mut r = Registry::new();
+    r.insert(crate::cache::write_behind_task(
+        "stock",
+        crate::cache::write::write_behind_options(),
+        write_stock,
+    ));
     r.register::<SendEmail>()
         .register::<ResizeImage>()
         .register::<AlbumSummary>()
         .register::<SyncInventory>()
-        .register::<PingPartner>();
+        .register::<PingPartner>()
+        .register::<crate::WarmCache>();
     r
 }
 
@@ -316,8 +412,7 @@ pub async fn run(
     let seconds = started.elapsed().as_secs_f64();
     shutdown.graceful();
     let _ = handle.await;
-    // The summary's id derives from the chord's join, which derives from the workflow.
-    let summary_job = album.id().derive("r.j").derive("n");
+    let summary_job = album.callback_id();
     let runs = crate::ResultStore::get(app.backend().as_ref(), summary_job)
         .await?
         .map_or(0, |info| info.job.attempts);

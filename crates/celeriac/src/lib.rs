@@ -36,6 +36,7 @@ mod app;
 pub mod bench;
 #[cfg(feature = "cli")]
 pub mod bench_cache;
+mod cache_warm;
 mod cached;
 #[cfg(feature = "cli")]
 pub mod cli;
@@ -43,6 +44,10 @@ pub mod cli;
 pub mod demo;
 
 pub use app::{App, AppBuilder, Backend, DEFAULT_URL};
+pub use cache_warm::{
+    cache_warmer, cache_warmer_namespaces, register_cache_warmer, WarmArgs, WarmCache,
+    DEFAULT_WARM_CONCURRENCY,
+};
 pub use cached::{cache_store, install_cache_store};
 pub use celeriac_core::cache;
 pub use celeriac_core::{

@@ -309,8 +309,8 @@ pub async fn chord_callback_runs_once_across_processes(url: &str) {
         .start(&app)
         .await
         .expect("the chord starts");
-    let member_id = |i: usize| handle.id().derive(&format!("r.{i}"));
-    let callback_id = handle.id().derive("r.j").derive("n");
+    let member_id = |i: usize| handle.member_id(i);
+    let callback_id = handle.callback_id();
 
     // Long enough that reading what the victim held ends before its leases run out.
     let lease = ["--lease", "5s", "--heartbeat", "1s"];

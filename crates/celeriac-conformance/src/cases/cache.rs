@@ -454,3 +454,242 @@ pub async fn cache_warms_keys_ahead_of_use<B: KvStore>(backend: Arc<B>) {
         "only the failed key loads again"
     );
 }
+
+/// Each instance publishes its counters to the L2; reading them sums the live instances,
+/// lists the namespace in the application's index, and drops an instance whose snapshot
+/// expired.
+pub async fn cache_stats_are_published_and_summed<B: KvStore>(backend: Arc<B>) {
+    use celeriac_core::cache::stats;
+    let clock = ManualClock::new(T0);
+    let quiet = |b: celeriac_core::cache::CacheBuilder<str, String>| b.stats_interval(None);
+    let a = products(&backend, "counted", &clock, quiet).await;
+    let b = products(&backend, "counted", &clock, quiet).await;
+    let calls = Arc::new(AtomicU64::new(0));
+    for key in ["k1", "k2", "k3"] {
+        a.get_with(key, counting(&calls, "v"))
+            .await
+            .expect("a loads");
+    }
+    a.get_with("k1", counting(&calls, "v"))
+        .await
+        .expect("a hits L1");
+    b.get_with("k1", counting(&calls, "v"))
+        .await
+        .expect("b hits L2");
+    assert_eq!(b.get("nothing").await.expect("b misses"), None);
+    let now = clock.now_ms();
+    let empty = stats::read_stats(&*backend, "celeriac", "counted", now)
+        .await
+        .expect("read");
+    assert_eq!(empty.instances, 0, "nothing published yet: {empty:?}");
+
+    a.publish_stats().await.expect("a publishes");
+    b.publish_stats().await.expect("b publishes");
+    assert_ne!(a.instance(), b.instance());
+    let sum = stats::read_stats(&*backend, "celeriac", "counted", now)
+        .await
+        .expect("read");
+    assert_eq!(sum.namespace, "counted");
+    assert_eq!(sum.instances, 2, "{sum:?}");
+    let s = sum.stats;
+    assert_eq!(
+        (s.loads, s.l1_hits, s.l2_hits, s.misses),
+        (3, 1, 1, 4),
+        "three loads and one L1 hit in a, one L2 hit and a miss in b: {s:?}"
+    );
+    assert_eq!(s.l1_entries, 4, "three in a, one in b: {s:?}");
+    assert_eq!(sum.hit_ratio(), Some(2.0 / 6.0));
+    let names = stats::namespaces(&*backend, "celeriac", now)
+        .await
+        .expect("index");
+    assert!(names.contains(&"counted".to_string()), "{names:?}");
+    assert!(stats::namespaces(&*backend, "another-app", now)
+        .await
+        .expect("index")
+        .is_empty());
+
+    // Publishing again replaces the snapshot rather than adding to it.
+    a.get_with("k2", counting(&calls, "v"))
+        .await
+        .expect("a hits");
+    a.publish_stats().await.expect("a publishes again");
+    let again = stats::read_stats(&*backend, "celeriac", "counted", now)
+        .await
+        .expect("read");
+    assert_eq!((again.instances, again.stats.l1_hits), (2, 2), "{again:?}");
+
+    // An instance that stops publishing drops out after its snapshot's lifetime.
+    clock.advance(
+        celeriac_core::cache::DEFAULT_STATS_INTERVAL * stats::SNAPSHOT_LIFETIMES
+            - Duration::from_secs(1),
+    );
+    b.publish_stats().await.expect("b publishes later");
+    clock.advance(Duration::from_secs(2));
+    let later = stats::read_stats(&*backend, "celeriac", "counted", clock.now_ms())
+        .await
+        .expect("read");
+    assert_eq!(later.instances, 1, "only b is live: {later:?}");
+    assert_eq!(later.stats.l2_hits, 1, "{later:?}");
+}
+
+/// Write-behind: each write is acknowledged once its flush job is stored, and updates the
+/// cache at once. The writing instance then goes away without flushing; a worker elsewhere
+/// runs the flush task, whose store writer fails once (the batch is retried with backoff)
+/// and then receives every acknowledged write with increasing versions per key, a
+/// `write_many` as one batch.
+pub async fn cache_write_behind_flushes_every_acknowledged_write<B>(backend: Arc<B>)
+where
+    B: KvStore + celeriac_core::Broker + celeriac_core::ResultStore + celeriac_core::WorkflowStore,
+{
+    use crate::support::RunningWorker;
+    use celeriac_core::cache::{write, PendingWrite, WriteBehind};
+    use celeriac_core::{JobState, Registry};
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+    const QUEUE: &str = "write-behind";
+    let clock = ManualClock::new(T0);
+    {
+        let cache = products(&backend, "stock", &clock, |b| b).await;
+        let wb = WriteBehind::new(cache.clone()).queue(QUEUE);
+        assert_eq!(wb.write("sku-1", "10".into()).await.expect("ack"), 1);
+        assert_eq!(wb.write("sku-1", "9".into()).await.expect("ack"), 2);
+        let many = wb
+            .write_many([("sku-2", "5".to_string()), ("sku-3", "7".to_string())])
+            .await
+            .expect("ack");
+        assert_eq!(many, vec![1, 1], "versions count per key");
+        assert_eq!(cache.get("sku-1").await.expect("read"), Some("9".into()));
+        let other = products(&backend, "stock", &clock, |b| b).await;
+        assert_eq!(
+            other.get("sku-3").await.expect("read"),
+            Some("7".into()),
+            "the L2 has the written value"
+        );
+        assert_eq!(
+            in_queue(&*backend, QUEUE, JobState::Pending).await,
+            3,
+            "one stored flush job per write call"
+        );
+    }
+
+    let db: Arc<Mutex<BTreeMap<String, (u64, String)>>> = Arc::default();
+    let batches: Arc<Mutex<Vec<usize>>> = Arc::default();
+    let fail_first = Arc::new(AtomicU64::new(1));
+    let task = {
+        let (db, batches, fail_first) = (db.clone(), batches.clone(), fail_first.clone());
+        celeriac_core::cache::write_behind_task(
+            "stock",
+            celeriac_core::TaskOptions {
+                queue: QUEUE.into(),
+                ..write::write_behind_options()
+            },
+            move |writes: Vec<PendingWrite<String>>| {
+                let (db, batches, fail_first) = (db.clone(), batches.clone(), fail_first.clone());
+                async move {
+                    if fail_first
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok()
+                    {
+                        return Err("the database is down".to_string());
+                    }
+                    batches.lock().expect("lock").push(writes.len());
+                    let mut db = db.lock().expect("lock");
+                    for w in writes {
+                        // Only a newer version replaces a stored value.
+                        let row = db.entry(w.key).or_insert((0, String::new()));
+                        if w.version > row.0 {
+                            *row = (w.version, w.value);
+                        }
+                    }
+                    Ok(())
+                }
+            },
+        )
+    };
+    let mut registry = Registry::new();
+    registry.insert(task);
+    let worker = RunningWorker::start(backend.clone(), registry, QUEUE, &clock);
+    eventually("the failed batch to be scheduled for a retry", || {
+        let (backend, fail_first) = (backend.clone(), fail_first.clone());
+        async move {
+            in_queue(&*backend, QUEUE, JobState::Succeeded).await == 2
+                && fail_first.load(Ordering::SeqCst) == 0
+        }
+    })
+    .await;
+    clock.advance(Duration::from_secs(61));
+    eventually("every flush job to succeed", || {
+        let backend = backend.clone();
+        async move { in_queue(&*backend, QUEUE, JobState::Succeeded).await == 3 }
+    })
+    .await;
+    worker.stop().await;
+    let db = db.lock().expect("lock").clone();
+    let want: BTreeMap<String, (u64, String)> = [
+        ("sku-1", (2, "9")),
+        ("sku-2", (1, "5")),
+        ("sku-3", (1, "7")),
+    ]
+    .into_iter()
+    .map(|(k, (v, s))| (k.to_string(), (v, s.to_string())))
+    .collect();
+    assert_eq!(db, want, "every acknowledged write reached the store");
+    let mut sizes = batches.lock().expect("lock").clone();
+    sizes.sort_unstable();
+    assert_eq!(sizes, vec![1, 1, 2], "write_many is one batch");
+}
+
+/// How many jobs of `queue` are in `state`.
+async fn in_queue<B: celeriac_core::Broker>(
+    backend: &B,
+    queue: &str,
+    state: celeriac_core::JobState,
+) -> u64 {
+    let stats = backend.stats().await.expect("stats");
+    stats
+        .iter()
+        .filter(|q| q.queue == queue)
+        .map(|q| q.count(state))
+        .sum()
+}
+
+/// Write-through: the store's writer runs first; when it fails the cache is untouched and
+/// the error names the key; when it succeeds every instance reads the new value.
+pub async fn cache_write_through_writes_the_store_first<B: KvStore>(backend: Arc<B>) {
+    use std::sync::Mutex;
+    let clock = ManualClock::new(T0);
+    let a = products(&backend, "through", &clock, |b| b).await;
+    let b = products(&backend, "through", &clock, |b| b).await;
+    a.set("k", "old".into()).await.expect("set");
+    assert_eq!(
+        b.get("k").await.expect("read"),
+        Some("old".into()),
+        "b holds a copy"
+    );
+    let store: Arc<Mutex<Vec<String>>> = Arc::default();
+    let err = a
+        .write_through("k", "new".into(), |_v: String| async {
+            Err::<(), _>("constraint violated")
+        })
+        .await
+        .expect_err("the writer failed");
+    assert!(
+        err.to_string().contains("celeriac:through:k") && err.to_string().contains("constraint"),
+        "{err}"
+    );
+    assert_eq!(a.get("k").await.expect("read"), Some("old".into()));
+    let s = store.clone();
+    a.write_through("k", "new".into(), move |v: String| async move {
+        s.lock().expect("lock").push(v);
+        Ok::<(), String>(())
+    })
+    .await
+    .expect("written");
+    assert_eq!(*store.lock().expect("lock"), vec!["new".to_string()]);
+    assert_eq!(a.get("k").await.expect("read"), Some("new".into()));
+    eventually("the other instance to drop its copy", || {
+        let b = b.clone();
+        async move { b.get("k").await.ok().flatten().as_deref() == Some("new") }
+    })
+    .await;
+}

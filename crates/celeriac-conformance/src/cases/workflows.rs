@@ -202,7 +202,7 @@ where
     // Deliver two members again, as a worker that lost its lease would: the join counts
     // them once and the callback's id is the one already enqueued.
     for i in [0, 19] {
-        let member = info(&*h.backend, handle.id().derive(&format!("r.{i}"))).await;
+        let member = info(&*h.backend, handle.member_id(i)).await;
         assert_eq!(member.state, JobState::Succeeded);
         let out = member
             .result_as::<Value>()

@@ -49,10 +49,24 @@
 //!
 //! **Bad data**: a stored value that no longer deserializes (an old schema) is a miss: it is
 //! counted and reloaded, never an error to the caller.
+//!
+//! **Statistics**: [`Cache::stats`] in process; every 10 s each cache publishes them to the
+//! `metrics` recorder and to the L2, where `celeriac cache stats` sums the live instances
+//! ([`stats`]).
+//!
+//! **Warming**: [`Cache::warm`], and [`Warmer`]s that `celeriac cache warm` and the
+//! `celeriac.cache.warm` job run. **Writing**: [`Cache::write_through`] and [`WriteBehind`]
+//! ([`mod@write`]).
 
 mod envelope;
+pub mod stats;
+mod warm;
+pub mod write;
 
 pub use envelope::{Envelope, Format, Meta};
+pub use stats::{NamespaceStats, DEFAULT_STATS_INTERVAL};
+pub use warm::{CacheWarmer, WarmProgress, Warmer};
+pub use write::{write_behind_task, PendingWrite, WriteBehind};
 
 use crate::backend::{KvEntry, KvEvent, KvStore};
 use crate::clock::{duration_ms, Clock, SystemClock, UnixMs};
@@ -73,13 +87,23 @@ use tracing::{debug, info, warn};
 pub const MAX_KEY_PART: usize = 200;
 
 /// How a cache is built: see [`Cache::builder`].
-#[derive(Clone)]
 pub struct CacheBuilder<K: ?Sized, V> {
     cfg: Config,
     clock: Arc<dyn Clock>,
     /// Whether `clock` came from [`CacheBuilder::clock`] (else L1 hits read the coarse clock).
     custom_clock: bool,
     _types: PhantomData<fn(&K) -> V>,
+}
+
+impl<K: ?Sized, V> Clone for CacheBuilder<K, V> {
+    fn clone(&self) -> Self {
+        Self {
+            cfg: self.cfg.clone(),
+            clock: self.clock.clone(),
+            custom_clock: self.custom_clock,
+            _types: PhantomData,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -103,6 +127,7 @@ struct Config {
     l2_timeout: Duration,
     lock_ttl: Duration,
     lock_wait: Duration,
+    stats_interval: Option<Duration>,
 }
 
 impl<K: ?Sized + Display, V> CacheBuilder<K, V>
@@ -196,6 +221,13 @@ where
         self.cfg.lock_wait = wait;
         self
     }
+    /// How often the counters are published to the `metrics` recorder and to the L2 for
+    /// `celeriac cache stats` (default [`DEFAULT_STATS_INTERVAL`], 10 s; `None`: only on
+    /// [`Cache::publish_stats`]). See [`stats`].
+    pub fn stats_interval(mut self, every: Option<Duration>) -> Self {
+        self.cfg.stats_interval = every;
+        self
+    }
     /// Reads time from `clock` (tests).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -251,6 +283,12 @@ where
                 "beta must be a finite number, 0 or more",
             ));
         }
+        if c.stats_interval.is_some_and(|d| d.is_zero()) {
+            return Err(Error::config(
+                format!("cache `{}` stats_interval", c.namespace),
+                "must be longer than zero (or None for no periodic publication)",
+            ));
+        }
         if c.l2_timeout.is_zero() || c.lock_ttl.is_zero() {
             return Err(Error::config(
                 format!("cache `{}` l2_timeout / load_lock", c.namespace),
@@ -281,6 +319,8 @@ where
             .build();
         let inner = Arc::new(Inner {
             prefix: format!("{}:{}", cfg.app, cfg.namespace),
+            instance: format!("{}.{}", std::process::id(), uuid::Uuid::now_v7().simple()),
+            published: tokio::sync::Mutex::new(stats::Published::new(&cfg.namespace)),
             cfg,
             store,
             clock: self.clock,
@@ -298,6 +338,9 @@ where
         inner.version.store(inner.cfg.schema, Ordering::Relaxed);
         inner.refresh_version().await;
         tokio::spawn(listen(Arc::downgrade(&inner)));
+        if let Some(every) = inner.cfg.stats_interval {
+            tokio::spawn(publish_every(Arc::downgrade(&inner), every));
+        }
         Ok(Cache {
             inner,
             _types: PhantomData,
@@ -346,6 +389,9 @@ struct Inner<V, S> {
     breaker: Breaker,
     stats: Arc<Counters>,
     listening: AtomicBool,
+    /// This instance's name in the published statistics.
+    instance: String,
+    published: tokio::sync::Mutex<stats::Published>,
 }
 
 /// Per-namespace counters: [`Cache::stats`].
@@ -366,6 +412,7 @@ struct Counters {
 
 /// A namespace's counters since the cache was built.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct CacheStats {
     /// Reads answered from L1.
     pub l1_hits: u64,
@@ -443,6 +490,7 @@ where
                 l2_timeout: Duration::from_millis(500),
                 lock_ttl: Duration::from_secs(10),
                 lock_wait: Duration::from_secs(2),
+                stats_interval: Some(DEFAULT_STATS_INTERVAL),
             },
             clock: Arc::new(SystemClock),
             custom_clock: false,
@@ -711,25 +759,25 @@ where
         self.inner.full_key(&key_part(key))
     }
 
-    /// The namespace's counters.
+    /// The namespace's counters in this instance.
     pub fn stats(&self) -> CacheStats {
-        let c = &self.inner.stats;
-        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        self.inner.l1.run_pending_tasks();
-        CacheStats {
-            l1_hits: l(&c.l1_hits),
-            l2_hits: l(&c.l2_hits),
-            misses: l(&c.misses),
-            stale_served: l(&c.stale_served),
-            loads: l(&c.loads),
-            load_errors: l(&c.load_errors),
-            load_ms: l(&c.load_ms),
-            waiters: l(&c.waiters),
-            evictions: l(&c.evictions),
-            decode_errors: l(&c.decode_errors),
-            l2_errors: l(&c.l2_errors),
-            l1_entries: self.inner.l1.entry_count(),
-        }
+        self.inner.stats()
+    }
+
+    /// Publishes the counters now (as the cache does every
+    /// [`CacheBuilder::stats_interval`]): adds what happened since the last publication to
+    /// the `metrics` counters, and writes this instance's snapshot to the L2, where
+    /// [`stats::read_stats`] and `celeriac cache stats` sum it with the other live instances'.
+    ///
+    /// # Errors
+    /// The store's, when the snapshot cannot be written.
+    pub async fn publish_stats(&self) -> Result<()> {
+        self.inner.publish_stats().await
+    }
+
+    /// This instance's name in the published statistics (`<pid>.<uuid>`).
+    pub fn instance(&self) -> &str {
+        &self.inner.instance
     }
 
     /// Whether the L2 is in use now (false while its circuit breaker is open).
@@ -791,6 +839,51 @@ where
             crate::clock::coarse_now_ms()
         } else {
             self.clock.now_ms()
+        }
+    }
+
+    fn stats(&self) -> CacheStats {
+        let c = &self.stats;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        self.l1.run_pending_tasks();
+        CacheStats {
+            l1_hits: l(&c.l1_hits),
+            l2_hits: l(&c.l2_hits),
+            misses: l(&c.misses),
+            stale_served: l(&c.stale_served),
+            loads: l(&c.loads),
+            load_errors: l(&c.load_errors),
+            load_ms: l(&c.load_ms),
+            waiters: l(&c.waiters),
+            evictions: l(&c.evictions),
+            decode_errors: l(&c.decode_errors),
+            l2_errors: l(&c.l2_errors),
+            l1_entries: self.l1.entry_count(),
+        }
+    }
+
+    async fn publish_stats(&self) -> Result<()> {
+        // One publication at a time, so the metrics deltas are counted once.
+        let mut published = self.published.lock().await;
+        let now = self.stats();
+        published.record(now);
+        let every = self.cfg.stats_interval.unwrap_or(DEFAULT_STATS_INTERVAL);
+        let write = stats::publish(
+            &*self.store,
+            &self.cfg.app,
+            &self.cfg.namespace,
+            &self.instance,
+            now,
+            every,
+            self.now(),
+        );
+        // Not through the breaker: publishing must not count as cache traffic.
+        match tokio::time::timeout(self.cfg.l2_timeout * 4, write).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::backend(
+                crate::ErrorKind::Retry,
+                "the cache's statistics were not written in time",
+            )),
         }
     }
 
@@ -1112,7 +1205,10 @@ where
         let started = Instant::now();
         self.stats.loads.fetch_add(1, Ordering::Relaxed);
         let loaded = loader().await;
-        let load_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
+        let took = started.elapsed();
+        metrics::histogram!("celeriac_cache_load_seconds", "namespace" => self.cfg.namespace.clone())
+            .record(took.as_secs_f64());
+        let load_ms = u32::try_from(took.as_millis()).unwrap_or(u32::MAX);
         self.stats
             .load_ms
             .fetch_add(u64::from(load_ms), Ordering::Relaxed);
@@ -1337,6 +1433,23 @@ where
                     inner.refresh_version().await;
                 }
             }
+        }
+    }
+}
+
+/// Publishes the counters every `every` while the cache lives.
+async fn publish_every<V, S>(cache: Weak<Inner<V, S>>, every: Duration)
+where
+    V: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
+    S: KvStore,
+{
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = cache.upgrade() else { return };
+        if let Err(e) = inner.publish_stats().await {
+            debug!(namespace = %inner.cfg.namespace, error = %e, "cache statistics not published");
         }
     }
 }

@@ -1,0 +1,407 @@
+//! Publishing a namespace's counters: to the [`metrics`] facade, and as a snapshot in the L2
+//! that `celeriac cache stats` sums over the live instances.
+//!
+//! Every cache publishes every [`DEFAULT_STATS_INTERVAL`] (see
+//! [`CacheBuilder::stats_interval`](super::CacheBuilder::stats_interval)), and on
+//! [`Cache::publish_stats`](super::Cache::publish_stats):
+//!
+//! - **metrics**: counters `celeriac_cache_{l1_hits,l2_hits,misses,stale_served,loads,
+//!   load_errors,waiters,evictions,decode_errors,l2_errors}_total`, the gauge
+//!   `celeriac_cache_l1_entries`, all labelled `namespace`; the histogram
+//!   `celeriac_cache_load_seconds` is recorded at each load. Counters are incremented by what
+//!   happened since the last publication, so several caches of one namespace in a process add
+//!   up.
+//! - **L2 snapshot**: the instance's counters under `<app>:<namespace>:stats:<instance>`,
+//!   kept for [`SNAPSHOT_LIFETIMES`] intervals, so an instance that stops drops out after
+//!   that; the live instances listed under `<app>:<namespace>:stats`; and the namespaces of
+//!   an application under `<app>:caches`, so the command line lists them without a scan.
+//!   Both lists are updated under a short lease lock (`<list key>:lock`); a list write
+//!   that loses the race is made at the next publication.
+
+use super::CacheStats;
+use crate::backend::{KvEntry, KvStore};
+use crate::clock::{duration_ms, UnixMs};
+use crate::error::Result;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// How often a cache publishes its counters unless told otherwise.
+pub const DEFAULT_STATS_INTERVAL: Duration = Duration::from_secs(10);
+
+/// A snapshot is kept this many publication intervals.
+pub const SNAPSHOT_LIFETIMES: u32 = 3;
+
+/// How long the namespace index of an application is kept after its last change; every
+/// cache adds its namespace again when it is missing.
+const INDEX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The counters of one namespace summed over its live instances: [`read_stats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespaceStats {
+    /// The namespace.
+    pub namespace: String,
+    /// Instances whose snapshot is live.
+    pub instances: u32,
+    /// Their counters, summed.
+    pub stats: CacheStats,
+}
+
+impl NamespaceStats {
+    /// Reads answered by L1 or L2 out of all reads (hits and misses), or `None` before any.
+    pub fn hit_ratio(&self) -> Option<f64> {
+        let s = &self.stats;
+        let hits = s.l1_hits + s.l2_hits;
+        let all = hits + s.misses;
+        (all > 0).then(|| hits as f64 / all as f64)
+    }
+
+    /// The mean load time in milliseconds, or `None` before any load.
+    pub fn mean_load_ms(&self) -> Option<f64> {
+        let s = &self.stats;
+        (s.loads > 0).then(|| s.load_ms as f64 / s.loads as f64)
+    }
+}
+
+/// One instance's published counters.
+#[derive(Debug, Serialize, Deserialize)]
+struct Snapshot {
+    at: UnixMs,
+    stats: CacheStats,
+}
+
+/// The key of one instance's snapshot.
+pub fn snapshot_key(app: &str, namespace: &str, instance: &str) -> String {
+    format!("{app}:{namespace}:stats:{instance}")
+}
+
+/// The key of a namespace's list of live instances.
+pub fn instances_key(app: &str, namespace: &str) -> String {
+    format!("{app}:{namespace}:stats")
+}
+
+/// The key of an application's namespace index.
+pub fn index_key(app: &str) -> String {
+    format!("{app}:caches")
+}
+
+/// Writes `instance`'s snapshot and makes sure the instance and the namespace are listed.
+pub(super) async fn publish<S: KvStore>(
+    store: &S,
+    app: &str,
+    namespace: &str,
+    instance: &str,
+    stats: CacheStats,
+    interval: Duration,
+    now: UnixMs,
+) -> Result<()> {
+    let keep = interval * SNAPSHOT_LIFETIMES;
+    let snapshot = serde_json::to_vec(&Snapshot { at: now, stats })
+        .map_err(|e| crate::Error::Codec(e.to_string()))?;
+    store
+        .kv_set(
+            vec![KvEntry {
+                key: snapshot_key(app, namespace, instance),
+                value: snapshot,
+                ttl: keep,
+            }],
+            now,
+        )
+        .await?;
+    let expires = now + duration_ms(keep);
+    update_list::<S, BTreeMap<String, UnixMs>>(
+        store,
+        &instances_key(app, namespace),
+        keep,
+        now,
+        |live| {
+            live.retain(|_, until| *until > now);
+            live.insert(instance.to_string(), expires);
+            true
+        },
+    )
+    .await?;
+    // Listed already (the usual case): no lock taken.
+    let listed: Option<Vec<String>> = read_json(store, &index_key(app), now).await?;
+    if listed.is_some_and(|names| names.iter().any(|n| n == namespace)) {
+        return Ok(());
+    }
+    update_list::<S, Vec<String>>(store, &index_key(app), INDEX_TTL, now, |names| {
+        if names.iter().any(|n| n == namespace) {
+            return false;
+        }
+        names.push(namespace.to_string());
+        names.sort_unstable();
+        true
+    })
+    .await
+}
+
+/// Read-modify-write of a JSON value under a short lock; `change` says whether it changed
+/// anything. Skipped (to be made at the next publication) when the lock is busy.
+async fn update_list<S, T>(
+    store: &S,
+    key: &str,
+    ttl: Duration,
+    now: UnixMs,
+    change: impl FnOnce(&mut T) -> bool,
+) -> Result<()>
+where
+    S: KvStore,
+    T: Serialize + serde::de::DeserializeOwned + Default,
+{
+    let lock = format!("{key}:lock");
+    let token = uuid::Uuid::now_v7().to_string();
+    let mut taken = false;
+    for _ in 0..20 {
+        if store
+            .kv_lock(&lock, &token, Duration::from_secs(5), now)
+            .await?
+        {
+            taken = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if !taken {
+        return Ok(());
+    }
+    let result = async {
+        let mut value: T = read_json(store, key, now).await?.unwrap_or_default();
+        if change(&mut value) {
+            let bytes =
+                serde_json::to_vec(&value).map_err(|e| crate::Error::Codec(e.to_string()))?;
+            store
+                .kv_set(
+                    vec![KvEntry {
+                        key: key.to_string(),
+                        value: bytes,
+                        ttl,
+                    }],
+                    now,
+                )
+                .await?;
+        }
+        Ok(())
+    }
+    .await;
+    let _ = store.kv_unlock(&lock, &token).await;
+    result
+}
+
+async fn read_json<S: KvStore, T: serde::de::DeserializeOwned>(
+    store: &S,
+    key: &str,
+    now: UnixMs,
+) -> Result<Option<T>> {
+    let got = store.kv_get(vec![key.to_string()], now).await?;
+    // A value that does not decode counts as absent: it is rewritten at the next publication.
+    Ok(got
+        .into_iter()
+        .next()
+        .flatten()
+        .and_then(|b| serde_json::from_slice(&b).ok()))
+}
+
+/// The namespaces of application `app` whose caches published counters (sorted).
+///
+/// # Errors
+/// The store's, when it cannot be read.
+pub async fn namespaces<S: KvStore>(store: &S, app: &str, now: UnixMs) -> Result<Vec<String>> {
+    Ok(read_json(store, &index_key(app), now)
+        .await?
+        .unwrap_or_default())
+}
+
+/// The counters of `namespace` summed over its live instances (none: all zero).
+///
+/// # Errors
+/// The store's, when it cannot be read.
+pub async fn read_stats<S: KvStore>(
+    store: &S,
+    app: &str,
+    namespace: &str,
+    now: UnixMs,
+) -> Result<NamespaceStats> {
+    let live: BTreeMap<String, UnixMs> = read_json(store, &instances_key(app, namespace), now)
+        .await?
+        .unwrap_or_default();
+    let keys: Vec<String> = live
+        .keys()
+        .map(|id| snapshot_key(app, namespace, id))
+        .collect();
+    let mut out = NamespaceStats {
+        namespace: namespace.to_string(),
+        ..NamespaceStats::default()
+    };
+    if keys.is_empty() {
+        return Ok(out);
+    }
+    for bytes in store.kv_get(keys, now).await?.into_iter().flatten() {
+        if let Ok(s) = serde_json::from_slice::<Snapshot>(&bytes) {
+            out.instances += 1;
+            out.stats += s.stats;
+        }
+    }
+    Ok(out)
+}
+
+/// Handles into the `metrics` recorder for one namespace, and what was last published.
+pub(super) struct Published {
+    namespace: String,
+    last: CacheStats,
+}
+
+impl Published {
+    pub(super) fn new(namespace: &str) -> Self {
+        Self {
+            namespace: namespace.to_string(),
+            last: CacheStats::default(),
+        }
+    }
+
+    /// Adds what happened since the last call to the `metrics` counters.
+    pub(super) fn record(&mut self, now: CacheStats) {
+        let ns = self.namespace.clone();
+        let last = std::mem::replace(&mut self.last, now);
+        let counters: [(&'static str, u64, u64); 10] = [
+            ("celeriac_cache_l1_hits_total", now.l1_hits, last.l1_hits),
+            ("celeriac_cache_l2_hits_total", now.l2_hits, last.l2_hits),
+            ("celeriac_cache_misses_total", now.misses, last.misses),
+            (
+                "celeriac_cache_stale_served_total",
+                now.stale_served,
+                last.stale_served,
+            ),
+            ("celeriac_cache_loads_total", now.loads, last.loads),
+            (
+                "celeriac_cache_load_errors_total",
+                now.load_errors,
+                last.load_errors,
+            ),
+            ("celeriac_cache_waiters_total", now.waiters, last.waiters),
+            (
+                "celeriac_cache_evictions_total",
+                now.evictions,
+                last.evictions,
+            ),
+            (
+                "celeriac_cache_decode_errors_total",
+                now.decode_errors,
+                last.decode_errors,
+            ),
+            (
+                "celeriac_cache_l2_errors_total",
+                now.l2_errors,
+                last.l2_errors,
+            ),
+        ];
+        for (name, now, last) in counters {
+            let delta = now.saturating_sub(last);
+            if delta > 0 {
+                metrics::counter!(name, "namespace" => ns.clone()).increment(delta);
+            }
+        }
+        let entries = metrics::gauge!("celeriac_cache_l1_entries", "namespace" => ns);
+        entries.increment(now.l1_entries as f64 - last.l1_entries as f64);
+    }
+}
+
+impl std::ops::AddAssign for CacheStats {
+    fn add_assign(&mut self, o: Self) {
+        self.l1_hits += o.l1_hits;
+        self.l2_hits += o.l2_hits;
+        self.misses += o.misses;
+        self.stale_served += o.stale_served;
+        self.loads += o.loads;
+        self.load_errors += o.load_errors;
+        self.load_ms += o.load_ms;
+        self.waiters += o.waiters;
+        self.evictions += o.evictions;
+        self.decode_errors += o.decode_errors;
+        self.l2_errors += o.l2_errors;
+        self.l1_entries += o.l1_entries;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metrics::{
+        Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+    };
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    /// Keeps every counter and gauge it is asked for, by name and labels.
+    #[derive(Default)]
+    struct Kept {
+        counters: Mutex<BTreeMap<String, Arc<AtomicU64>>>,
+        gauges: Mutex<BTreeMap<String, Arc<AtomicU64>>>,
+    }
+
+    fn name(key: &Key) -> String {
+        let labels: Vec<String> = key
+            .labels()
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect();
+        format!("{}{{{}}}", key.name(), labels.join(","))
+    }
+
+    impl Recorder for Kept {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            let mut c = self.counters.lock().expect("lock");
+            Counter::from_arc(c.entry(name(key)).or_default().clone())
+        }
+        fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+            let mut g = self.gauges.lock().expect("lock");
+            Gauge::from_arc(g.entry(name(key)).or_default().clone())
+        }
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::noop()
+        }
+    }
+
+    #[test]
+    fn metrics_get_what_happened_since_the_last_publication() {
+        let kept = Kept::default();
+        let mut a = Published::new("products");
+        let mut b = Published::new("products");
+        let at = |l1_hits, loads, l1_entries| CacheStats {
+            l1_hits,
+            loads,
+            l1_entries,
+            ..CacheStats::default()
+        };
+        metrics::with_local_recorder(&kept, || {
+            a.record(at(10, 2, 5));
+            a.record(at(15, 2, 3));
+            // A second cache of the namespace in the process adds to the same counters.
+            b.record(at(1, 1, 1));
+        });
+        let counter = |n: &str| {
+            kept.counters
+                .lock()
+                .expect("lock")
+                .get(&format!("{n}{{namespace=products}}"))
+                .map(|c| c.load(Ordering::Relaxed))
+        };
+        assert_eq!(counter("celeriac_cache_l1_hits_total"), Some(16));
+        assert_eq!(counter("celeriac_cache_loads_total"), Some(3));
+        assert_eq!(
+            counter("celeriac_cache_misses_total"),
+            None,
+            "nothing to add"
+        );
+        let entries = kept
+            .gauges
+            .lock()
+            .expect("lock")
+            .get("celeriac_cache_l1_entries{namespace=products}")
+            .map(|g| f64::from_bits(g.load(Ordering::Relaxed)));
+        assert_eq!(entries, Some(4.0), "3 in a and 1 in b");
+    }
+}

@@ -1,0 +1,121 @@
+//! Warmers: what `celeriac cache warm` and the `celeriac.cache.warm` job run for a namespace.
+//!
+//! A [`Warmer`] knows a namespace's keys and how to load one; [`CacheWarmer`] makes one from
+//! a cache builder and two functions. Warming loads, with bounded concurrency, the keys that
+//! are not fresh in L1 or L2 ([`Cache::warm`]), then publishes the counters so
+//! `celeriac cache stats` shows the loads.
+
+use super::{Cache, CacheBuilder, WarmReport};
+use crate::backend::KvStore;
+use crate::error::Result;
+use futures_util::future::BoxFuture;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::fmt::Display;
+use std::future::Future;
+use std::sync::Arc;
+
+/// Called with (keys done, keys in all) as a warm goes on.
+pub type WarmProgress = Arc<dyn Fn(usize, usize) + Send + Sync>;
+
+/// Loads a namespace's keys ahead of use, over the store `S`.
+pub trait Warmer<S: KvStore>: Send + Sync + 'static {
+    /// The namespace it fills.
+    fn namespace(&self) -> &str;
+
+    /// Warms `keys` (all the warmer's keys when `None`) with at most `concurrency` loads at
+    /// once.
+    ///
+    /// # Errors
+    /// The cache cannot be built, or the key list cannot be read; a key whose loader fails
+    /// is counted in the report instead.
+    fn warm(
+        &self,
+        store: Arc<S>,
+        keys: Option<Vec<String>>,
+        concurrency: usize,
+        progress: WarmProgress,
+    ) -> BoxFuture<'static, Result<WarmReport>>;
+}
+
+/// A [`Warmer`] from a cache builder, a function listing every key, and a loader.
+///
+/// ```no_run
+/// # use celeriac_core::cache::{Cache, CacheWarmer};
+/// let products = CacheWarmer::new(
+///     Cache::<str, String, ()>::builder("products"),
+///     || async { Ok::<_, std::io::Error>(vec!["1".to_string(), "2".to_string()]) },
+///     |key: String| async move { Ok::<_, std::io::Error>(format!("product {key}")) },
+/// );
+/// # let _ = products;
+/// ```
+pub struct CacheWarmer<V, KF, LF> {
+    builder: CacheBuilder<str, V>,
+    namespace: String,
+    keys: Arc<KF>,
+    load: Arc<LF>,
+}
+
+impl<V, KF, LF> CacheWarmer<V, KF, LF> {
+    /// A warmer of the cache `builder` makes: `keys` lists every key (for a warm of all),
+    /// `load` loads one.
+    pub fn new(builder: CacheBuilder<str, V>, keys: KF, load: LF) -> Self {
+        let namespace = builder.cfg.namespace.clone();
+        Self {
+            builder,
+            namespace,
+            keys: Arc::new(keys),
+            load: Arc::new(load),
+        }
+    }
+}
+
+impl<S, V, KF, KFut, LF, LFut, E> Warmer<S> for CacheWarmer<V, KF, LF>
+where
+    S: KvStore,
+    V: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
+    KF: Fn() -> KFut + Send + Sync + 'static,
+    KFut: Future<Output = std::result::Result<Vec<String>, E>> + Send + 'static,
+    LF: Fn(String) -> LFut + Send + Sync + 'static,
+    LFut: Future<Output = std::result::Result<V, E>> + Send + 'static,
+    E: Display + Send + 'static,
+{
+    fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    fn warm(
+        &self,
+        store: Arc<S>,
+        keys: Option<Vec<String>>,
+        concurrency: usize,
+        progress: WarmProgress,
+    ) -> BoxFuture<'static, Result<WarmReport>> {
+        // The warm's own cache publishes once, at its end, not on a timer.
+        let builder = self.builder.clone().stats_interval(None);
+        let (list, load) = (self.keys.clone(), self.load.clone());
+        let namespace = self.namespace.clone();
+        Box::pin(async move {
+            let cache: Cache<str, V, S> = builder.build(store).await?;
+            let keys = match keys {
+                Some(k) => k,
+                None => list().await.map_err(|e| crate::Error::Load {
+                    key: namespace.clone(),
+                    message: format!("the warmer's key list: {e}"),
+                })?,
+            };
+            let report = cache
+                .warm(
+                    keys,
+                    concurrency,
+                    |k: &String| load(k.clone()),
+                    |done, total| progress(done, total),
+                )
+                .await;
+            if let Err(e) = cache.publish_stats().await {
+                tracing::debug!(namespace, error = %e, "warm statistics not published");
+            }
+            Ok(report)
+        })
+    }
+}

@@ -1,0 +1,249 @@
+//! Writing through the cache to the store behind it.
+//!
+//! **Write-through** ([`Cache::write_through`]): the store is written first, then the cache.
+//! When the store's writer fails, nothing changes (the error is returned); when the cache
+//! cannot be updated after the store was written, the key is dropped from this process's L1
+//! and the call still succeeds: the store holds the value, and the L2 may serve the old one
+//! until it expires or is invalidated.
+//!
+//! **Write-behind** ([`WriteBehind`]): a write updates the cache and is flushed to the store
+//! later by a durable job. The job, carrying the value, is enqueued *before* the write
+//! returns, so an acknowledged write survives a crash of the writing process: a worker
+//! running the namespace's flush task ([`write_behind_task`]) hands it to the store's writer,
+//! with retries and backoff until it succeeds. Each write gets a version from a per-key
+//! counter in the L2 (increasing across processes); flushes are at least once and may arrive
+//! out of order, so the writer keeps, per key, the value of the highest version it has seen
+//! (an `UPDATE .. WHERE version < ?`). A batch written with [`WriteBehind::write_many`]
+//! is flushed as one batch.
+
+use super::{key_part, Cache, Message};
+use crate::backend::{Broker, KvStore};
+use crate::error::{Error, Result};
+use crate::retry::Backoff;
+use crate::task::{TaskDef, TaskError, TaskOptions};
+use crate::{JobId, JobOptions};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::fmt::Display;
+use std::future::Future;
+use std::time::Duration;
+
+/// One acknowledged write on its way to the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingWrite<V> {
+    /// The key, as its text (`Display`).
+    pub key: String,
+    /// The write's version: higher for later writes of the key, in every process.
+    pub version: u64,
+    /// The value.
+    pub value: V,
+}
+
+/// The arguments of a flush job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Flush<V> {
+    writes: Vec<PendingWrite<V>>,
+}
+
+/// The name of the flush task of `namespace`: `celeriac.cache.write_behind.<namespace>`.
+pub fn write_behind_task_name(namespace: &str) -> String {
+    format!("celeriac.cache.write_behind.{namespace}")
+}
+
+/// The flush task's defaults: queue `default`, 20 attempts, backoff from 0.5 s to 60 s.
+pub fn write_behind_options() -> TaskOptions {
+    TaskOptions {
+        max_attempts: 20,
+        backoff: Backoff {
+            base: Duration::from_millis(500),
+            cap: Duration::from_secs(60),
+            jitter: true,
+        },
+        ..TaskOptions::default()
+    }
+}
+
+/// The flush task of `namespace`'s write-behind: calls `writer` with each batch of
+/// acknowledged writes; a writer error retries the batch with backoff. Register it in the
+/// worker's registry (and give [`WriteBehind::queue`] the same queue if `options` changes it).
+pub fn write_behind_task<V, F, Fut, E>(namespace: &str, options: TaskOptions, writer: F) -> TaskDef
+where
+    V: DeserializeOwned + Send + 'static,
+    F: Fn(Vec<PendingWrite<V>>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = std::result::Result<(), E>> + Send + 'static,
+    E: Display + Send + 'static,
+{
+    let writer = std::sync::Arc::new(writer);
+    TaskDef::from_fn(
+        write_behind_task_name(namespace),
+        options,
+        move |_ctx, flush: Flush<V>| {
+            let writer = writer.clone();
+            async move {
+                writer(flush.writes)
+                    .await
+                    .map_err(|e| TaskError::msg(format!("the store's writer failed: {e}")))
+            }
+        },
+    )
+}
+
+/// The writing side of a write-behind cache: see the [module docs](self).
+pub struct WriteBehind<K: ?Sized, V, B> {
+    cache: Cache<K, V, B>,
+    task: String,
+    queue: String,
+}
+
+impl<K: ?Sized, V, B> Clone for WriteBehind<K, V, B> {
+    fn clone(&self) -> Self {
+        Self {
+            cache: self.cache.clone(),
+            task: self.task.clone(),
+            queue: self.queue.clone(),
+        }
+    }
+}
+
+impl<K, V, B> WriteBehind<K, V, B>
+where
+    K: ?Sized + Display,
+    V: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
+    B: Broker + KvStore,
+{
+    /// Writes behind `cache`: its flush jobs go to the queue of [`write_behind_options`].
+    pub fn new(cache: Cache<K, V, B>) -> Self {
+        let task = write_behind_task_name(cache.namespace());
+        Self {
+            cache,
+            task,
+            queue: write_behind_options().queue,
+        }
+    }
+
+    /// The queue of the flush jobs (the flush task's queue).
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = queue.into();
+        self
+    }
+
+    /// The cache written to.
+    pub fn cache(&self) -> &Cache<K, V, B> {
+        &self.cache
+    }
+
+    /// Writes `value` under `key`: enqueues its flush job (durably), then updates L1 and L2
+    /// and tells other instances. Returns the write's version once the job is stored.
+    ///
+    /// # Errors
+    /// The flush job could not be stored (after three tries): the write is not
+    /// acknowledged, and the cache is unchanged.
+    pub async fn write(&self, key: &K, value: V) -> Result<u64> {
+        let versions = self.write_many([(key, value)]).await?;
+        versions.first().copied().ok_or(Error::Closed)
+    }
+
+    /// Writes several values in one flush job (one batch for the store's writer); returns
+    /// their versions, in order.
+    ///
+    /// # Errors
+    /// As [`WriteBehind::write`].
+    pub async fn write_many<'k>(
+        &self,
+        entries: impl IntoIterator<Item = (&'k K, V)>,
+    ) -> Result<Vec<u64>>
+    where
+        K: 'k,
+    {
+        let inner = &self.cache.inner;
+        let mut writes = Vec::new();
+        let mut parts = Vec::new();
+        for (key, value) in entries {
+            let part = key_part(key);
+            let counter = format!("{}:wb:{part}", inner.prefix);
+            let version = inner.store.kv_incr(&counter, inner.now()).await?;
+            writes.push(PendingWrite {
+                key: key.to_string(),
+                version: u64::try_from(version).unwrap_or_default(),
+                value,
+            });
+            parts.push(part);
+        }
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let versions: Vec<u64> = writes.iter().map(|w| w.version).collect();
+        let flush = Flush { writes };
+        let options = TaskOptions {
+            queue: self.queue.clone(),
+            ..write_behind_options()
+        };
+        // One id for every try: a try that was stored though its answer was lost is not
+        // stored twice.
+        let id = JobId::new();
+        let job = JobOptions {
+            id: Some(id),
+            ..JobOptions::default()
+        }
+        .build(&self.task, &options, &flush, inner.now())?;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match inner.store.enqueue(vec![job.clone()], inner.now()).await {
+                Ok(_) => break,
+                Err(e) if tries < 3 && e.kind() != crate::ErrorKind::GiveUp => {
+                    tokio::time::sleep(Duration::from_millis(50 * tries)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        // Acknowledged from here on: the cache is updated as well as it can be.
+        for (part, w) in parts.into_iter().zip(flush.writes) {
+            if inner
+                .store_value(&part, Some(w.value), Vec::new(), 0)
+                .await
+                .is_err()
+            {
+                inner.l1.invalidate(&part);
+            }
+            inner.broadcast(Message::Key(part)).await;
+        }
+        Ok(versions)
+    }
+}
+
+impl<K, V, S> Cache<K, V, S>
+where
+    K: ?Sized + Display,
+    V: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
+    S: KvStore,
+{
+    /// Write-through: calls `writer` with the value (the store first), then stores it in L1
+    /// and L2 and tells other instances. See the [module docs](crate::cache::write) for
+    /// what happens on failure.
+    ///
+    /// # Errors
+    /// [`Error::Write`] when the writer failed: the cache was not touched.
+    pub async fn write_through<F, Fut, E>(&self, key: &K, value: V, writer: F) -> Result<()>
+    where
+        F: FnOnce(V) -> Fut,
+        Fut: Future<Output = std::result::Result<(), E>>,
+        E: Display,
+    {
+        let part = key_part(key);
+        let inner = &self.inner;
+        writer(value.clone()).await.map_err(|e| Error::Write {
+            key: format!("{}:{part}", inner.prefix),
+            message: e.to_string(),
+        })?;
+        if inner
+            .store_value(&part, Some(value), Vec::new(), 0)
+            .await
+            .is_err()
+        {
+            inner.l1.invalidate(&part);
+        }
+        inner.broadcast(Message::Key(part)).await;
+        Ok(())
+    }
+}
