@@ -11,7 +11,7 @@ pub const MAX_WINDOW: Duration = Duration::from_secs(366 * 24 * 3600);
 
 /// `limit × window in ms` a sliding window may reach: its weighted count stays exact in a
 /// double, which is what Lua computes with.
-const MAX_SLIDING_PRODUCT: i128 = 1 << 52;
+const MAX_SLIDING_PRODUCT: i128 = 1 << 50;
 
 /// How a [`Quota`] counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
