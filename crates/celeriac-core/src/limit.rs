@@ -26,10 +26,12 @@
 //!
 //! Time is an argument: `now` is passed in, in ms since the epoch.
 
+mod limiter;
 mod local;
 pub mod maths;
 mod quota;
 
+pub use limiter::{FailMode, RateLimiter, RateLimiterBuilder, Source, Verdict};
 pub use local::LocalLimiter;
 pub use maths::{Decision, LimitState};
 pub use quota::{Algorithm, Quota, MAX_WINDOW};

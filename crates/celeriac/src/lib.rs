@@ -45,6 +45,8 @@ pub mod demo;
 pub use app::{App, AppBuilder, Backend, DEFAULT_URL};
 pub use cached::{cache_store, install_cache_store};
 pub use celeriac_core::cache;
+pub use celeriac_core::limit;
+pub use celeriac_core::RateLimitStore;
 pub use celeriac_core::{
     backend, beat, client, clock, error, job, retry, schedule, task, worker, AsClient, Backoff,
     Beat, BeatConfig, Broker, CancelOutcome, Client, Clock, Coordinator, Encoding, Enqueue, Error,
