@@ -41,6 +41,8 @@ mod cached;
 pub mod cli;
 #[cfg(feature = "cli")]
 pub mod demo;
+#[cfg(feature = "tower")]
+pub mod layer;
 
 pub use app::{App, AppBuilder, Backend, DEFAULT_URL};
 pub use cached::{cache_store, install_cache_store};

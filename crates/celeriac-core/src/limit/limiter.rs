@@ -358,6 +358,11 @@ impl<S: RateLimitStore> RateLimiter<S> {
         &self.inner.name
     }
 
+    /// Whether the limiter runs in shadow mode (decides, never denies).
+    pub fn is_shadow(&self) -> bool {
+        self.inner.shadow
+    }
+
     /// The quotas that apply to `key` (an override, or the default ones).
     pub fn quotas_for(&self, key: &str) -> Arc<[Quota]> {
         if let Some(q) = self.inner.overrides.get(key) {
