@@ -11,6 +11,8 @@ use crate::{
     demo, App, Broker, Error, JobId, JobInfo, JobOptions, Priority, Registry, ResultStore,
     WorkerConfig,
 };
+mod limits;
+
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::process::ExitCode;
@@ -127,6 +129,11 @@ enum Command {
     ///
     /// Without --url it uses a fresh SQLite file with durable commits.
     Bench(BenchArgs),
+    /// Rate limits in the store: check a key against quotas and print the decision.
+    Limits {
+        #[command(subcommand)]
+        command: limits::LimitsCommand,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -636,6 +643,9 @@ async fn dispatch(cli: Cli, registry: Registry, default_url: Option<String>) -> 
                 }
             }
             Ok(())
+        }
+        Command::Limits { command } => {
+            limits::run(url.unwrap_or(crate::DEFAULT_URL), command).await
         }
         Command::Demo { jobs } => run_demo(explicit, jobs).await,
         Command::Bench(args) => run_bench(explicit, args).await,
