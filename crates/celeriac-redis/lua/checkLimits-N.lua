@@ -5,8 +5,8 @@
 --
 -- Self-contained (no includes: this is not a queue script).
 -- KEYS[i] (i = 1..N) quota i's state: STRING `<prefix>:{rl:<key>}:<state id>` (every quota of
---         a key under its one hash tag, so one Cluster slot) holding "a:b:c" (per algorithm:
---         GCRA a = TAT in µs; fixed a = window start, b = count; sliding a = window start,
+--         a key under its one hash tag, so one Cluster slot): for GCRA the TAT in µs; for
+--         windows "a:b:c" (fixed a = window start, b = count; sliding a = window start,
 --         b = previous count, c = current count). Its PX TTL is how long the state matters,
 --         so nothing lingers.
 -- ARGV[1] now (ms), ARGV[2] cost, then 5 per quota: algorithm (1 gcra, 2 sliding window,
@@ -16,6 +16,35 @@
 
 local now = tonumber(ARGV[1])
 local cost = tonumber(ARGV[2])
+
+-- The common case, one GCRA quota, without the general machinery (the same maths).
+if #KEYS == 1 and ARGV[3] == '1' then
+  local t = tonumber(ARGV[6])
+  local tau = tonumber(ARGV[7])
+  local now_us = now * 1000
+  local tat = tonumber(redis.call('GET', KEYS[1]) or 0) or 0
+  if tat < now_us then tat = now_us end
+  local new = tat + t * cost
+  local allow_at = new - tau
+  -- Exact floor division: every value is an integer below 2^53.
+  local function idiv(a, b)
+    local q = math.floor(a / b)
+    if q * b > a then q = q - 1 elseif (q + 1) * b <= a then q = q + 1 end
+    return q
+  end
+  local function ceil_ms(us)
+    if us <= 0 then return 0 end
+    return idiv(us + 999, 1000)
+  end
+  if allow_at <= now_us then
+    local reset = ceil_ms(new - now_us)
+    redis.call('SET', KEYS[1], string.format('%.0f', new), 'PX', math.max(reset, 1))
+    return { 1, 0, math.min(idiv(tau - (new - now_us), t), 4294967295), reset, -1 }
+  end
+  local left = idiv(tau - (tat - now_us), t)
+  if left < 0 then left = 0 end
+  return { 0, 0, math.min(left, 4294967295), ceil_ms(tat - now_us), ceil_ms(allow_at - now_us) }
+end
 
 -- floor(a / b) exactly, for integers below 2^53 and b > 0.
 local function idiv(a, b)
@@ -121,17 +150,20 @@ local worst = nil
 for i = 1, #KEYS do
   local base = 2 + (i - 1) * 5
   local a, b, c = 0, 0, 0
+  local alg = tonumber(ARGV[base + 1])
   local stored = redis.call('GET', KEYS[i])
-  if stored then
+  if stored and alg == 1 then
+    a = tonumber(stored) or 0
+  elseif stored then
     local x, y, z = string.match(stored, '^(%-?%d+):(%-?%d+):(%-?%d+)$')
     if x then
       a, b, c = tonumber(x), tonumber(y), tonumber(z)
     end
   end
-  local ok, rem, reset, retry, na, nb, nc, ttl = check(tonumber(ARGV[base + 1]),
+  local ok, rem, reset, retry, na, nb, nc, ttl = check(alg,
     tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3]), tonumber(ARGV[base + 4]),
     tonumber(ARGV[base + 5]), a, b, c)
-  states[i] = { na, nb, nc, ttl }
+  states[i] = { alg, na, nb, nc, ttl }
   if worst == nil or stricter(ok, rem, reset, retry, worst) then
     worst = { ok, i - 1, rem, reset, retry }
   end
@@ -140,7 +172,13 @@ end
 if worst[1] then
   for i = 1, #KEYS do
     local s = states[i]
-    redis.call('SET', KEYS[i], string.format('%.0f:%.0f:%.0f', s[1], s[2], s[3]), 'PX', s[4])
+    local value
+    if s[1] == 1 then
+      value = string.format('%.0f', s[2])
+    else
+      value = string.format('%.0f:%.0f:%.0f', s[2], s[3], s[4])
+    end
+    redis.call('SET', KEYS[i], value, 'PX', s[5])
   end
 end
 local allowed = 0

@@ -36,6 +36,8 @@ mod app;
 pub mod bench;
 #[cfg(feature = "cli")]
 pub mod bench_cache;
+#[cfg(feature = "cli")]
+pub mod bench_limits;
 mod cached;
 #[cfg(feature = "cli")]
 pub mod cli;
