@@ -110,8 +110,7 @@ fn same_state(a: &Quota, b: &Quota) -> bool {
 /// # Errors
 /// [`Error::Config`] naming the bad part.
 pub fn check_permit(key: &str, holder: &str, max: u32, lease: Duration) -> Result<()> {
-    check_key("rate limit key", key)?;
-    check_key("permit holder", holder)?;
+    check_release(key, holder)?;
     if max == 0 {
         return Err(Error::config(
             "concurrency limit",
@@ -125,6 +124,15 @@ pub fn check_permit(key: &str, holder: &str, max: u32, lease: Duration) -> Resul
         ));
     }
     Ok(())
+}
+
+/// Checks a permit release: the key and the holder.
+///
+/// # Errors
+/// [`Error::Config`] naming the bad part.
+pub fn check_release(key: &str, holder: &str) -> Result<()> {
+    check_key("rate limit key", key)?;
+    check_key("permit holder", holder)
 }
 
 /// Concurrency permits of one key: `held` lists (holder, lease until); expired leases are

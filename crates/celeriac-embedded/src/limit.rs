@@ -145,8 +145,7 @@ impl RateLimitStore for SqliteBackend {
     }
 
     async fn release_permit(&self, key: &str, holder: &str, now: UnixMs) -> Result<bool> {
-        limit::check_key("rate limit key", key)?;
-        limit::check_key("permit holder", holder)?;
+        limit::check_release(key, holder)?;
         let (key, holder) = (key.to_string(), holder.to_string());
         self.inner
             .writer

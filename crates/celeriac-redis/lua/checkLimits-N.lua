@@ -17,35 +17,6 @@
 local now = tonumber(ARGV[1])
 local cost = tonumber(ARGV[2])
 
--- The common case, one GCRA quota, without the general machinery (the same maths).
-if #KEYS == 1 and ARGV[3] == '1' then
-  local t = tonumber(ARGV[6])
-  local tau = tonumber(ARGV[7])
-  local now_us = now * 1000
-  local tat = tonumber(redis.call('GET', KEYS[1]) or 0) or 0
-  if tat < now_us then tat = now_us end
-  local new = tat + t * cost
-  local allow_at = new - tau
-  -- Exact floor division: every value is an integer below 2^53.
-  local function idiv(a, b)
-    local q = math.floor(a / b)
-    if q * b > a then q = q - 1 elseif (q + 1) * b <= a then q = q + 1 end
-    return q
-  end
-  local function ceil_ms(us)
-    if us <= 0 then return 0 end
-    return idiv(us + 999, 1000)
-  end
-  if allow_at <= now_us then
-    local reset = ceil_ms(new - now_us)
-    redis.call('SET', KEYS[1], string.format('%.0f', new), 'PX', math.max(reset, 1))
-    return { 1, 0, math.min(idiv(tau - (new - now_us), t), 4294967295), reset, -1 }
-  end
-  local left = idiv(tau - (tat - now_us), t)
-  if left < 0 then left = 0 end
-  return { 0, 0, math.min(left, 4294967295), ceil_ms(tat - now_us), ceil_ms(allow_at - now_us) }
-end
-
 -- floor(a / b) exactly, for integers below 2^53 and b > 0.
 local function idiv(a, b)
   local q = math.floor(a / b)
@@ -134,6 +105,18 @@ local function check(alg, limit, w, t, tau, a, b, c)
   end
   return allowed, clamp(remaining), math.max(reset, 0), retry, start, prev, after,
     math.max(start + 2 * w - now, 1)
+end
+
+-- The common case, one GCRA quota: the same maths without the general bookkeeping.
+if #KEYS == 1 and ARGV[3] == '1' then
+  local tat = tonumber(redis.call('GET', KEYS[1]) or 0) or 0
+  local ok, rem, reset, retry, new, _, _, ttl = check(1, 0, 0, tonumber(ARGV[6]),
+    tonumber(ARGV[7]), tat, 0, 0)
+  if ok then
+    redis.call('SET', KEYS[1], string.format('%.0f', new), 'PX', ttl)
+    return { 1, 0, rem, reset, -1 }
+  end
+  return { 0, 0, rem, reset, retry }
 end
 
 -- Mirrors Decision::stricter_than: denied first, then the longer retry, then fewer

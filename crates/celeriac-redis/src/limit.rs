@@ -101,8 +101,7 @@ impl RateLimitStore for RedisBackend {
     }
 
     async fn release_permit(&self, key: &str, holder: &str, now: UnixMs) -> Result<bool> {
-        limit::check_key("rate limit key", key)?;
-        limit::check_key("permit holder", holder)?;
+        limit::check_release(key, holder)?;
         let released: i64 = self
             .inner
             .scripts

@@ -288,8 +288,7 @@ impl LocalLimiter {
     /// # Errors
     /// [`crate::Error::Config`] for a bad key or holder.
     pub fn release(&self, key: &str, holder: &str, now: UnixMs) -> Result<bool> {
-        super::check_key("rate limit key", key)?;
-        super::check_key("permit holder", holder)?;
+        super::check_release(key, holder)?;
         let mut permits = self.permits.lock().unwrap_or_else(|p| p.into_inner());
         let Some(held) = permits.get_mut(key) else {
             return Ok(false);
