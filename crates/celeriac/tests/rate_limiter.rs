@@ -6,6 +6,8 @@ use celeriac::limit::{FailMode, Quota, RateLimiter, Source};
 use celeriac::redis::RedisBackend;
 use celeriac::{Error, ManualClock};
 use celeriac_testkit::RedisServer;
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, SharedString, Unit};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -198,4 +200,87 @@ async fn a_store_that_hangs_times_out_into_the_failure_mode() {
     server.resume();
     assert_eq!((v.allow, v.source), (true, Source::Fallback));
     assert_eq!((w.allow, w.source), (false, Source::FailedClosed));
+}
+
+/// Counters by `<name>:<outcome label>`, for reading what a limiter counted.
+#[derive(Default)]
+struct Counts(std::sync::Mutex<std::collections::HashMap<String, Arc<AtomicU64>>>);
+
+impl Counts {
+    fn get(&self, name: &str) -> u64 {
+        self.0
+            .lock()
+            .expect("lock")
+            .get(name)
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+}
+
+impl metrics::Recorder for Counts {
+    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+        let outcome = key
+            .labels()
+            .find(|l| l.key() == "outcome")
+            .map_or("", |l| l.value());
+        let name = format!("{}:{outcome}", key.name());
+        let c = self
+            .0
+            .lock()
+            .expect("lock")
+            .entry(name)
+            .or_default()
+            .clone();
+        Counter::from_arc(c)
+    }
+    fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+        Gauge::noop()
+    }
+    fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+        Histogram::noop()
+    }
+}
+
+#[tokio::test]
+async fn decisions_and_store_errors_are_counted() {
+    let counts = Counts::default();
+    let store = sqlite().await;
+    let (limiter, shadow) = metrics::with_local_recorder(&counts, || {
+        let build = |shadow| {
+            RateLimiter::builder(store.clone())
+                .name(if shadow { "shadow" } else { "enforced" })
+                .quota(Quota::per_minute(1))
+                .shadow(shadow)
+                .short_circuit(false, 1)
+                .clock(Arc::new(ManualClock::new(T0)))
+                .build()
+                .expect("limiter")
+        };
+        (build(false), build(true))
+    });
+    for _ in 0..3 {
+        limiter.check("a").await.expect("check");
+        shadow.check("b").await.expect("check");
+    }
+    let d = "celeriac_rate_limit_decisions_total";
+    // Both limiters share the counters here (the recorder ignores the limiter label).
+    assert_eq!(counts.get(&format!("{d}:allowed")), 2);
+    assert_eq!(counts.get(&format!("{d}:denied")), 2);
+    assert_eq!(counts.get(&format!("{d}:shadow_denied")), 2);
+
+    let mut server = RedisServer::start().await.expect("redis-server");
+    let url = format!("{}?connect_timeout_ms=200", server.url());
+    let redis = Arc::new(RedisBackend::connect(&url).await.expect("redis"));
+    let failing = metrics::with_local_recorder(&counts, || {
+        RateLimiter::builder(redis)
+            .quota(Quota::per_minute(5))
+            .timeout(Duration::from_millis(200))
+            .build()
+            .expect("limiter")
+    });
+    server.kill();
+    failing.check("c").await.expect("fail-open");
+    assert_eq!(counts.get("celeriac_rate_limit_store_errors_total:"), 1);
 }
