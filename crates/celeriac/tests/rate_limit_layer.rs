@@ -51,8 +51,10 @@ fn h<'a>(r: &'a Response<Body>, name: &str) -> Option<&'a str> {
 
 #[tokio::test]
 async fn allowed_and_denied_responses_carry_the_ietf_headers() {
-    let layer = RateLimitLayer::new(limiter(vec![Quota::per_minute(60).burst(1)]).await)
-        .key(KeyExtractor::header("x-api-key"));
+    let layer = RateLimitLayer::new(
+        limiter(vec![Quota::per_minute(60).burst(1)]).await,
+        KeyExtractor::header("x-api-key"),
+    );
     let app = app(layer);
     let r = send(&app, with_key("k1")).await;
     assert_eq!(r.status(), StatusCode::OK);
@@ -84,8 +86,8 @@ async fn several_quotas_and_legacy_headers() {
             Quota::per_hour(3).burst(2).name("hourly"),
         ])
         .await,
+        KeyExtractor::header("x-api-key"),
     )
-    .key(KeyExtractor::header("x-api-key"))
     .legacy_headers(true);
     let app = app(layer);
     let r = send(&app, with_key("k")).await;
@@ -101,8 +103,10 @@ async fn several_quotas_and_legacy_headers() {
 
 #[tokio::test]
 async fn a_missing_or_bad_key_is_a_400() {
-    let layer = RateLimitLayer::new(limiter(vec![Quota::per_minute(5)]).await)
-        .key(KeyExtractor::header("x-api-key"));
+    let layer = RateLimitLayer::new(
+        limiter(vec![Quota::per_minute(5)]).await,
+        KeyExtractor::header("x-api-key"),
+    );
     let app = app(layer);
     let r = send(&app, Request::get("/").body(Body::empty()).expect("req")).await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
@@ -124,8 +128,10 @@ struct User(&'static str);
 
 #[tokio::test]
 async fn the_authenticated_user_is_the_key() {
-    let layer = RateLimitLayer::new(limiter(vec![Quota::per_minute(1)]).await)
-        .key(KeyExtractor::user(|u: &User| u.0.to_string()));
+    let layer = RateLimitLayer::new(
+        limiter(vec![Quota::per_minute(1)]).await,
+        KeyExtractor::user(|u: &User| u.0.to_string()),
+    );
     let app = app(layer);
     let as_user = |name: &'static str| {
         Request::get("/")
@@ -148,8 +154,10 @@ async fn the_authenticated_user_is_the_key() {
 
 #[tokio::test]
 async fn forwarded_for_trusts_only_the_proxies_entry() {
-    let layer = RateLimitLayer::new(limiter(vec![Quota::per_minute(1)]).await)
-        .key(KeyExtractor::forwarded_for::<ConnectInfo<SocketAddr>>(1));
+    let layer = RateLimitLayer::new(
+        limiter(vec![Quota::per_minute(1)]).await,
+        KeyExtractor::forwarded_for::<ConnectInfo<SocketAddr>>(1),
+    );
     let app = app(layer);
     let via = |xff: &str| {
         Request::get("/")
@@ -183,7 +191,10 @@ async fn shadow_mode_adds_no_headers_and_never_denies() {
         .shadow(true)
         .build()
         .expect("limiter");
-    let app = app(RateLimitLayer::new(limiter).key(KeyExtractor::header("x-api-key")));
+    let app = app(RateLimitLayer::new(
+        limiter,
+        KeyExtractor::header("x-api-key"),
+    ));
     for _ in 0..3 {
         let r = send(&app, with_key("k")).await;
         assert_eq!(r.status(), StatusCode::OK);
@@ -209,10 +220,14 @@ async fn a_failed_store_follows_the_failure_mode() {
             .build()
             .expect("limiter")
     };
-    let open =
-        app(RateLimitLayer::new(build(FailMode::Open)).key(KeyExtractor::header("x-api-key")));
-    let closed =
-        app(RateLimitLayer::new(build(FailMode::Closed)).key(KeyExtractor::header("x-api-key")));
+    let open = app(RateLimitLayer::new(
+        build(FailMode::Open),
+        KeyExtractor::header("x-api-key"),
+    ));
+    let closed = app(RateLimitLayer::new(
+        build(FailMode::Closed),
+        KeyExtractor::header("x-api-key"),
+    ));
     assert_eq!(send(&closed, with_key("k")).await.status(), StatusCode::OK);
     server.kill();
     let r = send(&open, with_key("k")).await;
@@ -251,8 +266,10 @@ async fn get_over_tcp(addr: SocketAddr) -> (u16, String) {
 
 #[tokio::test]
 async fn a_real_server_limits_clients_by_ip_over_tcp() {
-    let layer = RateLimitLayer::new(limiter(vec![Quota::per_minute(60).burst(1)]).await)
-        .key(KeyExtractor::client_ip::<ConnectInfo<SocketAddr>>());
+    let layer = RateLimitLayer::new(
+        limiter(vec![Quota::per_minute(60).burst(1)]).await,
+        KeyExtractor::client_ip::<ConnectInfo<SocketAddr>>(),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

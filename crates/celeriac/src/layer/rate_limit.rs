@@ -9,7 +9,7 @@
 //! let limiter = RateLimiter::builder(store)
 //!     .quota(Quota::per_minute(100).burst(10))
 //!     .build()?;
-//! let layer = RateLimitLayer::new(limiter).key(KeyExtractor::header("x-api-key"));
+//! let layer = RateLimitLayer::new(limiter, KeyExtractor::header("x-api-key"));
 //! // axum: Router::new().route("/", get(handler)).layer(layer)
 //! # let _ = layer; Ok(()) }
 //! ```
@@ -196,29 +196,15 @@ impl<S> std::fmt::Debug for RateLimitLayer<S> {
 }
 
 impl<S: RateLimitStore> RateLimitLayer<S> {
-    /// A layer over `limiter`, keyed by the client IP from axum's `ConnectInfo<SocketAddr>`
-    /// unless [`Self::key`] says otherwise. Any extension type dereferencing to a
-    /// `SocketAddr` is read; `SocketAddr` itself is too.
-    pub fn new(limiter: RateLimiter<S>) -> Self {
+    /// A layer over `limiter`, each request keyed by `key` (with axum, the client's address
+    /// is `KeyExtractor::client_ip::<ConnectInfo<SocketAddr>>()`).
+    pub fn new(limiter: RateLimiter<S>, key: KeyExtractor) -> Self {
         RateLimitLayer {
             limiter,
-            key: KeyExtractor {
-                name: "socket address",
-                f: Arc::new(|h| {
-                    h.extensions
-                        .get::<SocketAddr>()
-                        .map(|a| format!("ip:{}", a.ip()))
-                }),
-            },
+            key,
             cost: None,
             legacy: false,
         }
-    }
-
-    /// Where the key comes from.
-    pub fn key(mut self, key: KeyExtractor) -> Self {
-        self.key = key;
-        self
     }
 
     /// The cost of a request (1 unless set): an expensive endpoint can count for more.
