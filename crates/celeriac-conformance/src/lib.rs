@@ -20,19 +20,21 @@
 pub mod cases;
 mod support;
 
-use celeriac_core::{Broker, Coordinator, KvStore, ResultStore, WorkflowStore};
+use celeriac_core::{Broker, Coordinator, KvStore, RateLimitStore, ResultStore, WorkflowStore};
 
 /// What a suite's constructor may give: a backend, and whatever must outlive the test.
 pub trait Fixture {
     /// The backend under test.
-    type Backend: Broker + ResultStore + WorkflowStore + Coordinator + KvStore;
+    type Backend: Broker + ResultStore + WorkflowStore + Coordinator + KvStore + RateLimitStore;
     /// Dropped when the test ends, after the backend.
     type Guard;
     /// Splits the fixture into the backend and its guard.
     fn into_parts(self) -> (Self::Backend, Self::Guard);
 }
 
-impl<B: Broker + ResultStore + WorkflowStore + Coordinator + KvStore> Fixture for B {
+impl<B: Broker + ResultStore + WorkflowStore + Coordinator + KvStore + RateLimitStore> Fixture
+    for B
+{
     type Backend = B;
     type Guard = ();
     fn into_parts(self) -> (B, ()) {
@@ -50,7 +52,9 @@ pub struct Guarded<B, G> {
     pub guard: G,
 }
 
-impl<B: Broker + ResultStore + WorkflowStore + Coordinator + KvStore, G> Fixture for Guarded<B, G> {
+impl<B: Broker + ResultStore + WorkflowStore + Coordinator + KvStore + RateLimitStore, G> Fixture
+    for Guarded<B, G>
+{
     type Backend = B;
     type Guard = G;
     fn into_parts(self) -> (B, G) {
@@ -178,6 +182,15 @@ macro_rules! suite {
             kv_lock_is_exclusive_and_expires_by_now,
             kv_broadcast_reaches_every_subscriber_in_order,
             kv_broadcast_stays_in_its_channel,
+            limits_gcra_spaces_calls_with_a_burst,
+            limits_fixed_window_counts_per_window,
+            limits_sliding_window_weighs_the_previous_window,
+            limits_several_quotas_are_all_or_nothing,
+            limits_cost_charges_several_units,
+            limits_match_the_local_limiter_call_for_call,
+            limits_keys_are_apart_and_state_expires,
+            limits_permits_cap_concurrency_and_expire,
+            limits_bad_input_is_a_clear_error,
         }
     };
 }

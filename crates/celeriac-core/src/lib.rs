@@ -11,6 +11,8 @@
 //! - failed attempts are retried with exponential backoff and full jitter
 //!   ([`retry::Backoff`]), and jobs that cannot succeed go to the dead letters with a reason.
 //!
+//! - [`limit`]: rate limiters (GCRA, sliding and fixed windows, concurrency permits) over
+//!   any [`backend::RateLimitStore`], or in process memory.
 //! - periodic [`schedule::Schedule`]s are fired by the scheduler loop [`beat::Beat`], which
 //!   one process leads at a time through a [`backend::Coordinator`] lease.
 //!
@@ -24,6 +26,7 @@ pub mod client;
 pub mod clock;
 pub mod error;
 pub mod job;
+pub mod limit;
 pub mod retry;
 pub mod schedule;
 pub mod task;
@@ -31,7 +34,8 @@ pub mod worker;
 pub mod workflow;
 
 pub use backend::{
-    Broker, CancelOutcome, Coordinator, KvStore, Rate, ResultStore, TaskLimits, WorkflowStore,
+    Broker, CancelOutcome, Coordinator, KvStore, Rate, RateLimitStore, ResultStore, TaskLimits,
+    WorkflowStore,
 };
 pub use beat::{Beat, BeatConfig};
 pub use client::{AsClient, Client, Enqueue, JobHandle, JobOptions};

@@ -25,6 +25,8 @@
 //!   broadcast messages wake subscriptions in this process at once and reach other processes
 //!   within the 100 ms they poll at; messages are kept 60 s, and a subscription that missed
 //!   swept ones gets a `Reset`.
+//! - **Rate limits** (see `limit.rs`): one transaction per decision runs the core maths over
+//!   a row per key and quota; concurrency permits are rows with a lease.
 //!
 //! URLs: `sqlite://relative/path.db`, `sqlite:///absolute/path.db`, `sqlite::memory:`, with
 //! optional `?synchronous=full|normal&busy_timeout_ms=10000&dead_ttl_s=604800`.
@@ -32,6 +34,7 @@
 mod coord;
 mod flow;
 mod kv;
+mod limit;
 mod ops;
 mod writer;
 

@@ -147,3 +147,25 @@ CREATE TABLE IF NOT EXISTS celeriac_kv_events (
 CREATE INDEX IF NOT EXISTS celeriac_kv_events_channel ON celeriac_kv_events (channel, seq);
 CREATE INDEX IF NOT EXISTS celeriac_kv_events_at ON celeriac_kv_events (at);
 INSERT OR IGNORE INTO celeriac_meta (key, value) VALUES ('kv_swept', 0);
+-- Rate limiter state (RateLimitStore): one row per key and quota (Quota::state_id), three
+-- integers whose meaning depends on the algorithm (celeriac_core::limit::maths). A row reads as
+-- fresh once expires_at (ms) is not after the caller's now; reap sweeps such rows in batches.
+CREATE TABLE IF NOT EXISTS celeriac_limits (
+    key        TEXT NOT NULL,
+    quota      TEXT NOT NULL,
+    a          INTEGER NOT NULL,
+    b          INTEGER NOT NULL,
+    c          INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (key, quota)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS celeriac_limits_expiry ON celeriac_limits (expires_at);
+-- Concurrency permits: one row per key and holder, held while until (ms) > now; reap sweeps
+-- expired ones, so a holder that died frees its permit when its lease ends.
+CREATE TABLE IF NOT EXISTS celeriac_limit_permits (
+    key    TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    until  INTEGER NOT NULL,
+    PRIMARY KEY (key, holder)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS celeriac_limit_permits_until ON celeriac_limit_permits (until);

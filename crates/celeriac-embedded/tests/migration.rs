@@ -4,7 +4,10 @@ use celeriac_core::backend::KvEntry;
 use celeriac_core::backend::{
     CancelOutcome, ClaimRequest, JoinArrival, JoinInput, JoinStatus, WorkflowRecord, WorkflowState,
 };
-use celeriac_core::{Broker, Job, JobId, JobState, KvStore, ResultStore, WorkflowStore};
+use celeriac_core::limit::Quota;
+use celeriac_core::{
+    Broker, Job, JobId, JobState, KvStore, RateLimitStore, ResultStore, WorkflowStore,
+};
 use celeriac_embedded::SqliteBackend;
 use std::time::Duration;
 
@@ -74,7 +77,7 @@ async fn a_version_1_database_is_upgraded_and_keeps_its_jobs() {
         CancelOutcome::Requested
     );
     drop(backend);
-    assert_eq!(recorded_version(&path), 5);
+    assert_eq!(recorded_version(&path), 6);
 }
 
 #[tokio::test]
@@ -118,7 +121,7 @@ async fn a_version_3_database_gains_the_workflow_tables_and_keeps_its_jobs() {
         .expect("workflow records work on an upgraded database");
     assert!(backend.workflow_get(wf).await.expect("get").is_some());
     drop(backend);
-    assert_eq!(recorded_version(&path), 5);
+    assert_eq!(recorded_version(&path), 6);
 }
 
 #[tokio::test]
@@ -164,5 +167,41 @@ async fn a_version_4_database_gains_the_kv_tables_and_keeps_its_jobs() {
         Some(celeriac_core::backend::KvEvent::Message(b"m".to_vec()))
     );
     drop(backend);
-    assert_eq!(recorded_version(&path), 5);
+    assert_eq!(recorded_version(&path), 6);
+}
+
+#[tokio::test]
+async fn a_version_5_database_gains_the_rate_limit_tables_and_keeps_its_jobs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, id) = old_database(dir.path(), include_str!("schema_v5.sql"), 5);
+    let backend = open(&path).await;
+    assert_eq!(
+        backend.get(id).await.expect("get").map(|i| i.state),
+        Some(JobState::Pending),
+        "the job written by version 5 is kept"
+    );
+    let q = [Quota::per_minute(1)];
+    assert!(
+        backend
+            .check_limits("user", &q, 1, NOW)
+            .await
+            .expect("limits work on an upgraded database")
+            .allowed
+    );
+    assert!(
+        !backend
+            .check_limits("user", &q, 1, NOW)
+            .await
+            .expect("check")
+            .allowed
+    );
+    assert!(
+        backend
+            .acquire_permit("user", "h", 1, Duration::from_secs(5), NOW)
+            .await
+            .expect("permits work on an upgraded database")
+            .allowed
+    );
+    drop(backend);
+    assert_eq!(recorded_version(&path), 6);
 }

@@ -131,3 +131,19 @@ pub(crate) fn kv_lock_key(prefix: &str, key: &str) -> String {
 pub(crate) fn kv_channel(prefix: &str, channel: &str) -> String {
     format!("{prefix}:kv-channel:{channel}")
 }
+
+/// The common part of every key of one rate-limit key: its hash tag `{rl:<key>}` (non-empty
+/// whatever the key holds, and the same for all its quotas, so they share a slot).
+fn limit_base(prefix: &str, key: &str) -> String {
+    format!("{prefix}:{{rl:{key}}}")
+}
+
+/// One quota's state for a rate-limit key.
+pub(crate) fn limit_key(prefix: &str, key: &str, state_id: &str) -> String {
+    format!("{}:{state_id}", limit_base(prefix, key))
+}
+
+/// The concurrency permits of a rate-limit key.
+pub(crate) fn permits_key(prefix: &str, key: &str) -> String {
+    format!("{}:permits", limit_base(prefix, key))
+}

@@ -56,7 +56,7 @@
 //!
 //! Room is left under the same tag for what comes next: `:unique:<key>` and `:limit:<task>`
 //! live in the queue's slot so their scripts stay atomic; cache and limiter keys get their own
-//! prefixes (`celeriac:cache:…`, `celeriac:rl:…`).
+//! prefixes (`celeriac:kv:…`, `celeriac:{rl:…}`).
 //!
 //! Workflows (chain, group, chord) belong to no queue: every key of one join or one workflow
 //! carries the hash tag `{wf:<id>}` (ids are UUIDs, so no tag clashes with a queue's), and each
@@ -82,6 +82,15 @@
 //! | `celeriac:kv-lock:<key>` | STRING | a lease lock: `<until>\|<token>`, TTL the lease (`lockKey-1`, `unlockKey-1`) |
 //! | `celeriac:kv-channel:<channel>` | channel | broadcast messages; each subscription has its own pub/sub connection and gets a `Reset` after it resubscribes |
 //!
+//! Rate limits ([`celeriac_core::RateLimitStore`]): every key of one limiter key carries the
+//! hash tag `{rl:<key>}`, so all its quotas sit on one slot and one `checkLimits-N` call
+//! decides them all at once (the `rl:` keeps the tag non-empty whatever the key holds):
+//!
+//! | key | type | what |
+//! |---|---|---|
+//! | `celeriac:{rl:<key>}:<state id>` | STRING | one quota's state `a:b:c` (see `celeriac_core::limit::maths`); PX TTL how long it matters |
+//! | `celeriac:{rl:<key>}:permits` | ZSET | concurrency permits: holder → lease end (ms); TTL the last lease's end (`acquirePermit-1`, `releasePermit-1`) |
+//!
 //! # Client
 //! redis-rs: multiplexed, pipelined connections; Cluster (slot routing, MOVED/ASK handling);
 //! Sentinel; TLS through rustls; reconnect with backoff (`ConnectionManager`); a response
@@ -100,6 +109,7 @@ mod coord;
 mod flow;
 mod keys;
 mod kv;
+mod limit;
 mod scripts;
 
 pub use config::{RedisConfig, Topology};

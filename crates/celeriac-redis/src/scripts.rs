@@ -54,6 +54,9 @@ pub(crate) struct Scripts {
     pub(crate) record_tick: Script,
     pub(crate) lock_key: Script,
     pub(crate) unlock_key: Script,
+    pub(crate) check_limits: Script,
+    pub(crate) acquire_permit: Script,
+    pub(crate) release_permit: Script,
 }
 
 impl Scripts {
@@ -79,6 +82,9 @@ impl Scripts {
             record_tick: plain_script!("recordTick-2.lua"),
             lock_key: plain_script!("lockKey-1.lua"),
             unlock_key: plain_script!("unlockKey-1.lua"),
+            check_limits: plain_script!("checkLimits-N.lua"),
+            acquire_permit: plain_script!("acquirePermit-1.lua"),
+            release_permit: plain_script!("releasePermit-1.lua"),
         }
     }
 }

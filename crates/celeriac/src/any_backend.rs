@@ -3,9 +3,10 @@
 use crate::{Error, Result};
 use celeriac_core::backend::{
     Broker, CancelOutcome, ClaimRequest, Claimed, Completion, Coordinator, JoinArrival, JoinStatus,
-    KvEntry, KvStore, KvSubscription, LeaseRef, QueueStats, ReapReport, ResultStore, ScheduleState,
-    WorkflowEnd, WorkflowRecord, WorkflowStore,
+    KvEntry, KvStore, KvSubscription, LeaseRef, QueueStats, RateLimitStore, ReapReport,
+    ResultStore, ScheduleState, WorkflowEnd, WorkflowRecord, WorkflowStore,
 };
+use celeriac_core::limit::{Decision, Quota};
 use celeriac_core::{Job, JobId, JobInfo, UnixMs};
 use celeriac_embedded::SqliteBackend;
 use celeriac_redis::RedisBackend;
@@ -214,5 +215,30 @@ impl KvStore for Backend {
     }
     async fn kv_subscribe(&self, channel: &str) -> Result<KvSubscription> {
         forward!(self, b => b.kv_subscribe(channel).await)
+    }
+}
+
+impl RateLimitStore for Backend {
+    async fn check_limits(
+        &self,
+        key: &str,
+        quotas: &[Quota],
+        cost: u32,
+        now: UnixMs,
+    ) -> Result<Decision> {
+        forward!(self, b => b.check_limits(key, quotas, cost, now).await)
+    }
+    async fn acquire_permit(
+        &self,
+        key: &str,
+        holder: &str,
+        max: u32,
+        lease: Duration,
+        now: UnixMs,
+    ) -> Result<Decision> {
+        forward!(self, b => b.acquire_permit(key, holder, max, lease, now).await)
+    }
+    async fn release_permit(&self, key: &str, holder: &str, now: UnixMs) -> Result<bool> {
+        forward!(self, b => b.release_permit(key, holder, now).await)
     }
 }

@@ -11,6 +11,8 @@ use crate::{
     demo, App, Broker, Error, JobId, JobInfo, JobOptions, Priority, Registry, ResultStore,
     WorkerConfig,
 };
+mod limits;
+
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::process::ExitCode;
@@ -136,6 +138,11 @@ enum Command {
     ///
     /// Without --url it uses a fresh SQLite file with durable commits.
     Bench(BenchArgs),
+    /// Rate limits in the store: check a key against quotas and print the decision.
+    Limits {
+        #[command(subcommand)]
+        command: limits::LimitsCommand,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -371,9 +378,10 @@ enum DlqCommand {
 
 #[derive(Args, Debug)]
 struct BenchArgs {
-    /// What to measure: `jobs` (enqueue, processing, start latency) or `cache` (L1 hits
+    /// What to measure: `jobs` (enqueue, processing, start latency), `cache` (L1 hits
     /// against raw moka, L2 hits against redis-benchmark, a stampede of 3 processes on one
-    /// cold key).
+    /// cold key) or `limits` (limiter decisions on the store against raw EVALSHA of a trivial
+    /// script, local decisions on one core).
     #[arg(value_enum, default_value = "jobs")]
     what: BenchWhat,
     /// Cache: gets per phase.
@@ -394,6 +402,16 @@ struct BenchArgs {
     /// (Internal) when the stampede starts, ms since the epoch.
     #[arg(long, hide = true, default_value_t = 0)]
     stampede_start: i64,
+    /// Limits: decisions on the store.
+    #[arg(long, env = "CELERIAC_BENCH_DECISIONS", default_value_t = 200_000)]
+    decisions: u64,
+    /// Limits: decisions of the local limiter per round.
+    #[arg(
+        long,
+        env = "CELERIAC_BENCH_LOCAL_DECISIONS",
+        default_value_t = 20_000_000
+    )]
+    local_decisions: u64,
     /// Jobs to enqueue and process.
     #[arg(
         long,
@@ -480,6 +498,68 @@ async fn run_cache_bench(url: Option<&str>, args: BenchArgs) -> CliResult {
     Ok(())
 }
 
+async fn run_limits_bench(url: Option<&str>, args: BenchArgs) -> CliResult {
+    if args.decisions == 0 || args.local_decisions == 0 || args.keys == 0 || args.concurrency == 0 {
+        return Err(CliError(
+            "--decisions, --local-decisions, --keys and --concurrency must be at least 1".into(),
+        ));
+    }
+    let (url, _scratch) = match url {
+        Some(u) => (u.to_string(), None),
+        None => {
+            let s = Scratch::new("bench-limits")?;
+            (s.url(), Some(s))
+        }
+    };
+    let backend = std::sync::Arc::new(crate::Backend::connect(&url).await?);
+    let config = crate::bench_limits::LimitsBenchConfig {
+        decisions: args.decisions,
+        local_decisions: args.local_decisions,
+        concurrency: args.concurrency,
+        keys: args.keys,
+        url: url.clone(),
+    };
+    let spinner = progress_bar(0, "measuring the rate limiters");
+    let report = crate::bench_limits::run(backend, &config).await?;
+    spinner.finish_and_clear();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!("Celeriac rate limit benchmark on {url}");
+    match (report.raw_evalsha_per_s, report.store_ratio) {
+        (Some(raw), Some(r)) => {
+            println!(
+                "store decisions {:>12.0}/s   raw EVALSHA {raw:.0}/s   ratio {r:.2}× (concurrency {})",
+                report.store_decisions_per_s, report.concurrency
+            );
+            if let (Some(same), Some(r)) = (
+                report.raw_evalsha_same_args_per_s,
+                report.store_ratio_same_args,
+            ) {
+                println!(
+                    "                                 raw EVALSHA with a decision's keys and arguments {same:.0}/s   ratio {r:.2}×"
+                );
+            }
+        }
+        _ => println!(
+            "store decisions {:>12.0}/s   (concurrency {}; the EVALSHA comparison runs on redis:// only)",
+            report.store_decisions_per_s, report.concurrency
+        ),
+    }
+    println!(
+        "local decisions {:>12.0}/s   (one core, one GCRA quota)",
+        report.local_decisions_per_s
+    );
+    match report.breaker_overhead_ns {
+        Some(ns) => println!("breaker overhead {ns:>10.1} ns per guarded call"),
+        None => {
+            println!("breaker overhead       (not measured: bench_limits::breaker_overhead_ns)")
+        }
+    }
+    Ok(())
+}
+
 /// What `celeriac bench` measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum BenchWhat {
@@ -487,6 +567,8 @@ enum BenchWhat {
     Jobs,
     /// The cache.
     Cache,
+    /// The rate limiters.
+    Limits,
 }
 
 /// Splits `name:weight` queue arguments into names and weights (all or none weighted).
@@ -723,6 +805,9 @@ async fn dispatch(cli: Cli, registry: Registry, default_url: Option<String>) -> 
                 }
             }
             Ok(())
+        }
+        Command::Limits { command } => {
+            limits::run(url.unwrap_or(crate::DEFAULT_URL), command).await
         }
         Command::Demo { jobs } => run_demo(explicit, jobs).await,
         Command::Bench(args) => run_bench(explicit, args).await,
@@ -1533,6 +1618,9 @@ async fn run_demo(url: Option<&str>, jobs: u64) -> CliResult {
 async fn run_bench(url: Option<&str>, args: BenchArgs) -> CliResult {
     if args.what == BenchWhat::Cache {
         return run_cache_bench(url, args).await;
+    }
+    if args.what == BenchWhat::Limits {
+        return run_limits_bench(url, args).await;
     }
     if args.jobs == 0 || args.batch == 0 || args.concurrency == 0 {
         return Err(CliError(

@@ -36,12 +36,16 @@ mod app;
 pub mod bench;
 #[cfg(feature = "cli")]
 pub mod bench_cache;
+#[cfg(feature = "cli")]
+pub mod bench_limits;
 mod cache_warm;
 mod cached;
 #[cfg(feature = "cli")]
 pub mod cli;
 #[cfg(feature = "cli")]
 pub mod demo;
+#[cfg(feature = "tower")]
+pub mod layer;
 
 pub use app::{App, AppBuilder, Backend, DEFAULT_URL};
 pub use cache_warm::{
@@ -50,6 +54,8 @@ pub use cache_warm::{
 };
 pub use cached::{cache_store, install_cache_store};
 pub use celeriac_core::cache;
+pub use celeriac_core::limit;
+pub use celeriac_core::RateLimitStore;
 pub use celeriac_core::{
     backend, beat, client, clock, error, job, retry, schedule, task, worker, AsClient, Backoff,
     Beat, BeatConfig, Broker, CancelOutcome, Client, Clock, Coordinator, Encoding, Enqueue, Error,

@@ -1,0 +1,462 @@
+//! [`RateLimiter`]: quotas enforced through a shared store, with what a service needs around
+//! it: a failure mode, a local fallback, a short-circuit cache, shadow mode, overrides.
+
+use super::local::LocalLimiter;
+use super::maths::Decision;
+use super::quota::Quota;
+use crate::backend::RateLimitStore;
+use crate::clock::{duration_ms, Clock, SystemClock, UnixMs};
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What a limiter does while its store fails or times out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailMode {
+    /// Let calls through (the default). With the local fallback on (the default), each
+    /// process still enforces the quotas on its own meanwhile.
+    #[default]
+    Open,
+    /// Deny every call until the store answers again.
+    Closed,
+}
+
+/// Where a [`Verdict`] came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Source {
+    /// The shared store decided.
+    Store,
+    /// The key was known to be over its limit until its retry-after: no round trip.
+    ShortCircuit,
+    /// The store failed; the local fallback limiter decided (fail-open).
+    Fallback,
+    /// The store failed; fail-open without a fallback let the call through.
+    FailedOpen,
+    /// The store failed; fail-closed denied the call.
+    FailedClosed,
+}
+
+/// A limiter's answer for one call.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    /// Whether to let the call through (always true in shadow mode).
+    pub allow: bool,
+    /// The decision as made (in shadow mode it may deny while `allow` is true).
+    pub decision: Decision,
+    /// Who decided.
+    pub source: Source,
+    /// The quotas that applied to the key (for `RateLimit-Policy` headers).
+    pub quotas: Arc<[Quota]>,
+}
+
+impl Verdict {
+    /// The quota the decision reports on (the most restrictive).
+    pub fn quota(&self) -> Option<&Quota> {
+        self.quotas.get(self.decision.quota)
+    }
+}
+
+type Tier = Arc<dyn Fn(&str) -> Option<Arc<[Quota]>> + Send + Sync>;
+
+/// Builds a [`RateLimiter`]; see [`RateLimiter::builder`].
+pub struct RateLimiterBuilder<S> {
+    store: Arc<S>,
+    name: String,
+    quotas: Vec<Quota>,
+    overrides: HashMap<String, Vec<Quota>>,
+    tier: Option<Tier>,
+    fail_mode: FailMode,
+    local_fallback: bool,
+    timeout: Duration,
+    shadow: bool,
+    short_circuit: bool,
+    short_circuit_capacity: u64,
+    clock: Arc<dyn Clock>,
+}
+
+impl<S> std::fmt::Debug for RateLimiterBuilder<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimiterBuilder")
+            .field("name", &self.name)
+            .field("quotas", &self.quotas)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: RateLimitStore> RateLimiterBuilder<S> {
+    /// Names the limiter (the `limiter` label of its metrics; `default` unless set).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Adds a quota every key must keep (several are checked at once, all or nothing).
+    pub fn quota(mut self, quota: Quota) -> Self {
+        self.quotas.push(quota);
+        self
+    }
+
+    /// Gives one key its own quotas in place of the default ones (a premium customer).
+    pub fn override_key(mut self, key: impl Into<String>, quotas: Vec<Quota>) -> Self {
+        self.overrides.insert(key.into(), quotas);
+        self
+    }
+
+    /// Chooses quotas per key by a function (a tier looked up from the key); `None` keeps the
+    /// default ones. Keys given to [`Self::override_key`] come first. Quotas it returns are
+    /// checked on each call; a bad one is an error for that call.
+    pub fn override_with(
+        mut self,
+        tier: impl Fn(&str) -> Option<Arc<[Quota]>> + Send + Sync + 'static,
+    ) -> Self {
+        self.tier = Some(Arc::new(tier));
+        self
+    }
+
+    /// What to do while the store fails or times out ([`FailMode::Open`] by default).
+    pub fn fail_mode(mut self, mode: FailMode) -> Self {
+        self.fail_mode = mode;
+        self
+    }
+
+    /// Whether fail-open enforces the quotas per process meanwhile (on by default).
+    pub fn local_fallback(mut self, on: bool) -> Self {
+        self.local_fallback = on;
+        self
+    }
+
+    /// The longest wait for the store per call (100 ms by default); past it the failure mode
+    /// applies.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Shadow mode: decide and count, never deny (to try a limit out in production).
+    pub fn shadow(mut self, on: bool) -> Self {
+        self.shadow = on;
+        self
+    }
+
+    /// Whether keys known to be over their limit are denied locally until their
+    /// retry-after, without asking the store (on by default), and how many such keys are
+    /// kept at most.
+    pub fn short_circuit(mut self, on: bool, capacity: u64) -> Self {
+        self.short_circuit = on;
+        self.short_circuit_capacity = capacity;
+        self
+    }
+
+    /// The clock `now` is read from (the system clock by default; a
+    /// [`crate::ManualClock`] in tests).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Builds the limiter. Metrics are registered here: install the `metrics` recorder first.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a bad quota (zero limit or window…), no quota at all, two
+    /// quotas of one key sharing a policy name, or a zero timeout.
+    pub fn build(self) -> Result<RateLimiter<S>> {
+        if self.quotas.is_empty() {
+            return Err(Error::config(
+                "rate limit",
+                format!(
+                    "limiter `{}` has no quota; add one with .quota(..)",
+                    self.name
+                ),
+            ));
+        }
+        if self.timeout.is_zero() {
+            return Err(Error::config(
+                "rate limit timeout",
+                "the store timeout is zero; give it a length above zero",
+            ));
+        }
+        let check = |quotas: &[Quota]| -> Result<Arc<[Quota]>> {
+            super::check_request("check", quotas, 1)?;
+            check_names(quotas)?;
+            Ok(quotas.into())
+        };
+        let quotas = check(&self.quotas)?;
+        let overrides = self
+            .overrides
+            .iter()
+            .map(|(k, q)| {
+                super::check_key("rate limit key", k)?;
+                Ok((k.clone(), check(q)?))
+            })
+            .collect::<Result<HashMap<_, _>>>()?;
+        let label = self.name.clone();
+        let counter = |outcome: &'static str| {
+            metrics::counter!("celeriac_rate_limit_decisions_total",
+                "limiter" => label.clone(), "outcome" => outcome)
+        };
+        let metrics = Metrics {
+            allowed: counter("allowed"),
+            denied: counter("denied"),
+            shadow_denied: counter("shadow_denied"),
+            short_circuited: counter("short_circuited"),
+            store_errors: metrics::counter!("celeriac_rate_limit_store_errors_total",
+                "limiter" => label.clone()),
+        };
+        Ok(RateLimiter {
+            inner: Arc::new(Inner {
+                store: self.store,
+                name: self.name,
+                quotas,
+                overrides,
+                tier: self.tier,
+                fail_mode: self.fail_mode,
+                fallback: self.local_fallback.then(LocalLimiter::new),
+                timeout: self.timeout,
+                shadow: self.shadow,
+                over: self.short_circuit.then(|| {
+                    moka::sync::Cache::builder()
+                        .max_capacity(self.short_circuit_capacity.max(1))
+                        .build()
+                }),
+                clock: self.clock,
+                metrics,
+            }),
+        })
+    }
+}
+
+fn check_names(quotas: &[Quota]) -> Result<()> {
+    for (i, q) in quotas.iter().enumerate() {
+        if quotas[..i]
+            .iter()
+            .any(|p| p.policy_name() == q.policy_name())
+        {
+            return Err(Error::config(
+                "rate limit",
+                format!(
+                    "two quotas are named `{}`; give each its own with .name(..) (the name is \
+                     the policy in RateLimit headers)",
+                    q.policy_name()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+struct Metrics {
+    allowed: metrics::Counter,
+    denied: metrics::Counter,
+    shadow_denied: metrics::Counter,
+    short_circuited: metrics::Counter,
+    store_errors: metrics::Counter,
+}
+
+/// Over its limit until `until` for calls costing at least `cost`.
+#[derive(Clone, Copy)]
+struct Over {
+    until: UnixMs,
+    cost: u32,
+    decision: Decision,
+}
+
+struct Inner<S> {
+    store: Arc<S>,
+    name: String,
+    quotas: Arc<[Quota]>,
+    overrides: HashMap<String, Arc<[Quota]>>,
+    tier: Option<Tier>,
+    fail_mode: FailMode,
+    fallback: Option<LocalLimiter>,
+    timeout: Duration,
+    shadow: bool,
+    over: Option<moka::sync::Cache<String, Over>>,
+    clock: Arc<dyn Clock>,
+    metrics: Metrics,
+}
+
+/// Quotas enforced across every process through a [`RateLimitStore`].
+///
+/// ```
+/// # use std::sync::Arc;
+/// use celeriac_core::limit::{FailMode, LocalLimiter, Quota, RateLimiter};
+/// # async fn demo() -> celeriac_core::Result<()> {
+/// # let store = Arc::new(LocalLimiter::new());
+/// let limiter = RateLimiter::builder(store)
+///     .quota(Quota::per_minute(100).burst(10))
+///     .quota(Quota::per_hour(1000).name("hourly"))
+///     .override_key("user:premium", vec![Quota::per_minute(1000)])
+///     .fail_mode(FailMode::Open)
+///     .build()?;
+/// let verdict = limiter.check("user:42").await?;
+/// if !verdict.allow {
+///     // 429, Retry-After: verdict.decision.retry_after
+/// }
+/// # Ok(()) }
+/// ```
+///
+/// - **Failure mode**: each store call has a timeout; when the store fails or times out,
+///   [`FailMode::Open`] lets calls through (each process enforcing the quotas with a local
+///   fallback limiter meanwhile, unless turned off) and [`FailMode::Closed`] denies them.
+///   Store failures are counted and logged at debug level.
+/// - **Short-circuit**: a key the store denied is denied locally until its retry-after (for
+///   calls costing at least as much), saving the round trip; keys over their limit are the
+///   ones that call most.
+/// - **Shadow mode**: decisions are made and counted but never deny.
+/// - **Overrides**: per key (a premium customer) or by a function (tiers).
+///
+/// Metrics: `celeriac_rate_limit_decisions_total{limiter, outcome}` with outcome `allowed`,
+/// `denied`, `shadow_denied` or `short_circuited` (also counted as denied), and
+/// `celeriac_rate_limit_store_errors_total{limiter}`.
+pub struct RateLimiter<S> {
+    inner: Arc<Inner<S>>,
+}
+
+impl<S> Clone for RateLimiter<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<S> std::fmt::Debug for RateLimiter<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimiter")
+            .field("name", &self.inner.name)
+            .field("quotas", &self.inner.quotas)
+            .field("fail_mode", &self.inner.fail_mode)
+            .field("shadow", &self.inner.shadow)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: RateLimitStore> RateLimiter<S> {
+    /// A builder over `store`, with the defaults: fail-open with a local fallback, a 100 ms
+    /// timeout, short-circuit on (100,000 keys), no shadow mode, the system clock.
+    pub fn builder(store: Arc<S>) -> RateLimiterBuilder<S> {
+        RateLimiterBuilder {
+            store,
+            name: "default".into(),
+            quotas: Vec::new(),
+            overrides: HashMap::new(),
+            tier: None,
+            fail_mode: FailMode::Open,
+            local_fallback: true,
+            timeout: Duration::from_millis(100),
+            shadow: false,
+            short_circuit: true,
+            short_circuit_capacity: 100_000,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// The limiter's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Whether the limiter runs in shadow mode (decides, never denies).
+    pub fn is_shadow(&self) -> bool {
+        self.inner.shadow
+    }
+
+    /// The quotas that apply to `key` (an override, or the default ones).
+    pub fn quotas_for(&self, key: &str) -> Arc<[Quota]> {
+        if let Some(q) = self.inner.overrides.get(key) {
+            return q.clone();
+        }
+        if let Some(q) = self.inner.tier.as_ref().and_then(|t| t(key)) {
+            return q;
+        }
+        self.inner.quotas.clone()
+    }
+
+    /// [`Self::check_cost`] with a cost of 1.
+    ///
+    /// # Errors
+    /// As [`Self::check_cost`].
+    pub async fn check(&self, key: &str) -> Result<Verdict> {
+        self.check_cost(key, 1).await
+    }
+
+    /// Decides one call of `cost` for `key`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a bad key (empty, too long) or a cost no quota can hold: bad
+    /// input, never a store failure (those follow the failure mode).
+    pub async fn check_cost(&self, key: &str, cost: u32) -> Result<Verdict> {
+        let inner = &*self.inner;
+        let quotas = self.quotas_for(key);
+        super::check_request(key, &quotas, cost)?;
+        let now = inner.clock.now_ms();
+        if let Some(over) = &inner.over {
+            if let Some(o) = over.get(key) {
+                if now < o.until && cost >= o.cost {
+                    let mut decision = o.decision;
+                    decision.retry_after = Some(Duration::from_millis((o.until - now) as u64));
+                    inner.metrics.short_circuited.increment(1);
+                    return Ok(self.finish(decision, Source::ShortCircuit, quotas));
+                }
+                over.invalidate(key);
+            }
+        }
+        let call = inner.store.check_limits(key, &quotas, cost, now);
+        let failure = match tokio::time::timeout(inner.timeout, call).await {
+            Ok(Ok(decision)) => {
+                if let (Some(over), Some(retry)) = (&inner.over, decision.retry_after) {
+                    over.insert(
+                        key.to_string(),
+                        Over {
+                            until: now.saturating_add(duration_ms(retry)),
+                            cost,
+                            decision,
+                        },
+                    );
+                }
+                return Ok(self.finish(decision, Source::Store, quotas));
+            }
+            Ok(Err(e @ Error::Config { .. })) => return Err(e),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {:?}", inner.timeout),
+        };
+        inner.metrics.store_errors.increment(1);
+        tracing::debug!(limiter = %inner.name, error = %failure, "rate limit store failed");
+        let (decision, source) = match (inner.fail_mode, &inner.fallback) {
+            (FailMode::Open, Some(local)) => {
+                (local.check(key, &quotas, cost, now)?, Source::Fallback)
+            }
+            (FailMode::Open, None) => (Decision::unlimited(), Source::FailedOpen),
+            (FailMode::Closed, _) => {
+                let mut d = Decision::unlimited();
+                d.allowed = false;
+                d.limit = quotas.first().map_or(0, Quota::limit);
+                d.remaining = 0;
+                d.retry_after = Some(Duration::from_secs(1));
+                d.reset_after = Duration::from_secs(1);
+                (d, Source::FailedClosed)
+            }
+        };
+        Ok(self.finish(decision, source, quotas))
+    }
+
+    fn finish(&self, decision: Decision, source: Source, quotas: Arc<[Quota]>) -> Verdict {
+        let m = &self.inner.metrics;
+        let allow = decision.allowed || self.inner.shadow;
+        if decision.allowed {
+            m.allowed.increment(1);
+        } else if self.inner.shadow {
+            m.shadow_denied.increment(1);
+        } else {
+            m.denied.increment(1);
+        }
+        Verdict {
+            allow,
+            decision,
+            source,
+            quotas,
+        }
+    }
+}

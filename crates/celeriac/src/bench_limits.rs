@@ -1,0 +1,187 @@
+//! `celeriac bench limits`: limiter decisions per second on the store against the raw
+//! `EVALSHA` rate of a trivial script at the same concurrency, local decisions per second on
+//! one core, and (once measured) the breaker overhead per guarded call.
+
+use crate::limit::{LocalLimiter, Quota};
+use crate::{Backend, Error, ErrorKind, RateLimitStore, Result};
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct LimitsBenchConfig {
+    /// Decisions on the store.
+    pub decisions: u64,
+    /// Decisions of the local limiter (per round; the best of three rounds counts).
+    pub local_decisions: u64,
+    /// Concurrent callers on the store.
+    pub concurrency: usize,
+    /// Distinct keys.
+    pub keys: u64,
+    /// The store's URL (the raw `EVALSHA` comparison runs on `redis://` only).
+    pub url: String,
+}
+
+/// The figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct LimitsBenchReport {
+    /// Limiter decisions per second through the store at the configured concurrency.
+    pub store_decisions_per_s: f64,
+    /// `EVALSHA` of `return 1` with one key per second at the same concurrency on one
+    /// multiplexed connection (Redis only).
+    pub raw_evalsha_per_s: Option<f64>,
+    /// The store figure over the raw one (the target is at least 0.8).
+    pub store_ratio: Option<f64>,
+    /// `EVALSHA` of `return 1` sent the same keys and arguments as a decision: what shipping
+    /// a decision's arguments costs before any limiter work.
+    pub raw_evalsha_same_args_per_s: Option<f64>,
+    /// The store figure over that one.
+    pub store_ratio_same_args: Option<f64>,
+    /// Local limiter decisions per second on one core (one GCRA quota, existing keys).
+    pub local_decisions_per_s: f64,
+    /// Breaker overhead per guarded call in nanoseconds, when [`breaker_overhead_ns`]
+    /// measures it.
+    pub breaker_overhead_ns: Option<f64>,
+    /// Concurrent callers on the store.
+    pub concurrency: usize,
+}
+
+/// The quota every phase checks: generous, so decisions are mostly allowed and every one
+/// writes.
+fn bench_quota() -> Quota {
+    Quota::per_second(1_000_000).burst(1_000_000).name("bench")
+}
+
+/// Runs every phase.
+pub async fn run(backend: Arc<Backend>, cfg: &LimitsBenchConfig) -> Result<LimitsBenchReport> {
+    let local = local_decisions_per_s(cfg.local_decisions, cfg.keys);
+    let store = store_decisions_per_s(&backend, cfg).await?;
+    let raw = raw_evalsha_per_s(cfg, false).await?;
+    let same = raw_evalsha_per_s(cfg, true).await?;
+    let ratio = |raw: Option<f64>| raw.map(|r| if r > 0.0 { store / r } else { 0.0 });
+    Ok(LimitsBenchReport {
+        store_decisions_per_s: store,
+        raw_evalsha_per_s: raw,
+        store_ratio: ratio(raw),
+        raw_evalsha_same_args_per_s: same,
+        store_ratio_same_args: ratio(same),
+        local_decisions_per_s: local,
+        breaker_overhead_ns: breaker_overhead_ns(),
+        concurrency: cfg.concurrency,
+    })
+}
+
+/// The local limiter in a tight loop on this thread: the best of three rounds of
+/// `decisions` decisions over `keys` existing keys.
+pub fn local_decisions_per_s(decisions: u64, keys: u64) -> f64 {
+    let limiter = LocalLimiter::new();
+    let quotas = [bench_quota()];
+    let keys: Vec<String> = (0..keys.max(1)).map(|k| format!("bench:{k}")).collect();
+    let now = crate::clock::system_now_ms();
+    for k in &keys {
+        let _ = limiter.check(k, &quotas, 1, now);
+    }
+    let mut best = 0f64;
+    let mut allowed = 0u64;
+    for _ in 0..3 {
+        let started = Instant::now();
+        for i in 0..decisions {
+            let key = &keys[(i % keys.len() as u64) as usize];
+            // Time moves a millisecond every 1,024 decisions, as it would under load.
+            let now = now + (i >> 10) as i64;
+            if let Ok(d) = limiter.check(key, &quotas, 1, now) {
+                allowed += u64::from(d.allowed);
+            }
+        }
+        best = best.max(decisions as f64 / started.elapsed().as_secs_f64().max(1e-9));
+    }
+    std::hint::black_box(allowed);
+    best
+}
+
+async fn store_decisions_per_s(backend: &Arc<Backend>, cfg: &LimitsBenchConfig) -> Result<f64> {
+    let quotas: Arc<[Quota]> = Arc::from(vec![bench_quota()]);
+    let concurrency = cfg.concurrency.max(1);
+    let per = (cfg.decisions / concurrency as u64).max(1);
+    let keys = cfg.keys.max(1);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..concurrency {
+        let (backend, quotas) = (backend.clone(), quotas.clone());
+        tasks.spawn(async move {
+            for i in 0..per {
+                let key = format!("bench:{}", (i * concurrency as u64 + t as u64) % keys);
+                let now = crate::clock::system_now_ms();
+                backend.check_limits(&key, &quotas, 1, now).await?;
+            }
+            Ok::<_, Error>(())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.map_err(|e| Error::backend(ErrorKind::GiveUp, e))??;
+    }
+    Ok((per * concurrency as u64) as f64 / started.elapsed().as_secs_f64().max(1e-9))
+}
+
+/// `EVALSHA` of `return 1`, `cfg.decisions` times at the same concurrency, on one
+/// multiplexed connection (as the backend uses): with one key, or with `same_args` the keys
+/// and arguments a decision sends; `None` off plain `redis://`.
+async fn raw_evalsha_per_s(cfg: &LimitsBenchConfig, same_args: bool) -> Result<Option<f64>> {
+    if !cfg.url.starts_with("redis://") {
+        return Ok(None);
+    }
+    let base = cfg.url.split('?').next().unwrap_or(&cfg.url);
+    let fail = |e: redis::RedisError| Error::backend(ErrorKind::GiveUp, e);
+    let client = redis::Client::open(base).map_err(fail)?;
+    let conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(fail)?;
+    let script = Arc::new(redis::Script::new("return 1"));
+    let concurrency = cfg.concurrency.max(1);
+    let per = (cfg.decisions / concurrency as u64).max(1);
+    let keys = cfg.keys.max(1);
+    // Loaded once, so every timed call is an EVALSHA.
+    let _: i64 = script
+        .key("bench:raw")
+        .invoke_async(&mut conn.clone())
+        .await
+        .map_err(fail)?;
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..concurrency {
+        let (mut conn, script) = (conn.clone(), script.clone());
+        tasks.spawn(async move {
+            for i in 0..per {
+                let key = format!("bench:raw:{}", (i * concurrency as u64 + t as u64) % keys);
+                let mut call = script.key(key);
+                if same_args {
+                    let q = bench_quota();
+                    call.arg(crate::clock::system_now_ms())
+                        .arg(1)
+                        .arg(q.algorithm().code())
+                        .arg(q.limit())
+                        .arg(q.window_ms())
+                        .arg(q.interval_us())
+                        .arg(q.tolerance_us());
+                }
+                let _: i64 = call.invoke_async(&mut conn).await?;
+            }
+            Ok::<_, redis::RedisError>(())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.map_err(|e| Error::backend(ErrorKind::GiveUp, e))?
+            .map_err(fail)?;
+    }
+    Ok(Some(
+        (per * concurrency as u64) as f64 / started.elapsed().as_secs_f64().max(1e-9),
+    ))
+}
+
+/// The breaker overhead per guarded call on the closed path, in nanoseconds: `None` until the
+/// circuit breaker's own measurement is added here.
+pub fn breaker_overhead_ns() -> Option<f64> {
+    None
+}

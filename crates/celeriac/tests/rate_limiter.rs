@@ -1,0 +1,286 @@
+//! The distributed rate limiter around a real store: short-circuit, shadow mode, overrides,
+//! bad settings, and the failure modes with a Redis that is down or hangs.
+
+use celeriac::embedded::SqliteBackend;
+use celeriac::limit::{FailMode, Quota, RateLimiter, Source};
+use celeriac::redis::RedisBackend;
+use celeriac::{Error, ManualClock};
+use celeriac_testkit::RedisServer;
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, SharedString, Unit};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+const T0: i64 = 1_700_000_000_000;
+
+async fn sqlite() -> Arc<SqliteBackend> {
+    Arc::new(SqliteBackend::memory().await.expect("sqlite"))
+}
+
+#[tokio::test]
+async fn keys_over_their_limit_are_denied_locally_until_their_retry_after() {
+    let clock = ManualClock::new(T0);
+    let limiter = RateLimiter::builder(sqlite().await)
+        .quota(Quota::per_minute(1))
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .expect("limiter");
+    let v = limiter.check("u").await.expect("check");
+    assert!(v.allow && v.source == Source::Store);
+    let v = limiter.check("u").await.expect("check");
+    assert!(!v.allow && v.source == Source::Store);
+    assert_eq!(v.decision.retry_after, Some(Duration::from_secs(60)));
+    let v = limiter.check("u").await.expect("check");
+    assert_eq!((v.allow, v.source), (false, Source::ShortCircuit));
+    clock.advance(Duration::from_secs(30));
+    let v = limiter.check("u").await.expect("check");
+    assert_eq!((v.allow, v.source), (false, Source::ShortCircuit));
+    assert_eq!(v.decision.retry_after, Some(Duration::from_secs(30)));
+    assert!(limiter.check("other").await.expect("check").allow);
+    clock.advance(Duration::from_secs(30));
+    let v = limiter.check("u").await.expect("check");
+    assert_eq!(
+        (v.allow, v.source),
+        (true, Source::Store),
+        "back to the store"
+    );
+}
+
+#[tokio::test]
+async fn shadow_mode_decides_and_counts_but_never_denies() {
+    let limiter = RateLimiter::builder(sqlite().await)
+        .quota(Quota::per_minute(1))
+        .shadow(true)
+        .clock(Arc::new(ManualClock::new(T0)))
+        .build()
+        .expect("limiter");
+    assert!(limiter.check("u").await.expect("check").decision.allowed);
+    for _ in 0..3 {
+        let v = limiter.check("u").await.expect("check");
+        assert!(v.allow, "shadow mode lets it through");
+        assert!(!v.decision.allowed, "but says it would have been denied");
+    }
+}
+
+#[tokio::test]
+async fn overrides_give_keys_their_own_quotas() {
+    let limiter = RateLimiter::builder(sqlite().await)
+        .quota(Quota::per_minute(1))
+        .override_key("vip", vec![Quota::per_minute(60).burst(2)])
+        .override_with(|key| {
+            key.starts_with("gold:")
+                .then(|| Arc::from(vec![Quota::per_minute(60).burst(1)]))
+        })
+        .clock(Arc::new(ManualClock::new(T0)))
+        .build()
+        .expect("limiter");
+    let allowed = |key: &'static str| {
+        let limiter = limiter.clone();
+        async move {
+            let mut n = 0;
+            while limiter.check(key).await.expect("check").allow {
+                n += 1;
+            }
+            n
+        }
+    };
+    assert_eq!(allowed("basic").await, 1);
+    assert_eq!(allowed("vip").await, 3);
+    assert_eq!(allowed("gold:7").await, 2);
+    assert_eq!(limiter.quotas_for("vip")[0].limit(), 60);
+}
+
+#[tokio::test]
+async fn bad_settings_and_keys_are_clear_errors() {
+    let store = sqlite().await;
+    let setting = |e: Error| match e {
+        Error::Config { setting, .. } => setting,
+        other => panic!("expected a config error, got {other}"),
+    };
+    let build = |q: Vec<Quota>| {
+        q.into_iter()
+            .fold(RateLimiter::builder(store.clone()), |b, q| b.quota(q))
+            .build()
+            .map(|_| ())
+    };
+    assert_eq!(setting(build(vec![]).expect_err("no quota")), "rate limit");
+    assert_eq!(
+        setting(build(vec![Quota::per_minute(0)]).expect_err("zero")),
+        "rate limit"
+    );
+    assert_eq!(
+        setting(build(vec![Quota::new(3, Duration::ZERO)]).expect_err("zero window")),
+        "rate limit"
+    );
+    let e = build(vec![Quota::per_minute(1), Quota::per_hour(9)]).expect_err("names");
+    assert!(e.to_string().contains("named `default`"), "{e}");
+    let e = RateLimiter::builder(store.clone())
+        .quota(Quota::per_minute(1))
+        .timeout(Duration::ZERO)
+        .build()
+        .expect_err("zero timeout");
+    assert_eq!(setting(e), "rate limit timeout");
+    let limiter = RateLimiter::builder(store)
+        .quota(Quota::per_minute(1))
+        .build()
+        .expect("limiter");
+    assert_eq!(
+        setting(limiter.check("").await.expect_err("empty")),
+        "rate limit key"
+    );
+    let long = "x".repeat(4096);
+    assert_eq!(
+        setting(limiter.check(&long).await.expect_err("long")),
+        "rate limit key"
+    );
+    assert_eq!(
+        setting(limiter.check_cost("k", 5).await.expect_err("cost")),
+        "rate limit cost"
+    );
+}
+
+async fn redis_limiter(
+    server: &RedisServer,
+    mode: FailMode,
+    fallback: bool,
+) -> RateLimiter<RedisBackend> {
+    let url = format!(
+        "{}?response_timeout_ms=2000&connect_timeout_ms=200",
+        server.url()
+    );
+    let store = Arc::new(RedisBackend::connect(&url).await.expect("redis"));
+    RateLimiter::builder(store)
+        .quota(Quota::per_minute(1))
+        .fail_mode(mode)
+        .local_fallback(fallback)
+        .timeout(Duration::from_millis(200))
+        .clock(Arc::new(ManualClock::new(T0)))
+        .build()
+        .expect("limiter")
+}
+
+#[tokio::test]
+async fn a_store_that_is_down_follows_the_failure_mode() {
+    let mut server = RedisServer::start().await.expect("redis-server");
+    let open = redis_limiter(&server, FailMode::Open, true).await;
+    let bare = redis_limiter(&server, FailMode::Open, false).await;
+    let closed = redis_limiter(&server, FailMode::Closed, true).await;
+    assert_eq!(open.check("up").await.expect("check").source, Source::Store);
+    server.kill();
+    let v = open.check("k").await.expect("fail-open");
+    assert_eq!((v.allow, v.source), (true, Source::Fallback));
+    let v = open.check("k").await.expect("fail-open");
+    assert_eq!(
+        (v.allow, v.source),
+        (false, Source::Fallback),
+        "the local fallback enforces the quota meanwhile"
+    );
+    for _ in 0..3 {
+        let v = bare.check("k").await.expect("fail-open");
+        assert_eq!((v.allow, v.source), (true, Source::FailedOpen));
+    }
+    let v = closed.check("k").await.expect("fail-closed");
+    assert_eq!((v.allow, v.source), (false, Source::FailedClosed));
+    assert!(v.decision.retry_after.is_some());
+}
+
+#[tokio::test]
+async fn a_store_that_hangs_times_out_into_the_failure_mode() {
+    let server = RedisServer::start().await.expect("redis-server");
+    let open = redis_limiter(&server, FailMode::Open, true).await;
+    let closed = redis_limiter(&server, FailMode::Closed, true).await;
+    assert_eq!(open.check("up").await.expect("check").source, Source::Store);
+    assert_eq!(
+        closed.check("up").await.expect("check").source,
+        Source::Store
+    );
+    server.pause();
+    let v = open.check("k").await.expect("fail-open");
+    let w = closed.check("k").await.expect("fail-closed");
+    server.resume();
+    assert_eq!((v.allow, v.source), (true, Source::Fallback));
+    assert_eq!((w.allow, w.source), (false, Source::FailedClosed));
+}
+
+/// Counters by `<name>:<outcome label>`, for reading what a limiter counted.
+#[derive(Default)]
+struct Counts(std::sync::Mutex<std::collections::HashMap<String, Arc<AtomicU64>>>);
+
+impl Counts {
+    fn get(&self, name: &str) -> u64 {
+        self.0
+            .lock()
+            .expect("lock")
+            .get(name)
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+}
+
+impl metrics::Recorder for Counts {
+    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+        let outcome = key
+            .labels()
+            .find(|l| l.key() == "outcome")
+            .map_or("", |l| l.value());
+        let name = format!("{}:{outcome}", key.name());
+        let c = self
+            .0
+            .lock()
+            .expect("lock")
+            .entry(name)
+            .or_default()
+            .clone();
+        Counter::from_arc(c)
+    }
+    fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+        Gauge::noop()
+    }
+    fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+        Histogram::noop()
+    }
+}
+
+#[tokio::test]
+async fn decisions_and_store_errors_are_counted() {
+    let counts = Counts::default();
+    let store = sqlite().await;
+    let (limiter, shadow) = metrics::with_local_recorder(&counts, || {
+        let build = |shadow| {
+            RateLimiter::builder(store.clone())
+                .name(if shadow { "shadow" } else { "enforced" })
+                .quota(Quota::per_minute(1))
+                .shadow(shadow)
+                .short_circuit(false, 1)
+                .clock(Arc::new(ManualClock::new(T0)))
+                .build()
+                .expect("limiter")
+        };
+        (build(false), build(true))
+    });
+    for _ in 0..3 {
+        limiter.check("a").await.expect("check");
+        shadow.check("b").await.expect("check");
+    }
+    let d = "celeriac_rate_limit_decisions_total";
+    // Both limiters share the counters here (the recorder ignores the limiter label).
+    assert_eq!(counts.get(&format!("{d}:allowed")), 2);
+    assert_eq!(counts.get(&format!("{d}:denied")), 2);
+    assert_eq!(counts.get(&format!("{d}:shadow_denied")), 2);
+
+    let mut server = RedisServer::start().await.expect("redis-server");
+    let url = format!("{}?connect_timeout_ms=200", server.url());
+    let redis = Arc::new(RedisBackend::connect(&url).await.expect("redis"));
+    let failing = metrics::with_local_recorder(&counts, || {
+        RateLimiter::builder(redis)
+            .quota(Quota::per_minute(5))
+            .timeout(Duration::from_millis(200))
+            .build()
+            .expect("limiter")
+    });
+    server.kill();
+    failing.check("c").await.expect("fail-open");
+    assert_eq!(counts.get("celeriac_rate_limit_store_errors_total:"), 1);
+}
