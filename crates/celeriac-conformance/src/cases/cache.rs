@@ -639,6 +639,91 @@ where
     assert_eq!(sizes, vec![1, 1, 2], "write_many is one batch");
 }
 
+/// Write-behind buffers by group commit: writes that arrive while a flush job is being stored
+/// go into the next job together (at most `max_batch` writes a job), and every one reaches
+/// the store's writer.
+pub async fn cache_write_behind_gathers_concurrent_writes<B>(backend: Arc<B>)
+where
+    B: KvStore + celeriac_core::Broker + celeriac_core::ResultStore + celeriac_core::WorkflowStore,
+{
+    use crate::support::RunningWorker;
+    use celeriac_core::cache::{write, PendingWrite, WriteBehind};
+    use celeriac_core::{JobState, Registry};
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+    const QUEUE: &str = "write-behind-group";
+    const WRITES: usize = 100;
+    const MAX_BATCH: usize = 16;
+    let clock = ManualClock::new(T0);
+    let cache = products(&backend, "stock-group", &clock, |b| b).await;
+    let wb = WriteBehind::new(cache).queue(QUEUE).max_batch(MAX_BATCH);
+    let mut writes = tokio::task::JoinSet::new();
+    for i in 0..WRITES {
+        let wb = wb.clone();
+        writes.spawn(async move { wb.write(&format!("sku-{i}"), i.to_string()).await });
+    }
+    while let Some(r) = writes.join_next().await {
+        assert_eq!(r.expect("the write task ran").expect("ack"), 1);
+    }
+    let jobs = in_queue(&*backend, QUEUE, JobState::Pending).await;
+    assert!(
+        jobs < WRITES as u64,
+        "concurrent writes share flush jobs: {jobs} jobs for {WRITES} writes"
+    );
+    assert!(
+        jobs >= WRITES.div_ceil(MAX_BATCH) as u64,
+        "no job holds more than {MAX_BATCH} writes: {jobs} jobs for {WRITES} writes"
+    );
+
+    let db: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
+    let batches: Arc<Mutex<Vec<usize>>> = Arc::default();
+    let task = {
+        let (db, batches) = (db.clone(), batches.clone());
+        celeriac_core::cache::write_behind_task(
+            "stock-group",
+            celeriac_core::TaskOptions {
+                queue: QUEUE.into(),
+                ..write::write_behind_options()
+            },
+            move |writes: Vec<PendingWrite<String>>| {
+                let (db, batches) = (db.clone(), batches.clone());
+                async move {
+                    batches.lock().expect("lock").push(writes.len());
+                    let mut db = db.lock().expect("lock");
+                    for w in writes {
+                        db.insert(w.key, w.value);
+                    }
+                    Ok::<_, String>(())
+                }
+            },
+        )
+    };
+    let mut registry = Registry::new();
+    registry.insert(task);
+    let worker = RunningWorker::start(backend.clone(), registry, QUEUE, &clock);
+    eventually("every flush job to succeed", || {
+        let backend = backend.clone();
+        async move { in_queue(&*backend, QUEUE, JobState::Succeeded).await == jobs }
+    })
+    .await;
+    worker.stop().await;
+    let db = db.lock().expect("lock").clone();
+    assert_eq!(
+        db.len(),
+        WRITES,
+        "every acknowledged write reached the store"
+    );
+    for i in 0..WRITES {
+        assert_eq!(db.get(&format!("sku-{i}")), Some(&i.to_string()));
+    }
+    let batches = batches.lock().expect("lock").clone();
+    assert_eq!(batches.len() as u64, jobs, "one writer call per flush job");
+    assert!(
+        batches.iter().all(|n| *n <= MAX_BATCH),
+        "batches within max_batch: {batches:?}"
+    );
+}
+
 /// How many jobs of `queue` are in `state`.
 async fn in_queue<B: celeriac_core::Broker>(
     backend: &B,

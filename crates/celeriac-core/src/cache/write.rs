@@ -15,6 +15,12 @@
 //! out of order, so the writer keeps, per key, the value of the highest version it has seen
 //! (an `UPDATE .. WHERE version < ?`). A batch written with [`WriteBehind::write_many`]
 //! is flushed as one batch.
+//!
+//! Writes are buffered by group commit: while one flush job is being stored, the writes that
+//! arrive meanwhile (from any task of the process) gather and go into the next job together,
+//! up to [`WriteBehind::max_batch`] writes a job. A write alone is not delayed; under load
+//! the store sees one enqueue per batch rather than one per write, and the writer gets the
+//! batch in one call.
 
 use super::{key_part, Cache, Message};
 use crate::backend::{Broker, KvStore};
@@ -26,7 +32,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::fmt::Display;
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::oneshot;
 
 /// One acknowledged write on its way to the store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,11 +96,38 @@ where
     )
 }
 
-/// The writing side of a write-behind cache: see the [module docs](self).
+/// Writes per flush job at most, by default.
+pub const DEFAULT_MAX_BATCH: usize = 500;
+
+/// What a waiting write learns of its flush job: stored, or why not.
+type Stored = std::result::Result<(), Arc<Error>>;
+
+/// A copy of a shared flush error for one waiting call.
+fn copy_error(e: &Error) -> Error {
+    match e {
+        Error::Backend { kind, message } => Error::backend(*kind, message),
+        Error::Codec(message) => Error::Codec(message.clone()),
+        Error::Closed => Error::Closed,
+        other => Error::backend(other.kind(), other.to_string()),
+    }
+}
+
+/// The writes waiting for the next flush job, and whether a flusher is running.
+struct Buffer<V> {
+    writes: Vec<PendingWrite<V>>,
+    /// One per waiting call: how many of `writes` are its own, and where to answer.
+    waiting: Vec<(usize, oneshot::Sender<Stored>)>,
+    flushing: bool,
+}
+
+/// The writing side of a write-behind cache: see the [module docs](self). Clones share one
+/// buffer.
 pub struct WriteBehind<K: ?Sized, V, B> {
     cache: Cache<K, V, B>,
     task: String,
     queue: String,
+    max_batch: usize,
+    buffer: Arc<Mutex<Buffer<V>>>,
 }
 
 impl<K: ?Sized, V, B> Clone for WriteBehind<K, V, B> {
@@ -101,6 +136,8 @@ impl<K: ?Sized, V, B> Clone for WriteBehind<K, V, B> {
             cache: self.cache.clone(),
             task: self.task.clone(),
             queue: self.queue.clone(),
+            max_batch: self.max_batch,
+            buffer: self.buffer.clone(),
         }
     }
 }
@@ -118,7 +155,20 @@ where
             cache,
             task,
             queue: write_behind_options().queue,
+            max_batch: DEFAULT_MAX_BATCH,
+            buffer: Arc::new(Mutex::new(Buffer {
+                writes: Vec::new(),
+                waiting: Vec::new(),
+                flushing: false,
+            })),
         }
+    }
+
+    /// The most writes gathered into one flush job (default [`DEFAULT_MAX_BATCH`]; at least
+    /// 1). One `write_many` call is never split, so its job may hold more.
+    pub fn max_batch(mut self, writes: usize) -> Self {
+        self.max_batch = writes.max(1);
+        self
     }
 
     /// The queue of the flush jobs (the flush task's queue).
@@ -173,34 +223,34 @@ where
             return Ok(Vec::new());
         }
         let versions: Vec<u64> = writes.iter().map(|w| w.version).collect();
-        let flush = Flush { writes };
-        let options = TaskOptions {
-            queue: self.queue.clone(),
-            ..write_behind_options()
+        let values: Vec<V> = writes.iter().map(|w| w.value.clone()).collect();
+        let (tx, rx) = oneshot::channel();
+        let start_flusher = {
+            let mut buffer = self.buffer.lock().map_err(|_| Error::Closed)?;
+            buffer.waiting.push((writes.len(), tx));
+            buffer.writes.extend(writes);
+            !std::mem::replace(&mut buffer.flushing, true)
         };
-        // One id for every try: a try that was stored though its answer was lost is not
-        // stored twice.
-        let id = JobId::new();
-        let job = JobOptions {
-            id: Some(id),
-            ..JobOptions::default()
+        if start_flusher {
+            // Its own task, so a caller that stops waiting does not strand the others.
+            tokio::spawn(flush_buffer(
+                self.buffer.clone(),
+                inner.store.clone(),
+                inner.clock.clone(),
+                self.task.clone(),
+                self.queue.clone(),
+                self.max_batch,
+            ));
         }
-        .build(&self.task, &options, &flush, inner.now())?;
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            match inner.store.enqueue(vec![job.clone()], inner.now()).await {
-                Ok(_) => break,
-                Err(e) if tries < 3 && e.kind() != crate::ErrorKind::GiveUp => {
-                    tokio::time::sleep(Duration::from_millis(50 * tries)).await;
-                }
-                Err(e) => return Err(e),
-            }
+        match rx.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(copy_error(&e)),
+            Err(_) => return Err(Error::Closed),
         }
         // Acknowledged from here on: the cache is updated as well as it can be.
-        for (part, w) in parts.into_iter().zip(flush.writes) {
+        for (part, value) in parts.into_iter().zip(values) {
             if inner
-                .store_value(&part, Some(w.value), Vec::new(), 0)
+                .store_value(&part, Some(value), Vec::new(), 0)
                 .await
                 .is_err()
             {
@@ -209,6 +259,79 @@ where
             inner.broadcast(Message::Key(part)).await;
         }
         Ok(versions)
+    }
+}
+
+/// Stores the buffered writes as flush jobs, one batch after another, until the buffer is
+/// empty; answers each waiting call when the job holding its writes is stored.
+async fn flush_buffer<V, B>(
+    buffer: Arc<Mutex<Buffer<V>>>,
+    store: Arc<B>,
+    clock: Arc<dyn crate::clock::Clock>,
+    task: String,
+    queue: String,
+    max_batch: usize,
+) where
+    V: Serialize + Send + 'static,
+    B: Broker,
+{
+    loop {
+        let (writes, waiting) = {
+            let Ok(mut b) = buffer.lock() else { return };
+            if b.waiting.is_empty() {
+                b.flushing = false;
+                return;
+            }
+            // Whole calls, up to `max_batch` writes (at least one call).
+            let (mut calls, mut count) = (0, 0);
+            for (n, _) in &b.waiting {
+                if calls > 0 && count + n > max_batch {
+                    break;
+                }
+                calls += 1;
+                count += n;
+            }
+            let writes: Vec<PendingWrite<V>> = b.writes.drain(..count).collect();
+            let waiting: Vec<_> = b.waiting.drain(..calls).map(|(_, tx)| tx).collect();
+            (writes, waiting)
+        };
+        let stored = store_flush(&*store, &*clock, &task, &queue, Flush { writes })
+            .await
+            .map_err(Arc::new);
+        for tx in waiting {
+            let _ = tx.send(stored.clone());
+        }
+    }
+}
+
+/// Stores one flush job, trying up to three times under one id (a try that was stored though
+/// its answer was lost is not stored twice).
+async fn store_flush<V: Serialize, B: Broker>(
+    store: &B,
+    clock: &dyn crate::clock::Clock,
+    task: &str,
+    queue: &str,
+    flush: Flush<V>,
+) -> Result<()> {
+    let options = TaskOptions {
+        queue: queue.to_string(),
+        ..write_behind_options()
+    };
+    let job = JobOptions {
+        id: Some(JobId::new()),
+        ..JobOptions::default()
+    }
+    .build(task, &options, &flush, clock.now_ms())?;
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match store.enqueue(vec![job.clone()], clock.now_ms()).await {
+            Ok(_) => return Ok(()),
+            Err(e) if tries < 3 && e.kind() != crate::ErrorKind::GiveUp => {
+                tokio::time::sleep(Duration::from_millis(50 * tries)).await;
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
