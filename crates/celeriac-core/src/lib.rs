@@ -19,6 +19,7 @@
 
 pub mod backend;
 pub mod beat;
+pub mod breaker;
 pub mod cache;
 pub mod client;
 pub mod clock;
