@@ -20,19 +20,19 @@
 pub mod cases;
 mod support;
 
-use celeriac_core::{Broker, Coordinator, KvStore, ResultStore, WorkflowStore};
+use celeriac_core::{BreakerStore, Broker, Coordinator, KvStore, ResultStore, WorkflowStore};
 
 /// What a suite's constructor may give: a backend, and whatever must outlive the test.
 pub trait Fixture {
     /// The backend under test.
-    type Backend: Broker + ResultStore + WorkflowStore + Coordinator + KvStore;
+    type Backend: Broker + ResultStore + WorkflowStore + Coordinator + KvStore + BreakerStore;
     /// Dropped when the test ends, after the backend.
     type Guard;
     /// Splits the fixture into the backend and its guard.
     fn into_parts(self) -> (Self::Backend, Self::Guard);
 }
 
-impl<B: Broker + ResultStore + WorkflowStore + Coordinator + KvStore> Fixture for B {
+impl<B: Broker + ResultStore + WorkflowStore + Coordinator + KvStore + BreakerStore> Fixture for B {
     type Backend = B;
     type Guard = ();
     fn into_parts(self) -> (B, ()) {
@@ -50,7 +50,9 @@ pub struct Guarded<B, G> {
     pub guard: G,
 }
 
-impl<B: Broker + ResultStore + WorkflowStore + Coordinator + KvStore, G> Fixture for Guarded<B, G> {
+impl<B: Broker + ResultStore + WorkflowStore + Coordinator + KvStore + BreakerStore, G> Fixture
+    for Guarded<B, G>
+{
     type Backend = B;
     type Guard = G;
     fn into_parts(self) -> (B, G) {
@@ -174,6 +176,13 @@ macro_rules! suite {
             kv_lock_is_exclusive_and_expires_by_now,
             kv_broadcast_reaches_every_subscriber_in_order,
             kv_broadcast_stays_in_its_channel,
+            breaker_opens_on_a_quorum_of_instances,
+            breaker_signals_slide_out_of_the_window,
+            breaker_probes_are_bounded_across_instances,
+            breaker_probe_results_close_or_reopen_with_backoff,
+            breaker_commands_override_and_reset,
+            breaker_keys_expire_after_the_ttl,
+            shared_breaker_trips_every_instance,
         }
     };
 }

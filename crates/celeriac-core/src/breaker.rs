@@ -34,15 +34,17 @@
 //! ```
 
 mod config;
+pub mod shared;
 mod window;
 
 pub use config::{BreakerBuilder, BreakerConfig, ErrorPredicate, WindowKind, MAX_NAME_LEN};
+pub use shared::{SharedBreaker, SharedOptions, SharedPermit};
 pub use window::Counts;
 
 use crate::clock::{duration_ms, Clock, UnixMs};
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use window::{CountWindow, Sample, TimeWindow, Window};
@@ -261,6 +263,9 @@ struct Inner {
     slow: Mutex<Slow>,
     events: tokio::sync::broadcast::Sender<BreakerEvent>,
     meters: Meters,
+    /// Shared mode: count judged calls for the next report to the store.
+    tally_on: AtomicBool,
+    tally: [AtomicU64; 3],
 }
 
 /// A circuit breaker (cheap to clone: clones share one state).
@@ -326,6 +331,8 @@ impl CircuitBreaker {
                 }),
                 events,
                 meters,
+                tally_on: AtomicBool::new(false),
+                tally: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
             }),
         }
     }
@@ -587,6 +594,9 @@ impl Inner {
                     return;
                 }
                 self.window.record(Sample { failed, slow }, now);
+                if self.tally_on.load(Ordering::Relaxed) {
+                    self.count_tally(failed, slow);
+                }
                 if failed || slow {
                     self.judge_closed(if needs_now { now } else { self.clock.now_ms() });
                 }
@@ -600,6 +610,33 @@ impl Inner {
                 self.judge_probe(ticket.generation, failed, slow, now);
             }
         }
+    }
+
+    #[cold]
+    fn count_tally(&self, failed: bool, slow: bool) {
+        self.tally[0].fetch_add(1, Ordering::Relaxed);
+        if failed {
+            self.tally[1].fetch_add(1, Ordering::Relaxed);
+        }
+        if slow {
+            self.tally[2].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The calls, failures and slow calls counted since the last take.
+    fn take_tally(&self) -> (u64, u64, u64) {
+        (
+            self.tally[0].swap(0, Ordering::AcqRel),
+            self.tally[1].swap(0, Ordering::AcqRel),
+            self.tally[2].swap(0, Ordering::AcqRel),
+        )
+    }
+
+    /// Puts back a tally whose report failed.
+    fn return_tally(&self, calls: u64, failures: u64, slow: u64) {
+        self.tally[0].fetch_add(calls, Ordering::AcqRel);
+        self.tally[1].fetch_add(failures, Ordering::AcqRel);
+        self.tally[2].fetch_add(slow, Ordering::AcqRel);
     }
 
     fn give_back(&self, ticket: &Ticket) {
@@ -857,6 +894,11 @@ pub struct OwnedPermit {
 }
 
 impl OwnedPermit {
+    /// True when this call is a half-open probe.
+    pub fn is_probe(&self) -> bool {
+        self.ticket.kind == Kind::Probe
+    }
+
     /// Records the call's outcome.
     pub fn record(mut self, verdict: Verdict) {
         self.inner.finish(&mut self.ticket, verdict);

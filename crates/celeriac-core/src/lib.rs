@@ -32,7 +32,8 @@ pub mod worker;
 pub mod workflow;
 
 pub use backend::{
-    Broker, CancelOutcome, Coordinator, KvStore, Rate, ResultStore, TaskLimits, WorkflowStore,
+    BreakerStore, Broker, CancelOutcome, Coordinator, KvStore, Rate, ResultStore, TaskLimits,
+    WorkflowStore,
 };
 pub use beat::{Beat, BeatConfig};
 pub use client::{AsClient, Client, Enqueue, JobHandle, JobOptions};

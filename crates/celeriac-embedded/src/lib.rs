@@ -29,6 +29,7 @@
 //! URLs: `sqlite://relative/path.db`, `sqlite:///absolute/path.db`, `sqlite::memory:`, with
 //! optional `?synchronous=full|normal&busy_timeout_ms=10000&dead_ttl_s=604800`.
 
+mod breaker;
 mod coord;
 mod flow;
 mod kv;

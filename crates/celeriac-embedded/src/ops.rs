@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 /// The schema version this crate writes (`PRAGMA user_version`).
-pub(crate) const SCHEMA_VERSION: i64 = 5;
+pub(crate) const SCHEMA_VERSION: i64 = 6;
 
 /// Brings a database written by an older version up to [`SCHEMA_VERSION`].
 pub(crate) fn migrate(conn: &Connection, from: i64) -> rusqlite::Result<()> {
@@ -22,8 +22,9 @@ pub(crate) fn migrate(conn: &Connection, from: i64) -> rusqlite::Result<()> {
         )?;
     }
     // Version 3 added the celeriac_unique table, version 4 the join and workflow tables,
-    // version 5 the key-value tables (celeriac_kv, celeriac_kv_locks, celeriac_kv_events); the
-    // schema creates missing tables.
+    // version 5 the key-value tables (celeriac_kv, celeriac_kv_locks, celeriac_kv_events),
+    // version 6 the shared circuit-breaker tables (celeriac_breakers,
+    // celeriac_breaker_signals, celeriac_breaker_probes); the schema creates missing tables.
     Ok(())
 }
 
@@ -529,6 +530,8 @@ pub(crate) fn reap(
     crate::flow::sweep(conn, now)?;
     // Expired key-value rows and locks, and broadcast messages past their retention.
     crate::kv::sweep(conn, now)?;
+    // Shared breaker records, signals and probe reservations past their expiry.
+    crate::breaker::sweep(conn, now)?;
     Ok(report)
 }
 

@@ -74,7 +74,7 @@ async fn a_version_1_database_is_upgraded_and_keeps_its_jobs() {
         CancelOutcome::Requested
     );
     drop(backend);
-    assert_eq!(recorded_version(&path), 5);
+    assert_eq!(recorded_version(&path), 6);
 }
 
 #[tokio::test]
@@ -118,7 +118,7 @@ async fn a_version_3_database_gains_the_workflow_tables_and_keeps_its_jobs() {
         .expect("workflow records work on an upgraded database");
     assert!(backend.workflow_get(wf).await.expect("get").is_some());
     drop(backend);
-    assert_eq!(recorded_version(&path), 5);
+    assert_eq!(recorded_version(&path), 6);
 }
 
 #[tokio::test]
@@ -164,5 +164,5 @@ async fn a_version_4_database_gains_the_kv_tables_and_keeps_its_jobs() {
         Some(celeriac_core::backend::KvEvent::Message(b"m".to_vec()))
     );
     drop(backend);
-    assert_eq!(recorded_version(&path), 5);
+    assert_eq!(recorded_version(&path), 6);
 }

@@ -131,3 +131,14 @@ pub(crate) fn kv_lock_key(prefix: &str, key: &str) -> String {
 pub(crate) fn kv_channel(prefix: &str, channel: &str) -> String {
     format!("{prefix}:kv-channel:{channel}")
 }
+
+/// The keys of one shared circuit breaker, under its own hash tag
+/// `{celeriac:breaker:<name>}` (see `lua/includes/breaker.lua`).
+pub(crate) fn breaker_keys(prefix: &str, name: &str) -> [String; 3] {
+    let base = format!("{prefix}:{{celeriac:breaker:{name}}}");
+    [
+        format!("{base}:state"),
+        format!("{base}:signals"),
+        format!("{base}:probes"),
+    ]
+}

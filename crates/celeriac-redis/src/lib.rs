@@ -93,6 +93,7 @@
 //! call is written once), builds with rustls on `ring` (no C toolchain beyond what SQLite
 //! already needs), and is the client most Rust services already depend on.
 
+mod breaker;
 mod codec;
 mod config;
 mod conn;

@@ -33,6 +33,17 @@ macro_rules! plain_script {
     };
 }
 
+/// A shared circuit-breaker script: prefixed with `lua/includes/breaker.lua`.
+macro_rules! breaker_script {
+    ($file:literal) => {
+        Script::new(concat!(
+            include_str!("../lua/includes/breaker.lua"),
+            "\n",
+            include_str!(concat!("../lua/", $file))
+        ))
+    };
+}
+
 pub(crate) struct Scripts {
     pub(crate) enqueue: Script,
     pub(crate) claim: Script,
@@ -54,6 +65,11 @@ pub(crate) struct Scripts {
     pub(crate) record_tick: Script,
     pub(crate) lock_key: Script,
     pub(crate) unlock_key: Script,
+    pub(crate) report_breaker: Script,
+    pub(crate) reserve_probe: Script,
+    pub(crate) finish_probe: Script,
+    pub(crate) command_breaker: Script,
+    pub(crate) status_breaker: Script,
 }
 
 impl Scripts {
@@ -79,6 +95,11 @@ impl Scripts {
             record_tick: plain_script!("recordTick-2.lua"),
             lock_key: plain_script!("lockKey-1.lua"),
             unlock_key: plain_script!("unlockKey-1.lua"),
+            report_breaker: breaker_script!("reportBreaker-3.lua"),
+            reserve_probe: breaker_script!("reserveProbe-3.lua"),
+            finish_probe: breaker_script!("finishProbe-3.lua"),
+            command_breaker: breaker_script!("commandBreaker-3.lua"),
+            status_breaker: breaker_script!("statusBreaker-3.lua"),
         }
     }
 }
