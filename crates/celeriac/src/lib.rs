@@ -41,9 +41,12 @@ mod cached;
 pub mod cli;
 #[cfg(feature = "cli")]
 pub mod demo;
+#[cfg(feature = "tower")]
+pub mod layer;
 
 pub use app::{App, AppBuilder, Backend, DEFAULT_URL};
 pub use cached::{cache_store, install_cache_store};
+pub use celeriac_core::breaker;
 pub use celeriac_core::cache;
 pub use celeriac_core::{
     backend, beat, client, clock, error, job, retry, schedule, task, worker, AsClient, Backoff,

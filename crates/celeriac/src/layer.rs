@@ -1,0 +1,4 @@
+//! Tower middleware: wrap any `tower::Service` (an axum router, an HTTP client, a task
+//! handler) in Celeriac's protections.
+
+pub mod breaker;
