@@ -183,6 +183,9 @@ macro_rules! suite {
             breaker_commands_override_and_reset,
             breaker_keys_expire_after_the_ttl,
             shared_breaker_trips_every_instance,
+            deferred_completion_keeps_the_attempt,
+            worker_defers_tasks_behind_an_open_breaker,
+            worker_refuses_an_unknown_breaker,
         }
     };
 }

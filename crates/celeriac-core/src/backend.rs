@@ -122,6 +122,12 @@ pub enum Outcome {
     },
     /// The job was cancelled while running.
     Cancelled,
+    /// Not run (a circuit breaker its task depends on is open): back to waiting until `at`,
+    /// the attempt not counted. A job asked to stop ends as cancelled instead.
+    Deferred {
+        /// When it may start again.
+        at: UnixMs,
+    },
 }
 
 /// The end of one attempt, fenced by its token.

@@ -447,6 +447,19 @@ pub(crate) fn complete(
                      lease_until = NULL WHERE id = ?1 AND token = ?2 AND state = 2",
                 )?
                 .execute(params![id, token, now])?,
+            Outcome::Deferred { at } => conn
+                .prepare_cached(
+                    // Back to scheduled, the attempt not counted; a job asked to stop ends.
+                    "UPDATE celeriac_jobs SET \
+                     state = CASE cancel_requested WHEN 1 THEN 7 ELSE 1 END, \
+                     attempts = MAX(attempts - 1, 0), \
+                     run_at = ?3, token = NULL, lease_until = NULL, worker = NULL, \
+                     finished_at = CASE cancel_requested WHEN 1 THEN ?4 END, \
+                     keep_until = CASE cancel_requested \
+                       WHEN 1 THEN ?4 + COALESCE(result_ttl_ms, 86400000) END \
+                     WHERE id = ?1 AND token = ?2 AND state = 2",
+                )?
+                .execute(params![id, token, at, now])?,
         };
         out.push(n > 0);
     }

@@ -698,6 +698,7 @@ impl Broker for RedisBackend {
                         error.message.clone().into_bytes(),
                     ),
                     Outcome::Cancelled => (b"c", Vec::new(), Vec::new(), Vec::new()),
+                    Outcome::Deferred { at } => (b"e", num(*at), Vec::new(), Vec::new()),
                 };
                 args.push(kind.to_vec());
                 args.extend([v1, v2, v3]);

@@ -2,14 +2,18 @@
 //! bounded number of half-open probes, and forgets everything after its ttl. Time is the
 //! caller's `now` (and a [`ManualClock`] for the breakers built on the store).
 
-use crate::support::T0;
+use crate::support::{claim, complete, enqueue, eventually, info, job, lease, RunningWorker, T0};
 use celeriac_core::backend::{
     BreakerCommand, BreakerPolicy, BreakerSignal, BreakerStore, SharedBreakerState,
 };
+use celeriac_core::backend::{CancelOutcome, Outcome};
 use celeriac_core::breaker::{
     BreakerState, CallError, CircuitBreaker, SharedBreaker, SharedOptions, WindowKind,
 };
-use celeriac_core::{ManualClock, UnixMs};
+use celeriac_core::{
+    Backoff, Broker, Job, JobState, ManualClock, Registry, ResultStore, Task, TaskContext,
+    TaskError, TaskOptions, UnixMs,
+};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -348,4 +352,177 @@ pub async fn shared_breaker_trips_every_instance<B: BreakerStore>(backend: Arc<B
     );
     sync(&a).await;
     assert_eq!(a.local().state(), BreakerState::Closed);
+}
+
+/// A `Deferred` completion puts the job back to wait until `at` without counting its
+/// attempt; a stale token cannot defer; a job asked to stop ends as cancelled instead.
+pub async fn deferred_completion_keeps_the_attempt<B: Broker + ResultStore>(backend: Arc<B>) {
+    let q = "deferred";
+    let jobs = vec![job(q, T0), job(q, T0)];
+    let ids: Vec<_> = jobs.iter().map(|j| j.id).collect();
+    enqueue(&*backend, jobs, T0).await;
+    let claimed = claim(&*backend, &[q], 2, T0).await;
+    assert_eq!(claimed.len(), 2);
+    let first = claimed
+        .iter()
+        .find(|c| c.job.id == ids[0])
+        .expect("the first job was claimed");
+    assert_eq!(first.job.attempts, 1);
+    let at = T0 + 5_000;
+    let mut stale = lease(first);
+    stale.token += 1_000;
+    assert!(
+        !complete(&*backend, stale, Outcome::Deferred { at }, T0).await,
+        "a stale token cannot defer"
+    );
+    assert!(complete(&*backend, lease(first), Outcome::Deferred { at }, T0).await);
+    let i = info(&*backend, ids[0]).await;
+    assert_eq!(i.state, JobState::Scheduled);
+    assert_eq!(
+        (i.job.attempts, i.job.run_at),
+        (0, at),
+        "the attempt is not counted"
+    );
+    assert_eq!(i.lease_until, None);
+    assert!(
+        claim(&*backend, &[q], 5, at - 1).await.is_empty(),
+        "not before `at`"
+    );
+    let again = claim(&*backend, &[q], 5, at).await;
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].job.id, again[0].job.attempts), (ids[0], 1));
+
+    // Asked to stop while running: deferring ends it.
+    let second = claimed
+        .iter()
+        .find(|c| c.job.id == ids[1])
+        .expect("the second job was claimed");
+    assert_eq!(
+        backend
+            .cancel(ids[1], T0)
+            .await
+            .expect("cancel should succeed"),
+        CancelOutcome::Requested
+    );
+    assert!(complete(&*backend, lease(second), Outcome::Deferred { at }, T0).await);
+    assert_eq!(info(&*backend, ids[1]).await.state, JobState::Cancelled);
+}
+
+/// A task that calls a partner behind the breaker `conformance-partner`: fails when asked.
+struct PartnerCall;
+
+impl Task for PartnerCall {
+    const NAME: &'static str = "conformance.partner_call";
+    type Args = bool;
+    type Output = ();
+
+    fn options() -> TaskOptions {
+        TaskOptions {
+            max_attempts: 3,
+            backoff: Backoff {
+                base: Duration::from_secs(600),
+                cap: Duration::from_secs(600),
+                jitter: false,
+            },
+            breaker: Some("conformance-partner".to_string()),
+            ..TaskOptions::default()
+        }
+    }
+
+    async fn run(_ctx: TaskContext, fail: bool) -> Result<(), TaskError> {
+        if fail {
+            Err(TaskError::msg("partner down"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// A worker runs a task behind a breaker: its failures open the breaker; while it is open
+/// the task's jobs go back to wait out the open period without using an attempt; the job
+/// that runs after it is the probe that closes it.
+pub async fn worker_defers_tasks_behind_an_open_breaker<
+    B: Broker + ResultStore + celeriac_core::WorkflowStore,
+>(
+    backend: Arc<B>,
+) {
+    let q = "breaker-tasks";
+    let clock = ManualClock::new(T0);
+    let breaker = CircuitBreaker::builder("conformance-partner")
+        .window(WindowKind::Count(2))
+        .min_calls(2)
+        .failure_rate(50.0)
+        .half_open_probes(1)
+        .open_for(Duration::from_secs(10))
+        .jitter(0.0)
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .expect("valid settings");
+    let mut registry = Registry::new();
+    registry.register::<PartnerCall>();
+    registry.breaker(breaker.clone());
+    let worker = RunningWorker::start(backend.clone(), registry, q, &clock);
+
+    let failing: Vec<Job> = (0..2)
+        .map(|_| {
+            let mut j = Job::new(PartnerCall::NAME, b"true".to_vec(), T0);
+            j.queue = q.to_string();
+            j.max_attempts = 3;
+            j
+        })
+        .collect();
+    let failing_ids: Vec<_> = failing.iter().map(|j| j.id).collect();
+    enqueue(&*backend, failing, T0).await;
+    for id in &failing_ids {
+        eventually(&*backend, *id, "a failed attempt", |i| {
+            i.state == JobState::Retrying
+        })
+        .await;
+    }
+    assert_eq!(breaker.state(), BreakerState::Open, "two failures of two");
+
+    let mut ok = Job::new(PartnerCall::NAME, b"false".to_vec(), T0);
+    ok.queue = q.to_string();
+    let ok_id = ok.id;
+    enqueue(&*backend, vec![ok], T0).await;
+    let deferred = eventually(&*backend, ok_id, "the deferral", |i| {
+        i.state == JobState::Scheduled
+    })
+    .await;
+    assert_eq!(deferred.job.attempts, 0, "a deferral uses no attempt");
+    assert_eq!(
+        deferred.job.run_at,
+        T0 + 10_000,
+        "back at the end of the open period"
+    );
+
+    clock.advance(Duration::from_secs(10));
+    let done = eventually(&*backend, ok_id, "the probe run", |i| {
+        i.state == JobState::Succeeded
+    })
+    .await;
+    assert_eq!(done.job.attempts, 1);
+    assert_eq!(breaker.state(), BreakerState::Closed, "the probe closed it");
+    worker.stop().await;
+}
+
+/// A worker refuses to start when a task names a breaker that is not registered.
+pub async fn worker_refuses_an_unknown_breaker<
+    B: Broker + ResultStore + celeriac_core::WorkflowStore,
+>(
+    backend: Arc<B>,
+) {
+    let mut registry = Registry::new();
+    registry.register::<PartnerCall>();
+    let err = celeriac_core::Worker::new(backend, Arc::new(registry))
+        .run()
+        .await
+        .expect_err("the breaker is missing");
+    match err {
+        celeriac_core::Error::Config { setting, message } => {
+            assert_eq!(setting, "task `conformance.partner_call`: breaker");
+            assert!(message.contains("conformance-partner"), "{message}");
+        }
+        other => panic!("expected a configuration error, got {other:?}"),
+    }
 }
