@@ -35,6 +35,8 @@ mod app;
 #[cfg(feature = "cli")]
 pub mod bench;
 #[cfg(feature = "cli")]
+pub mod bench_breaker;
+#[cfg(feature = "cli")]
 pub mod bench_cache;
 mod cached;
 #[cfg(feature = "cli")]
