@@ -11,6 +11,10 @@
 //! - failed attempts are retried with exponential backoff and full jitter
 //!   ([`retry::Backoff`]), and jobs that cannot succeed go to the dead letters with a reason.
 //!
+//! - a [`breaker::CircuitBreaker`] stops calls to a failing dependency (closed, open,
+//!   half-open), alone or shared between processes through a [`backend::BreakerStore`];
+//!   tasks that name one are deferred while it is open, without using an attempt;
+//!
 //! - periodic [`schedule::Schedule`]s are fired by the scheduler loop [`beat::Beat`], which
 //!   one process leads at a time through a [`backend::Coordinator`] lease.
 //!

@@ -25,6 +25,9 @@
 //!   broadcast messages wake subscriptions in this process at once and reach other processes
 //!   within the 100 ms they poll at; messages are kept 60 s, and a subscription that missed
 //!   swept ones gets a `Reset`.
+//! - **Shared circuit breakers** (see `breaker.rs`): one record, the signals per instance and
+//!   bucket, and the probe reservations per breaker, each call one transaction applying
+//!   `SharedRecord`'s rules; rows expire by the caller's `now` and are swept by `reap`.
 //!
 //! URLs: `sqlite://relative/path.db`, `sqlite:///absolute/path.db`, `sqlite::memory:`, with
 //! optional `?synchronous=full|normal&busy_timeout_ms=10000&dead_ttl_s=604800`.

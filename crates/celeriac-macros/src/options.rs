@@ -183,18 +183,7 @@ impl TaskAttr {
     fn set_value(&mut self, key: &str, key_span: Span, expr: &Expr) -> syn::Result<()> {
         let span = expr.span();
         match key {
-            "breaker" => {
-                let s = lit_str(expr, key)?;
-                let value = s.value();
-                if value.is_empty() || value.len() > MAX_NAME_LEN {
-                    return Err(syn::Error::new(
-                        s.span(),
-                        format!("`breaker` must be 1 to {MAX_NAME_LEN} bytes long"),
-                    ));
-                }
-                self.breaker = Some(At { value, span });
-            }
-            "name" | "queue" => {
+            "name" | "queue" | "breaker" => {
                 let s = lit_str(expr, key)?;
                 let value = s.value();
                 if value.is_empty() || value.len() > MAX_NAME_LEN {
@@ -203,10 +192,11 @@ impl TaskAttr {
                         format!("`{key}` must be 1 to {MAX_NAME_LEN} bytes long"),
                     ));
                 }
-                if key == "name" {
-                    self.name = Some(At { value, span });
-                } else {
-                    self.queue = Some(At { value, span });
+                let at = Some(At { value, span });
+                match key {
+                    "name" => self.name = at,
+                    "queue" => self.queue = at,
+                    _ => self.breaker = at,
                 }
             }
             "retries" => {

@@ -5,8 +5,9 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::routing::get;
 use axum::Router;
+use celeriac::breaker::CallError;
 use celeriac::breaker::{BreakerState, CircuitBreaker, Verdict, WindowKind};
-use celeriac::layer::breaker::{BreakerError, CircuitBreakerLayer};
+use celeriac::layer::breaker::CircuitBreakerLayer;
 use celeriac::ManualClock;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -124,14 +125,14 @@ async fn typed_breaker_fails_with_rejected_and_takes_a_classifier() {
     assert_eq!(svc.clone().oneshot(2).await.ok(), Some(2));
     assert!(matches!(
         svc.clone().oneshot(0).await,
-        Err(BreakerError::Inner("zero"))
+        Err(CallError::Inner("zero"))
     ));
     assert_eq!(svc.clone().oneshot(3).await.ok(), Some(3));
     assert_eq!(b.state(), BreakerState::Closed, "3 calls are fewer than 4");
     assert_eq!(svc.clone().oneshot(5).await.ok(), Some(5));
     assert_eq!(b.state(), BreakerState::Open, "3 of 4 failed");
     match svc.clone().oneshot(2).await {
-        Err(BreakerError::Rejected(r)) => {
+        Err(CallError::Rejected(r)) => {
             assert_eq!(r.state, BreakerState::Open);
             assert_eq!(r.retry_after, Duration::from_millis(9_500));
         }

@@ -66,7 +66,7 @@ fn percent(part: u64, whole: u64) -> f64 {
 /// The last `size` calls in a ring of one byte per call, with running sums.
 ///
 /// A call swaps its byte into the ring and adjusts the sums by the difference to the byte it
-/// replaced, so a success replacing a success touches no sum at all.
+/// replaced, so a success replacing a success writes nothing but the position.
 #[derive(Debug)]
 pub(crate) struct CountWindow {
     slots: Box<[AtomicU8]>,
@@ -88,9 +88,25 @@ impl CountWindow {
     }
 
     pub(crate) fn record(&self, sample: Sample) {
-        let at = self.head.fetch_add(1, Ordering::Relaxed) % self.slots.len() as u64;
+        // The position moves by a plain load and store, not a read-modify-write: two threads
+        // may now and then take the same slot, which drops one sample from the window but
+        // never unbalances the sums (each swap adjusts them by what it replaced).
+        // It stays below the ring's length (no division on this path).
+        let head = self.head.load(Ordering::Relaxed) as usize;
+        let at = if head < self.slots.len() { head } else { 0 };
+        let next = if at + 1 == self.slots.len() {
+            0
+        } else {
+            at + 1
+        };
+        self.head.store(next as u64, Ordering::Relaxed);
+        let slot = &self.slots[at];
         let new = sample.bits();
-        let old = self.slots[at as usize].swap(new, Ordering::AcqRel);
+        // The common case, a success replacing a success, writes nothing at all.
+        if slot.load(Ordering::Acquire) == new {
+            return;
+        }
+        let old = slot.swap(new, Ordering::AcqRel);
         if old == new {
             return;
         }
@@ -147,7 +163,12 @@ pub(crate) struct TimeWindow {
     buckets: Box<[Bucket]>,
     bucket_ms: i64,
     rotate: Mutex<()>,
+    /// The newest epoch seen and its slot, packed (`epoch << 16 | slot`), so that calls within
+    /// the same slice of time find their bucket without a division.
+    last: AtomicU64,
 }
+
+const SLOT_BITS: u32 = 16;
 
 impl TimeWindow {
     pub(crate) fn new(buckets: u32, bucket_ms: i64) -> Self {
@@ -162,16 +183,36 @@ impl TimeWindow {
                 .collect(),
             bucket_ms: bucket_ms.max(1),
             rotate: Mutex::new(()),
+            last: AtomicU64::new(u64::MAX),
         }
     }
 
-    fn slot(&self, epoch: i64) -> &Bucket {
-        &self.buckets[epoch.rem_euclid(self.buckets.len() as i64) as usize]
+    /// The epoch of `now` and its bucket.
+    #[inline]
+    fn locate(&self, now: UnixMs) -> (i64, &Bucket) {
+        let last = self.last.load(Ordering::Relaxed);
+        if last != u64::MAX {
+            let epoch = (last >> SLOT_BITS) as i64;
+            let start = epoch.wrapping_mul(self.bucket_ms);
+            if now >= start && now - start < self.bucket_ms {
+                let slot = (last & ((1 << SLOT_BITS) - 1)) as usize;
+                return (epoch, &self.buckets[slot.min(self.buckets.len() - 1)]);
+            }
+        }
+        let epoch = now.div_euclid(self.bucket_ms);
+        let slot = epoch.rem_euclid(self.buckets.len() as i64);
+        // Epochs of times before 1970, or too large to pack, are not cached.
+        if (0..1 << (63 - SLOT_BITS)).contains(&epoch) {
+            self.last.store(
+                ((epoch as u64) << SLOT_BITS) | slot as u64,
+                Ordering::Relaxed,
+            );
+        }
+        (epoch, &self.buckets[slot as usize])
     }
 
     pub(crate) fn record(&self, sample: Sample, now: UnixMs) {
-        let epoch = now.div_euclid(self.bucket_ms);
-        let b = self.slot(epoch);
+        let (epoch, b) = self.locate(now);
         let seen = b.epoch.load(Ordering::Acquire);
         if seen != epoch {
             if seen > epoch {

@@ -3,7 +3,7 @@
 //! Every call asks the breaker first. While it is open the inner service is not called:
 //! an HTTP service ([`CircuitBreakerLayer::http`]) answers `503 Service Unavailable` with a
 //! `Retry-After` header; any other service ([`CircuitBreakerLayer::new`]) fails with
-//! [`BreakerError::Rejected`]. A classifier says which outcomes are failures: by default
+//! [`CallError::Rejected`]. A classifier says which outcomes are failures: by default
 //! errors, and for HTTP responses the 5xx statuses too.
 //!
 //! ```
@@ -18,9 +18,8 @@
 //! # Ok(()) }
 //! ```
 
-use celeriac_core::breaker::{CircuitBreaker, OwnedPermit, Rejected, Verdict};
+use celeriac_core::breaker::{CallError, CircuitBreaker, OwnedPermit, Rejected, Verdict};
 use pin_project_lite::pin_project;
-use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
@@ -78,17 +77,17 @@ pub trait Reject<Res, E> {
     fn wrap(&self, error: E) -> Self::Error;
 }
 
-/// Rejected calls fail with [`BreakerError::Rejected`].
+/// Rejected calls fail with [`CallError::Rejected`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Typed;
 
 impl<Res, E> Reject<Res, E> for Typed {
     type Error = BreakerError<E>;
     fn reject(&self, rejected: Rejected) -> Result<Res, BreakerError<E>> {
-        Err(BreakerError::Rejected(rejected))
+        Err(CallError::Rejected(rejected))
     }
     fn wrap(&self, error: E) -> BreakerError<E> {
-        BreakerError::Inner(error)
+        CallError::Inner(error)
     }
 }
 
@@ -119,32 +118,8 @@ pub fn unavailable<B: Default>(rejected: &Rejected) -> http::Response<B> {
     res
 }
 
-/// The error of a [`Typed`] breaker service.
-#[derive(Debug)]
-pub enum BreakerError<E> {
-    /// The breaker did not let the call through.
-    Rejected(Rejected),
-    /// The inner service failed.
-    Inner(E),
-}
-
-impl<E: fmt::Display> fmt::Display for BreakerError<E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BreakerError::Rejected(r) => r.fmt(f),
-            BreakerError::Inner(e) => e.fmt(f),
-        }
-    }
-}
-
-impl<E: std::error::Error + 'static> std::error::Error for BreakerError<E> {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            BreakerError::Rejected(r) => Some(r),
-            BreakerError::Inner(e) => Some(e),
-        }
-    }
-}
+/// The error of a [`Typed`] breaker service: rejected, or the inner service's error.
+pub type BreakerError<E> = CallError<E>;
 
 /// Wraps services in a [`CircuitBreakerService`] sharing one breaker.
 #[derive(Debug, Clone)]
@@ -155,7 +130,7 @@ pub struct CircuitBreakerLayer<C = ErrorsAreFailures, R = Typed> {
 }
 
 impl CircuitBreakerLayer {
-    /// For any service: rejected calls fail with [`BreakerError::Rejected`], errors are
+    /// For any service: rejected calls fail with [`CallError::Rejected`], errors are
     /// failures.
     pub fn new(breaker: CircuitBreaker) -> Self {
         Self {
