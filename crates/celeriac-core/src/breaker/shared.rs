@@ -317,8 +317,9 @@ impl<S: BreakerStore> SharedBreaker<S> {
     }
 
     /// Runs [`SharedBreaker::sync`] every `sync_interval` (of the local breaker's clock's
-    /// real time) until the returned handle is aborted or dropped... the task stops when
-    /// every other handle to the breaker is gone.
+    /// real time) in a spawned task, until the returned handle is aborted or the last `Arc`
+    /// of this breaker is dropped (the task holds only a weak reference). A failed sync is
+    /// logged and tried again at the next tick.
     pub fn spawn_sync(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let weak = Arc::downgrade(self);
         let every = self
