@@ -2,6 +2,7 @@
 //! [`suite!`](crate::suite) macro turns every one of them into a test. A new case must also
 //! be added to the list in that macro, or no backend runs it.
 
+mod breakers;
 mod cache;
 mod cancel;
 mod completion;
@@ -20,6 +21,7 @@ mod worker;
 mod workflow_store;
 mod workflows;
 
+pub use breakers::*;
 pub use cache::*;
 pub use cancel::*;
 pub use completion::*;

@@ -20,20 +20,35 @@
 pub mod cases;
 mod support;
 
-use celeriac_core::{Broker, Coordinator, KvStore, RateLimitStore, ResultStore, WorkflowStore};
+use celeriac_core::{
+    BreakerStore, Broker, Coordinator, KvStore, RateLimitStore, ResultStore, WorkflowStore,
+};
 
 /// What a suite's constructor may give: a backend, and whatever must outlive the test.
 pub trait Fixture {
     /// The backend under test.
-    type Backend: Broker + ResultStore + WorkflowStore + Coordinator + KvStore + RateLimitStore;
+    type Backend: Broker
+        + ResultStore
+        + WorkflowStore
+        + Coordinator
+        + KvStore
+        + RateLimitStore
+        + BreakerStore;
     /// Dropped when the test ends, after the backend.
     type Guard;
     /// Splits the fixture into the backend and its guard.
     fn into_parts(self) -> (Self::Backend, Self::Guard);
 }
 
-impl<B: Broker + ResultStore + WorkflowStore + Coordinator + KvStore + RateLimitStore> Fixture
-    for B
+impl<
+        B: Broker
+            + ResultStore
+            + WorkflowStore
+            + Coordinator
+            + KvStore
+            + RateLimitStore
+            + BreakerStore,
+    > Fixture for B
 {
     type Backend = B;
     type Guard = ();
@@ -52,8 +67,16 @@ pub struct Guarded<B, G> {
     pub guard: G,
 }
 
-impl<B: Broker + ResultStore + WorkflowStore + Coordinator + KvStore + RateLimitStore, G> Fixture
-    for Guarded<B, G>
+impl<
+        B: Broker
+            + ResultStore
+            + WorkflowStore
+            + Coordinator
+            + KvStore
+            + RateLimitStore
+            + BreakerStore,
+        G,
+    > Fixture for Guarded<B, G>
 {
     type Backend = B;
     type Guard = G;
@@ -192,6 +215,16 @@ macro_rules! suite {
             limits_keys_are_apart_and_state_expires,
             limits_permits_cap_concurrency_and_expire,
             limits_bad_input_is_a_clear_error,
+            breaker_opens_on_a_quorum_of_instances,
+            breaker_signals_slide_out_of_the_window,
+            breaker_probes_are_bounded_across_instances,
+            breaker_probe_results_close_or_reopen_with_backoff,
+            breaker_commands_override_and_reset,
+            breaker_keys_expire_after_the_ttl,
+            shared_breaker_trips_every_instance,
+            deferred_completion_keeps_the_attempt,
+            worker_defers_tasks_behind_an_open_breaker,
+            worker_refuses_an_unknown_breaker,
         }
     };
 }

@@ -13,6 +13,10 @@
 //!
 //! - [`limit`]: rate limiters (GCRA, sliding and fixed windows, concurrency permits) over
 //!   any [`backend::RateLimitStore`], or in process memory.
+//! - a [`breaker::CircuitBreaker`] stops calls to a failing dependency (closed, open,
+//!   half-open), alone or shared between processes through a [`backend::BreakerStore`];
+//!   tasks that name one are deferred while it is open, without using an attempt;
+//!
 //! - periodic [`schedule::Schedule`]s are fired by the scheduler loop [`beat::Beat`], which
 //!   one process leads at a time through a [`backend::Coordinator`] lease.
 //!
@@ -21,6 +25,7 @@
 
 pub mod backend;
 pub mod beat;
+pub mod breaker;
 pub mod cache;
 pub mod client;
 pub mod clock;
@@ -34,8 +39,8 @@ pub mod worker;
 pub mod workflow;
 
 pub use backend::{
-    Broker, CancelOutcome, Coordinator, KvStore, Rate, RateLimitStore, ResultStore, TaskLimits,
-    WorkflowStore,
+    BreakerStore, Broker, CancelOutcome, Coordinator, KvStore, Rate, RateLimitStore, ResultStore,
+    TaskLimits, WorkflowStore,
 };
 pub use beat::{Beat, BeatConfig};
 pub use client::{AsClient, Client, Enqueue, JobHandle, JobOptions};

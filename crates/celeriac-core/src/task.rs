@@ -76,6 +76,10 @@ pub struct TaskOptions {
     pub expires: Option<Duration>,
     /// Global concurrency cap and rate for this task, across every worker.
     pub limits: TaskLimits,
+    /// The name of a circuit breaker registered with [`Registry::breaker`]: while it is open,
+    /// the task's jobs are put back to wait out the open period without using an attempt,
+    /// and the outcomes of their runs feed it.
+    pub breaker: Option<String>,
 }
 
 impl Default for TaskOptions {
@@ -92,6 +96,7 @@ impl Default for TaskOptions {
             encoding: Encoding::Json,
             expires: None,
             limits: TaskLimits::default(),
+            breaker: None,
         }
     }
 }
@@ -445,6 +450,7 @@ impl TaskDef {
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
     tasks: HashMap<String, TaskDef>,
+    breakers: HashMap<String, crate::breaker::CircuitBreaker>,
 }
 
 impl Registry {
@@ -462,6 +468,48 @@ impl Registry {
     pub fn insert(&mut self, def: TaskDef) -> &mut Self {
         self.tasks.insert(def.name.clone(), def);
         self
+    }
+
+    /// Adds a circuit breaker that tasks name in [`TaskOptions::breaker`]; a later breaker of
+    /// the same name replaces the earlier one.
+    pub fn breaker(&mut self, breaker: crate::breaker::CircuitBreaker) -> &mut Self {
+        self.breakers.insert(breaker.name().to_string(), breaker);
+        self
+    }
+
+    /// The circuit breaker called `name`.
+    pub fn get_breaker(&self, name: &str) -> Option<&crate::breaker::CircuitBreaker> {
+        self.breakers.get(name)
+    }
+
+    /// Every registered circuit breaker, sorted by name.
+    pub fn breakers(&self) -> Vec<&crate::breaker::CircuitBreaker> {
+        let mut all: Vec<_> = self.breakers.values().collect();
+        all.sort_unstable_by(|a, b| a.name().cmp(b.name()));
+        all
+    }
+
+    /// Checks that every breaker a task names is registered.
+    ///
+    /// # Errors
+    /// [`crate::Error::Config`] naming the task's `breaker` setting.
+    pub fn check_breakers(&self) -> crate::Result<()> {
+        let mut names: Vec<&TaskDef> = self.tasks.values().collect();
+        names.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        for t in names {
+            if let Some(b) = &t.options.breaker {
+                if !self.breakers.contains_key(b) {
+                    return Err(crate::Error::config(
+                        format!("task `{}`: breaker", t.name),
+                        format!(
+                            "no circuit breaker named `{b}` is registered (register it with \
+                             `breaker(CircuitBreaker::builder(\"{b}\")...)`)"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The task called `name`.

@@ -4,6 +4,7 @@
 use crate::backend::{
     Broker, ClaimRequest, Claimed, Completion, LeaseRef, Outcome, ResultStore, WorkflowStore,
 };
+use crate::breaker::Verdict;
 use crate::clock::{duration_ms, Clock, SystemClock, UnixMs};
 use crate::error::{Error, Result};
 use crate::job::{ErrorInfo, JobId};
@@ -177,6 +178,8 @@ pub struct WorkerStats {
     pub stale: AtomicU64,
     /// Leases handed back on shutdown.
     pub released: AtomicU64,
+    /// Jobs put back unrun, their attempt not counted, because their breaker was open.
+    pub deferred: AtomicU64,
     latencies_ms: Mutex<Vec<i64>>,
 }
 
@@ -324,6 +327,7 @@ impl<B: Broker + ResultStore + WorkflowStore> Worker<B> {
         }
         config.prefetch = config.prefetch.min(config.concurrency);
         config.validate()?;
+        self.registry.check_breakers()?;
         let config = Arc::new(config);
         info!(
             worker = %config.worker_id,
@@ -627,6 +631,34 @@ impl RunOne {
             ));
             return;
         };
+        // A task behind an open breaker waits out the open period without using an attempt.
+        let breaker = match def.options().breaker.as_deref() {
+            Some(name) => match self.registry.get_breaker(name).map(|b| b.acquire_owned()) {
+                Some(Ok(permit)) => Some(permit),
+                Some(Err(rejected)) => {
+                    let at = self
+                        .clock
+                        .now_ms()
+                        .saturating_add(duration_ms(rejected.retry_after));
+                    debug!(
+                        breaker = name,
+                        retry_in_ms = at - started,
+                        "breaker open; job deferred"
+                    );
+                    let _ = self.done.send((
+                        Completion {
+                            lease,
+                            outcome: Outcome::Deferred { at },
+                        },
+                        permit,
+                    ));
+                    return;
+                }
+                // Checked when the worker starts: a task's breaker is registered.
+                None => None,
+            },
+            None => None,
+        };
         let ctx = TaskContext::new(
             job.id,
             token,
@@ -703,6 +735,15 @@ impl RunOne {
         let cancelled = self.stop.is_cancelled();
         let in_flow = job.headers.contains_key(FLOW_HEADER);
         let mut output = None;
+        // The task's own errors, panics and time limits are the breaker's failures; a payload
+        // that does not decode or a stopped run says nothing about the partner.
+        let verdict = match &ended {
+            Ended::Ran(Ok(Ok(_))) => Verdict::Success,
+            Ended::Ran(Ok(Err(RunError::Task(_)))) | Ended::Ran(Err(_)) | Ended::HardLimit(_) => {
+                Verdict::Failure
+            }
+            _ => Verdict::Ignore,
+        };
         let mut outcome = match ended {
             Ended::Killed => return,
             Ended::Abandoned if !cancelled => {
@@ -747,6 +788,9 @@ impl RunOne {
                 None,
             ),
         };
+        if let Some(permit) = breaker {
+            permit.record(if cancelled { Verdict::Ignore } else { verdict });
+        }
         match &outcome {
             Outcome::Succeeded { .. } => debug!("job succeeded"),
             Outcome::Retry { error, at } => {
@@ -755,6 +799,7 @@ impl RunOne {
             Outcome::Failed { error } => warn!(%error, "job failed"),
             Outcome::Dead { error } => warn!(%error, "job dead-lettered"),
             Outcome::Cancelled => info!("job cancelled"),
+            Outcome::Deferred { .. } => debug!("job deferred"),
         }
         if in_flow {
             // What follows in the workflow is enqueued before the job is acknowledged: a crash
@@ -778,7 +823,7 @@ impl RunOne {
                 Outcome::Cancelled => {
                     Some(StepEnd::Failed(describe_failure(&job, "cancelled", None)))
                 }
-                Outcome::Retry { .. } => None,
+                Outcome::Retry { .. } | Outcome::Deferred { .. } => None,
             };
             if let Some(end) = end {
                 if let Err(e) = self.flow.after(&job, end, now).await {
@@ -856,6 +901,7 @@ async fn ack_loop<B: Broker>(
                     Outcome::Failed { .. } => (&stats.failed, "failed"),
                     Outcome::Dead { .. } => (&stats.dead, "dead"),
                     Outcome::Cancelled => (&stats.cancelled, "cancelled"),
+                    Outcome::Deferred { .. } => (&stats.deferred, "deferred"),
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
                 name

@@ -27,10 +27,14 @@
 //!   swept ones gets a `Reset`.
 //! - **Rate limits** (see `limit.rs`): one transaction per decision runs the core maths over
 //!   a row per key and quota; concurrency permits are rows with a lease.
+//! - **Shared circuit breakers** (see `breaker.rs`): one record, the signals per instance and
+//!   bucket, and the probe reservations per breaker, each call one transaction applying
+//!   `SharedRecord`'s rules; rows expire by the caller's `now` and are swept by `reap`.
 //!
 //! URLs: `sqlite://relative/path.db`, `sqlite:///absolute/path.db`, `sqlite::memory:`, with
 //! optional `?synchronous=full|normal&busy_timeout_ms=10000&dead_ttl_s=604800`.
 
+mod breaker;
 mod coord;
 mod flow;
 mod kv;

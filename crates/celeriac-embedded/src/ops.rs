@@ -23,8 +23,9 @@ pub(crate) fn migrate(conn: &Connection, from: i64) -> rusqlite::Result<()> {
     }
     // Version 3 added the celeriac_unique table, version 4 the join and workflow tables,
     // version 5 the key-value tables (celeriac_kv, celeriac_kv_locks, celeriac_kv_events),
-    // version 6 the rate limiter tables (celeriac_limits, celeriac_limit_permits); the schema
-    // creates missing tables.
+    // version 6 the rate limiter tables (celeriac_limits, celeriac_limit_permits) and the
+    // shared circuit-breaker tables (celeriac_breakers, celeriac_breaker_signals,
+    // celeriac_breaker_probes); the schema creates missing tables.
     Ok(())
 }
 
@@ -447,6 +448,19 @@ pub(crate) fn complete(
                      lease_until = NULL WHERE id = ?1 AND token = ?2 AND state = 2",
                 )?
                 .execute(params![id, token, now])?,
+            Outcome::Deferred { at } => conn
+                .prepare_cached(
+                    // Back to scheduled, the attempt not counted; a job asked to stop ends.
+                    "UPDATE celeriac_jobs SET \
+                     state = CASE cancel_requested WHEN 1 THEN 7 ELSE 1 END, \
+                     attempts = MAX(attempts - 1, 0), \
+                     run_at = ?3, token = NULL, lease_until = NULL, worker = NULL, \
+                     finished_at = CASE cancel_requested WHEN 1 THEN ?4 END, \
+                     keep_until = CASE cancel_requested \
+                       WHEN 1 THEN ?4 + COALESCE(result_ttl_ms, 86400000) END \
+                     WHERE id = ?1 AND token = ?2 AND state = 2",
+                )?
+                .execute(params![id, token, at, now])?,
         };
         out.push(n > 0);
     }
@@ -531,6 +545,8 @@ pub(crate) fn reap(
     // Expired key-value rows and locks, and broadcast messages past their retention.
     crate::kv::sweep(conn, now)?;
     crate::limit::sweep(conn, now)?;
+    // Shared breaker records, signals and probe reservations past their expiry.
+    crate::breaker::sweep(conn, now)?;
     Ok(report)
 }
 

@@ -169,3 +169,35 @@ CREATE TABLE IF NOT EXISTS celeriac_limit_permits (
     PRIMARY KEY (key, holder)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS celeriac_limit_permits_until ON celeriac_limit_permits (until);
+-- Shared circuit breakers (BreakerStore). One record per breaker, judged by the rules of
+-- celeriac_core::breaker::shared::SharedRecord; every row expires at expires_at (ms, by the
+-- caller's now: ttl after the breaker's last write) and is swept by reap and by the calls.
+CREATE TABLE IF NOT EXISTS celeriac_breakers (
+    name       TEXT PRIMARY KEY,
+    state      INTEGER NOT NULL,               -- BreakerState::code
+    open_until INTEGER NOT NULL,               -- ms
+    trips      INTEGER NOT NULL,
+    generation INTEGER NOT NULL,
+    since      INTEGER NOT NULL,               -- ms
+    probe_ok   INTEGER NOT NULL,
+    probe_fail INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL                -- ms
+);
+-- Signals of a breaker's instances, per bucket of time (epoch = now / bucket_ms).
+CREATE TABLE IF NOT EXISTS celeriac_breaker_signals (
+    name       TEXT NOT NULL,
+    epoch      INTEGER NOT NULL,
+    instance   TEXT NOT NULL,
+    calls      INTEGER NOT NULL,
+    failures   INTEGER NOT NULL,
+    slow       INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,               -- ms
+    PRIMARY KEY (name, epoch, instance)
+) WITHOUT ROWID;
+-- Half-open probe reservations: live while expires_at > now.
+CREATE TABLE IF NOT EXISTS celeriac_breaker_probes (
+    name       TEXT NOT NULL,
+    token      TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,               -- ms
+    PRIMARY KEY (name, token)
+) WITHOUT ROWID;

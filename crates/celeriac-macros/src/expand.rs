@@ -393,6 +393,10 @@ fn options_expr(attr: &TaskAttr) -> TokenStream {
             rate: #rate,
         }));
     }
+    if let Some(b) = &attr.breaker {
+        let b = &b.value;
+        fields.push(quote!(breaker: ::core::option::Option::Some(::std::string::String::from(#b))));
+    }
     if fields.is_empty() {
         quote!(::celeriac::TaskOptions::default())
     } else {

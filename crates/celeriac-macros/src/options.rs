@@ -23,6 +23,7 @@ pub(crate) const VALID_OPTIONS: &[&str] = &[
     "expires",
     "concurrency_limit",
     "rate_limit",
+    "breaker",
 ];
 
 /// The longest task or queue name a job accepts (see `Job::validate`).
@@ -62,6 +63,8 @@ pub(crate) struct TaskAttr {
     pub concurrency_limit: Option<At<u32>>,
     /// At most `count` starts per `per_ms`, across every worker.
     pub rate_limit: Option<At<(u32, u64)>>,
+    /// The named circuit breaker the task's jobs wait on while it is open.
+    pub breaker: Option<At<String>>,
 }
 
 /// Collects every error instead of stopping at the first.
@@ -141,6 +144,7 @@ impl TaskAttr {
             "expires" => self.expires.is_some(),
             "concurrency_limit" => self.concurrency_limit.is_some(),
             "rate_limit" => self.rate_limit.is_some(),
+            "breaker" => self.breaker.is_some(),
             _ => return Err(unknown_option(&meta)),
         };
 
@@ -179,7 +183,7 @@ impl TaskAttr {
     fn set_value(&mut self, key: &str, key_span: Span, expr: &Expr) -> syn::Result<()> {
         let span = expr.span();
         match key {
-            "name" | "queue" => {
+            "name" | "queue" | "breaker" => {
                 let s = lit_str(expr, key)?;
                 let value = s.value();
                 if value.is_empty() || value.len() > MAX_NAME_LEN {
@@ -188,10 +192,11 @@ impl TaskAttr {
                         format!("`{key}` must be 1 to {MAX_NAME_LEN} bytes long"),
                     ));
                 }
-                if key == "name" {
-                    self.name = Some(At { value, span });
-                } else {
-                    self.queue = Some(At { value, span });
+                let at = Some(At { value, span });
+                match key {
+                    "name" => self.name = at,
+                    "queue" => self.queue = at,
+                    _ => self.breaker = at,
                 }
             }
             "retries" => {
@@ -327,6 +332,7 @@ fn example(key: &str) -> &'static str {
         "expires" => "\"5m\"",
         "concurrency_limit" => "5",
         "rate_limit" => "\"100/m\"",
+        "breaker" => "\"partner-api\"",
         _ => "\"30s\"",
     }
 }

@@ -9,6 +9,8 @@
 --   'f' failed     v2 = error kind, v3 = error message
 --   'd' dead       v2 = error kind, v3 = error message
 --   'c' cancelled
+--   'e' deferred   v1 = run_at (ms): back to scheduled, the attempt not counted (its
+--                  circuit breaker was open); a job asked to stop ends as cancelled
 -- Returns: one integer per completion, 1 if applied, 0 if its token no longer holds the lease
 --   (a stale completion changes nothing).
 -- The tokens of the whole batch are checked in one call; successes that keep no record are
@@ -35,7 +37,7 @@ for n, id in ipairs(ids) do
     out[n] = 1
     done[#done + 1] = id
     local ukey = ukey_of(held[n])
-    if ukey and kind ~= 'r' then release_unique(ukey, id, 'f') end
+    if ukey and kind ~= 'r' and kind ~= 'e' then release_unique(ukey, id, 'f') end
     if kind == 's' and ARGV[i + 4] ~= '1' then
       drop[#drop + 1] = key
     else
@@ -68,6 +70,14 @@ for n, id in ipairs(ids) do
           redis.call('ZADD', K_FAILED, num(now + ttl), id)
         end
         redis.call('PUBLISH', channel, id)
+      elseif kind == 'e' and cur[3] == '1' then
+        end_cancelled(id, key, now, channel)
+      elseif kind == 'e' then
+        local attempts = math.max(tonumber(cur[2] or '1') - 1, 0)
+        redis.call('HSET', key, 's', '1', 'r', ARGV[i + 3], 'a', num(attempts))
+        redis.call('HDEL', key, 'w')
+        redis.call('ZADD', K_SCHED, ARGV[i + 3], id)
+        wake_needed = true
       elseif kind == 'c' then
         redis.call('HSET', key, 's', '7', 'f', num(now))
         redis.call('PEXPIRE', key, num(ttl))

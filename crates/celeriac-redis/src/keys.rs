@@ -147,3 +147,14 @@ pub(crate) fn limit_key(prefix: &str, key: &str, state_id: &str) -> String {
 pub(crate) fn permits_key(prefix: &str, key: &str) -> String {
     format!("{}:permits", limit_base(prefix, key))
 }
+
+/// The keys of one shared circuit breaker, under its own hash tag
+/// `{celeriac:breaker:<name>}` (see `lua/includes/breaker.lua`).
+pub(crate) fn breaker_keys(prefix: &str, name: &str) -> [String; 3] {
+    let base = format!("{prefix}:{{celeriac:breaker:{name}}}");
+    [
+        format!("{base}:state"),
+        format!("{base}:signals"),
+        format!("{base}:probes"),
+    ]
+}

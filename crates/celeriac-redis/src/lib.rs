@@ -53,6 +53,12 @@
 //! | `celeriac:{celeriac:beat}:leader:<name>` | HASH | a leader lease (the scheduler's is `beat`): `holder`, `token` (fencing token, grows each time the lease changes hands, never expires), `until` (ms) |
 //! | `celeriac:{celeriac:beat}:ticks` | HASH | schedule name → last tick handled (ms) |
 //! | `celeriac:{celeriac:beat}:paused` | HASH | schedule name → `1` while paused by `celeriac schedules pause` |
+//! | `celeriac:{celeriac:breaker:<name>}:state` | HASH | a shared circuit breaker: state code, open-until, trips, generation, probe results, `exp` (see `lua/includes/breaker.lua`) |
+//! | `celeriac:{celeriac:breaker:<name>}:signals` | HASH | `<bucket epoch>\|<instance>` → calls, failures, slow calls |
+//! | `celeriac:{celeriac:breaker:<name>}:probes` | ZSET | half-open probe reservations by expiry |
+//!
+//! Every breaker key has a Redis TTL (twice the longest of its window, open period and probe
+//! lease), refreshed by each write; the `exp` field judges expiry by the caller's `now`.
 //!
 //! Room is left under the same tag for what comes next: `:unique:<key>` and `:limit:<task>`
 //! live in the queue's slot so their scripts stay atomic; cache and limiter keys get their own
@@ -102,6 +108,7 @@
 //! call is written once), builds with rustls on `ring` (no C toolchain beyond what SQLite
 //! already needs), and is the client most Rust services already depend on.
 
+mod breaker;
 mod codec;
 mod config;
 mod conn;
@@ -707,6 +714,7 @@ impl Broker for RedisBackend {
                         error.message.clone().into_bytes(),
                     ),
                     Outcome::Cancelled => (b"c", Vec::new(), Vec::new(), Vec::new()),
+                    Outcome::Deferred { at } => (b"e", num(*at), Vec::new(), Vec::new()),
                 };
                 args.push(kind.to_vec());
                 args.extend([v1, v2, v3]);

@@ -33,6 +33,17 @@ macro_rules! plain_script {
     };
 }
 
+/// A shared circuit-breaker script: prefixed with `lua/includes/breaker.lua`.
+macro_rules! breaker_script {
+    ($file:literal) => {
+        Script::new(concat!(
+            include_str!("../lua/includes/breaker.lua"),
+            "\n",
+            include_str!(concat!("../lua/", $file))
+        ))
+    };
+}
+
 pub(crate) struct Scripts {
     pub(crate) enqueue: Script,
     pub(crate) claim: Script,
@@ -57,6 +68,11 @@ pub(crate) struct Scripts {
     pub(crate) check_limits: Script,
     pub(crate) acquire_permit: Script,
     pub(crate) release_permit: Script,
+    pub(crate) report_breaker: Script,
+    pub(crate) reserve_probe: Script,
+    pub(crate) finish_probe: Script,
+    pub(crate) command_breaker: Script,
+    pub(crate) status_breaker: Script,
 }
 
 impl Scripts {
@@ -85,6 +101,11 @@ impl Scripts {
             check_limits: plain_script!("checkLimits-N.lua"),
             acquire_permit: plain_script!("acquirePermit-1.lua"),
             release_permit: plain_script!("releasePermit-1.lua"),
+            report_breaker: breaker_script!("reportBreaker-3.lua"),
+            reserve_probe: breaker_script!("reserveProbe-3.lua"),
+            finish_probe: breaker_script!("finishProbe-3.lua"),
+            command_breaker: breaker_script!("commandBreaker-3.lua"),
+            status_breaker: breaker_script!("statusBreaker-3.lua"),
         }
     }
 }

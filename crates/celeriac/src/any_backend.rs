@@ -2,9 +2,10 @@
 
 use crate::{Error, Result};
 use celeriac_core::backend::{
-    Broker, CancelOutcome, ClaimRequest, Claimed, Completion, Coordinator, JoinArrival, JoinStatus,
-    KvEntry, KvStore, KvSubscription, LeaseRef, QueueStats, RateLimitStore, ReapReport,
-    ResultStore, ScheduleState, WorkflowEnd, WorkflowRecord, WorkflowStore,
+    BreakerCommand, BreakerPolicy, BreakerSignal, BreakerStore, Broker, CancelOutcome,
+    ClaimRequest, Claimed, Completion, Coordinator, JoinArrival, JoinStatus, KvEntry, KvStore,
+    KvSubscription, LeaseRef, QueueStats, RateLimitStore, ReapReport, ResultStore, ScheduleState,
+    SharedBreakerState, WorkflowEnd, WorkflowRecord, WorkflowStore,
 };
 use celeriac_core::limit::{Decision, Quota};
 use celeriac_core::{Job, JobId, JobInfo, UnixMs};
@@ -240,5 +241,52 @@ impl RateLimitStore for Backend {
     }
     async fn release_permit(&self, key: &str, holder: &str, now: UnixMs) -> Result<bool> {
         forward!(self, b => b.release_permit(key, holder, now).await)
+    }
+}
+
+impl BreakerStore for Backend {
+    async fn breaker_report(
+        &self,
+        name: &str,
+        signal: BreakerSignal,
+        policy: &BreakerPolicy,
+        now: UnixMs,
+    ) -> Result<SharedBreakerState> {
+        forward!(self, b => b.breaker_report(name, signal, policy, now).await)
+    }
+
+    async fn breaker_probe(
+        &self,
+        name: &str,
+        token: &str,
+        policy: &BreakerPolicy,
+        now: UnixMs,
+    ) -> Result<(bool, SharedBreakerState)> {
+        forward!(self, b => b.breaker_probe(name, token, policy, now).await)
+    }
+
+    async fn breaker_probe_done(
+        &self,
+        name: &str,
+        token: &str,
+        failed: bool,
+        policy: &BreakerPolicy,
+        now: UnixMs,
+    ) -> Result<SharedBreakerState> {
+        forward!(self, b => b.breaker_probe_done(name, token, failed, policy, now).await)
+    }
+
+    async fn breaker_command(
+        &self,
+        name: &str,
+        command: BreakerCommand,
+        policy: &BreakerPolicy,
+        now: UnixMs,
+    ) -> Result<SharedBreakerState> {
+        forward!(self, b => b.breaker_command(name, command, policy, now).await)
+    }
+
+    async fn breaker_status(&self, name: &str, now: UnixMs) -> Result<Option<SharedBreakerState>> {
+        forward!(self, b => b.breaker_status(name, now).await)
     }
 }

@@ -134,6 +134,15 @@ impl AppBuilder {
         self
     }
 
+    /// Registers a circuit breaker that tasks name with `#[task(breaker = "...")]` (or
+    /// [`TaskOptions::breaker`](crate::TaskOptions)): while it is open their jobs wait out
+    /// the open period without using an attempt. [`AppBuilder::build`] fails when a task
+    /// names a breaker that is not registered.
+    pub fn breaker(mut self, breaker: crate::breaker::CircuitBreaker) -> Self {
+        self.registry.breaker(breaker);
+        self
+    }
+
     /// Uses these registered tasks.
     pub fn registry(mut self, registry: Registry) -> Self {
         self.registry = registry;
@@ -190,6 +199,7 @@ impl AppBuilder {
         }
         schedule::check_unique_names(&schedules)?;
         schedule::check_tasks(&schedules, &self.registry)?;
+        self.registry.check_breakers()?;
         let url = self.url.unwrap_or_else(|| DEFAULT_URL.to_string());
         let backend = Arc::new(connect(&url).await?);
         crate::install_cache_store(backend.clone());

@@ -35,6 +35,8 @@ mod app;
 #[cfg(feature = "cli")]
 pub mod bench;
 #[cfg(feature = "cli")]
+pub mod bench_breaker;
+#[cfg(feature = "cli")]
 pub mod bench_cache;
 #[cfg(feature = "cli")]
 pub mod bench_limits;
@@ -53,6 +55,7 @@ pub use cache_warm::{
     DEFAULT_WARM_CONCURRENCY,
 };
 pub use cached::{cache_store, install_cache_store};
+pub use celeriac_core::breaker;
 pub use celeriac_core::cache;
 pub use celeriac_core::limit;
 pub use celeriac_core::RateLimitStore;

@@ -190,6 +190,7 @@ fn options_reflect_the_attribute() -> celeriac::Result<()> {
         encoding: Encoding::MsgPack,
         expires: Some(Duration::from_secs(300)),
         limits: Default::default(),
+        breaker: None,
     };
     assert_eq!(send_email::options(), expected);
     assert_eq!(<send_email::Task as Task>::options(), expected);
@@ -542,4 +543,38 @@ fn limits_in_the_attribute_reach_the_options() {
     );
     assert!(send_email::options().limits.is_empty());
     assert_eq!(call_partner::def().options().limits, limits);
+}
+
+#[celeriac::task(breaker = "partner-api", retries = 2)]
+async fn guarded_partner(order: u64) -> Result<u64, TaskError> {
+    Ok(order)
+}
+
+#[tokio::test]
+async fn a_task_names_its_breaker_and_the_app_checks_it() {
+    assert_eq!(
+        guarded_partner::options().breaker.as_deref(),
+        Some("partner-api")
+    );
+    let missing = App::builder()
+        .url("sqlite::memory:")
+        .task::<guarded_partner::Task>()
+        .build()
+        .await
+        .expect_err("the breaker is not registered");
+    assert!(
+        matches!(&missing, celeriac::Error::Config { setting, .. } if setting == "task `guarded_partner`: breaker"),
+        "{missing}"
+    );
+    let breaker = celeriac::breaker::CircuitBreaker::builder("partner-api")
+        .build()
+        .expect("valid settings");
+    let app = App::builder()
+        .url("sqlite::memory:")
+        .task::<guarded_partner::Task>()
+        .breaker(breaker)
+        .build()
+        .await
+        .expect("the breaker is registered");
+    assert!(app.registry().get_breaker("partner-api").is_some());
 }
