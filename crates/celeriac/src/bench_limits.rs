@@ -1,7 +1,8 @@
 //! `celeriac bench limits`: limiter decisions per second on the store against the raw
 //! `EVALSHA` rate of a trivial script at the same concurrency, local decisions per second on
-//! one core, and (once measured) the breaker overhead per guarded call.
+//! one core, and the overhead a closed circuit breaker adds to a call.
 
+use crate::bench_breaker::{bench_breaker_overhead, BreakerOverhead};
 use crate::limit::{LocalLimiter, Quota};
 use crate::{Backend, Error, ErrorKind, RateLimitStore, Result};
 use serde::Serialize;
@@ -40,12 +41,14 @@ pub struct LimitsBenchReport {
     pub store_ratio_same_args: Option<f64>,
     /// Local limiter decisions per second on one core (one GCRA quota, existing keys).
     pub local_decisions_per_s: f64,
-    /// Breaker overhead per guarded call in nanoseconds, when [`breaker_overhead_ns`]
-    /// measures it.
-    pub breaker_overhead_ns: Option<f64>,
+    /// What a closed circuit breaker adds to a call (`celeriac bench breaker`'s figures).
+    pub breaker: BreakerOverhead,
     /// Concurrent callers on the store.
     pub concurrency: usize,
 }
+
+/// Calls per round of the breaker phase.
+const BREAKER_CALLS: u64 = 5_000_000;
 
 /// The quota every phase checks: generous, so decisions are mostly allowed and every one
 /// writes.
@@ -67,7 +70,7 @@ pub async fn run(backend: Arc<Backend>, cfg: &LimitsBenchConfig) -> Result<Limit
         raw_evalsha_same_args_per_s: same,
         store_ratio_same_args: ratio(same),
         local_decisions_per_s: local,
-        breaker_overhead_ns: breaker_overhead_ns(),
+        breaker: bench_breaker_overhead(BREAKER_CALLS)?,
         concurrency: cfg.concurrency,
     })
 }
@@ -178,10 +181,4 @@ async fn raw_evalsha_per_s(cfg: &LimitsBenchConfig, same_args: bool) -> Result<O
     Ok(Some(
         (per * concurrency as u64) as f64 / started.elapsed().as_secs_f64().max(1e-9),
     ))
-}
-
-/// The breaker overhead per guarded call on the closed path, in nanoseconds: `None` until the
-/// circuit breaker's own measurement is added here.
-pub fn breaker_overhead_ns() -> Option<f64> {
-    None
 }

@@ -592,12 +592,18 @@ async fn run_limits_bench(url: Option<&str>, args: BenchArgs) -> CliResult {
         "local decisions {:>12.0}/s   (one core, one GCRA quota)",
         report.local_decisions_per_s
     );
-    match report.breaker_overhead_ns {
-        Some(ns) => println!("breaker overhead {ns:>10.1} ns per guarded call"),
-        None => {
-            println!("breaker overhead       (not measured: bench_limits::breaker_overhead_ns)")
-        }
-    }
+    let b = &report.breaker;
+    println!(
+        "breaker overhead {:>10.1} ns per guarded call, count window ({:.1} ns guarded, {:.1} ns bare)",
+        b.overhead_count_ns(),
+        b.guarded_count_ns,
+        b.unguarded_ns
+    );
+    println!(
+        "breaker overhead {:>10.1} ns per guarded call, time window ({:.1} ns guarded)",
+        b.overhead_time_ns(),
+        b.guarded_time_ns
+    );
     Ok(())
 }
 
