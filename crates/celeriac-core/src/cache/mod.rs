@@ -524,7 +524,10 @@ where
         if let Some(slot) = inner.fresh_hit(&self.key, inner.hit_now()) {
             return Ok(slot.value.clone());
         }
-        Ok(inner.read(self.key, self.tags, None).await?.flatten())
+        // Boxed: the slow path's large future stays out of the hit path's.
+        Ok(Box::pin(inner.read(self.key, self.tags, None))
+            .await?
+            .flatten())
     }
 
     /// The value, loaded by `loader` on a miss; a loader's `None` ("not found") is cached
