@@ -34,10 +34,12 @@
 //! ```
 
 mod config;
+mod guard;
 pub mod shared;
 mod window;
 
 pub use config::{BreakerBuilder, BreakerConfig, ErrorPredicate, WindowKind, MAX_NAME_LEN};
+pub use guard::{Admission, DynShared, Guard, GuardPermit, Report, Reservation};
 pub use shared::{SharedBreaker, SharedOptions, SharedPermit};
 pub use window::Counts;
 
