@@ -508,7 +508,11 @@ impl Registry {
     /// Every registered circuit breaker (for shared ones, their local breakers), sorted by
     /// name.
     pub fn breakers(&self) -> Vec<&crate::breaker::CircuitBreaker> {
-        let mut all: Vec<_> = self.breakers.values().map(crate::breaker::Guard::local).collect();
+        let mut all: Vec<_> = self
+            .breakers
+            .values()
+            .map(crate::breaker::Guard::local)
+            .collect();
         all.sort_unstable_by(|a, b| a.name().cmp(b.name()));
         all
     }

@@ -100,7 +100,10 @@ pub struct AppBuilder {
     clock: Arc<dyn Clock>,
     schedules: Vec<Schedule>,
     schedule_files: Vec<PathBuf>,
-    shared_breakers: Vec<(crate::breaker::CircuitBreaker, crate::breaker::SharedOptions)>,
+    shared_breakers: Vec<(
+        crate::breaker::CircuitBreaker,
+        crate::breaker::SharedOptions,
+    )>,
 }
 
 impl Default for AppBuilder {

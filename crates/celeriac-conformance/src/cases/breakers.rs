@@ -542,13 +542,16 @@ fn gate(name: &str) -> Arc<Gate> {
     static GATES: std::sync::LazyLock<
         std::sync::Mutex<std::collections::HashMap<String, Arc<Gate>>>,
     > = std::sync::LazyLock::new(Default::default);
-    let mut gates = GATES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut gates = GATES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     gates.entry(name.to_string()).or_default().clone()
 }
 
 impl Gate {
     async fn pass(&self) {
-        self.entered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.entered
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         loop {
             let notified = self.open.notified();
             if self.opened.load(std::sync::atomic::Ordering::SeqCst) {
@@ -665,10 +668,7 @@ pub async fn workers_share_a_breaker_through_the_store<
         (BreakerState::Open, T0 + 10_000),
         "a's report trips the store (quorum 1)"
     );
-    assert_eq!(
-        sb.sync().await.expect("sync b").state,
-        BreakerState::Open
-    );
+    assert_eq!(sb.sync().await.expect("sync b").state, BreakerState::Open);
     assert_eq!(sb.local().state(), BreakerState::Open, "b adopts the trip");
 
     // b defers a job without running it or using an attempt.

@@ -132,7 +132,9 @@ impl Guard {
     #[inline]
     pub fn admit(&self) -> Result<Admission, Rejected> {
         match self {
-            Guard::Local(b) => b.acquire_owned().map(|p| Admission::Ready(GuardPermit::from(p))),
+            Guard::Local(b) => b
+                .acquire_owned()
+                .map(|p| Admission::Ready(GuardPermit::from(p))),
             Guard::Shared(s) => {
                 let (permit, reserve) = s.begin()?;
                 Ok(if reserve {
