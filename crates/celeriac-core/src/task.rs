@@ -76,9 +76,9 @@ pub struct TaskOptions {
     pub expires: Option<Duration>,
     /// Global concurrency cap and rate for this task, across every worker.
     pub limits: TaskLimits,
-    /// The name of a circuit breaker registered with [`Registry::breaker`]: while it is open,
-    /// the task's jobs are put back to wait out the open period without using an attempt,
-    /// and the outcomes of their runs feed it.
+    /// The name of a circuit breaker registered with [`Registry::breaker`] (or
+    /// [`Registry::shared_breaker`]): while it is open, the task's jobs are put back to wait
+    /// out the open period without using an attempt, and the outcomes of their runs feed it.
     pub breaker: Option<String>,
 }
 

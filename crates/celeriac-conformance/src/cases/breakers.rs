@@ -660,7 +660,12 @@ pub async fn workers_share_a_breaker_through_the_store<
         })
         .await;
     }
-    assert_eq!(sa.local().state(), BreakerState::Open, "a tripped locally");
+    assert_eq!(
+        sa.local().state(),
+        BreakerState::Open,
+        "a tripped locally: {:?}",
+        sa.local().snapshot()
+    );
     assert_eq!(sb.local().state(), BreakerState::Closed, "b saw nothing");
     let s = sa.sync().await.expect("sync a");
     assert_eq!(

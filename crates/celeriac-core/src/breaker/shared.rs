@@ -8,7 +8,12 @@
 //! `sync_interval` by [`SharedBreaker::spawn_sync`]) reports what it saw and adopts the
 //! store's verdict. **Bound:** once the store has tripped a breaker, every process stops
 //! calling within one `sync_interval` plus one store round trip; a failing dependency is
-//! tripped in the store within one `sync_interval` of the quorum's failures.
+//! tripped in the store within one `sync_interval` of the quorum's failures. Half-open
+//! probes are bounded across processes even between syncs: a local probe taken while the
+//! store was last seen open or half-open reserves one of the store's probes first.
+//!
+//! The tower layer (`CircuitBreakerLayer::shared`) and task breakers
+//! ([`crate::Registry::shared_breaker`]) hold a shared breaker as a [`super::Guard`].
 
 use super::{BreakerState, CircuitBreaker, Counts, OwnedPermit, Rejected, Verdict};
 use crate::backend::{
