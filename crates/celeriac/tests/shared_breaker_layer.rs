@@ -2,8 +2,7 @@
 //! as two processes would have): a trip seen by one rejects calls in the other after its
 //! sync, and in half-open at most `probes` requests pass across both.
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
 use celeriac::breaker::{
@@ -16,6 +15,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tower::{service_fn, Layer, ServiceExt};
+
+mod common;
+use common::get_status;
 
 const T0: i64 = 1_700_000_000_000;
 
@@ -45,6 +47,22 @@ fn shared(
         },
     )
     .expect("valid options")
+}
+
+type Shared = Arc<SharedBreaker<SqliteBackend>>;
+
+/// Two breakers shared through one SQLite file, each over its own connection.
+async fn two_instances() -> (tempfile::TempDir, ManualClock, Shared, Shared) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("breakers.db").display());
+    let clock = ManualClock::new(T0);
+    let open = |who| {
+        let url = url.clone();
+        async move { SqliteBackend::connect(&url).await.expect(who) }
+    };
+    let sa = shared(open("open a").await, &clock, "a");
+    let sb = shared(open("open b").await, &clock, "b");
+    (dir, clock, sa, sb)
 }
 
 /// The partner behind both layers: fails while `failing`; waits at the gate while `hold`.
@@ -92,39 +110,9 @@ fn app(partner: &Arc<Partner>, breaker: Arc<SharedBreaker<SqliteBackend>>) -> Ro
         .layer(CircuitBreakerLayer::shared_http(breaker))
 }
 
-async fn get_status(app: &Router) -> (StatusCode, Option<String>) {
-    let res = app
-        .clone()
-        .oneshot(
-            Request::builder()
-                .uri("/quote")
-                .body(Body::empty())
-                .expect("a valid request"),
-        )
-        .await
-        .expect("axum services do not fail");
-    let retry = res
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().expect("ascii").to_string());
-    (res.status(), retry)
-}
-
 #[tokio::test]
 async fn two_layers_share_a_trip_and_bound_half_open_probes() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let url = format!("sqlite://{}", dir.path().join("breakers.db").display());
-    let clock = ManualClock::new(T0);
-    let sa = shared(
-        SqliteBackend::connect(&url).await.expect("open a"),
-        &clock,
-        "a",
-    );
-    let sb = shared(
-        SqliteBackend::connect(&url).await.expect("open b"),
-        &clock,
-        "b",
-    );
+    let (_dir, clock, sa, sb) = two_instances().await;
     let partner = Arc::new(Partner {
         failing: AtomicBool::new(true),
         ..Partner::default()
@@ -133,10 +121,13 @@ async fn two_layers_share_a_trip_and_bound_half_open_probes() {
 
     // a sees two failures and trips; its sync trips the store.
     for _ in 0..2 {
-        assert_eq!(get_status(&app_a).await.0, StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            get_status(&app_a, "/quote").await.0,
+            StatusCode::BAD_GATEWAY
+        );
     }
     assert_eq!(
-        get_status(&app_a).await,
+        get_status(&app_a, "/quote").await,
         (StatusCode::SERVICE_UNAVAILABLE, Some("10".into()))
     );
     let s = sa.sync().await.expect("sync a");
@@ -145,14 +136,14 @@ async fn two_layers_share_a_trip_and_bound_half_open_probes() {
     // b saw nothing and calls the partner until its sync, then answers 503 too.
     partner.failing.store(false, Ordering::SeqCst);
     assert_eq!(
-        get_status(&app_b).await.0,
+        get_status(&app_b, "/quote").await.0,
         StatusCode::OK,
         "b has not synced"
     );
     assert_eq!(sb.sync().await.expect("sync b").state, BreakerState::Open);
     let calls = partner.entered.load(Ordering::SeqCst);
     assert_eq!(
-        get_status(&app_b).await,
+        get_status(&app_b, "/quote").await,
         (StatusCode::SERVICE_UNAVAILABLE, Some("10".into()))
     );
     assert_eq!(
@@ -169,7 +160,7 @@ async fn two_layers_share_a_trip_and_bound_half_open_probes() {
     let mut requests = tokio::task::JoinSet::new();
     for app in [&app_a, &app_a, &app_a, &app_b, &app_b, &app_b] {
         let app = app.clone();
-        requests.spawn(async move { get_status(&app).await });
+        requests.spawn(async move { get_status(&app, "/quote").await });
     }
     let mut unavailable = 0;
     while unavailable + (partner.entered.load(Ordering::SeqCst) - before) < 6 {
@@ -201,25 +192,13 @@ async fn two_layers_share_a_trip_and_bound_half_open_probes() {
     // The probes' results reached the store before their responses: it is closed.
     assert_eq!(sa.sync().await.expect("sync a").state, BreakerState::Closed);
     assert_eq!(sb.sync().await.expect("sync b").state, BreakerState::Closed);
-    assert_eq!(get_status(&app_a).await.0, StatusCode::OK);
-    assert_eq!(get_status(&app_b).await.0, StatusCode::OK);
+    assert_eq!(get_status(&app_a, "/quote").await.0, StatusCode::OK);
+    assert_eq!(get_status(&app_b, "/quote").await.0, StatusCode::OK);
 }
 
 #[tokio::test]
 async fn a_typed_shared_layer_rejects_with_the_store_state() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let url = format!("sqlite://{}", dir.path().join("breakers.db").display());
-    let clock = ManualClock::new(T0);
-    let sa = shared(
-        SqliteBackend::connect(&url).await.expect("open a"),
-        &clock,
-        "a",
-    );
-    let sb = shared(
-        SqliteBackend::connect(&url).await.expect("open b"),
-        &clock,
-        "b",
-    );
+    let (_dir, clock, sa, sb) = two_instances().await;
     let failing =
         service_fn(|_: ()| async { Err::<u8, std::io::Error>(std::io::Error::other("down")) });
     let svc_a = CircuitBreakerLayer::shared(sa.clone()).layer(failing);

@@ -410,6 +410,21 @@ pub async fn deferred_completion_keeps_the_attempt<B: Broker + ResultStore>(back
     assert_eq!(info(&*backend, ids[1]).await.state, JobState::Cancelled);
 }
 
+/// A breaker for the worker cases: opens when both of the last 2 calls failed, for 10 s,
+/// with `probes` half-open probes.
+fn task_breaker(name: &str, probes: u32, clock: &ManualClock) -> CircuitBreaker {
+    CircuitBreaker::builder(name)
+        .window(WindowKind::Count(2))
+        .min_calls(2)
+        .failure_rate(50.0)
+        .half_open_probes(probes)
+        .open_for(Duration::from_secs(10))
+        .jitter(0.0)
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .expect("valid settings")
+}
+
 /// A task that calls a partner behind the breaker `conformance-partner`: fails when asked.
 struct PartnerCall;
 
@@ -450,16 +465,7 @@ pub async fn worker_defers_tasks_behind_an_open_breaker<
 ) {
     let q = "breaker-tasks";
     let clock = ManualClock::new(T0);
-    let breaker = CircuitBreaker::builder("conformance-partner")
-        .window(WindowKind::Count(2))
-        .min_calls(2)
-        .failure_rate(50.0)
-        .half_open_probes(1)
-        .open_for(Duration::from_secs(10))
-        .jitter(0.0)
-        .clock(Arc::new(clock.clone()))
-        .build()
-        .expect("valid settings");
+    let breaker = task_breaker("conformance-partner", 1, &clock);
     let mut registry = Registry::new();
     registry.register::<PartnerCall>();
     registry.breaker(breaker.clone());
@@ -602,16 +608,7 @@ fn instance<B: Broker + ResultStore + celeriac_core::WorkflowStore + BreakerStor
     clock: &ManualClock,
     name: &str,
 ) -> (Arc<SharedBreaker<B>>, RunningWorker) {
-    let local = CircuitBreaker::builder("conformance-shared-partner")
-        .window(WindowKind::Count(2))
-        .min_calls(2)
-        .failure_rate(50.0)
-        .half_open_probes(2)
-        .open_for(Duration::from_secs(10))
-        .jitter(0.0)
-        .clock(Arc::new(clock.clone()))
-        .build()
-        .expect("valid settings");
+    let local = task_breaker("conformance-shared-partner", 2, clock);
     let shared = SharedBreaker::new(
         local,
         backend.clone(),
