@@ -14,7 +14,7 @@ use celeriac::ManualClock;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tower::{service_fn, Layer, ServiceExt};
+use tower::{service_fn, Layer, Service, ServiceExt};
 
 mod common;
 use common::get_status;
@@ -223,6 +223,12 @@ async fn a_typed_shared_layer_rejects_with_the_store_state() {
     }
     // One probe each from the store's two; both succeed and close it.
     clock.advance(Duration::from_secs(10));
+    // Called without `poll_ready`, a probe cannot reserve one of the store's probes.
+    let mut direct = CircuitBreakerLayer::shared(sb.clone()).layer(ok);
+    match direct.call(()).await {
+        Err(CallError::Rejected(r)) => assert_eq!(r.state, BreakerState::HalfOpen),
+        other => panic!("a probe needs poll_ready, got {other:?}"),
+    }
     assert_eq!(svc_b.clone().oneshot(()).await.ok(), Some(7));
     assert_eq!(svc_b.clone().oneshot(()).await.ok(), Some(7));
     assert_eq!(
