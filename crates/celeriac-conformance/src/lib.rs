@@ -225,6 +225,7 @@ macro_rules! suite {
             deferred_completion_keeps_the_attempt,
             worker_defers_tasks_behind_an_open_breaker,
             worker_refuses_an_unknown_breaker,
+            workers_share_a_breaker_through_the_store,
         }
     };
 }

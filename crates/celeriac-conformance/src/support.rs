@@ -190,6 +190,17 @@ impl RunningWorker {
         queue: &str,
         clock: &ManualClock,
     ) -> Self {
+        Self::start_as(backend, registry, queue, clock, "conformance-worker")
+    }
+
+    /// Like [`RunningWorker::start`], with its worker id (for several workers on one store).
+    pub(crate) fn start_as<B: Broker + ResultStore + celeriac_core::WorkflowStore>(
+        backend: Arc<B>,
+        registry: Registry,
+        queue: &str,
+        clock: &ManualClock,
+        worker_id: &str,
+    ) -> Self {
         let clock: Arc<dyn Clock> = Arc::new(clock.clone());
         let worker = Worker::new(backend, Arc::new(registry))
             .config(WorkerConfig {
@@ -197,7 +208,7 @@ impl RunningWorker {
                 concurrency: 4,
                 prefetch: 4,
                 poll_interval: Duration::from_millis(5),
-                worker_id: "conformance-worker".to_string(),
+                worker_id: worker_id.to_string(),
                 ..WorkerConfig::default()
             })
             .clock(clock);

@@ -20,6 +20,10 @@
 //! `celeriac_breaker_slow_calls_total`, all labelled `breaker`. (Counter handles are taken when
 //! the breaker is built: install the metrics recorder before building breakers.)
 //!
+//! [`SharedBreaker`] shares a breaker's trips and half-open probes across processes through
+//! a store ([`shared`]); [`Guard`] holds either kind for the task registry and the tower
+//! layer.
+//!
 //! ```
 //! use celeriac_core::breaker::{CallError, CircuitBreaker};
 //! # async fn partner() -> Result<u32, std::io::Error> { Ok(1) }
@@ -34,10 +38,12 @@
 //! ```
 
 mod config;
+mod guard;
 pub mod shared;
 mod window;
 
 pub use config::{BreakerBuilder, BreakerConfig, ErrorPredicate, WindowKind, MAX_NAME_LEN};
+pub use guard::{Admission, DynShared, Guard, GuardPermit, Report, Reservation};
 pub use shared::{SharedBreaker, SharedOptions, SharedPermit};
 pub use window::Counts;
 

@@ -76,9 +76,9 @@ pub struct TaskOptions {
     pub expires: Option<Duration>,
     /// Global concurrency cap and rate for this task, across every worker.
     pub limits: TaskLimits,
-    /// The name of a circuit breaker registered with [`Registry::breaker`]: while it is open,
-    /// the task's jobs are put back to wait out the open period without using an attempt,
-    /// and the outcomes of their runs feed it.
+    /// The name of a circuit breaker registered with [`Registry::breaker`] (or
+    /// [`Registry::shared_breaker`]): while it is open, the task's jobs are put back to wait
+    /// out the open period without using an attempt, and the outcomes of their runs feed it.
     pub breaker: Option<String>,
 }
 
@@ -450,7 +450,7 @@ impl TaskDef {
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
     tasks: HashMap<String, TaskDef>,
-    breakers: HashMap<String, crate::breaker::CircuitBreaker>,
+    breakers: HashMap<String, crate::breaker::Guard>,
 }
 
 impl Registry {
@@ -473,18 +473,46 @@ impl Registry {
     /// Adds a circuit breaker that tasks name in [`TaskOptions::breaker`]; a later breaker of
     /// the same name replaces the earlier one.
     pub fn breaker(&mut self, breaker: crate::breaker::CircuitBreaker) -> &mut Self {
-        self.breakers.insert(breaker.name().to_string(), breaker);
+        self.guard(breaker)
+    }
+
+    /// Adds a breaker shared through a store (see [`crate::breaker::SharedBreaker`]): while
+    /// the store holds it open, every worker registering it defers its tasks' jobs, and in
+    /// half-open only the store's probes run across the fleet. Its sync must run
+    /// ([`crate::breaker::SharedBreaker::spawn_sync`]); a later breaker of the same name
+    /// replaces the earlier one.
+    pub fn shared_breaker<S: crate::backend::BreakerStore>(
+        &mut self,
+        breaker: Arc<crate::breaker::SharedBreaker<S>>,
+    ) -> &mut Self {
+        self.guard(breaker)
+    }
+
+    /// Adds a local or shared breaker.
+    pub fn guard(&mut self, guard: impl Into<crate::breaker::Guard>) -> &mut Self {
+        let guard = guard.into();
+        self.breakers.insert(guard.name().to_string(), guard);
         self
     }
 
-    /// The circuit breaker called `name`.
+    /// The circuit breaker called `name` (for a shared one, its local breaker).
     pub fn get_breaker(&self, name: &str) -> Option<&crate::breaker::CircuitBreaker> {
+        self.breakers.get(name).map(crate::breaker::Guard::local)
+    }
+
+    /// The local or shared breaker called `name`.
+    pub fn get_guard(&self, name: &str) -> Option<&crate::breaker::Guard> {
         self.breakers.get(name)
     }
 
-    /// Every registered circuit breaker, sorted by name.
+    /// Every registered circuit breaker (for shared ones, their local breakers), sorted by
+    /// name.
     pub fn breakers(&self) -> Vec<&crate::breaker::CircuitBreaker> {
-        let mut all: Vec<_> = self.breakers.values().collect();
+        let mut all: Vec<_> = self
+            .breakers
+            .values()
+            .map(crate::breaker::Guard::local)
+            .collect();
         all.sort_unstable_by(|a, b| a.name().cmp(b.name()));
         all
     }

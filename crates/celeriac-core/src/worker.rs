@@ -4,7 +4,7 @@
 use crate::backend::{
     Broker, ClaimRequest, Claimed, Completion, LeaseRef, Outcome, ResultStore, WorkflowStore,
 };
-use crate::breaker::Verdict;
+use crate::breaker::{Admission, Rejected, Verdict};
 use crate::clock::{duration_ms, Clock, SystemClock, UnixMs};
 use crate::error::{Error, Result};
 use crate::job::{ErrorInfo, JobId};
@@ -593,6 +593,34 @@ enum Ended {
 }
 
 impl RunOne {
+    /// Puts a job back unrun, its attempt not counted, until its breaker may let it through.
+    fn defer(
+        &self,
+        breaker: &str,
+        rejected: &Rejected,
+        started: UnixMs,
+        lease: LeaseRef,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let at = self
+            .clock
+            .now_ms()
+            .saturating_add(duration_ms(rejected.retry_after));
+        debug!(
+            breaker,
+            state = %rejected.state,
+            retry_in_ms = at - started,
+            "breaker open; job deferred"
+        );
+        let _ = self.done.send((
+            Completion {
+                lease,
+                outcome: Outcome::Deferred { at },
+            },
+            permit,
+        ));
+    }
+
     async fn run(self, claimed: Claimed, cancel: CancellationToken, slot: Slot) {
         let Slot {
             run,
@@ -633,25 +661,23 @@ impl RunOne {
         };
         // A task behind an open breaker waits out the open period without using an attempt.
         let breaker = match def.options().breaker.as_deref() {
-            Some(name) => match self.registry.get_breaker(name).map(|b| b.acquire_owned()) {
-                Some(Ok(permit)) => Some(permit),
+            Some(name) => match self.registry.get_guard(name).map(|g| g.admit()) {
+                Some(Ok(admission)) => {
+                    let admitted = match admission {
+                        Admission::Ready(permit) => Ok(permit),
+                        // A half-open shared breaker: one of the store's probes, or wait.
+                        Admission::Reserve(reserve) => reserve.await,
+                    };
+                    match admitted {
+                        Ok(permit) => Some(permit),
+                        Err(rejected) => {
+                            self.defer(name, &rejected, started, lease, permit);
+                            return;
+                        }
+                    }
+                }
                 Some(Err(rejected)) => {
-                    let at = self
-                        .clock
-                        .now_ms()
-                        .saturating_add(duration_ms(rejected.retry_after));
-                    debug!(
-                        breaker = name,
-                        retry_in_ms = at - started,
-                        "breaker open; job deferred"
-                    );
-                    let _ = self.done.send((
-                        Completion {
-                            lease,
-                            outcome: Outcome::Deferred { at },
-                        },
-                        permit,
-                    ));
+                    self.defer(name, &rejected, started, lease, permit);
                     return;
                 }
                 // Checked when the worker starts: a task's breaker is registered.
@@ -789,7 +815,9 @@ impl RunOne {
             ),
         };
         if let Some(permit) = breaker {
-            permit.record(if cancelled { Verdict::Ignore } else { verdict });
+            permit
+                .record(if cancelled { Verdict::Ignore } else { verdict })
+                .await;
         }
         match &outcome {
             Outcome::Succeeded { .. } => debug!("job succeeded"),

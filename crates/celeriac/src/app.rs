@@ -100,6 +100,10 @@ pub struct AppBuilder {
     clock: Arc<dyn Clock>,
     schedules: Vec<Schedule>,
     schedule_files: Vec<PathBuf>,
+    shared_breakers: Vec<(
+        crate::breaker::CircuitBreaker,
+        crate::breaker::SharedOptions,
+    )>,
 }
 
 impl Default for AppBuilder {
@@ -110,6 +114,7 @@ impl Default for AppBuilder {
             clock: Arc::new(SystemClock),
             schedules: Vec::new(),
             schedule_files: Vec::new(),
+            shared_breakers: Vec::new(),
         }
     }
 }
@@ -140,6 +145,22 @@ impl AppBuilder {
     /// names a breaker that is not registered.
     pub fn breaker(mut self, breaker: crate::breaker::CircuitBreaker) -> Self {
         self.registry.breaker(breaker);
+        self
+    }
+
+    /// Registers a circuit breaker shared through the application's backend (see
+    /// [`SharedBreaker`](crate::breaker::SharedBreaker)): while the store holds it open every
+    /// worker of the fleet defers its tasks' jobs, and in half-open only the breaker's
+    /// `half_open_probes` jobs run across the fleet. [`AppBuilder::build`] starts its sync
+    /// (every `options.sync_interval`, for as long as the application lives); the breaker is
+    /// then [`Registry::get_guard`]. Call it after [`AppBuilder::registry`], which replaces
+    /// the registered breakers.
+    pub fn shared_breaker(
+        mut self,
+        breaker: crate::breaker::CircuitBreaker,
+        options: crate::breaker::SharedOptions,
+    ) -> Self {
+        self.shared_breakers.push((breaker, options));
         self
     }
 
@@ -183,8 +204,9 @@ impl AppBuilder {
     /// # Errors
     /// An unknown URL scheme, or a store that cannot be opened, with a message naming it; a
     /// schedule file that cannot be read or parsed (naming the file and line), two schedules
-    /// with one name, or a schedule whose task is not registered (naming the schedule).
-    pub async fn build(self) -> Result<App> {
+    /// with one name, a schedule whose task is not registered (naming the schedule), a task
+    /// whose breaker is not registered, or bad [`SharedOptions`](crate::breaker::SharedOptions).
+    pub async fn build(mut self) -> Result<App> {
         let mut schedules = self.schedules;
         for file in &self.schedule_files {
             let loaded = schedule::load_file(file)?;
@@ -199,9 +221,20 @@ impl AppBuilder {
         }
         schedule::check_unique_names(&schedules)?;
         schedule::check_tasks(&schedules, &self.registry)?;
-        self.registry.check_breakers()?;
+        // Checked before connecting, with the shared breakers' names as they will be.
+        let mut checked = self.registry.clone();
+        for (b, _) in &self.shared_breakers {
+            checked.breaker(b.clone());
+        }
+        checked.check_breakers()?;
         let url = self.url.unwrap_or_else(|| DEFAULT_URL.to_string());
         let backend = Arc::new(connect(&url).await?);
+        for (local, options) in self.shared_breakers {
+            let shared = crate::breaker::SharedBreaker::new(local, backend.clone(), options)?;
+            // The sync task holds a weak reference: it ends with the application.
+            shared.spawn_sync();
+            self.registry.shared_breaker(shared);
+        }
         crate::install_cache_store(backend.clone());
         Ok(App {
             client: Client::with_clock(backend, self.clock),

@@ -1,8 +1,7 @@
 //! `CircuitBreakerLayer` on an axum router and on a plain tower service, driven by a
 //! `ManualClock`.
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
 use celeriac::breaker::CallError;
@@ -13,6 +12,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tower::{service_fn, Layer, ServiceExt};
+
+mod common;
+use common::get_status;
 
 fn breaker(clock: &ManualClock) -> CircuitBreaker {
     CircuitBreaker::builder("partner")
@@ -30,24 +32,6 @@ fn breaker(clock: &ManualClock) -> CircuitBreaker {
 struct Partner {
     failing: AtomicBool,
     calls: AtomicU32,
-}
-
-async fn get_status(app: &Router, path: &str) -> (StatusCode, Option<String>) {
-    let res = app
-        .clone()
-        .oneshot(
-            Request::builder()
-                .uri(path)
-                .body(Body::empty())
-                .expect("a valid request"),
-        )
-        .await
-        .expect("axum services do not fail");
-    let retry = res
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().expect("ascii").to_string());
-    (res.status(), retry)
 }
 
 #[tokio::test]

@@ -578,3 +578,75 @@ async fn a_task_names_its_breaker_and_the_app_checks_it() {
         .expect("the breaker is registered");
     assert!(app.registry().get_breaker("partner-api").is_some());
 }
+
+#[tokio::test]
+async fn the_app_shares_a_task_breaker_through_its_backend_and_syncs_it() {
+    use celeriac::backend::{BreakerSignal, BreakerStore};
+    use celeriac::breaker::{shared::policy_of, BreakerState, CircuitBreaker, SharedOptions};
+    use celeriac::Clock;
+    let local = CircuitBreaker::builder("partner-api")
+        .min_calls(4)
+        .open_for(Duration::from_secs(60))
+        .build()
+        .expect("valid settings");
+    let options = SharedOptions {
+        instance: "here".into(),
+        sync_interval: Duration::from_millis(10),
+        quorum: 1,
+        ..SharedOptions::default()
+    };
+    let bad = App::builder()
+        .url("sqlite::memory:")
+        .task::<guarded_partner::Task>()
+        .shared_breaker(
+            local.clone(),
+            SharedOptions {
+                quorum: 0,
+                ..options.clone()
+            },
+        )
+        .build()
+        .await
+        .expect_err("a quorum of 0");
+    assert!(
+        matches!(&bad, celeriac::Error::Config { setting, .. } if setting == "breaker `partner-api`: quorum"),
+        "{bad}"
+    );
+    let policy = policy_of(&local, &options);
+    let app = App::builder()
+        .url("sqlite::memory:")
+        .task::<guarded_partner::Task>()
+        .shared_breaker(local.clone(), options)
+        .build()
+        .await
+        .expect("the task's breaker is the shared one");
+    let guard = app.registry().get_guard("partner-api").expect("registered");
+    assert!(guard.is_shared());
+    // Another process trips it in the store; the app's sync task adopts the trip.
+    let s = app
+        .backend()
+        .breaker_report(
+            "partner-api",
+            BreakerSignal {
+                instance: "there".into(),
+                calls: 4,
+                failures: 4,
+                slow: 0,
+            },
+            &policy,
+            celeriac::SystemClock.now_ms(),
+        )
+        .await
+        .expect("report");
+    assert_eq!(s.state, BreakerState::Open);
+    // Liveness only: the 10 ms sync picks it up long before this deadline.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while local.state() != BreakerState::Open {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the app's sync task never adopted the trip"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(guard.acquire().await.is_err(), "the task's jobs would wait");
+}

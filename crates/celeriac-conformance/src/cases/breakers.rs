@@ -2,7 +2,9 @@
 //! bounded number of half-open probes, and forgets everything after its ttl. Time is the
 //! caller's `now` (and a [`ManualClock`] for the breakers built on the store).
 
-use crate::support::{claim, complete, enqueue, eventually, info, job, lease, RunningWorker, T0};
+use crate::support::{
+    claim, complete, enqueue, eventually, info, job, lease, RunningWorker, PATIENCE, T0,
+};
 use celeriac_core::backend::{
     BreakerCommand, BreakerPolicy, BreakerSignal, BreakerStore, SharedBreakerState,
 };
@@ -408,6 +410,21 @@ pub async fn deferred_completion_keeps_the_attempt<B: Broker + ResultStore>(back
     assert_eq!(info(&*backend, ids[1]).await.state, JobState::Cancelled);
 }
 
+/// A breaker for the worker cases: opens when both of the last 2 calls failed, for 10 s,
+/// with `probes` half-open probes.
+fn task_breaker(name: &str, probes: u32, clock: &ManualClock) -> CircuitBreaker {
+    CircuitBreaker::builder(name)
+        .window(WindowKind::Count(2))
+        .min_calls(2)
+        .failure_rate(50.0)
+        .half_open_probes(probes)
+        .open_for(Duration::from_secs(10))
+        .jitter(0.0)
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .expect("valid settings")
+}
+
 /// A task that calls a partner behind the breaker `conformance-partner`: fails when asked.
 struct PartnerCall;
 
@@ -448,33 +465,20 @@ pub async fn worker_defers_tasks_behind_an_open_breaker<
 ) {
     let q = "breaker-tasks";
     let clock = ManualClock::new(T0);
-    let breaker = CircuitBreaker::builder("conformance-partner")
-        .window(WindowKind::Count(2))
-        .min_calls(2)
-        .failure_rate(50.0)
-        .half_open_probes(1)
-        .open_for(Duration::from_secs(10))
-        .jitter(0.0)
-        .clock(Arc::new(clock.clone()))
-        .build()
-        .expect("valid settings");
+    let breaker = task_breaker("conformance-partner", 1, &clock);
     let mut registry = Registry::new();
     registry.register::<PartnerCall>();
     registry.breaker(breaker.clone());
     let worker = RunningWorker::start(backend.clone(), registry, q, &clock);
 
-    let failing: Vec<Job> = (0..2)
-        .map(|_| {
-            let mut j = Job::new(PartnerCall::NAME, b"true".to_vec(), T0);
-            j.queue = q.to_string();
-            j.max_attempts = 3;
-            j
-        })
-        .collect();
-    let failing_ids: Vec<_> = failing.iter().map(|j| j.id).collect();
-    enqueue(&*backend, failing, T0).await;
-    for id in &failing_ids {
-        eventually(&*backend, *id, "a failed attempt", |i| {
+    // One after the other: a count window may drop one of two samples recorded at once.
+    for _ in 0..2 {
+        let mut j = Job::new(PartnerCall::NAME, b"true".to_vec(), T0);
+        j.queue = q.to_string();
+        j.max_attempts = 3;
+        let id = j.id;
+        enqueue(&*backend, vec![j], T0).await;
+        eventually(&*backend, id, "a failed attempt", |i| {
             i.state == JobState::Retrying
         })
         .await;
@@ -525,4 +529,235 @@ pub async fn worker_refuses_an_unknown_breaker<
         }
         other => panic!("expected a configuration error, got {other:?}"),
     }
+}
+
+/// A gate that tasks of [`GatedPartnerCall`] wait at until the case opens it.
+#[derive(Default)]
+struct Gate {
+    entered: std::sync::atomic::AtomicUsize,
+    open: tokio::sync::Notify,
+    opened: std::sync::atomic::AtomicBool,
+}
+
+/// The gates by name (one per case run, so cases on several backends keep apart).
+fn gate(name: &str) -> Arc<Gate> {
+    static GATES: std::sync::LazyLock<
+        std::sync::Mutex<std::collections::HashMap<String, Arc<Gate>>>,
+    > = std::sync::LazyLock::new(Default::default);
+    let mut gates = GATES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    gates.entry(name.to_string()).or_default().clone()
+}
+
+impl Gate {
+    async fn pass(&self) {
+        self.entered
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        loop {
+            let notified = self.open.notified();
+            if self.opened.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn entered(&self) -> usize {
+        self.entered.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn release(&self) {
+        self.opened.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.open.notify_waiters();
+    }
+}
+
+/// A task behind the shared breaker `conformance-shared-partner`: waits at its gate (none
+/// for an empty name), then fails when asked.
+struct GatedPartnerCall;
+
+impl Task for GatedPartnerCall {
+    const NAME: &'static str = "conformance.gated_partner_call";
+    type Args = (String, bool);
+    type Output = ();
+
+    fn options() -> TaskOptions {
+        TaskOptions {
+            breaker: Some("conformance-shared-partner".to_string()),
+            ..PartnerCall::options()
+        }
+    }
+
+    async fn run(_ctx: TaskContext, (gate_name, fail): (String, bool)) -> Result<(), TaskError> {
+        if !gate_name.is_empty() {
+            gate(&gate_name).pass().await;
+        }
+        PartnerCall::run(_ctx, fail).await
+    }
+}
+
+/// A worker instance: its shared breaker (quorum 1, 2 probes, open 10 s) and its worker on
+/// its own queue.
+fn instance<B: Broker + ResultStore + celeriac_core::WorkflowStore + BreakerStore>(
+    backend: &Arc<B>,
+    clock: &ManualClock,
+    name: &str,
+) -> (Arc<SharedBreaker<B>>, RunningWorker) {
+    let local = task_breaker("conformance-shared-partner", 2, clock);
+    let shared = SharedBreaker::new(
+        local,
+        backend.clone(),
+        SharedOptions {
+            instance: name.to_string(),
+            quorum: 1,
+            ..SharedOptions::default()
+        },
+    )
+    .expect("valid options");
+    let mut registry = Registry::new();
+    registry.register::<GatedPartnerCall>();
+    registry.shared_breaker(shared.clone());
+    let queue = format!("shared-breaker-{name}");
+    let worker = RunningWorker::start_as(backend.clone(), registry, &queue, clock, name);
+    (shared, worker)
+}
+
+fn gated_job(queue: &str, gate_name: &str, fail: bool, run_at: UnixMs) -> Job {
+    let payload = serde_json::to_vec(&(gate_name, fail)).expect("arguments encode");
+    let mut j = Job::new(GatedPartnerCall::NAME, payload, run_at);
+    j.queue = queue.to_string();
+    j
+}
+
+/// Two worker instances share a breaker through the store: A's failures trip it, and B,
+/// which saw none, defers its jobs once it has synced; when the open period ends only the
+/// breaker's two probes run across both instances, the other jobs waiting without using an
+/// attempt; the probes' successes close it and every job then runs.
+pub async fn workers_share_a_breaker_through_the_store<
+    B: Broker + ResultStore + celeriac_core::WorkflowStore + BreakerStore,
+>(
+    backend: Arc<B>,
+) {
+    let clock = ManualClock::new(T0);
+    let (sa, wa) = instance(&backend, &clock, "a");
+    let (sb, wb) = instance(&backend, &clock, "b");
+    let (qa, qb) = ("shared-breaker-a", "shared-breaker-b");
+
+    // One after the other: a count window may drop one of two samples recorded at once.
+    for _ in 0..2 {
+        let failing = gated_job(qa, "", true, T0);
+        let id = failing.id;
+        enqueue(&*backend, vec![failing], T0).await;
+        eventually(&*backend, id, "a failed attempt on a", |i| {
+            i.state == JobState::Retrying
+        })
+        .await;
+    }
+    assert_eq!(
+        sa.local().state(),
+        BreakerState::Open,
+        "a tripped locally: {:?}",
+        sa.local().snapshot()
+    );
+    assert_eq!(sb.local().state(), BreakerState::Closed, "b saw nothing");
+    let s = sa.sync().await.expect("sync a");
+    assert_eq!(
+        (s.state, s.open_until),
+        (BreakerState::Open, T0 + 10_000),
+        "a's report trips the store (quorum 1)"
+    );
+    assert_eq!(sb.sync().await.expect("sync b").state, BreakerState::Open);
+    assert_eq!(sb.local().state(), BreakerState::Open, "b adopts the trip");
+
+    // b defers a job without running it or using an attempt.
+    let gate_name = celeriac_core::JobId::new().to_string();
+    let g = gate(&gate_name);
+    let first = gated_job(qb, &gate_name, false, T0);
+    let first_id = first.id;
+    enqueue(&*backend, vec![first], T0).await;
+    let deferred = eventually(&*backend, first_id, "b's deferral", |i| {
+        i.state == JobState::Scheduled
+    })
+    .await;
+    assert_eq!(
+        (deferred.job.attempts, deferred.job.run_at),
+        (0, T0 + 10_000)
+    );
+    assert_eq!(g.entered(), 0, "the task did not run");
+
+    // Five more jobs due when the open period ends: six in all, three on each instance.
+    let mut ids = vec![first_id];
+    let more: Vec<Job> = [qa, qa, qa, qb, qb]
+        .iter()
+        .map(|q| gated_job(q, &gate_name, false, T0 + 10_000))
+        .collect();
+    ids.extend(more.iter().map(|j| j.id));
+    enqueue(&*backend, more, T0).await;
+    clock.advance(Duration::from_secs(10));
+    // Each instance's local breaker would let two probes through; the store lets two in all.
+    // Wait until every job either entered the gate or was put back.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let deferred = loop {
+        let mut deferred = 0;
+        for id in &ids {
+            let i = info(&*backend, *id).await;
+            if i.state == JobState::Scheduled && i.job.run_at > T0 + 10_000 {
+                assert_eq!(i.job.attempts, 0, "a deferral uses no attempt");
+                deferred += 1;
+            }
+        }
+        if deferred + g.entered() >= ids.len() {
+            break deferred;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out: {deferred} deferred, {} running",
+            g.entered()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(
+        (g.entered(), deferred),
+        (2, 4),
+        "two probes across both instances, the rest deferred"
+    );
+    let s = backend
+        .breaker_status("conformance-shared-partner", T0 + 10_000)
+        .await
+        .expect("breaker_status should succeed")
+        .expect("a record");
+    assert_eq!(s.state, BreakerState::HalfOpen);
+
+    let mut probes = Vec::new();
+    for id in &ids {
+        if info(&*backend, *id).await.state == JobState::Active {
+            probes.push(*id);
+        }
+    }
+    assert_eq!(probes.len(), 2, "the probes are the running jobs");
+
+    // The probes succeed: the store closes, both instances adopt it, every job runs.
+    g.release();
+    for id in &probes {
+        eventually(&*backend, *id, "a probe's success", |i| {
+            i.state == JobState::Succeeded
+        })
+        .await;
+    }
+    assert_eq!(sa.sync().await.expect("sync a").state, BreakerState::Closed);
+    assert_eq!(sb.sync().await.expect("sync b").state, BreakerState::Closed);
+    assert_eq!(sa.local().state(), BreakerState::Closed);
+    assert_eq!(sb.local().state(), BreakerState::Closed);
+    clock.advance(Duration::from_secs(1));
+    for id in &ids {
+        let done = eventually(&*backend, *id, "every job's run", |i| {
+            i.state == JobState::Succeeded
+        })
+        .await;
+        assert_eq!(done.job.attempts, 1, "one attempt each");
+    }
+    assert_eq!(g.entered(), 6);
+    wa.stop().await;
+    wb.stop().await;
 }

@@ -8,7 +8,12 @@
 //! `sync_interval` by [`SharedBreaker::spawn_sync`]) reports what it saw and adopts the
 //! store's verdict. **Bound:** once the store has tripped a breaker, every process stops
 //! calling within one `sync_interval` plus one store round trip; a failing dependency is
-//! tripped in the store within one `sync_interval` of the quorum's failures.
+//! tripped in the store within one `sync_interval` of the quorum's failures. Half-open
+//! probes are bounded across processes even between syncs: a local probe taken while the
+//! store was last seen open or half-open reserves one of the store's probes first.
+//!
+//! The tower layer (`CircuitBreakerLayer::shared`) and task breakers
+//! ([`crate::Registry::shared_breaker`]) hold a shared breaker as a [`super::Guard`].
 
 use super::{BreakerState, CircuitBreaker, Counts, OwnedPermit, Rejected, Verdict};
 use crate::backend::{
@@ -383,21 +388,45 @@ impl<S: BreakerStore> SharedBreaker<S> {
         }
     }
 
-    /// Asks to make a call: from the local breaker, and while the store is half-open, with
-    /// one of the store's probes.
+    /// Asks to make a call: from the local breaker, and for a local probe while the store was
+    /// last seen open or half-open, with one of the store's probes.
     ///
     /// # Errors
     /// [`Rejected`] when the local breaker rejects, or every probe in the store is taken.
     pub async fn acquire(&self) -> Result<SharedPermit<'_, S>, Rejected> {
+        let (permit, reserve) = self.begin()?;
+        let (permit, token) = if reserve {
+            self.reserve(permit).await?
+        } else {
+            (permit, None)
+        };
+        Ok(SharedPermit {
+            shared: self,
+            permit,
+            token,
+        })
+    }
+
+    /// The local half of [`SharedBreaker::acquire`]: the local permit, and whether it must
+    /// still reserve one of the store's probes (a local probe while the store was last seen
+    /// open or half-open: a local open period that ends before the next sync probes through
+    /// the store too, which turns half-open by then).
+    pub(crate) fn begin(&self) -> Result<(OwnedPermit, bool), Rejected> {
         let permit = self.local.acquire_owned()?;
-        if !permit.is_probe() || self.seen.load(Ordering::Acquire) != BreakerState::HalfOpen.code()
-        {
-            return Ok(SharedPermit {
-                shared: self,
-                permit,
-                token: None,
-            });
-        }
+        let reserve = permit.is_probe()
+            && matches!(
+                BreakerState::from_code(self.seen.load(Ordering::Acquire)),
+                Some(BreakerState::Open | BreakerState::HalfOpen | BreakerState::ForcedOpen)
+            );
+        Ok((permit, reserve))
+    }
+
+    /// Reserves a store probe for `permit`; returns it with the reservation's token (none
+    /// when the store is unreachable: the local breaker alone bounds this process then).
+    pub(crate) async fn reserve(
+        &self,
+        permit: OwnedPermit,
+    ) -> Result<(OwnedPermit, Option<String>), Rejected> {
         let token = uuid::Uuid::now_v7().to_string();
         let now = self.now();
         match self
@@ -405,11 +434,17 @@ impl<S: BreakerStore> SharedBreaker<S> {
             .breaker_probe(self.local.name(), &token, &self.policy(), now)
             .await
         {
-            Ok((true, _)) => Ok(SharedPermit {
-                shared: self,
-                permit,
-                token: Some(token),
-            }),
+            Ok((true, _)) => Ok((permit, Some(token))),
+            // Closed in the store meanwhile: the call goes through, judged locally.
+            Ok((false, state))
+                if matches!(
+                    state.state,
+                    BreakerState::Closed | BreakerState::ForcedClosed
+                ) =>
+            {
+                self.adopt(&state);
+                Ok((permit, None))
+            }
             Ok((false, state)) => {
                 drop(permit);
                 self.adopt(&state);
@@ -424,14 +459,33 @@ impl<S: BreakerStore> SharedBreaker<S> {
                     retry_after: Duration::from_millis(wait.max(1) as u64),
                 })
             }
-            // The store is down: probe locally (the local breaker bounds this process).
             Err(e) => {
                 tracing::warn!(breaker = %self.local.name(), error = %e, "probe reservation failed");
-                Ok(SharedPermit {
-                    shared: self,
-                    permit,
-                    token: None,
-                })
+                Ok((permit, None))
+            }
+        }
+    }
+
+    /// Records a store probe's result and adopts the state it leads to.
+    pub(crate) async fn probe_done(&self, token: &str, verdict: Verdict) {
+        if verdict == Verdict::Ignore {
+            return;
+        }
+        let now = self.now();
+        match self
+            .store
+            .breaker_probe_done(
+                self.local.name(),
+                token,
+                verdict == Verdict::Failure,
+                &self.policy(),
+                now,
+            )
+            .await
+        {
+            Ok(state) => self.adopt(&state),
+            Err(e) => {
+                tracing::warn!(breaker = %self.local.name(), error = %e, "probe result not recorded")
             }
         }
     }
@@ -543,26 +597,8 @@ impl<S: BreakerStore> SharedPermit<'_, S> {
             token,
         } = self;
         permit.record(verdict);
-        let Some(token) = token else { return };
-        if verdict == Verdict::Ignore {
-            return;
-        }
-        let now = shared.now();
-        match shared
-            .store
-            .breaker_probe_done(
-                shared.local.name(),
-                &token,
-                verdict == Verdict::Failure,
-                &shared.policy(),
-                now,
-            )
-            .await
-        {
-            Ok(state) => shared.adopt(&state),
-            Err(e) => {
-                tracing::warn!(breaker = %shared.local.name(), error = %e, "probe result not recorded")
-            }
+        if let Some(token) = token {
+            shared.probe_done(&token, verdict).await;
         }
     }
 }

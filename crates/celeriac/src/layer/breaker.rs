@@ -1,10 +1,17 @@
-//! [`CircuitBreakerLayer`]: a [`CircuitBreaker`] around a `tower::Service`.
+//! [`CircuitBreakerLayer`]: a [`CircuitBreaker`] (or a [`SharedBreaker`]) around a
+//! `tower::Service`.
 //!
 //! Every call asks the breaker first. While it is open the inner service is not called:
 //! an HTTP service ([`CircuitBreakerLayer::http`]) answers `503 Service Unavailable` with a
 //! `Retry-After` header; any other service ([`CircuitBreakerLayer::new`]) fails with
 //! [`CallError::Rejected`]. A classifier says which outcomes are failures: by default
 //! errors, and for HTTP responses the 5xx statuses too.
+//!
+//! With a [`SharedBreaker`] ([`CircuitBreakerLayer::shared`], [`CircuitBreakerLayer::shared_http`])
+//! trips are shared through the store and, while the store is half-open, a call only goes
+//! through with one of the store's probes, reserved in `poll_ready` (so at most `probes`
+//! calls pass across every process); a probe's result is sent to the store before its
+//! response is returned. Start the breaker's sync ([`SharedBreaker::spawn_sync`]).
 //!
 //! ```
 //! use axum::{routing::get, Router};
@@ -18,12 +25,19 @@
 //! # Ok(()) }
 //! ```
 
-use celeriac_core::breaker::{CallError, CircuitBreaker, OwnedPermit, Rejected, Verdict};
+use celeriac_core::backend::BreakerStore;
+use celeriac_core::breaker::{
+    Admission, CallError, CircuitBreaker, Guard, GuardPermit, Rejected, Report, Reservation,
+    SharedBreaker, Verdict,
+};
 use pin_project_lite::pin_project;
+use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use sync_wrapper::SyncWrapper;
 use tower::{Layer, Service};
 
 /// Says how an outcome of the inner service counts for the breaker.
@@ -124,7 +138,7 @@ pub type BreakerError<E> = CallError<E>;
 /// Wraps services in a [`CircuitBreakerService`] sharing one breaker.
 #[derive(Debug, Clone)]
 pub struct CircuitBreakerLayer<C = ErrorsAreFailures, R = Typed> {
-    breaker: CircuitBreaker,
+    breaker: Guard,
     classify: C,
     reject: R,
 }
@@ -134,7 +148,16 @@ impl CircuitBreakerLayer {
     /// failures.
     pub fn new(breaker: CircuitBreaker) -> Self {
         Self {
-            breaker,
+            breaker: Guard::Local(breaker),
+            classify: ErrorsAreFailures,
+            reject: Typed,
+        }
+    }
+
+    /// Like [`CircuitBreakerLayer::new`], with a breaker shared through a store.
+    pub fn shared<S: BreakerStore>(breaker: Arc<SharedBreaker<S>>) -> Self {
+        Self {
+            breaker: Guard::from(breaker),
             classify: ErrorsAreFailures,
             reject: Typed,
         }
@@ -146,7 +169,16 @@ impl CircuitBreakerLayer<ServerErrorsAreFailures, Http> {
     /// responses are failures.
     pub fn http(breaker: CircuitBreaker) -> Self {
         Self {
-            breaker,
+            breaker: Guard::Local(breaker),
+            classify: ServerErrorsAreFailures,
+            reject: Http,
+        }
+    }
+
+    /// Like [`CircuitBreakerLayer::http`], with a breaker shared through a store.
+    pub fn shared_http<S: BreakerStore>(breaker: Arc<SharedBreaker<S>>) -> Self {
+        Self {
+            breaker: Guard::from(breaker),
             classify: ServerErrorsAreFailures,
             reject: Http,
         }
@@ -164,8 +196,13 @@ impl<C, R> CircuitBreakerLayer<C, R> {
         }
     }
 
-    /// The breaker.
+    /// The breaker (for a shared one, its local breaker).
     pub fn breaker(&self) -> &CircuitBreaker {
+        self.breaker.local()
+    }
+
+    /// The local or shared breaker.
+    pub fn guard(&self) -> &Guard {
         &self.breaker
     }
 }
@@ -178,17 +215,81 @@ impl<S, C: Clone, R: Clone> Layer<S> for CircuitBreakerLayer<C, R> {
             breaker: self.breaker.clone(),
             classify: self.classify.clone(),
             reject: self.reject.clone(),
+            admitted: None,
+            reserving: None,
         }
     }
 }
 
 /// A service behind a circuit breaker (see the [module docs](self)).
-#[derive(Debug, Clone)]
 pub struct CircuitBreakerService<S, C = ErrorsAreFailures, R = Typed> {
     inner: S,
-    breaker: CircuitBreaker,
+    breaker: Guard,
     classify: C,
     reject: R,
+    /// Shared breakers: the admission decided in `poll_ready` for the next call.
+    admitted: Option<Result<GuardPermit, Rejected>>,
+    /// Shared breakers: a store probe being reserved in `poll_ready`.
+    reserving: Option<SyncWrapper<Reservation>>,
+}
+
+impl<S: fmt::Debug, C: fmt::Debug, R: fmt::Debug> fmt::Debug for CircuitBreakerService<S, C, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitBreakerService")
+            .field("inner", &self.inner)
+            .field("breaker", &self.breaker)
+            .field("classify", &self.classify)
+            .field("reject", &self.reject)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A clone holds no admission: it asks the breaker in its own `poll_ready`.
+impl<S: Clone, C: Clone, R: Clone> Clone for CircuitBreakerService<S, C, R> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            breaker: self.breaker.clone(),
+            classify: self.classify.clone(),
+            reject: self.reject.clone(),
+            admitted: None,
+            reserving: None,
+        }
+    }
+}
+
+impl<S, C, R> CircuitBreakerService<S, C, R> {
+    /// Shared breakers: decides the next call's admission, reserving a store probe when the
+    /// store is half-open.
+    fn poll_admit(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.breaker.is_shared() || self.admitted.is_some() {
+            return Poll::Ready(());
+        }
+        if self.reserving.is_none() {
+            match self.breaker.admit() {
+                Ok(Admission::Ready(p)) => {
+                    self.admitted = Some(Ok(p));
+                    return Poll::Ready(());
+                }
+                Ok(Admission::Reserve(f)) => self.reserving = Some(SyncWrapper::new(f)),
+                Err(r) => {
+                    self.admitted = Some(Err(r));
+                    return Poll::Ready(());
+                }
+            }
+        }
+        let Some(reserving) = self.reserving.as_mut() else {
+            return Poll::Ready(());
+        };
+        match reserving.get_mut().as_mut().poll(cx) {
+            Poll::Ready(r) => {
+                self.reserving = None;
+                self.admitted = Some(r);
+                Poll::Ready(())
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 impl<S, C, R, Req> Service<Req> for CircuitBreakerService<S, C, R>
@@ -203,14 +304,22 @@ where
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         match self.inner.poll_ready(cx) {
-            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Ready(Ok(())) => self.poll_admit(cx).map(Ok),
             Poll::Ready(Err(e)) => Poll::Ready(Err(self.reject.wrap(e))),
             Poll::Pending => Poll::Pending,
         }
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        match self.breaker.acquire_owned() {
+        let admitted = match &self.breaker {
+            Guard::Local(b) => b.acquire_owned().map(GuardPermit::from),
+            // Called without `poll_ready`: no store probe can be reserved here.
+            Guard::Shared(_) => match self.admitted.take() {
+                Some(admitted) => admitted,
+                None => self.breaker.try_acquire(),
+            },
+        };
+        match admitted {
             Ok(permit) => ResponseFuture {
                 state: State::Called {
                     fut: self.inner.call(req),
@@ -234,8 +343,9 @@ where
 
 pin_project! {
     #[project = StateProj]
-    enum State<F> {
-        Called { #[pin] fut: F, permit: Option<OwnedPermit> },
+    enum State<F, Out> {
+        Called { #[pin] fut: F, permit: Option<GuardPermit> },
+        Reporting { report: Report, out: Option<Out> },
         Rejected { rejected: Option<Rejected> },
     }
 }
@@ -244,7 +354,7 @@ pin_project! {
     /// The future of a [`CircuitBreakerService`] call.
     pub struct ResponseFuture<F, C, R, Res, E> {
         #[pin]
-        state: State<F>,
+        state: State<F, Result<Res, E>>,
         classify: C,
         reject: R,
         _out: PhantomData<fn() -> (Res, E)>,
@@ -260,18 +370,27 @@ where
     type Output = Result<Res, R::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        match this.state.project() {
+        let mut this = self.project();
+        match this.state.as_mut().project() {
             StateProj::Called { fut, permit } => {
                 let out = match fut.poll(cx) {
                     Poll::Ready(out) => out,
                     Poll::Pending => return Poll::Pending,
                 };
                 if let Some(p) = permit.take() {
-                    p.record(this.classify.classify(&out));
+                    let report = p.record(this.classify.classify(&out));
+                    if !report.is_done() {
+                        // A store probe: its result reaches the store before the response.
+                        this.state.set(State::Reporting {
+                            report,
+                            out: Some(out),
+                        });
+                        return poll_reporting(this.state, this.reject, cx);
+                    }
                 }
                 Poll::Ready(out.map_err(|e| this.reject.wrap(e)))
             }
+            StateProj::Reporting { .. } => poll_reporting(this.state, this.reject, cx),
             StateProj::Rejected { rejected } => match rejected.take() {
                 Some(r) => Poll::Ready(this.reject.reject(r)),
                 // Polled again after completion: the contract of Future allows anything but
@@ -279,5 +398,24 @@ where
                 None => Poll::Pending,
             },
         }
+    }
+}
+
+/// Polls a store probe's report, then returns the call's outcome.
+fn poll_reporting<F, Res, E, R: Reject<Res, E>>(
+    state: Pin<&mut State<F, Result<Res, E>>>,
+    reject: &R,
+    cx: &mut Context<'_>,
+) -> Poll<Result<Res, R::Error>> {
+    let StateProj::Reporting { report, out } = state.project() else {
+        return Poll::Pending;
+    };
+    if Pin::new(report).poll(cx).is_pending() {
+        return Poll::Pending;
+    }
+    match out.take() {
+        Some(out) => Poll::Ready(out.map_err(|e| reject.wrap(e))),
+        // Polled again after completion.
+        None => Poll::Pending,
     }
 }
