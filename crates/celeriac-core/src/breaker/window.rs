@@ -88,18 +88,28 @@ impl CountWindow {
     }
 
     pub(crate) fn record(&self, sample: Sample) {
-        // The position moves by a plain load and store, not a read-modify-write: two threads
-        // may now and then take the same slot, which drops one sample from the window but
-        // never unbalances the sums (each swap adjusts them by what it replaced).
-        // It stays below the ring's length (no division on this path).
-        let head = self.head.load(Ordering::Relaxed) as usize;
-        let at = if head < self.slots.len() { head } else { 0 };
-        let next = if at + 1 == self.slots.len() {
-            0
-        } else {
-            at + 1
+        // Each call takes its own slot (one compare-and-swap when uncontended), so calls
+        // recorded at the same moment all count. The position stays below the ring's length
+        // (no division on this path).
+        let len = self.slots.len();
+        let mut head = self.head.load(Ordering::Relaxed);
+        let at = loop {
+            let at = if (head as usize) < len {
+                head as usize
+            } else {
+                0
+            };
+            let next = if at + 1 == len { 0 } else { at + 1 };
+            match self.head.compare_exchange_weak(
+                head,
+                next as u64,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break at,
+                Err(seen) => head = seen,
+            }
         };
-        self.head.store(next as u64, Ordering::Relaxed);
         let slot = &self.slots[at];
         let new = sample.bits();
         // The common case, a success replacing a success, writes nothing at all.
@@ -387,5 +397,31 @@ mod tests {
         assert_eq!(c.failure_rate(), 25.0);
         assert_eq!(c.slow_rate(), 50.0);
         assert_eq!(Counts::default().failure_rate(), 0.0);
+    }
+
+    #[test]
+    fn calls_recorded_at_the_same_moment_all_count() {
+        const THREADS: u64 = 4;
+        const EACH: u64 = 20_000;
+        let w = std::sync::Arc::new(CountWindow::new((THREADS * EACH) as u32));
+        let threads: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let w = w.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..EACH {
+                        w.record(Sample {
+                            failed: true,
+                            slow: false,
+                        });
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("recording thread");
+        }
+        let c = w.counts();
+        assert_eq!(c.calls, THREADS * EACH, "no call lost: {c:?}");
+        assert_eq!(c.failures, THREADS * EACH, "no failure lost: {c:?}");
     }
 }
