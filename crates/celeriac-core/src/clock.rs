@@ -45,19 +45,37 @@ pub fn coarse_now_ms() -> UnixMs {
     static STARTED: std::sync::Once = std::sync::Once::new();
     STARTED.call_once(|| {
         COARSE_NOW.store(system_now_ms(), Ordering::Relaxed);
+        // The first reader waits until the thread runs, so its start-up (which allocates)
+        // is over before anyone relies on the clock.
+        let (ready, started) = std::sync::mpsc::sync_channel::<()>(1);
         let ticker = std::thread::Builder::new()
             .name("celeriac-clock".into())
-            .spawn(|| loop {
-                std::thread::sleep(Duration::from_millis(1));
-                COARSE_NOW.store(system_now_ms(), Ordering::Relaxed);
+            .spawn(move || {
+                let _ = ready.send(());
+                drop(ready);
+                loop {
+                    std::thread::sleep(Duration::from_millis(1));
+                    COARSE_NOW.store(system_now_ms(), Ordering::Relaxed);
+                }
             });
-        if ticker.is_err() {
+        if ticker.is_err() || started.recv().is_err() {
             COARSE_NOW.store(0, Ordering::Relaxed);
         }
     });
     match COARSE_NOW.load(Ordering::Relaxed) {
         0 => system_now_ms(),
         now => now,
+    }
+}
+
+/// The wall clock from [`coarse_now_ms`]: an atomic load per read, at most about a
+/// millisecond behind. For hot paths that count in milliseconds (breaker windows).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CoarseClock;
+
+impl Clock for CoarseClock {
+    fn now_ms(&self) -> UnixMs {
+        coarse_now_ms()
     }
 }
 

@@ -1,7 +1,7 @@
 //! A breaker's settings and the builder that checks them.
 
 use super::CircuitBreaker;
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, CoarseClock};
 use crate::error::{Error, Result};
 use std::fmt;
 use std::sync::Arc;
@@ -182,7 +182,7 @@ impl BreakerBuilder {
             jitter: 0.1,
             max_half_open: None,
             is_failure: None,
-            clock: Arc::new(SystemClock),
+            clock: Arc::new(CoarseClock),
         }
     }
 
@@ -268,7 +268,8 @@ impl BreakerBuilder {
         self
     }
 
-    /// The clock that times calls and open periods (default: the system clock; tests pass a
+    /// The clock that times calls and open periods (default: the system clock at millisecond
+    /// resolution, [`CoarseClock`], one atomic load a read; tests pass a
     /// [`crate::ManualClock`]).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
