@@ -214,6 +214,7 @@ macro_rules! suite {
             limits_match_the_local_limiter_call_for_call,
             limits_keys_are_apart_and_state_expires,
             limits_permits_cap_concurrency_and_expire,
+            limits_concurrent_calls_count_once,
             limits_bad_input_is_a_clear_error,
             breaker_opens_on_a_quorum_of_instances,
             breaker_signals_slide_out_of_the_window,

@@ -1,21 +1,25 @@
--- checkLimits-N: checks the N quotas of one rate-limit key at the caller's now and, only if
--- every one allows the call, charges its cost to each (all or nothing). The maths mirror
+-- checkLimits-N: a batch of rate-limit decisions. Each checks the quotas of one key at its
+-- caller's now and, only if every one allows the call, charges its cost to each (all or
+-- nothing). The maths mirror
 -- celeriac_core::limit::maths line by line (integers below 2^53 stay exact in Lua's doubles;
 -- quotas are validated so they do).
 --
 -- Self-contained (no includes: this is not a queue script).
--- KEYS[i] (i = 1..N) quota i's state: STRING `<prefix>:{rl:<key>}:<state id>` (every quota of
---         a key under its one hash tag, so one Cluster slot): for GCRA the TAT in µs; for
---         windows "a:b:c" (fixed a = window start, b = count; sliding a = window start,
---         b = previous count, c = current count). Its PX TTL is how long the state matters,
---         so nothing lingers.
--- ARGV[1] now (ms), ARGV[2] cost, then 5 per quota: algorithm (1 gcra, 2 sliding window,
---         3 fixed window), limit, window (ms), GCRA interval (µs), GCRA tolerance (µs).
--- Returns: {allowed 1|0, index of the reported (most restrictive) quota from 0, remaining,
---          reset after (ms), retry after (ms, -1 when allowed)}.
+-- KEYS    the quota states of every decision in order, n per decision: quota i's state is a
+--         STRING `<prefix>:{rl:<key>}:<state id>` (every quota of a key under its one hash
+--         tag, so one Cluster slot): for GCRA the TAT in µs; for windows "a:b:c" (fixed a =
+--         window start, b = count; sliding a = window start, b = previous count, c = current
+--         count). Its PX TTL is how long the state matters, so nothing lingers.
+-- ARGV[1] D, the number of decisions (a batch of concurrent calls: at most 64, so the work
+--         per call is bounded); then per decision: n (its quotas), now (ms), cost, then 5 per
+--         quota: algorithm (1 gcra, 2 sliding window, 3 fixed window), limit, window (ms),
+--         GCRA interval (µs), GCRA tolerance (µs).
+-- Returns: 5 integers per decision, in order: allowed 1|0, index of the reported (most
+--          restrictive) quota from 0, remaining, reset after (ms), retry after (ms, -1 when
+--          allowed). Decisions are made one after the other, exactly as separate calls.
 
-local now = tonumber(ARGV[1])
-local cost = tonumber(ARGV[2])
+-- The decision being made: check() reads them.
+local now, cost = 0, 0
 
 -- floor(a / b) exactly, for integers below 2^53 and b > 0.
 local function idiv(a, b)
@@ -107,18 +111,6 @@ local function check(alg, limit, w, t, tau, a, b, c)
     math.max(start + 2 * w - now, 1)
 end
 
--- The common case, one GCRA quota: the same maths without the general bookkeeping.
-if #KEYS == 1 and ARGV[3] == '1' then
-  local tat = tonumber(redis.call('GET', KEYS[1]) or 0) or 0
-  local ok, rem, reset, retry, new, _, _, ttl = check(1, 0, 0, tonumber(ARGV[6]),
-    tonumber(ARGV[7]), tat, 0, 0)
-  if ok then
-    redis.call('SET', KEYS[1], string.format('%.0f', new), 'PX', ttl)
-    return { 1, 0, rem, reset, -1 }
-  end
-  return { 0, 0, rem, reset, retry }
-end
-
 -- Mirrors Decision::stricter_than: denied first, then the longer retry, then fewer
 -- remaining, then the longer reset.
 local function stricter(ok, rem, reset, retry, w)
@@ -128,42 +120,76 @@ local function stricter(ok, rem, reset, retry, w)
   return reset > w[4]
 end
 
-local states = {}
-local worst = nil
-for i = 1, #KEYS do
-  local base = 2 + (i - 1) * 5
-  local a, b, c = 0, 0, 0
-  local alg = tonumber(ARGV[base + 1])
-  local stored = redis.call('GET', KEYS[i])
-  if stored and alg == 1 then
-    a = tonumber(stored) or 0
-  elseif stored then
-    local x, y, z = string.match(stored, '^(%-?%d+):(%-?%d+):(%-?%d+)$')
-    if x then
-      a, b, c = tonumber(x), tonumber(y), tonumber(z)
-    end
-  end
-  local ok, rem, reset, retry, na, nb, nc, ttl = check(alg,
-    tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3]), tonumber(ARGV[base + 4]),
-    tonumber(ARGV[base + 5]), a, b, c)
-  states[i] = { alg, na, nb, nc, ttl }
-  if worst == nil or stricter(ok, rem, reset, retry, worst) then
-    worst = { ok, i - 1, rem, reset, retry }
-  end
+
+local out = {}
+local function reply(allowed, index, rem, reset, retry)
+  out[#out + 1] = allowed
+  out[#out + 1] = index
+  out[#out + 1] = rem
+  out[#out + 1] = reset
+  out[#out + 1] = retry
 end
 
-if worst[1] then
-  for i = 1, #KEYS do
-    local s = states[i]
-    local value
-    if s[1] == 1 then
-      value = string.format('%.0f', s[2])
-    else
-      value = string.format('%.0f:%.0f:%.0f', s[2], s[3], s[4])
+-- One decision over KEYS[k0 + 1 .. k0 + n]; quota i's fields at ARGV[base + 5(i-1) + 1..5].
+local function decide(k0, n, base)
+  -- The common case, one GCRA quota: the same maths without the general bookkeeping.
+  if n == 1 and ARGV[base + 1] == '1' then
+    local key = KEYS[k0 + 1]
+    local tat = tonumber(redis.call('GET', key) or 0) or 0
+    local ok, rem, reset, retry, new, _, _, ttl = check(1, 0, 0, tonumber(ARGV[base + 4]),
+      tonumber(ARGV[base + 5]), tat, 0, 0)
+    if ok then
+      redis.call('SET', key, string.format('%.0f', new), 'PX', ttl)
+      return reply(1, 0, rem, reset, -1)
     end
-    redis.call('SET', KEYS[i], value, 'PX', s[5])
+    return reply(0, 0, rem, reset, retry)
   end
+  local states = {}
+  local worst = nil
+  for i = 1, n do
+    local at = base + (i - 1) * 5
+    local a, b, c = 0, 0, 0
+    local alg = tonumber(ARGV[at + 1])
+    local stored = redis.call('GET', KEYS[k0 + i])
+    if stored and alg == 1 then
+      a = tonumber(stored) or 0
+    elseif stored then
+      local x, y, z = string.match(stored, '^(%-?%d+):(%-?%d+):(%-?%d+)$')
+      if x then
+        a, b, c = tonumber(x), tonumber(y), tonumber(z)
+      end
+    end
+    local ok, rem, reset, retry, na, nb, nc, ttl = check(alg,
+      tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4]),
+      tonumber(ARGV[at + 5]), a, b, c)
+    states[i] = { alg, na, nb, nc, ttl }
+    if worst == nil or stricter(ok, rem, reset, retry, worst) then
+      worst = { ok, i - 1, rem, reset, retry }
+    end
+  end
+  if worst[1] then
+    for i = 1, n do
+      local s = states[i]
+      local value
+      if s[1] == 1 then
+        value = string.format('%.0f', s[2])
+      else
+        value = string.format('%.0f:%.0f:%.0f', s[2], s[3], s[4])
+      end
+      redis.call('SET', KEYS[k0 + i], value, 'PX', s[5])
+    end
+    return reply(1, worst[2], worst[3], worst[4], worst[5])
+  end
+  return reply(0, worst[2], worst[3], worst[4], worst[5])
 end
-local allowed = 0
-if worst[1] then allowed = 1 end
-return { allowed, worst[2], worst[3], worst[4], worst[5] }
+
+local at, k0 = 2, 0
+for _ = 1, tonumber(ARGV[1]) do
+  local n = tonumber(ARGV[at])
+  now = tonumber(ARGV[at + 1])
+  cost = tonumber(ARGV[at + 2])
+  decide(k0, n, at + 2)
+  k0 = k0 + n
+  at = at + 3 + n * 5
+end
+return out

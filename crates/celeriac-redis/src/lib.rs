@@ -167,6 +167,8 @@ struct Inner {
     done: broadcast::Sender<String>,
     listening: AtomicBool,
     stop: CancellationToken,
+    /// Where rate-limit decisions wait for their batch (started on first use).
+    limit_batches: std::sync::OnceLock<limit::Batches>,
 }
 
 impl Drop for Inner {
@@ -230,6 +232,7 @@ impl RedisBackend {
                 done,
                 listening: AtomicBool::new(false),
                 stop: CancellationToken::new(),
+                limit_batches: std::sync::OnceLock::new(),
             }),
         })
     }

@@ -1,15 +1,102 @@
-//! [`RateLimitStore`] on Redis: one `checkLimits-N` script call per decision (every quota of
-//! the key in KEYS, under its one hash tag), one `acquirePermit-1` / `releasePermit-1` call
-//! per permit operation. `now` travels in ARGV.
+//! [`RateLimitStore`] on Redis: `checkLimits-N` decides (every quota of a key in KEYS, under
+//! its one hash tag), one `acquirePermit-1` / `releasePermit-1` call per permit operation.
+//! `now` travels in ARGV.
+//!
+//! Decisions are batched like group commit: while up to [`IN_FLIGHT`] script calls are under
+//! way, the decisions that arrive meanwhile gather and go together in the next call (at most
+//! [`BATCH`]), made one after the other inside it exactly as separate calls would be. A lone
+//! decision is sent at once; under load Redis runs one script per batch rather than one per
+//! decision. On Cluster every decision is its own call (the keys of different decisions live
+//! on different slots).
 
-use crate::conn::map_err;
+use crate::conn::{map_err, Conn};
 use crate::keys::{limit_key, permits_key};
 use crate::{num, RedisBackend};
 use celeriac_core::backend::RateLimitStore;
 use celeriac_core::clock::{duration_ms, UnixMs};
 use celeriac_core::error::{Error, ErrorKind, Result};
 use celeriac_core::limit::{self, Decision, Quota};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+/// Decisions per script call at most (the script's bound on its work).
+pub(crate) const BATCH: usize = 64;
+/// Script calls of batched decisions under way at once.
+pub(crate) const IN_FLIGHT: usize = 4;
+
+/// What a decision's batch answers it: its five integers, or why not.
+type Answer = std::result::Result<[i64; 5], (ErrorKind, String)>;
+
+/// One decision on its way: its keys, its arguments (n, now, cost, 5 per quota), and where to
+/// answer.
+pub(crate) struct Pending {
+    keys: Vec<String>,
+    args: Vec<Vec<u8>>,
+    answer: oneshot::Sender<Answer>,
+}
+
+/// The queue of decisions waiting for a batch.
+pub(crate) type Batches = mpsc::UnboundedSender<Pending>;
+
+/// Sends batches of waiting decisions until the backend is dropped.
+async fn send_batches(mut rx: mpsc::UnboundedReceiver<Pending>, conn: Conn, script: redis::Script) {
+    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    while let Some(first) = rx.recv().await {
+        // Waiting for a slot lets more decisions gather.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let (mut conn, script) = (conn.clone(), script.clone());
+        tokio::spawn(async move {
+            let replies =
+                invoke(&mut conn, &script, batch.iter().map(|p| (&p.keys, &p.args))).await;
+            for (i, p) in batch.into_iter().enumerate() {
+                let answer = match &replies {
+                    Ok(all) => all
+                        .get(i * 5..i * 5 + 5)
+                        .and_then(|r| <[i64; 5]>::try_from(r).ok())
+                        .ok_or_else(|| {
+                            (
+                                ErrorKind::GiveUp,
+                                format!("checkLimits: unexpected script reply {all:?}"),
+                            )
+                        }),
+                    Err(Error::Backend { kind, message }) => Err((*kind, message.clone())),
+                    Err(e) => Err((e.kind(), e.to_string())),
+                };
+                let _ = p.answer.send(answer);
+            }
+            drop(slot);
+        });
+    }
+}
+
+/// One `checkLimits-N` call for these decisions; the flat reply (5 integers each).
+async fn invoke<'a>(
+    conn: &mut Conn,
+    script: &redis::Script,
+    decisions: impl ExactSizeIterator<Item = (&'a Vec<String>, &'a Vec<Vec<u8>>)>,
+) -> Result<Vec<i64>> {
+    let mut call = script.prepare_invoke();
+    call.arg(decisions.len());
+    for (keys, args) in decisions {
+        for k in keys {
+            call.key(k);
+        }
+        for a in args {
+            call.arg(a);
+        }
+    }
+    call.invoke_async(conn).await.map_err(map_err)
+}
 
 fn ms(n: i64) -> Duration {
     Duration::from_millis(n.max(0) as u64)
@@ -20,6 +107,44 @@ fn reply_error(what: &str, reply: &[i64]) -> Error {
         ErrorKind::GiveUp,
         format!("{what}: unexpected script reply {reply:?}"),
     )
+}
+
+impl RedisBackend {
+    /// One decision's five integers: through the batches, or alone on Cluster.
+    async fn decide(&self, keys: Vec<String>, args: Vec<Vec<u8>>) -> Result<[i64; 5]> {
+        let script = &self.inner.scripts.check_limits;
+        let alone = |reply: Vec<i64>| {
+            <[i64; 5]>::try_from(&reply[..]).map_err(|_| reply_error("checkLimits", &reply))
+        };
+        if matches!(self.inner.conn, Conn::Cluster(_)) {
+            return alone(invoke(&mut self.conn(), script, std::iter::once((&keys, &args))).await?);
+        }
+        let batches = self.inner.limit_batches.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(send_batches(rx, self.conn(), script.clone()));
+            tx
+        });
+        let (answer, answered) = oneshot::channel();
+        if let Err(mpsc::error::SendError(p)) = batches.send(Pending { keys, args, answer }) {
+            // The batching task is gone (its runtime ended): decide alone.
+            return alone(
+                invoke(
+                    &mut self.conn(),
+                    script,
+                    std::iter::once((&p.keys, &p.args)),
+                )
+                .await?,
+            );
+        }
+        match answered.await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err((kind, message))) => Err(Error::backend(kind, message)),
+            Err(_) => Err(Error::backend(
+                ErrorKind::Retry,
+                "the rate-limit batch ended without an answer",
+            )),
+        }
+    }
 }
 
 impl RateLimitStore for RedisBackend {
@@ -35,22 +160,23 @@ impl RateLimitStore for RedisBackend {
             return Ok(Decision::unlimited());
         }
         let prefix = &self.inner.config.prefix;
-        let mut call = self.inner.scripts.check_limits.prepare_invoke();
+        let keys: Vec<String> = quotas
+            .iter()
+            .map(|q| limit_key(prefix, key, &q.state_id()))
+            .collect();
+        let mut args = Vec::with_capacity(3 + quotas.len() * 5);
+        args.push(num(quotas.len() as i64));
+        args.push(num(now));
+        args.push(num(i64::from(cost)));
         for q in quotas {
-            call.key(limit_key(prefix, key, &q.state_id()));
+            args.push(num(i64::from(q.algorithm().code())));
+            args.push(num(i64::from(q.limit())));
+            args.push(num(q.window_ms()));
+            args.push(num(q.interval_us()));
+            args.push(num(q.tolerance_us()));
         }
-        call.arg(num(now)).arg(cost);
-        for q in quotas {
-            call.arg(q.algorithm().code())
-                .arg(q.limit())
-                .arg(num(q.window_ms()))
-                .arg(num(q.interval_us()))
-                .arg(num(q.tolerance_us()));
-        }
-        let reply: Vec<i64> = call.invoke_async(&mut self.conn()).await.map_err(map_err)?;
-        let [allowed, index, remaining, reset, retry] = reply[..] else {
-            return Err(reply_error("checkLimits", &reply));
-        };
+        let reply = self.decide(keys, args).await?;
+        let [allowed, index, remaining, reset, retry] = reply;
         let quota = usize::try_from(index)
             .ok()
             .filter(|i| *i < quotas.len())

@@ -292,6 +292,41 @@ fn config_error(e: Error, setting: &str, what: &str) {
     }
 }
 
+/// Concurrent decisions each count once, and keys stay apart: 200 callers at one instant on
+/// three keys (a fixed window of 50, a GCRA burst of 50, and both together) get exactly 50
+/// allowed per key, however the store groups them.
+pub async fn limits_concurrent_calls_count_once<B: RateLimitStore>(backend: Arc<B>) {
+    let clock = ManualClock::new(T0);
+    let fixed = Quota::per_minute(50).with_algorithm(Algorithm::FixedWindow);
+    let gcra = Quota::per_minute(50).burst(49);
+    let cases: Vec<(&str, Vec<Quota>)> = vec![
+        ("concurrent-fixed", vec![fixed.clone()]),
+        ("concurrent-gcra", vec![gcra.clone()]),
+        ("concurrent-both", vec![fixed, gcra]),
+    ];
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        for (key, quotas) in &cases {
+            let (b, key, quotas, now) = (backend.clone(), *key, quotas.clone(), clock.now_ms());
+            calls.spawn(async move {
+                let d = b
+                    .check_limits(key, &quotas, 1, now)
+                    .await
+                    .unwrap_or_else(|e| panic!("call {i} on {key} failed: {e}"));
+                (key, d.allowed)
+            });
+        }
+    }
+    let mut allowed = std::collections::BTreeMap::new();
+    while let Some(done) = calls.join_next().await {
+        let (key, ok) = done.expect("the call ran");
+        *allowed.entry(key).or_insert(0) += u32::from(ok);
+    }
+    for (key, _) in &cases {
+        assert_eq!(allowed.get(key), Some(&50), "{key}: {allowed:?}");
+    }
+}
+
 /// Bad keys, quotas, costs and permit settings are clear errors naming the setting.
 pub async fn limits_bad_input_is_a_clear_error<B: RateLimitStore>(backend: Arc<B>) {
     let b = &*backend;
