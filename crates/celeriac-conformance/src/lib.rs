@@ -177,6 +177,7 @@ macro_rules! suite {
             cache_stats_are_published_and_summed,
             cache_write_behind_flushes_every_acknowledged_write,
             cache_write_behind_gathers_concurrent_writes,
+            cache_counts_l1_evictions,
             cache_write_through_writes_the_store_first,
             join_completes_in_index_order,
             join_counts_a_repeated_index_once,

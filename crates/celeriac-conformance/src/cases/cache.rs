@@ -724,6 +724,39 @@ where
     );
 }
 
+/// L1 evictions are counted: what entered the L1 and left it without the cache taking it out
+/// (capacity here); emptying the L1 on purpose is not an eviction.
+pub async fn cache_counts_l1_evictions<B: KvStore>(backend: Arc<B>) {
+    let clock = ManualClock::new(T0);
+    let cache = products(&backend, "evictions", &clock, |b| {
+        b.l1(10, Duration::from_secs(3600))
+    })
+    .await;
+    for i in 0..100 {
+        cache
+            .set(&format!("p{i}"), format!("v{i}"))
+            .await
+            .expect("set");
+    }
+    let s = cache.stats();
+    assert!(
+        s.l1_entries <= 10,
+        "the L1 holds at most its capacity: {s:?}"
+    );
+    assert_eq!(
+        s.evictions + s.l1_entries,
+        100,
+        "every key entered once: {s:?}"
+    );
+    cache.clear_local();
+    let after = cache.stats();
+    assert_eq!(after.l1_entries, 0, "{after:?}");
+    assert_eq!(
+        after.evictions, s.evictions,
+        "clearing is not evicting: {after:?}"
+    );
+}
+
 /// How many jobs of `queue` are in `state`.
 async fn in_queue<B: celeriac_core::Broker>(
     backend: &B,

@@ -307,15 +307,11 @@ where
         self.validate()?;
         let cfg = self.cfg;
         let stats = Arc::new(Counters::default());
-        let evictions = stats.clone();
         let l1 = moka::sync::Cache::builder()
             .max_capacity(cfg.l1_capacity)
             .time_to_live(cfg.l1_ttl)
-            .eviction_listener(move |_k, _v, cause| {
-                if cause.was_evicted() {
-                    evictions.evictions.fetch_add(1, Ordering::Relaxed);
-                }
-            })
+            // No eviction listener: it slows every read down; evictions are counted as
+            // what entered and did not leave by our hand (`Inner::stats`).
             .build();
         let inner = Arc::new(Inner {
             prefix: format!("{}:{}", cfg.app, cfg.namespace),
@@ -405,7 +401,10 @@ struct Counters {
     load_errors: AtomicU64,
     load_ms: AtomicU64,
     waiters: AtomicU64,
-    evictions: AtomicU64,
+    /// Keys that entered the L1 (absent before).
+    l1_added: AtomicU64,
+    /// Entries taken out of the L1 by the cache itself (invalidation, version, resets).
+    l1_removed: AtomicU64,
     decode_errors: AtomicU64,
     l2_errors: AtomicU64,
 }
@@ -451,6 +450,14 @@ pub struct WarmReport {
     pub loaded: u64,
     /// The first failure, for the log.
     pub first_error: Option<String>,
+}
+
+/// An invalidation message and the cache instance that sent it: an instance skips its own
+/// (it applied them already, and a key it just wrote must stay in its L1).
+#[derive(Debug, Serialize, Deserialize)]
+struct Broadcast {
+    from: String,
+    message: Message,
 }
 
 /// What an invalidation message says.
@@ -653,7 +660,7 @@ where
     pub async fn remove(&self, key: &K) -> Result<()> {
         let part = key_part(key);
         let inner = &self.inner;
-        inner.l1.invalidate(&part);
+        inner.l1_drop(&part);
         let full = inner.full_key(&part);
         inner
             .l2(inner.store.kv_delete(vec![full], inner.now()))
@@ -754,7 +761,7 @@ where
 
     /// Drops this process's L1 copies (the L2 is untouched).
     pub fn clear_local(&self) {
-        self.inner.l1.invalidate_all();
+        self.inner.l1_clear();
     }
 
     /// The key this cache stores `key` under in L2: `<app>:<namespace>:v<version>:<key>`.
@@ -858,7 +865,11 @@ where
             load_errors: l(&c.load_errors),
             load_ms: l(&c.load_ms),
             waiters: l(&c.waiters),
-            evictions: l(&c.evictions),
+            // What entered and is neither there nor taken out by the cache was evicted
+            // (capacity or expiry).
+            evictions: l(&c.l1_added)
+                .saturating_sub(l(&c.l1_removed))
+                .saturating_sub(self.l1.entry_count()),
             decode_errors: l(&c.decode_errors),
             l2_errors: l(&c.l2_errors),
             l1_entries: self.l1.entry_count(),
@@ -892,8 +903,27 @@ where
 
     fn l1_put(&self, part: String, slot: Arc<Slot<V>>) {
         if self.cfg.l1_on {
+            if !self.l1.contains_key(&part) {
+                self.stats.l1_added.fetch_add(1, Ordering::Relaxed);
+            }
             self.l1.insert(part, slot);
         }
+    }
+
+    /// Takes `part` out of the L1 (not an eviction).
+    fn l1_drop(&self, part: &str) {
+        if self.l1.remove(part).is_some() {
+            self.stats.l1_removed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Empties the L1 (not evictions).
+    fn l1_clear(&self) {
+        self.l1.run_pending_tasks();
+        self.stats
+            .l1_removed
+            .fetch_add(self.l1.entry_count(), Ordering::Relaxed);
+        self.l1.invalidate_all();
     }
 
     fn full_key(&self, part: &str) -> String {
@@ -975,7 +1005,7 @@ where
 
     fn set_version(&self, version: u32) {
         if self.version.swap(version, Ordering::Relaxed) != version {
-            self.l1.invalidate_all();
+            self.l1_clear();
         }
     }
 
@@ -994,7 +1024,11 @@ where
     }
 
     async fn broadcast(&self, message: Message) {
-        let Ok(bytes) = serde_json::to_vec(&message) else {
+        let sent = Broadcast {
+            from: self.instance.clone(),
+            message,
+        };
+        let Ok(bytes) = serde_json::to_vec(&sent) else {
             return;
         };
         if let Err(e) = self.l2(self.store.kv_publish(&self.prefix, bytes)).await {
@@ -1007,7 +1041,7 @@ where
         let slot = self.l1.get(part)?;
         let epoch = self.barrier_epoch.load(Ordering::Relaxed);
         if (slot.epoch != epoch && self.barred(&slot.meta)) || now >= slot.meta.stale_until {
-            self.l1.invalidate(part);
+            self.l1_drop(part);
             return None;
         }
         Some(slot)
@@ -1218,7 +1252,7 @@ where
         let out = match loaded {
             Ok(value) => {
                 if value.is_none() && self.cfg.negative_ttl.is_none() {
-                    self.l1.invalidate(part);
+                    self.l1_drop(part);
                     Err(MISSING.to_string())
                 } else {
                     let _ = self.store_value(part, value.clone(), tags, load_ms).await;
@@ -1375,7 +1409,7 @@ where
 
     fn apply(&self, message: Message) {
         match message {
-            Message::Key(part) => self.l1.invalidate(&part),
+            Message::Key(part) => self.l1_drop(&part),
             Message::Tag(tag, at) => self.raise_barrier(&tag, at),
             Message::Version(v) => self.set_version(v),
         }
@@ -1411,7 +1445,7 @@ where
         inner.listening.store(true, Ordering::Relaxed);
         if !first {
             // Messages sent while unsubscribed are lost: start over.
-            inner.l1.invalidate_all();
+            inner.l1_clear();
             inner.refresh_version().await;
         }
         first = false;
@@ -1427,12 +1461,19 @@ where
                     break;
                 }
                 Ok(Some(KvEvent::Message(bytes))) => {
-                    if let Ok(m) = serde_json::from_slice::<Message>(&bytes) {
-                        inner.apply(m);
+                    match serde_json::from_slice::<Broadcast>(&bytes) {
+                        Ok(b) if b.from == inner.instance => {}
+                        Ok(b) => inner.apply(b.message),
+                        // A bare message (from an older build).
+                        Err(_) => {
+                            if let Ok(m) = serde_json::from_slice::<Message>(&bytes) {
+                                inner.apply(m);
+                            }
+                        }
                     }
                 }
                 Ok(Some(KvEvent::Reset)) => {
-                    inner.l1.invalidate_all();
+                    inner.l1_clear();
                     inner.refresh_version().await;
                 }
             }

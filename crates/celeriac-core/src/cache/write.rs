@@ -254,7 +254,7 @@ where
                 .await
                 .is_err()
             {
-                inner.l1.invalidate(&part);
+                inner.l1_drop(&part);
             }
             inner.broadcast(Message::Key(part)).await;
         }
@@ -364,7 +364,7 @@ where
             .await
             .is_err()
         {
-            inner.l1.invalidate(&part);
+            inner.l1_drop(&part);
         }
         inner.broadcast(Message::Key(part)).await;
         Ok(())
