@@ -42,7 +42,8 @@
 //! no scan; [`Cache::bump_version`] moves the whole namespace to a new key version. Each is
 //! broadcast on the namespace's channel, and other instances drop their L1 copies when the
 //! message arrives: within a few milliseconds on Redis (pub/sub), within the embedded store's
-//! poll interval on SQLite. When the channel was down, the L1 is flushed.
+//! poll interval on SQLite. An instance skips its own messages, so a key it just wrote
+//! stays in its L1. When the channel was down, the L1 is flushed.
 //!
 //! **Keys** are `<app>:<namespace>:v<version>:<key>`; a key part longer than
 //! [`MAX_KEY_PART`] bytes is replaced by `#` and its SHA-256 in hex.
