@@ -17,7 +17,7 @@ pub enum ErrorKind {
 }
 
 /// Errors of the Celeriac core and of the backends built on it.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A backend call failed.

@@ -26,7 +26,7 @@ pub(crate) const BATCH: usize = 64;
 pub(crate) const IN_FLIGHT: usize = 4;
 
 /// What a decision's batch answers it: its five integers, or why not.
-type Answer = std::result::Result<[i64; 5], (ErrorKind, String)>;
+type Answer = Result<[i64; 5]>;
 
 /// One decision on its way: its keys, its arguments (n, now, cost, 5 per quota), and where to
 /// answer.
@@ -63,14 +63,8 @@ async fn send_batches(mut rx: mpsc::UnboundedReceiver<Pending>, conn: Conn, scri
                     Ok(all) => all
                         .get(i * 5..i * 5 + 5)
                         .and_then(|r| <[i64; 5]>::try_from(r).ok())
-                        .ok_or_else(|| {
-                            (
-                                ErrorKind::GiveUp,
-                                format!("checkLimits: unexpected script reply {all:?}"),
-                            )
-                        }),
-                    Err(Error::Backend { kind, message }) => Err((*kind, message.clone())),
-                    Err(e) => Err((e.kind(), e.to_string())),
+                        .ok_or_else(|| reply_error("checkLimits", all)),
+                    Err(e) => Err(e.clone()),
                 };
                 let _ = p.answer.send(answer);
             }
@@ -138,7 +132,7 @@ impl RedisBackend {
         }
         match answered.await {
             Ok(Ok(reply)) => Ok(reply),
-            Ok(Err((kind, message))) => Err(Error::backend(kind, message)),
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(Error::backend(
                 ErrorKind::Retry,
                 "the rate-limit batch ended without an answer",

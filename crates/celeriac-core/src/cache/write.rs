@@ -100,17 +100,7 @@ where
 pub const DEFAULT_MAX_BATCH: usize = 500;
 
 /// What a waiting write learns of its flush job: stored, or why not.
-type Stored = std::result::Result<(), Arc<Error>>;
-
-/// A copy of a shared flush error for one waiting call.
-fn copy_error(e: &Error) -> Error {
-    match e {
-        Error::Backend { kind, message } => Error::backend(*kind, message),
-        Error::Codec(message) => Error::Codec(message.clone()),
-        Error::Closed => Error::Closed,
-        other => Error::backend(other.kind(), other.to_string()),
-    }
-}
+type Stored = Result<()>;
 
 /// The writes waiting for the next flush job, and whether a flusher is running.
 struct Buffer<V> {
@@ -244,7 +234,7 @@ where
         }
         match rx.await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(copy_error(&e)),
+            Ok(Err(e)) => return Err(e),
             Err(_) => return Err(Error::Closed),
         }
         // Acknowledged from here on: the cache is updated as well as it can be.
@@ -295,9 +285,7 @@ async fn flush_buffer<V, B>(
             let waiting: Vec<_> = b.waiting.drain(..calls).map(|(_, tx)| tx).collect();
             (writes, waiting)
         };
-        let stored = store_flush(&*store, &*clock, &task, &queue, Flush { writes })
-            .await
-            .map_err(Arc::new);
+        let stored = store_flush(&*store, &*clock, &task, &queue, Flush { writes }).await;
         for tx in waiting {
             let _ = tx.send(stored.clone());
         }
