@@ -4,19 +4,24 @@
 -- celeriac_core::limit::maths line by line (integers below 2^53 stay exact in Lua's doubles;
 -- quotas are validated so they do).
 --
+-- Numbers travel and rest as little-endian IEEE doubles (`struct`), not decimal text: parsing
+-- and printing decimals cost Redis more than the maths.
+--
 -- Self-contained (no includes: this is not a queue script).
 -- KEYS    the quota states of every decision in order, n per decision: quota i's state is a
 --         STRING `<prefix>:{rl:<key>}:<state id>` (every quota of a key under its one hash
---         tag, so one Cluster slot): for GCRA the TAT in µs; for windows "a:b:c" (fixed a =
---         window start, b = count; sliding a = window start, b = previous count, c = current
---         count). Its PX TTL is how long the state matters, so nothing lingers.
--- ARGV[1] D, the number of decisions (a batch of concurrent calls: at most 64, so the work
---         per call is bounded); then per decision: n (its quotas), now (ms), cost, then 5 per
---         quota: algorithm (1 gcra, 2 sliding window, 3 fixed window), limit, window (ms),
---         GCRA interval (µs), GCRA tolerance (µs).
--- Returns: 5 integers per decision, in order: allowed 1|0, index of the reported (most
---          restrictive) quota from 0, remaining, reset after (ms), retry after (ms, -1 when
---          allowed). Decisions are made one after the other, exactly as separate calls.
+--         tag, so one Cluster slot) of 4 doubles: a, b, c (GCRA: a = the TAT in µs; fixed
+--         window: a = window start, b = count; sliding: a = window start, b = previous count,
+--         c = current count), then when the key expires by Redis's clock (ms). Decimal text
+--         from older builds ("<tat>", "a:b:c") is still read. The TTL covers how long the
+--         state matters, plus slack (see store()).
+-- ARGV[1] the batch's distinct quotas, 5 doubles each: algorithm (1 gcra, 2 sliding window,
+--         3 fixed window), limit, window (ms), GCRA interval (µs), GCRA tolerance (µs).
+-- ARGV[2] the decisions (at most 64 a call, so the work per call is bounded), each as
+--         doubles: n (its quotas), now (ms), cost, then n quota numbers (from 1, into ARGV[1]).
+-- Returns: one string of 5 doubles per decision, in order: allowed 1|0, index of the reported
+--          (most restrictive) quota from 0, remaining, reset after (ms), retry after (ms, -1
+--          when allowed). Decisions are made one after the other, exactly as separate calls.
 
 -- The decision being made: check() reads them.
 local now, cost = 0, 0
@@ -121,48 +126,72 @@ local function stricter(ok, rem, reset, retry, w)
 end
 
 
-local out = {}
-local function reply(allowed, index, rem, reset, retry)
-  out[#out + 1] = allowed
-  out[#out + 1] = index
-  out[#out + 1] = rem
-  out[#out + 1] = reset
-  out[#out + 1] = retry
+local pack, sunpack = struct.pack, struct.unpack
+local decisions = ARGV[2]
+
+-- The batch's quotas: quota q's fields are quotas[q][1..5].
+local quotas = {}
+for at = 1, #ARGV[1], 40 do
+  quotas[#quotas + 1] = { sunpack('<ddddd', ARGV[1], at) }
 end
 
--- One decision over KEYS[k0 + 1 .. k0 + n]; quota i's fields at ARGV[base + 5(i-1) + 1..5].
-local function decide(k0, n, base)
-  -- The common case, one GCRA quota: the same maths without the general bookkeeping.
-  if n == 1 and ARGV[base + 1] == '1' then
-    local key = KEYS[k0 + 1]
-    local tat = tonumber(redis.call('GET', key) or 0) or 0
-    local ok, rem, reset, retry, new, _, _, ttl = check(1, 0, 0, tonumber(ARGV[base + 4]),
-      tonumber(ARGV[base + 5]), tat, 0, 0)
-    if ok then
-      redis.call('SET', key, string.format('%.0f', new), 'PX', ttl)
-      return reply(1, 0, rem, reset, -1)
-    end
-    return reply(0, 0, rem, reset, retry)
+-- Redis's own clock (ms), which judges the keys' TTLs; read once a batch.
+local time = redis.call('TIME')
+local clock = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+
+-- A stored state: a, b, c, and when its key expires by Redis's clock (0 if unknown).
+local function load(stored, alg)
+  if not stored then return 0, 0, 0, 0 end
+  if #stored == 32 then
+    -- Byte 8 is the top of a's double (0 for 0, 0x3F-0x43 for the values a takes); in text
+    -- it is a digit, '-' or ':'.
+    local top = string.byte(stored, 8)
+    if top ~= 45 and (top < 48 or top > 58) then return sunpack('<dddd', stored) end
   end
+  -- Text from an older build: "<tat>" or "a:b:c".
+  if alg == 1 then return tonumber(stored) or 0, 0, 0, 0 end
+  local x, y, z = string.match(stored, '^(%-?%d+):(%-?%d+):(%-?%d+)$')
+  if x then return tonumber(x), tonumber(y), tonumber(z), 0 end
+  return 0, 0, 0, 0
+end
+
+-- Writes a state that must outlive `ttl` ms. Setting a TTL costs Redis about as much as the
+-- rest of a decision, so a key whose TTL already reaches far enough keeps it; one that must
+-- live longer gets `ttl` plus slack (as long again, at least 1 s, at most 60 s), so a busy
+-- key is given a new TTL now and then rather than on every call.
+local function store(key, a, b, c, ttl, expires)
+  if clock + ttl <= expires then
+    redis.call('SET', key, pack('<dddd', a, b, c, expires), 'KEEPTTL')
+    return
+  end
+  local live = ttl + math.min(math.max(ttl, 1000), 60000)
+  redis.call('SET', key, pack('<dddd', a, b, c, clock + live), 'PX', live)
+end
+
+-- Five numbers a decision, packed into one string at the end.
+local out, o = {}, 0
+local function reply(allowed, index, rem, reset, retry)
+  out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5] = allowed, index, rem, reset, retry
+  o = o + 5
+end
+
+-- One decision over KEYS[k0 + 1 .. k0 + n], its first quota q (the others numbered from `pos`
+-- in ARGV[2]); returns where the next decision starts. The general case: several quotas, or
+-- a windowed one.
+local function decide(k0, n, q, pos)
+  local quota = quotas[q]
   local states = {}
   local worst = nil
   for i = 1, n do
-    local at = base + (i - 1) * 5
-    local a, b, c = 0, 0, 0
-    local alg = tonumber(ARGV[at + 1])
-    local stored = redis.call('GET', KEYS[k0 + i])
-    if stored and alg == 1 then
-      a = tonumber(stored) or 0
-    elseif stored then
-      local x, y, z = string.match(stored, '^(%-?%d+):(%-?%d+):(%-?%d+)$')
-      if x then
-        a, b, c = tonumber(x), tonumber(y), tonumber(z)
-      end
+    if i > 1 then
+      q, pos = sunpack('<d', decisions, pos)
+      quota = quotas[q]
     end
-    local ok, rem, reset, retry, na, nb, nc, ttl = check(alg,
-      tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4]),
-      tonumber(ARGV[at + 5]), a, b, c)
-    states[i] = { alg, na, nb, nc, ttl }
+    local alg = quota[1]
+    local a, b, c, expires = load(redis.call('GET', KEYS[k0 + i]), alg)
+    local ok, rem, reset, retry, na, nb, nc, ttl = check(alg, quota[2], quota[3], quota[4],
+      quota[5], a, b, c)
+    states[i] = { na, nb, nc, ttl, expires }
     if worst == nil or stricter(ok, rem, reset, retry, worst) then
       worst = { ok, i - 1, rem, reset, retry }
     end
@@ -170,26 +199,61 @@ local function decide(k0, n, base)
   if worst[1] then
     for i = 1, n do
       local s = states[i]
-      local value
-      if s[1] == 1 then
-        value = string.format('%.0f', s[2])
-      else
-        value = string.format('%.0f:%.0f:%.0f', s[2], s[3], s[4])
-      end
-      redis.call('SET', KEYS[k0 + i], value, 'PX', s[5])
+      store(KEYS[k0 + i], s[1], s[2], s[3], s[4], s[5])
     end
-    return reply(1, worst[2], worst[3], worst[4], worst[5])
+    reply(1, worst[2], worst[3], worst[4], worst[5])
+  else
+    reply(0, worst[2], worst[3], worst[4], worst[5])
   end
-  return reply(0, worst[2], worst[3], worst[4], worst[5])
+  return pos
 end
 
-local at, k0 = 2, 0
-for _ = 1, tonumber(ARGV[1]) do
-  local n = tonumber(ARGV[at])
-  now = tonumber(ARGV[at + 1])
-  cost = tonumber(ARGV[at + 2])
-  decide(k0, n, at + 2)
+local pos, k0 = 1, 0
+local byte, call = string.byte, redis.call
+while pos <= #decisions do
+  local n, q
+  n, now, cost, q, pos = sunpack('<dddd', decisions, pos)
+  local quota = quotas[q]
+  if n == 1 and quota[1] == 1 then
+    -- The common case, one GCRA quota, made right here: load(), check(), store() and
+    -- reply() line for line without calling them (function calls were a tenth of a
+    -- decision's cost in Redis).
+    local key = KEYS[k0 + 1]
+    local stored = call('GET', key)
+    local tat, expires = 0, 0
+    if stored then
+      local top = #stored == 32 and byte(stored, 8)
+      if top and top ~= 45 and (top < 48 or top > 58) then
+        tat, expires = sunpack('<d', stored), sunpack('<d', stored, 25)
+      else
+        tat = tonumber(stored) or 0
+      end
+    end
+    local t, tau = quota[4], quota[5]
+    local now_us = now * 1000
+    if tat < now_us then tat = now_us end
+    local new = tat + t * cost
+    if new - tau <= now_us then
+      local reset = ceil_ms(new - now_us)
+      local ttl = reset
+      if ttl < 1 then ttl = 1 end
+      if clock + ttl <= expires then
+        call('SET', key, pack('<dddd', new, 0, 0, expires), 'KEEPTTL')
+      else
+        local live = ttl + math.min(math.max(ttl, 1000), 60000)
+        call('SET', key, pack('<dddd', new, 0, 0, clock + live), 'PX', live)
+      end
+      out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5] =
+        1, 0, clamp(idiv(tau - (new - now_us), t)), reset, -1
+    else
+      out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5] =
+        0, 0, clamp(idiv(tau - (tat - now_us), t)), ceil_ms(tat - now_us),
+        ceil_ms(new - tau - now_us)
+    end
+    o = o + 5
+  else
+    pos = decide(k0, n, q, pos)
+  end
   k0 = k0 + n
-  at = at + 3 + n * 5
 end
-return out
+return pack('<' .. string.rep('d', o), unpack(out, 1, o))

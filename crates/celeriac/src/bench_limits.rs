@@ -160,14 +160,25 @@ async fn raw_evalsha_per_s(cfg: &LimitsBenchConfig, same_args: bool) -> Result<O
                 let key = format!("bench:raw:{}", (i * concurrency as u64 + t as u64) % keys);
                 let mut call = script.key(key);
                 if same_args {
+                    // A lone decision's arguments as the store encodes them: the quota's
+                    // five fields, then n, now, cost and the quota's number, as doubles.
                     let q = bench_quota();
-                    call.arg(crate::clock::system_now_ms())
-                        .arg(1)
-                        .arg(q.algorithm().code())
-                        .arg(q.limit())
-                        .arg(q.window_ms())
-                        .arg(q.interval_us())
-                        .arg(q.tolerance_us());
+                    let doubles = |xs: &[f64]| -> Vec<u8> {
+                        xs.iter().flat_map(|x| x.to_le_bytes()).collect()
+                    };
+                    call.arg(doubles(&[
+                        f64::from(q.algorithm().code()),
+                        f64::from(q.limit()),
+                        q.window_ms() as f64,
+                        q.interval_us() as f64,
+                        q.tolerance_us() as f64,
+                    ]))
+                    .arg(doubles(&[
+                        1.0,
+                        crate::clock::system_now_ms() as f64,
+                        1.0,
+                        1.0,
+                    ]));
                 }
                 let _: i64 = call.invoke_async(&mut conn).await?;
             }

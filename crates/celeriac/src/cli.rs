@@ -414,7 +414,7 @@ struct BenchArgs {
     #[arg(long, hide = true, default_value_t = 0)]
     stampede_start: i64,
     /// Limits: decisions on the store.
-    #[arg(long, env = "CELERIAC_BENCH_DECISIONS", default_value_t = 200_000)]
+    #[arg(long, env = "CELERIAC_BENCH_DECISIONS", default_value_t = 1_000_000)]
     decisions: u64,
     /// Limits: decisions of the local limiter per round.
     #[arg(
