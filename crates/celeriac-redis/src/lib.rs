@@ -94,7 +94,7 @@
 //!
 //! | key | type | what |
 //! |---|---|---|
-//! | `celeriac:{rl:<key>}:<state id>` | STRING | one quota's state `a:b:c` (see `celeriac_core::limit::maths`); PX TTL how long it matters |
+//! | `celeriac:{rl:<key>}:<state id>` | STRING | one quota's state (see `celeriac_core::limit::maths`) as 4 little-endian doubles: a, b, c, then when the key expires by Redis's clock (ms); the TTL covers how long the state matters plus slack, and is set only when it must grow (`checkLimits-N`). Decimal text `<tat>` / `a:b:c` from older builds is still read |
 //! | `celeriac:{rl:<key>}:permits` | ZSET | concurrency permits: holder → lease end (ms); TTL the last lease's end (`acquirePermit-1`, `releasePermit-1`) |
 //!
 //! # Client
@@ -167,8 +167,8 @@ struct Inner {
     done: broadcast::Sender<String>,
     listening: AtomicBool,
     stop: CancellationToken,
-    /// Where rate-limit decisions wait for their batch (started on first use).
-    limit_batches: std::sync::OnceLock<limit::Batches>,
+    /// Where rate-limit decisions wait for their batch.
+    limit_batches: Arc<limit::Batcher>,
 }
 
 impl Drop for Inner {
@@ -232,7 +232,7 @@ impl RedisBackend {
                 done,
                 listening: AtomicBool::new(false),
                 stop: CancellationToken::new(),
-                limit_batches: std::sync::OnceLock::new(),
+                limit_batches: limit::Batcher::new(),
             }),
         })
     }

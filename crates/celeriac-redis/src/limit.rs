@@ -21,9 +21,10 @@ use celeriac_core::backend::RateLimitStore;
 use celeriac_core::clock::{duration_ms, UnixMs};
 use celeriac_core::error::{Error, ErrorKind, Result};
 use celeriac_core::limit::{self, Decision, Quota};
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 /// Decisions per script call at most (the script's bound on its work).
 pub(crate) const BATCH: usize = 64;
@@ -43,39 +44,81 @@ pub(crate) struct Pending {
     answer: oneshot::Sender<Answer>,
 }
 
-/// The queue of decisions waiting for a batch.
-pub(crate) type Batches = mpsc::UnboundedSender<Pending>;
-
-/// Sends batches of waiting decisions until the backend is dropped.
+/// Where decisions wait for a batch, and the slots of the script calls under way.
 ///
-/// Two yields keep batches large under load: one before a batch is gathered, so callers
-/// just woken by an answer can queue their next decision first, and one after a batch's
-/// answers are sent, before its slot is given back, for the same reason. A lone decision
-/// waits for no more than those two turns of the scheduler.
-async fn send_batches(mut rx: mpsc::UnboundedReceiver<Pending>, conn: Conn, script: redis::Script) {
-    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
-    while let Some(first) = rx.recv().await {
-        // Waiting for a slot lets more decisions gather.
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        tokio::task::yield_now().await;
-        let mut batch = vec![first];
-        while batch.len() < BATCH {
-            match rx.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(_) => break,
-            }
+/// No task sits waiting for decisions: the caller that finds a slot free spawns a leader,
+/// which sends batches of what waits until nothing does. Every leader gives its slot back
+/// before its last look at the queue, and every caller looks for a free slot after queueing,
+/// so no decision is left waiting while a slot is free. Leaders are spawned on the caller's
+/// runtime, and a leader, not the caller, owns a batch: a caller that gives up (a timeout)
+/// takes no one else's decision with it.
+pub(crate) struct Batcher {
+    waiting: Mutex<VecDeque<Pending>>,
+    slots: Arc<Semaphore>,
+}
+
+impl Batcher {
+    pub(crate) fn new() -> Arc<Batcher> {
+        Arc::new(Batcher {
+            waiting: Mutex::new(VecDeque::new()),
+            slots: Arc::new(Semaphore::new(IN_FLIGHT)),
+        })
+    }
+
+    fn queue(&self) -> MutexGuard<'_, VecDeque<Pending>> {
+        // Nothing panics while holding the lock; a poisoned queue is still a queue.
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues a decision and makes sure a leader will send it.
+    fn submit(self: &Arc<Self>, conn: &Conn, script: &redis::Script, p: Pending) {
+        self.queue().push_back(p);
+        self.lead(conn, script);
+    }
+
+    /// Spawns a leader if a slot is free.
+    fn lead(self: &Arc<Self>, conn: &Conn, script: &redis::Script) {
+        if let Ok(slot) = self.slots.clone().try_acquire_owned() {
+            let (me, conn, script) = (self.clone(), conn.clone(), script.clone());
+            tokio::spawn(me.send(slot, conn, script));
         }
-        let (mut conn, script) = (conn.clone(), script.clone());
-        tokio::spawn(async move {
+    }
+
+    /// Sends batches until none waits. Two yields before each batch let callers just woken by
+    /// an answer queue their next decision first, so batches stay large under load; a lone
+    /// decision waits two turns of the scheduler for them.
+    async fn send(
+        self: Arc<Self>,
+        slot: OwnedSemaphorePermit,
+        mut conn: Conn,
+        script: redis::Script,
+    ) {
+        loop {
+            tokio::task::yield_now().await;
+            tokio::task::yield_now().await;
+            let batch: Vec<Pending> = {
+                let mut queue = self.queue();
+                let n = queue.len().min(BATCH);
+                queue.drain(..n).collect()
+            };
+            if batch.is_empty() {
+                break;
+            }
             let replies = invoke(&mut conn, &script, &batch).await;
             for (p, answer) in batch.into_iter().zip(answers(replies)) {
                 let _ = p.answer.send(answer);
             }
-            tokio::task::yield_now().await;
-            drop(slot);
-        });
+        }
+        self.finish(slot, &conn, &script);
+    }
+
+    /// Gives a leader's slot back, then looks once more: a decision queued after the
+    /// leader's last look, by a caller that found every slot taken, gets a leader now.
+    fn finish(self: &Arc<Self>, slot: OwnedSemaphorePermit, conn: &Conn, script: &redis::Script) {
+        drop(slot);
+        if !self.queue().is_empty() {
+            self.lead(conn, script);
+        }
     }
 }
 
@@ -167,15 +210,9 @@ impl RedisBackend {
         if matches!(self.inner.conn, Conn::Cluster(_)) {
             return alone(&mut self.conn(), script, pending).await;
         }
-        let batches = self.inner.limit_batches.get_or_init(|| {
-            let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(send_batches(rx, self.conn(), script.clone()));
-            tx
-        });
-        if let Err(mpsc::error::SendError(p)) = batches.send(pending) {
-            // The batching task is gone (its runtime ended): decide alone.
-            return alone(&mut self.conn(), script, p).await;
-        }
+        self.inner
+            .limit_batches
+            .submit(&self.inner.conn, script, pending);
         match answered.await {
             Ok(answer) => answer,
             Err(_) => Err(Error::backend(
@@ -291,5 +328,58 @@ impl RateLimitStore for RedisBackend {
             .await
             .map_err(map_err)?;
         Ok(released == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use celeriac_core::limit::Algorithm;
+    use celeriac_testkit::RedisServer;
+
+    /// The race `finish` closes: a decision queued while every slot was taken, just after the
+    /// leaders' last look, is sent when a leader gives its slot back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_decision_queued_while_every_slot_is_taken_is_sent_when_one_frees() {
+        let server = RedisServer::start().await.expect("redis-server starts");
+        let backend = RedisBackend::connect(&server.url())
+            .await
+            .expect("connects");
+        let batcher = backend.inner.limit_batches.clone();
+        let mut held: Vec<OwnedSemaphorePermit> = (0..IN_FLIGHT)
+            .map(|_| {
+                batcher
+                    .slots
+                    .clone()
+                    .try_acquire_owned()
+                    .expect("a free slot")
+            })
+            .collect();
+        let caller = {
+            let backend = backend.clone();
+            tokio::spawn(async move {
+                let quota = Quota::per_hour(10).with_algorithm(Algorithm::FixedWindow);
+                backend
+                    .check_limits("race", std::slice::from_ref(&quota), 1, 1_000)
+                    .await
+            })
+        };
+        while batcher.queue().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        // Every slot is taken, so nobody leads yet; a leader now finishes its last batch.
+        let slot = held.pop().expect("a held slot");
+        batcher.finish(
+            slot,
+            &backend.inner.conn,
+            &backend.inner.scripts.check_limits,
+        );
+        let decision = tokio::time::timeout(Duration::from_secs(30), caller)
+            .await
+            .expect("the queued decision is answered")
+            .expect("the caller's task")
+            .expect("a decision");
+        assert!(decision.allowed);
+        assert_eq!(decision.remaining, 9);
     }
 }

@@ -113,3 +113,45 @@ async fn a_state_key_lives_as_long_as_its_state_matters() {
     // Ten minutes of debt: the state matters for about ten minutes, so does the key.
     assert!(last_ttl >= 9 * 60_000, "TTL {last_ttl} ms after ten calls");
 }
+
+/// Decisions from many tasks at once, each a different key: every one is answered (none is
+/// stranded in the queue while a slot is free), and each key is charged exactly once a call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_concurrent_decision_is_answered_and_charged_once() {
+    let (_server, backend) = start().await;
+    let backend = std::sync::Arc::new(backend);
+    let quota = Quota::per_hour(1_000).with_algorithm(Algorithm::FixedWindow);
+    let now = system_now_ms();
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..40 {
+        let (backend, quota) = (backend.clone(), quota.clone());
+        tasks.spawn(async move {
+            for i in 0..100u32 {
+                let key = format!("k{}", (t * 100 + i) % 50);
+                backend
+                    .check_limits(&key, std::slice::from_ref(&quota), 1, now)
+                    .await
+                    .expect("decision");
+                if i % 7 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+    }
+    let all = async {
+        while let Some(done) = tasks.join_next().await {
+            done.expect("task");
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), all)
+        .await
+        .expect("4,000 decisions answered within 60 s");
+    // 4,000 calls over 50 keys: 80 each, so 920 left of every key's 1,000.
+    for k in 0..50 {
+        let d = backend
+            .check_limits(&format!("k{k}"), std::slice::from_ref(&quota), 1, now)
+            .await
+            .expect("decision");
+        assert_eq!(d.remaining, 919, "key k{k}: {d:?}");
+    }
+}
