@@ -105,8 +105,8 @@ impl Batcher {
                 break;
             }
             let replies = invoke(&mut conn, &script, &batch).await;
-            for (p, answer) in batch.into_iter().zip(answers(replies)) {
-                let _ = p.answer.send(answer);
+            for (i, p) in batch.into_iter().enumerate() {
+                let _ = p.answer.send(answer(&replies, i));
             }
         }
         self.finish(slot, &conn, &script);
@@ -167,20 +167,14 @@ fn encode(batch: &[Pending]) -> (Vec<u8>, Vec<u8>) {
     (quotas, decisions)
 }
 
-/// Each decision's answer from a batch's reply, in order (as many as the reply holds; a
-/// decision without one is told so).
-fn answers(reply: Result<Vec<u8>>) -> impl Iterator<Item = Answer> {
-    let mut at = 0;
-    std::iter::from_fn(move || {
-        Some(match &reply {
-            Err(e) => Err(e.clone()),
-            Ok(bytes) => {
-                let got = bytes.get(at..at + 40).map(decode);
-                at += 40;
-                got.ok_or_else(|| reply_error("checkLimits", bytes.len()))
-            }
-        })
-    })
+/// Decision `i`'s answer from a batch's reply (a decision the reply has no room for is told
+/// so).
+fn answer(reply: &Result<Vec<u8>>, i: usize) -> Answer {
+    let bytes = reply.as_ref().map_err(Error::clone)?;
+    bytes
+        .get(i * 40..i * 40 + 40)
+        .map(decode)
+        .ok_or_else(|| reply_error("checkLimits", bytes.len()))
 }
 
 /// Five little-endian doubles as integers.
@@ -226,10 +220,7 @@ impl RedisBackend {
 /// One decision in a call of its own.
 async fn alone(conn: &mut Conn, script: &redis::Script, p: Pending) -> Answer {
     let batch = [p];
-    let reply = invoke(conn, script, &batch).await;
-    answers(reply)
-        .next()
-        .unwrap_or_else(|| Err(reply_error("checkLimits", "none")))
+    answer(&invoke(conn, script, &batch).await, 0)
 }
 
 impl RateLimitStore for RedisBackend {
