@@ -100,3 +100,67 @@ async fn the_cache_serves_through_a_redis_outage_and_returns_to_its_l2() {
     }
     assert!(cache.l2_available());
 }
+
+/// A cache built while Redis is down is not yet subscribed to invalidations. Once it
+/// subscribes, it drops whatever its L1 took in meanwhile, since a change made elsewhere in
+/// that time sent a message it could not hear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_built_during_an_outage_drops_what_it_held_once_it_subscribes() {
+    let mut server = RedisServer::start().await.expect("redis-server starts");
+    let backend = Arc::new(
+        RedisBackend::connect(&server.url())
+            .await
+            .expect("connects"),
+    );
+    let build = || async {
+        let cache: Cache<str, String, RedisBackend> = Cache::builder("late")
+            .ttl(Duration::from_secs(600))
+            .l2_timeout(Duration::from_millis(200))
+            .build(backend.clone())
+            .await
+            .expect("builds");
+        cache
+    };
+    server.kill();
+    let cache = build().await;
+    assert!(
+        !cache.listening(),
+        "nothing to subscribe to while Redis is down"
+    );
+    let stale = cache
+        .get_with("k", || async { "stale".to_string() })
+        .await
+        .expect("loaded without Redis");
+    assert_eq!(stale, "stale");
+
+    server.restart().await.expect("redis-server restarts");
+    let other = build().await;
+    assert!(
+        other.listening(),
+        "a cache built with Redis up is subscribed at once"
+    );
+    other.set("k", "fresh".into()).await.expect("set");
+
+    let deadline = Instant::now() + PATIENCE;
+    while !cache.listening() {
+        assert!(Instant::now() < deadline, "the cache never subscribed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The L1 copy is gone; the value comes from Redis once the L2 breaker lets reads by.
+    loop {
+        let seen = cache.get("k").await.expect("read");
+        assert_ne!(
+            seen.as_deref(),
+            Some("stale"),
+            "the copy taken during the outage is gone"
+        );
+        if seen.as_deref() == Some("fresh") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cache never read Redis again"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

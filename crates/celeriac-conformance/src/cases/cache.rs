@@ -301,6 +301,8 @@ pub async fn cache_invalidation_reaches_other_instances<B: KvStore>(backend: Arc
     let clock = ManualClock::new(T0);
     let a = products(&backend, "inval", &clock, |b| b).await;
     let b = products(&backend, "inval", &clock, |b| b).await;
+    // Subscribed once built: nothing published from here on can pass it by.
+    assert!(a.listening() && b.listening(), "subscribed by `build`");
     let calls = Arc::new(AtomicU64::new(0));
     for key in ["p1", "p2", "p3"] {
         a.entry(key)

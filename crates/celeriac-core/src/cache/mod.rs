@@ -69,7 +69,7 @@ pub use stats::{NamespaceStats, DEFAULT_STATS_INTERVAL};
 pub use warm::{CacheWarmer, WarmProgress, Warmer};
 pub use write::{write_behind_task, PendingWrite, WriteBehind};
 
-use crate::backend::{KvEntry, KvEvent, KvStore};
+use crate::backend::{KvEntry, KvEvent, KvStore, KvSubscription};
 use crate::clock::{duration_ms, Clock, SystemClock, UnixMs};
 use crate::error::{Error, Result};
 use futures_util::future::{BoxFuture, FutureExt, Shared};
@@ -334,7 +334,28 @@ where
         });
         inner.version.store(inner.cfg.schema, Ordering::Relaxed);
         inner.refresh_version().await;
-        tokio::spawn(listen(Arc::downgrade(&inner)));
+        // Subscribed before the cache is handed out, so an invalidation sent after `build`
+        // returns reaches it; if the store cannot be reached now, `listen` keeps trying.
+        let first = match tokio::time::timeout(
+            inner.cfg.l2_timeout,
+            inner.store.kv_subscribe(&inner.prefix),
+        )
+        .await
+        {
+            Ok(Ok(sub)) => {
+                inner.listening.store(true, Ordering::Relaxed);
+                Some(sub)
+            }
+            Ok(Err(e)) => {
+                debug!(error = %e, "cache invalidation channel unavailable; retrying");
+                None
+            }
+            Err(_) => {
+                debug!("cache invalidation channel did not answer in time; retrying");
+                None
+            }
+        };
+        tokio::spawn(listen(Arc::downgrade(&inner), first));
         if let Some(every) = inner.cfg.stats_interval {
             tokio::spawn(publish_every(Arc::downgrade(&inner), every));
         }
@@ -1420,37 +1441,39 @@ where
 /// The flight result that stands for "nothing there".
 const MISSING: &str = "\u{0}missing";
 
-/// Follows the namespace's invalidation channel while the cache lives; resubscribes with
-/// backoff, and flushes L1 whenever messages may have been lost.
-async fn listen<V, S>(cache: Weak<Inner<V, S>>)
+/// Follows the namespace's invalidation channel while the cache lives, starting with the
+/// subscription `build` made if it made one; resubscribes with backoff, and flushes L1
+/// whenever messages may have been lost.
+async fn listen<V, S>(cache: Weak<Inner<V, S>>, mut first: Option<KvSubscription>)
 where
     V: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
     S: KvStore,
 {
     let mut backoff = Duration::from_millis(100);
-    let mut first = true;
     loop {
-        let Some(inner) = cache.upgrade() else { return };
-        let sub = inner.store.kv_subscribe(&inner.prefix).await;
-        let mut sub = match sub {
-            Ok(s) => s,
-            Err(e) => {
-                debug!(error = %e, "cache invalidation channel unavailable; retrying");
-                drop(inner);
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
+        let mut sub = match first.take() {
+            Some(sub) => sub,
+            None => {
+                let Some(inner) = cache.upgrade() else { return };
+                match inner.store.kv_subscribe(&inner.prefix).await {
+                    Ok(sub) => {
+                        backoff = Duration::from_millis(100);
+                        // Messages sent while unsubscribed are lost: start over.
+                        inner.l1_clear();
+                        inner.refresh_version().await;
+                        inner.listening.store(true, Ordering::Relaxed);
+                        sub
+                    }
+                    Err(e) => {
+                        debug!(error = %e, "cache invalidation channel unavailable; retrying");
+                        drop(inner);
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                }
             }
         };
-        backoff = Duration::from_millis(100);
-        inner.listening.store(true, Ordering::Relaxed);
-        if !first {
-            // Messages sent while unsubscribed are lost: start over.
-            inner.l1_clear();
-            inner.refresh_version().await;
-        }
-        first = false;
-        drop(inner);
         loop {
             // Wake now and then to notice that the cache is gone.
             let event = tokio::time::timeout(Duration::from_secs(1), sub.next()).await;
