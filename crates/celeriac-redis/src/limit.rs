@@ -10,9 +10,10 @@
 //! Decisions are batched like group commit: while up to [`IN_FLIGHT`] script calls are under
 //! way, the decisions that arrive meanwhile gather and go together in the next call (at most
 //! [`BATCH`]), made one after the other inside it exactly as separate calls would be. The
-//! distinct quotas of a batch go once. A lone decision is sent at once; under load Redis runs one script per batch rather than one per
-//! decision. On Cluster every decision is its own call (the keys of different decisions live
-//! on different slots).
+//! distinct quotas of a batch go once. A lone decision, finding a call slot free and nothing
+//! waiting, goes at once in a call of its own; under load Redis runs one script per batch
+//! rather than one per decision. On Cluster every decision is its own call (the keys of
+//! different decisions live on different slots).
 
 use crate::conn::{map_err, Conn};
 use crate::keys::{limit_key, permits_key};
@@ -46,7 +47,8 @@ pub(crate) struct Pending {
 
 /// Where decisions wait for a batch, and the slots of the script calls under way.
 ///
-/// No task sits waiting for decisions: the caller that finds a slot free spawns a leader,
+/// No task sits waiting for decisions: a caller that finds a slot free and nothing waiting
+/// sends its decision itself; otherwise it queues it, and if a slot is free spawns a leader,
 /// which sends batches of what waits until nothing does. Every leader gives its slot back
 /// before its last look at the queue, and every caller looks for a free slot after queueing,
 /// so no decision is left waiting while a slot is free. Leaders are spawned on the caller's
@@ -70,6 +72,21 @@ impl Batcher {
         self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// A free slot for a decision to go alone, when none is waiting for a batch: a lone
+    /// decision then skips the hop to a leader.
+    fn alone_slot(self: &Arc<Self>, conn: &Conn, script: &redis::Script) -> Option<Lead> {
+        if !self.queue().is_empty() {
+            return None;
+        }
+        let slot = self.slots.clone().try_acquire_owned().ok()?;
+        Some(Lead {
+            slot: Some(slot),
+            batcher: self.clone(),
+            conn: conn.clone(),
+            script: script.clone(),
+        })
+    }
+
     /// Queues a decision and makes sure a leader will send it.
     fn submit(self: &Arc<Self>, conn: &Conn, script: &redis::Script, p: Pending) {
         self.queue().push_back(p);
@@ -79,45 +96,55 @@ impl Batcher {
     /// Spawns a leader if a slot is free.
     fn lead(self: &Arc<Self>, conn: &Conn, script: &redis::Script) {
         if let Ok(slot) = self.slots.clone().try_acquire_owned() {
-            let (me, conn, script) = (self.clone(), conn.clone(), script.clone());
-            tokio::spawn(me.send(slot, conn, script));
+            let lead = Lead {
+                slot: Some(slot),
+                batcher: self.clone(),
+                conn: conn.clone(),
+                script: script.clone(),
+            };
+            tokio::spawn(lead.send());
         }
     }
+}
 
+/// A slot held for script calls. Dropping it, when its calls are done or its caller gave
+/// up, gives the slot back and then looks once more: a decision queued meanwhile by a caller
+/// that found every slot taken gets a leader now.
+struct Lead {
+    slot: Option<OwnedSemaphorePermit>,
+    batcher: Arc<Batcher>,
+    conn: Conn,
+    script: redis::Script,
+}
+
+impl Lead {
     /// Sends batches until none waits. Two yields before each batch let callers just woken by
-    /// an answer queue their next decision first, so batches stay large under load; a lone
-    /// decision waits two turns of the scheduler for them.
-    async fn send(
-        self: Arc<Self>,
-        slot: OwnedSemaphorePermit,
-        mut conn: Conn,
-        script: redis::Script,
-    ) {
+    /// an answer queue their next decision first, so batches stay large under load.
+    async fn send(mut self) {
         loop {
             tokio::task::yield_now().await;
             tokio::task::yield_now().await;
             let batch: Vec<Pending> = {
-                let mut queue = self.queue();
+                let mut queue = self.batcher.queue();
                 let n = queue.len().min(BATCH);
                 queue.drain(..n).collect()
             };
             if batch.is_empty() {
-                break;
+                return;
             }
-            let replies = invoke(&mut conn, &script, &batch).await;
+            let replies = invoke(&mut self.conn, &self.script, &batch).await;
             for (i, p) in batch.into_iter().enumerate() {
                 let _ = p.answer.send(answer(&replies, i));
             }
         }
-        self.finish(slot, &conn, &script);
     }
+}
 
-    /// Gives a leader's slot back, then looks once more: a decision queued after the
-    /// leader's last look, by a caller that found every slot taken, gets a leader now.
-    fn finish(self: &Arc<Self>, slot: OwnedSemaphorePermit, conn: &Conn, script: &redis::Script) {
-        drop(slot);
-        if !self.queue().is_empty() {
-            self.lead(conn, script);
+impl Drop for Lead {
+    fn drop(&mut self) {
+        drop(self.slot.take());
+        if !self.batcher.queue().is_empty() {
+            self.batcher.lead(&self.conn, &self.script);
         }
     }
 }
@@ -204,9 +231,11 @@ impl RedisBackend {
         if matches!(self.inner.conn, Conn::Cluster(_)) {
             return alone(&mut self.conn(), script, pending).await;
         }
-        self.inner
-            .limit_batches
-            .submit(&self.inner.conn, script, pending);
+        let batches = &self.inner.limit_batches;
+        if let Some(mut lead) = batches.alone_slot(&self.inner.conn, script) {
+            return alone(&mut lead.conn, script, pending).await;
+        }
+        batches.submit(&self.inner.conn, script, pending);
         match answered.await {
             Ok(answer) => answer,
             Err(_) => Err(Error::backend(
@@ -328,7 +357,7 @@ mod tests {
     use celeriac_core::limit::Algorithm;
     use celeriac_testkit::RedisServer;
 
-    /// The race `finish` closes: a decision queued while every slot was taken, just after the
+    /// The race a [`Lead`]'s drop closes: a decision queued while every slot was taken, just after the
     /// leaders' last look, is sent when a leader gives its slot back.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_decision_queued_while_every_slot_is_taken_is_sent_when_one_frees() {
@@ -360,11 +389,12 @@ mod tests {
         }
         // Every slot is taken, so nobody leads yet; a leader now finishes its last batch.
         let slot = held.pop().expect("a held slot");
-        batcher.finish(
-            slot,
-            &backend.inner.conn,
-            &backend.inner.scripts.check_limits,
-        );
+        drop(Lead {
+            slot: Some(slot),
+            batcher: batcher.clone(),
+            conn: backend.inner.conn.clone(),
+            script: backend.inner.scripts.check_limits.clone(),
+        });
         let decision = tokio::time::timeout(Duration::from_secs(30), caller)
             .await
             .expect("the queued decision is answered")
