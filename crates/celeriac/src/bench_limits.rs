@@ -1,8 +1,10 @@
 //! `celeriac bench limits`: limiter decisions per second on the store against the raw
 //! `EVALSHA` rate of a trivial script at the same concurrency, local decisions per second on
-//! one core, and the overhead a closed circuit breaker adds to a call.
+//! one core, the overhead a closed circuit breaker adds to a call, and what the tower layers
+//! ([`crate::bench_layers`]) add to a request.
 
 use crate::bench_breaker::{bench_breaker_overhead, BreakerOverhead};
+use crate::bench_layers::{bench_layers, LayerOverhead};
 use crate::limit::{LocalLimiter, Quota};
 use crate::{Backend, Error, ErrorKind, RateLimitStore, Result};
 use serde::Serialize;
@@ -20,6 +22,13 @@ pub struct LimitsBenchConfig {
     pub concurrency: usize,
     /// Distinct keys.
     pub keys: u64,
+    /// Calls per round of the breaker phase ([`BREAKER_CALLS`] in `celeriac bench limits`).
+    pub breaker_calls: u64,
+    /// Requests per round through each tower layer on one thread.
+    pub layer_requests: u64,
+    /// Requests through the rate-limit layer on the store at `concurrency` (and as many
+    /// store decisions in turns with them).
+    pub layer_store_requests: u64,
     /// The store's URL (the raw `EVALSHA` comparison runs on `redis://` only).
     pub url: String,
 }
@@ -43,12 +52,14 @@ pub struct LimitsBenchReport {
     pub local_decisions_per_s: f64,
     /// What a closed circuit breaker adds to a call (`celeriac bench breaker`'s figures).
     pub breaker: BreakerOverhead,
+    /// What the tower layers add to a request to a trivial service.
+    pub layers: LayerOverhead,
     /// Concurrent callers on the store.
     pub concurrency: usize,
 }
 
 /// Calls per round of the breaker phase.
-const BREAKER_CALLS: u64 = 5_000_000;
+pub const BREAKER_CALLS: u64 = 5_000_000;
 
 /// The quota every phase checks: generous, so decisions are mostly allowed and every one
 /// writes.
@@ -63,6 +74,16 @@ pub async fn run(backend: Arc<Backend>, cfg: &LimitsBenchConfig) -> Result<Limit
     let raw = raw_evalsha_per_s(cfg, false).await?;
     let same = raw_evalsha_per_s(cfg, true).await?;
     let ratio = |raw: Option<f64>| raw.map(|r| if r > 0.0 { store / r } else { 0.0 });
+    let breaker = bench_breaker_overhead(cfg.breaker_calls)?;
+    let layers = bench_layers(
+        &backend,
+        bench_quota(),
+        cfg.layer_requests,
+        cfg.layer_store_requests,
+        cfg.concurrency,
+        cfg.keys,
+    )
+    .await?;
     Ok(LimitsBenchReport {
         store_decisions_per_s: store,
         raw_evalsha_per_s: raw,
@@ -70,7 +91,8 @@ pub async fn run(backend: Arc<Backend>, cfg: &LimitsBenchConfig) -> Result<Limit
         raw_evalsha_same_args_per_s: same,
         store_ratio_same_args: ratio(same),
         local_decisions_per_s: local,
-        breaker: bench_breaker_overhead(BREAKER_CALLS)?,
+        breaker,
+        layers,
         concurrency: cfg.concurrency,
     })
 }

@@ -388,8 +388,8 @@ struct BenchArgs {
     /// What to measure: `jobs` (enqueue, processing, start latency), `cache` (L1 hits
     /// against raw moka, L2 hits against redis-benchmark, a stampede of 3 processes on one
     /// cold key), `limits` (limiter decisions on the store against raw EVALSHA of a trivial
-    /// script, local decisions on one core) or `breaker` (nanoseconds a closed circuit
-    /// breaker adds to a call).
+    /// script, local decisions on one core, what the rate-limit and breaker tower layers add
+    /// to a request) or `breaker` (nanoseconds a closed circuit breaker adds to a call).
     #[arg(value_enum, default_value = "jobs")]
     what: BenchWhat,
     /// Breaker: calls per round.
@@ -423,6 +423,17 @@ struct BenchArgs {
         default_value_t = 20_000_000
     )]
     local_decisions: u64,
+    /// Limits: requests per round through each tower layer on one thread.
+    #[arg(long, env = "CELERIAC_BENCH_LAYER_REQUESTS", default_value_t = 200_000)]
+    layer_requests: u64,
+    /// Limits: requests through the rate-limit layer on the store (and as many store
+    /// decisions in turns with them).
+    #[arg(
+        long,
+        env = "CELERIAC_BENCH_LAYER_STORE_REQUESTS",
+        default_value_t = 50_000
+    )]
+    layer_store_requests: u64,
     /// Jobs to enqueue and process.
     #[arg(
         long,
@@ -540,9 +551,17 @@ async fn run_cache_bench(url: Option<&str>, args: BenchArgs) -> CliResult {
 }
 
 async fn run_limits_bench(url: Option<&str>, args: BenchArgs) -> CliResult {
-    if args.decisions == 0 || args.local_decisions == 0 || args.keys == 0 || args.concurrency == 0 {
+    if args.decisions == 0
+        || args.local_decisions == 0
+        || args.layer_requests == 0
+        || args.layer_store_requests == 0
+        || args.keys == 0
+        || args.concurrency == 0
+    {
         return Err(CliError(
-            "--decisions, --local-decisions, --keys and --concurrency must be at least 1".into(),
+            "--decisions, --local-decisions, --layer-requests, --layer-store-requests, --keys \
+             and --concurrency must be at least 1"
+                .into(),
         ));
     }
     let (url, _scratch) = match url {
@@ -558,6 +577,9 @@ async fn run_limits_bench(url: Option<&str>, args: BenchArgs) -> CliResult {
         local_decisions: args.local_decisions,
         concurrency: args.concurrency,
         keys: args.keys,
+        breaker_calls: crate::bench_limits::BREAKER_CALLS,
+        layer_requests: args.layer_requests,
+        layer_store_requests: args.layer_store_requests,
         url: url.clone(),
     };
     let spinner = progress_bar(0, "measuring the rate limiters");
@@ -603,6 +625,19 @@ async fn run_limits_bench(url: Option<&str>, args: BenchArgs) -> CliResult {
         "breaker overhead {:>10.1} ns per guarded call, time window ({:.1} ns guarded)",
         b.overhead_time_ns(),
         b.guarded_time_ns
+    );
+    let l = &report.layers;
+    println!(
+        "layer, local    {:>12.0}/s   RateLimitLayer over a local limiter, one thread: {:.0} ns per request, overhead {:.0} ns ({:.0} ns bare)",
+        l.rate_limit_local_per_s, l.rate_limit_local_ns, l.rate_limit_local_overhead_ns, l.bare_ns
+    );
+    println!(
+        "layer, store    {:>12.0}/s   RateLimitLayer over the store (concurrency {}): ratio {:.2}× of the {:.0} store decisions/s measured in turns with it",
+        l.rate_limit_store_per_s, report.concurrency, l.rate_limit_store_ratio, l.store_decisions_per_s
+    );
+    println!(
+        "breaker layer   {:>11.1} ns per request, HTTP CircuitBreakerLayer, closed, count window ({:.1} ns layered, {:.1} ns bare)",
+        l.breaker_overhead_ns, l.breaker_ns, l.bare_ns
     );
     Ok(())
 }

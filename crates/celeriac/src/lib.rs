@@ -39,6 +39,8 @@ pub mod bench_breaker;
 #[cfg(feature = "cli")]
 pub mod bench_cache;
 #[cfg(feature = "cli")]
+pub mod bench_layers;
+#[cfg(feature = "cli")]
 pub mod bench_limits;
 mod cache_warm;
 mod cached;
