@@ -102,6 +102,33 @@ async fn several_quotas_and_legacy_headers() {
 }
 
 #[tokio::test]
+async fn a_key_with_its_own_quotas_shows_its_own_policy() {
+    let store = Arc::new(SqliteBackend::memory().await.expect("sqlite"));
+    let limiter = RateLimiter::builder(store)
+        .quota(Quota::per_minute(60))
+        .override_key("header:x-api-key:premium", vec![Quota::per_minute(600)])
+        .clock(Arc::new(ManualClock::new(T0)))
+        .build()
+        .expect("limiter");
+    let app = app(RateLimitLayer::new(
+        limiter,
+        KeyExtractor::header("x-api-key"),
+    ));
+    let premium = send(&app, with_key("premium")).await;
+    assert_eq!(
+        h(&premium, "ratelimit-policy"),
+        Some("\"default\";q=600;w=60")
+    );
+    let plain = send(&app, with_key("plain")).await;
+    assert_eq!(h(&plain, "ratelimit-policy"), Some("\"default\";q=60;w=60"));
+    let premium = send(&app, with_key("premium")).await;
+    assert_eq!(
+        h(&premium, "ratelimit-policy"),
+        Some("\"default\";q=600;w=60")
+    );
+}
+
+#[tokio::test]
 async fn a_missing_or_bad_key_is_a_400() {
     let layer = RateLimitLayer::new(
         limiter(vec![Quota::per_minute(5)]).await,

@@ -363,6 +363,11 @@ impl<S: RateLimitStore> RateLimiter<S> {
         self.inner.shadow
     }
 
+    /// The quotas of every key without an override or a tier of its own.
+    pub fn default_quotas(&self) -> Arc<[Quota]> {
+        self.inner.quotas.clone()
+    }
+
     /// The quotas that apply to `key` (an override, or the default ones).
     pub fn quotas_for(&self, key: &str) -> Arc<[Quota]> {
         if let Some(q) = self.inner.overrides.get(key) {

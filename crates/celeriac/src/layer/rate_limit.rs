@@ -28,10 +28,11 @@
 //!   `X-RateLimit-Remaining` and `X-RateLimit-Reset` (seconds from now). In shadow mode no
 //!   header is added and nothing is denied.
 
-use crate::limit::{RateLimiter, Source, Verdict};
+use crate::limit::{Quota, RateLimiter, Source, Verdict};
 use crate::RateLimitStore;
 use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 use http::{Extensions, HeaderMap, Method, Request, Response, StatusCode, Uri};
+use std::fmt::Write as _;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Deref;
@@ -172,7 +173,12 @@ pub struct RateLimitLayer<S> {
     key: KeyExtractor,
     cost: Option<CostFn>,
     legacy: bool,
+    /// The `RateLimit-Policy` of the default quotas, written once.
+    policy: Policy,
 }
+
+/// Quotas and their `RateLimit-Policy` header value.
+type Policy = Arc<(Arc<[Quota]>, Option<HeaderValue>)>;
 
 impl<S> Clone for RateLimitLayer<S> {
     fn clone(&self) -> Self {
@@ -181,6 +187,7 @@ impl<S> Clone for RateLimitLayer<S> {
             key: self.key.clone(),
             cost: self.cost.clone(),
             legacy: self.legacy,
+            policy: self.policy.clone(),
         }
     }
 }
@@ -199,11 +206,14 @@ impl<S: RateLimitStore> RateLimitLayer<S> {
     /// A layer over `limiter`, each request keyed by `key` (with axum, the client's address
     /// is `KeyExtractor::client_ip::<ConnectInfo<SocketAddr>>()`).
     pub fn new(limiter: RateLimiter<S>, key: KeyExtractor) -> Self {
+        let quotas = limiter.default_quotas();
+        let policy = Arc::new((quotas.clone(), header(policy(&quotas))));
         RateLimitLayer {
             limiter,
             key,
             cost: None,
             legacy: false,
+            policy,
         }
     }
 
@@ -227,12 +237,7 @@ impl<S, Svc> tower::Layer<Svc> for RateLimitLayer<S> {
     fn layer(&self, inner: Svc) -> Self::Service {
         RateLimit {
             inner,
-            layer: RateLimitLayer {
-                limiter: self.limiter.clone(),
-                key: self.key.clone(),
-                cost: self.cost.clone(),
-                legacy: self.legacy,
-            },
+            layer: self.clone(),
         }
     }
 }
@@ -270,8 +275,31 @@ fn header(value: String) -> Option<HeaderValue> {
     HeaderValue::from_str(&value).ok()
 }
 
-/// Writes the rate-limit headers of `verdict` into `headers`.
-fn write_headers(headers: &mut HeaderMap, verdict: &Verdict, legacy: bool, denied: bool) {
+/// The `RateLimit-Policy` value of `quotas`: `"default";q=100;w=60, …`.
+fn policy(quotas: &[Quota]) -> String {
+    let mut out = String::new();
+    for (i, q) in quotas.iter().enumerate() {
+        let sep = if i == 0 { "" } else { ", " };
+        let _ = write!(
+            out,
+            "{sep}\"{}\";q={};w={}",
+            q.policy_name(),
+            q.limit(),
+            secs_up(q.window()).max(1)
+        );
+    }
+    out
+}
+
+/// Writes the rate-limit headers of `verdict` into `headers`; `known` is the policy header
+/// of the limiter's default quotas.
+fn write_headers(
+    headers: &mut HeaderMap,
+    verdict: &Verdict,
+    legacy: bool,
+    denied: bool,
+    known: &Policy,
+) {
     if denied {
         if let Some(retry) = verdict.decision.retry_after {
             headers.insert(RETRY_AFTER, HeaderValue::from(secs_up(retry).max(1)));
@@ -281,24 +309,16 @@ fn write_headers(headers: &mut HeaderMap, verdict: &Verdict, legacy: bool, denie
     if matches!(verdict.source, Source::FailedOpen) {
         return;
     }
-    let policy = verdict
-        .quotas
-        .iter()
-        .map(|q| {
-            format!(
-                "\"{}\";q={};w={}",
-                q.policy_name(),
-                q.limit(),
-                secs_up(q.window()).max(1)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
+    let policy = if Arc::ptr_eq(&verdict.quotas, &known.0) {
+        known.1.clone()
+    } else {
+        header(policy(&verdict.quotas))
+    };
     let d = &verdict.decision;
     let reset = secs_up(d.reset_after);
     let state = format!("\"{}\";r={};t={}", quota.policy_name(), d.remaining, reset);
-    for (name, value) in [("ratelimit-policy", policy), ("ratelimit", state)] {
-        if let Some(v) = header(value) {
+    for (name, value) in [("ratelimit-policy", policy), ("ratelimit", header(state))] {
+        if let Some(v) = value {
             headers.insert(HeaderName::from_static(name), v);
         }
     }
@@ -369,12 +389,18 @@ where
                     StatusCode::TOO_MANY_REQUESTS,
                     "too many requests; retry after the time in Retry-After".to_string(),
                 );
-                write_headers(r.headers_mut(), &verdict, layer.legacy, true);
+                write_headers(r.headers_mut(), &verdict, layer.legacy, true, &layer.policy);
                 return Ok(r);
             }
             let mut response = inner.call(req).await?;
             if !shadow {
-                write_headers(response.headers_mut(), &verdict, layer.legacy, false);
+                write_headers(
+                    response.headers_mut(),
+                    &verdict,
+                    layer.legacy,
+                    false,
+                    &layer.policy,
+                );
             }
             Ok(response)
         })
