@@ -219,12 +219,14 @@ impl RedisBackend {
             check_policy(&connector).await?;
         }
         let (done, _) = broadcast::channel(4096);
+        let scripts = Scripts::new();
+        let limit_batches = limit::Batcher::new(conn.clone(), scripts.check_limits.clone());
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
                 connector,
                 conn,
-                scripts: Scripts::new(),
+                scripts,
                 known_queues: Mutex::new(HashSet::new()),
                 work: watch::Sender::new(0),
                 waiting: watch::Sender::new(0),
@@ -232,7 +234,7 @@ impl RedisBackend {
                 done,
                 listening: AtomicBool::new(false),
                 stop: CancellationToken::new(),
-                limit_batches: limit::Batcher::new(),
+                limit_batches,
             }),
         })
     }

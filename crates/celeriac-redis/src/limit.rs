@@ -57,13 +57,18 @@ pub(crate) struct Pending {
 pub(crate) struct Batcher {
     waiting: Mutex<VecDeque<Pending>>,
     slots: Arc<Semaphore>,
+    /// The connection and `checkLimits-N`, for every call of a decision.
+    conn: Conn,
+    script: redis::Script,
 }
 
 impl Batcher {
-    pub(crate) fn new() -> Arc<Batcher> {
+    pub(crate) fn new(conn: Conn, script: redis::Script) -> Arc<Batcher> {
         Arc::new(Batcher {
             waiting: Mutex::new(VecDeque::new()),
             slots: Arc::new(Semaphore::new(IN_FLIGHT)),
+            conn,
+            script,
         })
     }
 
@@ -72,36 +77,37 @@ impl Batcher {
         self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A free slot for a decision to go alone, when none is waiting for a batch: a lone
-    /// decision then skips the hop to a leader.
-    fn alone_slot(self: &Arc<Self>, conn: &Conn, script: &redis::Script) -> Option<Lead> {
-        if !self.queue().is_empty() {
-            return None;
-        }
+    /// A free slot, if there is one.
+    fn slot(self: &Arc<Self>) -> Option<Lead> {
         let slot = self.slots.clone().try_acquire_owned().ok()?;
         Some(Lead {
             slot: Some(slot),
             batcher: self.clone(),
-            conn: conn.clone(),
-            script: script.clone(),
         })
     }
 
-    /// Queues a decision and makes sure a leader will send it.
-    fn submit(self: &Arc<Self>, conn: &Conn, script: &redis::Script, p: Pending) {
+    /// Makes one decision: alone if a slot is free and nothing waits (a lone decision skips
+    /// the hop to a leader), otherwise in the next batch.
+    async fn decide(self: &Arc<Self>, p: Pending, answered: oneshot::Receiver<Answer>) -> Answer {
+        if self.queue().is_empty() {
+            if let Some(_held) = self.slot() {
+                return alone(&mut self.conn.clone(), &self.script, p).await;
+            }
+        }
         self.queue().push_back(p);
-        self.lead(conn, script);
+        self.lead();
+        match answered.await {
+            Ok(answer) => answer,
+            Err(_) => Err(Error::backend(
+                ErrorKind::Retry,
+                "the rate-limit batch ended without an answer",
+            )),
+        }
     }
 
     /// Spawns a leader if a slot is free.
-    fn lead(self: &Arc<Self>, conn: &Conn, script: &redis::Script) {
-        if let Ok(slot) = self.slots.clone().try_acquire_owned() {
-            let lead = Lead {
-                slot: Some(slot),
-                batcher: self.clone(),
-                conn: conn.clone(),
-                script: script.clone(),
-            };
+    fn lead(self: &Arc<Self>) {
+        if let Some(lead) = self.slot() {
             tokio::spawn(lead.send());
         }
     }
@@ -113,14 +119,13 @@ impl Batcher {
 struct Lead {
     slot: Option<OwnedSemaphorePermit>,
     batcher: Arc<Batcher>,
-    conn: Conn,
-    script: redis::Script,
 }
 
 impl Lead {
     /// Sends batches until none waits. Two yields before each batch let callers just woken by
     /// an answer queue their next decision first, so batches stay large under load.
-    async fn send(mut self) {
+    async fn send(self) {
+        let mut conn = self.batcher.conn.clone();
         loop {
             tokio::task::yield_now().await;
             tokio::task::yield_now().await;
@@ -132,7 +137,7 @@ impl Lead {
             if batch.is_empty() {
                 return;
             }
-            let replies = invoke(&mut self.conn, &self.script, &batch).await;
+            let replies = invoke(&mut conn, &self.batcher.script, &batch).await;
             for (i, p) in batch.into_iter().enumerate() {
                 let _ = p.answer.send(answer(&replies, i));
             }
@@ -144,7 +149,7 @@ impl Drop for Lead {
     fn drop(&mut self) {
         drop(self.slot.take());
         if !self.batcher.queue().is_empty() {
-            self.batcher.lead(&self.conn, &self.script);
+            self.batcher.lead();
         }
     }
 }
@@ -227,22 +232,11 @@ fn reply_error(what: &str, reply: impl std::fmt::Debug) -> Error {
 impl RedisBackend {
     /// One decision's five numbers: through the batches, or alone on Cluster.
     async fn decide(&self, pending: Pending, answered: oneshot::Receiver<Answer>) -> Answer {
-        let script = &self.inner.scripts.check_limits;
         if matches!(self.inner.conn, Conn::Cluster(_)) {
+            let script = &self.inner.scripts.check_limits;
             return alone(&mut self.conn(), script, pending).await;
         }
-        let batches = &self.inner.limit_batches;
-        if let Some(mut lead) = batches.alone_slot(&self.inner.conn, script) {
-            return alone(&mut lead.conn, script, pending).await;
-        }
-        batches.submit(&self.inner.conn, script, pending);
-        match answered.await {
-            Ok(answer) => answer,
-            Err(_) => Err(Error::backend(
-                ErrorKind::Retry,
-                "the rate-limit batch ended without an answer",
-            )),
-        }
+        self.inner.limit_batches.decide(pending, answered).await
     }
 }
 
@@ -357,8 +351,8 @@ mod tests {
     use celeriac_core::limit::Algorithm;
     use celeriac_testkit::RedisServer;
 
-    /// The race a [`Lead`]'s drop closes: a decision queued while every slot was taken, just after the
-    /// leaders' last look, is sent when a leader gives its slot back.
+    /// The race a [`Lead`]'s drop closes: a decision queued while every slot was taken, just
+    /// after the leaders' last look, is sent when a leader gives its slot back.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_decision_queued_while_every_slot_is_taken_is_sent_when_one_frees() {
         let server = RedisServer::start().await.expect("redis-server starts");
@@ -392,8 +386,6 @@ mod tests {
         drop(Lead {
             slot: Some(slot),
             batcher: batcher.clone(),
-            conn: backend.inner.conn.clone(),
-            script: backend.inner.scripts.check_limits.clone(),
         });
         let decision = tokio::time::timeout(Duration::from_secs(30), caller)
             .await
