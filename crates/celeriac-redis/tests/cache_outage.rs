@@ -12,14 +12,18 @@ use std::time::{Duration, Instant};
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
+/// A private redis-server and a backend on it.
+async fn redis() -> (RedisServer, Arc<RedisBackend>) {
+    let server = RedisServer::start().await.expect("redis-server starts");
+    let backend = RedisBackend::connect(&server.url())
+        .await
+        .expect("connects");
+    (server, Arc::new(backend))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cache_serves_through_a_redis_outage_and_returns_to_its_l2() {
-    let mut server = RedisServer::start().await.expect("redis-server starts");
-    let backend = Arc::new(
-        RedisBackend::connect(&server.url())
-            .await
-            .expect("connects"),
-    );
+    let (mut server, backend) = redis().await;
     let cache: Cache<str, String, RedisBackend> = Cache::builder("outage")
         .ttl(Duration::from_secs(600))
         .l2_timeout(Duration::from_millis(200))
@@ -106,12 +110,7 @@ async fn the_cache_serves_through_a_redis_outage_and_returns_to_its_l2() {
 /// that time sent a message it could not hear.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cache_built_during_an_outage_drops_what_it_held_once_it_subscribes() {
-    let mut server = RedisServer::start().await.expect("redis-server starts");
-    let backend = Arc::new(
-        RedisBackend::connect(&server.url())
-            .await
-            .expect("connects"),
-    );
+    let (mut server, backend) = redis().await;
     let build = || async {
         let cache: Cache<str, String, RedisBackend> = Cache::builder("late")
             .ttl(Duration::from_secs(600))
