@@ -2,7 +2,7 @@
 //!
 //! Stores never read the clock: every call that depends on time takes `now`.
 
-use crate::clock::UnixMs;
+use crate::clock::{StoreClock, UnixMs};
 use crate::error::Result;
 use crate::job::{ErrorInfo, Job, JobId, JobInfo, JobState};
 use serde::{Deserialize, Serialize};
@@ -186,7 +186,7 @@ impl QueueStats {
 }
 
 /// Queues of jobs under fenced leases: the part of a backend workers need.
-pub trait Broker: Send + Sync + 'static {
+pub trait Broker: StoreClock {
     /// Stores jobs atomically (all or none). A job whose `run_at` is after `now` is scheduled.
     ///
     /// Returns, for each job, the id of the job that stands for it: its own, or for a unique
@@ -500,7 +500,7 @@ pub struct ScheduleState {
 
 /// Leader leases with fencing tokens, and the state of periodic schedules: what the
 /// scheduler (`celeriac beat`) needs from a store.
-pub trait Coordinator: Send + Sync + 'static {
+pub trait Coordinator: StoreClock {
     /// Takes the lease `name` for `holder` until `now + ttl` when it is free, expired, or
     /// already held by `holder` (a renewal). Returns the fencing token while held: it grows
     /// each time the lease changes hands and stays the same across renewals.
@@ -580,7 +580,7 @@ impl KvSubscription {
 /// level (L2) of the cache, shared by every process.
 ///
 /// Keys are at most [`KvStore::MAX_KEY_LEN`] bytes; callers hash longer ones.
-pub trait KvStore: Send + Sync + 'static {
+pub trait KvStore: StoreClock {
     /// The longest key a store accepts.
     const MAX_KEY_LEN: usize = 1024;
 
@@ -673,7 +673,7 @@ pub fn check_kv_ttl(key: &str, ttl: Duration) -> Result<()> {
 /// Keys are at most [`crate::limit::MAX_KEY_LEN`] bytes and not empty; a bad key, quota or
 /// cost is an [`Error::Config`](crate::Error::Config), never a panic (see
 /// [`crate::limit::check_request`]). `now` is passed in: stores never read the clock.
-pub trait RateLimitStore: Send + Sync + 'static {
+pub trait RateLimitStore: StoreClock {
     /// Checks every quota for `key` at `now` and, only if all of them allow it, charges `cost`
     /// to each, in one atomic step. Returns the most restrictive quota's decision.
     fn check_limits(
@@ -801,7 +801,7 @@ pub enum BreakerCommand {
 /// (with a quorum of instances) and hands out a bounded number of half-open probes with
 /// compare-and-set and expiry. Every key of a breaker expires ([`BreakerPolicy::ttl_ms`]
 /// after its last write); a forgotten breaker is closed.
-pub trait BreakerStore: Send + Sync + 'static {
+pub trait BreakerStore: StoreClock {
     /// Adds an instance's signal to the window of breaker `name` and judges it: a closed
     /// breaker opens when the window holds `min_calls`, reaches a threshold, and `quorum`
     /// instances each reach it too. Returns the state after.

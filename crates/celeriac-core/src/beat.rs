@@ -22,7 +22,7 @@
 
 use crate::backend::{Broker, Coordinator, ScheduleState};
 use crate::client::JobOptions;
-use crate::clock::{duration_ms, Clock, SystemClock, UnixMs};
+use crate::clock::{duration_ms, Clock, UnixMs};
 use crate::error::{Error, Result};
 use crate::job::{Job, Unique, UniqueFor};
 use crate::schedule::{check_tasks, check_unique_names, tick_key, Schedule};
@@ -162,17 +162,17 @@ impl<B> std::fmt::Debug for Beat<B> {
 }
 
 impl<B: Broker + Coordinator> Beat<B> {
-    /// A beat for `schedules` with default settings and the system clock.
+    /// A beat for `schedules` with default settings and the store's fleet clock.
     ///
     /// # Errors
     /// Two schedules with one name.
     pub fn new(backend: Arc<B>, schedules: Vec<Schedule>) -> Result<Self> {
         check_unique_names(&schedules)?;
         Ok(Self {
+            clock: backend.fleet_clock(),
             backend,
             schedules: schedules.into(),
             registry: None,
-            clock: Arc::new(SystemClock),
             config: BeatConfig::default(),
             shutdown: CancellationToken::new(),
             stats: Arc::new(BeatStats::default()),

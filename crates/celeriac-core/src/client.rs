@@ -1,7 +1,7 @@
 //! Enqueueing jobs and following them: [`Client`], [`Enqueue`] and [`JobHandle`].
 
 use crate::backend::{Broker, CancelOutcome, ResultStore, WorkflowStore};
-use crate::clock::{duration_ms, Clock, SystemClock, UnixMs};
+use crate::clock::{duration_ms, Clock, UnixMs};
 use crate::error::{Error, Result};
 use crate::job::{Job, JobId, JobInfo, JobState, Priority, Unique, UniqueFor};
 use crate::task::{Registry, Task, TaskOptions};
@@ -42,9 +42,10 @@ impl<B: Broker + ResultStore> AsClient for Client<B> {
 }
 
 impl<B: Broker + ResultStore> Client<B> {
-    /// A client over `backend` using the system clock.
+    /// A client over `backend` using the store's fleet clock.
     pub fn new(backend: Arc<B>) -> Self {
-        Self::with_clock(backend, Arc::new(SystemClock))
+        let clock = backend.fleet_clock();
+        Self::with_clock(backend, clock)
     }
 
     /// A client with an injected clock (tests).

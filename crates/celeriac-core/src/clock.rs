@@ -1,8 +1,15 @@
 //! Time as an argument: the worker reads a [`Clock`], stores take `now` from their callers.
+//! By default that clock is the store's [`FleetClock`], so processes on hosts whose wall
+//! clocks disagree still agree on `now`.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+mod fleet;
+pub use fleet::{
+    FleetClock, Reading, StoreClock, TimeSource, OFFSET_WARNING, RESYNC_EVERY, STEP_WARNING,
+};
 
 /// Milliseconds since the Unix epoch, the unit every store works in.
 pub type UnixMs = i64;

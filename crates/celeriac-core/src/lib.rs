@@ -44,7 +44,7 @@ pub use backend::{
 };
 pub use beat::{Beat, BeatConfig};
 pub use client::{AsClient, Client, Enqueue, JobHandle, JobOptions};
-pub use clock::{Clock, ManualClock, SystemClock, UnixMs, WarpedClock};
+pub use clock::{Clock, FleetClock, ManualClock, StoreClock, SystemClock, UnixMs, WarpedClock};
 pub use error::{Error, ErrorKind, Result};
 pub use job::{
     Encoding, ErrorInfo, Job, JobId, JobInfo, JobState, Priority, Progress, Unique, UniqueFor,

@@ -5,7 +5,7 @@ use crate::backend::{
     Broker, ClaimRequest, Claimed, Completion, LeaseRef, Outcome, ResultStore, WorkflowStore,
 };
 use crate::breaker::{Admission, Rejected, Verdict};
-use crate::clock::{duration_ms, Clock, SystemClock, UnixMs};
+use crate::clock::{duration_ms, Clock, UnixMs};
 use crate::error::{Error, Result};
 use crate::job::{ErrorInfo, JobId};
 use crate::task::{panic_message, ProgressSink, Registry, RunError, TaskContext};
@@ -276,12 +276,12 @@ impl<B: ResultStore> ProgressSink for ProgressOver<B> {
 }
 
 impl<B: Broker + ResultStore + WorkflowStore> Worker<B> {
-    /// A worker with default settings and the system clock.
+    /// A worker with default settings and the store's fleet clock.
     pub fn new(backend: Arc<B>, registry: Arc<Registry>) -> Self {
         Self {
+            clock: backend.fleet_clock(),
             backend,
             registry,
-            clock: Arc::new(SystemClock),
             config: WorkerConfig::default(),
             shutdown: Shutdown {
                 graceful: CancellationToken::new(),

@@ -20,7 +20,7 @@ use crate::{Inner, SqliteBackend};
 use celeriac_core::backend::{
     check_kv_key, check_kv_ttl, KvEntry, KvEvent, KvStore, KvSubscription,
 };
-use celeriac_core::clock::{duration_ms, system_now_ms, UnixMs};
+use celeriac_core::clock::{duration_ms, Clock, UnixMs};
 use celeriac_core::error::{Error, Result};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::sync::Weak;
@@ -275,7 +275,7 @@ impl KvStore for SqliteBackend {
         let channel = channel.to_string();
         // The trait gives no `now`: the stamp only serves the retention of the events table,
         // never a deadline a caller relies on.
-        let at = system_now_ms();
+        let at = self.inner.clock.now_ms();
         self.inner
             .writer
             .call(move |c| publish(c, &channel, &message, at))

@@ -35,6 +35,7 @@
 //! optional `?synchronous=full|normal&busy_timeout_ms=10000&dead_ttl_s=604800`.
 
 mod breaker;
+mod clock;
 mod coord;
 mod flow;
 mod kv;
@@ -46,7 +47,7 @@ use celeriac_core::backend::{
     Broker, CancelOutcome, ClaimRequest, Claimed, Completion, LeaseRef, QueueStats, ReapReport,
     ResultStore,
 };
-use celeriac_core::clock::UnixMs;
+use celeriac_core::clock::{FleetClock, StoreClock, UnixMs, RESYNC_EVERY};
 use celeriac_core::error::{Error, ErrorKind, Result};
 use celeriac_core::job::{JobId, JobInfo};
 use rusqlite::{Connection, OpenFlags};
@@ -181,6 +182,8 @@ struct Inner {
     done: watch::Sender<u64>,
     /// Moves on every broadcast published in this process, to wake its subscriptions.
     kv_wake: watch::Sender<u64>,
+    /// The fleet's clock: the file's anchor on the host's boot clock (see `clock.rs`).
+    clock: Arc<FleetClock>,
 }
 
 impl std::fmt::Debug for SqliteBackend {
@@ -221,15 +224,25 @@ impl SqliteBackend {
             None => "celeriac-sqlite:memory".to_string(),
         };
         let writer = Writer::spawn(conn, name)?;
-        Ok(Self {
-            inner: Arc::new(Inner {
-                writer,
-                config,
-                work: watch::Sender::new(0),
-                done: watch::Sender::new(0),
-                kv_wake: watch::Sender::new(0),
-            }),
-        })
+        let inner = Arc::new(Inner {
+            writer,
+            config,
+            work: watch::Sender::new(0),
+            done: watch::Sender::new(0),
+            kv_wake: watch::Sender::new(0),
+            clock: Arc::new(FleetClock::unsynced()),
+        });
+        let time = clock::HostTime {
+            inner: Arc::downgrade(&inner),
+            boot: clock::boot_id(),
+        };
+        inner.clock.sync(&time, 1).await?;
+        inner.clock.spawn_sync(
+            time,
+            RESYNC_EVERY,
+            tokio_util::sync::CancellationToken::new(),
+        );
+        Ok(Self { inner })
     }
 
     /// The settings in use.
@@ -351,6 +364,12 @@ fn open_connection(config: &SqliteConfig) -> Result<Connection> {
     }
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
+}
+
+impl StoreClock for SqliteBackend {
+    fn fleet_clock(&self) -> Arc<FleetClock> {
+        self.inner.clock.clone()
+    }
 }
 
 impl Broker for SqliteBackend {

@@ -201,3 +201,12 @@ CREATE TABLE IF NOT EXISTS celeriac_breaker_probes (
     expires_at INTEGER NOT NULL,               -- ms
     PRIMARY KEY (name, token)
 ) WITHOUT ROWID;
+-- The fleet's clock (see clock.rs): the wall time the processes agreed on when the host's boot
+-- clock read `boot_ms`, in this boot of the host. One row.
+CREATE TABLE IF NOT EXISTS celeriac_clock (
+    id        INTEGER PRIMARY KEY CHECK (id = 1),
+    boot_id   TEXT NOT NULL,
+    wall_ms   INTEGER NOT NULL,                -- ms since the epoch
+    boot_ms   INTEGER NOT NULL,                -- the boot clock at wall_ms
+    slewed_at INTEGER NOT NULL                 -- the boot clock at the anchor's last move
+);

@@ -28,9 +28,13 @@
 //!   [`celeriac_core::WorkflowStore::workflow_wait`] wakes on that subscription too.
 //!
 //! # Clock
-//! `now` comes from the caller (the worker's clock) in ARGV, never from Redis `TIME`: the same
-//! contract as every store (tests drive time), and scripts stay deterministic. Workers' clocks
-//! must agree to well within a lease (NTP does that).
+//! `now` comes from the caller in ARGV: the same contract as every store (tests drive time),
+//! and scripts stay deterministic. The caller's clock is the fleet's
+//! ([`celeriac_core::clock::FleetClock`]): the server's `TIME`, read at connect (best of five
+//! round trips) and every ten seconds after, carried forward on the monotonic clock in
+//! between. So workers whose hosts' wall clocks disagree, or step, still agree on `now` to
+//! within half a round trip; what remains is a step of the Redis server's own clock, which
+//! every process follows at its next reading.
 //!
 //! # Key layout
 //! With the default prefix `celeriac` and a queue `emails`, every key of the queue carries the
@@ -109,6 +113,7 @@
 //! already needs), and is the client most Rust services already depend on.
 
 mod breaker;
+mod clock;
 mod codec;
 mod config;
 mod conn;
@@ -125,7 +130,7 @@ use celeriac_core::backend::{
     Broker, CancelOutcome, ClaimRequest, Claimed, Completion, LeaseRef, Outcome, QueueStats,
     ReapReport, ResultStore,
 };
-use celeriac_core::clock::{duration_ms, UnixMs};
+use celeriac_core::clock::{duration_ms, FleetClock, StoreClock, UnixMs, RESYNC_EVERY};
 use celeriac_core::error::{Error, ErrorKind, Result};
 use celeriac_core::job::{Job, JobId, JobInfo, JobState};
 use codec::Fields;
@@ -169,6 +174,8 @@ struct Inner {
     stop: CancellationToken,
     /// Where rate-limit decisions wait for their batch.
     limit_batches: Arc<limit::Batcher>,
+    /// The fleet's clock: the server's `TIME`, read again every [`RESYNC_EVERY`].
+    clock: Arc<FleetClock>,
 }
 
 impl Drop for Inner {
@@ -221,6 +228,16 @@ impl RedisBackend {
         let (done, _) = broadcast::channel(4096);
         let scripts = Scripts::new();
         let limit_batches = limit::Batcher::new(conn.clone(), scripts.check_limits.clone());
+        let stop = CancellationToken::new();
+        let fleet = Arc::new(FleetClock::unsynced());
+        let time = clock::RedisTime::new(conn.clone(), scripts.fleet_time.clone(), &config.prefix);
+        fleet.sync(&time, 5).await.map_err(|e| {
+            Error::backend(
+                e.kind(),
+                format!("cannot read the Redis server's clock: {e}"),
+            )
+        })?;
+        fleet.spawn_sync(time, RESYNC_EVERY, stop.clone());
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
@@ -233,8 +250,9 @@ impl RedisBackend {
                 watched: Mutex::new(HashSet::new()),
                 done,
                 listening: AtomicBool::new(false),
-                stop: CancellationToken::new(),
+                stop,
                 limit_batches,
+                clock: fleet,
             }),
         })
     }
@@ -561,6 +579,12 @@ fn lease_args(group: &[(usize, LeaseRef)]) -> Vec<Vec<u8>> {
 
 fn num(n: i64) -> Vec<u8> {
     n.to_string().into_bytes()
+}
+
+impl StoreClock for RedisBackend {
+    fn fleet_clock(&self) -> Arc<FleetClock> {
+        self.inner.clock.clone()
+    }
 }
 
 impl Broker for RedisBackend {

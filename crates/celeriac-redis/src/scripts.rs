@@ -73,6 +73,7 @@ pub(crate) struct Scripts {
     pub(crate) finish_probe: Script,
     pub(crate) command_breaker: Script,
     pub(crate) status_breaker: Script,
+    pub(crate) fleet_time: Script,
 }
 
 impl Scripts {
@@ -106,6 +107,7 @@ impl Scripts {
             finish_probe: breaker_script!("finishProbe-3.lua"),
             command_breaker: breaker_script!("commandBreaker-3.lua"),
             status_breaker: breaker_script!("statusBreaker-3.lua"),
+            fleet_time: plain_script!("fleetTime-1.lua"),
         }
     }
 }

@@ -56,6 +56,12 @@ macro_rules! forward {
     };
 }
 
+impl celeriac_core::StoreClock for Backend {
+    fn fleet_clock(&self) -> std::sync::Arc<celeriac_core::FleetClock> {
+        forward!(self, b => b.fleet_clock())
+    }
+}
+
 impl Broker for Backend {
     async fn enqueue(&self, jobs: Vec<Job>, now: UnixMs) -> Result<Vec<JobId>> {
         forward!(self, b => b.enqueue(jobs, now).await)

@@ -1,6 +1,6 @@
 //! The application: a backend chosen by URL, the registered tasks, and a client.
 
-use crate::{Client, Clock, Registry, Result, SystemClock, Task, TaskDef, Worker};
+use crate::{Client, Clock, Registry, Result, Task, TaskDef, Worker};
 use celeriac_core::schedule::{self, Schedule};
 use celeriac_core::{AsClient, Beat};
 use std::path::PathBuf;
@@ -97,7 +97,7 @@ impl AsClient for App {
 pub struct AppBuilder {
     url: Option<String>,
     registry: Registry,
-    clock: Arc<dyn Clock>,
+    clock: Option<Arc<dyn Clock>>,
     schedules: Vec<Schedule>,
     schedule_files: Vec<PathBuf>,
     shared_breakers: Vec<(
@@ -111,7 +111,7 @@ impl Default for AppBuilder {
         Self {
             url: None,
             registry: Registry::new(),
-            clock: Arc::new(SystemClock),
+            clock: None,
             schedules: Vec::new(),
             schedule_files: Vec::new(),
             shared_breakers: Vec::new(),
@@ -193,9 +193,9 @@ impl AppBuilder {
         self
     }
 
-    /// Uses an injected clock (tests).
+    /// Uses an injected clock (tests) in place of the store's fleet clock.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
+        self.clock = Some(clock);
         self
     }
 
@@ -236,8 +236,12 @@ impl AppBuilder {
             self.registry.shared_breaker(shared);
         }
         crate::install_cache_store(backend.clone());
+        let clock = match self.clock {
+            Some(clock) => clock,
+            None => celeriac_core::StoreClock::fleet_clock(backend.as_ref()),
+        };
         Ok(App {
-            client: Client::with_clock(backend, self.clock),
+            client: Client::with_clock(backend, clock),
             registry: Arc::new(self.registry),
             url,
             schedules: schedules.into(),

@@ -1473,7 +1473,7 @@ async fn probe(
 async fn cache_stats(app: &App, name: &str, namespace: Option<String>, json: bool) -> CliResult {
     use crate::cache::stats;
     let store = app.backend();
-    let now = crate::Clock::now_ms(&crate::SystemClock);
+    let now = crate::Clock::now_ms(&*celeriac_core::StoreClock::fleet_clock(store.as_ref()));
     let names = match namespace {
         Some(ns) => vec![ns],
         None => stats::namespaces(&**store, name, now).await?,

@@ -91,7 +91,7 @@ pub const MAX_KEY_PART: usize = 200;
 pub struct CacheBuilder<K: ?Sized, V> {
     cfg: Config,
     clock: Arc<dyn Clock>,
-    /// Whether `clock` came from [`CacheBuilder::clock`] (else L1 hits read the coarse clock).
+    /// Whether `clock` came from [`CacheBuilder::clock`] (else the store's fleet clock is used).
     custom_clock: bool,
     _types: PhantomData<fn(&K) -> V>,
 }
@@ -319,9 +319,13 @@ where
             instance: format!("{}.{}", std::process::id(), uuid::Uuid::now_v7().simple()),
             published: tokio::sync::Mutex::new(stats::Published::new(&cfg.namespace)),
             cfg,
+            clock: if self.custom_clock {
+                self.clock
+            } else {
+                store.fleet_clock()
+            },
+            coarse_hits: (!self.custom_clock).then(|| store.fleet_clock()),
             store,
-            clock: self.clock,
-            coarse_hits: !self.custom_clock,
             l1,
             flights: Mutex::new(HashMap::new()),
             flight_ids: AtomicU64::new(0),
@@ -396,8 +400,9 @@ struct Inner<V, S> {
     prefix: String,
     store: Arc<S>,
     clock: Arc<dyn Clock>,
-    /// L1 hits judged by the coarse clock (the cache was given no clock of its own).
-    coarse_hits: bool,
+    /// L1 hits judged by the fleet clock's coarse reading (the cache was given no clock of
+    /// its own).
+    coarse_hits: Option<Arc<crate::clock::FleetClock>>,
     l1: moka::sync::Cache<String, Arc<Slot<V>>>,
     flights: Mutex<HashMap<String, (u64, Flight<V>)>>,
     flight_ids: AtomicU64,
@@ -867,10 +872,9 @@ where
     /// Now, for judging an L1 hit: the coarse clock (an atomic load, at most about a
     /// millisecond behind) unless the cache was given a clock.
     fn hit_now(&self) -> UnixMs {
-        if self.coarse_hits {
-            crate::clock::coarse_now_ms()
-        } else {
-            self.clock.now_ms()
+        match &self.coarse_hits {
+            Some(fleet) => fleet.coarse_now_ms(),
+            None => self.clock.now_ms(),
         }
     }
 

@@ -5,7 +5,7 @@ use super::local::LocalLimiter;
 use super::maths::Decision;
 use super::quota::Quota;
 use crate::backend::RateLimitStore;
-use crate::clock::{duration_ms, Clock, SystemClock, UnixMs};
+use crate::clock::{duration_ms, Clock, UnixMs};
 use crate::error::{Error, Result};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -149,7 +149,7 @@ impl<S: RateLimitStore> RateLimiterBuilder<S> {
         self
     }
 
-    /// The clock `now` is read from (the system clock by default; a
+    /// The clock `now` is read from (the store's fleet clock by default; a
     /// [`crate::ManualClock`] in tests).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -335,9 +335,10 @@ impl<S> std::fmt::Debug for RateLimiter<S> {
 
 impl<S: RateLimitStore> RateLimiter<S> {
     /// A builder over `store`, with the defaults: fail-open with a local fallback, a 100 ms
-    /// timeout, short-circuit on (100,000 keys), no shadow mode, the system clock.
+    /// timeout, short-circuit on (100,000 keys), no shadow mode, the store's fleet clock.
     pub fn builder(store: Arc<S>) -> RateLimiterBuilder<S> {
         RateLimiterBuilder {
+            clock: store.fleet_clock(),
             store,
             name: "default".into(),
             quotas: Vec::new(),
@@ -349,7 +350,6 @@ impl<S: RateLimitStore> RateLimiter<S> {
             shadow: false,
             short_circuit: true,
             short_circuit_capacity: 100_000,
-            clock: Arc::new(SystemClock),
         }
     }
 

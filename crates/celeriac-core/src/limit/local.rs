@@ -9,7 +9,7 @@ use crate::error::Result;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
@@ -299,6 +299,13 @@ impl LocalLimiter {
             permits.remove(key);
         }
         Ok(before)
+    }
+}
+
+impl crate::clock::StoreClock for LocalLimiter {
+    /// The host's wall clock: a local limiter's state lives in this process alone.
+    fn fleet_clock(&self) -> Arc<crate::clock::FleetClock> {
+        Arc::new(crate::clock::FleetClock::host())
     }
 }
 

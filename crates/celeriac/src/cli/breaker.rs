@@ -7,7 +7,9 @@ use crate::breaker::shared::policy_of;
 use crate::breaker::{
     BreakerState, CallError, CircuitBreaker, SharedBreaker, SharedOptions, WindowKind,
 };
-use crate::{Backend, Clock, SystemClock};
+use crate::{Backend, Clock};
+use celeriac_core::StoreClock;
+use celeriac_core::UnixMs;
 use clap::{Args, Subcommand};
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,7 +95,7 @@ fn default_breaker(name: &str) -> Result<CircuitBreaker, CliError> {
     Ok(CircuitBreaker::builder(name).build()?)
 }
 
-fn print_state(name: &str, s: &SharedBreakerState, json: bool) -> CliResult {
+fn print_state(name: &str, s: &SharedBreakerState, now: UnixMs, json: bool) -> CliResult {
     if json {
         let v = serde_json::json!({
             "breaker": name,
@@ -109,7 +111,7 @@ fn print_state(name: &str, s: &SharedBreakerState, json: bool) -> CliResult {
         return Ok(());
     }
     let until = if s.state == BreakerState::Open {
-        let left = (s.open_until - SystemClock.now_ms()).max(0);
+        let left = (s.open_until - now).max(0);
         format!(" for {:.1} s more", left as f64 / 1000.0)
     } else {
         String::new()
@@ -123,11 +125,11 @@ fn print_state(name: &str, s: &SharedBreakerState, json: bool) -> CliResult {
 
 pub(super) async fn run(url: &str, command: BreakerCommand) -> CliResult {
     let backend = Arc::new(Backend::connect(url).await?);
-    let now = SystemClock.now_ms();
+    let now = backend.fleet_clock().now_ms();
     let (name, cmd) = match command {
         BreakerCommand::Status { name, json } => {
             return match backend.breaker_status(&name, now).await? {
-                Some(s) => print_state(&name, &s, json),
+                Some(s) => print_state(&name, &s, now, json),
                 None if json => {
                     println!("{}", serde_json::json!({"breaker": name, "state": null}));
                     Ok(())
@@ -145,7 +147,7 @@ pub(super) async fn run(url: &str, command: BreakerCommand) -> CliResult {
     };
     let policy = policy_of(&default_breaker(&name)?, &SharedOptions::default());
     let s = backend.breaker_command(&name, cmd, &policy, now).await?;
-    print_state(&name, &s, false)
+    print_state(&name, &s, now, false)
 }
 
 /// One GET; Ok(status) or the connection error.

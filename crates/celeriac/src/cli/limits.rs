@@ -1,7 +1,7 @@
 //! `celeriac limits`: rate limits in the store from the command line.
 
 use super::{CliError, CliResult};
-use crate::clock::{Clock, SystemClock, WarpedClock};
+use crate::clock::{Clock, WarpedClock};
 use crate::limit::Quota;
 use crate::RateLimitStore;
 use clap::Subcommand;
@@ -69,7 +69,7 @@ pub(super) async fn run(url: &str, command: LimitsCommand) -> CliResult {
         Some(scale) => Arc::new(
             WarpedClock::new(origin, scale).map_err(|e| CliError(format!("--time-scale: {e}")))?,
         ),
-        None => Arc::new(SystemClock),
+        None => celeriac_core::StoreClock::fleet_clock(backend.as_ref()),
     };
     if let Some(length) = hammer_for {
         return hammer(
