@@ -178,6 +178,27 @@ impl Task for PingPartner {
     }
 }
 
+/// Builds a report for as many milliseconds as it is given: a long job, such as an export.
+pub struct ExportReport;
+
+impl Task for ExportReport {
+    const NAME: &'static str = "demo.export_report";
+    type Args = u64;
+    type Output = u64;
+
+    fn options() -> TaskOptions {
+        TaskOptions {
+            queue: "reports".into(),
+            ..TaskOptions::default()
+        }
+    }
+
+    async fn run(_ctx: TaskContext, millis: u64) -> Result<u64, TaskError> {
+        tokio::time::sleep(Duration::from_millis(millis)).await;
+        Ok(millis)
+    }
+}
+
 /// A product of the demo's catalogue, as its cache holds it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Product {
@@ -281,6 +302,7 @@ pub fn registry() -> Registry {
         .register::<AlbumSummary>()
         .register::<SyncInventory>()
         .register::<PingPartner>()
+        .register::<ExportReport>()
         .register::<crate::WarmCache>();
     r
 }
