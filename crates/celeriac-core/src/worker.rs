@@ -1,6 +1,8 @@
 //! The worker runtime: claims jobs under leases, runs their tasks with limits, heartbeats
 //! every lease in one call, acknowledges in batches, and shuts down gracefully.
 
+mod ack;
+
 use crate::backend::{
     Broker, ClaimRequest, Claimed, Completion, LeaseRef, Outcome, ResultStore, WorkflowStore,
 };
@@ -10,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::job::{ErrorInfo, JobId};
 use crate::task::{panic_message, ProgressSink, Registry, RunError, TaskContext};
 use crate::workflow::{describe_failure, output_value, FlowOver, FlowSink, StepEnd, FLOW_HEADER};
+use ack::{ack_loop, Done};
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use std::collections::HashMap;
@@ -581,9 +584,6 @@ async fn until(timer: &mut Option<Pin<Box<Sleep>>>) {
     }
 }
 
-/// A finished attempt on its way to the store, with its place in the acknowledgement backlog.
-type Done = (Completion, OwnedSemaphorePermit);
-
 enum Ended {
     Ran(std::thread::Result<Result<Option<Vec<u8>>, RunError>>),
     HardLimit(Duration),
@@ -600,6 +600,7 @@ impl RunOne {
         rejected: &Rejected,
         started: UnixMs,
         lease: LeaseRef,
+        attempt: u32,
         permit: OwnedSemaphorePermit,
     ) {
         let at = self
@@ -612,13 +613,14 @@ impl RunOne {
             retry_in_ms = at - started,
             "breaker open; job deferred"
         );
-        let _ = self.done.send((
-            Completion {
+        let _ = self.done.send(Done {
+            completion: Completion {
                 lease,
                 outcome: Outcome::Deferred { at },
             },
+            attempt,
             permit,
-        ));
+        });
     }
 
     async fn run(self, claimed: Claimed, cancel: CancellationToken, slot: Slot) {
@@ -650,13 +652,14 @@ impl RunOne {
                     warn!(error = %e, "could not record the failure in its workflow");
                 }
             }
-            let _ = self.done.send((
-                Completion {
+            let _ = self.done.send(Done {
+                completion: Completion {
                     lease,
                     outcome: Outcome::Dead { error },
                 },
+                attempt,
                 permit,
-            ));
+            });
             return;
         };
         // A task behind an open breaker waits out the open period without using an attempt.
@@ -671,13 +674,13 @@ impl RunOne {
                     match admitted {
                         Ok(permit) => Some(permit),
                         Err(rejected) => {
-                            self.defer(name, &rejected, started, lease, permit);
+                            self.defer(name, &rejected, started, lease, attempt, permit);
                             return;
                         }
                     }
                 }
                 Some(Err(rejected)) => {
-                    self.defer(name, &rejected, started, lease, permit);
+                    self.defer(name, &rejected, started, lease, attempt, permit);
                     return;
                 }
                 // Checked when the worker starts: a task's breaker is registered.
@@ -866,76 +869,11 @@ impl RunOne {
                 }
             }
         }
-        let _ = self.done.send((Completion { lease, outcome }, permit));
-    }
-}
-
-async fn ack_loop<B: Broker>(
-    backend: Arc<B>,
-    clock: Arc<dyn Clock>,
-    mut rx: mpsc::UnboundedReceiver<Done>,
-    inflight: Inflight,
-    stats: Arc<WorkerStats>,
-    kill: CancellationToken,
-) {
-    const MAX_BATCH: usize = 1024;
-    while let Some(first) = rx.recv().await {
-        let (first, first_permit) = first;
-        let mut batch = vec![first];
-        let mut permits = vec![first_permit];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok((c, p)) => {
-                    batch.push(c);
-                    permits.push(p);
-                }
-                Err(_) => break,
-            }
-        }
-        let mut delay = Duration::from_millis(50);
-        let applied = loop {
-            match backend.complete(batch.clone(), clock.now_ms()).await {
-                Ok(applied) => break Some(applied),
-                Err(e) => {
-                    warn!(error = %e, jobs = batch.len(), "acknowledging failed; retrying in {delay:?}");
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = kill.cancelled() => break None,
-                    }
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-            }
-        };
-        drop(permits);
-        let Some(applied) = applied else { continue };
-        if let Ok(mut map) = inflight.lock() {
-            for c in &batch {
-                if map
-                    .get(&c.lease.id)
-                    .is_some_and(|r| r.token == c.lease.token)
-                {
-                    map.remove(&c.lease.id);
-                }
-            }
-        }
-        for (c, ok) in batch.iter().zip(applied) {
-            let outcome = if !ok {
-                stats.stale.fetch_add(1, Ordering::Relaxed);
-                "stale"
-            } else {
-                let (counter, name) = match c.outcome {
-                    Outcome::Succeeded { .. } => (&stats.succeeded, "succeeded"),
-                    Outcome::Retry { .. } => (&stats.retried, "retried"),
-                    Outcome::Failed { .. } => (&stats.failed, "failed"),
-                    Outcome::Dead { .. } => (&stats.dead, "dead"),
-                    Outcome::Cancelled => (&stats.cancelled, "cancelled"),
-                    Outcome::Deferred { .. } => (&stats.deferred, "deferred"),
-                };
-                counter.fetch_add(1, Ordering::Relaxed);
-                name
-            };
-            metrics::counter!("celeriac_job_attempts_total", "outcome" => outcome).increment(1);
-        }
+        let _ = self.done.send(Done {
+            completion: Completion { lease, outcome },
+            attempt,
+            permit,
+        });
     }
 }
 
