@@ -1,5 +1,9 @@
 //! The worker runtime: claims jobs under leases, runs their tasks with limits, heartbeats
-//! every lease in one call, acknowledges in batches, and shuts down gracefully.
+//! every lease in one call, fences itself when it cannot, acknowledges in batches, and shuts
+//! down gracefully.
+
+mod ack;
+mod lease;
 
 use crate::backend::{
     Broker, ClaimRequest, Claimed, Completion, LeaseRef, Outcome, ResultStore, WorkflowStore,
@@ -10,16 +14,18 @@ use crate::error::{Error, Result};
 use crate::job::{ErrorInfo, JobId};
 use crate::task::{panic_message, ProgressSink, Registry, RunError, TaskContext};
 use crate::workflow::{describe_failure, output_value, FlowOver, FlowSink, StepEnd, FLOW_HEADER};
+use ack::{ack_loop, Done};
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
+use lease::{fence_loop, for_each_running, heartbeat_loop, held_leases, LeaseTiming};
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
-use tokio::time::Sleep;
+use tokio::sync::{mpsc, oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
@@ -47,8 +53,11 @@ pub struct WorkerConfig {
     /// this process while another worker is idle.
     pub prefetch: usize,
     /// Each claim's lease; a job whose worker stops heartbeating is redelivered after this.
+    /// A worker that could not extend a job's lease for three quarters of it gives the job up
+    /// first (see [`Worker`]).
     pub lease: Duration,
-    /// How often every held lease is extended (one call for all of them).
+    /// How often every held lease is extended (one call for all of them); a heartbeat that
+    /// fails or does not answer within this long is tried again after a quarter of it.
     pub heartbeat: Duration,
     /// How long an idle worker waits before looking again when nothing wakes it. Work
     /// enqueued in the same process wakes it at once; on the embedded backend this bounds the
@@ -180,6 +189,9 @@ pub struct WorkerStats {
     pub released: AtomicU64,
     /// Jobs put back unrun, their attempt not counted, because their breaker was open.
     pub deferred: AtomicU64,
+    /// Jobs given up because no heartbeat extended their lease in time: their tokens fired
+    /// before the leases could run out at the store (see [`Worker`]).
+    pub fenced: AtomicU64,
     latencies_ms: Mutex<Vec<i64>>,
 }
 
@@ -235,12 +247,19 @@ impl Shutdown {
     }
 }
 
+/// A job this worker holds the lease of, from its claim until its completion is recorded or
+/// the worker gives it up.
 struct Running {
     token: u64,
     queue: Arc<str>,
     cancel: CancellationToken,
     /// Fired when the job was cancelled by a user (as opposed to a time limit or shutdown).
     stop: CancellationToken,
+    /// When the lease was last granted or extended, on the monotonic clock: the moment the
+    /// claim or heartbeat that did it was sent, since the store started it no earlier.
+    granted: Instant,
+    /// Told the moment the lease ends when the worker gives the job up.
+    fence: Option<oneshot::Sender<Instant>>,
 }
 
 /// How often a worker asks the store whether any of its running jobs were cancelled.
@@ -252,6 +271,28 @@ const STOP_GRACE: Duration = Duration::from_secs(2);
 type Inflight = Arc<Mutex<HashMap<JobId, Running>>>;
 
 /// A worker over backend `B`.
+///
+/// # Self-fencing
+///
+/// A job's lease is good for [`WorkerConfig::lease`] from the moment the claim or heartbeat
+/// that granted it was sent. The worker keeps that moment for every job it holds, on the
+/// monotonic clock (wall-clock steps do not move it), and gives a job up once no heartbeat
+/// has extended its lease for `lease − margin`, where the margin is a quarter of the lease
+/// (less if the heartbeat interval leaves too little room), whatever the store does: a
+/// paused or partitioned store, or a stall of the worker itself.
+///
+/// Giving a job up fires its task's cancellation token (the one a lost lease or a soft time
+/// limit fires), stops heartbeating it, and logs at warn level which jobs were given up and
+/// why (they are counted in [`WorkerStats::fenced`]). The task has until its lease ends to
+/// stop; then its future is dropped. A given-up attempt ends as a retry (kind `lease_fenced`),
+/// which the store refuses as stale if the job was taken back in the meantime; the task's own
+/// return value is not recorded. While leases cannot be extended the worker claims nothing
+/// new, retries the heartbeat every quarter interval, and resumes once the store answers.
+///
+/// The exception is code that never yields to the runtime: a `spawn_blocking` section, or a
+/// future that computes without an `.await`. Its token fires, but nothing can interrupt it:
+/// it keeps running after its lease ends, possibly while another worker runs the same job.
+/// Such code should check [`TaskContext::is_cancelled`] itself.
 pub struct Worker<B> {
     backend: Arc<B>,
     registry: Arc<Registry>,
@@ -329,6 +370,7 @@ impl<B: Broker + ResultStore + WorkflowStore> Worker<B> {
         config.validate()?;
         self.registry.check_breakers()?;
         let config = Arc::new(config);
+        let timing = LeaseTiming::new(&config);
         info!(
             worker = %config.worker_id,
             queues = ?config.queues,
@@ -348,6 +390,10 @@ impl<B: Broker + ResultStore + WorkflowStore> Worker<B> {
         let aux_stop = CancellationToken::new();
         let progress: Arc<dyn ProgressSink> = Arc::new(ProgressOver(self.backend.clone()));
         let flow: Arc<dyn FlowSink> = Arc::new(FlowOver(self.backend.clone()));
+        // Whether held leases can be extended: no claims while they cannot.
+        let (extending_tx, mut extending) = watch::channel(true);
+        // Wakes the fence check when jobs are claimed.
+        let held = Arc::new(Notify::new());
 
         let acker = tokio::spawn(ack_loop(
             self.backend.clone(),
@@ -361,7 +407,16 @@ impl<B: Broker + ResultStore + WorkflowStore> Worker<B> {
             self.backend.clone(),
             self.clock.clone(),
             config.clone(),
+            timing,
             inflight.clone(),
+            extending_tx,
+            aux_stop.clone(),
+        ));
+        let fencer = tokio::spawn(fence_loop(
+            timing,
+            inflight.clone(),
+            held.clone(),
+            self.stats.clone(),
             aux_stop.clone(),
         ));
         let stopper = tokio::spawn(stop_loop(
@@ -387,6 +442,12 @@ impl<B: Broker + ResultStore + WorkflowStore> Worker<B> {
                 p = acquire_slot(&slots, &unacked) => match p { Some(p) => p, None => break },
                 _ = self.shutdown.graceful.cancelled() => break,
             };
+            // No new leases while the held ones cannot be extended (at once when they can,
+            // and also once the heartbeat loop is gone).
+            tokio::select! {
+                _ = extending.wait_for(|ok| *ok) => {}
+                _ = self.shutdown.graceful.cancelled() => break,
+            }
             let mut permits = vec![first];
             take_free_slots(&slots, &unacked, &mut permits, config.prefetch);
             let epoch = self.backend.work_epoch();
@@ -399,6 +460,7 @@ impl<B: Broker + ResultStore + WorkflowStore> Worker<B> {
                 worker: config.worker_id.clone(),
                 now,
             };
+            let sent = Instant::now();
             let claimed = match self.backend.claim(req).await {
                 Ok(c) => {
                     error_backoff = Duration::from_millis(50);
@@ -434,9 +496,26 @@ impl<B: Broker + ResultStore + WorkflowStore> Worker<B> {
                 }
                 continue;
             }
+            if Instant::now() >= sent + timing.window {
+                // Answered so late that these leases are already due to be given up: hand the
+                // jobs back unrun, their attempt not counted.
+                drop(permits);
+                let leases: Vec<LeaseRef> = claimed.iter().map(Claimed::lease).collect();
+                warn!(
+                    jobs = leases.len(),
+                    waited = ?sent.elapsed(),
+                    "a claim was answered too late to run its jobs within their leases; \
+                     handing them back"
+                );
+                if let Err(e) = self.backend.release(leases, self.clock.now_ms()).await {
+                    warn!(error = %e, "could not hand the leases back; they will expire");
+                }
+                continue;
+            }
             for (job, permit) in claimed.into_iter().zip(permits) {
                 let cancel = CancellationToken::new();
                 let stop = CancellationToken::new();
+                let (fence, fenced) = oneshot::channel();
                 if let Ok(mut map) = inflight.lock() {
                     map.insert(
                         job.job.id,
@@ -445,6 +524,8 @@ impl<B: Broker + ResultStore + WorkflowStore> Worker<B> {
                             queue: job.job.queue.as_str().into(),
                             cancel: cancel.clone(),
                             stop: stop.clone(),
+                            granted: sent,
+                            fence: Some(fence),
                         },
                     );
                 }
@@ -466,9 +547,11 @@ impl<B: Broker + ResultStore + WorkflowStore> Worker<B> {
                     done: done_tx.clone(),
                     release: release_tx.clone(),
                     stop,
+                    fence_window: timing.window,
                 };
-                tracker.spawn(run.run(job, cancel, permit).instrument(span));
+                tracker.spawn(run.run(job, cancel, fenced, permit).instrument(span));
             }
+            held.notify_one();
         }
 
         // Shutdown: no more claims. Let running jobs finish within the grace period.
@@ -506,6 +589,7 @@ impl<B: Broker + ResultStore + WorkflowStore> Worker<B> {
             }
         }
         let _ = heartbeat.await;
+        let _ = fencer.await;
         let _ = reaper.await;
         let _ = stopper.await;
         info!(worker = %config.worker_id, "worker stopped");
@@ -539,6 +623,8 @@ struct RunOne {
     done: mpsc::UnboundedSender<Done>,
     release: mpsc::UnboundedSender<LeaseRef>,
     stop: CancellationToken,
+    /// How long after its last extension a lease is given up (for the reason recorded).
+    fence_window: Duration,
 }
 
 /// A job's place in the worker: a running slot, freed when its task ends, and a place in the
@@ -581,15 +667,14 @@ async fn until(timer: &mut Option<Pin<Box<Sleep>>>) {
     }
 }
 
-/// A finished attempt on its way to the store, with its place in the acknowledgement backlog.
-type Done = (Completion, OwnedSemaphorePermit);
-
 enum Ended {
     Ran(std::thread::Result<Result<Option<Vec<u8>>, RunError>>),
     HardLimit(Duration),
     Stopped,
     Killed,
     Abandoned,
+    /// Given up by self-fencing and still running when its lease ended.
+    Fenced,
 }
 
 impl RunOne {
@@ -600,6 +685,7 @@ impl RunOne {
         rejected: &Rejected,
         started: UnixMs,
         lease: LeaseRef,
+        attempt: u32,
         permit: OwnedSemaphorePermit,
     ) {
         let at = self
@@ -612,16 +698,23 @@ impl RunOne {
             retry_in_ms = at - started,
             "breaker open; job deferred"
         );
-        let _ = self.done.send((
-            Completion {
+        let _ = self.done.send(Done {
+            completion: Completion {
                 lease,
                 outcome: Outcome::Deferred { at },
             },
+            attempt,
             permit,
-        ));
+        });
     }
 
-    async fn run(self, claimed: Claimed, cancel: CancellationToken, slot: Slot) {
+    async fn run(
+        self,
+        claimed: Claimed,
+        cancel: CancellationToken,
+        mut fenced: oneshot::Receiver<Instant>,
+        slot: Slot,
+    ) {
         let Slot {
             run,
             unacked: permit,
@@ -650,13 +743,14 @@ impl RunOne {
                     warn!(error = %e, "could not record the failure in its workflow");
                 }
             }
-            let _ = self.done.send((
-                Completion {
+            let _ = self.done.send(Done {
+                completion: Completion {
                     lease,
                     outcome: Outcome::Dead { error },
                 },
+                attempt,
                 permit,
-            ));
+            });
             return;
         };
         // A task behind an open breaker waits out the open period without using an attempt.
@@ -671,13 +765,13 @@ impl RunOne {
                     match admitted {
                         Ok(permit) => Some(permit),
                         Err(rejected) => {
-                            self.defer(name, &rejected, started, lease, permit);
+                            self.defer(name, &rejected, started, lease, attempt, permit);
                             return;
                         }
                     }
                 }
                 Some(Err(rejected)) => {
-                    self.defer(name, &rejected, started, lease, permit);
+                    self.defer(name, &rejected, started, lease, attempt, permit);
                     return;
                 }
                 // Checked when the worker starts: a task's breaker is registered.
@@ -696,6 +790,9 @@ impl RunOne {
             cancel.clone(),
             Some(self.progress.clone()),
         );
+        // Whether the worker gave the job up, and whether it may still do so.
+        let mut given_up = false;
+        let mut watch_fence = true;
         // The task's future lives in this block only: it is dropped as soon as it ends.
         let ended = {
             let fut =
@@ -709,6 +806,8 @@ impl RunOne {
             let mut hard_sleep = hard.map(|d| Box::pin(tokio::time::sleep(d)));
             let mut soft_armed = soft.is_some();
             let mut stop_grace: Option<Pin<Box<Sleep>>> = None;
+            // Set when the worker gives the job up: the task may run until its lease ends.
+            let mut lease_end: Option<Pin<Box<Sleep>>> = None;
             loop {
                 tokio::select! {
                     r = &mut fut => break Ended::Ran(r),
@@ -724,6 +823,17 @@ impl RunOne {
                         cancel.cancel();
                     }
                     _ = until(&mut hard_sleep), if hard.is_some() => break Ended::HardLimit(hard.unwrap_or_default()),
+                    end = &mut fenced, if watch_fence => {
+                        watch_fence = false;
+                        // An error only means the job was never given up.
+                        if let Ok(end) = end {
+                            debug!("lease not extended in time; asking the task to stop");
+                            cancel.cancel();
+                            given_up = true;
+                            lease_end = Some(Box::pin(tokio::time::sleep_until(end)));
+                        }
+                    }
+                    _ = until(&mut lease_end), if lease_end.is_some() => break Ended::Fenced,
                     // Either way the future is dropped; the token tells blocking sections and
                     // spawned helpers holding it to stop too.
                     _ = self.kill.cancelled() => {
@@ -738,6 +848,8 @@ impl RunOne {
             }
         };
         drop(run);
+        // Given up while it ran (or as it ended): its lease may be someone else's by now.
+        given_up = given_up || (watch_fence && fenced.try_recv().is_ok());
         let now = self.clock.now_ms();
         let backoff = def.options().backoff;
         let retry_or_dead = |kind: &str, message: String, delay: Option<Duration>| {
@@ -777,7 +889,17 @@ impl RunOne {
                 return;
             }
             _ if cancelled => Outcome::Cancelled,
-            Ended::Stopped | Ended::Abandoned => Outcome::Cancelled,
+            // Whatever the task returned once asked to stop, the attempt did not finish.
+            _ if given_up => retry_or_dead(
+                "lease_fenced",
+                format!(
+                    "the worker could not extend the lease within {:?} and stopped the attempt \
+                     before the lease could run out",
+                    self.fence_window
+                ),
+                Some(Duration::ZERO),
+            ),
+            Ended::Stopped | Ended::Abandoned | Ended::Fenced => Outcome::Cancelled,
             // The job's own retention decides whether a result is kept.
             Ended::Ran(Ok(Ok(result))) => {
                 if in_flow {
@@ -816,7 +938,11 @@ impl RunOne {
         };
         if let Some(permit) = breaker {
             permit
-                .record(if cancelled { Verdict::Ignore } else { verdict })
+                .record(if cancelled || given_up {
+                    Verdict::Ignore
+                } else {
+                    verdict
+                })
                 .await;
         }
         match &outcome {
@@ -866,139 +992,11 @@ impl RunOne {
                 }
             }
         }
-        let _ = self.done.send((Completion { lease, outcome }, permit));
-    }
-}
-
-async fn ack_loop<B: Broker>(
-    backend: Arc<B>,
-    clock: Arc<dyn Clock>,
-    mut rx: mpsc::UnboundedReceiver<Done>,
-    inflight: Inflight,
-    stats: Arc<WorkerStats>,
-    kill: CancellationToken,
-) {
-    const MAX_BATCH: usize = 1024;
-    while let Some(first) = rx.recv().await {
-        let (first, first_permit) = first;
-        let mut batch = vec![first];
-        let mut permits = vec![first_permit];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok((c, p)) => {
-                    batch.push(c);
-                    permits.push(p);
-                }
-                Err(_) => break,
-            }
-        }
-        let mut delay = Duration::from_millis(50);
-        let applied = loop {
-            match backend.complete(batch.clone(), clock.now_ms()).await {
-                Ok(applied) => break Some(applied),
-                Err(e) => {
-                    warn!(error = %e, jobs = batch.len(), "acknowledging failed; retrying in {delay:?}");
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = kill.cancelled() => break None,
-                    }
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-            }
-        };
-        drop(permits);
-        let Some(applied) = applied else { continue };
-        if let Ok(mut map) = inflight.lock() {
-            for c in &batch {
-                if map
-                    .get(&c.lease.id)
-                    .is_some_and(|r| r.token == c.lease.token)
-                {
-                    map.remove(&c.lease.id);
-                }
-            }
-        }
-        for (c, ok) in batch.iter().zip(applied) {
-            let outcome = if !ok {
-                stats.stale.fetch_add(1, Ordering::Relaxed);
-                "stale"
-            } else {
-                let (counter, name) = match c.outcome {
-                    Outcome::Succeeded { .. } => (&stats.succeeded, "succeeded"),
-                    Outcome::Retry { .. } => (&stats.retried, "retried"),
-                    Outcome::Failed { .. } => (&stats.failed, "failed"),
-                    Outcome::Dead { .. } => (&stats.dead, "dead"),
-                    Outcome::Cancelled => (&stats.cancelled, "cancelled"),
-                    Outcome::Deferred { .. } => (&stats.deferred, "deferred"),
-                };
-                counter.fetch_add(1, Ordering::Relaxed);
-                name
-            };
-            metrics::counter!("celeriac_job_attempts_total", "outcome" => outcome).increment(1);
-        }
-    }
-}
-
-async fn heartbeat_loop<B: Broker>(
-    backend: Arc<B>,
-    clock: Arc<dyn Clock>,
-    config: Arc<WorkerConfig>,
-    inflight: Inflight,
-    stop: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(config.heartbeat);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.cancelled() => return,
-        }
-        let leases = held_leases(&inflight, |_| true);
-        if leases.is_empty() {
-            continue;
-        }
-        let now = clock.now_ms();
-        let until = now.saturating_add(duration_ms(config.lease));
-        match backend.heartbeat(leases, until, now).await {
-            Ok(lost) => {
-                if lost.is_empty() {
-                    continue;
-                }
-                warn!(lost = lost.len(), "leases lost; cancelling those jobs");
-                for_each_running(&inflight, &lost, |r| r.cancel.cancel());
-            }
-            Err(e) => {
-                warn!(error = %e, "heartbeat failed; leases run out unless the next one lands")
-            }
-        }
-    }
-}
-
-/// The leases of the running jobs that `keep` selects.
-fn held_leases(inflight: &Inflight, keep: impl Fn(&Running) -> bool) -> Vec<LeaseRef> {
-    match inflight.lock() {
-        Ok(map) => map
-            .iter()
-            .filter(|(_, r)| keep(r))
-            .map(|(id, r)| LeaseRef {
-                id: *id,
-                token: r.token,
-                queue: r.queue.clone(),
-            })
-            .collect(),
-        Err(_) => Vec::new(),
-    }
-}
-
-/// Calls `f` for each job in `leases` still running under the same lease.
-fn for_each_running(inflight: &Inflight, leases: &[LeaseRef], f: impl Fn(&Running)) {
-    if let Ok(map) = inflight.lock() {
-        for l in leases {
-            if let Some(r) = map.get(&l.id).filter(|r| r.token == l.token) {
-                f(r);
-            }
-        }
+        let _ = self.done.send(Done {
+            completion: Completion { lease, outcome },
+            attempt,
+            permit,
+        });
     }
 }
 
