@@ -36,7 +36,8 @@
 //!
 //! - **Retention**: `reap` deletes finished jobs past their retention, dead letters past
 //!   `dead_ttl_s` and the oldest dead letters of a queue beyond `dead_max`, in transactions of
-//!   at most 1,000 rows each, one after another until none is due.
+//!   at most 1,000 rows each, one after another until none is due; the WAL is truncated after
+//!   checkpoints to [`WAL_SIZE_LIMIT`] bytes.
 
 mod breaker;
 mod coord;
@@ -86,6 +87,9 @@ pub struct SqliteConfig {
     /// Most dead letters a queue keeps; a reap drops the oldest beyond it.
     pub dead_max: u64,
 }
+
+/// Bytes the `-wal` file is truncated to after a checkpoint (`PRAGMA journal_size_limit`).
+pub const WAL_SIZE_LIMIT: u64 = 16 * 1024 * 1024;
 
 /// Most rounds one reap runs (each one bounded transaction); records that keep falling due at
 /// the same `now` cannot hold the writer, and the next reap goes on.
@@ -354,6 +358,14 @@ fn open_connection(config: &SqliteConfig) -> Result<Connection> {
     };
     conn.execute_batch(&format!(
         "PRAGMA synchronous = {sync}; PRAGMA foreign_keys = OFF;"
+    ))
+    .map_err(fail)?;
+    // A checkpoint copies the WAL back into the database (automatically once it holds 1,000
+    // pages, SQLite's default, stated here so it stays so) but leaves the file at its largest
+    // size: one big transaction, or a checkpoint held back by a reader, would keep the disk
+    // space for good. The size limit truncates the file when the WAL next starts over.
+    conn.execute_batch(&format!(
+        "PRAGMA wal_autocheckpoint = 1000; PRAGMA journal_size_limit = {WAL_SIZE_LIMIT};"
     ))
     .map_err(fail)?;
     conn.execute_batch("BEGIN IMMEDIATE").map_err(fail)?;
