@@ -140,6 +140,8 @@ macro_rules! suite {
             unknown_job_is_not_found,
             progress_is_visible,
             result_ttl_sweeps_finished_jobs,
+            reap_sweeps_every_due_result_in_one_call,
+            dead_letter_cap_drops_the_oldest,
             ignored_result_leaves_no_row,
             expired_jobs_are_not_claimed,
             expired_jobs_do_not_use_up_the_claim_limit,

@@ -148,6 +148,8 @@ pub struct ReapReport {
     pub dead: u64,
     /// Finished jobs whose retention ran out and were deleted.
     pub swept: u64,
+    /// Dead letters deleted, oldest first, because their queue held more than its cap.
+    pub dead_dropped: u64,
     /// The jobs this pass ended (dead, or cancelled while their lease was out), so that what
     /// depends on them (a workflow) learns of it.
     pub ended: Vec<JobId>,
@@ -231,8 +233,10 @@ pub trait Broker: StoreClock {
         now: UnixMs,
     ) -> impl Future<Output = Result<u64>> + Send;
 
-    /// Moves expired leases back to pending (or dead, without attempts left) and deletes
-    /// finished jobs past their retention; bounded work per call.
+    /// Moves expired leases back to pending (or dead, without attempts left), deletes
+    /// finished jobs past their retention and drops the oldest dead letters beyond each
+    /// queue's cap. It works in bounded batches (each one short for the store) and goes on
+    /// while a batch came back full, so one call leaves nothing due at `now`.
     fn reap(&self, now: UnixMs) -> impl Future<Output = Result<ReapReport>> + Send;
 
     /// The earliest `run_at` of a scheduled or retrying job in these queues.

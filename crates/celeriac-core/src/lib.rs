@@ -32,6 +32,7 @@ pub mod clock;
 pub mod error;
 pub mod job;
 pub mod limit;
+pub mod retention;
 pub mod retry;
 pub mod schedule;
 pub mod task;

@@ -32,7 +32,12 @@
 //!   `SharedRecord`'s rules; rows expire by the caller's `now` and are swept by `reap`.
 //!
 //! URLs: `sqlite://relative/path.db`, `sqlite:///absolute/path.db`, `sqlite::memory:`, with
-//! optional `?synchronous=full|normal&busy_timeout_ms=10000&dead_ttl_s=604800`.
+//! optional `?synchronous=full|normal&busy_timeout_ms=10000&dead_ttl_s=604800&dead_max=100000`.
+//!
+//! - **Retention**: `reap` deletes finished jobs past their retention, dead letters past
+//!   `dead_ttl_s` and the oldest dead letters of a queue beyond `dead_max`, in transactions of
+//!   at most 1,000 rows each, one after another until none is due; the WAL is truncated after
+//!   checkpoints to [`WAL_SIZE_LIMIT`] bytes.
 
 mod breaker;
 mod clock;
@@ -50,6 +55,7 @@ use celeriac_core::backend::{
 use celeriac_core::clock::{FleetClock, StoreClock, UnixMs, RESYNC_EVERY};
 use celeriac_core::error::{Error, ErrorKind, Result};
 use celeriac_core::job::{JobId, JobInfo};
+use celeriac_core::retention::DEFAULT_DEAD_MAX;
 use rusqlite::{Connection, OpenFlags};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -79,7 +85,16 @@ pub struct SqliteConfig {
     pub busy_timeout: Duration,
     /// How long dead letters are kept.
     pub dead_ttl: Duration,
+    /// Most dead letters a queue keeps; a reap drops the oldest beyond it.
+    pub dead_max: u64,
 }
+
+/// Bytes the `-wal` file is truncated to after a checkpoint (`PRAGMA journal_size_limit`).
+pub const WAL_SIZE_LIMIT: u64 = 16 * 1024 * 1024;
+
+/// Most rounds one reap runs (each one bounded transaction); records that keep falling due at
+/// the same `now` cannot hold the writer, and the next reap goes on.
+const REAP_ROUNDS: usize = 10_000;
 
 impl Default for SqliteConfig {
     fn default() -> Self {
@@ -88,6 +103,7 @@ impl Default for SqliteConfig {
             synchronous: Synchronous::Full,
             busy_timeout: Duration::from_secs(10),
             dead_ttl: Duration::from_secs(7 * 24 * 3600),
+            dead_max: DEFAULT_DEAD_MAX,
         }
     }
 }
@@ -156,6 +172,14 @@ impl SqliteConfig {
                         return Err(Error::config("url: dead_ttl_s", "must be above zero"));
                     }
                     config.dead_ttl = Duration::from_secs(s);
+                }
+                "dead_max" => {
+                    config.dead_max = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        Error::config(
+                            "url: dead_max",
+                            format!("`{v}` is not a positive number of dead letters"),
+                        )
+                    })?;
                 }
                 other => {
                     return Err(Error::config(
@@ -349,6 +373,14 @@ fn open_connection(config: &SqliteConfig) -> Result<Connection> {
         "PRAGMA synchronous = {sync}; PRAGMA foreign_keys = OFF;"
     ))
     .map_err(fail)?;
+    // A checkpoint copies the WAL back into the database (automatically once it holds 1,000
+    // pages, SQLite's default, stated here so it stays so) but leaves the file at its largest
+    // size: one big transaction, or a checkpoint held back by a reader, would keep the disk
+    // space for good. The size limit truncates the file when the WAL next starts over.
+    conn.execute_batch(&format!(
+        "PRAGMA wal_autocheckpoint = 1000; PRAGMA journal_size_limit = {WAL_SIZE_LIMIT};"
+    ))
+    .map_err(fail)?;
     conn.execute_batch("BEGIN IMMEDIATE").map_err(fail)?;
     let setup = conn
         .execute_batch(include_str!("schema.sql"))
@@ -426,12 +458,27 @@ impl Broker for SqliteBackend {
     }
 
     async fn reap(&self, now: UnixMs) -> Result<ReapReport> {
-        let dead_ttl = self.inner.config.dead_ttl;
-        let report = self
-            .inner
-            .writer
-            .call(move |c| ops::reap(c, now, dead_ttl))
-            .await?;
+        let (dead_ttl, dead_max) = (self.inner.config.dead_ttl, self.inner.config.dead_max);
+        let mut report = ReapReport::default();
+        // One short transaction per round, so other writers (and processes) get their turn.
+        for _ in 0..REAP_ROUNDS {
+            let round = self
+                .inner
+                .writer
+                .call(move |c| ops::reap(c, now, dead_ttl, dead_max))
+                .await?;
+            report.requeued += round.report.requeued;
+            report.dead += round.report.dead;
+            report.swept += round.report.swept;
+            report.dead_dropped += round.report.dead_dropped;
+            report.ended.extend(round.report.ended);
+            for (queue, n) in &round.dropped {
+                celeriac_core::retention::count_dead_letters_dropped(queue, *n);
+            }
+            if !round.more {
+                break;
+            }
+        }
         if report.requeued > 0 {
             self.wake_workers();
         }
@@ -602,5 +649,26 @@ impl ResultStore for SqliteBackend {
     async fn wait(&self, id: JobId, timeout: Duration) -> Result<JobInfo> {
         self.wait_until_done(id, timeout, || self.get(id), |i| i.state.is_terminal())
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_letter_settings_parse_and_bad_ones_name_the_setting() {
+        let c = SqliteConfig::from_url("sqlite://x.db").expect("parses");
+        assert_eq!(c.dead_max, DEFAULT_DEAD_MAX);
+        let c = SqliteConfig::from_url("sqlite://x.db?dead_max=250&dead_ttl_s=60").expect("parses");
+        assert_eq!(c.dead_max, 250);
+        assert_eq!(c.dead_ttl, Duration::from_secs(60));
+        for bad in ["dead_max=0", "dead_max=-1", "dead_max=lots"] {
+            let err = SqliteConfig::from_url(&format!("sqlite://x.db?{bad}"))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains("url: dead_max"), "{bad}: {err}");
+        }
     }
 }

@@ -479,11 +479,25 @@ pub(crate) fn release(conn: &Connection, leases: &[LeaseRef]) -> rusqlite::Resul
     Ok(n)
 }
 
+/// One bounded round of a reap: what it did, and whether a batch came back full.
+#[derive(Debug, Default)]
+pub(crate) struct ReapRound {
+    pub(crate) report: ReapReport,
+    /// Dead letters dropped for the cap, per queue.
+    pub(crate) dropped: Vec<(String, u64)>,
+    /// A batch came back full: more may be due at the same `now`.
+    pub(crate) more: bool,
+}
+
+/// Reaps one round: at most [`BATCH`] expired leases, unique keys, finished jobs past their
+/// retention and dead letters beyond a queue's cap (`dead_max`), so the transaction stays
+/// short; the caller runs rounds until one is not full.
 pub(crate) fn reap(
     conn: &Connection,
     now: UnixMs,
     dead_ttl: Duration,
-) -> rusqlite::Result<ReapReport> {
+    dead_max: u64,
+) -> rusqlite::Result<ReapRound> {
     let expired: Vec<(i64, u32, u32, bool, Vec<u8>)> = {
         let mut stmt = conn.prepare_cached(
             "SELECT seq, attempts, max_attempts, cancel_requested, id FROM celeriac_jobs \
@@ -500,6 +514,8 @@ pub(crate) fn reap(
         })?;
         rows.collect::<rusqlite::Result<_>>()?
     };
+    let mut more = expired.len() as i64 >= BATCH;
+    let mut dropped = Vec::new();
     let mut report = ReapReport::default();
     for (seq, attempts, max, cancelled, id) in expired {
         let ended = JobId::from_slice(&id).map_err(conv)?;
@@ -528,18 +544,42 @@ pub(crate) fn reap(
         }
     }
     // Unique keys whose window ended or whose job is gone.
-    conn.prepare_cached(
-        "DELETE FROM celeriac_unique WHERE rowid IN (SELECT u.rowid FROM celeriac_unique u \
-         LEFT JOIN celeriac_jobs j ON j.id = u.job_id \
-         WHERE (u.mode = 'w' AND u.until <= ?1) OR (u.mode <> 'w' AND j.id IS NULL) LIMIT ?2)",
-    )?
-    .execute(params![now, BATCH])?;
+    let released = conn
+        .prepare_cached(
+            "DELETE FROM celeriac_unique WHERE rowid IN (SELECT u.rowid FROM celeriac_unique u \
+             LEFT JOIN celeriac_jobs j ON j.id = u.job_id \
+             WHERE (u.mode = 'w' AND u.until <= ?1) OR (u.mode <> 'w' AND j.id IS NULL) \
+             LIMIT ?2)",
+        )?
+        .execute(params![now, BATCH])?;
     report.swept = conn
         .prepare_cached(
             "DELETE FROM celeriac_jobs WHERE seq IN \
              (SELECT seq FROM celeriac_jobs WHERE keep_until <= ?1 LIMIT ?2)",
         )?
         .execute(params![now, BATCH])? as u64;
+    more |= released as i64 >= BATCH || report.swept as i64 >= BATCH;
+    // The cap on dead letters, per queue: the oldest beyond it go.
+    let over: Vec<(String, i64)> = conn
+        .prepare_cached(
+            "SELECT queue, COUNT(*) - ?1 FROM celeriac_jobs WHERE state = 6 \
+             GROUP BY queue HAVING COUNT(*) > ?1",
+        )?
+        .query_map([i64::try_from(dead_max).unwrap_or(i64::MAX)], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    for (queue, excess) in over {
+        let n = conn
+            .prepare_cached(
+                "DELETE FROM celeriac_jobs WHERE seq IN (SELECT seq FROM celeriac_jobs \
+                 WHERE queue = ?1 AND state = 6 ORDER BY finished_at, seq LIMIT ?2)",
+            )?
+            .execute(params![queue, excess.min(BATCH)])? as u64;
+        report.dead_dropped += n;
+        more |= excess > BATCH;
+        dropped.push((queue, n));
+    }
     // Joins and workflow records past their retention (not counted: `swept` counts jobs).
     crate::flow::sweep(conn, now)?;
     // Expired key-value rows and locks, and broadcast messages past their retention.
@@ -547,7 +587,11 @@ pub(crate) fn reap(
     crate::limit::sweep(conn, now)?;
     // Shared breaker records, signals and probe reservations past their expiry.
     crate::breaker::sweep(conn, now)?;
-    Ok(report)
+    Ok(ReapRound {
+        report,
+        dropped,
+        more,
+    })
 }
 
 pub(crate) fn next_due(conn: &Connection, queues: &[String]) -> rusqlite::Result<Option<UnixMs>> {

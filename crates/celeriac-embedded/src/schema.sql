@@ -45,6 +45,9 @@ CREATE INDEX IF NOT EXISTS celeriac_jobs_kept
     ON celeriac_jobs (keep_until) WHERE keep_until IS NOT NULL;
 CREATE INDEX IF NOT EXISTS celeriac_jobs_dead
     ON celeriac_jobs (finished_at) WHERE state = 6;
+-- Counts dead letters per queue and finds a queue's oldest, for the cap a reap enforces.
+CREATE INDEX IF NOT EXISTS celeriac_jobs_dead_by_queue
+    ON celeriac_jobs (queue, state, finished_at) WHERE state = 6;
 -- Unique keys. A key is held while its job's state says so (see ops::live_holder), so it is
 -- released by the very update that ends that state; rows are swept when their job is gone.
 CREATE TABLE IF NOT EXISTS celeriac_unique (

@@ -2,13 +2,16 @@
 -- are left) and drops index entries of records whose retention ran out.
 --
 -- KEYS: the queue's twelve keys (includes/common.lua).
--- ARGV[1] job-key prefix, ARGV[2] now (ms), ARGV[3] dead-letter ttl (ms), ARGV[4] channel.
--- Returns: {requeued, dead, swept, ended}: ended lists the ids this call ended (dead, or
---   cancelled while their lease was out).
--- Bounded: at most BATCH expired leases and BATCH index entries per set per call. Recovery is
--- by lease expiry alone.
+-- ARGV[1] job-key prefix, ARGV[2] now (ms), ARGV[3] dead-letter ttl (ms), ARGV[4] channel,
+-- ARGV[5] most dead letters the queue keeps.
+-- Returns: {requeued, dead, swept, ended, dropped, more}: ended lists the ids this call ended
+--   (dead, or cancelled while their lease was out); dropped counts the oldest dead letters
+--   deleted for the cap; more is 1 when a batch came back full (the caller calls again).
+-- Bounded: at most BATCH expired leases, BATCH index entries per set and BATCH dropped dead
+-- letters per call. Recovery is by lease expiry alone.
 
 local now, dead_ttl, channel = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local dead_max = tonumber(ARGV[5])
 local expired = redis.call('ZRANGEBYSCORE', K_ACTIVE, '-inf', '(' .. num(now), 'LIMIT', 0, BATCH)
 local requeued, dead, ended = 0, 0, {}
 for _, id in ipairs(expired) do
@@ -40,15 +43,19 @@ if requeued > 0 then wake() end
 
 -- Records past their retention go by the caller's clock (the store's own expiry, set when
 -- they finished, is the backstop when no worker reaps).
-local swept = 0
+local swept, more = 0, #expired >= BATCH
+local function delete_all(set, ids)
+  for _, id in ipairs(ids) do
+    redis.call('DEL', PREFIX .. id)
+  end
+  zrem_all(set, ids)
+end
 local function sweep(set, before)
   local old = redis.call('ZRANGEBYSCORE', set, '-inf', num(before), 'LIMIT', 0, BATCH)
   if #old > 0 then
-    for _, id in ipairs(old) do
-      redis.call('DEL', PREFIX .. id)
-    end
-    zrem_all(set, old)
+    delete_all(set, old)
     swept = swept + #old
+    if #old >= BATCH then more = true end
   end
 end
 sweep(K_SUCCEEDED, now)
@@ -56,4 +63,14 @@ sweep(K_FAILED, now)
 sweep(K_CANCELLED, now)
 sweep(K_EXPIRED, now)
 sweep(K_DEAD, now - dead_ttl)
-return {requeued, dead, swept, ended}
+
+-- The cap on dead letters: the oldest beyond it go.
+local dropped = 0
+local excess = redis.call('ZCARD', K_DEAD) - dead_max
+if excess > 0 then
+  local oldest = redis.call('ZRANGE', K_DEAD, 0, math.min(excess, BATCH) - 1)
+  delete_all(K_DEAD, oldest)
+  dropped = #oldest
+  if excess > dropped then more = true end
+end
+return {requeued, dead, swept, ended, dropped, more and 1 or 0}

@@ -1,6 +1,7 @@
 //! Backend URLs and settings.
 
 use celeriac_core::error::{Error, Result};
+use celeriac_core::retention::DEFAULT_DEAD_MAX;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -52,6 +53,9 @@ pub struct RedisConfig {
     pub allow_eviction: bool,
     /// How long dead letters are kept (`?dead_ttl_s=`, default 7 days).
     pub dead_ttl: Duration,
+    /// Most dead letters a queue keeps; a reap drops the oldest beyond it (`?dead_max=`,
+    /// default [`DEFAULT_DEAD_MAX`]).
+    pub dead_max: u64,
 }
 
 impl RedisConfig {
@@ -155,6 +159,7 @@ impl RedisConfig {
             connect_timeout: Duration::from_secs(5),
             allow_eviction: false,
             dead_ttl: Duration::from_secs(7 * 24 * 3600),
+            dead_max: DEFAULT_DEAD_MAX,
         };
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, "true"));
@@ -189,10 +194,15 @@ impl RedisConfig {
                 "connect_timeout_ms" => config.connect_timeout = millis(v)?,
                 "allow_eviction" => config.allow_eviction = flag(v)?,
                 "dead_ttl_s" => config.dead_ttl = millis(v)? * 1000,
+                "dead_max" => {
+                    config.dead_max = v.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        Error::config(&setting, format!("`{v}` is not a positive number"))
+                    })?
+                }
                 other => {
                     return Err(Error::config(
                         "url",
-                        format!("unknown Redis URL parameter `{other}` (known: tls, ca, prefix, response_timeout_ms, connect_timeout_ms, allow_eviction, dead_ttl_s)"),
+                        format!("unknown Redis URL parameter `{other}` (known: tls, ca, prefix, response_timeout_ms, connect_timeout_ms, allow_eviction, dead_ttl_s, dead_max)"),
                     ))
                 }
             }
@@ -261,6 +271,9 @@ mod tests {
         assert_eq!(c.username.as_deref(), Some("app"));
         assert_eq!(c.password.as_deref(), Some("s@cret"));
         assert_eq!(c.prefix, "jobs");
+        assert_eq!(c.dead_max, DEFAULT_DEAD_MAX);
+        let capped = RedisConfig::from_url("redis://h?dead_max=500").expect("parses");
+        assert_eq!(capped.dead_max, 500);
         assert_eq!(c.node_url("h:1", 2), "redis://app:s%40cret@h:1/2");
 
         let c = RedisConfig::from_url("redis+cluster://a:1,b:2,c").expect("parses");
@@ -297,5 +310,7 @@ mod tests {
         assert!(err("redis://h/x").contains("database number"));
         assert!(err("redis://h?response_timeout_ms=0").contains("response_timeout_ms"));
         assert!(err("redis://a,b").contains("redis+cluster"));
+        assert!(err("redis://h?dead_max=0").contains("url: dead_max"));
+        assert!(err("redis://h?dead_max=many").contains("url: dead_max"));
     }
 }

@@ -13,7 +13,8 @@
 //!   acknowledgements, progress and releases check the token; a stale one changes nothing.
 //!   Expired leases go back to ready (or to the dead letters without attempts left).
 //! - **Bounded work per call.** No script moves, reaps or deletes more than 1,000 jobs at once
-//!   and none scans a whole set; every `unpack` is sliced.
+//!   and none scans a whole set; every `unpack` is sliced. A reap calls its script again
+//!   while a batch came back full, so it leaves nothing due behind however fast jobs finish.
 //! - **Refuses evicting memory policies.** Queues are not run on a Redis whose
 //!   `maxmemory-policy` is not `noeviction` (an evicted job is a lost job) unless the URL says
 //!   `?allow_eviction=true`.
@@ -49,7 +50,7 @@
 //! | `celeriac:{emails}:leases` | HASH | job id → fencing token of each leased job |
 //! | `celeriac:{emails}:meta` | HASH | `paused`, `seq` (FIFO counter), `fence` (token counter) |
 //! | `celeriac:{emails}:marker` | ZSET | wake-up marker idle workers block on |
-//! | `celeriac:{emails}:dead` | ZSET | dead letters by time of death (records expire after the dead-letter TTL) |
+//! | `celeriac:{emails}:dead` | ZSET | dead letters by time of death (records expire after the dead-letter TTL; a reap drops the oldest beyond the cap, `?dead_max=`) |
 //! | `celeriac:{emails}:succeeded`, `:failed`, `:cancelled`, `:expired` | ZSET | kept records by expiry, for counting |
 //! | `celeriac:{emails}:job:<id>` | HASH | one job: `d` spec (JSON), `p` payload, `s` state, `pr` priority, `q` sequence, `r` run_at, `x` expires_at, `a` attempts, `m` max attempts, `tt` result ttl, `w` worker, `st`/`f` started/finished, `res` result, `ek`/`em`/`ea` last error, `pg`/`pgm` progress; finished ones expire |
 //! | `celeriac:{emails}:done` | channel | ids of finished jobs |
@@ -151,6 +152,8 @@ use tracing::debug;
 const ENQUEUE_CHUNK: usize = 5000;
 /// How long one blocking wait on a marker lasts before it is renewed.
 const BLOCK_SECS: f64 = 1.0;
+/// Most reap script calls per queue in one reap (each handles a bounded batch).
+const REAP_ROUNDS: usize = 10_000;
 
 /// The Redis backend; cheap to clone.
 #[derive(Clone)]
@@ -323,6 +326,42 @@ impl RedisBackend {
             inv.arg(a);
         }
         inv.invoke_async(&mut self.conn()).await.map_err(map_err)
+    }
+
+    /// Reaps one queue: one script call per batch, again while a batch came back full (at
+    /// most [`REAP_ROUNDS`] calls, so records that keep falling due at `now` cannot hold the
+    /// reaper on one queue; the next reap goes on).
+    async fn reap_queue(&self, queue: &str, now: UnixMs, report: &mut ReapReport) -> Result<()> {
+        let keys = self.keys(queue);
+        let dead_ttl = duration_ms(self.inner.config.dead_ttl);
+        let dead_max = i64::try_from(self.inner.config.dead_max).unwrap_or(i64::MAX);
+        for _ in 0..REAP_ROUNDS {
+            type Round = (u64, u64, u64, Vec<String>, u64, u8);
+            let (requeued, dead, swept, ended, dropped, more): Round = self
+                .invoke(
+                    &self.inner.scripts.reap,
+                    &keys,
+                    [
+                        num(now),
+                        num(dead_ttl),
+                        keys.channel.clone().into_bytes(),
+                        num(dead_max),
+                    ],
+                )
+                .await?;
+            report.requeued += requeued;
+            report.dead += dead;
+            report.swept += swept;
+            report.dead_dropped += dropped;
+            celeriac_core::retention::count_dead_letters_dropped(queue, dropped);
+            for id in ended {
+                report.ended.push(id.parse()?);
+            }
+            if more == 0 {
+                break;
+            }
+        }
+        Ok(())
     }
 
     fn ensure_listener(&self) {
@@ -776,22 +815,8 @@ impl Broker for RedisBackend {
 
     async fn reap(&self, now: UnixMs) -> Result<ReapReport> {
         let mut report = ReapReport::default();
-        let dead_ttl = duration_ms(self.inner.config.dead_ttl);
         for queue in self.all_queues().await? {
-            let keys = self.keys(&queue);
-            let (requeued, dead, swept, ended): (u64, u64, u64, Vec<String>) = self
-                .invoke(
-                    &self.inner.scripts.reap,
-                    &keys,
-                    [num(now), num(dead_ttl), keys.channel.clone().into_bytes()],
-                )
-                .await?;
-            report.requeued += requeued;
-            report.dead += dead;
-            report.swept += swept;
-            for id in ended {
-                report.ended.push(id.parse()?);
-            }
+            self.reap_queue(&queue, now, &mut report).await?;
         }
         if report.requeued > 0 {
             self.bump_work();
