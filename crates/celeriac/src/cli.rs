@@ -1324,7 +1324,35 @@ async fn queues(app: App, json: bool) -> CliResult {
             q.count(S::Failed),
         );
     }
+    println!(
+        "\n{}",
+        clock_line(&celeriac_core::StoreClock::fleet_clock(
+            app.backend().as_ref()
+        ))
+    );
     Ok(())
+}
+
+/// One line on the fleet's clock as this process reads it: where it comes from and how far
+/// this host's wall clock is off it.
+fn clock_line(clock: &crate::clock::FleetClock) -> String {
+    // Fleet minus wall: positive when this host's wall clock is behind.
+    let off = clock.offset_ms();
+    let how = match off {
+        0 => "in step with it".to_string(),
+        o if o > 0 => format!("{:.3} s behind it", o as f64 / 1000.0),
+        o => format!("{:.3} s ahead of it", -o as f64 / 1000.0),
+    };
+    let advice = if off.unsigned_abs() > crate::clock::OFFSET_WARNING.as_millis() as u64 {
+        " (Celeriac runs on the store's clock, but check this host's time synchronisation)"
+    } else {
+        ""
+    };
+    format!(
+        "clock: {}, read in {:.1} ms; this host's wall clock is {how}{advice}",
+        clock.source().unwrap_or("this host's wall clock"),
+        clock.round_trip().as_secs_f64() * 1000.0,
+    )
 }
 
 async fn cache(app: App, command: CacheCommand) -> CliResult {

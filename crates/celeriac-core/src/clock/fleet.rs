@@ -75,6 +75,8 @@ pub struct FleetClock {
     synced: AtomicBool,
     /// Reads the host's wall clock instead (a clock for a store that has none of its own).
     host: bool,
+    /// The name of the source of the readings, once one was taken.
+    source: std::sync::OnceLock<&'static str>,
 }
 
 impl Default for FleetClock {
@@ -97,6 +99,7 @@ impl FleetClock {
             wall_minus_mono: AtomicI64::new(wall),
             synced: AtomicBool::new(false),
             host: false,
+            source: std::sync::OnceLock::new(),
         }
     }
 
@@ -127,6 +130,11 @@ impl FleetClock {
     /// Whether a reading of the store's time was ever taken.
     pub fn is_synced(&self) -> bool {
         self.synced.load(Ordering::Relaxed)
+    }
+
+    /// What the readings come from ("Redis TIME"), once one was taken.
+    pub fn source(&self) -> Option<&'static str> {
+        self.source.get().copied()
     }
 
     /// Now by the fleet clock, from the coarse wall clock ([`super::coarse_now_ms`]) and the
@@ -176,6 +184,7 @@ impl FleetClock {
         let elapsed_since = i64::try_from(received.elapsed().as_millis()).unwrap_or(0);
         let fleet_now = fleet_then.saturating_add(elapsed_since);
         let new_base = fleet_then.saturating_sub(since_origin);
+        let _ = self.source.set(source.name());
         let was_synced = self.synced.swap(true, Ordering::Relaxed);
         let old_base = self.base.swap(new_base, Ordering::Relaxed);
         let jump_ms = if was_synced { new_base - old_base } else { 0 };
