@@ -42,6 +42,7 @@
 mod breaker;
 mod clock;
 mod coord;
+mod fault;
 mod flow;
 mod kv;
 mod limit;
