@@ -11,6 +11,17 @@
 //!   survives power loss); `?synchronous=normal` trades the last commits on power loss for speed.
 //! - **Group commit**: one writer thread per process owns the connection; operations waiting
 //!   at the same moment share one transaction and one fsync, each in its own savepoint.
+//! - **Full disk, read-only file**: a write that finds the disk full, or the file read-only
+//!   or failing (SQLite reports an I/O error when the file is made immutable under it), fails
+//!   with an error that names the condition, of kind [`ErrorKind::Retry`]: the condition may
+//!   clear, and nothing of the failed write was stored. When SQLite rolls a group-committed
+//!   transaction back on its own, every operation of it fails, so nothing is half-committed:
+//!   what each call reports is what the file holds. Once space is freed or the file is
+//!   writable again, the same backend goes on, without a restart. A malformed file gives
+//!   [`ErrorKind::GiveUp`]; a file that is read-only at open fails at open.
+//! - **Local file system only**: in WAL mode the processes on one file share an index in
+//!   memory mapped from the `-shm` file, which network file systems (NFS, SMB) do not support;
+//!   the database, its `-wal` and its `-shm` must be on a local disk, and all three writable.
 //! - **Atomic claims**: promotion of due jobs, selection, lease and fencing token happen in one
 //!   `BEGIN IMMEDIATE` transaction, so several processes on one file never hold the same job
 //!   at once.
@@ -42,6 +53,7 @@
 mod breaker;
 mod clock;
 mod coord;
+mod fault;
 mod flow;
 mod kv;
 mod limit;

@@ -1,10 +1,18 @@
 //! One writer thread per backend that owns the SQLite connection and runs operations in
 //! group-committed transactions: whatever operations are waiting when a transaction starts
 //! share it (and its fsync), each inside its own savepoint so one failure spoils no other.
+//!
+//! SQLite may roll the whole transaction back on its own (a full disk, an I/O error, a lack of
+//! memory). The writer checks after every statement it runs that the transaction is still
+//! open; once it is not, every operation of the transaction fails with the cause, none runs
+//! any more, and the next transaction starts afresh. A commit hook refuses every commit but
+//! the writer's own `COMMIT`, so no statement of a failed transaction is ever committed alone.
 
+use crate::fault::{map_err, rolled_back};
 use celeriac_core::error::{Error, ErrorKind, Result};
 use rusqlite::Connection;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use tokio::sync::oneshot;
 
 /// Most operations one transaction takes.
@@ -13,6 +21,8 @@ const MAX_GROUP: usize = 512;
 trait Op: Send {
     /// Runs inside the transaction; true on success.
     fn run(&mut self, conn: &Connection) -> bool;
+    /// The error the operation failed with, once run.
+    fn failure(&self) -> Option<&rusqlite::Error>;
     /// Called after the commit (with the commit's error, if it failed).
     fn finish(self: Box<Self>, commit: Option<Error>);
 }
@@ -40,6 +50,10 @@ where
         }
     }
 
+    fn failure(&self) -> Option<&rusqlite::Error> {
+        self.out.as_ref().and_then(|r| r.as_ref().err())
+    }
+
     fn finish(self: Box<Self>, commit: Option<Error>) {
         let result = match (commit, self.out) {
             (Some(e), _) => Err(e),
@@ -49,16 +63,6 @@ where
         };
         let _ = self.tx.send(result);
     }
-}
-
-/// Maps SQLite errors to the portable kinds.
-pub(crate) fn map_err(e: rusqlite::Error) -> Error {
-    use rusqlite::ffi::ErrorCode;
-    let kind = match e.sqlite_error_code() {
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => ErrorKind::Retry,
-        _ => ErrorKind::GiveUp,
-    };
-    Error::backend(kind, e)
 }
 
 /// The handle to the writer thread.
@@ -100,6 +104,10 @@ impl Writer {
 }
 
 fn run(conn: Connection, rx: mpsc::Receiver<Box<dyn Op>>) {
+    let committing = Arc::new(AtomicBool::new(false));
+    let allowed = committing.clone();
+    // Returning true turns the commit into a rollback.
+    conn.commit_hook(Some(move || !allowed.load(Ordering::SeqCst)));
     while let Ok(first) = rx.recv() {
         let mut ops = vec![first];
         while ops.len() < MAX_GROUP {
@@ -111,41 +119,61 @@ fn run(conn: Connection, rx: mpsc::Receiver<Box<dyn Op>>) {
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
             let e = map_err(e);
             for op in ops {
-                op.finish(Some(clone_err(&e)));
+                op.finish(Some(e.clone()));
             }
             continue;
         }
-        let single = ops.len() == 1;
-        let mut any_ok = false;
-        for op in ops.iter_mut() {
-            if single {
-                any_ok = op.run(&conn);
-                continue;
+        let outcome = match run_all(&conn, &mut ops) {
+            Ok(true) => {
+                committing.store(true, Ordering::SeqCst);
+                let commit = conn.execute_batch("COMMIT");
+                committing.store(false, Ordering::SeqCst);
+                commit.map_err(|e| rolled_back(Some(&e)))
             }
-            if conn.execute_batch("SAVEPOINT op").is_err() {
-                continue;
-            }
-            if op.run(&conn) {
-                any_ok = true;
-                let _ = conn.execute_batch("RELEASE op");
-            } else {
-                let _ = conn.execute_batch("ROLLBACK TO op; RELEASE op");
-            }
-        }
-        let commit = if any_ok {
-            conn.execute_batch("COMMIT").map_err(map_err).err()
-        } else {
-            conn.execute_batch("ROLLBACK").map_err(map_err).err()
+            Ok(false) => conn.execute_batch("ROLLBACK").map_err(map_err),
+            Err(e) => Err(e),
         };
-        if commit.is_some() && any_ok {
+        if outcome.is_err() && !conn.is_autocommit() {
             let _ = conn.execute_batch("ROLLBACK");
         }
+        let failed = outcome.err();
         for op in ops {
-            op.finish(commit.as_ref().map(clone_err));
+            op.finish(failed.clone());
         }
     }
 }
 
-fn clone_err(e: &Error) -> Error {
-    Error::backend(e.kind(), e)
+/// Runs the operations of one transaction, each in its own savepoint (unless it is alone);
+/// true if any succeeded. An error means SQLite ended the transaction, or a savepoint could
+/// not be kept: nothing of it may be committed, and no operation runs any more.
+fn run_all(conn: &Connection, ops: &mut [Box<dyn Op>]) -> Result<bool> {
+    if let [op] = ops {
+        let ok = op.run(conn);
+        still_open(conn, op.failure())?;
+        return Ok(ok);
+    }
+    let mut any_ok = false;
+    for op in ops.iter_mut() {
+        conn.execute_batch("SAVEPOINT op")
+            .map_err(|e| rolled_back(Some(&e)))?;
+        let ok = op.run(conn);
+        still_open(conn, op.failure())?;
+        let end = if ok {
+            "RELEASE op"
+        } else {
+            "ROLLBACK TO op; RELEASE op"
+        };
+        conn.execute_batch(end).map_err(|e| rolled_back(Some(&e)))?;
+        still_open(conn, None)?;
+        any_ok |= ok;
+    }
+    Ok(any_ok)
+}
+
+/// An error if SQLite ended the transaction (`cause`: the error it ended with, if known).
+fn still_open(conn: &Connection, cause: Option<&rusqlite::Error>) -> Result<()> {
+    if conn.is_autocommit() {
+        return Err(rolled_back(cause));
+    }
+    Ok(())
 }
