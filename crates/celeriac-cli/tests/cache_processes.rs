@@ -1,6 +1,6 @@
 //! Real processes sharing one cache L2: `celeriac bench cache` starts three processes that
 //! each make 1,000 concurrent gets of one cold key at the same moment; the loader runs once
-//! across all of them. On Redis (a server the testkit starts) and on a SQLite file.
+//! across all of them, and the two other processes wait for it. On Redis (a server the testkit starts) and on a SQLite file.
 
 mod common;
 
@@ -20,6 +20,12 @@ fn stampede(url: &str) {
     assert_eq!(
         report["stampede_loader_calls"], 1,
         "3 processes × 1,000 gets of one cold key load it once: {report}"
+    );
+    // The processes really contended: the two that did not load waited for the one that did
+    // (a process that started late would have read the value and proved nothing).
+    assert_eq!(
+        report["stampede_processes_waited"], 2,
+        "every process but the loader's waited for its load: {report}"
     );
 }
 

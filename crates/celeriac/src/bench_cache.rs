@@ -3,6 +3,7 @@
 
 use crate::backend::KvStore;
 use crate::cache::Cache;
+use crate::clock::StoreClock;
 use crate::{Backend, Error, Result};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -51,6 +52,9 @@ pub struct CacheBenchReport {
     pub stampede_gets: usize,
     /// Loader calls the stampede caused, across all the processes (1 is right).
     pub stampede_loader_calls: i64,
+    /// Stampede processes that found the load lock held by another process and waited for
+    /// its value (all but the loader's, when the processes really contended).
+    pub stampede_processes_waited: usize,
 }
 
 fn ratio(a: f64, b: f64) -> f64 {
@@ -137,7 +141,7 @@ pub async fn run(backend: Arc<Backend>, cfg: &CacheBenchConfig) -> Result<CacheB
         _ => None,
     };
 
-    let calls = stampede(&backend, cfg, &ns).await?;
+    let (calls, waited) = stampede(&backend, cfg, &ns).await?;
     Ok(CacheBenchReport {
         l1_hits_per_s: l1,
         moka_gets_per_s: raw,
@@ -148,6 +152,7 @@ pub async fn run(backend: Arc<Backend>, cfg: &CacheBenchConfig) -> Result<CacheB
         stampede_processes: cfg.processes,
         stampede_gets: cfg.stampede_gets,
         stampede_loader_calls: calls,
+        stampede_processes_waited: waited,
     })
 }
 
@@ -160,8 +165,16 @@ fn counter_key(ns: &str) -> String {
     format!("{ns}:stampede-loads")
 }
 
-/// Starts the stampede's processes at one moment and counts the loader calls.
-async fn stampede(backend: &Arc<Backend>, cfg: &CacheBenchConfig, ns: &str) -> Result<i64> {
+/// What a stampede process prints: how often it waited for another process's load.
+const WAITED: &str = "stampede waited=";
+
+/// Starts the stampede's processes at one moment; returns the loader calls and how many
+/// processes waited for another's load.
+async fn stampede(
+    backend: &Arc<Backend>,
+    cfg: &CacheBenchConfig,
+    ns: &str,
+) -> Result<(i64, usize)> {
     let start_at = crate::clock::Clock::now_ms(&crate::SystemClock) + 1_500;
     let mut children = Vec::new();
     for _ in 0..cfg.processes {
@@ -171,21 +184,31 @@ async fn stampede(backend: &Arc<Backend>, cfg: &CacheBenchConfig, ns: &str) -> R
             .args(["--stampede-gets", &cfg.stampede_gets.to_string()])
             .args(["--stampede-start", &start_at.to_string()])
             .env_remove("CELERIAC_URL")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .spawn()
             .map_err(|e| Error::config("bench", format!("cannot start a stampede process: {e}")))?;
         children.push(child);
     }
-    for mut c in children {
-        let status = c
-            .wait()
+    let mut waited = 0;
+    for c in children {
+        let out = c
+            .wait_with_output()
             .await
             .map_err(|e| Error::config("bench", e.to_string()))?;
-        if !status.success() {
+        if !out.status.success() {
             return Err(Error::config(
                 "bench",
-                format!("a stampede process failed: {status}"),
+                format!("a stampede process failed: {}", out.status),
             ));
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let waits: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(WAITED))
+            .and_then(|n| n.trim().parse().ok())
+            .ok_or_else(|| Error::config("bench", format!("a stampede process said {text:?}")))?;
+        if waits > 0 {
+            waited += 1;
         }
     }
     let now = crate::clock::Clock::now_ms(&crate::SystemClock);
@@ -197,11 +220,12 @@ async fn stampede(backend: &Arc<Backend>, cfg: &CacheBenchConfig, ns: &str) -> R
         .and_then(|b| String::from_utf8(b).ok())
         .and_then(|s| s.trim().parse::<i64>().ok())
         .unwrap_or(0);
-    Ok(calls)
+    Ok((calls, waited))
 }
 
 /// One stampede process: `gets` concurrent reads of one cold key at `start_at`; the loader
-/// counts its calls in the store and takes 200 ms.
+/// counts its calls in the store and takes a second, so a process that starts a little late
+/// still finds the load in progress. Prints how often it waited for another process's load.
 pub async fn stampede_child(
     backend: Arc<Backend>,
     ns: &str,
@@ -220,16 +244,23 @@ pub async fn stampede_child(
         tokio::time::sleep(Duration::from_millis(wait as u64)).await;
     }
     let mut tasks = tokio::task::JoinSet::new();
+    // A loader call that could not be counted fails the bench rather than undercount.
+    let uncounted: Arc<std::sync::Mutex<Option<Error>>> = Arc::default();
     for _ in 0..gets {
         let cache = cache.clone();
         let backend = backend.clone();
         let counter = counter_key(ns);
+        let uncounted = uncounted.clone();
         tasks.spawn(async move {
             cache
                 .get_with("cold", move || async move {
-                    let now = crate::clock::Clock::now_ms(&crate::SystemClock);
-                    let _ = backend.kv_incr(&counter, now).await;
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    let now = crate::clock::Clock::now_ms(&*backend.fleet_clock());
+                    if let Err(e) = backend.kv_incr(&counter, now).await {
+                        if let Ok(mut slot) = uncounted.lock() {
+                            *slot = Some(e);
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                     "loaded once".to_string()
                 })
                 .await
@@ -241,6 +272,13 @@ pub async fn stampede_child(
             return Err(Error::config("bench", format!("unexpected value {v}")));
         }
     }
+    if let Some(e) = uncounted.lock().ok().and_then(|mut s| s.take()) {
+        return Err(Error::config(
+            "bench",
+            format!("counting a loader call failed: {e}"),
+        ));
+    }
+    println!("{WAITED}{}", cache.stats().waiters);
     Ok(())
 }
 

@@ -544,8 +544,12 @@ async fn run_cache_bench(url: Option<&str>, args: BenchArgs) -> CliResult {
         ),
     }
     println!(
-        "stampede     {} processes × {} concurrent gets of one cold key: {} loader call(s)",
-        report.stampede_processes, report.stampede_gets, report.stampede_loader_calls
+        "stampede     {} processes × {} concurrent gets of one cold key: {} loader call(s), \
+         {} process(es) waited for another's load",
+        report.stampede_processes,
+        report.stampede_gets,
+        report.stampede_loader_calls,
+        report.stampede_processes_waited
     );
     Ok(())
 }
