@@ -158,16 +158,52 @@ fn counters(stats: &WorkerStats) -> String {
     )
 }
 
+/// The jobs claimed and not finished, read as soon as the store answers again after an
+/// outage: those in flight when it went away (and any claimed since, which only widens the
+/// set). Only these may run twice.
+async fn unfinished_claims(app: &App, ids: &[JobId]) -> std::collections::HashSet<JobId> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut set = std::collections::HashSet::new();
+        let mut failed = None;
+        // All reads at once: the set is taken in one short moment.
+        let mut reads = tokio::task::JoinSet::new();
+        for id in ids {
+            let backend = app.backend().clone();
+            let id = *id;
+            reads.spawn(async move { (id, backend.get(id).await) });
+        }
+        while let Some(read) = reads.join_next().await {
+            match read.expect("read task") {
+                (id, Ok(Some(info))) => {
+                    if info.job.attempts >= 1 && info.state != JobState::Succeeded {
+                        set.insert(id);
+                    }
+                }
+                (id, Ok(None)) => panic!("job {id} was lost"),
+                (_, Err(e)) => failed = Some(e),
+            }
+        }
+        match failed {
+            None => return set,
+            Some(e) => {
+                assert!(Instant::now() < deadline, "the store never answered: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
 /// Waits until every job is Succeeded in the store (store errors while it recovers are
 /// retried), then checks each job: kept, succeeded, and run at most `max_attempts` times.
-/// Returns how many ran more than once.
+/// Returns the jobs that ran more than once.
 async fn wait_all_succeeded(
     app: &App,
     ids: &[JobId],
     max_attempts: u32,
     within: Duration,
     stats: &WorkerStats,
-) -> u32 {
+) -> std::collections::HashSet<JobId> {
     let deadline = Instant::now() + within;
     let mut pending: Vec<JobId> = ids.to_vec();
     let mut last = String::new();
@@ -203,7 +239,7 @@ async fn wait_all_succeeded(
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let mut reruns = 0;
+    let mut reruns = std::collections::HashSet::new();
     for id in ids {
         let info = app
             .backend()
@@ -218,7 +254,7 @@ async fn wait_all_succeeded(
             info.job.attempts
         );
         if info.job.attempts > 1 {
-            reruns += 1;
+            reruns.insert(*id);
         }
     }
     reruns
@@ -397,6 +433,7 @@ async fn a_redis_restart_mid_run_loses_no_job() {
     let run = tokio::spawn(worker.run());
 
     wait_for_acks(&stats, 100, Duration::from_secs(60)).await;
+    let before = unfinished_claims(&app, &ids).await;
     server.kill();
     let at_kill = stats.succeeded.load(Ordering::Relaxed);
     assert!(
@@ -405,14 +442,25 @@ async fn a_redis_restart_mid_run_loses_no_job() {
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
     server.restart().await.expect("redis-server restarts");
+    let in_flight: std::collections::HashSet<JobId> =
+        &before | &unfinished_claims(&app, &ids).await;
+    assert!(!in_flight.is_empty(), "the kill should land while jobs run");
 
     let reruns = wait_all_succeeded(&app, &ids, 2, Duration::from_secs(120), &stats).await;
     assert!(
         !run.is_finished(),
         "the worker must keep running through the outage"
     );
+    assert!(
+        reruns.is_subset(&in_flight),
+        "only jobs in flight at the kill ran twice: {} reruns, {} not in flight",
+        reruns.len(),
+        reruns.difference(&in_flight).count()
+    );
     eprintln!(
-        "restart: {at_kill} acknowledged at the kill; {reruns} jobs ran twice; stale={}",
+        "restart: {at_kill} acknowledged at the kill; {} in flight; {} jobs ran twice; stale={}",
+        in_flight.len(),
+        reruns.len(),
         stats.stale.load(Ordering::Relaxed)
     );
     shutdown.graceful();
@@ -468,6 +516,7 @@ async fn a_sentinel_failover_mid_run_loses_no_job() {
     let run = tokio::spawn(worker.run());
 
     wait_for_acks(&stats, 100, Duration::from_secs(60)).await;
+    let before = unfinished_claims(&app, &ids).await;
     setup.failover().await.expect("failover completes");
 
     // Asked of the new master itself, not through the backend under test: every job's record
@@ -497,13 +546,28 @@ async fn a_sentinel_failover_mid_run_loses_no_job() {
         "the failover should land while jobs remain"
     );
 
+    let in_flight: std::collections::HashSet<JobId> =
+        &before | &unfinished_claims(&app, &ids).await;
+    assert!(
+        !in_flight.is_empty(),
+        "the failover should land while jobs run"
+    );
+
     let reruns = wait_all_succeeded(&app, &ids, 2, Duration::from_secs(120), &stats).await;
     assert!(
         !run.is_finished(),
         "the worker must keep running through the failover"
     );
+    assert!(
+        reruns.is_subset(&in_flight),
+        "only jobs in flight at the failover ran twice: {} reruns, {} not in flight",
+        reruns.len(),
+        reruns.difference(&in_flight).count()
+    );
     eprintln!(
-        "failover: {done_at_failover} succeeded in the new master at the switch; {reruns} jobs ran twice; {}",
+        "failover: {done_at_failover} succeeded in the new master at the switch; {} in flight; {} jobs ran twice; {}",
+        in_flight.len(),
+        reruns.len(),
         counters(&stats)
     );
     shutdown.graceful();
@@ -590,7 +654,7 @@ async fn a_cluster_worker_serves_queues_on_different_nodes() {
     let shutdown = worker.shutdown_handle();
     let run = tokio::spawn(worker.run());
     let reruns = wait_all_succeeded(&app, &ids, 1, Duration::from_secs(120), &stats).await;
-    assert_eq!(reruns, 0);
+    assert!(reruns.is_empty());
     assert_eq!(stats.stale.load(Ordering::Relaxed), 0);
     let by_queue = app.backend().stats().await.expect("stats");
     for q in queues {
