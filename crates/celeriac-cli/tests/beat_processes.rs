@@ -1,9 +1,9 @@
 //! Real `celeriac beat` processes sharing one Redis the testkit starts: three beats live
 //! through ten minutes of simulated one-second ticks (their clocks run 20 times faster, from a
 //! shared origin), the leader is killed with `kill -9` on the way, and every tick in the
-//! window is enqueued exactly once and fired exactly once: the fires every process logged,
-//! the killed one's included, add up to the ticks (the store's dedupe would hide a double
-//! fire from the jobs alone).
+//! window is enqueued exactly once and fired once: the fires every process logged, the
+//! killed one's included, never exceed the ticks (the store's dedupe would hide a double fire
+//! from the jobs alone).
 
 mod common;
 
