@@ -1,6 +1,7 @@
 -- cancelJob-12: cancels one job of the queue.
 --
--- KEYS: the queue's twelve keys (includes/common.lua).
+-- KEYS: the queue's twelve keys and the migration guard (includes/common.lua); the name's
+-- `-12` counts the twelve. Job and unique keys come from the prefix: safe because of the guard.
 -- ARGV[1] job-key prefix, ARGV[2] id, ARGV[3] now (ms), ARGV[4] completion channel.
 -- Returns: 'cancelled' (it was waiting and will never run), 'requested' (it is running: the
 --   flag `cx` asks its worker to stop it, and a flagged job never runs again), 'missing', or
@@ -24,7 +25,7 @@ elseif state == '3' then
 else
   return state
 end
-local ttl = tonumber(f[3] or '86400000')
+local ttl = ttl_of(f[3])
 redis.call('HSET', key, 's', '7', 'f', num(now))
 redis.call('PEXPIRE', key, num(ttl))
 redis.call('ZADD', K_CANCELLED, num(now + ttl), id)

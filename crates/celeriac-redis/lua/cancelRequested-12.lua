@@ -1,6 +1,7 @@
 -- cancelRequested-12: which of a worker's leased jobs were asked to stop.
 --
--- KEYS: the queue's twelve keys (includes/common.lua).
+-- KEYS: the queue's twelve keys and the migration guard (includes/common.lua); the name's
+-- `-12` counts the twelve. Job and unique keys come from the prefix: safe because of the guard.
 -- ARGV[1] job-key prefix, then pairs: id, token.
 -- Returns: the ids whose lease is still held by that token and whose job carries the
 --   cancellation flag.

@@ -1,10 +1,12 @@
 -- claimJobs-12: promotes due jobs, then claims and leases up to `limit` ready jobs, in one
 -- atomic step (at-least-once: nothing is popped without being leased in the same script).
 --
--- KEYS: the queue's twelve keys (includes/common.lua).
+-- KEYS: the queue's twelve keys and the migration guard (includes/common.lua); the name's
+-- `-12` counts the twelve. Job and unique keys come from the prefix: safe because of the guard.
 -- ARGV[1] job-key prefix, ARGV[2] now (ms), ARGV[3] limit, ARGV[4] lease_until (ms),
 -- ARGV[5] worker id, ARGV[6] completion channel, ARGV[7] task limits: one line per limited
--- task, `<task>\t<concurrency cap or ''>\t<rate interval ms or ''>`.
+-- task, `<task>\t<concurrency cap or ''>\t<rate interval ms or ''>`, ARGV[8] dead-letter ttl
+-- (ms).
 -- A job a limit holds back stays in `ready` at its place and uses no attempt.
 -- Returns: one bulk string per claimed job, its fields joined by tabs:
 --   `id, token, attempts, max_attempts, result_ttl_ms|'', run_at, priority, expires_at|'',
@@ -14,25 +16,35 @@
 -- Guarantees: each claim gets a fresh fencing token (a per-queue counter); jobs past their
 -- expires_at are ended as expired instead (a bounded number per call); a paused queue
 -- yields nothing; if ready jobs remain, the marker is set so another idle worker wakes.
--- Bounded: promotes at most BATCH due jobs per source set.
+-- Reads first: the ready jobs are looked at in place (ZRANGE, not ZPOPMIN) and every decision
+-- is made before the first write; then jobs are added to `active` before they leave `ready`.
+-- An error at any point leaves every job in a set (includes/common.lua, "Errors").
+-- A job whose record is malformed (a count missing or not a number, no spec, or a spec that
+-- is not JSON when task limits need its task) goes to the dead letters with the reason; the
+-- rest of the batch is claimed.
+-- Bounded: promotes at most BATCH due jobs per source set, and looks at most at BATCH ready
+-- jobs it does not claim.
 
 local now, limit, lease_until, worker, channel = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6]
+local dead_ttl = tonumber(ARGV[8]) or 604800000
 -- Number-to-text conversions cost a printf each in Redis: make each one once.
 local now_s = ARGV[2]
 if redis.call('HGET', K_META, 'paused') == '1' then
   return {}
 end
 
+-- Due scheduled or retrying jobs join `ready` (added there before they leave their set).
 local function promote(from)
   local due = redis.call('ZRANGEBYSCORE', from, '-inf', now_s, 'LIMIT', 0, BATCH)
   if #due == 0 then return end
   local seq = redis.call('HINCRBY', K_META, 'seq', #due) - #due
   for i, id in ipairs(due) do
     local key = PREFIX .. id
-    local f = redis.call('HMGET', key, 'pr', 'r')
-    if f[1] then
+    local f = redis.call('HMGET', key, 'pr', 'r', 's')
+    -- A record that is gone has nothing to run; a malformed one is judged when claimed.
+    if f[1] or f[2] or f[3] then
       redis.call('HSET', key, 's', '0', 'q', num(seq + i))
-      add_ready(id, f[1], f[2], seq + i)
+      add_ready(id, tonumber(f[1]) or 5, tonumber(f[2]) or now, seq + i)
     end
   end
   zrem_all(from, due)
@@ -48,20 +60,21 @@ for line in string.gmatch(ARGV[7] or '', '[^\n]+') do
     limited = true
   end
 end
-local running = {}
+-- What admissions decided, written after the read phase: running counts and next starts.
+local running, tats = {}, {}
 -- Whether a job of `task` may start now (a concurrency cap, then an evenly spaced rate).
 local function admit(task)
   local l = limits[task]
   if not l then return true end
   if l.cap then
-    local n = running[task] or tonumber(redis.call('HGET', K_META, 'run:' .. task) or '0')
+    local n = running[task] or tonumber(redis.call('HGET', K_META, 'run:' .. task)) or 0
     running[task] = n
     if n >= l.cap then return false end
   end
   if l.interval then
-    local tat = tonumber(redis.call('HGET', K_META, 'tat:' .. task) or '0')
+    local tat = tats[task] or tonumber(redis.call('HGET', K_META, 'tat:' .. task)) or 0
     if tat > now then return false end
-    redis.call('HSET', K_META, 'tat:' .. task, num(math.max(tat, now) + l.interval))
+    tats[task] = math.max(tat, now) + l.interval
   end
   if l.cap then
     running[task] = running[task] + 1
@@ -69,71 +82,106 @@ local function admit(task)
   return true
 end
 
-local held = {}
-local out = {}
-local leased = {}
-local tokens = {}
-local expired = 0
-local token = nil
-while #out < limit and expired + #held / 2 < BATCH do
-  local popped = redis.call('ZPOPMIN', K_READY, limit - #out)
-  if #popped == 0 then break end
-  if token == nil then
-    token = redis.call('HINCRBY', K_META, 'fence', limit) - limit
-  end
-  for i = 1, #popped, 2 do
-    local id = id_of(popped[i])
+-- Read phase: decide each ready job's fate, front first, without changing anything.
+local claims, ends, leaving = {}, {}, {}
+local held, looked, offset = 0, 0, 0
+while #claims < limit and looked - #claims < BATCH do
+  local members = redis.call('ZRANGE', K_READY, offset, offset + limit - #claims - 1)
+  if #members == 0 then break end
+  offset = offset + #members
+  for _, member in ipairs(members) do
+    looked = looked + 1
+    local id = id_of(member)
     local key = PREFIX .. id
-    local f = redis.call('HMGET', key, 'x', 'a', 'd', 'p', 'm', 'tt', 'r', 'pr', 'st', 'cx', 'uk', 'um')
+    local f = redis.call('HMGET', key, 'x', 'a', 'd', 'p', 'm', 'tt', 'r', 'pr', 'st', 'cx', 'uk', 'um', 's')
+    local why = malformed(f[2], f[5], f[1], f[6], f[7], f[8])
+    if not why and not f[3] then why = 'field `d` (spec) is missing' end
     local task = nil
-    if limited and f[3] then task = cjson.decode(f[3]).task end
-    if f[3] == false then
+    if not why and limited then
+      local ok, spec = pcall(cjson.decode, f[3])
+      if not ok or type(spec) ~= 'table' then
+        why = 'field `d` (spec) is not a JSON object'
+      elseif type(spec.task) == 'string' then
+        task = spec.task
+      end
+    end
+    if not (f[2] or f[3] or f[13]) then
       -- The job's record is gone (purged underneath); nothing to run.
+      leaving[#leaving + 1] = member
     elseif f[10] == '1' then
-      end_cancelled(id, key, now, channel)
-      expired = expired + 1
+      ends[#ends + 1] = {'c', id, key}
+      leaving[#leaving + 1] = member
+    elseif why then
+      ends[#ends + 1] = {'m', id, key, why, f[2]}
+      leaving[#leaving + 1] = member
     elseif f[1] and tonumber(f[1]) <= now then
-      local ttl = tonumber(f[6] or '86400000')
-      redis.call('HSET', key, 's', '8', 'f', now_s, 'ek', 'expired',
-        'em', 'not started before its expiry', 'ea', f[2])
-      redis.call('PEXPIRE', key, num(ttl))
-      redis.call('ZADD', K_EXPIRED, num(now + ttl), id)
-      redis.call('PUBLISH', channel, id)
-      expired = expired + 1
+      ends[#ends + 1] = {'x', id, key, f[6], f[2]}
+      leaving[#leaving + 1] = member
     elseif task and not admit(task) then
-      held[#held + 1] = popped[i + 1]
-      held[#held + 1] = popped[i]
+      -- Held back: it stays in `ready` at its place.
+      held = held + 1
     else
-      if task and limits[task] and limits[task].cap then
-        redis.call('HINCRBY', K_META, 'run:' .. task, 1)
-        redis.call('HSET', K_META, 'lim:' .. id, task)
-      end
-      token = token + 1
-      local attempts = tonumber(f[2]) + 1
-      local started = f[9] or now_s
-      redis.call('HSET', key, 's', '2', 'a', attempts, 'w', worker, 'st', started)
-      leased[#leased + 1] = lease_until
-      leased[#leased + 1] = id
-      tokens[#tokens + 1] = id
-      local token_s = num(token)
-      local lease_value = token_s
-      if f[11] then
-        if f[12] == 'f' then
-          lease_value = token_s .. '|' .. f[11]
-        elseif f[12] == 's' or f[12] == 'd' then
-          release_unique(f[11], id, f[12])
-        end
-      end
-      tokens[#tokens + 1] = lease_value
-      out[#out + 1] = id .. '\t' .. token_s .. '\t' .. attempts .. '\t' .. (f[5] or '1') .. '\t' ..
-        (f[6] or '') .. '\t' .. (f[7] or '') .. '\t' .. (f[8] or '') .. '\t' .. (f[1] or '') .. '\t' ..
-        started .. '\t' .. #f[3] .. '\t' .. f[3] .. (f[4] or '')
+      claims[#claims + 1] = {id, key, task, f}
+      leaving[#leaving + 1] = member
     end
   end
 end
+
+-- Write phase.
+for _, e in ipairs(ends) do
+  local kind, id, key = e[1], e[2], e[3]
+  if kind == 'c' then
+    end_cancelled(id, key, now, channel)
+  elseif kind == 'm' then
+    dead_malformed(id, key, now, dead_ttl, channel, e[4], e[5])
+  else
+    local ttl = ttl_of(e[4])
+    redis.call('HSET', key, 's', '8', 'f', now_s, 'ek', 'expired',
+      'em', 'not started before its expiry', 'ea', e[5])
+    redis.call('PEXPIRE', key, num(ttl))
+    redis.call('ZADD', K_EXPIRED, num(now + ttl), id)
+    redis.call('PUBLISH', channel, id)
+  end
+end
+
+local out, leased, tokens = {}, {}, {}
+local token = 0
+if #claims > 0 then
+  token = redis.call('HINCRBY', K_META, 'fence', #claims) - #claims
+end
+for _, c in ipairs(claims) do
+  local id, key, task, f = c[1], c[2], c[3], c[4]
+  if task and limits[task] and limits[task].cap then
+    redis.call('HINCRBY', K_META, 'run:' .. task, 1)
+    redis.call('HSET', K_META, 'lim:' .. id, task)
+  end
+  token = token + 1
+  local attempts = tonumber(f[2]) + 1
+  local started = f[9] or now_s
+  redis.call('HSET', key, 's', '2', 'a', attempts, 'w', worker, 'st', started)
+  leased[#leased + 1] = lease_until
+  leased[#leased + 1] = id
+  tokens[#tokens + 1] = id
+  local token_s = num(token)
+  local lease_value = token_s
+  if f[11] then
+    if f[12] == 'f' then
+      lease_value = token_s .. '|' .. f[11]
+    elseif f[12] == 's' or f[12] == 'd' then
+      release_unique(f[11], id, f[12])
+    end
+  end
+  tokens[#tokens + 1] = lease_value
+  out[#out + 1] = id .. '\t' .. token_s .. '\t' .. attempts .. '\t' .. f[5] .. '\t' ..
+    (f[6] or '') .. '\t' .. (f[7] or '') .. '\t' .. (f[8] or '') .. '\t' .. (f[1] or '') .. '\t' ..
+    started .. '\t' .. #f[3] .. '\t' .. f[3] .. (f[4] or '')
+end
+for task, tat in pairs(tats) do
+  redis.call('HSET', K_META, 'tat:' .. task, num(tat))
+end
 sliced('ZADD', K_ACTIVE, leased)
-sliced('ZADD', K_READY, held)
 sliced('HSET', K_LEASES, tokens)
+zrem_all(K_READY, leaving)
 -- Wake another worker only for jobs it could take (held-back ones would just come back).
-if redis.call('ZCARD', K_READY) > #held / 2 then wake() end
+if redis.call('ZCARD', K_READY) > held then wake() end
 return out

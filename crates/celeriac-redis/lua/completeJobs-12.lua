@@ -1,6 +1,7 @@
 -- completeJobs-12: records the end of attempts, each fenced by its token.
 --
--- KEYS: the queue's twelve keys (includes/common.lua).
+-- KEYS: the queue's twelve keys and the migration guard (includes/common.lua); the name's
+-- `-12` counts the twelve. Job and unique keys come from the prefix: safe because of the guard.
 -- ARGV[1] job-key prefix, ARGV[2] now (ms), ARGV[3] dead-letter ttl (ms), ARGV[4] completion
 -- channel, then 6 values per completion: id, token, kind, v1, v2, v3, where kind is
 --   's' succeeded  v1 = result bytes, v2 = '1' to keep the record (with the result) for the
@@ -42,7 +43,7 @@ for n, id in ipairs(ids) do
       drop[#drop + 1] = key
     else
       local cur = redis.call('HMGET', key, 'tt', 'a', 'cx')
-      local ttl = tonumber(cur[1] or '86400000')
+      local ttl = ttl_of(cur[1])
       if kind == 's' then
         redis.call('HSET', key, 's', '4', 'f', num(now), 'res', ARGV[i + 3])
         redis.call('HDEL', key, 'ek', 'em', 'ea')
@@ -73,7 +74,7 @@ for n, id in ipairs(ids) do
       elseif kind == 'e' and cur[3] == '1' then
         end_cancelled(id, key, now, channel)
       elseif kind == 'e' then
-        local attempts = math.max(tonumber(cur[2] or '1') - 1, 0)
+        local attempts = math.max((tonumber(cur[2]) or 1) - 1, 0)
         redis.call('HSET', key, 's', '1', 'r', ARGV[i + 3], 'a', num(attempts))
         redis.call('HDEL', key, 'w')
         redis.call('ZADD', K_SCHED, ARGV[i + 3], id)

@@ -1,6 +1,7 @@
 -- enqueueJobs-12: stores a batch of new jobs atomically (all or none).
 --
--- KEYS: the queue's twelve keys (includes/common.lua).
+-- KEYS: the queue's twelve keys and the migration guard (includes/common.lua); the name's
+-- `-12` counts the twelve. Job and unique keys come from the prefix: safe because of the guard.
 -- ARGV[1] job-key prefix, ARGV[2] now (ms), then 10 values per job:
 --   id, priority, run_at, expires_at ('' = never), max_attempts, result_ttl_ms ('' = keep no
 --   result), spec (JSON of the immutable fields), payload (bytes), unique ('' = none, else

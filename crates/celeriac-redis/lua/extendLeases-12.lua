@@ -1,6 +1,7 @@
 -- extendLeases-12: the heartbeat; extends every lease a worker holds in this queue.
 --
--- KEYS: the queue's twelve keys (includes/common.lua).
+-- KEYS: the queue's twelve keys and the migration guard (includes/common.lua); the name's
+-- `-12` counts the twelve. Job and unique keys come from the prefix: safe because of the guard.
 -- ARGV[1] job-key prefix, ARGV[2] new lease_until (ms), then pairs: id, token.
 -- Returns: the ids whose token no longer holds the lease (lost; not extended).
 -- The tokens are checked in one call.

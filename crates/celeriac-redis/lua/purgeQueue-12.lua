@@ -1,6 +1,7 @@
 -- purgeQueue-12: deletes up to BATCH waiting jobs (ready, scheduled, retrying) of the queue.
 --
--- KEYS: the queue's twelve keys (includes/common.lua).
+-- KEYS: the queue's twelve keys and the migration guard (includes/common.lua); the name's
+-- `-12` counts the twelve. Job and unique keys come from the prefix: safe because of the guard.
 -- ARGV[1] job-key prefix.
 -- Returns: how many were deleted; call again until it returns 0. Active jobs are not touched.
 

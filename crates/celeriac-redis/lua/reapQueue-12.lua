@@ -1,7 +1,8 @@
 -- reapQueue-12: moves expired leases back to ready (or to the dead letters when no attempts
 -- are left) and drops index entries of records whose retention ran out.
 --
--- KEYS: the queue's twelve keys (includes/common.lua).
+-- KEYS: the queue's twelve keys and the migration guard (includes/common.lua); the name's
+-- `-12` counts the twelve. Job and unique keys come from the prefix: safe because of the guard.
 -- ARGV[1] job-key prefix, ARGV[2] now (ms), ARGV[3] dead-letter ttl (ms), ARGV[4] channel,
 -- ARGV[5] most dead letters the queue keeps.
 -- Returns: {requeued, dead, swept, ended, dropped, more}: ended lists the ids this call ended
@@ -9,6 +10,8 @@
 --   deleted for the cap; more is 1 when a batch came back full (the caller calls again).
 -- Bounded: at most BATCH expired leases, BATCH index entries per set and BATCH dropped dead
 -- letters per call. Recovery is by lease expiry alone.
+-- A leased job whose record is malformed (attempts or max attempts missing or not a number)
+-- goes to the dead letters with the reason, so one bad record never stops the queue's reaps.
 
 local now, dead_ttl, channel = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local dead_max = tonumber(ARGV[5])
@@ -16,11 +19,16 @@ local expired = redis.call('ZRANGEBYSCORE', K_ACTIVE, '-inf', '(' .. num(now), '
 local requeued, dead, ended = 0, 0, {}
 for _, id in ipairs(expired) do
   local key = PREFIX .. id
-  local f = redis.call('HMGET', key, 'a', 'm', 'cx')
-  if f[1] == false then
+  local f = redis.call('HMGET', key, 'a', 'm', 'cx', 's', 'd', 'pr', 'r')
+  local why = malformed(f[1], f[2], nil, nil, f[7], f[6])
+  if not (f[1] or f[4] or f[5]) then
     -- Record gone; only the index entry is left.
   elseif f[3] == '1' then
     end_cancelled(id, key, now, channel)
+    ended[#ended + 1] = id
+  elseif why then
+    dead_malformed(id, key, now, dead_ttl, channel, why, f[1])
+    dead = dead + 1
     ended[#ended + 1] = id
   elseif tonumber(f[1]) >= tonumber(f[2]) then
     redis.call('HSET', key, 's', '6', 'f', num(now), 'ek', 'lease_expired',
@@ -38,6 +46,7 @@ for _, id in ipairs(expired) do
     requeued = requeued + 1
   end
 end
+-- Each job above went to ready or the dead letters first; only now does it leave `active`.
 end_leases(expired)
 if requeued > 0 then wake() end
 

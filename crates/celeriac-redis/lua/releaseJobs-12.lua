@@ -1,7 +1,8 @@
 -- releaseJobs-12: hands leased jobs back to ready without counting their attempt (graceful
 -- shutdown), at their original place in line.
 --
--- KEYS: the queue's twelve keys (includes/common.lua).
+-- KEYS: the queue's twelve keys and the migration guard (includes/common.lua); the name's
+-- `-12` counts the twelve. Job and unique keys come from the prefix: safe because of the guard.
 -- ARGV[1] job-key prefix, then pairs: id, token.
 -- Returns: how many were handed back (stale tokens are skipped).
 
@@ -11,7 +12,7 @@ local done = {}
 for n, id in ipairs(ids) do
   if token_of(held[n]) == tokens[n] then
     local key = PREFIX .. id
-    local attempts = math.max(tonumber(redis.call('HGET', key, 'a') or '1') - 1, 0)
+    local attempts = math.max((tonumber(redis.call('HGET', key, 'a')) or 1) - 1, 0)
     redis.call('HSET', key, 's', '0', 'a', attempts)
     redis.call('HDEL', key, 'w')
     requeue(id, key)

@@ -1,6 +1,7 @@
 -- retryDead-12: puts dead letters back in the ready set with fresh attempts.
 --
--- KEYS: the queue's twelve keys (includes/common.lua).
+-- KEYS: the queue's twelve keys and the migration guard (includes/common.lua); the name's
+-- `-12` counts the twelve. Job and unique keys come from the prefix: safe because of the guard.
 -- ARGV[1] job-key prefix, ARGV[2] now (ms), then either the single value '*' (the oldest
 -- BATCH dead letters) or the ids to retry.
 -- Returns: {retried, looked_at}; with '*', call again while looked_at > 0.

@@ -1,6 +1,7 @@
 -- setProgress-12: records the progress of a running attempt, fenced by its token.
 --
--- KEYS: the queue's twelve keys (includes/common.lua).
+-- KEYS: the queue's twelve keys and the migration guard (includes/common.lua); the name's
+-- `-12` counts the twelve. Job and unique keys come from the prefix: safe because of the guard.
 -- ARGV[1] job-key prefix, ARGV[2] id, ARGV[3] token, ARGV[4] fraction, ARGV[5] message ('' none).
 -- Returns: 1 if recorded, 0 if the token no longer holds the lease.
 

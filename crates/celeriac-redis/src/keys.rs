@@ -2,10 +2,11 @@
 //! on one Cluster slot and its scripts are atomic there; every key of one join or workflow
 //! shares the tag `{wf:<id>}`.
 
-/// The twelve keys every script of a queue receives, and its job-key prefix and channel.
+/// The keys every script of a queue receives (its twelve data keys, then the migration
+/// guard), and its job-key prefix and channel.
 #[derive(Debug, Clone)]
 pub(crate) struct QueueKeys {
-    pub(crate) keys: [String; 12],
+    pub(crate) keys: [String; 13],
     pub(crate) job_prefix: String,
     pub(crate) channel: String,
 }
@@ -28,6 +29,10 @@ impl QueueKeys {
                 k("cancelled"),
                 k("expired"),
                 k("leases"),
+                // Never created: while the slot migrates, a command declaring a key the node
+                // lacks is refused (TRYAGAIN) before it runs, so no queue script runs on either
+                // node until every key of the slot is on one (`lua/includes/common.lua`).
+                k("guard"),
             ],
             job_prefix: k("job:"),
             channel: k("done"),

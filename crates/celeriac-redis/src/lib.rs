@@ -8,10 +8,24 @@
 //! ```
 //!
 //! # Guarantees
-//! - **At least once, fenced.** One Lua script promotes due jobs, pops ready ones, and leases
+//! - **At least once, fenced.** One Lua script promotes due jobs, picks ready ones, and leases
 //!   them with a fresh fencing token; nothing is popped and recorded afterwards. Heartbeats,
 //!   acknowledgements, progress and releases check the token; a stale one changes nothing.
 //!   Expired leases go back to ready (or to the dead letters without attempts left).
+//! - **No job in no set, whatever a script meets.** A Lua error keeps the writes made before
+//!   it, so every queue script decides before it writes, and moves a job by adding it to its
+//!   new set before removing it from the old one. A record of the wrong shape (a count missing
+//!   or not a number, a spec that is not JSON where task limits need it) raises nothing: the
+//!   claim or reap that meets it sends that job to the dead letters (`malformed_job`, naming
+//!   the field) and goes on with the rest.
+//! - **Cluster resharding loses nothing.** A script may touch only keys of its own slot, and
+//!   only while every key of that slot is on the node running it. Job and unique keys are
+//!   found inside the scripts, so they cannot be declared in `KEYS`; instead every queue script
+//!   also declares the queue's `guard` key, which never exists. While the slot migrates Redis
+//!   refuses a multi-key command on a node missing one of its keys (TRYAGAIN, or ASK then
+//!   TRYAGAIN) before it runs, so no queue script runs on either node until the slot has
+//!   moved; the client retries TRYAGAIN and follows MOVED/ASK, and a claim that still fails is
+//!   retried by the worker. Other scripts declare every key they touch.
 //! - **Bounded work per call.** No script moves, reaps or deletes more than 1,000 jobs at once
 //!   and none scans a whole set; every `unpack` is sliced. A reap calls its script again
 //!   while a batch came back full, so it leaves nothing due behind however fast jobs finish.
@@ -53,6 +67,8 @@
 //! | `celeriac:{emails}:dead` | ZSET | dead letters by time of death (records expire after the dead-letter TTL; a reap drops the oldest beyond the cap, `?dead_max=`) |
 //! | `celeriac:{emails}:succeeded`, `:failed`, `:cancelled`, `:expired` | ZSET | kept records by expiry, for counting |
 //! | `celeriac:{emails}:job:<id>` | HASH | one job: `d` spec (JSON), `p` payload, `s` state, `pr` priority, `q` sequence, `r` run_at, `x` expires_at, `a` attempts, `m` max attempts, `tt` result ttl, `w` worker, `st`/`f` started/finished, `res` result, `ek`/`em`/`ea` last error, `pg`/`pgm` progress; finished ones expire |
+//! | `celeriac:{emails}:unique:<key>` | STRING | the job holding a unique key: `<mode>\|<id>` (a window adds `\|<until>`) |
+//! | `celeriac:{emails}:guard` | none | never created; declared by every queue script so that none runs while the slot migrates (see Guarantees) |
 //! | `celeriac:{emails}:done` | channel | ids of finished jobs |
 //! | `celeriac:queues` | SET | queue names (the one key outside any queue's slot) |
 //! | `celeriac:{celeriac:beat}:leader:<name>` | HASH | a leader lease (the scheduler's is `beat`): `holder`, `token` (fencing token, grows each time the lease changes hands, never expires), `until` (ms) |
@@ -65,9 +81,8 @@
 //! Every breaker key has a Redis TTL (twice the longest of its window, open period and probe
 //! lease), refreshed by each write; the `exp` field judges expiry by the caller's `now`.
 //!
-//! Room is left under the same tag for what comes next: `:unique:<key>` and `:limit:<task>`
-//! live in the queue's slot so their scripts stay atomic; cache and limiter keys get their own
-//! prefixes (`celeriac:kv:…`, `celeriac:{rl:…}`).
+//! Unique keys live in the queue's slot so their scripts stay atomic; cache and limiter keys
+//! get their own prefixes (`celeriac:kv:…`, `celeriac:{rl:…}`).
 //!
 //! Workflows (chain, group, chord) belong to no queue: every key of one join or one workflow
 //! carries the hash tag `{wf:<id>}` (ids are UUIDs, so no tag clashes with a queue's), and each
@@ -675,6 +690,7 @@ impl Broker for RedisBackend {
 
     async fn claim(&self, req: ClaimRequest) -> Result<Vec<Claimed>> {
         let lease_until = req.now.saturating_add(duration_ms(req.lease));
+        let dead_ttl = duration_ms(self.inner.config.dead_ttl);
         let limits: String = req
             .limits
             .iter()
@@ -704,6 +720,7 @@ impl Broker for RedisBackend {
                         req.worker.clone().into_bytes(),
                         keys.channel.clone().into_bytes(),
                         limits.clone().into_bytes(),
+                        num(dead_ttl),
                     ],
                 )
                 .await?;

@@ -1,7 +1,8 @@
 //! Bad data in Redis: a job record of the wrong shape goes to the dead letters with the
-//! reason; a key of the wrong type is a typed error, and nothing else is lost.
+//! reason, on every path that reads it (a claim with or without task limits, a reap); a key of
+//! the wrong type is a typed error, and nothing else is lost.
 
-use celeriac_core::backend::ClaimRequest;
+use celeriac_core::backend::{ClaimRequest, TaskLimits};
 use celeriac_core::{Broker, Job, JobState, ResultStore};
 use celeriac_redis::RedisBackend;
 use celeriac_testkit::RedisServer;
@@ -106,4 +107,142 @@ async fn a_key_of_the_wrong_type_is_a_typed_error_and_other_queues_keep_working(
     assert_eq!(claimed[0].job.id, id);
     let info = backend.get(id).await.expect("get").expect("exists");
     assert_eq!(info.state, JobState::Active);
+}
+
+/// The raw record of a job in the `default` queue.
+fn job_key(id: impl std::fmt::Display) -> String {
+    format!("celeriac:{{default}}:job:{id}")
+}
+
+/// Asserts, from the raw keys, that `id` is a dead letter whose reason names `field`.
+async fn assert_dead_naming(server: &RedisServer, id: impl std::fmt::Display, field: &str) {
+    let score = server
+        .command(&["ZSCORE", "celeriac:{default}:dead", &id.to_string()])
+        .await
+        .expect("ZSCORE");
+    assert!(score.as_text().is_some(), "{id} is not in the dead letters");
+    let key = job_key(&id);
+    let state = server.command(&["HGET", &key, "s"]).await.expect("HGET s");
+    assert_eq!(state.as_text().as_deref(), Some("6"), "{id}: state code");
+    let kind = server
+        .command(&["HGET", &key, "ek"])
+        .await
+        .expect("HGET ek");
+    assert_eq!(kind.as_text().as_deref(), Some("malformed_job"), "{id}");
+    let message = server
+        .command(&["HGET", &key, "em"])
+        .await
+        .expect("HGET em");
+    let message = message.as_text().unwrap_or_default();
+    assert!(
+        message.contains(&format!("`{field}`")),
+        "{id}: the reason should name `{field}`: {message}"
+    );
+}
+
+#[tokio::test]
+async fn malformed_records_met_by_a_claim_with_task_limits_are_dead_lettered_and_the_batch_goes_on()
+{
+    let server = RedisServer::start().await.expect("redis starts");
+    let backend = RedisBackend::connect(&server.url())
+        .await
+        .expect("connects");
+    let jobs: Vec<Job> = (0..5).map(|i| Job::new("t", vec![b'0' + i], NOW)).collect();
+    let ids: Vec<_> = jobs.iter().map(|j| j.id).collect();
+    backend.enqueue(jobs, NOW).await.expect("enqueue");
+    // Bad JSON in the spec (read by the script to find the task), no attempts, no max.
+    let corrupt: [&[&str]; 3] = [&["HSET", "d", "{not json"], &["HDEL", "a"], &["HDEL", "m"]];
+    for (id, cmd) in ids.iter().zip(corrupt) {
+        let key = job_key(id);
+        let mut args = vec![cmd[0], key.as_str()];
+        args.extend(&cmd[1..]);
+        server.command(&args).await.expect("corrupt a record");
+    }
+
+    let mut req = claim_req("default");
+    req.limits.insert(
+        "t".to_string(),
+        TaskLimits {
+            concurrency: Some(10),
+            rate: None,
+        },
+    );
+    let claimed = backend
+        .claim(req.clone())
+        .await
+        .expect("the claim goes on past malformed records");
+    let mut got: Vec<_> = claimed.iter().map(|c| c.job.id).collect();
+    got.sort();
+    let mut fine = ids[3..].to_vec();
+    fine.sort();
+    assert_eq!(got, fine, "the two readable jobs are claimed");
+
+    assert_dead_naming(&server, ids[0], "d").await;
+    assert_dead_naming(&server, ids[1], "a").await;
+    assert_dead_naming(&server, ids[2], "m").await;
+    // Only the claimed jobs count against the task's cap, and nothing is left behind.
+    let running = server
+        .command(&["HGET", "celeriac:{default}:meta", "run:t"])
+        .await
+        .expect("HGET run:t");
+    assert_eq!(running.as_text().as_deref(), Some("2"));
+    for set in ["ready", "active"] {
+        let n = server
+            .command(&["ZCARD", &format!("celeriac:{{default}}:{set}")])
+            .await
+            .expect("ZCARD")
+            .as_int();
+        let want = if set == "active" { 2 } else { 0 };
+        assert_eq!(n, Some(want), "{set}");
+    }
+    assert!(backend.claim(req).await.expect("claim again").is_empty());
+    for id in &fine {
+        let info = backend.get(*id).await.expect("get").expect("kept");
+        assert_eq!(info.state, JobState::Active);
+    }
+}
+
+#[tokio::test]
+async fn a_malformed_record_with_an_expired_lease_is_dead_lettered_and_the_reaper_goes_on() {
+    let server = RedisServer::start().await.expect("redis starts");
+    let backend = RedisBackend::connect(&server.url())
+        .await
+        .expect("connects");
+    let jobs: Vec<Job> = (0..3).map(|i| Job::new("t", vec![b'0' + i], NOW)).collect();
+    let ids: Vec<_> = jobs.iter().map(|j| j.id).collect();
+    backend.enqueue(jobs, NOW).await.expect("enqueue");
+    let claimed = backend.claim(claim_req("default")).await.expect("claim");
+    assert_eq!(claimed.len(), 3);
+    // While leased, one record loses its max attempts, another gets attempts that are no number.
+    server
+        .command(&["HDEL", &job_key(ids[0]), "m"])
+        .await
+        .expect("corrupt");
+    server
+        .command(&["HSET", &job_key(ids[1]), "a", "many"])
+        .await
+        .expect("corrupt");
+
+    // The leases ran out: the reaper meets both.
+    let later = NOW + 60_000;
+    let report = backend.reap(later).await.expect("the reap succeeds");
+    assert_eq!(report.dead, 2, "{report:?}");
+    assert_eq!(report.requeued, 1, "{report:?}");
+    let mut ended = report.ended.clone();
+    ended.sort();
+    let mut want = ids[..2].to_vec();
+    want.sort();
+    assert_eq!(ended, want);
+    assert_dead_naming(&server, ids[0], "m").await;
+    assert_dead_naming(&server, ids[1], "a").await;
+
+    // The reaper keeps working on this queue, and the sound job runs again.
+    let report = backend.reap(later + 1).await.expect("reaps again");
+    assert_eq!((report.dead, report.requeued), (0, 0), "{report:?}");
+    let mut req = claim_req("default");
+    req.now = later + 1;
+    let again = backend.claim(req).await.expect("claim");
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].job.id, ids[2]);
+    assert_eq!(again[0].job.attempts, 2);
 }

@@ -1,6 +1,6 @@
 -- includes/common.lua: prepended to every script.
 --
--- Every script of a queue receives the same twelve keys, all under the queue's hash tag
+-- Every script of a queue receives the same thirteen keys, all under the queue's hash tag
 -- `{<queue>}`, so a script runs on one Redis Cluster node:
 --   KEYS[1]  ready      ZSET  pending jobs; score = (9 - priority) * 2^42 + run_at, member =
 --                             `<sequence, 15 digits>:<id>`: priority first, then due time, then
@@ -19,8 +19,26 @@
 --   KEYS[11] expired    ZSET  expired jobs; score = keep_until (ms)
 --   KEYS[12] leases     HASH  job id -> fencing token, for every leased job (one HMGET checks a
 --                             whole batch of acknowledgements)
+--   KEYS[13] guard      none  never created (see "Slot migration" below)
 -- ARGV[1] is always the job-key prefix `<prefix>:{<queue>}:job:`; job keys are that prefix and
--- the id, so they share the queue's hash tag (and slot) with the keys above.
+-- the id, so they share the queue's hash tag (and slot) with the keys above, as do unique keys
+-- (`<prefix>:{<queue>}:unique:<key>`).
+--
+-- Slot migration. Job and unique keys are found inside a script, so they cannot all be
+-- declared; what a script may touch is every key of its queue's slot. The guard makes that safe
+-- on Cluster: while a slot migrates, Redis serves a command declaring several keys only on a
+-- node that holds all of them (otherwise TRYAGAIN or ASK, then TRYAGAIN, before anything runs),
+-- and no node ever holds the guard. So a queue script runs only on the node that owns its slot
+-- outright, where every key of the slot is local; during a migration every queue script is
+-- refused whole, and the client retries until the slot has moved (MOVED). Without the guard a
+-- script could run on the source, find a job key already moved, and fail after its first
+-- write, or run on the target under ASKING and read a job key not yet moved as missing.
+--
+-- Errors. A Lua error keeps the writes made before it. So scripts check every record they read
+-- before they change anything for it (a malformed record never raises: `tonumber(x) or ...`,
+-- `pcall(cjson.decode, ...)`), and a job moves between sets by being added to its destination
+-- before it is removed from its source: whatever fails, every job stays in at least one set.
+-- A job whose record is malformed goes to the dead letters, the reason naming the field.
 --
 -- Numbers are passed to Redis through `num`, never as raw Lua numbers, which Redis would
 -- format with 14 significant digits.
@@ -65,9 +83,14 @@ local function wake()
   redis.call('ZADD', K_MARKER, 0, 'w')
 end
 
+-- A record's retention (ms): its `tt` field, one day when absent or not a number.
+local function ttl_of(tt)
+  return tonumber(tt) or 86400000
+end
+
 -- Ends a job that was asked to stop (flag `cx`) instead of letting it run again.
 local function end_cancelled(id, key, now, channel)
-  local ttl = tonumber(redis.call('HGET', key, 'tt') or '86400000')
+  local ttl = ttl_of(redis.call('HGET', key, 'tt'))
   redis.call('HSET', key, 's', '7', 'f', num(now))
   redis.call('HDEL', key, 'w')
   redis.call('PEXPIRE', key, num(ttl))
@@ -78,7 +101,31 @@ end
 -- Puts a job back in the ready set at its original place in line.
 local function requeue(id, key)
   local f = redis.call('HMGET', key, 'pr', 'r', 'q')
-  add_ready(id, f[1] or 5, f[2] or 0, f[3] or 0)
+  add_ready(id, tonumber(f[1]) or 5, tonumber(f[2]) or 0, tonumber(f[3]) or 0)
+end
+
+-- Ends a job whose record is malformed as a dead letter, with `why` (it names the field) as
+-- its error; the caller takes it out of the set it was in afterwards.
+local function dead_malformed(id, key, now, dead_ttl, channel, why, attempts)
+  redis.call('HSET', key, 's', '6', 'f', num(now), 'ek', 'malformed_job',
+    'em', 'the job\'s record in Redis is malformed: ' .. why, 'ea', num(tonumber(attempts) or 0))
+  redis.call('HDEL', key, 'w')
+  redis.call('PEXPIRE', key, num(dead_ttl))
+  redis.call('ZADD', K_DEAD, num(now), id)
+  redis.call('PUBLISH', channel, id)
+end
+
+-- What is wrong with a record about to be leased or reaped, or nil, from its fields a
+-- (attempts), m (max attempts), x (expires at), tt (result ttl), r (run at), pr (priority):
+-- the first two must be numbers, the others numbers when present (nil: not checked).
+local function malformed(a, m, x, tt, r, pr)
+  if not tonumber(a) then return 'field `a` (attempts) is missing or not a number' end
+  if not tonumber(m) then return 'field `m` (max attempts) is missing or not a number' end
+  if x and not tonumber(x) then return 'field `x` (expires at) is not a number' end
+  if tt and not tonumber(tt) then return 'field `tt` (result ttl) is not a number' end
+  if r and not tonumber(r) then return 'field `r` (run at) is not a number' end
+  if pr and not tonumber(pr) then return 'field `pr` (priority) is not a number' end
+  return nil
 end
 
 -- A command over many arguments, in slices (Lua's unpack has a limit).
