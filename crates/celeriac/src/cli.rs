@@ -16,6 +16,7 @@ mod limits;
 use clap::{Args, Parser, Subcommand};
 
 mod breaker;
+mod warp;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -284,15 +285,8 @@ struct BeatArgs {
     /// This beat's name in the leader lease (default host:pid).
     #[arg(long, env = "CELERIAC_BEAT_ID")]
     beat_id: Option<String>,
-    /// FOR TESTS ONLY: run the scheduler's clock this many times faster than real time, from
-    /// --beat-time-origin, so minutes of ticks pass in seconds. Every beat sharing a store
-    /// must get the same scale and origin.
-    #[arg(long, env = "CELERIAC_BEAT_TIME_SCALE", hide_short_help = true)]
-    beat_time_scale: Option<f64>,
-    /// FOR TESTS ONLY: where the warped clock of --beat-time-scale starts, in milliseconds since
-    /// the Unix epoch (default: now).
-    #[arg(long, env = "CELERIAC_BEAT_TIME_ORIGIN", hide_short_help = true)]
-    beat_time_origin: Option<i64>,
+    #[command(flatten)]
+    warp: warp::Warp,
 }
 
 #[derive(Subcommand, Debug)]
@@ -1006,13 +1000,8 @@ fn make_beat(app: &App, args: &BeatArgs) -> Result<crate::Beat<crate::Backend>, 
         .validate()
         .map_err(|e| CliError(format!("--beat-lease/--beat-id: {e}")))?;
     let mut beat = app.beat()?.config(config)?;
-    if let Some(scale) = args.beat_time_scale {
-        let origin = args
-            .beat_time_origin
-            .unwrap_or_else(crate::clock::system_now_ms);
-        let clock = crate::WarpedClock::new(origin, scale)
-            .map_err(|e| CliError(format!("--beat-time-scale: {e}")))?;
-        beat = beat.clock(std::sync::Arc::new(clock));
+    if let Some(warped) = args.warp.clock()? {
+        beat = beat.clock(warped.clock);
     }
     Ok(beat)
 }

@@ -1,7 +1,7 @@
 //! `celeriac limits`: rate limits in the store from the command line.
 
 use super::{CliError, CliResult};
-use crate::clock::{Clock, WarpedClock};
+use crate::clock::Clock;
 use crate::limit::Quota;
 use crate::RateLimitStore;
 use clap::Subcommand;
@@ -33,14 +33,10 @@ pub(super) enum LimitsCommand {
         /// FOR TESTS ONLY: concurrent calls while hammering.
         #[arg(long, hide = true, default_value_t = 4)]
         hammer_tasks: usize,
-        /// FOR TESTS ONLY: run the limiter's clock this many times faster than real time from
-        /// --time-origin (every process sharing a key must get the same scale and origin);
-        /// hammering starts at the origin.
-        #[arg(long, env = "CELERIAC_LIMITS_TIME_SCALE", hide = true)]
-        time_scale: Option<f64>,
-        /// FOR TESTS ONLY: where the warped clock starts, ms since the Unix epoch (default: now).
-        #[arg(long, env = "CELERIAC_LIMITS_TIME_ORIGIN", hide = true)]
-        time_origin: Option<i64>,
+        /// The warped clock of the process tests (debug builds only); hammering starts at its
+        /// origin.
+        #[command(flatten)]
+        warp: super::warp::Warp,
     },
 }
 
@@ -52,8 +48,7 @@ pub(super) async fn run(url: &str, command: LimitsCommand) -> CliResult {
         json,
         hammer_for,
         hammer_tasks,
-        time_scale,
-        time_origin,
+        warp,
     } = command;
     let quotas = limits
         .iter()
@@ -64,12 +59,13 @@ pub(super) async fn run(url: &str, command: LimitsCommand) -> CliResult {
         .collect::<Result<Vec<_>, _>>()?;
     crate::limit::check_request(&key, &quotas, cost)?;
     let backend = Arc::new(crate::Backend::connect(url).await?);
-    let origin = time_origin.unwrap_or_else(crate::clock::system_now_ms);
-    let clock: Arc<dyn Clock> = match time_scale {
-        Some(scale) => Arc::new(
-            WarpedClock::new(origin, scale).map_err(|e| CliError(format!("--time-scale: {e}")))?,
-        ),
-        None => celeriac_core::StoreClock::fleet_clock(backend.as_ref()),
+    let (clock, origin): (Arc<dyn Clock>, i64) = match warp.clock()? {
+        Some(warped) => (warped.clock, warped.origin),
+        None => {
+            let fleet = celeriac_core::StoreClock::fleet_clock(backend.as_ref());
+            let now = fleet.now_ms();
+            (fleet, now)
+        }
     };
     if let Some(length) = hammer_for {
         return hammer(
