@@ -70,9 +70,13 @@ struct Worker {
 
 impl Worker {
     fn spawn(url: &str, id: &str, fake: Fake<'_>, dir: &Path) -> Self {
+        Self::spawn_on(url, "reports", id, fake, dir)
+    }
+
+    fn spawn_on(url: &str, queue: &str, id: &str, fake: Fake<'_>, dir: &Path) -> Self {
         let log = dir.join(format!("{id}.log"));
         let child = celeriac_cmd(url, fake, &log)
-            .args(["worker", "--queues", "reports", "--worker-id", id])
+            .args(["worker", "--queues", queue, "--worker-id", id])
             .args(["--concurrency", "8", "--poll-interval", "20ms"])
             .stdout(Stdio::piped())
             .spawn()
@@ -152,9 +156,13 @@ async fn wait_until_all_ended(app: &App, n: u64, within: Duration) {
     }
 }
 
-/// Every job succeeded after exactly one attempt, and none is in the dead letters.
-async fn each_ran_once(app: &App, ids: &[JobId]) {
+/// Every job succeeded after exactly one attempt, none is in the dead letters, and every
+/// time a worker stamped on it lies within `window` of the fleet's clock, give or take a
+/// second (a worker stamping by its own wall clock would put its jobs the skew away; on SQLite
+/// processes may disagree by one slew step of the file's anchor until they read it again).
+async fn each_ran_once(app: &App, ids: &[JobId], window: (i64, i64)) {
     assert_eq!(count(app, JobState::Dead).await, 0, "no job may die");
+    let (from, to) = (window.0 - 1_000, window.1 + 1_000);
     for id in ids {
         let info = app
             .backend()
@@ -164,7 +172,18 @@ async fn each_ran_once(app: &App, ids: &[JobId]) {
             .expect("job kept");
         assert_eq!(info.state, JobState::Succeeded, "job {id}");
         assert_eq!(info.job.attempts, 1, "job {id} ran more than once");
+        let started = info.job.started_at.expect("started");
+        let finished = info.job.finished_at.expect("finished");
+        assert!(
+            from <= started && started <= finished && finished <= to,
+            "job {id} stamped {started}..{finished}, outside the run {from}..{to} by the fleet's clock"
+        );
     }
+}
+
+/// The fleet's time now, as the test process reads it.
+fn fleet_now(app: &App) -> i64 {
+    app.client().clock().now_ms()
 }
 
 /// Enqueues a short report with a delay of 4 s from a `celeriac enqueue` process under
@@ -203,6 +222,7 @@ async fn started_after_its_delay(app: &App, id: JobId, enqueued: i64) {
 async fn skewed_workers_run_each_job_once(url: &str, skew_s: i64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let app = demo_app(url).await;
+    let from = fleet_now(&app);
     const N: u64 = 80;
     let mut ids = enqueue_reports(&app, N, 3_000).await;
     let by = format!("{skew_s:+}s");
@@ -239,7 +259,7 @@ async fn skewed_workers_run_each_job_once(url: &str, skew_s: i64) {
     assert_eq!((s_stale, r_stale), (0, 0), "no completion refused");
     started_after_its_delay(&app, delayed, enqueued).await;
     ids.push(delayed);
-    each_ran_once(&app, &ids).await;
+    each_ran_once(&app, &ids, (from, fleet_now(&app))).await;
 }
 
 /// Waits until `log` holds the warning that the wall clock stepped; returns the step in ms.
@@ -267,6 +287,7 @@ async fn a_step_mid_run_runs_each_job_once(
 ) {
     let dir = tempfile::tempdir().expect("tempdir");
     let app = demo_app(url).await;
+    let from = fleet_now(&app);
     const N: u64 = 48;
     let ids = enqueue_reports(&app, N, 5_000).await;
     let file = dir.path().join("faketime");
@@ -278,14 +299,26 @@ async fn a_step_mid_run_runs_each_job_once(
     for id in right {
         workers.push((Worker::spawn(url, id, Fake::None, dir.path()), false));
     }
-    // Step once jobs run, and say how many did.
+    // Step once every stepped worker runs jobs (so it runs on the fleet's clock already),
+    // and say how many jobs run.
     let deadline = Instant::now() + Duration::from_secs(60);
     let in_flight = loop {
-        let active = count(&app, JobState::Active).await;
-        if active >= 8 {
+        let mut active = 0;
+        let mut holders = std::collections::HashSet::new();
+        for id in &ids {
+            let info = app.backend().get(*id).await.expect("get").expect("job");
+            if info.state == JobState::Active {
+                active += 1;
+                holders.extend(info.worker);
+            }
+        }
+        if active >= 8 && stepped.iter().all(|w| holders.contains(*w)) {
             break active;
         }
-        assert!(Instant::now() < deadline, "the workers took no jobs");
+        assert!(
+            Instant::now() < deadline,
+            "the stepped workers took no jobs ({active} active, held by {holders:?})"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     std::fs::write(&file, step).expect("step the clock");
@@ -308,7 +341,57 @@ async fn a_step_mid_run_runs_each_job_once(
     }
     assert!(in_flight > 0, "jobs ran when the clock stepped");
     assert_eq!(started, N, "executions for {N} jobs");
-    each_ran_once(&app, &ids).await;
+    each_ran_once(&app, &ids, (from, fleet_now(&app))).await;
+}
+
+/// A task limited to 10 starts a second across the fleet (`demo.ping_partner`), served by a
+/// worker whose wall clock is 90 s ahead and one whose clock is right. With each on its own
+/// clock, the fast one would push the shared rate state 90 s ahead and starve the other; on
+/// the fleet's clock no eleven starts fall within a second and both serve the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_holds_between_workers_90_s_apart_on_redis() {
+    use celeriac::demo::PingPartner;
+    let server = RedisServer::start().await.expect("redis-server starts");
+    let url = server.url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = demo_app(&url).await;
+    let from = fleet_now(&app);
+    const N: u32 = 40;
+    let ids: Vec<JobId> = app
+        .client()
+        .enqueue_many::<PingPartner>(0..N)
+        .await
+        .expect("enqueue")
+        .iter()
+        .map(|h| h.id())
+        .collect();
+    let ahead = Worker::spawn_on(&url, "partner", "ahead", Fake::Offset("+90s"), dir.path());
+    let right = Worker::spawn_on(&url, "partner", "right", Fake::None, dir.path());
+    wait_until_all_ended(&app, u64::from(N), Duration::from_secs(120)).await;
+    let (a_started, a_stale, a_log) = ahead.stop();
+    let (r_started, r_stale, _) = right.stop();
+    let offset = offset_warned(&a_log).unwrap_or_else(|| panic!("no clock warning: {a_log}"));
+    assert!((offset + 90_000).abs() < 2_000, "offset {offset} ms");
+    assert!(
+        a_started > 0 && r_started > 0,
+        "both workers served the queue: ahead {a_started}, right {r_started}"
+    );
+    assert_eq!(a_started + r_started, u64::from(N));
+    assert_eq!((a_stale, r_stale), (0, 0));
+    each_ran_once(&app, &ids, (from, fleet_now(&app))).await;
+    let mut starts = Vec::new();
+    for id in &ids {
+        let info = app.backend().get(*id).await.expect("get").expect("kept");
+        starts.push(info.job.started_at.expect("started"));
+    }
+    starts.sort_unstable();
+    for w in starts.windows(11) {
+        assert!(
+            w[10] - w[0] >= 1_000,
+            "11 starts within one second ({} ms): {starts:?}",
+            w[10] - w[0]
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
