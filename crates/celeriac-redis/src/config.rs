@@ -51,6 +51,17 @@ pub struct RedisConfig {
     /// Run queues on a Redis whose `maxmemory-policy` may evict keys (`?allow_eviction=true`).
     /// Off by default: an evicted job is a lost job.
     pub allow_eviction: bool,
+    /// Run queues on a Redis that persists nothing (no AOF, no RDB save points)
+    /// (`?allow_volatile=true`). Off by default: a restart of such a Redis loses every job.
+    pub allow_volatile: bool,
+    /// Replicas that must acknowledge each enqueue (`?wait_replicas=N`, default 0: none).
+    /// After the enqueue the backend sends `WAIT N timeout` on the same connection; fewer
+    /// acknowledgements within [`wait_timeout`](Self::wait_timeout) fail the enqueue (the jobs
+    /// may exist all the same; enqueueing the same ids again is safe).
+    pub wait_replicas: u32,
+    /// How long an enqueue waits for [`wait_replicas`](Self::wait_replicas) acknowledgements
+    /// (`?wait_timeout_ms=`, default 1 s).
+    pub wait_timeout: Duration,
     /// How long dead letters are kept (`?dead_ttl_s=`, default 7 days).
     pub dead_ttl: Duration,
     /// Most dead letters a queue keeps; a reap drops the oldest beyond it (`?dead_max=`,
@@ -158,6 +169,9 @@ impl RedisConfig {
             response_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
             allow_eviction: false,
+            allow_volatile: false,
+            wait_replicas: 0,
+            wait_timeout: Duration::from_secs(1),
             dead_ttl: Duration::from_secs(7 * 24 * 3600),
             dead_max: DEFAULT_DEAD_MAX,
         };
@@ -193,6 +207,13 @@ impl RedisConfig {
                 "response_timeout_ms" => config.response_timeout = millis(v)?,
                 "connect_timeout_ms" => config.connect_timeout = millis(v)?,
                 "allow_eviction" => config.allow_eviction = flag(v)?,
+                "allow_volatile" => config.allow_volatile = flag(v)?,
+                "wait_replicas" => {
+                    config.wait_replicas = v.parse::<u32>().map_err(|_| {
+                        Error::config(&setting, format!("`{v}` is not a number of replicas"))
+                    })?
+                }
+                "wait_timeout_ms" => config.wait_timeout = millis(v)?,
                 "dead_ttl_s" => config.dead_ttl = millis(v)? * 1000,
                 "dead_max" => {
                     config.dead_max = v.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
@@ -202,7 +223,7 @@ impl RedisConfig {
                 other => {
                     return Err(Error::config(
                         "url",
-                        format!("unknown Redis URL parameter `{other}` (known: tls, ca, prefix, response_timeout_ms, connect_timeout_ms, allow_eviction, dead_ttl_s, dead_max)"),
+                        format!("unknown Redis URL parameter `{other}` (known: tls, ca, prefix, response_timeout_ms, connect_timeout_ms, allow_eviction, allow_volatile, wait_replicas, wait_timeout_ms, dead_ttl_s, dead_max)"),
                     ))
                 }
             }
@@ -272,6 +293,14 @@ mod tests {
         assert_eq!(c.password.as_deref(), Some("s@cret"));
         assert_eq!(c.prefix, "jobs");
         assert_eq!(c.dead_max, DEFAULT_DEAD_MAX);
+        assert_eq!(c.wait_replicas, 0);
+        assert!(!c.allow_volatile);
+        let durable =
+            RedisConfig::from_url("redis://h?wait_replicas=2&wait_timeout_ms=250&allow_volatile=1")
+                .expect("parses");
+        assert_eq!(durable.wait_replicas, 2);
+        assert_eq!(durable.wait_timeout, Duration::from_millis(250));
+        assert!(durable.allow_volatile);
         let capped = RedisConfig::from_url("redis://h?dead_max=500").expect("parses");
         assert_eq!(capped.dead_max, 500);
         assert_eq!(c.node_url("h:1", 2), "redis://app:s%40cret@h:1/2");
@@ -312,5 +341,9 @@ mod tests {
         assert!(err("redis://a,b").contains("redis+cluster"));
         assert!(err("redis://h?dead_max=0").contains("url: dead_max"));
         assert!(err("redis://h?dead_max=many").contains("url: dead_max"));
+        assert!(err("redis://h?wait_replicas=-1").contains("url: wait_replicas"));
+        assert!(err("redis://h?wait_replicas=all").contains("url: wait_replicas"));
+        assert!(err("redis://h?wait_timeout_ms=0").contains("url: wait_timeout_ms"));
+        assert!(err("redis://h?allow_volatile=maybe").contains("url: allow_volatile"));
     }
 }

@@ -11,17 +11,19 @@ use redis::{Client, Cmd, Pipeline, RedisFuture, TlsCertificates, Value};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-/// Maps a redis-rs error to the portable kinds: timeouts are retried, lost connections
-/// reconnect, everything else gives up.
+/// Maps a redis-rs error to the portable kinds: timeouts and the passing states of a failover
+/// or restart (a read-only replica, a node loading its data, a master down, a script cache
+/// emptied by a restart or a promotion) are retried, lost connections reconnect, everything
+/// else gives up.
 pub(crate) fn map_err(e: redis::RedisError) -> Error {
     let kind = if e.is_timeout() {
         ErrorKind::Retry
     } else if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
         ErrorKind::Reconnect
-    } else if e.code() == Some("READONLY")
-        || e.code() == Some("TRYAGAIN")
-        || e.code() == Some("CLUSTERDOWN")
-    {
+    } else if matches!(
+        e.code(),
+        Some("READONLY" | "TRYAGAIN" | "CLUSTERDOWN" | "LOADING" | "MASTERDOWN" | "NOSCRIPT")
+    ) {
         ErrorKind::Retry
     } else {
         ErrorKind::GiveUp
@@ -234,14 +236,14 @@ impl SentinelConn {
             || e.is_connection_dropped()
             || e.is_connection_refusal()
             || e.is_timeout()
-            || e.code() == Some("READONLY")
+            || matches!(e.code(), Some("READONLY" | "LOADING"))
     }
 
     /// A reply from a master that has been demoted: redis-rs hands server errors back as
     /// values, so READONLY shows up here rather than as an `Err`.
     fn demoted(v: &Value) -> bool {
         match v {
-            Value::ServerError(e) => e.code() == "READONLY",
+            Value::ServerError(e) => matches!(e.code(), "READONLY" | "LOADING"),
             Value::Array(items) => items.iter().any(Self::demoted),
             _ => false,
         }

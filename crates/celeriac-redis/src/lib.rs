@@ -32,6 +32,33 @@
 //! - **Refuses evicting memory policies.** Queues are not run on a Redis whose
 //!   `maxmemory-policy` is not `noeviction` (an evicted job is a lost job) unless the URL says
 //!   `?allow_eviction=true`.
+//! - **Refuses a Redis that persists nothing.** Queues are not run on a Redis with neither the
+//!   append-only file nor an RDB save point (`CONFIG GET appendonly` and `save`; where
+//!   `CONFIG` is refused, `INFO persistence` must show the AOF on), because its restart loses
+//!   every job, result and schedule, unless the URL says `?allow_volatile=true`. What a crash
+//!   of the server (kill -9, power loss) loses depends on the setting: nothing acknowledged
+//!   with `appendfsync always`; about the last second of acknowledged writes with `everysec`
+//!   (the usual setting); everything since the last snapshot with RDB only.
+//! - **Both checks run at connect, whatever the backend is used for** (the data nodes of a
+//!   Cluster, the current master under Sentinel). A Redis used only as the cache's L2, for rate
+//!   limits or for breakers, where an evicted or forgotten key costs nothing, is opened with
+//!   `?allow_eviction=true&allow_volatile=true`.
+//! - **An unplanned failover loses what was not replicated.** Replication is asynchronous: when
+//!   a master dies (crash, kill -9, lost host) and Sentinel or Cluster promotes a replica, the
+//!   writes the old master acknowledged but had not sent on are gone. A lost enqueue loses the
+//!   job; a lost completion, claim or heartbeat leaves the job ready or leased on the new
+//!   master, so it runs again (at least once holds). A planned failover (`SENTINEL FAILOVER`)
+//!   waits for the replica and loses nothing.
+//! - **`?wait_replicas=N` makes enqueues survive a failover.** Each enqueue script call is
+//!   followed, in one pipeline on a connection of its own, by `WAIT N timeout`
+//!   (`?wait_timeout_ms=`, default 1000): an enqueue returns Ok only once N replicas have its
+//!   jobs, so a promoted replica among them has them too (Sentinel promotes the most up-to-date
+//!   replica; with N equal to the number of replicas any of them will do). On Cluster the `WAIT`
+//!   runs on the node of the queue's slot. Fewer acknowledgements within the timeout fail the
+//!   enqueue with an error saying so; its jobs may be stored all the same, and pushing the same
+//!   jobs (same ids) again is safe, because enqueueing is idempotent by id. Completions do not
+//!   wait (a lost one only runs the job again). The cost: a replication round trip per enqueue
+//!   call, shared by a batch, and enqueues of one process wait their turn on that connection.
 //! - **Idle workers block.** Each waiting process blocks (`BZPOPMIN`, one dedicated connection
 //!   per queue) on a per-queue marker that enqueues set, so a job enqueued into an idle queue
 //!   starts within about one round trip. A delayed job starts close to its time: the worker
@@ -129,6 +156,7 @@
 //! already needs), and is the client most Rust services already depend on.
 
 mod breaker;
+mod checks;
 mod clock;
 mod codec;
 mod config;
@@ -138,6 +166,7 @@ mod flow;
 mod keys;
 mod kv;
 mod limit;
+mod replicas;
 mod scripts;
 
 pub use config::{RedisConfig, Topology};
@@ -154,6 +183,7 @@ use conn::{map_err, Conn, Connector};
 use futures_util::StreamExt;
 use keys::QueueKeys;
 use redis::{AsyncCommands, Value};
+use replicas::ReplicaWait;
 use scripts::Scripts;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -181,6 +211,8 @@ struct Inner {
     connector: Connector,
     conn: Conn,
     scripts: Scripts,
+    /// Enqueues wait for replicas on this connection (`?wait_replicas=N`).
+    replica_wait: Option<ReplicaWait>,
     known_queues: Mutex<HashSet<String>>,
     /// Moves whenever this process may have work: an enqueue here, or a marker popped.
     work: watch::Sender<u64>,
@@ -220,8 +252,9 @@ impl RedisBackend {
     /// Connects with these settings.
     ///
     /// # Errors
-    /// Redis unreachable (after the connect timeout), authentication refused, or an evicting
-    /// `maxmemory-policy` without `allow_eviction`: each with a message saying which.
+    /// Redis unreachable (after the connect timeout), authentication refused, an evicting
+    /// `maxmemory-policy` without `allow_eviction`, or no persistence at all without
+    /// `allow_volatile`: each with a message saying which.
     pub async fn open(config: RedisConfig) -> Result<Self> {
         let config = Arc::new(config);
         let connector = Connector::new(config.clone())?;
@@ -241,8 +274,23 @@ impl RedisBackend {
             return Err(auth_or_backend(e, &config));
         }
         if !config.allow_eviction {
-            check_policy(&connector).await?;
+            checks::check_policy(&connector).await?;
         }
+        if !config.allow_volatile {
+            checks::check_persistence(&connector).await?;
+        }
+        let replica_wait = if config.wait_replicas > 0 {
+            let conn = connector
+                .connect(config.response_timeout + config.wait_timeout)
+                .await?;
+            Some(ReplicaWait::new(
+                conn,
+                config.wait_replicas,
+                config.wait_timeout,
+            ))
+        } else {
+            None
+        };
         let (done, _) = broadcast::channel(4096);
         let scripts = Scripts::new();
         let limit_batches = limit::Batcher::new(conn.clone(), scripts.check_limits.clone());
@@ -262,6 +310,7 @@ impl RedisBackend {
                 connector,
                 conn,
                 scripts,
+                replica_wait,
                 known_queues: Mutex::new(HashSet::new()),
                 work: watch::Sender::new(0),
                 waiting: watch::Sender::new(0),
@@ -549,7 +598,7 @@ impl RedisBackend {
 }
 
 /// Names authentication problems as such; everything else is a backend error.
-fn auth_or_backend(e: redis::RedisError, config: &RedisConfig) -> Error {
+pub(crate) fn auth_or_backend(e: redis::RedisError, config: &RedisConfig) -> Error {
     match e.code() {
         Some("NOAUTH" | "WRONGPASS" | "NOPERM") => Error::config(
             "url",
@@ -565,43 +614,6 @@ fn auth_or_backend(e: redis::RedisError, config: &RedisConfig) -> Error {
             Error::backend(map_err(e).kind(), message)
         }
     }
-}
-
-async fn check_policy(connector: &Connector) -> Result<()> {
-    for client in connector.data_node_clients().await? {
-        let mut c = client
-            .get_multiplexed_async_connection()
-            .await
-            .map_err(map_err)?;
-        let reply: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
-            .arg("GET")
-            .arg("maxmemory-policy")
-            .query_async(&mut c)
-            .await;
-        let policy = match reply {
-            Ok(v) => v.get(1).cloned().unwrap_or_default(),
-            Err(e) if matches!(e.code(), Some("NOAUTH" | "WRONGPASS")) => {
-                return Err(auth_or_backend(e, connector.config()));
-            }
-            Err(e) => {
-                return Err(Error::config(
-                    "url: allow_eviction",
-                    format!("cannot read maxmemory-policy ({e}); check it is noeviction and add ?allow_eviction=true to skip this check"),
-                ))
-            }
-        };
-        if policy != "noeviction" {
-            return Err(Error::config(
-                "url: allow_eviction",
-                format!(
-                    "this Redis has maxmemory-policy `{policy}`, which may evict queued jobs; set \
-                     it to noeviction (CONFIG SET maxmemory-policy noeviction) or add \
-                     ?allow_eviction=true to the URL to accept losing jobs"
-                ),
-            ));
-        }
-    }
-    Ok(())
 }
 
 fn group_by_queue<T>(
@@ -667,9 +679,11 @@ impl Broker for RedisBackend {
                     args.extend(codec::enqueue_args(job)?);
                 }
                 // Only the jobs another job stands for come back: `position, holder` pairs.
-                let others: Vec<(usize, String)> = self
-                    .invoke(&self.inner.scripts.enqueue, &keys, args)
-                    .await?;
+                let script = &self.inner.scripts.enqueue;
+                let others: Vec<(usize, String)> = match &self.inner.replica_wait {
+                    Some(wait) => wait.invoke(script, &keys, args).await?,
+                    None => self.invoke(script, &keys, args).await?,
+                };
                 for (at, job) in chunk {
                     ids[*at] = Some(job.id);
                 }

@@ -14,8 +14,10 @@
 //!   testkit's own admin commands.
 //!
 //! `redis-server` (and `redis-cli` for TLS checks) must be on `PATH`; `scripts/test` installs
-//! them. The servers run in the foreground of the test process, with no persistence unless
-//! asked for.
+//! them. The servers run in the foreground of the test process. They persist with RDB
+//! snapshots that never fall due within a test ([`Persistence::Snapshots`]), so the Redis
+//! backend accepts them and a kill still loses their data; an append-only file or no
+//! persistence at all is chosen with [`RedisServerBuilder::persistence`].
 //!
 //! ```no_run
 //! # async fn demo() -> celeriac_testkit::Result<()> {
@@ -43,4 +45,4 @@ mod tls;
 pub use cluster::RedisCluster;
 pub use error::{Error, Result};
 pub use sentinel::RedisSentinel;
-pub use server::{RedisServer, RedisServerBuilder};
+pub use server::{Persistence, RedisServer, RedisServerBuilder};

@@ -162,6 +162,59 @@ impl RedisSentinel {
         Ok(())
     }
 
+    /// An unplanned failover: kills the master with SIGKILL, whatever the replica has not
+    /// received yet (replication is asynchronous), and waits until the sentinel has promoted
+    /// the replica: it reports the replica's address as the master's and the replica says
+    /// `role:master`. Then swaps [`master`](Self::master) and [`replica`](Self::replica); the
+    /// old master stays down until [`rejoin`](Self::rejoin).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Setup`] when the sentinel does not promote the replica within 30 s.
+    pub async fn crash_master(&mut self) -> Result<()> {
+        let new_master = 1 - self.master;
+        let target = self.data[new_master].port();
+        self.data[self.master].kill();
+        let promoted = &self.data[new_master];
+        wait_until(
+            "the sentinel to promote the replica after the master was killed",
+            SENTINEL_TIMEOUT,
+            &self.all(),
+            || async {
+                if self.master_addr().await?.1 != target {
+                    return Ok(false);
+                }
+                let info = promoted.command(&["INFO", "replication"]).await?;
+                Ok(info_field(&info.as_text().unwrap_or_default(), "role") == Some("master"))
+            },
+        )
+        .await?;
+        self.master = new_master;
+        Ok(())
+    }
+
+    /// Brings a [crashed](Self::crash_master) old master back as a replica of the new one
+    /// (`REPLICAOF`, as the sentinel itself would some seconds later), and waits until it is
+    /// in sync and the sentinel lists it as a healthy replica. What it alone held is gone.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Start`] when it does not start; [`Error::Setup`] when it is not a healthy
+    /// replica within 30 s.
+    pub async fn rejoin(&mut self) -> Result<()> {
+        let port = self.data[self.master].port().to_string();
+        let old = &mut self.data[1 - self.master];
+        old.restart().await?;
+        old.command(&["REPLICAOF", "127.0.0.1", &port]).await?;
+        wait_until(
+            "the old master to sync as a replica and the sentinel to list it",
+            SENTINEL_TIMEOUT,
+            &self.all(),
+            || self.replica_known(),
+        )
+        .await
+    }
+
     /// The master's address as the sentinel reports it
     /// (`SENTINEL get-master-addr-by-name mymaster`).
     ///

@@ -42,6 +42,27 @@ pub(crate) enum Mode {
     Sentinel(String),
 }
 
+/// What a server keeps on disk; see [`RedisServerBuilder::persistence`].
+///
+/// The default, [`Snapshots`](Persistence::Snapshots), is a persistence the Redis backend
+/// accepts (it refuses a Redis that persists nothing unless the URL says
+/// `?allow_volatile=true`) and costs a test nothing: no snapshot falls due within an hour, so a
+/// [`RedisServer::kill`] loses everything, as a crash of such a Redis would.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Persistence {
+    /// Nothing: no append-only file and no RDB save point (`--save ""`).
+    None,
+    /// RDB snapshots after an hour with a change (`--save "3600 1"`), no append-only file.
+    #[default]
+    Snapshots,
+    /// The append-only file with `appendfsync always`: every acknowledged write survives a
+    /// kill.
+    AofAlways,
+    /// The append-only file with `appendfsync everysec`, what most deployments run: a kill
+    /// may lose about the last second of acknowledged writes.
+    AofEverySec,
+}
+
 /// Options for one `redis-server`; see [`RedisServer::builder`].
 #[derive(Debug, Clone)]
 #[must_use]
@@ -49,7 +70,7 @@ pub struct RedisServerBuilder {
     password: Option<String>,
     acl_user: Option<(String, String)>,
     tls: bool,
-    appendonly: bool,
+    persistence: Persistence,
     maxmemory_policy: Option<String>,
     extra: Vec<Vec<String>>,
     mode: Mode,
@@ -61,7 +82,7 @@ impl RedisServerBuilder {
             password: None,
             acl_user: None,
             tls: false,
-            appendonly: false,
+            persistence: Persistence::default(),
             maxmemory_policy: None,
             extra: Vec::new(),
             mode: Mode::Standalone,
@@ -94,9 +115,19 @@ impl RedisServerBuilder {
     }
 
     /// Turns on the append-only file with `appendfsync always`, so every acknowledged write
-    /// survives [`RedisServer::kill`] + [`RedisServer::restart`].
-    pub fn appendonly(mut self, on: bool) -> Self {
-        self.appendonly = on;
+    /// survives [`RedisServer::kill`] + [`RedisServer::restart`]; `false` is the default,
+    /// [`Persistence::Snapshots`].
+    pub fn appendonly(self, on: bool) -> Self {
+        self.persistence(if on {
+            Persistence::AofAlways
+        } else {
+            Persistence::default()
+        })
+    }
+
+    /// Chooses what the server keeps on disk (default [`Persistence::Snapshots`]).
+    pub fn persistence(mut self, persistence: Persistence) -> Self {
+        self.persistence = persistence;
         self
     }
 
@@ -200,7 +231,7 @@ enum Launch {
 }
 
 impl RedisServer {
-    /// Starts a standalone server without persistence.
+    /// Starts a standalone server with the default [`Persistence::Snapshots`].
     ///
     /// # Errors
     ///
@@ -433,11 +464,31 @@ impl RedisServer {
         }
         opt(&["--dir", &dir]);
         opt(&["--logfile", &self.log_path().display().to_string()]);
-        opt(&["--save", ""]);
-        if o.appendonly {
-            opt(&["--appendonly", "yes", "--appendfsync", "always"]);
-        } else {
-            opt(&["--appendonly", "no"]);
+        match (&o.mode, o.persistence) {
+            (Mode::Sentinel(_), _) | (_, Persistence::None) => {
+                opt(&["--save", "", "--appendonly", "no"]);
+            }
+            (_, Persistence::Snapshots) => opt(&["--save", "3600 1", "--appendonly", "no"]),
+            (_, Persistence::AofAlways) => {
+                opt(&[
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "always",
+                ]);
+            }
+            (_, Persistence::AofEverySec) => {
+                opt(&[
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "everysec",
+                ]);
+            }
         }
         opt(&["--protected-mode", "no", "--daemonize", "no"]);
         if !matches!(o.mode, Mode::Sentinel(_)) {

@@ -5,7 +5,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use celeriac_testkit::resp::{Connection, Value};
-use celeriac_testkit::{Error, RedisCluster, RedisSentinel, RedisServer};
+use celeriac_testkit::{Error, Persistence, RedisCluster, RedisSentinel, RedisServer};
 use nix::errno::Errno;
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
@@ -62,12 +62,12 @@ async fn standalone_answers_ping_set_and_get() {
     let n = conn.command(&["INCR", "n"]).await.expect("INCR");
     assert_eq!(n.as_int(), Some(1));
 
-    // No persistence by default.
+    // Hourly RDB snapshots by default (none falls due in a test), no append-only file.
     let save = server
         .command(&["CONFIG", "GET", "save"])
         .await
         .expect("CONFIG GET");
-    assert_eq!(text(&save.as_array().expect("array")[1]), "");
+    assert_eq!(text(&save.as_array().expect("array")[1]), "3600 1");
     let aof = server
         .command(&["CONFIG", "GET", "appendonly"])
         .await
@@ -285,7 +285,16 @@ async fn appendonly_data_survives_kill_and_restart() {
 
 #[tokio::test]
 async fn restart_without_persistence_starts_empty_on_the_same_port() {
-    let mut server = RedisServer::start().await.expect("server starts");
+    let mut server = RedisServer::builder()
+        .persistence(Persistence::None)
+        .start()
+        .await
+        .expect("server starts");
+    let save = server
+        .command(&["CONFIG", "GET", "save"])
+        .await
+        .expect("CONFIG GET");
+    assert_eq!(text(&save.as_array().expect("array")[1]), "");
     let port = server.host_port().1;
     server.command(&["SET", "k", "v"]).await.expect("SET");
     // Restarting a running server kills it first.
@@ -293,6 +302,16 @@ async fn restart_without_persistence_starts_empty_on_the_same_port() {
     assert_eq!(server.host_port().1, port);
     let value = server.command(&["GET", "k"]).await.expect("GET");
     assert_eq!(value, Value::Nil);
+}
+
+#[tokio::test]
+async fn default_snapshots_take_none_before_a_kill() {
+    let mut server = RedisServer::start().await.expect("server starts");
+    server.command(&["SET", "k", "v"]).await.expect("SET");
+    server.kill();
+    server.restart().await.expect("restarts");
+    let value = server.command(&["GET", "k"]).await.expect("GET");
+    assert_eq!(value, Value::Nil, "no snapshot falls due within a test");
 }
 
 #[tokio::test]
