@@ -197,6 +197,8 @@ use tracing::debug;
 const ENQUEUE_CHUNK: usize = 5000;
 /// How long one blocking wait on a marker lasts before it is renewed.
 const BLOCK_SECS: f64 = 1.0;
+/// How long a process trusts that a queue name it added is still in the set of queues.
+const REREGISTER_EVERY: Duration = Duration::from_secs(10);
 /// Most reap script calls per queue in one reap (each handles a bounded batch).
 const REAP_ROUNDS: usize = 10_000;
 
@@ -213,7 +215,8 @@ struct Inner {
     scripts: Scripts,
     /// Enqueues wait for replicas on this connection (`?wait_replicas=N`).
     replica_wait: Option<ReplicaWait>,
-    known_queues: Mutex<HashSet<String>>,
+    /// Queues this process added to the set of queue names, and when (see `remember_queues`).
+    known_queues: Mutex<HashMap<String, std::time::Instant>>,
     /// Moves whenever this process may have work: an enqueue here, or a marker popped.
     work: watch::Sender<u64>,
     /// How many workers of this process wait for work right now.
@@ -311,7 +314,7 @@ impl RedisBackend {
                 conn,
                 scripts,
                 replica_wait,
-                known_queues: Mutex::new(HashSet::new()),
+                known_queues: Mutex::new(HashMap::new()),
                 work: watch::Sender::new(0),
                 waiting: watch::Sender::new(0),
                 watched: Mutex::new(HashSet::new()),
@@ -341,12 +344,21 @@ impl RedisBackend {
         self.inner.work.send_modify(|v| *v = v.wrapping_add(1));
     }
 
+    /// Adds queue names to the set every process lists queues from (stats, reaps, cancels).
+    /// A name this process added less than [`REREGISTER_EVERY`] ago is not sent again; after
+    /// that it is, so a set lost with the store's data (a restart without persistence, a
+    /// failover that lost the last writes) is rebuilt by the next enqueues.
     async fn remember_queues(&self, queues: impl IntoIterator<Item = &str>) -> Result<()> {
+        let now = std::time::Instant::now();
         let new: Vec<String> = {
             let known = self.inner.known_queues.lock().map_err(|_| Error::Closed)?;
             queues
                 .into_iter()
-                .filter(|q| !known.contains(*q))
+                .filter(|q| {
+                    known
+                        .get(*q)
+                        .is_none_or(|at| now.duration_since(*at) >= REREGISTER_EVERY)
+                })
                 .map(str::to_string)
                 .collect()
         };
@@ -359,7 +371,7 @@ impl RedisBackend {
             .await
             .map_err(map_err)?;
         if let Ok(mut known) = self.inner.known_queues.lock() {
-            known.extend(new);
+            known.extend(new.into_iter().map(|q| (q, now)));
         }
         Ok(())
     }
