@@ -41,6 +41,11 @@ fn libfaketime() -> PathBuf {
 /// A `celeriac` process under a faked wall clock (the monotonic clock stays real, as on a
 /// host whose wall clock is off), its standard error kept in a file.
 fn celeriac_cmd(url: &str, fake: Fake<'_>, log: &Path) -> Command {
+    celeriac_cmd_at(url, fake, log, "warn")
+}
+
+/// [`celeriac_cmd`] logging at `level`.
+fn celeriac_cmd_at(url: &str, fake: Fake<'_>, log: &Path, level: &str) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_celeriac"));
     match fake {
         Fake::None => {}
@@ -55,7 +60,7 @@ fn celeriac_cmd(url: &str, fake: Fake<'_>, log: &Path) -> Command {
     }
     cmd.env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
         .env_remove("CELERIAC_URL")
-        .args(["--url", url, "--log", "warn"])
+        .args(["--url", url, "--log", level])
         .stderr(Stdio::from(
             std::fs::File::create(log).expect("log file created"),
         ));
@@ -443,4 +448,139 @@ async fn a_worker_90_s_behind_on_sqlite_runs_each_job_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = common::url_in(dir.path());
     skewed_workers_run_each_job_once(&url, -90).await;
+}
+
+/// One `celeriac limits check` decision on `key` under 2 calls a minute, from a process
+/// under `fake`.
+fn limit_decision(url: &str, fake: Fake<'_>, dir: &Path, key: &str) -> serde_json::Value {
+    let out = celeriac_cmd(url, fake, &dir.join("limits.log"))
+        .args(["limits", "check", key, "--limit", "2/minute", "--json"])
+        .output()
+        .expect("celeriac limits check runs");
+    assert!(out.status.success(), "limits check failed: {out:?}");
+    serde_json::from_slice(&out.stdout).expect("a JSON decision")
+}
+
+/// Rate-limit decisions from processes whose wall clocks are 90 s apart share one state on
+/// the fleet's clock: once a right clock has taken a key's call (2 a minute: one every 30 s),
+/// a process 90 s behind is told to retry within the 30 s (not the skew later), and a process
+/// 90 s ahead is denied too (its own clock would have found the 30 s long over).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limiter_decisions_agree_between_processes_90_s_apart_on_redis() {
+    let server = RedisServer::start().await.expect("redis-server starts");
+    let url = server.url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = limit_decision(&url, Fake::None, dir.path(), "skewed-key");
+    assert_eq!(d["allowed"], true, "{d}");
+    for by in ["-90s", "+90s"] {
+        let d = limit_decision(&url, Fake::Offset(by), dir.path(), "skewed-key");
+        assert_eq!(d["allowed"], false, "a clock {by} off is denied too: {d}");
+        let retry = d["retry_after_ms"].as_u64().expect("a retry-after");
+        assert!(
+            retry <= 30_000,
+            "a clock {by} off retries within the 30 s, not the skew later: {d}"
+        );
+    }
+    let log = std::fs::read_to_string(dir.path().join("limits.log")).unwrap_or_default();
+    let offset = offset_warned(&log).unwrap_or_else(|| panic!("no clock warning: {log}"));
+    assert!(
+        (offset.abs() - 90_000).abs() < 2_000,
+        "the last process saw its clock 90 s off: {offset} ms"
+    );
+}
+
+/// The ticks a beat's log says it fired (each `fired` line lists one pass's ticks).
+fn beat_fires_logged(log: &Path) -> u64 {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.contains(" fired "))
+        .map(|l| {
+            let list = l
+                .split("ticks=[")
+                .nth(1)
+                .and_then(|rest| rest.split(']').next())
+                .unwrap_or_else(|| panic!("a fired line lists its ticks: {l}"));
+            list.split(',').filter(|t| !t.trim().is_empty()).count() as u64
+        })
+        .sum()
+}
+
+/// Two beats, one with its wall clock 90 s behind and one 90 s ahead, share a schedule that
+/// ticks every second. On the fleet's clock every tick of the run fires once, at its time:
+/// none is missing, none lies outside the run (a leader on its own clock would fire the
+/// ticks of 90 s earlier or later), and the fires logged add up to the ticks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beats_90_s_apart_fire_each_tick_once_on_time_on_redis() {
+    use std::io::Write;
+    let server = RedisServer::start().await.expect("redis-server starts");
+    let url = server.url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("schedules.toml");
+    let mut f = std::fs::File::create(&file).expect("schedule file");
+    write!(
+        f,
+        r#"
+[[schedule]]
+name = "skew-proof"
+every = "1s"
+task = "demo.send_email"
+queue = "beat-skew"
+args = {{ to = "ops@example.com", subject = "tick", fail_times = 0 }}
+"#
+    )
+    .expect("write");
+    drop(f);
+    let app = demo_app(&url).await;
+    let from = fleet_now(&app);
+    let mut beats = Vec::new();
+    for (id, by) in [("behind", "-90s"), ("ahead", "+90s")] {
+        let log = dir.path().join(format!("{id}.log"));
+        let child = celeriac_cmd_at(&url, Fake::Offset(by), &log, "info")
+            .args(["beat", "--beat-id", id, "--beat-lease", "3s"])
+            .arg("--schedules")
+            .arg(&file)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("beat starts");
+        beats.push((child, log));
+    }
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let to = fleet_now(&app);
+    let mut fired_logged = 0;
+    for (child, log) in beats {
+        sigterm(child.id());
+        let out = child.wait_with_output().expect("beat exits");
+        assert!(out.status.success(), "beat exit {:?}", out.status);
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let offset = offset_warned(&text).unwrap_or_else(|| panic!("no clock warning: {text}"));
+        assert!((offset.abs() - 90_000).abs() < 2_000, "offset {offset} ms");
+        fired_logged += beat_fires_logged(&log);
+    }
+    // Every second tick from well before the run to well after it.
+    let mut fired = Vec::new();
+    let mut t = (from - 120_000).div_euclid(1000) * 1000;
+    while t <= to + 120_000 {
+        let id = celeriac::schedule::tick_job_id("skew-proof", t);
+        if app.backend().get(id).await.expect("get").is_some() {
+            fired.push(t);
+        }
+        t += 1000;
+    }
+    assert!(fired.len() >= 8, "the beats fired ticks: {fired:?}");
+    let first = fired[0];
+    let last = fired[fired.len() - 1];
+    assert!(
+        first >= from - 1_000 && last <= to + 1_000,
+        "ticks fired outside the run {from}..{to}: {first}..{last}"
+    );
+    assert_eq!(
+        fired.len() as i64,
+        (last - first) / 1000 + 1,
+        "no tick of the run is missing: {fired:?}"
+    );
+    assert_eq!(
+        fired_logged,
+        fired.len() as u64,
+        "each tick fired once across the beats"
+    );
 }
