@@ -558,3 +558,57 @@ async fn persistence_is_read_from_info_where_config_is_refused() {
     .await
     .expect("allow_volatile skips the check");
 }
+
+/// After a restart that lost everything, the queue names go too; jobs enqueued afterwards are
+/// still found (by id, in the stats) once the enqueuing process registers its queue again,
+/// which it does at most ten seconds after it last did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_enqueued_after_the_data_is_lost_are_found_again() {
+    let mut server = RedisServer::builder()
+        .persistence(Persistence::None)
+        .start()
+        .await
+        .expect("redis-server starts");
+    let app = app(&format!("{}?allow_volatile=true", server.url())).await;
+    let first = app.client().enqueue::<Nap>(0).await.expect("enqueue").id();
+    assert!(app.backend().get(first).await.expect("get").is_some());
+    server.kill();
+    server.restart().await.expect("redis-server restarts");
+
+    // The first job after the loss: stored, but its queue is not listed any more.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let after = loop {
+        match app.client().enqueue::<Nap>(1).await {
+            Ok(h) => break h.id(),
+            Err(e) => {
+                assert!(Instant::now() < deadline, "enqueue never worked again: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert!(
+        app.backend().get(first).await.expect("get").is_none(),
+        "the restart lost the data"
+    );
+    // Keep enqueuing, as a service would; within the re-registration interval the queue is
+    // listed again, and with it the job enqueued right after the loss.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        app.client().enqueue::<Nap>(2).await.expect("enqueue");
+        if app.backend().get(after).await.expect("get").is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the job enqueued after the loss was never found"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stats = app.backend().stats().await.expect("stats");
+    assert!(
+        stats
+            .iter()
+            .any(|q| q.queue == QUEUE && q.count(JobState::Pending) >= 2),
+        "the queue is listed again with its jobs: {stats:?}"
+    );
+}
