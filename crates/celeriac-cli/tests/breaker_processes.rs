@@ -81,7 +81,16 @@ struct Driver {
 
 impl Driver {
     fn spawn(url: &str, args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_celeriac"))
+        Self::spawn_off(url, args, None)
+    }
+
+    /// A driver whose wall clock is off by `clock_off` (`+90s`), if given.
+    fn spawn_off(url: &str, args: &[&str], clock_off: Option<&str>) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_celeriac"));
+        if let Some(off) = clock_off {
+            common::with_wall_clock_off(&mut cmd, off);
+        }
+        let mut child = cmd
             .args(["--url", url, "--log", "error", "breaker", "drive"])
             .args(args)
             .env_remove("CELERIAC_URL")
@@ -221,6 +230,17 @@ async fn a_breaker_opens_probes_and_closes_against_a_flaky_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_process_stops_calling_at_its_first_sync_after_the_shared_trip() {
+    second_process_stops_after_the_shared_trip(None).await;
+}
+
+/// The same with the second process's wall clock 90 s ahead: the store's open period (a
+/// minute) is judged on the fleet's clock, so it does not look over to that process at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_90_s_ahead_stops_calling_after_the_shared_trip() {
+    second_process_stops_after_the_shared_trip(Some("+90s")).await;
+}
+
+async fn second_process_stops_after_the_shared_trip(b_clock_off: Option<&'static str>) {
     let redis = RedisServer::start().await.expect("redis-server starts");
     let url = redis.url();
     let server = flaky_server().await;
@@ -267,7 +287,7 @@ async fn a_second_process_stops_calling_at_its_first_sync_after_the_shared_trip(
             "--window",
             "1000",
         ]);
-        let mut b = Driver::spawn(&url, &cmd_b);
+        let mut b = Driver::spawn_off(&url, &cmd_b, b_clock_off);
         assert_eq!(a.next_calls(3), vec!["ok"; 3]);
         assert_eq!(b.next_calls(3), vec!["ok"; 3]);
         b.wait_for("a sync of b", |v| {

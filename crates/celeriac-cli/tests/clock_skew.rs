@@ -24,20 +24,6 @@ enum Fake<'a> {
     File(&'a Path),
 }
 
-/// libfaketime's library for threaded programs (Debian's `libfaketime` package, which
-/// `scripts/test` installs). Preloaded directly rather than through the `faketime` program,
-/// which would stand between the test and the process it signals.
-fn libfaketime() -> PathBuf {
-    let mut dirs = vec![PathBuf::from("/usr/lib/faketime")];
-    if let Ok(entries) = std::fs::read_dir("/usr/lib") {
-        dirs.extend(entries.flatten().map(|e| e.path().join("faketime")));
-    }
-    dirs.into_iter()
-        .map(|d| d.join("libfaketimeMT.so.1"))
-        .find(|p| p.exists())
-        .expect("libfaketime is installed (apt-get install libfaketime; scripts/test does)")
-}
-
 /// A `celeriac` process under a faked wall clock (the monotonic clock stays real, as on a
 /// host whose wall clock is off), its standard error kept in a file.
 fn celeriac_cmd(url: &str, fake: Fake<'_>, log: &Path) -> Command {
@@ -49,11 +35,9 @@ fn celeriac_cmd_at(url: &str, fake: Fake<'_>, log: &Path, level: &str) -> Comman
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_celeriac"));
     match fake {
         Fake::None => {}
-        Fake::Offset(by) => {
-            cmd.env("LD_PRELOAD", libfaketime()).env("FAKETIME", by);
-        }
+        Fake::Offset(by) => common::with_wall_clock_off(&mut cmd, by),
         Fake::File(file) => {
-            cmd.env("LD_PRELOAD", libfaketime())
+            cmd.env("LD_PRELOAD", common::libfaketime())
                 .env("FAKETIME_TIMESTAMP_FILE", file)
                 .env("FAKETIME_CACHE_DURATION", "1");
         }

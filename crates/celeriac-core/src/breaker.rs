@@ -257,6 +257,9 @@ impl Meters {
 struct Inner {
     config: BreakerConfig,
     clock: Arc<dyn Clock>,
+    /// Whether `clock` was given (else the coarse host clock, which a shared breaker
+    /// translates to the store's fleet clock).
+    custom_clock: bool,
     state: AtomicU8,
     generation: AtomicU64,
     open_until: AtomicI64,
@@ -305,7 +308,11 @@ impl CircuitBreaker {
         BreakerBuilder::new(name)
     }
 
-    pub(crate) fn from_config(config: BreakerConfig, clock: Arc<dyn Clock>) -> Self {
+    pub(crate) fn from_config(
+        config: BreakerConfig,
+        clock: Arc<dyn Clock>,
+        custom_clock: bool,
+    ) -> Self {
         let window = match config.window {
             WindowKind::Count(n) => Window::Count(CountWindow::new(n)),
             WindowKind::Time { size, buckets } => {
@@ -322,6 +329,7 @@ impl CircuitBreaker {
             inner: Arc::new(Inner {
                 config,
                 clock,
+                custom_clock,
                 state: AtomicU8::new(CLOSED),
                 generation: AtomicU64::new(0),
                 open_until: AtomicI64::new(0),

@@ -33,6 +33,28 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// libfaketime's library for threaded programs (Debian's `libfaketime` package, which
+/// `scripts/test` installs). Preloaded directly rather than through the `faketime` program,
+/// which would stand between a test and the process it signals.
+pub fn libfaketime() -> std::path::PathBuf {
+    let mut dirs = vec![std::path::PathBuf::from("/usr/lib/faketime")];
+    if let Ok(entries) = std::fs::read_dir("/usr/lib") {
+        dirs.extend(entries.flatten().map(|e| e.path().join("faketime")));
+    }
+    dirs.into_iter()
+        .map(|d| d.join("libfaketimeMT.so.1"))
+        .find(|p| p.exists())
+        .expect("libfaketime is installed (apt-get install libfaketime; scripts/test does)")
+}
+
+/// Runs `cmd` with its wall clock off by `offset` (`-30s`, `+90s`); its monotonic clock stays
+/// real, as on a host whose wall clock is off.
+pub fn with_wall_clock_off(cmd: &mut Command, offset: &str) {
+    cmd.env("LD_PRELOAD", libfaketime())
+        .env("FAKETIME", offset)
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+}
+
 /// The URL of a SQLite file in `dir`.
 pub fn url_in(dir: &Path) -> String {
     format!("sqlite://{}", dir.join("jobs.db").display())

@@ -153,6 +153,8 @@ pub struct BreakerBuilder {
     max_half_open: Option<Duration>,
     is_failure: Option<ErrorPredicate>,
     clock: Arc<dyn Clock>,
+    /// Whether `clock` came from [`BreakerBuilder::clock`].
+    custom_clock: bool,
 }
 
 impl fmt::Debug for BreakerBuilder {
@@ -183,6 +185,7 @@ impl BreakerBuilder {
             max_half_open: None,
             is_failure: None,
             clock: Arc::new(CoarseClock),
+            custom_clock: false,
         }
     }
 
@@ -273,6 +276,7 @@ impl BreakerBuilder {
     /// [`crate::ManualClock`]).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self.custom_clock = true;
         self
     }
 
@@ -414,6 +418,10 @@ impl BreakerBuilder {
     /// [`Error::Config`] naming the first bad setting.
     pub fn build(self) -> Result<CircuitBreaker> {
         let config = self.config()?;
-        Ok(CircuitBreaker::from_config(config, self.clock))
+        Ok(CircuitBreaker::from_config(
+            config,
+            self.clock,
+            self.custom_clock,
+        ))
     }
 }

@@ -19,7 +19,7 @@ use super::{BreakerState, CircuitBreaker, Counts, OwnedPermit, Rejected, Verdict
 use crate::backend::{
     BreakerCommand, BreakerPolicy, BreakerSignal, BreakerStore, SharedBreakerState,
 };
-use crate::clock::{duration_ms, UnixMs};
+use crate::clock::{duration_ms, Clock, UnixMs};
 use crate::error::{Error, Result};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -221,6 +221,9 @@ pub struct SharedBreaker<S> {
     seen: AtomicU8,
     /// The local breaker is open or half-open because the store said so.
     by_store: AtomicBool,
+    /// The store's fleet clock, whose time every store call takes, unless the local breaker
+    /// was given a clock of its own (tests), which is then used for both.
+    fleet: Option<Arc<crate::clock::FleetClock>>,
 }
 
 impl<S> std::fmt::Debug for SharedBreaker<S> {
@@ -258,12 +261,14 @@ impl<S: BreakerStore> SharedBreaker<S> {
             return bad("instance", "must not be empty");
         }
         local.inner.tally_on.store(true, Ordering::Release);
+        let fleet = (!local.inner.custom_clock).then(|| store.fleet_clock());
         Ok(Arc::new(Self {
             local,
             store,
             options,
             seen: AtomicU8::new(BreakerState::Closed.code()),
             by_store: AtomicBool::new(false),
+            fleet,
         }))
     }
 
@@ -287,8 +292,22 @@ impl<S: BreakerStore> SharedBreaker<S> {
         policy_of(&self.local, &self.options)
     }
 
+    /// Now, by the clock the store's times are on (the fleet's).
     fn now(&self) -> UnixMs {
-        self.local.inner.clock.now_ms()
+        match &self.fleet {
+            Some(fleet) => fleet.now_ms(),
+            None => self.local.inner.clock.now_ms(),
+        }
+    }
+
+    /// A time of the store's (an open period's end) on the local breaker's clock.
+    fn to_local(&self, store_ms: UnixMs) -> UnixMs {
+        match &self.fleet {
+            Some(fleet) => store_ms
+                .saturating_sub(fleet.now_ms())
+                .saturating_add(self.local.inner.clock.now_ms()),
+            None => store_ms,
+        }
     }
 
     /// Reports the local signals gathered since the last report and adopts the store's
@@ -352,7 +371,7 @@ impl<S: BreakerStore> SharedBreaker<S> {
                 let until = if s.state == BreakerState::ForcedOpen {
                     i64::MAX
                 } else {
-                    s.open_until
+                    self.to_local(s.open_until)
                 };
                 self.local
                     .apply_shared(BreakerState::Open, until, "opened in the shared store");
