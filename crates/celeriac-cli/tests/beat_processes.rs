@@ -83,23 +83,6 @@ impl Drop for BeatProc {
     }
 }
 
-/// The ticks a beat's log says it fired (each `fired` line lists the ticks of one pass,
-/// logged once the pass's cursor was recorded under the leader's token).
-fn fires_logged(log: &std::path::Path) -> u64 {
-    let text = std::fs::read_to_string(log).expect("beat log");
-    text.lines()
-        .filter(|l| l.contains(" fired ") && l.contains(&format!("schedule=\"{SCHEDULE}\"")))
-        .map(|l| {
-            let list = l
-                .split("ticks=[")
-                .nth(1)
-                .and_then(|rest| rest.split(']').next())
-                .unwrap_or_else(|| panic!("a fired line lists its ticks: {l}"));
-            list.split(',').filter(|t| !t.trim().is_empty()).count() as u64
-        })
-        .sum()
-}
-
 async fn jobs_in_queue(app: &celeriac::App) -> u64 {
     app.backend()
         .stats()
@@ -174,7 +157,7 @@ missed = "catch_up:1000"
     let victim_log = victim_proc.log.clone();
     victim_proc.kill_dash_nine();
     let killed_at = jobs_in_queue(&app).await;
-    let victim_fired = fires_logged(&victim_log);
+    let victim_fired = common::beat_fires_logged(&victim_log, SCHEDULE);
     assert!(victim_fired > 0, "the killed leader had fired ticks");
 
     // The rest of the ten minutes, with another leader.
@@ -190,11 +173,19 @@ missed = "catch_up:1000"
         .filter(|(k, _)| k == "fired")
         .map(|(_, v)| v)
         .sum();
-    let survivors_logged: u64 = logs.iter().map(|l| fires_logged(l)).sum();
+    let survivors_logged: u64 = logs
+        .iter()
+        .map(|l| common::beat_fires_logged(l, SCHEDULE))
+        .sum();
     let per_log: Vec<(String, u64)> = logs
         .iter()
         .chain(std::iter::once(&victim_log))
-        .map(|l| (l.display().to_string(), fires_logged(l)))
+        .map(|l| {
+            (
+                l.display().to_string(),
+                common::beat_fires_logged(l, SCHEDULE),
+            )
+        })
         .collect();
     assert_eq!(survivors_fired, survivors_logged, "summaries against logs");
     let acquired: u64 = summaries

@@ -83,18 +83,8 @@ impl Worker {
         let out = child.wait_with_output().expect("worker exits");
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
         assert!(out.status.success(), "worker exit {:?}: {log}", out.status);
-        let text = String::from_utf8_lossy(&out.stdout);
-        let line = text
-            .lines()
-            .find(|l| l.starts_with("worker stopped:"))
-            .unwrap_or_else(|| panic!("no summary line in {text:?}"));
-        let field = |name: &str| -> u64 {
-            line.split_whitespace()
-                .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("no {name} in {line}"))
-        };
-        (field("started"), field("stale"), log)
+        let (started, stale) = common::worker_summary(&out);
+        (started, stale, log)
     }
 }
 
@@ -473,22 +463,6 @@ async fn limiter_decisions_agree_between_processes_90_s_apart_on_redis() {
     );
 }
 
-/// The ticks a beat's log says it fired (each `fired` line lists one pass's ticks).
-fn beat_fires_logged(log: &Path) -> u64 {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    text.lines()
-        .filter(|l| l.contains(" fired "))
-        .map(|l| {
-            let list = l
-                .split("ticks=[")
-                .nth(1)
-                .and_then(|rest| rest.split(']').next())
-                .unwrap_or_else(|| panic!("a fired line lists its ticks: {l}"));
-            list.split(',').filter(|t| !t.trim().is_empty()).count() as u64
-        })
-        .sum()
-}
-
 /// Two beats, one with its wall clock 90 s behind and one 90 s ahead, share a schedule that
 /// ticks every second. On the fleet's clock every tick of the run fires once, at its time:
 /// none is missing, none lies outside the run (a leader on its own clock would fire the
@@ -538,7 +512,7 @@ args = {{ to = "ops@example.com", subject = "tick", fail_times = 0 }}
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         let offset = offset_warned(&text).unwrap_or_else(|| panic!("no clock warning: {text}"));
         assert!((offset.abs() - 90_000).abs() < 2_000, "offset {offset} ms");
-        fired_logged += beat_fires_logged(&log);
+        fired_logged += common::beat_fires_logged(&log, "skew-proof");
     }
     // Every second tick from well before the run to well after it.
     let mut fired = Vec::new();

@@ -5,12 +5,12 @@
 //!
 //! Every wait polls with a deadline; no assertion depends on how fast a machine is.
 
-use celeriac::{
-    App, JobId, JobState, ResultStore, Task, TaskContext, TaskError, TaskOptions, WorkerConfig,
-    WorkerStats,
-};
+mod common;
+
+use celeriac::{App, JobId, Task, TaskContext, TaskError, TaskOptions, WorkerConfig};
 use celeriac_testkit::resp::Value;
 use celeriac_testkit::{RedisCluster, RedisServer};
+use common::{counters, wait_for_acks, wait_until_succeeded};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -121,71 +121,6 @@ async fn enqueue_all(app: &App, n: u32) -> Vec<JobId> {
         .iter()
         .map(|h| h.id())
         .collect()
-}
-
-async fn wait_for_acks(stats: &WorkerStats, n: u64, within: Duration) {
-    let deadline = Instant::now() + within;
-    while stats.succeeded.load(Ordering::Relaxed) < n {
-        assert!(
-            Instant::now() < deadline,
-            "the worker acknowledged only {} of {n} jobs in time; {}",
-            stats.succeeded.load(Ordering::Relaxed),
-            counters(stats)
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-fn counters(stats: &WorkerStats) -> String {
-    let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-    format!(
-        "worker: started={} succeeded={} retried={} dead={} stale={}",
-        n(&stats.started),
-        n(&stats.succeeded),
-        n(&stats.retried),
-        n(&stats.dead),
-        n(&stats.stale)
-    )
-}
-
-/// Waits until every job is Succeeded in the store (errors while the cluster settles are
-/// retried).
-async fn wait_all_succeeded(app: &App, ids: &[JobId], within: Duration, stats: &WorkerStats) {
-    let deadline = Instant::now() + within;
-    let mut pending: Vec<JobId> = ids.to_vec();
-    let mut last = String::new();
-    while !pending.is_empty() {
-        let mut still = Vec::new();
-        for id in &pending {
-            match app.backend().get(*id).await {
-                Ok(Some(info)) if info.state == JobState::Succeeded => {}
-                Ok(Some(info)) => {
-                    last = format!("{id}: {} (attempts {})", info.state, info.job.attempts);
-                    still.push(*id);
-                }
-                Ok(None) => {
-                    last = format!("{id}: not in the store");
-                    still.push(*id);
-                }
-                Err(e) => {
-                    last = format!("{id}: {e}");
-                    still.push(*id);
-                }
-            }
-        }
-        pending = still;
-        if pending.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} of {} jobs did not succeed in time; e.g. {last}; {}",
-            pending.len(),
-            ids.len(),
-            counters(stats)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// Every set of the queue on `owner` is empty but `succeeded`, which holds all `n` jobs.
@@ -326,7 +261,7 @@ async fn resharding_a_busy_queue_s_slot_loses_no_job() {
         "jobs must remain after the move (acked {acked_after} of {N})"
     );
 
-    wait_all_succeeded(&app, &ids, Duration::from_secs(120), &stats).await;
+    wait_until_succeeded(&app, &ids, Duration::from_secs(120), &stats).await;
     // Claims went on after the move, from the new owner.
     assert!(stats.succeeded.load(Ordering::Relaxed) > acked_after);
     let runs = runs();
@@ -463,7 +398,7 @@ async fn killing_the_master_of_a_busy_queue_s_slot_loses_no_job() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    wait_all_succeeded(&app, &ids, Duration::from_secs(120), &stats).await;
+    wait_until_succeeded(&app, &ids, Duration::from_secs(120), &stats).await;
     assert!(
         !run.is_finished(),
         "the worker must keep running through the failover"

@@ -5,12 +5,15 @@
 //!
 //! Every wait is bounded by a generous timeout; no assertion depends on how fast a machine is.
 
+mod common;
+
 use celeriac::{
     App, Broker, Enqueue, JobId, JobState, ResultStore, Task, TaskContext, TaskError, TaskOptions,
     WorkerConfig, WorkerStats,
 };
 use celeriac_redis::RedisBackend;
 use celeriac_testkit::{RedisCluster, RedisSentinel, RedisServer};
+use common::{counters, wait_for_acks, wait_until_succeeded};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -131,33 +134,6 @@ async fn enqueue_naps(app: &App, n: u32) -> Vec<JobId> {
     handles.iter().map(|h| h.id()).collect()
 }
 
-/// Waits until the worker has acknowledged `n` successes.
-async fn wait_for_acks(stats: &WorkerStats, n: u64, within: Duration) {
-    let deadline = Instant::now() + within;
-    while stats.succeeded.load(Ordering::Relaxed) < n {
-        assert!(
-            Instant::now() < deadline,
-            "the worker acknowledged only {} of {n} jobs in time; {}",
-            stats.succeeded.load(Ordering::Relaxed),
-            counters(stats)
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
-/// The worker's counters, for failure messages.
-fn counters(stats: &WorkerStats) -> String {
-    let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-    format!(
-        "worker: started={} succeeded={} retried={} dead={} stale={}",
-        n(&stats.started),
-        n(&stats.succeeded),
-        n(&stats.retried),
-        n(&stats.dead),
-        n(&stats.stale)
-    )
-}
-
 /// The jobs claimed and not finished, read as soon as the store answers again after an
 /// outage: those in flight when it went away (and any claimed since, which only widens the
 /// set). Only these may run twice.
@@ -204,41 +180,7 @@ async fn wait_all_succeeded(
     within: Duration,
     stats: &WorkerStats,
 ) -> std::collections::HashSet<JobId> {
-    let deadline = Instant::now() + within;
-    let mut pending: Vec<JobId> = ids.to_vec();
-    let mut last = String::new();
-    while !pending.is_empty() {
-        let mut still = Vec::new();
-        for id in &pending {
-            match app.backend().get(*id).await {
-                Ok(Some(info)) if info.state == JobState::Succeeded => {}
-                Ok(Some(info)) => {
-                    last = format!("{id}: {} (attempts {})", info.state, info.job.attempts);
-                    still.push(*id);
-                }
-                Ok(None) => {
-                    last = format!("{id}: not in the store");
-                    still.push(*id);
-                }
-                Err(e) => {
-                    last = format!("{id}: {e}");
-                    still.push(*id);
-                }
-            }
-        }
-        pending = still;
-        if pending.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} of {} jobs did not succeed in time; e.g. {last}; {}",
-            pending.len(),
-            ids.len(),
-            counters(stats)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_until_succeeded(app, ids, within, stats).await;
     let mut reruns = std::collections::HashSet::new();
     for id in ids {
         let info = app

@@ -95,18 +95,7 @@ impl WorkerProc {
         sigterm(child.id());
         let out = child.wait_with_output().expect("worker exits");
         assert!(out.status.success(), "worker exit status {:?}", out.status);
-        let text = String::from_utf8_lossy(&out.stdout);
-        let line = text
-            .lines()
-            .find(|l| l.starts_with("worker stopped:"))
-            .unwrap_or_else(|| panic!("no summary line in {text:?}"));
-        let field = |name: &str| -> u64 {
-            line.split_whitespace()
-                .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("no {name} in {line}"))
-        };
-        (field("started"), field("stale"))
+        worker_summary(&out)
     }
 
     /// `kill -9`.
@@ -124,6 +113,39 @@ impl Drop for WorkerProc {
             let _ = child.wait();
         }
     }
+}
+
+/// `(started, stale)` from the summary line a stopped worker prints.
+pub fn worker_summary(out: &Output) -> (u64, u64) {
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("worker stopped:"))
+        .unwrap_or_else(|| panic!("no summary line in {text:?}"));
+    let field = |name: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {line}"))
+    };
+    (field("started"), field("stale"))
+}
+
+/// The ticks of `schedule` a beat's log says it fired: each `fired` line lists the ticks of
+/// one pass, logged once the pass's cursor was recorded under the leader's token.
+pub fn beat_fires_logged(log: &Path, schedule: &str) -> u64 {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.contains(" fired ") && l.contains(&format!("schedule=\"{schedule}\"")))
+        .map(|l| {
+            let list = l
+                .split("ticks=[")
+                .nth(1)
+                .and_then(|rest| rest.split(']').next())
+                .unwrap_or_else(|| panic!("a fired line lists its ticks: {l}"));
+            list.split(',').filter(|t| !t.trim().is_empty()).count() as u64
+        })
+        .sum()
 }
 
 pub async fn demo_app(url: &str) -> App {
