@@ -1207,6 +1207,13 @@ async fn inspect(app: App, id: &str, json: bool) -> CliResult {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print_info(&info);
+        // The times above are the fleet's; say how this host's clock stands against it.
+        println!(
+            "\n{}",
+            clock_line(&celeriac_core::StoreClock::fleet_clock(
+                app.backend().as_ref()
+            ))
+        );
     }
     Ok(())
 }
@@ -1332,7 +1339,8 @@ fn clock_line(clock: &crate::clock::FleetClock) -> String {
     // Fleet minus wall: positive when this host's wall clock is behind.
     let off = clock.offset_ms();
     let how = match off {
-        0 => "in step with it".to_string(),
+        // A few milliseconds are the reading's own noise.
+        -4..=4 => "in step with it".to_string(),
         o if o > 0 => format!("{:.3} s behind it", o as f64 / 1000.0),
         o => format!("{:.3} s ahead of it", -o as f64 / 1000.0),
     };
