@@ -7,54 +7,12 @@ use celeriac_core::backend::{ClaimRequest, Completion, Outcome};
 use celeriac_core::retention::DEAD_LETTERS_DROPPED;
 use celeriac_core::{Broker, ErrorInfo, Job, JobId, ResultStore};
 use celeriac_testkit::RedisServer;
-use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, SharedString, Unit};
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+mod counts;
+
+use counts::Counts;
 use std::time::Duration;
 
 const T0: i64 = 1_700_000_000_000;
-
-/// Counters by `<name>:<queue label>`.
-#[derive(Default)]
-struct Counts(Mutex<HashMap<String, Arc<AtomicU64>>>);
-
-impl Counts {
-    fn get(&self, name: &str) -> u64 {
-        self.0
-            .lock()
-            .expect("lock")
-            .get(name)
-            .map_or(0, |c| c.load(Ordering::Relaxed))
-    }
-}
-
-impl metrics::Recorder for Counts {
-    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        let queue = key
-            .labels()
-            .find(|l| l.key() == "queue")
-            .map_or("", |l| l.value());
-        let name = format!("{}:{queue}", key.name());
-        let c = self
-            .0
-            .lock()
-            .expect("lock")
-            .entry(name)
-            .or_default()
-            .clone();
-        Counter::from_arc(c)
-    }
-    fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
-        Gauge::noop()
-    }
-    fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
-        Histogram::noop()
-    }
-}
 
 /// One dead letter in `queue`, dying at `at`.
 async fn dead_letter<B: Broker>(backend: &B, queue: &str, at: i64) -> JobId {
@@ -110,7 +68,7 @@ async fn cap_of_three_drops_the_oldest<B: Broker + ResultStore>(backend: &B, cou
 
 #[tokio::test(flavor = "current_thread")]
 async fn sqlite_cap_drops_the_oldest_and_counts_them() {
-    let counts = Counts::default();
+    let counts = Counts::by("queue");
     let _recorder = metrics::set_default_local_recorder(&counts);
     let backend = SqliteBackend::connect("sqlite::memory:?dead_max=3")
         .await
@@ -121,7 +79,7 @@ async fn sqlite_cap_drops_the_oldest_and_counts_them() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn redis_cap_drops_the_oldest_and_counts_them() {
-    let counts = Counts::default();
+    let counts = Counts::by("queue");
     let _recorder = metrics::set_default_local_recorder(&counts);
     let server = RedisServer::start().await.expect("redis-server");
     let backend = RedisBackend::connect(&format!("{}?dead_max=3", server.url()))

@@ -6,8 +6,9 @@ use celeriac::limit::{FailMode, Quota, RateLimiter, Source};
 use celeriac::redis::RedisBackend;
 use celeriac::{Error, ManualClock};
 use celeriac_testkit::RedisServer;
-use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, SharedString, Unit};
-use std::sync::atomic::{AtomicU64, Ordering};
+mod counts;
+
+use counts::Counts;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -202,50 +203,9 @@ async fn a_store_that_hangs_times_out_into_the_failure_mode() {
     assert_eq!((w.allow, w.source), (false, Source::FailedClosed));
 }
 
-/// Counters by `<name>:<outcome label>`, for reading what a limiter counted.
-#[derive(Default)]
-struct Counts(std::sync::Mutex<std::collections::HashMap<String, Arc<AtomicU64>>>);
-
-impl Counts {
-    fn get(&self, name: &str) -> u64 {
-        self.0
-            .lock()
-            .expect("lock")
-            .get(name)
-            .map_or(0, |c| c.load(Ordering::Relaxed))
-    }
-}
-
-impl metrics::Recorder for Counts {
-    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        let outcome = key
-            .labels()
-            .find(|l| l.key() == "outcome")
-            .map_or("", |l| l.value());
-        let name = format!("{}:{outcome}", key.name());
-        let c = self
-            .0
-            .lock()
-            .expect("lock")
-            .entry(name)
-            .or_default()
-            .clone();
-        Counter::from_arc(c)
-    }
-    fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
-        Gauge::noop()
-    }
-    fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
-        Histogram::noop()
-    }
-}
-
 #[tokio::test]
 async fn decisions_and_store_errors_are_counted() {
-    let counts = Counts::default();
+    let counts = Counts::by("outcome");
     let store = sqlite().await;
     let (limiter, shadow) = metrics::with_local_recorder(&counts, || {
         let build = |shadow| {
