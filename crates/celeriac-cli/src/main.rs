@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    celeriac::cli::run().await
+    celeriac_cli::run_stock().await
 }

@@ -327,8 +327,8 @@ fn enqueue_with_a_unique_key_returns_the_holder() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inspect_shows_a_workflow_and_where_its_steps_belong() {
-    use celeriac::demo::{AlbumSummary, ResizeImage, Thumbnail};
     use celeriac::{chord, Step};
+    use celeriac_cli::demo::{AlbumSummary, ResizeImage, Thumbnail};
     let dir = tempfile::tempdir().expect("tempdir");
     let url = url_in(dir.path());
     let app = common::demo_app(&url).await;

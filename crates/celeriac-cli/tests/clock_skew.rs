@@ -5,8 +5,8 @@
 
 mod common;
 
-use celeriac::demo::ExportReport;
 use celeriac::{App, JobId, JobState, ResultStore};
+use celeriac_cli::demo::ExportReport;
 use celeriac_testkit::RedisServer;
 use common::{count, demo_app, sigterm};
 use std::path::{Path, PathBuf};
@@ -329,7 +329,7 @@ async fn a_step_mid_run_runs_each_job_once(
 /// the fleet's clock no eleven starts fall within a second and both serve the queue.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limit_holds_between_workers_90_s_apart_on_redis() {
-    use celeriac::demo::PingPartner;
+    use celeriac_cli::demo::PingPartner;
     let server = RedisServer::start().await.expect("redis-server starts");
     let url = server.url();
     let dir = tempfile::tempdir().expect("tempdir");

@@ -330,7 +330,7 @@ fn expand(func: &ItemFn, attr: &CachedAttr) -> syn::Result<TokenStream> {
             async fn #uncached(#inputs) #output #body
 
             static __CELERIAC_CACHE: ::celeriac::__private::tokio::sync::OnceCell<
-                ::celeriac::cache::Cache<str, #value_ty, ::celeriac::Backend>,
+                ::celeriac::cache::Cache<str, #value_ty, ::celeriac::AnyBackend>,
             > = ::celeriac::__private::tokio::sync::OnceCell::const_new();
             let __celeriac_cache = ::celeriac::__private::function_cache(&__CELERIAC_CACHE, || {
                 ::celeriac::cache::Cache::<str, #value_ty, ()>::builder(#namespace) #options

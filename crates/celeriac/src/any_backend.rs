@@ -9,7 +9,9 @@ use celeriac_core::backend::{
 };
 use celeriac_core::limit::{Decision, Quota};
 use celeriac_core::{Job, JobId, JobInfo, UnixMs};
+#[cfg(feature = "sqlite")]
 use celeriac_embedded::SqliteBackend;
+#[cfg(feature = "redis")]
 use celeriac_redis::RedisBackend;
 use std::time::Duration;
 
@@ -17,14 +19,21 @@ use std::time::Duration;
 /// `redis://`, `rediss://`, `redis+cluster://`, `redis+sentinel://`.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
-pub enum Backend {
-    /// One SQLite file.
+pub enum AnyBackend {
+    /// One SQLite file (the `sqlite` feature, on by default).
+    #[cfg(feature = "sqlite")]
     Sqlite(SqliteBackend),
-    /// Redis: standalone, Cluster or Sentinel.
+    /// Redis: standalone, Cluster or Sentinel (the `redis` feature).
+    #[cfg(feature = "redis")]
     Redis(RedisBackend),
 }
 
-impl Backend {
+#[cfg(not(any(feature = "sqlite", feature = "redis")))]
+compile_error!(
+    "celeriac needs a backend: enable the `sqlite` feature, the `redis` feature or both"
+);
+
+impl AnyBackend {
     /// Opens the backend a URL names.
     ///
     /// # Errors
@@ -32,9 +41,9 @@ impl Backend {
     pub async fn connect(url: &str) -> Result<Self> {
         let scheme = url.split(':').next().unwrap_or("");
         match scheme {
-            "sqlite" => Ok(Backend::Sqlite(SqliteBackend::connect(url).await?)),
+            "sqlite" => Self::sqlite(url).await,
             "redis" | "rediss" | "redis+sentinel" | "rediss+sentinel" | "redis+cluster"
-            | "rediss+cluster" => Ok(Backend::Redis(RedisBackend::connect(url).await?)),
+            | "rediss+cluster" => Self::redis(url).await,
             _ => Err(Error::config(
                 "url",
                 format!(
@@ -44,25 +53,56 @@ impl Backend {
             )),
         }
     }
+
+    #[cfg(feature = "sqlite")]
+    async fn sqlite(url: &str) -> Result<Self> {
+        Ok(AnyBackend::Sqlite(SqliteBackend::connect(url).await?))
+    }
+
+    #[cfg(not(feature = "sqlite"))]
+    async fn sqlite(url: &str) -> Result<Self> {
+        Err(not_built(url, "sqlite"))
+    }
+
+    #[cfg(feature = "redis")]
+    async fn redis(url: &str) -> Result<Self> {
+        Ok(AnyBackend::Redis(RedisBackend::connect(url).await?))
+    }
+
+    #[cfg(not(feature = "redis"))]
+    async fn redis(url: &str) -> Result<Self> {
+        Err(not_built(url, "redis"))
+    }
+}
+
+/// The error for a URL whose backend this build leaves out.
+#[cfg(not(all(feature = "sqlite", feature = "redis")))]
+fn not_built(url: &str, feature: &str) -> Error {
+    Error::config(
+        "url",
+        format!("`{url}` needs the `{feature}` feature of celeriac, which this build leaves out"),
+    )
 }
 
 /// Forwards each method to the backend in use.
 macro_rules! forward {
     ($self:ident, $b:ident => $call:expr) => {
         match $self {
-            Backend::Sqlite($b) => $call,
-            Backend::Redis($b) => $call,
+            #[cfg(feature = "sqlite")]
+            AnyBackend::Sqlite($b) => $call,
+            #[cfg(feature = "redis")]
+            AnyBackend::Redis($b) => $call,
         }
     };
 }
 
-impl celeriac_core::StoreClock for Backend {
+impl celeriac_core::StoreClock for AnyBackend {
     fn fleet_clock(&self) -> std::sync::Arc<celeriac_core::FleetClock> {
         forward!(self, b => b.fleet_clock())
     }
 }
 
-impl Broker for Backend {
+impl Broker for AnyBackend {
     async fn enqueue(&self, jobs: Vec<Job>, now: UnixMs) -> Result<Vec<JobId>> {
         forward!(self, b => b.enqueue(jobs, now).await)
     }
@@ -132,7 +172,7 @@ impl Broker for Backend {
     }
 }
 
-impl ResultStore for Backend {
+impl ResultStore for AnyBackend {
     async fn get(&self, id: JobId) -> Result<Option<JobInfo>> {
         forward!(self, b => b.get(id).await)
     }
@@ -149,7 +189,7 @@ impl ResultStore for Backend {
     }
 }
 
-impl WorkflowStore for Backend {
+impl WorkflowStore for AnyBackend {
     async fn join_arrive(&self, arrival: JoinArrival, now: UnixMs) -> Result<JoinStatus> {
         forward!(self, b => b.join_arrive(arrival, now).await)
     }
@@ -167,7 +207,7 @@ impl WorkflowStore for Backend {
     }
 }
 
-impl Coordinator for Backend {
+impl Coordinator for AnyBackend {
     async fn acquire_leader(
         &self,
         name: &str,
@@ -198,7 +238,7 @@ impl Coordinator for Backend {
     }
 }
 
-impl KvStore for Backend {
+impl KvStore for AnyBackend {
     async fn kv_get(&self, keys: Vec<String>, now: UnixMs) -> Result<Vec<Option<Vec<u8>>>> {
         forward!(self, b => b.kv_get(keys, now).await)
     }
@@ -225,7 +265,7 @@ impl KvStore for Backend {
     }
 }
 
-impl RateLimitStore for Backend {
+impl RateLimitStore for AnyBackend {
     async fn check_limits(
         &self,
         key: &str,
@@ -250,7 +290,7 @@ impl RateLimitStore for Backend {
     }
 }
 
-impl BreakerStore for Backend {
+impl BreakerStore for AnyBackend {
     async fn breaker_report(
         &self,
         name: &str,

@@ -6,7 +6,7 @@ use celeriac_core::{AsClient, Beat};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use crate::any_backend::Backend;
+pub use crate::any_backend::AnyBackend;
 
 /// The URL used when none is given: a SQLite file in the working directory.
 pub const DEFAULT_URL: &str = "sqlite://celeriac.db";
@@ -14,7 +14,7 @@ pub const DEFAULT_URL: &str = "sqlite://celeriac.db";
 /// An application: where jobs are stored and which tasks it knows.
 #[derive(Clone)]
 pub struct App {
-    client: Client<Backend>,
+    client: Client<AnyBackend>,
     registry: Arc<Registry>,
     url: String,
     schedules: Arc<[Schedule]>,
@@ -37,12 +37,12 @@ impl App {
     }
 
     /// The client that enqueues and reads results.
-    pub fn client(&self) -> &Client<Backend> {
+    pub fn client(&self) -> &Client<AnyBackend> {
         &self.client
     }
 
     /// The backend.
-    pub fn backend(&self) -> &Arc<Backend> {
+    pub fn backend(&self) -> &Arc<AnyBackend> {
         self.client.backend()
     }
 
@@ -57,7 +57,7 @@ impl App {
     }
 
     /// A worker for the registered tasks (configure it with [`Worker::config`]).
-    pub fn worker(&self) -> Worker<Backend> {
+    pub fn worker(&self) -> Worker<AnyBackend> {
         Worker::new(self.backend().clone(), self.registry.clone())
             .clock(self.client.clock().clone())
     }
@@ -72,23 +72,16 @@ impl App {
     ///
     /// # Errors
     /// A schedule whose task is not registered.
-    pub fn beat(&self) -> Result<Beat<Backend>> {
+    pub fn beat(&self) -> Result<Beat<AnyBackend>> {
         Ok(Beat::new(self.backend().clone(), self.schedules.to_vec())?
             .registry(self.registry.clone())?
             .clock(self.client.clock().clone()))
     }
-
-    /// Runs the `celeriac` command line with this application's tasks, the way
-    /// `celery -A proj worker` does: `my-app worker`, `my-app enqueue <task>`, ...
-    #[cfg(feature = "cli")]
-    pub async fn run_cli(self) -> std::process::ExitCode {
-        crate::cli::run_with(Some(self.registry.as_ref().clone()), Some(self.url)).await
-    }
 }
 
 impl AsClient for App {
-    type Backend = Backend;
-    fn client(&self) -> &Client<Backend> {
+    type Backend = AnyBackend;
+    fn client(&self) -> &Client<AnyBackend> {
         &self.client
     }
 }
@@ -174,7 +167,7 @@ impl AppBuilder {
     /// process, and the built-in task `celeriac.cache.warm` that runs it: warm with
     /// `celeriac cache warm <namespace>`, or by a job (on a schedule, say) that a worker runs.
     /// Call it after [`AppBuilder::registry`], which replaces the registered tasks.
-    pub fn cache_warmer(mut self, warmer: impl crate::cache::Warmer<Backend>) -> Self {
+    pub fn cache_warmer(mut self, warmer: impl crate::cache::Warmer<AnyBackend>) -> Self {
         crate::register_cache_warmer(warmer);
         self.registry.register::<crate::WarmCache>();
         self
@@ -250,6 +243,6 @@ impl AppBuilder {
 }
 
 /// Opens the backend a URL names.
-pub async fn connect(url: &str) -> Result<Backend> {
-    Backend::connect(url).await
+pub async fn connect(url: &str) -> Result<AnyBackend> {
+    AnyBackend::connect(url).await
 }

@@ -15,13 +15,13 @@
 //! command must register them, as it registers its tasks.
 
 use crate::cache::{WarmProgress, WarmReport, Warmer};
-use crate::{Backend, Task, TaskContext, TaskError, TaskOptions};
+use crate::{AnyBackend, Task, TaskContext, TaskError, TaskOptions};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock, RwLock};
 
 /// The warmers of this process, by namespace.
-type Warmers = RwLock<BTreeMap<String, Arc<dyn Warmer<Backend>>>>;
+type Warmers = RwLock<BTreeMap<String, Arc<dyn Warmer<AnyBackend>>>>;
 
 fn warmers() -> &'static Warmers {
     static WARMERS: OnceLock<Warmers> = OnceLock::new();
@@ -30,14 +30,14 @@ fn warmers() -> &'static Warmers {
 
 /// Registers `warmer` for its namespace in this process (a later one replaces an earlier
 /// one of the same namespace).
-pub fn register_cache_warmer(warmer: impl Warmer<Backend>) {
+pub fn register_cache_warmer(warmer: impl Warmer<AnyBackend>) {
     if let Ok(mut w) = warmers().write() {
         w.insert(warmer.namespace().to_string(), Arc::new(warmer));
     }
 }
 
 /// The warmer registered for `namespace`.
-pub fn cache_warmer(namespace: &str) -> Option<Arc<dyn Warmer<Backend>>> {
+pub fn cache_warmer(namespace: &str) -> Option<Arc<dyn Warmer<AnyBackend>>> {
     warmers().read().ok()?.get(namespace).cloned()
 }
 

@@ -5,23 +5,23 @@
 //! called before any store is installed runs uncached, and says so once in the log.
 
 use crate::cache::{Cache, CacheBuilder};
-use crate::Backend;
+use crate::AnyBackend;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use tokio::sync::OnceCell;
 
-static STORE: OnceLock<Arc<Backend>> = OnceLock::new();
+static STORE: OnceLock<Arc<AnyBackend>> = OnceLock::new();
 
 /// Makes `backend` the store of `#[cached]` functions; returns false if one was installed
 /// already (the first one stays).
-pub fn install_cache_store(backend: Arc<Backend>) -> bool {
+pub fn install_cache_store(backend: Arc<AnyBackend>) -> bool {
     STORE.set(backend).is_ok()
 }
 
 /// The store of `#[cached]` functions, once installed.
-pub fn cache_store() -> Option<Arc<Backend>> {
+pub fn cache_store() -> Option<Arc<AnyBackend>> {
     STORE.get().cloned()
 }
 
@@ -29,9 +29,9 @@ pub fn cache_store() -> Option<Arc<Backend>> {
 /// `None` (run uncached) while no store is installed or the settings are invalid.
 #[doc(hidden)]
 pub async fn function_cache<V>(
-    cell: &'static OnceCell<Cache<str, V, Backend>>,
+    cell: &'static OnceCell<Cache<str, V, AnyBackend>>,
     builder: impl FnOnce() -> CacheBuilder<str, V>,
-) -> Option<&'static Cache<str, V, Backend>>
+) -> Option<&'static Cache<str, V, AnyBackend>>
 where
     V: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
 {

@@ -29,29 +29,23 @@
 //! failures with backoff, and moves jobs that cannot succeed to the **dead letters** with the
 //! reason. Everything is at-least-once: a job whose worker dies is redelivered when its lease
 //! runs out.
+//!
+//! Beyond jobs: a two-level [`cache`] (`#[cached]`), rate limiters ([`limit`]) and circuit
+//! breakers ([`breaker`]) that share state through the same store, and tower layers
+//! ([`layer`], feature `tower`).
+//!
+//! Features: `sqlite` (on by default) builds the embedded backend, `redis` the Redis one;
+//! [`AnyBackend`] is whichever a URL names. `tower` (on by default) builds the layers. The
+//! command line is the `celeriac-cli` crate.
 
 mod any_backend;
 mod app;
-#[cfg(feature = "cli")]
-pub mod bench;
-#[cfg(feature = "cli")]
-pub mod bench_breaker;
-#[cfg(feature = "cli")]
-pub mod bench_cache;
-#[cfg(feature = "cli")]
-pub mod bench_layers;
-#[cfg(feature = "cli")]
-pub mod bench_limits;
 mod cache_warm;
 mod cached;
-#[cfg(feature = "cli")]
-pub mod cli;
-#[cfg(feature = "cli")]
-pub mod demo;
 #[cfg(feature = "tower")]
 pub mod layer;
 
-pub use app::{App, AppBuilder, Backend, DEFAULT_URL};
+pub use app::{AnyBackend, App, AppBuilder, DEFAULT_URL};
 pub use cache_warm::{
     cache_warmer, cache_warmer_namespaces, register_cache_warmer, WarmArgs, WarmCache,
     DEFAULT_WARM_CONCURRENCY,
@@ -70,9 +64,11 @@ pub use celeriac_core::{
     WarpedClock, Worker, WorkerConfig, WorkerStats,
 };
 pub use celeriac_core::{chain, chord, group, map, workflow, Flow, Step, WorkflowHandle};
+#[cfg(feature = "sqlite")]
 pub use celeriac_embedded as embedded;
 pub use celeriac_macros::cached;
 pub use celeriac_macros::task;
+#[cfg(feature = "redis")]
 pub use celeriac_redis as redis;
 
 /// What most applications need: `use celeriac::prelude::*;`.

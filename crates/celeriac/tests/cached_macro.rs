@@ -77,7 +77,7 @@ async fn cached_functions_run_once_per_key_and_keep_their_errors() {
     assert_eq!(square(12).await, 144);
 
     // Another handle on the namespace invalidates a tag: the function loads again.
-    let handle: Cache<str, Product, celeriac::Backend> = Cache::builder("macro-products")
+    let handle: Cache<str, Product, celeriac::AnyBackend> = Cache::builder("macro-products")
         .build(app.backend().clone())
         .await
         .expect("a handle");

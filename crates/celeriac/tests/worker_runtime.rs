@@ -101,7 +101,7 @@ async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 
 /// Waits (up to [`SOON`]) until the job is in `state`, and returns what is known about it.
 async fn wait_for_state(
-    handle: &JobHandle<celeriac::Backend>,
+    handle: &JobHandle<celeriac::AnyBackend>,
     state: JobState,
 ) -> celeriac::JobInfo {
     let deadline = tokio::time::Instant::now() + SOON;
@@ -625,7 +625,7 @@ fn short_lease_config() -> WorkerConfig {
 }
 
 /// Waits until the active job's lease was pushed past its first expiry (claim time + 1 s).
-async fn wait_for_extended_lease(handle: &JobHandle<celeriac::Backend>) {
+async fn wait_for_extended_lease(handle: &JobHandle<celeriac::AnyBackend>) {
     let deadline = tokio::time::Instant::now() + SOON;
     loop {
         let info = handle.info().await.expect("info");

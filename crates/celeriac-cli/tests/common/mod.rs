@@ -3,8 +3,8 @@
 
 #![allow(dead_code)]
 
-use celeriac::demo::{self, Email, PingPartner, SendEmail};
 use celeriac::{App, Broker, JobId, JobState, ResultStore};
+use celeriac_cli::demo::{self, Email, PingPartner, SendEmail};
 use std::collections::HashSet;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -336,9 +336,9 @@ pub async fn rate_limit_holds_across_processes(url: &str) {
 /// `kill -9` mid-run so the jobs it held are delivered again, and then every member delivered
 /// once more on purpose: the callback runs exactly once, with every result in order.
 pub async fn chord_callback_runs_once_across_processes(url: &str) {
-    use celeriac::demo::{album_checksum, Album, AlbumSummary, ResizeImage, Thumbnail};
     use celeriac::workflow::{continue_after, StepEnd};
     use celeriac::{chord, Step};
+    use celeriac_cli::demo::{album_checksum, Album, AlbumSummary, ResizeImage, Thumbnail};
     const N: usize = 1000;
     let app = demo_app(url).await;
     let members = (0..N).map(|i| {

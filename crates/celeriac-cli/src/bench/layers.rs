@@ -9,11 +9,11 @@
 //! 200: the quota is generous and the breaker stays closed, so any other status fails the
 //! bench rather than give a figure.
 
-use crate::breaker::CircuitBreaker;
-use crate::layer::breaker::CircuitBreakerLayer;
-use crate::layer::rate_limit::{KeyExtractor, RateLimitLayer, RequestHead};
-use crate::limit::{FailMode, LocalLimiter, Quota, RateLimiter};
-use crate::{Backend, Error, ErrorKind, RateLimitStore, Result};
+use celeriac::breaker::CircuitBreaker;
+use celeriac::layer::breaker::CircuitBreakerLayer;
+use celeriac::layer::rate_limit::{KeyExtractor, RateLimitLayer, RequestHead};
+use celeriac::limit::{FailMode, LocalLimiter, Quota, RateLimiter};
+use celeriac::{AnyBackend, Error, ErrorKind, RateLimitStore, Result};
 use http::header::{HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use serde::Serialize;
@@ -153,7 +153,7 @@ fn limiter<S: RateLimitStore>(store: Arc<S>, quota: Quota) -> Result<RateLimiter
 /// # Errors
 /// A request not answered 200, a store failure, or a bench setting refused by a builder.
 pub async fn bench_layers(
-    backend: &Arc<Backend>,
+    backend: &Arc<AnyBackend>,
     quota: Quota,
     requests: u64,
     store_requests: u64,
@@ -236,7 +236,7 @@ fn layer_keys(key: &KeyExtractor, values: &[HeaderValue]) -> Result<Arc<[String]
 
 /// The rate-limit layer over the store, and store decisions on the same keys.
 struct StorePhase {
-    backend: Arc<Backend>,
+    backend: Arc<AnyBackend>,
     quotas: Arc<[Quota]>,
     /// The keys the layer checks, one per header value.
     keys: Arc<[String]>,
@@ -311,7 +311,7 @@ impl StorePhase {
             let ks: Vec<usize> = (0..per).map(|i| self.key(t, i)).collect();
             tasks.spawn(async move {
                 for k in &ks {
-                    let now = crate::clock::system_now_ms();
+                    let now = celeriac::clock::system_now_ms();
                     let d = backend.check_limits(&keys[*k], &quotas, 1, now).await?;
                     if !d.allowed {
                         return Err(Error::backend(

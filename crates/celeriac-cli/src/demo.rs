@@ -4,7 +4,8 @@
 //! The tasks are written with the plain [`Task`] trait (no macro) and double as an example
 //! of that path.
 
-use crate::{App, Job, Registry, Task, TaskContext, TaskError, TaskOptions, WorkerConfig};
+use crate::support::{progress_bar, CliError, CliResult, Scratch};
+use celeriac::{App, Job, Registry, Task, TaskContext, TaskError, TaskOptions, WorkerConfig};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
@@ -33,7 +34,7 @@ impl Task for SendEmail {
         TaskOptions {
             queue: "emails".into(),
             max_attempts: 4,
-            backoff: crate::Backoff {
+            backoff: celeriac::Backoff {
                 base: Duration::from_millis(100),
                 cap: Duration::from_secs(1),
                 jitter: true,
@@ -134,7 +135,7 @@ impl Task for SyncInventory {
     fn options() -> TaskOptions {
         TaskOptions {
             max_attempts: 3,
-            backoff: crate::Backoff {
+            backoff: celeriac::Backoff {
                 base: Duration::from_millis(50),
                 cap: Duration::from_millis(200),
                 jitter: true,
@@ -162,9 +163,9 @@ impl Task for PingPartner {
     fn options() -> TaskOptions {
         TaskOptions {
             queue: "partner".into(),
-            limits: crate::TaskLimits {
+            limits: celeriac::TaskLimits {
                 concurrency: None,
-                rate: Some(crate::Rate {
+                rate: Some(celeriac::Rate {
                     count: 10,
                     per: Duration::from_secs(1),
                 }),
@@ -214,8 +215,8 @@ pub struct Product {
 pub const PRODUCTS: usize = 200;
 
 /// The demo's product cache (namespace `products`, fresh for an hour).
-pub fn products_cache() -> crate::cache::CacheBuilder<str, Product> {
-    crate::cache::Cache::<str, Product, ()>::builder("products").ttl(Duration::from_secs(3600))
+pub fn products_cache() -> celeriac::cache::CacheBuilder<str, Product> {
+    celeriac::cache::Cache::<str, Product, ()>::builder("products").ttl(Duration::from_secs(3600))
 }
 
 /// Loads a product from the (simulated) database: 1–5 ms; an unknown SKU fails.
@@ -235,8 +236,8 @@ pub async fn load_product(sku: String) -> Result<Product, String> {
 }
 
 /// The warmer of [`products_cache`]: every SKU of the catalogue, loaded by [`load_product`].
-pub fn products_warmer() -> impl crate::cache::Warmer<crate::Backend> {
-    crate::cache::CacheWarmer::new(
+pub fn products_warmer() -> impl celeriac::cache::Warmer<celeriac::AnyBackend> {
+    celeriac::cache::CacheWarmer::new(
         products_cache(),
         || async { Ok::<_, String>((1..=PRODUCTS).map(|n| format!("p{n}")).collect()) },
         load_product,
@@ -244,8 +245,8 @@ pub fn products_warmer() -> impl crate::cache::Warmer<crate::Backend> {
 }
 
 /// The demo's stock levels cache (namespace `stock`), written behind to [`stock_file`].
-pub fn stock_cache() -> crate::cache::CacheBuilder<str, u64> {
-    crate::cache::Cache::<str, u64, ()>::builder("stock").ttl(Duration::from_secs(3600))
+pub fn stock_cache() -> celeriac::cache::CacheBuilder<str, u64> {
+    celeriac::cache::Cache::<str, u64, ()>::builder("stock").ttl(Duration::from_secs(3600))
 }
 
 static STOCK_FILE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
@@ -257,13 +258,13 @@ pub fn set_stock_file(path: std::path::PathBuf) -> bool {
 }
 
 /// The demo's "database" of stock levels: one JSON line per flushed write
-/// ([`crate::cache::PendingWrite`]), `celeriac-demo-stock.jsonl` unless set.
+/// ([`celeriac::cache::PendingWrite`]), `celeriac-demo-stock.jsonl` unless set.
 pub fn stock_file() -> &'static std::path::Path {
     STOCK_FILE.get_or_init(|| "celeriac-demo-stock.jsonl".into())
 }
 
 /// Appends a batch of stock writes to [`stock_file`], one line each, in one write.
-async fn write_stock(writes: Vec<crate::cache::PendingWrite<u64>>) -> Result<(), String> {
+async fn write_stock(writes: Vec<celeriac::cache::PendingWrite<u64>>) -> Result<(), String> {
     let mut text = String::new();
     for w in &writes {
         let line = serde_json::to_string(w).map_err(|e| e.to_string())?;
@@ -290,11 +291,11 @@ async fn write_stock(writes: Vec<crate::cache::PendingWrite<u64>>) -> Result<(),
 /// write-behind cache; registers the warmer of the `products` cache in this process too
 /// ([`products_warmer`]).
 pub fn registry() -> Registry {
-    crate::register_cache_warmer(products_warmer());
+    celeriac::register_cache_warmer(products_warmer());
     let mut r = Registry::new();
-    r.insert(crate::cache::write_behind_task(
+    r.insert(celeriac::cache::write_behind_task(
         "stock",
-        crate::cache::write::write_behind_options(),
+        celeriac::cache::write::write_behind_options(),
         write_stock,
     ));
     r.register::<SendEmail>()
@@ -303,7 +304,7 @@ pub fn registry() -> Registry {
         .register::<SyncInventory>()
         .register::<PingPartner>()
         .register::<ExportReport>()
-        .register::<crate::WarmCache>();
+        .register::<celeriac::WarmCache>();
     r
 }
 
@@ -349,7 +350,7 @@ pub async fn run(
     app: &App,
     jobs: u64,
     mut tick: impl FnMut(u64, u64),
-) -> crate::Result<DemoSummary> {
+) -> celeriac::Result<DemoSummary> {
     let worker = app.worker().config(WorkerConfig {
         queues: vec!["emails".into(), "images".into(), "default".into()],
         concurrency: 64,
@@ -385,21 +386,21 @@ pub async fn run(
     for chunk in emails.chunks(500) {
         client.enqueue_many::<SendEmail>(chunk.to_vec()).await?;
     }
-    let thumbs: Vec<crate::Flow> = (0..n_images)
+    let thumbs: Vec<celeriac::Flow> = (0..n_images)
         .map(|_| {
-            crate::Step::of::<ResizeImage>(Thumbnail {
+            celeriac::Step::of::<ResizeImage>(Thumbnail {
                 width: rng.random_range(100..800),
                 height: rng.random_range(100..800),
             })
             .into()
         })
         .collect();
-    let album = crate::chord(thumbs, crate::Step::piped::<AlbumSummary>())
+    let album = celeriac::chord(thumbs, celeriac::Step::piped::<AlbumSummary>())
         .start(app)
         .await?;
     for i in 0..n_delayed {
         let delay = Duration::from_millis(rng.random_range(1000..3000));
-        crate::Enqueue::<SendEmail>::new(Email {
+        celeriac::Enqueue::<SendEmail>::new(Email {
             to: format!("reminder{i}@example.com"),
             subject: "Your cart misses you".into(),
             fail_times: 0,
@@ -435,11 +436,11 @@ pub async fn run(
     shutdown.graceful();
     let _ = handle.await;
     let summary_job = album.callback_id();
-    let runs = crate::ResultStore::get(app.backend().as_ref(), summary_job)
+    let runs = celeriac::ResultStore::get(app.backend().as_ref(), summary_job)
         .await?
         .map_or(0, |info| info.job.attempts);
     let album = match album.info().await {
-        Ok(rec) => match crate::workflow::record_result::<Album>(&rec) {
+        Ok(rec) => match celeriac::workflow::record_result::<Album>(&rec) {
             Ok(a) => format!(
                 "chord {} {}: the album summary ran {runs} time(s), over {} thumbnails",
                 rec.id,
@@ -456,7 +457,8 @@ pub async fn run(
     let mut reasons: std::collections::BTreeMap<String, u64> = Default::default();
     let mut offset = 0;
     loop {
-        let page = crate::Broker::dead_letters(app.backend().as_ref(), None, 500, offset).await?;
+        let page =
+            celeriac::Broker::dead_letters(app.backend().as_ref(), None, 500, offset).await?;
         if page.is_empty() {
             break;
         }
@@ -484,4 +486,60 @@ pub async fn run(
         dead_reasons: reasons.into_iter().collect(),
         album,
     })
+}
+pub(crate) async fn run_command(url: Option<&str>, jobs: u64) -> CliResult {
+    let (url, _scratch) = match url {
+        Some(u) => (u.to_string(), None),
+        None => {
+            let s = Scratch::new("demo")?;
+            (s.url(), Some(s))
+        }
+    };
+    let app = App::builder()
+        .url(url.as_str())
+        .registry(registry())
+        .build()
+        .await?;
+    println!("Celeriac demo on {url}");
+    println!(
+        "A worker with 64 slots runs {jobs} jobs: e-mails through a slow SMTP server (some fail \
+         and retry), a chord of thumbnails on the blocking pool with an album summary after \
+         them, delayed reminders, a partner API that is down, and some bad input.\n"
+    );
+    let bar = progress_bar(jobs, "jobs finished");
+    let summary = run(&app, jobs, |done, _| bar.set_position(done)).await?;
+    bar.finish_and_clear();
+    println!("processed   {} jobs succeeded", summary.succeeded);
+    println!(
+        "retried     {} failed attempts were retried",
+        summary.retried
+    );
+    println!("failed      {}", summary.failed);
+    println!("dead        {} jobs in the dead letters", summary.dead);
+    for (kind, n) in &summary.dead_reasons {
+        println!("              {n:>5} × {kind}");
+    }
+    println!(
+        "throughput  {:.0} jobs/s ({} jobs in {:.2} s, including delays and retry backoff)",
+        summary.throughput, summary.jobs, summary.seconds
+    );
+    println!(
+        "latency     p50 {} ms, p99 {} ms from due to started",
+        summary.p50_start_ms, summary.p99_start_ms
+    );
+    println!("workflow    {}", summary.album);
+    if _scratch.is_some() {
+        println!(
+            "\nThe demo's scratch database is removed on exit. To keep one and explore it:\n  \
+             celeriac --url sqlite://demo.db demo && celeriac --url sqlite://demo.db dlq list"
+        );
+    }
+    if summary.succeeded + summary.dead + summary.failed < summary.jobs {
+        return Err(CliError(format!(
+            "only {} of {} jobs finished",
+            summary.succeeded + summary.dead + summary.failed,
+            summary.jobs
+        )));
+    }
+    Ok(())
 }

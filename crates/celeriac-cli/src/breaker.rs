@@ -1,13 +1,13 @@
 //! `celeriac breaker`: the state of shared circuit breakers in the store, manual overrides,
 //! and (hidden) a driver that calls an HTTP endpoint through a breaker, for process tests.
 
-use super::{CliError, CliResult};
-use crate::backend::{BreakerCommand as StoreCommand, BreakerStore, SharedBreakerState};
-use crate::breaker::shared::policy_of;
-use crate::breaker::{
+use crate::support::{CliError, CliResult};
+use celeriac::backend::{BreakerCommand as StoreCommand, BreakerStore, SharedBreakerState};
+use celeriac::breaker::shared::policy_of;
+use celeriac::breaker::{
     BreakerState, CallError, CircuitBreaker, SharedBreaker, SharedOptions, WindowKind,
 };
-use crate::{Backend, Clock};
+use celeriac::{AnyBackend, Clock};
 use celeriac_core::StoreClock;
 use celeriac_core::UnixMs;
 use clap::{Args, Subcommand};
@@ -124,7 +124,7 @@ fn print_state(name: &str, s: &SharedBreakerState, now: UnixMs, json: bool) -> C
 }
 
 pub(super) async fn run(url: &str, command: BreakerCommand) -> CliResult {
-    let backend = Arc::new(Backend::connect(url).await?);
+    let backend = Arc::new(AnyBackend::connect(url).await?);
     let now = backend.fleet_clock().now_ms();
     let (name, cmd) = match command {
         BreakerCommand::Status { name, json } => {
@@ -179,7 +179,7 @@ async fn call_once(target: &str) -> Result<u16, String> {
     }
 }
 
-async fn drive(backend: Arc<Backend>, a: DriveArgs) -> CliResult {
+async fn drive(backend: Arc<AnyBackend>, a: DriveArgs) -> CliResult {
     let breaker = CircuitBreaker::builder(a.name.as_str())
         .window(WindowKind::Count(a.window))
         .min_calls(a.min_calls)
@@ -237,9 +237,9 @@ async fn drive(backend: Arc<Backend>, a: DriveArgs) -> CliResult {
                 breaker
                     .call_with(call_once(&a.target), |r| {
                         if r.is_ok() {
-                            crate::breaker::Verdict::Success
+                            celeriac::breaker::Verdict::Success
                         } else {
-                            crate::breaker::Verdict::Failure
+                            celeriac::breaker::Verdict::Failure
                         }
                     })
                     .await

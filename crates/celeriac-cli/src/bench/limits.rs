@@ -1,12 +1,12 @@
 //! `celeriac bench limits`: limiter decisions per second on the store against the raw
 //! `EVALSHA` rate of a trivial script at the same concurrency, local decisions per second on
 //! one core, the overhead a closed circuit breaker adds to a call, and what the tower layers
-//! ([`crate::bench_layers`]) add to a request.
+//! ([`crate::bench::layers`]) add to a request.
 
-use crate::bench_breaker::{bench_breaker_overhead, BreakerOverhead};
-use crate::bench_layers::{bench_layers, LayerOverhead};
-use crate::limit::{LocalLimiter, Quota};
-use crate::{Backend, Error, ErrorKind, RateLimitStore, Result};
+use crate::bench::breaker::{bench_breaker_overhead, BreakerOverhead};
+use crate::bench::layers::{bench_layers, LayerOverhead};
+use celeriac::limit::{LocalLimiter, Quota};
+use celeriac::{AnyBackend, Error, ErrorKind, RateLimitStore, Result};
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Instant;
@@ -68,7 +68,7 @@ fn bench_quota() -> Quota {
 }
 
 /// Runs every phase.
-pub async fn run(backend: Arc<Backend>, cfg: &LimitsBenchConfig) -> Result<LimitsBenchReport> {
+pub async fn run(backend: Arc<AnyBackend>, cfg: &LimitsBenchConfig) -> Result<LimitsBenchReport> {
     let local = local_decisions_per_s(cfg.local_decisions, cfg.keys);
     let store = store_decisions_per_s(&backend, cfg).await?;
     let raw = raw_evalsha_per_s(cfg, false).await?;
@@ -103,7 +103,7 @@ pub fn local_decisions_per_s(decisions: u64, keys: u64) -> f64 {
     let limiter = LocalLimiter::new();
     let quotas = [bench_quota()];
     let keys: Vec<String> = (0..keys.max(1)).map(|k| format!("bench:{k}")).collect();
-    let now = crate::clock::system_now_ms();
+    let now = celeriac::clock::system_now_ms();
     for k in &keys {
         let _ = limiter.check(k, &quotas, 1, now);
     }
@@ -125,7 +125,7 @@ pub fn local_decisions_per_s(decisions: u64, keys: u64) -> f64 {
     best
 }
 
-async fn store_decisions_per_s(backend: &Arc<Backend>, cfg: &LimitsBenchConfig) -> Result<f64> {
+async fn store_decisions_per_s(backend: &Arc<AnyBackend>, cfg: &LimitsBenchConfig) -> Result<f64> {
     let quotas: Arc<[Quota]> = Arc::from(vec![bench_quota()]);
     let concurrency = cfg.concurrency.max(1);
     let per = (cfg.decisions / concurrency as u64).max(1);
@@ -137,7 +137,7 @@ async fn store_decisions_per_s(backend: &Arc<Backend>, cfg: &LimitsBenchConfig) 
         tasks.spawn(async move {
             for i in 0..per {
                 let key = format!("bench:{}", (i * concurrency as u64 + t as u64) % keys);
-                let now = crate::clock::system_now_ms();
+                let now = celeriac::clock::system_now_ms();
                 backend.check_limits(&key, &quotas, 1, now).await?;
             }
             Ok::<_, Error>(())
@@ -197,7 +197,7 @@ async fn raw_evalsha_per_s(cfg: &LimitsBenchConfig, same_args: bool) -> Result<O
                     ]))
                     .arg(doubles(&[
                         1.0,
-                        crate::clock::system_now_ms() as f64,
+                        celeriac::clock::system_now_ms() as f64,
                         1.0,
                         1.0,
                     ]));

@@ -1,9 +1,9 @@
 //! `celeriac limits`: rate limits in the store from the command line.
 
-use super::{CliError, CliResult};
-use crate::clock::Clock;
-use crate::limit::Quota;
-use crate::RateLimitStore;
+use crate::support::{CliError, CliResult};
+use celeriac::clock::Clock;
+use celeriac::limit::Quota;
+use celeriac::RateLimitStore;
 use clap::Subcommand;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +28,7 @@ pub(super) enum LimitsCommand {
         /// FOR TESTS ONLY: check again and again for this long on the limiter's clock,
         /// `--hammer-tasks` calls at a time, printing the `now` of every allowed call, one per
         /// line.
-        #[arg(long, hide = true, value_parser = super::parse_duration)]
+        #[arg(long, hide = true, value_parser = crate::args::parse_duration)]
         hammer_for: Option<Duration>,
         /// FOR TESTS ONLY: concurrent calls while hammering.
         #[arg(long, hide = true, default_value_t = 4)]
@@ -36,7 +36,7 @@ pub(super) enum LimitsCommand {
         /// The warped clock of the process tests (debug builds only); hammering starts at its
         /// origin.
         #[command(flatten)]
-        warp: super::warp::Warp,
+        warp: crate::warp::Warp,
     },
 }
 
@@ -57,8 +57,8 @@ pub(super) async fn run(url: &str, command: LimitsCommand) -> CliResult {
                 .map_err(|e| CliError(format!("--limit `{l}`: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    crate::limit::check_request(&key, &quotas, cost)?;
-    let backend = Arc::new(crate::Backend::connect(url).await?);
+    celeriac::limit::check_request(&key, &quotas, cost)?;
+    let backend = Arc::new(celeriac::AnyBackend::connect(url).await?);
     let (clock, origin): (Arc<dyn Clock>, i64) = match warp.clock()? {
         Some(warped) => (warped.clock, warped.origin),
         None => {
@@ -115,7 +115,7 @@ pub(super) async fn run(url: &str, command: LimitsCommand) -> CliResult {
 /// on `clock`, and prints the `now` of every allowed call.
 #[allow(clippy::too_many_arguments)]
 async fn hammer(
-    backend: Arc<crate::Backend>,
+    backend: Arc<celeriac::AnyBackend>,
     clock: Arc<dyn Clock>,
     origin: i64,
     length: Duration,
@@ -124,7 +124,7 @@ async fn hammer(
     quotas: Vec<Quota>,
     cost: u32,
 ) -> CliResult {
-    let end = origin.saturating_add(crate::clock::duration_ms(length));
+    let end = origin.saturating_add(celeriac::clock::duration_ms(length));
     let wait = origin - clock.now_ms();
     if wait > 0 {
         let real = clock.real_duration(Duration::from_millis(wait as u64));
@@ -141,7 +141,7 @@ async fn hammer(
             loop {
                 let now = clock.now_ms();
                 if now >= end {
-                    return Ok::<_, crate::Error>(allowed);
+                    return Ok::<_, celeriac::Error>(allowed);
                 }
                 if backend
                     .check_limits(&key, &quotas, cost, now)

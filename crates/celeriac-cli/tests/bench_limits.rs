@@ -2,15 +2,15 @@
 //! tower layers' included, is there and positive (how fast is a benchmark, not a test), and
 //! a layer phase whose requests are not all answered 200 fails rather than give a figure.
 
-use celeriac::bench_layers::bench_layers;
-use celeriac::bench_limits::{run, LimitsBenchConfig};
 use celeriac::limit::Quota;
-use celeriac::Backend;
+use celeriac::AnyBackend;
+use celeriac_cli::bench::layers::bench_layers;
+use celeriac_cli::bench::limits::{run, LimitsBenchConfig};
 use std::sync::Arc;
 
-async fn scratch(dir: &tempfile::TempDir) -> (String, Arc<Backend>) {
+async fn scratch(dir: &tempfile::TempDir) -> (String, Arc<AnyBackend>) {
     let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let backend = Backend::connect(&url)
+    let backend = AnyBackend::connect(&url)
         .await
         .expect("the scratch store opens");
     (url, Arc::new(backend))

@@ -1,10 +1,10 @@
 //! `celeriac bench cache`: L1 hits against raw moka, L2 hits against `redis-benchmark`, and a
 //! stampede of several processes on one cold key.
 
-use crate::backend::KvStore;
-use crate::cache::Cache;
-use crate::clock::StoreClock;
-use crate::{Backend, Error, Result};
+use celeriac::backend::KvStore;
+use celeriac::cache::Cache;
+use celeriac::clock::StoreClock;
+use celeriac::{AnyBackend, Error, Result};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -70,10 +70,10 @@ fn ratio(a: f64, b: f64) -> f64 {
 const BENCH_L2_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs every phase on `backend`.
-pub async fn run(backend: Arc<Backend>, cfg: &CacheBenchConfig) -> Result<CacheBenchReport> {
+pub async fn run(backend: Arc<AnyBackend>, cfg: &CacheBenchConfig) -> Result<CacheBenchReport> {
     let ns = format!("bench-{}", uuid_suffix());
     // L1: one reader, every key warm.
-    let cache: Cache<u64, u64, Backend> = Cache::builder(ns.as_str())
+    let cache: Cache<u64, u64, AnyBackend> = Cache::builder(ns.as_str())
         .ttl(Duration::from_secs(3600))
         .l2_timeout(BENCH_L2_TIMEOUT)
         .early_refresh(0.0)
@@ -111,7 +111,7 @@ pub async fn run(backend: Arc<Backend>, cfg: &CacheBenchConfig) -> Result<CacheB
     std::hint::black_box(sum);
 
     // L2: the L1 off, `concurrency` readers.
-    let l2: Cache<u64, u64, Backend> = Cache::builder(ns.as_str())
+    let l2: Cache<u64, u64, AnyBackend> = Cache::builder(ns.as_str())
         .ttl(Duration::from_secs(3600))
         .l2_timeout(BENCH_L2_TIMEOUT)
         .early_refresh(0.0)
@@ -137,7 +137,7 @@ pub async fn run(backend: Arc<Backend>, cfg: &CacheBenchConfig) -> Result<CacheB
     let l2_rate =
         (per * cfg.concurrency.max(1) as u64) as f64 / started.elapsed().as_secs_f64().max(1e-9);
     let redis_bench = match &*backend {
-        Backend::Redis(_) => redis_benchmark(&cfg.url, cfg.concurrency, cfg.gets).await,
+        AnyBackend::Redis(_) => redis_benchmark(&cfg.url, cfg.concurrency, cfg.gets).await,
         _ => None,
     };
 
@@ -157,7 +157,7 @@ pub async fn run(backend: Arc<Backend>, cfg: &CacheBenchConfig) -> Result<CacheB
 }
 
 fn uuid_suffix() -> String {
-    crate::JobId::new().to_string()[24..].to_string()
+    celeriac::JobId::new().to_string()[24..].to_string()
 }
 
 /// The key whose loads the stampede counts.
@@ -171,11 +171,11 @@ const WAITED: &str = "stampede waited=";
 /// Starts the stampede's processes at one moment; returns the loader calls and how many
 /// processes waited for another's load.
 async fn stampede(
-    backend: &Arc<Backend>,
+    backend: &Arc<AnyBackend>,
     cfg: &CacheBenchConfig,
     ns: &str,
 ) -> Result<(i64, usize)> {
-    let start_at = crate::clock::Clock::now_ms(&crate::SystemClock) + 1_500;
+    let start_at = celeriac::clock::Clock::now_ms(&celeriac::SystemClock) + 1_500;
     let mut children = Vec::new();
     for _ in 0..cfg.processes {
         let child = tokio::process::Command::new(&cfg.exe)
@@ -211,7 +211,7 @@ async fn stampede(
             waited += 1;
         }
     }
-    let now = crate::clock::Clock::now_ms(&crate::SystemClock);
+    let now = celeriac::clock::Clock::now_ms(&celeriac::SystemClock);
     let got = backend.kv_get(vec![counter_key(ns)], now).await?;
     let calls = got
         .into_iter()
@@ -227,19 +227,19 @@ async fn stampede(
 /// counts its calls in the store and takes a second, so a process that starts a little late
 /// still finds the load in progress. Prints how often it waited for another process's load.
 pub async fn stampede_child(
-    backend: Arc<Backend>,
+    backend: Arc<AnyBackend>,
     ns: &str,
     gets: usize,
     start_at: i64,
 ) -> Result<()> {
-    let cache: Cache<str, String, Backend> = Cache::builder(ns)
+    let cache: Cache<str, String, AnyBackend> = Cache::builder(ns)
         .ttl(Duration::from_secs(3600))
         .l2_timeout(BENCH_L2_TIMEOUT)
         .early_refresh(0.0)
         .load_lock(Duration::from_secs(10), Duration::from_secs(10))
         .build(backend.clone())
         .await?;
-    let wait = start_at - crate::clock::Clock::now_ms(&crate::SystemClock);
+    let wait = start_at - celeriac::clock::Clock::now_ms(&celeriac::SystemClock);
     if wait > 0 {
         tokio::time::sleep(Duration::from_millis(wait as u64)).await;
     }
@@ -254,7 +254,7 @@ pub async fn stampede_child(
         tasks.spawn(async move {
             cache
                 .get_with("cold", move || async move {
-                    let now = crate::clock::Clock::now_ms(&*backend.fleet_clock());
+                    let now = celeriac::clock::Clock::now_ms(&*backend.fleet_clock());
                     if let Err(e) = backend.kv_incr(&counter, now).await {
                         if let Ok(mut slot) = uncounted.lock() {
                             *slot = Some(e);

@@ -2,7 +2,7 @@
 //! given concurrency, enqueue-to-start latency of an idle worker, and peak memory.
 
 use crate::demo::percentile;
-use crate::{App, Client, Task, TaskContext, TaskError, TaskOptions, WorkerConfig};
+use celeriac::{App, Client, Task, TaskContext, TaskError, TaskOptions, WorkerConfig};
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -100,9 +100,9 @@ pub async fn run(
     app: &App,
     config: &BenchConfig,
     mut progress: impl FnMut(Phase, u64, u64),
-) -> crate::Result<BenchReport> {
-    let client: &Client<crate::Backend> = app.client();
-    crate::Broker::purge(app.backend().as_ref(), &Noop::options().queue).await?;
+) -> celeriac::Result<BenchReport> {
+    let client: &Client<celeriac::AnyBackend> = app.client();
+    celeriac::Broker::purge(app.backend().as_ref(), &Noop::options().queue).await?;
     if let Ok(mut v) = LATENCIES_US.lock() {
         v.clear();
     }
@@ -139,7 +139,7 @@ pub async fn run(
             break;
         }
         if handle.is_finished() {
-            return Err(crate::Error::Closed);
+            return Err(celeriac::Error::Closed);
         }
         // The clock stops at the first look after the last job: look every millisecond (the
         // timer's resolution) so the run is not rounded up to a coarser step.

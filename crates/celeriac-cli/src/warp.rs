@@ -2,7 +2,7 @@
 //! `limits check` (minutes of schedule ticks or quota windows in seconds). The flags exist in
 //! debug builds only: a release binary, the one users run, has no way to warp its clock.
 
-use crate::clock::Clock;
+use celeriac::clock::Clock;
 use std::sync::Arc;
 
 /// The hidden flags of the warped clock (none in a release build).
@@ -32,14 +32,14 @@ impl Warp {
     ///
     /// # Errors
     /// A scale that is not a finite number of at least 1.
-    pub(super) fn clock(&self) -> Result<Option<Warped>, super::CliError> {
+    pub(super) fn clock(&self) -> Result<Option<Warped>, crate::support::CliError> {
         #[cfg(debug_assertions)]
         if let Some(scale) = self.test_time_scale {
             let origin = self
                 .test_time_origin
-                .unwrap_or_else(crate::clock::system_now_ms);
-            let clock = crate::clock::WarpedClock::new(origin, scale)
-                .map_err(|e| super::CliError(format!("--test-time-scale: {e}")))?;
+                .unwrap_or_else(celeriac::clock::system_now_ms);
+            let clock = celeriac::clock::WarpedClock::new(origin, scale)
+                .map_err(|e| crate::support::CliError(format!("--test-time-scale: {e}")))?;
             return Ok(Some(Warped {
                 clock: Arc::new(clock),
                 origin,

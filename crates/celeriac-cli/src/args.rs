@@ -1,0 +1,504 @@
+//! The command line's arguments: every subcommand, flag and `CELERIAC_*` variable, and the
+//! parsers of their values.
+
+use crate::{breaker, limits};
+use clap::{Args, Parser, Subcommand};
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "celeriac",
+    version,
+    about = "Background jobs for Rust: run workers, enqueue and inspect jobs, manage queues and dead letters.",
+    long_about = "Background jobs for Rust: run workers, enqueue and inspect jobs, manage queues and \
+dead letters.\n\nThe backend is chosen by URL (--url or CELERIAC_URL): sqlite://celeriac.db (the \
+default, one file, no server), sqlite::memory:, or Redis: redis://host:6379, rediss:// (TLS), \
+redis+cluster://h1:p1,h2:p2, redis+sentinel://s1:26379/mymaster.\n\nQuick start: `celeriac demo` runs a realistic \
+mix of jobs on the embedded backend and prints a summary."
+)]
+pub(crate) struct Cli {
+    /// Backend URL: sqlite://path/to/file.db (default sqlite://celeriac.db), sqlite::memory:,
+    /// redis://[user:pass@]host:port[/db], rediss://..., redis+cluster://h1:p1,h2:p2 or
+    /// redis+sentinel://s1:p1/master-name.
+    #[arg(long, env = "CELERIAC_URL", global = true)]
+    pub(crate) url: Option<String>,
+
+    /// Log filter: error, warn, info, debug, trace, or a tracing directive such as celeriac=debug.
+    #[arg(long, env = "CELERIAC_LOG", global = true)]
+    pub(crate) log: Option<String>,
+
+    /// The file the demo's `stock` write-behind cache flushes to (one JSON line per write).
+    #[arg(long, env = "CELERIAC_DEMO_STOCK_FILE", global = true, hide = true)]
+    pub(crate) demo_stock_file: Option<std::path::PathBuf>,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum Command {
+    /// Run a worker: claim jobs from queues and run their tasks until SIGINT/SIGTERM.
+    ///
+    /// The first signal stops claiming and lets running jobs finish within the grace period
+    /// (then hands the rest back); a second signal stops at once and leaves leases to expire.
+    Worker(WorkerArgs),
+    /// Run the scheduler: enqueue a job for each tick of the periodic schedules.
+    ///
+    /// Schedules come from code (AppBuilder::schedule) and from a TOML file (--schedules or
+    /// CELERIAC_SCHEDULES). Run as many beats as you like: one holds the leader lease and fires,
+    /// the others take over within --beat-lease if it dies, and a tick is never enqueued twice.
+    Beat(BeatArgs),
+    /// List the periodic schedules with their next run times, or pause and resume one.
+    Schedules {
+        #[command(subcommand)]
+        command: Option<SchedulesCommand>,
+        #[command(flatten)]
+        file: ScheduleFileArgs,
+        /// How many next run times to show.
+        #[arg(long, env = "CELERIAC_SCHEDULES_NEXT", default_value_t = 3)]
+        next: usize,
+        /// Print JSON instead of a table.
+        #[arg(long, env = "CELERIAC_JSON")]
+        json: bool,
+    },
+    /// Enqueue a job for a task by name, with JSON arguments.
+    Enqueue(EnqueueArgs),
+    /// Show everything known about a job (state, arguments, result, error, progress) or a
+    /// workflow (shape, state, result, the step that failed).
+    Inspect {
+        /// The job's id.
+        id: String,
+        /// Print JSON instead of text.
+        #[arg(long, env = "CELERIAC_JSON")]
+        json: bool,
+    },
+    /// Cancel a job: a waiting one never runs; a running one is asked to stop (its task's
+    /// cancellation token fires within about a second) and ends as cancelled.
+    Cancel {
+        /// The job's id.
+        id: String,
+    },
+    /// List queues with their job counts per state.
+    Queues {
+        /// Print JSON instead of a table.
+        #[arg(long, env = "CELERIAC_JSON")]
+        json: bool,
+    },
+    /// Pause a queue: workers stop claiming from it (running jobs finish).
+    Pause {
+        /// The queue.
+        queue: String,
+    },
+    /// Resume a paused queue.
+    Resume {
+        /// The queue.
+        queue: String,
+    },
+    /// Delete the pending and scheduled jobs of a queue (running jobs are not touched).
+    Purge {
+        /// The queue.
+        queue: String,
+        /// Confirm the deletion.
+        #[arg(long, env = "CELERIAC_YES")]
+        yes: bool,
+    },
+    /// Dead letters: jobs that could not succeed, with the reason.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+    /// The cache: statistics per namespace, and warming.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
+    /// List the tasks this binary can run.
+    Tasks,
+    /// Run a demo on the embedded backend: a worker in this process and thousands of jobs
+    /// (e-mails with latency, retries, delayed jobs, a few dead letters), then a summary.
+    Demo {
+        /// How many jobs.
+        #[arg(long, env = "CELERIAC_DEMO_JOBS", default_value_t = 3000)]
+        jobs: u64,
+    },
+    /// Shared circuit breakers: their state in the store, and manual overrides.
+    Breaker {
+        #[command(subcommand)]
+        command: breaker::BreakerCommand,
+    },
+    /// Measure enqueue and processing throughput, start latency and memory with no-op jobs.
+    ///
+    /// Without --url it uses a fresh SQLite file with durable commits.
+    Bench(BenchArgs),
+    /// Rate limits in the store: check a key against quotas and print the decision.
+    Limits {
+        #[command(subcommand)]
+        command: limits::LimitsCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum CacheCommand {
+    /// Per namespace, the counters of every live instance summed: hits in L1 and L2, misses,
+    /// the hit ratio, stale values served, loads and their mean time, waiters, evictions and
+    /// L2 errors.
+    ///
+    /// Every cache publishes its counters every 10 s (its stats interval); an instance
+    /// counts while its last snapshot is younger than three intervals.
+    Stats {
+        /// Only this namespace (default: every namespace of the application).
+        #[arg(long, short, env = "CELERIAC_CACHE_NAMESPACE")]
+        namespace: Option<String>,
+        /// The application's name in cache keys.
+        #[arg(long, env = "CELERIAC_CACHE_APP", default_value = "celeriac")]
+        app: String,
+        /// Print JSON instead of a table.
+        #[arg(long, env = "CELERIAC_JSON")]
+        json: bool,
+    },
+    /// Load a namespace's keys ahead of use with its registered warmer, in this process,
+    /// with a progress bar; keys already fresh in the L2 are not loaded again.
+    ///
+    /// A worker runs the same warm as the job `celeriac.cache.warm` with arguments
+    /// {"namespace": "...", "keys": [...]}, e.g. from a schedule.
+    Warm {
+        /// The namespace (see the registered warmers in the error when it is unknown).
+        namespace: String,
+        /// Only these keys, comma-separated.
+        #[arg(long, value_delimiter = ',', conflicts_with = "all")]
+        keys: Vec<String>,
+        /// Every key the warmer lists.
+        #[arg(long)]
+        all: bool,
+        /// Loads at once.
+        #[arg(long, env = "CELERIAC_WARM_CONCURRENCY", default_value_t = celeriac::DEFAULT_WARM_CONCURRENCY)]
+        concurrency: usize,
+        /// Print JSON instead of a summary.
+        #[arg(long, env = "CELERIAC_JSON")]
+        json: bool,
+    },
+    /// FOR TESTS: writes `--writes` stock levels through the demo's write-behind cache,
+    /// printing `acked <key> <version> <value>` as each is acknowledged, then `done`, and
+    /// waits to be killed (it runs no worker: nothing is flushed here).
+    #[command(hide = true)]
+    WriteBehindDemo {
+        /// How many writes.
+        #[arg(long, default_value_t = 100)]
+        writes: u64,
+        /// Over how many keys (`sku-0`...).
+        #[arg(long, default_value_t = 10)]
+        keys: u64,
+    },
+    /// FOR TESTS: reads `--key` into this process's L1 of the namespace `probe` (loading
+    /// `--initial` when absent), waits until the invalidation channel is subscribed, prints
+    /// `ready <value>`; then, with `--set`, waits for a line on stdin, sets the new value and
+    /// prints `set <unix ms>`; without, reads the key from its cache every 5 ms until the
+    /// value changes and prints `saw <value> <unix ms>` (failing after `--within`).
+    #[command(hide = true)]
+    Probe {
+        /// The key.
+        #[arg(long, default_value = "k")]
+        key: String,
+        /// The value loaded when the key is absent.
+        #[arg(long, default_value = "v0")]
+        initial: String,
+        /// Set this value when told (on stdin).
+        #[arg(long)]
+        set: Option<String>,
+        /// How long to watch for a change.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        within: Duration,
+    },
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct WorkerArgs {
+    /// Queues to consume, comma-separated, most important first (default: the queues of the
+    /// registered tasks). Strict order by default; give every queue a weight (`high:3,low:1`)
+    /// to serve them in proportion instead, so no queue starves.
+    #[arg(long, short, env = "CELERIAC_QUEUES", value_delimiter = ',')]
+    pub(crate) queues: Vec<String>,
+    /// Jobs running at once.
+    #[arg(long, short, env = "CELERIAC_CONCURRENCY", default_value_t = 16)]
+    pub(crate) concurrency: usize,
+    /// Most jobs claimed per call (never more than the free slots).
+    #[arg(long, env = "CELERIAC_PREFETCH")]
+    pub(crate) prefetch: Option<usize>,
+    /// Lease per job, e.g. 30s; a job whose worker dies is redelivered after this.
+    #[arg(long, env = "CELERIAC_LEASE", default_value = "30s", value_parser = parse_duration)]
+    pub(crate) lease: Duration,
+    /// How often leases are extended (default: a third of the lease).
+    #[arg(long, env = "CELERIAC_HEARTBEAT", value_parser = parse_duration)]
+    pub(crate) heartbeat: Option<Duration>,
+    /// How long an idle worker waits before looking for work enqueued by other processes.
+    #[arg(long, env = "CELERIAC_POLL_INTERVAL", default_value = "100ms", value_parser = parse_duration)]
+    pub(crate) poll_interval: Duration,
+    /// On shutdown, how long running jobs may take to finish.
+    #[arg(long, env = "CELERIAC_GRACE_PERIOD", default_value = "30s", value_parser = parse_duration)]
+    pub(crate) grace_period: Duration,
+    /// This worker's name (default host:pid).
+    #[arg(long, env = "CELERIAC_WORKER_ID")]
+    pub(crate) worker_id: Option<String>,
+    /// Also run the scheduler in this process (see `celeriac beat`).
+    #[arg(long, env = "CELERIAC_BEAT")]
+    pub(crate) beat: bool,
+    #[command(flatten)]
+    pub(crate) beat_args: BeatArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub(crate) struct ScheduleFileArgs {
+    /// A TOML file of schedules (`[[schedule]]` tables with name, cron or every, timezone,
+    /// task, args, queue, priority, missed, paused), added to those defined in code.
+    #[arg(long, env = "CELERIAC_SCHEDULES", global = true)]
+    pub(crate) schedules: Option<std::path::PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub(crate) struct BeatArgs {
+    #[command(flatten)]
+    pub(crate) file: ScheduleFileArgs,
+    /// The scheduler's leader lease, e.g. 30s: when the leading beat dies, another takes over
+    /// within this long. Renewed every third of it.
+    #[arg(long, env = "CELERIAC_BEAT_LEASE", default_value = "30s", value_parser = parse_duration)]
+    pub(crate) beat_lease: Duration,
+    /// A tick older than this when the scheduler gets to it counts as missed and follows the
+    /// schedule's missed-tick policy.
+    #[arg(long, env = "CELERIAC_BEAT_LATE_AFTER", default_value = "60s", value_parser = parse_duration)]
+    pub(crate) beat_late_after: Duration,
+    /// This beat's name in the leader lease (default host:pid).
+    #[arg(long, env = "CELERIAC_BEAT_ID")]
+    pub(crate) beat_id: Option<String>,
+    #[command(flatten)]
+    pub(crate) warp: crate::warp::Warp,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum SchedulesCommand {
+    /// List the schedules (the default).
+    List,
+    /// Pause a schedule: no beat fires it until it is resumed; ticks that pass meanwhile are
+    /// not caught up on.
+    Pause {
+        /// The schedule's name.
+        name: String,
+    },
+    /// Resume a paused schedule: it fires from its next tick on.
+    Resume {
+        /// The schedule's name.
+        name: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct EnqueueArgs {
+    /// The task's name (see `celeriac tasks`).
+    pub(crate) task: String,
+    /// The arguments as JSON: the value of the task's argument, or an array for several.
+    #[arg(long, short, env = "CELERIAC_ARGS", default_value = "null")]
+    pub(crate) args: String,
+    /// Another queue than the task's own.
+    #[arg(long, env = "CELERIAC_QUEUE")]
+    pub(crate) queue: Option<String>,
+    /// Priority 0..=9, 9 most urgent.
+    #[arg(long, env = "CELERIAC_PRIORITY")]
+    pub(crate) priority: Option<u8>,
+    /// Run no sooner than this from now, e.g. 10s, 5m.
+    #[arg(long, env = "CELERIAC_DELAY", value_parser = parse_duration)]
+    pub(crate) delay: Option<Duration>,
+    /// Expire if not started within this, e.g. 1h.
+    #[arg(long, env = "CELERIAC_EXPIRES", value_parser = parse_duration)]
+    pub(crate) expires: Option<Duration>,
+    /// Total attempts.
+    #[arg(long, env = "CELERIAC_MAX_ATTEMPTS")]
+    pub(crate) max_attempts: Option<u32>,
+    /// Make the job unique in its queue under this key: while the key is held, enqueueing
+    /// prints the holder's id instead of adding a job.
+    #[arg(long, env = "CELERIAC_UNIQUE")]
+    pub(crate) unique: Option<String>,
+    /// How long the unique key is held: started (until the job starts), finished (until it
+    /// finishes), window=DURATION (throttle), debounce=DURATION (replace and push back).
+    #[arg(long, env = "CELERIAC_UNIQUE_FOR", default_value = "finished", value_parser = parse_unique_for)]
+    pub(crate) unique_for: celeriac::UniqueFor,
+    /// Accept a task this binary does not know (one that workers in another binary run).
+    #[arg(long, env = "CELERIAC_UNCHECKED")]
+    pub(crate) unchecked: bool,
+    /// Wait this long for the job to finish and print its result.
+    #[arg(long, env = "CELERIAC_WAIT", value_parser = parse_duration)]
+    pub(crate) wait: Option<Duration>,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum DlqCommand {
+    /// List dead letters, newest first.
+    List {
+        /// Only this queue.
+        #[arg(long, env = "CELERIAC_QUEUE")]
+        queue: Option<String>,
+        /// At most this many.
+        #[arg(long, env = "CELERIAC_LIMIT", default_value_t = 50)]
+        limit: usize,
+        /// Print JSON instead of a table.
+        #[arg(long, env = "CELERIAC_JSON")]
+        json: bool,
+    },
+    /// Put dead jobs back in their queues with fresh attempts.
+    Retry {
+        /// Job ids; with none, every dead letter (of --queue, if given).
+        ids: Vec<String>,
+        /// Only this queue.
+        #[arg(long, env = "CELERIAC_QUEUE")]
+        queue: Option<String>,
+    },
+    /// Delete dead letters.
+    Purge {
+        /// Only this queue.
+        #[arg(long, env = "CELERIAC_QUEUE")]
+        queue: Option<String>,
+        /// Confirm the deletion.
+        #[arg(long, env = "CELERIAC_YES")]
+        yes: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct BenchArgs {
+    /// What to measure: `jobs` (enqueue, processing, start latency), `cache` (L1 hits
+    /// against raw moka, L2 hits against redis-benchmark, a stampede of 3 processes on one
+    /// cold key), `limits` (limiter decisions on the store against raw EVALSHA of a trivial
+    /// script, local decisions on one core, what the rate-limit and breaker tower layers add
+    /// to a request) or `breaker` (nanoseconds a closed circuit breaker adds to a call).
+    #[arg(value_enum, default_value = "jobs")]
+    pub(crate) what: BenchWhat,
+    /// Breaker: calls per round.
+    #[arg(long, env = "CELERIAC_BENCH_CALLS", default_value_t = 20_000_000)]
+    pub(crate) calls: u64,
+    /// Cache: gets per phase.
+    #[arg(long, env = "CELERIAC_BENCH_GETS", default_value_t = 1_000_000)]
+    pub(crate) gets: u64,
+    /// Cache: distinct keys.
+    #[arg(long, env = "CELERIAC_BENCH_KEYS", default_value_t = 10_000)]
+    pub(crate) keys: u64,
+    /// Cache: processes in the stampede, and concurrent gets of the cold key in each.
+    #[arg(long, env = "CELERIAC_BENCH_STAMPEDE", default_value_t = 3)]
+    pub(crate) stampede_processes: usize,
+    /// Cache: concurrent gets of the cold key in each stampede process.
+    #[arg(long, env = "CELERIAC_BENCH_STAMPEDE_GETS", default_value_t = 1000)]
+    pub(crate) stampede_gets: usize,
+    /// (Internal) run as one process of a cache stampede on this namespace.
+    #[arg(long, hide = true)]
+    pub(crate) stampede_child: Option<String>,
+    /// (Internal) when the stampede starts, ms since the epoch.
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub(crate) stampede_start: i64,
+    /// Limits: decisions on the store.
+    #[arg(long, env = "CELERIAC_BENCH_DECISIONS", default_value_t = 1_000_000)]
+    pub(crate) decisions: u64,
+    /// Limits: decisions of the local limiter per round.
+    #[arg(
+        long,
+        env = "CELERIAC_BENCH_LOCAL_DECISIONS",
+        default_value_t = 20_000_000
+    )]
+    pub(crate) local_decisions: u64,
+    /// Limits: requests per round through each tower layer on one thread.
+    #[arg(long, env = "CELERIAC_BENCH_LAYER_REQUESTS", default_value_t = 200_000)]
+    pub(crate) layer_requests: u64,
+    /// Limits: requests through the rate-limit layer on the store (and as many store
+    /// decisions in turns with them).
+    #[arg(
+        long,
+        env = "CELERIAC_BENCH_LAYER_STORE_REQUESTS",
+        default_value_t = 50_000
+    )]
+    pub(crate) layer_store_requests: u64,
+    /// Jobs to enqueue and process.
+    #[arg(
+        long,
+        short = 'n',
+        env = "CELERIAC_BENCH_JOBS",
+        default_value_t = 20_000
+    )]
+    pub(crate) jobs: u64,
+    /// Jobs per enqueue call.
+    #[arg(long, env = "CELERIAC_BENCH_BATCH", default_value_t = 1000)]
+    pub(crate) batch: usize,
+    /// Worker concurrency.
+    #[arg(long, short, env = "CELERIAC_BENCH_CONCURRENCY", default_value_t = 100)]
+    pub(crate) concurrency: usize,
+    /// Single jobs sent to an idle worker to measure start latency.
+    #[arg(long, env = "CELERIAC_BENCH_LATENCY_SAMPLES", default_value_t = 500)]
+    pub(crate) latency_samples: u64,
+    /// Print JSON.
+    #[arg(long, env = "CELERIAC_JSON")]
+    pub(crate) json: bool,
+}
+
+/// What `celeriac bench` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum BenchWhat {
+    /// The job queue.
+    Jobs,
+    /// The cache.
+    Cache,
+    /// The rate limiters.
+    Limits,
+    /// A circuit breaker's overhead per guarded call on its closed path.
+    Breaker,
+}
+
+/// Parses `started`, `finished`, `window=10m` or `debounce=5s`.
+pub(crate) fn parse_unique_for(s: &str) -> Result<celeriac::UniqueFor, String> {
+    match s.split_once('=') {
+        None if s == "started" => Ok(celeriac::UniqueFor::UntilStarted),
+        None if s == "finished" => Ok(celeriac::UniqueFor::UntilFinished),
+        Some(("window", d)) => Ok(celeriac::UniqueFor::Window(parse_duration(d)?)),
+        Some(("debounce", d)) => Ok(celeriac::UniqueFor::Debounce(parse_duration(d)?)),
+        _ => Err(format!(
+            "`{s}` is not a unique lifetime: use started, finished, window=DURATION or debounce=DURATION"
+        )),
+    }
+}
+
+/// Parses `250ms`, `30s`, `5m`, `2h`, `1d`, or a plain number of seconds.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (try 250ms, 30s, 5m, 2h)"))?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86400.0,
+        other => {
+            return Err(format!(
+                "unknown unit `{other}` in `{s}` (use ms, s, m, h or d)"
+            ))
+        }
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("`{s}` is not a valid duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
+}

@@ -1,0 +1,75 @@
+//! `celeriac dlq`: listing, retrying and deleting dead letters.
+
+use crate::args::DlqCommand;
+use crate::support::{format_ms, progress_bar, CliError, CliResult};
+use celeriac::{App, Broker, JobId};
+
+pub(crate) async fn dlq(app: App, command: DlqCommand) -> CliResult {
+    let backend = app.backend();
+    match command {
+        DlqCommand::List { queue, limit, json } => {
+            let dead = backend.dead_letters(queue, limit, 0).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&dead)?);
+            } else if dead.is_empty() {
+                println!("no dead letters");
+            } else {
+                println!(
+                    "{:<36}  {:<12} {:<24} {:<20} REASON",
+                    "ID", "QUEUE", "TASK", "DIED"
+                );
+                for d in dead {
+                    let reason = d
+                        .error
+                        .map(|e| format!("{}: {}", e.kind, e.message))
+                        .unwrap_or_default();
+                    println!(
+                        "{:<36}  {:<12} {:<24} {:<20} {}",
+                        d.job.id,
+                        d.job.queue,
+                        d.job.task,
+                        d.job.finished_at.map(format_ms).unwrap_or_default(),
+                        reason
+                    );
+                }
+            }
+        }
+        DlqCommand::Retry { ids, queue } => {
+            let ids: Vec<JobId> = if ids.is_empty() {
+                let mut all = Vec::new();
+                loop {
+                    let page = backend.dead_letters(queue.clone(), 1000, all.len()).await?;
+                    if page.is_empty() {
+                        break;
+                    }
+                    all.extend(page.into_iter().map(|d| d.job.id));
+                }
+                all
+            } else {
+                ids.iter()
+                    .map(|s| s.parse::<JobId>())
+                    .collect::<Result<_, _>>()?
+            };
+            let bar = progress_bar(ids.len() as u64, "retrying dead letters");
+            let mut retried = 0;
+            for chunk in ids.chunks(200) {
+                retried += backend
+                    .retry_dead(Some(chunk.to_vec()), app.client().now())
+                    .await?;
+                bar.inc(chunk.len() as u64);
+            }
+            bar.finish_and_clear();
+            println!("{retried} jobs back in their queues");
+        }
+        DlqCommand::Purge { queue, yes } => {
+            if !yes {
+                return Err(CliError(
+                    "refusing to delete dead letters without --yes".into(),
+                ));
+            }
+            let n = backend.purge_dead(queue).await?;
+            println!("deleted {n} dead letters");
+        }
+    }
+    Ok(())
+}

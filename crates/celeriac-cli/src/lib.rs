@@ -1,0 +1,183 @@
+//! The `celeriac` command line, as a library.
+//!
+//! The stock binary calls [`run_stock`]. An application's own binary gets the same
+//! subcommands for its own tasks with [`run`] (or `app.run_cli()` through [`RunCli`]):
+//!
+//! ```no_run
+//! use celeriac::App;
+//! use celeriac_cli::RunCli;
+//!
+//! # async fn main_() -> std::process::ExitCode {
+//! let app = App::builder().url("sqlite://my-app.db").build().await.expect("app");
+//! app.run_cli().await // `my-app worker`, `my-app enqueue ...`, `my-app queues`, ...
+//! # }
+//! ```
+//!
+//! Every flag can also be set with a `CELERIAC_*` environment variable (shown in `--help`).
+//! One file per command group (worker and beat, jobs and queues, dead letters, caches, limits,
+//! breakers, the benchmarks, the demo); `args.rs` holds the arguments of all of them.
+
+mod args;
+pub mod bench;
+mod breaker;
+mod cache;
+pub mod demo;
+mod dlq;
+mod jobs;
+mod limits;
+mod support;
+mod warp;
+mod worker;
+
+use args::{Cli, Command};
+use celeriac::{App, Registry, DEFAULT_URL};
+use clap::Parser;
+use std::future::Future;
+use std::process::ExitCode;
+use support::{CliError, CliResult};
+
+/// Runs the stock `celeriac` binary: its tasks are the demo's and the benchmark's.
+pub async fn run_stock() -> ExitCode {
+    let mut registry = demo::registry();
+    registry.register::<bench::jobs::Noop>();
+    run_inner(registry, None).await
+}
+
+/// Runs the command line for `app`: its tasks, and its URL unless `--url`/`CELERIAC_URL`
+/// says otherwise.
+pub async fn run(app: App) -> ExitCode {
+    run_inner(app.registry().as_ref().clone(), Some(app.url().to_string())).await
+}
+
+/// Runs the command line with `registry`'s tasks, on the URL of `--url`/`CELERIAC_URL`
+/// (`sqlite://celeriac.db` when neither is given).
+pub async fn run_with(registry: Registry) -> ExitCode {
+    run_inner(registry, None).await
+}
+
+/// `app.run_cli()`: the command line for an application's own binary.
+pub trait RunCli {
+    /// Parses the process's arguments and runs the command, as [`run`] does.
+    fn run_cli(self) -> impl Future<Output = ExitCode>;
+}
+
+impl RunCli for App {
+    fn run_cli(self) -> impl Future<Output = ExitCode> {
+        run(self)
+    }
+}
+
+async fn run_inner(registry: Registry, default_url: Option<String>) -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let default_log = match cli.command {
+        Command::Worker(_) | Command::Beat(_) => "info",
+        Command::Demo { .. } | Command::Bench(_) | Command::Breaker { .. } => "error",
+        _ => "warn",
+    };
+    init_logging(cli.log.as_deref().unwrap_or(default_log));
+    if let Some(path) = &cli.demo_stock_file {
+        demo::set_stock_file(path.clone());
+    }
+    // Boxed: the commands' futures nest deeply, and a box keeps callers' futures small.
+    match Box::pin(dispatch(cli, registry, default_url)).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(CliError(msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only on a terminal: a log file or a pipe gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .try_init();
+}
+
+async fn app(url: Option<&str>, registry: Registry) -> Result<App, CliError> {
+    app_with_schedules(url, registry, None).await
+}
+
+async fn app_with_schedules(
+    url: Option<&str>,
+    registry: Registry,
+    file: Option<&std::path::Path>,
+) -> Result<App, CliError> {
+    let url = url.unwrap_or(DEFAULT_URL);
+    let mut builder = App::builder().url(url).registry(registry);
+    if let Some(file) = file {
+        builder = builder.schedules_file(file);
+    }
+    Ok(builder.build().await?)
+}
+
+async fn dispatch(cli: Cli, registry: Registry, default_url: Option<String>) -> CliResult {
+    // The demo and the benchmark use a scratch file unless a URL is given explicitly.
+    let explicit = cli.url.as_deref();
+    let url = explicit.or(default_url.as_deref());
+    match cli.command {
+        Command::Worker(args) => {
+            let file = args
+                .beat
+                .then_some(args.beat_args.file.schedules.as_deref())
+                .flatten();
+            worker::worker(app_with_schedules(url, registry, file).await?, args).await
+        }
+        Command::Beat(args) => {
+            let app = app_with_schedules(url, registry, args.file.schedules.as_deref()).await?;
+            worker::beat(app, args).await
+        }
+        Command::Schedules {
+            command,
+            file,
+            next,
+            json,
+        } => {
+            let app = app_with_schedules(url, registry, file.schedules.as_deref()).await?;
+            worker::schedules(app, command, next, json).await
+        }
+        Command::Enqueue(args) => jobs::enqueue(app(url, registry).await?, args).await,
+        Command::Inspect { id, json } => jobs::inspect(app(url, registry).await?, &id, json).await,
+        Command::Queues { json } => jobs::queues(app(url, registry).await?, json).await,
+        Command::Cancel { id } => jobs::cancel(app(url, registry).await?, &id).await,
+        Command::Pause { queue } => jobs::pause(app(url, registry).await?, &queue).await,
+        Command::Resume { queue } => jobs::resume(app(url, registry).await?, &queue).await,
+        Command::Purge { queue, yes } => jobs::purge(app(url, registry).await?, &queue, yes).await,
+        Command::Dlq { command } => dlq::dlq(app(url, registry).await?, command).await,
+        Command::Cache { command } => cache::cache(app(url, registry).await?, command).await,
+        Command::Tasks => {
+            for name in registry.names() {
+                if let Some(def) = registry.get(name) {
+                    let o = def.options();
+                    println!(
+                        "{name}  queue={} attempts={} priority={}",
+                        o.queue,
+                        o.max_attempts,
+                        o.priority.get()
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Limits { command } => limits::run(url.unwrap_or(DEFAULT_URL), command).await,
+        Command::Demo { jobs } => demo::run_command(explicit, jobs).await,
+        Command::Bench(args) => bench::run(explicit, args).await,
+        Command::Breaker { command } => breaker::run(url.unwrap_or(DEFAULT_URL), command).await,
+    }
+}
