@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{celeriac, sigterm, stderr, stdout, url_in};
+use common::{celeriac, enqueue, sigterm, stderr, stdout, url_in};
 use std::process::Command;
 
 #[test]
@@ -101,23 +101,15 @@ fn settings_come_from_environment_variables() {
 fn enqueue_work_inspect_and_dead_letters_round_trip() {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = url_in(dir.path());
-    let ok = celeriac(
+    let ok_id = enqueue(
         &url,
         &[
-            "enqueue",
             "demo.send_email",
             "--args",
             r#"{"to":"a@example.com","subject":"hi"}"#,
         ],
     );
-    assert!(ok.status.success(), "{}", stderr(&ok));
-    let ok_id = stdout(&ok).trim().to_string();
-    let lost = celeriac(
-        &url,
-        &["enqueue", "legacy.task", "--unchecked", "--queue", "emails"],
-    );
-    assert!(lost.status.success(), "{}", stderr(&lost));
-    let lost_id = stdout(&lost).trim().to_string();
+    let lost_id = enqueue(&url, &["legacy.task", "--unchecked", "--queue", "emails"]);
 
     let pending = celeriac(&url, &["inspect", &ok_id]);
     assert!(
@@ -200,10 +192,9 @@ fn enqueue_work_inspect_and_dead_letters_round_trip() {
 fn cancel_stops_a_waiting_job_and_says_what_it_found() {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = url_in(dir.path());
-    let out = celeriac(
+    let id = enqueue(
         &url,
         &[
-            "enqueue",
             "demo.send_email",
             "--delay",
             "1h",
@@ -211,8 +202,6 @@ fn cancel_stops_a_waiting_job_and_says_what_it_found() {
             r#"{"to":"a@b.c","subject":"s"}"#,
         ],
     );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let id = stdout(&out).trim().to_string();
 
     let first = celeriac(&url, &["cancel", &id]);
     assert!(first.status.success(), "{}", stderr(&first));
@@ -245,47 +234,11 @@ fn enqueue_with_a_unique_key_returns_the_holder() {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = url_in(dir.path());
     let args = r#"{"to":"a@b.c","subject":"s"}"#;
-    let first = celeriac(
-        &url,
-        &[
-            "enqueue",
-            "demo.send_email",
-            "--args",
-            args,
-            "--unique",
-            "k1",
-        ],
-    );
-    assert!(first.status.success(), "{}", stderr(&first));
-    let again = celeriac(
-        &url,
-        &[
-            "enqueue",
-            "demo.send_email",
-            "--args",
-            args,
-            "--unique",
-            "k1",
-        ],
-    );
-    assert!(again.status.success(), "{}", stderr(&again));
-    assert_eq!(
-        stdout(&first).trim(),
-        stdout(&again).trim(),
-        "the holder's id"
-    );
-    let other = celeriac(
-        &url,
-        &[
-            "enqueue",
-            "demo.send_email",
-            "--args",
-            args,
-            "--unique",
-            "k2",
-        ],
-    );
-    assert_ne!(stdout(&first).trim(), stdout(&other).trim());
+    let first = enqueue(&url, &["demo.send_email", "--args", args, "--unique", "k1"]);
+    let again = enqueue(&url, &["demo.send_email", "--args", args, "--unique", "k1"]);
+    assert_eq!(first, again, "the holder's id");
+    let other = enqueue(&url, &["demo.send_email", "--args", args, "--unique", "k2"]);
+    assert_ne!(first, other);
     let bad = celeriac(
         &url,
         &[

@@ -23,6 +23,18 @@ pub fn celeriac(url: &str, args: &[&str]) -> Output {
         .expect("the celeriac binary runs")
 }
 
+/// Runs `celeriac --url <url> enqueue <args>`, asserts it succeeded, and returns the id it
+/// printed.
+pub fn enqueue(url: &str, args: &[&str]) -> String {
+    let mut all = vec!["enqueue"];
+    all.extend_from_slice(args);
+    let out = celeriac(url, &all);
+    assert!(out.status.success(), "enqueue {args:?}: {}", stderr(&out));
+    let id = stdout(&out).trim().to_string();
+    assert!(!id.is_empty(), "enqueue {args:?} printed no id");
+    id
+}
+
 /// A command's standard output, as text.
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
