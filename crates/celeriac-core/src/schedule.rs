@@ -26,6 +26,7 @@
 //! default, as Celery beat and Sidekiq users expect), or catch up on at most N of them.
 
 use crate::clock::{duration_ms, UnixMs};
+use crate::duration;
 use crate::error::{Error, Result};
 use crate::job::{JobId, Priority, Unique};
 use chrono::{DateTime, TimeZone};
@@ -68,7 +69,7 @@ impl fmt::Debug for Spec {
 impl fmt::Display for Spec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Spec::Every(d) => write!(f, "every {}", format_duration(*d)),
+            Spec::Every(d) => write!(f, "every {}", duration::format(*d)),
             Spec::Cron { expr, .. } => write!(f, "cron {expr}"),
         }
     }
@@ -135,7 +136,7 @@ impl Spec {
                 "every",
                 format!(
                     "{} is shorter than the shortest interval, 1s",
-                    format_duration(interval)
+                    duration::format(interval)
                 ),
             ));
         }
@@ -642,78 +643,6 @@ impl ScheduleBuilder {
     }
 }
 
-/// Parses a humane duration: `30s`, `5m`, `2h`, `1d`, `250ms`, `1h30m`, or whole seconds.
-///
-/// # Errors
-/// [`Error::Config`] naming `every` with what was not understood.
-pub fn parse_duration(text: &str) -> Result<Duration> {
-    let s = text.trim();
-    let bad = || {
-        Error::config(
-            "every",
-            format!("`{text}` is not a duration (try 30s, 5m, 2h, 1d or 1h30m)"),
-        )
-    };
-    if s.is_empty() {
-        return Err(bad());
-    }
-    if let Ok(secs) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    let mut total_ms: u64 = 0;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(bad());
-        }
-        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        let per: u64 = match unit.trim() {
-            "ms" => 1,
-            "s" => 1_000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            _ => return Err(bad()),
-        };
-        total_ms = n
-            .checked_mul(per)
-            .and_then(|v| total_ms.checked_add(v))
-            .ok_or_else(bad)?;
-    }
-    Ok(Duration::from_millis(total_ms))
-}
-
-/// Formats a duration the way [`parse_duration`] reads it (`90s` is `1m30s`).
-pub fn format_duration(d: Duration) -> String {
-    let mut ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-    if ms == 0 {
-        return "0s".into();
-    }
-    let mut out = String::new();
-    for (unit, per) in [
-        ("d", 86_400_000u64),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1_000),
-        ("ms", 1),
-    ] {
-        if ms >= per {
-            out.push_str(&format!("{}{unit}", ms / per));
-            ms %= per;
-        }
-    }
-    out
-}
-
 /// Checks that no two schedules share a name.
 ///
 /// # Errors
@@ -829,10 +758,8 @@ pub fn parse_toml(text: &str, origin: &str) -> Result<Vec<Schedule>> {
             }
             (Some(c), None) => b = b.cron(c.clone()),
             (None, Some(every)) => {
-                let d = parse_duration(every).map_err(|err| match err {
-                    Error::Config { message, .. } => at(Error::config(place("every"), message)),
-                    other => other,
-                })?;
+                let d =
+                    duration::parse(every).map_err(|err| at(Error::config(place("every"), err)))?;
                 b = b.every(d);
             }
             (None, None) => {}
@@ -858,12 +785,8 @@ pub fn parse_toml(text: &str, origin: &str) -> Result<Vec<Schedule>> {
             b = b.max_attempts(n);
         }
         if let Some(x) = e.expires_in {
-            let d = parse_duration(&x).map_err(|_| {
-                at(Error::config(
-                    place("expires_in"),
-                    format!("`{x}` is not a duration"),
-                ))
-            })?;
+            let d =
+                duration::parse(&x).map_err(|err| at(Error::config(place("expires_in"), err)))?;
             b = b.expires_in(d);
         }
         if let Some(m) = e.missed {
@@ -1191,24 +1114,6 @@ mod tests {
             .expect_err("duplicate")
             .to_string();
         assert!(e.contains("schedule \"dup\"") && e.contains("twice"), "{e}");
-    }
-
-    #[test]
-    fn durations_read_and_print_humanely() {
-        assert_eq!(parse_duration("30s").ok(), Some(Duration::from_secs(30)));
-        assert_eq!(parse_duration("5m").ok(), Some(Duration::from_secs(300)));
-        assert_eq!(
-            parse_duration("1h30m").ok(),
-            Some(Duration::from_secs(5400))
-        );
-        assert_eq!(
-            parse_duration("250ms").ok(),
-            Some(Duration::from_millis(250))
-        );
-        assert_eq!(parse_duration("45").ok(), Some(Duration::from_secs(45)));
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("5 parsecs").is_err());
-        assert_eq!(format_duration(Duration::from_secs(5400)), "1h30m");
     }
 
     #[test]
