@@ -256,6 +256,19 @@ impl TaskAttr {
             }
             "backoff" | "backoff_max" | "soft_time_limit" | "time_limit" | "result_ttl"
             | "expires" => {
+                if let Expr::Lit(ExprLit {
+                    lit: Lit::Int(n), ..
+                }) = expr
+                {
+                    let n = n.base10_digits();
+                    return Err(syn::Error::new_spanned(
+                        expr,
+                        format!(
+                            "`{key}` takes a string literal with a unit, like \
+                             `{key} = \"{n}s\"` for {n} seconds"
+                        ),
+                    ));
+                }
                 let s = lit_str(expr, key)?;
                 let ms = parse_duration_ms(&s.value())
                     .map_err(|msg| syn::Error::new(s.span(), format!("`{key}`: {msg}")))?;
@@ -310,7 +323,8 @@ impl TaskAttr {
             if ignore.value {
                 errors.push(syn::Error::new(
                     ttl.span,
-                    "`result_ttl` has no effect together with `ignore_result`",
+                    "`result_ttl` has no effect together with `ignore_result`, which keeps no \
+                     result; remove one of them",
                 ));
                 self.result_ttl = None;
             }
