@@ -3,6 +3,7 @@
 
 use crate::{breaker, limits};
 use clap::{Args, Parser, Subcommand};
+use celeriac::duration;
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
@@ -206,7 +207,7 @@ pub(crate) enum CacheCommand {
         #[arg(long)]
         set: Option<String>,
         /// How long to watch for a change.
-        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        #[arg(long, default_value = "30s", value_parser = duration::parse)]
         within: Duration,
     },
 }
@@ -225,16 +226,16 @@ pub(crate) struct WorkerArgs {
     #[arg(long, env = "CELERIAC_PREFETCH")]
     pub(crate) prefetch: Option<usize>,
     /// Lease per job, e.g. 30s; a job whose worker dies is redelivered after this.
-    #[arg(long, env = "CELERIAC_LEASE", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "CELERIAC_LEASE", default_value = "30s", value_parser = duration::parse)]
     pub(crate) lease: Duration,
     /// How often leases are extended (default: a third of the lease).
-    #[arg(long, env = "CELERIAC_HEARTBEAT", value_parser = parse_duration)]
+    #[arg(long, env = "CELERIAC_HEARTBEAT", value_parser = duration::parse)]
     pub(crate) heartbeat: Option<Duration>,
     /// How long an idle worker waits before looking for work enqueued by other processes.
-    #[arg(long, env = "CELERIAC_POLL_INTERVAL", default_value = "100ms", value_parser = parse_duration)]
+    #[arg(long, env = "CELERIAC_POLL_INTERVAL", default_value = "100ms", value_parser = duration::parse)]
     pub(crate) poll_interval: Duration,
     /// On shutdown, how long running jobs may take to finish.
-    #[arg(long, env = "CELERIAC_GRACE_PERIOD", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "CELERIAC_GRACE_PERIOD", default_value = "30s", value_parser = duration::parse)]
     pub(crate) grace_period: Duration,
     /// This worker's name (default host:pid).
     #[arg(long, env = "CELERIAC_WORKER_ID")]
@@ -260,11 +261,11 @@ pub(crate) struct BeatArgs {
     pub(crate) file: ScheduleFileArgs,
     /// The scheduler's leader lease, e.g. 30s: when the leading beat dies, another takes over
     /// within this long. Renewed every third of it.
-    #[arg(long, env = "CELERIAC_BEAT_LEASE", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "CELERIAC_BEAT_LEASE", default_value = "30s", value_parser = duration::parse)]
     pub(crate) beat_lease: Duration,
     /// A tick older than this when the scheduler gets to it counts as missed and follows the
     /// schedule's missed-tick policy.
-    #[arg(long, env = "CELERIAC_BEAT_LATE_AFTER", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, env = "CELERIAC_BEAT_LATE_AFTER", default_value = "60s", value_parser = duration::parse)]
     pub(crate) beat_late_after: Duration,
     /// This beat's name in the leader lease (default host:pid).
     #[arg(long, env = "CELERIAC_BEAT_ID")]
@@ -304,10 +305,10 @@ pub(crate) struct EnqueueArgs {
     #[arg(long, env = "CELERIAC_PRIORITY")]
     pub(crate) priority: Option<u8>,
     /// Run no sooner than this from now, e.g. 10s, 5m.
-    #[arg(long, env = "CELERIAC_DELAY", value_parser = parse_duration)]
+    #[arg(long, env = "CELERIAC_DELAY", value_parser = duration::parse)]
     pub(crate) delay: Option<Duration>,
     /// Expire if not started within this, e.g. 1h.
-    #[arg(long, env = "CELERIAC_EXPIRES", value_parser = parse_duration)]
+    #[arg(long, env = "CELERIAC_EXPIRES", value_parser = duration::parse)]
     pub(crate) expires: Option<Duration>,
     /// Total attempts.
     #[arg(long, env = "CELERIAC_MAX_ATTEMPTS")]
@@ -324,7 +325,7 @@ pub(crate) struct EnqueueArgs {
     #[arg(long, env = "CELERIAC_UNCHECKED")]
     pub(crate) unchecked: bool,
     /// Wait this long for the job to finish and print its result.
-    #[arg(long, env = "CELERIAC_WAIT", value_parser = parse_duration)]
+    #[arg(long, env = "CELERIAC_WAIT", value_parser = duration::parse)]
     pub(crate) wait: Option<Duration>,
 }
 
@@ -452,53 +453,15 @@ pub(crate) fn parse_unique_for(s: &str) -> Result<celeriac::UniqueFor, String> {
     match s.split_once('=') {
         None if s == "started" => Ok(celeriac::UniqueFor::UntilStarted),
         None if s == "finished" => Ok(celeriac::UniqueFor::UntilFinished),
-        Some(("window", d)) => Ok(celeriac::UniqueFor::Window(parse_duration(d)?)),
-        Some(("debounce", d)) => Ok(celeriac::UniqueFor::Debounce(parse_duration(d)?)),
+        Some(("window", d)) => Ok(celeriac::UniqueFor::Window(parse_in_unique(d)?)),
+        Some(("debounce", d)) => Ok(celeriac::UniqueFor::Debounce(parse_in_unique(d)?)),
         _ => Err(format!(
             "`{s}` is not a unique lifetime: use started, finished, window=DURATION or debounce=DURATION"
         )),
     }
 }
 
-/// Parses `250ms`, `30s`, `5m`, `2h`, `1d`, or a plain number of seconds.
-pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration (try 250ms, 30s, 5m, 2h)"))?;
-    let secs = match unit.trim() {
-        "ms" => n / 1000.0,
-        "" | "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        "d" => n * 86400.0,
-        other => {
-            return Err(format!(
-                "unknown unit `{other}` in `{s}` (use ms, s, m, h or d)"
-            ))
-        }
-    };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("`{s}` is not a valid duration"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert!(parse_duration("5 parsecs").is_err());
-        assert!(parse_duration("").is_err());
-    }
+/// A duration inside `--unique-for`, in the one grammar of [`celeriac::duration`].
+fn parse_in_unique(s: &str) -> Result<Duration, String> {
+    duration::parse(s).map_err(|e| e.to_string())
 }

@@ -28,7 +28,7 @@ pub(super) enum LimitsCommand {
         /// FOR TESTS ONLY: check again and again for this long on the limiter's clock,
         /// `--hammer-tasks` calls at a time, printing the `now` of every allowed call, one per
         /// line.
-        #[arg(long, hide = true, value_parser = crate::args::parse_duration)]
+        #[arg(long, hide = true, value_parser = celeriac::duration::parse)]
         hammer_for: Option<Duration>,
         /// FOR TESTS ONLY: concurrent calls while hammering.
         #[arg(long, hide = true, default_value_t = 4)]

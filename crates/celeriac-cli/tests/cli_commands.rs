@@ -197,7 +197,7 @@ fn cancel_stops_a_waiting_job_and_says_what_it_found() {
         &[
             "demo.send_email",
             "--delay",
-            "1h",
+            "1h30m",
             "--args",
             r#"{"to":"a@b.c","subject":"s"}"#,
         ],

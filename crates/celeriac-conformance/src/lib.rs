@@ -20,6 +20,8 @@
 pub mod cases;
 mod support;
 
+pub use support::wait_for;
+
 use celeriac_core::{
     BreakerStore, Broker, Coordinator, KvStore, RateLimitStore, ResultStore, WorkflowStore,
 };

@@ -1,13 +1,15 @@
 //! What the cases share: fixed instants, job builders, thin wrappers over the traits that
-//! fail with a message naming the call, polling with a deadline, a worker harness and the
-//! tasks the worker-driven cases run.
+//! fail with a message naming the call, polling with a deadline ([`wait_for`], public for
+//! other crates' tests too), a worker harness and the tasks the worker-driven cases run.
 
 use celeriac_core::backend::{ClaimRequest, Claimed, Completion, LeaseRef, Outcome};
 use celeriac_core::{
     Backoff, Broker, Clock, Job, JobId, JobInfo, ManualClock, Registry, ResultStore, Shutdown,
     Task, TaskContext, TaskError, TaskOptions, UnixMs, Worker, WorkerConfig,
 };
-use std::sync::Arc;
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
@@ -146,33 +148,82 @@ pub(crate) async fn dead_ids<B: Broker>(backend: &B, queue: Option<&str>) -> Vec
         .collect()
 }
 
-/// Polls `get(id)` until `done` holds, for at most [`PATIENCE`]; `what` says what the case
-/// is waiting for, for the failure message.
+/// Polls `check` every few milliseconds until it holds, for at most ten seconds
+/// (`PATIENCE`, generous for slow CI); `what` names what is awaited, for the failure message
+/// (`timed out after 10s waiting for {what}`).
+///
+/// ```no_run
+/// # async fn example() {
+/// use std::sync::atomic::{AtomicBool, Ordering};
+/// static STARTED: AtomicBool = AtomicBool::new(false);
+/// celeriac_conformance::wait_for("the job to start", || async {
+///     STARTED.load(Ordering::SeqCst)
+/// })
+/// .await;
+/// # }
+/// ```
+///
+/// # Panics
+/// When `check` still does not hold after ten seconds.
+pub async fn wait_for<F, Fut>(what: impl fmt::Display, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {PATIENCE:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Polls `get(id)` until `done` holds, for at most [`PATIENCE`] (see [`wait_for`]); `what`
+/// says what the case is waiting for, and the failure message adds the job's last state.
 pub(crate) async fn eventually<B: ResultStore>(
     backend: &B,
     id: JobId,
     what: &str,
     done: impl Fn(&JobInfo) -> bool,
 ) -> JobInfo {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let last = backend.get(id).await.expect("get should succeed");
-        if let Some(info) = &last {
-            if done(info) {
-                return info.clone();
-            }
-        }
-        if tokio::time::Instant::now() >= deadline {
-            let seen = match &last {
-                Some(i) => format!(
-                    "state {}, attempts {}, run_at {}, error {:?}",
-                    i.state, i.job.attempts, i.job.run_at, i.error
-                ),
-                None => "no record".to_string(),
-            };
-            panic!("timed out after {PATIENCE:?} waiting for {what} (job {id}; last seen: {seen})");
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    let last = Mutex::new(None);
+    let (seen, done) = (&last, &done);
+    let awaited = LastSeen {
+        what,
+        id,
+        last: seen,
+    };
+    wait_for(awaited, || async move {
+        let info = backend.get(id).await.expect("get should succeed");
+        let found = info.as_ref().is_some_and(done);
+        *seen.lock().unwrap_or_else(PoisonError::into_inner) = info;
+        found
+    })
+    .await;
+    let found = last.into_inner().unwrap_or_else(PoisonError::into_inner);
+    found.expect("the job was found")
+}
+
+/// What [`eventually`] waits for, with the last state it saw of the job.
+struct LastSeen<'a> {
+    what: &'a str,
+    id: JobId,
+    last: &'a Mutex<Option<JobInfo>>,
+}
+
+impl fmt::Display for LastSeen<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        let seen = match &*last {
+            Some(i) => format!(
+                "state {}, attempts {}, run_at {}, error {:?}",
+                i.state, i.job.attempts, i.job.run_at, i.error
+            ),
+            None => "no record".to_string(),
+        };
+        write!(f, "{} (job {}; last seen: {seen})", self.what, self.id)
     }
 }
 

@@ -29,6 +29,7 @@ pub mod breaker;
 pub mod cache;
 pub mod client;
 pub mod clock;
+pub mod duration;
 pub mod error;
 pub mod job;
 pub mod limit;

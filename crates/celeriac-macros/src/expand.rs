@@ -540,7 +540,7 @@ mod tests {
         let out = expand(
             quote!(
                 priority = 10,
-                time_limit = "30",
+                time_limit = "1m30",
                 backoff = 5,
                 encoding = "xml",
                 queue

@@ -50,8 +50,9 @@ use proc_macro::TokenStream;
 /// the output itself.
 ///
 /// # Options
-/// All optional. Durations are strings of a number and a unit, `ms`, `s`, `m`, `h` or `d`
-/// (`"250ms"`, `"2s"`, `"10m"`, `"1h30m"`).
+/// All optional. Durations are strings in Celeriac's duration grammar (`celeriac::duration`):
+/// a number and a unit, `ms`, `s`, `m`, `h` or `d`, or several added up (`"250ms"`, `"2s"`,
+/// `"10m"`, `"1h30m"`, `"1.5s"`).
 ///
 /// | option | effect |
 /// |--------|--------|

@@ -256,6 +256,19 @@ impl TaskAttr {
             }
             "backoff" | "backoff_max" | "soft_time_limit" | "time_limit" | "result_ttl"
             | "expires" => {
+                if let Expr::Lit(ExprLit {
+                    lit: Lit::Int(n), ..
+                }) = expr
+                {
+                    let n = n.base10_digits();
+                    return Err(syn::Error::new_spanned(
+                        expr,
+                        format!(
+                            "`{key}` takes a string literal with a unit, like \
+                             `{key} = \"{n}s\"` for {n} seconds"
+                        ),
+                    ));
+                }
                 let s = lit_str(expr, key)?;
                 let ms = parse_duration_ms(&s.value())
                     .map_err(|msg| syn::Error::new(s.span(), format!("`{key}`: {msg}")))?;
@@ -310,7 +323,8 @@ impl TaskAttr {
             if ignore.value {
                 errors.push(syn::Error::new(
                     ttl.span,
-                    "`result_ttl` has no effect together with `ignore_result`",
+                    "`result_ttl` has no effect together with `ignore_result`, which keeps no \
+                     result; remove one of them",
                 ));
                 self.result_ttl = None;
             }
@@ -415,8 +429,6 @@ where
     }
 }
 
-/// Parses `"250ms"`, `"2s"`, `"10m"`, `"1h"`, `"7d"`, or a sum of them without spaces like
-/// `"1h30m"`, into milliseconds.
 /// Parses a rate such as `100/m`, `10/s` or `5/30s` into (count, period in ms).
 pub(crate) fn parse_rate(text: &str) -> Result<(u32, u64), String> {
     let (count, per) = text
@@ -430,10 +442,11 @@ pub(crate) fn parse_rate(text: &str) -> Result<(u32, u64), String> {
         return Err("a rate of 0 would never run the task".into());
     }
     let per = per.trim();
-    let per = if per.starts_with(|c: char| c.is_ascii_digit()) {
-        per.to_string()
-    } else {
+    // A bare unit is one of it: `100/m`, `10/second`.
+    let per = if per.starts_with(|c: char| c.is_ascii_alphabetic()) {
         format!("1{per}")
+    } else {
+        per.to_string()
     };
     let ms = parse_duration_ms(&per)?;
     if ms == 0 {
@@ -442,47 +455,133 @@ pub(crate) fn parse_rate(text: &str) -> Result<(u32, u64), String> {
     Ok((count, ms))
 }
 
+/// Each unit's names and its length in ms.
+const UNITS: &[(&[&str], u64)] = &[
+    (&["ms", "msec", "millisecond", "milliseconds"], 1),
+    (&["s", "sec", "secs", "second", "seconds"], 1_000),
+    (&["m", "min", "mins", "minute", "minutes"], 60_000),
+    (&["h", "hr", "hrs", "hour", "hours"], 3_600_000),
+    (&["d", "day", "days"], 86_400_000),
+];
+
+/// The length in ms of the unit called `name` (in any case).
+fn unit_ms(name: &str) -> Option<u64> {
+    UNITS
+        .iter()
+        .find(|(names, _)| names.iter().any(|n| n.eq_ignore_ascii_case(name)))
+        .map(|&(_, ms)| ms)
+}
+
+/// Reads a duration into milliseconds, by Celeriac's duration grammar (the module
+/// `celeriac_core::duration` documents it): a number and a unit (`"250ms"`, `"2s"`, `"10m"`),
+/// several added up (`"1h30m"`), or plain seconds (`"30"`); fractions that come to whole
+/// milliseconds (`"1.5s"`). This is a copy of `celeriac_core::duration::parse_ms` (a
+/// procedural macro cannot call into the runtime crate), with the same messages; both are
+/// tested against the table in `celeriac-core/src/duration/cases.rs`.
 pub(crate) fn parse_duration_ms(text: &str) -> Result<u64, String> {
-    const EXPECTED: &str =
-        "expected a number and a unit (ms, s, m, h or d), like \"250ms\", \"2s\" or \"10m\"";
-    if text.is_empty() {
-        return Err(format!("empty duration; {EXPECTED}"));
+    const UNIT_LIST: &str = "(use ms, s, m, h or d)";
+    const EXAMPLES: &str = "write a number and a unit, like 30s, 5m, 1h30m or 250ms";
+    let s = text.trim();
+    if s.is_empty() {
+        return Err(format!("empty duration; {EXAMPLES}"));
     }
-    let mut rest = text;
+    if s.starts_with('-') {
+        return Err(format!("`{text}` is negative; a duration is zero or more"));
+    }
+    let is_number_char = |c: char| c.is_ascii_digit() || c == '.';
+    let mut rest = s;
     let mut total: u64 = 0;
+    let mut first = true;
     while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(format!("`{text}` is not a duration; {EXPECTED}"));
+        let number_len = rest.find(|c| !is_number_char(c)).unwrap_or(rest.len());
+        let number = &rest[..number_len];
+        if number.is_empty() {
+            let word_len = rest
+                .find(|c: char| !c.is_ascii_alphabetic())
+                .unwrap_or(rest.len());
+            let word = &rest[..word_len];
+            return Err(match rest.chars().next() {
+                Some(c) if !c.is_ascii_alphabetic() => {
+                    format!("`{text}` has an unexpected `{c}`; {EXAMPLES}")
+                }
+                _ if first && unit_ms(word).is_none() => {
+                    format!("`{text}` is not a duration; {EXAMPLES}")
+                }
+                _ => format!("`{text}` has a unit without a number, `{word}`"),
+            });
         }
-        let (number, tail) = rest.split_at(digits);
-        let number: u64 = number
-            .parse()
-            .map_err(|_| format!("`{text}` is too large"))?;
-        let unit_len = tail.bytes().take_while(|b| b.is_ascii_alphabetic()).count();
-        let (unit, tail) = tail.split_at(unit_len);
-        let factor: u64 = match unit {
-            "ms" => 1,
-            "s" => 1_000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            "" => return Err(format!("`{text}` has a number without a unit; {EXPECTED}")),
-            other => {
-                return Err(format!(
-                    "`{text}` has an unknown unit `{other}`; {EXPECTED}"
-                ))
+        rest = rest[number_len..].trim_start();
+        let unit_len = rest
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = rest[unit_len..].trim_start();
+        let per = if unit.is_empty() {
+            match rest.chars().next() {
+                // A plain number: seconds.
+                None if first => 1_000,
+                Some(c) if !is_number_char(c) => {
+                    return Err(format!("`{text}` has an unexpected `{c}`; {EXAMPLES}"))
+                }
+                _ => {
+                    return Err(format!(
+                        "`{text}` has a number without a unit, `{number}` {UNIT_LIST}"
+                    ))
+                }
             }
+        } else {
+            unit_ms(unit)
+                .ok_or_else(|| format!("`{text}` has an unknown unit `{unit}` {UNIT_LIST}"))?
         };
-        let part = number
-            .checked_mul(factor)
-            .ok_or_else(|| format!("`{text}` is too large"))?;
+        let ms = term_ms(number, per).map_err(|problem| match problem {
+            Term::BadNumber => format!("`{text}` has a malformed number `{number}`"),
+            Term::TooFine => format!("`{text}` is finer than a millisecond"),
+            Term::TooLarge => format!("`{text}` is too large"),
+        })?;
         total = total
-            .checked_add(part)
+            .checked_add(ms)
             .ok_or_else(|| format!("`{text}` is too large"))?;
-        rest = tail;
+        first = false;
     }
     Ok(total)
+}
+
+/// Why one number and unit is not a whole number of milliseconds.
+enum Term {
+    BadNumber,
+    TooFine,
+    TooLarge,
+}
+
+/// `number` (digits with at most one `.`) times `per` ms, when that is a whole number of ms.
+fn term_ms(number: &str, per: u64) -> Result<u64, Term> {
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if fraction.contains('.') || (whole.is_empty() && fraction.is_empty()) {
+        return Err(Term::BadNumber);
+    }
+    let whole: u64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| Term::TooLarge)?
+    };
+    let mut ms = whole.checked_mul(per).ok_or(Term::TooLarge)?;
+    let fraction = fraction.trim_end_matches('0');
+    if !fraction.is_empty() {
+        // A fraction ending in a non-zero digit, times a unit of at most 2^10 * 5^5 ms, is
+        // a whole number of ms only if it has at most ten digits.
+        if fraction.len() > 10 {
+            return Err(Term::TooFine);
+        }
+        let digits: u128 = fraction.parse().map_err(|_| Term::BadNumber)?;
+        let scaled = digits * u128::from(per);
+        let scale = 10u128.pow(fraction.len() as u32);
+        if !scaled.is_multiple_of(scale) {
+            return Err(Term::TooFine);
+        }
+        let part = u64::try_from(scaled / scale).map_err(|_| Term::TooLarge)?;
+        ms = ms.checked_add(part).ok_or(Term::TooLarge)?;
+    }
+    Ok(ms)
 }
 
 #[cfg(test)]
@@ -498,6 +597,9 @@ mod tests {
         assert!(parse_rate("0/m").is_err());
         assert!(parse_rate("x/m").is_err());
         assert!(parse_rate("3/fortnight").is_err());
+        assert_eq!(parse_rate("100/minute"), Ok((100, 60_000)));
+        assert_eq!(parse_rate("6/1h30m"), Ok((6, 5_400_000)));
+        assert_eq!(parse_rate("10/.5m"), Ok((10, 30_000)));
     }
 
     #[test]
@@ -513,23 +615,31 @@ mod tests {
 
     #[test]
     fn bad_durations_are_explained() {
-        for bad in [
-            "",
-            "30",
-            "2x",
-            "s",
-            "1.5s",
-            " 2s",
-            "2 s",
-            "-1s",
-            "99999999999999999999d",
-        ] {
+        for bad in ["", "2x", "s", "-1s", "1m30", "99999999999999999999d"] {
             let err = parse_duration_ms(bad);
             assert!(err.is_err(), "{bad:?} parsed as {err:?}");
         }
-        let msg = parse_duration_ms("30").err().unwrap_or_default();
+        let msg = parse_duration_ms("1m30").err().unwrap_or_default();
         assert!(msg.contains("without a unit"), "{msg}");
         let msg = parse_duration_ms("2x").err().unwrap_or_default();
         assert!(msg.contains("unknown unit `x`"), "{msg}");
+    }
+
+    /// The cases `celeriac_core::duration` is tested against: the same grammar, the same
+    /// messages.
+    const CASES: &[(&str, Result<u64, &str>)] =
+        include!("../../celeriac-core/src/duration/cases.rs");
+
+    #[test]
+    fn the_grammar_is_celeriac_cores() {
+        for (text, expected) in CASES {
+            match (parse_duration_ms(text), expected) {
+                (Ok(ms), Ok(want)) => assert_eq!(ms, *want, "{text:?}"),
+                (Err(msg), Err(part)) => {
+                    assert!(msg.contains(part), "{text:?}: {msg:?} lacks {part:?}")
+                }
+                (got, want) => panic!("{text:?}: got {got:?}, expected {want:?}"),
+            }
+        }
     }
 }

@@ -53,6 +53,7 @@ pub use cache_warm::{
 pub use cached::{cache_store, install_cache_store};
 pub use celeriac_core::breaker;
 pub use celeriac_core::cache;
+pub use celeriac_core::duration;
 pub use celeriac_core::limit;
 pub use celeriac_core::RateLimitStore;
 pub use celeriac_core::{

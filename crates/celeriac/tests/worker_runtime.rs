@@ -6,9 +6,10 @@
 //! worker, so the tests can run in parallel.
 
 use celeriac::{
-    App, Backoff, Broker, Clock, ErrorInfo, JobHandle, JobState, ManualClock, Progress, Shutdown,
-    Task, TaskContext, TaskError, TaskOptions, WorkerConfig, WorkerStats,
+    App, Broker, Clock, ErrorInfo, JobHandle, JobState, ManualClock, Progress, Shutdown,
+    TaskContext, TaskError, WorkerConfig, WorkerStats,
 };
+use celeriac_conformance::wait_for;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,32 +72,11 @@ fn config() -> WorkerConfig {
     }
 }
 
-/// Small, deterministic backoff so retries come quickly.
-fn quick_backoff() -> Backoff {
-    Backoff {
-        base: Duration::from_millis(10),
-        cap: Duration::from_millis(10),
-        jitter: false,
-    }
-}
-
 async fn memory_app(register: impl FnOnce(celeriac::AppBuilder) -> celeriac::AppBuilder) -> App {
     register(App::builder().url("sqlite::memory:"))
         .build()
         .await
         .expect("in-memory app")
-}
-
-/// Waits (up to [`SOON`]) until `cond` holds.
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + SOON;
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// Waits (up to [`SOON`]) until the job is in `state`, and returns what is known about it.
@@ -128,16 +108,9 @@ impl Drop for SetOnDrop {
 }
 
 /// A task that echoes its argument (used to show a worker is still alive).
-struct Echo;
-
-impl Task for Echo {
-    const NAME: &'static str = "test.echo";
-    type Args = String;
-    type Output = String;
-
-    async fn run(_ctx: TaskContext, args: String) -> Result<String, TaskError> {
-        Ok(args)
-    }
+#[celeriac::task(name = "test.echo")]
+async fn echo(text: String) -> String {
+    text
 }
 
 // ---------------------------------------------------------------------------------------
@@ -146,7 +119,7 @@ impl Task for Echo {
 
 #[tokio::test]
 async fn idle_worker_is_woken_by_an_enqueue_in_the_same_process() {
-    let app = memory_app(|b| b.task::<Echo>()).await;
+    let app = memory_app(|b| b.task::<echo::Task>()).await;
     let worker = start(
         &app,
         WorkerConfig {
@@ -158,9 +131,7 @@ async fn idle_worker_is_woken_by_an_enqueue_in_the_same_process() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(worker.stats.started.load(Ordering::SeqCst), 0);
 
-    let handle = app
-        .client()
-        .enqueue::<Echo>("wake up".to_string())
+    let handle = echo::enqueue(&app, "wake up".to_string())
         .await
         .expect("enqueue");
     // With polling alone this would take an hour.
@@ -183,39 +154,27 @@ async fn idle_worker_is_woken_by_an_enqueue_in_the_same_process() {
 // 2. A panicking task is a failed attempt, not a dead worker
 // ---------------------------------------------------------------------------------------
 
-struct PanicsOnce;
-
-impl Task for PanicsOnce {
-    const NAME: &'static str = "test.panics_once";
-    type Args = ();
-    type Output = String;
-
-    fn options() -> TaskOptions {
-        TaskOptions {
-            max_attempts: 3,
-            backoff: quick_backoff(),
-            ..TaskOptions::default()
-        }
+// A small, deterministic backoff (10 ms, no jitter) so the retry comes quickly.
+#[celeriac::task(
+    name = "test.panics_once",
+    retries = 2,
+    backoff = "10ms",
+    backoff_max = "10ms",
+    no_jitter
+)]
+async fn panics_once(ctx: &TaskContext) -> String {
+    if ctx.attempt() == 1 {
+        panic!("deliberate panic on the first attempt");
     }
-
-    async fn run(ctx: TaskContext, _args: ()) -> Result<String, TaskError> {
-        if ctx.attempt() == 1 {
-            panic!("deliberate panic on the first attempt");
-        }
-        Ok(format!("recovered on attempt {}", ctx.attempt()))
-    }
+    format!("recovered on attempt {}", ctx.attempt())
 }
 
 #[tokio::test]
 async fn a_panicking_task_is_a_failed_attempt_and_the_worker_keeps_going() {
-    let app = memory_app(|b| b.task::<PanicsOnce>().task::<Echo>()).await;
+    let app = memory_app(|b| b.task::<panics_once::Task>().task::<echo::Task>()).await;
     let worker = start(&app, config());
 
-    let handle = app
-        .client()
-        .enqueue::<PanicsOnce>(())
-        .await
-        .expect("enqueue");
+    let handle = panics_once::enqueue(&app).await.expect("enqueue");
     let info = handle.wait(SOON).await.expect("job finishes");
     assert_eq!(info.state, JobState::Succeeded, "{info:?}");
     assert_eq!(info.job.attempts, 2);
@@ -226,9 +185,7 @@ async fn a_panicking_task_is_a_failed_attempt_and_the_worker_keeps_going() {
     assert_eq!(worker.stats.retried.load(Ordering::SeqCst), 1);
 
     // The worker survived the panic and still runs jobs.
-    let next = app
-        .client()
-        .enqueue::<Echo>("still alive".to_string())
+    let next = echo::enqueue(&app, "still alive".to_string())
         .await
         .expect("enqueue");
     let info = next.wait(SOON).await.expect("second job finishes");
@@ -251,36 +208,22 @@ async fn a_panicking_task_is_a_failed_attempt_and_the_worker_keeps_going() {
 
 static HARD_FOREVER_DROPPED: AtomicBool = AtomicBool::new(false);
 
-struct SleepsPastHardLimit;
-
-impl Task for SleepsPastHardLimit {
-    const NAME: &'static str = "test.sleeps_past_hard_limit";
-    type Args = ();
-    type Output = ();
-
-    fn options() -> TaskOptions {
-        TaskOptions {
-            max_attempts: 1,
-            hard_time_limit: Some(Duration::from_millis(200)),
-            ..TaskOptions::default()
-        }
-    }
-
-    async fn run(_ctx: TaskContext, _args: ()) -> Result<(), TaskError> {
-        let _guard = SetOnDrop(&HARD_FOREVER_DROPPED);
-        tokio::time::sleep(FOREVER).await;
-        Ok(())
-    }
+#[celeriac::task(
+    name = "test.sleeps_past_hard_limit",
+    retries = 0,
+    time_limit = "200ms"
+)]
+async fn sleeps_past_hard_limit() {
+    let _guard = SetOnDrop(&HARD_FOREVER_DROPPED);
+    tokio::time::sleep(FOREVER).await;
 }
 
 #[tokio::test]
 async fn hard_time_limit_on_the_last_attempt_dead_letters_the_job() {
-    let app = memory_app(|b| b.task::<SleepsPastHardLimit>()).await;
+    let app = memory_app(|b| b.task::<sleeps_past_hard_limit::Task>()).await;
     let worker = start(&app, config());
 
-    let handle = app
-        .client()
-        .enqueue::<SleepsPastHardLimit>(())
+    let handle = sleeps_past_hard_limit::enqueue(&app)
         .await
         .expect("enqueue");
     let info = handle.wait(SOON).await.expect("job ends at its hard limit");
@@ -309,38 +252,27 @@ async fn hard_time_limit_on_the_last_attempt_dead_letters_the_job() {
     assert_eq!(stats.dead.load(Ordering::SeqCst), 1);
 }
 
-struct SleepsOnlyOnFirstAttempt;
-
-impl Task for SleepsOnlyOnFirstAttempt {
-    const NAME: &'static str = "test.sleeps_only_on_first_attempt";
-    type Args = ();
-    type Output = u32;
-
-    fn options() -> TaskOptions {
-        TaskOptions {
-            max_attempts: 2,
-            hard_time_limit: Some(Duration::from_millis(200)),
-            backoff: quick_backoff(),
-            ..TaskOptions::default()
-        }
+#[celeriac::task(
+    name = "test.sleeps_only_on_first_attempt",
+    retries = 1,
+    time_limit = "200ms",
+    backoff = "10ms",
+    backoff_max = "10ms",
+    no_jitter
+)]
+async fn sleeps_only_on_first_attempt(ctx: &TaskContext) -> u32 {
+    if ctx.attempt() == 1 {
+        tokio::time::sleep(FOREVER).await;
     }
-
-    async fn run(ctx: TaskContext, _args: ()) -> Result<u32, TaskError> {
-        if ctx.attempt() == 1 {
-            tokio::time::sleep(FOREVER).await;
-        }
-        Ok(ctx.attempt())
-    }
+    ctx.attempt()
 }
 
 #[tokio::test]
 async fn hard_time_limit_with_attempts_left_is_retried() {
-    let app = memory_app(|b| b.task::<SleepsOnlyOnFirstAttempt>()).await;
+    let app = memory_app(|b| b.task::<sleeps_only_on_first_attempt::Task>()).await;
     let worker = start(&app, config());
 
-    let handle = app
-        .client()
-        .enqueue::<SleepsOnlyOnFirstAttempt>(())
+    let handle = sleeps_only_on_first_attempt::enqueue(&app)
         .await
         .expect("enqueue");
     let info = handle.wait(SOON).await.expect("job finishes");
@@ -357,43 +289,24 @@ async fn hard_time_limit_with_attempts_left_is_retried() {
 // 4. Soft time limit
 // ---------------------------------------------------------------------------------------
 
-struct StopsWhenAsked;
-
-impl Task for StopsWhenAsked {
-    const NAME: &'static str = "test.stops_when_asked";
-    type Args = ();
-    type Output = String;
-
-    fn options() -> TaskOptions {
-        TaskOptions {
-            max_attempts: 1,
-            soft_time_limit: Some(Duration::from_millis(100)),
-            hard_time_limit: None,
-            ..TaskOptions::default()
-        }
+// A soft limit and no hard one.
+#[celeriac::task(name = "test.stops_when_asked", retries = 0, soft_time_limit = "100ms")]
+async fn stops_when_asked(ctx: &TaskContext) -> Result<String, TaskError> {
+    if ctx.is_cancelled() {
+        return Err(TaskError::fatal(
+            "cancelled before the soft limit could pass",
+        ));
     }
-
-    async fn run(ctx: TaskContext, _args: ()) -> Result<String, TaskError> {
-        if ctx.is_cancelled() {
-            return Err(TaskError::fatal(
-                "cancelled before the soft limit could pass",
-            ));
-        }
-        ctx.cancelled().await;
-        Ok("stopped politely".to_string())
-    }
+    ctx.cancelled().await;
+    Ok("stopped politely".to_string())
 }
 
 #[tokio::test]
 async fn soft_time_limit_cancels_the_token_and_the_task_returns_normally() {
-    let app = memory_app(|b| b.task::<StopsWhenAsked>()).await;
+    let app = memory_app(|b| b.task::<stops_when_asked::Task>()).await;
     let worker = start(&app, config());
 
-    let handle = app
-        .client()
-        .enqueue::<StopsWhenAsked>(())
-        .await
-        .expect("enqueue");
+    let handle = stops_when_asked::enqueue(&app).await.expect("enqueue");
     let info = handle
         .wait(SOON)
         .await
@@ -413,23 +326,16 @@ async fn soft_time_limit_cancels_the_token_and_the_task_returns_normally() {
 
 static RETRY_AFTER_RUNS: AtomicU32 = AtomicU32::new(0);
 
-struct RetriesAfter300ms;
-
-impl Task for RetriesAfter300ms {
-    const NAME: &'static str = "test.retries_after_300ms";
-    type Args = ();
-    type Output = u32;
-
-    async fn run(ctx: TaskContext, _args: ()) -> Result<u32, TaskError> {
-        RETRY_AFTER_RUNS.fetch_add(1, Ordering::SeqCst);
-        if ctx.attempt() == 1 {
-            return Err(TaskError::retry_after(
-                Duration::from_millis(300),
-                "not yet",
-            ));
-        }
-        Ok(ctx.attempt())
+#[celeriac::task(name = "test.retries_after_300ms")]
+async fn retries_after_300ms(ctx: &TaskContext) -> Result<u32, TaskError> {
+    RETRY_AFTER_RUNS.fetch_add(1, Ordering::SeqCst);
+    if ctx.attempt() == 1 {
+        return Err(TaskError::retry_after(
+            Duration::from_millis(300),
+            "not yet",
+        ));
     }
+    Ok(ctx.attempt())
 }
 
 #[tokio::test]
@@ -439,17 +345,13 @@ async fn retry_after_schedules_the_next_attempt_exactly_that_much_later() {
     let app = App::builder()
         .url("sqlite::memory:")
         .clock(Arc::new(clock.clone()))
-        .task::<RetriesAfter300ms>()
+        .task::<retries_after_300ms::Task>()
         .build()
         .await
         .expect("app");
     let worker = start(&app, config());
 
-    let handle = app
-        .client()
-        .enqueue::<RetriesAfter300ms>(())
-        .await
-        .expect("enqueue");
+    let handle = retries_after_300ms::enqueue(&app).await.expect("enqueue");
     let info = wait_for_state(&handle, JobState::Retrying).await;
     assert_eq!(info.job.attempts, 1);
     assert_eq!(
@@ -482,28 +384,17 @@ async fn retry_after_schedules_the_next_attempt_exactly_that_much_later() {
 // 6. Fatal errors
 // ---------------------------------------------------------------------------------------
 
-struct FailsFatally;
-
-impl Task for FailsFatally {
-    const NAME: &'static str = "test.fails_fatally";
-    type Args = ();
-    type Output = ();
-
-    async fn run(_ctx: TaskContext, _args: ()) -> Result<(), TaskError> {
-        Err(TaskError::fatal("bad input, retrying cannot help"))
-    }
+#[celeriac::task(name = "test.fails_fatally")]
+async fn fails_fatally() -> Result<(), TaskError> {
+    Err(TaskError::fatal("bad input, retrying cannot help"))
 }
 
 #[tokio::test]
 async fn a_fatal_error_fails_the_job_at_once_without_dead_lettering_it() {
-    let app = memory_app(|b| b.task::<FailsFatally>()).await;
+    let app = memory_app(|b| b.task::<fails_fatally::Task>()).await;
     let worker = start(&app, config());
 
-    let handle = app
-        .client()
-        .enqueue::<FailsFatally>(())
-        .await
-        .expect("enqueue");
+    let handle = fails_fatally::enqueue(&app).await.expect("enqueue");
     let info = handle.wait(SOON).await.expect("job finishes");
     assert_eq!(info.state, JobState::Failed, "{info:?}");
     assert_eq!(info.job.attempts, 1);
@@ -539,28 +430,19 @@ async fn a_fatal_error_fails_the_job_at_once_without_dead_lettering_it() {
 static HOLD_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 static HOLD_MAX_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 
-struct Holds100ms;
-
-impl Task for Holds100ms {
-    const NAME: &'static str = "test.holds_100ms";
-    type Args = u32;
-    type Output = u32;
-
-    async fn run(_ctx: TaskContext, i: u32) -> Result<u32, TaskError> {
-        let now = HOLD_IN_FLIGHT.fetch_add(1, Ordering::SeqCst) + 1;
-        HOLD_MAX_IN_FLIGHT.fetch_max(now, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        HOLD_IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
-        Ok(i)
-    }
+#[celeriac::task(name = "test.holds_100ms")]
+async fn holds_100ms(i: u32) -> u32 {
+    let now = HOLD_IN_FLIGHT.fetch_add(1, Ordering::SeqCst) + 1;
+    HOLD_MAX_IN_FLIGHT.fetch_max(now, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    HOLD_IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+    i
 }
 
 #[tokio::test]
 async fn no_more_than_concurrency_jobs_run_at_once() {
-    let app = memory_app(|b| b.task::<Holds100ms>()).await;
-    let handles = app
-        .client()
-        .enqueue_many::<Holds100ms>(0..12)
+    let app = memory_app(|b| b.task::<holds_100ms::Task>()).await;
+    let handles = holds_100ms::enqueue_many(&app, 0..12)
         .await
         .expect("enqueue");
     // Prefetch above the concurrency must not let more jobs run.
@@ -593,25 +475,11 @@ async fn no_more_than_concurrency_jobs_run_at_once() {
 
 static LONG_RUNS: AtomicU32 = AtomicU32::new(0);
 
-struct Runs3s;
-
-impl Task for Runs3s {
-    const NAME: &'static str = "test.runs_3s";
-    type Args = ();
-    type Output = String;
-
-    fn options() -> TaskOptions {
-        TaskOptions {
-            max_attempts: 3,
-            ..TaskOptions::default()
-        }
-    }
-
-    async fn run(_ctx: TaskContext, _args: ()) -> Result<String, TaskError> {
-        LONG_RUNS.fetch_add(1, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        Ok("done".to_string())
-    }
+#[celeriac::task(name = "test.runs_3s", retries = 2)]
+async fn runs_3s() -> String {
+    LONG_RUNS.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    "done".to_string()
 }
 
 /// A short lease, frequent heartbeats and an eager reaper.
@@ -646,10 +514,10 @@ async fn wait_for_extended_lease(handle: &JobHandle<celeriac::AnyBackend>) {
 
 #[tokio::test]
 async fn heartbeats_keep_the_lease_of_a_job_longer_than_the_lease() {
-    let app = memory_app(|b| b.task::<Runs3s>()).await;
+    let app = memory_app(|b| b.task::<runs_3s::Task>()).await;
     let worker = start(&app, short_lease_config());
 
-    let handle = app.client().enqueue::<Runs3s>(()).await.expect("enqueue");
+    let handle = runs_3s::enqueue(&app).await.expect("enqueue");
     wait_for_extended_lease(&handle).await;
     let info = handle.wait(SOON).await.expect("job finishes");
     assert_eq!(info.state, JobState::Succeeded, "{info:?}");
@@ -672,32 +540,21 @@ async fn heartbeats_keep_the_lease_of_a_job_longer_than_the_lease() {
 static GRACEFUL_STARTED: AtomicBool = AtomicBool::new(false);
 static GRACEFUL_FINISHED: AtomicBool = AtomicBool::new(false);
 
-struct Runs500ms;
-
-impl Task for Runs500ms {
-    const NAME: &'static str = "test.runs_500ms";
-    type Args = ();
-    type Output = String;
-
-    async fn run(_ctx: TaskContext, _args: ()) -> Result<String, TaskError> {
-        GRACEFUL_STARTED.store(true, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        GRACEFUL_FINISHED.store(true, Ordering::SeqCst);
-        Ok("finished".to_string())
-    }
+#[celeriac::task(name = "test.runs_500ms")]
+async fn runs_500ms() -> String {
+    GRACEFUL_STARTED.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    GRACEFUL_FINISHED.store(true, Ordering::SeqCst);
+    "finished".to_string()
 }
 
 #[tokio::test]
 async fn graceful_shutdown_lets_a_running_job_finish() {
-    let app = memory_app(|b| b.task::<Runs500ms>()).await;
+    let app = memory_app(|b| b.task::<runs_500ms::Task>()).await;
     let worker = start(&app, config());
 
-    let handle = app
-        .client()
-        .enqueue::<Runs500ms>(())
-        .await
-        .expect("enqueue");
-    eventually("the job started", || {
+    let handle = runs_500ms::enqueue(&app).await.expect("enqueue");
+    wait_for("the job to start", || async {
         GRACEFUL_STARTED.load(Ordering::SeqCst)
     })
     .await;
@@ -726,24 +583,16 @@ async fn graceful_shutdown_lets_a_running_job_finish() {
 static GRACE_STARTED: AtomicBool = AtomicBool::new(false);
 static GRACE_DROPPED: AtomicBool = AtomicBool::new(false);
 
-struct OutlivesGrace;
-
-impl Task for OutlivesGrace {
-    const NAME: &'static str = "test.outlives_grace";
-    type Args = ();
-    type Output = ();
-
-    async fn run(_ctx: TaskContext, _args: ()) -> Result<(), TaskError> {
-        let _guard = SetOnDrop(&GRACE_DROPPED);
-        GRACE_STARTED.store(true, Ordering::SeqCst);
-        tokio::time::sleep(FOREVER).await;
-        Ok(())
-    }
+#[celeriac::task(name = "test.outlives_grace")]
+async fn outlives_grace() {
+    let _guard = SetOnDrop(&GRACE_DROPPED);
+    GRACE_STARTED.store(true, Ordering::SeqCst);
+    tokio::time::sleep(FOREVER).await;
 }
 
 #[tokio::test]
 async fn past_the_grace_period_running_jobs_are_handed_back_uncounted() {
-    let app = memory_app(|b| b.task::<OutlivesGrace>()).await;
+    let app = memory_app(|b| b.task::<outlives_grace::Task>()).await;
     let worker = start(
         &app,
         WorkerConfig {
@@ -752,12 +601,11 @@ async fn past_the_grace_period_running_jobs_are_handed_back_uncounted() {
         },
     );
 
-    let handle = app
-        .client()
-        .enqueue::<OutlivesGrace>(())
-        .await
-        .expect("enqueue");
-    eventually("the job started", || GRACE_STARTED.load(Ordering::SeqCst)).await;
+    let handle = outlives_grace::enqueue(&app).await.expect("enqueue");
+    wait_for("the job to start", || async {
+        GRACE_STARTED.load(Ordering::SeqCst)
+    })
+    .await;
     assert_eq!(handle.state().await.expect("state"), JobState::Active);
 
     let stats = worker.stop().await;
@@ -779,36 +627,25 @@ async fn past_the_grace_period_running_jobs_are_handed_back_uncounted() {
 static PROGRESS_REPORTED: AtomicBool = AtomicBool::new(false);
 static PROGRESS_RELEASE: AtomicBool = AtomicBool::new(false);
 
-struct ReportsHalfway;
-
-impl Task for ReportsHalfway {
-    const NAME: &'static str = "test.reports_halfway";
-    type Args = ();
-    type Output = String;
-
-    async fn run(ctx: TaskContext, _args: ()) -> Result<String, TaskError> {
-        ctx.progress(0.5, Some("half".to_string()))
-            .await
-            .map_err(TaskError::msg)?;
-        PROGRESS_REPORTED.store(true, Ordering::SeqCst);
-        while !PROGRESS_RELEASE.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        Ok("all done".to_string())
+#[celeriac::task(name = "test.reports_halfway")]
+async fn reports_halfway(ctx: &TaskContext) -> Result<String, TaskError> {
+    ctx.progress(0.5, Some("half".to_string()))
+        .await
+        .map_err(TaskError::msg)?;
+    PROGRESS_REPORTED.store(true, Ordering::SeqCst);
+    while !PROGRESS_RELEASE.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    Ok("all done".to_string())
 }
 
 #[tokio::test]
 async fn progress_reported_by_a_running_task_is_visible_through_its_handle() {
-    let app = memory_app(|b| b.task::<ReportsHalfway>()).await;
+    let app = memory_app(|b| b.task::<reports_halfway::Task>()).await;
     let worker = start(&app, config());
 
-    let handle = app
-        .client()
-        .enqueue::<ReportsHalfway>(())
-        .await
-        .expect("enqueue");
-    eventually("progress was reported", || {
+    let handle = reports_halfway::enqueue(&app).await.expect("enqueue");
+    wait_for("progress to be reported", || async {
         PROGRESS_REPORTED.load(Ordering::SeqCst)
     })
     .await;
@@ -839,33 +676,21 @@ async fn progress_reported_by_a_running_task_is_visible_through_its_handle() {
 static IMMEDIATE_STARTED: AtomicBool = AtomicBool::new(false);
 static IMMEDIATE_DROPPED: AtomicBool = AtomicBool::new(false);
 
-struct RunsForAnHour;
-
-impl Task for RunsForAnHour {
-    const NAME: &'static str = "test.runs_for_an_hour";
-    type Args = ();
-    type Output = ();
-
-    async fn run(_ctx: TaskContext, _args: ()) -> Result<(), TaskError> {
-        let _guard = SetOnDrop(&IMMEDIATE_DROPPED);
-        IMMEDIATE_STARTED.store(true, Ordering::SeqCst);
-        tokio::time::sleep(FOREVER).await;
-        Ok(())
-    }
+#[celeriac::task(name = "test.runs_for_an_hour")]
+async fn runs_for_an_hour() {
+    let _guard = SetOnDrop(&IMMEDIATE_DROPPED);
+    IMMEDIATE_STARTED.store(true, Ordering::SeqCst);
+    tokio::time::sleep(FOREVER).await;
 }
 
 #[tokio::test]
 async fn immediate_shutdown_returns_at_once_and_leaves_the_lease_to_expire() {
-    let app = memory_app(|b| b.task::<RunsForAnHour>()).await;
+    let app = memory_app(|b| b.task::<runs_for_an_hour::Task>()).await;
     // The default grace period (10 s in these tests) must not be waited out.
     let worker = start(&app, config());
 
-    let handle = app
-        .client()
-        .enqueue::<RunsForAnHour>(())
-        .await
-        .expect("enqueue");
-    eventually("the job started", || {
+    let handle = runs_for_an_hour::enqueue(&app).await.expect("enqueue");
+    wait_for("the job to start", || async {
         IMMEDIATE_STARTED.load(Ordering::SeqCst)
     })
     .await;
@@ -900,46 +725,32 @@ async fn immediate_shutdown_returns_at_once_and_leaves_the_lease_to_expire() {
 /// while the CPU work runs.
 const BUSY_FOR: Duration = Duration::from_millis(1500);
 
-struct BurnsCpu;
-
-impl Task for BurnsCpu {
-    const NAME: &'static str = "test.burns_cpu";
-    type Args = ();
-    type Output = u64;
-
-    fn options() -> TaskOptions {
-        TaskOptions {
-            max_attempts: 3,
-            ..TaskOptions::default()
-        }
-    }
-
-    async fn run(ctx: TaskContext, _args: ()) -> Result<u64, TaskError> {
-        ctx.blocking(|| {
-            let start = std::time::Instant::now();
-            let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-            let mut rounds = 0u64;
-            while start.elapsed() < BUSY_FOR {
-                for _ in 0..10_000 {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                }
-                rounds += 1;
+#[celeriac::task(name = "test.burns_cpu", retries = 2)]
+async fn burns_cpu(ctx: &TaskContext) -> Result<u64, TaskError> {
+    ctx.blocking(|| {
+        let start = std::time::Instant::now();
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut rounds = 0u64;
+        while start.elapsed() < BUSY_FOR {
+            for _ in 0..10_000 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
             }
-            std::hint::black_box(x);
-            rounds
-        })
-        .await
-    }
+            rounds += 1;
+        }
+        std::hint::black_box(x);
+        rounds
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cpu_heavy_work_in_blocking_keeps_heartbeats_flowing() {
-    let app = memory_app(|b| b.task::<BurnsCpu>()).await;
+    let app = memory_app(|b| b.task::<burns_cpu::Task>()).await;
     let worker = start(&app, short_lease_config());
 
-    let handle = app.client().enqueue::<BurnsCpu>(()).await.expect("enqueue");
+    let handle = burns_cpu::enqueue(&app).await.expect("enqueue");
     wait_for_extended_lease(&handle).await;
     let info = handle.wait(SOON).await.expect("job finishes");
     assert_eq!(info.state, JobState::Succeeded, "{info:?}");
@@ -962,30 +773,23 @@ async fn cpu_heavy_work_in_blocking_keeps_heartbeats_flowing() {
 static TOKEN_BLOCKING_STARTED: AtomicBool = AtomicBool::new(false);
 static TOKEN_SEEN_CANCELLED: AtomicBool = AtomicBool::new(false);
 
-struct BlockingUntilCancelled;
-
-impl Task for BlockingUntilCancelled {
-    const NAME: &'static str = "test.blocking_until_cancelled";
-    type Args = ();
-    type Output = bool;
-
-    async fn run(ctx: TaskContext, _args: ()) -> Result<bool, TaskError> {
-        let token = ctx.cancellation_token();
-        ctx.blocking(move || {
-            TOKEN_BLOCKING_STARTED.store(true, Ordering::SeqCst);
-            // Bounded, so a missing cancellation fails the test instead of hanging it.
-            let give_up = std::time::Instant::now() + SOON + Duration::from_secs(2);
-            while std::time::Instant::now() < give_up {
-                if token.is_cancelled() {
-                    TOKEN_SEEN_CANCELLED.store(true, Ordering::SeqCst);
-                    return true;
-                }
-                std::thread::sleep(Duration::from_millis(5));
+#[celeriac::task(name = "test.blocking_until_cancelled")]
+async fn blocking_until_cancelled(ctx: &TaskContext) -> Result<bool, TaskError> {
+    let token = ctx.cancellation_token();
+    ctx.blocking(move || {
+        TOKEN_BLOCKING_STARTED.store(true, Ordering::SeqCst);
+        // Bounded, so a missing cancellation fails the test instead of hanging it.
+        let give_up = std::time::Instant::now() + SOON + Duration::from_secs(2);
+        while std::time::Instant::now() < give_up {
+            if token.is_cancelled() {
+                TOKEN_SEEN_CANCELLED.store(true, Ordering::SeqCst);
+                return true;
             }
-            false
-        })
-        .await
-    }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    })
+    .await
 }
 
 /// `TaskContext::is_cancelled` promises the token fires when "the worker is shutting down
@@ -993,7 +797,7 @@ impl Task for BlockingUntilCancelled {
 /// with the token) relies on it to stop.
 #[tokio::test]
 async fn past_the_grace_period_the_tasks_cancellation_token_fires() {
-    let app = memory_app(|b| b.task::<BlockingUntilCancelled>()).await;
+    let app = memory_app(|b| b.task::<blocking_until_cancelled::Task>()).await;
     let worker = start(
         &app,
         WorkerConfig {
@@ -1001,12 +805,10 @@ async fn past_the_grace_period_the_tasks_cancellation_token_fires() {
             ..config()
         },
     );
-    let handle = app
-        .client()
-        .enqueue::<BlockingUntilCancelled>(())
+    let handle = blocking_until_cancelled::enqueue(&app)
         .await
         .expect("enqueue");
-    eventually("the blocking section started", || {
+    wait_for("the blocking section to start", || async {
         TOKEN_BLOCKING_STARTED.load(Ordering::SeqCst)
     })
     .await;
@@ -1014,9 +816,9 @@ async fn past_the_grace_period_the_tasks_cancellation_token_fires() {
     let stats = worker.stop().await;
     assert_eq!(stats.released.load(Ordering::SeqCst), 1);
     assert_eq!(handle.state().await.expect("state"), JobState::Pending);
-    eventually(
-        "the blocking section saw its cancellation token fire after the grace period",
-        || TOKEN_SEEN_CANCELLED.load(Ordering::SeqCst),
+    wait_for(
+        "the blocking section to see its cancellation token fire after the grace period",
+        || async { TOKEN_SEEN_CANCELLED.load(Ordering::SeqCst) },
     )
     .await;
 }
@@ -1025,7 +827,7 @@ async fn past_the_grace_period_the_tasks_cancellation_token_fires() {
 /// poll interval, not a panic inside the worker's reaper task.
 #[tokio::test]
 async fn a_zero_reap_interval_is_a_configuration_error() {
-    let app = memory_app(|b| b.task::<Echo>()).await;
+    let app = memory_app(|b| b.task::<echo::Task>()).await;
     let worker = app.worker().config(WorkerConfig {
         reap_interval: Duration::ZERO,
         ..config()
@@ -1050,32 +852,24 @@ async fn a_zero_reap_interval_is_a_configuration_error() {
 static SERVED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 
 /// Notes which queue each job came from, in the order they ran.
-struct NoteQueue;
-
-impl Task for NoteQueue {
-    const NAME: &'static str = "test.note_queue";
-    type Args = ();
-    type Output = ();
-
-    async fn run(ctx: TaskContext, _: ()) -> Result<(), TaskError> {
-        if let Ok(mut v) = SERVED.lock() {
-            v.push(ctx.queue().to_string());
-        }
-        Ok(())
+#[celeriac::task(name = "test.note_queue")]
+async fn note_queue(ctx: &TaskContext) {
+    if let Ok(mut v) = SERVED.lock() {
+        v.push(ctx.queue().to_string());
     }
 }
 
 async fn serve_two_queues(high: &str, low: &str, weights: Vec<u32>) -> Vec<String> {
     let app = App::builder()
         .url("sqlite::memory:")
-        .task::<NoteQueue>()
+        .task::<note_queue::Task>()
         .build()
         .await
         .expect("app");
     for q in [high, low] {
         let jobs: Vec<_> = (0..60)
             .map(|_| {
-                celeriac::Enqueue::<NoteQueue>::new(())
+                note_queue::with()
                     .queue(q)
                     .build(app.client().now())
                     .expect("job")
@@ -1145,38 +939,18 @@ static CAPPED_NOW: AtomicUsize = AtomicUsize::new(0);
 static CAPPED_MAX: AtomicUsize = AtomicUsize::new(0);
 
 /// At most one of these runs at once across all workers, whatever their concurrency.
-struct OneAtATime;
-
-impl Task for OneAtATime {
-    const NAME: &'static str = "test.one_at_a_time";
-    type Args = ();
-    type Output = ();
-
-    fn options() -> TaskOptions {
-        TaskOptions {
-            limits: celeriac::TaskLimits {
-                concurrency: Some(1),
-                rate: None,
-            },
-            ..TaskOptions::default()
-        }
-    }
-
-    async fn run(_ctx: TaskContext, _: ()) -> Result<(), TaskError> {
-        let now = CAPPED_NOW.fetch_add(1, Ordering::SeqCst) + 1;
-        CAPPED_MAX.fetch_max(now, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        CAPPED_NOW.fetch_sub(1, Ordering::SeqCst);
-        Ok(())
-    }
+#[celeriac::task(name = "test.one_at_a_time", concurrency_limit = 1)]
+async fn one_at_a_time() {
+    let now = CAPPED_NOW.fetch_add(1, Ordering::SeqCst) + 1;
+    CAPPED_MAX.fetch_max(now, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    CAPPED_NOW.fetch_sub(1, Ordering::SeqCst);
 }
 
 #[tokio::test]
 async fn a_task_concurrency_cap_holds_even_with_free_slots() {
-    let app = memory_app(|b| b.task::<OneAtATime>()).await;
-    let handles = app
-        .client()
-        .enqueue_many::<OneAtATime>(vec![(); 6])
+    let app = memory_app(|b| b.task::<one_at_a_time::Task>()).await;
+    let handles = one_at_a_time::enqueue_many(&app, vec![(); 6])
         .await
         .expect("enqueue");
     let running = start(&app, config());

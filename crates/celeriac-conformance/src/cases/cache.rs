@@ -3,7 +3,7 @@
 //! refreshes hot keys early, caches "not found", and invalidates by key, tag and version
 //! across instances. Time-driven cases use a [`ManualClock`].
 
-use crate::support::{PATIENCE, T0};
+use crate::support::{wait_for, T0};
 use celeriac_core::backend::{KvEntry, KvStore};
 use celeriac_core::cache::{Cache, CacheStats};
 use celeriac_core::{Clock, ManualClock};
@@ -41,22 +41,6 @@ fn counting(
     move || {
         calls.fetch_add(1, Ordering::SeqCst);
         std::future::ready(value)
-    }
-}
-
-/// Polls `check` until it holds, for at most the patience period.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -153,7 +137,7 @@ pub async fn cache_serves_stale_while_revalidating<B: KvStore>(backend: Arc<B>) 
         "v1",
         "the stale value comes back at once"
     );
-    eventually("the background refresh", || {
+    wait_for("the background refresh", || {
         let c = c.clone();
         async move { c.get("k").await.ok().flatten().as_deref() == Some("v2") }
     })
@@ -238,7 +222,7 @@ pub async fn cache_refreshes_hot_keys_early<B: KvStore>(backend: Arc<B>) {
         "v1",
         "still fresh: served at once"
     );
-    eventually("the early refresh", || {
+    wait_for("the early refresh", || {
         let c = c.clone();
         async move { c.get("k").await.ok().flatten().as_deref() == Some("v2") }
     })
@@ -317,11 +301,11 @@ pub async fn cache_invalidation_reaches_other_instances<B: KvStore>(backend: Arc
         async move { b.get(key).await.ok().flatten().is_some() }
     };
     a.remove("p1").await.expect("remove");
-    eventually("b dropping p1", || async { !cached_in_b("p1").await }).await;
+    wait_for("b dropping p1", || async { !cached_in_b("p1").await }).await;
     assert!(cached_in_b("p2").await, "other keys stay");
 
     a.invalidate_tag("catalog").await.expect("invalidate");
-    eventually("b dropping the tagged keys", || async {
+    wait_for("b dropping the tagged keys", || async {
         !cached_in_b("p2").await && !cached_in_b("p3").await
     })
     .await;
@@ -337,7 +321,7 @@ pub async fn cache_invalidation_reaches_other_instances<B: KvStore>(backend: Arc
     let before = a.storage_key("p2");
     let v = a.bump_version().await.expect("bump");
     assert!(a.storage_key("p2") != before && a.storage_key("p2").contains(&format!(":v{v}:")));
-    eventually("b moving to the new version", || async {
+    wait_for("b moving to the new version", || async {
         !cached_in_b("p2").await
     })
     .await;
@@ -611,7 +595,7 @@ where
     let mut registry = Registry::new();
     registry.insert(task);
     let worker = RunningWorker::start(backend.clone(), registry, QUEUE, &clock);
-    eventually("the failed batch to be scheduled for a retry", || {
+    wait_for("the failed batch to be scheduled for a retry", || {
         let (backend, fail_first) = (backend.clone(), fail_first.clone());
         async move {
             in_queue(&*backend, QUEUE, JobState::Succeeded).await == 2
@@ -620,7 +604,7 @@ where
     })
     .await;
     clock.advance(Duration::from_secs(61));
-    eventually("every flush job to succeed", || {
+    wait_for("every flush job to succeed", || {
         let backend = backend.clone();
         async move { in_queue(&*backend, QUEUE, JobState::Succeeded).await == 3 }
     })
@@ -703,7 +687,7 @@ where
     let mut registry = Registry::new();
     registry.insert(task);
     let worker = RunningWorker::start(backend.clone(), registry, QUEUE, &clock);
-    eventually("every flush job to succeed", || {
+    wait_for("every flush job to succeed", || {
         let backend = backend.clone();
         async move { in_queue(&*backend, QUEUE, JobState::Succeeded).await == jobs }
     })
@@ -807,7 +791,7 @@ pub async fn cache_write_through_writes_the_store_first<B: KvStore>(backend: Arc
     .expect("written");
     assert_eq!(*store.lock().expect("lock"), vec!["new".to_string()]);
     assert_eq!(a.get("k").await.expect("read"), Some("new".into()));
-    eventually("the other instance to drop its copy", || {
+    wait_for("the other instance to drop its copy", || {
         let b = b.clone();
         async move { b.get("k").await.ok().flatten().as_deref() == Some("new") }
     })

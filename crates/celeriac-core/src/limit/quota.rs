@@ -1,5 +1,6 @@
 //! [`Quota`]: how many calls per window, by which algorithm; parsed from `"100/minute"`.
 
+use crate::duration;
 use crate::error::{Error, Result};
 use std::fmt;
 use std::str::FromStr;
@@ -267,12 +268,7 @@ impl Quota {
 
 impl fmt::Display for Quota {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}/{}",
-            self.limit,
-            crate::schedule::format_duration(self.window())
-        )?;
+        write!(f, "{}/{}", self.limit, duration::format(self.window()))?;
         if self.burst > 0 {
             write!(f, "; burst={}", self.burst)?;
         }
@@ -286,26 +282,24 @@ impl fmt::Display for Quota {
     }
 }
 
+/// A quota's window: a duration (`30s`, `1h30m`, see [`crate::duration`]) or a bare unit
+/// meaning one of it (`s`, `minute`, `hours`), as in `100/minute`.
 fn parse_window(text: &str) -> Result<i64> {
     let t = text.trim();
-    let unit = match t.to_ascii_lowercase().as_str() {
-        "s" | "sec" | "second" | "seconds" => Some(1_000),
-        "m" | "min" | "minute" | "minutes" => Some(60_000),
-        "h" | "hour" | "hours" => Some(3_600_000),
-        "d" | "day" | "days" => Some(86_400_000),
-        _ => None,
+    let bare_unit = t.starts_with(|c: char| c.is_ascii_alphabetic());
+    let parsed = if bare_unit {
+        duration::parse(&format!("1{t}")).map_err(|_| format!("`{t}` is not a unit"))
+    } else {
+        duration::parse(t).map_err(|e| e.to_string())
     };
-    if let Some(ms) = unit {
-        return Ok(ms);
-    }
-    crate::schedule::parse_duration(t)
-        .map(crate::clock::duration_ms)
-        .map_err(|_| {
-            Error::config(
-                "rate limit",
-                format!("`{text}` is not a window (try second, minute, hour, day, 30s or 1h30m)"),
-            )
-        })
+    parsed.map(crate::clock::duration_ms).map_err(|why| {
+        Error::config(
+            "rate limit",
+            format!(
+                "`{text}` is not a window: {why} (try second, minute, hour, day, 30s or 1h30m)"
+            ),
+        )
+    })
 }
 
 impl FromStr for Quota {
@@ -399,6 +393,20 @@ mod tests {
     }
 
     #[test]
+    fn windows_read_the_duration_grammar_or_a_bare_unit() {
+        let window = |s: &str| s.parse::<Quota>().expect(s).window_ms();
+        assert_eq!(window("100/1h30m"), 5_400_000);
+        assert_eq!(window("10/1.5s"), 1_500);
+        assert_eq!(window("10/30"), 30_000, "a plain number is seconds");
+        assert_eq!(window("100/minute"), 60_000);
+        assert_eq!(window("100/Minute"), 60_000);
+        assert_eq!(window("100/hours"), 3_600_000);
+        assert_eq!(window("100/sec"), 1_000);
+        assert_eq!(window("10/s"), 1_000);
+        assert_eq!(window("10/.5m"), 30_000);
+    }
+
+    #[test]
     fn bad_quotas_are_clear_errors() {
         let msg = |s: &str| s.parse::<Quota>().expect_err(s).to_string();
         assert!(
@@ -408,6 +416,12 @@ mod tests {
         );
         assert!(msg("5/0s").contains("window of zero"));
         assert!(msg("5/fortnight").contains("not a window"));
+        let e = msg("5/1m30");
+        assert!(
+            e.contains("rate limit") && e.contains("a number without a unit, `30`"),
+            "{e}"
+        );
+        assert!(!e.contains("every"), "{e}");
         assert!(msg("many/minute").contains("not a whole number"));
         assert!(msg("100").contains("<limit>/<window>"));
         let e = msg("5/s; algorithm=leaky");
