@@ -2,8 +2,8 @@
 //! parsers of their values.
 
 use crate::{breaker, limits};
-use clap::{Args, Parser, Subcommand};
 use celeriac::duration;
+use clap::{Args, Parser, Subcommand};
 use std::time::Duration;
 
 #[derive(Parser, Debug)]

@@ -761,3 +761,25 @@ pub async fn workers_share_a_breaker_through_the_store<
     wa.stop().await;
     wb.stop().await;
 }
+
+/// This file's cases, for [`suite!`](crate::suite).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __cases_breakers {
+    ($constructor:expr) => {
+        $crate::__suite_cases! {
+            $constructor;
+            breaker_opens_on_a_quorum_of_instances,
+            breaker_signals_slide_out_of_the_window,
+            breaker_probes_are_bounded_across_instances,
+            breaker_probe_results_close_or_reopen_with_backoff,
+            breaker_commands_override_and_reset,
+            breaker_keys_expire_after_the_ttl,
+            shared_breaker_trips_every_instance,
+            deferred_completion_keeps_the_attempt,
+            worker_defers_tasks_behind_an_open_breaker,
+            worker_refuses_an_unknown_breaker,
+            workers_share_a_breaker_through_the_store,
+        }
+    };
+}

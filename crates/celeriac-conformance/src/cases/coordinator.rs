@@ -440,3 +440,21 @@ pub async fn paused_schedules_do_not_fire<B: Broker + ResultStore + Coordinator>
     assert!(exists(&*backend, tick_job_id("toggled", next)).await);
     assert!(!exists(&*backend, tick_job_id("held", next)).await);
 }
+
+/// This file's cases, for [`suite!`](crate::suite).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __cases_coordinator {
+    ($constructor:expr) => {
+        $crate::__suite_cases! {
+            $constructor;
+            leader_lease_is_exclusive_and_fenced,
+            record_tick_is_fenced,
+            schedules_pause_and_resume,
+            two_beats_fire_each_tick_once,
+            beat_loops_running_at_once_fire_each_tick_once,
+            missed_ticks_follow_the_policy,
+            paused_schedules_do_not_fire,
+        }
+    };
+}

@@ -413,3 +413,24 @@ pub async fn limits_bad_input_is_a_clear_error<B: RateLimitStore>(backend: Arc<B
         "no quota allows"
     );
 }
+
+/// This file's cases, for [`suite!`](crate::suite).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __cases_rate_limits {
+    ($constructor:expr) => {
+        $crate::__suite_cases! {
+            $constructor;
+            limits_gcra_spaces_calls_with_a_burst,
+            limits_fixed_window_counts_per_window,
+            limits_sliding_window_weighs_the_previous_window,
+            limits_several_quotas_are_all_or_nothing,
+            limits_cost_charges_several_units,
+            limits_match_the_local_limiter_call_for_call,
+            limits_keys_are_apart_and_state_expires,
+            limits_permits_cap_concurrency_and_expire,
+            limits_concurrent_calls_count_once,
+            limits_bad_input_is_a_clear_error,
+        }
+    };
+}

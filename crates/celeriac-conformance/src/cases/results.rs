@@ -231,3 +231,21 @@ pub async fn ignored_result_leaves_no_row<B: Broker + ResultStore>(backend: Arc<
         "ignoring results must not lose dead letters"
     );
 }
+
+/// This file's cases, for [`suite!`](crate::suite).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __cases_results {
+    ($constructor:expr) => {
+        $crate::__suite_cases! {
+            $constructor;
+            results_are_stored,
+            wait_returns_when_completed,
+            wait_times_out,
+            unknown_job_is_not_found,
+            progress_is_visible,
+            result_ttl_sweeps_finished_jobs,
+            ignored_result_leaves_no_row,
+        }
+    };
+}

@@ -225,3 +225,19 @@ pub async fn worker_runs_a_task_to_success<
     assert_eq!(info(&*backend, id).await.state, JobState::Succeeded);
     worker.stop().await;
 }
+
+/// This file's cases, for [`suite!`](crate::suite).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __cases_broker_worker {
+    ($constructor:expr) => {
+        $crate::__suite_cases! {
+            $constructor;
+            retry_schedule_follows_backoff,
+            worker_dead_letters_after_max_attempts,
+            unknown_task_is_dead_lettered,
+            undecodable_payload_is_dead_lettered,
+            worker_runs_a_task_to_success,
+        }
+    };
+}

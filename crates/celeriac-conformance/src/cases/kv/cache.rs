@@ -797,3 +797,28 @@ pub async fn cache_write_through_writes_the_store_first<B: KvStore>(backend: Arc
     })
     .await;
 }
+
+/// This file's cases, for [`suite!`](crate::suite).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __cases_kv_cache {
+    ($constructor:expr) => {
+        $crate::__suite_cases! {
+            $constructor;
+            cache_loads_a_cold_key_once,
+            cache_instances_share_one_load,
+            cache_serves_stale_while_revalidating,
+            cache_fail_safe_serves_stale_on_loader_errors,
+            cache_refreshes_hot_keys_early,
+            cache_caches_not_found_when_asked,
+            cache_invalidation_reaches_other_instances,
+            cache_bad_data_and_bad_settings,
+            cache_warms_keys_ahead_of_use,
+            cache_stats_are_published_and_summed,
+            cache_write_behind_flushes_every_acknowledged_write,
+            cache_write_behind_gathers_concurrent_writes,
+            cache_counts_l1_evictions,
+            cache_write_through_writes_the_store_first,
+        }
+    };
+}

@@ -152,3 +152,15 @@ pub async fn dead_letters_list_retry_purge<B: Broker + ResultStore>(backend: Arc
         "purging dead letters should leave failed jobs alone"
     );
 }
+
+/// This file's cases, for [`suite!`](crate::suite).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __cases_broker_dead_letters {
+    ($constructor:expr) => {
+        $crate::__suite_cases! {
+            $constructor;
+            dead_letters_list_retry_purge,
+        }
+    };
+}

@@ -185,3 +185,18 @@ pub async fn worker_stops_a_cancelled_job<
     assert!(done.result.is_none(), "a cancelled job keeps no result");
     worker.stop().await;
 }
+
+/// This file's cases, for [`suite!`](crate::suite).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __cases_broker_cancel {
+    ($constructor:expr) => {
+        $crate::__suite_cases! {
+            $constructor;
+            cancel_waiting_jobs_never_run,
+            cancel_running_job_is_reported_and_never_retried,
+            cancelled_job_with_expired_lease_is_not_redelivered,
+            worker_stops_a_cancelled_job,
+        }
+    };
+}

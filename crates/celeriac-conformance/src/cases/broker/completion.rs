@@ -106,3 +106,15 @@ pub async fn completion_outcomes_set_state<B: Broker + ResultStore>(backend: Arc
     assert_eq!(cancelled.state, JobState::Cancelled);
     assert!(cancelled.state.is_terminal());
 }
+
+/// This file's cases, for [`suite!`](crate::suite).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __cases_broker_completion {
+    ($constructor:expr) => {
+        $crate::__suite_cases! {
+            $constructor;
+            completion_outcomes_set_state,
+        }
+    };
+}

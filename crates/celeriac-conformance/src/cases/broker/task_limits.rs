@@ -126,3 +126,16 @@ pub async fn rate_spaces_starts<B: Broker + ResultStore>(backend: Arc<B>) {
         );
     }
 }
+
+/// This file's cases, for [`suite!`](crate::suite).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __cases_broker_task_limits {
+    ($constructor:expr) => {
+        $crate::__suite_cases! {
+            $constructor;
+            concurrency_cap_holds_jobs_back,
+            rate_spaces_starts,
+        }
+    };
+}

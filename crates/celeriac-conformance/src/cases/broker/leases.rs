@@ -322,3 +322,18 @@ pub async fn unknown_leases_are_lost<B: Broker + ResultStore>(backend: Arc<B>) {
         .await
         .expect("set_progress should succeed"));
 }
+
+/// This file's cases, for [`suite!`](crate::suite).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __cases_broker_leases {
+    ($constructor:expr) => {
+        $crate::__suite_cases! {
+            $constructor;
+            lease_expiry_redelivers,
+            stale_token_is_fenced_off,
+            release_returns_lease_uncounted,
+            unknown_leases_are_lost,
+        }
+    };
+}

@@ -677,3 +677,26 @@ pub async fn finished_workflow_expires_after_its_ttl<B: Broker + WorkflowStore>(
         "a running record is never swept"
     );
 }
+
+/// This file's cases, for [`suite!`](crate::suite).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __cases_workflows_store {
+    ($constructor:expr) => {
+        $crate::__suite_cases! {
+            $constructor;
+            join_completes_in_index_order,
+            join_counts_a_repeated_index_once,
+            join_arrivals_after_completion_stay_complete,
+            join_failure_is_first_and_final,
+            join_of_a_thousand_concurrent_members,
+            join_expires_after_its_ttl,
+            workflow_start_is_idempotent,
+            workflow_finish_applies_once,
+            workflow_wait_returns_when_finished,
+            workflow_wait_on_unknown_is_not_found,
+            workflow_wait_times_out,
+            finished_workflow_expires_after_its_ttl,
+        }
+    };
+}

@@ -181,3 +181,16 @@ pub async fn dead_letter_cap_drops_the_oldest<B: Broker + ResultStore>(backend: 
         "a queue at its cap loses nothing more"
     );
 }
+
+/// This file's cases, for [`suite!`](crate::suite).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __cases_broker_retention {
+    ($constructor:expr) => {
+        $crate::__suite_cases! {
+            $constructor;
+            reap_sweeps_every_due_result_in_one_call,
+            dead_letter_cap_drops_the_oldest,
+        }
+    };
+}

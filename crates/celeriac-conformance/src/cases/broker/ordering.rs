@@ -215,3 +215,19 @@ pub async fn claim_respects_limit_and_queue_order<B: Broker + ResultStore>(backe
         .await
         .is_empty());
 }
+
+/// This file's cases, for [`suite!`](crate::suite).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __cases_broker_ordering {
+    ($constructor:expr) => {
+        $crate::__suite_cases! {
+            $constructor;
+            fifo_within_priority,
+            priority_order,
+            delayed_jobs_wait_for_run_at,
+            next_due_is_per_queue,
+            claim_respects_limit_and_queue_order,
+        }
+    };
+}

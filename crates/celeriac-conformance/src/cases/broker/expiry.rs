@@ -70,3 +70,16 @@ pub async fn expired_jobs_do_not_use_up_the_claim_limit<B: Broker + ResultStore>
         assert_eq!(info(&*backend, id).await.state, JobState::Expired);
     }
 }
+
+/// This file's cases, for [`suite!`](crate::suite).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __cases_broker_expiry {
+    ($constructor:expr) => {
+        $crate::__suite_cases! {
+            $constructor;
+            expired_jobs_are_not_claimed,
+            expired_jobs_do_not_use_up_the_claim_limit,
+        }
+    };
+}

@@ -266,3 +266,18 @@ pub async fn stats_count_states_per_queue<B: Broker + ResultStore>(backend: Arc<
         "each queue should appear once"
     );
 }
+
+/// This file's cases, for [`suite!`](crate::suite).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __cases_broker_queues {
+    ($constructor:expr) => {
+        $crate::__suite_cases! {
+            $constructor;
+            batch_enqueue_is_atomic,
+            pause_and_resume,
+            purge_clears_one_queue,
+            stats_count_states_per_queue,
+        }
+    };
+}

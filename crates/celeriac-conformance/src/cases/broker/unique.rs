@@ -223,3 +223,20 @@ pub async fn enqueue_is_idempotent_by_id<B: Broker + ResultStore>(backend: Arc<B
         "a finished job is not enqueued again under its id"
     );
 }
+
+/// This file's cases, for [`suite!`](crate::suite).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __cases_broker_unique {
+    ($constructor:expr) => {
+        $crate::__suite_cases! {
+            $constructor;
+            unique_until_started,
+            unique_until_finished,
+            unique_window_throttles,
+            unique_debounce_replaces_and_delays,
+            unique_debounce_within_one_batch,
+            enqueue_is_idempotent_by_id,
+        }
+    };
+}
