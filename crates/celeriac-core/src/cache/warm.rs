@@ -5,12 +5,12 @@
 //! are not fresh in L1 or L2 ([`Cache::warm`]), then publishes the counters so
 //! `celeriac cache stats` shows the loads.
 
-use super::{Cache, CacheBuilder, WarmReport};
+use super::{Cache, CacheBuilder};
 use crate::backend::KvStore;
 use crate::error::Result;
 use futures_util::future::BoxFuture;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt::Display;
 use std::future::Future;
 use std::sync::Arc;
@@ -117,5 +117,74 @@ where
             }
             Ok(report)
         })
+    }
+}
+
+/// What [`Cache::warm`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WarmReport {
+    /// Keys now in the cache.
+    pub ok: usize,
+    /// Keys whose loader failed.
+    pub failed: usize,
+    /// Loader calls made (keys already fresh were not loaded).
+    pub loaded: u64,
+    /// The first failure, for the log.
+    pub first_error: Option<String>,
+}
+
+impl<K, V, S> Cache<K, V, S>
+where
+    K: ?Sized + Display,
+    V: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
+    S: KvStore,
+{
+    /// Loads `keys` ahead of use with at most `concurrency` loads at once; `progress` is
+    /// called with (done, total) as keys finish. Keys already fresh in L1 or L2 are not
+    /// loaded again.
+    pub async fn warm<T, F, Fut, E>(
+        &self,
+        keys: impl IntoIterator<Item = T>,
+        concurrency: usize,
+        loader: F,
+        mut progress: impl FnMut(usize, usize),
+    ) -> WarmReport
+    where
+        T: std::borrow::Borrow<K> + Send + 'static,
+        F: Fn(&T) -> Fut,
+        Fut: Future<Output = std::result::Result<V, E>> + Send + 'static,
+        E: Display + Send + 'static,
+    {
+        use futures_util::stream::{self, StreamExt};
+        let keys: Vec<T> = keys.into_iter().collect();
+        let total = keys.len();
+        let loads = self.stats().loads;
+        let mut report = WarmReport::default();
+        let mut results = stream::iter(keys.into_iter().map(|k| {
+            let load = loader(&k);
+            let entry = self.entry(k.borrow());
+            async move {
+                entry
+                    .try_get_with(move || async move { load.await.map(Some) })
+                    .await
+            }
+        }))
+        .buffer_unordered(concurrency.max(1));
+        let mut done = 0;
+        while let Some(r) = results.next().await {
+            done += 1;
+            match r {
+                Ok(_) => report.ok += 1,
+                Err(e) => {
+                    report.failed += 1;
+                    if report.first_error.is_none() {
+                        report.first_error = Some(e.to_string());
+                    }
+                }
+            }
+            progress(done, total);
+        }
+        report.loaded = self.stats().loads.saturating_sub(loads);
+        report
     }
 }

@@ -22,7 +22,8 @@
 //! the store sees one enqueue per batch rather than one per write, and the writer gets the
 //! batch in one call.
 
-use super::{key_part, Cache, Message};
+use super::invalidation::Message;
+use super::{key_part, Cache};
 use crate::backend::{Broker, KvStore};
 use crate::error::{Error, Result};
 use crate::retry::Backoff;
