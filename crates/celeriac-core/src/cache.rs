@@ -4,7 +4,7 @@
 //! ```no_run
 //! # use celeriac_core::cache::Cache;
 //! # use std::{sync::Arc, time::Duration};
-//! # async fn demo<S: celeriac_core::KvStore>(store: Arc<S>) -> celeriac_core::Result<()> {
+//! # async fn demo<S: celeriac_core::KvStore>(store: Arc<S>) -> Result<(), Box<dyn std::error::Error>> {
 //! let products: Cache<u64, String, S> = Cache::builder("products")
 //!     .ttl(Duration::from_secs(60))
 //!     .stale_for(Duration::from_secs(600)) // serve stale while refreshing, or when the loader fails
@@ -24,7 +24,9 @@
 //!    stale window is returned at once too, and refreshed once in the background
 //!    (stale-while-revalidate). Hot keys are refreshed early, before they expire, with a
 //!    probability that grows as expiry nears and with the time the load took (XFetch).
-//! 2. **One load per key per process**: concurrent misses of a key share one flight.
+//! 2. **One load per key per process**: concurrent misses of a key share one flight, and
+//!    each gets what it brings back: the value, or the loader's error as the same `Arc<E>`
+//!    ([`CacheError::Load`]).
 //! 3. **L2**: a fresh value there is copied to L1.
 //! 4. **One load per key across processes**: the flight takes a short lease lock in L2 (a
 //!    token, compare-and-delete release); a process that does not get it waits a bounded
@@ -33,7 +35,8 @@
 //!    stale value is served (within its hard expiry) and the loader is not called again for
 //!    the fail-safe throttle.
 //!
-//! **Outages**: every L2 call has a timeout and the L2 sits behind a circuit breaker; with
+//! **Outages**: every L2 call has a timeout and the L2 sits behind a small circuit breaker
+//! of the cache's own (three failures open it for 1 s, doubling up to 30 s); with
 //! the L2 down, the cache serves L1 and calls the loader (single-flighted), logs the outage
 //! once, counts it, and goes back to the L2 by itself once a probe succeeds.
 //!
@@ -66,6 +69,7 @@
 mod builder;
 mod entry;
 mod envelope;
+mod error;
 mod flight;
 mod invalidation;
 mod l2;
@@ -76,6 +80,7 @@ pub mod write;
 pub use builder::CacheBuilder;
 pub use entry::EntryRef;
 pub use envelope::{Envelope, Format, Meta};
+pub use error::CacheError;
 pub use stats::{CacheStats, NamespaceStats, DEFAULT_STATS_INTERVAL};
 pub use warm::{CacheWarmer, WarmProgress, WarmReport, Warmer};
 pub use write::{write_behind_task, PendingWrite, WriteBehind};
@@ -84,7 +89,7 @@ use crate::backend::KvStore;
 use crate::clock::{Clock, UnixMs};
 use crate::error::Result;
 use builder::Config;
-use flight::Flight;
+use flight::Flights;
 use l2::L2Guard;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -132,7 +137,7 @@ struct Inner<V, S> {
     /// its own).
     coarse_hits: Option<Arc<crate::clock::FleetClock>>,
     l1: moka::sync::Cache<String, Arc<Slot<V>>>,
-    flights: Mutex<HashMap<String, (u64, Flight<V>)>>,
+    flights: Flights,
     flight_ids: AtomicU64,
     barriers: Mutex<HashMap<String, UnixMs>>,
     barrier_epoch: AtomicU64,
@@ -166,7 +171,10 @@ where
     }
 
     /// The value, loaded by an infallible `loader` on a miss.
-    pub async fn get_with<F, Fut>(&self, key: &K, loader: F) -> Result<V>
+    ///
+    /// # Errors
+    /// As [`EntryRef::get_with`].
+    pub async fn get_with<F, Fut>(&self, key: &K, loader: F) -> std::result::Result<V, CacheError>
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = V> + Send + 'static,
@@ -174,12 +182,21 @@ where
         self.entry(key).get_with(loader).await
     }
 
-    /// The value, loaded by a fallible `loader` on a miss (see [`EntryRef::try_get_with`]).
-    pub async fn try_get_with<F, Fut, E>(&self, key: &K, loader: F) -> Result<V>
+    /// The value, loaded by a fallible `loader` on a miss.
+    ///
+    /// # Errors
+    /// [`CacheError::Load`] when the loader failed and no stale value could stand in: its
+    /// error, shared (the same `Arc`) with every read of the key that waited for that load;
+    /// see [`EntryRef::try_get_with`].
+    pub async fn try_get_with<F, Fut, E>(
+        &self,
+        key: &K,
+        loader: F,
+    ) -> std::result::Result<V, CacheError<E>>
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = std::result::Result<V, E>> + Send + 'static,
-        E: Display + Send + 'static,
+        E: Display + Send + Sync + 'static,
     {
         self.entry(key)
             .try_get_with(move || async move { loader().await.map(Some) })
@@ -296,6 +313,11 @@ where
             .l1_removed
             .fetch_add(self.l1.entry_count(), Ordering::Relaxed);
         self.l1.invalidate_all();
+    }
+
+    /// The name of a key in errors and logs: `<app>:<namespace>:<key>`.
+    fn label(&self, part: &str) -> String {
+        format!("{}:{part}", self.prefix)
     }
 
     fn full_key(&self, part: &str) -> String {

@@ -1,30 +1,78 @@
 //! The read path past a fresh L1 hit: one flight per key in this process, which reads the
 //! L2, takes the cross-process load lock, calls the loader and stores its value (steps 2 to
 //! 5 of the [module docs](super)).
+//!
+//! A flight lands as an [`Outcome`]: a value, nothing, or the loader's error. Flights are
+//! keyed by the key and the loader's error type (as moka's are), so every read that joins a
+//! flight gets that error as its own type, the same `Arc` for all of them; reads of one key
+//! with different loader error types load separately in this process, and the
+//! cross-process lock still makes the later one wait for the earlier one's value.
 
 use super::l2::L2Read;
 use super::Envelope;
 use super::{Inner, Meta, Slot};
 use crate::backend::{KvEntry, KvStore};
 use crate::clock::{duration_ms, UnixMs};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::fmt::{self, Display};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::warn;
 
+/// How a flight lands, for each read that waited for it.
+pub(super) enum Outcome<V, E> {
+    /// A value: fresh, or stale standing in.
+    Found(V),
+    /// Nothing to serve: no value (or a cached "not found") and no loader to ask, or a
+    /// loader that found nothing.
+    Missing,
+    /// The loader failed and no stale value could stand in.
+    Failed(Arc<E>),
+}
+
+impl<V: Clone, E> Clone for Outcome<V, E> {
+    fn clone(&self) -> Self {
+        match self {
+            Outcome::Found(v) => Outcome::Found(v.clone()),
+            Outcome::Missing => Outcome::Missing,
+            Outcome::Failed(e) => Outcome::Failed(e.clone()),
+        }
+    }
+}
+
+impl<V, E> Outcome<V, E> {
+    /// A stored value: `None` is a cached "not found".
+    fn of(value: Option<V>) -> Self {
+        value.map_or(Outcome::Missing, Outcome::Found)
+    }
+}
+
 /// A load under way for one key, shared by every read that waits for it.
-pub(super) type Flight<V> = Shared<BoxFuture<'static, std::result::Result<Option<V>, String>>>;
+pub(super) type Flight<V, E> = Shared<BoxFuture<'static, Outcome<V, E>>>;
+
+/// The flights under way: by key and loader error type, each with its id and its
+/// [`Flight`] (of the `V` of the cache and the `E` of the key's `TypeId`).
+pub(super) type Flights = Mutex<HashMap<(String, TypeId), (u64, Box<dyn Any + Send + Sync>)>>;
 
 /// A loader, boxed so one flight type serves every caller's closure.
-pub(super) type Loader<V> =
-    Box<dyn FnOnce() -> BoxFuture<'static, std::result::Result<Option<V>, String>> + Send>;
+pub(super) type Loader<V, E> =
+    Box<dyn FnOnce() -> BoxFuture<'static, std::result::Result<Option<V>, E>> + Send>;
 
-/// The flight result that stands for "nothing there".
-const MISSING: &str = "\u{0}missing";
+/// The loader error type of a read that has no loader (`get`): such a flight cannot fail,
+/// and its own type keeps it apart from the flights of reads that may load.
+pub(super) enum NoLoader {}
+
+impl Display for NoLoader {
+    fn fmt(&self, _: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {}
+    }
+}
 
 impl<V, S> Inner<V, S>
 where
@@ -47,98 +95,107 @@ where
     }
 
     /// A read: L1, then one flight per key (L2, the lock, the loader).
-    pub(super) async fn read(
+    pub(super) async fn read<E>(
         self: &Arc<Self>,
-        part: String,
+        part: &str,
         tags: Vec<String>,
-        loader: Option<Loader<V>>,
-    ) -> Result<Option<Option<V>>> {
+        loader: Option<Loader<V, E>>,
+    ) -> Outcome<V, E>
+    where
+        E: Display + Send + Sync + 'static,
+    {
         let now = self.hit_now();
-        if let Some(slot) = self.l1_slot(&part, now) {
+        if let Some(slot) = self.l1_slot(part, now) {
             if now < slot.meta.fresh_until {
                 self.stats.l1_hits.fetch_add(1, Ordering::Relaxed);
                 if let Some(l) = loader {
                     if self.refresh_early(&slot.meta, now) {
-                        self.refresh_in_background(part, tags, l, true);
+                        self.refresh_in_background(part.to_string(), tags, l, true);
                     }
                 }
-                return Ok(Some(slot.value.clone()));
+                return Outcome::of(slot.value.clone());
             }
             if self.cfg.swr {
                 if let Some(l) = loader {
                     self.stats.stale_served.fetch_add(1, Ordering::Relaxed);
-                    self.refresh_in_background(part, tags, l, false);
-                    return Ok(Some(slot.value.clone()));
+                    self.refresh_in_background(part.to_string(), tags, l, false);
+                    return Outcome::of(slot.value.clone());
                 }
             }
         }
-        let out = self.flight(part.clone(), tags, loader, false).await;
-        match out {
-            Ok(v) => Ok(Some(v)),
-            Err(message) if message == MISSING => Ok(None),
-            Err(message) => Err(Error::Load {
-                key: format!("{}:{part}", self.prefix),
-                message,
-            }),
-        }
+        self.flight(part.to_string(), tags, loader, false).await
     }
 
-    /// The flight of `part`: the one under way, or a new one. A flight removes itself from
-    /// the map when it lands.
-    fn flight(
+    /// The flight of `part` for loaders that fail with `E`: the one under way, or a new one.
+    /// A flight removes itself from the map when it lands.
+    fn flight<E>(
         self: &Arc<Self>,
         part: String,
         tags: Vec<String>,
-        loader: Option<Loader<V>>,
+        loader: Option<Loader<V, E>>,
         reload: bool,
-    ) -> Flight<V> {
+    ) -> Flight<V, E>
+    where
+        E: Display + Send + Sync + 'static,
+    {
         let Ok(mut flights) = self.flights.lock() else {
             let me = self.clone();
             return async move { me.fly(part, tags, loader, reload).await }
                 .boxed()
                 .shared();
         };
-        if let Some((_, f)) = flights.get(&part) {
+        let key = (part, TypeId::of::<E>());
+        // The key's `TypeId` makes the downcast succeed; were it ever to fail, a new flight
+        // takes the entry's place.
+        if let Some(f) = flights
+            .get(&key)
+            .and_then(|(_, f)| f.downcast_ref::<Flight<V, E>>())
+        {
             return f.clone();
         }
         let id = self.flight_ids.fetch_add(1, Ordering::Relaxed);
         let me = self.clone();
-        let key = part.clone();
+        let k = key.clone();
         let f = async move {
-            let out = me.clone().fly(key.clone(), tags, loader, reload).await;
+            let out = me.clone().fly(k.0.clone(), tags, loader, reload).await;
             if let Ok(mut flights) = me.flights.lock() {
-                if flights.get(&key).is_some_and(|(fid, _)| *fid == id) {
-                    flights.remove(&key);
+                if flights.get(&k).is_some_and(|(fid, _)| *fid == id) {
+                    flights.remove(&k);
                 }
             }
             out
         }
         .boxed()
         .shared();
-        flights.insert(part, (id, f.clone()));
+        flights.insert(key, (id, Box::new(f.clone())));
         f
     }
 
     /// Refreshes `part` without waiting for it (unless a flight for it is under way).
-    pub(super) fn refresh_in_background(
+    pub(super) fn refresh_in_background<E>(
         self: &Arc<Self>,
         part: String,
         tags: Vec<String>,
-        loader: Loader<V>,
+        loader: Loader<V, E>,
         reload: bool,
-    ) {
+    ) where
+        E: Display + Send + Sync + 'static,
+    {
         let f = self.flight(part, tags, Some(loader), reload);
         tokio::spawn(f);
     }
 
     /// The shared part of a miss: L2, then the lock and the loader.
-    async fn fly(
+    async fn fly<E>(
         self: Arc<Self>,
         part: String,
         tags: Vec<String>,
-        loader: Option<Loader<V>>,
+        loader: Option<Loader<V, E>>,
         reload: bool,
-    ) -> std::result::Result<Option<V>, String> {
+    ) -> Outcome<V, E>
+    where
+        E: Display + Send + Sync + 'static,
+    {
         let stale_l1 = self.l1.get(&part);
         let read = if reload {
             Ok(L2Read::Missing)
@@ -150,7 +207,7 @@ where
                 self.stats.l2_hits.fetch_add(1, Ordering::Relaxed);
                 let value = slot.value.clone();
                 self.l1_put(part, Arc::new(slot));
-                return Ok(value);
+                return Outcome::of(value);
             }
             Ok(L2Read::Stale(slot)) => Some(slot),
             Ok(L2Read::Missing) | Err(_) => stale_l1.map(|s| Slot {
@@ -163,11 +220,11 @@ where
             return match stale {
                 Some(s) => {
                     self.stats.stale_served.fetch_add(1, Ordering::Relaxed);
-                    Ok(s.value)
+                    Outcome::of(s.value)
                 }
                 None => {
                     self.stats.misses.fetch_add(1, Ordering::Relaxed);
-                    Err(MISSING.to_string())
+                    Outcome::Missing
                 }
             };
         };
@@ -178,13 +235,16 @@ where
     }
 
     /// Loads a key under the cross-process lock and stores it; on failure serves `stale`.
-    async fn reload(
+    async fn reload<E>(
         self: &Arc<Self>,
         part: &str,
         tags: Vec<String>,
-        loader: Loader<V>,
+        loader: Loader<V, E>,
         stale: Option<Slot<V>>,
-    ) -> std::result::Result<Option<V>, String> {
+    ) -> Outcome<V, E>
+    where
+        E: Display + Send + Sync + 'static,
+    {
         let full = self.full_key(part);
         let lock_key = format!("{full}:lock");
         let token = uuid::Uuid::now_v7().to_string();
@@ -204,12 +264,12 @@ where
                 if let Ok(L2Read::Fresh(slot)) = self.read_l2(part).await {
                     let value = slot.value.clone();
                     self.l1_put(part.to_string(), Arc::new(slot));
-                    return Ok(value);
+                    return Outcome::of(value);
                 }
             }
             if let Some(s) = stale {
                 self.stats.stale_served.fetch_add(1, Ordering::Relaxed);
-                return Ok(s.value);
+                return Outcome::of(s.value);
             }
         }
         let started = Instant::now();
@@ -226,10 +286,10 @@ where
             Ok(value) => {
                 if value.is_none() && self.cfg.negative_ttl.is_none() {
                     self.l1_drop(part);
-                    Err(MISSING.to_string())
+                    Outcome::Missing
                 } else {
                     let _ = self.store_value(part, value.clone(), tags, load_ms).await;
-                    Ok(value)
+                    Outcome::of(value)
                 }
             }
             Err(e) => {
@@ -252,9 +312,9 @@ where
                                 epoch: self.barrier_epoch.load(Ordering::Relaxed),
                             }),
                         );
-                        Ok(value)
+                        Outcome::of(value)
                     }
-                    _ => Err(e),
+                    _ => Outcome::Failed(Arc::new(e)),
                 }
             }
         };

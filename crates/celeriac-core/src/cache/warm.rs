@@ -5,9 +5,8 @@
 //! are not fresh in L1 or L2 ([`Cache::warm`]), then publishes the counters so
 //! `celeriac cache stats` shows the loads.
 
-use super::{Cache, CacheBuilder};
+use super::{Cache, CacheBuilder, CacheError};
 use crate::backend::KvStore;
-use crate::error::Result;
 use futures_util::future::BoxFuture;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -27,15 +26,15 @@ pub trait Warmer<S: KvStore>: Send + Sync + 'static {
     /// once.
     ///
     /// # Errors
-    /// The cache cannot be built, or the key list cannot be read; a key whose loader fails
-    /// is counted in the report instead.
+    /// [`CacheError::Store`] when the cache cannot be built, [`CacheError::KeyList`] when the
+    /// key list cannot be read; a key whose loader fails is counted in the report instead.
     fn warm(
         &self,
         store: Arc<S>,
         keys: Option<Vec<String>>,
         concurrency: usize,
         progress: WarmProgress,
-    ) -> BoxFuture<'static, Result<WarmReport>>;
+    ) -> BoxFuture<'static, Result<WarmReport, CacheError>>;
 }
 
 /// A [`Warmer`] from a cache builder, a function listing every key, and a loader.
@@ -78,7 +77,7 @@ where
     KFut: Future<Output = std::result::Result<Vec<String>, E>> + Send + 'static,
     LF: Fn(String) -> LFut + Send + Sync + 'static,
     LFut: Future<Output = std::result::Result<V, E>> + Send + 'static,
-    E: Display + Send + 'static,
+    E: Display + Send + Sync + 'static,
 {
     fn namespace(&self) -> &str {
         &self.namespace
@@ -90,7 +89,7 @@ where
         keys: Option<Vec<String>>,
         concurrency: usize,
         progress: WarmProgress,
-    ) -> BoxFuture<'static, Result<WarmReport>> {
+    ) -> BoxFuture<'static, Result<WarmReport, CacheError>> {
         // The warm's own cache publishes once, at its end, not on a timer.
         let builder = self.builder.clone().stats_interval(None);
         let (list, load) = (self.keys.clone(), self.load.clone());
@@ -99,9 +98,9 @@ where
             let cache: Cache<str, V, S> = builder.build(store).await?;
             let keys = match keys {
                 Some(k) => k,
-                None => list().await.map_err(|e| crate::Error::Load {
-                    key: namespace.clone(),
-                    message: format!("the warmer's key list: {e}"),
+                None => list().await.map_err(|e| CacheError::KeyList {
+                    namespace: namespace.clone(),
+                    message: e.to_string(),
                 })?,
             };
             let report = cache
@@ -153,7 +152,7 @@ where
         T: std::borrow::Borrow<K> + Send + 'static,
         F: Fn(&T) -> Fut,
         Fut: Future<Output = std::result::Result<V, E>> + Send + 'static,
-        E: Display + Send + 'static,
+        E: Display + Send + Sync + 'static,
     {
         use futures_util::stream::{self, StreamExt};
         let keys: Vec<T> = keys.into_iter().collect();

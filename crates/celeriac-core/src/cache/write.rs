@@ -23,7 +23,7 @@
 //! batch in one call.
 
 use super::invalidation::Message;
-use super::{key_part, Cache};
+use super::{key_part, Cache, CacheError};
 use crate::backend::{Broker, KvStore};
 use crate::error::{Error, Result};
 use crate::retry::Backoff;
@@ -335,8 +335,14 @@ where
     /// what happens on failure.
     ///
     /// # Errors
-    /// [`Error::Write`] when the writer failed: the cache was not touched.
-    pub async fn write_through<F, Fut, E>(&self, key: &K, value: V, writer: F) -> Result<()>
+    /// [`CacheError::Write`] when the writer failed, with its error: the cache was not
+    /// touched.
+    pub async fn write_through<F, Fut, E>(
+        &self,
+        key: &K,
+        value: V,
+        writer: F,
+    ) -> std::result::Result<(), CacheError<E>>
     where
         F: FnOnce(V) -> Fut,
         Fut: Future<Output = std::result::Result<(), E>>,
@@ -344,10 +350,12 @@ where
     {
         let part = key_part(key);
         let inner = &self.inner;
-        writer(value.clone()).await.map_err(|e| Error::Write {
-            key: format!("{}:{part}", inner.prefix),
-            message: e.to_string(),
-        })?;
+        if let Err(error) = writer(value.clone()).await {
+            return Err(CacheError::Write {
+                key: inner.label(&part),
+                error,
+            });
+        }
         if inner
             .store_value(&part, Some(value), Vec::new(), 0)
             .await
