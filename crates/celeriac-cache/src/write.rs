@@ -24,11 +24,11 @@
 
 use super::invalidation::Message;
 use super::{key_part, Cache, CacheError};
-use crate::backend::{Broker, KvStore};
-use crate::error::{Error, Result};
-use crate::retry::Backoff;
-use crate::task::{TaskDef, TaskError, TaskOptions};
-use crate::{JobId, JobOptions};
+use celeriac_core::backend::{Broker, KvStore};
+use celeriac_core::error::{Error, Result};
+use celeriac_core::retry::Backoff;
+use celeriac_core::task::{TaskDef, TaskError, TaskOptions};
+use celeriac_core::{JobId, JobOptions};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::fmt::Display;
@@ -258,7 +258,7 @@ where
 async fn flush_buffer<V, B>(
     buffer: Arc<Mutex<Buffer<V>>>,
     store: Arc<B>,
-    clock: Arc<dyn crate::clock::Clock>,
+    clock: Arc<dyn celeriac_core::clock::Clock>,
     task: String,
     queue: String,
     max_batch: usize,
@@ -297,7 +297,7 @@ async fn flush_buffer<V, B>(
 /// its answer was lost is not stored twice).
 async fn store_flush<V: Serialize, B: Broker>(
     store: &B,
-    clock: &dyn crate::clock::Clock,
+    clock: &dyn celeriac_core::clock::Clock,
     task: &str,
     queue: &str,
     flush: Flush<V>,
@@ -316,7 +316,7 @@ async fn store_flush<V: Serialize, B: Broker>(
         tries += 1;
         match store.enqueue(vec![job.clone()], clock.now_ms()).await {
             Ok(_) => return Ok(()),
-            Err(e) if tries < 3 && e.kind() != crate::ErrorKind::GiveUp => {
+            Err(e) if tries < 3 && e.kind() != celeriac_core::ErrorKind::GiveUp => {
                 tokio::time::sleep(Duration::from_millis(50 * tries)).await;
             }
             Err(e) => return Err(e),
@@ -331,7 +331,7 @@ where
     S: KvStore,
 {
     /// Write-through: calls `writer` with the value (the store first), then stores it in L1
-    /// and L2 and tells other instances. See the [module docs](crate::cache::write) for
+    /// and L2 and tells other instances. See the [module docs](crate::write) for
     /// what happens on failure.
     ///
     /// # Errors

@@ -4,22 +4,24 @@
 //!
 //! A flight lands as an [`Outcome`]: a value, nothing, or the loader's error. Flights are
 //! keyed by the key and the loader's error type (as moka's are), so every read that joins a
-//! flight gets that error as its own type, the same `Arc` for all of them; reads of one key
-//! with different loader error types load separately in this process, and the
+//! flight gets that error as its own type, the same `Arc` for all of them. A read without a
+//! loader (`get`) counts as one whose loader cannot fail
+//! ([`Infallible`](std::convert::Infallible)), so it shares the flights of `get_with`. Reads
+//! of one key with different loader error types load separately in this process, and the
 //! cross-process lock still makes the later one wait for the earlier one's value.
 
 use super::l2::L2Read;
 use super::Envelope;
 use super::{Inner, Meta, Slot};
-use crate::backend::{KvEntry, KvStore};
-use crate::clock::{duration_ms, UnixMs};
-use crate::error::Result;
+use celeriac_core::backend::{KvEntry, KvStore};
+use celeriac_core::clock::{duration_ms, UnixMs};
+use celeriac_core::error::Result;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
-use std::fmt::{self, Display};
+use std::fmt::Display;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -63,16 +65,6 @@ pub(super) type Flights = Mutex<HashMap<(String, TypeId), (u64, Box<dyn Any + Se
 /// A loader, boxed so one flight type serves every caller's closure.
 pub(super) type Loader<V, E> =
     Box<dyn FnOnce() -> BoxFuture<'static, std::result::Result<Option<V>, E>> + Send>;
-
-/// The loader error type of a read that has no loader (`get`): such a flight cannot fail,
-/// and its own type keeps it apart from the flights of reads that may load.
-pub(super) enum NoLoader {}
-
-impl Display for NoLoader {
-    fn fmt(&self, _: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {}
-    }
-}
 
 impl<V, S> Inner<V, S>
 where

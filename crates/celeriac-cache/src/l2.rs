@@ -2,9 +2,9 @@
 //! the read of one key checked against its tags' barriers.
 
 use super::{Envelope, Inner, Slot};
-use crate::backend::KvStore;
-use crate::clock::UnixMs;
-use crate::error::{Error, Result};
+use celeriac_core::backend::KvStore;
+use celeriac_core::clock::UnixMs;
+use celeriac_core::error::{Error, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::future::Future;
@@ -30,14 +30,14 @@ where
         let now = Instant::now();
         if !self.l2_guard.allows(now) {
             return Err(Error::backend(
-                crate::ErrorKind::Retry,
+                celeriac_core::ErrorKind::Retry,
                 "the cache's L2 is unavailable (circuit open)",
             ));
         }
         let r = match tokio::time::timeout(self.cfg.l2_timeout, call).await {
             Ok(r) => r,
             Err(_) => Err(Error::backend(
-                crate::ErrorKind::Retry,
+                celeriac_core::ErrorKind::Retry,
                 format!(
                     "the cache's L2 did not answer within {:?}",
                     self.cfg.l2_timeout
@@ -125,7 +125,7 @@ where
 /// Keeps the cache off an L2 that keeps failing: opens after three failures in a row, lets
 /// one probe through per open period (1 s, doubling up to 30 s), closes on a success.
 ///
-/// It is not a [`crate::breaker`] circuit breaker, and on purpose: those are named, shared
+/// It is not a [`celeriac_core::breaker`] circuit breaker, and on purpose: those are named, shared
 /// through a store and configured per task, while this one guards the store itself (it
 /// cannot keep its state in the L2 it guards), belongs to one cache instance and has nothing
 /// to configure. It is timed by the monotonic clock ([`Instant`]), not by the cache's clock:

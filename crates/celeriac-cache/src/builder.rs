@@ -4,9 +4,9 @@
 use super::invalidation::listen;
 use super::stats::{publish_every, Counters};
 use super::{stats, Cache, Format, Inner, L2Guard, DEFAULT_STATS_INTERVAL};
-use crate::backend::KvStore;
-use crate::clock::{Clock, SystemClock};
-use crate::error::{Error, Result};
+use celeriac_core::backend::KvStore;
+use celeriac_core::clock::{Clock, SystemClock};
+use celeriac_core::error::{Error, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::HashMap;

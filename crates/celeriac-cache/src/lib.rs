@@ -2,7 +2,7 @@
 //! process (any [`KvStore`]: the embedded SQLite file or Redis).
 //!
 //! ```no_run
-//! # use celeriac_core::cache::Cache;
+//! # use celeriac_cache::Cache;
 //! # use std::{sync::Arc, time::Duration};
 //! # async fn demo<S: celeriac_core::KvStore>(store: Arc<S>) -> Result<(), Box<dyn std::error::Error>> {
 //! let products: Cache<u64, String, S> = Cache::builder("products")
@@ -85,10 +85,10 @@ pub use stats::{CacheStats, NamespaceStats, DEFAULT_STATS_INTERVAL};
 pub use warm::{CacheWarmer, WarmProgress, WarmReport, Warmer};
 pub use write::{write_behind_task, PendingWrite, WriteBehind};
 
-use crate::backend::KvStore;
-use crate::clock::{Clock, UnixMs};
-use crate::error::Result;
 use builder::Config;
+use celeriac_core::backend::KvStore;
+use celeriac_core::clock::{Clock, UnixMs};
+use celeriac_core::error::Result;
 use flight::Flights;
 use l2::L2Guard;
 use serde::de::DeserializeOwned;
@@ -135,7 +135,7 @@ struct Inner<V, S> {
     clock: Arc<dyn Clock>,
     /// L1 hits judged by the fleet clock's coarse reading (the cache was given no clock of
     /// its own).
-    coarse_hits: Option<Arc<crate::clock::FleetClock>>,
+    coarse_hits: Option<Arc<celeriac_core::clock::FleetClock>>,
     l1: moka::sync::Cache<String, Arc<Slot<V>>>,
     flights: Flights,
     flight_ids: AtomicU64,

@@ -1,7 +1,7 @@
 //! [`CacheError`]: why a cache call that runs a loader, a writer or a warmer has no value
 //! for its caller.
 
-use crate::error::Error;
+use celeriac_core::error::Error;
 use std::convert::Infallible;
 use std::fmt;
 use std::sync::Arc;

@@ -20,9 +20,9 @@
 //!   that loses the race is made at the next publication.
 
 use super::Inner;
-use crate::backend::{KvEntry, KvStore};
-use crate::clock::{duration_ms, UnixMs};
-use crate::error::{Error, Result};
+use celeriac_core::backend::{KvEntry, KvStore};
+use celeriac_core::clock::{duration_ms, UnixMs};
+use celeriac_core::error::{Error, Result};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -102,7 +102,7 @@ pub(super) async fn publish<S: KvStore>(
 ) -> Result<()> {
     let keep = interval * SNAPSHOT_LIFETIMES;
     let snapshot = serde_json::to_vec(&Snapshot { at: now, stats })
-        .map_err(|e| crate::Error::Codec(e.to_string()))?;
+        .map_err(|e| celeriac_core::Error::Codec(e.to_string()))?;
     store
         .kv_set(
             vec![KvEntry {
@@ -174,8 +174,8 @@ where
     let result = async {
         let mut value: T = read_json(store, key, now).await?.unwrap_or_default();
         if change(&mut value) {
-            let bytes =
-                serde_json::to_vec(&value).map_err(|e| crate::Error::Codec(e.to_string()))?;
+            let bytes = serde_json::to_vec(&value)
+                .map_err(|e| celeriac_core::Error::Codec(e.to_string()))?;
             store
                 .kv_set(
                     vec![KvEntry {
@@ -426,7 +426,7 @@ where
         match tokio::time::timeout(self.cfg.l2_timeout * 4, write).await {
             Ok(r) => r,
             Err(_) => Err(Error::backend(
-                crate::ErrorKind::Retry,
+                celeriac_core::ErrorKind::Retry,
                 "the cache's statistics were not written in time",
             )),
         }

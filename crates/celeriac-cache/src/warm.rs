@@ -6,7 +6,7 @@
 //! `celeriac cache stats` shows the loads.
 
 use super::{Cache, CacheBuilder, CacheError};
-use crate::backend::KvStore;
+use celeriac_core::backend::KvStore;
 use futures_util::future::BoxFuture;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -40,7 +40,7 @@ pub trait Warmer<S: KvStore>: Send + Sync + 'static {
 /// A [`Warmer`] from a cache builder, a function listing every key, and a loader.
 ///
 /// ```no_run
-/// # use celeriac_core::cache::{Cache, CacheWarmer};
+/// # use celeriac_cache::{Cache, CacheWarmer};
 /// let products = CacheWarmer::new(
 ///     Cache::<str, String, ()>::builder("products"),
 ///     || async { Ok::<_, std::io::Error>(vec!["1".to_string(), "2".to_string()]) },

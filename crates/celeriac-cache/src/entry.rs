@@ -1,13 +1,14 @@
 //! One key of a cache: [`EntryRef`], from [`Cache::entry`], reads, loads or sets a key with
 //! per-call options (tags).
 
-use super::flight::{Loader, NoLoader, Outcome};
+use super::flight::{Loader, Outcome};
 use super::invalidation::Message;
 use super::{Cache, CacheError};
-use crate::backend::KvStore;
-use crate::error::Result;
+use celeriac_core::backend::KvStore;
+use celeriac_core::error::Result;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::convert::Infallible;
 use std::fmt::Display;
 use std::future::Future;
 
@@ -39,8 +40,9 @@ where
         if let Some(slot) = inner.fresh_hit(&self.key, inner.hit_now()) {
             return Ok(slot.value.clone());
         }
-        // Boxed: the slow path's large future stays out of the hit path's.
-        let read = Box::pin(inner.read::<NoLoader>(&self.key, self.tags, None)).await;
+        // Boxed: the slow path's large future stays out of the hit path's. No loader: it
+        // shares the flights of `get_with`, whose loaders cannot fail either.
+        let read = Box::pin(inner.read::<Infallible>(&self.key, self.tags, None)).await;
         Ok(match read {
             Outcome::Found(v) => Some(v),
             Outcome::Missing => None,
@@ -99,10 +101,8 @@ where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = V> + Send + 'static,
     {
-        self.try_get_with(
-            move || async move { Ok::<_, std::convert::Infallible>(Some(loader().await)) },
-        )
-        .await
+        self.try_get_with(move || async move { Ok::<_, Infallible>(Some(loader().await)) })
+            .await
     }
 
     /// Stores `value` in L1 and L2 (write-through), replacing what was there, and tells other

@@ -2,9 +2,9 @@
 //! that carries each of them to the other instances (see the [module docs](super)).
 
 use super::{key_part, Cache, Inner, Meta};
-use crate::backend::{KvEntry, KvEvent, KvStore, KvSubscription};
-use crate::clock::UnixMs;
-use crate::error::Result;
+use celeriac_core::backend::{KvEntry, KvEvent, KvStore, KvSubscription};
+use celeriac_core::clock::UnixMs;
+use celeriac_core::error::Result;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::fmt::Display;
