@@ -48,22 +48,6 @@ pub enum Error {
     /// The backend has been shut down.
     #[error("the backend is closed")]
     Closed,
-    /// A cache's loader failed and no stale value could stand in.
-    #[error("loading `{key}` failed: {message}")]
-    Load {
-        /// The cache key (namespace and key).
-        key: String,
-        /// The loader's error.
-        message: String,
-    },
-    /// A write-through's writer failed: the store and the cache were left as they were.
-    #[error("writing `{key}` to the store failed: {message}")]
-    Write {
-        /// The cache key (namespace and key).
-        key: String,
-        /// The writer's error.
-        message: String,
-    },
 }
 
 impl Error {

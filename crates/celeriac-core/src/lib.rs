@@ -26,7 +26,6 @@
 pub mod backend;
 pub mod beat;
 pub mod breaker;
-pub mod cache;
 pub mod client;
 pub mod clock;
 pub mod duration;

@@ -156,6 +156,23 @@ fn parse_attr(attr: TokenStream) -> syn::Result<CachedAttr> {
     }
 }
 
+/// The error type `E` of a function returning `Result<T, E>`; `_` (inferred) when the
+/// return type names none, as an alias like `io::Result<T>` does.
+fn error_type(ret: &ReturnType) -> Type {
+    if let ReturnType::Type(_, ty) = ret {
+        if let Type::Path(p) = &**ty {
+            if let Some(last) = p.path.segments.last() {
+                if let syn::PathArguments::AngleBracketed(args) = &last.arguments {
+                    if let Some(syn::GenericArgument::Type(t)) = args.args.iter().nth(1) {
+                        return t.clone();
+                    }
+                }
+            }
+        }
+    }
+    syn::parse_quote!(_)
+}
+
 /// The value type cached, and whether the function returns a `Result`.
 fn value_type(ret: &ReturnType) -> Result<(Type, bool), syn::Error> {
     let ReturnType::Type(_, ty) = ret else {
@@ -277,37 +294,29 @@ fn expand(func: &ItemFn, attr: &CachedAttr) -> syn::Result<TokenStream> {
         .collect();
     let span = Span::call_site();
     let load = if fallible {
+        // Every caller that waited for a failed load returns its error: the cache hands each
+        // the same `Arc<E>`, and the last one to take it unwraps it (the others clone it).
+        let error_ty = error_type(&sig.output);
+        let clone_error = quote_spanned! {error_ty.span()=>
+            ::std::sync::Arc::try_unwrap(error)
+                .unwrap_or_else(|shared| <#error_ty as ::std::clone::Clone>::clone(&shared))
+        };
         quote_spanned! {span=>
-            let __celeriac_error = ::std::sync::Arc::new(::std::sync::Mutex::new(None));
-            let __celeriac_slot = __celeriac_error.clone();
             let __celeriac_read = __celeriac_cache
                 .entry(__celeriac_key.as_str())
                 .tags(__celeriac_tags)
                 .try_get_with(move || async move {
-                    match #uncached(#(#names),*).await {
-                        ::std::result::Result::Ok(v) => ::std::result::Result::Ok(::std::option::Option::Some(v)),
-                        ::std::result::Result::Err(e) => {
-                            let message = ::std::string::ToString::to_string(&e);
-                            if let ::std::result::Result::Ok(mut slot) = __celeriac_slot.lock() {
-                                *slot = ::std::option::Option::Some(e);
-                            }
-                            ::std::result::Result::Err(message)
-                        }
-                    }
+                    #uncached(#(#names),*).await.map(::std::option::Option::Some)
                 })
                 .await;
             match __celeriac_read {
                 ::std::result::Result::Ok(v) => ::std::result::Result::Ok(v),
-                ::std::result::Result::Err(_) => {
-                    let own = __celeriac_error.lock().ok().and_then(|mut s| s.take());
-                    match own {
-                        // This call's loader failed: its error, as the function returned it.
-                        ::std::option::Option::Some(e) => ::std::result::Result::Err(e),
-                        // Another caller's load failed, or the cache could not answer: run
-                        // the function itself.
-                        ::std::option::Option::None => #uncached(#(#copies),*).await,
-                    }
+                // The load failed, this call's or one it waited for: its error.
+                ::std::result::Result::Err(::celeriac::cache::CacheError::Load { error, .. }) => {
+                    ::std::result::Result::Err(#clone_error)
                 }
+                // The cache could not answer: run the function itself.
+                ::std::result::Result::Err(_) => #uncached(#(#copies),*).await,
             }
         }
     } else {

@@ -104,7 +104,9 @@ pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// The store is the first `App`'s backend (or `celeriac::install_cache_store`); before one
 /// is installed the function runs uncached. The cached value is the return type, or `T` of
 /// a `Result<T, E>`: errors are never cached and reach the caller as the function returned
-/// them (`E` must implement `Display`); a stale value covers a failing call within `stale`.
+/// them; a stale value covers a failing call within `stale`. Concurrent calls with the same
+/// key share one run, and when it fails each of them returns its error, so `E` implements
+/// `Clone` (wrap one that does not in an `Arc`) and `Display`, and is `Send + Sync`.
 /// Arguments are owned and `Clone`; the value is `Clone` and serde.
 ///
 /// | option | effect |

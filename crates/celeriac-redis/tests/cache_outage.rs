@@ -2,7 +2,7 @@
 //! the rest, single-flighted), and goes back to the L2 by itself once Redis returns.
 //! Against a `redis-server` the testkit starts, killed and restarted on purpose.
 
-use celeriac_core::cache::Cache;
+use celeriac::cache::Cache;
 use celeriac_core::KvStore;
 use celeriac_redis::RedisBackend;
 use celeriac_testkit::RedisServer;

@@ -51,8 +51,8 @@ pub use cache_warm::{
     DEFAULT_WARM_CONCURRENCY,
 };
 pub use cached::{cache_store, install_cache_store};
+pub use celeriac_cache as cache;
 pub use celeriac_core::breaker;
-pub use celeriac_core::cache;
 pub use celeriac_core::duration;
 pub use celeriac_core::limit;
 pub use celeriac_core::RateLimitStore;

@@ -1,6 +1,7 @@
 //! `#[celeriac::cached]` over the embedded store: a call with the same key runs the function
-//! once, errors are not cached and keep their type, and a tag invalidated through another
-//! handle on the namespace reaches the function's cache.
+//! once, errors are not cached and keep their type, concurrent calls whose shared run failed
+//! all return its error without running the function again, and a tag invalidated through
+//! another handle on the namespace reaches the function's cache.
 
 use celeriac::cache::Cache;
 use celeriac::App;
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 static PRODUCT_CALLS: AtomicU64 = AtomicU64::new(0);
 static FLAKY_CALLS: AtomicU64 = AtomicU64::new(0);
+static LOCKED_CALLS: AtomicU64 = AtomicU64::new(0);
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Product {
@@ -16,7 +18,7 @@ struct Product {
     name: String,
 }
 
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 struct DbError(String);
 
 impl std::fmt::Display for DbError {
@@ -42,6 +44,13 @@ async fn flaky(n: u32) -> Result<u32, DbError> {
     } else {
         Ok(n * 10)
     }
+}
+
+#[celeriac::cached(namespace = "macro-locked", ttl = "1h")]
+async fn locked(n: u32) -> Result<u32, DbError> {
+    LOCKED_CALLS.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    Err(DbError(format!("row {n} is locked")))
 }
 
 #[celeriac::cached(ttl = "1h")]
@@ -75,6 +84,16 @@ async fn cached_functions_run_once_per_key_and_keep_their_errors() {
     assert_eq!(FLAKY_CALLS.load(Ordering::SeqCst), 3);
 
     assert_eq!(square(12).await, 144);
+
+    // Concurrent calls share one run; when it fails, each returns its error.
+    let (a, b, c) = tokio::join!(locked(1), locked(1), locked(1));
+    let locked_row = Err(DbError("row 1 is locked".into()));
+    assert_eq!((&a, &b, &c), (&locked_row, &locked_row, &locked_row));
+    assert_eq!(
+        LOCKED_CALLS.load(Ordering::SeqCst),
+        1,
+        "the waiters got the shared error and did not run the function again"
+    );
 
     // Another handle on the namespace invalidates a tag: the function loads again.
     let handle: Cache<str, Product, celeriac::AnyBackend> = Cache::builder("macro-products")

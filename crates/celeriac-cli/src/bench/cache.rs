@@ -264,6 +264,7 @@ pub async fn stampede_child(
                     "loaded once".to_string()
                 })
                 .await
+                .map_err(|e| Error::config("bench", e))
         });
     }
     while let Some(r) = tasks.join_next().await {

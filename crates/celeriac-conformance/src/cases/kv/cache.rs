@@ -4,8 +4,8 @@
 //! across instances. Time-driven cases use a [`ManualClock`].
 
 use crate::support::{wait_for, T0};
+use celeriac_cache::{Cache, CacheStats};
 use celeriac_core::backend::{KvEntry, KvStore};
-use celeriac_core::cache::{Cache, CacheStats};
 use celeriac_core::{Clock, ManualClock};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -18,8 +18,8 @@ async fn products<B: KvStore>(
     namespace: &str,
     clock: &ManualClock,
     configure: impl FnOnce(
-        celeriac_core::cache::CacheBuilder<str, String>,
-    ) -> celeriac_core::cache::CacheBuilder<str, String>,
+        celeriac_cache::CacheBuilder<str, String>,
+    ) -> celeriac_cache::CacheBuilder<str, String>,
 ) -> Products<B> {
     let builder = Cache::<str, String, ()>::builder(namespace)
         .ttl(Duration::from_secs(10))
@@ -445,9 +445,9 @@ pub async fn cache_warms_keys_ahead_of_use<B: KvStore>(backend: Arc<B>) {
 /// lists the namespace in the application's index, and drops an instance whose snapshot
 /// expired.
 pub async fn cache_stats_are_published_and_summed<B: KvStore>(backend: Arc<B>) {
-    use celeriac_core::cache::stats;
+    use celeriac_cache::stats;
     let clock = ManualClock::new(T0);
-    let quiet = |b: celeriac_core::cache::CacheBuilder<str, String>| b.stats_interval(None);
+    let quiet = |b: celeriac_cache::CacheBuilder<str, String>| b.stats_interval(None);
     let a = products(&backend, "counted", &clock, quiet).await;
     let b = products(&backend, "counted", &clock, quiet).await;
     let calls = Arc::new(AtomicU64::new(0));
@@ -506,8 +506,7 @@ pub async fn cache_stats_are_published_and_summed<B: KvStore>(backend: Arc<B>) {
 
     // An instance that stops publishing drops out after its snapshot's lifetime.
     clock.advance(
-        celeriac_core::cache::DEFAULT_STATS_INTERVAL * stats::SNAPSHOT_LIFETIMES
-            - Duration::from_secs(1),
+        celeriac_cache::DEFAULT_STATS_INTERVAL * stats::SNAPSHOT_LIFETIMES - Duration::from_secs(1),
     );
     b.publish_stats().await.expect("b publishes later");
     clock.advance(Duration::from_secs(2));
@@ -528,7 +527,7 @@ where
     B: KvStore + celeriac_core::Broker + celeriac_core::ResultStore + celeriac_core::WorkflowStore,
 {
     use crate::support::RunningWorker;
-    use celeriac_core::cache::{write, PendingWrite, WriteBehind};
+    use celeriac_cache::{write, PendingWrite, WriteBehind};
     use celeriac_core::{JobState, Registry};
     use std::collections::BTreeMap;
     use std::sync::Mutex;
@@ -563,7 +562,7 @@ where
     let fail_first = Arc::new(AtomicU64::new(1));
     let task = {
         let (db, batches, fail_first) = (db.clone(), batches.clone(), fail_first.clone());
-        celeriac_core::cache::write_behind_task(
+        celeriac_cache::write_behind_task(
             "stock",
             celeriac_core::TaskOptions {
                 queue: QUEUE.into(),
@@ -633,7 +632,7 @@ where
     B: KvStore + celeriac_core::Broker + celeriac_core::ResultStore + celeriac_core::WorkflowStore,
 {
     use crate::support::RunningWorker;
-    use celeriac_core::cache::{write, PendingWrite, WriteBehind};
+    use celeriac_cache::{write, PendingWrite, WriteBehind};
     use celeriac_core::{JobState, Registry};
     use std::collections::BTreeMap;
     use std::sync::Mutex;
@@ -665,7 +664,7 @@ where
     let batches: Arc<Mutex<Vec<usize>>> = Arc::default();
     let task = {
         let (db, batches) = (db.clone(), batches.clone());
-        celeriac_core::cache::write_behind_task(
+        celeriac_cache::write_behind_task(
             "stock-group",
             celeriac_core::TaskOptions {
                 queue: QUEUE.into(),

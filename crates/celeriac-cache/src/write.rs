@@ -22,12 +22,13 @@
 //! the store sees one enqueue per batch rather than one per write, and the writer gets the
 //! batch in one call.
 
-use super::{key_part, Cache, Message};
-use crate::backend::{Broker, KvStore};
-use crate::error::{Error, Result};
-use crate::retry::Backoff;
-use crate::task::{TaskDef, TaskError, TaskOptions};
-use crate::{JobId, JobOptions};
+use super::invalidation::Message;
+use super::{key_part, Cache, CacheError};
+use celeriac_core::backend::{Broker, KvStore};
+use celeriac_core::error::{Error, Result};
+use celeriac_core::retry::Backoff;
+use celeriac_core::task::{TaskDef, TaskError, TaskOptions};
+use celeriac_core::{JobId, JobOptions};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::fmt::Display;
@@ -257,7 +258,7 @@ where
 async fn flush_buffer<V, B>(
     buffer: Arc<Mutex<Buffer<V>>>,
     store: Arc<B>,
-    clock: Arc<dyn crate::clock::Clock>,
+    clock: Arc<dyn celeriac_core::clock::Clock>,
     task: String,
     queue: String,
     max_batch: usize,
@@ -296,7 +297,7 @@ async fn flush_buffer<V, B>(
 /// its answer was lost is not stored twice).
 async fn store_flush<V: Serialize, B: Broker>(
     store: &B,
-    clock: &dyn crate::clock::Clock,
+    clock: &dyn celeriac_core::clock::Clock,
     task: &str,
     queue: &str,
     flush: Flush<V>,
@@ -315,7 +316,7 @@ async fn store_flush<V: Serialize, B: Broker>(
         tries += 1;
         match store.enqueue(vec![job.clone()], clock.now_ms()).await {
             Ok(_) => return Ok(()),
-            Err(e) if tries < 3 && e.kind() != crate::ErrorKind::GiveUp => {
+            Err(e) if tries < 3 && e.kind() != celeriac_core::ErrorKind::GiveUp => {
                 tokio::time::sleep(Duration::from_millis(50 * tries)).await;
             }
             Err(e) => return Err(e),
@@ -330,12 +331,18 @@ where
     S: KvStore,
 {
     /// Write-through: calls `writer` with the value (the store first), then stores it in L1
-    /// and L2 and tells other instances. See the [module docs](crate::cache::write) for
+    /// and L2 and tells other instances. See the [module docs](crate::write) for
     /// what happens on failure.
     ///
     /// # Errors
-    /// [`Error::Write`] when the writer failed: the cache was not touched.
-    pub async fn write_through<F, Fut, E>(&self, key: &K, value: V, writer: F) -> Result<()>
+    /// [`CacheError::Write`] when the writer failed, with its error: the cache was not
+    /// touched.
+    pub async fn write_through<F, Fut, E>(
+        &self,
+        key: &K,
+        value: V,
+        writer: F,
+    ) -> std::result::Result<(), CacheError<E>>
     where
         F: FnOnce(V) -> Fut,
         Fut: Future<Output = std::result::Result<(), E>>,
@@ -343,10 +350,12 @@ where
     {
         let part = key_part(key);
         let inner = &self.inner;
-        writer(value.clone()).await.map_err(|e| Error::Write {
-            key: format!("{}:{part}", inner.prefix),
-            message: e.to_string(),
-        })?;
+        if let Err(error) = writer(value.clone()).await {
+            return Err(CacheError::Write {
+                key: inner.label(&part),
+                error,
+            });
+        }
         if inner
             .store_value(&part, Some(value), Vec::new(), 0)
             .await

@@ -16,8 +16,8 @@
 //! | 2 | tag count, then per tag 2 bytes of length and the tag |
 //! | rest | the value |
 
-use crate::clock::UnixMs;
-use crate::error::{Error, Result};
+use celeriac_core::clock::UnixMs;
+use celeriac_core::error::{Error, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 

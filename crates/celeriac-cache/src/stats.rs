@@ -1,5 +1,6 @@
-//! Publishing a namespace's counters: to the [`metrics`] facade, and as a snapshot in the L2
-//! that `celeriac cache stats` sums over the live instances.
+//! A namespace's counters ([`CacheStats`], kept by each cache instance) and their
+//! publication: to the [`metrics`] facade, and as a snapshot in the L2 that
+//! `celeriac cache stats` sums over the live instances.
 //!
 //! Every cache publishes every [`DEFAULT_STATS_INTERVAL`] (see
 //! [`CacheBuilder::stats_interval`](super::CacheBuilder::stats_interval)), and on
@@ -18,13 +19,17 @@
 //!   Both lists are updated under a short lease lock (`<list key>:lock`); a list write
 //!   that loses the race is made at the next publication.
 
-use super::CacheStats;
-use crate::backend::{KvEntry, KvStore};
-use crate::clock::{duration_ms, UnixMs};
-use crate::error::Result;
+use super::Inner;
+use celeriac_core::backend::{KvEntry, KvStore};
+use celeriac_core::clock::{duration_ms, UnixMs};
+use celeriac_core::error::{Error, Result};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Weak;
 use std::time::Duration;
+use tracing::debug;
 
 /// How often a cache publishes its counters unless told otherwise.
 pub const DEFAULT_STATS_INTERVAL: Duration = Duration::from_secs(10);
@@ -97,7 +102,7 @@ pub(super) async fn publish<S: KvStore>(
 ) -> Result<()> {
     let keep = interval * SNAPSHOT_LIFETIMES;
     let snapshot = serde_json::to_vec(&Snapshot { at: now, stats })
-        .map_err(|e| crate::Error::Codec(e.to_string()))?;
+        .map_err(|e| celeriac_core::Error::Codec(e.to_string()))?;
     store
         .kv_set(
             vec![KvEntry {
@@ -169,8 +174,8 @@ where
     let result = async {
         let mut value: T = read_json(store, key, now).await?.unwrap_or_default();
         if change(&mut value) {
-            let bytes =
-                serde_json::to_vec(&value).map_err(|e| crate::Error::Codec(e.to_string()))?;
+            let bytes = serde_json::to_vec(&value)
+                .map_err(|e| celeriac_core::Error::Codec(e.to_string()))?;
             store
                 .kv_set(
                     vec![KvEntry {
@@ -321,6 +326,127 @@ impl std::ops::AddAssign for CacheStats {
         self.decode_errors += o.decode_errors;
         self.l2_errors += o.l2_errors;
         self.l1_entries += o.l1_entries;
+    }
+}
+
+/// Per-namespace counters: [`Cache::stats`].
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    pub(super) l1_hits: AtomicU64,
+    pub(super) l2_hits: AtomicU64,
+    pub(super) misses: AtomicU64,
+    pub(super) stale_served: AtomicU64,
+    pub(super) loads: AtomicU64,
+    pub(super) load_errors: AtomicU64,
+    pub(super) load_ms: AtomicU64,
+    pub(super) waiters: AtomicU64,
+    /// Keys that entered the L1 (absent before).
+    pub(super) l1_added: AtomicU64,
+    /// Entries taken out of the L1 by the cache itself (invalidation, version, resets).
+    pub(super) l1_removed: AtomicU64,
+    pub(super) decode_errors: AtomicU64,
+    pub(super) l2_errors: AtomicU64,
+}
+
+/// A namespace's counters since the cache was built.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CacheStats {
+    /// Reads answered from L1.
+    pub l1_hits: u64,
+    /// Reads answered from L2.
+    pub l2_hits: u64,
+    /// Reads that found nothing usable in L1 or L2.
+    pub misses: u64,
+    /// Stale values served (while refreshing, when a loader failed, or a lock wait ran out).
+    pub stale_served: u64,
+    /// Loader calls.
+    pub loads: u64,
+    /// Loader calls that failed.
+    pub load_errors: u64,
+    /// Milliseconds spent in loaders, in all.
+    pub load_ms: u64,
+    /// Reads that waited for another process's load.
+    pub waiters: u64,
+    /// L1 entries evicted for space.
+    pub evictions: u64,
+    /// Stored values that no longer decode (reloaded).
+    pub decode_errors: u64,
+    /// L2 calls that failed or timed out.
+    pub l2_errors: u64,
+    /// Entries in L1 now.
+    pub l1_entries: u64,
+}
+
+impl<V, S> Inner<V, S>
+where
+    V: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
+    S: KvStore,
+{
+    pub(super) fn stats(&self) -> CacheStats {
+        let c = &self.stats;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        self.l1.run_pending_tasks();
+        CacheStats {
+            l1_hits: l(&c.l1_hits),
+            l2_hits: l(&c.l2_hits),
+            misses: l(&c.misses),
+            stale_served: l(&c.stale_served),
+            loads: l(&c.loads),
+            load_errors: l(&c.load_errors),
+            load_ms: l(&c.load_ms),
+            waiters: l(&c.waiters),
+            // What entered and is neither there nor taken out by the cache was evicted
+            // (capacity or expiry).
+            evictions: l(&c.l1_added)
+                .saturating_sub(l(&c.l1_removed))
+                .saturating_sub(self.l1.entry_count()),
+            decode_errors: l(&c.decode_errors),
+            l2_errors: l(&c.l2_errors),
+            l1_entries: self.l1.entry_count(),
+        }
+    }
+
+    pub(super) async fn publish_stats(&self) -> Result<()> {
+        // One publication at a time, so the metrics deltas are counted once.
+        let mut published = self.published.lock().await;
+        let now = self.stats();
+        published.record(now);
+        let every = self.cfg.stats_interval.unwrap_or(DEFAULT_STATS_INTERVAL);
+        let write = publish(
+            &*self.store,
+            &self.cfg.app,
+            &self.cfg.namespace,
+            &self.instance,
+            now,
+            every,
+            self.now(),
+        );
+        // Not through the breaker: publishing must not count as cache traffic.
+        match tokio::time::timeout(self.cfg.l2_timeout * 4, write).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::backend(
+                celeriac_core::ErrorKind::Retry,
+                "the cache's statistics were not written in time",
+            )),
+        }
+    }
+}
+
+/// Publishes the counters every `every` while the cache lives.
+pub(super) async fn publish_every<V, S>(cache: Weak<Inner<V, S>>, every: Duration)
+where
+    V: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
+    S: KvStore,
+{
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = cache.upgrade() else { return };
+        if let Err(e) = inner.publish_stats().await {
+            debug!(namespace = %inner.cfg.namespace, error = %e, "cache statistics not published");
+        }
     }
 }
 

@@ -5,12 +5,11 @@
 //! are not fresh in L1 or L2 ([`Cache::warm`]), then publishes the counters so
 //! `celeriac cache stats` shows the loads.
 
-use super::{Cache, CacheBuilder, WarmReport};
-use crate::backend::KvStore;
-use crate::error::Result;
+use super::{Cache, CacheBuilder, CacheError};
+use celeriac_core::backend::KvStore;
 use futures_util::future::BoxFuture;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt::Display;
 use std::future::Future;
 use std::sync::Arc;
@@ -27,21 +26,21 @@ pub trait Warmer<S: KvStore>: Send + Sync + 'static {
     /// once.
     ///
     /// # Errors
-    /// The cache cannot be built, or the key list cannot be read; a key whose loader fails
-    /// is counted in the report instead.
+    /// [`CacheError::Store`] when the cache cannot be built, [`CacheError::KeyList`] when the
+    /// key list cannot be read; a key whose loader fails is counted in the report instead.
     fn warm(
         &self,
         store: Arc<S>,
         keys: Option<Vec<String>>,
         concurrency: usize,
         progress: WarmProgress,
-    ) -> BoxFuture<'static, Result<WarmReport>>;
+    ) -> BoxFuture<'static, Result<WarmReport, CacheError>>;
 }
 
 /// A [`Warmer`] from a cache builder, a function listing every key, and a loader.
 ///
 /// ```no_run
-/// # use celeriac_core::cache::{Cache, CacheWarmer};
+/// # use celeriac_cache::{Cache, CacheWarmer};
 /// let products = CacheWarmer::new(
 ///     Cache::<str, String, ()>::builder("products"),
 ///     || async { Ok::<_, std::io::Error>(vec!["1".to_string(), "2".to_string()]) },
@@ -78,7 +77,7 @@ where
     KFut: Future<Output = std::result::Result<Vec<String>, E>> + Send + 'static,
     LF: Fn(String) -> LFut + Send + Sync + 'static,
     LFut: Future<Output = std::result::Result<V, E>> + Send + 'static,
-    E: Display + Send + 'static,
+    E: Display + Send + Sync + 'static,
 {
     fn namespace(&self) -> &str {
         &self.namespace
@@ -90,7 +89,7 @@ where
         keys: Option<Vec<String>>,
         concurrency: usize,
         progress: WarmProgress,
-    ) -> BoxFuture<'static, Result<WarmReport>> {
+    ) -> BoxFuture<'static, Result<WarmReport, CacheError>> {
         // The warm's own cache publishes once, at its end, not on a timer.
         let builder = self.builder.clone().stats_interval(None);
         let (list, load) = (self.keys.clone(), self.load.clone());
@@ -99,9 +98,9 @@ where
             let cache: Cache<str, V, S> = builder.build(store).await?;
             let keys = match keys {
                 Some(k) => k,
-                None => list().await.map_err(|e| crate::Error::Load {
-                    key: namespace.clone(),
-                    message: format!("the warmer's key list: {e}"),
+                None => list().await.map_err(|e| CacheError::KeyList {
+                    namespace: namespace.clone(),
+                    message: e.to_string(),
                 })?,
             };
             let report = cache
@@ -117,5 +116,74 @@ where
             }
             Ok(report)
         })
+    }
+}
+
+/// What [`Cache::warm`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WarmReport {
+    /// Keys now in the cache.
+    pub ok: usize,
+    /// Keys whose loader failed.
+    pub failed: usize,
+    /// Loader calls made (keys already fresh were not loaded).
+    pub loaded: u64,
+    /// The first failure, for the log.
+    pub first_error: Option<String>,
+}
+
+impl<K, V, S> Cache<K, V, S>
+where
+    K: ?Sized + Display,
+    V: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
+    S: KvStore,
+{
+    /// Loads `keys` ahead of use with at most `concurrency` loads at once; `progress` is
+    /// called with (done, total) as keys finish. Keys already fresh in L1 or L2 are not
+    /// loaded again.
+    pub async fn warm<T, F, Fut, E>(
+        &self,
+        keys: impl IntoIterator<Item = T>,
+        concurrency: usize,
+        loader: F,
+        mut progress: impl FnMut(usize, usize),
+    ) -> WarmReport
+    where
+        T: std::borrow::Borrow<K> + Send + 'static,
+        F: Fn(&T) -> Fut,
+        Fut: Future<Output = std::result::Result<V, E>> + Send + 'static,
+        E: Display + Send + Sync + 'static,
+    {
+        use futures_util::stream::{self, StreamExt};
+        let keys: Vec<T> = keys.into_iter().collect();
+        let total = keys.len();
+        let loads = self.stats().loads;
+        let mut report = WarmReport::default();
+        let mut results = stream::iter(keys.into_iter().map(|k| {
+            let load = loader(&k);
+            let entry = self.entry(k.borrow());
+            async move {
+                entry
+                    .try_get_with(move || async move { load.await.map(Some) })
+                    .await
+            }
+        }))
+        .buffer_unordered(concurrency.max(1));
+        let mut done = 0;
+        while let Some(r) = results.next().await {
+            done += 1;
+            match r {
+                Ok(_) => report.ok += 1,
+                Err(e) => {
+                    report.failed += 1;
+                    if report.first_error.is_none() {
+                        report.first_error = Some(e.to_string());
+                    }
+                }
+            }
+            progress(done, total);
+        }
+        report.loaded = self.stats().loads.saturating_sub(loads);
+        report
     }
 }
