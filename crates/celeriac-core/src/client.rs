@@ -149,7 +149,7 @@ async fn cancel_job<B: Broker + ResultStore + WorkflowStore>(
     id: JobId,
     now: UnixMs,
 ) -> Result<CancelOutcome> {
-    let outcome = backend.cancel(id, now).await?;
+    let outcome = backend.cancel(id, now).await?.outcome;
     if outcome == CancelOutcome::Cancelled {
         if let Some(info) = backend.get(id).await? {
             if info.job.headers.contains_key(crate::workflow::FLOW_HEADER) {

@@ -1043,7 +1043,7 @@ async fn reap_loop<B: Broker + ResultStore>(
                     );
                 }
                 // Jobs the store ended on its own still end their workflow's step.
-                for id in r.ended {
+                for id in r.ended.iter().map(|e| e.id) {
                     let Ok(Some(info)) = backend.get(id).await else {
                         continue;
                     };
