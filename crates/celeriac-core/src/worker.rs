@@ -13,7 +13,7 @@ use crate::clock::{duration_ms, Clock, UnixMs};
 use crate::error::{Error, Result};
 use crate::job::{ErrorInfo, JobId};
 use crate::task::{panic_message, ProgressSink, Registry, RunError, TaskContext};
-use crate::workflow::{describe_failure, output_value, FlowOver, FlowSink, StepEnd, FLOW_HEADER};
+use crate::workflow::{end_step, StepEnd, StepJob, FLOW_HEADER};
 use ack::{ack_loop, Done};
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
@@ -300,6 +300,37 @@ pub struct Worker<B> {
     config: WorkerConfig,
     shutdown: Shutdown,
     stats: Arc<WorkerStats>,
+}
+
+/// The workflows whose steps a worker ends: [`end_step`] over the worker's store, tried again
+/// on a transient error.
+trait FlowSink: Send + Sync + 'static {
+    /// Ends `job`'s step with `end` (nothing for a job outside workflows).
+    fn end<'a>(&'a self, job: StepJob<'a>, end: StepEnd, now: UnixMs) -> BoxFuture<'a, Result<()>>;
+}
+
+/// The [`FlowSink`] over a store.
+struct FlowOver<B>(Arc<B>);
+
+impl<B: Broker + WorkflowStore> FlowSink for FlowOver<B> {
+    fn end<'a>(&'a self, job: StepJob<'a>, end: StepEnd, now: UnixMs) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let mut delay = Duration::from_millis(50);
+            let mut tries = 0;
+            loop {
+                match end_step(&*self.0, job, end.clone(), now).await {
+                    Ok(()) => return Ok(()),
+                    Err(e) if tries < 5 && !matches!(e, Error::Config { .. } | Error::Codec(_)) => {
+                        warn!(error = %e, "continuing the workflow failed; retrying in {delay:?}");
+                        tokio::time::sleep(delay).await;
+                        delay *= 2;
+                        tries += 1;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        })
+    }
 }
 
 struct ProgressOver<B>(Arc<B>);
@@ -737,17 +768,16 @@ impl RunOne {
                 attempt,
             );
             warn!(%error, "job dead-lettered");
+            let outcome = Outcome::Dead { error };
             if job.headers.contains_key(FLOW_HEADER) {
-                let end = StepEnd::Failed(describe_failure(&job, "dead", Some(&error)));
-                if let Err(e) = self.flow.after(&job, end, self.clock.now_ms()).await {
-                    warn!(error = %e, "could not record the failure in its workflow");
+                if let Some(end) = StepEnd::after_attempt(&job, &outcome, None) {
+                    if let Err(e) = self.flow.end((&job).into(), end, self.clock.now_ms()).await {
+                        warn!(error = %e, "could not record the failure in its workflow");
+                    }
                 }
             }
             let _ = self.done.send(Done {
-                completion: Completion {
-                    lease,
-                    outcome: Outcome::Dead { error },
-                },
+                completion: Completion { lease, outcome },
                 attempt,
                 permit,
             });
@@ -958,29 +988,8 @@ impl RunOne {
         if in_flow {
             // What follows in the workflow is enqueued before the job is acknowledged: a crash
             // in between runs the job again, and the ids of what follows do not change.
-            let end = match &outcome {
-                Outcome::Succeeded { .. } => Some(match output_value(&job, output.as_deref()) {
-                    Ok(v) => StepEnd::Output(v),
-                    Err(e) => StepEnd::Failed(format!(
-                        "the output of step `{}` (job {}) does not decode: {e}",
-                        job.task, job.id
-                    )),
-                }),
-                Outcome::Failed { error } => Some(StepEnd::Failed(describe_failure(
-                    &job,
-                    "failed",
-                    Some(error),
-                ))),
-                Outcome::Dead { error } => {
-                    Some(StepEnd::Failed(describe_failure(&job, "dead", Some(error))))
-                }
-                Outcome::Cancelled => {
-                    Some(StepEnd::Failed(describe_failure(&job, "cancelled", None)))
-                }
-                Outcome::Retry { .. } | Outcome::Deferred { .. } => None,
-            };
-            if let Some(end) = end {
-                if let Err(e) = self.flow.after(&job, end, now).await {
+            if let Some(end) = StepEnd::after_attempt(&job, &outcome, output.as_deref()) {
+                if let Err(e) = self.flow.end((&job).into(), end, now).await {
                     warn!(error = %e, "could not continue the workflow");
                     if matches!(outcome, Outcome::Succeeded { .. }) {
                         outcome = retry_or_dead(
@@ -1019,7 +1028,7 @@ async fn stop_loop<B: Broker>(backend: Arc<B>, inflight: Inflight, stop: Cancell
     }
 }
 
-async fn reap_loop<B: Broker + ResultStore>(
+async fn reap_loop<B: Broker>(
     backend: Arc<B>,
     clock: Arc<dyn Clock>,
     config: Arc<WorkerConfig>,
@@ -1042,20 +1051,12 @@ async fn reap_loop<B: Broker + ResultStore>(
                         "reaped expired leases"
                     );
                 }
-                // Jobs the store ended on its own still end their workflow's step.
-                for id in r.ended.iter().map(|e| e.id) {
-                    let Ok(Some(info)) = backend.get(id).await else {
-                        continue;
-                    };
-                    if !info.job.headers.contains_key(FLOW_HEADER) {
-                        continue;
-                    }
-                    let why = describe_failure(&info.job, info.state.as_str(), info.error.as_ref());
-                    if let Err(e) = flow
-                        .after(&info.job, StepEnd::Failed(why), clock.now_ms())
-                        .await
-                    {
-                        warn!(error = %e, job = %id, "could not record the failure in its workflow");
+                // Jobs the store ended on its own still end their workflow's step, from what
+                // the reap reported (nothing is read back).
+                for job in r.ended.iter().filter(|j| j.flow.is_some()) {
+                    let end = StepEnd::by_store(job);
+                    if let Err(e) = flow.end(job.into(), end, clock.now_ms()).await {
+                        warn!(error = %e, job = %job.id, "could not record the failure in its workflow");
                     }
                 }
             }

@@ -337,7 +337,7 @@ pub async fn rate_limit_holds_across_processes(url: &str) {
 /// once more on purpose: the callback runs exactly once, with every result in order.
 pub async fn chord_callback_runs_once_across_processes(url: &str) {
     use celeriac::demo::{album_checksum, Album, AlbumSummary, ResizeImage, Thumbnail};
-    use celeriac::workflow::{continue_after, StepEnd};
+    use celeriac::workflow::{end_step, StepEnd};
     use celeriac::{chord, Step};
     const N: usize = 1000;
     let app = demo_app(url).await;
@@ -454,7 +454,7 @@ pub async fn chord_callback_runs_once_across_processes(url: &str) {
                 let out = info.result_as::<serde_json::Value>().expect("decodes");
                 let clock = celeriac::clock::StoreClock::fleet_clock(&*backend);
                 let now = celeriac::Clock::now_ms(&*clock);
-                continue_after(
+                end_step(
                     &*backend,
                     &info.job,
                     StepEnd::Output(out.unwrap_or_default()),
