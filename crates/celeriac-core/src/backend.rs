@@ -150,9 +150,36 @@ pub struct ReapReport {
     pub swept: u64,
     /// Dead letters deleted, oldest first, because their queue held more than its cap.
     pub dead_dropped: u64,
-    /// The jobs this pass ended (dead, or cancelled while their lease was out), so that what
-    /// depends on them (a workflow) learns of it.
-    pub ended: Vec<JobId>,
+    /// The jobs this pass ended (dead, or cancelled while their lease was out), with what
+    /// depends on them (a workflow) needs to learn of it.
+    pub ended: Vec<EndedJob>,
+}
+
+/// A job a store ended by itself (a reap, or a cancel of a waiting job), as its workflow
+/// needs to know it: the store hands these back from the same call, so nothing is read again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndedJob {
+    /// The job.
+    pub id: JobId,
+    /// Its task.
+    pub task: String,
+    /// How it ended: [`JobState::Dead`] or [`JobState::Cancelled`].
+    pub state: JobState,
+    /// Why the store dead-lettered it (`lease_expired`, a malformed record); `None` for a
+    /// cancelled job.
+    pub error: Option<ErrorInfo>,
+    /// Its place in a workflow: the job's `celeriac-flow` header
+    /// ([`FLOW_HEADER`](crate::workflow::FLOW_HEADER)), `None` outside workflows.
+    pub flow: Option<String>,
+}
+
+/// What a cancel request did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelReport {
+    /// What it found.
+    pub outcome: CancelOutcome,
+    /// The job it ended: `Some` exactly when `outcome` is [`CancelOutcome::Cancelled`].
+    pub ended: Option<EndedJob>,
 }
 
 /// What a cancel request found.
@@ -290,8 +317,8 @@ pub trait Broker: StoreClock {
 
     /// Cancels a job: a waiting one ends as cancelled at once; a running one is flagged, and
     /// a flagged job that comes back (lease expired, retry due) ends as cancelled instead of
-    /// running again.
-    fn cancel(&self, id: JobId, now: UnixMs) -> impl Future<Output = Result<CancelOutcome>> + Send;
+    /// running again. A job it ends at once comes back in [`CancelReport::ended`].
+    fn cancel(&self, id: JobId, now: UnixMs) -> impl Future<Output = Result<CancelReport>> + Send;
 
     /// The leases among `leases` whose jobs were asked to stop.
     fn cancel_requested(

@@ -5,6 +5,7 @@ use crate::clock::{duration_ms, Clock, UnixMs};
 use crate::error::{Error, Result};
 use crate::job::{Job, JobId, JobInfo, JobState, Priority, Unique, UniqueFor};
 use crate::task::{Registry, Task, TaskOptions};
+use crate::workflow::{end_step, Starter, StepEnd};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
@@ -149,22 +150,25 @@ async fn cancel_job<B: Broker + ResultStore + WorkflowStore>(
     id: JobId,
     now: UnixMs,
 ) -> Result<CancelOutcome> {
-    let outcome = backend.cancel(id, now).await?;
-    if outcome == CancelOutcome::Cancelled {
-        if let Some(info) = backend.get(id).await? {
-            if info.job.headers.contains_key(crate::workflow::FLOW_HEADER) {
-                let why = crate::workflow::describe_failure(&info.job, "cancelled", None);
-                crate::workflow::continue_after(
-                    backend,
-                    &info.job,
-                    crate::workflow::StepEnd::Failed(why),
-                    now,
-                )
-                .await?;
-            }
-        }
+    let report = backend.cancel(id, now).await?;
+    if let Some(job) = &report.ended {
+        end_step(backend, job, StepEnd::by_store(job), now).await?;
     }
-    Ok(outcome)
+    Ok(report.outcome)
+}
+
+/// Workflows start through a client, or anything that hands one out.
+impl<C: AsClient> Starter for C
+where
+    C::Backend: WorkflowStore,
+{
+    type Backend = C::Backend;
+    fn store(&self) -> &Arc<C::Backend> {
+        self.client().backend()
+    }
+    fn clock(&self) -> &Arc<dyn Clock> {
+        self.client().clock()
+    }
 }
 
 /// Per-job overrides of a task's options.

@@ -61,8 +61,8 @@ mod ops;
 mod writer;
 
 use celeriac_core::backend::{
-    Broker, CancelOutcome, ClaimRequest, Claimed, Completion, LeaseRef, QueueStats, ReapReport,
-    ResultStore,
+    Broker, CancelOutcome, CancelReport, ClaimRequest, Claimed, Completion, LeaseRef, QueueStats,
+    ReapReport, ResultStore,
 };
 use celeriac_core::clock::{FleetClock, StoreClock, UnixMs, RESYNC_EVERY};
 use celeriac_core::error::{Error, ErrorKind, Result};
@@ -575,7 +575,7 @@ impl Broker for SqliteBackend {
             .await
     }
 
-    async fn cancel(&self, id: JobId, now: UnixMs) -> Result<CancelOutcome> {
+    async fn cancel(&self, id: JobId, now: UnixMs) -> Result<CancelReport> {
         self.cancel_job(id, now).await
     }
 
@@ -588,16 +588,16 @@ impl Broker for SqliteBackend {
 }
 
 impl SqliteBackend {
-    async fn cancel_job(&self, id: JobId, now: UnixMs) -> Result<CancelOutcome> {
-        let outcome = self
+    async fn cancel_job(&self, id: JobId, now: UnixMs) -> Result<CancelReport> {
+        let report = self
             .inner
             .writer
             .call(move |c| ops::cancel(c, id, now))
             .await?;
-        if outcome == CancelOutcome::Cancelled {
+        if report.outcome == CancelOutcome::Cancelled {
             self.wake_waiters();
         }
-        Ok(outcome)
+        Ok(report)
     }
 }
 

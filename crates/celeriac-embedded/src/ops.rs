@@ -1,12 +1,14 @@
 //! The SQL of each operation, run on the writer thread inside a transaction.
 
 use celeriac_core::backend::{
-    CancelOutcome, ClaimRequest, Claimed, Completion, LeaseRef, Outcome, QueueStats, ReapReport,
+    CancelOutcome, CancelReport, ClaimRequest, Claimed, Completion, EndedJob, LeaseRef, Outcome,
+    QueueStats, ReapReport,
 };
 use celeriac_core::clock::{duration_ms, UnixMs};
 use celeriac_core::job::{
     Encoding, ErrorInfo, Job, JobId, JobInfo, JobState, Priority, Progress, UniqueFor,
 };
+use celeriac_core::workflow::FLOW_HEADER;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -498,10 +500,12 @@ pub(crate) fn reap(
     dead_ttl: Duration,
     dead_max: u64,
 ) -> rusqlite::Result<ReapRound> {
-    let expired: Vec<(i64, u32, u32, bool, Vec<u8>)> = {
+    type Expired = (i64, u32, u32, bool, Vec<u8>, String, Option<String>);
+    let expired: Vec<Expired> = {
         let mut stmt = conn.prepare_cached(
-            "SELECT seq, attempts, max_attempts, cancel_requested, id FROM celeriac_jobs \
-             WHERE state = 2 AND lease_until < ?1 ORDER BY lease_until LIMIT ?2",
+            "SELECT seq, attempts, max_attempts, cancel_requested, id, task, headers \
+             FROM celeriac_jobs WHERE state = 2 AND lease_until < ?1 ORDER BY lease_until \
+             LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![now, BATCH], |r| {
             Ok((
@@ -510,6 +514,8 @@ pub(crate) fn reap(
                 r.get(2)?,
                 r.get::<_, bool>(3)?,
                 r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
             ))
         })?;
         rows.collect::<rusqlite::Result<_>>()?
@@ -517,21 +523,40 @@ pub(crate) fn reap(
     let mut more = expired.len() as i64 >= BATCH;
     let mut dropped = Vec::new();
     let mut report = ReapReport::default();
-    for (seq, attempts, max, cancelled, id) in expired {
-        let ended = JobId::from_slice(&id).map_err(conv)?;
+    for (seq, attempts, max, cancelled, id, task, headers) in expired {
+        let ended = |state, error| -> rusqlite::Result<EndedJob> {
+            Ok(EndedJob {
+                id: JobId::from_slice(&id).map_err(conv)?,
+                task: task.clone(),
+                state,
+                error,
+                flow: flow_header(headers.as_deref()),
+            })
+        };
         if cancelled {
             end_cancelled(conn, seq, now)?;
-            report.ended.push(ended);
+            report.ended.push(ended(JobState::Cancelled, None)?);
         } else if attempts >= max {
+            let error = ErrorInfo::new(
+                "lease_expired",
+                "the worker stopped heartbeating and no attempts are left",
+                attempts,
+            );
             conn.prepare_cached(
                 "UPDATE celeriac_jobs SET state = 6, finished_at = ?2, keep_until = ?2 + ?3, \
-                 token = NULL, lease_until = NULL, error_kind = 'lease_expired', \
-                 error_message = 'the worker stopped heartbeating and no attempts are left', \
-                 error_attempt = attempts WHERE seq = ?1",
+                 token = NULL, lease_until = NULL, error_kind = ?4, error_message = ?5, \
+                 error_attempt = ?6 WHERE seq = ?1",
             )?
-            .execute(params![seq, now, duration_ms(dead_ttl)])?;
+            .execute(params![
+                seq,
+                now,
+                duration_ms(dead_ttl),
+                error.kind,
+                error.message,
+                error.attempt
+            ])?;
             report.dead += 1;
-            report.ended.push(ended);
+            report.ended.push(ended(JobState::Dead, Some(error))?);
         } else {
             conn.prepare_cached(
                 "UPDATE celeriac_jobs SET state = 0, token = NULL, lease_until = NULL, \
@@ -745,27 +770,49 @@ fn end_cancelled(conn: &Connection, seq: i64, now: UnixMs) -> rusqlite::Result<(
     Ok(())
 }
 
-pub(crate) fn cancel(conn: &Connection, id: JobId, now: UnixMs) -> rusqlite::Result<CancelOutcome> {
-    let found: Option<(i64, i64)> = conn
-        .prepare_cached("SELECT seq, state FROM celeriac_jobs WHERE id = ?1")?
-        .query_row([&id.as_bytes()[..]], |r| Ok((r.get(0)?, r.get(1)?)))
+pub(crate) fn cancel(conn: &Connection, id: JobId, now: UnixMs) -> rusqlite::Result<CancelReport> {
+    let found: Option<(i64, i64, String, Option<String>)> = conn
+        .prepare_cached("SELECT seq, state, task, headers FROM celeriac_jobs WHERE id = ?1")?
+        .query_row([&id.as_bytes()[..]], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
         .optional()?;
-    let Some((seq, state)) = found else {
-        return Ok(CancelOutcome::NotFound);
+    let report = |outcome| CancelReport {
+        outcome,
+        ended: None,
+    };
+    let Some((seq, state, task, headers)) = found else {
+        return Ok(report(CancelOutcome::NotFound));
     };
     let state = JobState::from_code(state).map_err(conv)?;
     Ok(match state {
         JobState::Pending | JobState::Scheduled | JobState::Retrying => {
             end_cancelled(conn, seq, now)?;
-            CancelOutcome::Cancelled
+            CancelReport {
+                outcome: CancelOutcome::Cancelled,
+                ended: Some(EndedJob {
+                    id,
+                    task,
+                    state: JobState::Cancelled,
+                    error: None,
+                    flow: flow_header(headers.as_deref()),
+                }),
+            }
         }
         JobState::Active => {
             conn.prepare_cached("UPDATE celeriac_jobs SET cancel_requested = 1 WHERE seq = ?1")?
                 .execute([seq])?;
-            CancelOutcome::Requested
+            report(CancelOutcome::Requested)
         }
-        done => CancelOutcome::AlreadyFinished(done),
+        done => report(CancelOutcome::AlreadyFinished(done)),
     })
+}
+
+/// A job's [`FLOW_HEADER`] from its stored headers (JSON); headers that do not read as JSON
+/// have none (the job's record still shows them as they are).
+fn flow_header(headers: Option<&str>) -> Option<String> {
+    let mut headers: BTreeMap<String, String> = serde_json::from_str(headers?).ok()?;
+    headers.remove(FLOW_HEADER)
 }
 
 pub(crate) fn cancel_requested(

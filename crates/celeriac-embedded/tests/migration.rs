@@ -73,7 +73,8 @@ async fn a_version_1_database_is_upgraded_and_keeps_its_jobs() {
         backend
             .cancel(id, NOW + 1)
             .await
-            .expect("cancel uses the new column"),
+            .expect("cancel uses the new column")
+            .outcome,
         CancelOutcome::Requested
     );
     drop(backend);

@@ -3,18 +3,20 @@
 -- KEYS: the queue's twelve keys and the migration guard (includes/common.lua); the name's
 -- `-12` counts the twelve. Job and unique keys come from the prefix: safe because of the guard.
 -- ARGV[1] job-key prefix, ARGV[2] id, ARGV[3] now (ms), ARGV[4] completion channel.
--- Returns: 'cancelled' (it was waiting and will never run), 'requested' (it is running: the
---   flag `cx` asks its worker to stop it, and a flagged job never runs again), 'missing', or
---   the state code of a job that had already finished.
+-- Returns: {answer, spec}: answer is 'cancelled' (it was waiting and will never run),
+--   'requested' (it is running: the flag `cx` asks its worker to stop it, and a flagged job
+--   never runs again), 'missing', or the state code of a job that had already finished; spec
+--   is the job's field `d` when this call cancelled it (so what depends on the job, a
+--   workflow, reads nothing back), false otherwise.
 
 local id, now, channel = ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local key = PREFIX .. id
-local f = redis.call('HMGET', key, 's', 'q', 'tt')
+local f = redis.call('HMGET', key, 's', 'q', 'tt', 'd')
 local state = f[1]
-if state == false then return 'missing' end
+if state == false then return {'missing', false} end
 if state == '2' then
   redis.call('HSET', key, 'cx', '1')
-  return 'requested'
+  return {'requested', false}
 end
 if state == '0' then
   redis.call('ZREM', K_READY, ready_member(f[2] or 0, id))
@@ -23,11 +25,11 @@ elseif state == '1' then
 elseif state == '3' then
   redis.call('ZREM', K_RETRY, id)
 else
-  return state
+  return {state, false}
 end
 local ttl = ttl_of(f[3])
 redis.call('HSET', key, 's', '7', 'f', num(now))
 redis.call('PEXPIRE', key, num(ttl))
 redis.call('ZADD', K_CANCELLED, num(now + ttl), id)
 redis.call('PUBLISH', channel, id)
-return 'cancelled'
+return {'cancelled', f[4]}

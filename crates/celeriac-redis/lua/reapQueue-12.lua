@@ -5,9 +5,12 @@
 -- `-12` counts the twelve. Job and unique keys come from the prefix: safe because of the guard.
 -- ARGV[1] job-key prefix, ARGV[2] now (ms), ARGV[3] dead-letter ttl (ms), ARGV[4] channel,
 -- ARGV[5] most dead letters the queue keeps.
--- Returns: {requeued, dead, swept, ended, dropped, more}: ended lists the ids this call ended
---   (dead, or cancelled while their lease was out); dropped counts the oldest dead letters
---   deleted for the cap; more is 1 when a batch came back full (the caller calls again).
+-- Returns: {requeued, dead, swept, ended, dropped, more}: ended lists the jobs this call ended
+--   (dead, or cancelled while their lease was out), each as {id, state code, spec (field `d`,
+--   false if missing), error kind, error message, error attempt} (the error false for a
+--   cancelled job), so what depends on them (a workflow) reads nothing back; dropped counts the
+--   oldest dead letters deleted for the cap; more is 1 when a batch came back full (the caller
+--   calls again).
 -- Bounded: at most BATCH expired leases, BATCH index entries per set and BATCH dropped dead
 -- letters per call. Recovery is by lease expiry alone.
 -- A leased job whose record is malformed (attempts or max attempts missing or not a number)
@@ -25,19 +28,19 @@ for _, id in ipairs(expired) do
     -- Record gone; only the index entry is left.
   elseif f[3] == '1' then
     end_cancelled(id, key, now, channel)
-    ended[#ended + 1] = id
+    ended[#ended + 1] = {id, '7', f[5], false, false, false}
   elseif why then
-    dead_malformed(id, key, now, dead_ttl, channel, why, f[1])
+    local e = dead_malformed(id, key, now, dead_ttl, channel, why, f[1])
     dead = dead + 1
-    ended[#ended + 1] = id
+    ended[#ended + 1] = {id, '6', f[5], e[1], e[2], e[3]}
   elseif tonumber(f[1]) >= tonumber(f[2]) then
-    redis.call('HSET', key, 's', '6', 'f', num(now), 'ek', 'lease_expired',
-      'em', 'the worker stopped heartbeating and no attempts are left', 'ea', f[1])
+    local ek, em = 'lease_expired', 'the worker stopped heartbeating and no attempts are left'
+    redis.call('HSET', key, 's', '6', 'f', num(now), 'ek', ek, 'em', em, 'ea', f[1])
     redis.call('PEXPIRE', key, num(dead_ttl))
     redis.call('ZADD', K_DEAD, num(now), id)
     redis.call('PUBLISH', channel, id)
     dead = dead + 1
-    ended[#ended + 1] = id
+    ended[#ended + 1] = {id, '6', f[5], ek, em, f[1]}
   else
     redis.call('HSET', key, 's', '0', 'ek', 'lease_expired',
       'em', 'the worker stopped heartbeating', 'ea', f[1])

@@ -5,9 +5,11 @@
 //! absent: keep no result), `w` worker, `st` started, `f` finished, `res`
 //! result, `ek`/`em`/`ea` last error, `pg`/`pgm` progress.
 
+use celeriac_core::backend::EndedJob;
 use celeriac_core::clock::{duration_ms, UnixMs};
 use celeriac_core::error::{Error, Result};
 use celeriac_core::job::{Encoding, ErrorInfo, Job, JobId, JobInfo, JobState, Priority, Progress};
+use celeriac_core::workflow::FLOW_HEADER;
 use redis::Value;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -135,6 +137,56 @@ fn job_from(id: JobId, spec: &[u8], payload: Vec<u8>, f: &Nums) -> Result<Job> {
         started_at: f.started_at,
         finished_at: f.finished_at,
     })
+}
+
+/// A job a script ended (a reap or a cancel), from its id, its new state, its spec (field `d`)
+/// and the error the script recorded. A spec that does not read names the task
+/// `<unreadable>` and no workflow, as [`info_from_hash`] shows such a record.
+pub(crate) fn ended_job(
+    id: JobId,
+    state: JobState,
+    spec: Option<&[u8]>,
+    error: Option<ErrorInfo>,
+) -> EndedJob {
+    let spec = spec.and_then(|s| serde_json::from_slice::<Spec>(s).ok());
+    let (task, flow) = match spec {
+        Some(mut spec) => (spec.task, spec.headers.remove(FLOW_HEADER)),
+        None => ("<unreadable>".to_string(), None),
+    };
+    EndedJob {
+        id,
+        task,
+        state,
+        error,
+        flow,
+    }
+}
+
+/// One entry of the reap script's `ended` list: `{id, state code, spec, error kind, error
+/// message, error attempt}`, the spec and the error fields nil when absent.
+pub(crate) type EndedEntry = (
+    String,
+    i64,
+    Option<Vec<u8>>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+);
+
+/// The job an entry of the reap script's `ended` list names.
+pub(crate) fn ended_from(entry: EndedEntry) -> Result<EndedJob> {
+    let (id, state, spec, kind, message, attempt) = entry;
+    let error = kind.map(|kind| ErrorInfo {
+        kind,
+        message: message.unwrap_or_default(),
+        attempt: attempt.unwrap_or(0).max(0) as u32,
+    });
+    Ok(ended_job(
+        id.parse()?,
+        JobState::from_code(state)?,
+        spec.as_deref(),
+        error,
+    ))
 }
 
 /// Hash fields by name.

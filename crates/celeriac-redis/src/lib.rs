@@ -172,8 +172,8 @@ mod scripts;
 pub use config::{RedisConfig, Topology};
 
 use celeriac_core::backend::{
-    Broker, CancelOutcome, ClaimRequest, Claimed, Completion, LeaseRef, Outcome, QueueStats,
-    ReapReport, ResultStore,
+    Broker, CancelOutcome, CancelReport, ClaimRequest, Claimed, Completion, LeaseRef, Outcome,
+    QueueStats, ReapReport, ResultStore,
 };
 use celeriac_core::clock::{duration_ms, FleetClock, StoreClock, UnixMs, RESYNC_EVERY};
 use celeriac_core::error::{Error, ErrorKind, Result};
@@ -412,7 +412,7 @@ impl RedisBackend {
         let dead_ttl = duration_ms(self.inner.config.dead_ttl);
         let dead_max = i64::try_from(self.inner.config.dead_max).unwrap_or(i64::MAX);
         for _ in 0..REAP_ROUNDS {
-            type Round = (u64, u64, u64, Vec<String>, u64, u8);
+            type Round = (u64, u64, u64, Vec<codec::EndedEntry>, u64, u8);
             let (requeued, dead, swept, ended, dropped, more): Round = self
                 .invoke(
                     &self.inner.scripts.reap,
@@ -430,8 +430,8 @@ impl RedisBackend {
             report.swept += swept;
             report.dead_dropped += dropped;
             celeriac_core::retention::count_dead_letters_dropped(queue, dropped);
-            for id in ended {
-                report.ended.push(id.parse()?);
+            for entry in ended {
+                report.ended.push(codec::ended_from(entry)?);
             }
             if more == 0 {
                 break;
@@ -1073,7 +1073,7 @@ impl Broker for RedisBackend {
         Ok(n)
     }
 
-    async fn cancel(&self, id: JobId, now: UnixMs) -> Result<CancelOutcome> {
+    async fn cancel(&self, id: JobId, now: UnixMs) -> Result<CancelReport> {
         self.cancel_job(id, now).await
     }
 
@@ -1084,12 +1084,15 @@ impl Broker for RedisBackend {
 }
 
 impl RedisBackend {
-    async fn cancel_job(&self, id: JobId, now: UnixMs) -> Result<CancelOutcome> {
+    async fn cancel_job(&self, id: JobId, now: UnixMs) -> Result<CancelReport> {
         let Some((queue, _, _)) = self.locate(id).await? else {
-            return Ok(CancelOutcome::NotFound);
+            return Ok(CancelReport {
+                outcome: CancelOutcome::NotFound,
+                ended: None,
+            });
         };
         let keys = self.keys(&queue);
-        let answer: String = self
+        let (answer, spec): (String, Option<Vec<u8>>) = self
             .invoke(
                 &self.inner.scripts.cancel,
                 &keys,
@@ -1100,14 +1103,24 @@ impl RedisBackend {
                 ],
             )
             .await?;
-        Ok(match answer.as_str() {
+        let outcome = match answer.as_str() {
             "cancelled" => CancelOutcome::Cancelled,
             "requested" => CancelOutcome::Requested,
             "missing" => CancelOutcome::NotFound,
             code => {
                 CancelOutcome::AlreadyFinished(JobState::from_code(code.parse().unwrap_or(-1))?)
             }
-        })
+        };
+        let ended = match outcome {
+            CancelOutcome::Cancelled => Some(codec::ended_job(
+                id,
+                JobState::Cancelled,
+                spec.as_deref(),
+                None,
+            )),
+            _ => None,
+        };
+        Ok(CancelReport { outcome, ended })
     }
 
     /// Runs a per-queue script over leases (`id, token` pairs after `head`) that answers with

@@ -228,11 +228,22 @@ async fn a_malformed_record_with_an_expired_lease_is_dead_lettered_and_the_reape
     let report = backend.reap(later).await.expect("the reap succeeds");
     assert_eq!(report.dead, 2, "{report:?}");
     assert_eq!(report.requeued, 1, "{report:?}");
-    let mut ended = report.ended.clone();
+    let mut ended: Vec<_> = report.ended.iter().map(|e| e.id).collect();
     ended.sort();
     let mut want = ids[..2].to_vec();
     want.sort();
     assert_eq!(ended, want);
+    for e in &report.ended {
+        let error = e
+            .error
+            .as_ref()
+            .expect("a dead job is reported with its reason");
+        assert_eq!(
+            (e.state, error.kind.as_str(), e.task.as_str()),
+            (JobState::Dead, "malformed_job", "t"),
+            "{e:?}"
+        );
+    }
     assert_dead_naming(&server, ids[0], "m").await;
     assert_dead_naming(&server, ids[1], "a").await;
 

@@ -2,9 +2,9 @@
 
 use crate::{Error, Result};
 use celeriac_core::backend::{
-    BreakerCommand, BreakerPolicy, BreakerSignal, BreakerStore, Broker, CancelOutcome,
-    ClaimRequest, Claimed, Completion, Coordinator, JoinArrival, JoinStatus, KvEntry, KvStore,
-    KvSubscription, LeaseRef, QueueStats, RateLimitStore, ReapReport, ResultStore, ScheduleState,
+    BreakerCommand, BreakerPolicy, BreakerSignal, BreakerStore, Broker, CancelReport, ClaimRequest,
+    Claimed, Completion, Coordinator, JoinArrival, JoinStatus, KvEntry, KvStore, KvSubscription,
+    LeaseRef, QueueStats, RateLimitStore, ReapReport, ResultStore, ScheduleState,
     SharedBreakerState, WorkflowEnd, WorkflowRecord, WorkflowStore,
 };
 use celeriac_core::limit::{Decision, Quota};
@@ -164,7 +164,7 @@ impl Broker for AnyBackend {
     async fn purge_dead(&self, queue: Option<String>) -> Result<u64> {
         forward!(self, b => b.purge_dead(queue).await)
     }
-    async fn cancel(&self, id: JobId, now: UnixMs) -> Result<CancelOutcome> {
+    async fn cancel(&self, id: JobId, now: UnixMs) -> Result<CancelReport> {
         forward!(self, b => b.cancel(id, now).await)
     }
     async fn cancel_requested(&self, leases: Vec<LeaseRef>) -> Result<Vec<LeaseRef>> {

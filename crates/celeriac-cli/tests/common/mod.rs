@@ -348,7 +348,7 @@ pub async fn rate_limit_holds_across_processes(url: &str) {
 /// `kill -9` mid-run so the jobs it held are delivered again, and then every member delivered
 /// once more on purpose: the callback runs exactly once, with every result in order.
 pub async fn chord_callback_runs_once_across_processes(url: &str) {
-    use celeriac::workflow::{continue_after, StepEnd};
+    use celeriac::workflow::{end_step, StepEnd};
     use celeriac::{chord, Step};
     use celeriac_cli::demo::{album_checksum, Album, AlbumSummary, ResizeImage, Thumbnail};
     const N: usize = 1000;
@@ -466,7 +466,7 @@ pub async fn chord_callback_runs_once_across_processes(url: &str) {
                 let out = info.result_as::<serde_json::Value>().expect("decodes");
                 let clock = celeriac::clock::StoreClock::fleet_clock(&*backend);
                 let now = celeriac::Clock::now_ms(&*clock);
-                continue_after(
+                end_step(
                     &*backend,
                     &info.job,
                     StepEnd::Output(out.unwrap_or_default()),

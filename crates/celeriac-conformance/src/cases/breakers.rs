@@ -403,7 +403,8 @@ pub async fn deferred_completion_keeps_the_attempt<B: Broker + ResultStore>(back
         backend
             .cancel(ids[1], T0)
             .await
-            .expect("cancel should succeed"),
+            .expect("cancel should succeed")
+            .outcome,
         CancelOutcome::Requested
     );
     assert!(complete(&*backend, lease(second), Outcome::Deferred { at }, T0).await);

@@ -105,14 +105,17 @@ local function requeue(id, key)
 end
 
 -- Ends a job whose record is malformed as a dead letter, with `why` (it names the field) as
--- its error; the caller takes it out of the set it was in afterwards.
+-- its error; the caller takes it out of the set it was in afterwards. Returns the error
+-- recorded: {kind, message, attempt}.
 local function dead_malformed(id, key, now, dead_ttl, channel, why, attempts)
-  redis.call('HSET', key, 's', '6', 'f', num(now), 'ek', 'malformed_job',
-    'em', 'the job\'s record in Redis is malformed: ' .. why, 'ea', num(tonumber(attempts) or 0))
+  local ek, em = 'malformed_job', 'the job\'s record in Redis is malformed: ' .. why
+  local ea = num(tonumber(attempts) or 0)
+  redis.call('HSET', key, 's', '6', 'f', num(now), 'ek', ek, 'em', em, 'ea', ea)
   redis.call('HDEL', key, 'w')
   redis.call('PEXPIRE', key, num(dead_ttl))
   redis.call('ZADD', K_DEAD, num(now), id)
   redis.call('PUBLISH', channel, id)
+  return {ek, em, ea}
 end
 
 -- What is wrong with a record about to be leased or reaped, or nil, from its fields a

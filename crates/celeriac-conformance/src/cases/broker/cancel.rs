@@ -2,24 +2,31 @@
 //! stop never comes back.
 
 use crate::support::{
-    claim, claim_only, complete, delayed, enqueue, info, job, lease, RunningWorker, LEASE_MS,
+    claim, claim_only, complete, delayed, enqueue, info, job, lease, RunningWorker, LEASE_MS, NOOP,
     PATIENCE, T0,
 };
-use celeriac_core::backend::{CancelOutcome, Outcome};
+use celeriac_core::backend::{CancelOutcome, CancelReport, EndedJob, Outcome};
+use celeriac_core::workflow::FLOW_HEADER;
 use celeriac_core::{
     Broker, ErrorInfo, JobId, JobState, ManualClock, Registry, ResultStore, Task, TaskContext,
     TaskError,
 };
 use std::sync::Arc;
 
-/// A pending, a scheduled and a retrying job are cancelled at once and never claimed.
+/// A pending, a scheduled and a retrying job are cancelled at once and never claimed; each
+/// cancel reports the job it ended with its task and workflow header, and a cancel that ends
+/// nothing reports no job.
 pub async fn cancel_waiting_jobs_never_run<
     B: Broker + ResultStore + celeriac_core::WorkflowStore,
 >(
     backend: Arc<B>,
 ) {
     let q = "cancel-waiting";
-    let pending = job(q, T0);
+    let mut pending = job(q, T0);
+    // The store keeps the header as it is: it need not be a real continuation here.
+    pending
+        .headers
+        .insert(FLOW_HEADER.to_string(), "step of the pending job".into());
     let later = delayed(q, T0, T0 + 5_000);
     let retrying = job(q, T0);
     let keep = job(q, T0);
@@ -32,8 +39,20 @@ pub async fn cancel_waiting_jobs_never_run<
     enqueue(&*backend, vec![pending, later, keep], T0).await;
 
     for id in [p, l, r] {
-        let outcome = backend.cancel(id, T0 + 1).await.expect("cancel succeeds");
-        assert_eq!(outcome, CancelOutcome::Cancelled, "job {id}");
+        let report = backend.cancel(id, T0 + 1).await.expect("cancel succeeds");
+        assert_eq!(report.outcome, CancelOutcome::Cancelled, "job {id}");
+        let flow = (id == p).then(|| "step of the pending job".to_string());
+        assert_eq!(
+            report.ended,
+            Some(EndedJob {
+                id,
+                task: NOOP.to_string(),
+                state: JobState::Cancelled,
+                error: None,
+                flow,
+            }),
+            "the cancel reports the job it ended"
+        );
         let i = info(&*backend, id).await;
         assert_eq!(i.state, JobState::Cancelled, "job {id}");
         assert_eq!(i.job.finished_at, Some(T0 + 1));
@@ -43,14 +62,21 @@ pub async fn cancel_waiting_jobs_never_run<
     assert_eq!(ids, vec![k], "only the job nobody cancelled runs");
     assert_eq!(
         backend.cancel(p, T0 + 2).await.expect("cancel succeeds"),
-        CancelOutcome::AlreadyFinished(JobState::Cancelled)
+        CancelReport {
+            outcome: CancelOutcome::AlreadyFinished(JobState::Cancelled),
+            ended: None,
+        },
+        "a cancel that ends nothing reports no job"
     );
     assert_eq!(
         backend
             .cancel(JobId::new(), T0)
             .await
             .expect("cancel succeeds"),
-        CancelOutcome::NotFound
+        CancelReport {
+            outcome: CancelOutcome::NotFound,
+            ended: None,
+        }
     );
 }
 
@@ -76,7 +102,11 @@ pub async fn cancel_running_job_is_reported_and_never_retried<
 
     assert_eq!(
         backend.cancel(ia, T0 + 1).await.expect("cancel succeeds"),
-        CancelOutcome::Requested
+        CancelReport {
+            outcome: CancelOutcome::Requested,
+            ended: None,
+        },
+        "a running job is not ended by the cancel itself"
     );
     assert_eq!(
         info(&*backend, ia).await.state,
@@ -111,26 +141,43 @@ pub async fn cancel_running_job_is_reported_and_never_retried<
 }
 
 /// A cancelled running job whose worker died ends as cancelled when its lease expires,
-/// instead of going back to the queue.
+/// instead of going back to the queue; the reap reports it with its task and workflow header.
 pub async fn cancelled_job_with_expired_lease_is_not_redelivered<
     B: Broker + ResultStore + celeriac_core::WorkflowStore,
 >(
     backend: Arc<B>,
 ) {
     let q = "cancel-reap";
-    let j = job(q, T0);
+    let mut j = job(q, T0);
+    j.headers
+        .insert(FLOW_HEADER.to_string(), "step of the reaped job".into());
     let id = j.id;
     enqueue(&*backend, vec![j], T0).await;
     claim_only(&*backend, q, id, T0).await;
     assert_eq!(
-        backend.cancel(id, T0 + 1).await.expect("cancel succeeds"),
+        backend
+            .cancel(id, T0 + 1)
+            .await
+            .expect("cancel succeeds")
+            .outcome,
         CancelOutcome::Requested
     );
-    backend
+    let report = backend
         .reap(T0 + LEASE_MS + 1)
         .await
         .expect("reap succeeds");
     assert_eq!(info(&*backend, id).await.state, JobState::Cancelled);
+    assert_eq!(
+        report.ended,
+        vec![EndedJob {
+            id,
+            task: NOOP.to_string(),
+            state: JobState::Cancelled,
+            error: None,
+            flow: Some("step of the reaped job".to_string()),
+        }],
+        "the reap reports the job it ended"
+    );
     assert!(claim(&*backend, &[q], 10, T0 + LEASE_MS + 2)
         .await
         .is_empty());
@@ -177,7 +224,11 @@ pub async fn worker_stops_a_cancelled_job<
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     assert_eq!(
-        backend.cancel(id, T0).await.expect("cancel succeeds"),
+        backend
+            .cancel(id, T0)
+            .await
+            .expect("cancel succeeds")
+            .outcome,
         CancelOutcome::Requested
     );
     let done = backend.wait(id, PATIENCE).await.expect("the job ends");

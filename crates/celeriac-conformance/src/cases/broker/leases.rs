@@ -2,20 +2,24 @@
 
 use crate::support::{
     claim, claim_only, claimed_ids, complete, dead_ids, enqueue, info, job, lease, success,
-    LEASE_MS, T0,
+    LEASE_MS, NOOP, T0,
 };
-use celeriac_core::backend::{Completion, LeaseRef, Outcome, ReapReport};
+use celeriac_core::backend::{Completion, EndedJob, LeaseRef, Outcome, ReapReport};
+use celeriac_core::workflow::FLOW_HEADER;
 use celeriac_core::{Broker, ErrorInfo, JobState, ResultStore};
 use serde_json::json;
 use std::sync::Arc;
 
 /// An expired lease is redelivered: reaping before the expiry does nothing, after it puts
 /// the job back, and the next claim gets a new token with the attempt counted. Without
-/// attempts left, the reaper moves the job to the dead letters as `lease_expired`.
+/// attempts left, the reaper moves the job to the dead letters as `lease_expired`, and
+/// reports the job it ended with its task, error and workflow header.
 pub async fn lease_expiry_redelivers<B: Broker + ResultStore>(backend: Arc<B>) {
     let q = "leases";
     let mut j = job(q, T0);
     j.max_attempts = 2;
+    j.headers
+        .insert(FLOW_HEADER.to_string(), "step of the leased job".into());
     let id = j.id;
     enqueue(&*backend, vec![j], T0).await;
 
@@ -61,6 +65,7 @@ pub async fn lease_expiry_redelivers<B: Broker + ResultStore>(backend: Arc<B>) {
         (1, 0),
         "reaping after the lease ran out should requeue the job"
     );
+    assert!(late.ended.is_empty(), "a requeued job has not ended");
     let requeued = info(&*backend, id).await;
     assert_eq!(requeued.state, JobState::Pending);
     assert_eq!(requeued.job.attempts, 1, "the lost attempt still counts");
@@ -96,6 +101,17 @@ pub async fn lease_expiry_redelivers<B: Broker + ResultStore>(backend: Arc<B>) {
     assert!(
         dead.job.finished_at.is_some(),
         "a dead job should have finished_at"
+    );
+    assert_eq!(
+        last.ended,
+        vec![EndedJob {
+            id,
+            task: NOOP.to_string(),
+            state: JobState::Dead,
+            error: Some(error),
+            flow: Some("step of the leased job".to_string()),
+        }],
+        "the reap should report the job it ended, as recorded"
     );
     assert_eq!(dead_ids(&*backend, Some(q)).await, vec![id]);
     assert!(claim(&*backend, &[q], 10, second.lease_until + 2)

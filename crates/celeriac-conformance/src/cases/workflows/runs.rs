@@ -4,7 +4,7 @@
 
 use crate::support::{claim, info, Add, RunningWorker, PATIENCE, T0};
 use celeriac_core::backend::{WorkflowState, WorkflowStore};
-use celeriac_core::workflow::{continue_after, StepEnd};
+use celeriac_core::workflow::{end_step, StepEnd};
 use celeriac_core::{
     chain, chord, group, map, Broker, Client, Flow, JobId, JobState, ManualClock, Registry,
     ResultStore, Step, Task, TaskContext, TaskError, TaskOptions,
@@ -208,7 +208,7 @@ where
             .result_as::<Value>()
             .expect("decodes")
             .unwrap_or(Value::Null);
-        continue_after(&*h.backend, &member.job, StepEnd::Output(out), T0 + 1)
+        end_step(&*h.backend, &member.job, StepEnd::Output(out), T0 + 1)
             .await
             .expect("continuing again succeeds");
     }
