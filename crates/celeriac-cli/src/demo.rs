@@ -458,7 +458,7 @@ pub async fn run(
     let mut offset = 0;
     loop {
         let page =
-            celeriac::Broker::dead_letters(app.backend().as_ref(), None, 500, offset).await?;
+            celeriac::QueueAdmin::dead_letters(app.backend().as_ref(), None, 500, offset).await?;
         if page.is_empty() {
             break;
         }

@@ -2,7 +2,7 @@
 
 use crate::args::DlqCommand;
 use crate::support::{format_ms, progress_bar, CliError, CliResult};
-use celeriac::{App, Broker, JobId};
+use celeriac::{App, JobId, QueueAdmin};
 
 pub(crate) async fn dlq(app: App, command: DlqCommand) -> CliResult {
     let backend = app.backend();

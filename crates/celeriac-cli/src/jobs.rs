@@ -6,7 +6,7 @@ use crate::support::{format_ms, CliError, CliResult};
 use celeriac::backend::{WorkflowRecord, WorkflowStore};
 use celeriac::workflow::FLOW_HEADER;
 use celeriac::{
-    App, Broker, CancelOutcome, Error, JobId, JobInfo, JobOptions, Priority, ResultStore,
+    App, CancelOutcome, Error, JobId, JobInfo, JobOptions, Priority, QueueAdmin, ResultStore,
 };
 
 pub(crate) async fn enqueue(app: App, args: EnqueueArgs) -> CliResult {

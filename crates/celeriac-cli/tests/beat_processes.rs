@@ -8,7 +8,7 @@
 mod common;
 
 use celeriac::schedule::tick_job_id;
-use celeriac::{Broker, ResultStore};
+use celeriac::{QueueAdmin, ResultStore};
 use celeriac_testkit::RedisServer;
 use std::collections::BTreeSet;
 use std::io::Write;

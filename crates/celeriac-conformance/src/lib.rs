@@ -1,7 +1,7 @@
 //! One conformance suite for every Celeriac backend.
 //!
 //! Each case is a plain `async fn case<B: Broker + ResultStore>(backend: Arc<B>)` (or with
-//! [`WorkflowStore`] in place of `ResultStore`) in
+//! [`WorkflowStore`](celeriac_core::WorkflowStore) in place of `ResultStore`) in
 //! [`cases`], written only against the backend traits and the core types; it drives time
 //! with explicit `now` values (and a [`celeriac_core::ManualClock`] for the worker-driven
 //! cases) and panics when the backend does not behave. The [`suite!`] macro expands every

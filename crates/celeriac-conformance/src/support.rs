@@ -2,6 +2,7 @@
 //! fail with a message naming the call, polling with a deadline ([`wait_for`], public for
 //! other crates' tests too), a worker harness and the tasks the worker-driven cases run.
 
+use celeriac_core::backend::QueueAdmin;
 use celeriac_core::backend::{ClaimRequest, Claimed, Completion, LeaseRef, Outcome};
 use celeriac_core::{
     Backoff, Broker, Clock, Job, JobId, JobInfo, ManualClock, Registry, ResultStore, Shutdown,
@@ -138,7 +139,10 @@ pub(crate) async fn exists<B: ResultStore>(backend: &B, id: JobId) -> bool {
 }
 
 /// The ids of the dead letters (of `queue`, or of all queues), newest first.
-pub(crate) async fn dead_ids<B: Broker>(backend: &B, queue: Option<&str>) -> Vec<JobId> {
+pub(crate) async fn dead_ids<B: Broker + QueueAdmin>(
+    backend: &B,
+    queue: Option<&str>,
+) -> Vec<JobId> {
     backend
         .dead_letters(queue.map(str::to_string), 1000, 0)
         .await

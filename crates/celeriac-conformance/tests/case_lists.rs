@@ -43,5 +43,8 @@ fn every_case_is_in_its_files_list() {
             );
         }
     }
-    assert!(cases > 100, "found only {cases} cases: the scan missed the case files");
+    assert!(
+        cases > 100,
+        "found only {cases} cases: the scan missed the case files"
+    );
 }

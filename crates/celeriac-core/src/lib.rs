@@ -40,8 +40,8 @@ pub mod worker;
 pub mod workflow;
 
 pub use backend::{
-    BreakerStore, Broker, CancelOutcome, Coordinator, KvStore, Rate, RateLimitStore, ResultStore,
-    TaskLimits, WorkflowStore,
+    BreakerStore, Broker, CancelOutcome, CancelReport, Coordinator, EndedJob, KvStore, QueueAdmin,
+    Rate, RateLimitStore, ResultStore, TaskLimits, WorkflowStore,
 };
 pub use beat::{Beat, BeatConfig};
 pub use client::{AsClient, Client, Enqueue, JobHandle, JobOptions};

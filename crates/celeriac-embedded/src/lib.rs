@@ -50,23 +50,22 @@
 //!   at most 1,000 rows each, one after another until none is due; the WAL is truncated after
 //!   checkpoints to [`WAL_SIZE_LIMIT`] bytes.
 
-mod breaker;
+mod admin;
+mod breakers;
+mod broker;
 mod clock;
-mod coord;
+mod coordinator;
 mod fault;
-mod flow;
 mod kv;
-mod limit;
 mod ops;
+mod rate_limits;
+mod results;
+mod schema;
+mod workflows;
 mod writer;
 
-use celeriac_core::backend::{
-    Broker, CancelOutcome, CancelReport, ClaimRequest, Claimed, Completion, LeaseRef, QueueStats,
-    ReapReport, ResultStore,
-};
-use celeriac_core::clock::{FleetClock, StoreClock, UnixMs, RESYNC_EVERY};
+use celeriac_core::clock::{FleetClock, StoreClock, RESYNC_EVERY};
 use celeriac_core::error::{Error, ErrorKind, Result};
-use celeriac_core::job::{JobId, JobInfo};
 use celeriac_core::retention::DEFAULT_DEAD_MAX;
 use rusqlite::{Connection, OpenFlags};
 use std::path::PathBuf;
@@ -334,9 +333,9 @@ fn open_connection(config: &SqliteConfig) -> Result<Connection> {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(fail)?;
-    if version > 0 && version < ops::SCHEMA_VERSION {
+    if version > 0 && version < schema::SCHEMA_VERSION {
         conn.execute_batch("BEGIN IMMEDIATE").map_err(fail)?;
-        match ops::migrate(&conn, version) {
+        match schema::migrate(&conn, version) {
             Ok(()) => conn.execute_batch("COMMIT").map_err(fail)?,
             Err(e) => {
                 let _ = conn.execute_batch("ROLLBACK");
@@ -344,13 +343,13 @@ fn open_connection(config: &SqliteConfig) -> Result<Connection> {
             }
         }
     }
-    if version > ops::SCHEMA_VERSION {
+    if version > schema::SCHEMA_VERSION {
         return Err(Error::backend(
             ErrorKind::GiveUp,
             format!(
                 "the database at {place} has schema version {version}, newer than this \
                  version of celeriac understands ({}); upgrade celeriac",
-                ops::SCHEMA_VERSION
+                schema::SCHEMA_VERSION
             ),
         ));
     }
@@ -397,7 +396,7 @@ fn open_connection(config: &SqliteConfig) -> Result<Connection> {
     let setup = conn
         .execute_batch(include_str!("schema.sql"))
         .and_then(|_| {
-            conn.execute_batch(&format!("PRAGMA user_version = {}", ops::SCHEMA_VERSION))
+            conn.execute_batch(&format!("PRAGMA user_version = {}", schema::SCHEMA_VERSION))
         });
     match setup {
         Ok(()) => conn.execute_batch("COMMIT").map_err(fail)?,
@@ -413,254 +412,6 @@ fn open_connection(config: &SqliteConfig) -> Result<Connection> {
 impl StoreClock for SqliteBackend {
     fn fleet_clock(&self) -> Arc<FleetClock> {
         self.inner.clock.clone()
-    }
-}
-
-impl Broker for SqliteBackend {
-    async fn enqueue(&self, jobs: Vec<celeriac_core::Job>, now: UnixMs) -> Result<Vec<JobId>> {
-        if jobs.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ids = self
-            .inner
-            .writer
-            .call(move |c| ops::enqueue(c, &jobs, now))
-            .await?;
-        self.wake_workers();
-        Ok(ids)
-    }
-
-    async fn claim(&self, req: ClaimRequest) -> Result<Vec<Claimed>> {
-        self.inner.writer.call(move |c| ops::claim(c, &req)).await
-    }
-
-    async fn heartbeat(
-        &self,
-        leases: Vec<LeaseRef>,
-        until: UnixMs,
-        _now: UnixMs,
-    ) -> Result<Vec<LeaseRef>> {
-        self.inner
-            .writer
-            .call(move |c| ops::heartbeat(c, &leases, until))
-            .await
-    }
-
-    async fn complete(&self, done: Vec<Completion>, now: UnixMs) -> Result<Vec<bool>> {
-        let dead_ttl = self.inner.config.dead_ttl;
-        let applied = self
-            .inner
-            .writer
-            .call(move |c| ops::complete(c, &done, now, dead_ttl))
-            .await?;
-        self.wake_waiters();
-        // Retries may be due at once.
-        self.wake_workers();
-        Ok(applied)
-    }
-
-    async fn release(&self, leases: Vec<LeaseRef>, _now: UnixMs) -> Result<u64> {
-        let n = self
-            .inner
-            .writer
-            .call(move |c| ops::release(c, &leases))
-            .await?;
-        self.wake_workers();
-        Ok(n)
-    }
-
-    async fn reap(&self, now: UnixMs) -> Result<ReapReport> {
-        let (dead_ttl, dead_max) = (self.inner.config.dead_ttl, self.inner.config.dead_max);
-        let mut report = ReapReport::default();
-        // One short transaction per round, so other writers (and processes) get their turn.
-        for _ in 0..REAP_ROUNDS {
-            let round = self
-                .inner
-                .writer
-                .call(move |c| ops::reap(c, now, dead_ttl, dead_max))
-                .await?;
-            report.requeued += round.report.requeued;
-            report.dead += round.report.dead;
-            report.swept += round.report.swept;
-            report.dead_dropped += round.report.dead_dropped;
-            report.ended.extend(round.report.ended);
-            for (queue, n) in &round.dropped {
-                celeriac_core::retention::count_dead_letters_dropped(queue, *n);
-            }
-            if !round.more {
-                break;
-            }
-        }
-        if report.requeued > 0 {
-            self.wake_workers();
-        }
-        if report.dead > 0 {
-            self.wake_waiters();
-        }
-        Ok(report)
-    }
-
-    async fn next_due(&self, queues: Vec<String>) -> Result<Option<UnixMs>> {
-        self.inner
-            .writer
-            .call(move |c| ops::next_due(c, &queues))
-            .await
-    }
-
-    async fn wait_for_work(&self, _queues: &[String], since: u64, max: Duration) {
-        let mut rx = self.inner.work.subscribe();
-        if *rx.borrow_and_update() != since {
-            return;
-        }
-        let _ = tokio::time::timeout(max, rx.changed()).await;
-    }
-
-    fn work_epoch(&self) -> u64 {
-        *self.inner.work.borrow()
-    }
-
-    async fn pause(&self, queue: &str) -> Result<()> {
-        let q = queue.to_string();
-        self.inner
-            .writer
-            .call(move |c| ops::set_paused(c, &q, true))
-            .await
-    }
-
-    async fn resume(&self, queue: &str) -> Result<()> {
-        let q = queue.to_string();
-        self.inner
-            .writer
-            .call(move |c| ops::set_paused(c, &q, false))
-            .await?;
-        self.wake_workers();
-        Ok(())
-    }
-
-    async fn stats(&self) -> Result<Vec<QueueStats>> {
-        self.inner.writer.call(ops::stats).await
-    }
-
-    async fn purge(&self, queue: &str) -> Result<u64> {
-        let q = queue.to_string();
-        self.inner.writer.call(move |c| ops::purge(c, &q)).await
-    }
-
-    async fn dead_letters(
-        &self,
-        queue: Option<String>,
-        limit: usize,
-        offset: usize,
-    ) -> Result<Vec<JobInfo>> {
-        self.inner
-            .writer
-            .call(move |c| ops::dead_letters(c, queue.as_deref(), limit, offset))
-            .await
-    }
-
-    async fn retry_dead(&self, ids: Option<Vec<JobId>>, now: UnixMs) -> Result<u64> {
-        let n = self
-            .inner
-            .writer
-            .call(move |c| ops::retry_dead(c, ids.as_deref(), now))
-            .await?;
-        self.wake_workers();
-        Ok(n)
-    }
-
-    async fn purge_dead(&self, queue: Option<String>) -> Result<u64> {
-        self.inner
-            .writer
-            .call(move |c| ops::purge_dead(c, queue.as_deref()))
-            .await
-    }
-
-    async fn cancel(&self, id: JobId, now: UnixMs) -> Result<CancelReport> {
-        self.cancel_job(id, now).await
-    }
-
-    async fn cancel_requested(&self, leases: Vec<LeaseRef>) -> Result<Vec<LeaseRef>> {
-        self.inner
-            .writer
-            .call(move |c| ops::cancel_requested(c, &leases))
-            .await
-    }
-}
-
-impl SqliteBackend {
-    async fn cancel_job(&self, id: JobId, now: UnixMs) -> Result<CancelReport> {
-        let report = self
-            .inner
-            .writer
-            .call(move |c| ops::cancel(c, id, now))
-            .await?;
-        if report.outcome == CancelOutcome::Cancelled {
-            self.wake_waiters();
-        }
-        Ok(report)
-    }
-}
-
-impl SqliteBackend {
-    /// Reads `fetch` until `done` holds: a finish in this process wakes the waiter at once;
-    /// one made by another process is seen by polling, starting fast and backing off.
-    pub(crate) async fn wait_until_done<T, F, Fut>(
-        &self,
-        id: JobId,
-        timeout: Duration,
-        fetch: F,
-        done: impl Fn(&T) -> bool,
-    ) -> Result<T>
-    where
-        F: Fn() -> Fut,
-        Fut: std::future::Future<Output = Result<Option<T>>>,
-    {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut rx = self.inner.done.subscribe();
-        let mut poll = Duration::from_millis(5);
-        loop {
-            rx.borrow_and_update();
-            match fetch().await? {
-                Some(value) if done(&value) => return Ok(value),
-                Some(_) => {}
-                None => return Err(Error::NotFound(id.to_string())),
-            }
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
-                return Err(Error::Timeout(id.to_string()));
-            }
-            let nap = poll.min(deadline - now);
-            let _ = tokio::time::timeout(nap, rx.changed()).await;
-            poll = (poll * 2).min(Duration::from_millis(250));
-        }
-    }
-}
-
-impl ResultStore for SqliteBackend {
-    async fn get(&self, id: JobId) -> Result<Option<JobInfo>> {
-        Ok(self
-            .inner
-            .writer
-            .call(move |c| ops::get(c, id))
-            .await?
-            .map(|(info, _)| info))
-    }
-
-    async fn set_progress(
-        &self,
-        lease: LeaseRef,
-        fraction: f64,
-        message: Option<String>,
-    ) -> Result<bool> {
-        self.inner
-            .writer
-            .call(move |c| ops::set_progress(c, lease, fraction, message))
-            .await
-    }
-
-    async fn wait(&self, id: JobId, timeout: Duration) -> Result<JobInfo> {
-        self.wait_until_done(id, timeout, || self.get(id), |i| i.state.is_terminal())
-            .await
     }
 }
 

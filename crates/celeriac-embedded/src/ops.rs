@@ -13,24 +13,6 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-/// The schema version this crate writes (`PRAGMA user_version`).
-pub(crate) const SCHEMA_VERSION: i64 = 6;
-
-/// Brings a database written by an older version up to [`SCHEMA_VERSION`].
-pub(crate) fn migrate(conn: &Connection, from: i64) -> rusqlite::Result<()> {
-    if from == 1 {
-        conn.execute_batch(
-            "ALTER TABLE celeriac_jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0",
-        )?;
-    }
-    // Version 3 added the celeriac_unique table, version 4 the join and workflow tables,
-    // version 5 the key-value tables (celeriac_kv, celeriac_kv_locks, celeriac_kv_events),
-    // version 6 the rate limiter tables (celeriac_limits, celeriac_limit_permits) and the
-    // shared circuit-breaker tables (celeriac_breakers, celeriac_breaker_signals,
-    // celeriac_breaker_probes); the schema creates missing tables.
-    Ok(())
-}
-
 /// Bounded work per call: promotions, reaps and sweeps touch at most this many rows.
 const BATCH: i64 = 1000;
 
@@ -606,12 +588,12 @@ pub(crate) fn reap(
         dropped.push((queue, n));
     }
     // Joins and workflow records past their retention (not counted: `swept` counts jobs).
-    crate::flow::sweep(conn, now)?;
+    crate::workflows::sweep(conn, now)?;
     // Expired key-value rows and locks, and broadcast messages past their retention.
     crate::kv::sweep(conn, now)?;
-    crate::limit::sweep(conn, now)?;
+    crate::rate_limits::sweep(conn, now)?;
     // Shared breaker records, signals and probe reservations past their expiry.
-    crate::breaker::sweep(conn, now)?;
+    crate::breakers::sweep(conn, now)?;
     Ok(ReapRound {
         report,
         dropped,

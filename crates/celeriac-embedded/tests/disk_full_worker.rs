@@ -7,8 +7,8 @@
 mod fault_env;
 
 use celeriac_core::{
-    Broker, Client, ErrorKind, Job, JobState, Registry, Task, TaskContext, TaskError, Worker,
-    WorkerConfig,
+    Broker, Client, ErrorKind, Job, JobState, QueueAdmin, Registry, Task, TaskContext, TaskError,
+    Worker, WorkerConfig,
 };
 use celeriac_embedded::SqliteBackend;
 use fault_env::Tmpfs;

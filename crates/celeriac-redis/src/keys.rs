@@ -1,6 +1,71 @@
 //! The key layout. Every key of a queue shares the hash tag `{<queue>}`, so one queue lives
 //! on one Cluster slot and its scripts are atomic there; every key of one join or workflow
 //! shares the tag `{wf:<id>}`.
+//!
+//! With the default prefix `celeriac` and a queue `emails`, every key of the queue carries the
+//! hash tag `{emails}` (one Cluster slot):
+//!
+//! | key | type | what |
+//! |---|---|---|
+//! | `celeriac:{emails}:ready` | ZSET | pending jobs; score `(9 - priority)·2^42 + run_at`, member `<seq>:<id>`: priority, then due time, then FIFO |
+//! | `celeriac:{emails}:scheduled` | ZSET | delayed jobs by `run_at` |
+//! | `celeriac:{emails}:retry` | ZSET | jobs waiting for their next attempt, by `run_at` |
+//! | `celeriac:{emails}:active` | ZSET | leased jobs by lease expiry |
+//! | `celeriac:{emails}:leases` | HASH | job id → fencing token of each leased job |
+//! | `celeriac:{emails}:meta` | HASH | `paused`, `seq` (FIFO counter), `fence` (token counter) |
+//! | `celeriac:{emails}:marker` | ZSET | wake-up marker idle workers block on |
+//! | `celeriac:{emails}:dead` | ZSET | dead letters by time of death (records expire after the dead-letter TTL; a reap drops the oldest beyond the cap, `?dead_max=`) |
+//! | `celeriac:{emails}:succeeded`, `:failed`, `:cancelled`, `:expired` | ZSET | kept records by expiry, for counting |
+//! | `celeriac:{emails}:job:<id>` | HASH | one job: `d` spec (JSON), `p` payload, `s` state, `pr` priority, `q` sequence, `r` run_at, `x` expires_at, `a` attempts, `m` max attempts, `tt` result ttl, `w` worker, `st`/`f` started/finished, `res` result, `ek`/`em`/`ea` last error, `pg`/`pgm` progress; finished ones expire |
+//! | `celeriac:{emails}:unique:<key>` | STRING | the job holding a unique key: `<mode>\|<id>` (a window adds `\|<until>`) |
+//! | `celeriac:{emails}:guard` | none | never created; declared by every queue script so that none runs while the slot migrates (see Guarantees) |
+//! | `celeriac:{emails}:done` | channel | ids of finished jobs |
+//! | `celeriac:queues` | SET | queue names (the one key outside any queue's slot) |
+//! | `celeriac:{celeriac:beat}:leader:<name>` | HASH | a leader lease (the scheduler's is `beat`): `holder`, `token` (fencing token, grows each time the lease changes hands, never expires), `until` (ms) |
+//! | `celeriac:{celeriac:beat}:ticks` | HASH | schedule name → last tick handled (ms) |
+//! | `celeriac:{celeriac:beat}:paused` | HASH | schedule name → `1` while paused by `celeriac schedules pause` |
+//! | `celeriac:{celeriac:breaker:<name>}:state` | HASH | a shared circuit breaker: state code, open-until, trips, generation, probe results, `exp` (see `lua/includes/breaker.lua`) |
+//! | `celeriac:{celeriac:breaker:<name>}:signals` | HASH | `<bucket epoch>\|<instance>` → calls, failures, slow calls |
+//! | `celeriac:{celeriac:breaker:<name>}:probes` | ZSET | half-open probe reservations by expiry |
+//!
+//! Every breaker key has a Redis TTL (twice the longest of its window, open period and probe
+//! lease), refreshed by each write; the `exp` field judges expiry by the caller's `now`.
+//!
+//! Unique keys live in the queue's slot so their scripts stay atomic; cache and limiter keys
+//! get their own prefixes (`celeriac:kv:…`, `celeriac:{rl:…}`).
+//!
+//! Workflows (chain, group, chord) belong to no queue: every key of one join or one workflow
+//! carries the hash tag `{wf:<id>}` (ids are UUIDs, so no tag clashes with a queue's), and each
+//! of their scripts touches one key:
+//!
+//! | key | type | what |
+//! |---|---|---|
+//! | `celeriac:{wf:<join id>}:join` | HASH | a join (the barrier after a group): `<index>` → the member's output, `n` distinct indexes with an output, `t` total, `e` first failure, `x` keep-until; expires its ttl after the last arrival |
+//! | `celeriac:{wf:<id>}:rec` | HASH | a workflow record: `n` name, `s` state (0 running, 1 succeeded, 2 failed), `r` result, `e` error, `c` created, `f` finished, `t` ttl; expires its ttl after it finishes |
+//! | `celeriac:{wf:<id>}:done` | channel | the id of the workflow once it finished (matched by the completion pattern `celeriac:{*}:done`) |
+//!
+//! The coordinator's keys (leader leases, schedule state) share the one hash tag
+//! `{celeriac:beat}`, so its scripts (`acquireLeader-1`, `releaseLeader-1`, `recordTick-2`) run
+//! on one Cluster slot.
+//!
+//! The key-value store (the cache's L2, [`celeriac_core::KvStore`]) keeps the caller's key intact
+//! after its prefix, so a `{hash tag}` in the key chooses the slot (callers co-locate keys that
+//! way); keys of one call may lie in many slots, and are grouped by slot on Cluster:
+//!
+//! | key | type | what |
+//! |---|---|---|
+//! | `celeriac:kv:<key>` | STRING | a value: byte `0x01`, expiry (ms since the epoch, 8 bytes big-endian), then the value; Redis TTL set to the same moment (`PX`), but reads judge expiry by the caller's `now` against the stored expiry. A counter (`INCR`) is plain decimal text, without expiry |
+//! | `celeriac:kv-lock:<key>` | STRING | a lease lock: `<until>\|<token>`, TTL the lease (`lockKey-1`, `unlockKey-1`) |
+//! | `celeriac:kv-channel:<channel>` | channel | broadcast messages; each subscription has its own pub/sub connection and gets a `Reset` after it resubscribes |
+//!
+//! Rate limits ([`celeriac_core::RateLimitStore`]): every key of one limiter key carries the
+//! hash tag `{rl:<key>}`, so all its quotas sit on one slot and one `checkLimits-N` call
+//! decides them all at once (the `rl:` keeps the tag non-empty whatever the key holds):
+//!
+//! | key | type | what |
+//! |---|---|---|
+//! | `celeriac:{rl:<key>}:<state id>` | STRING | one quota's state (see `celeriac_core::limit::maths`) as 4 little-endian doubles: a, b, c, then when the key expires by Redis's clock (ms); the TTL covers how long the state matters plus slack, and is set only when it must grow (`checkLimits-N`). Decimal text `<tat>` / `a:b:c` from older builds is still read |
+//! | `celeriac:{rl:<key>}:permits` | ZSET | concurrency permits: holder → lease end (ms); TTL the last lease's end (`acquirePermit-1`, `releasePermit-1`) |
 
 /// The keys every script of a queue receives (its twelve data keys, then the migration
 /// guard), and its job-key prefix and channel.

@@ -3,7 +3,7 @@
 //! the wrong type is a typed error, and nothing else is lost.
 
 use celeriac_core::backend::{ClaimRequest, TaskLimits};
-use celeriac_core::{Broker, Job, JobState, ResultStore};
+use celeriac_core::{Broker, Job, JobState, QueueAdmin, ResultStore};
 use celeriac_redis::RedisBackend;
 use celeriac_testkit::RedisServer;
 use std::time::Duration;

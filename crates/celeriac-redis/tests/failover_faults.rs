@@ -9,7 +9,7 @@
 //! loopback ports; every wait polls with a deadline.
 
 use celeriac::{
-    App, Broker, Enqueue, Job, JobId, JobState, ResultStore, Task, TaskContext, TaskError,
+    App, Enqueue, Job, JobId, JobState, QueueAdmin, ResultStore, Task, TaskContext, TaskError,
     TaskOptions, WorkerConfig, WorkerStats,
 };
 use celeriac_redis::RedisBackend;

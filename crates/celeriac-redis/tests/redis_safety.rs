@@ -8,8 +8,8 @@
 mod common;
 
 use celeriac::{
-    App, Broker, Enqueue, JobId, JobState, ResultStore, Task, TaskContext, TaskError, TaskOptions,
-    WorkerConfig, WorkerStats,
+    App, Enqueue, JobId, JobState, QueueAdmin, ResultStore, Task, TaskContext, TaskError,
+    TaskOptions, WorkerConfig, WorkerStats,
 };
 use celeriac_redis::RedisBackend;
 use celeriac_testkit::{RedisCluster, RedisSentinel, RedisServer};

@@ -8,7 +8,7 @@
 //! Redis on a private `redis-server` the testkit starts (`used_memory` from `INFO memory`).
 
 use celeriac_core::backend::{ClaimRequest, Completion, Outcome};
-use celeriac_core::{Broker, Job};
+use celeriac_core::{Broker, Job, QueueAdmin};
 use celeriac_testkit::RedisServer;
 use std::error::Error;
 use std::path::Path;

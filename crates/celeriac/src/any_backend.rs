@@ -1,10 +1,10 @@
-//! [`Backend`]: the store an application runs on, chosen by URL at start.
+//! [`AnyBackend`]: the store an application runs on, chosen by URL at start.
 
 use crate::{Error, Result};
 use celeriac_core::backend::{
     BreakerCommand, BreakerPolicy, BreakerSignal, BreakerStore, Broker, CancelReport, ClaimRequest,
     Claimed, Completion, Coordinator, JoinArrival, JoinStatus, KvEntry, KvStore, KvSubscription,
-    LeaseRef, QueueStats, RateLimitStore, ReapReport, ResultStore, ScheduleState,
+    LeaseRef, QueueAdmin, QueueStats, RateLimitStore, ReapReport, ResultStore, ScheduleState,
     SharedBreakerState, WorkflowEnd, WorkflowRecord, WorkflowStore,
 };
 use celeriac_core::limit::{Decision, Quota};
@@ -138,6 +138,15 @@ impl Broker for AnyBackend {
     fn wakes_across_processes(&self) -> bool {
         forward!(self, b => b.wakes_across_processes())
     }
+    async fn cancel(&self, id: JobId, now: UnixMs) -> Result<CancelReport> {
+        forward!(self, b => b.cancel(id, now).await)
+    }
+    async fn cancel_requested(&self, leases: Vec<LeaseRef>) -> Result<Vec<LeaseRef>> {
+        forward!(self, b => b.cancel_requested(leases).await)
+    }
+}
+
+impl QueueAdmin for AnyBackend {
     async fn pause(&self, queue: &str) -> Result<()> {
         forward!(self, b => b.pause(queue).await)
     }
@@ -163,12 +172,6 @@ impl Broker for AnyBackend {
     }
     async fn purge_dead(&self, queue: Option<String>) -> Result<u64> {
         forward!(self, b => b.purge_dead(queue).await)
-    }
-    async fn cancel(&self, id: JobId, now: UnixMs) -> Result<CancelReport> {
-        forward!(self, b => b.cancel(id, now).await)
-    }
-    async fn cancel_requested(&self, leases: Vec<LeaseRef>) -> Result<Vec<LeaseRef>> {
-        forward!(self, b => b.cancel_requested(leases).await)
     }
 }
 

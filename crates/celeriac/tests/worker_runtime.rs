@@ -6,7 +6,7 @@
 //! worker, so the tests can run in parallel.
 
 use celeriac::{
-    App, Broker, Clock, ErrorInfo, JobHandle, JobState, ManualClock, Progress, Shutdown,
+    App, Clock, ErrorInfo, JobHandle, JobState, ManualClock, Progress, QueueAdmin, Shutdown,
     TaskContext, TaskError, WorkerConfig, WorkerStats,
 };
 use celeriac_conformance::wait_for;

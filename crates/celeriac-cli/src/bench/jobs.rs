@@ -2,6 +2,7 @@
 //! given concurrency, enqueue-to-start latency of an idle worker, and peak memory.
 
 use crate::demo::percentile;
+use celeriac::QueueAdmin;
 use celeriac::{App, Client, Task, TaskContext, TaskError, TaskOptions, WorkerConfig};
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -102,7 +103,7 @@ pub async fn run(
     mut progress: impl FnMut(Phase, u64, u64),
 ) -> celeriac::Result<BenchReport> {
     let client: &Client<celeriac::AnyBackend> = app.client();
-    celeriac::Broker::purge(app.backend().as_ref(), &Noop::options().queue).await?;
+    QueueAdmin::purge(app.backend().as_ref(), &Noop::options().queue).await?;
     if let Ok(mut v) = LATENCIES_US.lock() {
         v.clear();
     }

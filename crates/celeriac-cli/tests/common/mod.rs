@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use celeriac::{App, Broker, JobId, JobState, ResultStore};
+use celeriac::{App, JobId, JobState, QueueAdmin, ResultStore};
 use celeriac_cli::demo::{self, Email, PingPartner, SendEmail};
 use std::collections::HashSet;
 use std::path::Path;

@@ -3,6 +3,7 @@
 //! schedules do not fire. Time is a [`ManualClock`] the cases move.
 
 use crate::support::{exists, NOOP, T0};
+use celeriac_core::backend::QueueAdmin;
 use celeriac_core::backend::{Coordinator, ScheduleState};
 use celeriac_core::schedule::tick_job_id;
 use celeriac_core::{
@@ -159,7 +160,7 @@ async fn step<B: Broker + Coordinator>(beat: &mut Beat<B>) -> celeriac_core::bea
     beat.step().await.expect("a beat pass succeeds")
 }
 
-async fn jobs_in<B: Broker>(b: &B, queue: &str) -> u64 {
+async fn jobs_in<B: Broker + QueueAdmin>(b: &B, queue: &str) -> u64 {
     b.stats()
         .await
         .expect("stats")
@@ -177,7 +178,9 @@ fn next_multiple(t: UnixMs, period: UnixMs) -> UnixMs {
 /// Two beats on one store, stepped in turn as time passes, and a takeover when the leader
 /// stops: every tick is enqueued exactly once, with its deterministic id, and only the leader
 /// fires.
-pub async fn two_beats_fire_each_tick_once<B: Broker + ResultStore + Coordinator>(backend: Arc<B>) {
+pub async fn two_beats_fire_each_tick_once<B: Broker + QueueAdmin + ResultStore + Coordinator>(
+    backend: Arc<B>,
+) {
     let q = "beat-two";
     let clock = ManualClock::new(T0);
     let sched = || vec![every("every-5s", 5, q, Missed::CatchUp(100))];
@@ -259,7 +262,7 @@ pub async fn two_beats_fire_each_tick_once<B: Broker + ResultStore + Coordinator
 /// Two beat loops running at once (`Beat::run`), sharing a manual clock that moves in steps:
 /// each tick is in the store exactly once.
 pub async fn beat_loops_running_at_once_fire_each_tick_once<
-    B: Broker + ResultStore + Coordinator,
+    B: Broker + QueueAdmin + ResultStore + Coordinator,
 >(
     backend: Arc<B>,
 ) {
@@ -325,7 +328,7 @@ pub async fn beat_loops_running_at_once_fire_each_tick_once<
 
 /// Ticks missed while no beat ran: skip fires none, run-once the latest, catch-up the
 /// latest N; the next tick on time fires for all three.
-pub async fn missed_ticks_follow_the_policy<B: Broker + ResultStore + Coordinator>(
+pub async fn missed_ticks_follow_the_policy<B: Broker + QueueAdmin + ResultStore + Coordinator>(
     backend: Arc<B>,
 ) {
     let q = "beat-missed";
@@ -393,7 +396,9 @@ pub async fn missed_ticks_follow_the_policy<B: Broker + ResultStore + Coordinato
 
 /// A paused schedule does not fire, and resuming it does not fire the ticks that passed while
 /// it was paused; a schedule paused in its definition never fires.
-pub async fn paused_schedules_do_not_fire<B: Broker + ResultStore + Coordinator>(backend: Arc<B>) {
+pub async fn paused_schedules_do_not_fire<B: Broker + QueueAdmin + ResultStore + Coordinator>(
+    backend: Arc<B>,
+) {
     let q = "beat-paused";
     let clock = ManualClock::new(T0);
     let held = Schedule::builder("held")

@@ -1,6 +1,7 @@
 //! Results, progress and waiting: the `ResultStore` side of a backend.
 
 use crate::support::{claim_only, complete, enqueue, exists, info, job, lease, success, T0};
+use celeriac_core::backend::QueueAdmin;
 use celeriac_core::backend::{Completion, Outcome};
 use celeriac_core::{Broker, Error, ErrorInfo, JobId, JobState, Progress, ResultStore};
 use serde_json::{json, Value};
@@ -95,7 +96,7 @@ pub async fn wait_times_out<B: Broker + ResultStore>(backend: Arc<B>) {
 }
 
 /// An unknown id is `None` for `get` and [`Error::NotFound`] for `wait`.
-pub async fn unknown_job_is_not_found<B: Broker + ResultStore>(backend: Arc<B>) {
+pub async fn unknown_job_is_not_found<B: Broker + QueueAdmin + ResultStore>(backend: Arc<B>) {
     let ghost = JobId::new();
     assert!(
         backend

@@ -2,12 +2,13 @@
 
 use crate::support::{claim, claim_only, complete, dead_ids, enqueue, info, job, lease, T0};
 use celeriac_core::backend::Outcome;
+use celeriac_core::backend::QueueAdmin;
 use celeriac_core::{Broker, ErrorInfo, JobState, ResultStore};
 use std::sync::Arc;
 
 /// `Dead` moves a job to the dead letters with its reason, `Failed` finishes it with its
 /// error (not a dead letter), `Retry` schedules the next attempt at `at`, `Cancelled` ends it.
-pub async fn completion_outcomes_set_state<B: Broker + ResultStore>(backend: Arc<B>) {
+pub async fn completion_outcomes_set_state<B: Broker + QueueAdmin + ResultStore>(backend: Arc<B>) {
     let q = "outcomes";
     let jobs: Vec<_> = (0..4).map(|_| job(q, T0)).collect();
     let ids: Vec<_> = jobs.iter().map(|j| j.id).collect();

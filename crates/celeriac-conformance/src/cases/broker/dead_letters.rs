@@ -4,6 +4,7 @@ use crate::support::{
     claim, claim_only, complete, dead_ids, enqueue, exists, info, job, lease, T0,
 };
 use celeriac_core::backend::Outcome;
+use celeriac_core::backend::QueueAdmin;
 use celeriac_core::{Broker, ErrorInfo, JobId, JobState, ResultStore};
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ fn reason(n: u32) -> Outcome {
 
 /// Dead letters are listed newest first and per queue, with limit and offset; `retry_dead`
 /// puts them back to pending with fresh attempts; `purge_dead` deletes them.
-pub async fn dead_letters_list_retry_purge<B: Broker + ResultStore>(backend: Arc<B>) {
+pub async fn dead_letters_list_retry_purge<B: Broker + QueueAdmin + ResultStore>(backend: Arc<B>) {
     let (qa, qb) = ("dlq-a", "dlq-b");
     let (d1, d2, d3, f) = (job(qa, T0), job(qb, T0), job(qa, T0), job(qa, T0));
     let (d1, d2, d3, f): (JobId, JobId, JobId, JobId) = {

@@ -4,6 +4,7 @@ use crate::support::{
     claim, claim_only, claimed_ids, complete, dead_ids, enqueue, info, job, lease, success,
     LEASE_MS, NOOP, T0,
 };
+use celeriac_core::backend::QueueAdmin;
 use celeriac_core::backend::{Completion, EndedJob, LeaseRef, Outcome, ReapReport};
 use celeriac_core::workflow::FLOW_HEADER;
 use celeriac_core::{Broker, ErrorInfo, JobState, ResultStore};
@@ -14,7 +15,7 @@ use std::sync::Arc;
 /// the job back, and the next claim gets a new token with the attempt counted. Without
 /// attempts left, the reaper moves the job to the dead letters as `lease_expired`, and
 /// reports the job it ended with its task, error and workflow header.
-pub async fn lease_expiry_redelivers<B: Broker + ResultStore>(backend: Arc<B>) {
+pub async fn lease_expiry_redelivers<B: Broker + QueueAdmin + ResultStore>(backend: Arc<B>) {
     let q = "leases";
     let mut j = job(q, T0);
     j.max_attempts = 2;

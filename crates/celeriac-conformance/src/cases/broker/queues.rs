@@ -4,6 +4,7 @@ use crate::support::{
     claim, claim_only, claimed_ids, complete, delayed, enqueue, exists, ids_of, info, job, lease,
     success, T0,
 };
+use celeriac_core::backend::QueueAdmin;
 use celeriac_core::backend::{Outcome, QueueStats};
 use celeriac_core::{Broker, ErrorInfo, JobState, ResultStore};
 use serde_json::json;
@@ -78,7 +79,7 @@ pub async fn batch_enqueue_is_atomic<B: Broker + ResultStore>(backend: Arc<B>) {
 
 /// A paused queue yields no claims (even one paused before it had jobs) while other queues
 /// in the same claim still do; resuming restores claims.
-pub async fn pause_and_resume<B: Broker + ResultStore>(backend: Arc<B>) {
+pub async fn pause_and_resume<B: Broker + QueueAdmin + ResultStore>(backend: Arc<B>) {
     let (paused, open) = ("paused", "open");
     backend.pause(paused).await.expect("pause should succeed");
     let jobs = vec![job(paused, T0), job(paused, T0)];
@@ -125,7 +126,7 @@ pub async fn pause_and_resume<B: Broker + ResultStore>(backend: Arc<B>) {
 
 /// `purge` deletes the pending and scheduled jobs of one queue: not other queues, not
 /// running jobs.
-pub async fn purge_clears_one_queue<B: Broker + ResultStore>(backend: Arc<B>) {
+pub async fn purge_clears_one_queue<B: Broker + QueueAdmin + ResultStore>(backend: Arc<B>) {
     let (a, b) = ("purge-a", "purge-b");
     let running = job(a, T0);
     let running_id = running.id;
@@ -177,7 +178,7 @@ pub async fn purge_clears_one_queue<B: Broker + ResultStore>(backend: Arc<B>) {
 }
 
 /// `stats` counts jobs per state and per queue.
-pub async fn stats_count_states_per_queue<B: Broker + ResultStore>(backend: Arc<B>) {
+pub async fn stats_count_states_per_queue<B: Broker + QueueAdmin + ResultStore>(backend: Arc<B>) {
     let (a, b) = ("stats-a", "stats-b");
     // Queue a: four claimed, of which one succeeds, one dies, one fails; two more pending;
     // one scheduled.

@@ -2,6 +2,7 @@
 //! dead letters of a queue are capped.
 
 use crate::support::{claim, enqueue, exists, job, lease, success, T0};
+use celeriac_core::backend::QueueAdmin;
 use celeriac_core::backend::{Completion, Outcome};
 use celeriac_core::retention::DEFAULT_DEAD_MAX;
 use celeriac_core::{Broker, ErrorInfo, JobId, JobState, ResultStore};
@@ -63,7 +64,7 @@ async fn finish_many<B: Broker>(
 }
 
 /// How many jobs of `queue` are in `state`, by [`Broker::stats`].
-async fn count<B: Broker>(backend: &B, queue: &str, state: JobState) -> u64 {
+async fn count<B: Broker + QueueAdmin>(backend: &B, queue: &str, state: JobState) -> u64 {
     backend
         .stats()
         .await
@@ -82,7 +83,9 @@ fn dead_outcome() -> Outcome {
 
 /// One reap sweeps every finished job past its retention even when several batches' worth
 /// (well over 1,000 per set) fell due at once, and nothing before its time.
-pub async fn reap_sweeps_every_due_result_in_one_call<B: Broker + ResultStore>(backend: Arc<B>) {
+pub async fn reap_sweeps_every_due_result_in_one_call<B: Broker + QueueAdmin + ResultStore>(
+    backend: Arc<B>,
+) {
     let q = "retention-sweep";
     let ttl = Duration::from_secs(60);
     let finished = T0 + 10;
@@ -127,7 +130,9 @@ pub async fn reap_sweeps_every_due_result_in_one_call<B: Broker + ResultStore>(b
 /// A queue keeps at most [`DEFAULT_DEAD_MAX`] dead letters: a reap drops the oldest beyond
 /// it (several batches' worth in one call) and counts them; another queue's dead letters
 /// are not touched.
-pub async fn dead_letter_cap_drops_the_oldest<B: Broker + ResultStore>(backend: Arc<B>) {
+pub async fn dead_letter_cap_drops_the_oldest<B: Broker + QueueAdmin + ResultStore>(
+    backend: Arc<B>,
+) {
     let (q, other) = ("retention-dlq", "retention-dlq-other");
     let ttl = Duration::from_secs(60);
     let dead = dead_outcome();

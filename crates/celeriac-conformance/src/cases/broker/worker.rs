@@ -4,6 +4,7 @@
 use crate::support::{
     dead_ids, enqueue, eventually, info, job, Add, AlwaysFails, RunningWorker, PATIENCE, T0,
 };
+use celeriac_core::backend::QueueAdmin;
 use celeriac_core::{Broker, Enqueue, JobState, ManualClock, Registry, ResultStore};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use std::time::Duration;
 /// A task that always fails (backoff 1 s, no jitter, 3 attempts) is retried at exactly
 /// failure time + 1 s, then + 2 s, then dead-lettered with a reason naming the attempts.
 pub async fn retry_schedule_follows_backoff<
-    B: Broker + ResultStore + celeriac_core::WorkflowStore,
+    B: Broker + QueueAdmin + ResultStore + celeriac_core::WorkflowStore,
 >(
     backend: Arc<B>,
 ) {
@@ -80,7 +81,7 @@ pub async fn retry_schedule_follows_backoff<
 
 /// A job whose only attempt fails is dead-lettered by the worker at once, not retried.
 pub async fn worker_dead_letters_after_max_attempts<
-    B: Broker + ResultStore + celeriac_core::WorkflowStore,
+    B: Broker + QueueAdmin + ResultStore + celeriac_core::WorkflowStore,
 >(
     backend: Arc<B>,
 ) {
@@ -120,7 +121,7 @@ pub async fn worker_dead_letters_after_max_attempts<
 /// A job for a task this worker does not know goes to the dead letters as `unknown_task`
 /// on its first attempt.
 pub async fn unknown_task_is_dead_lettered<
-    B: Broker + ResultStore + celeriac_core::WorkflowStore,
+    B: Broker + QueueAdmin + ResultStore + celeriac_core::WorkflowStore,
 >(
     backend: Arc<B>,
 ) {

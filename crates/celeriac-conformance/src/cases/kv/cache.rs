@@ -5,6 +5,7 @@
 
 use crate::support::{wait_for, T0};
 use celeriac_cache::{Cache, CacheStats};
+use celeriac_core::backend::QueueAdmin;
 use celeriac_core::backend::{KvEntry, KvStore};
 use celeriac_core::{Clock, ManualClock};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -524,7 +525,11 @@ pub async fn cache_stats_are_published_and_summed<B: KvStore>(backend: Arc<B>) {
 /// `write_many` as one batch.
 pub async fn cache_write_behind_flushes_every_acknowledged_write<B>(backend: Arc<B>)
 where
-    B: KvStore + celeriac_core::Broker + celeriac_core::ResultStore + celeriac_core::WorkflowStore,
+    B: KvStore
+        + celeriac_core::Broker
+        + QueueAdmin
+        + celeriac_core::ResultStore
+        + celeriac_core::WorkflowStore,
 {
     use crate::support::RunningWorker;
     use celeriac_cache::{write, PendingWrite, WriteBehind};
@@ -629,7 +634,11 @@ where
 /// the store's writer.
 pub async fn cache_write_behind_gathers_concurrent_writes<B>(backend: Arc<B>)
 where
-    B: KvStore + celeriac_core::Broker + celeriac_core::ResultStore + celeriac_core::WorkflowStore,
+    B: KvStore
+        + celeriac_core::Broker
+        + QueueAdmin
+        + celeriac_core::ResultStore
+        + celeriac_core::WorkflowStore,
 {
     use crate::support::RunningWorker;
     use celeriac_cache::{write, PendingWrite, WriteBehind};
@@ -743,7 +752,7 @@ pub async fn cache_counts_l1_evictions<B: KvStore>(backend: Arc<B>) {
 }
 
 /// How many jobs of `queue` are in `state`.
-async fn in_queue<B: celeriac_core::Broker>(
+async fn in_queue<B: celeriac_core::Broker + QueueAdmin>(
     backend: &B,
     queue: &str,
     state: celeriac_core::JobState,

@@ -1,0 +1,56 @@
+//! [`QueueAdmin`]: what an operator does to queues and dead letters, apart from the
+//! worker's hot path: the command line and a dashboard use it, workers never do.
+
+use super::Broker;
+use crate::clock::UnixMs;
+use crate::error::Result;
+use crate::job::{JobId, JobInfo, JobState};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::future::Future;
+
+/// Counts for one queue.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueStats {
+    /// The queue's name.
+    pub queue: String,
+    /// Whether claiming from it is paused.
+    pub paused: bool,
+    /// Jobs per state (absent states are zero).
+    pub counts: BTreeMap<String, u64>,
+}
+
+impl QueueStats {
+    /// The number of jobs in `state`.
+    pub fn count(&self, state: JobState) -> u64 {
+        self.counts.get(state.as_str()).copied().unwrap_or(0)
+    }
+}
+
+/// Pausing, counting and purging queues, and handling dead letters.
+pub trait QueueAdmin: Broker {
+    /// Stops claims from a queue.
+    fn pause(&self, queue: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Lets claims from a queue resume.
+    fn resume(&self, queue: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Counts per queue and state.
+    fn stats(&self) -> impl Future<Output = Result<Vec<QueueStats>>> + Send;
+    /// Deletes the pending and scheduled jobs of a queue; returns how many.
+    fn purge(&self, queue: &str) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Dead letters, newest first, optionally of one queue.
+    fn dead_letters(
+        &self,
+        queue: Option<String>,
+        limit: usize,
+        offset: usize,
+    ) -> impl Future<Output = Result<Vec<JobInfo>>> + Send;
+    /// Puts dead jobs back to pending with fresh attempts; `None` retries all of them.
+    fn retry_dead(
+        &self,
+        ids: Option<Vec<JobId>>,
+        now: UnixMs,
+    ) -> impl Future<Output = Result<u64>> + Send;
+    /// Deletes dead letters, optionally of one queue.
+    fn purge_dead(&self, queue: Option<String>) -> impl Future<Output = Result<u64>> + Send;
+}

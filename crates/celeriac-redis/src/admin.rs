@@ -1,0 +1,181 @@
+//! [`QueueAdmin`] for Redis: pause, resume, counts, purge and the dead letters.
+
+use crate::codec::{self, Fields};
+use crate::conn::map_err;
+use crate::{num, RedisBackend};
+use celeriac_core::backend::{QueueAdmin, QueueStats};
+use celeriac_core::clock::UnixMs;
+use celeriac_core::error::Result;
+use celeriac_core::job::{JobId, JobInfo, JobState};
+use redis::{AsyncCommands, Value};
+use std::collections::HashMap;
+
+impl QueueAdmin for RedisBackend {
+    async fn pause(&self, queue: &str) -> Result<()> {
+        self.remember_queues([queue]).await?;
+        let _: () = self
+            .conn()
+            .hset(self.keys(queue).meta(), "paused", "1")
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn resume(&self, queue: &str) -> Result<()> {
+        self.remember_queues([queue]).await?;
+        let keys = self.keys(queue);
+        let _: () = redis::pipe()
+            .hset(keys.meta(), "paused", "0")
+            .zadd(keys.marker(), "w", 0)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(map_err)?;
+        self.bump_work();
+        Ok(())
+    }
+
+    async fn stats(&self) -> Result<Vec<QueueStats>> {
+        let mut out = Vec::new();
+        for queue in self.all_queues().await? {
+            let k = self.keys(&queue);
+            let mut pipe = redis::pipe();
+            for key in [
+                k.ready(),
+                k.scheduled(),
+                k.retry(),
+                k.active(),
+                k.dead(),
+                &k.keys[7],
+                &k.keys[8],
+                &k.keys[9],
+                &k.keys[10],
+            ] {
+                pipe.zcard(key);
+            }
+            pipe.hget(k.meta(), "paused");
+            let (counts, paused): (Vec<u64>, Option<String>) = {
+                let mut all: Vec<Value> =
+                    pipe.query_async(&mut self.conn()).await.map_err(map_err)?;
+                let paused = all.pop().map(|v| codec::text_of(&v));
+                (
+                    all.iter().map(|v| codec::int_of(v).max(0) as u64).collect(),
+                    paused,
+                )
+            };
+            let states = [
+                JobState::Pending,
+                JobState::Scheduled,
+                JobState::Retrying,
+                JobState::Active,
+                JobState::Dead,
+                JobState::Succeeded,
+                JobState::Failed,
+                JobState::Cancelled,
+                JobState::Expired,
+            ];
+            let counts = states
+                .iter()
+                .zip(counts)
+                .filter(|(_, n)| *n > 0)
+                .map(|(s, n)| (s.as_str().to_string(), n))
+                .collect();
+            out.push(QueueStats {
+                queue,
+                paused: paused.as_deref() == Some("1"),
+                counts,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn purge(&self, queue: &str) -> Result<u64> {
+        let keys = self.keys(queue);
+        self.loop_script(&self.inner.scripts.purge, &keys, Vec::new())
+            .await
+    }
+
+    async fn dead_letters(
+        &self,
+        queue: Option<String>,
+        limit: usize,
+        offset: usize,
+    ) -> Result<Vec<JobInfo>> {
+        let queues = match queue {
+            Some(q) => vec![q],
+            None => self.all_queues().await?,
+        };
+        let mut entries: Vec<(f64, String, String)> = Vec::new();
+        let want = (offset + limit) as isize;
+        for q in queues {
+            let k = self.keys(&q);
+            let ids: Vec<(String, f64)> = self
+                .conn()
+                .zrevrange_withscores(k.dead(), 0, want - 1)
+                .await
+                .map_err(map_err)?;
+            entries.extend(ids.into_iter().map(|(id, score)| (score, q.clone(), id)));
+        }
+        entries.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| b.2.cmp(&a.2)));
+        let mut out = Vec::new();
+        for (_, q, id) in entries.into_iter().skip(offset).take(limit) {
+            let k = self.keys(&q);
+            let fields: HashMap<String, Vec<u8>> =
+                self.conn().hgetall(k.job(&id)).await.map_err(map_err)?;
+            let jid: JobId = id.parse()?;
+            if let Some(info) = codec::info_from_hash(jid, &q, Fields(fields), None)? {
+                out.push(info);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn retry_dead(&self, ids: Option<Vec<JobId>>, now: UnixMs) -> Result<u64> {
+        let mut retried = 0u64;
+        for queue in self.all_queues().await? {
+            let keys = self.keys(&queue);
+            match &ids {
+                None => loop {
+                    let r: Vec<i64> = self
+                        .invoke(
+                            &self.inner.scripts.retry_dead,
+                            &keys,
+                            [num(now), b"*".to_vec()],
+                        )
+                        .await?;
+                    retried += r.first().copied().unwrap_or(0) as u64;
+                    if r.get(1).copied().unwrap_or(0) == 0 {
+                        break;
+                    }
+                },
+                Some(ids) => {
+                    for chunk in ids.chunks(500) {
+                        let mut args = vec![num(now)];
+                        args.extend(chunk.iter().map(|i| i.to_string().into_bytes()));
+                        let r: Vec<i64> = self
+                            .invoke(&self.inner.scripts.retry_dead, &keys, args)
+                            .await?;
+                        retried += r.first().copied().unwrap_or(0) as u64;
+                    }
+                }
+            }
+        }
+        if retried > 0 {
+            self.bump_work();
+        }
+        Ok(retried)
+    }
+
+    async fn purge_dead(&self, queue: Option<String>) -> Result<u64> {
+        let queues = match queue {
+            Some(q) => vec![q],
+            None => self.all_queues().await?,
+        };
+        let mut n = 0;
+        for q in queues {
+            n += self
+                .loop_script(&self.inner.scripts.purge_dead, &self.keys(&q), Vec::new())
+                .await?;
+        }
+        Ok(n)
+    }
+}
