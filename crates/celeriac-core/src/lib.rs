@@ -1,27 +1,26 @@
-//! The core of Celeriac: the job model and its rules, the task registry, the backend
-//! capability traits, and the worker runtime written against them. No store lives here:
-//! backends (`celeriac-embedded`, `celeriac-redis`) implement [`backend::Broker`] and
-//! [`backend::ResultStore`].
+//! The core of Celeriac: the model and its rules, and the runtime written against the store
+//! traits. No store lives here: the backends (`celeriac-embedded`, `celeriac-redis`) implement
+//! the [`backend`] traits, one per capability ([`Broker`], [`QueueAdmin`], [`ResultStore`],
+//! [`WorkflowStore`], [`Coordinator`], [`KvStore`], [`RateLimitStore`], [`BreakerStore`]).
 //!
-//! Core concepts:
-//! - a [`job::Job`] is one call of a [`task::Task`], stored in a queue;
-//! - a worker claims jobs under a **lease** with a **fencing token**: only the holder of the
-//!   current token can complete the attempt, and an expired lease is redelivered
-//!   (at-least-once);
-//! - failed attempts are retried with exponential backoff and full jitter
-//!   ([`retry::Backoff`]), and jobs that cannot succeed go to the dead letters with a reason.
+//! - A [`job::Job`] is one call of a [`task::Task`], stored in a queue. A [`worker::Worker`]
+//!   claims jobs under a **lease** with a **fencing token**: only the holder of the current
+//!   token can complete the attempt, and an expired lease is redelivered (at least once).
+//! - Failed attempts are retried with exponential backoff and full jitter
+//!   ([`retry::Backoff`]); jobs that cannot succeed go to the dead letters with a reason.
+//! - [`workflow`]s (chain, group, chord, map) continue from each step's end.
+//! - Periodic [`schedule::Schedule`]s are fired by [`beat::Beat`], which one process leads at
+//!   a time through a [`Coordinator`] lease.
+//! - [`limit`]: rate limiters (GCRA, sliding and fixed windows, concurrency permits) over any
+//!   [`RateLimitStore`], or in process memory.
+//! - [`breaker`]: circuit breakers, alone or shared through a [`BreakerStore`]; tasks that
+//!   name one are deferred while it is open, without using an attempt.
+//! - [`duration`]: the one duration grammar (`30s`, `1h30m`) of schedules, quotas, the
+//!   command line and the macros.
 //!
-//! - [`limit`]: rate limiters (GCRA, sliding and fixed windows, concurrency permits) over
-//!   any [`backend::RateLimitStore`], or in process memory.
-//! - a [`breaker::CircuitBreaker`] stops calls to a failing dependency (closed, open,
-//!   half-open), alone or shared between processes through a [`backend::BreakerStore`];
-//!   tasks that name one are deferred while it is open, without using an attempt;
-//!
-//! - periodic [`schedule::Schedule`]s are fired by the scheduler loop [`beat::Beat`], which
-//!   one process leads at a time through a [`backend::Coordinator`] lease.
-//!
-//! Time is always passed in: stores never read the clock, so tests drive time with
-//! [`clock::ManualClock`].
+//! Time is always passed in, as the fleet's clock ([`clock::FleetClock`]): stores never read
+//! a clock, and tests drive time with [`clock::ManualClock`]. The cache is the
+//! `celeriac-cache` crate, over [`KvStore`].
 
 pub mod backend;
 pub mod beat;

@@ -2,7 +2,7 @@
 //! drives completions through the store API (enqueue a batch, claim it, complete it, each
 //! result kept), then reaps once after the ttl.
 //!
-//! `cargo run --release -p celeriac --example retention_soak -- sqlite|redis [completions]`
+//! `cargo run --release -p celeriac --features redis --example retention_soak -- sqlite|redis [completions]`
 //!
 //! SQLite runs on a file in a temporary directory (bytes on disk: the database and its WAL);
 //! Redis on a private `redis-server` the testkit starts (`used_memory` from `INFO memory`).

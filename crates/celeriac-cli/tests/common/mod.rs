@@ -377,10 +377,16 @@ pub async fn chord_callback_runs_once_across_processes(url: &str) {
         "images",
         &[&lease[..], &["--concurrency", "64"]].concat(),
     );
+    // The victim starts alone, so it is running members when the others join (a victim that
+    // started late could find the first 200 done without it, and the kill would hit nothing).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while count(&app, JobState::Succeeded).await < 50 {
+        assert!(Instant::now() < deadline, "the victim made no progress");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let others: Vec<WorkerProc> = (0..2)
         .map(|i| WorkerProc::spawn_on(url, &format!("chord-{i}"), "images", &lease))
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(120);
     while count(&app, JobState::Succeeded).await < 200 {
         assert!(Instant::now() < deadline, "the workers made no progress");
         tokio::time::sleep(Duration::from_millis(5)).await;
