@@ -71,3 +71,19 @@ pub const MAX_DEPTH: usize = 64;
 
 /// How long workflow records and joins are kept after their last change, by default.
 pub const DEFAULT_WORKFLOW_TTL: Duration = DEFAULT_RESULT_TTL;
+
+/// A task the tests of both halves of this module build workflows from.
+#[cfg(test)]
+mod test_tasks {
+    use crate::task::{Task, TaskContext, TaskError};
+
+    pub(super) struct Double;
+    impl Task for Double {
+        const NAME: &'static str = "double";
+        type Args = u32;
+        type Output = u32;
+        async fn run(_: TaskContext, x: u32) -> std::result::Result<u32, TaskError> {
+            Ok(x * 2)
+        }
+    }
+}

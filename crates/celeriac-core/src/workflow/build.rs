@@ -299,6 +299,7 @@ impl Flow {
 mod tests {
     use super::*;
     use crate::task::{TaskContext, TaskError};
+    use crate::workflow::test_tasks::Double;
 
     struct Fetch;
     impl Task for Fetch {
@@ -307,15 +308,6 @@ mod tests {
         type Output = Vec<u32>;
         async fn run(_: TaskContext, _: String) -> std::result::Result<Vec<u32>, TaskError> {
             Ok(vec![1, 2])
-        }
-    }
-    struct Double;
-    impl Task for Double {
-        const NAME: &'static str = "double";
-        type Args = u32;
-        type Output = u32;
-        async fn run(_: TaskContext, x: u32) -> std::result::Result<u32, TaskError> {
-            Ok(x * 2)
         }
     }
 

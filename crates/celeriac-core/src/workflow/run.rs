@@ -510,17 +510,7 @@ fn describe_value(v: Option<&Value>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::task::{Task, TaskContext, TaskError};
-
-    struct Double;
-    impl Task for Double {
-        const NAME: &'static str = "double";
-        type Args = u32;
-        type Output = u32;
-        async fn run(_: TaskContext, x: u32) -> std::result::Result<u32, TaskError> {
-            Ok(x * 2)
-        }
-    }
+    use crate::workflow::test_tasks::Double;
 
     #[test]
     fn steps_take_their_input_or_their_own_arguments() {
