@@ -137,6 +137,7 @@ pub async fn run(backend: Arc<AnyBackend>, cfg: &CacheBenchConfig) -> Result<Cac
     let l2_rate =
         (per * cfg.concurrency.max(1) as u64) as f64 / started.elapsed().as_secs_f64().max(1e-9);
     let redis_bench = match &*backend {
+        #[cfg(feature = "redis")]
         AnyBackend::Redis(_) => redis_benchmark(&cfg.url, cfg.concurrency, cfg.gets).await,
         _ => None,
     };
@@ -283,6 +284,7 @@ pub async fn stampede_child(
     Ok(())
 }
 
+#[cfg(feature = "redis")]
 /// `redis-benchmark -t get` at `concurrency` against the URL's host and port, if the tool is
 /// installed and the URL is a plain `redis://host:port`.
 async fn redis_benchmark(url: &str, concurrency: usize, requests: u64) -> Option<f64> {

@@ -149,6 +149,13 @@ async fn store_decisions_per_s(backend: &Arc<AnyBackend>, cfg: &LimitsBenchConfi
     Ok((per * concurrency as u64) as f64 / started.elapsed().as_secs_f64().max(1e-9))
 }
 
+/// Without the Redis backend built in, there is no raw `EVALSHA` to compare with.
+#[cfg(not(feature = "redis"))]
+async fn raw_evalsha_per_s(_cfg: &LimitsBenchConfig, _same_args: bool) -> Result<Option<f64>> {
+    Ok(None)
+}
+
+#[cfg(feature = "redis")]
 /// `EVALSHA` of `return 1`, `cfg.decisions` times at the same concurrency, on one
 /// multiplexed connection (as the backend uses): with one key, or with `same_args` the keys
 /// and arguments a decision sends; `None` off plain `redis://`.
