@@ -119,6 +119,13 @@ async fn a_locked_store_makes_the_worker_drop_a_deaf_task_when_its_lease_ends() 
     assert_eq!(info.state, JobState::Succeeded, "{info:?}");
     assert_eq!(info.result_as::<u32>().expect("decodes"), Some(7));
     assert_eq!(info.job.attempts, 2, "{info:?}");
+    // The worker counts an outcome once the store has taken it, just after the result shows.
+    until(
+        "the worker counts the success",
+        Duration::from_secs(10),
+        || stats.succeeded.load(Ordering::Relaxed) > 0,
+    )
+    .await;
     assert_eq!(stats.succeeded.load(Ordering::Relaxed), 1);
 
     shutdown.graceful();
