@@ -9,8 +9,7 @@
 //! loopback ports; every wait polls with a deadline.
 
 use celeriac::{
-    App, Enqueue, Job, JobId, JobState, QueueAdmin, ResultStore, Task, TaskContext, TaskError,
-    TaskOptions, WorkerConfig, WorkerStats,
+    App, Enqueue, Job, JobId, JobState, QueueAdmin, ResultStore, WorkerConfig, WorkerStats,
 };
 use celeriac_redis::RedisBackend;
 use celeriac_testkit::{Persistence, RedisCluster, RedisSentinel, RedisServer};
@@ -25,28 +24,14 @@ const ENQUEUERS: usize = 4;
 /// Jobs per enqueue call.
 const BATCH: u32 = 5;
 
-/// Sleeps about 5 ms and returns its argument.
-struct Nap;
-
-impl Task for Nap {
-    const NAME: &'static str = "faults.nap";
-    type Args = u32;
-    type Output = u32;
-
-    fn options() -> TaskOptions {
-        TaskOptions {
-            queue: QUEUE.into(),
-            // Outages may cost attempts; never let that dead-letter a job here.
-            max_attempts: 20,
-            ..TaskOptions::default()
-        }
-    }
-
-    async fn run(_ctx: TaskContext, n: u32) -> Result<u32, TaskError> {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        Ok(n)
-    }
+/// Sleeps about 5 ms and returns its argument. Outages may cost attempts;
+/// never let that dead-letter a job here.
+#[celeriac::task(name = "faults.nap", queue = "faults", retries = 19)]
+async fn nap(n: u32) -> u32 {
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    n
 }
+use nap::Task as Nap;
 
 async fn app(url: &str) -> App {
     App::builder()

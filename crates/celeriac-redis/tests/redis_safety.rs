@@ -21,28 +21,14 @@ use std::time::{Duration, Instant};
 /// The queue of [`Nap`].
 const QUEUE: &str = "safety";
 
-/// Sleeps about 5 ms and returns its argument.
-struct Nap;
-
-impl Task for Nap {
-    const NAME: &'static str = "safety.nap";
-    type Args = u32;
-    type Output = u32;
-
-    fn options() -> TaskOptions {
-        TaskOptions {
-            queue: QUEUE.into(),
-            // Outages may cost an attempt; never let that dead-letter a job in these tests.
-            max_attempts: 10,
-            ..TaskOptions::default()
-        }
-    }
-
-    async fn run(_ctx: TaskContext, n: u32) -> Result<u32, TaskError> {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        Ok(n)
-    }
+/// Sleeps about 5 ms and returns its argument. Outages may cost an attempt;
+/// never let that dead-letter a job in these tests.
+#[celeriac::task(name = "safety.nap", queue = "safety", retries = 9)]
+async fn nap(n: u32) -> u32 {
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    n
 }
+use nap::Task as Nap;
 
 /// Where the Sentinel failover test is when a [`Doze`] run starts: 0 before the failover,
 /// 1 from just before it until the store has been read after it, 2 after that.
