@@ -79,6 +79,18 @@ pub(crate) enum Command {
         /// The job's id.
         id: String,
     },
+    /// List the live worker and beat processes, or tell one to be quiet or to stop.
+    ///
+    /// Every worker and beat refreshes its entry in the store every few seconds
+    /// (--registry-refresh); an entry not refreshed for three periods is gone. A command sent
+    /// with `quiet` or `stop` reaches the process at its next refresh.
+    Workers {
+        #[command(subcommand)]
+        command: Option<WorkersCommand>,
+        /// Print JSON instead of a table.
+        #[arg(long, env = "CELERIAC_JSON")]
+        json: bool,
+    },
     /// List queues with their job counts per state.
     Queues {
         /// Print JSON instead of a table.
@@ -135,6 +147,22 @@ pub(crate) enum Command {
     Limits {
         #[command(subcommand)]
         command: limits::LimitsCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum WorkersCommand {
+    /// Tell a process to be quiet: a worker claims nothing new and finishes what it runs; a
+    /// beat hands the leader lease over. It stays up until stopped.
+    Quiet {
+        /// The process's id (see `celeriac workers`).
+        id: String,
+    },
+    /// Tell a process to shut down gracefully, as SIGTERM would: running jobs get the grace
+    /// period to finish, the rest are handed back.
+    Stop {
+        /// The process's id (see `celeriac workers`).
+        id: String,
     },
 }
 
@@ -259,6 +287,10 @@ pub(crate) struct ScheduleFileArgs {
 pub(crate) struct BeatArgs {
     #[command(flatten)]
     pub(crate) file: ScheduleFileArgs,
+    /// How often this process's worker and beat refresh their entries in the process registry
+    /// and look for commands sent by `celeriac workers quiet|stop`.
+    #[arg(long, env = "CELERIAC_REGISTRY_REFRESH", default_value = "5s", value_parser = duration::parse)]
+    pub(crate) registry_refresh: Duration,
     /// The scheduler's leader lease, e.g. 30s: when the leading beat dies, another takes over
     /// within this long. Renewed every third of it.
     #[arg(long, env = "CELERIAC_BEAT_LEASE", default_value = "30s", value_parser = duration::parse)]

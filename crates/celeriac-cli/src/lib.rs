@@ -28,6 +28,7 @@ mod limits;
 mod support;
 mod warp;
 mod worker;
+mod workers;
 
 use args::{Cli, Command};
 use celeriac::{App, Registry, DEFAULT_URL};
@@ -154,6 +155,9 @@ async fn dispatch(cli: Cli, registry: Registry, default_url: Option<String>) -> 
         }
         Command::Enqueue(args) => jobs::enqueue(app(url, registry).await?, args).await,
         Command::Inspect { id, json } => jobs::inspect(app(url, registry).await?, &id, json).await,
+        Command::Workers { command, json } => {
+            workers::run(app(url, registry).await?, command, json).await
+        }
         Command::Queues { json } => jobs::queues(app(url, registry).await?, json).await,
         Command::Cancel { id } => jobs::cancel(app(url, registry).await?, &id).await,
         Command::Pause { queue } => jobs::pause(app(url, registry).await?, &queue).await,

@@ -38,6 +38,7 @@ pub(crate) async fn worker(app: App, args: WorkerArgs) -> CliResult {
         heartbeat: args.heartbeat.unwrap_or(args.lease / 3),
         poll_interval: args.poll_interval,
         grace_period: args.grace_period,
+        registry_refresh: args.beat_args.registry_refresh,
         ..WorkerConfig::default()
     };
     if let Some(id) = args.worker_id {
@@ -53,6 +54,7 @@ pub(crate) async fn worker(app: App, args: WorkerArgs) -> CliResult {
     let shutdown = worker.shutdown_handle();
     let stats = worker.stats();
     let beat_stop = scheduler.as_ref().map(|b| b.shutdown_handle());
+    let beat_stop_after = beat_stop.clone();
     let beat_task = scheduler.map(|b| tokio::spawn(b.run()));
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -66,6 +68,10 @@ pub(crate) async fn worker(app: App, args: WorkerArgs) -> CliResult {
         shutdown.immediate();
     });
     worker.run().await?;
+    // Stopped by a command through the store (`celeriac workers stop`), the beat stops too.
+    if let Some(stop) = &beat_stop_after {
+        stop.cancel();
+    }
     if let Some(task) = beat_task {
         task.await
             .map_err(|e| CliError(format!("the scheduler failed: {e}")))??;
@@ -96,6 +102,7 @@ fn make_beat(app: &App, args: &BeatArgs) -> Result<celeriac::Beat<celeriac::AnyB
     }
     let mut config = celeriac::BeatConfig::default().with_lease(args.beat_lease);
     config.late_after = args.beat_late_after;
+    config.registry_refresh = args.registry_refresh;
     if let Some(id) = &args.beat_id {
         config.holder = id.clone();
     }

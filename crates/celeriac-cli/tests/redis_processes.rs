@@ -1,6 +1,6 @@
 //! Real worker processes (the `celeriac` binary) sharing one Redis the testkit starts: no job
 //! runs twice while leases are valid, and a `kill -9` loses no job (only the jobs in flight at
-//! the kill run again).
+//! the kill run again); `celeriac workers quiet|stop` reach them through the store.
 
 mod common;
 
@@ -28,4 +28,10 @@ async fn a_rate_limit_on_redis_holds_across_worker_processes() {
 async fn a_chord_of_1000_members_on_redis_runs_its_callback_once() {
     let server = RedisServer::start().await.expect("redis-server starts");
     common::chord_callback_runs_once_across_processes(&server.url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_quiet_and_stop_reach_worker_processes_on_redis() {
+    let server = RedisServer::start().await.expect("redis-server starts");
+    common::remote_control_quiets_and_stops_worker_processes(&server.url()).await;
 }

@@ -1,5 +1,6 @@
 //! Real worker processes sharing one SQLite file: no job runs twice while leases are valid,
-//! and a `kill -9` loses no job (only the jobs in flight at the kill run again).
+//! and a `kill -9` loses no job (only the jobs in flight at the kill run again); `celeriac
+//! workers quiet|stop` reach them through the store.
 
 mod common;
 
@@ -41,4 +42,10 @@ async fn a_chord_of_1000_members_runs_its_callback_once() {
         dir.path().join("chord.db").display()
     ))
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_quiet_and_stop_reach_worker_processes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    common::remote_control_quiets_and_stops_worker_processes(&common::url_in(dir.path())).await;
 }

@@ -83,7 +83,8 @@ where
 /// Without a list, every capability runs; a backend that implements only some of the traits
 /// names the capabilities it has: `broker` (its cases also use `ResultStore`), `results`,
 /// `workflows`, `coordinator`, `kv`, `rate_limits`, `breakers` (its worker cases also use
-/// `Broker` and `ResultStore`).
+/// `Broker` and `ResultStore`), `processes` (the process registry; its cases also run a worker
+/// and a beat). Cases that run a worker or a beat also need `ProcessRegistry`.
 ///
 /// ```no_run
 /// celeriac_conformance::suite!(sqlite_memory, celeriac_embedded::SqliteBackend::memory());
@@ -100,7 +101,7 @@ macro_rules! suite {
         $crate::suite!(
             $module,
             $constructor,
-            [broker, results, workflows, coordinator, kv, rate_limits, breakers]
+            [broker, results, workflows, coordinator, kv, rate_limits, breakers, processes]
         );
     };
     ($module:ident, $constructor:expr, [$($capability:ident),* $(,)?] $(,)?) => {
@@ -169,6 +170,13 @@ macro_rules! __capability {
             #[allow(unused_imports)]
             use super::*;
             $crate::__cases_rate_limits!($c);
+        }
+    };
+    (processes, $c:expr) => {
+        pub mod processes {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::__cases_processes!($c);
         }
     };
     (breakers, $c:expr) => {

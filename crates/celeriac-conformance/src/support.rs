@@ -239,7 +239,9 @@ pub(crate) struct RunningWorker {
 
 impl RunningWorker {
     /// Starts a worker over `backend` for `queue` with `registry`, reading `clock`.
-    pub(crate) fn start<B: Broker + ResultStore + celeriac_core::WorkflowStore>(
+    pub(crate) fn start<
+        B: Broker + ResultStore + celeriac_core::WorkflowStore + celeriac_core::ProcessRegistry,
+    >(
         backend: Arc<B>,
         registry: Registry,
         queue: &str,
@@ -249,7 +251,9 @@ impl RunningWorker {
     }
 
     /// Like [`RunningWorker::start`], with its worker id (for several workers on one store).
-    pub(crate) fn start_as<B: Broker + ResultStore + celeriac_core::WorkflowStore>(
+    pub(crate) fn start_as<
+        B: Broker + ResultStore + celeriac_core::WorkflowStore + celeriac_core::ProcessRegistry,
+    >(
         backend: Arc<B>,
         registry: Registry,
         queue: &str,
@@ -319,5 +323,47 @@ impl Task for Add {
 
     async fn run(_ctx: TaskContext, (a, b): (i64, i64)) -> Result<i64, TaskError> {
         Ok(a + b)
+    }
+}
+
+/// A gate that gated tasks wait at until the case opens it.
+#[derive(Default)]
+pub(crate) struct Gate {
+    entered: std::sync::atomic::AtomicUsize,
+    open: tokio::sync::Notify,
+    opened: std::sync::atomic::AtomicBool,
+}
+
+/// The gates by name (one per case run, so cases on several backends keep apart).
+pub(crate) fn gate(name: &str) -> Arc<Gate> {
+    static GATES: std::sync::LazyLock<
+        std::sync::Mutex<std::collections::HashMap<String, Arc<Gate>>>,
+    > = std::sync::LazyLock::new(Default::default);
+    let mut gates = GATES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    gates.entry(name.to_string()).or_default().clone()
+}
+
+impl Gate {
+    pub(crate) async fn pass(&self) {
+        self.entered
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        loop {
+            let notified = self.open.notified();
+            if self.opened.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    pub(crate) fn entered(&self) -> usize {
+        self.entered.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub(crate) fn release(&self) {
+        self.opened.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.open.notify_waiters();
     }
 }

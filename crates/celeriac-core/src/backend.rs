@@ -5,7 +5,8 @@
 //! One file per capability, named as the backends' files and the conformance suite's case
 //! modules are: [`broker`](Broker), [`admin`](QueueAdmin), [`results`](ResultStore),
 //! [`workflows`](WorkflowStore), [`coordinator`](Coordinator), [`kv`](KvStore),
-//! [`rate_limits`](RateLimitStore), [`breakers`](BreakerStore). A backend implements what it
+//! [`rate_limits`](RateLimitStore), [`breakers`](BreakerStore),
+//! [`processes`](ProcessRegistry). A backend implements what it
 //! can; the conformance suite says which it passes.
 
 mod admin;
@@ -13,6 +14,7 @@ mod breakers;
 mod broker;
 mod coordinator;
 mod kv;
+mod processes;
 mod rate_limits;
 mod results;
 mod workflows;
@@ -22,6 +24,7 @@ pub use breakers::*;
 pub use broker::*;
 pub use coordinator::*;
 pub use kv::*;
+pub use processes::*;
 pub use rate_limits::*;
 pub use results::*;
 pub use workflows::*;

@@ -19,8 +19,11 @@
 //!
 //! Between passes the loop sleeps until the next tick or lease renewal, whichever comes first
 //! (never longer than [`BeatConfig::max_sleep`]), and wakes at once on shutdown.
+//!
+//! A running beat keeps its entry in the process registry fresh (id: its holder name). Told to
+//! be quiet, it hands the lease over and stops taking it; told to stop, it shuts down.
 
-use crate::backend::{Broker, Coordinator, ScheduleState};
+use crate::backend::{Broker, Control, Coordinator, ProcessKind, ProcessRegistry, ScheduleState};
 use crate::client::JobOptions;
 use crate::clock::{duration_ms, Clock, UnixMs};
 use crate::error::{Error, Result};
@@ -28,7 +31,7 @@ use crate::job::{Job, Unique, UniqueFor};
 use crate::schedule::{check_tasks, check_unique_names, tick_key, Schedule};
 use crate::task::Registry;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -42,7 +45,8 @@ pub const TICK_HEADER: &str = "celeriac-tick";
 /// How a beat runs.
 #[derive(Debug, Clone)]
 pub struct BeatConfig {
-    /// This process's name in the lease (default `host:pid`).
+    /// This process's name in the lease and the process registry; empty (the default) means
+    /// `host:pid/beat` (see [`crate::process::default_name`]).
     pub holder: String,
     /// The name of the leader lease; beats that share it share the work.
     pub leader: String,
@@ -57,19 +61,21 @@ pub struct BeatConfig {
     pub unique_window: Duration,
     /// The longest single sleep, so a clock that jumps is noticed within it.
     pub max_sleep: Duration,
+    /// How often the beat refreshes its entry in the process registry and looks for commands.
+    pub registry_refresh: Duration,
 }
 
 impl Default for BeatConfig {
     fn default() -> Self {
-        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".to_string());
         Self {
-            holder: format!("{host}:{}", std::process::id()),
+            holder: String::new(),
             leader: "beat".to_string(),
             lease: Duration::from_secs(30),
             renew: Duration::from_secs(10),
             late_after: Duration::from_secs(60),
             unique_window: Duration::from_secs(3600),
             max_sleep: Duration::from_secs(60),
+            registry_refresh: crate::process::DEFAULT_REFRESH,
         }
     }
 }
@@ -107,6 +113,9 @@ impl BeatConfig {
         }
         if self.max_sleep.is_zero() {
             return Err(Error::config("beat max_sleep", "must be above zero"));
+        }
+        if self.registry_refresh.is_zero() {
+            return Err(Error::config("beat registry_refresh", "must be above zero"));
         }
         Ok(())
     }
@@ -161,7 +170,7 @@ impl<B> std::fmt::Debug for Beat<B> {
     }
 }
 
-impl<B: Broker + Coordinator> Beat<B> {
+impl<B: Broker + Coordinator + ProcessRegistry> Beat<B> {
     /// A beat for `schedules` with default settings and the store's fleet clock.
     ///
     /// # Errors
@@ -173,7 +182,10 @@ impl<B: Broker + Coordinator> Beat<B> {
             backend,
             schedules: schedules.into(),
             registry: None,
-            config: BeatConfig::default(),
+            config: BeatConfig {
+                holder: crate::process::default_name(ProcessKind::Beat),
+                ..BeatConfig::default()
+            },
             shutdown: CancellationToken::new(),
             stats: Arc::new(BeatStats::default()),
             token: None,
@@ -196,7 +208,10 @@ impl<B: Broker + Coordinator> Beat<B> {
     ///
     /// # Errors
     /// An invalid setting, named.
-    pub fn config(mut self, config: BeatConfig) -> Result<Self> {
+    pub fn config(mut self, mut config: BeatConfig) -> Result<Self> {
+        if config.holder.is_empty() {
+            config.holder = std::mem::take(&mut self.config.holder);
+        }
         config.validate()?;
         self.config = config;
         Ok(self)
@@ -437,9 +452,22 @@ impl<B: Broker + Coordinator> Beat<B> {
             schedules = self.schedules.len(),
             "beat started"
         );
+        let quiet = CancellationToken::new();
+        let leading = Arc::new(AtomicBool::new(false));
+        let presence_stop = CancellationToken::new();
+        let presence = tokio::spawn(self.presence(&quiet, &leading, presence_stop.clone()));
         let mut backoff = Duration::from_millis(100);
         while !self.shutdown.is_cancelled() {
-            let wait = match self.step().await {
+            if quiet.is_cancelled() {
+                self.release("quiet").await;
+                leading.store(false, Ordering::Relaxed);
+                info!(holder = %self.config.holder, "beat quiet: not leading until shut down");
+                self.shutdown.cancelled().await;
+                break;
+            }
+            let step = self.step().await;
+            leading.store(self.token.is_some(), Ordering::Relaxed);
+            let wait = match step {
                 Ok(report) => {
                     backoff = Duration::from_millis(100);
                     let left = report.next_wake.saturating_sub(self.clock.now_ms());
@@ -457,20 +485,64 @@ impl<B: Broker + Coordinator> Beat<B> {
             tokio::select! {
                 _ = tokio::time::sleep(real) => {}
                 _ = self.shutdown.cancelled() => break,
+                _ = quiet.cancelled() => {}
             }
         }
+        self.release("stopped").await;
+        presence_stop.cancel();
+        let _ = presence.await;
+        Ok(())
+    }
+
+    /// Gives the lease up, if held.
+    async fn release(&mut self, why: &str) {
         if let Some(token) = self.token.take() {
             match self
                 .backend
                 .release_leader(&self.config.leader, token)
                 .await
             {
-                Ok(_) => info!(holder = %self.config.holder, "beat stopped; lease released"),
+                Ok(_) => info!(holder = %self.config.holder, "beat {why}; lease released"),
                 Err(e) => {
-                    warn!(error = %e, "beat stopped; the lease could not be released and will expire")
+                    warn!(error = %e, "beat {why}; the lease could not be released and will expire")
                 }
             }
         }
-        Ok(())
+    }
+
+    /// The loop that keeps this beat's registry entry fresh and obeys its commands.
+    fn presence(
+        &self,
+        quiet: &CancellationToken,
+        leading: &Arc<AtomicBool>,
+        stop: CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let info = crate::process::describe(&self.config.holder, ProcessKind::Beat, &*self.clock);
+        let (quiet_now, quiet) = (quiet.clone(), quiet.clone());
+        let (shutdown_now, shutdown) = (self.shutdown.clone(), self.shutdown.clone());
+        let leading = leading.clone();
+        let status = move |info: &mut crate::backend::ProcessInfo| {
+            info.leader = leading.load(Ordering::Relaxed);
+            info.state = if shutdown_now.is_cancelled() {
+                crate::backend::ProcessState::Draining
+            } else if quiet_now.is_cancelled() {
+                crate::backend::ProcessState::Quiet
+            } else {
+                crate::backend::ProcessState::Running
+            };
+        };
+        let on_control = move |command| match command {
+            Control::Quiet => quiet.cancel(),
+            Control::Stop => shutdown.cancel(),
+        };
+        crate::process::keep_fresh(
+            self.backend.clone(),
+            self.clock.clone(),
+            info,
+            self.config.registry_refresh,
+            status,
+            on_control,
+            stop,
+        )
     }
 }

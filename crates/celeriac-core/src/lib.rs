@@ -1,7 +1,8 @@
 //! The core of Celeriac: the model and its rules, and the runtime written against the store
 //! traits. No store lives here: the backends (`celeriac-embedded`, `celeriac-redis`) implement
 //! the [`backend`] traits, one per capability ([`Broker`], [`QueueAdmin`], [`ResultStore`],
-//! [`WorkflowStore`], [`Coordinator`], [`KvStore`], [`RateLimitStore`], [`BreakerStore`]).
+//! [`WorkflowStore`], [`Coordinator`], [`KvStore`], [`RateLimitStore`], [`BreakerStore`],
+//! [`ProcessRegistry`]).
 //!
 //! - A [`job::Job`] is one call of a [`task::Task`], stored in a queue. A [`worker::Worker`]
 //!   claims jobs under a **lease** with a **fencing token**: only the holder of the current
@@ -31,6 +32,7 @@ pub mod duration;
 pub mod error;
 pub mod job;
 pub mod limit;
+pub mod process;
 pub mod retention;
 pub mod retry;
 pub mod schedule;
@@ -39,8 +41,9 @@ pub mod worker;
 pub mod workflow;
 
 pub use backend::{
-    BreakerStore, Broker, CancelOutcome, CancelReport, Coordinator, EndedJob, KvStore, QueueAdmin,
-    Rate, RateLimitStore, ResultStore, TaskLimits, WorkflowStore,
+    BreakerStore, Broker, CancelOutcome, CancelReport, Control, Coordinator, EndedJob, KvStore,
+    ProcessInfo, ProcessKind, ProcessRegistry, ProcessState, QueueAdmin, Rate, RateLimitStore,
+    ResultStore, TaskLimits, WorkflowStore,
 };
 pub use beat::{Beat, BeatConfig};
 pub use client::{AsClient, Client, Enqueue, JobHandle, JobOptions};

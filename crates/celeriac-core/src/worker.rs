@@ -5,6 +5,8 @@
 //! The files: `config` (the settings), `loops` (the claim loop, the loops beside it and the
 //! drain), `run_one` (one job's run: admit, execute, record the outcome, end its workflow
 //! step), `lease` (heartbeats and self-fencing), `ack` (acknowledgements in batches).
+//! The worker keeps its entry in the process registry fresh and obeys the commands sent
+//! there (see [`crate::process`]).
 
 mod ack;
 mod config;
@@ -14,7 +16,7 @@ mod run_one;
 
 pub use config::WorkerConfig;
 
-use crate::backend::{Broker, ResultStore, WorkflowStore};
+use crate::backend::{Broker, ProcessRegistry, ResultStore, WorkflowStore};
 use crate::clock::Clock;
 use crate::error::Result;
 use crate::job::JobId;
@@ -84,11 +86,25 @@ impl WorkerStats {
 /// Stops a running worker.
 #[derive(Debug, Clone)]
 pub struct Shutdown {
+    quiet: CancellationToken,
+    /// Set by the claim loop once it stopped claiming for good (quiet or shutting down).
+    parked: Arc<std::sync::atomic::AtomicBool>,
     graceful: CancellationToken,
     now: CancellationToken,
 }
 
 impl Shutdown {
+    /// Stop claiming new jobs and let the running ones finish; the worker stays up (and in
+    /// the process registry, as quiet) until it is shut down.
+    pub fn quiet(&self) {
+        self.quiet.cancel();
+    }
+
+    /// True once the worker was told to be quiet and its claim loop stopped claiming.
+    pub fn is_quiet(&self) -> bool {
+        self.quiet.is_cancelled() && self.parked.load(Ordering::Acquire)
+    }
+
     /// Stop claiming, let running jobs finish within the grace period, hand the rest back.
     pub fn graceful(&self) {
         self.graceful.cancel();
@@ -156,7 +172,7 @@ pub struct Worker<B> {
     stats: Arc<WorkerStats>,
 }
 
-impl<B: Broker + ResultStore + WorkflowStore> Worker<B> {
+impl<B: Broker + ResultStore + WorkflowStore + ProcessRegistry> Worker<B> {
     /// A worker with default settings and the store's fleet clock.
     pub fn new(backend: Arc<B>, registry: Arc<Registry>) -> Self {
         Self {
@@ -165,6 +181,8 @@ impl<B: Broker + ResultStore + WorkflowStore> Worker<B> {
             registry,
             config: WorkerConfig::default(),
             shutdown: Shutdown {
+                quiet: CancellationToken::new(),
+                parked: Arc::default(),
                 graceful: CancellationToken::new(),
                 now: CancellationToken::new(),
             },

@@ -58,6 +58,7 @@ mod coordinator;
 mod fault;
 mod kv;
 mod ops;
+mod processes;
 mod rate_limits;
 mod results;
 mod schema;

@@ -3,7 +3,7 @@
 use rusqlite::Connection;
 
 /// The schema version this crate writes (`PRAGMA user_version`).
-pub(crate) const SCHEMA_VERSION: i64 = 6;
+pub(crate) const SCHEMA_VERSION: i64 = 7;
 
 /// Brings a database written by an older version up to [`SCHEMA_VERSION`].
 pub(crate) fn migrate(conn: &Connection, from: i64) -> rusqlite::Result<()> {
@@ -16,6 +16,7 @@ pub(crate) fn migrate(conn: &Connection, from: i64) -> rusqlite::Result<()> {
     // version 5 the key-value tables (celeriac_kv, celeriac_kv_locks, celeriac_kv_events),
     // version 6 the rate limiter tables (celeriac_limits, celeriac_limit_permits) and the
     // shared circuit-breaker tables (celeriac_breakers, celeriac_breaker_signals,
-    // celeriac_breaker_probes); the schema creates missing tables.
+    // celeriac_breaker_probes), version 7 the process registry (celeriac_processes); the schema
+    // creates missing tables.
     Ok(())
 }

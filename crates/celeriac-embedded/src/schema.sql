@@ -213,3 +213,10 @@ CREATE TABLE IF NOT EXISTS celeriac_clock (
     boot_ms   INTEGER NOT NULL,                -- the boot clock at wall_ms
     slewed_at INTEGER NOT NULL                 -- the boot clock at the anchor's last move
 );
+-- The process registry: one row per live worker or beat, refreshed by the process itself.
+CREATE TABLE IF NOT EXISTS celeriac_processes (
+    id         TEXT PRIMARY KEY,
+    info       TEXT NOT NULL,                  -- the entry (JSON)
+    expires_at INTEGER NOT NULL,               -- ms, fleet clock
+    commands   TEXT NOT NULL DEFAULT ''        -- commands waiting for it: quiet, stop
+);

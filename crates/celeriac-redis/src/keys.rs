@@ -44,6 +44,15 @@
 //! | `celeriac:{wf:<id>}:rec` | HASH | a workflow record: `n` name, `s` state (0 running, 1 succeeded, 2 failed), `r` result, `e` error, `c` created, `f` finished, `t` ttl; expires its ttl after it finishes |
 //! | `celeriac:{wf:<id>}:done` | channel | the id of the workflow once it finished (matched by the completion pattern `celeriac:{*}:done`) |
 //!
+//! The process registry (live workers and beats) shares the one hash tag `{<prefix>:procs}`,
+//! so its scripts (`refreshProcess-3`, `controlProcess-3`) run on one Cluster slot:
+//!
+//! | key | type | what |
+//! |---|---|---|
+//! | `celeriac:{celeriac:procs}:seen` | ZSET | process id → when its entry expires (ms, fleet clock) |
+//! | `celeriac:{celeriac:procs}:info` | HASH | process id → its entry (JSON, `celeriac_core::ProcessInfo`) |
+//! | `celeriac:{celeriac:procs}:control` | HASH | process id → commands waiting for its next refresh (`quiet`, `stop`) |
+//!
 //! The coordinator's keys (leader leases, schedule state) share the one hash tag
 //! `{celeriac:beat}`, so its scripts (`acquireLeader-1`, `releaseLeader-1`, `recordTick-2`) run
 //! on one Cluster slot.
@@ -184,6 +193,16 @@ impl CoordKeys {
     pub(crate) fn paused(&self) -> String {
         format!("{}:paused", self.base)
     }
+}
+
+/// The keys of the process registry: `[seen, info, control]`, on one slot.
+pub(crate) fn process_keys(prefix: &str) -> [String; 3] {
+    let base = format!("{prefix}:{{{prefix}:procs}}");
+    [
+        format!("{base}:seen"),
+        format!("{base}:info"),
+        format!("{base}:control"),
+    ]
 }
 
 /// A value or counter of the key-value store: the caller's key kept intact after the prefix,

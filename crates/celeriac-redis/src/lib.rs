@@ -104,6 +104,7 @@ mod coordinator;
 mod keys;
 mod kv;
 mod notify;
+mod processes;
 mod rate_limits;
 mod replicas;
 mod results;

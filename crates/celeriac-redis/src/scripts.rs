@@ -74,6 +74,8 @@ pub(crate) struct Scripts {
     pub(crate) command_breaker: Script,
     pub(crate) status_breaker: Script,
     pub(crate) fleet_time: Script,
+    pub(crate) refresh_process: Script,
+    pub(crate) control_process: Script,
 }
 
 impl Scripts {
@@ -108,6 +110,8 @@ impl Scripts {
             command_breaker: breaker_script!("commandBreaker-3.lua"),
             status_breaker: breaker_script!("statusBreaker-3.lua"),
             fleet_time: plain_script!("fleetTime-1.lua"),
+            refresh_process: plain_script!("refreshProcess-3.lua"),
+            control_process: plain_script!("controlProcess-3.lua"),
         }
     }
 }

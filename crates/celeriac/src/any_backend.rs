@@ -3,9 +3,10 @@
 use crate::{Error, Result};
 use celeriac_core::backend::{
     BreakerCommand, BreakerPolicy, BreakerSignal, BreakerStore, Broker, CancelReport, ClaimRequest,
-    Claimed, Completion, Coordinator, JoinArrival, JoinStatus, KvEntry, KvStore, KvSubscription,
-    LeaseRef, QueueAdmin, QueueStats, RateLimitStore, ReapReport, ResultStore, ScheduleState,
-    SharedBreakerState, WorkflowEnd, WorkflowRecord, WorkflowStore,
+    Claimed, Completion, Control, Coordinator, JoinArrival, JoinStatus, KvEntry, KvStore,
+    KvSubscription, LeaseRef, ProcessInfo, ProcessRegistry, QueueAdmin, QueueStats, RateLimitStore,
+    ReapReport, ResultStore, ScheduleState, SharedBreakerState, WorkflowEnd, WorkflowRecord,
+    WorkflowStore,
 };
 use celeriac_core::limit::{Decision, Quota};
 use celeriac_core::{Job, JobId, JobInfo, UnixMs};
@@ -238,6 +239,21 @@ impl Coordinator for AnyBackend {
     }
     async fn set_schedule_paused(&self, schedule: &str, paused: bool) -> Result<()> {
         forward!(self, b => b.set_schedule_paused(schedule, paused).await)
+    }
+}
+
+impl ProcessRegistry for AnyBackend {
+    async fn refresh(&self, info: &ProcessInfo) -> Result<Vec<Control>> {
+        forward!(self, b => b.refresh(info).await)
+    }
+    async fn leave(&self, id: &str) -> Result<()> {
+        forward!(self, b => b.leave(id).await)
+    }
+    async fn processes(&self, now: UnixMs) -> Result<Vec<ProcessInfo>> {
+        forward!(self, b => b.processes(now).await)
+    }
+    async fn control(&self, id: &str, command: Control, now: UnixMs) -> Result<bool> {
+        forward!(self, b => b.control(id, command, now).await)
     }
 }
 

@@ -110,6 +110,29 @@ impl WorkerProc {
         worker_summary(&out)
     }
 
+    /// The worker's process id.
+    pub fn pid(&self) -> u32 {
+        self.0.as_ref().expect("running").id()
+    }
+
+    /// Waits for the worker to exit by itself (at most `within`) and returns its output.
+    pub fn wait_exit(mut self, within: Duration) -> Output {
+        let deadline = Instant::now() + within;
+        let child = self.0.as_mut().expect("running");
+        while child.try_wait().expect("try_wait").is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "the worker did not exit within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.0
+            .take()
+            .expect("running")
+            .wait_with_output()
+            .expect("worker output")
+    }
+
     /// `kill -9`.
     pub fn kill_dash_nine(mut self) {
         let mut child = self.0.take().expect("running");
@@ -504,5 +527,106 @@ pub async fn chord_callback_runs_once_across_processes(url: &str) {
     );
     for w in others {
         w.stop();
+    }
+}
+
+/// The live processes as `celeriac workers --json` lists them.
+pub fn listed_processes(url: &str) -> Vec<celeriac::ProcessInfo> {
+    let out = celeriac(url, &["workers", "--json"]);
+    assert!(out.status.success(), "workers --json: {}", stderr(&out));
+    serde_json::from_slice(&out.stdout).expect("workers --json prints the entries")
+}
+
+/// Polls `celeriac workers --json` until `check` holds (at most 20 s).
+pub fn wait_for_listing(url: &str, what: &str, check: impl Fn(&[celeriac::ProcessInfo]) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let all = listed_processes(url);
+        if check(&all) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; listed: {all:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Two worker processes register themselves; `celeriac workers quiet` makes one claim nothing
+/// while the other runs every job, and `celeriac workers stop` shuts each down cleanly and
+/// takes it off the list; a command for an unknown process fails and says which are live.
+pub async fn remote_control_quiets_and_stops_worker_processes(url: &str) {
+    use celeriac::backend::{ProcessKind, ProcessState};
+    let refresh = ["--registry-refresh", "200ms", "--concurrency", "4"];
+    let quiet = WorkerProc::spawn(url, "remote-quiet", &refresh);
+    let busy = WorkerProc::spawn(url, "remote-busy", &refresh);
+    let (quiet_pid, busy_pid) = (quiet.pid(), busy.pid());
+    wait_for_listing(url, "both workers to register", |all| {
+        let find = |id: &str, pid: u32| {
+            all.iter().any(|p| {
+                p.id == id
+                    && p.pid == pid
+                    && p.kind == ProcessKind::Worker
+                    && p.state == ProcessState::Running
+                    && p.concurrency == 4
+                    && p.queue_names().eq(["emails"])
+            })
+        };
+        find("remote-quiet", quiet_pid) && find("remote-busy", busy_pid)
+    });
+
+    let out = celeriac(url, &["workers", "quiet", "remote-quiet"]);
+    assert!(out.status.success(), "workers quiet: {}", stderr(&out));
+    wait_for_listing(url, "the quiet worker to report it", |all| {
+        all.iter()
+            .any(|p| p.id == "remote-quiet" && p.state == ProcessState::Quiet)
+    });
+
+    let app = demo_app(url).await;
+    let ids = enqueue_emails(&app, 40).await;
+    wait_until_succeeded(&app, 40, Duration::from_secs(60)).await;
+    for id in &ids {
+        let info = app.backend().get(*id).await.expect("get").expect("the job");
+        assert_eq!(
+            info.worker.as_deref(),
+            Some("remote-busy"),
+            "job {id} ran on the quiet worker"
+        );
+    }
+    assert!(
+        listed_processes(url).iter().any(|p| p.id == "remote-quiet"),
+        "the quiet worker was up all along"
+    );
+
+    let out = celeriac(url, &["workers", "stop", "nobody"]);
+    assert!(!out.status.success(), "stopping an unknown process fails");
+    let err = stderr(&out);
+    assert!(
+        err.contains("no live process `nobody`") && err.contains("remote-busy"),
+        "{err}"
+    );
+
+    for (name, worker) in [("remote-busy", busy), ("remote-quiet", quiet)] {
+        let out = celeriac(url, &["workers", "stop", name]);
+        assert!(
+            out.status.success(),
+            "workers stop {name}: {}",
+            stderr(&out)
+        );
+        let exited = worker.wait_exit(Duration::from_secs(30));
+        assert!(
+            exited.status.success(),
+            "{name} exit status {:?}",
+            exited.status
+        );
+        assert!(
+            stdout(&exited).contains("worker stopped:"),
+            "{name} shut down through its normal path"
+        );
+        assert!(
+            !listed_processes(url).iter().any(|p| p.id == name),
+            "{name} left the registry"
+        );
     }
 }

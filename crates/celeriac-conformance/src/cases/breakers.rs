@@ -3,7 +3,7 @@
 //! caller's `now` (and a [`ManualClock`] for the breakers built on the store).
 
 use crate::support::{
-    claim, complete, enqueue, eventually, info, job, lease, RunningWorker, PATIENCE, T0,
+    claim, complete, enqueue, eventually, gate, info, job, lease, RunningWorker, PATIENCE, T0,
 };
 use celeriac_core::backend::{
     BreakerCommand, BreakerPolicy, BreakerSignal, BreakerStore, SharedBreakerState,
@@ -460,7 +460,7 @@ impl Task for PartnerCall {
 /// the task's jobs go back to wait out the open period without using an attempt; the job
 /// that runs after it is the probe that closes it.
 pub async fn worker_defers_tasks_behind_an_open_breaker<
-    B: Broker + ResultStore + celeriac_core::WorkflowStore,
+    B: Broker + ResultStore + celeriac_core::WorkflowStore + celeriac_core::ProcessRegistry,
 >(
     backend: Arc<B>,
 ) {
@@ -513,7 +513,7 @@ pub async fn worker_defers_tasks_behind_an_open_breaker<
 
 /// A worker refuses to start when a task names a breaker that is not registered.
 pub async fn worker_refuses_an_unknown_breaker<
-    B: Broker + ResultStore + celeriac_core::WorkflowStore,
+    B: Broker + ResultStore + celeriac_core::WorkflowStore + celeriac_core::ProcessRegistry,
 >(
     backend: Arc<B>,
 ) {
@@ -529,48 +529,6 @@ pub async fn worker_refuses_an_unknown_breaker<
             assert!(message.contains("conformance-partner"), "{message}");
         }
         other => panic!("expected a configuration error, got {other:?}"),
-    }
-}
-
-/// A gate that tasks of [`GatedPartnerCall`] wait at until the case opens it.
-#[derive(Default)]
-struct Gate {
-    entered: std::sync::atomic::AtomicUsize,
-    open: tokio::sync::Notify,
-    opened: std::sync::atomic::AtomicBool,
-}
-
-/// The gates by name (one per case run, so cases on several backends keep apart).
-fn gate(name: &str) -> Arc<Gate> {
-    static GATES: std::sync::LazyLock<
-        std::sync::Mutex<std::collections::HashMap<String, Arc<Gate>>>,
-    > = std::sync::LazyLock::new(Default::default);
-    let mut gates = GATES
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    gates.entry(name.to_string()).or_default().clone()
-}
-
-impl Gate {
-    async fn pass(&self) {
-        self.entered
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        loop {
-            let notified = self.open.notified();
-            if self.opened.load(std::sync::atomic::Ordering::SeqCst) {
-                return;
-            }
-            notified.await;
-        }
-    }
-
-    fn entered(&self) -> usize {
-        self.entered.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    fn release(&self) {
-        self.opened.store(true, std::sync::atomic::Ordering::SeqCst);
-        self.open.notify_waiters();
     }
 }
 
@@ -600,7 +558,13 @@ impl Task for GatedPartnerCall {
 
 /// A worker instance: its shared breaker (quorum 1, 2 probes, open 10 s) and its worker on
 /// its own queue.
-fn instance<B: Broker + ResultStore + celeriac_core::WorkflowStore + BreakerStore>(
+fn instance<
+    B: Broker
+        + ResultStore
+        + celeriac_core::WorkflowStore
+        + celeriac_core::ProcessRegistry
+        + BreakerStore,
+>(
     backend: &Arc<B>,
     clock: &ManualClock,
     name: &str,
@@ -636,7 +600,11 @@ fn gated_job(queue: &str, gate_name: &str, fail: bool, run_at: UnixMs) -> Job {
 /// breaker's two probes run across both instances, the other jobs waiting without using an
 /// attempt; the probes' successes close it and every job then runs.
 pub async fn workers_share_a_breaker_through_the_store<
-    B: Broker + ResultStore + celeriac_core::WorkflowStore + BreakerStore,
+    B: Broker
+        + ResultStore
+        + celeriac_core::WorkflowStore
+        + celeriac_core::ProcessRegistry
+        + BreakerStore,
 >(
     backend: Arc<B>,
 ) {

@@ -43,7 +43,9 @@ async fn state<B: Coordinator>(b: &B, schedule: &str) -> Option<ScheduleState> {
 
 /// The lease is exclusive while it lasts, renewal keeps the token, expiry hands it over with
 /// a larger token, and release frees it (for a still larger token).
-pub async fn leader_lease_is_exclusive_and_fenced<B: Broker + ResultStore + Coordinator>(
+pub async fn leader_lease_is_exclusive_and_fenced<
+    B: Broker + ResultStore + Coordinator + celeriac_core::ProcessRegistry,
+>(
     backend: Arc<B>,
 ) {
     let b = &*backend;
@@ -81,7 +83,11 @@ pub async fn leader_lease_is_exclusive_and_fenced<B: Broker + ResultStore + Coor
 
 /// A tick is recorded only by the current holder, only while its lease lasts, and only if it
 /// is later than the one recorded.
-pub async fn record_tick_is_fenced<B: Broker + ResultStore + Coordinator>(backend: Arc<B>) {
+pub async fn record_tick_is_fenced<
+    B: Broker + ResultStore + Coordinator + celeriac_core::ProcessRegistry,
+>(
+    backend: Arc<B>,
+) {
     let b = &*backend;
     let t1 = acquire(b, "a", T0).await.expect("taken");
     assert!(record(b, t1, "s", 1_000, T0).await);
@@ -106,7 +112,11 @@ pub async fn record_tick_is_fenced<B: Broker + ResultStore + Coordinator>(backen
 }
 
 /// Pausing is kept per schedule, alongside its last tick.
-pub async fn schedules_pause_and_resume<B: Broker + ResultStore + Coordinator>(backend: Arc<B>) {
+pub async fn schedules_pause_and_resume<
+    B: Broker + ResultStore + Coordinator + celeriac_core::ProcessRegistry,
+>(
+    backend: Arc<B>,
+) {
     let b = &*backend;
     b.set_schedule_paused("fresh", true).await.expect("pause");
     let s = state(b, "fresh")
@@ -138,7 +148,7 @@ fn every(name: &str, secs: u64, queue: &str, missed: Missed) -> Schedule {
         .expect("a valid schedule")
 }
 
-fn beat<B: Broker + ResultStore + Coordinator>(
+fn beat<B: Broker + ResultStore + Coordinator + celeriac_core::ProcessRegistry>(
     backend: &Arc<B>,
     schedules: Vec<Schedule>,
     holder: &str,
@@ -156,7 +166,9 @@ fn beat<B: Broker + ResultStore + Coordinator>(
         .clock(Arc::new(clock.clone()))
 }
 
-async fn step<B: Broker + Coordinator>(beat: &mut Beat<B>) -> celeriac_core::beat::StepReport {
+async fn step<B: Broker + Coordinator + celeriac_core::ProcessRegistry>(
+    beat: &mut Beat<B>,
+) -> celeriac_core::beat::StepReport {
     beat.step().await.expect("a beat pass succeeds")
 }
 
@@ -178,7 +190,9 @@ fn next_multiple(t: UnixMs, period: UnixMs) -> UnixMs {
 /// Two beats on one store, stepped in turn as time passes, and a takeover when the leader
 /// stops: every tick is enqueued exactly once, with its deterministic id, and only the leader
 /// fires.
-pub async fn two_beats_fire_each_tick_once<B: Broker + QueueAdmin + ResultStore + Coordinator>(
+pub async fn two_beats_fire_each_tick_once<
+    B: Broker + QueueAdmin + ResultStore + Coordinator + celeriac_core::ProcessRegistry,
+>(
     backend: Arc<B>,
 ) {
     let q = "beat-two";
@@ -262,7 +276,7 @@ pub async fn two_beats_fire_each_tick_once<B: Broker + QueueAdmin + ResultStore 
 /// Two beat loops running at once (`Beat::run`), sharing a manual clock that moves in steps:
 /// each tick is in the store exactly once.
 pub async fn beat_loops_running_at_once_fire_each_tick_once<
-    B: Broker + QueueAdmin + ResultStore + Coordinator,
+    B: Broker + QueueAdmin + ResultStore + Coordinator + celeriac_core::ProcessRegistry,
 >(
     backend: Arc<B>,
 ) {
@@ -328,7 +342,9 @@ pub async fn beat_loops_running_at_once_fire_each_tick_once<
 
 /// Ticks missed while no beat ran: skip fires none, run-once the latest, catch-up the
 /// latest N; the next tick on time fires for all three.
-pub async fn missed_ticks_follow_the_policy<B: Broker + QueueAdmin + ResultStore + Coordinator>(
+pub async fn missed_ticks_follow_the_policy<
+    B: Broker + QueueAdmin + ResultStore + Coordinator + celeriac_core::ProcessRegistry,
+>(
     backend: Arc<B>,
 ) {
     let q = "beat-missed";
@@ -396,7 +412,9 @@ pub async fn missed_ticks_follow_the_policy<B: Broker + QueueAdmin + ResultStore
 
 /// A paused schedule does not fire, and resuming it does not fire the ticks that passed while
 /// it was paused; a schedule paused in its definition never fires.
-pub async fn paused_schedules_do_not_fire<B: Broker + QueueAdmin + ResultStore + Coordinator>(
+pub async fn paused_schedules_do_not_fire<
+    B: Broker + QueueAdmin + ResultStore + Coordinator + celeriac_core::ProcessRegistry,
+>(
     backend: Arc<B>,
 ) {
     let q = "beat-paused";

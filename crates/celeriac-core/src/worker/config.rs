@@ -38,8 +38,12 @@ pub struct WorkerConfig {
     pub grace_period: Duration,
     /// How often expired leases are reaped and old results swept.
     pub reap_interval: Duration,
-    /// This worker's name, shown by `inspect`.
+    /// This worker's name, shown by `inspect` and in the process registry; unique in the
+    /// fleet. Empty (the default) means `host:pid` (see [`crate::process::default_name`]).
     pub worker_id: String,
+    /// How often the worker refreshes its entry in the process registry and looks for
+    /// commands sent to it (quiet, stop); the entry expires after three missed refreshes.
+    pub registry_refresh: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -54,7 +58,8 @@ impl Default for WorkerConfig {
             poll_interval: Duration::from_millis(100),
             grace_period: Duration::from_secs(30),
             reap_interval: Duration::from_secs(1),
-            worker_id: default_worker_id(),
+            worker_id: String::new(),
+            registry_refresh: crate::process::DEFAULT_REFRESH,
         }
     }
 }
@@ -74,6 +79,9 @@ impl WorkerConfig {
             config.queues = vec![crate::job::DEFAULT_QUEUE.to_string()];
         }
         config.prefetch = config.prefetch.min(config.concurrency);
+        if config.worker_id.is_empty() {
+            config.worker_id = crate::process::default_name(crate::backend::ProcessKind::Worker);
+        }
         config.validate()?;
         Ok(config)
     }
@@ -117,6 +125,9 @@ impl WorkerConfig {
         if self.reap_interval.is_zero() {
             return Err(Error::config("reap_interval", "must be above zero"));
         }
+        if self.registry_refresh.is_zero() {
+            return Err(Error::config("registry_refresh", "must be above zero"));
+        }
         Ok(())
     }
 }
@@ -148,11 +159,6 @@ pub(super) fn claim_order(queues: &[String], weights: &[u32]) -> Vec<String> {
         order.push(queues[i].clone());
     }
     order
-}
-
-fn default_worker_id() -> String {
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".to_string());
-    format!("{host}:{}", std::process::id())
 }
 
 #[cfg(test)]

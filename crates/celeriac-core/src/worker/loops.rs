@@ -7,7 +7,10 @@ use super::config::{claim_order, WorkerConfig};
 use super::lease::{fence_loop, for_each_running, heartbeat_loop, held_leases, LeaseTiming};
 use super::run_one::{FlowOver, FlowSink, ProgressOver, RunOne};
 use super::{Inflight, Running, Worker};
-use crate::backend::{Broker, ClaimRequest, Claimed, LeaseRef, ResultStore, WorkflowStore};
+use crate::backend::{
+    Broker, ClaimRequest, Claimed, LeaseRef, ProcessKind, ProcessRegistry, QueueWeight,
+    ResultStore, WorkflowStore,
+};
 use crate::clock::{Clock, UnixMs};
 use crate::task::ProgressSink;
 use std::collections::{BTreeMap, HashMap};
@@ -63,9 +66,10 @@ struct Loops {
     fencer: JoinHandle<()>,
     stopper: JoinHandle<()>,
     reaper: JoinHandle<()>,
+    presence: JoinHandle<()>,
 }
 
-impl<B: Broker + ResultStore + WorkflowStore> Worker<B> {
+impl<B: Broker + ResultStore + WorkflowStore + ProcessRegistry> Worker<B> {
     /// Runs with resolved settings: starts the loops, claims until shut down, then drains.
     pub(super) async fn run_loops(&self, config: Arc<WorkerConfig>) {
         let timing = LeaseTiming::new(&config);
@@ -120,6 +124,7 @@ impl<B: Broker + ResultStore + WorkflowStore> Worker<B> {
             flow.clone(),
             stop.clone(),
         ));
+        let presence = tokio::spawn(self.presence(config, inflight.clone(), stop.clone()));
         let crew = Crew {
             inflight,
             tracker: TaskTracker::new(),
@@ -139,8 +144,62 @@ impl<B: Broker + ResultStore + WorkflowStore> Worker<B> {
             fencer,
             stopper,
             reaper,
+            presence,
         };
         (crew, loops)
+    }
+
+    /// The loop that keeps this worker's registry entry fresh and obeys its commands.
+    fn presence(
+        &self,
+        config: &WorkerConfig,
+        inflight: Inflight,
+        stop: CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut info =
+            crate::process::describe(&config.worker_id, ProcessKind::Worker, &*self.clock);
+        info.queues = config
+            .queues
+            .iter()
+            .enumerate()
+            .map(|(i, queue)| QueueWeight {
+                queue: queue.clone(),
+                weight: config.weights.get(i).copied().unwrap_or(0),
+            })
+            .collect();
+        info.concurrency = u32::try_from(config.concurrency).unwrap_or(u32::MAX);
+        let (status_of, control) = (self.shutdown.clone(), self.shutdown.clone());
+        let status = move |info: &mut crate::backend::ProcessInfo| {
+            if let Ok(map) = inflight.lock() {
+                info.busy = u32::try_from(map.len()).unwrap_or(u32::MAX);
+                info.running = map
+                    .keys()
+                    .take(crate::backend::MAX_LISTED_JOBS)
+                    .copied()
+                    .collect();
+                info.running.sort();
+            }
+            info.state = if status_of.is_requested() {
+                crate::backend::ProcessState::Draining
+            } else if status_of.is_quiet() {
+                crate::backend::ProcessState::Quiet
+            } else {
+                crate::backend::ProcessState::Running
+            };
+        };
+        let on_control = move |command| match command {
+            crate::backend::Control::Quiet => control.quiet(),
+            crate::backend::Control::Stop => control.graceful(),
+        };
+        crate::process::keep_fresh(
+            self.backend.clone(),
+            self.clock.clone(),
+            info,
+            config.registry_refresh,
+            status,
+            on_control,
+            stop,
+        )
     }
 
     /// Claims jobs into free slots and spawns their runs, until shut down.
@@ -150,21 +209,30 @@ impl<B: Broker + ResultStore + WorkflowStore> Worker<B> {
         // refuses acknowledgements stops the claiming too.
         let unacked = Arc::new(Semaphore::new(config.concurrency * 2));
         let graceful = &self.shutdown.graceful;
+        let quiet = &self.shutdown.quiet;
         let limits = self.registry.limits();
         let mut error_backoff = Duration::from_millis(50);
         loop {
             if graceful.is_cancelled() {
                 break;
             }
+            if quiet.is_cancelled() {
+                self.shutdown.parked.store(true, Ordering::Release);
+                info!(worker = %config.worker_id, "worker quiet: claiming nothing new until shut down");
+                graceful.cancelled().await;
+                break;
+            }
             let first = tokio::select! {
                 p = acquire_slot(&slots, &unacked) => match p { Some(p) => p, None => break },
                 _ = graceful.cancelled() => break,
+                _ = quiet.cancelled() => continue,
             };
             // No new leases while the held ones cannot be extended (at once when they can,
             // and also once the heartbeat loop is gone).
             tokio::select! {
                 _ = crew.extending.wait_for(|ok| *ok) => {}
                 _ = graceful.cancelled() => break,
+                _ = quiet.cancelled() => continue,
             }
             let mut permits = vec![first];
             take_free_slots(&slots, &unacked, &mut permits, config.prefetch);
@@ -201,6 +269,7 @@ impl<B: Broker + ResultStore + WorkflowStore> Worker<B> {
                 tokio::select! {
                     _ = self.backend.wait_for_work(&config.queues, epoch, wait) => {}
                     _ = graceful.cancelled() => break,
+                    _ = quiet.cancelled() => {}
                 }
                 continue;
             }
@@ -358,6 +427,7 @@ impl<B: Broker + ResultStore + WorkflowStore> Worker<B> {
         let _ = loops.fencer.await;
         let _ = loops.reaper.await;
         let _ = loops.stopper.await;
+        let _ = loops.presence.await;
     }
 }
 

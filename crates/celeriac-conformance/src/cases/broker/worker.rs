@@ -12,7 +12,11 @@ use std::time::Duration;
 /// A task that always fails (backoff 1 s, no jitter, 3 attempts) is retried at exactly
 /// failure time + 1 s, then + 2 s, then dead-lettered with a reason naming the attempts.
 pub async fn retry_schedule_follows_backoff<
-    B: Broker + QueueAdmin + ResultStore + celeriac_core::WorkflowStore,
+    B: Broker
+        + QueueAdmin
+        + ResultStore
+        + celeriac_core::WorkflowStore
+        + celeriac_core::ProcessRegistry,
 >(
     backend: Arc<B>,
 ) {
@@ -81,7 +85,11 @@ pub async fn retry_schedule_follows_backoff<
 
 /// A job whose only attempt fails is dead-lettered by the worker at once, not retried.
 pub async fn worker_dead_letters_after_max_attempts<
-    B: Broker + QueueAdmin + ResultStore + celeriac_core::WorkflowStore,
+    B: Broker
+        + QueueAdmin
+        + ResultStore
+        + celeriac_core::WorkflowStore
+        + celeriac_core::ProcessRegistry,
 >(
     backend: Arc<B>,
 ) {
@@ -121,7 +129,11 @@ pub async fn worker_dead_letters_after_max_attempts<
 /// A job for a task this worker does not know goes to the dead letters as `unknown_task`
 /// on its first attempt.
 pub async fn unknown_task_is_dead_lettered<
-    B: Broker + QueueAdmin + ResultStore + celeriac_core::WorkflowStore,
+    B: Broker
+        + QueueAdmin
+        + ResultStore
+        + celeriac_core::WorkflowStore
+        + celeriac_core::ProcessRegistry,
 >(
     backend: Arc<B>,
 ) {
@@ -155,7 +167,7 @@ pub async fn unknown_task_is_dead_lettered<
 /// A payload that does not decode into the task's arguments goes to the dead letters as
 /// `undecodable_payload`, with a message naming the task; nothing is lost.
 pub async fn undecodable_payload_is_dead_lettered<
-    B: Broker + ResultStore + celeriac_core::WorkflowStore,
+    B: Broker + ResultStore + celeriac_core::WorkflowStore + celeriac_core::ProcessRegistry,
 >(
     backend: Arc<B>,
 ) {
@@ -195,7 +207,7 @@ pub async fn undecodable_payload_is_dead_lettered<
 
 /// The worker runs a task to success; `wait` returns its decodable result.
 pub async fn worker_runs_a_task_to_success<
-    B: Broker + ResultStore + celeriac_core::WorkflowStore,
+    B: Broker + ResultStore + celeriac_core::WorkflowStore + celeriac_core::ProcessRegistry,
 >(
     backend: Arc<B>,
 ) {

@@ -529,7 +529,8 @@ where
         + celeriac_core::Broker
         + QueueAdmin
         + celeriac_core::ResultStore
-        + celeriac_core::WorkflowStore,
+        + celeriac_core::WorkflowStore
+        + celeriac_core::ProcessRegistry,
 {
     use crate::support::RunningWorker;
     use celeriac_cache::{write, PendingWrite, WriteBehind};
@@ -638,7 +639,8 @@ where
         + celeriac_core::Broker
         + QueueAdmin
         + celeriac_core::ResultStore
-        + celeriac_core::WorkflowStore,
+        + celeriac_core::WorkflowStore
+        + celeriac_core::ProcessRegistry,
 {
     use crate::support::RunningWorker;
     use celeriac_cache::{write, PendingWrite, WriteBehind};

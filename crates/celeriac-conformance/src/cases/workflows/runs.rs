@@ -106,13 +106,15 @@ fn registry() -> Registry {
     r
 }
 
-struct Harness<B: Broker + ResultStore + WorkflowStore> {
+struct Harness<B: Broker + ResultStore + WorkflowStore + celeriac_core::ProcessRegistry> {
     backend: Arc<B>,
     client: Client<B>,
     worker: RunningWorker,
 }
 
-fn harness<B: Broker + ResultStore + WorkflowStore>(backend: Arc<B>) -> Harness<B> {
+fn harness<B: Broker + ResultStore + WorkflowStore + celeriac_core::ProcessRegistry>(
+    backend: Arc<B>,
+) -> Harness<B> {
     let clock = ManualClock::new(T0);
     let client = Client::with_clock(backend.clone(), Arc::new(clock.clone()));
     let worker = RunningWorker::start(backend.clone(), registry(), Q, &clock);
@@ -123,7 +125,7 @@ fn harness<B: Broker + ResultStore + WorkflowStore>(backend: Arc<B>) -> Harness<
     }
 }
 
-async fn run_to_end<B: Broker + ResultStore + WorkflowStore>(
+async fn run_to_end<B: Broker + ResultStore + WorkflowStore + celeriac_core::ProcessRegistry>(
     h: &Harness<B>,
     flow: Flow,
 ) -> celeriac_core::backend::WorkflowRecord {
@@ -137,7 +139,7 @@ async fn run_to_end<B: Broker + ResultStore + WorkflowStore>(
 /// A chain passes each step's output to the next; every job carries the workflow's id.
 pub async fn workflow_chain_feeds_each_result_forward<B>(backend: Arc<B>)
 where
-    B: Broker + ResultStore + WorkflowStore,
+    B: Broker + ResultStore + WorkflowStore + celeriac_core::ProcessRegistry,
 {
     let h = harness(backend);
     let flow = chain([
@@ -169,7 +171,7 @@ where
 /// when later members finish first.
 pub async fn workflow_group_collects_results_in_order<B>(backend: Arc<B>)
 where
-    B: Broker + ResultStore + WorkflowStore,
+    B: Broker + ResultStore + WorkflowStore + celeriac_core::ProcessRegistry,
 {
     let h = harness(backend);
     let flow = group((0..8).map(|i| Step::of::<Double>(i).into()));
@@ -185,7 +187,7 @@ where
 /// delivered again after the chord completed does not enqueue the callback again.
 pub async fn workflow_chord_callback_runs_once<B>(backend: Arc<B>)
 where
-    B: Broker + ResultStore + WorkflowStore,
+    B: Broker + ResultStore + WorkflowStore + celeriac_core::ProcessRegistry,
 {
     let h = harness(backend);
     SUM_RUNS.store(0, Ordering::SeqCst);
@@ -224,7 +226,7 @@ where
 /// `map` fans a step out over the previous output, an empty list included.
 pub async fn workflow_map_fans_out_over_a_list<B>(backend: Arc<B>)
 where
-    B: Broker + ResultStore + WorkflowStore,
+    B: Broker + ResultStore + WorkflowStore + celeriac_core::ProcessRegistry,
 {
     let h = harness(backend);
     let over = |n: i64| {
@@ -250,7 +252,7 @@ where
 /// Parts nest: a group of chains inside a chain, a chord inside a group.
 pub async fn workflow_parts_nest<B>(backend: Arc<B>)
 where
-    B: Broker + ResultStore + WorkflowStore,
+    B: Broker + ResultStore + WorkflowStore + celeriac_core::ProcessRegistry,
 {
     let h = harness(backend);
     let flow = chain([
@@ -283,7 +285,7 @@ where
 /// description of the failure, and fails the workflow naming the step.
 pub async fn workflow_failing_step_stops_the_chain<B>(backend: Arc<B>)
 where
-    B: Broker + ResultStore + WorkflowStore,
+    B: Broker + ResultStore + WorkflowStore + celeriac_core::ProcessRegistry,
 {
     let h = harness(backend);
     let flow = chain([
@@ -338,7 +340,7 @@ where
 /// callback never runs.
 pub async fn workflow_dead_member_fails_the_chord<B>(backend: Arc<B>)
 where
-    B: Broker + ResultStore + WorkflowStore,
+    B: Broker + ResultStore + WorkflowStore + celeriac_core::ProcessRegistry,
 {
     let h = harness(backend);
     SUM_RUNS.store(0, Ordering::SeqCst);
@@ -365,7 +367,7 @@ where
 /// once; bad definitions are refused before anything is stored.
 pub async fn workflow_status_and_bad_definitions<B>(backend: Arc<B>)
 where
-    B: Broker + ResultStore + WorkflowStore,
+    B: Broker + ResultStore + WorkflowStore + celeriac_core::ProcessRegistry,
 {
     let clock = ManualClock::new(T0);
     let client = Client::with_clock(backend.clone(), Arc::new(clock.clone()));
@@ -421,7 +423,7 @@ async fn wait_for_task<B: ResultStore>(
 /// the client, and a step whose lease ran out with no attempts left (reaped by a worker).
 pub async fn workflow_steps_ended_by_the_store_fail_it<B>(backend: Arc<B>)
 where
-    B: Broker + ResultStore + WorkflowStore,
+    B: Broker + ResultStore + WorkflowStore + celeriac_core::ProcessRegistry,
 {
     let clock = ManualClock::new(T0);
     let client = Client::with_clock(backend.clone(), Arc::new(clock.clone()));

@@ -18,7 +18,7 @@ fn output(index: u32) -> Vec<u8> {
 }
 
 /// Member `index` of a group of `total` arriving at `join` with `input`, at `now`.
-async fn arrive<B: WorkflowStore>(
+async fn arrive<B: WorkflowStore + celeriac_core::ProcessRegistry>(
     backend: &B,
     join: JobId,
     index: u32,
@@ -30,7 +30,7 @@ async fn arrive<B: WorkflowStore>(
 }
 
 /// As [`arrive`], with the join kept `ttl` after this arrival.
-async fn arrive_kept<B: WorkflowStore>(
+async fn arrive_kept<B: WorkflowStore + celeriac_core::ProcessRegistry>(
     backend: &B,
     join: JobId,
     index: u32,
@@ -73,21 +73,32 @@ fn workflow(ttl: Duration) -> WorkflowRecord {
     }
 }
 
-async fn start<B: WorkflowStore>(backend: &B, record: WorkflowRecord) {
+async fn start<B: WorkflowStore + celeriac_core::ProcessRegistry>(
+    backend: &B,
+    record: WorkflowRecord,
+) {
     backend
         .workflow_start(record)
         .await
         .expect("workflow_start should succeed");
 }
 
-async fn finish<B: WorkflowStore>(backend: &B, id: JobId, end: WorkflowEnd, now: UnixMs) -> bool {
+async fn finish<B: WorkflowStore + celeriac_core::ProcessRegistry>(
+    backend: &B,
+    id: JobId,
+    end: WorkflowEnd,
+    now: UnixMs,
+) -> bool {
     backend
         .workflow_finish(id, end, now)
         .await
         .expect("workflow_finish should succeed")
 }
 
-async fn record<B: WorkflowStore>(backend: &B, id: JobId) -> Option<WorkflowRecord> {
+async fn record<B: WorkflowStore + celeriac_core::ProcessRegistry>(
+    backend: &B,
+    id: JobId,
+) -> Option<WorkflowRecord> {
     backend
         .workflow_get(id)
         .await
@@ -96,7 +107,11 @@ async fn record<B: WorkflowStore>(backend: &B, id: JobId) -> Option<WorkflowReco
 
 /// A join waits until every index arrived, counting each once, and completes with the
 /// outputs in index order although they arrived out of order.
-pub async fn join_completes_in_index_order<B: Broker + WorkflowStore>(backend: Arc<B>) {
+pub async fn join_completes_in_index_order<
+    B: Broker + WorkflowStore + celeriac_core::ProcessRegistry,
+>(
+    backend: Arc<B>,
+) {
     let join = JobId::new();
     let order = [3u32, 0, 4, 1, 2];
     for (n, &index) in order.iter().enumerate() {
@@ -148,7 +163,11 @@ pub async fn join_completes_in_index_order<B: Broker + WorkflowStore>(backend: A
 }
 
 /// A member delivered twice counts once, and the output it brought first stays.
-pub async fn join_counts_a_repeated_index_once<B: Broker + WorkflowStore>(backend: Arc<B>) {
+pub async fn join_counts_a_repeated_index_once<
+    B: Broker + WorkflowStore + celeriac_core::ProcessRegistry,
+>(
+    backend: Arc<B>,
+) {
     let join = JobId::new();
     assert_eq!(
         arrive(&*backend, join, 1, 3, JoinInput::Output(output(1)), T0).await,
@@ -193,7 +212,9 @@ pub async fn join_counts_a_repeated_index_once<B: Broker + WorkflowStore>(backen
 
 /// Every arrival after completion (a member delivered again) answers Complete again, with the
 /// same outputs, whatever it brings.
-pub async fn join_arrivals_after_completion_stay_complete<B: Broker + WorkflowStore>(
+pub async fn join_arrivals_after_completion_stay_complete<
+    B: Broker + WorkflowStore + celeriac_core::ProcessRegistry,
+>(
     backend: Arc<B>,
 ) {
     let join = JobId::new();
@@ -226,7 +247,11 @@ pub async fn join_arrivals_after_completion_stay_complete<B: Broker + WorkflowSt
 
 /// Once a member failed the join reports Failed with the first failure's message; later
 /// outputs and a second failure change neither.
-pub async fn join_failure_is_first_and_final<B: Broker + WorkflowStore>(backend: Arc<B>) {
+pub async fn join_failure_is_first_and_final<
+    B: Broker + WorkflowStore + celeriac_core::ProcessRegistry,
+>(
+    backend: Arc<B>,
+) {
     let join = JobId::new();
     assert_eq!(
         arrive(&*backend, join, 0, 3, JoinInput::Output(output(0)), T0).await,
@@ -271,7 +296,11 @@ pub async fn join_failure_is_first_and_final<B: Broker + WorkflowStore>(backend:
 
 /// A join of 1,000 members arriving concurrently, a tenth of them delivered twice, completes
 /// with every first output in index order; no Waiting count exceeds the total.
-pub async fn join_of_a_thousand_concurrent_members<B: Broker + WorkflowStore>(backend: Arc<B>) {
+pub async fn join_of_a_thousand_concurrent_members<
+    B: Broker + WorkflowStore + celeriac_core::ProcessRegistry,
+>(
+    backend: Arc<B>,
+) {
     const TOTAL: u32 = 1000;
     let join = JobId::new();
     let mut tasks = Vec::new();
@@ -346,7 +375,11 @@ pub async fn join_of_a_thousand_concurrent_members<B: Broker + WorkflowStore>(ba
 
 /// A join is kept its ttl after its last arrival; once that passed it is gone, and an
 /// arrival starts it anew.
-pub async fn join_expires_after_its_ttl<B: Broker + WorkflowStore>(backend: Arc<B>) {
+pub async fn join_expires_after_its_ttl<
+    B: Broker + WorkflowStore + celeriac_core::ProcessRegistry,
+>(
+    backend: Arc<B>,
+) {
     let ttl = Duration::from_secs(60);
     let join = JobId::new();
     assert_eq!(
@@ -436,7 +469,11 @@ pub async fn join_expires_after_its_ttl<B: Broker + WorkflowStore>(backend: Arc<
 }
 
 /// A second start of a workflow changes nothing, not even a finished record.
-pub async fn workflow_start_is_idempotent<B: Broker + WorkflowStore>(backend: Arc<B>) {
+pub async fn workflow_start_is_idempotent<
+    B: Broker + WorkflowStore + celeriac_core::ProcessRegistry,
+>(
+    backend: Arc<B>,
+) {
     let rec = workflow(JOIN_TTL);
     let id = rec.id;
     start(&*backend, rec.clone()).await;
@@ -477,7 +514,11 @@ pub async fn workflow_start_is_idempotent<B: Broker + WorkflowStore>(backend: Ar
 
 /// Only the first end of a workflow applies; a second one is refused and the record keeps
 /// the first. Unknown workflows are None, and finishing one applies nothing.
-pub async fn workflow_finish_applies_once<B: Broker + WorkflowStore>(backend: Arc<B>) {
+pub async fn workflow_finish_applies_once<
+    B: Broker + WorkflowStore + celeriac_core::ProcessRegistry,
+>(
+    backend: Arc<B>,
+) {
     let ok = workflow(JOIN_TTL);
     let ok_id = ok.id;
     start(&*backend, ok).await;
@@ -555,7 +596,11 @@ pub async fn workflow_finish_applies_once<B: Broker + WorkflowStore>(backend: Ar
 }
 
 /// A waiter returns when another task finishes the workflow, well before its timeout.
-pub async fn workflow_wait_returns_when_finished<B: Broker + WorkflowStore>(backend: Arc<B>) {
+pub async fn workflow_wait_returns_when_finished<
+    B: Broker + WorkflowStore + celeriac_core::ProcessRegistry,
+>(
+    backend: Arc<B>,
+) {
     let rec = workflow(JOIN_TTL);
     let id = rec.id;
     start(&*backend, rec).await;
@@ -593,7 +638,11 @@ pub async fn workflow_wait_returns_when_finished<B: Broker + WorkflowStore>(back
 }
 
 /// Waiting on an unknown workflow is NotFound.
-pub async fn workflow_wait_on_unknown_is_not_found<B: Broker + WorkflowStore>(backend: Arc<B>) {
+pub async fn workflow_wait_on_unknown_is_not_found<
+    B: Broker + WorkflowStore + celeriac_core::ProcessRegistry,
+>(
+    backend: Arc<B>,
+) {
     match backend
         .workflow_wait(JobId::new(), Duration::from_secs(1))
         .await
@@ -604,7 +653,9 @@ pub async fn workflow_wait_on_unknown_is_not_found<B: Broker + WorkflowStore>(ba
 }
 
 /// Waiting on a workflow that keeps running ends with Timeout.
-pub async fn workflow_wait_times_out<B: Broker + WorkflowStore>(backend: Arc<B>) {
+pub async fn workflow_wait_times_out<B: Broker + WorkflowStore + celeriac_core::ProcessRegistry>(
+    backend: Arc<B>,
+) {
     let rec = workflow(JOIN_TTL);
     let id = rec.id;
     start(&*backend, rec).await;
@@ -627,7 +678,11 @@ pub async fn workflow_wait_times_out<B: Broker + WorkflowStore>(backend: Arc<B>)
 /// one); a running record is kept however late it is.
 ///
 /// The ttl is one real second, because Redis expires keys on its own clock.
-pub async fn finished_workflow_expires_after_its_ttl<B: Broker + WorkflowStore>(backend: Arc<B>) {
+pub async fn finished_workflow_expires_after_its_ttl<
+    B: Broker + WorkflowStore + celeriac_core::ProcessRegistry,
+>(
+    backend: Arc<B>,
+) {
     let ttl = Duration::from_secs(1);
     let running = workflow(ttl);
     let running_id = running.id;
