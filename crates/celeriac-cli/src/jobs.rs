@@ -151,45 +151,70 @@ fn print_info(info: &JobInfo) {
 }
 
 pub(crate) async fn queues(app: App, json: bool) -> CliResult {
-    let stats = app.backend().stats().await?;
+    let now = app.client().now();
+    let figures = celeriac::monitor::queue_figures(app.backend().as_ref(), now).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&stats)?);
+        println!("{}", serde_json::to_string_pretty(&figures)?);
         return Ok(());
     }
-    if stats.is_empty() {
+    if figures.is_empty() {
         println!("no queues yet");
         return Ok(());
     }
     use celeriac::JobState as S;
     println!(
-        "{:<24} {:>8} {:>10} {:>8} {:>9} {:>8} {:>10} {:>8}",
-        "QUEUE", "PENDING", "SCHEDULED", "ACTIVE", "RETRYING", "DEAD", "SUCCEEDED", "FAILED"
+        "{:<24} {:>8} {:>9} {:>9} {:>8} {:>9} {:>8} {:>10} {:>8} {:>9}",
+        "QUEUE",
+        "PENDING",
+        "LATENCY",
+        "SCHEDULED",
+        "ACTIVE",
+        "RETRYING",
+        "DEAD",
+        "SUCCEEDED",
+        "FAILED",
+        "CONSUMERS"
     );
-    for q in stats {
+    for f in figures {
+        let q = &f.stats;
         let name = if q.paused {
             format!("{} (paused)", q.queue)
         } else {
             q.queue.clone()
         };
         println!(
-            "{:<24} {:>8} {:>10} {:>8} {:>9} {:>8} {:>10} {:>8}",
+            "{:<24} {:>8} {:>9} {:>9} {:>8} {:>9} {:>8} {:>10} {:>8} {:>9}",
             name,
             q.count(S::Pending),
+            latency(f.latency_ms),
             q.count(S::Scheduled),
             q.count(S::Active),
             q.count(S::Retrying),
             q.count(S::Dead),
             q.count(S::Succeeded),
             q.count(S::Failed),
+            format!("{} ({})", f.consumers, f.slots),
         );
     }
     println!(
-        "\n{}",
+        "\nLATENCY: how long the oldest ready job has waited. CONSUMERS: live workers on the \
+         queue (their slots).\n{}",
         clock_line(&celeriac_core::StoreClock::fleet_clock(
             app.backend().as_ref()
         ))
     );
     Ok(())
+}
+
+/// A queue's latency for a table: `-` when nothing waits, else ms, s, m or h.
+fn latency(ms: u64) -> String {
+    match ms {
+        0 => "-".to_string(),
+        1..=999 => format!("{ms}ms"),
+        1000..=59_999 => format!("{:.1}s", ms as f64 / 1000.0),
+        60_000..=3_599_999 => format!("{:.1}m", ms as f64 / 60_000.0),
+        _ => format!("{:.1}h", ms as f64 / 3_600_000.0),
+    }
 }
 
 /// One line on the fleet's clock as this process reads it: where it comes from and how far

@@ -90,9 +90,6 @@ impl BeatConfig {
 
     /// Checks the settings, naming the first bad one.
     pub fn validate(&self) -> Result<()> {
-        if self.holder.is_empty() {
-            return Err(Error::config("beat holder", "must not be empty"));
-        }
         if self.leader.is_empty() || self.leader.contains(['{', '}']) {
             return Err(Error::config(
                 "beat leader",

@@ -32,6 +32,7 @@ pub mod duration;
 pub mod error;
 pub mod job;
 pub mod limit;
+pub mod monitor;
 pub mod process;
 pub mod retention;
 pub mod retry;

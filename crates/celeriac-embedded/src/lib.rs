@@ -396,6 +396,7 @@ fn open_connection(config: &SqliteConfig) -> Result<Connection> {
     conn.execute_batch("BEGIN IMMEDIATE").map_err(fail)?;
     let setup = conn
         .execute_batch(include_str!("schema.sql"))
+        .and_then(|_| schema::after_setup(&conn, version))
         .and_then(|_| {
             conn.execute_batch(&format!("PRAGMA user_version = {}", schema::SCHEMA_VERSION))
         });

@@ -625,22 +625,26 @@ pub(crate) fn set_paused(conn: &Connection, queue: &str, paused: bool) -> rusqli
     Ok(())
 }
 
+/// Counts per queue and state from the counts the triggers keep, and each queue's oldest
+/// pending job (one index seek per priority) and next due job (one seek): no scan of the jobs.
 pub(crate) fn stats(conn: &Connection) -> rusqlite::Result<Vec<QueueStats>> {
     let mut by_queue: BTreeMap<String, QueueStats> = BTreeMap::new();
+    let blank = |queue: String| QueueStats {
+        queue,
+        ..QueueStats::default()
+    };
     {
         let mut stmt = conn.prepare_cached("SELECT name, paused FROM celeriac_queues")?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?)))?;
         for row in rows {
             let (name, paused) = row?;
-            by_queue.entry(name.clone()).or_insert_with(|| QueueStats {
-                queue: name,
-                paused,
-                counts: BTreeMap::new(),
-            });
+            by_queue
+                .entry(name.clone())
+                .or_insert_with(|| blank(name))
+                .paused = paused;
         }
     }
-    let mut stmt = conn
-        .prepare_cached("SELECT queue, state, COUNT(*) FROM celeriac_jobs GROUP BY queue, state")?;
+    let mut stmt = conn.prepare_cached("SELECT queue, state, n FROM celeriac_queue_counts")?;
     let rows = stmt.query_map([], |r| {
         Ok((
             r.get::<_, String>(0)?,
@@ -651,12 +655,35 @@ pub(crate) fn stats(conn: &Connection) -> rusqlite::Result<Vec<QueueStats>> {
     for row in rows {
         let (queue, state, n) = row?;
         let state = JobState::from_code(state).map_err(conv)?;
-        let entry = by_queue.entry(queue.clone()).or_insert_with(|| QueueStats {
-            queue,
-            paused: false,
-            counts: BTreeMap::new(),
-        });
-        entry.counts.insert(state.as_str().to_string(), n as u64);
+        let entry = by_queue
+            .entry(queue.clone())
+            .or_insert_with(|| blank(queue));
+        if n > 0 {
+            entry.counts.insert(state.as_str().to_string(), n as u64);
+        }
+    }
+    let mut oldest = conn.prepare_cached(
+        "SELECT run_at FROM celeriac_jobs WHERE queue = ?1 AND state = 0 AND priority = ?2
+         ORDER BY run_at LIMIT 1",
+    )?;
+    let mut due = conn.prepare_cached(
+        "SELECT MIN(run_at) FROM celeriac_jobs WHERE queue = ?1 AND state IN (1, 3)",
+    )?;
+    for q in by_queue.values_mut() {
+        if q.count(JobState::Pending) > 0 {
+            for priority in 0..=9i64 {
+                let at: Option<i64> = oldest
+                    .query_row(params![q.queue, priority], |r| r.get(0))
+                    .optional()?;
+                q.oldest_pending_at = match (q.oldest_pending_at, at) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+        }
+        if q.count(JobState::Scheduled) + q.count(JobState::Retrying) > 0 {
+            q.next_due_at = due.query_row([&q.queue], |r| r.get(0))?;
+        }
     }
     Ok(by_queue.into_values().collect())
 }

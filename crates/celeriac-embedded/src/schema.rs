@@ -16,7 +16,22 @@ pub(crate) fn migrate(conn: &Connection, from: i64) -> rusqlite::Result<()> {
     // version 5 the key-value tables (celeriac_kv, celeriac_kv_locks, celeriac_kv_events),
     // version 6 the rate limiter tables (celeriac_limits, celeriac_limit_permits) and the
     // shared circuit-breaker tables (celeriac_breakers, celeriac_breaker_signals,
-    // celeriac_breaker_probes), version 7 the process registry (celeriac_processes); the schema
-    // creates missing tables.
+    // celeriac_breaker_probes), version 7 the process registry (celeriac_processes) and the
+    // counts per queue and state (celeriac_queue_counts, see `after_setup`); the schema creates
+    // missing tables.
+    Ok(())
+}
+
+/// Runs once the schema is in place, in the same transaction: fills the counts per queue and
+/// state of a database written before its triggers kept them (version 7). Idempotent, so two
+/// processes upgrading one file at once agree.
+pub(crate) fn after_setup(conn: &Connection, from: i64) -> rusqlite::Result<()> {
+    if from < 7 {
+        conn.execute_batch(
+            "DELETE FROM celeriac_queue_counts;
+             INSERT INTO celeriac_queue_counts (queue, state, n)
+                 SELECT queue, state, COUNT(*) FROM celeriac_jobs GROUP BY queue, state;",
+        )?;
+    }
     Ok(())
 }

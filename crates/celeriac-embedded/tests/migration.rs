@@ -78,7 +78,7 @@ async fn a_version_1_database_is_upgraded_and_keeps_its_jobs() {
         CancelOutcome::Requested
     );
     drop(backend);
-    assert_eq!(recorded_version(&path), 6);
+    assert_eq!(recorded_version(&path), 7);
 }
 
 #[tokio::test]
@@ -122,7 +122,7 @@ async fn a_version_3_database_gains_the_workflow_tables_and_keeps_its_jobs() {
         .expect("workflow records work on an upgraded database");
     assert!(backend.workflow_get(wf).await.expect("get").is_some());
     drop(backend);
-    assert_eq!(recorded_version(&path), 6);
+    assert_eq!(recorded_version(&path), 7);
 }
 
 #[tokio::test]
@@ -168,7 +168,7 @@ async fn a_version_4_database_gains_the_kv_tables_and_keeps_its_jobs() {
         Some(celeriac_core::backend::KvEvent::Message(b"m".to_vec()))
     );
     drop(backend);
-    assert_eq!(recorded_version(&path), 6);
+    assert_eq!(recorded_version(&path), 7);
 }
 
 #[tokio::test]
@@ -204,5 +204,54 @@ async fn a_version_5_database_gains_the_rate_limit_tables_and_keeps_its_jobs() {
             .allowed
     );
     drop(backend);
-    assert_eq!(recorded_version(&path), 6);
+    assert_eq!(recorded_version(&path), 7);
+}
+
+#[tokio::test]
+async fn a_version_6_database_gains_the_queue_counts_and_the_process_registry() {
+    use celeriac_core::{ProcessRegistry, QueueAdmin};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, id) = old_database(dir.path(), include_str!("schema_v6.sql"), 6);
+    let backend = open(&path).await;
+    let stats = backend.stats().await.expect("stats");
+    let default = stats
+        .iter()
+        .find(|s| s.queue == "default")
+        .expect("the queue of the old job is listed");
+    assert_eq!(
+        default.count(JobState::Pending),
+        1,
+        "the counts include the job written by version 6"
+    );
+    assert_eq!(default.oldest_pending_at, Some(NOW));
+    let claimed = backend
+        .claim(ClaimRequest {
+            queues: vec!["default".into()],
+            limit: 1,
+            lease: Duration::from_secs(30),
+            worker: "w".into(),
+            now: NOW,
+            limits: Default::default(),
+        })
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].job.id, id);
+    let stats = backend.stats().await.expect("stats");
+    let default = stats.iter().find(|s| s.queue == "default").expect("listed");
+    assert_eq!(
+        (
+            default.count(JobState::Pending),
+            default.count(JobState::Active)
+        ),
+        (0, 1),
+        "the counts follow the claim"
+    );
+    assert!(backend
+        .processes(NOW)
+        .await
+        .expect("the registry works on an upgraded database")
+        .is_empty());
+    drop(backend);
+    assert_eq!(recorded_version(&path), 7);
 }

@@ -10,6 +10,52 @@ use celeriac_core::job::{JobId, JobInfo, JobState};
 use redis::{AsyncCommands, Value};
 use std::collections::HashMap;
 
+/// The width of one priority's band of scores in a queue's `ready` set (see `keys.rs`).
+const BAND: f64 = 4_398_046_511_104.0;
+
+impl RedisBackend {
+    /// Fills the oldest pending job's and the next due job's times: the first member of each
+    /// priority's band of the `ready` set, and the first of `scheduled` and `retry`, in one
+    /// round trip of twelve O(log n) reads.
+    async fn ready_times(&self, stats: &mut QueueStats) -> Result<()> {
+        let waiting = [JobState::Pending, JobState::Scheduled, JobState::Retrying];
+        if waiting.iter().all(|&s| stats.count(s) == 0) {
+            return Ok(());
+        }
+        let k = self.keys(&stats.queue);
+        let mut pipe = redis::pipe();
+        for band in 0..10u8 {
+            let low = f64::from(band) * BAND;
+            pipe.zrangebyscore_limit_withscores(
+                k.ready(),
+                format!("{low:.0}"),
+                format!("({:.0}", low + BAND),
+                0,
+                1,
+            );
+        }
+        pipe.zrange_withscores(k.scheduled(), 0, 0);
+        pipe.zrange_withscores(k.retry(), 0, 0);
+        let firsts: Vec<Vec<(String, f64)>> =
+            pipe.query_async(&mut self.conn()).await.map_err(map_err)?;
+        let earliest = |found: &mut Option<UnixMs>, at: f64| {
+            let at = at as UnixMs;
+            *found = Some(found.map_or(at, |f| f.min(at)));
+        };
+        for (band, first) in firsts.iter().take(10).enumerate() {
+            if let Some((_, score)) = first.first() {
+                earliest(&mut stats.oldest_pending_at, score - band as f64 * BAND);
+            }
+        }
+        for first in firsts.iter().skip(10) {
+            if let Some((_, score)) = first.first() {
+                earliest(&mut stats.next_due_at, *score);
+            }
+        }
+        Ok(())
+    }
+}
+
 impl QueueAdmin for RedisBackend {
     async fn pause(&self, queue: &str) -> Result<()> {
         self.remember_queues([queue]).await?;
@@ -79,11 +125,14 @@ impl QueueAdmin for RedisBackend {
                 .filter(|(_, n)| *n > 0)
                 .map(|(s, n)| (s.as_str().to_string(), n))
                 .collect();
-            out.push(QueueStats {
+            let mut stats = QueueStats {
                 queue,
                 paused: paused.as_deref() == Some("1"),
                 counts,
-            });
+                ..QueueStats::default()
+            };
+            self.ready_times(&mut stats).await?;
+            out.push(stats);
         }
         Ok(out)
     }

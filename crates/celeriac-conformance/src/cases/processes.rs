@@ -7,8 +7,8 @@ use celeriac_core::backend::{
     Control, ProcessInfo, ProcessKind, ProcessRegistry, ProcessState, QueueWeight,
 };
 use celeriac_core::{
-    Beat, BeatConfig, Broker, Clock, Coordinator, Job, JobId, JobState, ManualClock, Registry,
-    ResultStore, Task, TaskContext, TaskError, Worker, WorkerConfig, WorkflowStore,
+    Beat, BeatConfig, Broker, Clock, Coordinator, Job, JobId, JobState, ManualClock, QueueAdmin,
+    Registry, ResultStore, Task, TaskContext, TaskError, Worker, WorkerConfig, WorkflowStore,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -327,6 +327,43 @@ pub async fn a_beat_registers_and_obeys_quiet_and_stop<
     assert!(find(b, &name, T0).await.is_none(), "it left the registry");
 }
 
+/// Queue figures count as consumers the live, running workers that take from each queue
+/// (not quiet ones, not beats, not expired entries), and add up their slots.
+pub async fn queue_figures_count_live_consumers<
+    B: Broker + QueueAdmin + ResultStore + ProcessRegistry,
+>(
+    backend: Arc<B>,
+) {
+    let b = &*backend;
+    enqueue(b, vec![crate::support::job("emails", T0)], T0).await;
+    enqueue(b, vec![crate::support::job("reports", T0)], T0).await;
+    let both = entry("both", T0, T0 + 15_000); // emails and reports, 8 slots
+    let mut emails = entry("emails-only", T0, T0 + 15_000);
+    emails.queues.truncate(1);
+    emails.concurrency = 4;
+    let mut quiet = entry("quiet", T0, T0 + 15_000);
+    quiet.state = ProcessState::Quiet;
+    let mut gone = entry("gone", T0 - 30_000, T0 - 15_000);
+    gone.concurrency = 100;
+    let mut beat = entry("beat", T0, T0 + 15_000);
+    beat.kind = ProcessKind::Beat;
+    for e in [&both, &emails, &quiet, &gone, &beat] {
+        refresh(b, e).await;
+    }
+    let figures = celeriac_core::monitor::queue_figures(b, T0 + 2_000)
+        .await
+        .expect("queue figures");
+    let of = |q: &str| {
+        figures
+            .iter()
+            .find(|f| f.stats.queue == q)
+            .unwrap_or_else(|| panic!("queue {q} listed: {figures:?}"))
+    };
+    assert_eq!((of("emails").consumers, of("emails").slots), (2, 12));
+    assert_eq!((of("reports").consumers, of("reports").slots), (1, 8));
+    assert_eq!(of("emails").latency_ms, 2_000, "waiting since T0");
+}
+
 /// The cases of this file, expanded by [`suite!`](crate::suite).
 #[doc(hidden)]
 #[macro_export]
@@ -338,6 +375,7 @@ macro_rules! __cases_processes {
             registry_delivers_commands_once_to_live_processes,
             a_worker_registers_and_obeys_quiet_and_stop,
             a_beat_registers_and_obeys_quiet_and_stop,
+            queue_figures_count_live_consumers,
         }
     };
 }

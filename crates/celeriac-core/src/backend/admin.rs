@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::future::Future;
 
-/// Counts for one queue.
+/// Counts for one queue, and the times its latency is computed from. A store answers with
+/// work that does not grow with the number of jobs (counts kept incrementally, index seeks).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueStats {
     /// The queue's name.
@@ -18,12 +19,35 @@ pub struct QueueStats {
     pub paused: bool,
     /// Jobs per state (absent states are zero).
     pub counts: BTreeMap<String, u64>,
+    /// When the oldest pending job became ready to run (its `run_at`).
+    #[serde(default)]
+    pub oldest_pending_at: Option<UnixMs>,
+    /// The earliest `run_at` of its scheduled and retrying jobs.
+    #[serde(default)]
+    pub next_due_at: Option<UnixMs>,
 }
 
 impl QueueStats {
     /// The number of jobs in `state`.
     pub fn count(&self, state: JobState) -> u64 {
         self.counts.get(state.as_str()).copied().unwrap_or(0)
+    }
+
+    /// Since when the oldest job ready to run at `now` has been ready: the oldest pending
+    /// job, or a scheduled or retrying one already due (it becomes pending at the next claim).
+    pub fn ready_since(&self, now: UnixMs) -> Option<UnixMs> {
+        let due = self.next_due_at.filter(|&at| at <= now);
+        match (self.oldest_pending_at, due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The queue's latency at `now`: how long its oldest ready job has waited, in ms (0 when
+    /// no job is ready).
+    pub fn latency_ms(&self, now: UnixMs) -> u64 {
+        self.ready_since(now)
+            .map_or(0, |since| u64::try_from(now - since).unwrap_or(0))
     }
 }
 

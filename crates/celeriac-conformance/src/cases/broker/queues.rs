@@ -6,8 +6,9 @@ use crate::support::{
 };
 use celeriac_core::backend::QueueAdmin;
 use celeriac_core::backend::{Outcome, QueueStats};
-use celeriac_core::{Broker, ErrorInfo, JobState, ResultStore};
+use celeriac_core::{Broker, ErrorInfo, Job, JobId, JobState, ResultStore};
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// A batch is stored all or none and every job of it is claimable; a batch that collides
@@ -268,6 +269,148 @@ pub async fn stats_count_states_per_queue<B: Broker + QueueAdmin + ResultStore>(
     );
 }
 
+/// The counts of one queue as `stats` gives them, without zeros.
+async fn counted<B: QueueAdmin>(backend: &B, queue: &str) -> BTreeMap<String, u64> {
+    backend
+        .stats()
+        .await
+        .expect("stats should succeed")
+        .into_iter()
+        .find(|s| s.queue == queue)
+        .map(|s| s.counts.into_iter().filter(|(_, n)| *n > 0).collect())
+        .unwrap_or_default()
+}
+
+/// The states of the jobs among `ids` that still exist, counted.
+async fn truth<B: ResultStore>(backend: &B, ids: &[JobId]) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for id in ids {
+        if let Some(i) = backend.get(*id).await.expect("get should succeed") {
+            *out.entry(i.state.as_str().to_string()).or_insert(0) += 1;
+        }
+    }
+    out
+}
+
+/// `stats` counts stay exact through every change a job goes through (stores that keep the
+/// counts incrementally must follow each one): enqueue, claim, each outcome, cancel, purge,
+/// a retry from the dead letters, a lease that expires, and the deletion of kept records.
+pub async fn stats_counts_match_the_jobs_through_every_change<
+    B: Broker + QueueAdmin + ResultStore,
+>(
+    backend: Arc<B>,
+) {
+    let b = &*backend;
+    let q = "counted";
+    let mut all: Vec<Job> = (0..8).map(|_| job(q, T0)).collect();
+    for j in &mut all {
+        j.result_ttl = Some(std::time::Duration::from_secs(60));
+    }
+    all.push(delayed(q, T0, T0 + 5_000));
+    let ids = ids_of(&all);
+    let check = |stage: &'static str| {
+        let ids = ids.clone();
+        async move {
+            let truth = truth(b, &ids).await;
+            assert_eq!(counted(b, q).await, truth, "counts after {stage}");
+            truth
+        }
+    };
+    enqueue(b, all, T0).await;
+    assert_eq!(check("enqueue").await.get("pending"), Some(&8));
+
+    let c = claim(b, &[q], 6, T0).await;
+    assert_eq!(c.len(), 6);
+    check("claim").await;
+    let err = || ErrorInfo::new("error", "boom", 1);
+    let outcomes = [
+        success(&json!(1)),
+        Outcome::Failed { error: err() },
+        Outcome::Dead { error: err() },
+        Outcome::Retry {
+            at: T0 + 1_000,
+            error: err(),
+        },
+    ];
+    for (claimed, outcome) in c.iter().zip(outcomes) {
+        assert!(complete(b, lease(claimed), outcome, T0 + 1).await);
+    }
+    check("outcomes").await;
+    backend
+        .cancel(ids[7], T0 + 2)
+        .await
+        .expect("cancel should succeed");
+    check("cancel").await;
+    assert_eq!(
+        backend.retry_dead(None, T0 + 3).await.expect("retry_dead"),
+        1
+    );
+    check("a retry from the dead letters").await;
+    // The two claims never completed expire and go back to pending.
+    backend
+        .reap(T0 + 31_000)
+        .await
+        .expect("reap should succeed");
+    let after = check("expired leases").await;
+    assert_eq!(after.get("active"), None, "{after:?}");
+    backend.purge(q).await.expect("purge should succeed");
+    let after = check("purge").await;
+    assert_eq!(after.get("pending"), None, "{after:?}");
+    // Records kept a minute, cancelled and failed ones their own time: all gone a year on.
+    backend
+        .reap(T0 + 365 * 24 * 3_600_000)
+        .await
+        .expect("reap should succeed");
+    check("the deletion of kept records").await;
+}
+
+/// `stats` tells when the oldest ready job became ready, across priorities (an old job of low
+/// priority is older than a new urgent one), and the next due scheduled or retrying job: the
+/// queue's latency at any moment comes from the two.
+pub async fn stats_report_how_long_the_oldest_ready_job_waited<
+    B: Broker + QueueAdmin + ResultStore,
+>(
+    backend: Arc<B>,
+) {
+    let b = &*backend;
+    let q = "latency";
+    let of = || async {
+        b.stats()
+            .await
+            .expect("stats should succeed")
+            .into_iter()
+            .find(|s| s.queue == q)
+            .expect("the queue is listed")
+    };
+    let mut old_low = job(q, T0);
+    old_low.priority = celeriac_core::Priority::new(1).expect("a priority");
+    let mut new_high = job(q, T0 + 4_000);
+    new_high.priority = celeriac_core::Priority::new(9).expect("a priority");
+    let later = delayed(q, T0, T0 + 10_000);
+    enqueue(b, vec![old_low.clone()], T0).await;
+    enqueue(b, vec![new_high.clone(), later], T0 + 4_000).await;
+    let s = of().await;
+    assert_eq!(s.oldest_pending_at, Some(T0), "the old low-priority job");
+    assert_eq!(s.next_due_at, Some(T0 + 10_000));
+    assert_eq!(s.latency_ms(T0 + 6_000), 6_000);
+    assert_eq!(s.latency_ms(T0 + 12_000), 12_000);
+
+    // The urgent job is claimed first; the old one still waits.
+    let c = claim(b, &[q], 1, T0 + 6_000).await;
+    assert_eq!(claimed_ids(&c), vec![new_high.id]);
+    assert_eq!(of().await.oldest_pending_at, Some(T0));
+    let c = claim(b, &[q], 1, T0 + 7_000).await;
+    assert_eq!(claimed_ids(&c), vec![old_low.id]);
+    let s = of().await;
+    assert_eq!(s.oldest_pending_at, None, "nothing pending");
+    assert_eq!(s.latency_ms(T0 + 8_000), 0, "nothing ready yet");
+    assert_eq!(
+        s.latency_ms(T0 + 10_500),
+        500,
+        "the scheduled job is ready once due, before any claim promotes it"
+    );
+}
+
 /// This file's cases, for [`suite!`](crate::suite).
 #[doc(hidden)]
 #[macro_export]
@@ -279,6 +422,8 @@ macro_rules! __cases_broker_queues {
             pause_and_resume,
             purge_clears_one_queue,
             stats_count_states_per_queue,
+            stats_counts_match_the_jobs_through_every_change,
+            stats_report_how_long_the_oldest_ready_job_waited,
         }
     };
 }
