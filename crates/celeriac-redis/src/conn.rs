@@ -7,7 +7,7 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, Pub
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
-use redis::{Client, Cmd, Pipeline, RedisFuture, TlsCertificates, Value};
+use redis::{Client, Cmd, Pipeline, RedisFuture, RetryMethod, TlsCertificates, Value};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -25,8 +25,24 @@ pub(crate) fn map_err(e: redis::RedisError) -> Error {
         Some("READONLY" | "TRYAGAIN" | "CLUSTERDOWN" | "LOADING" | "MASTERDOWN" | "NOSCRIPT")
     ) {
         ErrorKind::Retry
-    } else {
+    } else if e.kind() == redis::ErrorKind::AuthenticationFailed {
         ErrorKind::GiveUp
+    } else {
+        // What the client itself would do: a Cluster node gone while the slot moves to its
+        // replica (no connection to it yet), a redirect, another I/O failure are passing; a
+        // script's error, a type or a permission error are not.
+        match e.retry_method() {
+            RetryMethod::Reconnect | RetryMethod::ReconnectFromInitialConnections => {
+                ErrorKind::Reconnect
+            }
+            RetryMethod::RetryImmediately
+            | RetryMethod::WaitAndRetry
+            | RetryMethod::AskRedirect
+            | RetryMethod::MovedRedirect
+            | RetryMethod::RefreshSlotsAndRetry => ErrorKind::Retry,
+            RetryMethod::NoRetry => ErrorKind::GiveUp,
+            _ => ErrorKind::GiveUp,
+        }
     };
     Error::backend(kind, e)
 }
