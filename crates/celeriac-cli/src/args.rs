@@ -400,7 +400,8 @@ pub(crate) struct BenchArgs {
     /// against raw moka, L2 hits against redis-benchmark, a stampede of 3 processes on one
     /// cold key), `limits` (limiter decisions on the store against raw EVALSHA of a trivial
     /// script, local decisions on one core, what the rate-limit and breaker tower layers add
-    /// to a request) or `breaker` (nanoseconds a closed circuit breaker adds to a call).
+    /// to a request), `breaker` (nanoseconds a closed circuit breaker adds to a call) or
+    /// `monitor` (the time and store commands of the queue figures with --jobs queued).
     #[arg(value_enum, default_value = "jobs")]
     pub(crate) what: BenchWhat,
     /// Breaker: calls per round.
@@ -453,6 +454,9 @@ pub(crate) struct BenchArgs {
         default_value_t = 20_000
     )]
     pub(crate) jobs: u64,
+    /// Monitor: queues the jobs are spread over.
+    #[arg(long, env = "CELERIAC_BENCH_QUEUE_COUNT", default_value_t = 20)]
+    pub(crate) queue_count: usize,
     /// Jobs per enqueue call.
     #[arg(long, env = "CELERIAC_BENCH_BATCH", default_value_t = 1000)]
     pub(crate) batch: usize,
@@ -478,6 +482,8 @@ pub(crate) enum BenchWhat {
     Limits,
     /// A circuit breaker's overhead per guarded call on its closed path.
     Breaker,
+    /// What monitoring costs the store with --jobs queued over --queue-count queues.
+    Monitor,
 }
 
 /// Parses `started`, `finished`, `window=10m` or `debounce=5s`.

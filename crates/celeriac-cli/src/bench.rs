@@ -10,6 +10,7 @@ pub mod cache;
 pub mod jobs;
 pub mod layers;
 pub mod limits;
+pub mod monitor;
 
 pub(crate) async fn run(url: Option<&str>, args: BenchArgs) -> CliResult {
     if args.what == BenchWhat::Cache {
@@ -20,6 +21,9 @@ pub(crate) async fn run(url: Option<&str>, args: BenchArgs) -> CliResult {
     }
     if args.what == BenchWhat::Breaker {
         return run_breaker_bench(&args);
+    }
+    if args.what == BenchWhat::Monitor {
+        return run_monitor_bench(url, args).await;
     }
     if args.jobs == 0 || args.batch == 0 || args.concurrency == 0 {
         return Err(CliError(
@@ -84,6 +88,49 @@ pub(crate) async fn run(url: Option<&str>, args: BenchArgs) -> CliResult {
         if let Some(kib) = report.peak_rss_kib {
             println!("peak RSS       {:.1} MiB", kib as f64 / 1024.0);
         }
+    }
+    Ok(())
+}
+
+async fn run_monitor_bench(url: Option<&str>, args: BenchArgs) -> CliResult {
+    if args.jobs == 0 || args.batch == 0 || args.queue_count == 0 {
+        return Err(CliError(
+            "--jobs, --batch and --queue-count must be at least 1".into(),
+        ));
+    }
+    let (url, _scratch) = match url {
+        Some(u) => (u.to_string(), None),
+        None => {
+            let s = Scratch::new("bench-monitor")?;
+            (s.url(), Some(s))
+        }
+    };
+    let app = App::builder().url(url.as_str()).build().await?;
+    let r =
+        crate::bench::monitor::run(&app, &url, args.jobs, args.queue_count, args.batch, 20).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    let backend = if url.starts_with("sqlite") {
+        "embedded SQLite"
+    } else {
+        "Redis"
+    };
+    println!("backend          {backend}");
+    println!(
+        "filled           {} jobs over {} queues (one in ten delayed) in {:.1} s",
+        r.jobs, r.queues, r.fill_secs
+    );
+    println!(
+        "queue figures    p50 {:.2} ms, slowest {:.2} ms  (20 calls: counts, latency, consumers)",
+        r.figures_p50_ms, r.figures_max_ms
+    );
+    if let (Some(small), Some(full)) = (r.commands_small, r.commands_full) {
+        println!(
+            "store commands   {small} per call with one job per queue, {full} with all {} queued",
+            r.jobs
+        );
     }
     Ok(())
 }

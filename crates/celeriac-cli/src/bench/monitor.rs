@@ -1,0 +1,136 @@
+//! `celeriac bench monitor`: what monitoring costs the store with many jobs queued. Fills the
+//! queues, then times the figures `celeriac queues` shows and, on Redis, counts the commands
+//! one call sends, with the queues nearly empty and full: the count must not grow with jobs.
+
+use crate::bench::jobs::Noop;
+use crate::support::{progress_bar, CliError};
+use celeriac::{App, Broker, Job, Task};
+use serde::Serialize;
+use std::time::Instant;
+
+/// What the monitoring benchmark measured.
+#[derive(Debug, Serialize)]
+pub struct MonitorReport {
+    /// Jobs queued at the end.
+    pub jobs: u64,
+    /// Queues they are spread over.
+    pub queues: usize,
+    /// Seconds the fill took.
+    pub fill_secs: f64,
+    /// Milliseconds one call of the queue figures took: median and slowest of the calls.
+    pub figures_p50_ms: f64,
+    /// The slowest call.
+    pub figures_max_ms: f64,
+    /// Redis commands one call sent with one job per queue, and with every job queued.
+    pub commands_small: Option<u64>,
+    /// See `commands_small`.
+    pub commands_full: Option<u64>,
+}
+
+/// Fills `queues` queues with `jobs` no-op jobs (one in ten delayed an hour), in batches of
+/// `batch`, and measures the queue figures `rounds` times.
+pub(crate) async fn run(
+    app: &App,
+    url: &str,
+    jobs: u64,
+    queues: usize,
+    batch: usize,
+    rounds: usize,
+) -> Result<MonitorReport, CliError> {
+    let names: Vec<String> = (0..queues)
+        .map(|i| format!("bench-monitor-{i:02}"))
+        .collect();
+    let backend = app.backend();
+    let mut made = 0u64;
+    let fill = |from: u64, to: u64, now: i64| -> Vec<Job> {
+        (from..to)
+            .map(|i| {
+                let mut job = Job::new(Noop::NAME, i.to_string().into_bytes(), now);
+                job.queue = names[(i % queues as u64) as usize].clone();
+                if i % 10 == 9 {
+                    job.run_at = now + 3_600_000;
+                }
+                job
+            })
+            .collect()
+    };
+    let first = (queues as u64).min(jobs);
+    backend
+        .enqueue(fill(0, first, app.client().now()), app.client().now())
+        .await?;
+    made += first;
+    let commands_small = commands_per_call(app, url).await?;
+    let bar = progress_bar(jobs, "filling the queues");
+    bar.set_position(made);
+    let started = Instant::now();
+    while made < jobs {
+        let to = (made + batch as u64).min(jobs);
+        let now = app.client().now();
+        backend.enqueue(fill(made, to, now), now).await?;
+        made = to;
+        bar.set_position(made);
+    }
+    let fill_secs = started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    let mut times = Vec::with_capacity(rounds);
+    for _ in 0..rounds.max(1) {
+        let t = Instant::now();
+        let figures =
+            celeriac::monitor::queue_figures(backend.as_ref(), app.client().now()).await?;
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+        let counted: u64 = figures
+            .iter()
+            .map(|f| f.stats.counts.values().sum::<u64>())
+            .sum();
+        if counted < jobs {
+            return Err(CliError(format!(
+                "the figures count {counted} jobs of the {jobs} queued"
+            )));
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let commands_full = commands_per_call(app, url).await?;
+    Ok(MonitorReport {
+        jobs,
+        queues,
+        fill_secs,
+        figures_p50_ms: times[times.len() / 2],
+        figures_max_ms: times[times.len() - 1],
+        commands_small,
+        commands_full,
+    })
+}
+
+/// Commands one call of the queue figures sends to a plain Redis (from `INFO stats` before and
+/// after); `None` elsewhere.
+#[cfg(feature = "redis")]
+async fn commands_per_call(app: &App, url: &str) -> Result<Option<u64>, CliError> {
+    if !url.starts_with("redis://") {
+        return Ok(None);
+    }
+    let base = url.split('?').next().unwrap_or(url);
+    let client = redis::Client::open(base)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let processed = |info: String| -> u64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix("total_commands_processed:"))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let before: String = redis::cmd("INFO")
+        .arg("stats")
+        .query_async(&mut conn)
+        .await?;
+    celeriac::monitor::queue_figures(app.backend().as_ref(), app.client().now()).await?;
+    let after: String = redis::cmd("INFO")
+        .arg("stats")
+        .query_async(&mut conn)
+        .await?;
+    // The first INFO is counted once it ran, so it is in `after` but not in `before`.
+    Ok(Some(processed(after).saturating_sub(processed(before) + 1)))
+}
+
+#[cfg(not(feature = "redis"))]
+async fn commands_per_call(_app: &App, _url: &str) -> Result<Option<u64>, CliError> {
+    Ok(None)
+}
