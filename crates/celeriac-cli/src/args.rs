@@ -79,6 +79,12 @@ pub(crate) enum Command {
         /// The job's id.
         id: String,
     },
+    /// Browse the jobs of a queue by state, with filters and paging, and retry, cancel or
+    /// delete many at once (a selection, or everything matching the filters).
+    Jobs {
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
     /// List the live worker and beat processes, or tell one to be quiet or to stop.
     ///
     /// Every worker and beat refreshes its entry in the store every few seconds
@@ -148,6 +154,80 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: limits::LimitsCommand,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum JobsCommand {
+    /// List jobs, a page at a time: pending ones in the order they will run, scheduled and
+    /// retrying ones by when they are due, active ones by lease end, dead ones by time of
+    /// death, finished ones by when their record expires (--newest reverses).
+    List {
+        #[command(flatten)]
+        filter: JobFilterArgs,
+        /// Newest first.
+        #[arg(long)]
+        newest: bool,
+        /// At most this many.
+        #[arg(long, env = "CELERIAC_LIMIT", default_value_t = 50)]
+        limit: usize,
+        /// Go on from where a previous page ended (the cursor it printed).
+        #[arg(long)]
+        cursor: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long, env = "CELERIAC_JSON")]
+        json: bool,
+    },
+    /// Put dead letters back in their queue with fresh attempts (--state dead).
+    Retry(JobsActionArgs),
+    /// Cancel jobs: waiting ones never run, running ones are asked to stop.
+    Cancel(JobsActionArgs),
+    /// Delete jobs that are not running.
+    Delete(JobsActionArgs),
+}
+
+/// Which jobs: a queue, a state and filters.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct JobFilterArgs {
+    /// The queue.
+    #[arg(long, short, env = "CELERIAC_QUEUE")]
+    pub(crate) queue: String,
+    /// The state: pending, scheduled, active, retrying, succeeded, failed, dead, cancelled,
+    /// expired.
+    #[arg(long, short, default_value = "pending", value_parser = parse_state)]
+    pub(crate) state: celeriac::JobState,
+    /// Only jobs of this task.
+    #[arg(long, short)]
+    pub(crate) task: Option<String>,
+    /// Only jobs whose last error contains this text (case-insensitive).
+    #[arg(long)]
+    pub(crate) error: Option<String>,
+    /// Only jobs created within this long, e.g. 6h.
+    #[arg(long, value_parser = duration::parse)]
+    pub(crate) since: Option<Duration>,
+}
+
+/// Which jobs a bulk action applies to.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct JobsActionArgs {
+    #[command(flatten)]
+    pub(crate) filter: JobFilterArgs,
+    /// Only these jobs (comma-separated ids) among those the filters select.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) ids: Vec<String>,
+    /// Act on everything the filters select, without --ids.
+    #[arg(long, env = "CELERIAC_YES")]
+    pub(crate) yes: bool,
+}
+
+/// Parses a job state by name.
+pub(crate) fn parse_state(s: &str) -> Result<celeriac::JobState, String> {
+    celeriac::JobState::ALL
+        .into_iter()
+        .find(|st| st.as_str() == s)
+        .ok_or_else(|| {
+            let names: Vec<&str> = celeriac::JobState::ALL.iter().map(|s| s.as_str()).collect();
+            format!("unknown state `{s}`; one of {}", names.join(", "))
+        })
 }
 
 #[derive(Subcommand, Debug)]
@@ -375,6 +455,16 @@ pub(crate) enum DlqCommand {
         #[arg(long, env = "CELERIAC_JSON")]
         json: bool,
     },
+    /// Dead letters grouped by queue, task and error (numbers and ids masked), with counts
+    /// and first and last seen, largest first.
+    Groups {
+        /// Only this queue.
+        #[arg(long, env = "CELERIAC_QUEUE")]
+        queue: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long, env = "CELERIAC_JSON")]
+        json: bool,
+    },
     /// Put dead jobs back in their queues with fresh attempts.
     Retry {
         /// Job ids; with none, every dead letter (of --queue, if given).
@@ -382,6 +472,9 @@ pub(crate) enum DlqCommand {
         /// Only this queue.
         #[arg(long, env = "CELERIAC_QUEUE")]
         queue: Option<String>,
+        /// Every dead letter of one group (see `dlq groups`), as one action.
+        #[arg(long, conflicts_with_all = ["ids", "queue"])]
+        group: Option<String>,
     },
     /// Delete dead letters.
     Purge {

@@ -34,7 +34,39 @@ pub(crate) async fn dlq(app: App, command: DlqCommand) -> CliResult {
                 }
             }
         }
-        DlqCommand::Retry { ids, queue } => {
+        DlqCommand::Groups { queue, json } => {
+            let groups = celeriac::bulk::dead_groups(backend.as_ref(), queue).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&groups)?);
+            } else if groups.is_empty() {
+                println!("no dead letters");
+            } else {
+                println!(
+                    "{:<8}  {:>6}  {:<12} {:<24} {:<20} {:<20} ERROR",
+                    "GROUP", "COUNT", "QUEUE", "TASK", "FIRST", "LAST"
+                );
+                for g in groups {
+                    println!(
+                        "{:<8}  {:>6}  {:<12} {:<24} {:<20} {:<20} {}",
+                        g.id,
+                        g.count,
+                        g.queue,
+                        g.task,
+                        format_ms(g.first_seen),
+                        format_ms(g.last_seen),
+                        g.fingerprint
+                    );
+                }
+            }
+        }
+        DlqCommand::Retry {
+            group: Some(group), ..
+        } => {
+            let n = celeriac::bulk::retry_dead_group(backend.as_ref(), &group, app.client().now())
+                .await?;
+            println!("{n} jobs of group {group} back in their queues");
+        }
+        DlqCommand::Retry { ids, queue, .. } => {
             let ids: Vec<JobId> = if ids.is_empty() {
                 let mut all = Vec::new();
                 loop {

@@ -20,6 +20,7 @@
 mod args;
 pub mod bench;
 mod breaker;
+mod browse;
 mod cache;
 pub mod demo;
 mod dlq;
@@ -155,6 +156,7 @@ async fn dispatch(cli: Cli, registry: Registry, default_url: Option<String>) -> 
         }
         Command::Enqueue(args) => jobs::enqueue(app(url, registry).await?, args).await,
         Command::Inspect { id, json } => jobs::inspect(app(url, registry).await?, &id, json).await,
+        Command::Jobs { command } => browse::run(app(url, registry).await?, command).await,
         Command::Workers { command, json } => {
             workers::run(app(url, registry).await?, command, json).await
         }

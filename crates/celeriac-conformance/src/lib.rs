@@ -133,6 +133,7 @@ macro_rules! __capability {
             $crate::__cases_broker_task_limits!($c);
             $crate::__cases_broker_worker!($c);
             $crate::__cases_broker_retention!($c);
+            $crate::__cases_broker_browse!($c);
         }
     };
     (results, $c:expr) => {

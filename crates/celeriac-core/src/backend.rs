@@ -12,6 +12,7 @@
 mod admin;
 mod breakers;
 mod broker;
+mod browse;
 mod coordinator;
 mod kv;
 mod processes;
@@ -22,6 +23,7 @@ mod workflows;
 pub use admin::*;
 pub use breakers::*;
 pub use broker::*;
+pub use browse::*;
 pub use coordinator::*;
 pub use kv::*;
 pub use processes::*;

@@ -26,6 +26,7 @@
 pub mod backend;
 pub mod beat;
 pub mod breaker;
+pub mod bulk;
 pub mod client;
 pub mod clock;
 pub mod duration;

@@ -1,7 +1,7 @@
 //! [`QueueAdmin`] for SQLite: pause, resume, counts, purge and the dead letters.
 
-use crate::{ops, SqliteBackend};
-use celeriac_core::backend::{QueueAdmin, QueueStats};
+use crate::{browse, ops, SqliteBackend};
+use celeriac_core::backend::{JobPage, JobQuery, QueueAdmin, QueueStats};
 use celeriac_core::clock::UnixMs;
 use celeriac_core::error::Result;
 use celeriac_core::job::{JobId, JobInfo};
@@ -60,6 +60,27 @@ impl QueueAdmin for SqliteBackend {
         self.inner
             .writer
             .call(move |c| ops::purge_dead(c, queue.as_deref()))
+            .await
+    }
+
+    async fn list_jobs(
+        &self,
+        query: JobQuery,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<JobPage> {
+        let from = browse::Cursor::of(cursor.as_deref(), query.newest_first)?;
+        self.inner
+            .writer
+            .call(move |c| browse::list(c, &query, from, limit))
+            .await
+    }
+
+    async fn delete_jobs(&self, queue: &str, ids: Vec<JobId>) -> Result<u64> {
+        let queue = queue.to_string();
+        self.inner
+            .writer
+            .call(move |c| browse::delete(c, &queue, &ids))
             .await
     }
 }

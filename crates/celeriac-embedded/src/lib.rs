@@ -53,6 +53,7 @@
 mod admin;
 mod breakers;
 mod broker;
+mod browse;
 mod clock;
 mod coordinator;
 mod fault;

@@ -21,7 +21,8 @@ const FAILED: u8 = 5;
 const DEAD: u8 = 6;
 
 /// Every column a [`JobInfo`] is read from, in [`row_to_info`]'s order.
-const COLS: &str = "id, queue, task, payload, encoding, priority, attempts, max_attempts, run_at, \
+pub(crate) const COLS: &str =
+    "id, queue, task, payload, encoding, priority, attempts, max_attempts, run_at, \
     expires_at, soft_limit_ms, hard_limit_ms, headers, parent_id, root_id, result_ttl_ms, \
     created_at, started_at, finished_at, state, result, error_kind, error_message, \
     error_attempt, progress, progress_message, worker, lease_until, token";
@@ -41,7 +42,7 @@ fn ms_duration(ms: Option<i64>) -> Option<Duration> {
 }
 
 /// Reads a row selected with [`COLS`]; also returns the fencing token.
-fn row_to_info(row: &Row<'_>) -> rusqlite::Result<(JobInfo, Option<u64>)> {
+pub(crate) fn row_to_info(row: &Row<'_>) -> rusqlite::Result<(JobInfo, Option<u64>)> {
     let id: Vec<u8> = row.get(0)?;
     let headers: Option<String> = row.get(12)?;
     let headers: BTreeMap<String, String> = match headers {

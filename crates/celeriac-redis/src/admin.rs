@@ -3,7 +3,7 @@
 use crate::codec::{self, Fields};
 use crate::conn::map_err;
 use crate::{num, RedisBackend};
-use celeriac_core::backend::{QueueAdmin, QueueStats};
+use celeriac_core::backend::{JobPage, JobQuery, QueueAdmin, QueueStats};
 use celeriac_core::clock::UnixMs;
 use celeriac_core::error::Result;
 use celeriac_core::job::{JobId, JobInfo, JobState};
@@ -226,5 +226,17 @@ impl QueueAdmin for RedisBackend {
                 .await?;
         }
         Ok(n)
+    }
+    async fn list_jobs(
+        &self,
+        query: JobQuery,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<JobPage> {
+        self.browse(&query, cursor.as_deref(), limit).await
+    }
+
+    async fn delete_jobs(&self, queue: &str, ids: Vec<JobId>) -> Result<u64> {
+        self.delete(queue, ids).await
     }
 }

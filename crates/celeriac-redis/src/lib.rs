@@ -95,6 +95,7 @@
 mod admin;
 mod breakers;
 mod broker;
+mod browse;
 mod checks;
 mod clock;
 mod codec;

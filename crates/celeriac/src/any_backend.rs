@@ -3,10 +3,10 @@
 use crate::{Error, Result};
 use celeriac_core::backend::{
     BreakerCommand, BreakerPolicy, BreakerSignal, BreakerStore, Broker, CancelReport, ClaimRequest,
-    Claimed, Completion, Control, Coordinator, JoinArrival, JoinStatus, KvEntry, KvStore,
-    KvSubscription, LeaseRef, ProcessInfo, ProcessRegistry, QueueAdmin, QueueStats, RateLimitStore,
-    ReapReport, ResultStore, ScheduleState, SharedBreakerState, WorkflowEnd, WorkflowRecord,
-    WorkflowStore,
+    Claimed, Completion, Control, Coordinator, JobPage, JobQuery, JoinArrival, JoinStatus, KvEntry,
+    KvStore, KvSubscription, LeaseRef, ProcessInfo, ProcessRegistry, QueueAdmin, QueueStats,
+    RateLimitStore, ReapReport, ResultStore, ScheduleState, SharedBreakerState, WorkflowEnd,
+    WorkflowRecord, WorkflowStore,
 };
 use celeriac_core::limit::{Decision, Quota};
 use celeriac_core::{Job, JobId, JobInfo, UnixMs};
@@ -173,6 +173,17 @@ impl QueueAdmin for AnyBackend {
     }
     async fn purge_dead(&self, queue: Option<String>) -> Result<u64> {
         forward!(self, b => b.purge_dead(queue).await)
+    }
+    async fn list_jobs(
+        &self,
+        query: JobQuery,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<JobPage> {
+        forward!(self, b => b.list_jobs(query, cursor, limit).await)
+    }
+    async fn delete_jobs(&self, queue: &str, ids: Vec<JobId>) -> Result<u64> {
+        forward!(self, b => b.delete_jobs(queue, ids).await)
     }
 }
 

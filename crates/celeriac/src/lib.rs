@@ -57,8 +57,8 @@ pub use celeriac_core::duration;
 pub use celeriac_core::limit;
 pub use celeriac_core::RateLimitStore;
 pub use celeriac_core::{
-    backend, beat, client, clock, error, job, monitor, process, retry, schedule, task, worker,
-    AsClient, Backoff, Beat, BeatConfig, Broker, CancelOutcome, Client, Clock, Coordinator,
+    backend, beat, bulk, client, clock, error, job, monitor, process, retry, schedule, task,
+    worker, AsClient, Backoff, Beat, BeatConfig, Broker, CancelOutcome, Client, Clock, Coordinator,
     Encoding, Enqueue, Error, ErrorInfo, ErrorKind, Job, JobHandle, JobId, JobInfo, JobOptions,
     JobState, ManualClock, Missed, Priority, ProcessInfo, ProcessRegistry, Progress, QueueAdmin,
     Rate, Registry, Result, ResultStore, Schedule, Shutdown, SystemClock, Task, TaskContext,

@@ -1,5 +1,6 @@
 //! The [`Broker`](celeriac_core::Broker): enqueue, claim under a lease, fencing, completion, queues, dead letters, cancellation, unique jobs, task limits, the worker over it, retention.
 
+mod browse;
 mod cancel;
 mod completion;
 mod dead_letters;
@@ -12,6 +13,7 @@ mod task_limits;
 mod unique;
 mod worker;
 
+pub use browse::*;
 pub use cancel::*;
 pub use completion::*;
 pub use dead_letters::*;

@@ -1,7 +1,7 @@
 //! [`QueueAdmin`]: what an operator does to queues and dead letters, apart from the
 //! worker's hot path: the command line and a dashboard use it, workers never do.
 
-use super::Broker;
+use super::{Broker, JobPage, JobQuery};
 use crate::clock::UnixMs;
 use crate::error::Result;
 use crate::job::{JobId, JobInfo, JobState};
@@ -77,4 +77,20 @@ pub trait QueueAdmin: Broker {
     ) -> impl Future<Output = Result<u64>> + Send;
     /// Deletes dead letters, optionally of one queue.
     fn purge_dead(&self, queue: Option<String>) -> impl Future<Output = Result<u64>> + Send;
+
+    /// A page of the jobs `query` selects, after `cursor` (the previous page's
+    /// [`JobPage::next`]; `None` for the first page): at most `limit` jobs, examining at most
+    /// [`SCAN_MAX`](super::SCAN_MAX) (a filter few jobs match gives short pages, each with a cursor to go on
+    /// from). Pages cost the same at any depth.
+    fn list_jobs(
+        &self,
+        query: JobQuery,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> impl Future<Output = Result<JobPage>> + Send;
+
+    /// Deletes the jobs of `queue` among `ids` that are not running (a running one is left
+    /// alone: cancel it first); returns how many. A unique key a deleted job held is freed.
+    fn delete_jobs(&self, queue: &str, ids: Vec<JobId>)
+        -> impl Future<Output = Result<u64>> + Send;
 }

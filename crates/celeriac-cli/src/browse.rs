@@ -1,0 +1,153 @@
+//! `celeriac jobs`: the jobs of a queue by state, a page at a time, and bulk actions on them.
+
+use crate::args::{JobFilterArgs, JobsActionArgs, JobsCommand};
+use crate::support::{format_ms, progress_bar, CliError, CliResult};
+use celeriac::backend::JobQuery;
+use celeriac::bulk::{bulk, BulkAction};
+use celeriac::{App, JobId, QueueAdmin};
+
+fn query(app: &App, f: &JobFilterArgs, newest_first: bool) -> JobQuery {
+    let mut q = JobQuery::new(f.queue.clone(), f.state);
+    q.task = f.task.clone();
+    q.error = f.error.clone();
+    q.created_from = f
+        .since
+        .map(|d| app.client().now() - celeriac::clock::duration_ms(d));
+    q.newest_first = newest_first;
+    q
+}
+
+pub(crate) async fn run(app: App, command: JobsCommand) -> CliResult {
+    match command {
+        JobsCommand::List {
+            filter,
+            newest,
+            limit,
+            cursor,
+            json,
+        } => list(app, &filter, newest, limit, cursor, json).await,
+        JobsCommand::Retry(args) => act(app, args, BulkAction::Retry).await,
+        JobsCommand::Cancel(args) => act(app, args, BulkAction::Cancel).await,
+        JobsCommand::Delete(args) => act(app, args, BulkAction::Delete).await,
+    }
+}
+
+async fn list(
+    app: App,
+    filter: &JobFilterArgs,
+    newest: bool,
+    limit: usize,
+    cursor: Option<String>,
+    json: bool,
+) -> CliResult {
+    if limit == 0 {
+        return Err(CliError("--limit must be at least 1".into()));
+    }
+    let q = query(&app, filter, newest);
+    // A filtered listing may need several short pages to fill one.
+    let mut jobs = Vec::new();
+    let (mut scanned, mut next) = (0, cursor);
+    loop {
+        let page = app
+            .backend()
+            .list_jobs(q.clone(), next.take(), limit - jobs.len())
+            .await?;
+        scanned += page.scanned;
+        jobs.extend(page.jobs);
+        next = page.next;
+        if jobs.len() >= limit || next.is_none() || scanned >= 100_000 {
+            break;
+        }
+    }
+    if json {
+        let out = serde_json::json!({ "jobs": jobs, "next": next, "scanned": scanned });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    if jobs.is_empty() {
+        println!("no {} jobs in {} match", filter.state, filter.queue);
+    } else {
+        println!(
+            "{:<36}  {:<24} {:>4} {:>8} {:<20} ERROR",
+            "ID", "TASK", "PRI", "ATTEMPTS", "CREATED"
+        );
+        for j in &jobs {
+            let error = j
+                .error
+                .as_ref()
+                .map(|e| format!("{}: {}", e.kind, e.message))
+                .unwrap_or_default();
+            println!(
+                "{:<36}  {:<24} {:>4} {:>8} {:<20} {}",
+                j.job.id,
+                j.job.task,
+                j.job.priority.get(),
+                format!("{}/{}", j.job.attempts, j.job.max_attempts),
+                format_ms(j.job.created_at),
+                error
+            );
+        }
+    }
+    match next {
+        Some(c) => println!(
+            "\n{} shown, {scanned} examined; more with --cursor {c}",
+            jobs.len()
+        ),
+        None => println!("\n{} shown, {scanned} examined; the end", jobs.len()),
+    }
+    Ok(())
+}
+
+async fn act(app: App, args: JobsActionArgs, action: BulkAction) -> CliResult {
+    let only: Vec<JobId> = args
+        .ids
+        .iter()
+        .map(|s| s.parse::<JobId>())
+        .collect::<Result<_, _>>()?;
+    if only.is_empty() && !args.yes {
+        return Err(CliError(format!(
+            "refusing to {} every {} job of {} matching the filters without --yes (or name \
+             them with --ids)",
+            action.as_str(),
+            args.filter.state,
+            args.filter.queue
+        )));
+    }
+    let q = query(&app, &args.filter, false);
+    let bar = progress_bar(0, "working");
+    bar.set_message(match action {
+        BulkAction::Retry => "retrying",
+        BulkAction::Cancel => "cancelling",
+        BulkAction::Delete => "deleting",
+    });
+    let total: u64 = app
+        .backend()
+        .stats()
+        .await?
+        .iter()
+        .filter(|s| s.queue == args.filter.queue)
+        .map(|s| s.count(args.filter.state))
+        .sum();
+    bar.set_length(total);
+    let only = (!only.is_empty()).then_some(only.as_slice());
+    let report = bulk(
+        app.backend().as_ref(),
+        q,
+        only,
+        action,
+        app.client().now(),
+        |r| bar.set_position(r.scanned),
+    )
+    .await?;
+    bar.finish_and_clear();
+    let done = match action {
+        BulkAction::Retry => "retried",
+        BulkAction::Cancel => "cancelled",
+        BulkAction::Delete => "deleted",
+    };
+    println!(
+        "{done} {} of {} matching jobs ({} examined)",
+        report.done, report.matched, report.scanned
+    );
+    Ok(())
+}
