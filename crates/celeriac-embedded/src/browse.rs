@@ -222,11 +222,17 @@ pub(crate) fn list(
 /// Deletes the jobs of `queue` among `ids` that are not running; returns how many (a unique
 /// key is held while its job's state says so, so deleting the job frees it).
 pub(crate) fn delete(conn: &Connection, queue: &str, ids: &[JobId]) -> rusqlite::Result<u64> {
-    let mut stmt = conn
-        .prepare_cached("DELETE FROM celeriac_jobs WHERE id = ?1 AND queue = ?2 AND state <> 2")?;
+    let mut stmt = conn.prepare_cached(
+        "DELETE FROM celeriac_jobs WHERE id = ?1 AND queue = ?2 AND state <> 2 RETURNING state",
+    )?;
+    let mut tally = crate::counts::Tally::default();
     let mut n = 0;
     for id in ids {
-        n += stmt.execute(params![&id.as_bytes()[..], queue])? as u64;
+        for state in stmt.query_map(params![&id.as_bytes()[..], queue], |r| r.get::<_, i64>(0))? {
+            tally.add(queue, state?, -1);
+            n += 1;
+        }
     }
+    tally.apply(conn)?;
     Ok(n)
 }

@@ -56,6 +56,7 @@ mod broker;
 mod browse;
 mod clock;
 mod coordinator;
+mod counts;
 mod fault;
 mod kv;
 mod ops;

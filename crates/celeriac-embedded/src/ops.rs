@@ -1,5 +1,6 @@
 //! The SQL of each operation, run on the writer thread inside a transaction.
 
+use crate::counts::Tally;
 use celeriac_core::backend::{
     CancelOutcome, CancelReport, ClaimRequest, Claimed, Completion, EndedJob, LeaseRef, Outcome,
     QueueStats, ReapReport,
@@ -149,6 +150,7 @@ pub(crate) fn enqueue(
     now: UnixMs,
 ) -> rusqlite::Result<Vec<JobId>> {
     let mut ids = Vec::with_capacity(jobs.len());
+    let mut tally = Tally::default();
     let mut stmt = conn.prepare_cached(
         "INSERT INTO celeriac_jobs (id, queue, task, state, priority, run_at, payload, encoding, \
          attempts, max_attempts, expires_at, soft_limit_ms, hard_limit_ms, headers, parent_id, \
@@ -169,6 +171,12 @@ pub(crate) fn enqueue(
                 if let (UniqueFor::Debounce(delay), "d") = (u.lifetime, mode.as_str()) {
                     // The waiting holder takes the newest arguments and starts later.
                     let run_at = now.saturating_add(duration_ms(delay));
+                    let before: Option<i64> = conn
+                        .prepare_cached(
+                            "SELECT state FROM celeriac_jobs WHERE id = ?1 AND state IN (0, 1)",
+                        )?
+                        .query_row([&holder.as_bytes()[..]], |r| r.get(0))
+                        .optional()?;
                     conn.prepare_cached(
                         "UPDATE celeriac_jobs SET payload = ?2, run_at = ?3, \
                          state = CASE WHEN ?3 > ?4 THEN 1 ELSE 0 END \
@@ -180,6 +188,9 @@ pub(crate) fn enqueue(
                         run_at,
                         now
                     ])?;
+                    if let Some(before) = before {
+                        tally.moved(&job.queue, before, i64::from(run_at > now));
+                    }
                 }
                 ids.push(holder);
                 continue;
@@ -206,6 +217,7 @@ pub(crate) fn enqueue(
         } else {
             Some(serde_json::to_string(&job.headers).map_err(conv)?)
         };
+        tally.add(&job.queue, i64::from(job.initial_state(now).code()), 1);
         stmt.execute(params![
             &job.id.as_bytes()[..],
             job.queue,
@@ -227,16 +239,24 @@ pub(crate) fn enqueue(
             job.created_at,
         ])?;
     }
+    tally.apply(conn)?;
     Ok(ids)
 }
 
-/// Makes due scheduled and retrying jobs pending (a bounded batch).
-fn promote(conn: &Connection, now: UnixMs) -> rusqlite::Result<usize> {
-    conn.prepare_cached(
-        "UPDATE celeriac_jobs SET state = 0 WHERE seq IN \
-         (SELECT seq FROM celeriac_jobs WHERE state IN (1, 3) AND run_at <= ?1 ORDER BY run_at LIMIT ?2)",
-    )?
-    .execute(params![now, BATCH])
+/// Makes due scheduled and retrying jobs pending (a bounded batch of each).
+fn promote(conn: &Connection, now: UnixMs, tally: &mut Tally) -> rusqlite::Result<()> {
+    for from in [1i64, 3] {
+        let mut stmt = conn.prepare_cached(
+            "UPDATE celeriac_jobs SET state = 0 WHERE seq IN \
+             (SELECT seq FROM celeriac_jobs WHERE state IN (1, 3) AND state = ?3 \
+              AND run_at <= ?1 ORDER BY run_at LIMIT ?2) RETURNING queue",
+        )?;
+        let queues = stmt.query_map(params![now, BATCH, from], |r| r.get::<_, String>(0))?;
+        for queue in queues {
+            tally.moved(&queue?, from, 0);
+        }
+    }
+    Ok(())
 }
 
 fn paused_queues(conn: &Connection) -> rusqlite::Result<HashSet<String>> {
@@ -257,7 +277,8 @@ fn reserve_tokens(conn: &Connection, n: usize) -> rusqlite::Result<u64> {
 
 pub(crate) fn claim(conn: &Connection, req: &ClaimRequest) -> rusqlite::Result<Vec<Claimed>> {
     let now = req.now;
-    promote(conn, now)?;
+    let mut tally = Tally::default();
+    promote(conn, now, &mut tally)?;
     let paused = paused_queues(conn)?;
     let lease_until = now.saturating_add(duration_ms(req.lease));
     let mut out = Vec::with_capacity(req.limit);
@@ -309,12 +330,13 @@ pub(crate) fn claim(conn: &Connection, req: &ClaimRequest) -> rusqlite::Result<V
             ))?;
             for (seq, expires_at, cancelled, task) in candidates {
                 if cancelled {
-                    end_cancelled(conn, seq, now)?;
+                    end_cancelled(conn, seq, now, 0, &mut tally)?;
                     expired_here += 1;
                     continue;
                 }
                 if expires_at.is_some_and(|e| e <= now) {
                     expire.execute(params![seq, now])?;
+                    tally.moved(queue, 0, 8);
                     expired_here += 1;
                     continue;
                 }
@@ -329,6 +351,7 @@ pub(crate) fn claim(conn: &Connection, req: &ClaimRequest) -> rusqlite::Result<V
                     params![seq, token as i64, lease_until, req.worker, now],
                     row_to_info,
                 )?;
+                tally.moved(queue, 0, 2);
                 out.push(Claimed {
                     job: info.job,
                     token,
@@ -340,6 +363,7 @@ pub(crate) fn claim(conn: &Connection, req: &ClaimRequest) -> rusqlite::Result<V
             }
         }
     }
+    tally.apply(conn)?;
     Ok(out)
 }
 
@@ -368,99 +392,127 @@ pub(crate) fn complete(
 ) -> rusqlite::Result<Vec<bool>> {
     let dead_ttl = duration_ms(dead_ttl);
     let mut out = Vec::with_capacity(done.len());
+    let mut tally = Tally::default();
+    // Each statement returns the job's queue and new state when it applied.
+    let one =
+        |sql: &str, args: &[&dyn rusqlite::ToSql]| -> rusqlite::Result<Option<(String, i64)>> {
+            conn.prepare_cached(sql)?
+                .query_row(args, |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        };
     for c in done {
         let id = &c.lease.id.as_bytes()[..];
         let token = c.lease.token as i64;
-        let n = match &c.outcome {
+        let ended = match &c.outcome {
             Outcome::Succeeded { result } => {
                 // A job that keeps no result leaves no row behind.
-                let deleted = conn
-                    .prepare_cached(
-                        "DELETE FROM celeriac_jobs WHERE id = ?1 AND token = ?2 AND state = 2 \
-                         AND result_ttl_ms IS NULL",
-                    )?
-                    .execute(params![id, token])?;
-                if deleted > 0 {
-                    deleted
-                } else {
-                    conn.prepare_cached(
+                match one(
+                    "DELETE FROM celeriac_jobs WHERE id = ?1 AND token = ?2 AND state = 2 \
+                     AND result_ttl_ms IS NULL RETURNING queue, -1",
+                    &[&id, &token],
+                )? {
+                    Some(gone) => Some(gone),
+                    None => one(
                         "UPDATE celeriac_jobs SET state = 4, result = ?3, finished_at = ?4, \
                          keep_until = ?4 + result_ttl_ms, token = NULL, lease_until = NULL, \
                          error_kind = NULL, error_message = NULL, error_attempt = NULL \
-                         WHERE id = ?1 AND token = ?2 AND state = 2",
-                    )?
-                    .execute(params![id, token, result, now])?
+                         WHERE id = ?1 AND token = ?2 AND state = 2 RETURNING queue, state",
+                        &[&id, &token, result, &now],
+                    )?,
                 }
             }
-            Outcome::Retry { at, error } => conn
-                .prepare_cached(
-                    // A job asked to stop does not come back for another attempt.
-                    "UPDATE celeriac_jobs SET \
-                     state = CASE cancel_requested WHEN 1 THEN 7 ELSE 3 END, \
-                     run_at = ?3, token = NULL, lease_until = NULL, worker = NULL, \
-                     error_kind = ?4, error_message = ?5, error_attempt = ?6, \
-                     finished_at = CASE cancel_requested WHEN 1 THEN ?7 END, \
-                     keep_until = CASE cancel_requested \
-                       WHEN 1 THEN ?7 + COALESCE(result_ttl_ms, 86400000) END \
-                     WHERE id = ?1 AND token = ?2 AND state = 2",
-                )?
-                .execute(params![
-                    id,
-                    token,
+            Outcome::Retry { at, error } => one(
+                // A job asked to stop does not come back for another attempt.
+                "UPDATE celeriac_jobs SET \
+                 state = CASE cancel_requested WHEN 1 THEN 7 ELSE 3 END, \
+                 run_at = ?3, token = NULL, lease_until = NULL, worker = NULL, \
+                 error_kind = ?4, error_message = ?5, error_attempt = ?6, \
+                 finished_at = CASE cancel_requested WHEN 1 THEN ?7 END, \
+                 keep_until = CASE cancel_requested \
+                   WHEN 1 THEN ?7 + COALESCE(result_ttl_ms, 86400000) END \
+                 WHERE id = ?1 AND token = ?2 AND state = 2 RETURNING queue, state",
+                &[
+                    &id,
+                    &token,
                     at,
-                    error.kind,
-                    error.message,
-                    error.attempt,
-                    now
-                ])?,
+                    &error.kind,
+                    &error.message,
+                    &error.attempt,
+                    &now,
+                ],
+            )?,
             Outcome::Failed { error } | Outcome::Dead { error } => {
                 let (state, keep) = match c.outcome {
                     Outcome::Dead { .. } => (DEAD, dead_ttl),
                     _ => (FAILED, 0),
                 };
-                conn.prepare_cached(
+                one(
                     "UPDATE celeriac_jobs SET state = ?3, finished_at = ?4, \
                      keep_until = ?4 + CASE WHEN ?5 > 0 THEN ?5 ELSE COALESCE(result_ttl_ms, 86400000) END, \
                      token = NULL, lease_until = NULL, error_kind = ?6, error_message = ?7, \
-                     error_attempt = ?8 WHERE id = ?1 AND token = ?2 AND state = 2",
+                     error_attempt = ?8 WHERE id = ?1 AND token = ?2 AND state = 2 \
+                     RETURNING queue, state",
+                    &[
+                        &id,
+                        &token,
+                        &state,
+                        &now,
+                        &keep,
+                        &error.kind,
+                        &error.message,
+                        &error.attempt,
+                    ],
                 )?
-                .execute(params![id, token, state, now, keep, error.kind, error.message, error.attempt])?
             }
-            Outcome::Cancelled => conn
-                .prepare_cached(
-                    "UPDATE celeriac_jobs SET state = 7, finished_at = ?3, \
-                     keep_until = ?3 + COALESCE(result_ttl_ms, 86400000), token = NULL, \
-                     lease_until = NULL WHERE id = ?1 AND token = ?2 AND state = 2",
-                )?
-                .execute(params![id, token, now])?,
-            Outcome::Deferred { at } => conn
-                .prepare_cached(
-                    // Back to scheduled, the attempt not counted; a job asked to stop ends.
-                    "UPDATE celeriac_jobs SET \
-                     state = CASE cancel_requested WHEN 1 THEN 7 ELSE 1 END, \
-                     attempts = MAX(attempts - 1, 0), \
-                     run_at = ?3, token = NULL, lease_until = NULL, worker = NULL, \
-                     finished_at = CASE cancel_requested WHEN 1 THEN ?4 END, \
-                     keep_until = CASE cancel_requested \
-                       WHEN 1 THEN ?4 + COALESCE(result_ttl_ms, 86400000) END \
-                     WHERE id = ?1 AND token = ?2 AND state = 2",
-                )?
-                .execute(params![id, token, at, now])?,
+            Outcome::Cancelled => one(
+                "UPDATE celeriac_jobs SET state = 7, finished_at = ?3, \
+                 keep_until = ?3 + COALESCE(result_ttl_ms, 86400000), token = NULL, \
+                 lease_until = NULL WHERE id = ?1 AND token = ?2 AND state = 2 \
+                 RETURNING queue, state",
+                &[&id, &token, &now],
+            )?,
+            Outcome::Deferred { at } => one(
+                // Back to scheduled, the attempt not counted; a job asked to stop ends.
+                "UPDATE celeriac_jobs SET \
+                 state = CASE cancel_requested WHEN 1 THEN 7 ELSE 1 END, \
+                 attempts = MAX(attempts - 1, 0), \
+                 run_at = ?3, token = NULL, lease_until = NULL, worker = NULL, \
+                 finished_at = CASE cancel_requested WHEN 1 THEN ?4 END, \
+                 keep_until = CASE cancel_requested \
+                   WHEN 1 THEN ?4 + COALESCE(result_ttl_ms, 86400000) END \
+                 WHERE id = ?1 AND token = ?2 AND state = 2 RETURNING queue, state",
+                &[&id, &token, at, &now],
+            )?,
         };
-        out.push(n > 0);
+        match &ended {
+            Some((queue, -1)) => tally.add(queue, 2, -1),
+            Some((queue, state)) => tally.moved(queue, 2, *state),
+            None => {}
+        }
+        out.push(ended.is_some());
     }
+    tally.apply(conn)?;
     Ok(out)
 }
 
 pub(crate) fn release(conn: &Connection, leases: &[LeaseRef]) -> rusqlite::Result<u64> {
     let mut stmt = conn.prepare_cached(
         "UPDATE celeriac_jobs SET state = 0, attempts = MAX(attempts - 1, 0), token = NULL, \
-         lease_until = NULL, worker = NULL WHERE id = ?1 AND token = ?2 AND state = 2",
+         lease_until = NULL, worker = NULL WHERE id = ?1 AND token = ?2 AND state = 2 \
+         RETURNING queue",
     )?;
+    let mut tally = Tally::default();
     let mut n = 0;
     for l in leases {
-        n += stmt.execute(params![&l.id.as_bytes()[..], l.token as i64])? as u64;
+        let queue: Option<String> = stmt
+            .query_row(params![&l.id.as_bytes()[..], l.token as i64], |r| r.get(0))
+            .optional()?;
+        if let Some(queue) = queue {
+            tally.moved(&queue, 2, 0);
+            n += 1;
+        }
     }
+    tally.apply(conn)?;
     Ok(n)
 }
 
@@ -483,10 +535,11 @@ pub(crate) fn reap(
     dead_ttl: Duration,
     dead_max: u64,
 ) -> rusqlite::Result<ReapRound> {
-    type Expired = (i64, u32, u32, bool, Vec<u8>, String, Option<String>);
+    type Expired = (i64, u32, u32, bool, Vec<u8>, String, Option<String>, String);
+    let mut tally = Tally::default();
     let expired: Vec<Expired> = {
         let mut stmt = conn.prepare_cached(
-            "SELECT seq, attempts, max_attempts, cancel_requested, id, task, headers \
+            "SELECT seq, attempts, max_attempts, cancel_requested, id, task, headers, queue \
              FROM celeriac_jobs WHERE state = 2 AND lease_until < ?1 ORDER BY lease_until \
              LIMIT ?2",
         )?;
@@ -499,6 +552,7 @@ pub(crate) fn reap(
                 r.get(4)?,
                 r.get(5)?,
                 r.get(6)?,
+                r.get(7)?,
             ))
         })?;
         rows.collect::<rusqlite::Result<_>>()?
@@ -506,7 +560,7 @@ pub(crate) fn reap(
     let mut more = expired.len() as i64 >= BATCH;
     let mut dropped = Vec::new();
     let mut report = ReapReport::default();
-    for (seq, attempts, max, cancelled, id, task, headers) in expired {
+    for (seq, attempts, max, cancelled, id, task, headers, queue) in expired {
         let ended = |state, error| -> rusqlite::Result<EndedJob> {
             Ok(EndedJob {
                 id: JobId::from_slice(&id).map_err(conv)?,
@@ -517,7 +571,7 @@ pub(crate) fn reap(
             })
         };
         if cancelled {
-            end_cancelled(conn, seq, now)?;
+            end_cancelled(conn, seq, now, 2, &mut tally)?;
             report.ended.push(ended(JobState::Cancelled, None)?);
         } else if attempts >= max {
             let error = ErrorInfo::new(
@@ -538,6 +592,7 @@ pub(crate) fn reap(
                 error.message,
                 error.attempt
             ])?;
+            tally.moved(&queue, 2, 6);
             report.dead += 1;
             report.ended.push(ended(JobState::Dead, Some(error))?);
         } else {
@@ -548,6 +603,7 @@ pub(crate) fn reap(
                  WHERE seq = ?1",
             )?
             .execute([seq])?;
+            tally.moved(&queue, 2, 0);
             report.requeued += 1;
         }
     }
@@ -560,12 +616,21 @@ pub(crate) fn reap(
              LIMIT ?2)",
         )?
         .execute(params![now, BATCH])?;
-    report.swept = conn
-        .prepare_cached(
+    {
+        let mut stmt = conn.prepare_cached(
             "DELETE FROM celeriac_jobs WHERE seq IN \
-             (SELECT seq FROM celeriac_jobs WHERE keep_until <= ?1 LIMIT ?2)",
-        )?
-        .execute(params![now, BATCH])? as u64;
+             (SELECT seq FROM celeriac_jobs WHERE keep_until <= ?1 LIMIT ?2) \
+             RETURNING queue, state",
+        )?;
+        let gone = stmt.query_map(params![now, BATCH], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })?;
+        for row in gone {
+            let (queue, state) = row?;
+            tally.add(&queue, state, -1);
+            report.swept += 1;
+        }
+    }
     more |= released as i64 >= BATCH || report.swept as i64 >= BATCH;
     // The cap on dead letters, per queue: the oldest beyond it go.
     let over: Vec<(String, i64)> = conn
@@ -584,6 +649,7 @@ pub(crate) fn reap(
                  WHERE queue = ?1 AND state = 6 ORDER BY finished_at, seq LIMIT ?2)",
             )?
             .execute(params![queue, excess.min(BATCH)])? as u64;
+        tally.add(&queue, 6, -(n as i64));
         report.dead_dropped += n;
         more |= excess > BATCH;
         dropped.push((queue, n));
@@ -595,6 +661,7 @@ pub(crate) fn reap(
     crate::rate_limits::sweep(conn, now)?;
     // Shared breaker records, signals and probe reservations past their expiry.
     crate::breakers::sweep(conn, now)?;
+    tally.apply(conn)?;
     Ok(ReapRound {
         report,
         dropped,
@@ -690,9 +757,19 @@ pub(crate) fn stats(conn: &Connection) -> rusqlite::Result<Vec<QueueStats>> {
 }
 
 pub(crate) fn purge(conn: &Connection, queue: &str) -> rusqlite::Result<u64> {
-    Ok(conn
-        .prepare_cached("DELETE FROM celeriac_jobs WHERE queue = ?1 AND state IN (0, 1, 3)")?
-        .execute([queue])? as u64)
+    let mut tally = Tally::default();
+    let mut n = 0;
+    {
+        let mut stmt = conn.prepare_cached(
+            "DELETE FROM celeriac_jobs WHERE queue = ?1 AND state IN (0, 1, 3) RETURNING state",
+        )?;
+        for state in stmt.query_map([queue], |r| r.get::<_, i64>(0))? {
+            tally.add(queue, state?, -1);
+            n += 1;
+        }
+    }
+    tally.apply(conn)?;
+    Ok(n)
 }
 
 pub(crate) fn get(
@@ -750,33 +827,69 @@ pub(crate) fn retry_dead(
          cancel_requested = 0, \
          expires_at = NULL, finished_at = NULL, keep_until = NULL, token = NULL, lease_until = NULL, worker = NULL \
          WHERE state = 6";
+    let mut tally = Tally::default();
+    let mut n = 0;
+    let mut count = |queue: rusqlite::Result<String>| -> rusqlite::Result<()> {
+        tally.moved(&queue?, 6, 0);
+        n += 1;
+        Ok(())
+    };
     match ids {
-        None => Ok(conn.prepare_cached(RESET)?.execute([now])? as u64),
-        Some(ids) => {
-            let mut stmt = conn.prepare_cached(&format!("{RESET} AND id = ?2"))?;
-            let mut n = 0;
-            for id in ids {
-                n += stmt.execute(params![now, &id.as_bytes()[..]])? as u64;
+        None => {
+            let mut stmt = conn.prepare_cached(&format!("{RESET} RETURNING queue"))?;
+            for queue in stmt.query_map([now], |r| r.get(0))? {
+                count(queue)?;
             }
-            Ok(n)
+        }
+        Some(ids) => {
+            let mut stmt = conn.prepare_cached(&format!("{RESET} AND id = ?2 RETURNING queue"))?;
+            for id in ids {
+                for queue in stmt.query_map(params![now, &id.as_bytes()[..]], |r| r.get(0))? {
+                    count(queue)?;
+                }
+            }
         }
     }
+    tally.apply(conn)?;
+    Ok(n)
 }
 
 pub(crate) fn purge_dead(conn: &Connection, queue: Option<&str>) -> rusqlite::Result<u64> {
-    Ok(conn
-        .prepare_cached("DELETE FROM celeriac_jobs WHERE state = 6 AND (?1 IS NULL OR queue = ?1)")?
-        .execute([queue])? as u64)
+    let mut tally = Tally::default();
+    let mut n = 0;
+    {
+        let mut stmt = conn.prepare_cached(
+            "DELETE FROM celeriac_jobs WHERE state = 6 AND (?1 IS NULL OR queue = ?1) \
+             RETURNING queue",
+        )?;
+        for q in stmt.query_map([queue], |r| r.get::<_, String>(0))? {
+            tally.add(&q?, 6, -1);
+            n += 1;
+        }
+    }
+    tally.apply(conn)?;
+    Ok(n)
 }
 
-/// Ends a job as cancelled (it was asked to stop before it could run again).
-fn end_cancelled(conn: &Connection, seq: i64, now: UnixMs) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "UPDATE celeriac_jobs SET state = 7, finished_at = ?2, \
-         keep_until = ?2 + COALESCE(result_ttl_ms, 86400000), token = NULL, lease_until = NULL \
-         WHERE seq = ?1",
-    )?
-    .execute(params![seq, now])?;
+/// Ends a job in state `from` as cancelled (it was asked to stop before it could run again).
+fn end_cancelled(
+    conn: &Connection,
+    seq: i64,
+    now: UnixMs,
+    from: i64,
+    tally: &mut Tally,
+) -> rusqlite::Result<()> {
+    let queue: Option<String> = conn
+        .prepare_cached(
+            "UPDATE celeriac_jobs SET state = 7, finished_at = ?2, \
+             keep_until = ?2 + COALESCE(result_ttl_ms, 86400000), token = NULL, \
+             lease_until = NULL WHERE seq = ?1 RETURNING queue",
+        )?
+        .query_row(params![seq, now], |r| r.get(0))
+        .optional()?;
+    if let Some(queue) = queue {
+        tally.moved(&queue, from, 7);
+    }
     Ok(())
 }
 
@@ -797,7 +910,9 @@ pub(crate) fn cancel(conn: &Connection, id: JobId, now: UnixMs) -> rusqlite::Res
     let state = JobState::from_code(state).map_err(conv)?;
     Ok(match state {
         JobState::Pending | JobState::Scheduled | JobState::Retrying => {
-            end_cancelled(conn, seq, now)?;
+            let mut tally = Tally::default();
+            end_cancelled(conn, seq, now, i64::from(state.code()), &mut tally)?;
+            tally.apply(conn)?;
             CancelReport {
                 outcome: CancelOutcome::Cancelled,
                 ended: Some(EndedJob {

@@ -220,24 +220,11 @@ CREATE TABLE IF NOT EXISTS celeriac_processes (
     expires_at INTEGER NOT NULL,               -- ms, fleet clock
     commands   TEXT NOT NULL DEFAULT ''        -- commands waiting for it: quiet, stop
 );
--- Jobs per queue and state, kept by the triggers below as jobs are stored, change state and
--- are deleted, so counting a queue costs one row per state however many jobs it holds.
+-- Jobs per queue and state, kept by the operations that change them (counts.rs), so counting
+-- a queue costs one row per state however many jobs it holds.
 CREATE TABLE IF NOT EXISTS celeriac_queue_counts (
     queue TEXT NOT NULL,
     state INTEGER NOT NULL,                    -- JobState::code
     n     INTEGER NOT NULL,
     PRIMARY KEY (queue, state)
 ) WITHOUT ROWID;
-CREATE TRIGGER IF NOT EXISTS celeriac_jobs_counted_in AFTER INSERT ON celeriac_jobs BEGIN
-    INSERT INTO celeriac_queue_counts (queue, state, n) VALUES (NEW.queue, NEW.state, 1)
-        ON CONFLICT (queue, state) DO UPDATE SET n = n + 1;
-END;
-CREATE TRIGGER IF NOT EXISTS celeriac_jobs_counted_out AFTER DELETE ON celeriac_jobs BEGIN
-    UPDATE celeriac_queue_counts SET n = n - 1 WHERE queue = OLD.queue AND state = OLD.state;
-END;
-CREATE TRIGGER IF NOT EXISTS celeriac_jobs_counted_moved AFTER UPDATE OF queue, state ON celeriac_jobs
-    WHEN OLD.state <> NEW.state OR OLD.queue <> NEW.queue BEGIN
-    UPDATE celeriac_queue_counts SET n = n - 1 WHERE queue = OLD.queue AND state = OLD.state;
-    INSERT INTO celeriac_queue_counts (queue, state, n) VALUES (NEW.queue, NEW.state, 1)
-        ON CONFLICT (queue, state) DO UPDATE SET n = n + 1;
-END;
