@@ -233,6 +233,6 @@ pub(crate) fn delete(conn: &Connection, queue: &str, ids: &[JobId]) -> rusqlite:
             n += 1;
         }
     }
-    tally.apply(conn)?;
+    tally.keep();
     Ok(n)
 }

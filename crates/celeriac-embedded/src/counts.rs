@@ -1,20 +1,37 @@
 //! The counts of jobs per queue and state (`celeriac_queue_counts`), kept as jobs change: each
-//! operation tallies what it moved and applies the tally once at its end, in its own
-//! transaction, so counting a queue costs one row per state however many jobs it holds and the
-//! hot path pays a few row updates per call, not per job.
+//! operation tallies what it moved ([`Tally::keep`]); the writer adds the tally of each
+//! operation that succeeded to its transaction's and writes that once, just before the commit
+//! (see `writer.rs`). Counting a queue costs one row per state however many jobs it holds, and
+//! the hot path pays a few row updates per transaction, not per job.
 
 use rusqlite::{params, Connection};
-use std::collections::HashMap;
+use std::cell::RefCell;
+
+thread_local! {
+    /// What the operation running on this (writer) thread moved so far.
+    static OPERATION: RefCell<Tally> = RefCell::new(Tally::default());
+    /// What the operations of the open transaction that succeeded moved.
+    static TRANSACTION: RefCell<Tally> = RefCell::new(Tally::default());
+}
 
 /// Changes to the counts made by one operation.
 #[derive(Debug, Default)]
-pub(crate) struct Tally(HashMap<(String, i64), i64>);
+pub(crate) struct Tally(Vec<(String, i64, i64)>);
 
 impl Tally {
     /// `n` more (or fewer) jobs of `queue` in `state`.
     pub(crate) fn add(&mut self, queue: &str, state: i64, n: i64) {
-        if n != 0 {
-            *self.0.entry((queue.to_string(), state)).or_insert(0) += n;
+        if n == 0 {
+            return;
+        }
+        // A few entries per operation: a scan beats hashing, and allocates only the first time.
+        match self
+            .0
+            .iter_mut()
+            .find(|(q, s, _)| *s == state && q == queue)
+        {
+            Some((_, _, total)) => *total += n,
+            None => self.0.push((queue.to_string(), state, n)),
         }
     }
 
@@ -26,17 +43,51 @@ impl Tally {
         }
     }
 
+    fn merge(&mut self, other: Tally) {
+        for (queue, state, n) in other.0 {
+            self.add(&queue, state, n);
+        }
+    }
+
+    /// Hands this operation's changes to the writer, which writes them with its transaction
+    /// if the operation succeeds.
+    pub(crate) fn keep(self) {
+        OPERATION.with(|t| t.borrow_mut().merge(self));
+    }
+
     /// Writes the changes.
-    pub(crate) fn apply(self, conn: &Connection) -> rusqlite::Result<()> {
+    fn apply(self, conn: &Connection) -> rusqlite::Result<()> {
         let mut stmt = conn.prepare_cached(
             "INSERT INTO celeriac_queue_counts (queue, state, n) VALUES (?1, ?2, ?3) \
              ON CONFLICT (queue, state) DO UPDATE SET n = n + excluded.n",
         )?;
-        for ((queue, state), n) in self.0 {
+        for (queue, state, n) in self.0 {
             if n != 0 {
                 stmt.execute(params![queue, state, n])?;
             }
         }
         Ok(())
     }
+}
+
+/// The operation that just ran succeeded (its changes join the transaction's) or failed
+/// (they are dropped with its savepoint).
+pub(crate) fn operation_ended(ok: bool) {
+    let done = OPERATION.with(|t| std::mem::take(&mut *t.borrow_mut()));
+    if ok {
+        TRANSACTION.with(|t| t.borrow_mut().merge(done));
+    }
+}
+
+/// Writes the changes of the transaction's operations; called once before its commit.
+pub(crate) fn write_transaction(conn: &Connection) -> rusqlite::Result<()> {
+    TRANSACTION
+        .with(|t| std::mem::take(&mut *t.borrow_mut()))
+        .apply(conn)
+}
+
+/// Drops the changes of a transaction that was rolled back.
+pub(crate) fn forget_transaction() {
+    OPERATION.with(|t| *t.borrow_mut() = Tally::default());
+    TRANSACTION.with(|t| *t.borrow_mut() = Tally::default());
 }

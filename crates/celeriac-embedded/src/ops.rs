@@ -239,12 +239,21 @@ pub(crate) fn enqueue(
             job.created_at,
         ])?;
     }
-    tally.apply(conn)?;
+    tally.keep();
     Ok(ids)
 }
 
 /// Makes due scheduled and retrying jobs pending (a bounded batch of each).
 fn promote(conn: &Connection, now: UnixMs, tally: &mut Tally) -> rusqlite::Result<()> {
+    // Most claims find nothing due: one index seek tells.
+    let due: bool = conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM celeriac_jobs WHERE state IN (1, 3) AND run_at <= ?1)",
+        )?
+        .query_row([now], |r| r.get(0))?;
+    if !due {
+        return Ok(());
+    }
     for from in [1i64, 3] {
         let mut stmt = conn.prepare_cached(
             "UPDATE celeriac_jobs SET state = 0 WHERE seq IN \
@@ -363,7 +372,7 @@ pub(crate) fn claim(conn: &Connection, req: &ClaimRequest) -> rusqlite::Result<V
             }
         }
     }
-    tally.apply(conn)?;
+    tally.keep();
     Ok(out)
 }
 
@@ -393,35 +402,42 @@ pub(crate) fn complete(
     let dead_ttl = duration_ms(dead_ttl);
     let mut out = Vec::with_capacity(done.len());
     let mut tally = Tally::default();
-    // Each statement returns the job's queue and new state when it applied.
-    let one =
-        |sql: &str, args: &[&dyn rusqlite::ToSql]| -> rusqlite::Result<Option<(String, i64)>> {
-            conn.prepare_cached(sql)?
-                .query_row(args, |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()
-        };
+    // Each statement gives the job's new state when it applied (-1: deleted): known in
+    // advance, or returned where it depends on the row (RETURNING costs SQLite a temporary
+    // table, so the hot statements do without).
+    type Args<'a> = &'a [&'a dyn rusqlite::ToSql];
+    let fixed = |state: i64, sql: &str, args: Args| -> rusqlite::Result<Option<i64>> {
+        Ok((conn.prepare_cached(sql)?.execute(args)? > 0).then_some(state))
+    };
+    let returned = |sql: &str, args: Args| -> rusqlite::Result<Option<i64>> {
+        conn.prepare_cached(sql)?
+            .query_row(args, |r| r.get(0))
+            .optional()
+    };
     for c in done {
         let id = &c.lease.id.as_bytes()[..];
         let token = c.lease.token as i64;
         let ended = match &c.outcome {
             Outcome::Succeeded { result } => {
                 // A job that keeps no result leaves no row behind.
-                match one(
+                match fixed(
+                    -1,
                     "DELETE FROM celeriac_jobs WHERE id = ?1 AND token = ?2 AND state = 2 \
-                     AND result_ttl_ms IS NULL RETURNING queue, -1",
+                     AND result_ttl_ms IS NULL",
                     &[&id, &token],
                 )? {
                     Some(gone) => Some(gone),
-                    None => one(
+                    None => fixed(
+                        4,
                         "UPDATE celeriac_jobs SET state = 4, result = ?3, finished_at = ?4, \
                          keep_until = ?4 + result_ttl_ms, token = NULL, lease_until = NULL, \
                          error_kind = NULL, error_message = NULL, error_attempt = NULL \
-                         WHERE id = ?1 AND token = ?2 AND state = 2 RETURNING queue, state",
+                         WHERE id = ?1 AND token = ?2 AND state = 2",
                         &[&id, &token, result, &now],
                     )?,
                 }
             }
-            Outcome::Retry { at, error } => one(
+            Outcome::Retry { at, error } => returned(
                 // A job asked to stop does not come back for another attempt.
                 "UPDATE celeriac_jobs SET \
                  state = CASE cancel_requested WHEN 1 THEN 7 ELSE 3 END, \
@@ -430,7 +446,7 @@ pub(crate) fn complete(
                  finished_at = CASE cancel_requested WHEN 1 THEN ?7 END, \
                  keep_until = CASE cancel_requested \
                    WHEN 1 THEN ?7 + COALESCE(result_ttl_ms, 86400000) END \
-                 WHERE id = ?1 AND token = ?2 AND state = 2 RETURNING queue, state",
+                 WHERE id = ?1 AND token = ?2 AND state = 2 RETURNING state",
                 &[
                     &id,
                     &token,
@@ -446,12 +462,12 @@ pub(crate) fn complete(
                     Outcome::Dead { .. } => (DEAD, dead_ttl),
                     _ => (FAILED, 0),
                 };
-                one(
+                fixed(
+                    i64::from(state),
                     "UPDATE celeriac_jobs SET state = ?3, finished_at = ?4, \
                      keep_until = ?4 + CASE WHEN ?5 > 0 THEN ?5 ELSE COALESCE(result_ttl_ms, 86400000) END, \
                      token = NULL, lease_until = NULL, error_kind = ?6, error_message = ?7, \
-                     error_attempt = ?8 WHERE id = ?1 AND token = ?2 AND state = 2 \
-                     RETURNING queue, state",
+                     error_attempt = ?8 WHERE id = ?1 AND token = ?2 AND state = 2",
                     &[
                         &id,
                         &token,
@@ -464,14 +480,14 @@ pub(crate) fn complete(
                     ],
                 )?
             }
-            Outcome::Cancelled => one(
+            Outcome::Cancelled => fixed(
+                7,
                 "UPDATE celeriac_jobs SET state = 7, finished_at = ?3, \
                  keep_until = ?3 + COALESCE(result_ttl_ms, 86400000), token = NULL, \
-                 lease_until = NULL WHERE id = ?1 AND token = ?2 AND state = 2 \
-                 RETURNING queue, state",
+                 lease_until = NULL WHERE id = ?1 AND token = ?2 AND state = 2",
                 &[&id, &token, &now],
             )?,
-            Outcome::Deferred { at } => one(
+            Outcome::Deferred { at } => returned(
                 // Back to scheduled, the attempt not counted; a job asked to stop ends.
                 "UPDATE celeriac_jobs SET \
                  state = CASE cancel_requested WHEN 1 THEN 7 ELSE 1 END, \
@@ -480,39 +496,35 @@ pub(crate) fn complete(
                  finished_at = CASE cancel_requested WHEN 1 THEN ?4 END, \
                  keep_until = CASE cancel_requested \
                    WHEN 1 THEN ?4 + COALESCE(result_ttl_ms, 86400000) END \
-                 WHERE id = ?1 AND token = ?2 AND state = 2 RETURNING queue, state",
+                 WHERE id = ?1 AND token = ?2 AND state = 2 RETURNING state",
                 &[&id, &token, at, &now],
             )?,
         };
-        match &ended {
-            Some((queue, -1)) => tally.add(queue, 2, -1),
-            Some((queue, state)) => tally.moved(queue, 2, *state),
+        match ended {
+            Some(-1) => tally.add(&c.lease.queue, 2, -1),
+            Some(state) => tally.moved(&c.lease.queue, 2, state),
             None => {}
         }
         out.push(ended.is_some());
     }
-    tally.apply(conn)?;
+    tally.keep();
     Ok(out)
 }
 
 pub(crate) fn release(conn: &Connection, leases: &[LeaseRef]) -> rusqlite::Result<u64> {
     let mut stmt = conn.prepare_cached(
         "UPDATE celeriac_jobs SET state = 0, attempts = MAX(attempts - 1, 0), token = NULL, \
-         lease_until = NULL, worker = NULL WHERE id = ?1 AND token = ?2 AND state = 2 \
-         RETURNING queue",
+         lease_until = NULL, worker = NULL WHERE id = ?1 AND token = ?2 AND state = 2",
     )?;
     let mut tally = Tally::default();
     let mut n = 0;
     for l in leases {
-        let queue: Option<String> = stmt
-            .query_row(params![&l.id.as_bytes()[..], l.token as i64], |r| r.get(0))
-            .optional()?;
-        if let Some(queue) = queue {
-            tally.moved(&queue, 2, 0);
+        if stmt.execute(params![&l.id.as_bytes()[..], l.token as i64])? > 0 {
+            tally.moved(&l.queue, 2, 0);
             n += 1;
         }
     }
-    tally.apply(conn)?;
+    tally.keep();
     Ok(n)
 }
 
@@ -661,7 +673,7 @@ pub(crate) fn reap(
     crate::rate_limits::sweep(conn, now)?;
     // Shared breaker records, signals and probe reservations past their expiry.
     crate::breakers::sweep(conn, now)?;
-    tally.apply(conn)?;
+    tally.keep();
     Ok(ReapRound {
         report,
         dropped,
@@ -768,7 +780,7 @@ pub(crate) fn purge(conn: &Connection, queue: &str) -> rusqlite::Result<u64> {
             n += 1;
         }
     }
-    tally.apply(conn)?;
+    tally.keep();
     Ok(n)
 }
 
@@ -850,7 +862,7 @@ pub(crate) fn retry_dead(
             }
         }
     }
-    tally.apply(conn)?;
+    tally.keep();
     Ok(n)
 }
 
@@ -867,7 +879,7 @@ pub(crate) fn purge_dead(conn: &Connection, queue: Option<&str>) -> rusqlite::Re
             n += 1;
         }
     }
-    tally.apply(conn)?;
+    tally.keep();
     Ok(n)
 }
 
@@ -912,7 +924,7 @@ pub(crate) fn cancel(conn: &Connection, id: JobId, now: UnixMs) -> rusqlite::Res
         JobState::Pending | JobState::Scheduled | JobState::Retrying => {
             let mut tally = Tally::default();
             end_cancelled(conn, seq, now, i64::from(state.code()), &mut tally)?;
-            tally.apply(conn)?;
+            tally.keep();
             CancelReport {
                 outcome: CancelOutcome::Cancelled,
                 ended: Some(EndedJob {

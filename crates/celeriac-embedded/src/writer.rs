@@ -123,7 +123,15 @@ fn run(conn: Connection, rx: mpsc::Receiver<Box<dyn Op>>) {
             }
             continue;
         }
-        let outcome = match run_all(&conn, &mut ops) {
+        let outcome = match run_all(&conn, &mut ops).and_then(|any| {
+            // The counts the successful operations moved go in with them.
+            match any {
+                true => crate::counts::write_transaction(&conn)
+                    .map(|()| true)
+                    .map_err(|e| rolled_back(Some(&e))),
+                false => Ok(false),
+            }
+        }) {
             Ok(true) => {
                 committing.store(true, Ordering::SeqCst);
                 let commit = conn.execute_batch("COMMIT");
@@ -136,6 +144,7 @@ fn run(conn: Connection, rx: mpsc::Receiver<Box<dyn Op>>) {
         if outcome.is_err() && !conn.is_autocommit() {
             let _ = conn.execute_batch("ROLLBACK");
         }
+        crate::counts::forget_transaction();
         let failed = outcome.err();
         for op in ops {
             op.finish(failed.clone());
@@ -149,6 +158,7 @@ fn run(conn: Connection, rx: mpsc::Receiver<Box<dyn Op>>) {
 fn run_all(conn: &Connection, ops: &mut [Box<dyn Op>]) -> Result<bool> {
     if let [op] = ops {
         let ok = op.run(conn);
+        crate::counts::operation_ended(ok);
         still_open(conn, op.failure())?;
         return Ok(ok);
     }
@@ -157,6 +167,7 @@ fn run_all(conn: &Connection, ops: &mut [Box<dyn Op>]) -> Result<bool> {
         conn.execute_batch("SAVEPOINT op")
             .map_err(|e| rolled_back(Some(&e)))?;
         let ok = op.run(conn);
+        crate::counts::operation_ended(ok);
         still_open(conn, op.failure())?;
         let end = if ok {
             "RELEASE op"
