@@ -126,6 +126,13 @@ async fn run_monitor_bench(url: Option<&str>, args: BenchArgs) -> CliResult {
         "queue figures    p50 {:.2} ms, slowest {:.2} ms  (20 calls: counts, latency, consumers)",
         r.figures_p50_ms, r.figures_max_ms
     );
+    println!(
+        "jobs list        p50 {:.2} ms a page of 50; {:.2} ms a page whose filter matches none \
+         ({} jobs examined)",
+        r.page_p50_ms,
+        r.filtered_page_p50_ms,
+        celeriac::backend::SCAN_MAX
+    );
     if let (Some(small), Some(full)) = (r.commands_small, r.commands_full) {
         println!(
             "store commands   {small} per call with one job per queue, {full} with all {} queued",

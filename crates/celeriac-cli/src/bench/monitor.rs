@@ -4,7 +4,8 @@
 
 use crate::bench::jobs::Noop;
 use crate::support::{progress_bar, CliError};
-use celeriac::{App, Broker, Job, Task};
+use celeriac::backend::JobQuery;
+use celeriac::{App, Broker, Job, JobState, QueueAdmin, Task};
 use serde::Serialize;
 use std::time::Instant;
 
@@ -21,6 +22,11 @@ pub struct MonitorReport {
     pub figures_p50_ms: f64,
     /// The slowest call.
     pub figures_max_ms: f64,
+    /// Milliseconds for a page of 50 pending jobs of one queue (median of the calls).
+    pub page_p50_ms: f64,
+    /// Milliseconds for a page with a filter nothing matches, which examines the most jobs a
+    /// page may (median of the calls).
+    pub filtered_page_p50_ms: f64,
     /// Redis commands one call sent with one job per queue, and with every job queued.
     pub commands_small: Option<u64>,
     /// See `commands_small`.
@@ -90,15 +96,39 @@ pub(crate) async fn run(
     }
     times.sort_by(f64::total_cmp);
     let commands_full = commands_per_call(app, url).await?;
+    let page = JobQuery::new(names[0].clone(), JobState::Pending);
+    let mut filtered = page.clone();
+    filtered.task = Some("no-such-task".into());
+    let page_p50_ms = median_ms(rounds, || backend.list_jobs(page.clone(), None, 50)).await?;
+    let filtered_page_p50_ms =
+        median_ms(rounds, || backend.list_jobs(filtered.clone(), None, 50)).await?;
     Ok(MonitorReport {
         jobs,
         queues,
         fill_secs,
         figures_p50_ms: times[times.len() / 2],
         figures_max_ms: times[times.len() - 1],
+        page_p50_ms,
+        filtered_page_p50_ms,
         commands_small,
         commands_full,
     })
+}
+
+/// The median time of `rounds` calls of `call`, in ms.
+async fn median_ms<T, F, Fut>(rounds: usize, call: F) -> Result<f64, CliError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = celeriac::Result<T>>,
+{
+    let mut times = Vec::with_capacity(rounds.max(1));
+    for _ in 0..rounds.max(1) {
+        let t = Instant::now();
+        call().await?;
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
 }
 
 /// Commands one call of the queue figures sends to a plain Redis (from `INFO stats` before and
