@@ -85,6 +85,20 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: JobsCommand,
     },
+    /// The events kept in the store: jobs that failed, died or were cancelled, and every
+    /// administrative action with who did it (the last 10,000). Successful jobs are counted,
+    /// not listed.
+    Events {
+        /// How many of the newest to show first.
+        #[arg(long, env = "CELERIAC_LIMIT", default_value_t = 50)]
+        limit: usize,
+        /// Keep printing new events as they come (Ctrl-C stops).
+        #[arg(long, short)]
+        follow: bool,
+        /// One JSON object per line instead of text.
+        #[arg(long, env = "CELERIAC_JSON")]
+        json: bool,
+    },
     /// List the live worker and beat processes, or tell one to be quiet or to stop.
     ///
     /// Every worker and beat refreshes its entry in the store every few seconds

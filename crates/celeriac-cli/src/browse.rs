@@ -140,6 +140,24 @@ async fn act(app: App, args: JobsActionArgs, action: BulkAction) -> CliResult {
     )
     .await?;
     bar.finish_and_clear();
+    crate::events::audit(
+        &app,
+        action.as_str(),
+        Some(&args.filter.queue),
+        format!(
+            "{} {} of {} matching {} jobs ({})",
+            action.as_str(),
+            report.done,
+            report.matched,
+            args.filter.state,
+            if args.ids.is_empty() {
+                "all matching the filters"
+            } else {
+                "a selection"
+            }
+        ),
+    )
+    .await;
     let done = match action {
         BulkAction::Retry => "retried",
         BulkAction::Cancel => "cancelled",

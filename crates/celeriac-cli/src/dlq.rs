@@ -64,6 +64,13 @@ pub(crate) async fn dlq(app: App, command: DlqCommand) -> CliResult {
         } => {
             let n = celeriac::bulk::retry_dead_group(backend.as_ref(), &group, app.client().now())
                 .await?;
+            crate::events::audit(
+                &app,
+                "dlq_retry",
+                None,
+                format!("retried {n} dead letters of group {group}"),
+            )
+            .await;
             println!("{n} jobs of group {group} back in their queues");
         }
         DlqCommand::Retry { ids, queue, .. } => {
@@ -91,6 +98,13 @@ pub(crate) async fn dlq(app: App, command: DlqCommand) -> CliResult {
                 bar.inc(chunk.len() as u64);
             }
             bar.finish_and_clear();
+            crate::events::audit(
+                &app,
+                "dlq_retry",
+                None,
+                format!("retried {retried} dead letters"),
+            )
+            .await;
             println!("{retried} jobs back in their queues");
         }
         DlqCommand::Purge { queue, yes } => {
@@ -99,7 +113,14 @@ pub(crate) async fn dlq(app: App, command: DlqCommand) -> CliResult {
                     "refusing to delete dead letters without --yes".into(),
                 ));
             }
-            let n = backend.purge_dead(queue).await?;
+            let n = backend.purge_dead(queue.clone()).await?;
+            crate::events::audit(
+                &app,
+                "dlq_purge",
+                queue.as_deref(),
+                format!("deleted {n} dead letters"),
+            )
+            .await;
             println!("deleted {n} dead letters");
         }
     }

@@ -243,7 +243,11 @@ fn clock_line(clock: &celeriac::clock::FleetClock) -> String {
 /// `celeriac cancel ID`.
 pub(crate) async fn cancel(app: App, id: &str) -> CliResult {
     let id: JobId = id.parse()?;
-    match app.client().cancel(id).await? {
+    let outcome = app.client().cancel(id).await?;
+    if matches!(outcome, CancelOutcome::Cancelled | CancelOutcome::Requested) {
+        crate::events::audit(&app, "cancel", None, format!("cancel {id}: {outcome:?}")).await;
+    }
+    match outcome {
         CancelOutcome::Cancelled => println!("{id} cancelled; it will not run"),
         CancelOutcome::Requested => {
             println!("{id} is running: its worker was asked to stop it; it ends as cancelled")
@@ -261,6 +265,7 @@ pub(crate) async fn cancel(app: App, id: &str) -> CliResult {
 /// `celeriac pause QUEUE`.
 pub(crate) async fn pause(app: App, queue: &str) -> CliResult {
     app.backend().pause(queue).await?;
+    crate::events::audit(&app, "pause", Some(queue), format!("paused {queue}")).await;
     println!("paused {queue}");
     Ok(())
 }
@@ -268,6 +273,7 @@ pub(crate) async fn pause(app: App, queue: &str) -> CliResult {
 /// `celeriac resume QUEUE`.
 pub(crate) async fn resume(app: App, queue: &str) -> CliResult {
     app.backend().resume(queue).await?;
+    crate::events::audit(&app, "resume", Some(queue), format!("resumed {queue}")).await;
     println!("resumed {queue}");
     Ok(())
 }
@@ -280,6 +286,13 @@ pub(crate) async fn purge(app: App, queue: &str, yes: bool) -> CliResult {
         )));
     }
     let n = app.backend().purge(queue).await?;
+    crate::events::audit(
+        &app,
+        "purge",
+        Some(queue),
+        format!("deleted {n} waiting jobs from {queue}"),
+    )
+    .await;
     println!("deleted {n} waiting jobs from {queue}");
     Ok(())
 }

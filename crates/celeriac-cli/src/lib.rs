@@ -24,6 +24,7 @@ mod browse;
 mod cache;
 pub mod demo;
 mod dlq;
+mod events;
 mod jobs;
 mod limits;
 mod support;
@@ -156,6 +157,11 @@ async fn dispatch(cli: Cli, registry: Registry, default_url: Option<String>) -> 
         }
         Command::Enqueue(args) => jobs::enqueue(app(url, registry).await?, args).await,
         Command::Inspect { id, json } => jobs::inspect(app(url, registry).await?, &id, json).await,
+        Command::Events {
+            limit,
+            follow,
+            json,
+        } => events::run(app(url, registry).await?, limit, follow, json).await,
         Command::Jobs { command } => browse::run(app(url, registry).await?, command).await,
         Command::Workers { command, json } => {
             workers::run(app(url, registry).await?, command, json).await

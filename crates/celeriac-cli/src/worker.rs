@@ -163,12 +163,26 @@ pub(crate) async fn schedules(
         Some(SchedulesCommand::Pause { name }) => {
             known(&name)?;
             app.backend().set_schedule_paused(&name, true).await?;
+            crate::events::audit(
+                &app,
+                "schedule_pause",
+                None,
+                format!("paused schedule {name}"),
+            )
+            .await;
             println!("paused schedule {name}");
             return Ok(());
         }
         Some(SchedulesCommand::Resume { name }) => {
             known(&name)?;
             app.backend().set_schedule_paused(&name, false).await?;
+            crate::events::audit(
+                &app,
+                "schedule_resume",
+                None,
+                format!("resumed schedule {name}"),
+            )
+            .await;
             let still = app
                 .schedules()
                 .iter()

@@ -36,6 +36,7 @@ pub(crate) async fn run(app: App, command: Option<WorkersCommand>, json: bool) -
         Control::Quiet => "to be quiet",
         Control::Stop => "to stop",
     };
+    crate::events::audit(&app, control.as_str(), None, format!("told {id} {what}")).await;
     println!("told {id} {what}; it acts at its next registry refresh");
     Ok(())
 }

@@ -367,3 +367,46 @@ fn processes_opening_a_new_file_at_once_all_succeed() {
         }
     }
 }
+
+/// Administrative commands leave an event with who did it; `celeriac events` shows them in
+/// order, as text and as JSON lines.
+#[test]
+fn admin_commands_are_recorded_in_the_event_stream() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = common::url_in(dir.path());
+    let out = common::celeriac(&url, &["events"]);
+    assert!(
+        common::stdout(&out).contains("no events yet"),
+        "{}",
+        common::stdout(&out)
+    );
+    for args in [
+        &["pause", "emails"][..],
+        &["resume", "emails"][..],
+        &["purge", "emails", "--yes"][..],
+    ] {
+        let out = common::celeriac(&url, args);
+        assert!(out.status.success(), "{args:?}: {}", common::stderr(&out));
+    }
+    let out = common::celeriac(&url, &["events", "--json"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let events: Vec<serde_json::Value> = common::stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON event per line"))
+        .collect();
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["kind"].as_str()).collect();
+    assert_eq!(kinds, ["admin.pause", "admin.resume", "admin.purge"]);
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    for e in &events {
+        assert_eq!(e["queue"], "emails");
+        let actor = e["actor"].as_str().expect("an actor");
+        assert!(actor.starts_with(&format!("{user}@")), "{actor}");
+    }
+    let text = common::stdout(&common::celeriac(&url, &["events", "--limit", "1"]));
+    assert!(
+        text.contains("admin.purge")
+            && text.contains("deleted 0 waiting jobs")
+            && !text.contains("admin.pause"),
+        "{text}"
+    );
+}

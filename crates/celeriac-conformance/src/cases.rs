@@ -1,6 +1,6 @@
 //! The cases, one module per store capability, named as the traits' files are named in core
 //! and in both backends: [`broker`], [`results`], [`workflows`], [`coordinator`], [`kv`],
-//! [`rate_limits`], [`breakers`], [`processes`]. Each is a plain `async fn` over the backend traits.
+//! [`rate_limits`], [`breakers`], [`processes`], [`events`]. Each is a plain `async fn` over the backend traits.
 //!
 //! Every case file ends with the list of its cases, which the [`suite!`](crate::suite) macro
 //! expands into tests; a new case goes into the list of its own file.
@@ -8,6 +8,7 @@
 pub mod breakers;
 pub mod broker;
 pub mod coordinator;
+pub mod events;
 pub mod kv;
 pub mod processes;
 pub mod rate_limits;
@@ -17,6 +18,7 @@ pub mod workflows;
 pub use breakers::*;
 pub use broker::*;
 pub use coordinator::*;
+pub use events::*;
 pub use kv::*;
 pub use processes::*;
 pub use rate_limits::*;

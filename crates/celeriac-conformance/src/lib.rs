@@ -84,7 +84,8 @@ where
 /// names the capabilities it has: `broker` (its cases also use `ResultStore`), `results`,
 /// `workflows`, `coordinator`, `kv`, `rate_limits`, `breakers` (its worker cases also use
 /// `Broker` and `ResultStore`), `processes` (the process registry; its cases also run a worker
-/// and a beat). Cases that run a worker or a beat also need `ProcessRegistry`.
+/// and a beat), `events` (the event stream; its worker case also uses `Broker`). Cases that run
+/// a worker also need `ProcessRegistry` and `EventLog`, a beat `ProcessRegistry`.
 ///
 /// ```no_run
 /// celeriac_conformance::suite!(sqlite_memory, celeriac_embedded::SqliteBackend::memory());
@@ -101,7 +102,7 @@ macro_rules! suite {
         $crate::suite!(
             $module,
             $constructor,
-            [broker, results, workflows, coordinator, kv, rate_limits, breakers, processes]
+            [broker, results, workflows, coordinator, kv, rate_limits, breakers, processes, events]
         );
     };
     ($module:ident, $constructor:expr, [$($capability:ident),* $(,)?] $(,)?) => {
@@ -171,6 +172,13 @@ macro_rules! __capability {
             #[allow(unused_imports)]
             use super::*;
             $crate::__cases_rate_limits!($c);
+        }
+    };
+    (events, $c:expr) => {
+        pub mod events {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::__cases_events!($c);
         }
     };
     (processes, $c:expr) => {

@@ -240,7 +240,11 @@ pub(crate) struct RunningWorker {
 impl RunningWorker {
     /// Starts a worker over `backend` for `queue` with `registry`, reading `clock`.
     pub(crate) fn start<
-        B: Broker + ResultStore + celeriac_core::WorkflowStore + celeriac_core::ProcessRegistry,
+        B: Broker
+            + ResultStore
+            + celeriac_core::WorkflowStore
+            + celeriac_core::ProcessRegistry
+            + celeriac_core::EventLog,
     >(
         backend: Arc<B>,
         registry: Registry,
@@ -252,7 +256,11 @@ impl RunningWorker {
 
     /// Like [`RunningWorker::start`], with its worker id (for several workers on one store).
     pub(crate) fn start_as<
-        B: Broker + ResultStore + celeriac_core::WorkflowStore + celeriac_core::ProcessRegistry,
+        B: Broker
+            + ResultStore
+            + celeriac_core::WorkflowStore
+            + celeriac_core::ProcessRegistry
+            + celeriac_core::EventLog,
     >(
         backend: Arc<B>,
         registry: Registry,

@@ -6,7 +6,7 @@
 //! modules are: [`broker`](Broker), [`admin`](QueueAdmin), [`results`](ResultStore),
 //! [`workflows`](WorkflowStore), [`coordinator`](Coordinator), [`kv`](KvStore),
 //! [`rate_limits`](RateLimitStore), [`breakers`](BreakerStore),
-//! [`processes`](ProcessRegistry). A backend implements what it
+//! [`processes`](ProcessRegistry), [`events`](EventLog). A backend implements what it
 //! can; the conformance suite says which it passes.
 
 mod admin;
@@ -14,6 +14,7 @@ mod breakers;
 mod broker;
 mod browse;
 mod coordinator;
+mod events;
 mod kv;
 mod processes;
 mod rate_limits;
@@ -25,6 +26,7 @@ pub use breakers::*;
 pub use broker::*;
 pub use browse::*;
 pub use coordinator::*;
+pub use events::*;
 pub use kv::*;
 pub use processes::*;
 pub use rate_limits::*;

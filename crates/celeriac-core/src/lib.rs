@@ -2,7 +2,7 @@
 //! traits. No store lives here: the backends (`celeriac-embedded`, `celeriac-redis`) implement
 //! the [`backend`] traits, one per capability ([`Broker`], [`QueueAdmin`], [`ResultStore`],
 //! [`WorkflowStore`], [`Coordinator`], [`KvStore`], [`RateLimitStore`], [`BreakerStore`],
-//! [`ProcessRegistry`]).
+//! [`ProcessRegistry`], [`EventLog`]).
 //!
 //! - A [`job::Job`] is one call of a [`task::Task`], stored in a queue. A [`worker::Worker`]
 //!   claims jobs under a **lease** with a **fencing token**: only the holder of the current
@@ -43,9 +43,9 @@ pub mod worker;
 pub mod workflow;
 
 pub use backend::{
-    BreakerStore, Broker, CancelOutcome, CancelReport, Control, Coordinator, EndedJob, KvStore,
-    ProcessInfo, ProcessKind, ProcessRegistry, ProcessState, QueueAdmin, Rate, RateLimitStore,
-    ResultStore, TaskLimits, WorkflowStore,
+    BreakerStore, Broker, CancelOutcome, CancelReport, Control, Coordinator, EndedJob, Event,
+    EventLog, KvStore, ProcessInfo, ProcessKind, ProcessRegistry, ProcessState, QueueAdmin, Rate,
+    RateLimitStore, ResultStore, TaskLimits, WorkflowStore,
 };
 pub use beat::{Beat, BeatConfig};
 pub use client::{AsClient, Client, Enqueue, JobHandle, JobOptions};

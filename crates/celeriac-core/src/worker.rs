@@ -16,7 +16,7 @@ mod run_one;
 
 pub use config::WorkerConfig;
 
-use crate::backend::{Broker, ProcessRegistry, ResultStore, WorkflowStore};
+use crate::backend::{Broker, EventLog, ProcessRegistry, ResultStore, WorkflowStore};
 use crate::clock::Clock;
 use crate::error::Result;
 use crate::job::JobId;
@@ -172,7 +172,7 @@ pub struct Worker<B> {
     stats: Arc<WorkerStats>,
 }
 
-impl<B: Broker + ResultStore + WorkflowStore + ProcessRegistry> Worker<B> {
+impl<B: Broker + ResultStore + WorkflowStore + ProcessRegistry + EventLog> Worker<B> {
     /// A worker with default settings and the store's fleet clock.
     pub fn new(backend: Arc<B>, registry: Arc<Registry>) -> Self {
         Self {

@@ -57,6 +57,7 @@ mod browse;
 mod clock;
 mod coordinator;
 mod counts;
+mod events;
 mod fault;
 mod kv;
 mod ops;

@@ -17,7 +17,8 @@ pub(crate) fn migrate(conn: &Connection, from: i64) -> rusqlite::Result<()> {
     // version 6 the rate limiter tables (celeriac_limits, celeriac_limit_permits) and the
     // shared circuit-breaker tables (celeriac_breakers, celeriac_breaker_signals,
     // celeriac_breaker_probes), version 7 the process registry (celeriac_processes) and the
-    // counts per queue and state (celeriac_queue_counts, see `after_setup`); the schema creates
+    // counts per queue and state (celeriac_queue_counts, see `after_setup`) and the events
+    // (celeriac_events); the schema creates
     // missing tables.
     Ok(())
 }

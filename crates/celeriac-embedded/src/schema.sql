@@ -228,3 +228,9 @@ CREATE TABLE IF NOT EXISTS celeriac_queue_counts (
     n     INTEGER NOT NULL,
     PRIMARY KEY (queue, state)
 ) WITHOUT ROWID;
+-- The capped stream of events (events.rs): failures, dead letters, cancellations and the
+-- administrative actions, each as JSON; the oldest beyond the cap are dropped on append.
+CREATE TABLE IF NOT EXISTS celeriac_events (
+    seq  INTEGER PRIMARY KEY,
+    body TEXT NOT NULL
+);

@@ -53,6 +53,9 @@
 //! | `celeriac:{celeriac:procs}:info` | HASH | process id → its entry (JSON, `celeriac_core::ProcessInfo`) |
 //! | `celeriac:{celeriac:procs}:control` | HASH | process id → commands waiting for its next refresh (`quiet`, `stop`) |
 //!
+//! The events (`celeriac_core::EventLog`) are one stream, `celeriac:events`, of entries with one
+//! field `e` (the event as JSON), trimmed to about ten thousand on append (`XADD MAXLEN ~`).
+//!
 //! The coordinator's keys (leader leases, schedule state) share the one hash tag
 //! `{celeriac:beat}`, so its scripts (`acquireLeader-1`, `releaseLeader-1`, `recordTick-2`) run
 //! on one Cluster slot.

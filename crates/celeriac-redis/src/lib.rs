@@ -102,6 +102,7 @@ mod codec;
 mod config;
 mod conn;
 mod coordinator;
+mod events;
 mod keys;
 mod kv;
 mod notify;

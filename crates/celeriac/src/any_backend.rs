@@ -3,10 +3,10 @@
 use crate::{Error, Result};
 use celeriac_core::backend::{
     BreakerCommand, BreakerPolicy, BreakerSignal, BreakerStore, Broker, CancelReport, ClaimRequest,
-    Claimed, Completion, Control, Coordinator, JobPage, JobQuery, JoinArrival, JoinStatus, KvEntry,
-    KvStore, KvSubscription, LeaseRef, ProcessInfo, ProcessRegistry, QueueAdmin, QueueStats,
-    RateLimitStore, ReapReport, ResultStore, ScheduleState, SharedBreakerState, WorkflowEnd,
-    WorkflowRecord, WorkflowStore,
+    Claimed, Completion, Control, Coordinator, Event, EventLog, JobPage, JobQuery, JoinArrival,
+    JoinStatus, KvEntry, KvStore, KvSubscription, LeaseRef, ProcessInfo, ProcessRegistry,
+    QueueAdmin, QueueStats, RateLimitStore, ReapReport, ResultStore, ScheduleState,
+    SharedBreakerState, WorkflowEnd, WorkflowRecord, WorkflowStore,
 };
 use celeriac_core::limit::{Decision, Quota};
 use celeriac_core::{Job, JobId, JobInfo, UnixMs};
@@ -265,6 +265,15 @@ impl ProcessRegistry for AnyBackend {
     }
     async fn control(&self, id: &str, command: Control, now: UnixMs) -> Result<bool> {
         forward!(self, b => b.control(id, command, now).await)
+    }
+}
+
+impl EventLog for AnyBackend {
+    async fn append(&self, events: Vec<Event>) -> Result<()> {
+        forward!(self, b => b.append(events).await)
+    }
+    async fn events(&self, after: Option<String>, limit: usize) -> Result<Vec<Event>> {
+        forward!(self, b => b.events(after, limit).await)
     }
 }
 

@@ -59,11 +59,11 @@ pub use celeriac_core::RateLimitStore;
 pub use celeriac_core::{
     backend, beat, bulk, client, clock, error, job, monitor, process, retry, schedule, task,
     worker, AsClient, Backoff, Beat, BeatConfig, Broker, CancelOutcome, Client, Clock, Coordinator,
-    Encoding, Enqueue, Error, ErrorInfo, ErrorKind, Job, JobHandle, JobId, JobInfo, JobOptions,
-    JobState, ManualClock, Missed, Priority, ProcessInfo, ProcessRegistry, Progress, QueueAdmin,
-    Rate, Registry, Result, ResultStore, Schedule, Shutdown, SystemClock, Task, TaskContext,
-    TaskDef, TaskError, TaskLimits, TaskOptions, Unique, UniqueFor, WarpedClock, Worker,
-    WorkerConfig, WorkerStats,
+    Encoding, Enqueue, Error, ErrorInfo, ErrorKind, Event, EventLog, Job, JobHandle, JobId,
+    JobInfo, JobOptions, JobState, ManualClock, Missed, Priority, ProcessInfo, ProcessRegistry,
+    Progress, QueueAdmin, Rate, Registry, Result, ResultStore, Schedule, Shutdown, SystemClock,
+    Task, TaskContext, TaskDef, TaskError, TaskLimits, TaskOptions, Unique, UniqueFor, WarpedClock,
+    Worker, WorkerConfig, WorkerStats,
 };
 pub use celeriac_core::{chain, chord, group, map, workflow, Flow, Step, WorkflowHandle};
 #[cfg(feature = "sqlite")]

@@ -460,7 +460,11 @@ impl Task for PartnerCall {
 /// the task's jobs go back to wait out the open period without using an attempt; the job
 /// that runs after it is the probe that closes it.
 pub async fn worker_defers_tasks_behind_an_open_breaker<
-    B: Broker + ResultStore + celeriac_core::WorkflowStore + celeriac_core::ProcessRegistry,
+    B: Broker
+        + ResultStore
+        + celeriac_core::WorkflowStore
+        + celeriac_core::ProcessRegistry
+        + celeriac_core::EventLog,
 >(
     backend: Arc<B>,
 ) {
@@ -513,7 +517,11 @@ pub async fn worker_defers_tasks_behind_an_open_breaker<
 
 /// A worker refuses to start when a task names a breaker that is not registered.
 pub async fn worker_refuses_an_unknown_breaker<
-    B: Broker + ResultStore + celeriac_core::WorkflowStore + celeriac_core::ProcessRegistry,
+    B: Broker
+        + ResultStore
+        + celeriac_core::WorkflowStore
+        + celeriac_core::ProcessRegistry
+        + celeriac_core::EventLog,
 >(
     backend: Arc<B>,
 ) {
@@ -563,6 +571,7 @@ fn instance<
         + ResultStore
         + celeriac_core::WorkflowStore
         + celeriac_core::ProcessRegistry
+        + celeriac_core::EventLog
         + BreakerStore,
 >(
     backend: &Arc<B>,
@@ -604,6 +613,7 @@ pub async fn workers_share_a_breaker_through_the_store<
         + ResultStore
         + celeriac_core::WorkflowStore
         + celeriac_core::ProcessRegistry
+        + celeriac_core::EventLog
         + BreakerStore,
 >(
     backend: Arc<B>,

@@ -177,7 +177,7 @@ async fn find<B: ProcessRegistry>(b: &B, id: &str, now: i64) -> Option<ProcessIn
 /// obeys the store: told to be quiet it claims nothing new while the running job finishes;
 /// told to stop it shuts down and leaves the registry.
 pub async fn a_worker_registers_and_obeys_quiet_and_stop<
-    B: Broker + ResultStore + WorkflowStore + ProcessRegistry,
+    B: Broker + ResultStore + WorkflowStore + ProcessRegistry + celeriac_core::EventLog,
 >(
     backend: Arc<B>,
 ) {

@@ -3,7 +3,7 @@
 //! store's reason, so the rest of the batch and the slot go on.
 
 use super::{Inflight, WorkerStats};
-use crate::backend::{Broker, Completion, Outcome};
+use crate::backend::{Broker, Completion, Event, EventLog, Outcome};
 use crate::clock::Clock;
 use crate::error::{Error, ErrorKind};
 use crate::job::ErrorInfo;
@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{debug, warn};
 
 /// The error kind of a job whose outcome the store refused to record.
 pub(super) const REFUSED_KIND: &str = "outcome_refused";
@@ -29,7 +29,7 @@ pub(super) struct Done {
 }
 
 /// Records finished attempts in batches until every sender is gone.
-pub(super) async fn ack_loop<B: Broker>(
+pub(super) async fn ack_loop<B: Broker + EventLog>(
     backend: Arc<B>,
     clock: Arc<dyn Clock>,
     mut rx: mpsc::UnboundedReceiver<Done>,
@@ -64,8 +64,14 @@ pub(super) async fn ack_loop<B: Broker>(
                 }
             }
         }
+        let mut events = Vec::new();
         for (c, ok) in batch.iter().zip(applied) {
             let Some(ok) = ok else { continue };
+            if ok {
+                if let Some(e) = job_event(c, clock.now_ms()) {
+                    events.push(e);
+                }
+            }
             let outcome = if !ok {
                 stats.stale.fetch_add(1, Ordering::Relaxed);
                 "stale"
@@ -83,7 +89,26 @@ pub(super) async fn ack_loop<B: Broker>(
             };
             metrics::counter!("celeriac_job_attempts_total", "outcome" => outcome).increment(1);
         }
+        if !events.is_empty() {
+            if let Err(e) = backend.append(events).await {
+                debug!(error = %e, "could not record the events of failed jobs");
+            }
+        }
     }
+}
+
+/// The event of a job that ended badly (failed, dead, cancelled), if it did.
+fn job_event(c: &Completion, now: crate::clock::UnixMs) -> Option<Event> {
+    let (kind, message) = match &c.outcome {
+        Outcome::Failed { error } => ("job.failed", format!("{}: {}", error.kind, error.message)),
+        Outcome::Dead { error } => ("job.dead", format!("{}: {}", error.kind, error.message)),
+        Outcome::Cancelled => ("job.cancelled", "cancelled while running".to_string()),
+        _ => return None,
+    };
+    let mut e = Event::new(kind, now, message);
+    e.queue = Some(c.lease.queue.to_string());
+    e.job = Some(c.lease.id);
+    Some(e)
 }
 
 /// An error retrying cannot cure ([`ErrorKind::GiveUp`]).

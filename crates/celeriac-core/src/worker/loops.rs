@@ -8,8 +8,8 @@ use super::lease::{fence_loop, for_each_running, heartbeat_loop, held_leases, Le
 use super::run_one::{FlowOver, FlowSink, ProgressOver, RunOne};
 use super::{Inflight, Running, Worker};
 use crate::backend::{
-    Broker, ClaimRequest, Claimed, LeaseRef, ProcessKind, ProcessRegistry, QueueWeight,
-    ResultStore, WorkflowStore,
+    Broker, ClaimRequest, Claimed, Event, EventLog, LeaseRef, ProcessKind, ProcessRegistry,
+    QueueWeight, ResultStore, WorkflowStore,
 };
 use crate::clock::{Clock, UnixMs};
 use crate::task::ProgressSink;
@@ -69,7 +69,7 @@ struct Loops {
     presence: JoinHandle<()>,
 }
 
-impl<B: Broker + ResultStore + WorkflowStore + ProcessRegistry> Worker<B> {
+impl<B: Broker + ResultStore + WorkflowStore + ProcessRegistry + EventLog> Worker<B> {
     /// Runs with resolved settings: starts the loops, claims until shut down, then drains.
     pub(super) async fn run_loops(&self, config: Arc<WorkerConfig>) {
         let timing = LeaseTiming::new(&config);
@@ -478,7 +478,7 @@ async fn stop_loop<B: Broker>(backend: Arc<B>, inflight: Inflight, stop: Cancell
 
 /// Reaps expired leases and old records; the jobs a reap ended still end their workflow's
 /// step, from what the reap reported (nothing is read back).
-async fn reap_loop<B: Broker>(
+async fn reap_loop<B: Broker + EventLog>(
     backend: Arc<B>,
     clock: Arc<dyn Clock>,
     config: Arc<WorkerConfig>,
@@ -500,6 +500,24 @@ async fn reap_loop<B: Broker>(
                         dead = r.dead,
                         "reaped expired leases"
                     );
+                }
+                let events: Vec<Event> = r
+                    .ended
+                    .iter()
+                    .map(|j| {
+                        let message = j.error.as_ref().map_or_else(
+                            || "cancelled".to_string(),
+                            |e| format!("{}: {}", e.kind, e.message),
+                        );
+                        let mut e = Event::new(format!("job.{}", j.state), clock.now_ms(), message);
+                        e.job = Some(j.id);
+                        e
+                    })
+                    .collect();
+                if !events.is_empty() {
+                    if let Err(e) = backend.append(events).await {
+                        debug!(error = %e, "could not record the events of reaped jobs");
+                    }
                 }
                 for job in r.ended.iter().filter(|j| j.flow.is_some()) {
                     let end = crate::workflow::StepEnd::by_store(job);

@@ -17,7 +17,11 @@ use std::sync::Arc;
 /// cancel reports the job it ended with its task and workflow header, and a cancel that ends
 /// nothing reports no job.
 pub async fn cancel_waiting_jobs_never_run<
-    B: Broker + ResultStore + celeriac_core::WorkflowStore + celeriac_core::ProcessRegistry,
+    B: Broker
+        + ResultStore
+        + celeriac_core::WorkflowStore
+        + celeriac_core::ProcessRegistry
+        + celeriac_core::EventLog,
 >(
     backend: Arc<B>,
 ) {
@@ -83,7 +87,11 @@ pub async fn cancel_waiting_jobs_never_run<
 /// A running job is flagged, reported to its worker, and ends as cancelled; a retry it asks
 /// for after that does not happen.
 pub async fn cancel_running_job_is_reported_and_never_retried<
-    B: Broker + ResultStore + celeriac_core::WorkflowStore + celeriac_core::ProcessRegistry,
+    B: Broker
+        + ResultStore
+        + celeriac_core::WorkflowStore
+        + celeriac_core::ProcessRegistry
+        + celeriac_core::EventLog,
 >(
     backend: Arc<B>,
 ) {
@@ -143,7 +151,11 @@ pub async fn cancel_running_job_is_reported_and_never_retried<
 /// A cancelled running job whose worker died ends as cancelled when its lease expires,
 /// instead of going back to the queue; the reap reports it with its task and workflow header.
 pub async fn cancelled_job_with_expired_lease_is_not_redelivered<
-    B: Broker + ResultStore + celeriac_core::WorkflowStore + celeriac_core::ProcessRegistry,
+    B: Broker
+        + ResultStore
+        + celeriac_core::WorkflowStore
+        + celeriac_core::ProcessRegistry
+        + celeriac_core::EventLog,
 >(
     backend: Arc<B>,
 ) {
@@ -200,7 +212,11 @@ impl Task for WaitsForCancel {
 /// A real worker running a job: cancelling it fires the task's token, and the job ends as
 /// cancelled (not succeeded, though the task returned normally).
 pub async fn worker_stops_a_cancelled_job<
-    B: Broker + ResultStore + celeriac_core::WorkflowStore + celeriac_core::ProcessRegistry,
+    B: Broker
+        + ResultStore
+        + celeriac_core::WorkflowStore
+        + celeriac_core::ProcessRegistry
+        + celeriac_core::EventLog,
 >(
     backend: Arc<B>,
 ) {

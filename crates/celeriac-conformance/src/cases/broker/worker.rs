@@ -16,7 +16,8 @@ pub async fn retry_schedule_follows_backoff<
         + QueueAdmin
         + ResultStore
         + celeriac_core::WorkflowStore
-        + celeriac_core::ProcessRegistry,
+        + celeriac_core::ProcessRegistry
+        + celeriac_core::EventLog,
 >(
     backend: Arc<B>,
 ) {
@@ -89,7 +90,8 @@ pub async fn worker_dead_letters_after_max_attempts<
         + QueueAdmin
         + ResultStore
         + celeriac_core::WorkflowStore
-        + celeriac_core::ProcessRegistry,
+        + celeriac_core::ProcessRegistry
+        + celeriac_core::EventLog,
 >(
     backend: Arc<B>,
 ) {
@@ -133,7 +135,8 @@ pub async fn unknown_task_is_dead_lettered<
         + QueueAdmin
         + ResultStore
         + celeriac_core::WorkflowStore
-        + celeriac_core::ProcessRegistry,
+        + celeriac_core::ProcessRegistry
+        + celeriac_core::EventLog,
 >(
     backend: Arc<B>,
 ) {
@@ -167,7 +170,11 @@ pub async fn unknown_task_is_dead_lettered<
 /// A payload that does not decode into the task's arguments goes to the dead letters as
 /// `undecodable_payload`, with a message naming the task; nothing is lost.
 pub async fn undecodable_payload_is_dead_lettered<
-    B: Broker + ResultStore + celeriac_core::WorkflowStore + celeriac_core::ProcessRegistry,
+    B: Broker
+        + ResultStore
+        + celeriac_core::WorkflowStore
+        + celeriac_core::ProcessRegistry
+        + celeriac_core::EventLog,
 >(
     backend: Arc<B>,
 ) {
@@ -207,7 +214,11 @@ pub async fn undecodable_payload_is_dead_lettered<
 
 /// The worker runs a task to success; `wait` returns its decodable result.
 pub async fn worker_runs_a_task_to_success<
-    B: Broker + ResultStore + celeriac_core::WorkflowStore + celeriac_core::ProcessRegistry,
+    B: Broker
+        + ResultStore
+        + celeriac_core::WorkflowStore
+        + celeriac_core::ProcessRegistry
+        + celeriac_core::EventLog,
 >(
     backend: Arc<B>,
 ) {

@@ -530,7 +530,8 @@ where
         + QueueAdmin
         + celeriac_core::ResultStore
         + celeriac_core::WorkflowStore
-        + celeriac_core::ProcessRegistry,
+        + celeriac_core::ProcessRegistry
+        + celeriac_core::EventLog,
 {
     use crate::support::RunningWorker;
     use celeriac_cache::{write, PendingWrite, WriteBehind};
@@ -640,7 +641,8 @@ where
         + QueueAdmin
         + celeriac_core::ResultStore
         + celeriac_core::WorkflowStore
-        + celeriac_core::ProcessRegistry,
+        + celeriac_core::ProcessRegistry
+        + celeriac_core::EventLog,
 {
     use crate::support::RunningWorker;
     use celeriac_cache::{write, PendingWrite, WriteBehind};

@@ -106,13 +106,17 @@ fn registry() -> Registry {
     r
 }
 
-struct Harness<B: Broker + ResultStore + WorkflowStore + celeriac_core::ProcessRegistry> {
+struct Harness<
+    B: Broker + ResultStore + WorkflowStore + celeriac_core::ProcessRegistry + celeriac_core::EventLog,
+> {
     backend: Arc<B>,
     client: Client<B>,
     worker: RunningWorker,
 }
 
-fn harness<B: Broker + ResultStore + WorkflowStore + celeriac_core::ProcessRegistry>(
+fn harness<
+    B: Broker + ResultStore + WorkflowStore + celeriac_core::ProcessRegistry + celeriac_core::EventLog,
+>(
     backend: Arc<B>,
 ) -> Harness<B> {
     let clock = ManualClock::new(T0);
@@ -125,7 +129,9 @@ fn harness<B: Broker + ResultStore + WorkflowStore + celeriac_core::ProcessRegis
     }
 }
 
-async fn run_to_end<B: Broker + ResultStore + WorkflowStore + celeriac_core::ProcessRegistry>(
+async fn run_to_end<
+    B: Broker + ResultStore + WorkflowStore + celeriac_core::ProcessRegistry + celeriac_core::EventLog,
+>(
     h: &Harness<B>,
     flow: Flow,
 ) -> celeriac_core::backend::WorkflowRecord {
@@ -139,7 +145,11 @@ async fn run_to_end<B: Broker + ResultStore + WorkflowStore + celeriac_core::Pro
 /// A chain passes each step's output to the next; every job carries the workflow's id.
 pub async fn workflow_chain_feeds_each_result_forward<B>(backend: Arc<B>)
 where
-    B: Broker + ResultStore + WorkflowStore + celeriac_core::ProcessRegistry,
+    B: Broker
+        + ResultStore
+        + WorkflowStore
+        + celeriac_core::ProcessRegistry
+        + celeriac_core::EventLog,
 {
     let h = harness(backend);
     let flow = chain([
@@ -171,7 +181,11 @@ where
 /// when later members finish first.
 pub async fn workflow_group_collects_results_in_order<B>(backend: Arc<B>)
 where
-    B: Broker + ResultStore + WorkflowStore + celeriac_core::ProcessRegistry,
+    B: Broker
+        + ResultStore
+        + WorkflowStore
+        + celeriac_core::ProcessRegistry
+        + celeriac_core::EventLog,
 {
     let h = harness(backend);
     let flow = group((0..8).map(|i| Step::of::<Double>(i).into()));
@@ -187,7 +201,11 @@ where
 /// delivered again after the chord completed does not enqueue the callback again.
 pub async fn workflow_chord_callback_runs_once<B>(backend: Arc<B>)
 where
-    B: Broker + ResultStore + WorkflowStore + celeriac_core::ProcessRegistry,
+    B: Broker
+        + ResultStore
+        + WorkflowStore
+        + celeriac_core::ProcessRegistry
+        + celeriac_core::EventLog,
 {
     let h = harness(backend);
     SUM_RUNS.store(0, Ordering::SeqCst);
@@ -226,7 +244,11 @@ where
 /// `map` fans a step out over the previous output, an empty list included.
 pub async fn workflow_map_fans_out_over_a_list<B>(backend: Arc<B>)
 where
-    B: Broker + ResultStore + WorkflowStore + celeriac_core::ProcessRegistry,
+    B: Broker
+        + ResultStore
+        + WorkflowStore
+        + celeriac_core::ProcessRegistry
+        + celeriac_core::EventLog,
 {
     let h = harness(backend);
     let over = |n: i64| {
@@ -252,7 +274,11 @@ where
 /// Parts nest: a group of chains inside a chain, a chord inside a group.
 pub async fn workflow_parts_nest<B>(backend: Arc<B>)
 where
-    B: Broker + ResultStore + WorkflowStore + celeriac_core::ProcessRegistry,
+    B: Broker
+        + ResultStore
+        + WorkflowStore
+        + celeriac_core::ProcessRegistry
+        + celeriac_core::EventLog,
 {
     let h = harness(backend);
     let flow = chain([
@@ -285,7 +311,11 @@ where
 /// description of the failure, and fails the workflow naming the step.
 pub async fn workflow_failing_step_stops_the_chain<B>(backend: Arc<B>)
 where
-    B: Broker + ResultStore + WorkflowStore + celeriac_core::ProcessRegistry,
+    B: Broker
+        + ResultStore
+        + WorkflowStore
+        + celeriac_core::ProcessRegistry
+        + celeriac_core::EventLog,
 {
     let h = harness(backend);
     let flow = chain([
@@ -340,7 +370,11 @@ where
 /// callback never runs.
 pub async fn workflow_dead_member_fails_the_chord<B>(backend: Arc<B>)
 where
-    B: Broker + ResultStore + WorkflowStore + celeriac_core::ProcessRegistry,
+    B: Broker
+        + ResultStore
+        + WorkflowStore
+        + celeriac_core::ProcessRegistry
+        + celeriac_core::EventLog,
 {
     let h = harness(backend);
     SUM_RUNS.store(0, Ordering::SeqCst);
@@ -367,7 +401,11 @@ where
 /// once; bad definitions are refused before anything is stored.
 pub async fn workflow_status_and_bad_definitions<B>(backend: Arc<B>)
 where
-    B: Broker + ResultStore + WorkflowStore + celeriac_core::ProcessRegistry,
+    B: Broker
+        + ResultStore
+        + WorkflowStore
+        + celeriac_core::ProcessRegistry
+        + celeriac_core::EventLog,
 {
     let clock = ManualClock::new(T0);
     let client = Client::with_clock(backend.clone(), Arc::new(clock.clone()));
@@ -423,7 +461,11 @@ async fn wait_for_task<B: ResultStore>(
 /// the client, and a step whose lease ran out with no attempts left (reaped by a worker).
 pub async fn workflow_steps_ended_by_the_store_fail_it<B>(backend: Arc<B>)
 where
-    B: Broker + ResultStore + WorkflowStore + celeriac_core::ProcessRegistry,
+    B: Broker
+        + ResultStore
+        + WorkflowStore
+        + celeriac_core::ProcessRegistry
+        + celeriac_core::EventLog,
 {
     let clock = ManualClock::new(T0);
     let client = Client::with_clock(backend.clone(), Arc::new(clock.clone()));

@@ -18,7 +18,7 @@ fn output(index: u32) -> Vec<u8> {
 }
 
 /// Member `index` of a group of `total` arriving at `join` with `input`, at `now`.
-async fn arrive<B: WorkflowStore + celeriac_core::ProcessRegistry>(
+async fn arrive<B: WorkflowStore + celeriac_core::ProcessRegistry + celeriac_core::EventLog>(
     backend: &B,
     join: JobId,
     index: u32,
@@ -30,7 +30,9 @@ async fn arrive<B: WorkflowStore + celeriac_core::ProcessRegistry>(
 }
 
 /// As [`arrive`], with the join kept `ttl` after this arrival.
-async fn arrive_kept<B: WorkflowStore + celeriac_core::ProcessRegistry>(
+async fn arrive_kept<
+    B: WorkflowStore + celeriac_core::ProcessRegistry + celeriac_core::EventLog,
+>(
     backend: &B,
     join: JobId,
     index: u32,
@@ -73,7 +75,7 @@ fn workflow(ttl: Duration) -> WorkflowRecord {
     }
 }
 
-async fn start<B: WorkflowStore + celeriac_core::ProcessRegistry>(
+async fn start<B: WorkflowStore + celeriac_core::ProcessRegistry + celeriac_core::EventLog>(
     backend: &B,
     record: WorkflowRecord,
 ) {
@@ -83,7 +85,7 @@ async fn start<B: WorkflowStore + celeriac_core::ProcessRegistry>(
         .expect("workflow_start should succeed");
 }
 
-async fn finish<B: WorkflowStore + celeriac_core::ProcessRegistry>(
+async fn finish<B: WorkflowStore + celeriac_core::ProcessRegistry + celeriac_core::EventLog>(
     backend: &B,
     id: JobId,
     end: WorkflowEnd,
@@ -95,7 +97,7 @@ async fn finish<B: WorkflowStore + celeriac_core::ProcessRegistry>(
         .expect("workflow_finish should succeed")
 }
 
-async fn record<B: WorkflowStore + celeriac_core::ProcessRegistry>(
+async fn record<B: WorkflowStore + celeriac_core::ProcessRegistry + celeriac_core::EventLog>(
     backend: &B,
     id: JobId,
 ) -> Option<WorkflowRecord> {
@@ -108,7 +110,7 @@ async fn record<B: WorkflowStore + celeriac_core::ProcessRegistry>(
 /// A join waits until every index arrived, counting each once, and completes with the
 /// outputs in index order although they arrived out of order.
 pub async fn join_completes_in_index_order<
-    B: Broker + WorkflowStore + celeriac_core::ProcessRegistry,
+    B: Broker + WorkflowStore + celeriac_core::ProcessRegistry + celeriac_core::EventLog,
 >(
     backend: Arc<B>,
 ) {
@@ -164,7 +166,7 @@ pub async fn join_completes_in_index_order<
 
 /// A member delivered twice counts once, and the output it brought first stays.
 pub async fn join_counts_a_repeated_index_once<
-    B: Broker + WorkflowStore + celeriac_core::ProcessRegistry,
+    B: Broker + WorkflowStore + celeriac_core::ProcessRegistry + celeriac_core::EventLog,
 >(
     backend: Arc<B>,
 ) {
@@ -213,7 +215,7 @@ pub async fn join_counts_a_repeated_index_once<
 /// Every arrival after completion (a member delivered again) answers Complete again, with the
 /// same outputs, whatever it brings.
 pub async fn join_arrivals_after_completion_stay_complete<
-    B: Broker + WorkflowStore + celeriac_core::ProcessRegistry,
+    B: Broker + WorkflowStore + celeriac_core::ProcessRegistry + celeriac_core::EventLog,
 >(
     backend: Arc<B>,
 ) {
@@ -248,7 +250,7 @@ pub async fn join_arrivals_after_completion_stay_complete<
 /// Once a member failed the join reports Failed with the first failure's message; later
 /// outputs and a second failure change neither.
 pub async fn join_failure_is_first_and_final<
-    B: Broker + WorkflowStore + celeriac_core::ProcessRegistry,
+    B: Broker + WorkflowStore + celeriac_core::ProcessRegistry + celeriac_core::EventLog,
 >(
     backend: Arc<B>,
 ) {
@@ -297,7 +299,7 @@ pub async fn join_failure_is_first_and_final<
 /// A join of 1,000 members arriving concurrently, a tenth of them delivered twice, completes
 /// with every first output in index order; no Waiting count exceeds the total.
 pub async fn join_of_a_thousand_concurrent_members<
-    B: Broker + WorkflowStore + celeriac_core::ProcessRegistry,
+    B: Broker + WorkflowStore + celeriac_core::ProcessRegistry + celeriac_core::EventLog,
 >(
     backend: Arc<B>,
 ) {
@@ -376,7 +378,7 @@ pub async fn join_of_a_thousand_concurrent_members<
 /// A join is kept its ttl after its last arrival; once that passed it is gone, and an
 /// arrival starts it anew.
 pub async fn join_expires_after_its_ttl<
-    B: Broker + WorkflowStore + celeriac_core::ProcessRegistry,
+    B: Broker + WorkflowStore + celeriac_core::ProcessRegistry + celeriac_core::EventLog,
 >(
     backend: Arc<B>,
 ) {
@@ -470,7 +472,7 @@ pub async fn join_expires_after_its_ttl<
 
 /// A second start of a workflow changes nothing, not even a finished record.
 pub async fn workflow_start_is_idempotent<
-    B: Broker + WorkflowStore + celeriac_core::ProcessRegistry,
+    B: Broker + WorkflowStore + celeriac_core::ProcessRegistry + celeriac_core::EventLog,
 >(
     backend: Arc<B>,
 ) {
@@ -515,7 +517,7 @@ pub async fn workflow_start_is_idempotent<
 /// Only the first end of a workflow applies; a second one is refused and the record keeps
 /// the first. Unknown workflows are None, and finishing one applies nothing.
 pub async fn workflow_finish_applies_once<
-    B: Broker + WorkflowStore + celeriac_core::ProcessRegistry,
+    B: Broker + WorkflowStore + celeriac_core::ProcessRegistry + celeriac_core::EventLog,
 >(
     backend: Arc<B>,
 ) {
@@ -597,7 +599,7 @@ pub async fn workflow_finish_applies_once<
 
 /// A waiter returns when another task finishes the workflow, well before its timeout.
 pub async fn workflow_wait_returns_when_finished<
-    B: Broker + WorkflowStore + celeriac_core::ProcessRegistry,
+    B: Broker + WorkflowStore + celeriac_core::ProcessRegistry + celeriac_core::EventLog,
 >(
     backend: Arc<B>,
 ) {
@@ -639,7 +641,7 @@ pub async fn workflow_wait_returns_when_finished<
 
 /// Waiting on an unknown workflow is NotFound.
 pub async fn workflow_wait_on_unknown_is_not_found<
-    B: Broker + WorkflowStore + celeriac_core::ProcessRegistry,
+    B: Broker + WorkflowStore + celeriac_core::ProcessRegistry + celeriac_core::EventLog,
 >(
     backend: Arc<B>,
 ) {
@@ -653,7 +655,9 @@ pub async fn workflow_wait_on_unknown_is_not_found<
 }
 
 /// Waiting on a workflow that keeps running ends with Timeout.
-pub async fn workflow_wait_times_out<B: Broker + WorkflowStore + celeriac_core::ProcessRegistry>(
+pub async fn workflow_wait_times_out<
+    B: Broker + WorkflowStore + celeriac_core::ProcessRegistry + celeriac_core::EventLog,
+>(
     backend: Arc<B>,
 ) {
     let rec = workflow(JOIN_TTL);
@@ -679,7 +683,7 @@ pub async fn workflow_wait_times_out<B: Broker + WorkflowStore + celeriac_core::
 ///
 /// The ttl is one real second, because Redis expires keys on its own clock.
 pub async fn finished_workflow_expires_after_its_ttl<
-    B: Broker + WorkflowStore + celeriac_core::ProcessRegistry,
+    B: Broker + WorkflowStore + celeriac_core::ProcessRegistry + celeriac_core::EventLog,
 >(
     backend: Arc<B>,
 ) {
