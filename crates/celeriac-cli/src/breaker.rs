@@ -146,7 +146,20 @@ pub(super) async fn run(url: &str, command: BreakerCommand) -> CliResult {
         BreakerCommand::Drive(args) => return drive(backend, args).await,
     };
     let policy = policy_of(&default_breaker(&name)?, &SharedOptions::default());
+    let action = match cmd {
+        StoreCommand::ForceOpen => "breaker_force_open",
+        StoreCommand::ForceClosed => "breaker_force_closed",
+        StoreCommand::Reset => "breaker_reset",
+    };
     let s = backend.breaker_command(&name, cmd, &policy, now).await?;
+    crate::events::record(
+        &backend,
+        now,
+        action,
+        None,
+        format!("breaker {name}: {action}"),
+    )
+    .await;
     print_state(&name, &s, now, false)
 }
 

@@ -63,10 +63,21 @@ fn print_all(events: &[Event], json: bool) -> CliResult {
 /// A store that cannot take it does not stop the action, which already happened: it is said
 /// on stderr.
 pub(crate) async fn audit(app: &App, action: &str, queue: Option<&str>, message: String) {
-    let mut e = Event::new(format!("admin.{action}"), app.client().now(), message);
+    record(app.backend(), app.client().now(), action, queue, message).await;
+}
+
+/// [`audit`] for a command that has a backend but no application.
+pub(crate) async fn record(
+    backend: &celeriac::AnyBackend,
+    now: celeriac::clock::UnixMs,
+    action: &str,
+    queue: Option<&str>,
+    message: String,
+) {
+    let mut e = Event::new(format!("admin.{action}"), now, message);
     e.queue = queue.map(str::to_string);
     e.actor = Some(celeriac::backend::actor());
-    if let Err(err) = app.backend().append(vec![e]).await {
+    if let Err(err) = backend.append(vec![e]).await {
         eprintln!("warning: the action was not recorded in the event stream: {err}");
     }
 }

@@ -185,6 +185,16 @@ fn group_id(queue: &str, task: &str, fingerprint: &str) -> String {
     format!("{:08x}", h >> 32)
 }
 
+/// A dead letter's group id and error fingerprint.
+fn group_of(info: &JobInfo) -> (String, String) {
+    let (kind, message) = info
+        .error
+        .as_ref()
+        .map_or(("", ""), |e| (e.kind.as_str(), e.message.as_str()));
+    let print = fingerprint(kind, message);
+    (group_id(&info.job.queue, &info.job.task, &print), print)
+}
+
 /// Every dead letter of `queues`, page by page.
 async fn each_dead<B: QueueAdmin>(
     backend: &B,
@@ -233,19 +243,18 @@ pub async fn dead_groups<B: QueueAdmin>(
     let queues = queues_of(backend, queue).await?;
     let mut groups: BTreeMap<String, DeadGroup> = BTreeMap::new();
     each_dead(backend, &queues, |info| {
-        let (kind, message) = info
-            .error
-            .as_ref()
-            .map_or(("", ""), |e| (e.kind.as_str(), e.message.as_str()));
-        let print = fingerprint(kind, message);
-        let id = group_id(&info.job.queue, &info.job.task, &print);
+        let (id, print) = group_of(info);
         let died = info.job.finished_at.unwrap_or(0);
         let g = groups.entry(id.clone()).or_insert_with(|| DeadGroup {
             id,
             queue: info.job.queue.clone(),
             task: info.job.task.clone(),
             fingerprint: print,
-            example: format!("{kind}: {message}"),
+            example: info
+                .error
+                .as_ref()
+                .map(|e| format!("{}: {}", e.kind, e.message))
+                .unwrap_or_default(),
             count: 0,
             first_seen: died,
             last_seen: died,
@@ -269,12 +278,7 @@ pub async fn retry_dead_group<B: QueueAdmin>(backend: &B, id: &str, now: UnixMs)
     let queues = queues_of(backend, None).await?;
     let mut ids = Vec::new();
     each_dead(backend, &queues, |info| {
-        let (kind, message) = info
-            .error
-            .as_ref()
-            .map_or(("", ""), |e| (e.kind.as_str(), e.message.as_str()));
-        let print = fingerprint(kind, message);
-        if group_id(&info.job.queue, &info.job.task, &print) == id {
+        if group_of(info).0 == id {
             ids.push(info.job.id);
         }
     })

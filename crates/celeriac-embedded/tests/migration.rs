@@ -38,6 +38,21 @@ async fn open(path: &std::path::Path) -> SqliteBackend {
         .expect("the old database opens")
 }
 
+/// Claims one job of the `default` queue.
+async fn claim_one(backend: &SqliteBackend) -> Vec<celeriac_core::backend::Claimed> {
+    backend
+        .claim(ClaimRequest {
+            queues: vec!["default".into()],
+            limit: 1,
+            lease: Duration::from_secs(30),
+            worker: "w".into(),
+            now: NOW,
+            limits: Default::default(),
+        })
+        .await
+        .expect("claim")
+}
+
 /// The schema version the file records.
 fn recorded_version(path: &std::path::Path) -> i64 {
     rusqlite::Connection::open(path)
@@ -57,17 +72,7 @@ async fn a_version_1_database_is_upgraded_and_keeps_its_jobs() {
         .expect("get")
         .expect("the job is kept");
     assert_eq!(info.state, JobState::Pending);
-    let claimed = backend
-        .claim(ClaimRequest {
-            queues: vec!["default".into()],
-            limit: 1,
-            lease: Duration::from_secs(30),
-            worker: "w".into(),
-            now: NOW,
-            limits: Default::default(),
-        })
-        .await
-        .expect("claim");
+    let claimed = claim_one(&backend).await;
     assert_eq!(claimed.len(), 1);
     assert_eq!(
         backend
@@ -224,17 +229,7 @@ async fn a_version_6_database_gains_the_queue_counts_and_the_process_registry() 
         "the counts include the job written by version 6"
     );
     assert_eq!(default.oldest_pending_at, Some(NOW));
-    let claimed = backend
-        .claim(ClaimRequest {
-            queues: vec!["default".into()],
-            limit: 1,
-            lease: Duration::from_secs(30),
-            worker: "w".into(),
-            now: NOW,
-            limits: Default::default(),
-        })
-        .await
-        .expect("claim");
+    let claimed = claim_one(&backend).await;
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].job.id, id);
     let stats = backend.stats().await.expect("stats");
