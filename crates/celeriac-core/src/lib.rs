@@ -38,6 +38,7 @@ pub mod process;
 pub mod retention;
 pub mod retry;
 pub mod schedule;
+pub mod sketch;
 pub mod task;
 pub mod worker;
 pub mod workflow;
