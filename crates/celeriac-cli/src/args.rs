@@ -111,7 +111,8 @@ pub(crate) enum Command {
         #[arg(long, env = "CELERIAC_JSON")]
         json: bool,
     },
-    /// List queues with their job counts per state.
+    /// List queues with their jobs per state, their latency (how long the oldest ready job has
+    /// waited) and their consumers (live workers on them, and their slots).
     Queues {
         /// Print JSON instead of a table.
         #[arg(long, env = "CELERIAC_JSON")]
