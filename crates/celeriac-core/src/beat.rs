@@ -520,13 +520,10 @@ impl<B: Broker + Coordinator + ProcessRegistry> Beat<B> {
         let leading = leading.clone();
         let status = move |info: &mut crate::backend::ProcessInfo| {
             info.leader = leading.load(Ordering::Relaxed);
-            info.state = if shutdown_now.is_cancelled() {
-                crate::backend::ProcessState::Draining
-            } else if quiet_now.is_cancelled() {
-                crate::backend::ProcessState::Quiet
-            } else {
-                crate::backend::ProcessState::Running
-            };
+            info.state = crate::backend::ProcessState::of(
+                shutdown_now.is_cancelled(),
+                quiet_now.is_cancelled(),
+            );
         };
         let on_control = move |command| match command {
             Control::Quiet => quiet.cancel(),

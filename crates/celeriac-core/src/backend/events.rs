@@ -4,7 +4,7 @@
 
 use crate::clock::{StoreClock, UnixMs};
 use crate::error::{Error, Result};
-use crate::job::JobId;
+use crate::job::{ErrorInfo, JobId};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 
@@ -48,6 +48,24 @@ impl Event {
             actor: None,
             message: message.into(),
         }
+    }
+
+    /// The event of job `id` ending in `kind` (`job.failed`, ...): its error as the message,
+    /// or `otherwise` when it has none.
+    pub fn job_ended(
+        kind: impl Into<String>,
+        at: UnixMs,
+        id: JobId,
+        error: Option<&ErrorInfo>,
+        otherwise: &str,
+    ) -> Self {
+        let message = error.map_or_else(
+            || otherwise.to_string(),
+            |e| format!("{}: {}", e.kind, e.message),
+        );
+        let mut e = Event::new(kind, at, message);
+        e.job = Some(id);
+        e
     }
 
     /// The event as stores keep it (JSON, without its id).

@@ -45,6 +45,17 @@ pub enum ProcessState {
 }
 
 impl ProcessState {
+    /// The state of a process shutting down (`draining`) or told to be quiet.
+    pub fn of(draining: bool, quiet: bool) -> ProcessState {
+        if draining {
+            ProcessState::Draining
+        } else if quiet {
+            ProcessState::Quiet
+        } else {
+            ProcessState::Running
+        }
+    }
+
     /// The state's name: `running`, `quiet` or `draining`.
     pub fn as_str(self) -> &'static str {
         match self {

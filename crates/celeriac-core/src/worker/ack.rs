@@ -99,15 +99,14 @@ pub(super) async fn ack_loop<B: Broker + EventLog>(
 
 /// The event of a job that ended badly (failed, dead, cancelled), if it did.
 fn job_event(c: &Completion, now: crate::clock::UnixMs) -> Option<Event> {
-    let (kind, message) = match &c.outcome {
-        Outcome::Failed { error } => ("job.failed", format!("{}: {}", error.kind, error.message)),
-        Outcome::Dead { error } => ("job.dead", format!("{}: {}", error.kind, error.message)),
-        Outcome::Cancelled => ("job.cancelled", "cancelled while running".to_string()),
+    let (kind, error) = match &c.outcome {
+        Outcome::Failed { error } => ("job.failed", Some(error)),
+        Outcome::Dead { error } => ("job.dead", Some(error)),
+        Outcome::Cancelled => ("job.cancelled", None),
         _ => return None,
     };
-    let mut e = Event::new(kind, now, message);
+    let mut e = Event::job_ended(kind, now, c.lease.id, error, "cancelled while running");
     e.queue = Some(c.lease.queue.to_string());
-    e.job = Some(c.lease.id);
     Some(e)
 }
 

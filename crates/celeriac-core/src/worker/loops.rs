@@ -179,13 +179,8 @@ impl<B: Broker + ResultStore + WorkflowStore + ProcessRegistry + EventLog> Worke
                     .collect();
                 info.running.sort();
             }
-            info.state = if status_of.is_requested() {
-                crate::backend::ProcessState::Draining
-            } else if status_of.is_quiet() {
-                crate::backend::ProcessState::Quiet
-            } else {
-                crate::backend::ProcessState::Running
-            };
+            info.state =
+                crate::backend::ProcessState::of(status_of.is_requested(), status_of.is_quiet());
         };
         let on_control = move |command| match command {
             crate::backend::Control::Quiet => control.quiet(),
@@ -505,13 +500,8 @@ async fn reap_loop<B: Broker + EventLog>(
                     .ended
                     .iter()
                     .map(|j| {
-                        let message = j.error.as_ref().map_or_else(
-                            || "cancelled".to_string(),
-                            |e| format!("{}: {}", e.kind, e.message),
-                        );
-                        let mut e = Event::new(format!("job.{}", j.state), clock.now_ms(), message);
-                        e.job = Some(j.id);
-                        e
+                        let state = format!("job.{}", j.state);
+                        Event::job_ended(state, clock.now_ms(), j.id, j.error.as_ref(), "cancelled")
                     })
                     .collect();
                 if !events.is_empty() {
