@@ -84,8 +84,9 @@ where
 /// names the capabilities it has: `broker` (its cases also use `ResultStore`), `results`,
 /// `workflows`, `coordinator`, `kv`, `rate_limits`, `breakers` (its worker cases also use
 /// `Broker` and `ResultStore`), `processes` (the process registry; its cases also run a worker
-/// and a beat), `events` (the event stream; its worker case also uses `Broker`). Cases that run
-/// a worker also need `ProcessRegistry` and `EventLog`, a beat `ProcessRegistry`.
+/// and a beat), `events` (the event stream; its worker case also uses `Broker`), `history` (the
+/// history per minute and hour; its worker case also uses `Broker`). Cases that run a worker
+/// also need `ProcessRegistry`, `EventLog` and `History`, a beat `ProcessRegistry`.
 ///
 /// ```no_run
 /// celeriac_conformance::suite!(sqlite_memory, celeriac_embedded::SqliteBackend::memory());
@@ -102,7 +103,18 @@ macro_rules! suite {
         $crate::suite!(
             $module,
             $constructor,
-            [broker, results, workflows, coordinator, kv, rate_limits, breakers, processes, events]
+            [
+                broker,
+                results,
+                workflows,
+                coordinator,
+                kv,
+                rate_limits,
+                breakers,
+                processes,
+                events,
+                history
+            ]
         );
     };
     ($module:ident, $constructor:expr, [$($capability:ident),* $(,)?] $(,)?) => {
@@ -179,6 +191,13 @@ macro_rules! __capability {
             #[allow(unused_imports)]
             use super::*;
             $crate::__cases_events!($c);
+        }
+    };
+    (history, $c:expr) => {
+        pub mod history {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::__cases_history!($c);
         }
     };
     (processes, $c:expr) => {

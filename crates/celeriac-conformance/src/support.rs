@@ -244,7 +244,8 @@ impl RunningWorker {
             + ResultStore
             + celeriac_core::WorkflowStore
             + celeriac_core::ProcessRegistry
-            + celeriac_core::EventLog,
+            + celeriac_core::EventLog
+            + celeriac_core::History,
     >(
         backend: Arc<B>,
         registry: Registry,
@@ -260,7 +261,8 @@ impl RunningWorker {
             + ResultStore
             + celeriac_core::WorkflowStore
             + celeriac_core::ProcessRegistry
-            + celeriac_core::EventLog,
+            + celeriac_core::EventLog
+            + celeriac_core::History,
     >(
         backend: Arc<B>,
         registry: Registry,

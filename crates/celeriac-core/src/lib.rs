@@ -31,6 +31,7 @@ pub mod client;
 pub mod clock;
 pub mod duration;
 pub mod error;
+pub mod history;
 pub mod job;
 pub mod limit;
 pub mod monitor;
@@ -45,8 +46,8 @@ pub mod workflow;
 
 pub use backend::{
     BreakerStore, Broker, CancelOutcome, CancelReport, Control, Coordinator, EndedJob, Event,
-    EventLog, KvStore, ProcessInfo, ProcessKind, ProcessRegistry, ProcessState, QueueAdmin, Rate,
-    RateLimitStore, ResultStore, TaskLimits, WorkflowStore,
+    EventLog, History, KvStore, ProcessInfo, ProcessKind, ProcessRegistry, ProcessState,
+    QueueAdmin, Rate, RateLimitStore, ResultStore, TaskLimits, WorkflowStore,
 };
 pub use beat::{Beat, BeatConfig};
 pub use client::{AsClient, Client, Enqueue, JobHandle, JobOptions};

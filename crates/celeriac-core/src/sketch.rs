@@ -132,6 +132,56 @@ impl Sketch {
         }
     }
 
+    /// The non-empty buckets as `(index, count)`, lowest first: with [`zeros`](Self::zeros),
+    /// [`sum`](Self::sum), [`min`](Self::min) and [`max`](Self::max), all a store keeps to
+    /// rebuild the sketch with [`from_parts`](Self::from_parts) (or to add to one in place).
+    pub fn buckets(&self) -> impl Iterator<Item = (i32, u64)> + '_ {
+        self.counts
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(i, n)| (self.offset + i as i32, *n))
+    }
+
+    /// How many values read as zero (at or below [`MIN_VALUE`]).
+    pub fn zeros(&self) -> u64 {
+        self.zeros
+    }
+
+    /// The sketch with these buckets (as [`buckets`](Self::buckets) gives them, in any order),
+    /// zeros, sum and extremes; the count is what the buckets and zeros hold. Extremes that
+    /// are missing or not finite are taken from the lowest and highest bucket.
+    pub fn from_parts(
+        buckets: impl IntoIterator<Item = (i32, u64)>,
+        zeros: u64,
+        sum: f64,
+        min: Option<f64>,
+        max: Option<f64>,
+    ) -> Self {
+        let mut s = Sketch::new();
+        for (index, n) in buckets {
+            if n > 0 {
+                s.bump(index, n);
+                s.count += n;
+            }
+        }
+        s.zeros = zeros;
+        s.count += zeros;
+        if s.count == 0 {
+            return Sketch::new();
+        }
+        s.sum = if sum.is_finite() { sum } else { 0.0 };
+        let low = if zeros > 0 {
+            0.0
+        } else {
+            s.buckets().next().map_or(0.0, |(i, _)| value_of(i))
+        };
+        let high = s.buckets().last().map_or(0.0, |(i, _)| value_of(i));
+        s.min = min.filter(|m| m.is_finite()).unwrap_or(low);
+        s.max = max.filter(|m| m.is_finite()).unwrap_or(high).max(s.min);
+        s
+    }
+
     /// How many values.
     pub fn count(&self) -> u64 {
         self.count
@@ -258,6 +308,30 @@ mod tests {
         let bytes = serde_json::to_vec(&s).expect("encodes");
         let back: Sketch = serde_json::from_slice(&bytes).expect("decodes");
         assert_eq!(back, s);
+    }
+
+    #[test]
+    fn a_sketch_rebuilds_from_its_parts() {
+        let mut s = Sketch::new();
+        for i in 0..500 {
+            s.add(f64::from(i) * 1.3);
+        }
+        let back = Sketch::from_parts(
+            s.buckets().collect::<Vec<_>>().into_iter().rev(),
+            s.zeros(),
+            s.sum(),
+            s.min(),
+            s.max(),
+        );
+        assert_eq!(back.count(), s.count());
+        for q in [0.0, 0.5, 0.99, 1.0] {
+            assert_eq!(back.quantile(q), s.quantile(q));
+        }
+        let bare = Sketch::from_parts(s.buckets(), s.zeros(), s.sum(), None, None);
+        assert_eq!(bare.min(), Some(0.0), "zeros make the minimum 0");
+        let top = bare.max().expect("a maximum");
+        assert!((top - s.max).abs() <= s.max * RELATIVE_ERROR);
+        assert_eq!(Sketch::from_parts([], 0, 0.0, None, None), Sketch::new());
     }
 
     proptest! {

@@ -16,7 +16,7 @@ mod run_one;
 
 pub use config::WorkerConfig;
 
-use crate::backend::{Broker, EventLog, ProcessRegistry, ResultStore, WorkflowStore};
+use crate::backend::{Broker, EventLog, History, ProcessRegistry, ResultStore, WorkflowStore};
 use crate::clock::Clock;
 use crate::error::Result;
 use crate::job::JobId;
@@ -170,9 +170,10 @@ pub struct Worker<B> {
     config: WorkerConfig,
     shutdown: Shutdown,
     stats: Arc<WorkerStats>,
+    history: crate::history::Recorder,
 }
 
-impl<B: Broker + ResultStore + WorkflowStore + ProcessRegistry + EventLog> Worker<B> {
+impl<B: Broker + ResultStore + WorkflowStore + ProcessRegistry + EventLog + History> Worker<B> {
     /// A worker with default settings and the store's fleet clock.
     pub fn new(backend: Arc<B>, registry: Arc<Registry>) -> Self {
         Self {
@@ -187,6 +188,7 @@ impl<B: Broker + ResultStore + WorkflowStore + ProcessRegistry + EventLog> Worke
                 now: CancellationToken::new(),
             },
             stats: Arc::new(WorkerStats::default()),
+            history: crate::history::Recorder::new(),
         }
     }
 

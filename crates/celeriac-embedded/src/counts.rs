@@ -3,7 +3,13 @@
 //! operation that succeeded to its transaction's and writes that once, just before the commit
 //! (see `writer.rs`). Counting a queue costs one row per state however many jobs it holds, and
 //! the hot path pays a few row updates per transaction, not per job.
+//!
+//! The jobs enqueued per queue and task are tallied the same way and added to the history
+//! (`history.rs`) with the transaction.
 
+use celeriac_core::backend::{Counts, Resolution};
+use celeriac_core::sketch::Sketch;
+use celeriac_core::UnixMs;
 use rusqlite::{params, Connection};
 use std::cell::RefCell;
 
@@ -16,7 +22,12 @@ thread_local! {
 
 /// Changes to the counts made by one operation.
 #[derive(Debug, Default)]
-pub(crate) struct Tally(Vec<(String, i64, i64)>);
+pub(crate) struct Tally {
+    /// Queue, state, change.
+    counts: Vec<(String, i64, i64)>,
+    /// Minute, queue, task, jobs enqueued.
+    enqueued: Vec<(UnixMs, String, String, u64)>,
+}
 
 impl Tally {
     /// `n` more (or fewer) jobs of `queue` in `state`.
@@ -26,12 +37,27 @@ impl Tally {
         }
         // A few entries per operation: a scan beats hashing, and allocates only the first time.
         match self
-            .0
+            .counts
             .iter_mut()
             .find(|(q, s, _)| *s == state && q == queue)
         {
             Some((_, _, total)) => *total += n,
-            None => self.0.push((queue.to_string(), state, n)),
+            None => self.counts.push((queue.to_string(), state, n)),
+        }
+    }
+
+    /// `n` jobs of `task` enqueued into `queue` at `now`, for the history.
+    pub(crate) fn enqueued(&mut self, queue: &str, task: &str, now: UnixMs, n: u64) {
+        let minute = Resolution::Minute.start_of(now);
+        match self
+            .enqueued
+            .iter_mut()
+            .find(|(m, q, t, _)| *m == minute && q == queue && t == task)
+        {
+            Some((_, _, _, total)) => *total += n,
+            None => self
+                .enqueued
+                .push((minute, queue.to_string(), task.to_string(), n)),
         }
     }
 
@@ -44,8 +70,11 @@ impl Tally {
     }
 
     fn merge(&mut self, other: Tally) {
-        for (queue, state, n) in other.0 {
+        for (queue, state, n) in other.counts {
             self.add(&queue, state, n);
+        }
+        for (minute, queue, task, n) in other.enqueued {
+            self.enqueued(&queue, &task, minute, n);
         }
     }
 
@@ -61,9 +90,21 @@ impl Tally {
             "INSERT INTO celeriac_queue_counts (queue, state, n) VALUES (?1, ?2, ?3) \
              ON CONFLICT (queue, state) DO UPDATE SET n = n + excluded.n",
         )?;
-        for (queue, state, n) in self.0 {
+        for (queue, state, n) in self.counts {
             if n != 0 {
                 stmt.execute(params![queue, state, n])?;
+            }
+        }
+        let none = Sketch::new();
+        for (minute, queue, task, n) in self.enqueued {
+            let counts = Counts {
+                enqueued: n,
+                ..Counts::default()
+            };
+            for res in [Resolution::Minute, Resolution::Hour] {
+                crate::history::add(
+                    conn, res, minute, minute, &queue, &task, &counts, &none, &none,
+                )?;
             }
         }
         Ok(())

@@ -218,6 +218,7 @@ pub(crate) fn enqueue(
             Some(serde_json::to_string(&job.headers).map_err(conv)?)
         };
         tally.add(&job.queue, i64::from(job.initial_state(now).code()), 1);
+        tally.enqueued(&job.queue, &job.task, now, 1);
         stmt.execute(params![
             &job.id.as_bytes()[..],
             job.queue,

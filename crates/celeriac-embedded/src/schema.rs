@@ -3,7 +3,7 @@
 use rusqlite::Connection;
 
 /// The schema version this crate writes (`PRAGMA user_version`).
-pub(crate) const SCHEMA_VERSION: i64 = 7;
+pub(crate) const SCHEMA_VERSION: i64 = 8;
 
 /// Brings a database written by an older version up to [`SCHEMA_VERSION`].
 pub(crate) fn migrate(conn: &Connection, from: i64) -> rusqlite::Result<()> {
@@ -18,8 +18,8 @@ pub(crate) fn migrate(conn: &Connection, from: i64) -> rusqlite::Result<()> {
     // shared circuit-breaker tables (celeriac_breakers, celeriac_breaker_signals,
     // celeriac_breaker_probes), version 7 the process registry (celeriac_processes) and the
     // counts per queue and state (celeriac_queue_counts, see `after_setup`) and the events
-    // (celeriac_events); the schema creates
-    // missing tables.
+    // (celeriac_events), version 8 the history (celeriac_history); the schema creates missing
+    // tables.
     Ok(())
 }
 

@@ -234,3 +234,22 @@ CREATE TABLE IF NOT EXISTS celeriac_events (
     seq  INTEGER PRIMARY KEY,
     body TEXT NOT NULL
 );
+-- History (history.rs): what happened per queue and task in one minute (span 60000) or one
+-- hour (span 3600000): counts, and run and wait times as mergeable sketches (JSON). Every
+-- record adds to its minute and its hour; minutes are kept 48 hours, hours 90 days.
+CREATE TABLE IF NOT EXISTS celeriac_history (
+    span      INTEGER NOT NULL,                -- ms: 60000 or 3600000
+    start     INTEGER NOT NULL,                -- ms, fleet clock: the bucket's start
+    queue     TEXT NOT NULL,
+    task      TEXT NOT NULL,
+    enqueued  INTEGER NOT NULL DEFAULT 0,
+    started   INTEGER NOT NULL DEFAULT 0,
+    succeeded INTEGER NOT NULL DEFAULT 0,
+    retried   INTEGER NOT NULL DEFAULT 0,
+    failed    INTEGER NOT NULL DEFAULT 0,
+    dead      INTEGER NOT NULL DEFAULT 0,
+    cancelled INTEGER NOT NULL DEFAULT 0,
+    run_ms    TEXT,                            -- celeriac_core::sketch::Sketch as JSON
+    wait_ms   TEXT,
+    PRIMARY KEY (span, start, queue, task)
+) WITHOUT ROWID;

@@ -2,22 +2,23 @@
 --
 -- KEYS: the queue's twelve keys and the migration guard (includes/common.lua); the name's
 -- `-12` counts the twelve. Job and unique keys come from the prefix: safe because of the guard.
--- ARGV[1] job-key prefix, ARGV[2] now (ms), then 10 values per job:
+-- ARGV[1] job-key prefix, ARGV[2] now (ms), then 11 values per job:
 --   id, priority, run_at, expires_at ('' = never), max_attempts, result_ttl_ms ('' = keep no
 --   result), spec (JSON of the immutable fields), payload (bytes), unique ('' = none, else
 --   `<mode>|<ms>|<key>`: mode s until started, f until finished, w window, d debounce; ms the
---   window or debounce delay).
+--   window or debounce delay), ready-set score, task name.
 -- Returns: the jobs another job stands for, as flat pairs `position (1-based), holder id`: the
 --   holder of its unique key (nothing stored; a waiting debounce holder takes the new payload
 --   and start). Every job not listed stands for itself, including one whose id already exists:
 --   it is not stored again (enqueueing is idempotent by id). Listing only the exceptions keeps
 --   the reply of a plain batch empty.
--- Jobs due now go to `ready`; later ones to `scheduled`. One wake-up marker.
+-- Jobs due now go to `ready`; later ones to `scheduled`. One wake-up marker. The jobs stored
+-- are added to the history's minute and hour, per task (`count_enqueued` in common.lua).
 -- A unique key is held while its job's state says so (waiting for s and d, not finished for f)
 -- or until its window ends (w), so the state change that ends it releases it.
 
 local now = tonumber(ARGV[2])
-local W = 10
+local W = 11
 local n = (#ARGV - 2) / W
 
 -- The job holding a unique key, if the key is still held, and how.
@@ -51,6 +52,8 @@ local function flush()
   ready, sched = {}, {}
 end
 local seq = redis.call('HINCRBY', K_META, 'seq', n) - n
+-- Jobs stored per task.
+local stored = {}
 for i = 3, #ARGV, W do
   local id, pr, run_at = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local key = PREFIX .. id
@@ -101,6 +104,8 @@ for i = 3, #ARGV, W do
       redis.call('SET', UPREFIX .. ukey, value, 'PX', num(ttl))
       redis.call('HSET', key, 'uk', ukey, 'um', umode)
     end
+    local task = ARGV[i + 10]
+    stored[task] = (stored[task] or 0) + 1
     if state == '1' then
       sched[#sched + 1] = run_at
       sched[#sched + 1] = id
@@ -112,4 +117,5 @@ for i = 3, #ARGV, W do
 end
 flush()
 wake()
+count_enqueued(now, stored)
 return out

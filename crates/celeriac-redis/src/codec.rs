@@ -59,7 +59,7 @@ fn ready_score(priority: u8, run_at: UnixMs) -> String {
 }
 
 /// The enqueue script's ten arguments for one job.
-pub(crate) fn enqueue_args(job: &Job) -> Result<[Vec<u8>; 10]> {
+pub(crate) fn enqueue_args(job: &Job) -> Result<[Vec<u8>; 11]> {
     let opt = |v: Option<i64>| v.map(|n| n.to_string()).unwrap_or_default();
     Ok([
         job.id.to_string().into_bytes(),
@@ -78,6 +78,7 @@ pub(crate) fn enqueue_args(job: &Job) -> Result<[Vec<u8>; 10]> {
             })
             .unwrap_or_default(),
         ready_score(job.priority.get(), job.run_at).into_bytes(),
+        job.task.clone().into_bytes(),
     ])
 }
 

@@ -18,6 +18,7 @@
 //! | `celeriac:{emails}:succeeded`, `:failed`, `:cancelled`, `:expired` | ZSET | kept records by expiry, for counting |
 //! | `celeriac:{emails}:job:<id>` | HASH | one job: `d` spec (JSON), `p` payload, `s` state, `pr` priority, `q` sequence, `r` run_at, `x` expires_at, `a` attempts, `m` max attempts, `tt` result ttl, `w` worker, `st`/`f` started/finished, `res` result, `ek`/`em`/`ea` last error, `pg`/`pgm` progress; finished ones expire |
 //! | `celeriac:{emails}:unique:<key>` | STRING | the job holding a unique key: `<mode>\|<id>` (a window adds `\|<until>`) |
+//! | `celeriac:{emails}:hist:m:<start>`, `:hist:h:<start>` | HASH | history of a minute or an hour starting at `<start>` (ms): `<code>\|<task>` → counts `e s o r f d c` (enqueued, started, succeeded, retried, failed, dead, cancelled), and run and wait time sketches (`R`/`W` then a bucket index, or `z` zeros, `s` sum, `l` min, `h` max); expires 48 hours (minutes) or 90 days (hours) after the bucket ends |
 //! | `celeriac:{emails}:guard` | none | never created; declared by every queue script so that none runs while the slot migrates (see Guarantees) |
 //! | `celeriac:{emails}:done` | channel | ids of finished jobs |
 //! | `celeriac:queues` | SET | queue names (the one key outside any queue's slot) |
@@ -145,6 +146,11 @@ impl QueueKeys {
 /// The set of queue names (a global key, outside any queue's slot).
 pub(crate) fn queues_key(prefix: &str) -> String {
     format!("{prefix}:queues")
+}
+
+/// A history bucket of `queue`: resolution code (`m`, `h`) and start (ms).
+pub(crate) fn history_key(prefix: &str, queue: &str, resolution: &str, start: i64) -> String {
+    format!("{prefix}:{{{queue}}}:hist:{resolution}:{start}")
 }
 
 /// The pattern matching every queue's completion channel, and every workflow's.

@@ -77,6 +77,7 @@ pub(crate) struct Scripts {
     pub(crate) fleet_time: Script,
     pub(crate) refresh_process: Script,
     pub(crate) control_process: Script,
+    pub(crate) record_history: Script,
 }
 
 impl Scripts {
@@ -113,6 +114,7 @@ impl Scripts {
             status_breaker: breaker_script!("statusBreaker-3.lua"),
             fleet_time: plain_script!("fleetTime-1.lua"),
             refresh_process: plain_script!("refreshProcess-3.lua"),
+            record_history: plain_script!("recordHistory-N.lua"),
             control_process: plain_script!("controlProcess-3.lua"),
         }
     }

@@ -3,10 +3,10 @@
 use crate::{Error, Result};
 use celeriac_core::backend::{
     BreakerCommand, BreakerPolicy, BreakerSignal, BreakerStore, Broker, CancelReport, ClaimRequest,
-    Claimed, Completion, Control, Coordinator, Event, EventLog, JobPage, JobQuery, JoinArrival,
-    JoinStatus, KvEntry, KvStore, KvSubscription, LeaseRef, ProcessInfo, ProcessRegistry,
-    QueueAdmin, QueueStats, RateLimitStore, ReapReport, ResultStore, ScheduleState,
-    SharedBreakerState, WorkflowEnd, WorkflowRecord, WorkflowStore,
+    Claimed, Completion, Control, Coordinator, Event, EventLog, History, HistoryEntry,
+    HistoryQuery, JobPage, JobQuery, JoinArrival, JoinStatus, KvEntry, KvStore, KvSubscription,
+    LeaseRef, ProcessInfo, ProcessRegistry, QueueAdmin, QueueStats, RateLimitStore, ReapReport,
+    ResultStore, ScheduleState, SharedBreakerState, WorkflowEnd, WorkflowRecord, WorkflowStore,
 };
 use celeriac_core::limit::{Decision, Quota};
 use celeriac_core::{Job, JobId, JobInfo, UnixMs};
@@ -274,6 +274,15 @@ impl EventLog for AnyBackend {
     }
     async fn events(&self, after: Option<String>, limit: usize) -> Result<Vec<Event>> {
         forward!(self, b => b.events(after, limit).await)
+    }
+}
+
+impl History for AnyBackend {
+    async fn record(&self, entries: Vec<HistoryEntry>, now: UnixMs) -> Result<()> {
+        forward!(self, b => b.record(entries, now).await)
+    }
+    async fn history(&self, query: HistoryQuery) -> Result<Vec<HistoryEntry>> {
+        forward!(self, b => b.history(query).await)
     }
 }
 

@@ -464,7 +464,8 @@ pub async fn worker_defers_tasks_behind_an_open_breaker<
         + ResultStore
         + celeriac_core::WorkflowStore
         + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog,
+        + celeriac_core::EventLog
+        + celeriac_core::History,
 >(
     backend: Arc<B>,
 ) {
@@ -521,7 +522,8 @@ pub async fn worker_refuses_an_unknown_breaker<
         + ResultStore
         + celeriac_core::WorkflowStore
         + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog,
+        + celeriac_core::EventLog
+        + celeriac_core::History,
 >(
     backend: Arc<B>,
 ) {
@@ -572,6 +574,7 @@ fn instance<
         + celeriac_core::WorkflowStore
         + celeriac_core::ProcessRegistry
         + celeriac_core::EventLog
+        + celeriac_core::History
         + BreakerStore,
 >(
     backend: &Arc<B>,
@@ -614,6 +617,7 @@ pub async fn workers_share_a_breaker_through_the_store<
         + celeriac_core::WorkflowStore
         + celeriac_core::ProcessRegistry
         + celeriac_core::EventLog
+        + celeriac_core::History
         + BreakerStore,
 >(
     backend: Arc<B>,

@@ -44,7 +44,12 @@ async fn state<B: Coordinator>(b: &B, schedule: &str) -> Option<ScheduleState> {
 /// The lease is exclusive while it lasts, renewal keeps the token, expiry hands it over with
 /// a larger token, and release frees it (for a still larger token).
 pub async fn leader_lease_is_exclusive_and_fenced<
-    B: Broker + ResultStore + Coordinator + celeriac_core::ProcessRegistry + celeriac_core::EventLog,
+    B: Broker
+        + ResultStore
+        + Coordinator
+        + celeriac_core::ProcessRegistry
+        + celeriac_core::EventLog
+        + celeriac_core::History,
 >(
     backend: Arc<B>,
 ) {
@@ -84,7 +89,12 @@ pub async fn leader_lease_is_exclusive_and_fenced<
 /// A tick is recorded only by the current holder, only while its lease lasts, and only if it
 /// is later than the one recorded.
 pub async fn record_tick_is_fenced<
-    B: Broker + ResultStore + Coordinator + celeriac_core::ProcessRegistry + celeriac_core::EventLog,
+    B: Broker
+        + ResultStore
+        + Coordinator
+        + celeriac_core::ProcessRegistry
+        + celeriac_core::EventLog
+        + celeriac_core::History,
 >(
     backend: Arc<B>,
 ) {
@@ -113,7 +123,12 @@ pub async fn record_tick_is_fenced<
 
 /// Pausing is kept per schedule, alongside its last tick.
 pub async fn schedules_pause_and_resume<
-    B: Broker + ResultStore + Coordinator + celeriac_core::ProcessRegistry + celeriac_core::EventLog,
+    B: Broker
+        + ResultStore
+        + Coordinator
+        + celeriac_core::ProcessRegistry
+        + celeriac_core::EventLog
+        + celeriac_core::History,
 >(
     backend: Arc<B>,
 ) {
@@ -149,7 +164,12 @@ fn every(name: &str, secs: u64, queue: &str, missed: Missed) -> Schedule {
 }
 
 fn beat<
-    B: Broker + ResultStore + Coordinator + celeriac_core::ProcessRegistry + celeriac_core::EventLog,
+    B: Broker
+        + ResultStore
+        + Coordinator
+        + celeriac_core::ProcessRegistry
+        + celeriac_core::EventLog
+        + celeriac_core::History,
 >(
     backend: &Arc<B>,
     schedules: Vec<Schedule>,
@@ -169,7 +189,11 @@ fn beat<
 }
 
 async fn step<
-    B: Broker + Coordinator + celeriac_core::ProcessRegistry + celeriac_core::EventLog,
+    B: Broker
+        + Coordinator
+        + celeriac_core::ProcessRegistry
+        + celeriac_core::EventLog
+        + celeriac_core::History,
 >(
     beat: &mut Beat<B>,
 ) -> celeriac_core::beat::StepReport {
@@ -200,7 +224,8 @@ pub async fn two_beats_fire_each_tick_once<
         + ResultStore
         + Coordinator
         + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog,
+        + celeriac_core::EventLog
+        + celeriac_core::History,
 >(
     backend: Arc<B>,
 ) {
@@ -290,7 +315,8 @@ pub async fn beat_loops_running_at_once_fire_each_tick_once<
         + ResultStore
         + Coordinator
         + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog,
+        + celeriac_core::EventLog
+        + celeriac_core::History,
 >(
     backend: Arc<B>,
 ) {
@@ -362,7 +388,8 @@ pub async fn missed_ticks_follow_the_policy<
         + ResultStore
         + Coordinator
         + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog,
+        + celeriac_core::EventLog
+        + celeriac_core::History,
 >(
     backend: Arc<B>,
 ) {
@@ -437,7 +464,8 @@ pub async fn paused_schedules_do_not_fire<
         + ResultStore
         + Coordinator
         + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog,
+        + celeriac_core::EventLog
+        + celeriac_core::History,
 >(
     backend: Arc<B>,
 ) {

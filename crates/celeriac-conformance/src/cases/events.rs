@@ -90,7 +90,7 @@ impl Task for Refuses {
 /// A worker records a job that failed and one that died (its task unknown) as events with
 /// their job, queue and reason; a job that succeeds adds none.
 pub async fn a_worker_records_jobs_that_fail_or_die<
-    B: Broker + ResultStore + WorkflowStore + ProcessRegistry + EventLog,
+    B: Broker + ResultStore + WorkflowStore + ProcessRegistry + EventLog + celeriac_core::History,
 >(
     backend: Arc<B>,
 ) {

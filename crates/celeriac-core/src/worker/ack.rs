@@ -6,6 +6,7 @@ use super::{Inflight, WorkerStats};
 use crate::backend::{Broker, Completion, Event, EventLog, Outcome};
 use crate::clock::Clock;
 use crate::error::{Error, ErrorKind};
+use crate::history::Recorder;
 use crate::job::ErrorInfo;
 use std::ops::Range;
 use std::sync::atomic::Ordering;
@@ -26,6 +27,14 @@ pub(super) struct Done {
     pub(super) attempt: u32,
     /// Freed once the completion is recorded (or given up on an immediate stop).
     pub(super) permit: OwnedSemaphorePermit,
+    /// The task and how long it ran, for the history; `None` for an attempt that never ran.
+    pub(super) ran: Option<Ran>,
+}
+
+/// What the history keeps of an attempt that ran.
+pub(super) struct Ran {
+    pub(super) task: String,
+    pub(super) took: Duration,
 }
 
 /// Records finished attempts in batches until every sender is gone.
@@ -35,6 +44,7 @@ pub(super) async fn ack_loop<B: Broker + EventLog>(
     mut rx: mpsc::UnboundedReceiver<Done>,
     inflight: Inflight,
     stats: Arc<WorkerStats>,
+    history: Recorder,
     kill: CancellationToken,
 ) {
     const MAX_BATCH: usize = 1024;
@@ -42,12 +52,14 @@ pub(super) async fn ack_loop<B: Broker + EventLog>(
         let mut batch = vec![first.completion];
         let mut attempts = vec![first.attempt];
         let mut permits = vec![first.permit];
+        let mut rans = vec![first.ran];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(d) => {
                     batch.push(d.completion);
                     attempts.push(d.attempt);
                     permits.push(d.permit);
+                    rans.push(d.ran);
                 }
                 Err(_) => break,
             }
@@ -65,11 +77,15 @@ pub(super) async fn ack_loop<B: Broker + EventLog>(
             }
         }
         let mut events = Vec::new();
-        for (c, ok) in batch.iter().zip(applied) {
+        let now = clock.now_ms();
+        for ((c, ok), ran) in batch.iter().zip(applied).zip(&rans) {
             let Some(ok) = ok else { continue };
             if ok {
-                if let Some(e) = job_event(c, clock.now_ms()) {
+                if let Some(e) = job_event(c, now) {
                     events.push(e);
+                }
+                if let Some(ran) = ran {
+                    history.ended(&c.lease.queue, &ran.task, now, &c.outcome, ran.took);
                 }
             }
             let outcome = if !ok {

@@ -44,6 +44,9 @@ pub struct WorkerConfig {
     /// How often the worker refreshes its entry in the process registry and looks for
     /// commands sent to it (quiet, stop); the entry expires after three missed refreshes.
     pub registry_refresh: Duration,
+    /// How often the worker writes its tally of attempts to the store's history
+    /// ([`crate::history`]); what a crash loses is at most this long.
+    pub history_flush: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -60,6 +63,7 @@ impl Default for WorkerConfig {
             reap_interval: Duration::from_secs(1),
             worker_id: String::new(),
             registry_refresh: crate::process::DEFAULT_REFRESH,
+            history_flush: crate::history::DEFAULT_FLUSH,
         }
     }
 }
@@ -127,6 +131,9 @@ impl WorkerConfig {
         }
         if self.registry_refresh.is_zero() {
             return Err(Error::config("registry_refresh", "must be above zero"));
+        }
+        if self.history_flush.is_zero() {
+            return Err(Error::config("history_flush", "must be above zero"));
         }
         Ok(())
     }

@@ -8,8 +8,8 @@ use super::lease::{fence_loop, for_each_running, heartbeat_loop, held_leases, Le
 use super::run_one::{FlowOver, FlowSink, ProgressOver, RunOne};
 use super::{Inflight, Running, Worker};
 use crate::backend::{
-    Broker, ClaimRequest, Claimed, Event, EventLog, LeaseRef, ProcessKind, ProcessRegistry,
-    QueueWeight, ResultStore, WorkflowStore,
+    Broker, ClaimRequest, Claimed, Event, EventLog, History, LeaseRef, ProcessKind,
+    ProcessRegistry, QueueWeight, ResultStore, WorkflowStore,
 };
 use crate::clock::{Clock, UnixMs};
 use crate::task::ProgressSink;
@@ -67,9 +67,12 @@ struct Loops {
     stopper: JoinHandle<()>,
     reaper: JoinHandle<()>,
     presence: JoinHandle<()>,
+    /// Stopped after the acknowledgements, so it writes their tally too.
+    history_stop: CancellationToken,
+    history: JoinHandle<()>,
 }
 
-impl<B: Broker + ResultStore + WorkflowStore + ProcessRegistry + EventLog> Worker<B> {
+impl<B: Broker + ResultStore + WorkflowStore + ProcessRegistry + EventLog + History> Worker<B> {
     /// Runs with resolved settings: starts the loops, claims until shut down, then drains.
     pub(super) async fn run_loops(&self, config: Arc<WorkerConfig>) {
         let timing = LeaseTiming::new(&config);
@@ -94,6 +97,7 @@ impl<B: Broker + ResultStore + WorkflowStore + ProcessRegistry + EventLog> Worke
             done_rx,
             inflight.clone(),
             self.stats.clone(),
+            self.history.clone(),
             self.shutdown.now.clone(),
         ));
         let heartbeat = tokio::spawn(heartbeat_loop(
@@ -125,6 +129,13 @@ impl<B: Broker + ResultStore + WorkflowStore + ProcessRegistry + EventLog> Worke
             stop.clone(),
         ));
         let presence = tokio::spawn(self.presence(config, inflight.clone(), stop.clone()));
+        let history_stop = CancellationToken::new();
+        let history = tokio::spawn(self.history.clone().flush_loop(
+            self.backend.clone(),
+            self.clock.clone(),
+            config.history_flush,
+            history_stop.clone(),
+        ));
         let crew = Crew {
             inflight,
             tracker: TaskTracker::new(),
@@ -145,6 +156,8 @@ impl<B: Broker + ResultStore + WorkflowStore + ProcessRegistry + EventLog> Worke
             stopper,
             reaper,
             presence,
+            history_stop,
+            history,
         };
         (crew, loops)
     }
@@ -370,6 +383,7 @@ impl<B: Broker + ResultStore + WorkflowStore + ProcessRegistry + EventLog> Worke
             release: crew.release.clone(),
             stop,
             fence_window: timing.window,
+            history: self.history.clone(),
         };
         crew.tracker
             .spawn(run.run(job, cancel, fenced, permit).instrument(span));
@@ -410,6 +424,7 @@ impl<B: Broker + ResultStore + WorkflowStore + ProcessRegistry + EventLog> Worke
         }
         // Acks already produced are flushed even on an immediate stop: they are finished work.
         let _ = tokio::time::timeout(Duration::from_secs(10), loops.acker).await;
+        loops.history_stop.cancel();
         if !to_release.is_empty() && !self.shutdown.now.is_cancelled() {
             match self.backend.release(to_release, self.clock.now_ms()).await {
                 Ok(n) => {
@@ -423,6 +438,7 @@ impl<B: Broker + ResultStore + WorkflowStore + ProcessRegistry + EventLog> Worke
         let _ = loops.reaper.await;
         let _ = loops.stopper.await;
         let _ = loops.presence.await;
+        let _ = loops.history.await;
     }
 }
 

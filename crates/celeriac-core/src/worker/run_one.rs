@@ -2,13 +2,14 @@
 //! its time limits and stop signals, turn how it ended into the attempt's outcome, and end its
 //! workflow step when the job is done; the outcome then goes to the acknowledgement loop.
 
-use super::ack::Done;
+use super::ack::{Done, Ran};
 use super::loops::Slot;
 use super::WorkerStats;
 use crate::backend::{Broker, Claimed, Completion, LeaseRef, Outcome, ResultStore, WorkflowStore};
 use crate::breaker::{Admission, GuardPermit, Rejected, Verdict};
 use crate::clock::{duration_ms, Clock, UnixMs};
 use crate::error::{Error, Result};
+use crate::history::Recorder;
 use crate::job::{ErrorInfo, Job};
 use crate::retry::Backoff;
 use crate::task::{panic_message, ProgressSink, Registry, RunError, TaskContext, TaskDef};
@@ -90,6 +91,8 @@ pub(super) struct RunOne {
     pub(super) stop: CancellationToken,
     /// How long after its last extension a lease is given up (for the reason recorded).
     pub(super) fence_window: Duration,
+    /// The tally of attempts for the store's history.
+    pub(super) history: Recorder,
 }
 
 /// How a task's run ended.
@@ -180,18 +183,24 @@ impl RunOne {
         self.count_start(&job, started);
         let attempt = job.attempts;
         let Some(def) = self.registry.get(&job.task).cloned() else {
+            self.history
+                .started(&lease.queue, &job.task, started, started - job.run_at);
             let outcome = self.unknown_task(&job).await;
-            self.send(lease, outcome, attempt, permit);
+            let ran = ran(&job, Instant::now());
+            self.send(lease, outcome, attempt, permit, ran);
             return;
         };
         let breaker = match self.admit(&def).await {
             Ok(breaker) => breaker,
             Err((name, rejected)) => {
                 let at = self.defer_until(name, &rejected, started);
-                self.send(lease, Outcome::Deferred { at }, attempt, permit);
+                self.send(lease, Outcome::Deferred { at }, attempt, permit, None);
                 return;
             }
         };
+        self.history
+            .started(&lease.queue, &job.task, started, started - job.run_at);
+        let began = Instant::now();
         let ctx = TaskContext::new(
             job.id,
             token,
@@ -239,7 +248,7 @@ impl RunOne {
                 );
             }
         }
-        self.send(lease, outcome, attempt, permit);
+        self.send(lease, outcome, attempt, permit, ran(&job, began));
     }
 
     /// Counts the attempt, and the wait of a first one.
@@ -476,13 +485,29 @@ impl RunOne {
     }
 
     /// Hands the attempt's outcome to the acknowledgement loop.
-    fn send(&self, lease: LeaseRef, outcome: Outcome, attempt: u32, permit: OwnedSemaphorePermit) {
+    fn send(
+        &self,
+        lease: LeaseRef,
+        outcome: Outcome,
+        attempt: u32,
+        permit: OwnedSemaphorePermit,
+        ran: Option<Ran>,
+    ) {
         let _ = self.done.send(Done {
             completion: Completion { lease, outcome },
             attempt,
             permit,
+            ran,
         });
     }
+}
+
+/// What the history keeps of an attempt of `job` that began at `began`.
+fn ran(job: &Job, began: Instant) -> Option<Ran> {
+    Some(Ran {
+        task: job.task.clone(),
+        took: began.elapsed(),
+    })
 }
 
 fn log_outcome(outcome: &Outcome, now: UnixMs) {

@@ -83,6 +83,28 @@ local function wake()
   redis.call('ZADD', K_MARKER, 0, 'w')
 end
 
+-- History (celeriac_core::backend::History): `<prefix>:{<queue>}:hist:<m|h>:<bucket start>`,
+-- HASHes of `<field>|<task>` -> count (see keys.rs), kept 48 hours (minutes) and 90 days
+-- (hours) after the bucket ends, as `MINUTES_KEPT_MS` and `HOURS_KEPT_MS` say.
+local HPREFIX = string.sub(PREFIX, 1, -5) .. 'hist:'
+local HISTORY = { { 'm', 60000, 48 * 3600000 }, { 'h', 3600000, 90 * 24 * 3600000 } }
+
+-- Adds the jobs stored per task (`task -> n`) to the history's minute and hour of `now`.
+local function count_enqueued(now, per_task)
+  if next(per_task) == nil then return end
+  for _, r in ipairs(HISTORY) do
+    local start = now - now % r[2]
+    local key = HPREFIX .. r[1] .. ':' .. num(start)
+    local fresh = false
+    for task, n in pairs(per_task) do
+      if redis.call('HINCRBY', key, 'e|' .. task, n) == n then fresh = true end
+    end
+    -- Set once per field created, not per call; relative to the caller's clock, as every
+    -- time a script judges.
+    if fresh then redis.call('PEXPIRE', key, num(start + r[2] + r[3] - now)) end
+  end
+end
+
 -- A record's retention (ms): its `tt` field, one day when absent or not a number.
 local function ttl_of(tt)
   return tonumber(tt) or 86400000

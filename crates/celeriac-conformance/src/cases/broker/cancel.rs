@@ -21,7 +21,8 @@ pub async fn cancel_waiting_jobs_never_run<
         + ResultStore
         + celeriac_core::WorkflowStore
         + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog,
+        + celeriac_core::EventLog
+        + celeriac_core::History,
 >(
     backend: Arc<B>,
 ) {
@@ -91,7 +92,8 @@ pub async fn cancel_running_job_is_reported_and_never_retried<
         + ResultStore
         + celeriac_core::WorkflowStore
         + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog,
+        + celeriac_core::EventLog
+        + celeriac_core::History,
 >(
     backend: Arc<B>,
 ) {
@@ -155,7 +157,8 @@ pub async fn cancelled_job_with_expired_lease_is_not_redelivered<
         + ResultStore
         + celeriac_core::WorkflowStore
         + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog,
+        + celeriac_core::EventLog
+        + celeriac_core::History,
 >(
     backend: Arc<B>,
 ) {
@@ -216,7 +219,8 @@ pub async fn worker_stops_a_cancelled_job<
         + ResultStore
         + celeriac_core::WorkflowStore
         + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog,
+        + celeriac_core::EventLog
+        + celeriac_core::History,
 >(
     backend: Arc<B>,
 ) {

@@ -17,7 +17,8 @@ pub async fn retry_schedule_follows_backoff<
         + ResultStore
         + celeriac_core::WorkflowStore
         + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog,
+        + celeriac_core::EventLog
+        + celeriac_core::History,
 >(
     backend: Arc<B>,
 ) {
@@ -91,7 +92,8 @@ pub async fn worker_dead_letters_after_max_attempts<
         + ResultStore
         + celeriac_core::WorkflowStore
         + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog,
+        + celeriac_core::EventLog
+        + celeriac_core::History,
 >(
     backend: Arc<B>,
 ) {
@@ -136,7 +138,8 @@ pub async fn unknown_task_is_dead_lettered<
         + ResultStore
         + celeriac_core::WorkflowStore
         + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog,
+        + celeriac_core::EventLog
+        + celeriac_core::History,
 >(
     backend: Arc<B>,
 ) {
@@ -174,7 +177,8 @@ pub async fn undecodable_payload_is_dead_lettered<
         + ResultStore
         + celeriac_core::WorkflowStore
         + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog,
+        + celeriac_core::EventLog
+        + celeriac_core::History,
 >(
     backend: Arc<B>,
 ) {
@@ -218,7 +222,8 @@ pub async fn worker_runs_a_task_to_success<
         + ResultStore
         + celeriac_core::WorkflowStore
         + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog,
+        + celeriac_core::EventLog
+        + celeriac_core::History,
 >(
     backend: Arc<B>,
 ) {

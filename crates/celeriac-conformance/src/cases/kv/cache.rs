@@ -531,7 +531,8 @@ where
         + celeriac_core::ResultStore
         + celeriac_core::WorkflowStore
         + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog,
+        + celeriac_core::EventLog
+        + celeriac_core::History,
 {
     use crate::support::RunningWorker;
     use celeriac_cache::{write, PendingWrite, WriteBehind};
@@ -642,7 +643,8 @@ where
         + celeriac_core::ResultStore
         + celeriac_core::WorkflowStore
         + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog,
+        + celeriac_core::EventLog
+        + celeriac_core::History,
 {
     use crate::support::RunningWorker;
     use celeriac_cache::{write, PendingWrite, WriteBehind};

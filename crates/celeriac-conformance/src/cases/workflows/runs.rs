@@ -107,7 +107,12 @@ fn registry() -> Registry {
 }
 
 struct Harness<
-    B: Broker + ResultStore + WorkflowStore + celeriac_core::ProcessRegistry + celeriac_core::EventLog,
+    B: Broker
+        + ResultStore
+        + WorkflowStore
+        + celeriac_core::ProcessRegistry
+        + celeriac_core::EventLog
+        + celeriac_core::History,
 > {
     backend: Arc<B>,
     client: Client<B>,
@@ -115,7 +120,12 @@ struct Harness<
 }
 
 fn harness<
-    B: Broker + ResultStore + WorkflowStore + celeriac_core::ProcessRegistry + celeriac_core::EventLog,
+    B: Broker
+        + ResultStore
+        + WorkflowStore
+        + celeriac_core::ProcessRegistry
+        + celeriac_core::EventLog
+        + celeriac_core::History,
 >(
     backend: Arc<B>,
 ) -> Harness<B> {
@@ -130,7 +140,12 @@ fn harness<
 }
 
 async fn run_to_end<
-    B: Broker + ResultStore + WorkflowStore + celeriac_core::ProcessRegistry + celeriac_core::EventLog,
+    B: Broker
+        + ResultStore
+        + WorkflowStore
+        + celeriac_core::ProcessRegistry
+        + celeriac_core::EventLog
+        + celeriac_core::History,
 >(
     h: &Harness<B>,
     flow: Flow,
@@ -149,7 +164,8 @@ where
         + ResultStore
         + WorkflowStore
         + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog,
+        + celeriac_core::EventLog
+        + celeriac_core::History,
 {
     let h = harness(backend);
     let flow = chain([
@@ -185,7 +201,8 @@ where
         + ResultStore
         + WorkflowStore
         + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog,
+        + celeriac_core::EventLog
+        + celeriac_core::History,
 {
     let h = harness(backend);
     let flow = group((0..8).map(|i| Step::of::<Double>(i).into()));
@@ -205,7 +222,8 @@ where
         + ResultStore
         + WorkflowStore
         + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog,
+        + celeriac_core::EventLog
+        + celeriac_core::History,
 {
     let h = harness(backend);
     SUM_RUNS.store(0, Ordering::SeqCst);
@@ -248,7 +266,8 @@ where
         + ResultStore
         + WorkflowStore
         + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog,
+        + celeriac_core::EventLog
+        + celeriac_core::History,
 {
     let h = harness(backend);
     let over = |n: i64| {
@@ -278,7 +297,8 @@ where
         + ResultStore
         + WorkflowStore
         + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog,
+        + celeriac_core::EventLog
+        + celeriac_core::History,
 {
     let h = harness(backend);
     let flow = chain([
@@ -315,7 +335,8 @@ where
         + ResultStore
         + WorkflowStore
         + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog,
+        + celeriac_core::EventLog
+        + celeriac_core::History,
 {
     let h = harness(backend);
     let flow = chain([
@@ -374,7 +395,8 @@ where
         + ResultStore
         + WorkflowStore
         + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog,
+        + celeriac_core::EventLog
+        + celeriac_core::History,
 {
     let h = harness(backend);
     SUM_RUNS.store(0, Ordering::SeqCst);
@@ -405,7 +427,8 @@ where
         + ResultStore
         + WorkflowStore
         + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog,
+        + celeriac_core::EventLog
+        + celeriac_core::History,
 {
     let clock = ManualClock::new(T0);
     let client = Client::with_clock(backend.clone(), Arc::new(clock.clone()));
@@ -465,7 +488,8 @@ where
         + ResultStore
         + WorkflowStore
         + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog,
+        + celeriac_core::EventLog
+        + celeriac_core::History,
 {
     let clock = ManualClock::new(T0);
     let client = Client::with_clock(backend.clone(), Arc::new(clock.clone()));

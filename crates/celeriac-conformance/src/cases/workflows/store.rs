@@ -18,7 +18,12 @@ fn output(index: u32) -> Vec<u8> {
 }
 
 /// Member `index` of a group of `total` arriving at `join` with `input`, at `now`.
-async fn arrive<B: WorkflowStore + celeriac_core::ProcessRegistry + celeriac_core::EventLog>(
+async fn arrive<
+    B: WorkflowStore
+        + celeriac_core::ProcessRegistry
+        + celeriac_core::EventLog
+        + celeriac_core::History,
+>(
     backend: &B,
     join: JobId,
     index: u32,
@@ -31,7 +36,10 @@ async fn arrive<B: WorkflowStore + celeriac_core::ProcessRegistry + celeriac_cor
 
 /// As [`arrive`], with the join kept `ttl` after this arrival.
 async fn arrive_kept<
-    B: WorkflowStore + celeriac_core::ProcessRegistry + celeriac_core::EventLog,
+    B: WorkflowStore
+        + celeriac_core::ProcessRegistry
+        + celeriac_core::EventLog
+        + celeriac_core::History,
 >(
     backend: &B,
     join: JobId,
@@ -75,7 +83,12 @@ fn workflow(ttl: Duration) -> WorkflowRecord {
     }
 }
 
-async fn start<B: WorkflowStore + celeriac_core::ProcessRegistry + celeriac_core::EventLog>(
+async fn start<
+    B: WorkflowStore
+        + celeriac_core::ProcessRegistry
+        + celeriac_core::EventLog
+        + celeriac_core::History,
+>(
     backend: &B,
     record: WorkflowRecord,
 ) {
@@ -85,7 +98,12 @@ async fn start<B: WorkflowStore + celeriac_core::ProcessRegistry + celeriac_core
         .expect("workflow_start should succeed");
 }
 
-async fn finish<B: WorkflowStore + celeriac_core::ProcessRegistry + celeriac_core::EventLog>(
+async fn finish<
+    B: WorkflowStore
+        + celeriac_core::ProcessRegistry
+        + celeriac_core::EventLog
+        + celeriac_core::History,
+>(
     backend: &B,
     id: JobId,
     end: WorkflowEnd,
@@ -97,7 +115,12 @@ async fn finish<B: WorkflowStore + celeriac_core::ProcessRegistry + celeriac_cor
         .expect("workflow_finish should succeed")
 }
 
-async fn record<B: WorkflowStore + celeriac_core::ProcessRegistry + celeriac_core::EventLog>(
+async fn record<
+    B: WorkflowStore
+        + celeriac_core::ProcessRegistry
+        + celeriac_core::EventLog
+        + celeriac_core::History,
+>(
     backend: &B,
     id: JobId,
 ) -> Option<WorkflowRecord> {
@@ -110,7 +133,11 @@ async fn record<B: WorkflowStore + celeriac_core::ProcessRegistry + celeriac_cor
 /// A join waits until every index arrived, counting each once, and completes with the
 /// outputs in index order although they arrived out of order.
 pub async fn join_completes_in_index_order<
-    B: Broker + WorkflowStore + celeriac_core::ProcessRegistry + celeriac_core::EventLog,
+    B: Broker
+        + WorkflowStore
+        + celeriac_core::ProcessRegistry
+        + celeriac_core::EventLog
+        + celeriac_core::History,
 >(
     backend: Arc<B>,
 ) {
@@ -166,7 +193,11 @@ pub async fn join_completes_in_index_order<
 
 /// A member delivered twice counts once, and the output it brought first stays.
 pub async fn join_counts_a_repeated_index_once<
-    B: Broker + WorkflowStore + celeriac_core::ProcessRegistry + celeriac_core::EventLog,
+    B: Broker
+        + WorkflowStore
+        + celeriac_core::ProcessRegistry
+        + celeriac_core::EventLog
+        + celeriac_core::History,
 >(
     backend: Arc<B>,
 ) {
@@ -215,7 +246,11 @@ pub async fn join_counts_a_repeated_index_once<
 /// Every arrival after completion (a member delivered again) answers Complete again, with the
 /// same outputs, whatever it brings.
 pub async fn join_arrivals_after_completion_stay_complete<
-    B: Broker + WorkflowStore + celeriac_core::ProcessRegistry + celeriac_core::EventLog,
+    B: Broker
+        + WorkflowStore
+        + celeriac_core::ProcessRegistry
+        + celeriac_core::EventLog
+        + celeriac_core::History,
 >(
     backend: Arc<B>,
 ) {
@@ -250,7 +285,11 @@ pub async fn join_arrivals_after_completion_stay_complete<
 /// Once a member failed the join reports Failed with the first failure's message; later
 /// outputs and a second failure change neither.
 pub async fn join_failure_is_first_and_final<
-    B: Broker + WorkflowStore + celeriac_core::ProcessRegistry + celeriac_core::EventLog,
+    B: Broker
+        + WorkflowStore
+        + celeriac_core::ProcessRegistry
+        + celeriac_core::EventLog
+        + celeriac_core::History,
 >(
     backend: Arc<B>,
 ) {
@@ -299,7 +338,11 @@ pub async fn join_failure_is_first_and_final<
 /// A join of 1,000 members arriving concurrently, a tenth of them delivered twice, completes
 /// with every first output in index order; no Waiting count exceeds the total.
 pub async fn join_of_a_thousand_concurrent_members<
-    B: Broker + WorkflowStore + celeriac_core::ProcessRegistry + celeriac_core::EventLog,
+    B: Broker
+        + WorkflowStore
+        + celeriac_core::ProcessRegistry
+        + celeriac_core::EventLog
+        + celeriac_core::History,
 >(
     backend: Arc<B>,
 ) {
@@ -378,7 +421,11 @@ pub async fn join_of_a_thousand_concurrent_members<
 /// A join is kept its ttl after its last arrival; once that passed it is gone, and an
 /// arrival starts it anew.
 pub async fn join_expires_after_its_ttl<
-    B: Broker + WorkflowStore + celeriac_core::ProcessRegistry + celeriac_core::EventLog,
+    B: Broker
+        + WorkflowStore
+        + celeriac_core::ProcessRegistry
+        + celeriac_core::EventLog
+        + celeriac_core::History,
 >(
     backend: Arc<B>,
 ) {
@@ -472,7 +519,11 @@ pub async fn join_expires_after_its_ttl<
 
 /// A second start of a workflow changes nothing, not even a finished record.
 pub async fn workflow_start_is_idempotent<
-    B: Broker + WorkflowStore + celeriac_core::ProcessRegistry + celeriac_core::EventLog,
+    B: Broker
+        + WorkflowStore
+        + celeriac_core::ProcessRegistry
+        + celeriac_core::EventLog
+        + celeriac_core::History,
 >(
     backend: Arc<B>,
 ) {
@@ -517,7 +568,11 @@ pub async fn workflow_start_is_idempotent<
 /// Only the first end of a workflow applies; a second one is refused and the record keeps
 /// the first. Unknown workflows are None, and finishing one applies nothing.
 pub async fn workflow_finish_applies_once<
-    B: Broker + WorkflowStore + celeriac_core::ProcessRegistry + celeriac_core::EventLog,
+    B: Broker
+        + WorkflowStore
+        + celeriac_core::ProcessRegistry
+        + celeriac_core::EventLog
+        + celeriac_core::History,
 >(
     backend: Arc<B>,
 ) {
@@ -599,7 +654,11 @@ pub async fn workflow_finish_applies_once<
 
 /// A waiter returns when another task finishes the workflow, well before its timeout.
 pub async fn workflow_wait_returns_when_finished<
-    B: Broker + WorkflowStore + celeriac_core::ProcessRegistry + celeriac_core::EventLog,
+    B: Broker
+        + WorkflowStore
+        + celeriac_core::ProcessRegistry
+        + celeriac_core::EventLog
+        + celeriac_core::History,
 >(
     backend: Arc<B>,
 ) {
@@ -641,7 +700,11 @@ pub async fn workflow_wait_returns_when_finished<
 
 /// Waiting on an unknown workflow is NotFound.
 pub async fn workflow_wait_on_unknown_is_not_found<
-    B: Broker + WorkflowStore + celeriac_core::ProcessRegistry + celeriac_core::EventLog,
+    B: Broker
+        + WorkflowStore
+        + celeriac_core::ProcessRegistry
+        + celeriac_core::EventLog
+        + celeriac_core::History,
 >(
     backend: Arc<B>,
 ) {
@@ -656,7 +719,11 @@ pub async fn workflow_wait_on_unknown_is_not_found<
 
 /// Waiting on a workflow that keeps running ends with Timeout.
 pub async fn workflow_wait_times_out<
-    B: Broker + WorkflowStore + celeriac_core::ProcessRegistry + celeriac_core::EventLog,
+    B: Broker
+        + WorkflowStore
+        + celeriac_core::ProcessRegistry
+        + celeriac_core::EventLog
+        + celeriac_core::History,
 >(
     backend: Arc<B>,
 ) {
@@ -683,7 +750,11 @@ pub async fn workflow_wait_times_out<
 ///
 /// The ttl is one real second, because Redis expires keys on its own clock.
 pub async fn finished_workflow_expires_after_its_ttl<
-    B: Broker + WorkflowStore + celeriac_core::ProcessRegistry + celeriac_core::EventLog,
+    B: Broker
+        + WorkflowStore
+        + celeriac_core::ProcessRegistry
+        + celeriac_core::EventLog
+        + celeriac_core::History,
 >(
     backend: Arc<B>,
 ) {
