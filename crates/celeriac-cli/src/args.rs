@@ -111,8 +111,32 @@ pub(crate) enum Command {
         #[arg(long, env = "CELERIAC_JSON")]
         json: bool,
     },
+    /// What happened over a period, from the history kept in the store: per queue and task,
+    /// jobs enqueued, attempts started, succeeded, retried, failed and dead, the error ratio,
+    /// run and wait time percentiles (p50/p95/p99), and throughput and errors over time.
+    ///
+    /// The store keeps minutes for 48 hours and hours for 90 days. Workers write what they
+    /// did every 10 seconds, so the last few seconds may not show yet.
+    Stats {
+        /// Only this queue.
+        #[arg(long, short)]
+        queue: Option<String>,
+        /// Only this task.
+        #[arg(long, short)]
+        task: Option<String>,
+        /// How far back, e.g. 15m, 6h, 7d.
+        #[arg(long, env = "CELERIAC_SINCE", default_value = "1h", value_parser = duration::parse)]
+        since: Duration,
+        /// Buckets of a `minute` or an `hour` (default: minutes up to 6h, hours beyond).
+        #[arg(long, value_parser = crate::stats::parse_resolution)]
+        by: Option<celeriac::backend::Resolution>,
+        /// Print JSON instead of a table.
+        #[arg(long, env = "CELERIAC_JSON")]
+        json: bool,
+    },
     /// List queues with their jobs per state, their latency (how long the oldest ready job has
-    /// waited) and their consumers (live workers on them, and their slots).
+    /// waited), their consumers (live workers on them, and their slots) and their rates of
+    /// successes and errors per minute.
     Queues {
         /// Print JSON instead of a table.
         #[arg(long, env = "CELERIAC_JSON")]
@@ -360,6 +384,10 @@ pub(crate) struct WorkerArgs {
     /// On shutdown, how long running jobs may take to finish.
     #[arg(long, env = "CELERIAC_GRACE_PERIOD", default_value = "30s", value_parser = duration::parse)]
     pub(crate) grace_period: Duration,
+    /// How often a worker writes its tally of attempts to the history in the store (what
+    /// `celeriac stats` reads); a crash loses at most this long of it.
+    #[arg(long, env = "CELERIAC_HISTORY_FLUSH", default_value = "10s", value_parser = duration::parse)]
+    pub(crate) history_flush: Duration,
     /// This worker's name (default host:pid).
     #[arg(long, env = "CELERIAC_WORKER_ID")]
     pub(crate) worker_id: Option<String>,

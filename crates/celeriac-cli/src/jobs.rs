@@ -163,7 +163,7 @@ pub(crate) async fn queues(app: App, json: bool) -> CliResult {
     }
     use celeriac::JobState as S;
     println!(
-        "{:<24} {:>8} {:>9} {:>9} {:>8} {:>9} {:>8} {:>10} {:>8} {:>9}",
+        "{:<24} {:>8} {:>9} {:>9} {:>8} {:>9} {:>8} {:>10} {:>8} {:>9} {:>7} {:>7}",
         "QUEUE",
         "PENDING",
         "LATENCY",
@@ -173,7 +173,9 @@ pub(crate) async fn queues(app: App, json: bool) -> CliResult {
         "DEAD",
         "SUCCEEDED",
         "FAILED",
-        "CONSUMERS"
+        "CONSUMERS",
+        "OK/MIN",
+        "ERR/MIN"
     );
     for f in figures {
         let q = &f.stats;
@@ -183,7 +185,7 @@ pub(crate) async fn queues(app: App, json: bool) -> CliResult {
             q.queue.clone()
         };
         println!(
-            "{:<24} {:>8} {:>9} {:>9} {:>8} {:>9} {:>8} {:>10} {:>8} {:>9}",
+            "{:<24} {:>8} {:>9} {:>9} {:>8} {:>9} {:>8} {:>10} {:>8} {:>9} {:>7} {:>7}",
             name,
             q.count(S::Pending),
             latency(f.latency_ms),
@@ -194,11 +196,15 @@ pub(crate) async fn queues(app: App, json: bool) -> CliResult {
             q.count(S::Succeeded),
             q.count(S::Failed),
             format!("{} ({})", f.consumers, f.slots),
+            rate(f.succeeded_per_min),
+            rate(f.failed_per_min),
         );
     }
     println!(
         "\nLATENCY: how long the oldest ready job has waited. CONSUMERS: live workers on the \
-         queue (their slots).\n{}",
+         queue (their slots).\nOK/MIN, ERR/MIN: attempts that succeeded, and that failed, per \
+         minute over the last {} minutes (celeriac stats shows more).\n{}",
+        celeriac::monitor::RATE_MINUTES,
         clock_line(&celeriac_core::StoreClock::fleet_clock(
             app.backend().as_ref()
         ))
@@ -210,10 +216,16 @@ pub(crate) async fn queues(app: App, json: bool) -> CliResult {
 fn latency(ms: u64) -> String {
     match ms {
         0 => "-".to_string(),
-        1..=999 => format!("{ms}ms"),
-        1000..=59_999 => format!("{:.1}s", ms as f64 / 1000.0),
-        60_000..=3_599_999 => format!("{:.1}m", ms as f64 / 60_000.0),
-        _ => format!("{:.1}h", ms as f64 / 3_600_000.0),
+        _ => crate::support::short_ms(ms as f64),
+    }
+}
+
+/// A rate per minute for a table: `-` for none.
+fn rate(per_min: f64) -> String {
+    match per_min {
+        r if r <= 0.0 => "-".to_string(),
+        r if r < 10.0 => format!("{r:.1}"),
+        r => format!("{r:.0}"),
     }
 }
 

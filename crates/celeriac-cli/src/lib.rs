@@ -27,6 +27,7 @@ mod dlq;
 mod events;
 mod jobs;
 mod limits;
+mod stats;
 mod support;
 mod warp;
 mod worker;
@@ -165,6 +166,22 @@ async fn dispatch(cli: Cli, registry: Registry, default_url: Option<String>) -> 
         Command::Jobs { command } => browse::run(app(url, registry).await?, command).await,
         Command::Workers { command, json } => {
             workers::run(app(url, registry).await?, command, json).await
+        }
+        Command::Stats {
+            queue,
+            task,
+            since,
+            by,
+            json,
+        } => {
+            let args = stats::StatsArgs {
+                queue,
+                task,
+                since,
+                by,
+                json,
+            };
+            stats::run(app(url, registry).await?, args).await
         }
         Command::Queues { json } => jobs::queues(app(url, registry).await?, json).await,
         Command::Cancel { id } => jobs::cancel(app(url, registry).await?, &id).await,

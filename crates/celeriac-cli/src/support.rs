@@ -48,6 +48,17 @@ impl Drop for Scratch {
     }
 }
 
+/// A duration in ms, short, for a table: `850µs`, `12ms`, `1.5s`, `2.0m`, `1.2h`.
+pub(crate) fn short_ms(ms: f64) -> String {
+    match ms {
+        m if m < 1.0 => format!("{:.0}µs", m * 1000.0),
+        m if m < 1000.0 => format!("{m:.0}ms"),
+        m if m < 60_000.0 => format!("{:.1}s", m / 1000.0),
+        m if m < 3_600_000.0 => format!("{:.1}m", m / 60_000.0),
+        m => format!("{:.1}h", m / 3_600_000.0),
+    }
+}
+
 /// Formats milliseconds since the epoch as an RFC 3339 UTC timestamp.
 pub(crate) fn format_ms(ms: i64) -> String {
     let secs = ms.div_euclid(1000);

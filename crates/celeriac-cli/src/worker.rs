@@ -39,6 +39,7 @@ pub(crate) async fn worker(app: App, args: WorkerArgs) -> CliResult {
         poll_interval: args.poll_interval,
         grace_period: args.grace_period,
         registry_refresh: args.beat_args.registry_refresh,
+        history_flush: args.history_flush,
         ..WorkerConfig::default()
     };
     if let Some(id) = args.worker_id {

@@ -1,16 +1,22 @@
-//! What an operator sees of the fleet, built from the stores' figures and the process
-//! registry: per queue its counts, latency and consumers.
+//! What an operator sees of the fleet, built from the stores' figures, the process registry
+//! and the history: per queue its counts, latency, consumers and rates.
 //!
 //! Every figure here costs the store O(number of queues + number of processes), never
 //! O(number of jobs).
 
-use crate::backend::{ProcessKind, ProcessRegistry, ProcessState, QueueAdmin, QueueStats};
+use crate::backend::{
+    History, HistoryQuery, ProcessKind, ProcessRegistry, ProcessState, QueueAdmin, QueueStats,
+    Resolution, MINUTE_MS,
+};
 use crate::clock::UnixMs;
 use crate::error::Result;
 use serde::{Deserialize, Serialize};
 
+/// How many complete minutes of history the rates average.
+pub const RATE_MINUTES: i64 = 5;
+
 /// One queue as an operator sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QueueFigures {
     /// Counts per state, paused, and the times latency comes from.
     #[serde(flatten)]
@@ -21,16 +27,36 @@ pub struct QueueFigures {
     pub consumers: u32,
     /// Their slots in all (each worker's concurrency).
     pub slots: u32,
+    /// Attempts that succeeded per minute, over the last [`RATE_MINUTES`] complete minutes.
+    pub succeeded_per_min: f64,
+    /// Attempts that failed (retried, failed or dead) per minute, over the same minutes.
+    pub failed_per_min: f64,
 }
 
-/// Every queue's figures at `now`: the store's counts and ready times, and the consumers from
-/// the process registry.
-pub async fn queue_figures<B: QueueAdmin + ProcessRegistry>(
+/// Every queue's figures at `now`: the store's counts and ready times, the consumers from
+/// the process registry, and the rates from the history's last minutes.
+pub async fn queue_figures<B: QueueAdmin + ProcessRegistry + History>(
     backend: &B,
     now: UnixMs,
 ) -> Result<Vec<QueueFigures>> {
     let stats = backend.stats().await?;
     let processes = backend.processes(now).await?;
+    let this_minute = Resolution::Minute.start_of(now);
+    let recent = backend
+        .history(HistoryQuery::new(
+            Resolution::Minute,
+            this_minute - RATE_MINUTES * MINUTE_MS,
+            this_minute,
+        ))
+        .await?;
+    let per_min = |queue: &str, count: fn(&crate::backend::Counts) -> u64| -> f64 {
+        let n: u64 = recent
+            .iter()
+            .filter(|e| e.queue == queue)
+            .map(|e| count(&e.counts))
+            .sum();
+        n as f64 / RATE_MINUTES as f64
+    };
     let workers: Vec<_> = processes
         .iter()
         .filter(|p| p.kind == ProcessKind::Worker && p.state == ProcessState::Running)
@@ -46,6 +72,8 @@ pub async fn queue_figures<B: QueueAdmin + ProcessRegistry>(
                 latency_ms: stats.latency_ms(now),
                 consumers: u32::try_from(serving.len()).unwrap_or(u32::MAX),
                 slots: serving.iter().map(|w| w.concurrency).sum(),
+                succeeded_per_min: per_min(&stats.queue, |c| c.succeeded),
+                failed_per_min: per_min(&stats.queue, |c| c.errors()),
                 stats,
             }
         })

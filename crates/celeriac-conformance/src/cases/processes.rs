@@ -177,7 +177,12 @@ async fn find<B: ProcessRegistry>(b: &B, id: &str, now: i64) -> Option<ProcessIn
 /// obeys the store: told to be quiet it claims nothing new while the running job finishes;
 /// told to stop it shuts down and leaves the registry.
 pub async fn a_worker_registers_and_obeys_quiet_and_stop<
-    B: Broker + ResultStore + WorkflowStore + ProcessRegistry + celeriac_core::EventLog,
+    B: Broker
+        + ResultStore
+        + WorkflowStore
+        + ProcessRegistry
+        + celeriac_core::EventLog
+        + celeriac_core::History,
 >(
     backend: Arc<B>,
 ) {
@@ -328,9 +333,10 @@ pub async fn a_beat_registers_and_obeys_quiet_and_stop<
 }
 
 /// Queue figures count as consumers the live, running workers that take from each queue
-/// (not quiet ones, not beats, not expired entries), and add up their slots.
+/// (not quiet ones, not beats, not expired entries), and add up their slots; their rates
+/// come from the history's last complete minutes (not the current one).
 pub async fn queue_figures_count_live_consumers<
-    B: Broker + QueueAdmin + ResultStore + ProcessRegistry,
+    B: Broker + QueueAdmin + ResultStore + ProcessRegistry + celeriac_core::History,
 >(
     backend: Arc<B>,
 ) {
@@ -350,7 +356,18 @@ pub async fn queue_figures_count_live_consumers<
     for e in [&both, &emails, &quiet, &gone, &beat] {
         refresh(b, e).await;
     }
-    let figures = celeriac_core::monitor::queue_figures(b, T0 + 2_000)
+    let now = T0 + 2_000;
+    let minute = celeriac_core::backend::Resolution::Minute.start_of(now);
+    let mut earlier = celeriac_core::backend::HistoryEntry::new(minute - 120_000, "emails", "t");
+    earlier.counts.succeeded = 10;
+    earlier.counts.retried = 2;
+    earlier.counts.dead = 1;
+    let mut current = celeriac_core::backend::HistoryEntry::new(minute, "emails", "t");
+    current.counts.succeeded = 100;
+    b.record(vec![earlier, current], now)
+        .await
+        .expect("record history");
+    let figures = celeriac_core::monitor::queue_figures(b, now)
         .await
         .expect("queue figures");
     let of = |q: &str| {
@@ -362,6 +379,13 @@ pub async fn queue_figures_count_live_consumers<
     assert_eq!((of("emails").consumers, of("emails").slots), (2, 12));
     assert_eq!((of("reports").consumers, of("reports").slots), (1, 8));
     assert_eq!(of("emails").latency_ms, 2_000, "waiting since T0");
+    let per = celeriac_core::monitor::RATE_MINUTES as f64;
+    assert_eq!(
+        (of("emails").succeeded_per_min, of("emails").failed_per_min),
+        (10.0 / per, 3.0 / per),
+        "the last complete minutes, not the current one"
+    );
+    assert_eq!(of("reports").succeeded_per_min, 0.0);
 }
 
 /// The cases of this file, expanded by [`suite!`](crate::suite).
