@@ -86,7 +86,8 @@ where
 /// `Broker` and `ResultStore`), `processes` (the process registry; its cases also run a worker
 /// and a beat), `events` (the event stream; its worker case also uses `Broker`), `history` (the
 /// history per minute and hour; its worker case also uses `Broker`). Cases that run a worker
-/// also need `ProcessRegistry`, `EventLog` and `History`, a beat `ProcessRegistry`.
+/// need every capability a worker uses (`celeriac_core::WorkerStore`), a beat
+/// `ProcessRegistry`.
 ///
 /// ```no_run
 /// celeriac_conformance::suite!(sqlite_memory, celeriac_embedded::SqliteBackend::memory());

@@ -239,14 +239,7 @@ pub(crate) struct RunningWorker {
 
 impl RunningWorker {
     /// Starts a worker over `backend` for `queue` with `registry`, reading `clock`.
-    pub(crate) fn start<
-        B: Broker
-            + ResultStore
-            + celeriac_core::WorkflowStore
-            + celeriac_core::ProcessRegistry
-            + celeriac_core::EventLog
-            + celeriac_core::History,
-    >(
+    pub(crate) fn start<B: celeriac_core::WorkerStore>(
         backend: Arc<B>,
         registry: Registry,
         queue: &str,
@@ -256,14 +249,7 @@ impl RunningWorker {
     }
 
     /// Like [`RunningWorker::start`], with its worker id (for several workers on one store).
-    pub(crate) fn start_as<
-        B: Broker
-            + ResultStore
-            + celeriac_core::WorkflowStore
-            + celeriac_core::ProcessRegistry
-            + celeriac_core::EventLog
-            + celeriac_core::History,
-    >(
+    pub(crate) fn start_as<B: celeriac_core::WorkerStore>(
         backend: Arc<B>,
         registry: Registry,
         queue: &str,

@@ -59,5 +59,5 @@ pub use job::{
 pub use retry::Backoff;
 pub use schedule::{Missed, Schedule};
 pub use task::{Registry, Task, TaskContext, TaskDef, TaskError, TaskOptions};
-pub use worker::{Shutdown, Worker, WorkerConfig, WorkerStats};
+pub use worker::{Shutdown, Worker, WorkerConfig, WorkerStats, WorkerStore};
 pub use workflow::{chain, chord, group, map, Flow, Step, WorkflowHandle};

@@ -29,6 +29,18 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+/// What a worker needs of its store, in one name: every capability it uses. Any store with
+/// all of them is one.
+pub trait WorkerStore:
+    Broker + ResultStore + WorkflowStore + ProcessRegistry + EventLog + History
+{
+}
+
+impl<T: Broker + ResultStore + WorkflowStore + ProcessRegistry + EventLog + History> WorkerStore
+    for T
+{
+}
+
 /// Counters of what a worker did, readable while it runs.
 #[derive(Debug, Default)]
 pub struct WorkerStats {
@@ -173,7 +185,7 @@ pub struct Worker<B> {
     history: crate::history::Recorder,
 }
 
-impl<B: Broker + ResultStore + WorkflowStore + ProcessRegistry + EventLog + History> Worker<B> {
+impl<B: WorkerStore> Worker<B> {
     /// A worker with default settings and the store's fleet clock.
     pub fn new(backend: Arc<B>, registry: Arc<Registry>) -> Self {
         Self {

@@ -459,14 +459,7 @@ impl Task for PartnerCall {
 /// A worker runs a task behind a breaker: its failures open the breaker; while it is open
 /// the task's jobs go back to wait out the open period without using an attempt; the job
 /// that runs after it is the probe that closes it.
-pub async fn worker_defers_tasks_behind_an_open_breaker<
-    B: Broker
-        + ResultStore
-        + celeriac_core::WorkflowStore
-        + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog
-        + celeriac_core::History,
->(
+pub async fn worker_defers_tasks_behind_an_open_breaker<B: celeriac_core::WorkerStore>(
     backend: Arc<B>,
 ) {
     let q = "breaker-tasks";
@@ -517,16 +510,7 @@ pub async fn worker_defers_tasks_behind_an_open_breaker<
 }
 
 /// A worker refuses to start when a task names a breaker that is not registered.
-pub async fn worker_refuses_an_unknown_breaker<
-    B: Broker
-        + ResultStore
-        + celeriac_core::WorkflowStore
-        + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog
-        + celeriac_core::History,
->(
-    backend: Arc<B>,
-) {
+pub async fn worker_refuses_an_unknown_breaker<B: celeriac_core::WorkerStore>(backend: Arc<B>) {
     let mut registry = Registry::new();
     registry.register::<PartnerCall>();
     let err = celeriac_core::Worker::new(backend, Arc::new(registry))
@@ -568,15 +552,7 @@ impl Task for GatedPartnerCall {
 
 /// A worker instance: its shared breaker (quorum 1, 2 probes, open 10 s) and its worker on
 /// its own queue.
-fn instance<
-    B: Broker
-        + ResultStore
-        + celeriac_core::WorkflowStore
-        + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog
-        + celeriac_core::History
-        + BreakerStore,
->(
+fn instance<B: celeriac_core::WorkerStore + BreakerStore>(
     backend: &Arc<B>,
     clock: &ManualClock,
     name: &str,
@@ -612,13 +588,7 @@ fn gated_job(queue: &str, gate_name: &str, fail: bool, run_at: UnixMs) -> Job {
 /// breaker's two probes run across both instances, the other jobs waiting without using an
 /// attempt; the probes' successes close it and every job then runs.
 pub async fn workers_share_a_breaker_through_the_store<
-    B: Broker
-        + ResultStore
-        + celeriac_core::WorkflowStore
-        + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog
-        + celeriac_core::History
-        + BreakerStore,
+    B: celeriac_core::WorkerStore + BreakerStore,
 >(
     backend: Arc<B>,
 ) {

@@ -3,10 +3,7 @@
 
 use crate::support::{enqueue, eventually, job, wait_for, RunningWorker, T0};
 use celeriac_core::backend::{Event, EventLog, EVENTS_KEPT};
-use celeriac_core::{
-    Broker, Job, JobState, ManualClock, ProcessRegistry, Registry, ResultStore, Task, TaskContext,
-    TaskError, WorkflowStore,
-};
+use celeriac_core::{Job, JobState, ManualClock, Registry, Task, TaskContext, TaskError};
 use std::sync::Arc;
 
 async fn read<B: EventLog>(b: &B, after: Option<&str>, limit: usize) -> Vec<Event> {
@@ -89,9 +86,7 @@ impl Task for Refuses {
 
 /// A worker records a job that failed and one that died (its task unknown) as events with
 /// their job, queue and reason; a job that succeeds adds none.
-pub async fn a_worker_records_jobs_that_fail_or_die<
-    B: Broker + ResultStore + WorkflowStore + ProcessRegistry + EventLog + celeriac_core::History,
->(
+pub async fn a_worker_records_jobs_that_fail_or_die<B: celeriac_core::WorkerStore>(
     backend: Arc<B>,
 ) {
     let b = &*backend;

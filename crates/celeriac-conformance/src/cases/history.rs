@@ -5,10 +5,7 @@
 use crate::support::{enqueue, eventually, job, RunningWorker, T0};
 use celeriac_core::backend::{History, HistoryEntry, HistoryQuery, Resolution, HOUR_MS, MINUTE_MS};
 use celeriac_core::sketch::Sketch;
-use celeriac_core::{
-    Broker, EventLog, Job, JobState, ManualClock, ProcessRegistry, Registry, ResultStore, Task,
-    TaskContext, TaskError, UnixMs, WorkflowStore,
-};
+use celeriac_core::{Job, JobState, ManualClock, Registry, Task, TaskContext, TaskError, UnixMs};
 use std::sync::Arc;
 
 /// The start of an hour after `T0`.
@@ -244,9 +241,7 @@ impl Task for Fails {
 
 /// The store counts the jobs it stores; a worker adds each attempt's start and end with its
 /// run and wait time, written by the time it stops.
-pub async fn a_worker_and_the_store_fill_the_history<
-    B: Broker + ResultStore + WorkflowStore + ProcessRegistry + EventLog + History,
->(
+pub async fn a_worker_and_the_store_fill_the_history<B: celeriac_core::WorkerStore>(
     backend: Arc<B>,
 ) {
     let b = &*backend;

@@ -8,7 +8,7 @@ use celeriac_core::backend::{
 };
 use celeriac_core::{
     Beat, BeatConfig, Broker, Clock, Coordinator, Job, JobId, JobState, ManualClock, QueueAdmin,
-    Registry, ResultStore, Task, TaskContext, TaskError, Worker, WorkerConfig, WorkflowStore,
+    Registry, ResultStore, Task, TaskContext, TaskError, Worker, WorkerConfig,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -176,14 +176,7 @@ async fn find<B: ProcessRegistry>(b: &B, id: &str, now: i64) -> Option<ProcessIn
 /// A worker registers itself with its queues and concurrency, lists the job it runs, and
 /// obeys the store: told to be quiet it claims nothing new while the running job finishes;
 /// told to stop it shuts down and leaves the registry.
-pub async fn a_worker_registers_and_obeys_quiet_and_stop<
-    B: Broker
-        + ResultStore
-        + WorkflowStore
-        + ProcessRegistry
-        + celeriac_core::EventLog
-        + celeriac_core::History,
->(
+pub async fn a_worker_registers_and_obeys_quiet_and_stop<B: celeriac_core::WorkerStore>(
     backend: Arc<B>,
 ) {
     let clock = ManualClock::new(T0);

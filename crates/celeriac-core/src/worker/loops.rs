@@ -8,8 +8,7 @@ use super::lease::{fence_loop, for_each_running, heartbeat_loop, held_leases, Le
 use super::run_one::{FlowOver, FlowSink, ProgressOver, RunOne};
 use super::{Inflight, Running, Worker};
 use crate::backend::{
-    Broker, ClaimRequest, Claimed, Event, EventLog, History, LeaseRef, ProcessKind,
-    ProcessRegistry, QueueWeight, ResultStore, WorkflowStore,
+    Broker, ClaimRequest, Claimed, Event, EventLog, LeaseRef, ProcessKind, QueueWeight,
 };
 use crate::clock::{Clock, UnixMs};
 use crate::task::ProgressSink;
@@ -72,7 +71,7 @@ struct Loops {
     history: JoinHandle<()>,
 }
 
-impl<B: Broker + ResultStore + WorkflowStore + ProcessRegistry + EventLog + History> Worker<B> {
+impl<B: super::WorkerStore> Worker<B> {
     /// Runs with resolved settings: starts the loops, claims until shut down, then drains.
     pub(super) async fn run_loops(&self, config: Arc<WorkerConfig>) {
         let timing = LeaseTiming::new(&config);

@@ -8,24 +8,14 @@ use crate::support::{
 use celeriac_core::backend::{CancelOutcome, CancelReport, EndedJob, Outcome};
 use celeriac_core::workflow::FLOW_HEADER;
 use celeriac_core::{
-    Broker, ErrorInfo, JobId, JobState, ManualClock, Registry, ResultStore, Task, TaskContext,
-    TaskError,
+    ErrorInfo, JobId, JobState, ManualClock, Registry, Task, TaskContext, TaskError,
 };
 use std::sync::Arc;
 
 /// A pending, a scheduled and a retrying job are cancelled at once and never claimed; each
 /// cancel reports the job it ended with its task and workflow header, and a cancel that ends
 /// nothing reports no job.
-pub async fn cancel_waiting_jobs_never_run<
-    B: Broker
-        + ResultStore
-        + celeriac_core::WorkflowStore
-        + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog
-        + celeriac_core::History,
->(
-    backend: Arc<B>,
-) {
+pub async fn cancel_waiting_jobs_never_run<B: celeriac_core::WorkerStore>(backend: Arc<B>) {
     let q = "cancel-waiting";
     let mut pending = job(q, T0);
     // The store keeps the header as it is: it need not be a real continuation here.
@@ -87,14 +77,7 @@ pub async fn cancel_waiting_jobs_never_run<
 
 /// A running job is flagged, reported to its worker, and ends as cancelled; a retry it asks
 /// for after that does not happen.
-pub async fn cancel_running_job_is_reported_and_never_retried<
-    B: Broker
-        + ResultStore
-        + celeriac_core::WorkflowStore
-        + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog
-        + celeriac_core::History,
->(
+pub async fn cancel_running_job_is_reported_and_never_retried<B: celeriac_core::WorkerStore>(
     backend: Arc<B>,
 ) {
     let q = "cancel-running";
@@ -152,14 +135,7 @@ pub async fn cancel_running_job_is_reported_and_never_retried<
 
 /// A cancelled running job whose worker died ends as cancelled when its lease expires,
 /// instead of going back to the queue; the reap reports it with its task and workflow header.
-pub async fn cancelled_job_with_expired_lease_is_not_redelivered<
-    B: Broker
-        + ResultStore
-        + celeriac_core::WorkflowStore
-        + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog
-        + celeriac_core::History,
->(
+pub async fn cancelled_job_with_expired_lease_is_not_redelivered<B: celeriac_core::WorkerStore>(
     backend: Arc<B>,
 ) {
     let q = "cancel-reap";
@@ -214,16 +190,7 @@ impl Task for WaitsForCancel {
 
 /// A real worker running a job: cancelling it fires the task's token, and the job ends as
 /// cancelled (not succeeded, though the task returned normally).
-pub async fn worker_stops_a_cancelled_job<
-    B: Broker
-        + ResultStore
-        + celeriac_core::WorkflowStore
-        + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog
-        + celeriac_core::History,
->(
-    backend: Arc<B>,
-) {
+pub async fn worker_stops_a_cancelled_job<B: celeriac_core::WorkerStore>(backend: Arc<B>) {
     let q = "cancel-worker";
     let clock = ManualClock::new(T0);
     let j = celeriac_core::Enqueue::<WaitsForCancel>::new(())

@@ -172,16 +172,7 @@ pub async fn unknown_task_is_dead_lettered<
 
 /// A payload that does not decode into the task's arguments goes to the dead letters as
 /// `undecodable_payload`, with a message naming the task; nothing is lost.
-pub async fn undecodable_payload_is_dead_lettered<
-    B: Broker
-        + ResultStore
-        + celeriac_core::WorkflowStore
-        + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog
-        + celeriac_core::History,
->(
-    backend: Arc<B>,
-) {
+pub async fn undecodable_payload_is_dead_lettered<B: celeriac_core::WorkerStore>(backend: Arc<B>) {
     let q = "undecodable";
     let clock = ManualClock::new(T0);
     let mut j = job(q, T0);
@@ -217,16 +208,7 @@ pub async fn undecodable_payload_is_dead_lettered<
 }
 
 /// The worker runs a task to success; `wait` returns its decodable result.
-pub async fn worker_runs_a_task_to_success<
-    B: Broker
-        + ResultStore
-        + celeriac_core::WorkflowStore
-        + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog
-        + celeriac_core::History,
->(
-    backend: Arc<B>,
-) {
+pub async fn worker_runs_a_task_to_success<B: celeriac_core::WorkerStore>(backend: Arc<B>) {
     let q = "success";
     let clock = ManualClock::new(T0);
     let j = Enqueue::<Add>::new((2, 3))

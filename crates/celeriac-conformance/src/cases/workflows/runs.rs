@@ -3,11 +3,11 @@
 //! list, and failures stop the workflow, run its error handler and name the step.
 
 use crate::support::{claim, info, Add, RunningWorker, PATIENCE, T0};
-use celeriac_core::backend::{WorkflowState, WorkflowStore};
+use celeriac_core::backend::WorkflowState;
 use celeriac_core::workflow::{end_step, StepEnd};
 use celeriac_core::{
-    chain, chord, group, map, Broker, Client, Flow, JobId, JobState, ManualClock, Registry,
-    ResultStore, Step, Task, TaskContext, TaskError, TaskOptions,
+    chain, chord, group, map, Client, Flow, JobId, JobState, ManualClock, Registry, ResultStore,
+    Step, Task, TaskContext, TaskError, TaskOptions,
 };
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -106,29 +106,13 @@ fn registry() -> Registry {
     r
 }
 
-struct Harness<
-    B: Broker
-        + ResultStore
-        + WorkflowStore
-        + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog
-        + celeriac_core::History,
-> {
+struct Harness<B: celeriac_core::WorkerStore> {
     backend: Arc<B>,
     client: Client<B>,
     worker: RunningWorker,
 }
 
-fn harness<
-    B: Broker
-        + ResultStore
-        + WorkflowStore
-        + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog
-        + celeriac_core::History,
->(
-    backend: Arc<B>,
-) -> Harness<B> {
+fn harness<B: celeriac_core::WorkerStore>(backend: Arc<B>) -> Harness<B> {
     let clock = ManualClock::new(T0);
     let client = Client::with_clock(backend.clone(), Arc::new(clock.clone()));
     let worker = RunningWorker::start(backend.clone(), registry(), Q, &clock);
@@ -139,14 +123,7 @@ fn harness<
     }
 }
 
-async fn run_to_end<
-    B: Broker
-        + ResultStore
-        + WorkflowStore
-        + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog
-        + celeriac_core::History,
->(
+async fn run_to_end<B: celeriac_core::WorkerStore>(
     h: &Harness<B>,
     flow: Flow,
 ) -> celeriac_core::backend::WorkflowRecord {
@@ -160,12 +137,7 @@ async fn run_to_end<
 /// A chain passes each step's output to the next; every job carries the workflow's id.
 pub async fn workflow_chain_feeds_each_result_forward<B>(backend: Arc<B>)
 where
-    B: Broker
-        + ResultStore
-        + WorkflowStore
-        + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog
-        + celeriac_core::History,
+    B: celeriac_core::WorkerStore,
 {
     let h = harness(backend);
     let flow = chain([
@@ -197,12 +169,7 @@ where
 /// when later members finish first.
 pub async fn workflow_group_collects_results_in_order<B>(backend: Arc<B>)
 where
-    B: Broker
-        + ResultStore
-        + WorkflowStore
-        + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog
-        + celeriac_core::History,
+    B: celeriac_core::WorkerStore,
 {
     let h = harness(backend);
     let flow = group((0..8).map(|i| Step::of::<Double>(i).into()));
@@ -218,12 +185,7 @@ where
 /// delivered again after the chord completed does not enqueue the callback again.
 pub async fn workflow_chord_callback_runs_once<B>(backend: Arc<B>)
 where
-    B: Broker
-        + ResultStore
-        + WorkflowStore
-        + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog
-        + celeriac_core::History,
+    B: celeriac_core::WorkerStore,
 {
     let h = harness(backend);
     SUM_RUNS.store(0, Ordering::SeqCst);
@@ -262,12 +224,7 @@ where
 /// `map` fans a step out over the previous output, an empty list included.
 pub async fn workflow_map_fans_out_over_a_list<B>(backend: Arc<B>)
 where
-    B: Broker
-        + ResultStore
-        + WorkflowStore
-        + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog
-        + celeriac_core::History,
+    B: celeriac_core::WorkerStore,
 {
     let h = harness(backend);
     let over = |n: i64| {
@@ -293,12 +250,7 @@ where
 /// Parts nest: a group of chains inside a chain, a chord inside a group.
 pub async fn workflow_parts_nest<B>(backend: Arc<B>)
 where
-    B: Broker
-        + ResultStore
-        + WorkflowStore
-        + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog
-        + celeriac_core::History,
+    B: celeriac_core::WorkerStore,
 {
     let h = harness(backend);
     let flow = chain([
@@ -331,12 +283,7 @@ where
 /// description of the failure, and fails the workflow naming the step.
 pub async fn workflow_failing_step_stops_the_chain<B>(backend: Arc<B>)
 where
-    B: Broker
-        + ResultStore
-        + WorkflowStore
-        + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog
-        + celeriac_core::History,
+    B: celeriac_core::WorkerStore,
 {
     let h = harness(backend);
     let flow = chain([
@@ -391,12 +338,7 @@ where
 /// callback never runs.
 pub async fn workflow_dead_member_fails_the_chord<B>(backend: Arc<B>)
 where
-    B: Broker
-        + ResultStore
-        + WorkflowStore
-        + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog
-        + celeriac_core::History,
+    B: celeriac_core::WorkerStore,
 {
     let h = harness(backend);
     SUM_RUNS.store(0, Ordering::SeqCst);
@@ -423,12 +365,7 @@ where
 /// once; bad definitions are refused before anything is stored.
 pub async fn workflow_status_and_bad_definitions<B>(backend: Arc<B>)
 where
-    B: Broker
-        + ResultStore
-        + WorkflowStore
-        + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog
-        + celeriac_core::History,
+    B: celeriac_core::WorkerStore,
 {
     let clock = ManualClock::new(T0);
     let client = Client::with_clock(backend.clone(), Arc::new(clock.clone()));
@@ -484,12 +421,7 @@ async fn wait_for_task<B: ResultStore>(
 /// the client, and a step whose lease ran out with no attempts left (reaped by a worker).
 pub async fn workflow_steps_ended_by_the_store_fail_it<B>(backend: Arc<B>)
 where
-    B: Broker
-        + ResultStore
-        + WorkflowStore
-        + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog
-        + celeriac_core::History,
+    B: celeriac_core::WorkerStore,
 {
     let clock = ManualClock::new(T0);
     let client = Client::with_clock(backend.clone(), Arc::new(clock.clone()));
