@@ -85,7 +85,8 @@ where
 /// `workflows`, `coordinator`, `kv`, `rate_limits`, `breakers` (its worker cases also use
 /// `Broker` and `ResultStore`), `processes` (the process registry; its cases also run a worker
 /// and a beat), `events` (the event stream; its worker case also uses `Broker`), `history` (the
-/// history per minute and hour; its worker case also uses `Broker`). Cases that run a worker
+/// history per minute and hour; its worker case also uses `Broker`), `health` (a ping and the
+/// store's own figures). Cases that run a worker
 /// need every capability a worker uses (`celeriac_core::WorkerStore`), a beat
 /// `ProcessRegistry`.
 ///
@@ -114,7 +115,8 @@ macro_rules! suite {
                 breakers,
                 processes,
                 events,
-                history
+                history,
+                health
             ]
         );
     };
@@ -192,6 +194,13 @@ macro_rules! __capability {
             #[allow(unused_imports)]
             use super::*;
             $crate::__cases_events!($c);
+        }
+    };
+    (health, $c:expr) => {
+        pub mod health {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::__cases_health!($c);
         }
     };
     (history, $c:expr) => {

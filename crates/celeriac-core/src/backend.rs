@@ -6,7 +6,7 @@
 //! modules are: [`broker`](Broker), [`admin`](QueueAdmin), [`results`](ResultStore),
 //! [`workflows`](WorkflowStore), [`coordinator`](Coordinator), [`kv`](KvStore),
 //! [`rate_limits`](RateLimitStore), [`breakers`](BreakerStore),
-//! [`processes`](ProcessRegistry), [`events`](EventLog), [`history`](History). A backend implements what it
+//! [`processes`](ProcessRegistry), [`events`](EventLog), [`history`](History), [`health`](StoreHealth). A backend implements what it
 //! can; the conformance suite says which it passes.
 
 mod admin;
@@ -15,6 +15,7 @@ mod broker;
 mod browse;
 mod coordinator;
 mod events;
+mod health;
 mod history;
 mod kv;
 mod processes;
@@ -28,6 +29,7 @@ pub use broker::*;
 pub use browse::*;
 pub use coordinator::*;
 pub use events::*;
+pub use health::*;
 pub use history::*;
 pub use kv::*;
 pub use processes::*;

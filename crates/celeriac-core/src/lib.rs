@@ -47,7 +47,7 @@ pub mod workflow;
 pub use backend::{
     BreakerStore, Broker, CancelOutcome, CancelReport, Control, Coordinator, EndedJob, Event,
     EventLog, History, KvStore, ProcessInfo, ProcessKind, ProcessRegistry, ProcessState,
-    QueueAdmin, Rate, RateLimitStore, ResultStore, TaskLimits, WorkflowStore,
+    QueueAdmin, Rate, RateLimitStore, ResultStore, StoreHealth, TaskLimits, WorkflowStore,
 };
 pub use beat::{Beat, BeatConfig};
 pub use client::{AsClient, Client, Enqueue, JobHandle, JobOptions};

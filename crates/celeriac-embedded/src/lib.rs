@@ -59,6 +59,7 @@ mod coordinator;
 mod counts;
 mod events;
 mod fault;
+mod health;
 mod history;
 mod kv;
 mod ops;

@@ -103,6 +103,7 @@ mod config;
 mod conn;
 mod coordinator;
 mod events;
+mod health;
 mod history;
 mod keys;
 mod kv;

@@ -6,7 +6,8 @@ use celeriac_core::backend::{
     Claimed, Completion, Control, Coordinator, Event, EventLog, History, HistoryEntry,
     HistoryQuery, JobPage, JobQuery, JoinArrival, JoinStatus, KvEntry, KvStore, KvSubscription,
     LeaseRef, ProcessInfo, ProcessRegistry, QueueAdmin, QueueStats, RateLimitStore, ReapReport,
-    ResultStore, ScheduleState, SharedBreakerState, WorkflowEnd, WorkflowRecord, WorkflowStore,
+    ResultStore, ScheduleState, SharedBreakerState, StoreFigures, StoreHealth, WorkflowEnd,
+    WorkflowRecord, WorkflowStore,
 };
 use celeriac_core::limit::{Decision, Quota};
 use celeriac_core::{Job, JobId, JobInfo, UnixMs};
@@ -274,6 +275,15 @@ impl EventLog for AnyBackend {
     }
     async fn events(&self, after: Option<String>, limit: usize) -> Result<Vec<Event>> {
         forward!(self, b => b.events(after, limit).await)
+    }
+}
+
+impl StoreHealth for AnyBackend {
+    async fn ping(&self) -> Result<Duration> {
+        forward!(self, b => b.ping().await)
+    }
+    async fn store_figures(&self) -> Result<StoreFigures> {
+        forward!(self, b => b.store_figures().await)
     }
 }
 
