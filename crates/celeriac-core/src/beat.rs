@@ -529,14 +529,13 @@ impl<B: Broker + Coordinator + ProcessRegistry> Beat<B> {
             Control::Quiet => quiet.cancel(),
             Control::Stop => shutdown.cancel(),
         };
-        crate::process::keep_fresh(
-            self.backend.clone(),
-            self.clock.clone(),
+        let presence = crate::process::Presence {
             info,
-            self.config.registry_refresh,
+            every: self.config.registry_refresh,
             status,
             on_control,
-            stop,
-        )
+            failing: Arc::default(),
+        };
+        crate::process::keep_fresh(self.backend.clone(), self.clock.clone(), presence, stop)
     }
 }

@@ -90,10 +90,22 @@ impl<B: Broker + ResultStore> Client<B> {
 
     /// Stores prepared jobs (all or none) and returns their handles.
     pub async fn push(&self, jobs: Vec<Job>) -> Result<Vec<JobHandle<B>>> {
+        let mut per_task: Vec<(String, String, u64)> = Vec::new();
         for job in &jobs {
             job.validate()?;
+            match per_task
+                .iter_mut()
+                .find(|(q, t, _)| *q == job.queue && *t == job.task)
+            {
+                Some((_, _, n)) => *n += 1,
+                None => per_task.push((job.queue.clone(), job.task.clone(), 1)),
+            }
         }
         let ids = self.backend.enqueue(jobs, self.now()).await?;
+        for (queue, task, n) in per_task {
+            metrics::counter!("celeriac_jobs_enqueued_total", "queue" => queue, "task" => task)
+                .increment(n);
+        }
         Ok(ids.into_iter().map(|id| self.handle(id)).collect())
     }
 

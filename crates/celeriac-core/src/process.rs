@@ -4,7 +4,7 @@
 
 use crate::backend::{entry_ttl, Control, ProcessInfo, ProcessKind, ProcessRegistry};
 use crate::clock::{duration_ms, Clock};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -82,21 +82,42 @@ pub(crate) fn describe(id: &str, kind: ProcessKind, clock: &dyn Clock) -> Proces
     }
 }
 
+/// What [`keep_fresh`] keeps: a process's entry and how it changes.
+pub(crate) struct Presence<S, C> {
+    /// The entry.
+    pub(crate) info: ProcessInfo,
+    /// How often it is refreshed.
+    pub(crate) every: Duration,
+    /// Fills the changing fields before each refresh.
+    pub(crate) status: S,
+    /// Acts on a command sent to the process.
+    pub(crate) on_control: C,
+    /// Refreshes that failed since the last that landed (readiness reads it).
+    pub(crate) failing: Arc<AtomicU64>,
+}
+
 /// Keeps a process's registry entry fresh until `stop`, then removes it.
 ///
 /// Every `every` (and once at the start) it fills the changing fields with `status`, writes the
 /// entry, and passes each command it got to `on_control`. A refresh that fails is logged and
 /// counted; the entry lives three refreshes, so a short outage of the store does not make the
 /// process vanish.
-pub(crate) async fn keep_fresh<B: ProcessRegistry>(
+pub(crate) async fn keep_fresh<B: ProcessRegistry, S, C>(
     backend: Arc<B>,
     clock: Arc<dyn Clock>,
-    mut info: ProcessInfo,
-    every: Duration,
-    status: impl Fn(&mut ProcessInfo) + Send,
-    on_control: impl Fn(Control) + Send,
+    presence: Presence<S, C>,
     stop: CancellationToken,
-) {
+) where
+    S: Fn(&mut ProcessInfo) + Send,
+    C: Fn(Control) + Send,
+{
+    let Presence {
+        mut info,
+        every,
+        status,
+        on_control,
+        failing,
+    } = presence;
     let ttl = duration_ms(entry_ttl(every));
     let fleet = backend.fleet_clock();
     let mut tick = tokio::time::interval(every);
@@ -115,6 +136,7 @@ pub(crate) async fn keep_fresh<B: ProcessRegistry>(
         let sent = Instant::now();
         match backend.refresh(&info).await {
             Ok(commands) => {
+                failing.store(0, Ordering::Relaxed);
                 let rtt = sent.elapsed();
                 info.store_rtt_us = Some(u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX));
                 metrics::histogram!("celeriac_store_rtt_seconds").record(rtt.as_secs_f64());
@@ -128,6 +150,7 @@ pub(crate) async fn keep_fresh<B: ProcessRegistry>(
                 }
             }
             Err(e) => {
+                failing.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("celeriac_registry_refresh_failures_total").increment(1);
                 warn!(process = %info.id, error = %e, "could not refresh the registry entry");
             }

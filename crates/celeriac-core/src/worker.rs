@@ -65,6 +65,9 @@ pub struct WorkerStats {
     /// Jobs given up because no heartbeat extended their lease in time: their tokens fired
     /// before the leases could run out at the store (see [`Worker`]).
     pub fenced: AtomicU64,
+    /// Registry refreshes that failed since the last one that landed: the worker's heartbeat
+    /// to the store (readiness checks read it).
+    pub refresh_failing: Arc<AtomicU64>,
     latencies_ms: Mutex<Vec<i64>>,
 }
 

@@ -8,6 +8,7 @@ use crate::clock::Clock;
 use crate::error::{Error, ErrorKind};
 use crate::history::Recorder;
 use crate::job::ErrorInfo;
+use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -27,14 +28,10 @@ pub(super) struct Done {
     pub(super) attempt: u32,
     /// Freed once the completion is recorded (or given up on an immediate stop).
     pub(super) permit: OwnedSemaphorePermit,
-    /// The task and how long it ran, for the history; `None` for an attempt that never ran.
-    pub(super) ran: Option<Ran>,
-}
-
-/// What the history keeps of an attempt that ran.
-pub(super) struct Ran {
+    /// The job's task, for the history and the metrics.
     pub(super) task: String,
-    pub(super) took: Duration,
+    /// How long the attempt ran; `None` for one that never ran (deferred).
+    pub(super) ran: Option<Duration>,
 }
 
 /// Records finished attempts in batches until every sender is gone.
@@ -52,14 +49,14 @@ pub(super) async fn ack_loop<B: Broker + EventLog>(
         let mut batch = vec![first.completion];
         let mut attempts = vec![first.attempt];
         let mut permits = vec![first.permit];
-        let mut rans = vec![first.ran];
+        let mut rans = vec![(first.task, first.ran)];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(d) => {
                     batch.push(d.completion);
                     attempts.push(d.attempt);
                     permits.push(d.permit);
-                    rans.push(d.ran);
+                    rans.push((d.task, d.ran));
                 }
                 Err(_) => break,
             }
@@ -77,15 +74,16 @@ pub(super) async fn ack_loop<B: Broker + EventLog>(
             }
         }
         let mut events = Vec::new();
+        let mut counts = Counts::default();
         let now = clock.now_ms();
-        for ((c, ok), ran) in batch.iter().zip(applied).zip(&rans) {
+        for ((c, ok), (task, ran)) in batch.iter().zip(applied).zip(&rans) {
             let Some(ok) = ok else { continue };
             if ok {
                 if let Some(e) = job_event(c, now) {
                     events.push(e);
                 }
                 if let Some(ran) = ran {
-                    history.ended(&c.lease.queue, &ran.task, now, &c.outcome, ran.took);
+                    history.ended(&c.lease.queue, task, now, &c.outcome, *ran);
                 }
             }
             let outcome = if !ok {
@@ -103,11 +101,54 @@ pub(super) async fn ack_loop<B: Broker + EventLog>(
                 counter.fetch_add(1, Ordering::Relaxed);
                 name
             };
-            metrics::counter!("celeriac_job_attempts_total", "outcome" => outcome).increment(1);
+            counts.add(&c.lease.queue, task, outcome, *ran);
         }
+        counts.emit();
         if !events.is_empty() {
             if let Err(e) = backend.append(events).await {
                 debug!(error = %e, "could not record the events of failed jobs");
+            }
+        }
+    }
+}
+
+/// The attempts of one batch per queue, task and outcome, and run times per queue and task, so
+/// the metrics registry is reached once per distinct label set of a batch, not once per job.
+#[derive(Default)]
+struct Counts<'a> {
+    attempts: HashMap<(&'a str, &'a str, &'static str), u64>,
+    runs: HashMap<(&'a str, &'a str), Vec<f64>>,
+}
+
+impl<'a> Counts<'a> {
+    fn add(&mut self, queue: &'a str, task: &'a str, outcome: &'static str, ran: Option<Duration>) {
+        *self.attempts.entry((queue, task, outcome)).or_default() += 1;
+        if let Some(ran) = ran {
+            self.runs
+                .entry((queue, task))
+                .or_default()
+                .push(ran.as_secs_f64());
+        }
+    }
+
+    fn emit(self) {
+        for ((queue, task, outcome), n) in self.attempts {
+            metrics::counter!(
+                "celeriac_job_attempts_total",
+                "queue" => queue.to_string(),
+                "task" => task.to_string(),
+                "outcome" => outcome
+            )
+            .increment(n);
+        }
+        for ((queue, task), runs) in self.runs {
+            let h = metrics::histogram!(
+                "celeriac_job_run_seconds",
+                "queue" => queue.to_string(),
+                "task" => task.to_string()
+            );
+            for r in runs {
+                h.record(r);
             }
         }
     }

@@ -181,9 +181,14 @@ impl<B: super::WorkerStore> Worker<B> {
             .collect();
         info.concurrency = u32::try_from(config.concurrency).unwrap_or(u32::MAX);
         let (status_of, control) = (self.shutdown.clone(), self.shutdown.clone());
+        let slots = metrics::gauge!("celeriac_worker_slots", "worker" => config.worker_id.clone());
+        let busy =
+            metrics::gauge!("celeriac_worker_busy_slots", "worker" => config.worker_id.clone());
         let status = move |info: &mut crate::backend::ProcessInfo| {
             if let Ok(map) = inflight.lock() {
                 info.busy = u32::try_from(map.len()).unwrap_or(u32::MAX);
+                slots.set(f64::from(info.concurrency));
+                busy.set(f64::from(info.busy));
                 info.running = map
                     .keys()
                     .take(crate::backend::MAX_LISTED_JOBS)
@@ -198,15 +203,14 @@ impl<B: super::WorkerStore> Worker<B> {
             crate::backend::Control::Quiet => control.quiet(),
             crate::backend::Control::Stop => control.graceful(),
         };
-        crate::process::keep_fresh(
-            self.backend.clone(),
-            self.clock.clone(),
+        let presence = crate::process::Presence {
             info,
-            config.registry_refresh,
+            every: config.registry_refresh,
             status,
             on_control,
-            stop,
-        )
+            failing: self.stats.refresh_failing.clone(),
+        };
+        crate::process::keep_fresh(self.backend.clone(), self.clock.clone(), presence, stop)
     }
 
     /// Claims jobs into free slots and spawns their runs, until shut down.
@@ -504,6 +508,7 @@ async fn reap_loop<B: Broker + EventLog>(
         }
         match backend.reap(clock.now_ms()).await {
             Ok(r) => {
+                metrics::counter!("celeriac_jobs_redelivered_total").increment(r.requeued);
                 if r.requeued + r.dead > 0 {
                     info!(
                         requeued = r.requeued,

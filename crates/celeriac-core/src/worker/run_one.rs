@@ -2,7 +2,7 @@
 //! its time limits and stop signals, turn how it ended into the attempt's outcome, and end its
 //! workflow step when the job is done; the outcome then goes to the acknowledgement loop.
 
-use super::ack::{Done, Ran};
+use super::ack::Done;
 use super::loops::Slot;
 use super::WorkerStats;
 use crate::backend::{Broker, Claimed, Completion, LeaseRef, Outcome, ResultStore, WorkflowStore};
@@ -186,15 +186,14 @@ impl RunOne {
             self.history
                 .started(&lease.queue, &job.task, started, started - job.run_at);
             let outcome = self.unknown_task(&job).await;
-            let ran = ran(&job, Instant::now());
-            self.send(lease, outcome, attempt, permit, ran);
+            self.send(lease, outcome, attempt, permit, &job, Some(Duration::ZERO));
             return;
         };
         let breaker = match self.admit(&def).await {
             Ok(breaker) => breaker,
             Err((name, rejected)) => {
                 let at = self.defer_until(name, &rejected, started);
-                self.send(lease, Outcome::Deferred { at }, attempt, permit, None);
+                self.send(lease, Outcome::Deferred { at }, attempt, permit, &job, None);
                 return;
             }
         };
@@ -248,7 +247,7 @@ impl RunOne {
                 );
             }
         }
-        self.send(lease, outcome, attempt, permit, ran(&job, began));
+        self.send(lease, outcome, attempt, permit, &job, Some(began.elapsed()));
     }
 
     /// Counts the attempt, and the wait of a first one.
@@ -491,23 +490,17 @@ impl RunOne {
         outcome: Outcome,
         attempt: u32,
         permit: OwnedSemaphorePermit,
-        ran: Option<Ran>,
+        job: &Job,
+        ran: Option<Duration>,
     ) {
         let _ = self.done.send(Done {
             completion: Completion { lease, outcome },
             attempt,
             permit,
+            task: job.task.clone(),
             ran,
         });
     }
-}
-
-/// What the history keeps of an attempt of `job` that began at `began`.
-fn ran(job: &Job, began: Instant) -> Option<Ran> {
-    Some(Ran {
-        task: job.task.clone(),
-        took: began.elapsed(),
-    })
 }
 
 fn log_outcome(outcome: &Outcome, now: UnixMs) {
