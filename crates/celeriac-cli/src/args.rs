@@ -134,6 +134,26 @@ pub(crate) enum Command {
         #[arg(long, env = "CELERIAC_JSON")]
         json: bool,
     },
+    /// Ask a worker or beat served with --http whether it is ready, and exit non-zero if not
+    /// (for a container's HEALTHCHECK).
+    ///
+    /// Prints the checks: the store answers, the worker's heartbeats land, nothing drains;
+    /// --deep also takes a canary job through the store. --live asks only whether the process
+    /// runs (never the store).
+    Health {
+        /// Where the process serves HTTP.
+        #[arg(long, env = "CELERIAC_HTTP", default_value = "127.0.0.1:9464")]
+        http: std::net::SocketAddr,
+        /// Also take a canary job through the store.
+        #[arg(long, conflicts_with = "live")]
+        deep: bool,
+        /// Only whether the process runs (/livez).
+        #[arg(long)]
+        live: bool,
+        /// How long to wait for the answer.
+        #[arg(long, default_value = "10s", value_parser = duration::parse)]
+        timeout: Duration,
+    },
     /// List queues with their jobs per state, their latency (how long the oldest ready job has
     /// waited), their consumers (live workers on them, and their slots) and their rates of
     /// successes and errors per minute.
@@ -414,6 +434,10 @@ pub(crate) struct BeatArgs {
     /// and look for commands sent by `celeriac workers quiet|stop`.
     #[arg(long, env = "CELERIAC_REGISTRY_REFRESH", default_value = "5s", value_parser = duration::parse)]
     pub(crate) registry_refresh: Duration,
+    /// Serve /metrics (Prometheus), /livez, /readyz and /healthz on this address, e.g.
+    /// 127.0.0.1:9464 (0.0.0.0:9464 in a container).
+    #[arg(long, env = "CELERIAC_HTTP")]
+    pub(crate) http: Option<std::net::SocketAddr>,
     /// The scheduler's leader lease, e.g. 30s: when the leading beat dies, another takes over
     /// within this long. Renewed every third of it.
     #[arg(long, env = "CELERIAC_BEAT_LEASE", default_value = "30s", value_parser = duration::parse)]

@@ -25,6 +25,7 @@ mod cache;
 pub mod demo;
 mod dlq;
 mod events;
+mod health;
 mod jobs;
 mod limits;
 mod stats;
@@ -164,6 +165,12 @@ async fn dispatch(cli: Cli, registry: Registry, default_url: Option<String>) -> 
             json,
         } => events::run(app(url, registry).await?, limit, follow, json).await,
         Command::Jobs { command } => browse::run(app(url, registry).await?, command).await,
+        Command::Health {
+            http,
+            deep,
+            live,
+            timeout,
+        } => health::run(http, deep, live, timeout).await,
         Command::Workers { command, json } => {
             workers::run(app(url, registry).await?, command, json).await
         }

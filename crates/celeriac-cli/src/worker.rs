@@ -4,6 +4,7 @@
 use crate::args::{BeatArgs, SchedulesCommand, WorkerArgs};
 use crate::support::{CliError, CliResult};
 use celeriac::{App, WorkerConfig};
+use tokio_util::sync::CancellationToken;
 
 async fn wait_for_signal() {
     #[cfg(unix)]
@@ -52,6 +53,19 @@ pub(crate) async fn worker(app: App, args: WorkerArgs) -> CliResult {
         None
     };
     let worker = app.worker().config(config);
+    let http_stop = CancellationToken::new();
+    let http = match args.beat_args.http {
+        Some(addr) => {
+            let mut http = celeriac_web::Http::new(app.clone())
+                .map_err(|e| CliError(format!("--http: {e}")))?
+                .watch_worker(&worker);
+            if let Some(b) = &scheduler {
+                http = http.watch_beat(b);
+            }
+            Some(crate::health::serve(http, addr, http_stop.clone()).await?)
+        }
+        None => None,
+    };
     let shutdown = worker.shutdown_handle();
     let stats = worker.stats();
     let beat_stop = scheduler.as_ref().map(|b| b.shutdown_handle());
@@ -76,6 +90,10 @@ pub(crate) async fn worker(app: App, args: WorkerArgs) -> CliResult {
     if let Some(task) = beat_task {
         task.await
             .map_err(|e| CliError(format!("the scheduler failed: {e}")))??;
+    }
+    http_stop.cancel();
+    if let Some(server) = http {
+        let _ = server.await;
     }
     use std::sync::atomic::Ordering::Relaxed;
     println!(
@@ -119,6 +137,16 @@ fn make_beat(app: &App, args: &BeatArgs) -> Result<celeriac::Beat<celeriac::AnyB
 
 pub(crate) async fn beat(app: App, args: BeatArgs) -> CliResult {
     let beat = make_beat(&app, &args)?;
+    let http_stop = CancellationToken::new();
+    let http = match args.http {
+        Some(addr) => {
+            let http = celeriac_web::Http::new(app.clone())
+                .map_err(|e| CliError(format!("--http: {e}")))?
+                .watch_beat(&beat);
+            Some(crate::health::serve(http, addr, http_stop.clone()).await?)
+        }
+        None => None,
+    };
     let stop = beat.shutdown_handle();
     let stats = beat.stats();
     tokio::spawn(async move {
@@ -127,6 +155,10 @@ pub(crate) async fn beat(app: App, args: BeatArgs) -> CliResult {
         stop.cancel();
     });
     beat.run().await?;
+    http_stop.cancel();
+    if let Some(server) = http {
+        let _ = server.await;
+    }
     use std::sync::atomic::Ordering::Relaxed;
     println!(
         "beat stopped: fired={} skipped={} acquired={} lost={}",
