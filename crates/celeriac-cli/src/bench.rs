@@ -139,6 +139,18 @@ async fn run_monitor_bench(url: Option<&str>, args: BenchArgs) -> CliResult {
             r.jobs
         );
     }
+    println!(
+        "fleet gauges     p50 {:.2} ms to publish once{} (the elected process, every {} s)",
+        r.fleet_p50_ms,
+        r.fleet_commands
+            .map(|n| format!(", {n} store commands"))
+            .unwrap_or_default(),
+        celeriac_web::FLEET_EVERY.as_secs()
+    );
+    println!(
+        "/metrics         p50 {:.2} ms to render {} lines (no store call)",
+        r.scrape_p50_ms, r.scrape_lines
+    );
     Ok(())
 }
 

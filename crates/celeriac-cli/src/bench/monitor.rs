@@ -31,6 +31,15 @@ pub struct MonitorReport {
     pub commands_small: Option<u64>,
     /// See `commands_small`.
     pub commands_full: Option<u64>,
+    /// Milliseconds the elected process takes to publish the fleet gauges once (queue figures,
+    /// processes, store figures), median of the calls.
+    pub fleet_p50_ms: f64,
+    /// Redis commands one publish sends with every job queued.
+    pub fleet_commands: Option<u64>,
+    /// Milliseconds to render `/metrics` after a publish (it reads no store), median.
+    pub scrape_p50_ms: f64,
+    /// Lines of that `/metrics` page.
+    pub scrape_lines: usize,
 }
 
 /// Fills `queues` queues with `jobs` no-op jobs (one in ten delayed an hour), in batches of
@@ -65,7 +74,11 @@ pub(crate) async fn run(
         .enqueue(fill(0, first, app.client().now()), app.client().now())
         .await?;
     made += first;
-    let commands_small = commands_per_call(app, url).await?;
+    let figures = || async {
+        celeriac::monitor::queue_figures(app.backend().as_ref(), app.client().now()).await?;
+        Ok(())
+    };
+    let commands_small = commands_per_call(url, figures).await?;
     let bar = progress_bar(jobs, "filling the queues");
     bar.set_position(made);
     let started = Instant::now();
@@ -95,7 +108,16 @@ pub(crate) async fn run(
         }
     }
     times.sort_by(f64::total_cmp);
-    let commands_full = commands_per_call(app, url).await?;
+    let commands_full = commands_per_call(url, figures).await?;
+    let http = celeriac_web::Http::new(app.clone()).map_err(CliError)?;
+    let fleet_p50_ms = median_ms(rounds, || http.publish_fleet_gauges()).await?;
+    let fleet_commands = commands_per_call(url, || http.publish_fleet_gauges()).await?;
+    let prometheus = celeriac_web::prometheus().map_err(CliError)?;
+    let scrape_p50_ms = median_ms(rounds, || async {
+        Ok::<_, celeriac::Error>(prometheus.render())
+    })
+    .await?;
+    let scrape_lines = prometheus.render().lines().count();
     let page = JobQuery::new(names[0].clone(), JobState::Pending);
     let mut filtered = page.clone();
     filtered.task = Some("no-such-task".into());
@@ -112,6 +134,10 @@ pub(crate) async fn run(
         filtered_page_p50_ms,
         commands_small,
         commands_full,
+        fleet_p50_ms,
+        fleet_commands,
+        scrape_p50_ms,
+        scrape_lines,
     })
 }
 
@@ -131,10 +157,14 @@ where
     Ok(times[times.len() / 2])
 }
 
-/// Commands one call of the queue figures sends to a plain Redis (from `INFO stats` before and
-/// after); `None` elsewhere.
+/// Commands one `call` sends to a plain Redis (from `INFO stats` before and after); `None`
+/// elsewhere.
 #[cfg(feature = "redis")]
-async fn commands_per_call(app: &App, url: &str) -> Result<Option<u64>, CliError> {
+async fn commands_per_call<F, Fut>(url: &str, call: F) -> Result<Option<u64>, CliError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = celeriac::Result<()>>,
+{
     if !url.starts_with("redis://") {
         return Ok(None);
     }
@@ -151,7 +181,7 @@ async fn commands_per_call(app: &App, url: &str) -> Result<Option<u64>, CliError
         .arg("stats")
         .query_async(&mut conn)
         .await?;
-    celeriac::monitor::queue_figures(app.backend().as_ref(), app.client().now()).await?;
+    call().await?;
     let after: String = redis::cmd("INFO")
         .arg("stats")
         .query_async(&mut conn)
@@ -161,6 +191,10 @@ async fn commands_per_call(app: &App, url: &str) -> Result<Option<u64>, CliError
 }
 
 #[cfg(not(feature = "redis"))]
-async fn commands_per_call(_app: &App, _url: &str) -> Result<Option<u64>, CliError> {
+async fn commands_per_call<F, Fut>(_url: &str, _call: F) -> Result<Option<u64>, CliError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = celeriac::Result<()>>,
+{
     Ok(None)
 }
