@@ -1,12 +1,16 @@
 //! The fleet gauges: queue depth, latency, consumers, workers alive, schedules' next fire and
 //! the store's own figures, published by one elected process (the holder of the
-//! `celeriac-monitor` lease), so a hundred workers do not all read the store for them. A
-//! process that stops leading stops setting them, and they leave its output after
-//! [`GAUGE_IDLE`](crate::metrics::GAUGE_IDLE).
+//! `celeriac-monitor` lease), so a hundred workers do not all read the store for them.
+//!
+//! Each publish records them into a fresh recorder of their own and keeps its rendering, which
+//! `/metrics` appends while this process leads: a process that stops leading stops showing them
+//! at once, and a queue that is gone leaves no stale series.
 
 use celeriac::backend::{ProcessKind, ProcessState, StoreHealth};
 use celeriac::{App, Coordinator, JobState, ProcessRegistry};
-use std::time::Duration;
+use metrics_exporter_prometheus::PrometheusBuilder;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
@@ -28,9 +32,31 @@ const STATES: [JobState; 9] = [
     JobState::Expired,
 ];
 
-/// Competes for the lease every [`EVERY`] and publishes while it holds it, until `stop`.
+/// The last rendering of the fleet gauges, shown while it is fresh.
+#[derive(Debug, Default)]
+pub(crate) struct FleetPage {
+    page: RwLock<Option<(Instant, String)>>,
+}
+
+impl FleetPage {
+    /// The rendering, if one was made within three publishing periods.
+    pub(crate) fn text(&self) -> Option<String> {
+        let page = self.page.read().ok()?;
+        let (at, text) = page.as_ref()?;
+        (at.elapsed() < EVERY * 3).then(|| text.clone())
+    }
+
+    fn set(&self, text: Option<String>) {
+        if let Ok(mut page) = self.page.write() {
+            *page = text.map(|t| (Instant::now(), t));
+        }
+    }
+}
+
+/// Competes for the lease every `every` and publishes while it holds it, until `stop`.
 pub(crate) async fn publish_loop(
     app: App,
+    page: Arc<FleetPage>,
     holder: String,
     every: Duration,
     stop: CancellationToken,
@@ -57,70 +83,129 @@ pub(crate) async fn publish_loop(
         }
         leading.set(if token.is_some() { 1.0 } else { 0.0 });
         if token.is_some() {
-            if let Err(e) = publish(&app).await {
+            if let Err(e) = publish(&app, &page).await {
                 debug!(error = %e, "could not read the fleet's figures");
             }
+        } else {
+            page.set(None);
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = stop.cancelled() => break,
         }
     }
+    page.set(None);
     if let Some(t) = token {
         let _ = app.backend().release_leader(LEASE, t).await;
     }
 }
 
-/// Reads the fleet's figures once and sets the gauges.
-pub(crate) async fn publish(app: &App) -> celeriac::Result<()> {
+/// Reads the fleet's figures once and renders the gauges into `page`.
+pub(crate) async fn publish(app: &App, page: &FleetPage) -> celeriac::Result<()> {
     let backend = app.backend().as_ref();
     let now = app.client().now();
     let figures = celeriac::monitor::queue_figures(backend, now).await?;
-    for f in &figures {
-        let q = f.stats.queue.clone();
-        for state in STATES {
-            metrics::gauge!("celeriac_queue_jobs", "queue" => q.clone(), "state" => state.to_string())
-                .set(f.stats.count(state) as f64);
-        }
-        metrics::gauge!("celeriac_queue_latency_seconds", "queue" => q.clone())
-            .set(f.latency_ms as f64 / 1000.0);
-        metrics::gauge!("celeriac_queue_consumers", "queue" => q.clone())
-            .set(f64::from(f.consumers));
-        metrics::gauge!("celeriac_queue_paused", "queue" => q).set(if f.stats.paused {
-            1.0
-        } else {
-            0.0
-        });
-    }
     let alive = backend
         .processes(now)
         .await?
         .iter()
         .filter(|p| p.kind == ProcessKind::Worker && p.state != ProcessState::Draining)
         .count();
-    metrics::gauge!("celeriac_workers_alive").set(alive as f64);
-    for s in app.schedules() {
-        if let Some(next) = s.next_after(now) {
-            metrics::gauge!(
-                "celeriac_schedule_next_fire_timestamp_seconds",
-                "schedule" => s.name().to_string()
-            )
-            .set(next as f64 / 1000.0);
-        }
-    }
     let store = backend.store_figures().await?;
-    let set = |name: &'static str, v: Option<u64>| {
-        if let Some(v) = v {
-            metrics::gauge!(name).set(v as f64);
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    metrics::with_local_recorder(&recorder, || {
+        describe();
+        for f in &figures {
+            let q = f.stats.queue.clone();
+            for state in STATES {
+                metrics::gauge!("celeriac_queue_jobs", "queue" => q.clone(), "state" => state.to_string())
+                    .set(f.stats.count(state) as f64);
+            }
+            metrics::gauge!("celeriac_queue_latency_seconds", "queue" => q.clone())
+                .set(f.latency_ms as f64 / 1000.0);
+            metrics::gauge!("celeriac_queue_consumers", "queue" => q.clone())
+                .set(f64::from(f.consumers));
+            metrics::gauge!("celeriac_queue_paused", "queue" => q).set(if f.stats.paused {
+                1.0
+            } else {
+                0.0
+            });
         }
-    };
-    set("celeriac_store_memory_used_bytes", store.memory_used_bytes);
-    set("celeriac_store_memory_max_bytes", store.memory_max_bytes);
-    set("celeriac_store_evicted_keys", store.evicted_keys);
-    set("celeriac_store_file_bytes", store.file_bytes);
-    set("celeriac_store_wal_bytes", store.wal_bytes);
-    if let Some(policy) = store.eviction_policy {
-        metrics::gauge!("celeriac_store_eviction_policy", "policy" => policy).set(1.0);
-    }
+        metrics::gauge!("celeriac_workers_alive").set(alive as f64);
+        for s in app.schedules() {
+            if let Some(next) = s.next_after(now) {
+                metrics::gauge!(
+                    "celeriac_schedule_next_fire_timestamp_seconds",
+                    "schedule" => s.name().to_string()
+                )
+                .set(next as f64 / 1000.0);
+            }
+        }
+        let set = |name: &'static str, v: Option<u64>| {
+            if let Some(v) = v {
+                metrics::gauge!(name).set(v as f64);
+            }
+        };
+        set("celeriac_store_memory_used_bytes", store.memory_used_bytes);
+        set("celeriac_store_memory_max_bytes", store.memory_max_bytes);
+        set("celeriac_store_evicted_keys", store.evicted_keys);
+        set("celeriac_store_file_bytes", store.file_bytes);
+        set("celeriac_store_wal_bytes", store.wal_bytes);
+        if let Some(policy) = &store.eviction_policy {
+            metrics::gauge!("celeriac_store_eviction_policy", "policy" => policy.clone()).set(1.0);
+        }
+    });
+    page.set(Some(handle.render()));
     Ok(())
+}
+
+/// The help text of the fleet gauges.
+fn describe() {
+    use metrics::{describe_gauge, Unit};
+    describe_gauge!("celeriac_queue_jobs", "Jobs per queue and state");
+    describe_gauge!(
+        "celeriac_queue_latency_seconds",
+        Unit::Seconds,
+        "How long the oldest ready job of each queue has waited"
+    );
+    describe_gauge!("celeriac_queue_consumers", "Live running workers per queue");
+    describe_gauge!("celeriac_queue_paused", "1 for a paused queue");
+    describe_gauge!(
+        "celeriac_workers_alive",
+        "Live worker processes in the registry"
+    );
+    describe_gauge!(
+        "celeriac_schedule_next_fire_timestamp_seconds",
+        Unit::Seconds,
+        "When each schedule fires next, in seconds since the epoch"
+    );
+    describe_gauge!(
+        "celeriac_store_memory_used_bytes",
+        Unit::Bytes,
+        "Redis used_memory"
+    );
+    describe_gauge!(
+        "celeriac_store_memory_max_bytes",
+        Unit::Bytes,
+        "Redis maxmemory, 0 for none"
+    );
+    describe_gauge!(
+        "celeriac_store_evicted_keys",
+        "Keys Redis evicted since it started"
+    );
+    describe_gauge!(
+        "celeriac_store_eviction_policy",
+        "Redis maxmemory-policy, as a label; always 1"
+    );
+    describe_gauge!(
+        "celeriac_store_file_bytes",
+        Unit::Bytes,
+        "The SQLite file's size"
+    );
+    describe_gauge!(
+        "celeriac_store_wal_bytes",
+        Unit::Bytes,
+        "The SQLite write-ahead log's size"
+    );
 }

@@ -1,9 +1,9 @@
 //! Celeriac over HTTP: an axum [`Router`] that serves
 //!
 //! - `/metrics`: every metric Celeriac (and the application) records through the `metrics`
-//!   facade, in the Prometheus text format (`metrics-exporter-prometheus`), and the fleet
-//!   gauges (queue depth and latency, consumers, workers alive, schedules, the store's memory)
-//!   from the one process that holds the `celeriac-monitor` lease;
+//!   facade, in the Prometheus text format (`metrics-exporter-prometheus`), and, from the one
+//!   process that holds the `celeriac-monitor` lease, the fleet gauges (queue depth and
+//!   latency, consumers, workers alive, schedules, the store's memory);
 //! - `/livez`: whether the process runs tasks (a watchdog on the runtime); it never asks the
 //!   store, so a store outage does not restart every pod;
 //! - `/readyz`: whether the store answers, the workers' heartbeats land and nothing is
@@ -28,7 +28,7 @@ mod fleet;
 mod health;
 mod metrics;
 
-pub use crate::metrics::{prometheus, GAUGE_IDLE};
+pub use crate::metrics::prometheus;
 pub use fleet::{EVERY as FLEET_EVERY, LEASE as FLEET_LEASE};
 pub use health::{Check, Liveness, Readiness, CANARY_QUEUE, STALLED_AFTER, STORE_TIMEOUT};
 
@@ -60,6 +60,7 @@ struct Inner {
     prometheus: PrometheusHandle,
     watchdog: health::Watchdog,
     served: health::Served,
+    fleet: Arc<fleet::FleetPage>,
     /// Stops the watchdog and the fleet publisher when the last clone goes.
     stop: CancellationToken,
 }
@@ -86,8 +87,10 @@ impl Http {
             celeriac::process::hostname(),
             std::process::id()
         );
+        let page = Arc::new(fleet::FleetPage::default());
         tokio::spawn(fleet::publish_loop(
             app.clone(),
+            page.clone(),
             holder,
             fleet::EVERY,
             stop.clone(),
@@ -98,6 +101,7 @@ impl Http {
                 prometheus,
                 watchdog,
                 served: health::Served::default(),
+                fleet: page,
                 stop,
             }),
         })
@@ -158,25 +162,37 @@ impl Http {
             .await
     }
 
-    /// Publishes the fleet gauges now, whether this process leads or not (tests, and a
-    /// one-off `celeriac` command that wants them).
+    /// Publishes the fleet gauges now, whether this process leads or not (benchmarks; the
+    /// next round of the elected publisher decides again whether they show).
     ///
     /// # Errors
     /// When the store cannot be read.
     pub async fn publish_fleet_gauges(&self) -> celeriac::Result<()> {
-        fleet::publish(&self.inner.app).await
+        fleet::publish(&self.inner.app, &self.inner.fleet).await
     }
 }
 
 async fn metrics_page(State(inner): State<Arc<Inner>>) -> Response {
+    let page = Http { inner }.render_metrics();
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        inner.prometheus.render(),
+        page,
     )
         .into_response()
+}
+
+impl Http {
+    /// The `/metrics` page: what this process recorded, and the fleet gauges while it leads.
+    pub fn render_metrics(&self) -> String {
+        let mut page = self.inner.prometheus.render();
+        if let Some(fleet) = self.inner.fleet.text() {
+            page.push_str(&fleet);
+        }
+        page
+    }
 }
 
 fn status(ok: bool) -> StatusCode {

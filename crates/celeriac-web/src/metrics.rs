@@ -3,13 +3,7 @@
 //! is served by `/metrics`.
 
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
-use metrics_util::MetricKindMask;
 use std::sync::OnceLock;
-use std::time::Duration;
-
-/// How long a gauge nobody sets stays in the output: the fleet gauges of a process that stopped
-/// leading go after this long.
-pub const GAUGE_IDLE: Duration = Duration::from_secs(120);
 
 /// Histogram buckets (seconds) of every `*_seconds` metric: 1 ms to 10 minutes.
 const SECONDS: [f64; 16] = [
@@ -39,7 +33,6 @@ pub fn prometheus() -> Result<PrometheusHandle, String> {
 fn install() -> Result<PrometheusHandle, BuildError> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS)?
-        .idle_timeout(MetricKindMask::GAUGE, Some(GAUGE_IDLE))
         .install_recorder()?;
     describe();
     metrics::gauge!("celeriac_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
@@ -110,60 +103,6 @@ fn describe() {
         "celeriac_clock_offset_seconds",
         Unit::Seconds,
         "The fleet's clock minus this host's wall clock"
-    );
-    describe_gauge!(
-        "celeriac_queue_jobs",
-        "Jobs per queue and state (published by the elected process)"
-    );
-    describe_gauge!(
-        "celeriac_queue_latency_seconds",
-        Unit::Seconds,
-        "How long the oldest ready job of each queue has waited (elected process)"
-    );
-    describe_gauge!(
-        "celeriac_queue_consumers",
-        "Live running workers per queue (elected process)"
-    );
-    describe_gauge!(
-        "celeriac_queue_paused",
-        "1 for a paused queue (elected process)"
-    );
-    describe_gauge!(
-        "celeriac_workers_alive",
-        "Live worker processes in the registry (elected process)"
-    );
-    describe_gauge!(
-        "celeriac_schedule_next_fire_timestamp_seconds",
-        Unit::Seconds,
-        "When each schedule fires next, in seconds since the epoch (elected process)"
-    );
-    describe_gauge!(
-        "celeriac_store_memory_used_bytes",
-        Unit::Bytes,
-        "Redis used_memory (elected process)"
-    );
-    describe_gauge!(
-        "celeriac_store_memory_max_bytes",
-        Unit::Bytes,
-        "Redis maxmemory, 0 for none (elected process)"
-    );
-    describe_gauge!(
-        "celeriac_store_evicted_keys",
-        "Keys Redis evicted since it started (elected process)"
-    );
-    describe_gauge!(
-        "celeriac_store_eviction_policy",
-        "Redis maxmemory-policy, as a label; always 1 (elected process)"
-    );
-    describe_gauge!(
-        "celeriac_store_file_bytes",
-        Unit::Bytes,
-        "The SQLite file's size (elected process)"
-    );
-    describe_gauge!(
-        "celeriac_store_wal_bytes",
-        Unit::Bytes,
-        "The SQLite write-ahead log's size (elected process)"
     );
     describe_gauge!(
         "celeriac_monitor_leader",

@@ -112,12 +112,11 @@ pub(crate) async fn run(
     let http = celeriac_web::Http::new(app.clone()).map_err(CliError)?;
     let fleet_p50_ms = median_ms(rounds, || http.publish_fleet_gauges()).await?;
     let fleet_commands = commands_per_call(url, || http.publish_fleet_gauges()).await?;
-    let prometheus = celeriac_web::prometheus().map_err(CliError)?;
     let scrape_p50_ms = median_ms(rounds, || async {
-        Ok::<_, celeriac::Error>(prometheus.render())
+        Ok::<_, celeriac::Error>(http.render_metrics())
     })
     .await?;
-    let scrape_lines = prometheus.render().lines().count();
+    let scrape_lines = http.render_metrics().lines().count();
     let page = JobQuery::new(names[0].clone(), JobState::Pending);
     let mut filtered = page.clone();
     filtered.task = Some("no-such-task".into());
