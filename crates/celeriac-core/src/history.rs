@@ -13,7 +13,7 @@ use crate::clock::{Clock, UnixMs};
 use crate::sketch::Sketch;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -24,12 +24,66 @@ pub const DEFAULT_FLUSH: Duration = Duration::from_secs(10);
 /// The most entries kept while the store refuses them; beyond it the oldest minutes go.
 const MAX_PENDING: usize = 20_000;
 
-type Key = (UnixMs, Arc<str>, String);
+/// The tally: per minute and queue (few at a time: a worker serves few queues), per task.
+#[derive(Debug, Default)]
+struct Tally {
+    minutes: Vec<Minute>,
+}
+
+#[derive(Debug)]
+struct Minute {
+    start: UnixMs,
+    queue: Arc<str>,
+    tasks: HashMap<String, HistoryEntry>,
+}
+
+impl Tally {
+    /// The entry of `queue` and `task` for the minute holding `at`; allocates only the first
+    /// time a minute, queue or task is seen.
+    fn entry(&mut self, queue: &Arc<str>, task: &str, at: UnixMs) -> Option<&mut HistoryEntry> {
+        let start = Resolution::Minute.start_of(at);
+        let i =
+            match self.minutes.iter().position(|m| {
+                m.start == start && (Arc::ptr_eq(&m.queue, queue) || m.queue == *queue)
+            }) {
+                Some(i) => i,
+                None => {
+                    self.minutes.push(Minute {
+                        start,
+                        queue: queue.clone(),
+                        tasks: HashMap::new(),
+                    });
+                    self.minutes.len() - 1
+                }
+            };
+        let tasks = &mut self.minutes.get_mut(i)?.tasks;
+        if !tasks.contains_key(task) {
+            tasks.insert(task.to_string(), HistoryEntry::new(start, &**queue, task));
+        }
+        tasks.get_mut(task)
+    }
+
+    fn len(&self) -> usize {
+        self.minutes.iter().map(|m| m.tasks.len()).sum()
+    }
+}
 
 /// The tally of attempts not yet written, shared by a worker's runs.
 #[derive(Debug, Clone, Default)]
 pub struct Recorder {
-    pending: Arc<Mutex<HashMap<Key, HistoryEntry>>>,
+    pending: Arc<Mutex<Tally>>,
+}
+
+/// The history field of an attempt's outcome; `None` for one that never ran (deferred).
+fn field_of(outcome: &Outcome) -> Option<&'static str> {
+    Some(match outcome {
+        Outcome::Succeeded { .. } => "o",
+        Outcome::Retry { .. } => "r",
+        Outcome::Failed { .. } => "f",
+        Outcome::Dead { .. } => "d",
+        Outcome::Cancelled => "c",
+        Outcome::Deferred { .. } => return None,
+    })
 }
 
 impl Recorder {
@@ -38,23 +92,13 @@ impl Recorder {
         Self::default()
     }
 
-    fn entry<'a>(
-        map: &'a mut MutexGuard<'_, HashMap<Key, HistoryEntry>>,
-        queue: &Arc<str>,
-        task: &str,
-        at: UnixMs,
-    ) -> &'a mut HistoryEntry {
-        let start = Resolution::Minute.start_of(at);
-        map.entry((start, queue.clone(), task.to_string()))
-            .or_insert_with(|| HistoryEntry::new(start, &**queue, task))
-    }
-
     /// An attempt started at `at`, its job due `waited_ms` before.
     pub fn started(&self, queue: &Arc<str>, task: &str, at: UnixMs, waited_ms: i64) {
-        if let Ok(mut map) = self.pending.lock() {
-            let e = Self::entry(&mut map, queue, task, at);
-            e.counts.started += 1;
-            e.wait_ms.add(waited_ms.max(0) as f64);
+        if let Ok(mut tally) = self.pending.lock() {
+            if let Some(e) = tally.entry(queue, task, at) {
+                e.counts.started += 1;
+                e.wait_ms.add(waited_ms.max(0) as f64);
+            }
         }
     }
 
@@ -68,48 +112,64 @@ impl Recorder {
         outcome: &Outcome,
         ran: Duration,
     ) {
-        let field = match outcome {
-            Outcome::Succeeded { .. } => "o",
-            Outcome::Retry { .. } => "r",
-            Outcome::Failed { .. } => "f",
-            Outcome::Dead { .. } => "d",
-            Outcome::Cancelled => "c",
-            Outcome::Deferred { .. } => return,
+        self.ended_all(at, [(queue, task, outcome, ran)]);
+    }
+
+    /// Attempts that ended at `at` (queue, task, outcome, run time), under one lock.
+    pub fn ended_all<'a>(
+        &self,
+        at: UnixMs,
+        attempts: impl IntoIterator<Item = (&'a Arc<str>, &'a str, &'a Outcome, Duration)>,
+    ) {
+        let Ok(mut tally) = self.pending.lock() else {
+            return;
         };
-        if let Ok(mut map) = self.pending.lock() {
-            let e = Self::entry(&mut map, queue, task, at);
-            if let Some(n) = e.counts.get_mut(field) {
-                *n += 1;
+        for (queue, task, outcome, ran) in attempts {
+            let Some(field) = field_of(outcome) else {
+                continue;
+            };
+            if let Some(e) = tally.entry(queue, task, at) {
+                if let Some(n) = e.counts.get_mut(field) {
+                    *n += 1;
+                }
+                e.run_ms.add(ran.as_secs_f64() * 1000.0);
             }
-            e.run_ms.add(ran.as_secs_f64() * 1000.0);
         }
     }
 
     /// Takes what is pending.
     pub fn take(&self) -> Vec<HistoryEntry> {
         match self.pending.lock() {
-            Ok(mut map) => map.drain().map(|(_, e)| e).collect(),
+            Ok(mut tally) => tally
+                .minutes
+                .drain(..)
+                .flat_map(|m| m.tasks.into_values())
+                .collect(),
             Err(_) => Vec::new(),
         }
     }
 
     /// Puts back what could not be written, dropping the oldest minutes beyond a bound.
     fn put_back(&self, entries: Vec<HistoryEntry>) {
-        let Ok(mut map) = self.pending.lock() else {
+        let Ok(mut tally) = self.pending.lock() else {
             return;
         };
         for e in entries {
             let queue: Arc<str> = Arc::from(e.queue.as_str());
-            let task = e.task.clone();
-            Self::entry(&mut map, &queue, &task, e.start).merge(&e);
+            if let Some(mine) = tally.entry(&queue, &e.task, e.start) {
+                mine.merge(&e);
+            }
         }
-        if map.len() > MAX_PENDING {
-            let mut starts: Vec<UnixMs> = map.keys().map(|k| k.0).collect();
-            starts.sort_unstable();
-            let cut = starts[map.len() - MAX_PENDING];
-            let before = map.len();
-            map.retain(|k, _| k.0 >= cut);
-            let dropped = before - map.len();
+        let before = tally.len();
+        if before > MAX_PENDING {
+            // The oldest minutes go first, whole.
+            tally.minutes.sort_by_key(|m| std::cmp::Reverse(m.start));
+            let mut kept = 0;
+            tally.minutes.retain(|m| {
+                kept += m.tasks.len();
+                kept <= MAX_PENDING
+            });
+            let dropped = before - tally.len();
             metrics::counter!("celeriac_history_dropped_total").increment(dropped as u64);
             warn!(
                 dropped,

@@ -76,14 +76,22 @@ pub(super) async fn ack_loop<B: Broker + EventLog>(
         let mut events = Vec::new();
         let mut counts = Counts::default();
         let now = clock.now_ms();
+        history.ended_all(
+            now,
+            batch
+                .iter()
+                .zip(&applied)
+                .zip(&rans)
+                .filter(|((_, ok), _)| **ok == Some(true))
+                .filter_map(|((c, _), (task, ran))| {
+                    ran.map(|r| (&c.lease.queue, task.as_str(), &c.outcome, r))
+                }),
+        );
         for ((c, ok), (task, ran)) in batch.iter().zip(applied).zip(&rans) {
             let Some(ok) = ok else { continue };
             if ok {
                 if let Some(e) = job_event(c, now) {
                     events.push(e);
-                }
-                if let Some(ran) = ran {
-                    history.ended(&c.lease.queue, task, now, &c.outcome, *ran);
                 }
             }
             let outcome = if !ok {

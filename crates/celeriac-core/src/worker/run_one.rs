@@ -186,14 +186,28 @@ impl RunOne {
             self.history
                 .started(&lease.queue, &job.task, started, started - job.run_at);
             let outcome = self.unknown_task(&job).await;
-            self.send(lease, outcome, attempt, permit, &job, Some(Duration::ZERO));
+            self.send(
+                lease,
+                outcome,
+                attempt,
+                permit,
+                job.task,
+                Some(Duration::ZERO),
+            );
             return;
         };
         let breaker = match self.admit(&def).await {
             Ok(breaker) => breaker,
             Err((name, rejected)) => {
                 let at = self.defer_until(name, &rejected, started);
-                self.send(lease, Outcome::Deferred { at }, attempt, permit, &job, None);
+                self.send(
+                    lease,
+                    Outcome::Deferred { at },
+                    attempt,
+                    permit,
+                    job.task,
+                    None,
+                );
                 return;
             }
         };
@@ -247,7 +261,14 @@ impl RunOne {
                 );
             }
         }
-        self.send(lease, outcome, attempt, permit, &job, Some(began.elapsed()));
+        self.send(
+            lease,
+            outcome,
+            attempt,
+            permit,
+            job.task,
+            Some(began.elapsed()),
+        );
     }
 
     /// Counts the attempt, and the wait of a first one.
@@ -490,14 +511,14 @@ impl RunOne {
         outcome: Outcome,
         attempt: u32,
         permit: OwnedSemaphorePermit,
-        job: &Job,
+        task: String,
         ran: Option<Duration>,
     ) {
         let _ = self.done.send(Done {
             completion: Completion { lease, outcome },
             attempt,
             permit,
-            task: job.task.clone(),
+            task,
             ran,
         });
     }
