@@ -243,5 +243,22 @@ pub fn format(d: Duration) -> String {
     out
 }
 
+/// Serde for a [`Duration`] written as text in this grammar (`"5m"`, `"1h30m"`):
+/// `#[serde(with = "celeriac_core::duration::serde_text")]`.
+pub mod serde_text {
+    use std::time::Duration;
+
+    /// Writes `d` with [`format`](super::format).
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::format(*d))
+    }
+
+    /// Reads a duration with [`parse`](super::parse).
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = <String as serde::Deserialize>::deserialize(d)?;
+        super::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests;

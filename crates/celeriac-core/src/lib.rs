@@ -23,6 +23,7 @@
 //! a clock, and tests drive time with [`clock::ManualClock`]. The cache is the
 //! `celeriac-cache` crate, over [`KvStore`].
 
+pub mod alerts;
 pub mod backend;
 pub mod beat;
 pub mod breaker;
