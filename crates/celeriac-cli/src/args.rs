@@ -134,6 +134,19 @@ pub(crate) enum Command {
         #[arg(long, env = "CELERIAC_JSON")]
         json: bool,
     },
+    /// The alerts: which fire and which are pending, from the states the evaluating process
+    /// keeps in the store; `alerts export --prometheus` writes the rules for Prometheus.
+    ///
+    /// Rules are evaluated every 15 s by the process that publishes the fleet gauges (a worker
+    /// or beat with --http), each with a threshold and a `for` duration; what fires and what
+    /// resolves goes to the event stream and to --alert-webhook.
+    Alerts {
+        #[command(subcommand)]
+        command: Option<AlertsCommand>,
+        /// Print JSON instead of a table.
+        #[arg(long, env = "CELERIAC_JSON")]
+        json: bool,
+    },
     /// Ask a worker or beat served with --http whether it is ready, and exit non-zero if not
     /// (for a container's HEALTHCHECK).
     ///
@@ -306,6 +319,20 @@ pub(crate) enum WorkersCommand {
 }
 
 #[derive(Subcommand, Debug)]
+pub(crate) enum AlertsCommand {
+    /// Write the alert rules as Prometheus alerting rules (YAML) on the metrics `--http`
+    /// serves, for teams that alert from Prometheus instead.
+    Export {
+        /// Prometheus alerting rules (the only format so far).
+        #[arg(long, required = true)]
+        prometheus: bool,
+        /// A rules file (default: the built-in rules).
+        #[arg(long, env = "CELERIAC_ALERT_RULES")]
+        rules: Option<std::path::PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub(crate) enum CacheCommand {
     /// Per namespace, the counters of every live instance summed: hits in L1 and L2, misses,
     /// the hit ratio, stale values served, loads and their mean time, waiters, evictions and
@@ -438,6 +465,13 @@ pub(crate) struct BeatArgs {
     /// 127.0.0.1:9464 (0.0.0.0:9464 in a container).
     #[arg(long, env = "CELERIAC_HTTP")]
     pub(crate) http: Option<std::net::SocketAddr>,
+    /// Alert rules (a TOML file of [[rule]] tables; default: the built-in rules), evaluated
+    /// by the process that publishes the fleet gauges (one with --http).
+    #[arg(long, env = "CELERIAC_ALERT_RULES")]
+    pub(crate) alert_rules: Option<std::path::PathBuf>,
+    /// Post alerts that fire and resolve to this URL (JSON with a Slack-compatible `text`).
+    #[arg(long, env = "CELERIAC_ALERT_WEBHOOK", hide_env_values = true)]
+    pub(crate) alert_webhook: Option<String>,
     /// The scheduler's leader lease, e.g. 30s: when the leading beat dies, another takes over
     /// within this long. Renewed every third of it.
     #[arg(long, env = "CELERIAC_BEAT_LEASE", default_value = "30s", value_parser = duration::parse)]

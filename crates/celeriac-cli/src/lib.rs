@@ -17,6 +17,7 @@
 //! One file per command group (worker and beat, jobs and queues, dead letters, caches, limits,
 //! breakers, the benchmarks, the demo); `args.rs` holds the arguments of all of them.
 
+mod alerts;
 mod args;
 pub mod bench;
 mod breaker;
@@ -165,6 +166,9 @@ async fn dispatch(cli: Cli, registry: Registry, default_url: Option<String>) -> 
             json,
         } => events::run(app(url, registry).await?, limit, follow, json).await,
         Command::Jobs { command } => browse::run(app(url, registry).await?, command).await,
+        Command::Alerts { command, json } => {
+            alerts::run(app(url, registry).await?, command, json).await
+        }
         Command::Health {
             http,
             deep,

@@ -56,8 +56,13 @@ pub(crate) async fn worker(app: App, args: WorkerArgs) -> CliResult {
     let http_stop = CancellationToken::new();
     let http = match args.beat_args.http {
         Some(addr) => {
+            let alerting = crate::alerts::settings(
+                args.beat_args.alert_rules.as_deref(),
+                args.beat_args.alert_webhook.clone(),
+            )?;
             let mut http = celeriac_web::Http::new(app.clone())
                 .map_err(|e| CliError(format!("--http: {e}")))?
+                .alerting(alerting)
                 .watch_worker(&worker);
             if let Some(b) = &scheduler {
                 http = http.watch_beat(b);
@@ -140,8 +145,11 @@ pub(crate) async fn beat(app: App, args: BeatArgs) -> CliResult {
     let http_stop = CancellationToken::new();
     let http = match args.http {
         Some(addr) => {
+            let alerting =
+                crate::alerts::settings(args.alert_rules.as_deref(), args.alert_webhook.clone())?;
             let http = celeriac_web::Http::new(app.clone())
                 .map_err(|e| CliError(format!("--http: {e}")))?
+                .alerting(alerting)
                 .watch_beat(&beat);
             Some(crate::health::serve(http, addr, http_stop.clone()).await?)
         }

@@ -147,7 +147,7 @@ impl Rule {
             .as_ref()
             .map(|q| format!(" (queue {q})"))
             .unwrap_or_default();
-        format!("{what}{scope}, for {:?}", self.for_)
+        format!("{what}{scope}, for {}", crate::duration::format(self.for_))
     }
 }
 
@@ -168,6 +168,17 @@ pub struct Snapshot {
     pub store: StoreFigures,
     /// Keys the store had evicted at the previous evaluation.
     pub evicted_before: Option<u64>,
+}
+
+impl Snapshot {
+    /// The snapshot of a store that could not be read at `now`.
+    pub fn store_down(now: UnixMs, error: String) -> Self {
+        Snapshot {
+            now,
+            store_error: Some(error),
+            ..Default::default()
+        }
+    }
 }
 
 /// One subject's reading under a rule.

@@ -6,7 +6,13 @@
 //! `/metrics` appends while this process leads: a process that stops leading stops showing them
 //! at once, and a queue that is gone leaves no stale series.
 
-use celeriac::backend::{ProcessKind, ProcessState, StoreHealth};
+use crate::alerts::Evaluator;
+use celeriac::alerts::{Snapshot, WINDOW_MINUTES};
+use celeriac::backend::{
+    History, HistoryEntry, HistoryQuery, ProcessInfo, ProcessKind, ProcessState, Resolution,
+    StoreFigures, StoreHealth, MINUTE_MS,
+};
+use celeriac::monitor::QueueFigures;
 use celeriac::{App, Coordinator, JobState, ProcessRegistry};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use std::sync::{Arc, RwLock};
@@ -53,16 +59,20 @@ impl FleetPage {
     }
 }
 
-/// Competes for the lease every `every` and publishes while it holds it, until `stop`.
+/// Competes for the lease every `every` and, while it holds it, publishes the gauges and
+/// evaluates the alerts, until `stop`. A leader that loses the store keeps evaluating (so
+/// "the store is down" can fire) until another process is seen to lead.
 pub(crate) async fn publish_loop(
     app: App,
     page: Arc<FleetPage>,
+    alerts: Arc<RwLock<Option<Arc<Evaluator>>>>,
     holder: String,
     every: Duration,
     stop: CancellationToken,
 ) {
     let leading = metrics::gauge!("celeriac_monitor_leader");
     let mut token = None;
+    let mut lost_store = None;
     loop {
         let now = app.client().now();
         match app
@@ -75,19 +85,35 @@ pub(crate) async fn publish_loop(
                     debug!(holder, leading = t.is_some(), "fleet gauges lease");
                 }
                 token = t;
+                lost_store = None;
             }
             Err(e) => {
                 debug!(error = %e, "could not renew the fleet gauges lease");
+                if token.is_some() || lost_store.is_some() {
+                    lost_store = Some(e.to_string());
+                }
                 token = None;
             }
         }
         leading.set(if token.is_some() { 1.0 } else { 0.0 });
+        let evaluator = alerts.read().ok().and_then(|a| a.clone());
         if token.is_some() {
-            if let Err(e) = publish(&app, &page).await {
-                debug!(error = %e, "could not read the fleet's figures");
+            let snap = match publish(&app, &page).await {
+                Ok(fleet) => fleet.snapshot(),
+                Err(e) => {
+                    debug!(error = %e, "could not read the fleet's figures");
+                    Snapshot::store_down(app.client().now(), e.to_string())
+                }
+            };
+            if let Some(ev) = &evaluator {
+                ev.run(&app, &snap).await;
             }
         } else {
             page.set(None);
+            if let (Some(ev), Some(e)) = (&evaluator, &lost_store) {
+                ev.run(&app, &Snapshot::store_down(app.client().now(), e.clone()))
+                    .await;
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
@@ -100,23 +126,76 @@ pub(crate) async fn publish_loop(
     }
 }
 
-/// Reads the fleet's figures once and renders the gauges into `page`.
-pub(crate) async fn publish(app: &App, page: &FleetPage) -> celeriac::Result<()> {
+/// What the fleet looks like, as one read of the store found it.
+pub(crate) struct Fleet {
+    now: celeriac::clock::UnixMs,
+    figures: Vec<QueueFigures>,
+    processes: Vec<ProcessInfo>,
+    store: StoreFigures,
+    recent: Vec<HistoryEntry>,
+}
+
+impl Fleet {
+    /// The snapshot alerts are evaluated on.
+    pub(crate) fn snapshot(self) -> Snapshot {
+        Snapshot {
+            now: self.now,
+            store_error: None,
+            queues: self.figures,
+            processes: self.processes,
+            recent: self.recent,
+            store: self.store,
+            evicted_before: None,
+        }
+    }
+}
+
+/// Reads the fleet's figures: queues, processes, the store's own figures and the last
+/// minutes of history.
+pub(crate) async fn read(app: &App) -> celeriac::Result<Fleet> {
     let backend = app.backend().as_ref();
     let now = app.client().now();
     let figures = celeriac::monitor::queue_figures(backend, now).await?;
-    let alive = backend
-        .processes(now)
-        .await?
+    let processes = backend.processes(now).await?;
+    let store = backend.store_figures().await?;
+    let minute = Resolution::Minute.start_of(now);
+    let recent = backend
+        .history(HistoryQuery::new(
+            Resolution::Minute,
+            minute - WINDOW_MINUTES * MINUTE_MS,
+            minute,
+        ))
+        .await?;
+    Ok(Fleet {
+        now,
+        figures,
+        processes,
+        store,
+        recent,
+    })
+}
+
+/// Reads the fleet's figures once and renders the gauges into `page`.
+pub(crate) async fn publish(app: &App, page: &FleetPage) -> celeriac::Result<Fleet> {
+    let fleet = read(app).await?;
+    page.set(Some(render(app, &fleet)));
+    Ok(fleet)
+}
+
+/// The fleet gauges, rendered by a recorder of their own.
+fn render(app: &App, fleet: &Fleet) -> String {
+    let now = fleet.now;
+    let alive = fleet
+        .processes
         .iter()
         .filter(|p| p.kind == ProcessKind::Worker && p.state != ProcessState::Draining)
         .count();
-    let store = backend.store_figures().await?;
+    let store = &fleet.store;
     let recorder = PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();
     metrics::with_local_recorder(&recorder, || {
         describe();
-        for f in &figures {
+        for f in &fleet.figures {
             let q = f.stats.queue.clone();
             for state in STATES {
                 metrics::gauge!("celeriac_queue_jobs", "queue" => q.clone(), "state" => state.to_string())
@@ -156,8 +235,7 @@ pub(crate) async fn publish(app: &App, page: &FleetPage) -> celeriac::Result<()>
             metrics::gauge!("celeriac_store_eviction_policy", "policy" => policy.clone()).set(1.0);
         }
     });
-    page.set(Some(handle.render()));
-    Ok(())
+    handle.render()
 }
 
 /// The help text of the fleet gauges.

@@ -24,11 +24,13 @@
 //! # Ok(()) }
 //! ```
 
+mod alerts;
 mod fleet;
 mod health;
 mod metrics;
 
 pub use crate::metrics::prometheus;
+pub use alerts::{states as alert_states, webhook_body, Alerting, STATES_KEY as ALERT_STATES_KEY};
 pub use fleet::{EVERY as FLEET_EVERY, LEASE as FLEET_LEASE};
 pub use health::{Check, Liveness, Readiness, CANARY_QUEUE, STALLED_AFTER, STORE_TIMEOUT};
 
@@ -41,7 +43,7 @@ use celeriac::{AnyBackend, App, Beat, Worker};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -61,6 +63,7 @@ struct Inner {
     watchdog: health::Watchdog,
     served: health::Served,
     fleet: Arc<fleet::FleetPage>,
+    alerts: Arc<RwLock<Option<Arc<alerts::Evaluator>>>>,
     /// Stops the watchdog and the fleet publisher when the last clone goes.
     stop: CancellationToken,
 }
@@ -88,9 +91,11 @@ impl Http {
             std::process::id()
         );
         let page = Arc::new(fleet::FleetPage::default());
+        let evaluator = Arc::new(RwLock::new(None));
         tokio::spawn(fleet::publish_loop(
             app.clone(),
             page.clone(),
+            evaluator.clone(),
             holder,
             fleet::EVERY,
             stop.clone(),
@@ -102,9 +107,33 @@ impl Http {
                 watchdog,
                 served: health::Served::default(),
                 fleet: page,
+                alerts: evaluator,
                 stop,
             }),
         })
+    }
+
+    /// Evaluates these alert rules whenever this process publishes the fleet gauges (while it
+    /// holds the `celeriac-monitor` lease), and posts what fires and resolves to the webhook.
+    pub fn alerting(self, config: Alerting) -> Self {
+        if let Ok(mut a) = self.inner.alerts.write() {
+            *a = Some(Arc::new(alerts::Evaluator::new(config)));
+        }
+        self
+    }
+
+    /// Evaluates the alert rules now, whether this process leads or not, and returns what
+    /// fired or resolved (and was notified); nothing without [`alerting`](Self::alerting).
+    pub async fn evaluate_alerts(&self) -> Vec<celeriac::alerts::Alert> {
+        let Some(ev) = self.inner.alerts.read().ok().and_then(|a| a.clone()) else {
+            return Vec::new();
+        };
+        let app = &self.inner.app;
+        let snap = match fleet::read(app).await {
+            Ok(f) => f.snapshot(),
+            Err(e) => celeriac::alerts::Snapshot::store_down(app.client().now(), e.to_string()),
+        };
+        ev.run(app, &snap).await
     }
 
     /// Readiness also follows this worker: its heartbeats to the store, and whether it drains.
@@ -168,7 +197,9 @@ impl Http {
     /// # Errors
     /// When the store cannot be read.
     pub async fn publish_fleet_gauges(&self) -> celeriac::Result<()> {
-        fleet::publish(&self.inner.app, &self.inner.fleet).await
+        fleet::publish(&self.inner.app, &self.inner.fleet)
+            .await
+            .map(drop)
     }
 }
 

@@ -57,10 +57,10 @@ pub use celeriac_core::duration;
 pub use celeriac_core::limit;
 pub use celeriac_core::RateLimitStore;
 pub use celeriac_core::{
-    backend, beat, bulk, client, clock, error, history, job, monitor, process, retry, schedule,
-    sketch, task, worker, AsClient, Backoff, Beat, BeatConfig, Broker, CancelOutcome, Client,
-    Clock, Coordinator, Encoding, Enqueue, Error, ErrorInfo, ErrorKind, Event, EventLog, History,
-    Job, JobHandle, JobId, JobInfo, JobOptions, JobState, ManualClock, Missed, Priority,
+    alerts, backend, beat, bulk, client, clock, error, history, job, monitor, process, retry,
+    schedule, sketch, task, worker, AsClient, Backoff, Beat, BeatConfig, Broker, CancelOutcome,
+    Client, Clock, Coordinator, Encoding, Enqueue, Error, ErrorInfo, ErrorKind, Event, EventLog,
+    History, Job, JobHandle, JobId, JobInfo, JobOptions, JobState, ManualClock, Missed, Priority,
     ProcessInfo, ProcessRegistry, Progress, QueueAdmin, Rate, Registry, Result, ResultStore,
     Schedule, Shutdown, SystemClock, Task, TaskContext, TaskDef, TaskError, TaskLimits,
     TaskOptions, Unique, UniqueFor, WarpedClock, Worker, WorkerConfig, WorkerStats,
