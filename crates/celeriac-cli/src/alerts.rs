@@ -64,12 +64,12 @@ pub(crate) fn settings(
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| {
                 CliError(format!(
-                    "--alert-rules {}: cannot read it: {e}",
+                    "the rules file {}: cannot read it: {e}",
                     path.display()
                 ))
             })?;
             Alerting::from_toml(&text)
-                .map_err(|e| CliError(format!("--alert-rules {}: {e}", path.display())))?
+                .map_err(|e| CliError(format!("the rules file {}: {e}", path.display())))?
         }
         None => Alerting::default(),
     };
