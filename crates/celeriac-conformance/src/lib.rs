@@ -86,7 +86,9 @@ where
 /// `Broker` and `ResultStore`), `processes` (the process registry; its cases also run a worker
 /// and a beat), `events` (the event stream; its worker case also uses `Broker`), `history` (the
 /// history per minute and hour; its worker case also uses `Broker`), `health` (a ping and the
-/// store's own figures). Cases that run a worker
+/// store's own figures), `alerts` (the rules over the store's figures, and their states in its
+/// key-value space; uses `Broker`, `QueueAdmin`, `ProcessRegistry`, `History`, `StoreHealth`
+/// and `KvStore`). Cases that run a worker
 /// need every capability a worker uses (`celeriac_core::WorkerStore`), a beat
 /// `ProcessRegistry`.
 ///
@@ -116,7 +118,8 @@ macro_rules! suite {
                 processes,
                 events,
                 history,
-                health
+                health,
+                alerts
             ]
         );
     };
@@ -194,6 +197,13 @@ macro_rules! __capability {
             #[allow(unused_imports)]
             use super::*;
             $crate::__cases_events!($c);
+        }
+    };
+    (alerts, $c:expr) => {
+        pub mod alerts {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::__cases_alerts!($c);
         }
     };
     (health, $c:expr) => {

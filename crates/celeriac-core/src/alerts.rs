@@ -7,7 +7,10 @@
 //! This module is the arithmetic and the state machine; the store keeps the states (so every
 //! process and `celeriac alerts` sees them) and `celeriac-web` evaluates and delivers.
 
-use crate::backend::{HistoryEntry, ProcessInfo, ProcessKind, StoreFigures};
+use crate::backend::{
+    History, HistoryEntry, HistoryQuery, KvEntry, KvStore, ProcessInfo, ProcessKind,
+    ProcessRegistry, QueueAdmin, Resolution, StoreFigures, StoreHealth, MINUTE_MS,
+};
 use crate::clock::{duration_ms, UnixMs};
 use crate::error::{Error, Result};
 use crate::monitor::QueueFigures;
@@ -171,6 +174,38 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Reads what the rules look at, at `now`: every queue's figures, the registry, the
+    /// store's own figures and the last [`WINDOW_MINUTES`] complete minutes of history. Costs
+    /// the store what `celeriac queues` does, plus a few history buckets per queue.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    pub async fn read<B>(backend: &B, now: UnixMs) -> Result<Self>
+    where
+        B: QueueAdmin + ProcessRegistry + History + StoreHealth,
+    {
+        let queues = crate::monitor::queue_figures(backend, now).await?;
+        let processes = backend.processes(now).await?;
+        let store = backend.store_figures().await?;
+        let minute = Resolution::Minute.start_of(now);
+        let recent = backend
+            .history(HistoryQuery::new(
+                Resolution::Minute,
+                minute - WINDOW_MINUTES * MINUTE_MS,
+                minute,
+            ))
+            .await?;
+        Ok(Snapshot {
+            now,
+            store_error: None,
+            queues,
+            processes,
+            recent,
+            store,
+            evicted_before: None,
+        })
+    }
+
     /// The snapshot of a store that could not be read at `now`.
     pub fn store_down(now: UnixMs, error: String) -> Self {
         Snapshot {
@@ -394,7 +429,35 @@ pub struct AlertStates {
     pub evicted_keys: Option<u64>,
 }
 
+/// Where the alerts' states live in the store's key-value space.
+pub const STATES_KEY: &str = "celeriac:alerts:states";
+
+/// How long stored states outlive the last evaluation.
+const STATES_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
 impl AlertStates {
+    /// The states kept in `store` (empty when none are).
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    pub async fn load<B: KvStore>(store: &B, now: UnixMs) -> Result<Self> {
+        let stored = store.kv_get(vec![STATES_KEY.to_string()], now).await?;
+        Ok(Self::decode(stored.first().and_then(|v| v.as_deref())))
+    }
+
+    /// Keeps the states in `store`.
+    ///
+    /// # Errors
+    /// When the store refuses them.
+    pub async fn save<B: KvStore>(&self, store: &B, now: UnixMs) -> Result<()> {
+        let entry = KvEntry {
+            key: STATES_KEY.to_string(),
+            value: self.encode()?,
+            ttl: STATES_TTL,
+        };
+        store.kv_set(vec![entry], now).await
+    }
+
     /// The states as stores keep them (JSON).
     pub fn encode(&self) -> Result<Vec<u8>> {
         serde_json::to_vec(self).map_err(|e| Error::Codec(format!("alert states: {e}")))

@@ -4,18 +4,12 @@
 //! in the event stream, and posts them to a webhook in a Slack-compatible shape.
 
 use celeriac::alerts::{evaluate, Alert, AlertStates, Rule, Snapshot, Status};
-use celeriac::backend::{Event, EventLog, KvEntry, KvStore};
+use celeriac::backend::{Event, EventLog};
 use celeriac::App;
 use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
 use std::time::Duration;
 use tracing::{debug, warn};
-
-/// Where the alerts' states live in the store's key-value space.
-pub const STATES_KEY: &str = "celeriac:alerts:states";
-
-/// How long the stored states outlive the last evaluation.
-const STATES_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// How long a webhook may take to answer.
 const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -106,14 +100,7 @@ impl Alerting {
 /// # Errors
 /// When the store cannot be read.
 pub async fn states(app: &App) -> celeriac::Result<AlertStates> {
-    let now = app.client().now();
-    let stored = app
-        .backend()
-        .kv_get(vec![STATES_KEY.to_string()], now)
-        .await?;
-    Ok(AlertStates::decode(
-        stored.first().and_then(|v| v.as_deref()),
-    ))
+    AlertStates::load(app.backend().as_ref(), app.client().now()).await
 }
 
 /// Evaluates alerts: the states come from the store, or from the last evaluation when the
@@ -193,7 +180,10 @@ impl Evaluator {
             *last = Some(states.clone());
         }
         if snap.store_error.is_none() {
-            if let Err(e) = save(app, &states).await {
+            if let Err(e) = states
+                .save(app.backend().as_ref(), app.client().now())
+                .await
+            {
                 debug!(error = %e, "could not store the alerts' states");
             }
         }
@@ -225,15 +215,6 @@ impl Evaluator {
         }
         Ok(())
     }
-}
-
-async fn save(app: &App, states: &AlertStates) -> celeriac::Result<()> {
-    let entry = KvEntry {
-        key: STATES_KEY.to_string(),
-        value: states.encode()?,
-        ttl: STATES_TTL,
-    };
-    app.backend().kv_set(vec![entry], app.client().now()).await
 }
 
 fn status_name(s: Status) -> &'static str {

@@ -7,13 +7,9 @@
 //! at once, and a queue that is gone leaves no stale series.
 
 use crate::alerts::Evaluator;
-use celeriac::alerts::{Snapshot, WINDOW_MINUTES};
-use celeriac::backend::{
-    History, HistoryEntry, HistoryQuery, ProcessInfo, ProcessKind, ProcessState, Resolution,
-    StoreFigures, StoreHealth, MINUTE_MS,
-};
-use celeriac::monitor::QueueFigures;
-use celeriac::{App, Coordinator, JobState, ProcessRegistry};
+use celeriac::alerts::Snapshot;
+use celeriac::backend::{ProcessKind, ProcessState};
+use celeriac::{App, Coordinator, JobState};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -99,7 +95,7 @@ pub(crate) async fn publish_loop(
         let evaluator = alerts.read().ok().and_then(|a| a.clone());
         if token.is_some() {
             let snap = match publish(&app, &page).await {
-                Ok(fleet) => fleet.snapshot(),
+                Ok(snap) => snap,
                 Err(e) => {
                     debug!(error = %e, "could not read the fleet's figures");
                     Snapshot::store_down(app.client().now(), e.to_string())
@@ -126,64 +122,16 @@ pub(crate) async fn publish_loop(
     }
 }
 
-/// What the fleet looks like, as one read of the store found it.
-pub(crate) struct Fleet {
-    now: celeriac::clock::UnixMs,
-    figures: Vec<QueueFigures>,
-    processes: Vec<ProcessInfo>,
-    store: StoreFigures,
-    recent: Vec<HistoryEntry>,
-}
-
-impl Fleet {
-    /// The snapshot alerts are evaluated on.
-    pub(crate) fn snapshot(self) -> Snapshot {
-        Snapshot {
-            now: self.now,
-            store_error: None,
-            queues: self.figures,
-            processes: self.processes,
-            recent: self.recent,
-            store: self.store,
-            evicted_before: None,
-        }
-    }
-}
-
-/// Reads the fleet's figures: queues, processes, the store's own figures and the last
-/// minutes of history.
-pub(crate) async fn read(app: &App) -> celeriac::Result<Fleet> {
-    let backend = app.backend().as_ref();
-    let now = app.client().now();
-    let figures = celeriac::monitor::queue_figures(backend, now).await?;
-    let processes = backend.processes(now).await?;
-    let store = backend.store_figures().await?;
-    let minute = Resolution::Minute.start_of(now);
-    let recent = backend
-        .history(HistoryQuery::new(
-            Resolution::Minute,
-            minute - WINDOW_MINUTES * MINUTE_MS,
-            minute,
-        ))
-        .await?;
-    Ok(Fleet {
-        now,
-        figures,
-        processes,
-        store,
-        recent,
-    })
-}
-
-/// Reads the fleet's figures once and renders the gauges into `page`.
-pub(crate) async fn publish(app: &App, page: &FleetPage) -> celeriac::Result<Fleet> {
-    let fleet = read(app).await?;
-    page.set(Some(render(app, &fleet)));
-    Ok(fleet)
+/// Reads the fleet's figures once and renders the gauges into `page`; the snapshot is what
+/// the alerts are evaluated on.
+pub(crate) async fn publish(app: &App, page: &FleetPage) -> celeriac::Result<Snapshot> {
+    let snap = Snapshot::read(app.backend().as_ref(), app.client().now()).await?;
+    page.set(Some(render(app, &snap)));
+    Ok(snap)
 }
 
 /// The fleet gauges, rendered by a recorder of their own.
-fn render(app: &App, fleet: &Fleet) -> String {
+fn render(app: &App, fleet: &Snapshot) -> String {
     let now = fleet.now;
     let alive = fleet
         .processes
@@ -195,7 +143,7 @@ fn render(app: &App, fleet: &Fleet) -> String {
     let handle = recorder.handle();
     metrics::with_local_recorder(&recorder, || {
         describe();
-        for f in &fleet.figures {
+        for f in &fleet.queues {
             let q = f.stats.queue.clone();
             for state in STATES {
                 metrics::gauge!("celeriac_queue_jobs", "queue" => q.clone(), "state" => state.to_string())

@@ -30,7 +30,7 @@ mod health;
 mod metrics;
 
 pub use crate::metrics::prometheus;
-pub use alerts::{states as alert_states, webhook_body, Alerting, STATES_KEY as ALERT_STATES_KEY};
+pub use alerts::{states as alert_states, webhook_body, Alerting};
 pub use fleet::{EVERY as FLEET_EVERY, LEASE as FLEET_LEASE};
 pub use health::{Check, Liveness, Readiness, CANARY_QUEUE, STALLED_AFTER, STORE_TIMEOUT};
 
@@ -39,6 +39,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use celeriac::alerts::Snapshot;
 use celeriac::{AnyBackend, App, Beat, Worker};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
@@ -129,9 +130,9 @@ impl Http {
             return Vec::new();
         };
         let app = &self.inner.app;
-        let snap = match fleet::read(app).await {
-            Ok(f) => f.snapshot(),
-            Err(e) => celeriac::alerts::Snapshot::store_down(app.client().now(), e.to_string()),
+        let snap = match Snapshot::read(app.backend().as_ref(), app.client().now()).await {
+            Ok(s) => s,
+            Err(e) => Snapshot::store_down(app.client().now(), e.to_string()),
         };
         ev.run(app, &snap).await
     }

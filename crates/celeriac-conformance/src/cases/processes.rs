@@ -13,7 +13,8 @@ use celeriac_core::{
 use std::sync::Arc;
 use std::time::Duration;
 
-fn entry(id: &str, seen_at: i64, expires_at: i64) -> ProcessInfo {
+/// A worker entry serving `emails` and `reports`, seen at `seen_at`.
+pub(crate) fn entry(id: &str, seen_at: i64, expires_at: i64) -> ProcessInfo {
     ProcessInfo {
         id: id.to_string(),
         kind: ProcessKind::Worker,
