@@ -334,11 +334,14 @@ impl<B: Broker + Coordinator + ProcessRegistry> Beat<B> {
             }
             let due = s.due(cursor, now, self.config.late_after);
             if !due.fire.is_empty() {
-                let jobs = due
+                let mut jobs = due
                     .fire
                     .iter()
                     .map(|&tick| self.job_for(s, tick, now))
                     .collect::<Result<Vec<_>>>()?;
+                for job in &mut jobs {
+                    crate::trace::inject_current(&mut job.headers);
+                }
                 self.backend.enqueue(jobs, now).await?;
             }
             if let Some(through) = due.through {

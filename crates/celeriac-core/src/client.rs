@@ -89,10 +89,11 @@ impl<B: Broker + ResultStore> Client<B> {
     }
 
     /// Stores prepared jobs (all or none) and returns their handles.
-    pub async fn push(&self, jobs: Vec<Job>) -> Result<Vec<JobHandle<B>>> {
+    pub async fn push(&self, mut jobs: Vec<Job>) -> Result<Vec<JobHandle<B>>> {
         let mut per_task: Vec<(String, String, u64)> = Vec::new();
-        for job in &jobs {
+        for job in &mut jobs {
             job.validate()?;
+            crate::trace::inject_current(&mut job.headers);
             match per_task
                 .iter_mut()
                 .find(|(q, t, _)| *q == job.queue && *t == job.task)

@@ -42,6 +42,7 @@ pub mod retry;
 pub mod schedule;
 pub mod sketch;
 pub mod task;
+pub mod trace;
 pub mod worker;
 pub mod workflow;
 

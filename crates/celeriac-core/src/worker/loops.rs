@@ -374,6 +374,7 @@ impl<B: super::WorkerStore> Worker<B> {
             queue = %job.job.queue,
             attempt = job.job.attempts
         );
+        crate::trace::continue_trace(&span, &job.job.headers);
         let run = RunOne {
             registry: self.registry.clone(),
             clock: self.clock.clone(),

@@ -232,8 +232,13 @@ impl<'a, B: Broker + WorkflowStore> Run<'a, B> {
         }
     }
 
-    pub(super) async fn flush(self) -> Result<()> {
+    pub(super) async fn flush(mut self) -> Result<()> {
         if !self.jobs.is_empty() {
+            // The steps that follow continue the trace of the one that ended (or of the
+            // workflow's start).
+            for job in &mut self.jobs {
+                crate::trace::inject_current(&mut job.headers);
+            }
             self.backend.enqueue(self.jobs, self.now).await?;
         }
         Ok(())
