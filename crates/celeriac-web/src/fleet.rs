@@ -22,18 +22,6 @@ pub const LEASE: &str = "celeriac-monitor";
 /// How often the leader publishes; the lease lasts three times this.
 pub const EVERY: Duration = Duration::from_secs(15);
 
-const STATES: [JobState; 9] = [
-    JobState::Pending,
-    JobState::Scheduled,
-    JobState::Active,
-    JobState::Retrying,
-    JobState::Succeeded,
-    JobState::Failed,
-    JobState::Dead,
-    JobState::Cancelled,
-    JobState::Expired,
-];
-
 /// The last rendering of the fleet gauges, shown while it is fresh.
 #[derive(Debug, Default)]
 pub(crate) struct FleetPage {
@@ -145,7 +133,7 @@ fn render(app: &App, fleet: &Snapshot) -> String {
         describe();
         for f in &fleet.queues {
             let q = f.stats.queue.clone();
-            for state in STATES {
+            for state in JobState::ALL {
                 metrics::gauge!("celeriac_queue_jobs", "queue" => q.clone(), "state" => state.to_string())
                     .set(f.stats.count(state) as f64);
             }

@@ -394,12 +394,11 @@ pub async fn chord_callback_runs_once_across_processes(url: &str) {
     // Long enough that reading what the victim held ends before its leases run out.
     let lease = ["--lease", "5s", "--heartbeat", "1s"];
     let victim_args = [&lease[..], &["--concurrency", "64"]].concat();
-    let others: Vec<WorkerProc> = (0..2)
-        .map(|i| WorkerProc::spawn_on(url, &format!("chord-{i}"), "images", &lease))
-        .collect();
-    // The victim takes many jobs at a time, so a kill mid-run finds some of them running. A
-    // kill that found none (the victim between claims, or not yet started on a busy machine)
-    // proves nothing about redelivery: a new victim takes its place and is killed in turn.
+    // The victim runs alone until it dies, taking many jobs at a time, so a kill mid-run finds
+    // some of them running, and at most four victims take 600 of the 1,000 members: the rest
+    // are left for the others (started after the kill) and each victim has 150 to run. A kill
+    // that found none (the victim between claims, or not yet started on a busy machine) proves
+    // nothing about redelivery: a new victim takes its place and is killed in turn.
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut in_flight = HashSet::new();
     for attempt in 1.. {
@@ -434,6 +433,9 @@ pub async fn chord_callback_runs_once_across_processes(url: &str) {
             "four kills in a row found the victim running no member"
         );
     }
+    let others: Vec<WorkerProc> = (0..2)
+        .map(|i| WorkerProc::spawn_on(url, &format!("chord-{i}"), "images", &lease))
+        .collect();
 
     let rec = handle
         .wait(Duration::from_secs(180))

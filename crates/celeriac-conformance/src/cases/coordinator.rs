@@ -44,12 +44,7 @@ async fn state<B: Coordinator>(b: &B, schedule: &str) -> Option<ScheduleState> {
 /// The lease is exclusive while it lasts, renewal keeps the token, expiry hands it over with
 /// a larger token, and release frees it (for a still larger token).
 pub async fn leader_lease_is_exclusive_and_fenced<
-    B: Broker
-        + ResultStore
-        + Coordinator
-        + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog
-        + celeriac_core::History,
+    B: Broker + ResultStore + Coordinator + celeriac_core::ProcessRegistry,
 >(
     backend: Arc<B>,
 ) {
@@ -89,12 +84,7 @@ pub async fn leader_lease_is_exclusive_and_fenced<
 /// A tick is recorded only by the current holder, only while its lease lasts, and only if it
 /// is later than the one recorded.
 pub async fn record_tick_is_fenced<
-    B: Broker
-        + ResultStore
-        + Coordinator
-        + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog
-        + celeriac_core::History,
+    B: Broker + ResultStore + Coordinator + celeriac_core::ProcessRegistry,
 >(
     backend: Arc<B>,
 ) {
@@ -123,12 +113,7 @@ pub async fn record_tick_is_fenced<
 
 /// Pausing is kept per schedule, alongside its last tick.
 pub async fn schedules_pause_and_resume<
-    B: Broker
-        + ResultStore
-        + Coordinator
-        + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog
-        + celeriac_core::History,
+    B: Broker + ResultStore + Coordinator + celeriac_core::ProcessRegistry,
 >(
     backend: Arc<B>,
 ) {
@@ -163,14 +148,7 @@ fn every(name: &str, secs: u64, queue: &str, missed: Missed) -> Schedule {
         .expect("a valid schedule")
 }
 
-fn beat<
-    B: Broker
-        + ResultStore
-        + Coordinator
-        + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog
-        + celeriac_core::History,
->(
+fn beat<B: Broker + ResultStore + Coordinator + celeriac_core::ProcessRegistry>(
     backend: &Arc<B>,
     schedules: Vec<Schedule>,
     holder: &str,
@@ -188,13 +166,7 @@ fn beat<
         .clock(Arc::new(clock.clone()))
 }
 
-async fn step<
-    B: Broker
-        + Coordinator
-        + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog
-        + celeriac_core::History,
->(
+async fn step<B: Broker + Coordinator + celeriac_core::ProcessRegistry>(
     beat: &mut Beat<B>,
 ) -> celeriac_core::beat::StepReport {
     beat.step().await.expect("a beat pass succeeds")
@@ -219,13 +191,7 @@ fn next_multiple(t: UnixMs, period: UnixMs) -> UnixMs {
 /// stops: every tick is enqueued exactly once, with its deterministic id, and only the leader
 /// fires.
 pub async fn two_beats_fire_each_tick_once<
-    B: Broker
-        + QueueAdmin
-        + ResultStore
-        + Coordinator
-        + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog
-        + celeriac_core::History,
+    B: Broker + QueueAdmin + ResultStore + Coordinator + celeriac_core::ProcessRegistry,
 >(
     backend: Arc<B>,
 ) {
@@ -310,13 +276,7 @@ pub async fn two_beats_fire_each_tick_once<
 /// Two beat loops running at once (`Beat::run`), sharing a manual clock that moves in steps:
 /// each tick is in the store exactly once.
 pub async fn beat_loops_running_at_once_fire_each_tick_once<
-    B: Broker
-        + QueueAdmin
-        + ResultStore
-        + Coordinator
-        + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog
-        + celeriac_core::History,
+    B: Broker + QueueAdmin + ResultStore + Coordinator + celeriac_core::ProcessRegistry,
 >(
     backend: Arc<B>,
 ) {
@@ -383,13 +343,7 @@ pub async fn beat_loops_running_at_once_fire_each_tick_once<
 /// Ticks missed while no beat ran: skip fires none, run-once the latest, catch-up the
 /// latest N; the next tick on time fires for all three.
 pub async fn missed_ticks_follow_the_policy<
-    B: Broker
-        + QueueAdmin
-        + ResultStore
-        + Coordinator
-        + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog
-        + celeriac_core::History,
+    B: Broker + QueueAdmin + ResultStore + Coordinator + celeriac_core::ProcessRegistry,
 >(
     backend: Arc<B>,
 ) {
@@ -459,13 +413,7 @@ pub async fn missed_ticks_follow_the_policy<
 /// A paused schedule does not fire, and resuming it does not fire the ticks that passed while
 /// it was paused; a schedule paused in its definition never fires.
 pub async fn paused_schedules_do_not_fire<
-    B: Broker
-        + QueueAdmin
-        + ResultStore
-        + Coordinator
-        + celeriac_core::ProcessRegistry
-        + celeriac_core::EventLog
-        + celeriac_core::History,
+    B: Broker + QueueAdmin + ResultStore + Coordinator + celeriac_core::ProcessRegistry,
 >(
     backend: Arc<B>,
 ) {
