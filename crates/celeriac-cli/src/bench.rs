@@ -148,7 +148,7 @@ async fn run_monitor_bench(url: Option<&str>, args: BenchArgs) -> CliResult {
         celeriac_web::FLEET_EVERY.as_secs()
     );
     println!(
-        "/metrics         p50 {:.2} ms to render {} lines (no store call)",
+        "/metrics         p50 {:.3} ms to render {} lines (no store call)",
         r.scrape_p50_ms, r.scrape_lines
     );
     Ok(())
