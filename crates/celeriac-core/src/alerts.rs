@@ -8,8 +8,8 @@
 //! process and `celeriac alerts` sees them) and `celeriac-web` evaluates and delivers.
 
 use crate::backend::{
-    History, HistoryEntry, HistoryQuery, KvEntry, KvStore, ProcessInfo, ProcessKind,
-    ProcessRegistry, QueueAdmin, Resolution, StoreFigures, StoreHealth, MINUTE_MS,
+    History, HistoryEntry, KvEntry, KvStore, ProcessInfo, ProcessKind, ProcessRegistry, QueueAdmin,
+    StoreFigures, StoreHealth,
 };
 use crate::clock::{duration_ms, UnixMs};
 use crate::error::{Error, Result};
@@ -73,7 +73,7 @@ impl Kind {
 pub const MIN_ATTEMPTS: u64 = 20;
 
 /// The minutes of history the failure ratio and dead letters look at.
-pub const WINDOW_MINUTES: i64 = 5;
+pub const WINDOW_MINUTES: i64 = crate::monitor::RATE_MINUTES;
 
 /// A rule: a kind, its threshold, how long it must hold, and optionally one queue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -184,17 +184,12 @@ impl Snapshot {
     where
         B: QueueAdmin + ProcessRegistry + History + StoreHealth,
     {
-        let queues = crate::monitor::queue_figures(backend, now).await?;
+        // Each read once: the queue figures' rates come from the same recent history.
+        let stats = backend.stats().await?;
         let processes = backend.processes(now).await?;
+        let recent = crate::monitor::recent_history(backend, now).await?;
+        let queues = crate::monitor::figures_of(stats, &processes, &recent, now);
         let store = backend.store_figures().await?;
-        let minute = Resolution::Minute.start_of(now);
-        let recent = backend
-            .history(HistoryQuery::new(
-                Resolution::Minute,
-                minute - WINDOW_MINUTES * MINUTE_MS,
-                minute,
-            ))
-            .await?;
         Ok(Snapshot {
             now,
             store_error: None,

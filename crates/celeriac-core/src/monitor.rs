@@ -5,8 +5,8 @@
 //! O(number of jobs).
 
 use crate::backend::{
-    History, HistoryQuery, ProcessKind, ProcessRegistry, ProcessState, QueueAdmin, QueueStats,
-    Resolution, MINUTE_MS,
+    History, HistoryEntry, HistoryQuery, ProcessInfo, ProcessKind, ProcessRegistry, ProcessState,
+    QueueAdmin, QueueStats, Resolution, MINUTE_MS,
 };
 use crate::clock::UnixMs;
 use crate::error::Result;
@@ -41,14 +41,31 @@ pub async fn queue_figures<B: QueueAdmin + ProcessRegistry + History>(
 ) -> Result<Vec<QueueFigures>> {
     let stats = backend.stats().await?;
     let processes = backend.processes(now).await?;
+    let recent = recent_history(backend, now).await?;
+    Ok(figures_of(stats, &processes, &recent, now))
+}
+
+/// The history of every queue and task over the last [`RATE_MINUTES`] complete minutes
+/// before `now` (what the rates, and the alert rules, read).
+pub async fn recent_history<B: History>(backend: &B, now: UnixMs) -> Result<Vec<HistoryEntry>> {
     let this_minute = Resolution::Minute.start_of(now);
-    let recent = backend
+    backend
         .history(HistoryQuery::new(
             Resolution::Minute,
             this_minute - RATE_MINUTES * MINUTE_MS,
             this_minute,
         ))
-        .await?;
+        .await
+}
+
+/// The figures from what the store said: its stats, the registry's processes and the recent
+/// history (as [`recent_history`] reads it).
+pub fn figures_of(
+    stats: Vec<QueueStats>,
+    processes: &[ProcessInfo],
+    recent: &[HistoryEntry],
+    now: UnixMs,
+) -> Vec<QueueFigures> {
     let per_min = |queue: &str, count: fn(&crate::backend::Counts) -> u64| -> f64 {
         let n: u64 = recent
             .iter()
@@ -61,7 +78,7 @@ pub async fn queue_figures<B: QueueAdmin + ProcessRegistry + History>(
         .iter()
         .filter(|p| p.kind == ProcessKind::Worker && p.state == ProcessState::Running)
         .collect();
-    Ok(stats
+    stats
         .into_iter()
         .map(|stats| {
             let serving: Vec<_> = workers
@@ -77,5 +94,5 @@ pub async fn queue_figures<B: QueueAdmin + ProcessRegistry + History>(
                 stats,
             }
         })
-        .collect())
+        .collect()
 }
