@@ -13,6 +13,9 @@
 //! - [`resp`] is a tiny RESP2 client over plain TCP, enough for test assertions and for the
 //!   testkit's own admin commands.
 //!
+//! With the `browser` feature, [`Browser`] is a headless Chromium driven over WebDriver, with
+//! its own `chromedriver` per test (Debian's `chromium` and `chromium-driver`).
+//!
 //! `redis-server` (and `redis-cli` for TLS checks) must be on `PATH`; `scripts/test` installs
 //! them. The servers run in the foreground of the test process. They persist with RDB
 //! snapshots that never fall due within a test ([`Persistence::Snapshots`]), so the Redis
@@ -35,6 +38,8 @@
 //! # }
 //! ```
 
+#[cfg(feature = "browser")]
+mod browser;
 mod cluster;
 mod error;
 pub mod resp;
@@ -42,6 +47,8 @@ mod sentinel;
 mod server;
 mod tls;
 
+#[cfg(feature = "browser")]
+pub use browser::Browser;
 pub use cluster::RedisCluster;
 pub use error::{Error, Result};
 pub use sentinel::RedisSentinel;
