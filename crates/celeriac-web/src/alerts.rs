@@ -255,3 +255,27 @@ pub fn webhook_body(notify: &[Alert]) -> serde_json::Value {
         "alerts": notify,
     })
 }
+
+/// Posts one test notice to `url`: the webhook's JSON shape with `text` and no alerts, through
+/// a client with the same timeout as the real notices. Returns the status it answered, or why
+/// it could not be reached (without the URL, which may hold a secret).
+pub(crate) async fn post_test_notice(url: &str, text: &str) -> Result<reqwest::StatusCode, String> {
+    let client = reqwest::Client::builder()
+        .timeout(WEBHOOK_TIMEOUT)
+        .build()
+        .map_err(|e| e.without_url().to_string())?;
+    let mut body = webhook_body(&[]);
+    body["text"] = serde_json::Value::String(text.to_string());
+    let reply = client.post(url).json(&body).send().await.map_err(|e| {
+        let e = e.without_url();
+        let mut why = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            why.push_str(": ");
+            why.push_str(&s.to_string());
+            source = s.source();
+        }
+        why
+    })?;
+    Ok(reply.status())
+}

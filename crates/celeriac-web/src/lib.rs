@@ -25,12 +25,14 @@
 //! ```
 
 mod alerts;
+pub mod dashboard;
 mod fleet;
 mod health;
 mod metrics;
 
 pub use crate::metrics::prometheus;
 pub use alerts::{states as alert_states, webhook_body, Alerting};
+pub use dashboard::{router, Dashboard};
 pub use fleet::{EVERY as FLEET_EVERY, LEASE as FLEET_LEASE};
 pub use health::{Check, Liveness, Readiness, CANARY_QUEUE, STALLED_AFTER, STORE_TIMEOUT};
 
