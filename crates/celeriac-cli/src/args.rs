@@ -211,6 +211,26 @@ pub(crate) enum Command {
         /// How many jobs.
         #[arg(long, env = "CELERIAC_DEMO_JOBS", default_value_t = 3000)]
         jobs: u64,
+        /// Afterwards, keep the demo's data and serve the dashboard on this address (default
+        /// 127.0.0.1:7777) until Ctrl-C.
+        #[arg(long, num_args = 0..=1, default_missing_value = "127.0.0.1:7777", value_name = "ADDR")]
+        dashboard: Option<std::net::SocketAddr>,
+    },
+    /// Serve the dashboard: queues, jobs, dead letters, schedules, workers, caches, breakers,
+    /// events and alerts, with actions for operators.
+    ///
+    /// Without authentication it serves on loopback only. To serve on another address, set
+    /// CELERIAC_DASHBOARD_TOKEN (operators: read and act) and optionally
+    /// CELERIAC_DASHBOARD_VIEWER_TOKEN (read only), each at least 16 characters; people sign
+    /// in with the token, API clients send it as `Authorization: Bearer <token>`.
+    Dashboard {
+        /// Where to serve it.
+        #[arg(
+            long,
+            env = "CELERIAC_DASHBOARD_BIND",
+            default_value = "127.0.0.1:7777"
+        )]
+        bind: std::net::SocketAddr,
     },
     /// Shared circuit breakers: their state in the store, and manual overrides.
     Breaker {
@@ -465,6 +485,10 @@ pub(crate) struct BeatArgs {
     /// 127.0.0.1:9464 (0.0.0.0:9464 in a container).
     #[arg(long, env = "CELERIAC_HTTP")]
     pub(crate) http: Option<std::net::SocketAddr>,
+    /// Also serve the dashboard on this address, e.g. 127.0.0.1:7777 (see `celeriac
+    /// dashboard` for authentication).
+    #[arg(long, env = "CELERIAC_DASHBOARD")]
+    pub(crate) dashboard: Option<std::net::SocketAddr>,
     /// Alert rules (a TOML file of [[rule]] tables; default: the built-in rules), evaluated
     /// by the process that publishes the fleet gauges (one with --http).
     #[arg(long, env = "CELERIAC_ALERT_RULES")]

@@ -7,6 +7,7 @@ use celeriac::{App, Registry};
 
 pub mod breaker;
 pub mod cache;
+pub mod dashboard;
 pub mod jobs;
 pub mod layers;
 pub mod limits;
@@ -150,6 +151,20 @@ async fn run_monitor_bench(url: Option<&str>, args: BenchArgs) -> CliResult {
     println!(
         "/metrics         p50 {:.3} ms to render {} lines (no store call)",
         r.scrape_p50_ms, r.scrape_lines
+    );
+    let d = &r.dashboard;
+    println!(
+        "dashboard        p50 {:.1} ms the overview, {:.1} ms a queue's page, {:.1} ms a search \
+         (over HTTP)",
+        d.overview_p50_ms, d.queue_p50_ms, d.search_p50_ms
+    );
+    println!(
+        "an open tab      {:.2} % of the store's time{} (one live update every {} s)",
+        d.live_store_percent,
+        d.live_redis_cpu_percent
+            .map(|p| format!(", {p:.2} % of Redis's CPU"))
+            .unwrap_or_default(),
+        celeriac_web::dashboard::LIVE_EVERY.as_secs()
     );
     Ok(())
 }

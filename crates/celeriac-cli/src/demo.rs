@@ -487,7 +487,11 @@ pub async fn run(
         album,
     })
 }
-pub(crate) async fn run_command(url: Option<&str>, jobs: u64) -> CliResult {
+pub(crate) async fn run_command(
+    url: Option<&str>,
+    jobs: u64,
+    dashboard: Option<std::net::SocketAddr>,
+) -> CliResult {
     let (url, _scratch) = match url {
         Some(u) => (u.to_string(), None),
         None => {
@@ -528,10 +532,11 @@ pub(crate) async fn run_command(url: Option<&str>, jobs: u64) -> CliResult {
         summary.p50_start_ms, summary.p99_start_ms
     );
     println!("workflow    {}", summary.album);
-    if _scratch.is_some() {
+    if _scratch.is_some() && dashboard.is_none() {
         println!(
             "\nThe demo's scratch database is removed on exit. To keep one and explore it:\n  \
-             celeriac --url sqlite://demo.db demo && celeriac --url sqlite://demo.db dlq list"
+             celeriac --url sqlite://demo.db demo && celeriac --url sqlite://demo.db dlq list\n\
+             or see it in the dashboard: celeriac demo --dashboard"
         );
     }
     if summary.succeeded + summary.dead + summary.failed < summary.jobs {
@@ -540,6 +545,22 @@ pub(crate) async fn run_command(url: Option<&str>, jobs: u64) -> CliResult {
             summary.succeeded + summary.dead + summary.failed,
             summary.jobs
         )));
+    }
+    if let Some(bind) = dashboard {
+        // The scratch file lives until the dashboard stops.
+        let stop = tokio_util::sync::CancellationToken::new();
+        let server = crate::dashboard::spawn(&app, bind, stop.clone()).await?;
+        println!(
+            "\nThe dashboard shows the demo's data at http://{bind}/ (Ctrl-C to stop{})",
+            if _scratch.is_some() {
+                "; the scratch database goes with it"
+            } else {
+                ""
+            }
+        );
+        crate::worker::wait_for_signal().await;
+        stop.cancel();
+        let _ = server.await;
     }
     Ok(())
 }

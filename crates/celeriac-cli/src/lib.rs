@@ -23,6 +23,7 @@ pub mod bench;
 mod breaker;
 mod browse;
 mod cache;
+mod dashboard;
 pub mod demo;
 mod dlq;
 mod events;
@@ -86,7 +87,7 @@ async fn run_inner(registry: Registry, default_url: Option<String>) -> ExitCode 
         }
     };
     let default_log = match cli.command {
-        Command::Worker(_) | Command::Beat(_) => "info",
+        Command::Worker(_) | Command::Beat(_) | Command::Dashboard { .. } => "info",
         Command::Demo { .. } | Command::Bench(_) | Command::Breaker { .. } => "error",
         _ => "warn",
     };
@@ -216,7 +217,8 @@ async fn dispatch(cli: Cli, registry: Registry, default_url: Option<String>) -> 
             Ok(())
         }
         Command::Limits { command } => limits::run(url.unwrap_or(DEFAULT_URL), command).await,
-        Command::Demo { jobs } => demo::run_command(explicit, jobs).await,
+        Command::Demo { jobs, dashboard } => demo::run_command(explicit, jobs, dashboard).await,
+        Command::Dashboard { bind } => dashboard::run(app(url, registry).await?, bind).await,
         Command::Bench(args) => bench::run(explicit, args).await,
         Command::Breaker { command } => breaker::run(url.unwrap_or(DEFAULT_URL), command).await,
     }

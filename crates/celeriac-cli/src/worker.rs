@@ -6,7 +6,7 @@ use crate::support::{CliError, CliResult};
 use celeriac::{App, WorkerConfig};
 use tokio_util::sync::CancellationToken;
 
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -71,6 +71,10 @@ pub(crate) async fn worker(app: App, args: WorkerArgs) -> CliResult {
         }
         None => None,
     };
+    let board = match args.beat_args.dashboard {
+        Some(bind) => Some(crate::dashboard::spawn(&app, bind, http_stop.clone()).await?),
+        None => None,
+    };
     let shutdown = worker.shutdown_handle();
     let stats = worker.stats();
     let beat_stop = scheduler.as_ref().map(|b| b.shutdown_handle());
@@ -97,7 +101,7 @@ pub(crate) async fn worker(app: App, args: WorkerArgs) -> CliResult {
             .map_err(|e| CliError(format!("the scheduler failed: {e}")))??;
     }
     http_stop.cancel();
-    if let Some(server) = http {
+    for server in [http, board].into_iter().flatten() {
         let _ = server.await;
     }
     use std::sync::atomic::Ordering::Relaxed;
@@ -155,6 +159,10 @@ pub(crate) async fn beat(app: App, args: BeatArgs) -> CliResult {
         }
         None => None,
     };
+    let board = match args.dashboard {
+        Some(bind) => Some(crate::dashboard::spawn(&app, bind, http_stop.clone()).await?),
+        None => None,
+    };
     let stop = beat.shutdown_handle();
     let stats = beat.stats();
     tokio::spawn(async move {
@@ -164,7 +172,7 @@ pub(crate) async fn beat(app: App, args: BeatArgs) -> CliResult {
     });
     beat.run().await?;
     http_stop.cancel();
-    if let Some(server) = http {
+    for server in [http, board].into_iter().flatten() {
         let _ = server.await;
     }
     use std::sync::atomic::Ordering::Relaxed;

@@ -40,6 +40,8 @@ pub struct MonitorReport {
     pub scrape_p50_ms: f64,
     /// Lines of that `/metrics` page.
     pub scrape_lines: usize,
+    /// The dashboard's pages over HTTP, and what an open tab costs the store.
+    pub dashboard: crate::bench::dashboard::DashboardTimes,
 }
 
 /// Fills `queues` queues with `jobs` no-op jobs (one in ten delayed an hour), in batches of
@@ -123,6 +125,8 @@ pub(crate) async fn run(
     let page_p50_ms = median_ms(rounds, || backend.list_jobs(page.clone(), None, 50)).await?;
     let filtered_page_p50_ms =
         median_ms(rounds, || backend.list_jobs(filtered.clone(), None, 50)).await?;
+    let dashboard =
+        crate::bench::dashboard::measure(app, url, &names[0], Noop::NAME, rounds).await?;
     Ok(MonitorReport {
         jobs,
         queues,
@@ -137,6 +141,7 @@ pub(crate) async fn run(
         fleet_commands,
         scrape_p50_ms,
         scrape_lines,
+        dashboard,
     })
 }
 
