@@ -231,6 +231,10 @@ pub(crate) enum Command {
             default_value = "127.0.0.1:7777"
         )]
         bind: std::net::SocketAddr,
+        /// The alert rules file the evaluating process runs (see `celeriac worker
+        /// --alert-rules`), for the alerts page; without, it shows the built-in rules.
+        #[arg(long, env = "CELERIAC_ALERT_RULES")]
+        alert_rules: Option<std::path::PathBuf>,
     },
     /// Shared circuit breakers: their state in the store, and manual overrides.
     Breaker {

@@ -10,23 +10,32 @@ use tokio_util::sync::CancellationToken;
 
 /// The dashboard of `app` with authentication from the `CELERIAC_DASHBOARD_*` variables,
 /// refused on an address other than loopback without it.
-fn dashboard(app: &App, bind: SocketAddr) -> Result<Dashboard, CliError> {
+fn dashboard(
+    app: &App,
+    bind: SocketAddr,
+    rules: Option<Vec<celeriac::alerts::Rule>>,
+) -> Result<Dashboard, CliError> {
     let auth = Auth::from_env().map_err(|e| CliError(e.to_string()))?;
-    let d = Dashboard::new(app.clone()).auth(auth);
+    let mut d = Dashboard::new(app.clone()).auth(auth);
+    if let Some(rules) = rules {
+        d = d.alert_rules(rules);
+    }
     d.check_bind(bind).map_err(CliError)?;
     Ok(d)
 }
 
-/// Binds the dashboard of `app` on `bind` and serves it in the background until `stop`.
+/// Binds the dashboard of `app` on `bind` and serves it in the background until `stop`;
+/// `rules` are the alert rules in force, when a rules file was given.
 ///
 /// # Errors
 /// When the address is refused (no authentication off loopback) or cannot be bound.
 pub(crate) async fn spawn(
     app: &App,
     bind: SocketAddr,
+    rules: Option<Vec<celeriac::alerts::Rule>>,
     stop: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, CliError> {
-    let d = dashboard(app, bind)?;
+    let d = dashboard(app, bind, rules)?;
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .map_err(|e| CliError(format!("--dashboard {bind}: cannot listen there: {e}")))?;
@@ -40,9 +49,13 @@ pub(crate) async fn spawn(
 }
 
 /// `celeriac dashboard`: serves until Ctrl-C or SIGTERM.
-pub(crate) async fn run(app: App, bind: SocketAddr) -> CliResult {
+pub(crate) async fn run(app: App, bind: SocketAddr, rules: Option<&std::path::Path>) -> CliResult {
+    let rules = match rules {
+        Some(path) => Some(crate::alerts::settings(Some(path), None)?.rules),
+        None => None,
+    };
     let stop = CancellationToken::new();
-    let server = spawn(&app, bind, stop.clone()).await?;
+    let server = spawn(&app, bind, rules, stop.clone()).await?;
     crate::worker::wait_for_signal().await;
     stop.cancel();
     let _ = server.await;

@@ -549,7 +549,7 @@ pub(crate) async fn run_command(
     if let Some(bind) = dashboard {
         // The scratch file lives until the dashboard stops.
         let stop = tokio_util::sync::CancellationToken::new();
-        let server = crate::dashboard::spawn(&app, bind, stop.clone()).await?;
+        let server = crate::dashboard::spawn(&app, bind, None, stop.clone()).await?;
         println!(
             "\nThe dashboard shows the demo's data at http://{bind}/ (Ctrl-C to stop{})",
             if _scratch.is_some() {

@@ -218,7 +218,9 @@ async fn dispatch(cli: Cli, registry: Registry, default_url: Option<String>) -> 
         }
         Command::Limits { command } => limits::run(url.unwrap_or(DEFAULT_URL), command).await,
         Command::Demo { jobs, dashboard } => demo::run_command(explicit, jobs, dashboard).await,
-        Command::Dashboard { bind } => dashboard::run(app(url, registry).await?, bind).await,
+        Command::Dashboard { bind, alert_rules } => {
+            dashboard::run(app(url, registry).await?, bind, alert_rules.as_deref()).await
+        }
         Command::Bench(args) => bench::run(explicit, args).await,
         Command::Breaker { command } => breaker::run(url.unwrap_or(DEFAULT_URL), command).await,
     }

@@ -72,7 +72,10 @@ pub(crate) async fn worker(app: App, args: WorkerArgs) -> CliResult {
         None => None,
     };
     let board = match args.beat_args.dashboard {
-        Some(bind) => Some(crate::dashboard::spawn(&app, bind, http_stop.clone()).await?),
+        Some(bind) => {
+            let rules = rules_given(&args.beat_args)?;
+            Some(crate::dashboard::spawn(&app, bind, rules, http_stop.clone()).await?)
+        }
         None => None,
     };
     let shutdown = worker.shutdown_handle();
@@ -119,6 +122,14 @@ pub(crate) async fn worker(app: App, args: WorkerArgs) -> CliResult {
     Ok(())
 }
 
+/// The alert rules of `--alert-rules`, for the dashboard's alerts page.
+fn rules_given(args: &BeatArgs) -> Result<Option<Vec<celeriac::alerts::Rule>>, CliError> {
+    match &args.alert_rules {
+        Some(path) => Ok(Some(crate::alerts::settings(Some(path), None)?.rules)),
+        None => Ok(None),
+    }
+}
+
 /// The scheduler of `celeriac beat` and `celeriac worker --beat`.
 fn make_beat(app: &App, args: &BeatArgs) -> Result<celeriac::Beat<celeriac::AnyBackend>, CliError> {
     if app.schedules().is_empty() {
@@ -160,7 +171,10 @@ pub(crate) async fn beat(app: App, args: BeatArgs) -> CliResult {
         None => None,
     };
     let board = match args.dashboard {
-        Some(bind) => Some(crate::dashboard::spawn(&app, bind, http_stop.clone()).await?),
+        Some(bind) => {
+            let rules = rules_given(&args)?;
+            Some(crate::dashboard::spawn(&app, bind, rules, http_stop.clone()).await?)
+        }
         None => None,
     };
     let stop = beat.shutdown_handle();

@@ -64,6 +64,7 @@ pub struct Dashboard {
     auth: Auth,
     redactor: Redactor,
     live_every: Duration,
+    alert_rules: Option<Vec<celeriac::alerts::Rule>>,
 }
 
 /// The dashboard of `app` with authentication from the `CELERIAC_DASHBOARD_*` environment
@@ -84,6 +85,7 @@ impl Dashboard {
             auth: Auth::none(),
             redactor: Arc::new(|_, v| redact_secrets(v)),
             live_every: LIVE_EVERY,
+            alert_rules: None,
         }
     }
 
@@ -99,6 +101,13 @@ impl Dashboard {
         redactor: impl Fn(&str, serde_json::Value) -> serde_json::Value + Send + Sync + 'static,
     ) -> Self {
         self.redactor = Arc::new(redactor);
+        self
+    }
+
+    /// The alert rules the evaluating process runs, for the alerts page (without, it shows
+    /// the built-in rules and says so).
+    pub fn alert_rules(mut self, rules: Vec<celeriac::alerts::Rule>) -> Self {
+        self.alert_rules = Some(rules);
         self
     }
 
@@ -126,12 +135,14 @@ impl Dashboard {
 
     /// The pages, their JSON twins, the actions and the static files.
     pub fn router(&self) -> Router {
-        let ctx = Arc::new(request::Ctx::new(
+        let mut ctx = request::Ctx::new(
             self.app.clone(),
             self.auth.clone(),
             self.redactor.clone(),
             self.live_every,
-        ));
+        );
+        ctx.alert_rules = self.alert_rules.clone();
+        let ctx = Arc::new(ctx);
         let pages = Router::new()
             .route("/", get(overview::page))
             .route("/api/v1/overview", get(overview::api))

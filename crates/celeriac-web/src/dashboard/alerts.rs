@@ -47,7 +47,8 @@ pub(crate) struct RuleRow {
 #[derive(Debug, Serialize)]
 pub(crate) struct Alerts {
     pub(crate) now: UnixMs,
-    /// Where the rules come from: `defaults` (the built-in rules).
+    /// Where the rules come from: `configured` (the rules the dashboard was given) or
+    /// `defaults` (the built-in rules).
     pub(crate) rules_source: &'static str,
     pub(crate) rules: Vec<RuleRow>,
     /// When the rules were last evaluated (by the process holding the monitor lease).
@@ -78,8 +79,16 @@ pub(crate) async fn load(req: &Req, _q: &Q) -> Outcome<Alerts> {
         .collect();
     Ok(Alerts {
         now,
-        rules_source: "defaults",
-        rules: Rule::defaults()
+        rules_source: if req.ctx.alert_rules.is_some() {
+            "configured"
+        } else {
+            "defaults"
+        },
+        rules: req
+            .ctx
+            .alert_rules
+            .clone()
+            .unwrap_or_else(Rule::defaults)
             .into_iter()
             .map(|rule| RuleRow {
                 id: rule.id(),
@@ -157,8 +166,12 @@ fn body(req: &Req, d: &Alerts) -> Markup {
         section {
             h2 { "Rules" }
             p.reason #rules-source {
-                "The built-in rules (Rule::defaults): the dashboard is not given the rules of the \
-                 evaluating process; a rules file there may replace or add to these."
+                @if d.rules_source == "configured" {
+                    "The rules this dashboard was given (the alert rules file)."
+                } @else {
+                    "The built-in rules: the dashboard was not given a rules file (`--alert-rules`); \
+                     the evaluating process may run others."
+                }
             }
             table #alert-rules {
                 thead { tr { th { "Rule" } th.num { "Threshold" } th { "For" } th { "Fires when" } } }

@@ -27,6 +27,8 @@ pub(crate) struct Ctx {
     pub(crate) live_every: Duration,
     /// The store time the dashboard spent.
     pub(crate) cost: Cost,
+    /// The alert rules in force, when the dashboard was told them.
+    pub(crate) alert_rules: Option<Vec<celeriac::alerts::Rule>>,
 }
 
 impl Ctx {
@@ -38,6 +40,7 @@ impl Ctx {
             redactor,
             live_every,
             cost: Cost::default(),
+            alert_rules: None,
         }
     }
 

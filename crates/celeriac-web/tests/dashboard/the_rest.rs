@@ -889,3 +889,28 @@ async fn a_viewer_may_not_act_on_these_pages() {
         .all(|e| !e.kind.starts_with("admin.")));
     assert_eq!(count(&d.app, "emails", JobState::Pending).await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_alerts_page_shows_the_rules_it_was_given() {
+    use celeriac::alerts::{Kind, Rule};
+    let defaults = crate::common::serve().await;
+    let d = defaults.json("/api/v1/alerts").await;
+    assert_eq!(d["rules_source"], "defaults");
+    assert_eq!(
+        d["rules"].as_array().map(Vec::len),
+        Some(Rule::defaults().len())
+    );
+    let (app, dir) = crate::common::app().await;
+    let rule = Rule::new(Kind::QueueStalled, 5.0, std::time::Duration::from_secs(120));
+    let given = crate::common::serve_app(app, dir, |b| b.alert_rules(vec![rule.clone()])).await;
+    let g = given.json("/api/v1/alerts").await;
+    assert_eq!(g["rules_source"], "configured");
+    let rules = g["rules"].as_array().expect("rules");
+    assert_eq!(rules.len(), 1, "{g}");
+    assert_eq!(rules[0]["id"], rule.id());
+    let (_, html) = given.get("/alerts").await;
+    assert!(
+        html.contains("The rules this dashboard was given"),
+        "{html}"
+    );
+}
