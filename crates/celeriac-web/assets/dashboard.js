@@ -83,6 +83,16 @@
     var token = document.body.getAttribute("data-csrf");
     if (token) e.detail.headers["X-CSRF-Token"] = token;
   });
+  // A page that answers with an error status (a search that does not read, a job gone, a
+  // refusal) is still a page: show it, as a plain navigation would. htmx swaps no 4xx/5xx
+  // answer by default, and the click would seem to do nothing.
+  document.addEventListener("htmx:beforeSwap", function (e) {
+    var type = e.detail.xhr.getResponseHeader("Content-Type") || "";
+    if (e.detail.boosted && e.detail.xhr.status >= 400 && type.indexOf("text/html") === 0) {
+      e.detail.shouldSwap = true;
+      e.detail.isError = false;
+    }
+  });
   // "Copy" buttons copy the text of the element they name.
   document.addEventListener("click", function (e) {
     var b = e.target.closest("[data-copy]");

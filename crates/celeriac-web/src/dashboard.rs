@@ -177,10 +177,7 @@ impl Dashboard {
     pub async fn serve(self, addr: SocketAddr, stop: CancellationToken) -> std::io::Result<()> {
         self.check_bind(addr)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::PermissionDenied, e))?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-        self.serve_on(listener, stop).await
+        self.serve_on(crate::listen(addr).await?, stop).await
     }
 
     /// Serves the dashboard on a listener already bound (after

@@ -170,10 +170,7 @@ impl Http {
     /// # Errors
     /// When `addr` cannot be bound (the error names it), or the server fails.
     pub async fn serve(self, addr: SocketAddr, stop: CancellationToken) -> std::io::Result<()> {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-        self.serve_on(listener, stop).await
+        self.serve_on(listen(addr).await?, stop).await
     }
 
     /// Serves [`router`](Self::router) on a listener already bound, until `stop`.
@@ -204,6 +201,13 @@ impl Http {
             .await
             .map(drop)
     }
+}
+
+/// A listener on `addr`; the error names the address.
+pub(crate) async fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
 }
 
 async fn metrics_page(State(inner): State<Arc<Inner>>) -> Response {

@@ -298,17 +298,23 @@ pub(crate) async fn guard(State(ctx): State<Arc<Ctx>>, req: Request, next: Next)
                 status: StatusCode::UNAUTHORIZED,
                 message: "sign in: a session, or a token in the Authorization header".to_string(),
             };
-            let res = if api || req.method() != Method::GET {
+            // A person (a page, or a form posted from one, say after a restart ended the
+            // session) is sent to sign in; a client gets the reason.
+            let person = (!api && req.method() == Method::GET) || is_form(req.headers());
+            let res = if !person {
                 failure_json(&f)
             } else {
-                let here = req
-                    .uri()
-                    .path_and_query()
-                    .map_or("/", |p| p.as_str())
-                    .to_string();
-                Redirect::to(&format!(
-                    "{base}/login?next={}",
-                    layout::query_escape(&here)
+                let here = if req.method() == Method::GET {
+                    req.uri()
+                        .path_and_query()
+                        .map_or("/", |p| p.as_str())
+                        .to_string()
+                } else {
+                    "/".to_string()
+                };
+                Redirect::to(&super::request::link(
+                    &base,
+                    &format!("/login?next={}", layout::query_escape(&here)),
                 ))
                 .into_response()
             };
@@ -326,7 +332,7 @@ pub(crate) async fn guard(State(ctx): State<Arc<Ctx>>, req: Request, next: Next)
             return secured(deny(&req, &base, f));
         }
         let bearer = bearer(req.headers()).is_some();
-        match same_origin(req, &who, bearer).await {
+        match same_origin(req, &who, bearer, &base).await {
             Ok(req) => req,
             Err(res) => return secured(res),
         }
@@ -352,11 +358,10 @@ fn clone_parts(req: &Request) -> (axum::http::request::Parts, ()) {
 
 /// A refusal: JSON for the API, a page for a person.
 fn deny(req: &Request, base: &str, f: Failure) -> Response {
-    let _ = base;
     if req.uri().path().starts_with("/api/") && !is_form(req.headers()) {
         return failure_json(&f);
     }
-    (f.status, layout::bare("Refused", layout::failure(&f))).into_response()
+    (f.status, layout::bare(base, "Refused", layout::failure(&f))).into_response()
 }
 
 fn is_form(headers: &HeaderMap) -> bool {
@@ -370,11 +375,16 @@ fn is_form(headers: &HeaderMap) -> bool {
 /// same-origin (or none, typed by the user), and the form carries the page's token. A
 /// client with a token in the `Authorization` header sends no ambient credential, so only
 /// the browser header is checked for it.
-async fn same_origin(req: Request, who: &Who, bearer: bool) -> Result<Request, Response> {
+async fn same_origin(
+    req: Request,
+    who: &Who,
+    bearer: bool,
+    base: &str,
+) -> Result<Request, Response> {
     let refuse = |req: &Request, message: &str| {
         deny(
             req,
-            "",
+            base,
             Failure {
                 status: StatusCode::FORBIDDEN,
                 message: message.to_string(),
@@ -474,6 +484,7 @@ pub(crate) async fn login_page(
     let next = q.get("next").cloned().unwrap_or_else(|| "/".to_string());
     let failed = q.contains_key("failed");
     layout::bare(
+        &req.base,
         "Sign in",
         html! {
             form.login method="post" action=(req.link("/login")) {

@@ -222,24 +222,37 @@ fn queue_link(req: &Req, queue: &str, task: Option<&str>) -> String {
     req.link(&format!("/queues/{}?{query}", layout::path_escape(queue)))
 }
 
-fn body(req: &Req, d: &Dead) -> Markup {
-    let purge_href = match &d.queue {
-        Some(q) => req.link(&format!("/dead/purge?queue={}", layout::query_escape(q))),
-        None => req.link("/dead/purge"),
-    };
+/// A GET form choosing one queue's dead letters, or every queue's.
+fn queue_picker(
+    req: &Req,
+    action: &str,
+    id: &str,
+    current: Option<&str>,
+    queues: &[QueueDead],
+) -> Markup {
     html! {
-        form.filters method="get" action=(req.link("/dead")) {
-            label for="dead-queue" { "Queue" }
-            select #dead-queue name="queue" {
-                option value="" selected[d.queue.is_none()] { "every queue" }
-                @for q in &d.queues {
-                    option value=(q.queue) selected[d.queue.as_deref() == Some(q.queue.as_str())] {
+        form.filters method="get" action=(req.link(action)) {
+            label for=(id) { "Queue" }
+            select id=(id) name="queue" {
+                option value="" selected[current.is_none()] { "every queue" }
+                @for q in queues {
+                    option value=(q.queue) selected[current == Some(q.queue.as_str())] {
                         (q.queue) " (" (q.count) ")"
                     }
                 }
             }
             button type="submit" { "Show" }
         }
+    }
+}
+
+fn body(req: &Req, d: &Dead) -> Markup {
+    let purge_href = match &d.queue {
+        Some(q) => req.link(&format!("/dead/purge?queue={}", layout::query_escape(q))),
+        None => req.link("/dead/purge"),
+    };
+    html! {
+        (queue_picker(req, "/dead", "dead-queue", d.queue.as_deref(), &d.queues))
         p #dead-summary {
             (d.total) " dead letters in " (d.groups.len()) " groups"
             @if let Some(q) = &d.queue { " in queue " strong { (q) } }
@@ -681,18 +694,7 @@ pub(crate) async fn purge_page(req: Req, Query(q): Query<Q>) -> Response {
             fields.push(("queue", q.as_str()));
         }
         html! {
-            form.filters method="get" action=(req.link("/dead/purge")) {
-                label for="purge-queue" { "Queue" }
-                select #purge-queue name="queue" {
-                    option value="" selected[p.queue.is_none()] { "every queue" }
-                    @for q in &p.queues {
-                        option value=(q.queue) selected[p.queue.as_deref() == Some(q.queue.as_str())] {
-                            (q.queue) " (" (q.count) ")"
-                        }
-                    }
-                }
-                button type="submit" { "Show" }
-            }
+            (queue_picker(req, "/dead/purge", "purge-queue", p.queue.as_deref(), &p.queues))
             @if p.count == 0 {
                 p.empty #purge-plan { "No dead letters in " (scope) ": nothing to purge." }
             } @else {

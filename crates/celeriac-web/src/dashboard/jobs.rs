@@ -8,7 +8,6 @@
 
 use super::layout::{self, badge, json_block, path_escape, when};
 use super::request::{Done, Failure, Form, Outcome, Req};
-use super::Role;
 use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -160,34 +159,6 @@ pub(crate) fn store_failure(e: celeriac::Error) -> Failure {
             Failure::bad_request(format!("{setting}: {message}"))
         }
         other => Failure::from(other),
-    }
-}
-
-/// Where an action posted from this page comes back to: the page, without its notice.
-pub(crate) fn back_of(req: &Req) -> String {
-    let back = req.here.split("notice=").next().unwrap_or("/");
-    back.trim_end_matches(['?', '&']).to_string()
-}
-
-/// A button that POSTs the action at `path` with the page's token, coming back to `back` (a
-/// path within the dashboard); disabled for viewers. `confirm` asks first where script runs.
-pub(crate) fn post_button(
-    req: &Req,
-    path: &str,
-    label: &str,
-    confirm: Option<&str>,
-    fields: &[(&str, &str)],
-    back: &str,
-) -> Markup {
-    html! {
-        form.action method="post" action=(req.link(path)) hx-confirm=[confirm] {
-            input type="hidden" name="csrf" value=(req.who.csrf);
-            input type="hidden" name="back" value=(back);
-            @for (k, v) in fields {
-                input type="hidden" name=(k) value=(v);
-            }
-            button type="submit" disabled[req.who.role < Role::Operator] { (label) }
-        }
     }
 }
 
@@ -954,21 +925,21 @@ async fn job_page(req: Req, Path(id): Path<String>) -> Response {
     let title = format!("Job {id}");
     req.page(&title, data, |req, v| {
         let api = format!("/api/v1/jobs/{}", v.id);
-        let here = back_of(req);
+        let here = layout::back_of(req);
         html! {
             section.summary {
                 (badge(v.state.as_str()))
                 " " (v.task) " in " a href=(queue_href(req, &v.queue)) { (v.queue) }
                 div.actions {
                     @if v.state == JobState::Dead {
-                        (post_button(req, &format!("{api}/retry"), "Retry", None, &[], &here))
+                        (layout::action_to(req, &format!("{api}/retry"), "Retry", None, &[], &here))
                     }
                     @if !v.state.is_terminal() {
-                        (post_button(req, &format!("{api}/cancel"), "Cancel",
+                        (layout::action_to(req, &format!("{api}/cancel"), "Cancel",
                             Some("Cancel this job?"), &[], &here))
                     }
                     @if v.state != JobState::Active {
-                        (post_button(req, &format!("{api}/delete"), "Delete",
+                        (layout::action_to(req, &format!("{api}/delete"), "Delete",
                             Some("Delete this job for good?"), &[],
                             &format!("/queues/{}", path_escape(&v.queue))))
                     }

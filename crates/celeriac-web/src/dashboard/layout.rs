@@ -74,12 +74,12 @@ pub(crate) fn page(req: &Req, title: &str, body: Markup) -> Markup {
     }
 }
 
-/// A page without navigation (sign-in, refusals).
-pub(crate) fn bare(title: &str, body: Markup) -> Markup {
+/// A page without navigation (sign-in, refusals), for a dashboard mounted at `base`.
+pub(crate) fn bare(base: &str, title: &str, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
-            head { (head("", title)) }
+            head { (head(base, title)) }
             body.bare { main { (body) } }
         }
     }
@@ -208,8 +208,14 @@ pub(crate) fn chart(title: &str, x: &[UnixMs], lines: &[Line], markers: &[UnixMs
     }
 }
 
-/// A button that POSTs an action, with the page's token and the way back; `confirm` asks
-/// first (with script; without, the action runs).
+/// Where an action posted from this page comes back to: the page, without its notice.
+pub(crate) fn back_of(req: &Req) -> String {
+    let back = req.here.split("notice=").next().unwrap_or("/");
+    back.trim_end_matches(['?', '&']).to_string()
+}
+
+/// A button that POSTs an action, with the page's token, coming back to this page;
+/// `confirm` asks first (with script; without, the action runs). Disabled for viewers.
 pub(crate) fn action(
     req: &Req,
     path: &str,
@@ -217,8 +223,18 @@ pub(crate) fn action(
     confirm: Option<&str>,
     fields: &[(&str, &str)],
 ) -> Markup {
-    let back = req.here.split("notice=").next().unwrap_or("/");
-    let back = back.trim_end_matches(['?', '&']);
+    action_to(req, path, label, confirm, fields, &back_of(req))
+}
+
+/// [`action`], coming back to `back` (a path within the dashboard).
+pub(crate) fn action_to(
+    req: &Req,
+    path: &str,
+    label: &str,
+    confirm: Option<&str>,
+    fields: &[(&str, &str)],
+    back: &str,
+) -> Markup {
     html! {
         form.action method="post" action=(req.link(path)) hx-confirm=[confirm] {
             input type="hidden" name="csrf" value=(req.who.csrf);
@@ -253,7 +269,7 @@ pub(crate) fn pager(req: &Req, next: Option<&str>) -> Markup {
     pairs.retain(|(k, _)| k != "cursor" && k != "notice");
     pairs.push(("cursor".to_string(), cursor.to_string()));
     let query = serde_urlencoded::to_string(&pairs).unwrap_or_default();
-    html! { nav.pager { a rel="next" href={ (req.base) (path) "?" (query) } { "Next page →" } } }
+    html! { nav.pager { a rel="next" href=(req.link(&format!("{path}?{query}"))) { "Next page →" } } }
 }
 
 /// JSON shown as text, pretty, cut at `max` characters.

@@ -123,7 +123,7 @@ pub(crate) fn picker(req: &super::request::Req, current: &str) -> Markup {
             let mut q = pairs.clone();
             q.push(("period".to_string(), (*name).to_string()));
             let query = serde_urlencoded::to_string(&q).unwrap_or_default();
-            (*name, format!("{}{path}?{query}", req.base))
+            (*name, req.link(&format!("{path}?{query}")))
         })
         .collect();
     html! {

@@ -4,8 +4,7 @@
 //! delete a selection of jobs or everything matching the filters.
 
 use super::jobs::{
-    back_of, job_href, parse_moment, parse_state, post_button, queue_href, row_of, state_names,
-    store_failure, Row, PAGE,
+    job_href, parse_moment, parse_state, queue_href, row_of, state_names, store_failure, Row, PAGE,
 };
 use super::layout::{self, badge, chart, rate, span, sparkline, when};
 use super::overview::{judge, QueueHealth};
@@ -449,7 +448,7 @@ fn selection(req: &Req, queue: &str, q: &QueueQ, v: &QueueView) -> Markup {
         // A plain form (not boosted): each button posts to its own action.
         form.select method="post" action=(req.link(&format!("{api}/retry"))) hx-boost="false" {
             input type="hidden" name="csrf" value=(req.who.csrf);
-            input type="hidden" name="back" value=(back_of(req));
+            input type="hidden" name="back" value=(layout::back_of(req));
             input type="hidden" name="state" value=(state.as_str());
             @for (k, x) in [("task", &q.task), ("error", &q.error), ("from", &q.from), ("until", &q.until)] {
                 @if let Some(x) = field(x.as_deref()) { input type="hidden" name=(k) value=(x); }
@@ -540,7 +539,7 @@ async fn purge_page(req: Req, Path(queue): Path<String>) -> Response {
                  It cannot be undone."
             }
             div.actions {
-                (post_button(req, &format!("/api/v1/queues/{}/purge", layout::path_escape(&p.queue)),
+                (layout::action_to(req, &format!("/api/v1/queues/{}/purge", layout::path_escape(&p.queue)),
                     &format!("Delete {n} waiting jobs"), None, &[("confirm", "yes")], &back))
                 a href=(req.link(&back)) { "Keep them" }
             }

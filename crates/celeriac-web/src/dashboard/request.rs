@@ -96,8 +96,24 @@ pub(crate) fn base_of(parts: &Parts) -> String {
         .extensions
         .get::<OriginalUri>()
         .map_or(seen, |o| o.0.path());
-    let base = original.strip_suffix(seen).unwrap_or("");
+    // Nested at `/admin`, the router sees `/` for `/admin` itself.
+    let base = if seen == "/" {
+        original
+    } else {
+        original.strip_suffix(seen).unwrap_or("")
+    };
     base.trim_end_matches('/').to_string()
+}
+
+/// `path` (from the dashboard's root) under the mount point `base`: the root itself is
+/// `base` with no slash after it, as a nested router answers it.
+pub(crate) fn link(base: &str, path: &str) -> String {
+    match path.strip_prefix('/') {
+        Some(rest) if !base.is_empty() && (rest.is_empty() || rest.starts_with('?')) => {
+            format!("{base}{rest}")
+        }
+        _ => format!("{base}{path}"),
+    }
 }
 
 /// Why a page or an action could not be served.
@@ -163,7 +179,7 @@ impl Done {
 impl Req {
     /// A link within the dashboard.
     pub(crate) fn link(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+        link(&self.base, path)
     }
 
     /// A page: the layout around `body`, or the error page.
@@ -198,11 +214,10 @@ impl Req {
             Err(f) => format!("failed: {}", f.message),
         };
         let sep = if back.contains('?') { '&' } else { '?' };
-        let to = format!(
-            "{}{back}{sep}notice={}",
-            self.base,
+        let to = self.link(&format!(
+            "{back}{sep}notice={}",
             layout::query_escape(&notice)
-        );
+        ));
         Redirect::to(&to).into_response()
     }
 

@@ -257,3 +257,89 @@ fn tokens_from_the_environment_are_checked_and_never_shown() {
     );
     assert!(!Auth::from_vars(|_| None).expect("none").is_configured());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mounted_under_a_prefix_every_link_and_page_keeps_it() {
+    let (app, _dir) = crate::common::app().await;
+    crate::common::enqueue(&app, "emails", "mail.send", serde_json::json!({}), 1).await;
+    let auth = Auth::none().token(Role::Operator, OPERATOR).expect("long");
+    let router =
+        axum::Router::new().nest("/admin", Dashboard::new(app.clone()).auth(auth).router());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let base = format!("http://{}", listener.local_addr().expect("an address"));
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("a client");
+
+    let page = http
+        .get(format!("{base}/admin"))
+        .bearer_auth(OPERATOR)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.expect("a page");
+    assert!(html.contains(r#"href="/admin/queues/emails""#), "{html}");
+    assert!(
+        html.contains(r#"<a class="brand" href="/admin">"#),
+        "{html}"
+    );
+    assert!(html.contains(r#"href="/admin?period=7d""#), "{html}");
+    assert!(html.contains(r#"src="/admin/static/dashboard.js""#));
+    assert!(html.contains(r#"data-live="/admin/live/overview""#));
+
+    // Signing in, and a refusal, load the dashboard's own files from under the prefix too.
+    let login = http
+        .get(format!("{base}/admin/login"))
+        .send()
+        .await
+        .expect("answers")
+        .text()
+        .await
+        .expect("a page");
+    assert!(
+        login.contains(r#"href="/admin/static/dashboard.css""#),
+        "{login}"
+    );
+    assert!(login.contains(r#"action="/admin/login""#), "{login}");
+    let refused = http
+        .post(format!("{base}/admin/api/v1/queues/emails/pause"))
+        .bearer_auth(OPERATOR)
+        .header("sec-fetch-site", "cross-site")
+        .form(&[("back", "/")])
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(refused.status(), 403);
+    let body = refused.text().await.expect("a page");
+    assert!(
+        body.contains(r#"href="/admin/static/dashboard.css""#),
+        "{body}"
+    );
+
+    // A form posted without a session (a restart ended it) is sent to sign in.
+    let lost = http
+        .post(format!("{base}/admin/api/v1/queues/emails/pause"))
+        .form(&[("back", "/queues/emails")])
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(lost.status(), 303);
+    assert_eq!(
+        lost.headers()
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok()),
+        Some("/admin/login?next=%2F")
+    );
+    assert!(!app
+        .backend()
+        .stats()
+        .await
+        .expect("stats")
+        .iter()
+        .any(|s| s.paused));
+}
