@@ -30,6 +30,7 @@ pub mod breaker;
 pub mod bulk;
 pub mod client;
 pub mod clock;
+pub mod deploys;
 pub mod duration;
 pub mod error;
 pub mod history;

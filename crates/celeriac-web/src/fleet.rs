@@ -114,6 +114,12 @@ pub(crate) async fn publish_loop(
 /// the alerts are evaluated on.
 pub(crate) async fn publish(app: &App, page: &FleetPage) -> celeriac::Result<Snapshot> {
     let snap = Snapshot::read(app.backend().as_ref(), app.client().now()).await?;
+    // The chart markers of new versions; a store that refuses it costs the gauges nothing.
+    if let Err(e) =
+        celeriac::deploys::observe(app.backend().as_ref(), &snap.processes, snap.now).await
+    {
+        debug!(%e, "deploys not noted");
+    }
     page.set(Some(render(app, &snap)));
     Ok(snap)
 }

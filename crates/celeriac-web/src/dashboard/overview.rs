@@ -149,6 +149,9 @@ pub(crate) async fn load(req: &Req, q: &Q) -> Outcome<Overview> {
     let store = req.ctx.store();
     let now = req.ctx.now();
     let snap = req.timed(Snapshot::read(store, now)).await?;
+    // Versions the registry shows for the first time become deploy markers.
+    req.timed(celeriac::deploys::observe(store, &snap.processes, now))
+        .await?;
     let period = Period::parse(q.period.as_deref());
     let throughput = req
         .timed(Throughput::read(store, period, None, now))
@@ -210,7 +213,16 @@ pub(crate) async fn page(req: Req, Query(q): Query<Q>) -> Response {
             section {
                 h2 { "Throughput" }
                 (picker(req, &o.throughput.period))
-                (chart("Attempts per bucket", &o.throughput.x, &o.throughput.lines(), &[]))
+                (chart("Attempts per bucket", &o.throughput.x, &o.throughput.lines(), &o.throughput.markers()))
+                @if !o.throughput.deploys.is_empty() {
+                    p.deploys #deploys {
+                        "Deploys in this period (dashed lines): "
+                        @for (i, d) in o.throughput.deploys.iter().enumerate() {
+                            @if i > 0 { ", " }
+                            strong { (d.version) } " at " (layout::time(d.at))
+                        }
+                    }
+                }
             }
         }
     })

@@ -2,8 +2,9 @@
 //! from the stored history.
 
 use super::layout::Line;
-use celeriac::backend::{History, HistoryQuery, Resolution};
+use celeriac::backend::{History, HistoryQuery, KvStore, Resolution};
 use celeriac::clock::UnixMs;
+use celeriac::deploys::{Deploy, Deploys};
 use maud::{html, Markup};
 use serde::Serialize;
 
@@ -60,11 +61,13 @@ pub(crate) struct Throughput {
     pub(crate) failed: Vec<u64>,
     /// Jobs enqueued per bucket.
     pub(crate) enqueued: Vec<u64>,
+    /// New versions first seen in the period (deploys), which the chart marks.
+    pub(crate) deploys: Vec<Deploy>,
 }
 
 impl Throughput {
     /// The throughput of `queue` (every queue when `None`) over `period`.
-    pub(crate) async fn read<B: History>(
+    pub(crate) async fn read<B: History + KvStore>(
         store: &B,
         period: Period,
         queue: Option<&str>,
@@ -72,11 +75,19 @@ impl Throughput {
     ) -> celeriac::Result<Self> {
         let mut q = period.query(now);
         q.queue = queue.map(str::to_string);
+        let (from, to) = (q.from, q.to);
         let starts = q.starts()?;
         let entries = store.history(q).await?;
+        let deploys = Deploys::load(store, now)
+            .await?
+            .seen
+            .into_iter()
+            .filter(|d| d.at >= from && d.at < to)
+            .collect();
         let series = celeriac::history::series(&entries, &starts);
         let mut t = Throughput {
             period: period.name.to_string(),
+            deploys,
             ..Throughput::default()
         };
         for (start, c) in series {
@@ -86,6 +97,11 @@ impl Throughput {
             t.enqueued.push(c.enqueued);
         }
         Ok(t)
+    }
+
+    /// The moments the chart marks.
+    pub(crate) fn markers(&self) -> Vec<UnixMs> {
+        self.deploys.iter().map(|d| d.at).collect()
     }
 
     /// The chart's lines.

@@ -349,7 +349,7 @@ async fn queue_page(req: Req, Path(queue): Path<String>, Query(q): Query<QueueQ>
             section {
                 h2 { "Throughput" }
                 (picker(req, &v.throughput.period))
-                (chart("Attempts per bucket", &v.throughput.x, &v.throughput.lines(), &[]))
+                (chart("Attempts per bucket", &v.throughput.x, &v.throughput.lines(), &v.throughput.markers()))
             }
             section {
                 nav.tabs aria-label="states" {

@@ -98,3 +98,70 @@ async fn the_live_part_arrives_by_server_sent_events() {
         "{seen}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_versions_in_the_registry_are_marked_as_deploys() {
+    use celeriac::backend::{ProcessInfo, ProcessKind, ProcessState};
+    use celeriac::ProcessRegistry;
+    let d = serve().await;
+    let now = d.app.client().now();
+    let worker = |id: &str, version: &str, started_at: i64| ProcessInfo {
+        id: id.to_string(),
+        kind: ProcessKind::Worker,
+        host: "h".to_string(),
+        pid: 1,
+        version: version.to_string(),
+        started_at,
+        queues: Vec::new(),
+        concurrency: 4,
+        busy: 0,
+        running: Vec::new(),
+        rss_bytes: None,
+        store_rtt_us: None,
+        clock_offset_ms: 0,
+        state: ProcessState::Running,
+        leader: false,
+        seen_at: now,
+        expires_at: now + 60_000,
+    };
+    let before = d.json("/api/v1/overview").await;
+    assert_eq!(before["throughput"]["deploys"], json!([]), "no process yet");
+    let store = d.app.backend();
+    store
+        .refresh(&worker("old-1", "1.4.0", now - 50 * 60_000))
+        .await
+        .expect("registered");
+    store
+        .refresh(&worker("new-1", "1.5.0", now - 10 * 60_000))
+        .await
+        .expect("registered");
+    store
+        .refresh(&worker("new-2", "1.5.0", now - 12 * 60_000))
+        .await
+        .expect("registered");
+    let o = d.json("/api/v1/overview").await;
+    assert_eq!(
+        o["throughput"]["deploys"],
+        json!([
+            {"version": "1.4.0", "at": now - 50 * 60_000},
+            {"version": "1.5.0", "at": now - 12 * 60_000},
+        ]),
+        "each version once, at its first process's start: {o}"
+    );
+    // Kept in the store: the old version's processes leave, the marker stays.
+    store.leave("old-1").await.expect("left");
+    let kept = celeriac::deploys::Deploys::load(store.as_ref(), now)
+        .await
+        .expect("read");
+    assert_eq!(kept.seen.len(), 2);
+    let (_, html) = d.get("/").await;
+    assert!(html.contains(r#"id="deploys""#), "{html}");
+    assert!(html.contains("1.5.0"));
+    // The chart's data carries them for uPlot to draw.
+    let markers = format!(
+        "&quot;markers&quot;:[{},{}]",
+        (now - 50 * 60_000) as f64 / 1000.0,
+        (now - 12 * 60_000) as f64 / 1000.0
+    );
+    assert!(html.contains(&markers), "{markers} in {html}");
+}
