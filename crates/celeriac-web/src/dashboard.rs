@@ -35,6 +35,7 @@ mod period;
 mod queues;
 mod request;
 mod schedules;
+mod settings;
 mod workers;
 mod workflows;
 
@@ -160,6 +161,7 @@ impl Dashboard {
         let pages = cache::routes(pages);
         let pages = breakers::routes(pages);
         let pages = workflows::routes(pages);
+        let pages = settings::routes(pages);
         pages
             .fallback(request::not_found)
             .layer(axum::middleware::from_fn_with_state(

@@ -112,6 +112,15 @@ impl Auth {
         Ok(auth)
     }
 
+    /// The roles that have a token, operators first.
+    pub fn roles(&self) -> Vec<&'static str> {
+        [Role::Operator, Role::Viewer]
+            .into_iter()
+            .filter(|r| self.tokens.iter().any(|(_, role)| role == r))
+            .map(Role::as_str)
+            .collect()
+    }
+
     /// Whether any token is set.
     pub fn is_configured(&self) -> bool {
         !self.tokens.is_empty()

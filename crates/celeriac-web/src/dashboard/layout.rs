@@ -17,6 +17,7 @@ const NAV: &[(&str, &str)] = &[
     ("/breakers", "Breakers"),
     ("/events", "Events"),
     ("/alerts", "Alerts"),
+    ("/settings", "Settings"),
 ];
 
 fn head(base: &str, title: &str) -> Markup {

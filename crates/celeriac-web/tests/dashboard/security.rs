@@ -343,3 +343,28 @@ async fn mounted_under_a_prefix_every_link_and_page_keeps_it() {
         .iter()
         .any(|s| s.paused));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_settings_page_names_the_store_and_the_guard_but_no_secret() {
+    let d = serve().await;
+    let s = d.json("/api/v1/settings").await;
+    assert_eq!(s["backend"], "sqlite");
+    assert_eq!(s["auth"], serde_json::json!(["operator", "viewer"]));
+    assert_eq!(s["role"], "operator");
+    assert!(
+        s["store"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("sqlite://"),
+        "{s}"
+    );
+    let (status, html) = d.get_as(VIEWER, "/settings").await;
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("tokens for operator and viewer, you read as viewer"),
+        "{html}"
+    );
+    for secret in [OPERATOR, VIEWER] {
+        assert!(!html.contains(secret) && !s.to_string().contains(secret));
+    }
+}
