@@ -6,7 +6,7 @@
 //! caller can show progress; jobs that change state while it runs are acted on or passed over
 //! as the store finds them.
 
-use crate::backend::{JobQuery, QueueAdmin, SCAN_MAX};
+use crate::backend::{JobQuery, QueueAdmin, ResultStore, WorkflowStore, SCAN_MAX};
 use crate::clock::UnixMs;
 use crate::error::{Error, Result};
 use crate::job::{JobId, JobInfo, JobState};
@@ -55,7 +55,7 @@ pub struct BulkReport {
 ///
 /// # Errors
 /// `Retry` of anything but dead letters; a store error (what was done before it stays done).
-pub async fn bulk<B: QueueAdmin>(
+pub async fn bulk<B: QueueAdmin + ResultStore + WorkflowStore>(
     backend: &B,
     query: JobQuery,
     only: Option<&[JobId]>,
@@ -93,9 +93,10 @@ pub async fn bulk<B: QueueAdmin>(
                 BulkAction::Cancel => {
                     let mut n = 0;
                     for id in ids {
-                        let r = backend.cancel(id, now).await?;
+                        // As one cancel does: a cancelled workflow step stops its workflow.
+                        let outcome = crate::client::cancel_job(backend, id, now).await?;
                         if matches!(
-                            r.outcome,
+                            outcome,
                             crate::backend::CancelOutcome::Cancelled
                                 | crate::backend::CancelOutcome::Requested
                         ) {

@@ -158,7 +158,8 @@ impl<B: Broker + ResultStore + WorkflowStore> Client<B> {
     }
 }
 
-async fn cancel_job<B: Broker + ResultStore + WorkflowStore>(
+/// Cancels one job and, when it was a workflow's step, ends the step (the workflow stops).
+pub(crate) async fn cancel_job<B: Broker + ResultStore + WorkflowStore>(
     backend: &B,
     id: JobId,
     now: UnixMs,

@@ -796,3 +796,32 @@ async fn a_workflow_is_drawn_with_the_jobs_it_ran() {
     let (status, _) = s.get(&format!("/api/v1/workflows/{}", JobId::new())).await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_everything_matching_stops_the_workflows_of_cancelled_steps() {
+    let s = serve_with(|b| b.task::<Seq>().task::<Collect>()).await;
+    let wf = chain([Step::of::<Seq>(3).into(), Step::piped::<Collect>().into()])
+        .start(&s.app)
+        .await
+        .expect("starts");
+    let before = wf.info().await.expect("the record");
+    assert_eq!(before.state, celeriac::backend::WorkflowState::Running);
+    assert_eq!(
+        count(&s.app, "default", JobState::Pending).await,
+        1,
+        "the first step waits"
+    );
+    let v = s
+        .post(
+            "/api/v1/queues/default/jobs/cancel",
+            json!({ "state": "pending", "all": "yes", "confirm": "yes" }),
+        )
+        .await;
+    assert_eq!(v["count"], 1, "{v}");
+    let after = wf.info().await.expect("the record");
+    assert_ne!(
+        after.state,
+        celeriac::backend::WorkflowState::Running,
+        "a cancelled step ends its workflow, as one cancel does"
+    );
+}

@@ -204,7 +204,7 @@ pub async fn deleting_jobs_spares_running_ones<B: Broker + QueueAdmin + ResultSt
 /// A bulk action covers everything a filter selects, across batches, and nothing else:
 /// retrying one task's dead letters, then deleting the other task's.
 pub async fn bulk_actions_cover_everything_a_filter_selects<
-    B: Broker + QueueAdmin + ResultStore,
+    B: Broker + QueueAdmin + ResultStore + celeriac_core::WorkflowStore,
 >(
     backend: Arc<B>,
 ) {
