@@ -404,41 +404,13 @@ impl<B: Broker + Coordinator + ProcessRegistry> Beat<B> {
 
     /// The job that tick `tick` of `s` enqueues.
     pub fn job_for(&self, s: &Schedule, tick: UnixMs, now: UnixMs) -> Result<Job> {
-        let defaults = self
-            .registry
-            .as_ref()
-            .and_then(|r| r.get(s.task()))
-            .map(|d| d.options().clone())
-            .unwrap_or_default();
-        let key = tick_key(s.name(), tick);
-        let mut headers = BTreeMap::new();
-        headers.insert(SCHEDULE_HEADER.to_string(), s.name().to_string());
-        headers.insert(
-            TICK_HEADER.to_string(),
-            key.rsplit_once('@')
-                .map(|(_, t)| t.to_string())
-                .unwrap_or_default(),
-        );
-        let opts = JobOptions {
-            id: Some(s.tick_job_id(tick)),
-            queue: s.queue().map(str::to_string),
-            priority: s.priority(),
-            max_attempts: s.max_attempts(),
-            expires_in: s.expires_in(),
-            headers,
-            unique: Some(Unique {
-                key,
-                lifetime: UniqueFor::Window(self.config.unique_window),
-            }),
-            ..JobOptions::default()
-        };
-        opts.build(s.task(), &defaults, s.args(), now)
-            .map_err(|e| match e {
-                Error::Config { setting, message } => {
-                    Error::config(format!("schedule \"{}\": {setting}", s.name()), message)
-                }
-                other => other,
-            })
+        tick_job(
+            self.registry.as_deref(),
+            s,
+            tick,
+            now,
+            self.config.unique_window,
+        )
     }
 
     /// Runs passes until shut down, then gives the lease up.
@@ -541,4 +513,55 @@ impl<B: Broker + Coordinator + ProcessRegistry> Beat<B> {
         };
         crate::process::keep_fresh(self.backend.clone(), self.clock.clone(), presence, stop)
     }
+}
+
+/// The job that tick `tick` of schedule `s` enqueues: the task's options from `registry`
+/// (when it knows the task), the schedule's queue, priority and limits, the headers naming
+/// the schedule and the tick, an id and a unique key derived from the tick (held for
+/// `unique_window`), so a tick enqueued twice is one job. What a beat fires, and what "run
+/// now" fires for a tick at `now`.
+///
+/// # Errors
+/// When the schedule's arguments or options do not make a job (the error names the
+/// schedule).
+pub fn tick_job(
+    registry: Option<&Registry>,
+    s: &Schedule,
+    tick: UnixMs,
+    now: UnixMs,
+    unique_window: Duration,
+) -> Result<Job> {
+    let defaults = registry
+        .and_then(|r| r.get(s.task()))
+        .map(|d| d.options().clone())
+        .unwrap_or_default();
+    let key = tick_key(s.name(), tick);
+    let mut headers = BTreeMap::new();
+    headers.insert(SCHEDULE_HEADER.to_string(), s.name().to_string());
+    headers.insert(
+        TICK_HEADER.to_string(),
+        key.rsplit_once('@')
+            .map(|(_, t)| t.to_string())
+            .unwrap_or_default(),
+    );
+    let opts = JobOptions {
+        id: Some(s.tick_job_id(tick)),
+        queue: s.queue().map(str::to_string),
+        priority: s.priority(),
+        max_attempts: s.max_attempts(),
+        expires_in: s.expires_in(),
+        headers,
+        unique: Some(Unique {
+            key,
+            lifetime: UniqueFor::Window(unique_window),
+        }),
+        ..JobOptions::default()
+    };
+    opts.build(s.task(), &defaults, s.args(), now)
+        .map_err(|e| match e {
+            Error::Config { setting, message } => {
+                Error::config(format!("schedule \"{}\": {setting}", s.name()), message)
+            }
+            other => other,
+        })
 }

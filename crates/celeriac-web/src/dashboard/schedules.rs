@@ -373,7 +373,8 @@ async fn run(req: &Req, name: &str) -> Outcome<Done> {
     };
     let now = req.ctx.now();
     // The beat's own recipe: its job for a tick at `now` (id and unique key from the tick).
-    let job = app.beat()?.job_for(s, now, now)?;
+    let window = celeriac::BeatConfig::default().unique_window;
+    let job = celeriac::beat::tick_job(Some(app.registry()), s, now, now, window)?;
     let (queue, task) = (job.queue.clone(), job.task.clone());
     let handles = req.timed(app.client().push(vec![job])).await?;
     let id = handles
