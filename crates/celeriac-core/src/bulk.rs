@@ -270,6 +270,33 @@ pub async fn dead_groups<B: QueueAdmin>(
     Ok(out)
 }
 
+/// The ids of the dead letters in `group` now: its queue's dead letters of its task, read a
+/// page at a time, that fail the group's way.
+///
+/// # Errors
+/// A store error.
+pub async fn dead_group_ids<B: QueueAdmin>(backend: &B, group: &DeadGroup) -> Result<Vec<JobId>> {
+    let mut query = JobQuery::new(group.queue.clone(), JobState::Dead);
+    query.task = Some(group.task.clone());
+    let mut ids = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = backend
+            .list_jobs(query.clone(), cursor.take(), SCAN_MAX)
+            .await?;
+        ids.extend(
+            page.jobs
+                .iter()
+                .filter(|info| group_of(info).0 == group.id)
+                .map(|info| info.job.id),
+        );
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return Ok(ids),
+        }
+    }
+}
+
 /// Retries every dead letter of group `id` (see [`dead_groups`]) as one action; returns how
 /// many went back to pending.
 ///

@@ -17,8 +17,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::Router;
-use celeriac::backend::{JobQuery, SCAN_MAX};
-use celeriac::bulk::{dead_groups, fingerprint, DeadGroup, BULK_BATCH};
+use celeriac::bulk::{dead_group_ids, dead_groups, DeadGroup, BULK_BATCH};
 use celeriac::clock::UnixMs;
 use celeriac::{JobId, JobState, QueueAdmin};
 use maud::{html, Markup};
@@ -474,30 +473,7 @@ fn back_to_dead(req: &Req) -> Req {
 
 /// The ids of the group's dead letters now.
 async fn ids_of(req: &Req, g: &DeadGroup) -> Outcome<Vec<JobId>> {
-    let mut query = JobQuery::new(g.queue.clone(), JobState::Dead);
-    query.task = Some(g.task.clone());
-    let mut ids = Vec::new();
-    let mut cursor = None;
-    loop {
-        let page = req
-            .timed(
-                req.ctx
-                    .store()
-                    .list_jobs(query.clone(), cursor.take(), SCAN_MAX),
-            )
-            .await?;
-        ids.extend(page.jobs.iter().filter_map(|info| {
-            let (kind, message) = info
-                .error
-                .as_ref()
-                .map_or(("", ""), |e| (e.kind.as_str(), e.message.as_str()));
-            (fingerprint(kind, message) == g.fingerprint).then_some(info.job.id)
-        }));
-        match page.next {
-            Some(next) => cursor = Some(next),
-            None => return Ok(ids),
-        }
-    }
+    Ok(req.timed(dead_group_ids(req.ctx.store(), g)).await?)
 }
 
 /// Retries a group (fields `rate`, `queue`; `dry_run=yes` only says what it would do).
