@@ -23,6 +23,9 @@
 //! - [`RateLimiter`] puts a store to work for a service: fail-open or fail-closed with a
 //!   local fallback while the store is down, a short-circuit cache of keys over their limit,
 //!   shadow mode and per-key overrides.
+//! - [`stats`]: what a [`RateLimiter`] decided (allowed, denied, shadow-denied,
+//!   short-circuited, store errors) and the keys it denied most, published to a
+//!   [`KvStore`](crate::backend::KvStore) for the dashboard.
 //!
 //! Time is an argument: `now` is passed in, in ms since the epoch.
 
@@ -30,6 +33,7 @@ mod limiter;
 mod local;
 pub mod maths;
 mod quota;
+pub mod stats;
 
 pub use limiter::{FailMode, RateLimiter, RateLimiterBuilder, Source, Verdict};
 pub use local::LocalLimiter;

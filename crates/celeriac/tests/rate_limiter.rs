@@ -1,8 +1,10 @@
 //! The distributed rate limiter around a real store: short-circuit, shadow mode, overrides,
 //! bad settings, and the failure modes with a Redis that is down or hangs.
 
+use celeriac::clock::Clock;
+use celeriac::clock::StoreClock;
 use celeriac::embedded::SqliteBackend;
-use celeriac::limit::{FailMode, Quota, RateLimiter, Source};
+use celeriac::limit::{stats, Algorithm, FailMode, Quota, RateLimiter, Source};
 use celeriac::redis::RedisBackend;
 use celeriac::{Error, ManualClock};
 use celeriac_testkit::RedisServer;
@@ -229,6 +231,39 @@ async fn decisions_and_store_errors_are_counted() {
     assert_eq!(counts.get(&format!("{d}:allowed")), 2);
     assert_eq!(counts.get(&format!("{d}:denied")), 2);
     assert_eq!(counts.get(&format!("{d}:shadow_denied")), 2);
+    // The limiter's own figures count the same decisions, each limiter apart.
+    let (mine, theirs) = (limiter.stats(), shadow.stats());
+    assert_eq!((mine.limiter.as_str(), mine.instances), ("enforced", 1));
+    assert_eq!(
+        (
+            mine.counts.allowed,
+            mine.counts.denied,
+            mine.counts.shadow_denied
+        ),
+        (1, 2, 0)
+    );
+    assert_eq!(
+        (
+            theirs.counts.allowed,
+            theirs.counts.denied,
+            theirs.counts.shadow_denied
+        ),
+        (1, 0, 2)
+    );
+    assert!(theirs.shadow && !mine.shadow);
+    assert_eq!(mine.top_denied.len(), 1);
+    assert_eq!(
+        (mine.top_denied[0].key.as_str(), mine.top_denied[0].count),
+        ("a", 2)
+    );
+    assert_eq!(
+        (
+            theirs.top_denied[0].key.as_str(),
+            theirs.top_denied[0].count
+        ),
+        ("b", 2),
+        "shadow denials are sampled too"
+    );
 
     let mut server = RedisServer::start().await.expect("redis-server");
     let url = format!("{}?connect_timeout_ms=200", server.url());
@@ -243,4 +278,115 @@ async fn decisions_and_store_errors_are_counted() {
     server.kill();
     failing.check("c").await.expect("fail-open");
     assert_eq!(counts.get("celeriac_rate_limit_store_errors_total:"), 1);
+    let figures = failing.stats();
+    assert_eq!(figures.counts.store_errors, 1);
+    assert_eq!(
+        figures.counts.allowed, 1,
+        "the fallback decided the call and counted it"
+    );
+}
+
+#[tokio::test]
+async fn figures_published_to_the_store_are_summed_over_instances() {
+    let store = sqlite().await;
+    let build = || {
+        RateLimiter::builder(store.clone())
+            .name("api")
+            .quota(Quota::per_hour(2).with_algorithm(Algorithm::FixedWindow))
+            .clock(Arc::new(ManualClock::new(T0)))
+            .build()
+            .expect("limiter")
+    };
+    let (first, second) = (build(), build());
+    assert_ne!(first.instance(), second.instance());
+    for _ in 0..6 {
+        first.check("user:hot").await.expect("check");
+    }
+    for _ in 0..3 {
+        first.check("ip:10.0.0.1").await.expect("check");
+    }
+    // The store's window is shared: the second instance is denied the hot key at once.
+    for _ in 0..2 {
+        second.check("user:hot").await.expect("check");
+    }
+    second.check("user:new").await.expect("check");
+    let c = first.stats().counts;
+    assert_eq!((c.allowed, c.denied, c.short_circuited), (4, 5, 3));
+
+    let every = Duration::from_secs(10);
+    let now = || store.fleet_clock().now_ms();
+    assert!(stats::limiters(&*store, "shop", now())
+        .await
+        .expect("read")
+        .is_empty());
+    first
+        .publish_stats_now(&*store, "shop", every)
+        .await
+        .expect("published");
+    // The periodic publication writes at once, then every interval.
+    let task = second
+        .publish_stats(store.clone(), "shop", every)
+        .expect("publishing");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let summed = loop {
+        let s = stats::read(&*store, "shop", "api", now())
+            .await
+            .expect("read");
+        if s.instances == 2 {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "not published: {s:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    task.abort();
+    assert_eq!(
+        stats::limiters(&*store, "shop", now()).await.expect("read"),
+        vec!["api".to_string()]
+    );
+    assert_eq!(
+        (summed.counts.allowed, summed.counts.denied),
+        (5, 7),
+        "{summed:?}"
+    );
+    assert_eq!(summed.counts.denial_ratio(), Some(7.0 / 12.0));
+    assert_eq!(
+        summed.quotas,
+        vec!["2/1h; algorithm=fixed_window".to_string()]
+    );
+    let top: Vec<(&str, u64)> = summed
+        .top_denied
+        .iter()
+        .map(|k| (k.key.as_str(), k.count))
+        .collect();
+    assert_eq!(top, vec![("user:hot", 6), ("ip:10.0.0.1", 1)]);
+    // Another application's name sees nothing; a name that would break the keys is refused.
+    let other = stats::read(&*store, "other", "api", now())
+        .await
+        .expect("read");
+    assert_eq!((other.instances, other.counts.decisions()), (0, 0));
+    let e = first
+        .publish_stats_now(&*store, "a:b", every)
+        .await
+        .expect_err("bad app name");
+    assert!(matches!(e, Error::Config { .. }), "{e}");
+    assert!(first
+        .publish_stats(store.clone(), "shop", Duration::ZERO)
+        .is_err());
+}
+
+#[tokio::test]
+async fn publication_stops_when_the_limiter_is_dropped() {
+    let store = sqlite().await;
+    let limiter = RateLimiter::builder(store.clone())
+        .quota(Quota::per_minute(1))
+        .build()
+        .expect("limiter");
+    let task = limiter
+        .publish_stats(store, "shop", Duration::from_millis(50))
+        .expect("publishing");
+    drop(limiter);
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the task ends with the limiter")
+        .expect("it did not panic");
 }

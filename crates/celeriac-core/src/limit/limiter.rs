@@ -4,7 +4,8 @@
 use super::local::LocalLimiter;
 use super::maths::Decision;
 use super::quota::Quota;
-use crate::backend::RateLimitStore;
+use super::stats::{self, Counters, LimiterStats};
+use crate::backend::{KvStore, RateLimitStore};
 use crate::clock::{duration_ms, Clock, UnixMs};
 use crate::error::{Error, Result};
 use std::collections::HashMap;
@@ -222,6 +223,8 @@ impl<S: RateLimitStore> RateLimiterBuilder<S> {
                 }),
                 clock: self.clock,
                 metrics,
+                counters: Counters::default(),
+                instance: format!("{}.{}", std::process::id(), uuid::Uuid::now_v7().simple()),
             }),
         })
     }
@@ -275,6 +278,10 @@ struct Inner<S> {
     over: Option<moka::sync::Cache<String, Over>>,
     clock: Arc<dyn Clock>,
     metrics: Metrics,
+    /// The same decisions as `metrics`, readable in process ([`RateLimiter::stats`]).
+    counters: Counters,
+    /// This instance's name in the published figures (`<pid>.<uuid>`).
+    instance: String,
 }
 
 /// Quotas enforced across every process through a [`RateLimitStore`].
@@ -309,7 +316,9 @@ struct Inner<S> {
 ///
 /// Metrics: `celeriac_rate_limit_decisions_total{limiter, outcome}` with outcome `allowed`,
 /// `denied`, `shadow_denied` or `short_circuited` (also counted as denied), and
-/// `celeriac_rate_limit_store_errors_total{limiter}`.
+/// `celeriac_rate_limit_store_errors_total{limiter}`. The same counts and a sample of the
+/// most denied keys are read with [`Self::stats`] and published for the dashboard with
+/// [`Self::publish_stats`] (see [`super::stats`]).
 pub struct RateLimiter<S> {
     inner: Arc<Inner<S>>,
 }
@@ -358,6 +367,114 @@ impl<S: RateLimitStore> RateLimiter<S> {
         &self.inner.name
     }
 
+    /// This limiter's name among the instances of its name in the published figures
+    /// (`<pid>.<uuid>`, one per [`RateLimiterBuilder::build`]; clones share it).
+    pub fn instance(&self) -> &str {
+        &self.inner.instance
+    }
+
+    /// What this limiter (and its clones) decided since it was built, and the keys it denied
+    /// most (a sample, most first): see [`super::stats`].
+    pub fn stats(&self) -> LimiterStats {
+        let inner = &*self.inner;
+        LimiterStats {
+            limiter: inner.name.clone(),
+            instances: 1,
+            shadow: inner.shadow,
+            quotas: inner.quotas.iter().map(ToString::to_string).collect(),
+            counts: inner.counters.counts(),
+            top_denied: inner.counters.top(),
+        }
+    }
+
+    /// Publishes [`Self::stats`] to `kv` every `every` (the first at once) while the limiter
+    /// or a clone of it lives, for the dashboard's *Rate limits* page and
+    /// [`stats::read`]: under application name `app` (the one the dashboard is asked for),
+    /// the limiter's name and [`Self::instance`], kept three intervals. Failed publications
+    /// are logged at debug level and made again at the next tick. Abort the handle to stop
+    /// earlier. Call it from within a Tokio runtime.
+    ///
+    /// ```no_run
+    /// # use std::sync::Arc;
+    /// # use celeriac_core::limit::{Quota, RateLimiter};
+    /// # use celeriac_core::limit::stats::DEFAULT_PUBLISH_EVERY;
+    /// # async fn demo<S: celeriac_core::backend::RateLimitStore + celeriac_core::backend::KvStore>(
+    /// #     store: Arc<S>,
+    /// # ) -> celeriac_core::Result<()> {
+    /// let limiter = RateLimiter::builder(store.clone())
+    ///     .name("api")
+    ///     .quota(Quota::per_minute(100))
+    ///     .build()?;
+    /// limiter.publish_stats(store, "shop", DEFAULT_PUBLISH_EVERY)?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Config`] when `app` or the limiter's name cannot name published figures
+    /// (1 to 100 bytes without `:`, `{` or `}`), or `every` is zero.
+    pub fn publish_stats<K: KvStore>(
+        &self,
+        kv: Arc<K>,
+        app: &str,
+        every: Duration,
+    ) -> Result<tokio::task::JoinHandle<()>> {
+        self.check_publication(app, every)?;
+        let limiter = Arc::downgrade(&self.inner);
+        let app = app.to_string();
+        Ok(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(inner) = limiter.upgrade() else {
+                    return;
+                };
+                let limiter = RateLimiter { inner };
+                if let Err(e) = limiter.publish_stats_now(&*kv, &app, every).await {
+                    tracing::debug!(limiter = %limiter.name(), error = %e,
+                        "rate limiter figures not published");
+                }
+            }
+        }))
+    }
+
+    /// Publishes [`Self::stats`] to `kv` once, as [`Self::publish_stats`] does at each tick
+    /// (`every` is the interval the snapshot is kept three of): at shutdown, or in tests.
+    /// The snapshot's time is `kv`'s fleet clock (the one readers judge it by).
+    ///
+    /// # Errors
+    /// As [`Self::publish_stats`], and the store's when it fails or does not answer within
+    /// `every` (at least a second).
+    pub async fn publish_stats_now<K: KvStore>(
+        &self,
+        kv: &K,
+        app: &str,
+        every: Duration,
+    ) -> Result<()> {
+        self.check_publication(app, every)?;
+        let now = kv.fleet_clock().now_ms();
+        let write = stats::publish(kv, app, &self.inner.instance, self.stats(), every, now);
+        match tokio::time::timeout(every.max(Duration::from_secs(1)), write).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::backend(
+                crate::ErrorKind::Retry,
+                "the rate limiter's figures were not written in time",
+            )),
+        }
+    }
+
+    fn check_publication(&self, app: &str, every: Duration) -> Result<()> {
+        stats::check_name("rate limiter statistics app", app)?;
+        stats::check_name("rate limiter name", &self.inner.name)?;
+        if every.is_zero() {
+            return Err(Error::config(
+                "rate limiter statistics interval",
+                "the publication interval is zero; give it a length above zero",
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether the limiter runs in shadow mode (decides, never denies).
     pub fn is_shadow(&self) -> bool {
         self.inner.shadow
@@ -403,7 +520,8 @@ impl<S: RateLimitStore> RateLimiter<S> {
                     let mut decision = o.decision;
                     decision.retry_after = Some(Duration::from_millis((o.until - now) as u64));
                     inner.metrics.short_circuited.increment(1);
-                    return Ok(self.finish(decision, Source::ShortCircuit, quotas));
+                    Counters::one(&inner.counters.short_circuited);
+                    return Ok(self.finish(key, decision, Source::ShortCircuit, quotas));
                 }
                 over.invalidate(key);
             }
@@ -421,13 +539,14 @@ impl<S: RateLimitStore> RateLimiter<S> {
                         },
                     );
                 }
-                return Ok(self.finish(decision, Source::Store, quotas));
+                return Ok(self.finish(key, decision, Source::Store, quotas));
             }
             Ok(Err(e @ Error::Config { .. })) => return Err(e),
             Ok(Err(e)) => e.to_string(),
             Err(_) => format!("no answer within {:?}", inner.timeout),
         };
         inner.metrics.store_errors.increment(1);
+        Counters::one(&inner.counters.store_errors);
         tracing::debug!(limiter = %inner.name, error = %failure, "rate limit store failed");
         let (decision, source) = match (inner.fail_mode, &inner.fallback) {
             (FailMode::Open, Some(local)) => {
@@ -444,18 +563,31 @@ impl<S: RateLimitStore> RateLimiter<S> {
                 (d, Source::FailedClosed)
             }
         };
-        Ok(self.finish(decision, source, quotas))
+        Ok(self.finish(key, decision, source, quotas))
     }
 
-    fn finish(&self, decision: Decision, source: Source, quotas: Arc<[Quota]>) -> Verdict {
+    fn finish(
+        &self,
+        key: &str,
+        decision: Decision,
+        source: Source,
+        quotas: Arc<[Quota]>,
+    ) -> Verdict {
         let m = &self.inner.metrics;
+        let c = &self.inner.counters;
         let allow = decision.allowed || self.inner.shadow;
         if decision.allowed {
             m.allowed.increment(1);
-        } else if self.inner.shadow {
-            m.shadow_denied.increment(1);
+            Counters::one(&c.allowed);
         } else {
-            m.denied.increment(1);
+            if self.inner.shadow {
+                m.shadow_denied.increment(1);
+                Counters::one(&c.shadow_denied);
+            } else {
+                m.denied.increment(1);
+                Counters::one(&c.denied);
+            }
+            c.sample_denial(key);
         }
         Verdict {
             allow,

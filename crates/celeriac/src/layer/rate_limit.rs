@@ -27,6 +27,26 @@
 //!   is full again), and with [`RateLimitLayer::legacy_headers`] also `X-RateLimit-Limit`,
 //!   `X-RateLimit-Remaining` and `X-RateLimit-Reset` (seconds from now). In shadow mode no
 //!   header is added and nothing is denied.
+//!
+//! The layer decides with the [`RateLimiter`] it is given; its clones share the limiter's
+//! counters. To see the layer's decisions and its most denied keys on the dashboard's *Rate
+//! limits* page, publish the limiter's figures to the store (under the application name the
+//! page is asked for), before or after handing it to the layer
+//! ([`RateLimitLayer::limiter`]):
+//!
+//! ```no_run
+//! # async fn demo(app: celeriac::App) -> celeriac::Result<()> {
+//! use celeriac::layer::rate_limit::{KeyExtractor, RateLimitLayer};
+//! use celeriac::limit::{stats::DEFAULT_PUBLISH_EVERY, Quota, RateLimiter};
+//! let limiter = RateLimiter::builder(app.backend().clone())
+//!     .name("api")
+//!     .quota(Quota::per_minute(100))
+//!     .build()?;
+//! let layer = RateLimitLayer::new(limiter, KeyExtractor::header("x-api-key"));
+//! // Every 10 s while the limiter lives: /limits?name=shop on the dashboard.
+//! layer.limiter().publish_stats(app.backend().clone(), "shop", DEFAULT_PUBLISH_EVERY)?;
+//! # Ok(()) }
+//! ```
 
 use crate::limit::{Quota, RateLimiter, Source, Verdict};
 use crate::RateLimitStore;
@@ -228,6 +248,12 @@ impl<S: RateLimitStore> RateLimitLayer<S> {
     pub fn legacy_headers(mut self, on: bool) -> Self {
         self.legacy = on;
         self
+    }
+
+    /// The limiter the layer decides with (to read its [`RateLimiter::stats`] or publish
+    /// them with [`RateLimiter::publish_stats`]).
+    pub fn limiter(&self) -> &RateLimiter<S> {
+        &self.limiter
     }
 }
 
