@@ -449,9 +449,11 @@ async fn the_demo_data_shows_on_every_page() {
         ("/schedules", "Schedules", "schedules"),
         ("/workers", "Workers", "workers"),
         ("/cache", "Cache", "cache"),
+        ("/limits", "Rate limits", "limits"),
         ("/breakers", "Breakers", "breakers"),
         ("/events", "Events", "events"),
         ("/alerts", "Alerts", "alerts"),
+        ("/settings", "Settings", "settings"),
     ] {
         visit(&b, &format!("{base}{path}"), title, shot).await;
     }

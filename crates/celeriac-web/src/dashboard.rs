@@ -1,5 +1,6 @@
 //! The dashboard: one web UI for the queues, jobs, dead letters, schedules, workflows,
-//! workers, caches, breakers, events and alerts of an application, served from the binary.
+//! workers, caches, rate limiters, breakers, events and alerts of an application, served
+//! from the binary.
 //!
 //! Pages are rendered on the server (maud) and read without JavaScript; htmx makes the
 //! navigation and the actions smoother, uPlot draws the charts, and server-sent events keep
@@ -29,6 +30,7 @@ mod dead;
 mod events;
 mod jobs;
 mod layout;
+mod limits;
 mod live;
 mod overview;
 mod period;
@@ -160,6 +162,7 @@ impl Dashboard {
         let pages = alerts::routes(pages);
         let pages = cache::routes(pages);
         let pages = breakers::routes(pages);
+        let pages = limits::routes(pages);
         let pages = workflows::routes(pages);
         let pages = settings::routes(pages);
         pages

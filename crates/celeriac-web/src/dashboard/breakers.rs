@@ -2,8 +2,8 @@
 //! for by name, with their state as the store reports it (closed, open until when, half-open,
 //! forced), trips in a row, the window's figures and the next probe; the log of what was done
 //! to them by hand (the `admin.breaker*` events: breakers record no transitions in the event
-//! stream); the operator's overrides (force open, force closed, reset) through the store, as
-//! `celeriac breaker` does them; and the tasks' global limits as configured.
+//! stream); and the operator's overrides (force open, force closed, reset) through the store,
+//! as `celeriac breaker` does them. The tasks' global limits are on the rate limits page.
 
 use super::layout::{self, badge, when};
 use super::request::{Ctx, Done, Failure, Form, Outcome, Req};
@@ -12,12 +12,11 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use celeriac::backend::{
-    BreakerCommand, BreakerPolicy, BreakerStore, Event, EventLog, JobQuery, SharedBreakerState,
+    BreakerCommand, BreakerPolicy, BreakerStore, Event, EventLog, SharedBreakerState,
 };
 use celeriac::breaker::shared::policy_of;
 use celeriac::breaker::{BreakerState, CircuitBreaker, SharedOptions, WindowKind, MAX_NAME_LEN};
 use celeriac::clock::{duration_ms, UnixMs};
-use celeriac::{JobState, QueueAdmin};
 use maud::{html, Markup};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -27,9 +26,6 @@ const LOG_SCAN: usize = 500;
 
 /// At most this many breakers named only in the event stream are listed.
 const FROM_EVENTS_MAX: usize = 20;
-
-/// Running jobs counted per limited task (one page of the listing).
-const RUNNING_PAGE: usize = 50;
 
 /// The routes of the breakers page, its twin and its actions.
 pub(crate) fn routes(r: Router<Arc<Ctx>>) -> Router<Arc<Ctx>> {
@@ -164,22 +160,6 @@ pub(crate) struct BreakerRow {
     pub(crate) no_commands: Option<String>,
 }
 
-/// A task's global limits as configured.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct LimitRow {
-    pub(crate) task: String,
-    /// The task's queue (the limits count per queue).
-    pub(crate) queue: String,
-    pub(crate) concurrency: Option<u32>,
-    /// Starts allowed per `rate_per_ms`.
-    pub(crate) rate_count: Option<u32>,
-    pub(crate) rate_per_ms: Option<i64>,
-    /// Its jobs running now in that queue (the first page of them).
-    pub(crate) running: u64,
-    /// More are running than counted.
-    pub(crate) running_more: bool,
-}
-
 /// The breakers page's data (and its JSON twin).
 #[derive(Debug, Serialize)]
 pub(crate) struct BreakersPage {
@@ -192,7 +172,6 @@ pub(crate) struct BreakersPage {
     pub(crate) log_scanned: usize,
     /// Whether breakers record their transitions anywhere (no: only actions by hand are).
     pub(crate) transitions_recorded: bool,
-    pub(crate) limits: Vec<LimitRow>,
 }
 
 fn check_name(name: &str) -> Outcome<()> {
@@ -334,37 +313,6 @@ const LOCAL_ONLY: &str = "local to each process (AppBuilder::breaker): its state
      shared through the store, so it cannot be forced from here; register it with \
      AppBuilder::shared_breaker to control it for the whole fleet";
 
-async fn limits(req: &Req) -> Outcome<Vec<LimitRow>> {
-    let registry = req.ctx.app.registry();
-    let mut rows = Vec::new();
-    for (task, l) in registry.limits() {
-        let queue = registry.get(&task).map_or_else(
-            || celeriac::job::DEFAULT_QUEUE.to_string(),
-            |t| t.options().queue.clone(),
-        );
-        let mut q = JobQuery::new(queue.clone(), JobState::Active);
-        q.task = Some(task.clone());
-        let page = req
-            .timed(QueueAdmin::list_jobs(
-                req.ctx.store(),
-                q,
-                None,
-                RUNNING_PAGE,
-            ))
-            .await?;
-        rows.push(LimitRow {
-            task,
-            queue,
-            concurrency: l.concurrency,
-            rate_count: l.rate.map(|r| r.count),
-            rate_per_ms: l.rate.map(|r| duration_ms(r.per)),
-            running: page.jobs.len() as u64,
-            running_more: page.next.is_some(),
-        });
-    }
-    Ok(rows)
-}
-
 pub(crate) async fn load(req: &Req, q: &Q) -> Outcome<BreakersPage> {
     let now = req.ctx.now();
     let asked = q
@@ -415,7 +363,6 @@ pub(crate) async fn load(req: &Req, q: &Q) -> Outcome<BreakersPage> {
         log,
         log_scanned: LOG_SCAN,
         transitions_recorded: false,
-        limits: limits(req).await?,
     })
 }
 
@@ -515,35 +462,6 @@ fn body(req: &Req, d: &BreakersPage) -> Markup {
                 }
             }
             p { a href=(req.link("/events")) { "Every event →" } }
-        }
-        section #limits {
-            h2 { "Limits" }
-            @if d.limits.is_empty() {
-                p.empty { "No registered task has a global concurrency cap or rate." }
-            } @else {
-                table {
-                    thead { tr {
-                        th { "Task" } th { "Queue" } th.num { "Concurrency" } th.num { "Running now" } th { "Rate" }
-                    } }
-                    tbody {
-                        @for l in &d.limits {
-                            tr data-task=(l.task) {
-                                td { (l.task) }
-                                td { a href=(req.link(&format!("/queues/{}", layout::path_escape(&l.queue)))) { (l.queue) } }
-                                td.num { (l.concurrency.map_or_else(|| "–".to_string(), |c| c.to_string())) }
-                                td.num { (l.running) @if l.running_more { "+" } }
-                                td {
-                                    @match (l.rate_count, l.rate_per_ms) {
-                                        (Some(c), Some(p)) => { (c) " per " (layout::span(p)) }
-                                        _ => "–",
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-                p.reason { "As configured in this application (" code { "TaskLimits" } "). Running now counts the task's running jobs in its queue. The store keeps each rate's next allowed start, but no store call reads it back, and no limiter records its allowed or denied decisions." }
-            }
         }
     }
 }

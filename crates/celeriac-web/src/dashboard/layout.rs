@@ -14,6 +14,7 @@ const NAV: &[(&str, &str)] = &[
     ("/schedules", "Schedules"),
     ("/workers", "Workers"),
     ("/cache", "Cache"),
+    ("/limits", "Rate limits"),
     ("/breakers", "Breakers"),
     ("/events", "Events"),
     ("/alerts", "Alerts"),

@@ -1,6 +1,7 @@
 //! The cache and breakers pages: real caches over the SQLite file publishing their figures,
 //! invalidations reaching a second instance over its own connection, warming through a
-//! worker, shared breakers forced and reset in the store, and the audit trail of each.
+//! worker, shared breakers forced and reset in the store, the audit trail of each, and the
+//! task limits (on the rate limits page).
 
 use crate::common::{self, serve, serve_app, Served, VIEWER};
 use celeriac::backend::{BreakerStore, EventLog};
@@ -441,7 +442,7 @@ async fn a_shared_breaker_forced_open_through_the_api_shows_open_and_reset_close
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_limits_section_shows_configured_limits_and_running_jobs() {
+async fn the_task_limits_show_on_the_rate_limits_page_with_running_jobs() {
     let (app, dir) = common::app().await;
     let url = app.url().to_string();
     drop(app);
@@ -472,9 +473,14 @@ async fn the_limits_section_shows_configured_limits_and_running_jobs() {
         .await
         .expect("app");
     let d = serve_app(app, dir, |d| d).await;
-    let limits = |v: &Value| v["limits"].as_array().expect("limits").clone();
+    let limits = |v: &Value| v["task_limits"].as_array().expect("task limits").clone();
 
     let v = d.json("/api/v1/breakers").await;
+    assert!(
+        v.get("limits").is_none(),
+        "moved off the breakers page: {v}"
+    );
+    let v = d.json("/api/v1/limits").await;
     let rows = limits(&v);
     assert_eq!(rows.len(), 1, "{v}");
     assert_eq!(rows[0]["task"], "charge");
@@ -492,10 +498,10 @@ async fn the_limits_section_shows_configured_limits_and_running_jobs() {
     let stop = worker.shutdown_handle();
     let running = tokio::spawn(worker.run());
     eventually("the job runs and shows as running", || async {
-        limits(&d.json("/api/v1/breakers").await)[0]["running"] == 1
+        limits(&d.json("/api/v1/limits").await)[0]["running"] == 1
     })
     .await;
-    let (status, html) = d.get("/breakers").await;
+    let (status, html) = d.get("/limits").await;
     assert_eq!(status, 200);
     let row = html
         .split(r#"data-task="charge""#)

@@ -5,6 +5,7 @@
 mod common;
 
 mod cache_breakers;
+mod limits;
 mod overview;
 mod queues_jobs;
 mod security;
