@@ -20,12 +20,12 @@
 //!   that loses the race is made at the next publication.
 
 use super::Inner;
-use celeriac_core::backend::{KvEntry, KvStore};
-use celeriac_core::clock::{duration_ms, UnixMs};
+use celeriac_core::backend::KvStore;
+use celeriac_core::clock::UnixMs;
 use celeriac_core::error::{Error, Result};
+use celeriac_core::published;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Weak;
 use std::time::Duration;
@@ -103,109 +103,15 @@ pub(super) async fn publish<S: KvStore>(
     let keep = interval * SNAPSHOT_LIFETIMES;
     let snapshot = serde_json::to_vec(&Snapshot { at: now, stats })
         .map_err(|e| celeriac_core::Error::Codec(e.to_string()))?;
-    store
-        .kv_set(
-            vec![KvEntry {
-                key: snapshot_key(app, namespace, instance),
-                value: snapshot,
-                ttl: keep,
-            }],
-            now,
-        )
-        .await?;
-    let expires = now + duration_ms(keep);
-    update_list::<S, BTreeMap<String, UnixMs>>(
-        store,
-        &instances_key(app, namespace),
-        keep,
-        now,
-        |live| {
-            live.retain(|_, until| *until > now);
-            live.insert(instance.to_string(), expires);
-            true
-        },
+    let keys = published::Keys {
+        snapshot: &snapshot_key(app, namespace, instance),
+        instances: &instances_key(app, namespace),
+        index: &index_key(app),
+    };
+    published::publish(
+        store, keys, namespace, instance, snapshot, keep, INDEX_TTL, now,
     )
-    .await?;
-    // Listed already (the usual case): no lock taken.
-    let listed: Option<Vec<String>> = read_json(store, &index_key(app), now).await?;
-    if listed.is_some_and(|names| names.iter().any(|n| n == namespace)) {
-        return Ok(());
-    }
-    update_list::<S, Vec<String>>(store, &index_key(app), INDEX_TTL, now, |names| {
-        if names.iter().any(|n| n == namespace) {
-            return false;
-        }
-        names.push(namespace.to_string());
-        names.sort_unstable();
-        true
-    })
     .await
-}
-
-/// Read-modify-write of a JSON value under a short lock; `change` says whether it changed
-/// anything. Skipped (to be made at the next publication) when the lock is busy.
-async fn update_list<S, T>(
-    store: &S,
-    key: &str,
-    ttl: Duration,
-    now: UnixMs,
-    change: impl FnOnce(&mut T) -> bool,
-) -> Result<()>
-where
-    S: KvStore,
-    T: Serialize + serde::de::DeserializeOwned + Default,
-{
-    let lock = format!("{key}:lock");
-    let token = uuid::Uuid::now_v7().to_string();
-    let mut taken = false;
-    for _ in 0..20 {
-        if store
-            .kv_lock(&lock, &token, Duration::from_secs(5), now)
-            .await?
-        {
-            taken = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    if !taken {
-        return Ok(());
-    }
-    let result = async {
-        let mut value: T = read_json(store, key, now).await?.unwrap_or_default();
-        if change(&mut value) {
-            let bytes = serde_json::to_vec(&value)
-                .map_err(|e| celeriac_core::Error::Codec(e.to_string()))?;
-            store
-                .kv_set(
-                    vec![KvEntry {
-                        key: key.to_string(),
-                        value: bytes,
-                        ttl,
-                    }],
-                    now,
-                )
-                .await?;
-        }
-        Ok(())
-    }
-    .await;
-    let _ = store.kv_unlock(&lock, &token).await;
-    result
-}
-
-async fn read_json<S: KvStore, T: serde::de::DeserializeOwned>(
-    store: &S,
-    key: &str,
-    now: UnixMs,
-) -> Result<Option<T>> {
-    let got = store.kv_get(vec![key.to_string()], now).await?;
-    // A value that does not decode counts as absent: it is rewritten at the next publication.
-    Ok(got
-        .into_iter()
-        .next()
-        .flatten()
-        .and_then(|b| serde_json::from_slice(&b).ok()))
 }
 
 /// The namespaces of application `app` whose caches published counters (sorted).
@@ -213,9 +119,7 @@ async fn read_json<S: KvStore, T: serde::de::DeserializeOwned>(
 /// # Errors
 /// The store's, when it cannot be read.
 pub async fn namespaces<S: KvStore>(store: &S, app: &str, now: UnixMs) -> Result<Vec<String>> {
-    Ok(read_json(store, &index_key(app), now)
-        .await?
-        .unwrap_or_default())
+    published::names(store, &index_key(app), now).await
 }
 
 /// The counters of `namespace` summed over its live instances (none: all zero).
@@ -228,25 +132,20 @@ pub async fn read_stats<S: KvStore>(
     namespace: &str,
     now: UnixMs,
 ) -> Result<NamespaceStats> {
-    let live: BTreeMap<String, UnixMs> = read_json(store, &instances_key(app, namespace), now)
-        .await?
-        .unwrap_or_default();
-    let keys: Vec<String> = live
-        .keys()
-        .map(|id| snapshot_key(app, namespace, id))
-        .collect();
+    let snapshots: Vec<Snapshot> = published::live(
+        store,
+        &instances_key(app, namespace),
+        |id| snapshot_key(app, namespace, id),
+        now,
+    )
+    .await?;
     let mut out = NamespaceStats {
         namespace: namespace.to_string(),
         ..NamespaceStats::default()
     };
-    if keys.is_empty() {
-        return Ok(out);
-    }
-    for bytes in store.kv_get(keys, now).await?.into_iter().flatten() {
-        if let Ok(s) = serde_json::from_slice::<Snapshot>(&bytes) {
-            out.instances += 1;
-            out.stats += s.stats;
-        }
+    for s in snapshots {
+        out.instances += 1;
+        out.stats += s.stats;
     }
     Ok(out)
 }
@@ -456,6 +355,7 @@ mod tests {
     use metrics::{
         Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
     };
+    use std::collections::BTreeMap;
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::{Arc, Mutex};
 

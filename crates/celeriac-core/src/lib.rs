@@ -38,6 +38,7 @@ pub mod job;
 pub mod limit;
 pub mod monitor;
 pub mod process;
+pub mod published;
 pub mod retention;
 pub mod retry;
 pub mod schedule;

@@ -24,10 +24,10 @@
 //!
 //! Only current counters are kept (one snapshot per live instance), not a time series.
 
-use crate::backend::{KvEntry, KvStore};
-use crate::clock::{duration_ms, UnixMs};
+use crate::backend::KvStore;
+use crate::clock::UnixMs;
 use crate::error::{Error, Result};
-use serde::de::DeserializeOwned;
+use crate::published;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -362,106 +362,12 @@ pub(super) async fn publish<K: KvStore>(
     let keep = every * SNAPSHOT_LIFETIMES;
     let limiter = stats.limiter.clone();
     let snapshot = serde_json::to_vec(&Snapshot { at: now, stats }).map_err(codec)?;
-    kv.kv_set(
-        vec![KvEntry {
-            key: snapshot_key(app, &limiter, instance),
-            value: snapshot,
-            ttl: keep,
-        }],
-        now,
-    )
-    .await?;
-    let expires = now + duration_ms(keep);
-    update_list::<K, BTreeMap<String, UnixMs>>(
-        kv,
-        &instances_key(app, &limiter),
-        keep,
-        now,
-        |live| {
-            live.retain(|_, until| *until > now);
-            live.insert(instance.to_string(), expires);
-            true
-        },
-    )
-    .await?;
-    // Listed already (the usual case): no lock taken.
-    let listed: Option<Vec<String>> = read_json(kv, &index_key(app), now).await?;
-    if listed.is_some_and(|names| names.contains(&limiter)) {
-        return Ok(());
-    }
-    update_list::<K, Vec<String>>(kv, &index_key(app), INDEX_TTL, now, |names| {
-        if names.contains(&limiter) {
-            return false;
-        }
-        names.push(limiter.clone());
-        names.sort_unstable();
-        true
-    })
-    .await
-}
-
-/// Read-modify-write of a JSON value under a short lock; `change` says whether it changed
-/// anything. Skipped (to be made at the next publication) when the lock is busy.
-async fn update_list<K, T>(
-    kv: &K,
-    key: &str,
-    ttl: Duration,
-    now: UnixMs,
-    change: impl FnOnce(&mut T) -> bool,
-) -> Result<()>
-where
-    K: KvStore,
-    T: Serialize + DeserializeOwned + Default,
-{
-    let lock = format!("{key}:lock");
-    let token = uuid::Uuid::now_v7().to_string();
-    let mut taken = false;
-    for _ in 0..20 {
-        if kv
-            .kv_lock(&lock, &token, Duration::from_secs(5), now)
-            .await?
-        {
-            taken = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    if !taken {
-        return Ok(());
-    }
-    let result = async {
-        let mut value: T = read_json(kv, key, now).await?.unwrap_or_default();
-        if change(&mut value) {
-            let bytes = serde_json::to_vec(&value).map_err(codec)?;
-            kv.kv_set(
-                vec![KvEntry {
-                    key: key.to_string(),
-                    value: bytes,
-                    ttl,
-                }],
-                now,
-            )
-            .await?;
-        }
-        Ok(())
-    }
-    .await;
-    let _ = kv.kv_unlock(&lock, &token).await;
-    result
-}
-
-async fn read_json<K: KvStore, T: DeserializeOwned>(
-    kv: &K,
-    key: &str,
-    now: UnixMs,
-) -> Result<Option<T>> {
-    let got = kv.kv_get(vec![key.to_string()], now).await?;
-    // A value that does not decode counts as absent: it is rewritten at the next publication.
-    Ok(got
-        .into_iter()
-        .next()
-        .flatten()
-        .and_then(|b| serde_json::from_slice(&b).ok()))
+    let keys = published::Keys {
+        snapshot: &snapshot_key(app, &limiter, instance),
+        instances: &instances_key(app, &limiter),
+        index: &index_key(app),
+    };
+    published::publish(kv, keys, &limiter, instance, snapshot, keep, INDEX_TTL, now).await
 }
 
 /// The limiters of application `app` that published figures (sorted).
@@ -469,9 +375,7 @@ async fn read_json<K: KvStore, T: DeserializeOwned>(
 /// # Errors
 /// The store's, when it cannot be read.
 pub async fn limiters<K: KvStore>(kv: &K, app: &str, now: UnixMs) -> Result<Vec<String>> {
-    Ok(read_json(kv, &index_key(app), now)
-        .await?
-        .unwrap_or_default())
+    published::names(kv, &index_key(app), now).await
 }
 
 /// The figures of `limiter` summed over its live instances (none: all zero): counts added,
@@ -486,26 +390,20 @@ pub async fn read<K: KvStore>(
     limiter: &str,
     now: UnixMs,
 ) -> Result<LimiterStats> {
-    let live: BTreeMap<String, UnixMs> = read_json(kv, &instances_key(app, limiter), now)
-        .await?
-        .unwrap_or_default();
-    let keys: Vec<String> = live
-        .keys()
-        .map(|id| snapshot_key(app, limiter, id))
-        .collect();
+    let snapshots: Vec<Snapshot> = published::live(
+        kv,
+        &instances_key(app, limiter),
+        |id| snapshot_key(app, limiter, id),
+        now,
+    )
+    .await?;
     let mut out = LimiterStats {
         limiter: limiter.to_string(),
         ..LimiterStats::default()
     };
-    if keys.is_empty() {
-        return Ok(out);
-    }
     let mut latest = UnixMs::MIN;
     let mut samples = Vec::new();
-    for bytes in kv.kv_get(keys, now).await?.into_iter().flatten() {
-        let Ok(s) = serde_json::from_slice::<Snapshot>(&bytes) else {
-            continue;
-        };
+    for s in snapshots {
         out.instances += 1;
         out.counts += s.stats.counts;
         out.shadow |= s.stats.shadow;
