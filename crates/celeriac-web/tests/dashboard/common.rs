@@ -145,3 +145,37 @@ pub async fn enqueue(
     }
     ids
 }
+
+/// The number of jobs of `queue` in `state`.
+pub async fn count(app: &App, queue: &str, state: celeriac::JobState) -> u64 {
+    use celeriac::QueueAdmin;
+    app.backend()
+        .stats()
+        .await
+        .expect("stats")
+        .iter()
+        .find(|s| s.queue == queue)
+        .map_or(0, |s| s.count(state))
+}
+
+impl Served {
+    /// Opens the server-sent event stream at `path` as the operator; fails unless it is one.
+    pub async fn sse(&self, path: &str) -> reqwest::Response {
+        let res = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(OPERATOR)
+            .send()
+            .await
+            .expect("the stream opens");
+        assert_eq!(res.status(), 200, "GET {path}");
+        assert_eq!(
+            res.headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok()),
+            Some("text/event-stream"),
+            "GET {path}"
+        );
+        res
+    }
+}

@@ -66,20 +66,7 @@ async fn the_overview_judges_queues_worst_first() {
 async fn the_live_part_arrives_by_server_sent_events() {
     let (app, dir) = crate::common::app().await;
     let d = serve_app(app, dir, |b| b.live_every(Duration::from_millis(500))).await;
-    let res = d
-        .http
-        .get(format!("{}/live/overview", d.base))
-        .bearer_auth(crate::common::OPERATOR)
-        .send()
-        .await
-        .expect("the stream opens");
-    assert_eq!(res.status(), 200);
-    assert_eq!(
-        res.headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok()),
-        Some("text/event-stream")
-    );
+    let res = d.sse("/live/overview").await;
     // A job enqueued after the page was served shows in the next update.
     enqueue(&d.app, "late", "late.task", json!({}), 2).await;
     let mut stream = res.bytes_stream();

@@ -3,7 +3,7 @@
 //! job's page (redaction, the enqueue command, its actions); a workflow drawn with the jobs
 //! a real worker ran.
 
-use crate::common::{self, enqueue, Served, OPERATOR, VIEWER};
+use crate::common::{self, count, enqueue, Served, OPERATOR, VIEWER};
 use celeriac::backend::JobQuery;
 use celeriac::task::TaskOptions;
 use celeriac::{
@@ -105,16 +105,6 @@ where
         .await
         .expect("the worker task ends")
         .expect("the worker stops cleanly");
-}
-
-async fn count(app: &App, queue: &str, state: JobState) -> u64 {
-    app.backend()
-        .stats()
-        .await
-        .expect("stats")
-        .iter()
-        .find(|s| s.queue == queue)
-        .map_or(0, |s| s.count(state))
 }
 
 async fn state_of(app: &App, id: JobId) -> Option<JobState> {

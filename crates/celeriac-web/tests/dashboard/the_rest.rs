@@ -1,7 +1,7 @@
 //! Dead letters, schedules, workers, events and alerts, on a real SQLite file with real
 //! workers and beats running in the test process.
 
-use crate::common::{enqueue, serve, serve_app, Served, OPERATOR, VIEWER};
+use crate::common::{count, enqueue, serve, serve_app, Served, OPERATOR, VIEWER};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
@@ -64,17 +64,6 @@ where
         assert!(Instant::now() < deadline, "timed out waiting: {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// The number of jobs of `queue` in `state`.
-async fn count(app: &App, queue: &str, state: JobState) -> u64 {
-    app.backend()
-        .stats()
-        .await
-        .expect("stats")
-        .iter()
-        .find(|s| s.queue == queue)
-        .map_or(0, |s| s.count(state))
 }
 
 /// The latest events of `kind`.
@@ -645,20 +634,7 @@ async fn the_event_tail_sends_new_events() {
     let (app, dir) = crate::common::app().await;
     let d = serve_app(app, dir, |b| b.live_every(Duration::from_millis(500))).await;
     append(&d.app, "job.failed", Some("emails"), "an old failure").await;
-    let res = d
-        .http
-        .get(format!("{}/live/events?kind=admin.", d.base))
-        .bearer_auth(OPERATOR)
-        .send()
-        .await
-        .expect("the stream opens");
-    assert_eq!(res.status(), 200);
-    assert_eq!(
-        res.headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok()),
-        Some("text/event-stream")
-    );
+    let res = d.sse("/live/events?kind=admin.").await;
     let mut stream = res.bytes_stream();
     let mut seen = String::new();
     let deadline = Instant::now() + Duration::from_secs(20);
