@@ -1,11 +1,11 @@
 //! A headless Chromium for tests: [`Browser`].
 
+use crate::server::parent_death_wrapper;
 use std::fmt::Display;
 use std::fs::File;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use fantoccini::wd::Capabilities;
@@ -533,27 +533,6 @@ fn find_binary(var: &str, name: &str) -> Result<PathBuf, String> {
 fn is_executable(path: &Path) -> bool {
     path.metadata()
         .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-/// `setpriv`, if it can set a parent-death signal here (util-linux >= 2.33).
-fn parent_death_wrapper() -> Option<&'static Path> {
-    static SETPRIV: OnceLock<Option<PathBuf>> = OnceLock::new();
-    SETPRIV
-        .get_or_init(|| {
-            let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"]
-                .into_iter()
-                .map(PathBuf::from)
-                .find(|p| is_executable(p))?;
-            let works = std::process::Command::new(&setpriv)
-                .args(["--pdeathsig", "KILL", "--", "true"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            works.then_some(setpriv)
-        })
-        .as_deref()
 }
 
 /// What `chromedriver` starts as Chromium: with `setpriv`, a script in `dir` that execs

@@ -734,7 +734,7 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
 }
 
 /// `setpriv`, if it can set a parent-death signal here (util-linux >= 2.33).
-fn parent_death_wrapper() -> Option<&'static Path> {
+pub(crate) fn parent_death_wrapper() -> Option<&'static Path> {
     static SETPRIV: OnceLock<Option<PathBuf>> = OnceLock::new();
     SETPRIV
         .get_or_init(|| {
