@@ -42,6 +42,8 @@
 mod browser;
 mod cluster;
 mod error;
+#[cfg(feature = "fuzz")]
+pub mod fuzz;
 pub mod resp;
 mod sentinel;
 mod server;
