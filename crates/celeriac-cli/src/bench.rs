@@ -4,6 +4,7 @@ use crate::args::{BenchArgs, BenchWhat};
 use crate::bench::jobs::{BenchConfig, Phase};
 use crate::support::{progress_bar, CliError, CliResult, Scratch};
 use celeriac::{App, Registry};
+use celeriac_core::redact;
 
 pub mod breaker;
 pub mod cache;
@@ -241,7 +242,7 @@ async fn run_cache_bench(url: Option<&str>, args: BenchArgs) -> CliResult {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    println!("Celeriac cache benchmark on {url}");
+    println!("Celeriac cache benchmark on {}", redact::url(&url));
     println!(
         "L1 hits      {:>12.0}/s   raw moka {:.0}/s   ratio {:.2}×",
         report.l1_hits_per_s, report.moka_gets_per_s, report.l1_ratio
@@ -306,7 +307,7 @@ async fn run_limits_bench(url: Option<&str>, args: BenchArgs) -> CliResult {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    println!("Celeriac rate limit benchmark on {url}");
+    println!("Celeriac rate limit benchmark on {}", redact::url(&url));
     match (report.raw_evalsha_per_s, report.store_ratio) {
         (Some(raw), Some(r)) => {
             println!(

@@ -251,8 +251,9 @@ pub fn stock_cache() -> celeriac::cache::CacheBuilder<str, u64> {
 
 static STOCK_FILE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
 
-/// Sets the file the demo's stock writes are flushed to (once per process; the command line
-/// sets it from `CELERIAC_DEMO_STOCK_FILE`); returns false if it was set already.
+/// Sets the file the demo's stock writes are flushed to (once per process; a debug build of
+/// the command line sets it from `CELERIAC_DEMO_STOCK_FILE`, for the process tests, a release
+/// build never does); returns false if it was set already.
 pub fn set_stock_file(path: std::path::PathBuf) -> bool {
     STOCK_FILE.set(path).is_ok()
 }
@@ -504,7 +505,7 @@ pub(crate) async fn run_command(
         .registry(registry())
         .build()
         .await?;
-    println!("Celeriac demo on {url}");
+    println!("Celeriac demo on {}", app.redacted_url());
     println!(
         "A worker with 64 slots runs {jobs} jobs: e-mails through a slow SMTP server (some fail \
          and retry), a chord of thumbnails on the blocking pool with an album summary after \

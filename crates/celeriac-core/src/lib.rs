@@ -16,6 +16,8 @@
 //!   [`RateLimitStore`], or in process memory.
 //! - [`breaker`]: circuit breakers, alone or shared through a [`BreakerStore`]; tasks that
 //!   name one are deferred while it is open, without using an attempt.
+//! - [`bounds`]: the largest payload, headers, unique key and names a job may have, checked
+//!   before anything reaches the store; error texts kept with failures are capped.
 //! - [`duration`]: the one duration grammar (`30s`, `1h30m`) of schedules, quotas, the
 //!   command line and the macros.
 //!
@@ -26,6 +28,7 @@
 pub mod alerts;
 pub mod backend;
 pub mod beat;
+pub mod bounds;
 pub mod breaker;
 pub mod bulk;
 pub mod client;
@@ -39,6 +42,7 @@ pub mod limit;
 pub mod monitor;
 pub mod process;
 pub mod published;
+pub mod redact;
 pub mod retention;
 pub mod retry;
 pub mod schedule;
@@ -54,6 +58,7 @@ pub use backend::{
     QueueAdmin, Rate, RateLimitStore, ResultStore, StoreHealth, TaskLimits, WorkflowStore,
 };
 pub use beat::{Beat, BeatConfig};
+pub use bounds::Bounds;
 pub use client::{AsClient, Client, Enqueue, JobHandle, JobOptions};
 pub use clock::{Clock, FleetClock, ManualClock, StoreClock, SystemClock, UnixMs, WarpedClock};
 pub use error::{Error, ErrorKind, Result};

@@ -1,6 +1,7 @@
 //! Backend URLs and settings.
 
 use celeriac_core::error::{Error, Result};
+use celeriac_core::redact;
 use celeriac_core::retention::DEFAULT_DEAD_MAX;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -29,15 +30,23 @@ pub enum Topology {
     },
 }
 
-/// Settings of the Redis backend.
-#[derive(Debug, Clone)]
+/// Settings of the Redis backend. Its `Debug` output masks the password.
+#[derive(Clone)]
 pub struct RedisConfig {
     /// Where Redis is.
     pub topology: Topology,
-    /// TLS to the data nodes (`rediss://`, or `?tls=true` for cluster and sentinel).
+    /// TLS to every server: the data nodes, and the sentinels of a Sentinel URL
+    /// (`rediss://`, `rediss+cluster://`, `rediss+sentinel://`, or `?tls=true`). The server's
+    /// certificate and host name are always verified.
     pub tls: bool,
-    /// A PEM file of the certificate authority to trust instead of the system's (`?ca=`).
+    /// A PEM file of the certificate authorities to trust instead of the built-in (Mozilla)
+    /// roots (`?ca=`).
     pub ca_file: Option<PathBuf>,
+    /// A PEM file with the client certificate (and any intermediates) to present for mutual
+    /// TLS (`?cert=`); goes with [`client_key`](Self::client_key).
+    pub client_cert: Option<PathBuf>,
+    /// A PEM file with the private key of [`client_cert`](Self::client_cert) (`?key=`).
+    pub client_key: Option<PathBuf>,
     /// ACL user name.
     pub username: Option<String>,
     /// Password (of the ACL user, or `requirepass`).
@@ -69,17 +78,48 @@ pub struct RedisConfig {
     pub dead_max: u64,
 }
 
+/// Lists the settings with the password masked (`Some("***")`).
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("topology", &self.topology)
+            .field("tls", &self.tls)
+            .field("ca_file", &self.ca_file)
+            .field("client_cert", &self.client_cert)
+            .field("client_key", &self.client_key)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| redact::MASK))
+            .field("prefix", &self.prefix)
+            .field("response_timeout", &self.response_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("allow_eviction", &self.allow_eviction)
+            .field("allow_volatile", &self.allow_volatile)
+            .field("wait_replicas", &self.wait_replicas)
+            .field("wait_timeout", &self.wait_timeout)
+            .field("dead_ttl", &self.dead_ttl)
+            .field("dead_max", &self.dead_max)
+            .finish_non_exhaustive()
+    }
+}
+
 impl RedisConfig {
     /// Parses a `redis://`, `rediss://`, `redis+cluster://` or `redis+sentinel://` URL.
     ///
     /// `redis://[user:password@]host[:port][/db][?param=value&...]`;
     /// `redis+cluster://[user:password@]h1:p1,h2:p2[?...]`;
     /// `redis+sentinel://[user:password@]s1:p1,s2:p2/service[?...]`.
+    ///
+    /// # Errors
+    /// A URL that is not one of these, naming what is wrong; no message quotes the password.
     pub fn from_url(url: &str) -> Result<Self> {
+        Self::parse_url(url).map_err(|e| redact::error(e, &redact::url_secrets(url)))
+    }
+
+    fn parse_url(url: &str) -> Result<Self> {
         let bad = |msg: String| Error::config("url", msg);
         let (scheme, rest) = url
             .split_once("://")
-            .ok_or_else(|| bad(format!("`{url}` is not a URL")))?;
+            .ok_or_else(|| bad(format!("`{}` is not a URL", redact::url(url))))?;
         let (tls_scheme, kind) = match scheme {
             "redis" => (false, "standalone"),
             "rediss" => (true, "standalone"),
@@ -93,6 +133,14 @@ impl RedisConfig {
             Some((r, q)) => (r, q),
             None => (rest, ""),
         };
+        if query.contains('@') {
+            // A user or password holding `?`: what follows it would be read as parameters.
+            return Err(bad(format!(
+                "`{}` has an `@` after its `?`: percent-encode `?` (%3F) and `@` (%40) in the \
+                 user, the password and parameter values",
+                redact::url(url)
+            )));
+        }
         let (userinfo, hostpart) = match rest.rsplit_once('@') {
             Some((u, h)) => (Some(u), h),
             None => (None, rest),
@@ -128,7 +176,7 @@ impl RedisConfig {
             })
             .collect();
         if addrs.is_empty() {
-            return Err(bad(format!("`{url}` names no host")));
+            return Err(bad(format!("`{}` names no host", redact::url(url))));
         }
         let topology = match kind {
             "standalone" => {
@@ -163,6 +211,8 @@ impl RedisConfig {
             topology,
             tls: tls_scheme,
             ca_file: None,
+            client_cert: None,
+            client_key: None,
             username,
             password,
             prefix: "celeriac".into(),
@@ -198,6 +248,8 @@ impl RedisConfig {
             match k {
                 "tls" => config.tls = flag(v)?,
                 "ca" => config.ca_file = Some(PathBuf::from(percent_decode(v))),
+                "cert" => config.client_cert = Some(PathBuf::from(percent_decode(v))),
+                "key" => config.client_key = Some(PathBuf::from(percent_decode(v))),
                 "prefix" => {
                     if v.is_empty() || v.contains(['{', '}']) {
                         return Err(Error::config(&setting, "must be non-empty and without braces"));
@@ -223,10 +275,21 @@ impl RedisConfig {
                 other => {
                     return Err(Error::config(
                         "url",
-                        format!("unknown Redis URL parameter `{other}` (known: tls, ca, prefix, response_timeout_ms, connect_timeout_ms, allow_eviction, allow_volatile, wait_replicas, wait_timeout_ms, dead_ttl_s, dead_max)"),
+                        format!("unknown Redis URL parameter `{other}` (known: tls, ca, cert, key, prefix, response_timeout_ms, connect_timeout_ms, allow_eviction, allow_volatile, wait_replicas, wait_timeout_ms, dead_ttl_s, dead_max)"),
                     ))
                 }
             }
+        }
+        match (&config.client_cert, &config.client_key) {
+            (Some(_), None) => return Err(Error::config(
+                "url: key",
+                "`cert` (a client certificate) needs `key`, its private key: add &key=<pem file>",
+            )),
+            (None, Some(_)) => return Err(Error::config(
+                "url: cert",
+                "`key` needs `cert`, the client certificate it belongs to: add &cert=<pem file>",
+            )),
+            _ => {}
         }
         Ok(config)
     }
@@ -345,5 +408,27 @@ mod tests {
         assert!(err("redis://h?wait_replicas=all").contains("url: wait_replicas"));
         assert!(err("redis://h?wait_timeout_ms=0").contains("url: wait_timeout_ms"));
         assert!(err("redis://h?allow_volatile=maybe").contains("url: allow_volatile"));
+    }
+
+    #[test]
+    fn client_certificates_come_with_their_key() {
+        let c =
+            RedisConfig::from_url("rediss://h?ca=/c/ca.pem&cert=/c/app%20one.crt&key=/c/app.key")
+                .expect("parses");
+        assert_eq!(c.client_cert, Some(PathBuf::from("/c/app one.crt")));
+        assert_eq!(c.client_key, Some(PathBuf::from("/c/app.key")));
+        let plain = RedisConfig::from_url("rediss://h").expect("parses");
+        assert_eq!((plain.client_cert, plain.client_key), (None, None));
+
+        let err = |u: &str| {
+            RedisConfig::from_url(u)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        let msg = err("rediss://h?cert=/c/app.crt");
+        assert!(msg.contains("url: key") && msg.contains("`cert`"), "{msg}");
+        let msg = err("rediss://h?key=/c/app.key");
+        assert!(msg.contains("url: cert") && msg.contains("`key`"), "{msg}");
     }
 }

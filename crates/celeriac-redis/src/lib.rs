@@ -92,6 +92,7 @@
 //! call is written once), builds with rustls on `ring` (no C toolchain beyond what SQLite
 //! already needs), and is the client most Rust services already depend on.
 
+pub mod acl;
 mod admin;
 mod breakers;
 mod broker;
@@ -103,6 +104,8 @@ mod config;
 mod conn;
 mod coordinator;
 mod events;
+#[doc(hidden)]
+pub mod fuzzing;
 mod health;
 mod history;
 mod keys;
@@ -120,6 +123,7 @@ pub use config::{RedisConfig, Topology};
 use celeriac_core::clock::{duration_ms, FleetClock, StoreClock, UnixMs, RESYNC_EVERY};
 use celeriac_core::error::{Error, Result};
 use celeriac_core::job::JobId;
+use celeriac_core::redact;
 use codec::Fields;
 use conn::{map_err, Conn, Connector};
 use keys::QueueKeys;
@@ -188,8 +192,13 @@ impl std::fmt::Debug for RedisBackend {
 
 impl RedisBackend {
     /// Connects to the Redis a URL names and checks it is safe for queues.
+    ///
+    /// # Errors
+    /// As [`RedisConfig::from_url`] and [`RedisBackend::open`]; no message quotes the password.
     pub async fn connect(url: &str) -> Result<Self> {
-        Self::open(RedisConfig::from_url(url)?).await
+        Self::open(RedisConfig::from_url(url)?)
+            .await
+            .map_err(|e| redact::error(e, &redact::url_secrets(url)))
     }
 
     /// Connects with these settings.
@@ -197,7 +206,7 @@ impl RedisBackend {
     /// # Errors
     /// Redis unreachable (after the connect timeout), authentication refused, an evicting
     /// `maxmemory-policy` without `allow_eviction`, or no persistence at all without
-    /// `allow_volatile`: each with a message saying which.
+    /// `allow_volatile`: each with a message saying which, and none quoting the password.
     pub async fn open(config: RedisConfig) -> Result<Self> {
         let config = Arc::new(config);
         let connector = Connector::new(config.clone())?;
@@ -205,9 +214,11 @@ impl RedisBackend {
             .connect(config.response_timeout)
             .await
             .map_err(|e| {
+                // The client library's words are quoted: scrubbed of the password.
+                let said = redact::text(&e.to_string(), &secrets_of(&config));
                 Error::backend(
                     e.kind(),
-                    format!("cannot connect to Redis ({:?}): {e}", config.topology),
+                    format!("cannot connect to Redis ({:?}): {said}", config.topology),
                 )
             })?;
         // Redis accepts a connection before authentication matters; the first command tells.
@@ -408,21 +419,39 @@ impl RedisBackend {
 
 /// Names authentication problems as such; everything else is a backend error.
 pub(crate) fn auth_or_backend(e: redis::RedisError, config: &RedisConfig) -> Error {
+    // The server's reply is quoted, so whatever it echoes is scrubbed of the password.
+    let secrets = secrets_of(config);
+    let said = redact::text(&e.to_string(), &secrets);
     match e.code() {
-        Some("NOAUTH" | "WRONGPASS" | "NOPERM") => Error::config(
-            "url",
-            format!(
-                "Redis refused authentication ({e}); put the user and password in the URL, as in \
-                 redis://user:password@host:6379 (user: {}, password given: {})",
-                config.username.as_deref().unwrap_or("default"),
-                config.password.is_some()
-            ),
-        ),
-        _ => {
-            let message = format!("Redis did not answer PING: {e}");
-            Error::backend(map_err(e).kind(), message)
+        Some("NOAUTH" | "WRONGPASS" | "NOPERM") => {
+            // A user name without a password may be a password written where the user goes
+            // (`redis://secret@host`): then it is not repeated.
+            let user = match (&config.username, &config.password) {
+                (Some(u), Some(_)) => u.as_str(),
+                (Some(_), None) => "given, with no password",
+                (None, _) => "default",
+            };
+            Error::config(
+                "url",
+                format!(
+                    "Redis refused authentication ({said}); put the user and password in the \
+                     URL, as in redis://user:password@host:6379 (user: {user}, password given: {})",
+                    config.password.is_some()
+                ),
+            )
         }
+        _ => Error::backend(
+            map_err(e).kind(),
+            format!("Redis did not answer PING: {said}"),
+        ),
     }
+}
+
+/// The password of `config` as it may be quoted: as given and percent-encoded (as in the URL
+/// handed to the client library). A user name without a password counts too, since it may be
+/// a password written where the user goes.
+fn secrets_of(config: &RedisConfig) -> Vec<String> {
+    redact::url_secrets(&config.node_url("host", 0))
 }
 
 impl StoreClock for RedisBackend {

@@ -10,6 +10,7 @@ use celeriac_core::backend::{
     WorkflowRecord, WorkflowStore,
 };
 use celeriac_core::limit::{Decision, Quota};
+use celeriac_core::redact;
 use celeriac_core::{Job, JobId, JobInfo, UnixMs};
 #[cfg(feature = "sqlite")]
 use celeriac_embedded::SqliteBackend;
@@ -40,20 +41,31 @@ impl AnyBackend {
     ///
     /// # Errors
     /// An unknown scheme, or a store that cannot be opened, with a message naming it.
+    /// No message of the error quotes the URL's password: a store's own error that echoes it
+    /// has it masked.
     pub async fn connect(url: &str) -> Result<Self> {
         let scheme = url.split(':').next().unwrap_or("");
-        match scheme {
+        let opened = match scheme {
             "sqlite" => Self::sqlite(url).await,
             "redis" | "rediss" | "redis+sentinel" | "rediss+sentinel" | "redis+cluster"
             | "rediss+cluster" => Self::redis(url).await,
+            // Text without a `:` is no URL at all, and may be a secret pasted in its place:
+            // it is not repeated.
+            _ if !url.contains(':') => Err(Error::config(
+                "url",
+                "the backend URL has no scheme; expected sqlite://path, sqlite::memory:, \
+                 redis://, rediss://, redis+cluster:// or redis+sentinel://",
+            )),
             _ => Err(Error::config(
                 "url",
                 format!(
-                    "unknown backend URL scheme in `{url}`; expected sqlite://path, \
-                     sqlite::memory:, redis://, rediss://, redis+cluster:// or redis+sentinel://"
+                    "unknown backend URL scheme in `{}`; expected sqlite://path, \
+                     sqlite::memory:, redis://, rediss://, redis+cluster:// or redis+sentinel://",
+                    redact::url(url)
                 ),
             )),
-        }
+        };
+        opened.map_err(|e| redact::error(e, &redact::url_secrets(url)))
     }
 
     #[cfg(feature = "sqlite")]
@@ -82,7 +94,10 @@ impl AnyBackend {
 fn not_built(url: &str, feature: &str) -> Error {
     Error::config(
         "url",
-        format!("`{url}` needs the `{feature}` feature of celeriac, which this build leaves out"),
+        format!(
+            "`{}` needs the `{feature}` feature of celeriac, which this build leaves out",
+            redact::url(url)
+        ),
     )
 }
 

@@ -1,8 +1,9 @@
 //! The application: a backend chosen by URL, the registered tasks, and a client.
 
 use crate::{Client, Clock, Registry, Result, Task, TaskDef, Worker};
+use celeriac_core::redact::RedactedUrl;
 use celeriac_core::schedule::{self, Schedule};
-use celeriac_core::{AsClient, Beat};
+use celeriac_core::{AsClient, Beat, Bounds};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -23,7 +24,7 @@ pub struct App {
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("App")
-            .field("url", &self.url)
+            .field("url", &RedactedUrl(&self.url))
             .field("tasks", &self.registry.names())
             .field("schedules", &self.schedules.len())
             .finish()
@@ -51,15 +52,24 @@ impl App {
         &self.registry
     }
 
-    /// The backend URL.
+    /// The backend URL, as given: it may hold a password. Show
+    /// [`redacted_url`](Self::redacted_url) instead.
     pub fn url(&self) -> &str {
         &self.url
     }
 
-    /// A worker for the registered tasks (configure it with [`Worker::config`]).
+    /// The backend URL with its secrets masked (`redis://user:***@host`), for people and logs.
+    pub fn redacted_url(&self) -> String {
+        celeriac_core::redact::url(&self.url)
+    }
+
+    /// A worker for the registered tasks (configure it with [`Worker::config`]), checking
+    /// its queue names and the workflow steps it enqueues against the application's
+    /// [`AppBuilder::bounds`].
     pub fn worker(&self) -> Worker<AnyBackend> {
         Worker::new(self.backend().clone(), self.registry.clone())
             .clock(self.client.clock().clone())
+            .bounds(*self.client.bounds())
     }
 
     /// The periodic schedules defined in code and in schedule files.
@@ -73,9 +83,10 @@ impl App {
     /// # Errors
     /// A schedule whose task is not registered.
     pub fn beat(&self) -> Result<Beat<AnyBackend>> {
-        Ok(Beat::new(self.backend().clone(), self.schedules.to_vec())?
+        Beat::new(self.backend().clone(), self.schedules.to_vec())?
             .registry(self.registry.clone())?
-            .clock(self.client.clock().clone()))
+            .clock(self.client.clock().clone())
+            .bounds(*self.client.bounds())
     }
 }
 
@@ -91,6 +102,7 @@ pub struct AppBuilder {
     url: Option<String>,
     registry: Registry,
     clock: Option<Arc<dyn Clock>>,
+    bounds: Bounds,
     schedules: Vec<Schedule>,
     schedule_files: Vec<PathBuf>,
     shared_breakers: Vec<(
@@ -105,6 +117,7 @@ impl Default for AppBuilder {
             url: None,
             registry: Registry::new(),
             clock: None,
+            bounds: Bounds::default(),
             schedules: Vec::new(),
             schedule_files: Vec::new(),
             shared_breakers: Vec::new(),
@@ -192,14 +205,34 @@ impl AppBuilder {
         self
     }
 
+    /// The largest job the application enqueues (default [`Bounds::default`]: 1 MiB of
+    /// payload, 64 headers in 16 KiB, unique keys of 512 bytes, queue and task names of 200
+    /// bytes): a job over any bound is refused with an error naming it, before it reaches the
+    /// store. Its workers and beat check against the same bounds.
+    ///
+    /// ```
+    /// # use celeriac::{App, bounds::Bounds};
+    /// let builder = App::builder().bounds(Bounds {
+    ///     max_payload_bytes: 4 << 20,
+    ///     ..Bounds::default()
+    /// });
+    /// # let _ = builder;
+    /// ```
+    pub fn bounds(mut self, bounds: Bounds) -> Self {
+        self.bounds = bounds;
+        self
+    }
+
     /// Connects to the backend.
     ///
     /// # Errors
     /// An unknown URL scheme, or a store that cannot be opened, with a message naming it; a
     /// schedule file that cannot be read or parsed (naming the file and line), two schedules
     /// with one name, a schedule whose task is not registered (naming the schedule), a task
-    /// whose breaker is not registered, or bad [`SharedOptions`](crate::breaker::SharedOptions).
+    /// whose breaker is not registered, bad [`SharedOptions`](crate::breaker::SharedOptions),
+    /// or a bound of zero.
     pub async fn build(mut self) -> Result<App> {
+        self.bounds.validate()?;
         let mut schedules = self.schedules;
         for file in &self.schedule_files {
             let loaded = schedule::load_file(file)?;
@@ -234,7 +267,7 @@ impl AppBuilder {
             None => celeriac_core::StoreClock::fleet_clock(backend.as_ref()),
         };
         Ok(App {
-            client: Client::with_clock(backend, clock),
+            client: Client::with_clock(backend, clock).with_bounds(self.bounds)?,
             registry: Arc::new(self.registry),
             url,
             schedules: schedules.into(),

@@ -57,13 +57,14 @@ pub use celeriac_core::duration;
 pub use celeriac_core::limit;
 pub use celeriac_core::RateLimitStore;
 pub use celeriac_core::{
-    alerts, backend, beat, bulk, client, clock, deploys, error, history, job, monitor, process,
-    retry, schedule, sketch, task, trace, worker, AsClient, Backoff, Beat, BeatConfig, Broker,
-    CancelOutcome, Client, Clock, Coordinator, Encoding, Enqueue, Error, ErrorInfo, ErrorKind,
-    Event, EventLog, History, Job, JobHandle, JobId, JobInfo, JobOptions, JobState, ManualClock,
-    Missed, Priority, ProcessInfo, ProcessRegistry, Progress, QueueAdmin, Rate, Registry, Result,
-    ResultStore, Schedule, Shutdown, SystemClock, Task, TaskContext, TaskDef, TaskError,
-    TaskLimits, TaskOptions, Unique, UniqueFor, WarpedClock, Worker, WorkerConfig, WorkerStats,
+    alerts, backend, beat, bounds, bulk, client, clock, deploys, error, history, job, monitor,
+    process, retry, schedule, sketch, task, trace, worker, AsClient, Backoff, Beat, BeatConfig,
+    Bounds, Broker, CancelOutcome, Client, Clock, Coordinator, Encoding, Enqueue, Error, ErrorInfo,
+    ErrorKind, Event, EventLog, History, Job, JobHandle, JobId, JobInfo, JobOptions, JobState,
+    ManualClock, Missed, Priority, ProcessInfo, ProcessRegistry, Progress, QueueAdmin, Rate,
+    Registry, Result, ResultStore, Schedule, Shutdown, SystemClock, Task, TaskContext, TaskDef,
+    TaskError, TaskLimits, TaskOptions, Unique, UniqueFor, WarpedClock, Worker, WorkerConfig,
+    WorkerStats,
 };
 pub use celeriac_core::{chain, chord, group, map, workflow, Flow, Step, WorkflowHandle};
 #[cfg(feature = "sqlite")]

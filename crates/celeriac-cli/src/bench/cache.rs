@@ -5,14 +5,15 @@ use celeriac::backend::KvStore;
 use celeriac::cache::Cache;
 use celeriac::clock::StoreClock;
 use celeriac::{AnyBackend, Error, Result};
+use celeriac_core::redact::RedactedUrl;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// What to measure.
-#[derive(Debug, Clone)]
+/// What to measure. Its `Debug` output masks the URL's secrets.
+#[derive(Clone)]
 pub struct CacheBenchConfig {
     /// L1 gets, and L2 gets.
     pub gets: u64,
@@ -28,6 +29,20 @@ pub struct CacheBenchConfig {
     pub exe: PathBuf,
     /// The store's URL, for the stampede's processes.
     pub url: String,
+}
+
+impl std::fmt::Debug for CacheBenchConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheBenchConfig")
+            .field("gets", &self.gets)
+            .field("concurrency", &self.concurrency)
+            .field("keys", &self.keys)
+            .field("processes", &self.processes)
+            .field("stampede_gets", &self.stampede_gets)
+            .field("exe", &self.exe)
+            .field("url", &RedactedUrl(&self.url))
+            .finish()
+    }
 }
 
 /// The figures.
@@ -180,11 +195,13 @@ async fn stampede(
     let mut children = Vec::new();
     for _ in 0..cfg.processes {
         let child = tokio::process::Command::new(&cfg.exe)
-            .args(["--url", &cfg.url, "--log", "error", "bench", "cache"])
+            .args(["--log", "error", "bench", "cache"])
             .args(["--stampede-child", ns])
             .args(["--stampede-gets", &cfg.stampede_gets.to_string()])
             .args(["--stampede-start", &start_at.to_string()])
-            .env_remove("CELERIAC_URL")
+            // In the environment, not on the command line, which every user of the host
+            // can read (`ps`): the URL may hold a password.
+            .env("CELERIAC_URL", &cfg.url)
             .stdout(Stdio::piped())
             .spawn()
             .map_err(|e| Error::config("bench", format!("cannot start a stampede process: {e}")))?;

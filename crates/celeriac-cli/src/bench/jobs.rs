@@ -65,7 +65,7 @@ pub struct BenchConfig {
 /// The figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
-    /// The backend URL.
+    /// The backend URL, its secrets masked.
     pub url: String,
     /// Jobs enqueued and processed.
     pub jobs: u64,
@@ -173,7 +173,7 @@ pub async fn run(
     let mut lat = LATENCIES_US.lock().map(|v| v.clone()).unwrap_or_default();
     lat.sort_unstable();
     Ok(BenchReport {
-        url: app.url().to_string(),
+        url: app.redacted_url(),
         jobs: config.jobs,
         batch: config.batch,
         concurrency: config.concurrency,

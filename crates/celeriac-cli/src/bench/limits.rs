@@ -7,12 +7,13 @@ use crate::bench::breaker::{bench_breaker_overhead, BreakerOverhead};
 use crate::bench::layers::{bench_layers, LayerOverhead};
 use celeriac::limit::{LocalLimiter, Quota};
 use celeriac::{AnyBackend, Error, ErrorKind, RateLimitStore, Result};
+use celeriac_core::redact::RedactedUrl;
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// What to measure.
-#[derive(Debug, Clone)]
+/// What to measure. Its `Debug` output masks the URL's secrets.
+#[derive(Clone)]
 pub struct LimitsBenchConfig {
     /// Decisions on the store.
     pub decisions: u64,
@@ -31,6 +32,21 @@ pub struct LimitsBenchConfig {
     pub layer_store_requests: u64,
     /// The store's URL (the raw `EVALSHA` comparison runs on `redis://` only).
     pub url: String,
+}
+
+impl std::fmt::Debug for LimitsBenchConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LimitsBenchConfig")
+            .field("decisions", &self.decisions)
+            .field("local_decisions", &self.local_decisions)
+            .field("concurrency", &self.concurrency)
+            .field("keys", &self.keys)
+            .field("breaker_calls", &self.breaker_calls)
+            .field("layer_requests", &self.layer_requests)
+            .field("layer_store_requests", &self.layer_store_requests)
+            .field("url", &RedactedUrl(&self.url))
+            .finish()
+    }
 }
 
 /// The figures.

@@ -80,7 +80,7 @@ fn load(req: &Req) -> Settings {
     tasks.sort_by(|a, b| a.name.cmp(&b.name));
     Settings {
         version: env!("CARGO_PKG_VERSION"),
-        store: mask_url(url),
+        store: celeriac_core::redact::url(url),
         backend: if url.starts_with("sqlite") {
             "sqlite"
         } else {
@@ -155,88 +155,4 @@ async fn page(req: Req) -> Response {
 
 async fn api(req: Req) -> Response {
     Req::json(Ok(load(&req)))
-}
-
-/// A store URL for people: the password (`user:password@`) and any query parameter that
-/// names a secret (`password`, `token`, `secret`, `key`) become `***`.
-pub(crate) fn mask_url(url: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let masked = match base.split_once("://") {
-        Some((scheme, rest)) => {
-            // Several hosts may follow (a cluster); each may carry credentials.
-            let hosts: Vec<String> = rest
-                .split(',')
-                .map(|h| match h.rsplit_once('@') {
-                    Some((cred, host)) => match cred.split_once(':') {
-                        Some((user, _)) => format!("{user}:***@{host}"),
-                        None if cred.is_empty() => format!("@{host}"),
-                        // `redis://password@host` is a password alone.
-                        None => format!("***@{host}"),
-                    },
-                    None => h.to_string(),
-                })
-                .collect();
-            format!("{scheme}://{}", hosts.join(","))
-        }
-        None => base.to_string(),
-    };
-    let Some(query) = query else {
-        return masked;
-    };
-    let params: Vec<String> = query
-        .split('&')
-        .map(|kv| match kv.split_once('=') {
-            Some((k, _)) if is_secret(k) => format!("{k}=***"),
-            _ => kv.to_string(),
-        })
-        .collect();
-    format!("{masked}?{}", params.join("&"))
-}
-
-fn is_secret(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    ["password", "passwd", "token", "secret"]
-        .iter()
-        .any(|s| n.contains(s))
-        || n == "key"
-}
-
-#[cfg(test)]
-mod tests {
-    use super::mask_url;
-
-    #[test]
-    fn secrets_in_store_urls_are_masked() {
-        assert_eq!(
-            mask_url("redis://app:s3cret@10.0.0.5:6379/0?prefix=shop"),
-            "redis://app:***@10.0.0.5:6379/0?prefix=shop"
-        );
-        assert_eq!(
-            mask_url("redis://:s3cret@host:6379"),
-            "redis://:***@host:6379"
-        );
-        assert_eq!(mask_url("redis://s3cret@host"), "redis://***@host");
-        assert_eq!(
-            mask_url("redis+cluster://u:p1@h1:7000,u:p2@h2:7001"),
-            "redis+cluster://u:***@h1:7000,u:***@h2:7001"
-        );
-        assert_eq!(
-            mask_url("rediss://h:6380?ca=/ca.pem&key=/k.pem&password=x&token=y"),
-            "rediss://h:6380?ca=/ca.pem&key=***&password=***&token=***"
-        );
-        assert_eq!(
-            mask_url("sqlite:///var/lib/jobs.db?synchronous=full"),
-            "sqlite:///var/lib/jobs.db?synchronous=full"
-        );
-        for url in [
-            "redis://app:s3cret@h",
-            "redis+sentinel://:s3cret@s1:26379,:s3cret@s2:26379/master",
-            "redis://h?password=s3cret",
-        ] {
-            assert!(!mask_url(url).contains("s3cret"), "{url}");
-        }
-    }
 }
