@@ -17,6 +17,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::debug;
 
+/// The largest serialized value a namespace writes to its L2 unless told otherwise
+/// ([`CacheBuilder::max_value_bytes`]): 1 MiB.
+pub const DEFAULT_MAX_VALUE_BYTES: usize = 1 << 20;
+
 /// How a cache is built: see [`Cache::builder`].
 pub struct CacheBuilder<K: ?Sized, V> {
     pub(super) cfg: Config,
@@ -55,6 +59,7 @@ pub(super) struct Config {
     pub(super) l1_on: bool,
     pub(super) format: Format,
     pub(super) compress_at: usize,
+    pub(super) max_value_bytes: usize,
     pub(super) schema: u32,
     pub(super) l2_timeout: Duration,
     pub(super) lock_ttl: Duration,
@@ -86,6 +91,7 @@ where
                 l1_on: true,
                 format: Format::Json,
                 compress_at: 1024,
+                max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
                 schema: 1,
                 l2_timeout: Duration::from_millis(500),
                 lock_ttl: Duration::from_secs(10),
@@ -172,6 +178,16 @@ where
         self.cfg.compress_at = bytes;
         self
     }
+    /// The largest value, serialized and before compression, written to the L2 (default
+    /// [`DEFAULT_MAX_VALUE_BYTES`], 1 MiB; zero is refused). A larger value is still returned
+    /// to the caller and kept in this process's L1, but not stored in the L2 (and an older
+    /// value of its key is removed from there): other processes miss it and load it
+    /// themselves. Each such value is counted ([`CacheStats::too_large`](crate::CacheStats)).
+    /// It bounds what every process sharing the namespace may have to read back.
+    pub fn max_value_bytes(mut self, bytes: usize) -> Self {
+        self.cfg.max_value_bytes = bytes;
+        self
+    }
     /// The key version: change it when the value's type changes shape, and old entries are
     /// left behind (default 1).
     pub fn version(mut self, version: u32) -> Self {
@@ -250,6 +266,12 @@ where
             return Err(Error::config(
                 format!("cache `{}` early_refresh", c.namespace),
                 "beta must be a finite number, 0 or more",
+            ));
+        }
+        if c.max_value_bytes == 0 {
+            return Err(Error::config(
+                format!("cache `{}` max_value_bytes", c.namespace),
+                "must be above zero",
             ));
         }
         if c.stats_interval.is_some_and(|d| d.is_zero()) {

@@ -363,6 +363,11 @@ where
                 epoch: self.barrier_epoch.load(Ordering::Relaxed),
             }),
         );
+        if let Some(len) = envelope.value.as_ref().map(Vec::len) {
+            if len > self.cfg.max_value_bytes {
+                return self.keep_out_of_l2(part, len, now).await;
+            }
+        }
         let ttl = Duration::from_millis(u64::try_from(meta.stale_until - now).unwrap_or(1).max(1));
         let entry = KvEntry {
             key: self.full_key(part),

@@ -77,9 +77,9 @@ pub mod stats;
 mod warm;
 pub mod write;
 
-pub use builder::CacheBuilder;
+pub use builder::{CacheBuilder, DEFAULT_MAX_VALUE_BYTES};
 pub use entry::EntryRef;
-pub use envelope::{Envelope, Format, Meta};
+pub use envelope::{Envelope, Format, Meta, MAX_VALUE_BYTES};
 pub use error::CacheError;
 pub use stats::{CacheStats, NamespaceStats, DEFAULT_STATS_INTERVAL};
 pub use warm::{CacheWarmer, WarmProgress, WarmReport, Warmer};

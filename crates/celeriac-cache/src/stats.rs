@@ -7,7 +7,7 @@
 //! [`Cache::publish_stats`](super::Cache::publish_stats):
 //!
 //! - **metrics**: counters `celeriac_cache_{l1_hits,l2_hits,misses,stale_served,loads,
-//!   load_errors,waiters,evictions,decode_errors,l2_errors}_total`, the gauge
+//!   load_errors,waiters,evictions,decode_errors,l2_errors,too_large}_total`, the gauge
 //!   `celeriac_cache_l1_entries`, all labelled `namespace`; the histogram
 //!   `celeriac_cache_load_seconds` is recorded at each load. Counters are incremented by what
 //!   happened since the last publication, so several caches of one namespace in a process add
@@ -168,7 +168,7 @@ impl Published {
     pub(super) fn record(&mut self, now: CacheStats) {
         let ns = self.namespace.clone();
         let last = std::mem::replace(&mut self.last, now);
-        let counters: [(&'static str, u64, u64); 10] = [
+        let counters: [(&'static str, u64, u64); 11] = [
             ("celeriac_cache_l1_hits_total", now.l1_hits, last.l1_hits),
             ("celeriac_cache_l2_hits_total", now.l2_hits, last.l2_hits),
             ("celeriac_cache_misses_total", now.misses, last.misses),
@@ -199,6 +199,11 @@ impl Published {
                 now.l2_errors,
                 last.l2_errors,
             ),
+            (
+                "celeriac_cache_too_large_total",
+                now.too_large,
+                last.too_large,
+            ),
         ];
         for (name, now, last) in counters {
             let delta = now.saturating_sub(last);
@@ -224,6 +229,7 @@ impl std::ops::AddAssign for CacheStats {
         self.evictions += o.evictions;
         self.decode_errors += o.decode_errors;
         self.l2_errors += o.l2_errors;
+        self.too_large += o.too_large;
         self.l1_entries += o.l1_entries;
     }
 }
@@ -245,6 +251,7 @@ pub(super) struct Counters {
     pub(super) l1_removed: AtomicU64,
     pub(super) decode_errors: AtomicU64,
     pub(super) l2_errors: AtomicU64,
+    pub(super) too_large: AtomicU64,
 }
 
 /// A namespace's counters since the cache was built.
@@ -273,6 +280,9 @@ pub struct CacheStats {
     pub decode_errors: u64,
     /// L2 calls that failed or timed out.
     pub l2_errors: u64,
+    /// Values kept out of L2 because they were over the namespace's
+    /// [`max_value_bytes`](crate::CacheBuilder::max_value_bytes) (returned, and kept in L1).
+    pub too_large: u64,
     /// Entries in L1 now.
     pub l1_entries: u64,
 }
@@ -302,6 +312,7 @@ where
                 .saturating_sub(self.l1.entry_count()),
             decode_errors: l(&c.decode_errors),
             l2_errors: l(&c.l2_errors),
+            too_large: l(&c.too_large),
             l1_entries: self.l1.entry_count(),
         }
     }

@@ -21,10 +21,17 @@
 //! up to [`WriteBehind::max_batch`] writes a job. A write alone is not delayed; under load
 //! the store sees one enqueue per batch rather than one per write, and the writer gets the
 //! batch in one call.
+//!
+//! **Size**: a value whose serialized form is over the namespace's
+//! [`max_value_bytes`](crate::CacheBuilder::max_value_bytes) is written to L1 only, whichever
+//! way it is written (a load, a write-through, a write-behind): the L2 does not get it, its
+//! key's older value is removed from the L2, and it is counted
+//! ([`CacheStats::too_large`](crate::CacheStats)).
 
 use super::invalidation::Message;
-use super::{key_part, Cache, CacheError};
+use super::{key_part, Cache, CacheError, Inner};
 use celeriac_core::backend::{Broker, KvStore};
+use celeriac_core::clock::UnixMs;
 use celeriac_core::error::{Error, Result};
 use celeriac_core::retry::Backoff;
 use celeriac_core::task::{TaskDef, TaskError, TaskOptions};
@@ -33,9 +40,11 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::fmt::Display;
 use std::future::Future;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
+use tracing::debug;
 
 /// One acknowledged write on its way to the store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -365,5 +374,28 @@ where
         }
         inner.broadcast(Message::Key(part)).await;
         Ok(())
+    }
+}
+
+impl<V, S> Inner<V, S>
+where
+    V: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
+    S: KvStore,
+{
+    /// Keeps a value of `len` serialized bytes, over the namespace's `max_value_bytes`, out
+    /// of the L2: counts it, and removes the key's older value there, so no instance serves
+    /// it in place of the new one. The caller has it in L1 already.
+    pub(super) async fn keep_out_of_l2(&self, part: &str, len: usize, now: UnixMs) -> Result<()> {
+        self.stats.too_large.fetch_add(1, Ordering::Relaxed);
+        debug!(
+            namespace = %self.cfg.namespace,
+            key = part,
+            bytes = len,
+            max_value_bytes = self.cfg.max_value_bytes,
+            "cached value over max_value_bytes; kept in L1 only"
+        );
+        self.l2(self.store.kv_delete(vec![self.full_key(part)], now))
+            .await
+            .map(|_| ())
     }
 }

@@ -183,7 +183,7 @@ async fn cache_stats(app: &App, name: &str, namespace: Option<String>, json: boo
         return Ok(());
     }
     println!(
-        "{:<20} {:>5} {:>10} {:>10} {:>9} {:>6} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7}",
+        "{:<20} {:>5} {:>10} {:>10} {:>9} {:>6} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7} {:>9}",
         "NAMESPACE",
         "INST",
         "L1 HITS",
@@ -195,7 +195,8 @@ async fn cache_stats(app: &App, name: &str, namespace: Option<String>, json: boo
         "LOAD MS",
         "WAITERS",
         "EVICTIONS",
-        "L2 ERR"
+        "L2 ERR",
+        "TOO LARGE"
     );
     for n in &all {
         let s = &n.stats;
@@ -206,7 +207,7 @@ async fn cache_stats(app: &App, name: &str, namespace: Option<String>, json: boo
             .mean_load_ms()
             .map_or_else(|| "-".to_string(), |m| format!("{m:.1}"));
         println!(
-            "{:<20} {:>5} {:>10} {:>10} {:>9} {:>6} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7}",
+            "{:<20} {:>5} {:>10} {:>10} {:>9} {:>6} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7} {:>9}",
             n.namespace,
             n.instances,
             s.l1_hits,
@@ -218,7 +219,8 @@ async fn cache_stats(app: &App, name: &str, namespace: Option<String>, json: boo
             load,
             s.waiters,
             s.evictions,
-            s.l2_errors
+            s.l2_errors,
+            s.too_large
         );
     }
     Ok(())

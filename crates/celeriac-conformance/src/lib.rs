@@ -153,6 +153,7 @@ macro_rules! __capability {
             $crate::__cases_broker_worker!($c);
             $crate::__cases_broker_retention!($c);
             $crate::__cases_broker_browse!($c);
+            $crate::__cases_broker_bounds!($c);
         }
     };
     (results, $c:expr) => {
@@ -183,6 +184,7 @@ macro_rules! __capability {
             use super::*;
             $crate::__cases_kv_store!($c);
             $crate::__cases_kv_cache!($c);
+            $crate::__cases_kv_cache_bounds!($c);
         }
     };
     (rate_limits, $c:expr) => {

@@ -24,6 +24,7 @@
 //! be quiet, it hands the lease over and stops taking it; told to stop, it shuts down.
 
 use crate::backend::{Broker, Control, Coordinator, ProcessKind, ProcessRegistry, ScheduleState};
+use crate::bounds::Bounds;
 use crate::client::JobOptions;
 use crate::clock::{duration_ms, Clock, UnixMs};
 use crate::error::{Error, Result};
@@ -151,6 +152,7 @@ pub struct Beat<B> {
     registry: Option<Arc<Registry>>,
     clock: Arc<dyn Clock>,
     config: BeatConfig,
+    bounds: Bounds,
     shutdown: CancellationToken,
     stats: Arc<BeatStats>,
     token: Option<u64>,
@@ -183,6 +185,7 @@ impl<B: Broker + Coordinator + ProcessRegistry> Beat<B> {
                 holder: crate::process::default_name(ProcessKind::Beat),
                 ..BeatConfig::default()
             },
+            bounds: Bounds::default(),
             shutdown: CancellationToken::new(),
             stats: Arc::new(BeatStats::default()),
             token: None,
@@ -218,6 +221,17 @@ impl<B: Broker + Coordinator + ProcessRegistry> Beat<B> {
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// Checks the jobs it fires against `bounds` (default [`Bounds::default`]); a schedule
+    /// whose job is over them stops [`Beat::run`] at its start, naming the schedule.
+    ///
+    /// # Errors
+    /// A bound of zero, named (see [`Bounds::validate`]).
+    pub fn bounds(mut self, bounds: Bounds) -> Result<Self> {
+        bounds.validate()?;
+        self.bounds = bounds;
+        Ok(self)
     }
 
     /// The token that stops [`Beat::run`] when cancelled.
@@ -339,9 +353,9 @@ impl<B: Broker + Coordinator + ProcessRegistry> Beat<B> {
                     .iter()
                     .map(|&tick| self.job_for(s, tick, now))
                     .collect::<Result<Vec<_>>>()?;
-                for job in &mut jobs {
-                    crate::trace::inject_current(&mut job.headers);
-                }
+                self.bounds
+                    .admit(&mut jobs)
+                    .map_err(|e| in_schedule(s, e))?;
                 self.backend.enqueue(jobs, now).await?;
             }
             if let Some(through) = due.through {
@@ -419,6 +433,12 @@ impl<B: Broker + Coordinator + ProcessRegistry> Beat<B> {
     /// Only for invalid configuration; backend errors while running are logged and retried.
     pub async fn run(mut self) -> Result<()> {
         self.config.validate()?;
+        // A schedule whose jobs the bounds refuse would fail at every tick: refused now.
+        let now = self.clock.now_ms();
+        for s in self.schedules.iter() {
+            let job = self.job_for(s, now, now)?;
+            self.bounds.check(&job).map_err(|e| in_schedule(s, e))?;
+        }
         info!(
             holder = %self.config.holder,
             schedules = self.schedules.len(),
@@ -558,10 +578,15 @@ pub fn tick_job(
         ..JobOptions::default()
     };
     opts.build(s.task(), &defaults, s.args(), now)
-        .map_err(|e| match e {
-            Error::Config { setting, message } => {
-                Error::config(format!("schedule \"{}\": {setting}", s.name()), message)
-            }
-            other => other,
-        })
+        .map_err(|e| in_schedule(s, e))
+}
+
+/// A configuration error of the job of schedule `s`, naming the schedule.
+fn in_schedule(s: &Schedule, e: Error) -> Error {
+    match e {
+        Error::Config { setting, message } => {
+            Error::config(format!("schedule \"{}\": {setting}", s.name()), message)
+        }
+        other => other,
+    }
 }

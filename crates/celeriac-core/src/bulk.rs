@@ -94,7 +94,13 @@ pub async fn bulk<B: QueueAdmin + ResultStore + WorkflowStore>(
                     let mut n = 0;
                     for id in ids {
                         // As one cancel does: a cancelled workflow step stops its workflow.
-                        let outcome = crate::client::cancel_job(backend, id, now).await?;
+                        let outcome = crate::client::cancel_job(
+                            backend,
+                            &crate::bounds::Bounds::default(),
+                            id,
+                            now,
+                        )
+                        .await?;
                         if matches!(
                             outcome,
                             crate::backend::CancelOutcome::Cancelled

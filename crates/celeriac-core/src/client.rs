@@ -1,11 +1,12 @@
 //! Enqueueing jobs and following them: [`Client`], [`Enqueue`] and [`JobHandle`].
 
 use crate::backend::{Broker, CancelOutcome, ResultStore, WorkflowStore};
+use crate::bounds::Bounds;
 use crate::clock::{duration_ms, Clock, UnixMs};
 use crate::error::{Error, Result};
 use crate::job::{Job, JobId, JobInfo, JobState, Priority, Unique, UniqueFor};
 use crate::task::{Registry, Task, TaskOptions};
-use crate::workflow::{end_step, Starter, StepEnd};
+use crate::workflow::{end_step_within, Starter, StepEnd};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
@@ -13,9 +14,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Enqueues jobs into a backend and reads their results.
+///
+/// Every job it enqueues is checked against its [`Bounds`] first (see [`Client::bounds`]).
 pub struct Client<B> {
     backend: Arc<B>,
     clock: Arc<dyn Clock>,
+    bounds: Bounds,
 }
 
 impl<B> Clone for Client<B> {
@@ -23,6 +27,7 @@ impl<B> Clone for Client<B> {
         Self {
             backend: self.backend.clone(),
             clock: self.clock.clone(),
+            bounds: self.bounds,
         }
     }
 }
@@ -51,7 +56,27 @@ impl<B: Broker + ResultStore> Client<B> {
 
     /// A client with an injected clock (tests).
     pub fn with_clock(backend: Arc<B>, clock: Arc<dyn Clock>) -> Self {
-        Self { backend, clock }
+        Self {
+            backend,
+            clock,
+            bounds: Bounds::default(),
+        }
+    }
+
+    /// Uses these bounds on the jobs it enqueues (default [`Bounds::default`]).
+    ///
+    /// # Errors
+    /// A bound of zero, named (see [`Bounds::validate`]).
+    pub fn with_bounds(mut self, bounds: Bounds) -> Result<Self> {
+        bounds.validate()?;
+        self.bounds = bounds;
+        Ok(self)
+    }
+
+    /// The largest job this client enqueues: a job over any bound is refused with an
+    /// [`Error::Config`] naming the bound, before anything reaches the backend.
+    pub fn bounds(&self) -> &Bounds {
+        &self.bounds
     }
 
     /// The backend.
@@ -89,11 +114,13 @@ impl<B: Broker + ResultStore> Client<B> {
     }
 
     /// Stores prepared jobs (all or none) and returns their handles.
+    ///
+    /// # Errors
+    /// A job over the client's [`Bounds`] (nothing is stored), or the backend's error.
     pub async fn push(&self, mut jobs: Vec<Job>) -> Result<Vec<JobHandle<B>>> {
+        self.bounds.admit(&mut jobs)?;
         let mut per_task: Vec<(String, String, u64)> = Vec::new();
-        for job in &mut jobs {
-            job.validate()?;
-            crate::trace::inject_current(&mut job.headers);
+        for job in &jobs {
             match per_task
                 .iter_mut()
                 .find(|(q, t, _)| *q == job.queue && *t == job.task)
@@ -154,19 +181,20 @@ impl<B: Broker + ResultStore + WorkflowStore> Client<B> {
     /// cancellation token fires within about a second) and ends as cancelled. A cancelled
     /// step of a workflow stops the workflow.
     pub async fn cancel(&self, id: JobId) -> Result<CancelOutcome> {
-        cancel_job(&*self.backend, id, self.now()).await
+        cancel_job(&*self.backend, &self.bounds, id, self.now()).await
     }
 }
 
 /// Cancels one job and, when it was a workflow's step, ends the step (the workflow stops).
 pub(crate) async fn cancel_job<B: Broker + ResultStore + WorkflowStore>(
     backend: &B,
+    bounds: &Bounds,
     id: JobId,
     now: UnixMs,
 ) -> Result<CancelOutcome> {
     let report = backend.cancel(id, now).await?;
     if let Some(job) = &report.ended {
-        end_step(backend, job, StepEnd::by_store(job), now).await?;
+        end_step_within(backend, bounds, job, StepEnd::by_store(job), now).await?;
     }
     Ok(report.outcome)
 }
@@ -182,6 +210,9 @@ where
     }
     fn clock(&self) -> &Arc<dyn Clock> {
         self.client().clock()
+    }
+    fn bounds(&self) -> Bounds {
+        *self.client().bounds()
     }
 }
 
@@ -362,7 +393,14 @@ impl<B> std::fmt::Debug for JobHandle<B> {
 impl<B: Broker + ResultStore + WorkflowStore> JobHandle<B> {
     /// Cancels the job (see [`Client::cancel`]).
     pub async fn cancel(&self) -> Result<CancelOutcome> {
-        cancel_job(&*self.backend, self.id, self.clock.now_ms()).await
+        // The error handlers a cancel enqueues take a short description of the failure.
+        cancel_job(
+            &*self.backend,
+            &Bounds::default(),
+            self.id,
+            self.clock.now_ms(),
+        )
+        .await
     }
 }
 

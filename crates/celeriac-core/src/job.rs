@@ -330,14 +330,15 @@ impl UniqueFor {
 /// queue returns the holder instead of adding a job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Unique {
-    /// The key, at most [`Unique::MAX_KEY_LEN`] bytes.
+    /// The key: at most [`Bounds::max_unique_key_bytes`](crate::bounds::Bounds) bytes
+    /// ([`Unique::MAX_KEY_LEN`] by default), without control characters.
     pub key: String,
     /// How long it keeps duplicates out.
     pub lifetime: UniqueFor,
 }
 
 impl Unique {
-    /// The longest key accepted.
+    /// The longest key accepted by default.
     pub const MAX_KEY_LEN: usize = 512;
 }
 
@@ -449,27 +450,22 @@ impl Job {
         }
     }
 
-    /// Checks the fields a store relies on, naming the first bad one.
+    /// Checks the fields a store relies on, naming the first bad one. Sizes and characters
+    /// are checked against the configured [`Bounds`](crate::bounds::Bounds) when the job is
+    /// enqueued ([`Bounds::check`](crate::bounds::Bounds::check)).
     pub fn validate(&self) -> Result<()> {
-        if self.queue.is_empty() || self.queue.len() > 200 {
-            return Err(Error::config("queue", "must be 1 to 200 bytes long"));
+        if self.queue.is_empty() {
+            return Err(Error::config("queue", "a queue name cannot be empty"));
         }
-        if self.task.is_empty() || self.task.len() > 200 {
-            return Err(Error::config("task", "must be 1 to 200 bytes long"));
+        if self.task.is_empty() {
+            return Err(Error::config("task", "a task name cannot be empty"));
         }
         if self.max_attempts == 0 {
             return Err(Error::config("max_attempts", "must be at least 1"));
         }
         if let Some(u) = &self.unique {
-            if u.key.is_empty() || u.key.len() > Unique::MAX_KEY_LEN {
-                return Err(Error::config(
-                    "unique",
-                    format!(
-                        "the unique key must be 1 to {} bytes long (got {})",
-                        Unique::MAX_KEY_LEN,
-                        u.key.len()
-                    ),
-                ));
+            if u.key.is_empty() {
+                return Err(Error::config("unique", "the unique key cannot be empty"));
             }
             if matches!(u.lifetime, UniqueFor::Window(_) | UniqueFor::Debounce(_))
                 && u.lifetime.duration().is_zero()
@@ -490,18 +486,22 @@ pub struct ErrorInfo {
     /// A short machine-readable kind: `error`, `panic`, `time_limit`, `unknown_task`,
     /// `undecodable_payload`, `lease_expired`, `retries_exhausted`, ...
     pub kind: String,
-    /// The human-readable message.
+    /// The human-readable message, at most [`MAX_ERROR_BYTES`](crate::bounds::MAX_ERROR_BYTES)
+    /// bytes when made by [`ErrorInfo::new`].
     pub message: String,
     /// The attempt (1-based) in which it happened.
     pub attempt: u32,
 }
 
 impl ErrorInfo {
-    /// An error record.
+    /// An error record. A message longer than
+    /// [`MAX_ERROR_BYTES`](crate::bounds::MAX_ERROR_BYTES) is cut (on a character boundary)
+    /// and ends with `… (truncated, N bytes)`: a failure is always recorded, whatever the
+    /// size of its text.
     pub fn new(kind: impl Into<String>, message: impl Into<String>, attempt: u32) -> Self {
         Self {
             kind: kind.into(),
-            message: message.into(),
+            message: crate::bounds::truncate_text(message.into(), crate::bounds::MAX_ERROR_BYTES),
             attempt,
         }
     }
@@ -616,11 +616,11 @@ mod tests {
     fn unique_keys_are_checked() {
         let mut j = Job::new("t", b"1".to_vec(), 0);
         j.unique = Some(Unique {
-            key: "k".repeat(Unique::MAX_KEY_LEN + 1),
+            key: String::new(),
             lifetime: UniqueFor::UntilStarted,
         });
-        let err = j.validate().expect_err("too long").to_string();
-        assert!(err.contains("unique") && err.contains("513"), "{err}");
+        let err = j.validate().expect_err("empty").to_string();
+        assert!(err.contains("unique"), "{err}");
         j.unique = Some(Unique {
             key: "ok".into(),
             lifetime: UniqueFor::Window(Duration::ZERO),
@@ -631,6 +631,18 @@ mod tests {
             lifetime: UniqueFor::Debounce(Duration::from_secs(1)),
         });
         assert!(j.validate().is_ok());
+    }
+
+    #[test]
+    fn long_error_messages_are_truncated() {
+        let e = ErrorInfo::new("error", "x".repeat(1 << 20), 1);
+        assert!(e.message.len() <= crate::bounds::MAX_ERROR_BYTES);
+        assert!(
+            e.message.ends_with("(truncated, 1048576 bytes)"),
+            "{}",
+            &e.message[e.message.len() - 40..]
+        );
+        assert_eq!(ErrorInfo::new("error", "short", 1).message, "short");
     }
 
     #[test]

@@ -17,6 +17,7 @@ mod run_one;
 pub use config::WorkerConfig;
 
 use crate::backend::{Broker, EventLog, History, ProcessRegistry, ResultStore, WorkflowStore};
+use crate::bounds::Bounds;
 use crate::clock::Clock;
 use crate::error::Result;
 use crate::job::JobId;
@@ -183,6 +184,7 @@ pub struct Worker<B> {
     registry: Arc<Registry>,
     clock: Arc<dyn Clock>,
     config: WorkerConfig,
+    bounds: Bounds,
     shutdown: Shutdown,
     stats: Arc<WorkerStats>,
     history: crate::history::Recorder,
@@ -196,6 +198,7 @@ impl<B: WorkerStore> Worker<B> {
             backend,
             registry,
             config: WorkerConfig::default(),
+            bounds: Bounds::default(),
             shutdown: Shutdown {
                 quiet: CancellationToken::new(),
                 parked: Arc::default(),
@@ -219,6 +222,13 @@ impl<B: WorkerStore> Worker<B> {
         self
     }
 
+    /// Checks its queue names, and the workflow steps it enqueues, against `bounds` (default
+    /// [`Bounds::default`]; an application passes its own).
+    pub fn bounds(mut self, bounds: Bounds) -> Self {
+        self.bounds = bounds;
+        self
+    }
+
     /// A handle that stops the worker.
     pub fn shutdown_handle(&self) -> Shutdown {
         self.shutdown.clone()
@@ -232,9 +242,14 @@ impl<B: WorkerStore> Worker<B> {
     /// Runs until shut down.
     ///
     /// # Errors
-    /// Only for invalid configuration; backend errors while running are logged and retried.
+    /// Only for invalid configuration (a queue name the bounds refuse, named, among them);
+    /// backend errors while running are logged and retried.
     pub async fn run(self) -> Result<()> {
         let config = self.config.resolved(&self.registry)?;
+        self.bounds.validate()?;
+        for queue in &config.queues {
+            self.bounds.check_queue(queue)?;
+        }
         self.registry.check_breakers()?;
         let config = Arc::new(config);
         info!(

@@ -57,7 +57,7 @@ mod run;
 mod start;
 
 pub use build::{chain, chord, group, map, Flow, Step};
-pub use run::{end_step, StepEnd, StepJob};
+pub use run::{end_step, end_step_within, StepEnd, StepJob};
 pub use start::{record_result, Starter, WorkflowHandle};
 
 use crate::job::DEFAULT_RESULT_TTL;

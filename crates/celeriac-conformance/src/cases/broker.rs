@@ -1,5 +1,6 @@
-//! The [`Broker`](celeriac_core::Broker): enqueue, claim under a lease, fencing, completion, queues, dead letters, cancellation, unique jobs, task limits, the worker over it, retention.
+//! The [`Broker`](celeriac_core::Broker): enqueue, claim under a lease, fencing, completion, queues, dead letters, cancellation, unique jobs, task limits, the worker over it, retention, the bounds on what is enqueued.
 
+mod bounds;
 mod browse;
 mod cancel;
 mod completion;
@@ -13,6 +14,7 @@ mod task_limits;
 mod unique;
 mod worker;
 
+pub use bounds::*;
 pub use browse::*;
 pub use cancel::*;
 pub use completion::*;

@@ -86,7 +86,7 @@ impl<B: super::WorkerStore> Worker<B> {
         let (done, done_rx) = mpsc::unbounded_channel::<Done>();
         let (release, released) = mpsc::unbounded_channel::<LeaseRef>();
         let stop = CancellationToken::new();
-        let flow: Arc<dyn FlowSink> = Arc::new(FlowOver(self.backend.clone()));
+        let flow: Arc<dyn FlowSink> = Arc::new(FlowOver(self.backend.clone(), self.bounds));
         let (extending_tx, extending) = watch::channel(true);
         let held = Arc::new(Notify::new());
 

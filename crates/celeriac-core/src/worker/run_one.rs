@@ -6,6 +6,7 @@ use super::ack::Done;
 use super::loops::Slot;
 use super::WorkerStats;
 use crate::backend::{Broker, Claimed, Completion, LeaseRef, Outcome, ResultStore, WorkflowStore};
+use crate::bounds::{truncate_text, Bounds, MAX_ERROR_BYTES};
 use crate::breaker::{Admission, GuardPermit, Rejected, Verdict};
 use crate::clock::{duration_ms, Clock, UnixMs};
 use crate::error::{Error, Result};
@@ -13,7 +14,7 @@ use crate::history::Recorder;
 use crate::job::{ErrorInfo, Job};
 use crate::retry::Backoff;
 use crate::task::{panic_message, ProgressSink, Registry, RunError, TaskContext, TaskDef};
-use crate::workflow::{end_step, StepEnd, StepJob, FLOW_HEADER};
+use crate::workflow::{end_step_within, StepEnd, StepJob, FLOW_HEADER};
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use std::panic::AssertUnwindSafe;
@@ -41,19 +42,21 @@ impl<B: ResultStore> ProgressSink for ProgressOver<B> {
         message: Option<String>,
     ) -> BoxFuture<'static, Result<bool>> {
         let backend = self.0.clone();
+        // Kept with the job like an error text, and bounded like one.
+        let message = message.map(|m| truncate_text(m, MAX_ERROR_BYTES));
         Box::pin(async move { backend.set_progress(lease, fraction, message).await })
     }
 }
 
-/// The workflows whose steps a worker ends: [`end_step`] over the worker's store, tried again
-/// on a transient error.
+/// The workflows whose steps a worker ends: [`end_step_within`] over the worker's store and
+/// bounds, tried again on a transient error.
 pub(super) trait FlowSink: Send + Sync + 'static {
     /// Ends `job`'s step with `end` (nothing for a job outside workflows).
     fn end<'a>(&'a self, job: StepJob<'a>, end: StepEnd, now: UnixMs) -> BoxFuture<'a, Result<()>>;
 }
 
-/// The [`FlowSink`] over a store.
-pub(super) struct FlowOver<B>(pub(super) Arc<B>);
+/// The [`FlowSink`] over a store, checking the jobs it enqueues against the bounds.
+pub(super) struct FlowOver<B>(pub(super) Arc<B>, pub(super) Bounds);
 
 impl<B: Broker + WorkflowStore> FlowSink for FlowOver<B> {
     fn end<'a>(&'a self, job: StepJob<'a>, end: StepEnd, now: UnixMs) -> BoxFuture<'a, Result<()>> {
@@ -61,7 +64,7 @@ impl<B: Broker + WorkflowStore> FlowSink for FlowOver<B> {
             let mut delay = Duration::from_millis(50);
             let mut tries = 0;
             loop {
-                match end_step(&*self.0, job, end.clone(), now).await {
+                match end_step_within(&*self.0, &self.1, job, end.clone(), now).await {
                     Ok(()) => return Ok(()),
                     Err(e) if tries < 5 && !matches!(e, Error::Config { .. } | Error::Codec(_)) => {
                         warn!(error = %e, "continuing the workflow failed; retrying in {delay:?}");

@@ -6,6 +6,7 @@ use super::build::{invalid_args, StepArgs};
 use super::{Flow, Step, DEFAULT_WORKFLOW_TTL, FLOW_HEADER};
 use crate::backend::{Broker, EndedJob, JoinArrival, JoinInput, JoinStatus, Outcome};
 use crate::backend::{WorkflowEnd, WorkflowStore};
+use crate::bounds::Bounds;
 use crate::clock::UnixMs;
 use crate::error::{Error, Result};
 use crate::job::{ErrorInfo, Job, JobId, JobState, Priority};
@@ -176,11 +177,28 @@ impl StepEnd {
 /// Whoever ends a step calls this once: the worker after an attempt (and for a task it does
 /// not know), the reaper for the jobs a reap ended, and a cancel for the job it ended.
 ///
+/// The jobs it enqueues are checked against the default [`Bounds`]; see [`end_step_within`].
+///
 /// # Errors
 /// A bad [`FLOW_HEADER`] ([`Error::Codec`]), or the store's errors: every part is idempotent,
 /// so the caller may call again.
 pub async fn end_step<'a, B: Broker + WorkflowStore>(
     store: &B,
+    job: impl Into<StepJob<'a>>,
+    end: StepEnd,
+    now: UnixMs,
+) -> Result<()> {
+    end_step_within(store, &Bounds::default(), job, end, now).await
+}
+
+/// [`end_step`], checking the jobs it enqueues against `bounds`: a step whose output would
+/// make the next job too large fails the workflow, naming the bound.
+///
+/// # Errors
+/// As [`end_step`].
+pub async fn end_step_within<'a, B: Broker + WorkflowStore>(
+    store: &B,
+    bounds: &Bounds,
     job: impl Into<StepJob<'a>>,
     end: StepEnd,
     now: UnixMs,
@@ -191,7 +209,7 @@ pub async fn end_step<'a, B: Broker + WorkflowStore>(
     };
     let link: Link = serde_json::from_str(text)
         .map_err(|e| Error::Codec(format!("bad `{FLOW_HEADER}` header: {e}")))?;
-    let mut run = Run::new(store, link.workflow, now);
+    let mut run = Run::new(store, link.workflow, now).within(*bounds);
     match end {
         StepEnd::Output(out) => {
             if let Err(e) = run
@@ -201,7 +219,7 @@ pub async fn end_step<'a, B: Broker + WorkflowStore>(
                 // A problem of the definition met at run time (a map over something that is
                 // not a list, arguments that do not encode): the workflow fails, naming it.
                 if matches!(e, Error::Config { .. } | Error::Codec(_)) {
-                    let mut run = Run::new(store, link.workflow, now);
+                    let mut run = Run::new(store, link.workflow, now).within(*bounds);
                     let msg = format!("after step `{}` (job {}): {e}", job.task, job.id);
                     run.fail(msg, job, link.stack, job.id).await?;
                     return run.flush().await;
@@ -220,6 +238,7 @@ pub(super) struct Run<'a, B> {
     workflow: JobId,
     now: UnixMs,
     jobs: Vec<Job>,
+    bounds: Bounds,
 }
 
 impl<'a, B: Broker + WorkflowStore> Run<'a, B> {
@@ -229,16 +248,29 @@ impl<'a, B: Broker + WorkflowStore> Run<'a, B> {
             workflow,
             now,
             jobs: Vec::new(),
+            bounds: Bounds::default(),
         }
+    }
+
+    /// Checks the jobs it enqueues against `bounds`.
+    pub(super) fn within(mut self, bounds: Bounds) -> Self {
+        self.bounds = bounds;
+        self
+    }
+
+    /// Adds a job to enqueue, once it is within the bounds: a job over them is an
+    /// [`Error::Config`], which fails the workflow naming the bound.
+    fn push(&mut self, job: Job) -> Result<()> {
+        self.bounds.check(&job)?;
+        self.jobs.push(job);
+        Ok(())
     }
 
     pub(super) async fn flush(mut self) -> Result<()> {
         if !self.jobs.is_empty() {
             // The steps that follow continue the trace of the one that ended (or of the
             // workflow's start).
-            for job in &mut self.jobs {
-                crate::trace::inject_current(&mut job.headers);
-            }
+            self.bounds.admit(&mut self.jobs)?;
             self.backend.enqueue(self.jobs, self.now).await?;
         }
         Ok(())
@@ -265,8 +297,7 @@ impl<'a, B: Broker + WorkflowStore> Run<'a, B> {
                         stack,
                     };
                     let job = step.job(seed.derive(&path), input, &link, parent, self.now)?;
-                    self.jobs.push(job);
-                    Ok(())
+                    self.push(job)
                 }
                 Flow::Chain(parts) => {
                     let Some((first, rest)) = parts.split_first() else {
@@ -473,7 +504,7 @@ impl<'a, B: Broker + WorkflowStore> Run<'a, B> {
                         handler.job(id, Some(&about), &link, Some(seed), self.now)?;
                     // The handler is not a step of the workflow: its end changes nothing.
                     handler_job.headers.remove(FLOW_HEADER);
-                    self.jobs.push(handler_job);
+                    self.push(handler_job)?;
                 }
                 Frame::Join { id, index, total } => {
                     let named = format!("member {index} of {total} failed: {message}");

@@ -4,7 +4,8 @@
 
 use super::run::Run;
 use super::{Flow, DEFAULT_WORKFLOW_TTL};
-use crate::backend::{Broker, WorkflowRecord, WorkflowState, WorkflowStore};
+use crate::backend::{Broker, WorkflowEnd, WorkflowRecord, WorkflowState, WorkflowStore};
+use crate::bounds::Bounds;
 use crate::clock::{Clock, UnixMs};
 use crate::error::{Error, Result};
 use crate::job::JobId;
@@ -22,6 +23,10 @@ pub trait Starter {
     fn store(&self) -> &Arc<Self::Backend>;
     /// The clock the workflow starts by.
     fn clock(&self) -> &Arc<dyn Clock>;
+    /// The bounds its jobs are checked against (a client's own; the defaults otherwise).
+    fn bounds(&self) -> Bounds {
+        Bounds::default()
+    }
 }
 
 impl Flow {
@@ -59,10 +64,23 @@ impl Flow {
                 ttl: DEFAULT_WORKFLOW_TTL,
             })
             .await?;
-        let mut run = Run::new(&*backend, id, now);
-        run.start(&self, None, Vec::new(), id, "r".to_string(), None)
-            .await?;
-        run.flush().await?;
+        let mut run = Run::new(&*backend, id, now).within(to.bounds());
+        let started = match run
+            .start(&self, None, Vec::new(), id, "r".to_string(), None)
+            .await
+        {
+            Ok(()) => run.flush().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = started {
+            // A first job the definition cannot make (over a bound, say): nothing was
+            // enqueued, and the workflow ends failed rather than running with nothing to run.
+            if matches!(e, Error::Config { .. } | Error::Codec(_)) {
+                let why = WorkflowEnd::Failed(format!("the workflow could not start: {e}"));
+                backend.workflow_finish(id, why, now).await?;
+            }
+            return Err(e);
+        }
         Ok(WorkflowHandle { id, backend, clock })
     }
 }

@@ -307,6 +307,7 @@ fn body(req: &Req, d: &CachePage) -> Markup {
                         th.num { "Misses" } th.num { "Hit ratio" } th.num { "Loads" } th.num { "Mean load" }
                         th.num { "Load errors" } th.num { "Waiters" } th.num { "Stale served" }
                         th.num { "Evictions" } th.num { "L1 size" } th.num { "L2 errors" } th.num { "Decode errors" }
+                        th.num title="Values over the namespace's max_value_bytes: returned and kept in L1, not stored in L2" { "Too large" }
                     } }
                     tbody {
                         @for n in &d.namespaces {
@@ -327,6 +328,7 @@ fn body(req: &Req, d: &CachePage) -> Markup {
                                 td.num { (s.l1_entries) }
                                 td.num { (s.l2_errors) }
                                 td.num { (s.decode_errors) }
+                                td.num.too-large { (s.too_large) }
                             }
                         }
                     }
