@@ -1,5 +1,7 @@
 //! Connections: one multiplexed connection for commands, dedicated ones for blocking
-//! wake-ups, and a pub/sub connection for completions, over standalone, Cluster or Sentinel.
+//! wake-ups, and a pub/sub connection for completions, over standalone, Cluster or Sentinel,
+//! in plain text or over TLS (server certificate and host name always verified; optionally a
+//! client certificate).
 
 use crate::config::{RedisConfig, Topology};
 use celeriac_core::error::{Error, ErrorKind, Result};
@@ -7,7 +9,13 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, Pub
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
-use redis::{Client, Cmd, Pipeline, RedisFuture, RetryMethod, TlsCertificates, Value};
+use redis::{
+    Client, ClientTlsConfig, Cmd, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, Pipeline,
+    RedisFuture, RetryMethod, TlsCertificates, Value,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -44,29 +52,65 @@ pub(crate) fn map_err(e: redis::RedisError) -> Error {
             _ => ErrorKind::GiveUp,
         }
     };
-    Error::backend(kind, e)
+    match tls_hint(&e.to_string()) {
+        Some(hint) => Error::backend(kind, format!("{e} ({hint})")),
+        None => Error::backend(kind, e),
+    }
+}
+
+/// What to check when a TLS handshake failed over a certificate.
+fn tls_hint(message: &str) -> Option<&'static str> {
+    if message.contains("invalid peer certificate") {
+        Some(
+            "the server's TLS certificate was refused: `ca` must name the CA that signed it, \
+             and it must be issued for the host name or address in the URL",
+        )
+    } else if message.contains("CertificateRequired") {
+        Some("the server requires a client certificate: give `cert` and `key`")
+    } else {
+        None
+    }
 }
 
 /// Makes connections of one kind for one configuration.
 #[derive(Clone)]
 pub(crate) struct Connector {
     config: Arc<RedisConfig>,
-    certs: Option<Arc<Vec<u8>>>,
+    /// The CA and client certificate the URL names, read at start; `None` without TLS, or
+    /// with TLS to a server the built-in roots vouch for and no client certificate.
+    certs: Option<Arc<TlsCertificates>>,
 }
 
 impl Connector {
+    /// Checks the TLS settings and reads the files they name.
+    ///
+    /// # Errors
+    /// `ca`, `cert` or `key` without TLS; `cert` without `key` or the other way round; a file
+    /// that cannot be read or holds no PEM certificate (or key); a key that is not the
+    /// certificate's. Each names the setting and the file.
     pub(crate) fn new(config: Arc<RedisConfig>) -> Result<Self> {
-        if config.tls {
-            // rustls needs one process-wide crypto provider; ring is the one built in. An
-            // application that installed its own keeps it.
-            let _ = rustls::crypto::ring::default_provider().install_default();
+        if !config.tls {
+            let given = [
+                ("url: ca", config.ca_file.is_some()),
+                ("url: cert", config.client_cert.is_some()),
+                ("url: key", config.client_key.is_some()),
+            ];
+            if let Some((setting, _)) = given.into_iter().find(|(_, given)| *given) {
+                return Err(Error::config(
+                    setting,
+                    "is a TLS setting, but the connection is not TLS: use rediss:// \
+                     (rediss+cluster://, rediss+sentinel://) or add tls=true",
+                ));
+            }
+            return Ok(Self {
+                config,
+                certs: None,
+            });
         }
-        let certs = match &config.ca_file {
-            Some(path) => Some(Arc::new(std::fs::read(path).map_err(|e| {
-                Error::config("url: ca", format!("cannot read {}: {e}", path.display()))
-            })?)),
-            None => None,
-        };
+        // rustls needs one process-wide crypto provider; ring is the one built in. An
+        // application that installed its own keeps it.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let certs = tls_certificates(&config)?.map(Arc::new);
         Ok(Self { config, certs })
     }
 
@@ -75,20 +119,40 @@ impl Connector {
         &self.config
     }
 
-    fn tls_certs(&self) -> TlsCertificates {
-        TlsCertificates {
-            client_tls: None,
-            root_cert: self.certs.as_ref().map(|c| c.to_vec()),
+    /// Where one node is, checked: TLS exactly when the settings say so, and never without
+    /// verifying the server's certificate and name.
+    fn node_info(&self, addr: &str, db: i64) -> Result<ConnectionInfo> {
+        if addr.contains(['#', '?', '/', '@']) || addr.contains(char::is_whitespace) {
+            return Err(Error::config("url", format!("`{addr}` is not a host:port")));
+        }
+        let info = self
+            .config
+            .node_url(addr, db)
+            .into_connection_info()
+            .map_err(|e| Error::config("url", e))?;
+        match (self.config.tls, info.addr()) {
+            (
+                true,
+                ConnectionAddr::TcpTls {
+                    insecure: false, ..
+                },
+            )
+            | (false, ConnectionAddr::Tcp(..)) => Ok(info),
+            (_, other) => Err(Error::config(
+                "url",
+                format!(
+                    "`{addr}` does not name a host and port the way TLS settings allow ({other:?})"
+                ),
+            )),
         }
     }
 
     /// A client for one node.
     pub(crate) fn node_client(&self, addr: &str, db: i64) -> Result<Client> {
-        let url = self.config.node_url(addr, db);
-        let client = if self.config.tls && self.certs.is_some() {
-            Client::build_with_tls(url.as_str(), self.tls_certs())
-        } else {
-            Client::open(url.as_str())
+        let info = self.node_info(addr, db)?;
+        let client = match &self.certs {
+            Some(certs) => Client::build_with_tls(info, TlsCertificates::clone(certs)),
+            None => Client::open(info),
         };
         client.map_err(|e| Error::config("url", e))
     }
@@ -106,15 +170,18 @@ impl Connector {
         response_timeout: Duration,
         nodes: &[String],
     ) -> Result<ClusterClient> {
-        let urls: Vec<String> = nodes.iter().map(|n| self.config.node_url(n, 0)).collect();
-        let mut b = ClusterClientBuilder::new(urls)
+        let infos = nodes
+            .iter()
+            .map(|n| self.node_info(n, 0))
+            .collect::<Result<Vec<_>>>()?;
+        let mut b = ClusterClientBuilder::new(infos)
             .connection_timeout(self.config.connect_timeout)
             .response_timeout(response_timeout)
             .retries(6)
             .max_retry_wait(1000)
             .min_retry_wait(50);
-        if self.config.tls && self.certs.is_some() {
-            b = b.certs(self.tls_certs());
+        if let Some(certs) = &self.certs {
+            b = b.certs(TlsCertificates::clone(certs));
         }
         b.build().map_err(|e| Error::config("url", e))
     }
@@ -125,7 +192,16 @@ impl Connector {
             .map(|s| {
                 let (h, p) = s.rsplit_once(':').unwrap_or((s, "26379"));
                 let port = p.parse().unwrap_or(26379);
-                redis::ConnectionAddr::Tcp(h.to_string(), port)
+                if self.config.tls {
+                    ConnectionAddr::TcpTls {
+                        host: h.to_string(),
+                        port,
+                        insecure: false,
+                        tls_params: None,
+                    }
+                } else {
+                    ConnectionAddr::Tcp(h.to_string(), port)
+                }
             })
             .collect::<Vec<_>>();
         let mut b = SentinelClientBuilder::new(addrs, service, SentinelServerType::Master)
@@ -137,9 +213,15 @@ impl Connector {
             b = b.set_client_to_redis_password(p);
         }
         if self.config.tls {
-            b = b.set_client_to_redis_tls_mode(redis::TlsMode::Secure);
-            if self.certs.is_some() {
-                b = b.set_client_to_redis_certificates(self.tls_certs());
+            // TLS to the sentinels and to the servers they name, with the same trust and
+            // client certificate.
+            b = b
+                .set_client_to_redis_tls_mode(redis::TlsMode::Secure)
+                .set_client_to_sentinel_tls_mode(redis::TlsMode::Secure);
+            if let Some(certs) = &self.certs {
+                b = b
+                    .set_client_to_redis_certificates(TlsCertificates::clone(certs))
+                    .set_client_to_sentinel_certificates(TlsCertificates::clone(certs));
             }
         }
         b.build().map_err(|e| Error::config("url", e))
@@ -216,6 +298,101 @@ impl Connector {
                 .map_err(map_err)?]),
         }
     }
+}
+
+/// The trust anchors (`ca`) and client certificate (`cert`, `key`) the settings name, read
+/// and checked now so that a wrong file fails at start, naming the setting and the path.
+fn tls_certificates(config: &RedisConfig) -> Result<Option<TlsCertificates>> {
+    let root_cert = match &config.ca_file {
+        Some(path) => {
+            let pem = read_pem("url: ca", "CA certificate file", path)?;
+            certificates("url: ca", path, &pem)?;
+            Some(pem)
+        }
+        None => None,
+    };
+    let client_tls = match (&config.client_cert, &config.client_key) {
+        (Some(cert_path), Some(key_path)) => {
+            let cert = read_pem("url: cert", "client certificate file", cert_path)?;
+            let chain = certificates("url: cert", cert_path, &cert)?;
+            let key = read_pem("url: key", "client key file", key_path)?;
+            let key_der = PrivateKeyDer::from_pem_slice(&key).map_err(|e| {
+                Error::config(
+                    "url: key",
+                    format!("{} holds no PEM private key: {e}", key_path.display()),
+                )
+            })?;
+            // rustls checks that the key belongs to the certificate when it is installed.
+            rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::config("url: key", e))?
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_client_auth_cert(chain, key_der)
+            .map_err(|e| {
+                Error::config(
+                    "url: key",
+                    format!(
+                        "{} does not go with the client certificate {}: {e}",
+                        key_path.display(),
+                        cert_path.display()
+                    ),
+                )
+            })?;
+            Some(ClientTlsConfig {
+                client_cert: cert,
+                client_key: key,
+            })
+        }
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(Error::config(
+                "url: key",
+                "`cert` (a client certificate) needs `key`, its private key",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(Error::config(
+                "url: cert",
+                "`key` needs `cert`, the client certificate it belongs to",
+            ))
+        }
+    };
+    Ok(
+        (root_cert.is_some() || client_tls.is_some()).then_some(TlsCertificates {
+            client_tls,
+            root_cert,
+        }),
+    )
+}
+
+fn read_pem(setting: &str, what: &str, path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| {
+        Error::config(
+            setting,
+            format!("cannot read the {what} {}: {e}", path.display()),
+        )
+    })
+}
+
+/// The certificates of a PEM file: at least one, or an error naming the setting and file.
+fn certificates(setting: &str, path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| {
+            Error::config(
+                setting,
+                format!("{} is not a PEM certificate file: {e}", path.display()),
+            )
+        })?;
+    if certs.is_empty() {
+        return Err(Error::config(
+            setting,
+            format!("{} holds no PEM certificate", path.display()),
+        ));
+    }
+    Ok(certs)
 }
 
 /// The master of a Sentinel-monitored service, re-resolved when it stops answering as one.

@@ -1,9 +1,12 @@
-//! A 3-master Redis Cluster, optionally with one replica per master: [`RedisCluster`].
+//! A 3-master Redis Cluster, optionally with one replica per master or over TLS:
+//! [`RedisCluster`].
 
+use std::path::Path;
 use std::time::Duration;
 
 use crate::error::Result;
-use crate::server::{info_field, wait_until, Mode, RedisServer};
+use crate::server::{info_field, wait_until, Mode, RedisServer, RedisServerBuilder};
+use crate::tls::{self, TlsFiles};
 
 /// The slots each master serves: three even-ish ranges covering 0..=16383.
 const SLOT_RANGES: [(u16, u16); 3] = [(0, 5460), (5461, 10922), (10923, 16383)];
@@ -11,7 +14,8 @@ const SLOT_RANGES: [(u16, u16); 3] = [(0, 5460), (5461, 10922), (10923, 16383)];
 const CLUSTER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Three cluster-enabled masters that together serve all 16384 slots, with no replicas
-/// ([`start`](Self::start)) or one replica each ([`with_replicas`](Self::with_replicas)).
+/// ([`start`](Self::start)) or one replica each ([`with_replicas`](Self::with_replicas)),
+/// in plain text or over TLS only ([`start_tls`](Self::start_tls)).
 ///
 /// Each node is a [`RedisServer`] in its own directory with its cluster bus on port + 10000;
 /// dropping the cluster kills every node.
@@ -19,6 +23,9 @@ const CLUSTER_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
     replicas: Vec<RedisServer>,
+    /// The certificates every node of a TLS cluster shares; last, so it is removed after
+    /// the nodes are gone.
+    tls: Option<(tempfile::TempDir, TlsFiles)>,
 }
 
 impl RedisCluster {
@@ -32,11 +39,29 @@ impl RedisCluster {
     /// [`Error::Setup`](crate::Error::Setup), with every node's log, when the cluster is not
     /// ok within 30 s.
     pub async fn start() -> Result<RedisCluster> {
-        let node = || RedisServer::builder().mode(Mode::ClusterNode).start();
+        Self::start_masters(None).await
+    }
+
+    /// Like [`start`](Self::start), over TLS only: every node serves TLS on its port and
+    /// nothing in plain text (`port 0`), the cluster bus is TLS (`tls-cluster yes`), and all
+    /// nodes share one CA ([`tls_ca_path`](Self::tls_ca_path)) and a server certificate for
+    /// `127.0.0.1` and `localhost`. Clients need no certificate of their own.
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](Self::start).
+    pub async fn start_tls() -> Result<RedisCluster> {
+        Self::start_masters(Some(tls::generate_shared()?)).await
+    }
+
+    async fn start_masters(tls: Option<(tempfile::TempDir, TlsFiles)>) -> Result<RedisCluster> {
+        let files = tls.as_ref().map(|(_, files)| files.clone());
+        let node = || node_builder(files.clone()).start();
         let (a, b, c) = tokio::try_join!(node(), node(), node())?;
         let cluster = RedisCluster {
             nodes: vec![a, b, c],
             replicas: Vec::new(),
+            tls,
         };
         cluster.assign_slots().await?;
         cluster.meet().await?;
@@ -55,12 +80,13 @@ impl RedisCluster {
     /// As [`start`](Self::start), and [`Error::Setup`](crate::Error::Setup) when a replica
     /// does not sync with its master within 30 s.
     pub async fn with_replicas() -> Result<RedisCluster> {
-        let node = || RedisServer::builder().mode(Mode::ClusterNode).start();
+        let node = || node_builder(None).start();
         let (a, b, c) = tokio::try_join!(node(), node(), node())?;
         let (d, e, f) = tokio::try_join!(node(), node(), node())?;
         let cluster = RedisCluster {
             nodes: vec![a, b, c],
             replicas: vec![d, e, f],
+            tls: None,
         };
         cluster.assign_slots().await?;
         cluster.meet().await?;
@@ -163,14 +189,27 @@ impl RedisCluster {
         Ok(true)
     }
 
-    /// `redis+cluster://127.0.0.1:P1,…`: every master, then every replica.
+    /// `redis+cluster://127.0.0.1:P1,…`: every master, then every replica;
+    /// `rediss+cluster://…` over TLS (a client must also trust
+    /// [`tls_ca_path`](Self::tls_ca_path)).
     pub fn url(&self) -> String {
         let hosts: Vec<String> = self
             .all_nodes()
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port()))
             .collect();
-        format!("redis+cluster://{}", hosts.join(","))
+        let scheme = if self.tls.is_some() {
+            "rediss+cluster"
+        } else {
+            "redis+cluster"
+        };
+        format!("{scheme}://{}", hosts.join(","))
+    }
+
+    /// The CA certificate (PEM) every node's certificate is signed by, for a cluster started
+    /// with [`start_tls`](Self::start_tls).
+    pub fn tls_ca_path(&self) -> Option<&Path> {
+        self.tls.as_ref().map(|(_, files)| files.ca_cert.as_path())
     }
 
     /// The three masters as started, in slot order (the first serves slots 0..=5460).
@@ -189,8 +228,17 @@ impl RedisCluster {
         &self.replicas
     }
 
-    /// `redis://127.0.0.1:Pi` for each master.
+    /// `redis://127.0.0.1:Pi` (`rediss://` over TLS) for each master.
     pub fn node_urls(&self) -> Vec<String> {
         self.nodes.iter().map(RedisServer::url).collect()
+    }
+}
+
+/// The options of one cluster node, with the shared certificates of a TLS cluster.
+fn node_builder(tls: Option<TlsFiles>) -> RedisServerBuilder {
+    let builder = RedisServer::builder().mode(Mode::ClusterNode);
+    match tls {
+        Some(files) => builder.tls_files(files),
+        None => builder,
     }
 }

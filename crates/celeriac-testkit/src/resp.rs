@@ -1,12 +1,16 @@
-//! A tiny RESP2 client over plain TCP: enough to PING, AUTH, SET/GET in tests and to run
-//! the testkit's admin commands (`CLUSTER ...`, `SENTINEL ...`, `INFO`). It has no timeouts
-//! of its own; wrap calls in [`tokio::time::timeout`] where a server may hang (a paused one).
+//! A tiny RESP2 client over plain TCP (or a Unix socket): enough to PING, AUTH, SET/GET in
+//! tests and to run the testkit's admin commands (`CLUSTER ...`, `SENTINEL ...`, `INFO`). It
+//! has no timeouts of its own; wrap calls in [`tokio::time::timeout`] where a server may hang
+//! (a paused one).
 
 use std::future::Future;
+use std::path::Path;
 use std::pin::Pin;
+use std::task::{Context, Poll};
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::io::ReadBuf;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::{TcpStream, UnixStream};
 
 use crate::error::{Error, Result};
 
@@ -53,10 +57,57 @@ impl Value {
     }
 }
 
-/// One plain-TCP connection to a Redis server.
+/// One plain-text connection to a Redis server, over TCP or a Unix socket.
 #[derive(Debug)]
 pub struct Connection {
-    stream: BufReader<TcpStream>,
+    stream: BufReader<Stream>,
+}
+
+/// The transport under a [`Connection`].
+#[derive(Debug)]
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
 }
 
 impl Connection {
@@ -75,7 +126,22 @@ impl Connection {
             .set_nodelay(true)
             .map_err(|e| Error::io("setting TCP_NODELAY", e))?;
         Ok(Connection {
-            stream: BufReader::new(stream),
+            stream: BufReader::new(Stream::Tcp(stream)),
+        })
+    }
+
+    /// Connects to the Unix socket at `path` (`unixsocket` of a server). Does not
+    /// authenticate.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when nothing listens there.
+    pub async fn connect_unix(path: &Path) -> Result<Connection> {
+        let stream = UnixStream::connect(path)
+            .await
+            .map_err(|e| Error::io(format!("connecting to {}", path.display()), e))?;
+        Ok(Connection {
+            stream: BufReader::new(Stream::Unix(stream)),
         })
     }
 

@@ -1,10 +1,12 @@
-//! A master, a replica and one sentinel: [`RedisSentinel`].
+//! A master, a replica and one sentinel, optionally all over TLS: [`RedisSentinel`].
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::resp::Value;
 use crate::server::{info_field, wait_until, Mode, RedisServer};
+use crate::tls::{self, TlsFiles};
 
 /// The name the sentinel monitors the master under.
 const MASTER_NAME: &str = "mymaster";
@@ -16,12 +18,17 @@ const SENTINEL_TIMEOUT: Duration = Duration::from_secs(30);
 /// The sentinel considers the master down after 2 s without answers
 /// (`down-after-milliseconds 2000`), so killing or pausing [`master`](Self::master) also
 /// leads to an automatic failover. Dropping it kills all three processes.
+///
+/// [`start_tls`](Self::start_tls) runs all three over TLS only.
 #[derive(Debug)]
 pub struct RedisSentinel {
     /// `[master, replica]` at start; [`failover`](Self::failover) swaps the roles.
     data: [RedisServer; 2],
     master: usize,
     sentinel: RedisServer,
+    /// The certificates all three share, with TLS; last, so it is removed after the
+    /// processes are gone.
+    tls: Option<(tempfile::TempDir, TlsFiles)>,
 }
 
 impl RedisSentinel {
@@ -33,9 +40,31 @@ impl RedisSentinel {
     /// [`Error::Start`] when a process does not start; [`Error::Setup`], with all three
     /// logs, when the setup is not complete within 30 s.
     pub async fn start() -> Result<RedisSentinel> {
-        let master = RedisServer::start().await?;
+        Self::start_with(None).await
+    }
+
+    /// Like [`start`](Self::start), over TLS only: the master, the replica and the sentinel
+    /// serve TLS on their ports and nothing in plain text (`port 0`), replication and the
+    /// sentinel's own links are TLS (`tls-replication yes`), and all three share one CA
+    /// ([`tls_ca_path`](Self::tls_ca_path)) and a server certificate for `127.0.0.1` and
+    /// `localhost`. Clients need no certificate of their own.
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](Self::start).
+    pub async fn start_tls() -> Result<RedisSentinel> {
+        Self::start_with(Some(tls::generate_shared()?)).await
+    }
+
+    async fn start_with(tls: Option<(tempfile::TempDir, TlsFiles)>) -> Result<RedisSentinel> {
+        let files = tls.as_ref().map(|(_, files)| files.clone());
+        let builder = || match &files {
+            Some(files) => RedisServer::builder().tls_files(files.clone()),
+            None => RedisServer::builder(),
+        };
+        let master = builder().start().await?;
         let master_port = master.port().to_string();
-        let replica = RedisServer::builder()
+        let replica = builder()
             .args("--replicaof", ["127.0.0.1", master_port.as_str()])
             .start()
             .await?;
@@ -45,14 +74,12 @@ impl RedisSentinel {
              sentinel failover-timeout {MASTER_NAME} 10000\n\
              sentinel parallel-syncs {MASTER_NAME} 1\n"
         );
-        let sentinel = RedisServer::builder()
-            .mode(Mode::Sentinel(conf))
-            .start()
-            .await?;
+        let sentinel = builder().mode(Mode::Sentinel(conf)).start().await?;
         let setup = RedisSentinel {
             data: [master, replica],
             master: 0,
             sentinel,
+            tls,
         };
         wait_until(
             "the replica to sync and the sentinel to list it as a healthy replica of mymaster",
@@ -64,12 +91,24 @@ impl RedisSentinel {
         Ok(setup)
     }
 
-    /// `redis+sentinel://127.0.0.1:SENTINEL_PORT/mymaster`.
+    /// `redis+sentinel://127.0.0.1:SENTINEL_PORT/mymaster`; `rediss+sentinel://…` over TLS
+    /// (a client must also trust [`tls_ca_path`](Self::tls_ca_path)).
     pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() {
+            "rediss+sentinel"
+        } else {
+            "redis+sentinel"
+        };
         format!(
-            "redis+sentinel://127.0.0.1:{}/{MASTER_NAME}",
+            "{scheme}://127.0.0.1:{}/{MASTER_NAME}",
             self.sentinel.port()
         )
+    }
+
+    /// The CA certificate (PEM) the certificates of all three are signed by, for a setup
+    /// started with [`start_tls`](Self::start_tls).
+    pub fn tls_ca_path(&self) -> Option<&Path> {
+        self.tls.as_ref().map(|(_, files)| files.ca_cert.as_path())
     }
 
     /// The server that is master now (the replica after a [`failover`](Self::failover)).
