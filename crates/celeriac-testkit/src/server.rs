@@ -15,7 +15,7 @@ use tokio::process::{Child, Command};
 
 use crate::error::{Error, Result};
 use crate::resp::{Connection, Value};
-use crate::tls::{self, TlsFiles};
+use crate::tls::{self, TlsFiles, DEFAULT_SERVER_NAMES};
 
 /// How long a process may take from spawn to answering PING.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -31,6 +31,9 @@ const CLUSTER_PORT_LIMIT: u16 = 55000;
 const READY_LINE: &str = "Ready to accept connections";
 const SENTINEL_READY_LINE: &str = "Sentinel ID is";
 const PORT_TAKEN_LINE: &str = "Address already in use";
+/// The Unix socket a TLS server also listens on (in its directory, owner only), for the
+/// testkit's plain-text admin commands: its TCP port speaks TLS only.
+const ADMIN_SOCKET: &str = "admin.sock";
 
 /// What kind of process a builder starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,7 +72,11 @@ pub enum Persistence {
 pub struct RedisServerBuilder {
     password: Option<String>,
     acl_user: Option<(String, String)>,
+    acl_rules: Option<Vec<String>>,
     tls: bool,
+    tls_server_names: Option<Vec<String>>,
+    tls_auth_clients: bool,
+    tls_files: Option<TlsFiles>,
     persistence: Persistence,
     maxmemory_policy: Option<String>,
     extra: Vec<Vec<String>>,
@@ -81,7 +88,11 @@ impl RedisServerBuilder {
         RedisServerBuilder {
             password: None,
             acl_user: None,
+            acl_rules: None,
             tls: false,
+            tls_server_names: None,
+            tls_auth_clients: false,
+            tls_files: None,
             persistence: Persistence::default(),
             maxmemory_policy: None,
             extra: Vec::new(),
@@ -95,7 +106,8 @@ impl RedisServerBuilder {
         self
     }
 
-    /// Adds an ACL user with every permission (`user NAME on >PASSWORD ~* &* +@all`).
+    /// Adds an ACL user with every permission (`user NAME on >PASSWORD ~* &* +@all`), or with
+    /// the rules of [`acl_rules`](Self::acl_rules).
     ///
     /// Without [`password`](Self::password), the default user is switched off
     /// (`user default off`), so every connection must authenticate as this user; with a
@@ -106,11 +118,58 @@ impl RedisServerBuilder {
         self
     }
 
+    /// Gives the [`acl_user`](Self::acl_user) exactly these ACL rules (key patterns, channel
+    /// patterns, commands, e.g. `["~app:*", "resetchannels", "&app:*", "-@all", "+ping"]`) in
+    /// place of every permission; the rules must allow `PING`, which tells when the server is
+    /// ready. Without [`password`](Self::password) the default user is off, so this user is
+    /// the only one a client can act as.
+    pub fn acl_rules<I, S>(mut self, rules: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.acl_rules = Some(rules.into_iter().map(Into::into).collect());
+        self
+    }
+
     /// Serves TLS only (`port 0`, `tls-port P`) with certificates generated for
     /// `127.0.0.1` and `localhost`; clients must trust [`RedisServer::tls_ca_path`] and need
-    /// no certificate of their own (`tls-auth-clients no`).
+    /// no certificate of their own (`tls-auth-clients no`, see
+    /// [`tls_auth_clients`](Self::tls_auth_clients)). Replication links are TLS too
+    /// (`tls-replication yes`). The testkit's own commands ([`RedisServer::command`]) go
+    /// through a Unix socket in the server's directory.
     pub fn tls(mut self) -> Self {
         self.tls = true;
+        self
+    }
+
+    /// Serves TLS (as [`tls`](Self::tls)) with a server certificate for these names only
+    /// (DNS names or IP addresses) instead of `127.0.0.1` and `localhost`: e.g.
+    /// `["other.invalid"]`, which a client that checks host names refuses.
+    pub fn tls_server_names<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.tls = true;
+        self.tls_server_names = Some(names.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Serves TLS (as [`tls`](Self::tls)) and requires a client certificate signed by the
+    /// CA (`tls-auth-clients yes`, mutual TLS): [`RedisServer::tls_client_cert_path`] and
+    /// [`RedisServer::tls_client_key_path`] are one.
+    pub fn tls_auth_clients(mut self) -> Self {
+        self.tls = true;
+        self.tls_auth_clients = true;
+        self
+    }
+
+    /// Serves TLS (as [`tls`](Self::tls)) with these certificates instead of fresh ones, so
+    /// that several servers trust each other.
+    pub(crate) fn tls_files(mut self, files: TlsFiles) -> Self {
+        self.tls = true;
+        self.tls_files = Some(files);
         self
     }
 
@@ -173,10 +232,18 @@ impl RedisServerBuilder {
             .prefix("celeriac-redis-")
             .tempdir()
             .map_err(|e| Error::io("creating a temporary directory", e))?;
-        let tls = if self.tls {
-            Some(tls::generate(dir.path())?)
-        } else {
-            None
+        let tls = match (&self.tls_files, self.tls) {
+            (Some(files), _) => Some(files.clone()),
+            (None, true) => {
+                let names = self.tls_server_names.clone().unwrap_or_else(|| {
+                    DEFAULT_SERVER_NAMES
+                        .iter()
+                        .map(|n| (*n).to_owned())
+                        .collect()
+                });
+                Some(tls::generate(dir.path(), &names)?)
+            }
+            (None, false) => None,
         };
         if let Mode::Sentinel(conf) = &self.mode {
             let path = dir.path().join("sentinel.conf");
@@ -341,6 +408,25 @@ impl RedisServer {
         self.tls.as_ref().map(|t| t.ca_cert.as_path())
     }
 
+    /// A client certificate (PEM) signed by the CA, for a TLS server: what a client presents
+    /// to a server started with [`tls_auth_clients`](RedisServerBuilder::tls_auth_clients).
+    pub fn tls_client_cert_path(&self) -> Option<&Path> {
+        self.tls.as_ref().map(|t| t.client_cert.as_path())
+    }
+
+    /// The private key (PEM) of [`tls_client_cert_path`](Self::tls_client_cert_path).
+    pub fn tls_client_key_path(&self) -> Option<&Path> {
+        self.tls.as_ref().map(|t| t.client_key.as_path())
+    }
+
+    /// For a TLS server, the Unix socket (in its directory) that the testkit's own commands
+    /// use, since its TCP port speaks TLS only.
+    pub fn admin_socket_path(&self) -> Option<PathBuf> {
+        self.tls
+            .as_ref()
+            .map(|_| self.dir.path().join(ADMIN_SOCKET))
+    }
+
     /// The server's directory: its log, AOF files, certificates, `nodes.conf`.
     pub fn dir(&self) -> &Path {
         self.dir.path()
@@ -370,6 +456,12 @@ impl RedisServer {
         if let Some(tls) = &self.tls {
             args.extend(["--tls".to_owned(), "--cacert".to_owned()]);
             args.push(tls.ca_cert.display().to_string());
+            if self.options.tls_auth_clients {
+                args.push("--cert".to_owned());
+                args.push(tls.client_cert.display().to_string());
+                args.push("--key".to_owned());
+                args.push(tls.client_key.display().to_string());
+            }
         }
         match (&self.options.acl_user, &self.options.password) {
             (Some((user, pass)), _) => {
@@ -390,7 +482,8 @@ impl RedisServer {
     ///
     /// # Errors
     ///
-    /// [`Error::Unsupported`] for a TLS server (use `redis-cli` with
+    /// [`Error::Unsupported`] for a TLS server (its port speaks TLS only: use
+    /// [`command`](Self::command), which goes through the admin socket, or `redis-cli` with
     /// [`redis_cli_args`](Self::redis_cli_args)); [`Error::Io`] or [`Error::Server`] when
     /// connecting or authenticating fails. No timeout: a paused server makes it hang.
     pub async fn connect(&self) -> Result<Connection> {
@@ -401,7 +494,21 @@ impl RedisServer {
                     .into(),
             ));
         }
-        let mut conn = Connection::connect("127.0.0.1", self.port).await?;
+        let conn = Connection::connect("127.0.0.1", self.port).await?;
+        self.authenticate(conn).await
+    }
+
+    /// A connection for the testkit's own commands: TCP, or the Unix socket of a TLS server;
+    /// authenticated as [`connect`](Self::connect) is.
+    async fn admin_connect(&self) -> Result<Connection> {
+        let conn = match self.admin_socket_path() {
+            Some(path) => Connection::connect_unix(&path).await?,
+            None => Connection::connect("127.0.0.1", self.port).await?,
+        };
+        self.authenticate(conn).await
+    }
+
+    async fn authenticate(&self, mut conn: Connection) -> Result<Connection> {
         match (&self.options.acl_user, &self.options.password) {
             (Some((user, pass)), _) => {
                 conn.command(&["AUTH", user.as_str(), pass.as_str()])
@@ -415,14 +522,16 @@ impl RedisServer {
         Ok(conn)
     }
 
-    /// Runs one command on a new authenticated connection, within 5 s.
+    /// Runs one command on a new authenticated connection, within 5 s: over TCP, or for a
+    /// TLS server over its [admin socket](Self::admin_socket_path).
     ///
     /// # Errors
     ///
-    /// As [`connect`](Self::connect) and [`Connection::command`], and [`Error::Timeout`].
+    /// As [`connect`](Self::connect) (but not [`Error::Unsupported`]) and
+    /// [`Connection::command`], and [`Error::Timeout`].
     pub async fn command(&self, args: &[&str]) -> Result<Value> {
         let run = async {
-            let mut conn = self.connect().await?;
+            let mut conn = self.admin_connect().await?;
             conn.command(args).await
         };
         tokio::time::timeout(COMMAND_TIMEOUT, run)
@@ -458,7 +567,15 @@ impl RedisServer {
             opt(&["--tls-cert-file", &tls.server_cert.display().to_string()]);
             opt(&["--tls-key-file", &tls.server_key.display().to_string()]);
             opt(&["--tls-ca-cert-file", &tls.ca_cert.display().to_string()]);
-            opt(&["--tls-auth-clients", "no"]);
+            let auth_clients = if o.tls_auth_clients { "yes" } else { "no" };
+            opt(&["--tls-auth-clients", auth_clients]);
+            // Replicas, sentinels and cluster peers reach each other over TLS too.
+            opt(&["--tls-replication", "yes"]);
+            if o.mode == Mode::ClusterNode {
+                opt(&["--tls-cluster", "yes"]);
+            }
+            let socket = self.dir.path().join(ADMIN_SOCKET).display().to_string();
+            opt(&["--unixsocket", &socket, "--unixsocketperm", "700"]);
         } else {
             opt(&["--port", &port]);
         }
@@ -499,15 +616,12 @@ impl RedisServer {
             opt(&["--requirepass", pass]);
         }
         if let Some((user, pass)) = &o.acl_user {
-            opt(&[
-                "--user",
-                user,
-                "on",
-                &format!(">{pass}"),
-                "~*",
-                "&*",
-                "+@all",
-            ]);
+            opt(&["--user", user, "on", &format!(">{pass}")]);
+            let rules: Vec<&str> = match &o.acl_rules {
+                Some(rules) => rules.iter().map(String::as_str).collect(),
+                None => vec!["~*", "&*", "+@all"],
+            };
+            opt(&rules);
             if o.password.is_none() {
                 opt(&["--user", "default", "off"]);
             }
@@ -602,10 +716,11 @@ impl RedisServer {
         }
     }
 
-    /// Whether the server accepts connections (TLS) or answers PING (plain TCP).
+    /// Whether the server answers PING (over its admin socket with TLS) and, with TLS,
+    /// accepts connections on its port.
     async fn answers(&self) -> bool {
-        if self.tls.is_some() {
-            return TcpStream::connect(("127.0.0.1", self.port)).await.is_ok();
+        if self.tls.is_some() && TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
+            return false;
         }
         matches!(self.command(&["PING"]).await, Ok(Value::Simple(s)) if s == "PONG")
     }
