@@ -1,6 +1,7 @@
 //! The command line's arguments: every subcommand, flag and `CELERIAC_*` variable, and the
 //! parsers of their values.
 
+use crate::confirm::Yes;
 use crate::{breaker, limits};
 use celeriac::duration;
 use clap::{Args, Parser, Subcommand};
@@ -21,14 +22,17 @@ pub(crate) struct Cli {
     /// Backend URL: sqlite://path/to/file.db (default sqlite://celeriac.db), sqlite::memory:,
     /// redis://[user:pass@]host:port[/db], rediss://..., redis+cluster://h1:p1,h2:p2 or
     /// redis+sentinel://s1:p1/master-name.
-    #[arg(long, env = "CELERIAC_URL", global = true)]
+    #[arg(long, env = "CELERIAC_URL", global = true, hide_env_values = true)]
     pub(crate) url: Option<String>,
 
     /// Log filter: error, warn, info, debug, trace, or a tracing directive such as celeriac=debug.
     #[arg(long, env = "CELERIAC_LOG", global = true)]
     pub(crate) log: Option<String>,
 
-    /// The file the demo's `stock` write-behind cache flushes to (one JSON line per write).
+    /// FOR TESTS ONLY (debug builds): the file the demo's `stock` write-behind cache flushes
+    /// to (one JSON line per write). A release binary has no such setting: nothing in the
+    /// environment can make it write to another file.
+    #[cfg(debug_assertions)]
     #[arg(long, env = "CELERIAC_DEMO_STOCK_FILE", global = true, hide = true)]
     pub(crate) demo_stock_file: Option<std::path::PathBuf>,
 
@@ -185,13 +189,13 @@ pub(crate) enum Command {
         /// The queue.
         queue: String,
     },
-    /// Delete the pending and scheduled jobs of a queue (running jobs are not touched).
+    /// Delete the waiting jobs of a queue: pending, scheduled and retrying (running jobs are
+    /// not touched). Says how many first, and asks (see --yes).
     Purge {
         /// The queue.
         queue: String,
-        /// Confirm the deletion.
-        #[arg(long, env = "CELERIAC_YES")]
-        yes: bool,
+        #[command(flatten)]
+        yes: Yes,
     },
     /// Dead letters: jobs that could not succeed, with the reason.
     Dlq {
@@ -273,11 +277,14 @@ pub(crate) enum JobsCommand {
         #[arg(long, env = "CELERIAC_JSON")]
         json: bool,
     },
-    /// Put dead letters back in their queue with fresh attempts (--state dead).
+    /// Put dead letters back in their queue with fresh attempts (--state dead). Without --ids,
+    /// says how many match and asks first (see --yes).
     Retry(JobsActionArgs),
-    /// Cancel jobs: waiting ones never run, running ones are asked to stop.
+    /// Cancel jobs: waiting ones never run, running ones are asked to stop. Without --ids,
+    /// says how many match and asks first (see --yes).
     Cancel(JobsActionArgs),
-    /// Delete jobs that are not running.
+    /// Delete jobs that are not running. Without --ids, says how many match and asks first
+    /// (see --yes).
     Delete(JobsActionArgs),
 }
 
@@ -307,12 +314,13 @@ pub(crate) struct JobFilterArgs {
 pub(crate) struct JobsActionArgs {
     #[command(flatten)]
     pub(crate) filter: JobFilterArgs,
-    /// Only these jobs (comma-separated ids) among those the filters select.
+    /// Only these jobs (comma-separated ids) among those the filters select (then nothing is
+    /// asked).
     #[arg(long, value_delimiter = ',')]
     pub(crate) ids: Vec<String>,
-    /// Act on everything the filters select, without --ids.
-    #[arg(long, env = "CELERIAC_YES")]
-    pub(crate) yes: bool,
+    /// Without --ids: act on everything the filters select.
+    #[command(flatten)]
+    pub(crate) yes: Yes,
 }
 
 /// Parses a job state by name.
@@ -465,6 +473,10 @@ pub(crate) struct WorkerArgs {
     /// Also run the scheduler in this process (see `celeriac beat`).
     #[arg(long, env = "CELERIAC_BEAT")]
     pub(crate) beat: bool,
+    /// Run even as root. Without it a worker refuses to: the tasks it runs would have every
+    /// privilege on the host.
+    #[arg(long, env = "CELERIAC_ALLOW_ROOT")]
+    pub(crate) allow_root: bool,
     #[command(flatten)]
     pub(crate) beat_args: BeatArgs,
 }
@@ -594,7 +606,8 @@ pub(crate) enum DlqCommand {
         #[arg(long, env = "CELERIAC_JSON")]
         json: bool,
     },
-    /// Put dead jobs back in their queues with fresh attempts.
+    /// Put dead jobs back in their queues with fresh attempts. Without ids (every dead letter,
+    /// or a group's), says how many first and asks (see --yes).
     Retry {
         /// Job ids; with none, every dead letter (of --queue, if given).
         ids: Vec<String>,
@@ -604,15 +617,17 @@ pub(crate) enum DlqCommand {
         /// Every dead letter of one group (see `dlq groups`), as one action.
         #[arg(long, conflicts_with_all = ["ids", "queue"])]
         group: Option<String>,
+        #[command(flatten)]
+        yes: Yes,
     },
-    /// Delete dead letters.
+    /// Delete dead letters (of every queue, or of --queue). Says how many first, and asks
+    /// (see --yes).
     Purge {
         /// Only this queue.
         #[arg(long, env = "CELERIAC_QUEUE")]
         queue: Option<String>,
-        /// Confirm the deletion.
-        #[arg(long, env = "CELERIAC_YES")]
-        yes: bool,
+        #[command(flatten)]
+        yes: Yes,
     },
 }
 
@@ -724,4 +739,28 @@ pub(crate) fn parse_unique_for(s: &str) -> Result<celeriac::UniqueFor, String> {
 /// A duration inside `--unique-for`, in the one grammar of [`celeriac::duration`].
 fn parse_in_unique(s: &str) -> Result<Duration, String> {
     duration::parse(s).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::Parser;
+
+    /// The knobs for the process tests (the stock file, the warped clock) exist in debug
+    /// builds, which the tests run, and in no release build: there they are unknown arguments,
+    /// and no environment variable reaches them. `cargo test --release` checks the latter.
+    #[test]
+    fn test_knobs_exist_in_debug_builds_only() {
+        let stock = Cli::try_parse_from(["celeriac", "--demo-stock-file", "x.jsonl", "tasks"]);
+        assert_eq!(stock.is_ok(), cfg!(debug_assertions), "{stock:?}");
+        let warp = Cli::try_parse_from([
+            "celeriac",
+            "beat",
+            "--test-time-scale",
+            "10",
+            "--test-time-origin",
+            "0",
+        ]);
+        assert_eq!(warp.is_ok(), cfg!(debug_assertions), "{warp:?}");
+    }
 }

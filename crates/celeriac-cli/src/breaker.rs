@@ -1,6 +1,7 @@
 //! `celeriac breaker`: the state of shared circuit breakers in the store, manual overrides,
 //! and (hidden) a driver that calls an HTTP endpoint through a breaker, for process tests.
 
+use crate::confirm::{confirm, counted, Plan, Yes};
 use crate::support::{CliError, CliResult};
 use celeriac::backend::{BreakerCommand as StoreCommand, BreakerStore, SharedBreakerState};
 use celeriac::breaker::shared::policy_of;
@@ -27,20 +28,27 @@ pub(super) enum BreakerCommand {
         #[arg(long, env = "CELERIAC_JSON")]
         json: bool,
     },
-    /// Open a shared breaker for every process until `reset`.
+    /// Open a shared breaker for every process until `reset`. Asks first (see --yes).
     ForceOpen {
         /// The breaker's name.
         name: String,
+        #[command(flatten)]
+        yes: Yes,
     },
-    /// Close a shared breaker for every process until `reset` (nothing is judged).
+    /// Close a shared breaker for every process until `reset` (nothing is judged). Asks
+    /// first (see --yes).
     ForceClosed {
         /// The breaker's name.
         name: String,
+        #[command(flatten)]
+        yes: Yes,
     },
-    /// Close a shared breaker with no signals and no backoff history.
+    /// Close a shared breaker with no signals and no backoff history. Asks first (see --yes).
     Reset {
         /// The breaker's name.
         name: String,
+        #[command(flatten)]
+        yes: Yes,
     },
     /// (Internal) call an HTTP endpoint through a breaker and print one JSON line per call.
     #[command(hide = true)]
@@ -126,7 +134,7 @@ fn print_state(name: &str, s: &SharedBreakerState, now: UnixMs, json: bool) -> C
 pub(super) async fn run(url: &str, command: BreakerCommand) -> CliResult {
     let backend = Arc::new(AnyBackend::connect(url).await?);
     let now = backend.fleet_clock().now_ms();
-    let (name, cmd) = match command {
+    let (name, cmd, yes) = match command {
         BreakerCommand::Status { name, json } => {
             return match backend.breaker_status(&name, now).await? {
                 Some(s) => print_state(&name, &s, now, json),
@@ -140,17 +148,50 @@ pub(super) async fn run(url: &str, command: BreakerCommand) -> CliResult {
                 }
             };
         }
-        BreakerCommand::ForceOpen { name } => (name, StoreCommand::ForceOpen),
-        BreakerCommand::ForceClosed { name } => (name, StoreCommand::ForceClosed),
-        BreakerCommand::Reset { name } => (name, StoreCommand::Reset),
+        BreakerCommand::ForceOpen { name, yes } => (name, StoreCommand::ForceOpen, yes),
+        BreakerCommand::ForceClosed { name, yes } => (name, StoreCommand::ForceClosed, yes),
+        BreakerCommand::Reset { name, yes } => (name, StoreCommand::Reset, yes),
         BreakerCommand::Drive(args) => return drive(backend, args).await,
     };
     let policy = policy_of(&default_breaker(&name)?, &SharedOptions::default());
-    let action = match cmd {
-        StoreCommand::ForceOpen => "breaker_force_open",
-        StoreCommand::ForceClosed => "breaker_force_closed",
-        StoreCommand::Reset => "breaker_reset",
+    let (action, does) = match cmd {
+        StoreCommand::ForceOpen => (
+            "breaker_force_open",
+            format!(
+                "forces breaker `{name}` open: every process rejects its calls until \
+                 `celeriac breaker reset {name}`"
+            ),
+        ),
+        StoreCommand::ForceClosed => (
+            "breaker_force_closed",
+            format!(
+                "forces breaker `{name}` closed: every process lets every call through, judging \
+                 none, until `celeriac breaker reset {name}`"
+            ),
+        ),
+        StoreCommand::Reset => (
+            "breaker_reset",
+            format!(
+                "resets breaker `{name}` for every process: closed, its signals and backoff \
+                 history wiped"
+            ),
+        ),
     };
+    let now_is = match backend.breaker_status(&name, now).await? {
+        Some(s) => format!(
+            "it is {} now, with {} reporting",
+            s.state,
+            counted(u64::from(s.instances), "instance", "instances")
+        ),
+        None => "it has no shared state in the store yet".to_string(),
+    };
+    let plan = Plan {
+        what: format!("{does} ({now_is})"),
+        name: name.clone(),
+        count: None,
+        none: String::new(),
+    };
+    confirm(yes.yes, &plan)?;
     let s = backend.breaker_command(&name, cmd, &policy, now).await?;
     crate::events::record(
         &backend,

@@ -1,8 +1,9 @@
 //! `celeriac jobs`: the jobs of a queue by state, a page at a time, and bulk actions on them.
 
 use crate::args::{JobFilterArgs, JobsActionArgs, JobsCommand};
+use crate::confirm::{confirm, counted, Plan};
 use crate::support::{format_ms, progress_bar, CliError, CliResult};
-use celeriac::backend::JobQuery;
+use celeriac::backend::{JobQuery, SCAN_MAX};
 use celeriac::bulk::{bulk, BulkAction};
 use celeriac::{App, JobId, QueueAdmin};
 
@@ -104,31 +105,54 @@ async fn act(app: App, args: JobsActionArgs, action: BulkAction) -> CliResult {
         .iter()
         .map(|s| s.parse::<JobId>())
         .collect::<Result<_, _>>()?;
-    if only.is_empty() && !args.yes {
+    if action == BulkAction::Retry && args.filter.state != celeriac::JobState::Dead {
+        // Said before anything is counted or asked.
         return Err(CliError(format!(
-            "refusing to {} every {} job of {} matching the filters without --yes (or name \
-             them with --ids)",
-            action.as_str(),
-            args.filter.state,
-            args.filter.queue
+            "only dead letters are retried by hand, not {} jobs: add --state dead",
+            args.filter.state
         )));
     }
     let q = query(&app, &args.filter, false);
+    let in_state = state_count(&app, &args.filter).await?;
+    if only.is_empty() {
+        // Everything the filters select: count it, say it, and ask.
+        let matching = if q.is_filtered() {
+            count_matching(&app, &q).await?
+        } else {
+            in_state
+        };
+        let f = &args.filter;
+        let (verb, then) = match action {
+            BulkAction::Retry => ("puts", " back in the queue to run again"),
+            BulkAction::Cancel => ("cancels", ""),
+            BulkAction::Delete => ("deletes", " for good"),
+        };
+        let jobs = counted(matching, "job", "jobs");
+        let filtered = if q.is_filtered() {
+            " matching the filters"
+        } else {
+            ""
+        };
+        let plan = Plan {
+            what: format!(
+                "{verb} the {jobs} of queue `{}` in state {}{filtered}{then}",
+                f.queue, f.state
+            ),
+            name: f.queue.clone(),
+            count: Some(matching),
+            none: format!("no {} jobs in queue `{}`{filtered}", f.state, f.queue),
+        };
+        if !confirm(args.yes.yes, &plan)? {
+            return Ok(());
+        }
+    }
     let bar = progress_bar(0, "working");
     bar.set_message(match action {
         BulkAction::Retry => "retrying",
         BulkAction::Cancel => "cancelling",
         BulkAction::Delete => "deleting",
     });
-    let total: u64 = app
-        .backend()
-        .stats()
-        .await?
-        .iter()
-        .filter(|s| s.queue == args.filter.queue)
-        .map(|s| s.count(args.filter.state))
-        .sum();
-    bar.set_length(total);
+    bar.set_length(in_state);
     let only = (!only.is_empty()).then_some(only.as_slice());
     let report = bulk(
         app.backend().as_ref(),
@@ -168,4 +192,36 @@ async fn act(app: App, args: JobsActionArgs, action: BulkAction) -> CliResult {
         report.done, report.matched, report.scanned
     );
     Ok(())
+}
+
+/// The jobs of the filter's queue in its state, from the store's counts.
+async fn state_count(app: &App, f: &JobFilterArgs) -> Result<u64, CliError> {
+    Ok(app
+        .backend()
+        .stats()
+        .await?
+        .iter()
+        .filter(|s| s.queue == f.queue)
+        .map(|s| s.count(f.state))
+        .sum())
+}
+
+/// How many jobs `q` selects now, read a page at a time (what a bulk action would examine).
+async fn count_matching(app: &App, q: &JobQuery) -> Result<u64, CliError> {
+    let bar = progress_bar(0, "counting");
+    let (mut matching, mut cursor) = (0, None);
+    loop {
+        let page = app
+            .backend()
+            .list_jobs(q.clone(), cursor.take(), SCAN_MAX)
+            .await?;
+        matching += page.jobs.len() as u64;
+        bar.inc(page.scanned);
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    bar.finish_and_clear();
+    Ok(matching)
 }

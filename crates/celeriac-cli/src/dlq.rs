@@ -1,8 +1,25 @@
 //! `celeriac dlq`: listing, retrying and deleting dead letters.
 
 use crate::args::DlqCommand;
+use crate::confirm::{confirm, counted, Plan};
 use crate::support::{format_ms, progress_bar, CliError, CliResult};
-use celeriac::{App, JobId, QueueAdmin};
+use celeriac::{App, JobId, JobState, QueueAdmin};
+
+/// What to type to confirm an action on the dead letters of every queue.
+const ALL: &str = "all";
+
+/// The dead letters `queue` names, in words: `of queue `emails`` or `of every queue`.
+fn scope(queue: Option<&str>) -> String {
+    queue.map_or_else(|| "of every queue".into(), |q| format!("of queue `{q}`"))
+}
+
+/// That there are no dead letters where `queue` says.
+fn none_in(queue: Option<&str>) -> String {
+    queue.map_or_else(
+        || "no dead letters in any queue".into(),
+        |q| format!("no dead letters in queue `{q}`"),
+    )
+}
 
 pub(crate) async fn dlq(app: App, command: DlqCommand) -> CliResult {
     let backend = app.backend();
@@ -60,8 +77,33 @@ pub(crate) async fn dlq(app: App, command: DlqCommand) -> CliResult {
             }
         }
         DlqCommand::Retry {
-            group: Some(group), ..
+            group: Some(group),
+            yes,
+            ..
         } => {
+            let count = celeriac::bulk::dead_groups(backend.as_ref(), None)
+                .await?
+                .into_iter()
+                .find(|g| g.id == group)
+                .map_or(0, |g| g.count);
+            if count == 0 {
+                // A mistyped group as much as an empty one: no `nothing to do` here.
+                return Err(CliError(format!(
+                    "no dead letters in group `{group}` (see `celeriac dlq groups`)"
+                )));
+            }
+            let plan = Plan {
+                what: format!(
+                    "puts the {} of group {group} back in their queue to run again",
+                    counted(count, "dead letter", "dead letters")
+                ),
+                name: group.clone(),
+                count: Some(count),
+                none: format!("no dead letters in group `{group}` (see `celeriac dlq groups`)"),
+            };
+            if !confirm(yes.yes, &plan)? {
+                return Ok(());
+            }
             let n = celeriac::bulk::retry_dead_group(backend.as_ref(), &group, app.client().now())
                 .await?;
             crate::events::audit(
@@ -73,7 +115,9 @@ pub(crate) async fn dlq(app: App, command: DlqCommand) -> CliResult {
             .await;
             println!("{n} jobs of group {group} back in their queues");
         }
-        DlqCommand::Retry { ids, queue, .. } => {
+        DlqCommand::Retry {
+            ids, queue, yes, ..
+        } => {
             let ids: Vec<JobId> = if ids.is_empty() {
                 let mut all = Vec::new();
                 loop {
@@ -82,6 +126,20 @@ pub(crate) async fn dlq(app: App, command: DlqCommand) -> CliResult {
                         break;
                     }
                     all.extend(page.into_iter().map(|d| d.job.id));
+                }
+                // Every dead letter: the ids just read are what it touches.
+                let plan = Plan {
+                    what: format!(
+                        "puts the {} {} back in their queues to run again",
+                        counted(all.len() as u64, "dead letter", "dead letters"),
+                        scope(queue.as_deref())
+                    ),
+                    name: queue.clone().unwrap_or_else(|| ALL.into()),
+                    count: Some(all.len() as u64),
+                    none: none_in(queue.as_deref()),
+                };
+                if !confirm(yes.yes, &plan)? {
+                    return Ok(());
                 }
                 all
             } else {
@@ -108,10 +166,25 @@ pub(crate) async fn dlq(app: App, command: DlqCommand) -> CliResult {
             println!("{retried} jobs back in their queues");
         }
         DlqCommand::Purge { queue, yes } => {
-            if !yes {
-                return Err(CliError(
-                    "refusing to delete dead letters without --yes".into(),
-                ));
+            let count: u64 = backend
+                .stats()
+                .await?
+                .iter()
+                .filter(|s| queue.as_ref().is_none_or(|q| *q == s.queue))
+                .map(|s| s.count(JobState::Dead))
+                .sum();
+            let plan = Plan {
+                what: format!(
+                    "deletes the {} {} for good",
+                    counted(count, "dead letter", "dead letters"),
+                    scope(queue.as_deref())
+                ),
+                name: queue.clone().unwrap_or_else(|| ALL.into()),
+                count: Some(count),
+                none: none_in(queue.as_deref()),
+            };
+            if !confirm(yes.yes, &plan)? {
+                return Ok(());
             }
             let n = backend.purge_dead(queue.clone()).await?;
             crate::events::audit(

@@ -2,6 +2,7 @@
 //! queues.
 
 use crate::args::EnqueueArgs;
+use crate::confirm::{confirm, counted, thousands, Plan};
 use crate::support::{format_ms, CliError, CliResult};
 use celeriac::backend::{WorkflowRecord, WorkflowStore};
 use celeriac::workflow::FLOW_HEADER;
@@ -290,12 +291,29 @@ pub(crate) async fn resume(app: App, queue: &str) -> CliResult {
     Ok(())
 }
 
-/// `celeriac purge QUEUE --yes`.
+/// `celeriac purge QUEUE [--yes]`: says how many waiting jobs it deletes, and asks first.
 pub(crate) async fn purge(app: App, queue: &str, yes: bool) -> CliResult {
-    if !yes {
-        return Err(CliError(format!(
-            "refusing to delete the waiting jobs of `{queue}` without --yes"
-        )));
+    use celeriac::JobState as S;
+    let stats = app.backend().stats().await?;
+    let q = stats.iter().find(|s| s.queue == queue);
+    let [pending, scheduled, retrying] =
+        [S::Pending, S::Scheduled, S::Retrying].map(|st| q.map_or(0, |q| q.count(st)));
+    let waiting = pending + scheduled + retrying;
+    let plan = Plan {
+        what: format!(
+            "deletes the {} of queue `{queue}` ({} pending, {} scheduled, {} retrying; \
+             running jobs stay)",
+            counted(waiting, "waiting job", "waiting jobs"),
+            thousands(pending),
+            thousands(scheduled),
+            thousands(retrying),
+        ),
+        name: queue.to_string(),
+        count: Some(waiting),
+        none: format!("queue `{queue}` has no waiting jobs"),
+    };
+    if !confirm(yes, &plan)? {
+        return Ok(());
     }
     let n = app.backend().purge(queue).await?;
     crate::events::audit(

@@ -23,6 +23,7 @@ pub mod bench;
 mod breaker;
 mod browse;
 mod cache;
+mod confirm;
 mod dashboard;
 pub mod demo;
 mod dlq;
@@ -92,14 +93,23 @@ async fn run_inner(registry: Registry, default_url: Option<String>) -> ExitCode 
         _ => "warn",
     };
     init_logging(cli.log.as_deref().unwrap_or(default_log));
+    // A knob for the process tests, absent from release builds.
+    #[cfg(debug_assertions)]
     if let Some(path) = &cli.demo_stock_file {
         demo::set_stock_file(path.clone());
     }
+    // Whatever an error quotes, the store's password is not printed.
+    let secrets = cli
+        .url
+        .as_deref()
+        .or(default_url.as_deref())
+        .map(celeriac_core::redact::url_secrets)
+        .unwrap_or_default();
     // Boxed: the commands' futures nest deeply, and a box keeps callers' futures small.
     match Box::pin(dispatch(cli, registry, default_url)).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(CliError(msg)) => {
-            eprintln!("error: {msg}");
+            eprintln!("error: {}", celeriac_core::redact::text(&msg, &secrets));
             ExitCode::FAILURE
         }
     }
@@ -140,6 +150,8 @@ async fn dispatch(cli: Cli, registry: Registry, default_url: Option<String>) -> 
     let url = explicit.or(default_url.as_deref());
     match cli.command {
         Command::Worker(args) => {
+            // Before the store is opened: as root, a new SQLite file would be root's.
+            worker::refuse_root(args.allow_root)?;
             let file = args
                 .beat
                 .then_some(args.beat_args.file.schedules.as_deref())
@@ -199,7 +211,9 @@ async fn dispatch(cli: Cli, registry: Registry, default_url: Option<String>) -> 
         Command::Cancel { id } => jobs::cancel(app(url, registry).await?, &id).await,
         Command::Pause { queue } => jobs::pause(app(url, registry).await?, &queue).await,
         Command::Resume { queue } => jobs::resume(app(url, registry).await?, &queue).await,
-        Command::Purge { queue, yes } => jobs::purge(app(url, registry).await?, &queue, yes).await,
+        Command::Purge { queue, yes } => {
+            jobs::purge(app(url, registry).await?, &queue, yes.yes).await
+        }
         Command::Dlq { command } => dlq::dlq(app(url, registry).await?, command).await,
         Command::Cache { command } => cache::cache(app(url, registry).await?, command).await,
         Command::Tasks => {

@@ -28,6 +28,29 @@ pub(crate) async fn wait_for_signal() {
     }
 }
 
+/// Why a worker does not run as root, and what to do instead.
+#[cfg(unix)]
+const AS_ROOT: &str = "refusing to run a worker as root: the tasks it runs would have every \
+     privilege on this host. Run it as an unprivileged user (in a container, a `USER` line in \
+     the Dockerfile), or pass --allow-root (CELERIAC_ALLOW_ROOT=true) to run it as root anyway";
+
+/// Refuses to go on as root (effective user id 0) unless `allow_root` says so: a worker runs
+/// application code on data from the store.
+pub(crate) fn refuse_root(allow_root: bool) -> CliResult {
+    #[cfg(unix)]
+    if nix::unistd::geteuid().is_root() {
+        if !allow_root {
+            return Err(CliError(AS_ROOT.into()));
+        }
+        tracing::warn!(
+            "running as root (--allow-root): every task has every privilege on this host"
+        );
+    }
+    #[cfg(not(unix))]
+    let _ = allow_root;
+    Ok(())
+}
+
 pub(crate) async fn worker(app: App, args: WorkerArgs) -> CliResult {
     let (queues, weights) = split_weights(&args.queues)?;
     let mut config = WorkerConfig {

@@ -337,7 +337,7 @@ fn breaker_status_and_overrides_from_the_command_line() {
         serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("JSON")
     };
     assert!(status("partner")["state"].is_null(), "no record yet");
-    let out = common::celeriac(&url, &["breaker", "force-open", "partner"]);
+    let out = common::celeriac(&url, &["breaker", "force-open", "partner", "--yes"]);
     assert!(out.status.success(), "{}", common::stderr(&out));
     assert!(
         common::stdout(&out).contains("forced_open"),
@@ -345,7 +345,7 @@ fn breaker_status_and_overrides_from_the_command_line() {
         common::stdout(&out)
     );
     assert_eq!(status("partner")["state"], "forced_open");
-    let out = common::celeriac(&url, &["breaker", "reset", "partner"]);
+    let out = common::celeriac(&url, &["breaker", "reset", "partner", "--yes"]);
     assert!(out.status.success(), "{}", common::stderr(&out));
     assert_eq!(status("partner")["state"], "closed");
     let out = common::celeriac(&url, &["breaker", "status", ""]);

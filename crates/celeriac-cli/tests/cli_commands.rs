@@ -129,6 +129,7 @@ fn enqueue_work_inspect_and_dead_letters_round_trip() {
             "--poll-interval",
             "20ms",
         ])
+        .env("CELERIAC_ALLOW_ROOT", "true")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()

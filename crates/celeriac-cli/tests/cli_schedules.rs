@@ -172,6 +172,7 @@ fn worker_with_beat_runs_the_jobs_its_schedule_fires() {
         .arg(&f)
         .args(["--queues", "emails", "--poll-interval", "20ms"])
         .env_remove("CELERIAC_URL")
+        .env("CELERIAC_ALLOW_ROOT", "true")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

@@ -44,6 +44,8 @@ fn celeriac_cmd_at(url: &str, fake: Fake<'_>, log: &Path, level: &str) -> Comman
     }
     cmd.env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
         .env_remove("CELERIAC_URL")
+        // Its workers run as root when the tests do.
+        .env("CELERIAC_ALLOW_ROOT", "true")
         .args(["--url", url, "--log", level])
         .stderr(Stdio::from(
             std::fs::File::create(log).expect("log file created"),

@@ -43,12 +43,23 @@
 //!   `SharedRecord`'s rules; rows expire by the caller's `now` and are swept by `reap`.
 //!
 //! URLs: `sqlite://relative/path.db`, `sqlite:///absolute/path.db`, `sqlite::memory:`, with
-//! optional `?synchronous=full|normal&busy_timeout_ms=10000&dead_ttl_s=604800&dead_max=100000`.
+//! optional `?synchronous=full|normal&busy_timeout_ms=10000&dead_ttl_s=604800&dead_max=100000`
+//! and `&mode=0600`.
+//!
+//! - **Private files**: a new database file is created readable and writable by its owner
+//!   only (`0600`, whatever the umask), and SQLite gives its `-wal` and `-shm` the same mode;
+//!   `?mode=0640` (octal, the owner keeping read and write) lets a group read it. An existing
+//!   file keeps its mode.
 //!
 //! - **Retention**: `reap` deletes finished jobs past their retention, dead letters past
 //!   `dead_ttl_s` and the oldest dead letters of a queue beyond `dead_max`, in transactions of
 //!   at most 1,000 rows each, one after another until none is due; the WAL is truncated after
 //!   checkpoints to [`WAL_SIZE_LIMIT`] bytes.
+//! - **Damaged rows** (written by hand, by another program or a failing disk; see `decode.rs`):
+//!   a job whose row does not read goes to the dead letters with the reason
+//!   (`undecodable_job`, naming the column) when a claim or a reap meets it, and the other
+//!   jobs go on; listings show it with the task `<unreadable>`. Limiter and breaker state,
+//!   counts, sketches and cached values that do not read count as absent.
 
 mod admin;
 mod breakers;
@@ -57,8 +68,10 @@ mod browse;
 mod clock;
 mod coordinator;
 mod counts;
+mod decode;
 mod events;
 mod fault;
+mod file_mode;
 mod health;
 mod history;
 mod kv;
@@ -79,6 +92,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use writer::Writer;
+
+pub use file_mode::DEFAULT_FILE_MODE;
 
 /// How SQLite syncs commits to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -104,6 +119,10 @@ pub struct SqliteConfig {
     pub dead_ttl: Duration,
     /// Most dead letters a queue keeps; a reap drops the oldest beyond it.
     pub dead_max: u64,
+    /// The permissions a new database file is created with ([`DEFAULT_FILE_MODE`], owner
+    /// only, unless `?mode=` says otherwise); its `-wal` and `-shm` get the same. An existing
+    /// file keeps its own.
+    pub file_mode: u32,
 }
 
 /// Bytes the `-wal` file is truncated to after a checkpoint (`PRAGMA journal_size_limit`).
@@ -121,6 +140,7 @@ impl Default for SqliteConfig {
             busy_timeout: Duration::from_secs(10),
             dead_ttl: Duration::from_secs(7 * 24 * 3600),
             dead_max: DEFAULT_DEAD_MAX,
+            file_mode: DEFAULT_FILE_MODE,
         }
     }
 }
@@ -198,6 +218,7 @@ impl SqliteConfig {
                         )
                     })?;
                 }
+                "mode" => config.file_mode = file_mode::parse(v)?,
                 other => {
                     return Err(Error::config(
                         "url",
@@ -324,6 +345,7 @@ fn open_connection(config: &SqliteConfig) -> Result<Connection> {
                     ));
                 }
             }
+            file_mode::create(p, config.file_mode)?;
             Connection::open_with_flags(
                 p,
                 OpenFlags::SQLITE_OPEN_READ_WRITE

@@ -11,7 +11,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// Runs `celeriac --url <url> <args>` to the end, with no `CELERIAC_*` settings from the
-/// environment that would change what it does.
+/// environment that would change what it does (stdin is not a terminal: a command that asks
+/// for confirmation refuses without `--yes`). A worker may run as root: the tests do.
 pub fn celeriac(url: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_celeriac"))
         .arg("--url")
@@ -19,6 +20,8 @@ pub fn celeriac(url: &str, args: &[&str]) -> Output {
         .args(args)
         .env_remove("CELERIAC_URL")
         .env_remove("CELERIAC_SCHEDULES")
+        .env_remove("CELERIAC_YES")
+        .env("CELERIAC_ALLOW_ROOT", "true")
         .output()
         .expect("the celeriac binary runs")
 }
@@ -81,7 +84,8 @@ impl WorkerProc {
         Self::spawn_on(url, id, "emails", extra)
     }
 
-    /// A worker for one queue (16 slots unless `extra` says `--concurrency`).
+    /// A worker for one queue (16 slots unless `extra` says `--concurrency`), allowed to run
+    /// as root (the tests do).
     pub fn spawn_on(url: &str, id: &str, queue: &str, extra: &[&str]) -> Self {
         let concurrency: &[&str] = if extra.contains(&"--concurrency") {
             &[]
@@ -94,6 +98,7 @@ impl WorkerProc {
             .args(concurrency)
             .args(extra)
             .env_remove("CELERIAC_URL")
+            .env("CELERIAC_ALLOW_ROOT", "true")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
