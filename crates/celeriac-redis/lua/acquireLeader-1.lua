@@ -7,8 +7,26 @@
 -- Returns: the token while `holder` holds the lease (kept on renewal, one more than the last
 -- holder's when it changes hands), or false when another holder's lease runs past now.
 
+-- A spoiled lease is repaired, never a Lua error: a key of another type is replaced, and a
+-- token that is not a decimal integer restarts from now (ms), above any counter a past holder
+-- can hold; an until that is not one counts as expired.
+
+local function int_of(x)
+  if type(x) == 'string' and #x <= 17 and string.find(x, '^%-?%d+$') then
+    return tonumber(x)
+  end
+  return nil
+end
+
+if type(redis.pcall('HLEN', KEYS[1])) == 'table' then
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[1], 'token', ARGV[2])
+end
 local lease = redis.call('HMGET', KEYS[1], 'holder', 'token', 'until')
-local holder, token, untl = lease[1], tonumber(lease[2]), tonumber(lease[3])
+local holder, token, untl = lease[1], int_of(lease[2]), int_of(lease[3])
+if lease[2] and not token then
+  redis.call('HSET', KEYS[1], 'token', ARGV[2])
+end
 if holder == ARGV[1] and token then
   redis.call('HSET', KEYS[1], 'until', ARGV[3])
   return token

@@ -10,7 +10,11 @@
 -- Returns: {allowed 1|0, leases live after the call, first lease end (ms), last lease end
 --          (ms)} (both ends are now when none is live).
 
+-- A spoiled set is repaired, never a Lua error: a key of another type is dropped (its permits
+-- are gone), and the TTL is capped, so a lease end far in the future cannot make PEXPIRE fail.
+
 local now = tonumber(ARGV[3])
+if type(redis.pcall('ZCARD', KEYS[1])) == 'table' then redis.call('DEL', KEYS[1]) end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local allowed = 0
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
@@ -26,6 +30,6 @@ local first, last = now, now
 if n > 0 then
   first = tonumber(redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2])
   last = tonumber(redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2])
-  redis.call('PEXPIRE', KEYS[1], math.max(last - now, 1))
+  redis.call('PEXPIRE', KEYS[1], string.format('%.0f', math.min(math.max(last - now, 1), 1e15)))
 end
 return { allowed, n, first, last }

@@ -11,7 +11,11 @@
 
 local id, now, channel = ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local key = PREFIX .. id
-local f = redis.call('HMGET', key, 's', 'q', 'tt', 'd')
+local f, kind = read_record(key, 's', 'q', 'tt', 'd')
+if not f then
+  return redis.error_reply('ERR job ' .. id .. ': its key holds a ' .. tostring(kind) ..
+    ', not a job record')
+end
 local state = f[1]
 if state == false then return {'missing', false} end
 if state == '2' then
@@ -19,7 +23,7 @@ if state == '2' then
   return {'requested', false}
 end
 if state == '0' then
-  redis.call('ZREM', K_READY, ready_member(f[2] or 0, id))
+  remove_ready(id, f[2])
 elseif state == '1' then
   redis.call('ZREM', K_SCHED, id)
 elseif state == '3' then

@@ -10,7 +10,8 @@ local ids, tokens = id_token_pairs(2)
 local held = held_tokens(ids)
 local out = {}
 for n, id in ipairs(ids) do
-  if token_of(held[n]) == tokens[n] and redis.call('HGET', PREFIX .. id, 'cx') == '1' then
+  -- pcall: a key that is not a hash (malformed) asks nothing, and fails no other lease.
+  if token_of(held[n]) == tokens[n] and redis.pcall('HGET', PREFIX .. id, 'cx') == '1' then
     out[#out + 1] = id
   end
 end

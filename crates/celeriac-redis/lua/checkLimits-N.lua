@@ -19,6 +19,9 @@
 --         3 fixed window), limit, window (ms), GCRA interval (µs), GCRA tolerance (µs).
 -- ARGV[2] the decisions (at most 64 a call, so the work per call is bounded), each as
 --         doubles: n (its quotas), now (ms), cost, then n quota numbers (from 1, into ARGV[1]).
+-- Spoiled states (another process's writing): a number that is not finite, a state more than
+-- an hour ahead of the caller's clock, or a key of another type reads as a fresh state, so no
+-- key is denied forever; this is the one departure from the maths in Rust.
 -- Returns: one string of 5 doubles per decision, in order: allowed 1|0, index of the reported
 --          (most restrictive) quota from 0, remaining, reset after (ms), retry after (ms, -1
 --          when allowed). Decisions are made one after the other, exactly as separate calls.
@@ -49,9 +52,15 @@ local function clamp(x)
 end
 
 -- One quota: allowed, remaining, reset, retry, new a, b, c, ttl (ms).
+-- A state further ahead of the caller's clock than any state a fleet can write (a TAT past
+-- now + tolerance, a window starting after now, each with an hour of slack for clocks that
+-- disagree) was spoiled: it reads as fresh rather than denying its key until then.
+local SLACK_MS = 3600000
+
 local function check(alg, limit, w, t, tau, a, b, c)
   if alg == 1 then
     local now_us = now * 1000
+    if a > now_us + tau + SLACK_MS * 1000 then a = 0 end
     local tat = math.max(a, now_us)
     local new = tat + t * cost
     local allow_at = new - tau
@@ -63,6 +72,7 @@ local function check(alg, limit, w, t, tau, a, b, c)
     return false, clamp(idiv(tau - (tat - now_us), t)), reset, ceil_ms(allow_at - now_us),
       a, b, c, math.max(reset, 1)
   end
+  if a > now + SLACK_MS then a, b, c = 0, 0, 0 end
   local start = idiv(now, w) * w
   if alg == 3 then
     local count = 0
@@ -139,19 +149,30 @@ end
 local time = redis.call('TIME')
 local clock = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 
+-- A stored number that is not finite (a NaN or an infinity another process wrote, which would
+-- deny a key forever) reads as 0, a fresh state.
+local HUGE = math.huge
+local function finite(x)
+  if x ~= x or x == HUGE or x == -HUGE then return 0 end
+  return x
+end
+
 -- A stored state: a, b, c, and when its key expires by Redis's clock (0 if unknown).
 local function load(stored, alg)
-  if not stored then return 0, 0, 0, 0 end
+  if type(stored) ~= 'string' then return 0, 0, 0, 0 end
   if #stored == 32 then
     -- Byte 8 is the top of a's double (0 for 0, 0x3F-0x43 for the values a takes); in text
     -- it is a digit, '-' or ':'.
     local top = string.byte(stored, 8)
-    if top ~= 45 and (top < 48 or top > 58) then return sunpack('<dddd', stored) end
+    if top ~= 45 and (top < 48 or top > 58) then
+      local a, b, c, expires = sunpack('<dddd', stored)
+      return finite(a), finite(b), finite(c), finite(expires)
+    end
   end
   -- Text from an older build: "<tat>" or "a:b:c".
-  if alg == 1 then return tonumber(stored) or 0, 0, 0, 0 end
+  if alg == 1 then return finite(tonumber(stored) or 0), 0, 0, 0 end
   local x, y, z = string.match(stored, '^(%-?%d+):(%-?%d+):(%-?%d+)$')
-  if x then return tonumber(x), tonumber(y), tonumber(z), 0 end
+  if x then return finite(tonumber(x)), finite(tonumber(y)), finite(tonumber(z)), 0 end
   return 0, 0, 0, 0
 end
 
@@ -188,7 +209,7 @@ local function decide(k0, n, q, pos)
       quota = quotas[q]
     end
     local alg = quota[1]
-    local a, b, c, expires = load(redis.call('GET', KEYS[k0 + i]), alg)
+    local a, b, c, expires = load(redis.pcall('GET', KEYS[k0 + i]), alg)
     local ok, rem, reset, retry, na, nb, nc, ttl = check(alg, quota[2], quota[3], quota[4],
       quota[5], a, b, c)
     states[i] = { na, nb, nc, ttl, expires }
@@ -209,7 +230,9 @@ local function decide(k0, n, q, pos)
 end
 
 local pos, k0 = 1, 0
-local byte, call = string.byte, redis.call
+-- GET through pcall: a key of the wrong type (another process's doing) reads as no state and
+-- is overwritten by the next allowed call, instead of failing every decision of the batch.
+local byte, call, pcall_ = string.byte, redis.call, redis.pcall
 while pos <= #decisions do
   local n, q
   n, now, cost, q, pos = sunpack('<dddd', decisions, pos)
@@ -219,18 +242,22 @@ while pos <= #decisions do
     -- reply() line for line without calling them (function calls were a tenth of a
     -- decision's cost in Redis).
     local key = KEYS[k0 + 1]
-    local stored = call('GET', key)
+    local stored = pcall_('GET', key)
     local tat, expires = 0, 0
-    if stored then
+    if type(stored) == 'string' then
       local top = #stored == 32 and byte(stored, 8)
       if top and top ~= 45 and (top < 48 or top > 58) then
         tat, expires = sunpack('<d', stored), sunpack('<d', stored, 25)
       else
         tat = tonumber(stored) or 0
       end
+      -- Not finite (spoiled): a fresh state, as load() reads it.
+      if tat ~= tat or tat == HUGE or tat == -HUGE then tat = 0 end
+      if expires ~= expires or expires == HUGE or expires == -HUGE then expires = 0 end
     end
     local t, tau = quota[4], quota[5]
     local now_us = now * 1000
+    if tat > now_us + tau + SLACK_MS * 1000 then tat = 0 end
     if tat < now_us then tat = now_us end
     local new = tat + t * cost
     if new - tau <= now_us then

@@ -19,9 +19,10 @@
 -- Reads first: the ready jobs are looked at in place (ZRANGE, not ZPOPMIN) and every decision
 -- is made before the first write; then jobs are added to `active` before they leave `ready`.
 -- An error at any point leaves every job in a set (includes/common.lua, "Errors").
--- A job whose record is malformed (a count missing or not a number, no spec, or a spec that
--- is not JSON when task limits need its task) goes to the dead letters with the reason; the
--- rest of the batch is claimed.
+-- A job whose record is malformed (a count missing or not an integer, a number out of its
+-- range, no spec, a spec that is not JSON when task limits need its task, a state other than
+-- pending, or a key that is not a hash) goes to the dead letters with the reason; the rest of
+-- the batch is claimed.
 -- Bounded: promotes at most BATCH due jobs per source set, and looks at most at BATCH ready
 -- jobs it does not claim.
 
@@ -40,11 +41,14 @@ local function promote(from)
   local seq = redis.call('HINCRBY', K_META, 'seq', #due) - #due
   for i, id in ipairs(due) do
     local key = PREFIX .. id
-    local f = redis.call('HMGET', key, 'pr', 'r', 's')
-    -- A record that is gone has nothing to run; a malformed one is judged when claimed.
-    if f[1] or f[2] or f[3] then
+    local f, kind = read_record(key, 'pr', 'r', 's')
+    -- A record that is gone has nothing to run; a malformed one is judged when claimed, but
+    -- one that is not a hash at all cannot be queued and ends here.
+    if not f then
+      dead_foreign(id, key, now, dead_ttl, channel, kind)
+    elseif f[1] or f[2] or f[3] then
       redis.call('HSET', key, 's', '0', 'q', num(seq + i))
-      add_ready(id, tonumber(f[1]) or 5, tonumber(f[2]) or now, seq + i)
+      add_ready(id, int_of(f[1]) or 5, int_of(f[2]) or now, seq + i)
     end
   end
   zrem_all(from, due)
@@ -93,9 +97,18 @@ while #claims < limit and looked - #claims < BATCH do
     looked = looked + 1
     local id = id_of(member)
     local key = PREFIX .. id
-    local f = redis.call('HMGET', key, 'x', 'a', 'd', 'p', 'm', 'tt', 'r', 'pr', 'st', 'cx', 'uk', 'um', 's')
-    local why = malformed(f[2], f[5], f[1], f[6], f[7], f[8])
-    if not why and not f[3] then why = 'field `d` (spec) is missing' end
+    local f, kind = read_record(key, 'x', 'a', 'd', 'p', 'm', 'tt', 'r', 'pr', 'st', 'cx', 'uk', 'um', 's')
+    local why = nil
+    if not f then
+      f = {}
+    else
+      why = malformed(f[2], f[5], f[1], f[6], f[7], f[8])
+      if not why and not f[3] then why = 'field `d` (spec) is missing' end
+      if not why and f[13] ~= '0' then
+        why = 'field `s` (state) is ' .. (f[13] and ('`' .. f[13] .. '`') or 'missing') ..
+          ', not pending (0), for a job in the ready set'
+      end
+    end
     local task = nil
     if not why and limited then
       local ok, spec = pcall(cjson.decode, f[3])
@@ -105,7 +118,10 @@ while #claims < limit and looked - #claims < BATCH do
         task = spec.task
       end
     end
-    if not (f[2] or f[3] or f[13]) then
+    if kind then
+      ends[#ends + 1] = {'t', id, key, kind}
+      leaving[#leaving + 1] = member
+    elseif not (f[2] or f[3] or f[13]) then
       -- The job's record is gone (purged underneath); nothing to run.
       leaving[#leaving + 1] = member
     elseif f[10] == '1' then
@@ -134,6 +150,8 @@ for _, e in ipairs(ends) do
     end_cancelled(id, key, now, channel)
   elseif kind == 'm' then
     dead_malformed(id, key, now, dead_ttl, channel, e[4], e[5])
+  elseif kind == 't' then
+    dead_foreign(id, key, now, dead_ttl, channel, e[4])
   else
     local ttl = ttl_of(e[4])
     redis.call('HSET', key, 's', '8', 'f', now_s, 'ek', 'expired',
@@ -156,8 +174,8 @@ for _, c in ipairs(claims) do
     redis.call('HSET', K_META, 'lim:' .. id, task)
   end
   token = token + 1
-  local attempts = tonumber(f[2]) + 1
-  local started = f[9] or now_s
+  local attempts = int_of(f[2]) + 1
+  local started = (int_of(f[9]) and f[9]) or now_s
   redis.call('HSET', key, 's', '2', 'a', attempts, 'w', worker, 'st', started)
   leased[#leased + 1] = lease_until
   leased[#leased + 1] = id

@@ -16,7 +16,9 @@
 --   (a stale completion changes nothing).
 -- The tokens of the whole batch are checked in one call; successes that keep no record are
 -- deleted together. Kept records expire by themselves (PEXPIRE) and are indexed by keep_until
--- for counting. Finished jobs are published on the channel.
+-- for counting. Finished jobs are published on the channel. A job whose key no longer holds a
+-- hash ends as a dead letter saying so (whatever the outcome), and the rest of the batch is
+-- recorded.
 
 local now, dead_ttl, channel = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local ids = {}
@@ -42,9 +44,15 @@ for n, id in ipairs(ids) do
     if kind == 's' and ARGV[i + 4] ~= '1' then
       drop[#drop + 1] = key
     else
-      local cur = redis.call('HMGET', key, 'tt', 'a', 'cx')
+      local cur, foreign = read_record(key, 'tt', 'a', 'cx')
+      cur = cur or {}
       local ttl = ttl_of(cur[1])
-      if kind == 's' then
+      -- The attempt the error belongs to; a record without attempts (malformed: the next
+      -- claim or reap dead-letters it) records 0, as HSET takes no nil.
+      local attempt = cur[2] or '0'
+      if foreign then
+        dead_foreign(id, key, now, dead_ttl, channel, foreign)
+      elseif kind == 's' then
         redis.call('HSET', key, 's', '4', 'f', num(now), 'res', ARGV[i + 3])
         redis.call('HDEL', key, 'ek', 'em', 'ea')
         redis.call('PEXPIRE', key, num(ttl))
@@ -52,15 +60,15 @@ for n, id in ipairs(ids) do
         redis.call('PUBLISH', channel, id)
       elseif kind == 'r' and cur[3] == '1' then
         -- Asked to stop: no further attempt.
-        redis.call('HSET', key, 'ek', ARGV[i + 4], 'em', ARGV[i + 5], 'ea', cur[2])
+        redis.call('HSET', key, 'ek', ARGV[i + 4], 'em', ARGV[i + 5], 'ea', attempt)
         end_cancelled(id, key, now, channel)
       elseif kind == 'r' then
-        redis.call('HSET', key, 's', '3', 'r', ARGV[i + 3], 'ek', ARGV[i + 4], 'em', ARGV[i + 5], 'ea', cur[2])
+        redis.call('HSET', key, 's', '3', 'r', ARGV[i + 3], 'ek', ARGV[i + 4], 'em', ARGV[i + 5], 'ea', attempt)
         redis.call('HDEL', key, 'w')
         redis.call('ZADD', K_RETRY, ARGV[i + 3], id)
         wake_needed = true
       elseif kind == 'f' or kind == 'd' then
-        redis.call('HSET', key, 'f', num(now), 'ek', ARGV[i + 4], 'em', ARGV[i + 5], 'ea', cur[2])
+        redis.call('HSET', key, 'f', num(now), 'ek', ARGV[i + 4], 'em', ARGV[i + 5], 'ea', attempt)
         if kind == 'd' then
           redis.call('HSET', key, 's', '6')
           redis.call('PEXPIRE', key, num(dead_ttl))
@@ -74,7 +82,7 @@ for n, id in ipairs(ids) do
       elseif kind == 'e' and cur[3] == '1' then
         end_cancelled(id, key, now, channel)
       elseif kind == 'e' then
-        local attempts = math.max((tonumber(cur[2]) or 1) - 1, 0)
+        local attempts = math.max((int_of(cur[2]) or 1) - 1, 0)
         redis.call('HSET', key, 's', '1', 'r', ARGV[i + 3], 'a', num(attempts))
         redis.call('HDEL', key, 'w')
         redis.call('ZADD', K_SCHED, ARGV[i + 3], id)

@@ -4,7 +4,8 @@
 -- `-12` counts the twelve. Job and unique keys come from the prefix: safe because of the guard.
 -- ARGV[1] job-key prefix, ARGV[2..] job ids (at most BATCH).
 -- Returns: how many were deleted. An active job (leased) is left alone: cancel it first. A
--- unique key the job held is released.
+-- unique key the job held is released. A key that holds something other than a hash is left
+-- alone too (its state cannot be read; a claim or reap dead-letters it).
 
 local SETS = {
   ['1'] = K_SCHED, ['3'] = K_RETRY, ['4'] = K_SUCCEEDED, ['5'] = K_FAILED,
@@ -14,11 +15,11 @@ local deleted = 0
 for i = 2, #ARGV do
   local id = ARGV[i]
   local key = PREFIX .. id
-  local f = redis.call('HMGET', key, 's', 'q', 'uk', 'um')
+  local f = read_record(key, 's', 'q', 'uk', 'um') or {}
   local state = f[1]
   if state and state ~= '2' then
     if state == '0' then
-      redis.call('ZREM', K_READY, ready_member(f[2], id))
+      remove_ready(id, f[2])
     elseif SETS[state] then
       redis.call('ZREM', SETS[state], id)
     end

@@ -21,19 +21,24 @@ local now = tonumber(ARGV[2])
 local W = 11
 local n = (#ARGV - 2) / W
 
--- The job holding a unique key, if the key is still held, and how.
+-- The job holding a unique key, if the key is still held, and how. A key whose value does not
+-- read (not a string, no window end) holds nothing: the new job takes it over.
 local function live_holder(ukey)
-  local v = redis.call('GET', UPREFIX .. ukey)
-  if not v then return nil end
+  local v = redis.pcall('GET', UPREFIX .. ukey)
+  if type(v) ~= 'string' then return nil end
   local mode, holder = string.sub(v, 1, 1), string.sub(v, 3)
   if mode == 'w' then
     -- `w|<id>|<until>`: held until the window ends by the caller's clock.
     local bar = string.find(holder, '|', 1, true)
-    local until_ms = tonumber(string.sub(holder, bar + 1))
-    if until_ms > now then return string.sub(holder, 1, bar - 1), mode end
-    return nil
+    local until_ms = bar and int_of(string.sub(holder, bar + 1))
+    holder = bar and string.sub(holder, 1, bar - 1)
+    if not (until_ms and until_ms > now) then return nil end
   end
-  local s = redis.call('HGET', PREFIX .. holder, 's')
+  -- Job ids are UUIDs: anything else in the value names no job.
+  if not string.find(holder, '^%x+%-%x+%-%x+%-%x+%-%x+$') then return nil end
+  if mode == 'w' then return holder, mode end
+  local s = redis.pcall('HGET', PREFIX .. holder, 's')
+  if type(s) ~= 'string' then return nil end
   if mode == 'f' then
     if s and s ~= '4' and s ~= '5' and s ~= '6' and s ~= '7' and s ~= '8' then return holder, mode end
   elseif s == '0' or s == '1' then
@@ -77,7 +82,7 @@ for i = 3, #ARGV, W do
       local h = redis.call('HMGET', hkey, 's', 'q')
       if h[1] == '0' or h[1] == '1' then
         local at = now + tonumber(ums)
-        redis.call('ZREM', K_READY, ready_member(h[2] or 0, holder))
+        if h[1] == '0' then remove_ready(holder, h[2]) end
         redis.call('HSET', hkey, 'p', ARGV[i + 7], 'r', num(at), 's', '1')
         redis.call('ZADD', K_SCHED, num(at), holder)
       end

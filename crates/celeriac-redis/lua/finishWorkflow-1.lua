@@ -10,13 +10,17 @@
 
 local key = KEYS[1]
 local id, now, kind, value, channel = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
-local f = redis.call('HMGET', key, 's', 't')
+local f = redis.pcall('HMGET', key, 's', 't')
+-- A key that is not a hash is no running workflow.
+if f.err then return 0 end
 if f[1] ~= '0' then return 0 end
 if kind == 's' then
   redis.call('HSET', key, 's', '1', 'r', value, 'f', num(now))
 else
   redis.call('HSET', key, 's', '2', 'e', value, 'f', num(now))
 end
-redis.call('PEXPIRE', key, num(math.max(tonumber(f[2] or '0'), 1)))
+-- A ttl that does not read as an integer (a spoiled record) keeps the record one day.
+local ttl = int_of(f[2]) or 86400000
+redis.call('PEXPIRE', key, num(math.min(math.max(ttl, 1), 1e15)))
 redis.call('PUBLISH', channel, id)
 return 1

@@ -10,10 +10,13 @@
 -- Returns: 1 if the lock was taken for the token, 0 while another lease (or this token's own)
 -- runs past now.
 
-local held = redis.call('GET', KEYS[1])
-if held then
+-- A value that does not read as `<until>|<token>` with a decimal until (another type, `nan`,
+-- `inf`, text) holds nothing: the lock is free and the SET below replaces it.
+local held = redis.pcall('GET', KEYS[1])
+if type(held) == 'string' then
   local bar = string.find(held, '|', 1, true)
-  local untl = bar and tonumber(string.sub(held, 1, bar - 1))
+  local digits = bar and string.sub(held, 1, bar - 1)
+  local untl = digits and #digits <= 17 and string.find(digits, '^%-?%d+$') and tonumber(digits)
   if untl and untl > tonumber(ARGV[2]) then
     return 0
   end

@@ -13,8 +13,9 @@
 --   calls again).
 -- Bounded: at most BATCH expired leases, BATCH index entries per set and BATCH dropped dead
 -- letters per call. Recovery is by lease expiry alone.
--- A leased job whose record is malformed (attempts or max attempts missing or not a number)
--- goes to the dead letters with the reason, so one bad record never stops the queue's reaps.
+-- A leased job whose record is malformed (attempts or max attempts missing or not a count,
+-- a run-at or priority that is not an integer in its range, or a key that is not a hash) goes
+-- to the dead letters with the reason, so one bad record never stops the queue's reaps.
 
 local now, dead_ttl, channel = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local dead_max = tonumber(ARGV[5])
@@ -22,9 +23,13 @@ local expired = redis.call('ZRANGEBYSCORE', K_ACTIVE, '-inf', '(' .. num(now), '
 local requeued, dead, ended = 0, 0, {}
 for _, id in ipairs(expired) do
   local key = PREFIX .. id
-  local f = redis.call('HMGET', key, 'a', 'm', 'cx', 's', 'd', 'pr', 'r')
-  local why = malformed(f[1], f[2], nil, nil, f[7], f[6])
-  if not (f[1] or f[4] or f[5]) then
+  local f, kind = read_record(key, 'a', 'm', 'cx', 's', 'd', 'pr', 'r')
+  local why = f and malformed(f[1], f[2], nil, nil, f[7], f[6])
+  if not f then
+    local e = dead_foreign(id, key, now, dead_ttl, channel, kind)
+    dead = dead + 1
+    ended[#ended + 1] = {id, '6', false, e[1], e[2], e[3]}
+  elseif not (f[1] or f[4] or f[5]) then
     -- Record gone; only the index entry is left.
   elseif f[3] == '1' then
     end_cancelled(id, key, now, channel)
@@ -33,7 +38,7 @@ for _, id in ipairs(expired) do
     local e = dead_malformed(id, key, now, dead_ttl, channel, why, f[1])
     dead = dead + 1
     ended[#ended + 1] = {id, '6', f[5], e[1], e[2], e[3]}
-  elseif tonumber(f[1]) >= tonumber(f[2]) then
+  elseif int_of(f[1]) >= int_of(f[2]) then
     local ek, em = 'lease_expired', 'the worker stopped heartbeating and no attempts are left'
     redis.call('HSET', key, 's', '6', 'f', num(now), 'ek', ek, 'em', em, 'ea', f[1])
     redis.call('PEXPIRE', key, num(dead_ttl))

@@ -10,15 +10,20 @@
 --   Rh, Wh   largest run or wait time (kept if larger)
 --   other    a count (HINCRBY): e s o r f d c, Rz and Wz (zeros), R<i> and W<i> (sketch buckets)
 -- Returns the number of fields given.
+-- A spoiled bucket is repaired, never a Lua error: a key of another type is dropped, and a
+-- field that does not add (not a number) takes the value given.
 
 local n = #KEYS
 for k = 1, n do
   local key = KEYS[k]
+  if type(redis.pcall('HLEN', key)) == 'table' then redis.call('DEL', key) end
   for i = n + 1, #ARGV, 2 do
     local field, value = ARGV[i], ARGV[i + 1]
     local code = string.sub(field, 1, 2)
     if code == 'Rs' or code == 'Ws' then
-      redis.call('HINCRBYFLOAT', key, field, value)
+      if type(redis.pcall('HINCRBYFLOAT', key, field, value)) == 'table' then
+        redis.call('HSET', key, field, value)
+      end
     elseif code == 'Rl' or code == 'Wl' or code == 'Rh' or code == 'Wh' then
       local cur = tonumber(redis.call('HGET', key, field))
       local v = tonumber(value)
@@ -26,8 +31,8 @@ for k = 1, n do
       if v and (not cur or (low and v < cur) or (not low and v > cur)) then
         redis.call('HSET', key, field, value)
       end
-    else
-      redis.call('HINCRBY', key, field, value)
+    elseif type(redis.pcall('HINCRBY', key, field, value)) == 'table' then
+      redis.call('HSET', key, field, value)
     end
   end
   redis.call('PEXPIRE', key, ARGV[k])

@@ -14,7 +14,7 @@ if ARGV[15] ~= '' and calls > 0 then
   local c, f, s = 0, 0, 0
   if old then
     local a, b, d = string.match(old, '^(%d+)|(%d+)|(%d+)$')
-    c, f, s = tonumber(a or 0), tonumber(b or 0), tonumber(d or 0)
+    c, f, s = stored(a, 0), stored(b, 0), stored(d, 0)
   end
   redis.call('HSET', K_SIGNALS, field,
     num(c + calls) .. '|' .. num(f + tonumber(ARGV[17])) .. '|' .. num(s + tonumber(ARGV[18])))

@@ -5,7 +5,8 @@
 -- but passed as in every breaker script.
 -- Returns: the state (see includes/breaker.lua), or false when there is no state hash.
 
-local exp = tonumber(redis.call('HGET', K_STATE, 'exp'))
+repair()
+local exp = stored(redis.call('HGET', K_STATE, 'exp'), nil)
 if not exp or exp <= NOW then return false end
 local r = load()
 if r.st == OPEN and NOW >= r.untl then r.st, r.gen = HALF_OPEN, r.gen + 1 end

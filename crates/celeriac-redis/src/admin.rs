@@ -1,6 +1,6 @@
 //! [`QueueAdmin`] for Redis: pause, resume, counts, purge and the dead letters.
 
-use crate::codec::{self, Fields};
+use crate::codec;
 use crate::conn::map_err;
 use crate::{num, RedisBackend};
 use celeriac_core::backend::{JobPage, JobQuery, QueueAdmin, QueueStats};
@@ -8,7 +8,6 @@ use celeriac_core::clock::UnixMs;
 use celeriac_core::error::Result;
 use celeriac_core::job::{JobId, JobInfo, JobState};
 use redis::{AsyncCommands, Value};
-use std::collections::HashMap;
 
 /// The width of one priority's band of scores in a queue's `ready` set (see `keys.rs`).
 const BAND: f64 = 4_398_046_511_104.0;
@@ -168,12 +167,26 @@ impl QueueAdmin for RedisBackend {
         let mut out = Vec::new();
         for (_, q, id) in entries.into_iter().skip(offset).take(limit) {
             let k = self.keys(&q);
-            let fields: HashMap<String, Vec<u8>> =
-                self.conn().hgetall(k.job(&id)).await.map_err(map_err)?;
-            let jid: JobId = id.parse()?;
-            if let Some(info) = codec::info_from_hash(jid, &q, Fields(fields), None)? {
-                out.push(info);
-            }
+            // A member that names no job (another process wrote it) is passed over.
+            let Ok(jid) = id.parse::<JobId>() else {
+                tracing::warn!(member = %id, "skipping a dead letter that is not a job id");
+                continue;
+            };
+            // One record per call, its error kept as a value: a key that is not a hash shows
+            // as unreadable instead of failing the listing.
+            let reply: Value = redis::cmd("HGETALL")
+                .arg(k.job(&id))
+                .query_async(&mut self.conn())
+                .await
+                .or_else(|e| match e.code() {
+                    Some("WRONGTYPE") => Ok(Value::Nil),
+                    _ => Err(map_err(e)),
+                })?;
+            let info = match codec::record_of(reply) {
+                Ok(fields) => codec::info_from_hash(jid, &q, fields, None, Some(JobState::Dead))?,
+                Err(why) => Some(codec::foreign_info(jid, &q, JobState::Dead, &why)),
+            };
+            out.extend(info);
         }
         Ok(out)
     }

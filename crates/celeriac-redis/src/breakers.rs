@@ -54,7 +54,7 @@ fn prepare<'a>(
 }
 
 /// Reads a script's state reply: {st, until, trips, gen, calls, failures, slow, instances}.
-fn state_of(v: &[i64]) -> Result<SharedBreakerState> {
+pub(crate) fn state_of(v: &[i64]) -> Result<SharedBreakerState> {
     if v.len() < 8 {
         return Err(Error::Codec(format!(
             "a breaker script returned {} values, expected 8",

@@ -10,7 +10,7 @@ use celeriac_core::backend::{
 };
 use celeriac_core::clock::{duration_ms, UnixMs};
 use celeriac_core::error::{Error, ErrorKind, Result};
-use celeriac_core::job::{Job, JobId, JobState};
+use celeriac_core::job::{Job, JobId};
 use redis::Value;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -274,8 +274,7 @@ impl RedisBackend {
         let dead_ttl = duration_ms(self.inner.config.dead_ttl);
         let dead_max = i64::try_from(self.inner.config.dead_max).unwrap_or(i64::MAX);
         for _ in 0..REAP_ROUNDS {
-            type Round = (u64, u64, u64, Vec<codec::EndedEntry>, u64, u8);
-            let (requeued, dead, swept, ended, dropped, more): Round = self
+            let reply: Value = self
                 .invoke(
                     &self.inner.scripts.reap,
                     &keys,
@@ -287,15 +286,14 @@ impl RedisBackend {
                     ],
                 )
                 .await?;
-            report.requeued += requeued;
-            report.dead += dead;
-            report.swept += swept;
-            report.dead_dropped += dropped;
-            celeriac_core::retention::count_dead_letters_dropped(queue, dropped);
-            for entry in ended {
-                report.ended.push(codec::ended_from(entry)?);
-            }
-            if more == 0 {
+            let round = codec::reap_round(reply)?;
+            report.requeued += round.requeued;
+            report.dead += round.dead;
+            report.swept += round.swept;
+            report.dead_dropped += round.dropped;
+            celeriac_core::retention::count_dead_letters_dropped(queue, round.dropped);
+            report.ended.extend(round.ended);
+            if !round.more {
                 break;
             }
         }
@@ -312,7 +310,7 @@ impl RedisBackend {
             });
         };
         let keys = self.keys(&queue);
-        let (answer, spec): (String, Option<Vec<u8>>) = self
+        let reply: Value = self
             .invoke(
                 &self.inner.scripts.cancel,
                 &keys,
@@ -323,24 +321,7 @@ impl RedisBackend {
                 ],
             )
             .await?;
-        let outcome = match answer.as_str() {
-            "cancelled" => CancelOutcome::Cancelled,
-            "requested" => CancelOutcome::Requested,
-            "missing" => CancelOutcome::NotFound,
-            code => {
-                CancelOutcome::AlreadyFinished(JobState::from_code(code.parse().unwrap_or(-1))?)
-            }
-        };
-        let ended = match outcome {
-            CancelOutcome::Cancelled => Some(codec::ended_job(
-                id,
-                JobState::Cancelled,
-                spec.as_deref(),
-                None,
-            )),
-            _ => None,
-        };
-        Ok(CancelReport { outcome, ended })
+        codec::cancel_report(reply, id)
     }
 
     /// Runs a per-queue script over leases (`id, token` pairs after `head`) that answers with

@@ -1,7 +1,7 @@
 //! Browsing a queue's jobs in one state a page at a time (by rank in the state's sorted set,
 //! so a page costs O(log n + page) at any depth), and deleting jobs.
 
-use crate::codec::{self, Fields};
+use crate::codec;
 use crate::conn::map_err;
 use crate::keys::QueueKeys;
 use crate::RedisBackend;
@@ -9,7 +9,7 @@ use celeriac_core::backend::{JobPage, JobQuery, SCAN_MAX};
 use celeriac_core::error::{Error, Result};
 use celeriac_core::job::{JobId, JobState};
 use redis::AsyncCommands;
-use std::collections::HashMap;
+use redis::Value;
 
 /// The sorted set holding a queue's jobs in `state`.
 fn set_of(k: &QueueKeys, state: JobState) -> &str {
@@ -27,7 +27,7 @@ fn set_of(k: &QueueKeys, state: JobState) -> &str {
 }
 
 /// A cursor: the score and member of the last job examined.
-fn parse_cursor(s: &str) -> Result<(String, String)> {
+pub(crate) fn parse_cursor(s: &str) -> Result<(String, String)> {
     let bad = || Error::config("cursor", format!("`{s}` is not a cursor of this listing"));
     let (score, member) = s.split_once('|').ok_or_else(bad)?;
     score.parse::<f64>().map_err(|_| bad())?;
@@ -89,11 +89,14 @@ impl RedisBackend {
                 m.to_string()
             }
         };
+        // Errors stay per record (`ignore_errors`): a key that is not a hash shows as
+        // unreadable instead of failing the page.
         let mut pipe = redis::pipe();
+        pipe.ignore_errors();
         for (m, _) in &members {
             pipe.hgetall(k.job(&id_of(m)));
         }
-        let hashes: Vec<HashMap<String, Vec<u8>>> = if members.is_empty() {
+        let hashes: Vec<Value> = if members.is_empty() {
             Vec::new()
         } else {
             pipe.query_async(&mut conn).await.map_err(map_err)?
@@ -105,12 +108,22 @@ impl RedisBackend {
             scanned: 0,
         };
         let mut last = None;
-        for ((member, score), fields) in members.into_iter().zip(hashes) {
+        for ((member, score), reply) in members.into_iter().zip(hashes) {
             page.scanned += 1;
-            let id: JobId = id_of(&member).parse()?;
-            let lease = (q.state == JobState::Active).then_some(score as i64);
             last = Some(format!("{score:.0}|{member}"));
-            if let Some(info) = codec::info_from_hash(id, &q.queue, Fields(fields), lease)? {
+            // A member that names no job (another process wrote it) is passed over.
+            let Ok(id) = id_of(&member).parse::<JobId>() else {
+                tracing::warn!(member = %member, "skipping a set member that is not a job id");
+                continue;
+            };
+            let lease = (q.state == JobState::Active).then_some(score as i64);
+            let found = codec::record_of(reply)
+                .map(|fields| codec::info_from_hash(id, &q.queue, fields, lease, Some(q.state)));
+            let found = match found {
+                Ok(info) => info?,
+                Err(why) => Some(codec::foreign_info(id, &q.queue, q.state, &why)),
+            };
+            if let Some(info) = found {
                 if info.state == q.state && q.matches(&info) {
                     page.jobs.push(info);
                     if page.jobs.len() == limit {

@@ -5,7 +5,7 @@
 //! absent: keep no result), `w` worker, `st` started, `f` finished, `res`
 //! result, `ek`/`em`/`ea` last error, `pg`/`pgm` progress.
 
-use celeriac_core::backend::EndedJob;
+use celeriac_core::backend::{CancelOutcome, CancelReport, EndedJob};
 use celeriac_core::clock::{duration_ms, UnixMs};
 use celeriac_core::error::{Error, Result};
 use celeriac_core::job::{Encoding, ErrorInfo, Job, JobId, JobInfo, JobState, Priority, Progress};
@@ -86,6 +86,26 @@ fn ms(d: Option<i64>) -> Option<Duration> {
     d.map(|m| Duration::from_millis(m.max(0) as u64))
 }
 
+/// The widest moment or duration (ms) a record may hold: 2^53, where the scripts' doubles stop
+/// counting exactly (about 285,000 years). Beyond it a record is malformed, so no later
+/// arithmetic on its times (`now - run_at`) can overflow.
+pub(crate) const MAX_MS: i64 = 1 << 53;
+
+/// A count as a `u32`, saturating (negative reads as 0).
+fn count(n: i64) -> u32 {
+    u32::try_from(n.max(0)).unwrap_or(u32::MAX)
+}
+
+/// `Err` naming the field when a time of job `id` lies beyond [`MAX_MS`] either way.
+fn check_time(id: JobId, field: &str, value: Option<i64>) -> Result<()> {
+    match value {
+        Some(v) if !(-MAX_MS..=MAX_MS).contains(&v) => Err(Error::Codec(format!(
+            "job {id}: field `{field}` is out of range: {v}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// The numeric fields of a job record (absent ones as `None`).
 pub(crate) struct Nums {
     attempts: Option<i64>,
@@ -116,6 +136,18 @@ impl Nums {
 fn job_from(id: JobId, spec: &[u8], payload: Vec<u8>, f: &Nums) -> Result<Job> {
     let spec: Spec = serde_json::from_slice(spec)
         .map_err(|e| Error::Codec(format!("job {id}: bad spec: {e}")))?;
+    for (field, value) in [
+        ("r", f.run_at),
+        ("x", f.expires_at),
+        ("st", f.started_at),
+        ("f", f.finished_at),
+        ("tt", f.result_ttl),
+        ("created", Some(spec.created)),
+        ("soft", spec.soft),
+        ("hard", spec.hard),
+    ] {
+        check_time(id, field, value)?;
+    }
     Ok(Job {
         id,
         queue: spec.queue,
@@ -123,8 +155,8 @@ fn job_from(id: JobId, spec: &[u8], payload: Vec<u8>, f: &Nums) -> Result<Job> {
         payload,
         encoding: Encoding::from_code(i64::from(spec.enc))?,
         priority: Priority::clamped(f.priority.unwrap_or(5).clamp(0, 9) as u8),
-        attempts: f.attempts.unwrap_or(0).max(0) as u32,
-        max_attempts: f.max_attempts.unwrap_or(1).max(1) as u32,
+        attempts: count(f.attempts.unwrap_or(0)),
+        max_attempts: count(f.max_attempts.unwrap_or(1)).max(1),
         run_at: f.run_at.unwrap_or(spec.created),
         expires_at: f.expires_at,
         soft_time_limit: ms(spec.soft),
@@ -174,13 +206,94 @@ pub(crate) type EndedEntry = (
     Option<i64>,
 );
 
+/// One call of the reap script, decoded: its counts, the jobs it ended, and whether to call
+/// again.
+#[derive(Debug, Default)]
+pub(crate) struct ReapRound {
+    pub(crate) requeued: u64,
+    pub(crate) dead: u64,
+    pub(crate) swept: u64,
+    pub(crate) ended: Vec<EndedJob>,
+    pub(crate) dropped: u64,
+    pub(crate) more: bool,
+}
+
+/// Reads the reap script's reply `{requeued, dead, swept, ended, dropped, more}`. An entry of
+/// `ended` that does not name a job (an id that does not read) is logged and left out: the
+/// script has ended it already, and failing the reply would stop every later reap.
+///
+/// # Errors
+/// A reply of another shape.
+pub(crate) fn reap_round(reply: Value) -> Result<ReapRound> {
+    type Round = (u64, u64, u64, Vec<EndedEntry>, u64, u8);
+    let (requeued, dead, swept, entries, dropped, more): Round = redis::from_redis_value(reply)
+        .map_err(|e| {
+            Error::backend(
+                celeriac_core::error::ErrorKind::GiveUp,
+                format!("the reap script answered in an unexpected shape: {e}"),
+            )
+        })?;
+    let mut ended = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let id = entry.0.clone();
+        match ended_from(entry) {
+            Ok(job) => ended.push(job),
+            Err(e) => {
+                tracing::error!(id = %id, error = %e, "the reaper ended a job whose id does not read")
+            }
+        }
+    }
+    Ok(ReapRound {
+        requeued,
+        dead,
+        swept,
+        ended,
+        dropped,
+        more: more != 0,
+    })
+}
+
+/// Reads the cancel script's reply `{answer, spec}` for job `id` (see
+/// `lua/cancelJob-12.lua`).
+///
+/// # Errors
+/// A reply of another shape, or a state code that is none.
+pub(crate) fn cancel_report(reply: Value, id: JobId) -> Result<CancelReport> {
+    let (answer, spec): (String, Option<Vec<u8>>) =
+        redis::from_redis_value(reply).map_err(|e| {
+            Error::backend(
+                celeriac_core::error::ErrorKind::GiveUp,
+                format!("the cancel script answered in an unexpected shape: {e}"),
+            )
+        })?;
+    let outcome = match answer.as_str() {
+        "cancelled" => CancelOutcome::Cancelled,
+        "requested" => CancelOutcome::Requested,
+        "missing" => CancelOutcome::NotFound,
+        code => CancelOutcome::AlreadyFinished(
+            code.parse()
+                .map_err(|_| {
+                    Error::Codec(format!(
+                        "job {id}: field `s` (state) is `{code}`, not a number"
+                    ))
+                })
+                .and_then(JobState::from_code)?,
+        ),
+    };
+    let ended = match outcome {
+        CancelOutcome::Cancelled => Some(ended_job(id, JobState::Cancelled, spec.as_deref(), None)),
+        _ => None,
+    };
+    Ok(CancelReport { outcome, ended })
+}
+
 /// The job an entry of the reap script's `ended` list names.
 pub(crate) fn ended_from(entry: EndedEntry) -> Result<EndedJob> {
     let (id, state, spec, kind, message, attempt) = entry;
     let error = kind.map(|kind| ErrorInfo {
         kind,
         message: message.unwrap_or_default(),
-        attempt: attempt.unwrap_or(0).max(0) as u32,
+        attempt: count(attempt.unwrap_or(0)),
     });
     Ok(ended_job(
         id.parse()?,
@@ -204,41 +317,78 @@ impl Fields {
     }
 }
 
-/// A job's full record from its hash (and its lease expiry from the active set).
+/// A job's full record from its hash (and its lease expiry from the active set); `None` when
+/// the hash is empty (no such job). `listed` is the state of the set the record was found in,
+/// for a listing: a record whose own state field does not read is then shown in that state
+/// rather than failing the whole page.
+///
+/// A record that no longer reads as a job (no spec, a spec that is not JSON, a time out of
+/// range) is still shown: task `<unreadable>`, the raw payload, its state and error, and the
+/// reason in the header `celeriac-unreadable`, so a dead letter of that kind can be inspected.
+///
+/// # Errors
+/// A state field that is missing or not a state code, when `listed` is `None`.
 pub(crate) fn info_from_hash(
     id: JobId,
     queue: &str,
     fields: Fields,
     lease_until: Option<UnixMs>,
+    listed: Option<JobState>,
 ) -> Result<Option<JobInfo>> {
-    let Some(spec) = fields.0.get("d").cloned() else {
+    if fields.0.is_empty() {
         return Ok(None);
-    };
+    }
     let payload = fields.0.get("p").cloned().unwrap_or_default();
-    // A record that no longer reads as a job is still shown (task `<unreadable>`, the raw
-    // payload, and its state and error), so a dead letter of that kind can be inspected.
-    let job = match job_from(id, &spec, payload.clone(), &Nums::of(&fields)) {
+    let decoded = match fields.0.get("d") {
+        Some(spec) => job_from(id, spec, payload.clone(), &Nums::of(&fields)),
+        None => Err(Error::Codec(format!(
+            "job {id}: field `d` (spec) is missing"
+        ))),
+    };
+    let mut problems = Vec::new();
+    let mut job = match decoded {
         Ok(job) => job,
         Err(e) => {
-            let mut job = Job::new("<unreadable>", payload, fields.int("r").unwrap_or(0));
+            let run_at = fields
+                .int("r")
+                .filter(|r| (-MAX_MS..=MAX_MS).contains(r))
+                .unwrap_or(0);
+            let mut job = Job::new("<unreadable>", payload, run_at);
             job.id = id;
             job.queue = queue.to_string();
-            job.headers
-                .insert("celeriac-unreadable".into(), e.to_string());
-            job.attempts = fields.int("a").unwrap_or(0).max(0) as u32;
-            job.finished_at = fields.int("f");
+            job.attempts = count(fields.int("a").unwrap_or(0));
+            job.finished_at = fields.int("f").filter(|f| (-MAX_MS..=MAX_MS).contains(f));
+            problems.push(e.to_string());
             job
         }
     };
-    let state = JobState::from_code(fields.int("s").unwrap_or(0))?;
+    let state = match fields.int("s").map(JobState::from_code) {
+        Some(Ok(state)) => state,
+        bad => {
+            let why = match bad {
+                Some(Err(e)) => format!("job {id}: field `s` (state): {e}"),
+                _ => format!("job {id}: field `s` (state) is missing or not a number"),
+            };
+            let Some(state) = listed else {
+                return Err(Error::Codec(why));
+            };
+            problems.push(why);
+            state
+        }
+    };
+    if !problems.is_empty() {
+        job.headers
+            .insert("celeriac-unreadable".into(), problems.join("; "));
+    }
     let error = fields.text("ek").map(|kind| ErrorInfo {
         kind,
         message: fields.text("em").unwrap_or_default(),
-        attempt: fields.int("ea").unwrap_or(0).max(0) as u32,
+        attempt: count(fields.int("ea").unwrap_or(0)),
     });
     let progress = fields
         .text("pg")
         .and_then(|p| p.parse::<f64>().ok())
+        .filter(|f| f.is_finite())
         .map(|fraction| Progress {
             fraction,
             message: fields.text("pgm"),
@@ -256,6 +406,40 @@ pub(crate) fn info_from_hash(
             None
         },
     }))
+}
+
+/// A job record from an `HGETALL` reply, or why it is none: an error reply (a key of another
+/// type) or `Nil` (what a listing makes of one) give `Err`, with the reason.
+pub(crate) fn record_of(reply: Value) -> std::result::Result<Fields, String> {
+    match reply {
+        Value::Nil => Err("the key holds another type than a hash".into()),
+        Value::ServerError(e) => Err(e.to_string()),
+        other => redis::from_redis_value::<HashMap<String, Vec<u8>>>(other)
+            .map(Fields)
+            .map_err(|e| e.to_string()),
+    }
+}
+
+/// What a listing shows for a job whose key holds something other than a hash: task
+/// `<unreadable>`, in the state of the set it was found in, the reason in the header
+/// `celeriac-unreadable`.
+pub(crate) fn foreign_info(id: JobId, queue: &str, state: JobState, why: &str) -> JobInfo {
+    let mut job = Job::new("<unreadable>", Vec::new(), 0);
+    job.id = id;
+    job.queue = queue.to_string();
+    job.headers.insert(
+        "celeriac-unreadable".into(),
+        format!("job {id}: the key does not hold a job record: {why}"),
+    );
+    JobInfo {
+        job,
+        state,
+        result: None,
+        error: None,
+        progress: None,
+        worker: None,
+        lease_until: None,
+    }
 }
 
 fn bytes(v: &Value) -> Option<Vec<u8>> {
@@ -287,34 +471,51 @@ pub(crate) struct Undecodable {
 /// followed by the spec and the payload back to back.
 ///
 /// # Errors
-/// `Err(Some(..))` for a leased entry whose record is malformed (it must be dead-lettered);
-/// `Err(None)` when the reply itself has the wrong shape.
+/// `Err(Some(..))` for a leased entry whose record is malformed, as soon as its id and token
+/// read (it must be dead-lettered); `Err(None)` when not even those do (the reply itself has
+/// the wrong shape).
 pub(crate) fn claimed_from(v: &Value) -> std::result::Result<(Job, u64), Option<Undecodable>> {
     let Value::BulkString(b) = v else {
         return Err(None);
     };
-    let mut head: [&[u8]; 10] = [&[]; 10];
-    let mut rest: &[u8] = b;
+    let mut fields = b.splitn(3, |&c| c == b'\t');
+    let raw_id = String::from_utf8_lossy(fields.next().unwrap_or_default()).into_owned();
+    let token = fields
+        .next()
+        .and_then(|t| std::str::from_utf8(t).ok()?.parse::<u64>().ok())
+        .ok_or(None)?;
+    let bad = |why: String| {
+        Some(Undecodable {
+            id: raw_id.clone(),
+            token,
+            error: Error::Codec(format!("job {raw_id}: {why}")),
+        })
+    };
+    let mut head: [&[u8]; 8] = [&[]; 8];
+    let mut rest: &[u8] = fields.next().unwrap_or_default();
     for slot in head.iter_mut() {
-        let tab = rest.iter().position(|&c| c == b'\t').ok_or(None)?;
+        let tab = rest
+            .iter()
+            .position(|&c| c == b'\t')
+            .ok_or_else(|| bad("the claim reply is cut short".into()))?;
         *slot = &rest[..tab];
         rest = &rest[tab + 1..];
     }
-    let raw_id = String::from_utf8_lossy(head[0]).into_owned();
-    let token = parse_int(head[1]).ok_or(None)? as u64;
-    let spec_len = parse_int(head[9])
+    let spec_len = parse_int(head[7])
         .and_then(|n| usize::try_from(n).ok())
         .filter(|n| *n <= rest.len())
-        .ok_or(None)?;
+        .ok_or_else(|| bad("the spec's length in the claim reply is wrong".into()))?;
     let (spec, payload) = rest.split_at(spec_len);
+    let [attempts, max_attempts, result_ttl, run_at, priority, expires_at, started_at, _] =
+        head.map(parse_int);
     let nums = Nums {
-        attempts: parse_int(head[2]),
-        max_attempts: parse_int(head[3]),
-        result_ttl: parse_int(head[4]),
-        run_at: parse_int(head[5]),
-        priority: parse_int(head[6]),
-        expires_at: parse_int(head[7]),
-        started_at: parse_int(head[8]),
+        attempts,
+        max_attempts,
+        result_ttl,
+        run_at,
+        priority,
+        expires_at,
+        started_at,
         finished_at: None,
     };
     raw_id

@@ -14,7 +14,7 @@ impl RedisBackend {
 }
 
 /// The entries of an `XRANGE`/`XREVRANGE` reply: `(id, field "e")`.
-fn entries(reply: Value) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn entries(reply: Value) -> Vec<(String, Vec<u8>)> {
     let Value::Array(items) = reply else {
         return Vec::new();
     };

@@ -9,7 +9,7 @@ use crate::conn::map_err;
 use crate::RedisBackend;
 use celeriac_core::backend::{Counts, History, HistoryEntry, HistoryQuery, Resolution};
 use celeriac_core::error::Result;
-use celeriac_core::sketch::Sketch;
+use celeriac_core::sketch::{Sketch, MAX_BUCKETS, MIN_VALUE, RELATIVE_ERROR};
 use celeriac_core::UnixMs;
 use std::collections::{BTreeMap, HashMap};
 
@@ -22,7 +22,7 @@ impl RedisBackend {
 }
 
 /// The fields of one entry, as `recordHistory-N` adds them.
-fn fields(e: &HistoryEntry, out: &mut Vec<(String, String)>) {
+pub(crate) fn fields(e: &HistoryEntry, out: &mut Vec<(String, String)>) {
     let task = &e.task;
     for (code, n) in Counts::FIELDS.iter().zip(e.counts.values()) {
         if n > 0 {
@@ -47,10 +47,31 @@ fn fields(e: &HistoryEntry, out: &mut Vec<(String, String)>) {
     }
 }
 
+/// The largest count a stored field reads as: more than any store records in one bucket, and
+/// small enough that sums over every bucket of a sketch, and over the buckets of months, never
+/// overflow.
+const MAX_COUNT: u64 = u32::MAX as u64;
+
+/// The sketch bucket indexes a value can have: from just above [`MIN_VALUE`] (smaller values
+/// count as zeros) to `f64::MAX`. An index outside them was not written by a sketch; reading it
+/// would make the sketch span (and allocate) the distance between the indexes.
+fn sketch_indexes() -> std::ops::RangeInclusive<i32> {
+    let ln_gamma = ((1.0 + RELATIVE_ERROR) / (1.0 - RELATIVE_ERROR)).ln();
+    let index = |v: f64| (v.ln() / ln_gamma).ceil() as i32;
+    index(MIN_VALUE)..=index(f64::MAX)
+}
+
+/// A stored count, at most [`MAX_COUNT`]; `None` if it is no number.
+fn stored_count(value: &str) -> Option<u64> {
+    value.parse::<u64>().ok().map(|n| n.min(MAX_COUNT))
+}
+
 /// The parts of one task's sketch while a bucket is read.
 #[derive(Default)]
 struct Parts {
-    buckets: Vec<(i32, u64)>,
+    /// Bucket counts by index: one entry per index, however many fields spell it
+    /// (`R7`, `R07`, `R+7`).
+    buckets: BTreeMap<i32, u64>,
     zeros: u64,
     sum: f64,
     min: Option<f64>,
@@ -58,18 +79,33 @@ struct Parts {
 }
 
 impl Parts {
-    fn sketch(self) -> Sketch {
+    /// The sketch, its lowest buckets folded as the sketch itself folds them (at most
+    /// [`MAX_BUCKETS`] from the highest down), so rebuilding it spans no more than that.
+    fn sketch(mut self) -> Sketch {
+        if let Some(&top) = self.buckets.keys().next_back() {
+            let lowest_kept = top.saturating_sub(MAX_BUCKETS as i32 - 1);
+            let kept = self.buckets.split_off(&lowest_kept);
+            let folded: u64 = self.buckets.values().sum();
+            self.buckets = kept;
+            if folded > 0 {
+                let c = self.buckets.entry(lowest_kept).or_default();
+                *c = c.saturating_add(folded).min(MAX_COUNT);
+            }
+        }
         Sketch::from_parts(self.buckets, self.zeros, self.sum, self.min, self.max)
     }
 }
 
-/// The entries of one bucket's hash; fields that cannot be read are skipped.
-fn entries_of(
+/// The entries of one bucket's hash; fields that cannot be read are skipped, counts read as at
+/// most [`MAX_COUNT`], and sketch indexes no value can have are skipped, so what another
+/// process wrote cannot make a reader overflow or allocate without bound.
+pub(crate) fn entries_of(
     queue: &str,
     start: UnixMs,
     hash: HashMap<String, String>,
     query: &HistoryQuery,
 ) -> Vec<HistoryEntry> {
+    let indexes = sketch_indexes();
     let mut tasks: BTreeMap<String, (HistoryEntry, Parts, Parts)> = BTreeMap::new();
     for (field, value) in hash {
         let Some((code, task)) = field.split_once('|') else {
@@ -86,7 +122,7 @@ fn entries_of(
             )
         });
         if let Some(c) = e.counts.get_mut(code) {
-            *c = value.parse().unwrap_or(0);
+            *c = stored_count(&value).unwrap_or(0);
             continue;
         }
         let mut chars = code.chars();
@@ -96,13 +132,16 @@ fn entries_of(
             _ => continue,
         };
         match chars.as_str() {
-            "z" => parts.zeros = value.parse().unwrap_or(0),
+            "z" => parts.zeros = stored_count(&value).unwrap_or(0),
             "s" => parts.sum = value.parse().unwrap_or(0.0),
             "l" => parts.min = value.parse().ok(),
             "h" => parts.max = value.parse().ok(),
             index => {
-                if let (Ok(i), Ok(n)) = (index.parse::<i32>(), value.parse::<u64>()) {
-                    parts.buckets.push((i, n));
+                if let (Ok(i), Some(n)) = (index.parse::<i32>(), stored_count(&value)) {
+                    if indexes.contains(&i) {
+                        let c = parts.buckets.entry(i).or_default();
+                        *c = c.saturating_add(n).min(MAX_COUNT);
+                    }
                 }
             }
         }

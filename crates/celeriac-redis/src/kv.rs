@@ -61,7 +61,7 @@ fn offer(tx: &mpsc::Sender<KvEvent>, event: KvEvent, lagged: &mut bool) -> bool 
     }
 }
 
-fn wrap(value: &[u8], until: UnixMs) -> Vec<u8> {
+pub(crate) fn wrap(value: &[u8], until: UnixMs) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER + value.len());
     out.push(ENVELOPE);
     out.extend_from_slice(&until.to_be_bytes());
@@ -70,7 +70,7 @@ fn wrap(value: &[u8], until: UnixMs) -> Vec<u8> {
 }
 
 /// The value in a stored string, if it is live at `now`.
-fn unwrap(stored: Vec<u8>, now: UnixMs) -> Option<Vec<u8>> {
+pub(crate) fn unwrap(stored: Vec<u8>, now: UnixMs) -> Option<Vec<u8>> {
     if stored.len() >= HEADER && stored[0] == ENVELOPE {
         let mut until = [0u8; 8];
         until.copy_from_slice(&stored[1..HEADER]);

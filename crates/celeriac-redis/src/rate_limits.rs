@@ -201,7 +201,7 @@ fn encode(batch: &[Pending]) -> (Vec<u8>, Vec<u8>) {
 
 /// Decision `i`'s answer from a batch's reply (a decision the reply has no room for is told
 /// so).
-fn answer(reply: &Result<Vec<u8>>, i: usize) -> Answer {
+pub(crate) fn answer(reply: &Result<Vec<u8>>, i: usize) -> Answer {
     let bytes = reply.as_ref().map_err(Error::clone)?;
     bytes
         .get(i * 40..i * 40 + 40)
@@ -220,6 +220,46 @@ fn decode(bytes: &[u8]) -> [i64; 5] {
 
 fn ms(n: i64) -> Duration {
     Duration::from_millis(n.max(0) as u64)
+}
+
+/// A decision from `checkLimits-N`'s five numbers for it, over the quotas it checked.
+///
+/// # Errors
+/// A reported quota index that is not one of `quotas`.
+pub(crate) fn decision_of(reply: [i64; 5], quotas: &[Quota]) -> Result<Decision> {
+    let [allowed, index, remaining, reset, retry] = reply;
+    let quota = usize::try_from(index)
+        .ok()
+        .filter(|i| *i < quotas.len())
+        .ok_or_else(|| reply_error("checkLimits", reply))?;
+    Ok(Decision {
+        allowed: allowed == 1,
+        limit: quotas[quota].limit(),
+        remaining: remaining.clamp(0, i64::from(u32::MAX)) as u32,
+        reset_after: ms(reset),
+        retry_after: (allowed != 1).then(|| ms(retry)),
+        quota,
+    })
+}
+
+/// A decision from `acquirePermit-1`'s reply `{allowed, live, first end, last end}`. The ends
+/// are times another process may have written (a lease far in the future, or past what a
+/// Lua number turns into an integer), so their distance from `now` saturates.
+///
+/// # Errors
+/// A reply that is not four integers.
+pub(crate) fn permit_decision(reply: &[i64], max: u32, now: UnixMs) -> Result<Decision> {
+    let [allowed, live, first, last] = reply[..] else {
+        return Err(reply_error("acquirePermit", reply));
+    };
+    Ok(Decision {
+        allowed: allowed == 1,
+        limit: max,
+        remaining: max.saturating_sub(u32::try_from(live).unwrap_or(u32::MAX)),
+        reset_after: ms(last.saturating_sub(now)),
+        retry_after: (allowed != 1).then(|| ms(first.saturating_sub(now))),
+        quota: 0,
+    })
 }
 
 fn reply_error(what: &str, reply: impl std::fmt::Debug) -> Error {
@@ -279,19 +319,7 @@ impl RateLimitStore for RedisBackend {
             answer,
         };
         let reply = self.decide(pending, answered).await?;
-        let [allowed, index, remaining, reset, retry] = reply;
-        let quota = usize::try_from(index)
-            .ok()
-            .filter(|i| *i < quotas.len())
-            .ok_or_else(|| reply_error("checkLimits", reply))?;
-        Ok(Decision {
-            allowed: allowed == 1,
-            limit: quotas[quota].limit(),
-            remaining: remaining.clamp(0, i64::from(u32::MAX)) as u32,
-            reset_after: ms(reset),
-            retry_after: (allowed != 1).then(|| ms(retry)),
-            quota,
-        })
+        decision_of(reply, quotas)
     }
 
     async fn acquire_permit(
@@ -316,17 +344,7 @@ impl RateLimitStore for RedisBackend {
             .invoke_async(&mut self.conn())
             .await
             .map_err(map_err)?;
-        let [allowed, live, first, last] = reply[..] else {
-            return Err(reply_error("acquirePermit", &reply));
-        };
-        Ok(Decision {
-            allowed: allowed == 1,
-            limit: max,
-            remaining: max.saturating_sub(u32::try_from(live).unwrap_or(u32::MAX)),
-            reset_after: ms(last - now),
-            retry_after: (allowed != 1).then(|| ms(first - now)),
-            quota: 0,
-        })
+        permit_decision(&reply, max, now)
     }
 
     async fn release_permit(&self, key: &str, holder: &str, now: UnixMs) -> Result<bool> {

@@ -10,7 +10,7 @@ use std::time::Duration;
 impl ResultStore for RedisBackend {
     async fn get(&self, id: JobId) -> Result<Option<JobInfo>> {
         match self.locate(id).await? {
-            Some((queue, fields, lease)) => codec::info_from_hash(id, &queue, fields, lease),
+            Some((queue, fields, lease)) => codec::info_from_hash(id, &queue, fields, lease, None),
             None => Ok(None),
         }
     }

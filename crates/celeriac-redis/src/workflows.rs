@@ -41,7 +41,7 @@ fn unexpected(what: &str, detail: impl std::fmt::Display) -> Error {
 }
 
 /// Reads the join script's answer (see `lua/arriveJoin-1.lua`).
-fn join_status(reply: Value, join: JobId) -> Result<JoinStatus> {
+pub(crate) fn join_status(reply: Value, join: JobId) -> Result<JoinStatus> {
     let Value::Array(items) = reply else {
         return Err(unexpected("join", format!("{reply:?}")));
     };
@@ -110,7 +110,10 @@ fn join_status(reply: Value, join: JobId) -> Result<JoinStatus> {
 }
 
 /// A workflow record from its hash (see `lua/includes/flow.lua` for the fields).
-fn record_from_hash(id: JobId, mut fields: HashMap<String, Vec<u8>>) -> Result<WorkflowRecord> {
+pub(crate) fn record_from_hash(
+    id: JobId,
+    mut fields: HashMap<String, Vec<u8>>,
+) -> Result<WorkflowRecord> {
     let text = |fields: &HashMap<String, Vec<u8>>, k: &str| {
         fields
             .get(k)

@@ -18,6 +18,9 @@
 -- Every script returns the state after it: {st, until, trips, gen, calls, failures, slow,
 -- instances} (integers), with one more element where its header says so. A breaker with no
 -- state hash (never used, or expired) is closed.
+-- A spoiled record is repaired, never a Lua error: a key of the wrong type is dropped (the
+-- breaker starts over, closed), a state code that is not one reads as closed, and a number
+-- that is not finite or beyond 2^53 reads as its default.
 
 local K_STATE, K_SIGNALS, K_PROBES = KEYS[1], KEYS[2], KEYS[3]
 local NOW = tonumber(ARGV[1])
@@ -35,18 +38,36 @@ local function num(x)
   return string.format('%.0f', x)
 end
 
+-- A stored number, or `default` when it is missing, not a number, not finite or beyond 2^53
+-- (where doubles stop counting exactly and integer replies stop meaning anything).
+local function stored(x, default)
+  local n = tonumber(x)
+  if n and n == n and n >= -9007199254740992 and n <= 9007199254740992 then return n end
+  return default
+end
+
+-- Drops any of the breaker's keys that holds the wrong type (another process's doing).
+local function repair()
+  if type(redis.pcall('HLEN', K_STATE)) == 'table' then redis.call('DEL', K_STATE) end
+  if type(redis.pcall('HLEN', K_SIGNALS)) == 'table' then redis.call('DEL', K_SIGNALS) end
+  if type(redis.pcall('ZCARD', K_PROBES)) == 'table' then redis.call('DEL', K_PROBES) end
+end
+
 local function load()
+  repair()
   local h = redis.call('HMGET', K_STATE, 'st', 'until', 'trips', 'gen', 'since', 'pok', 'pfail', 'exp')
-  local exp = tonumber(h[8])
+  local exp = stored(h[8], nil)
   if exp and exp <= NOW then
     -- Expired by the caller's clock: forgotten, with its signals and probes.
     redis.call('DEL', K_STATE, K_SIGNALS, K_PROBES)
     h = {}
   end
+  local st = stored(h[1], CLOSED)
+  if st ~= math.floor(st) or st < CLOSED or st > FORCED_CLOSED then st = CLOSED end
   return {
-    st = tonumber(h[1]) or CLOSED, untl = tonumber(h[2]) or 0, trips = tonumber(h[3]) or 0,
-    gen = tonumber(h[4]) or 0, since = tonumber(h[5]) or NOW, pok = tonumber(h[6]) or 0,
-    pfail = tonumber(h[7]) or 0,
+    st = st, untl = stored(h[2], 0), trips = math.max(stored(h[3], 0), 0),
+    gen = stored(h[4], 0), since = stored(h[5], NOW), pok = stored(h[6], 0),
+    pfail = stored(h[7], 0),
   }
 end
 
@@ -92,7 +113,7 @@ local function per_instance(prune)
     if epoch and epoch >= oldest then
       local c, f, s = string.match(all[i + 1], '^(%d+)|(%d+)|(%d+)$')
       local p = per[inst] or {0, 0, 0}
-      p[1], p[2], p[3] = p[1] + tonumber(c or 0), p[2] + tonumber(f or 0), p[3] + tonumber(s or 0)
+      p[1], p[2], p[3] = p[1] + stored(c, 0), p[2] + stored(f, 0), p[3] + stored(s, 0)
       per[inst] = p
     else
       stale[#stale + 1] = all[i]

@@ -38,7 +38,10 @@
 -- before they change anything for it (a malformed record never raises: `tonumber(x) or ...`,
 -- `pcall(cjson.decode, ...)`), and a job moves between sets by being added to its destination
 -- before it is removed from its source: whatever fails, every job stays in at least one set.
--- A job whose record is malformed goes to the dead letters, the reason naming the field.
+-- A job whose record is malformed goes to the dead letters, the reason naming the field: a
+-- number that is not a decimal integer in its range (`nan`, `inf`, `1e400`, hex, text), a
+-- missing field, a state that does not match the set the job is in, or a key that holds
+-- something other than a hash (replaced by a dead-letter record saying what it was).
 --
 -- Numbers are passed to Redis through `num`, never as raw Lua numbers, which Redis would
 -- format with 14 significant digits.
@@ -61,12 +64,24 @@ local function num(x)
   return string.format('%.0f', x)
 end
 
-local function ready_score(priority, run_at)
-  return num((9 - tonumber(priority)) * 4398046511104 + tonumber(run_at))
+-- A field that holds a decimal integer as Celeriac writes it (an optional minus and at most 16
+-- digits, so it is exact in a Lua number), as a number; nil for anything else: missing, text,
+-- `nan`, `inf`, `1e400`, hex, fractions, spaces. `tonumber` alone accepts all of those, and a
+-- NaN or an infinity reaching ZADD or PEXPIRE fails the whole script.
+local function int_of(x)
+  if type(x) == 'string' and #x <= 17 and string.find(x, '^%-?%d+$') then
+    return tonumber(x)
+  end
+  return nil
 end
 
+local function ready_score(priority, run_at)
+  return num((9 - priority) * 4398046511104 + run_at)
+end
+
+-- A ready-set member from a sequence number (a number: callers read `q` with int_of).
 local function ready_member(seq, id)
-  return string.format('%015.0f', tonumber(seq)) .. ':' .. id
+  return string.format('%015.0f', seq) .. ':' .. id
 end
 
 -- The job id of a ready-set member.
@@ -105,9 +120,11 @@ local function count_enqueued(now, per_task)
   end
 end
 
--- A record's retention (ms): its `tt` field, one day when absent or not a number.
+-- A record's retention (ms): its `tt` field, one day when absent, not an integer or negative.
 local function ttl_of(tt)
-  return tonumber(tt) or 86400000
+  local ttl = int_of(tt)
+  if not ttl or ttl < 0 then return 86400000 end
+  return ttl
 end
 
 -- Ends a job that was asked to stop (flag `cx`) instead of letting it run again.
@@ -120,10 +137,35 @@ local function end_cancelled(id, key, now, channel)
   redis.call('PUBLISH', channel, id)
 end
 
--- Puts a job back in the ready set at its original place in line.
+-- Puts a job back in the ready set at its original place in line (fields that do not read
+-- as integers put it at priority 5, due at 0, first of its score: the next claim judges the
+-- record).
 local function requeue(id, key)
   local f = redis.call('HMGET', key, 'pr', 'r', 'q')
-  add_ready(id, tonumber(f[1]) or 5, tonumber(f[2]) or 0, tonumber(f[3]) or 0)
+  add_ready(id, int_of(f[1]) or 5, int_of(f[2]) or 0, int_of(f[3]) or 0)
+end
+
+-- Takes a waiting job out of the ready set: by its member, or, when its sequence `q` does not
+-- give the member (a malformed record), by looking for its id among the members.
+local function remove_ready(id, q)
+  local seq = int_of(q)
+  if seq and redis.call('ZREM', K_READY, ready_member(seq, id)) == 1 then return end
+  local cursor = '0'
+  repeat
+    local page = redis.call('ZSCAN', K_READY, cursor, 'MATCH', '*:' .. id, 'COUNT', 1000)
+    cursor = page[1]
+    for i = 1, #page[2], 2 do
+      if id_of(page[2][i]) == id then redis.call('ZREM', K_READY, page[2][i]) end
+    end
+  until cursor == '0'
+end
+
+-- Fields of a job's record (HMGET), or nil and the key's type when the key holds something
+-- other than a hash (WRONGTYPE would otherwise fail the whole script, for every job of it).
+local function read_record(key, ...)
+  local f = redis.pcall('HMGET', key, ...)
+  if f.err then return nil, redis.call('TYPE', key).ok end
+  return f
 end
 
 -- Ends a job whose record is malformed as a dead letter, with `why` (it names the field) as
@@ -131,7 +173,7 @@ end
 -- recorded: {kind, message, attempt}.
 local function dead_malformed(id, key, now, dead_ttl, channel, why, attempts)
   local ek, em = 'malformed_job', 'the job\'s record in Redis is malformed: ' .. why
-  local ea = num(tonumber(attempts) or 0)
+  local ea = num(math.max(int_of(attempts) or 0, 0))
   redis.call('HSET', key, 's', '6', 'f', num(now), 'ek', ek, 'em', em, 'ea', ea)
   redis.call('HDEL', key, 'w')
   redis.call('PEXPIRE', key, num(dead_ttl))
@@ -140,16 +182,37 @@ local function dead_malformed(id, key, now, dead_ttl, channel, why, attempts)
   return {ek, em, ea}
 end
 
+-- Ends a job whose key holds a `kind` (a string, a list...) instead of a hash: the key is
+-- replaced by a dead-letter record saying so. Returns the error recorded, as dead_malformed.
+local function dead_foreign(id, key, now, dead_ttl, channel, kind)
+  redis.call('DEL', key)
+  return dead_malformed(id, key, now, dead_ttl, channel,
+    'the key holds a ' .. tostring(kind) .. ', not a hash (its value is gone)', 0)
+end
+
+-- Whether a field reads as an integer within [lo, hi].
+local function int_within(x, lo, hi)
+  local n = int_of(x)
+  return n ~= nil and n >= lo and n <= hi
+end
+
 -- What is wrong with a record about to be leased or reaped, or nil, from its fields a
 -- (attempts), m (max attempts), x (expires at), tt (result ttl), r (run at), pr (priority):
--- the first two must be numbers, the others numbers when present (nil: not checked).
+-- the first two must be integers (attempts from 0, max attempts from 1), the others integers
+-- when present (nil: not checked), the result ttl not negative and the priority 0 to 9.
 local function malformed(a, m, x, tt, r, pr)
-  if not tonumber(a) then return 'field `a` (attempts) is missing or not a number' end
-  if not tonumber(m) then return 'field `m` (max attempts) is missing or not a number' end
-  if x and not tonumber(x) then return 'field `x` (expires at) is not a number' end
-  if tt and not tonumber(tt) then return 'field `tt` (result ttl) is not a number' end
-  if r and not tonumber(r) then return 'field `r` (run at) is not a number' end
-  if pr and not tonumber(pr) then return 'field `pr` (priority) is not a number' end
+  if not int_within(a, 0, 4294967295) then
+    return 'field `a` (attempts) is missing or not a count'
+  end
+  if not int_within(m, 1, 4294967295) then
+    return 'field `m` (max attempts) is missing or not a count from 1'
+  end
+  if x and not int_of(x) then return 'field `x` (expires at) is not an integer' end
+  if tt and not int_within(tt, 0, 1e16) then
+    return 'field `tt` (result ttl) is not an integer from 0'
+  end
+  if r and not int_of(r) then return 'field `r` (run at) is not an integer' end
+  if pr and not int_within(pr, 0, 9) then return 'field `pr` (priority) is not 0 to 9' end
   return nil
 end
 
@@ -179,10 +242,12 @@ local function ukey_of(v)
   return nil
 end
 
--- Deletes a unique key if `id` still holds it in `mode`.
+-- Deletes a unique key if `id` still holds it in `mode` (a key of another type is not its,
+-- and without a mode, a malformed record, nothing is released).
 local function release_unique(ukey, id, mode)
+  if not mode then return end
   local k = UPREFIX .. ukey
-  if redis.call('GET', k) == mode .. '|' .. id then
+  if redis.pcall('GET', k) == mode .. '|' .. id then
     redis.call('DEL', k)
   end
 end

@@ -13,8 +13,18 @@
 -- process listens on for job completions (`<prefix>:{*}:done`) also matches.
 --
 -- Numbers are passed to Redis through `num`, never as raw Lua numbers, which Redis would
--- format with 14 significant digits.
+-- format with 14 significant digits. Numbers read back go through `int_of`: a record another
+-- process spoiled is repaired or reported, never a Lua error.
 
 local function num(x)
   return string.format('%.0f', x)
+end
+
+-- A field holding a decimal integer (at most 16 digits) as a number; nil for anything else
+-- (`nan`, `inf`, `1e400`, text), which must not reach arithmetic, PEXPIRE or a comparison.
+local function int_of(x)
+  if type(x) == 'string' and #x <= 17 and string.find(x, '^%-?%d+$') then
+    return tonumber(x)
+  end
+  return nil
 end
