@@ -15,11 +15,26 @@
 //! | 4 | how long the load took (ms), for early refresh |
 //! | 2 | tag count, then per tag 2 bytes of length and the tag |
 //! | rest | the value |
+//!
+//! A compressed value is an LZ4 block with its uncompressed size in front (4 bytes). That
+//! size is checked before anything is allocated: it must be no more than LZ4 can produce
+//! from the block (about 255 bytes per byte) and no more than the reader's maximum
+//! ([`MAX_VALUE_BYTES`], or a smaller one given to [`Envelope::from_bytes_within`]), so a
+//! value whose prefix lies costs the reader at most a bounded multiple of its own size.
 
 use celeriac_core::clock::UnixMs;
 use celeriac_core::error::{Error, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+
+/// The largest value, uncompressed, that an envelope is read with (512 MiB, the largest
+/// string Redis stores): a compressed value claiming more is refused before anything is
+/// allocated. [`Envelope::from_bytes_within`] takes a smaller maximum.
+pub const MAX_VALUE_BYTES: usize = 512 * 1024 * 1024;
+
+/// The most bytes one byte of an LZ4 block can decompress to: a match's length is extended
+/// by 255 per extra byte. A block of `n` bytes yields less than `n * LZ4_MAX_RATIO + 64`.
+const LZ4_MAX_RATIO: usize = 255;
 
 const MAGIC: u8 = 0xCE;
 const LAYOUT: u8 = 1;
@@ -34,7 +49,8 @@ pub enum Format {
     Json,
     /// MessagePack: smaller, fast.
     MsgPack,
-    /// postcard: the most compact, Rust only.
+    /// postcard: the most compact, Rust only. It has no limit on nesting: a recursive value
+    /// type read from an L2 others can write is safer in JSON or MessagePack.
     Postcard,
 }
 
@@ -70,12 +86,20 @@ impl Format {
     pub fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T> {
         let r = match self {
             Format::Json => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
-            Format::MsgPack => rmp_serde::from_slice(bytes).map_err(|e| e.to_string()),
+            Format::MsgPack => {
+                let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+                de.set_max_depth(MAX_DEPTH);
+                T::deserialize(&mut de).map_err(|e| e.to_string())
+            }
             Format::Postcard => postcard::from_bytes(bytes).map_err(|e| e.to_string()),
         };
         r.map_err(Error::Codec)
     }
 }
+
+/// How deep a MessagePack value may nest (serde_json's limit for JSON): deeper is an error,
+/// where MessagePack's own limit (1,024) would overflow a thread's stack first.
+const MAX_DEPTH: usize = 128;
 
 /// The times and tags of a cached value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,12 +163,22 @@ impl Envelope {
         out
     }
 
-    /// Reads stored bytes.
+    /// Reads stored bytes, with values of up to [`MAX_VALUE_BYTES`].
     ///
     /// # Errors
     /// [`Error::Codec`] naming what is wrong: not an envelope, an unknown layout, a truncated
-    /// record, a value that does not decompress.
+    /// record, a value that does not decompress or whose size prefix claims too much.
     pub fn from_bytes(bytes: &[u8]) -> Result<Envelope> {
+        Self::from_bytes_within(bytes, MAX_VALUE_BYTES)
+    }
+
+    /// Reads stored bytes whose value, uncompressed, is at most `max_value` bytes (and at
+    /// most [`MAX_VALUE_BYTES`]). The memory it takes is bounded by the input: no more than
+    /// a few hundred times its length, whatever the bytes say.
+    ///
+    /// # Errors
+    /// As [`Envelope::from_bytes`].
+    pub fn from_bytes_within(bytes: &[u8], max_value: usize) -> Result<Envelope> {
         let mut r = Reader { bytes, at: 0 };
         let head = r.take(4)?;
         if head[0] != MAGIC {
@@ -164,7 +198,9 @@ impl Envelope {
         let stale_until = i64::from_le_bytes(r.array()?);
         let load_ms = u32::from_le_bytes(r.array()?);
         let n = u16::from_le_bytes(r.array()?);
-        let mut tags = Vec::with_capacity(usize::from(n));
+        // Each tag takes at least its two bytes of length: a count the bytes cannot hold
+        // reserves no more than they can.
+        let mut tags = Vec::with_capacity(usize::from(n).min(r.left() / 2));
         for _ in 0..n {
             let len = u16::from_le_bytes(r.array()?);
             let t = r.take(usize::from(len))?;
@@ -174,10 +210,12 @@ impl Envelope {
         let value = if flags & NEGATIVE != 0 {
             None
         } else if flags & COMPRESSED != 0 {
-            Some(
-                lz4_flex::decompress_size_prepended(body)
-                    .map_err(|e| Error::Codec(format!("cached value does not decompress: {e}")))?,
-            )
+            Some(decompress(body, max_value.min(MAX_VALUE_BYTES))?)
+        } else if body.len() > max_value {
+            return Err(Error::Codec(format!(
+                "cached value has {} bytes, more than the {max_value} a value may have",
+                body.len()
+            )));
         } else {
             Some(body.to_vec())
         };
@@ -196,6 +234,39 @@ impl Envelope {
     }
 }
 
+/// An LZ4 block with its size in front, checked against what the block can hold and
+/// against `max` before the output is allocated.
+fn decompress(body: &[u8], max: usize) -> Result<Vec<u8>> {
+    let Some((size, block)) = body.split_first_chunk::<4>() else {
+        return Err(Error::Codec(
+            "cached value is compressed but has no size prefix".into(),
+        ));
+    };
+    let size = u32::from_le_bytes(*size) as usize;
+    let possible = block.len().saturating_mul(LZ4_MAX_RATIO).saturating_add(64);
+    if size > possible {
+        return Err(Error::Codec(format!(
+            "cached value claims {size} bytes uncompressed, more than its {} compressed bytes \
+             can hold",
+            block.len()
+        )));
+    }
+    if size > max {
+        return Err(Error::Codec(format!(
+            "cached value claims {size} bytes uncompressed, more than the {max} a value may have"
+        )));
+    }
+    let value = lz4_flex::block::decompress(block, size)
+        .map_err(|e| Error::Codec(format!("cached value does not decompress: {e}")))?;
+    if value.len() != size {
+        return Err(Error::Codec(format!(
+            "cached value decompresses to {} bytes, not the {size} its prefix says",
+            value.len()
+        )));
+    }
+    Ok(value)
+}
+
 struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,
@@ -208,6 +279,10 @@ impl<'a> Reader<'a> {
         let s = &self.bytes[self.at..end];
         self.at = end;
         Ok(s)
+    }
+
+    fn left(&self) -> usize {
+        self.bytes.len().saturating_sub(self.at)
     }
 
     fn array<const N: usize>(&mut self) -> Result<[u8; N]> {

@@ -69,19 +69,21 @@ where
         let Some(bytes) = got.pop().flatten() else {
             return Ok(L2Read::Missing);
         };
-        let decoded = Envelope::from_bytes(&bytes).and_then(|env| {
-            if env.schema != self.cfg.schema {
-                return Err(Error::Codec(format!(
-                    "written with schema {}, this cache reads {}",
-                    env.schema, self.cfg.schema
-                )));
-            }
-            let value = match &env.value {
-                Some(b) => Some(env.format.decode::<V>(b)?),
-                None => None,
-            };
-            Ok((env.meta, value))
-        });
+        // A value larger than this namespace writes is refused before it is decompressed.
+        let decoded =
+            Envelope::from_bytes_within(&bytes, self.cfg.max_value_bytes).and_then(|env| {
+                if env.schema != self.cfg.schema {
+                    return Err(Error::Codec(format!(
+                        "written with schema {}, this cache reads {}",
+                        env.schema, self.cfg.schema
+                    )));
+                }
+                let value = match &env.value {
+                    Some(b) => Some(env.format.decode::<V>(b)?),
+                    None => None,
+                };
+                Ok((env.meta, value))
+            });
         let (meta, value) = match decoded {
             Ok(d) => d,
             Err(e) => {

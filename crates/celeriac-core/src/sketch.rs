@@ -18,7 +18,13 @@ pub const MAX_BUCKETS: usize = 2048;
 
 /// Counts of values in logarithmic buckets: bucket `i` holds values in
 /// `(γ^(i-1), γ^i]` with `γ = (1 + α) / (1 - α)`.
+///
+/// A sketch read back from a store (JSON) is checked: at most [`MAX_BUCKETS`] buckets, all
+/// of them indexable, and a count that is what its buckets and zeros hold; one that is not
+/// fails to deserialize. Buckets given to [`from_parts`](Self::from_parts) may be anything:
+/// the sketch never holds more than [`MAX_BUCKETS`] of them, and counts saturate.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "Stored")]
 pub struct Sketch {
     /// The index of the first bucket in `counts`.
     offset: i32,
@@ -33,6 +39,54 @@ pub struct Sketch {
     /// The smallest and largest value seen (exact).
     min: f64,
     max: f64,
+}
+
+/// A sketch as stored, before it is checked.
+#[derive(Deserialize)]
+struct Stored {
+    offset: i32,
+    counts: Vec<u64>,
+    zeros: u64,
+    count: u64,
+    sum: f64,
+    min: f64,
+    max: f64,
+}
+
+impl TryFrom<Stored> for Sketch {
+    type Error = String;
+
+    fn try_from(s: Stored) -> Result<Self, String> {
+        if s.counts.len() > MAX_BUCKETS {
+            return Err(format!(
+                "a sketch of {} buckets, more than {MAX_BUCKETS}",
+                s.counts.len()
+            ));
+        }
+        let top = i64::from(s.offset) + s.counts.len() as i64 - 1;
+        if top > i64::from(i32::MAX) {
+            return Err(format!("a sketch whose buckets end past {}", i32::MAX));
+        }
+        let held = s
+            .counts
+            .iter()
+            .try_fold(s.zeros, |total, n| total.checked_add(*n));
+        if held != Some(s.count) {
+            return Err(format!(
+                "a sketch counting {} values whose buckets hold another number",
+                s.count
+            ));
+        }
+        Ok(Sketch {
+            offset: s.offset,
+            counts: s.counts,
+            zeros: s.zeros,
+            count: s.count,
+            sum: s.sum,
+            min: s.min,
+            max: s.max,
+        })
+    }
 }
 
 fn gamma() -> f64 {
@@ -62,7 +116,7 @@ impl Sketch {
         }
         self.note(value, 1);
         if value <= MIN_VALUE {
-            self.zeros += 1;
+            self.zeros = self.zeros.saturating_add(1);
         } else {
             self.bump(index_of(value), 1);
         }
@@ -76,38 +130,53 @@ impl Sketch {
             self.min = self.min.min(value);
             self.max = self.max.max(value);
         }
-        self.count += n;
+        self.count = self.count.saturating_add(n);
         self.sum += value * n as f64;
     }
 
+    /// Adds `n` to bucket `index`, keeping at most [`MAX_BUCKETS`] buckets: an index below
+    /// them counts in the lowest, and one above them folds the lowest into the lowest kept.
+    /// The vector never grows beyond the bound, whatever the index.
     fn bump(&mut self, index: i32, n: u64) {
         if self.counts.is_empty() {
             self.offset = index;
+            self.counts.push(0);
         }
-        if index < self.offset {
-            let grow = (self.offset - index) as usize;
-            let mut counts = vec![0; grow];
-            counts.append(&mut self.counts);
-            self.counts = counts;
-            self.offset = index;
+        let max = MAX_BUCKETS as i64;
+        let lo = i64::from(self.offset);
+        let hi = lo + self.counts.len() as i64 - 1;
+        let index = i64::from(index);
+        if index > hi {
+            // The lowest bucket kept once `index` is the highest.
+            let keep_from = (index - max + 1).max(lo);
+            let drop = ((keep_from - lo) as usize).min(self.counts.len());
+            if drop > 0 {
+                let folded = self
+                    .counts
+                    .drain(..drop)
+                    .fold(0u64, |a, b| a.saturating_add(b));
+                if self.counts.is_empty() {
+                    self.counts.push(0);
+                }
+                self.counts[0] = self.counts[0].saturating_add(folded);
+            }
+            // `keep_from` lies between two indexes (`lo` and `index`), so it is one.
+            self.offset = i32::try_from(keep_from).unwrap_or(i32::MAX);
+            let len = (index - keep_from + 1) as usize;
+            self.counts.resize(len, 0);
+        } else if index < lo {
+            // Grow down no further than the bound allows.
+            let new_lo = index.max(hi - max + 1);
+            let grow = (lo - new_lo) as usize;
+            if grow > 0 {
+                let mut counts = vec![0; grow];
+                counts.append(&mut self.counts);
+                self.counts = counts;
+                self.offset = i32::try_from(new_lo).unwrap_or(i32::MIN);
+            }
         }
-        let at = (index - self.offset) as usize;
-        if at >= self.counts.len() {
-            self.counts.resize(at + 1, 0);
-        }
-        self.counts[at] += n;
-        self.bound();
-    }
-
-    /// Merges the lowest buckets until at most [`MAX_BUCKETS`] remain.
-    fn bound(&mut self) {
-        if self.counts.len() <= MAX_BUCKETS {
-            return;
-        }
-        let excess = self.counts.len() - MAX_BUCKETS;
-        let folded: u64 = self.counts.drain(..excess).sum();
-        self.counts[0] += folded;
-        self.offset += excess as i32;
+        let at = (index - i64::from(self.offset)).clamp(0, self.counts.len() as i64 - 1) as usize;
+        self.counts[at] = self.counts[at].saturating_add(n);
     }
 
     /// Adds every value `other` saw.
@@ -122,9 +191,9 @@ impl Sketch {
             self.min = self.min.min(other.min);
             self.max = self.max.max(other.max);
         }
-        self.count += other.count;
+        self.count = self.count.saturating_add(other.count);
         self.sum += other.sum;
-        self.zeros += other.zeros;
+        self.zeros = self.zeros.saturating_add(other.zeros);
         for (i, &n) in other.counts.iter().enumerate() {
             if n > 0 {
                 self.bump(other.offset + i as i32, n);
@@ -162,11 +231,11 @@ impl Sketch {
         for (index, n) in buckets {
             if n > 0 {
                 s.bump(index, n);
-                s.count += n;
+                s.count = s.count.saturating_add(n);
             }
         }
         s.zeros = zeros;
-        s.count += zeros;
+        s.count = s.count.saturating_add(zeros);
         if s.count == 0 {
             return Sketch::new();
         }
@@ -215,7 +284,7 @@ impl Sketch {
         }
         let mut seen = self.zeros;
         for (i, &n) in self.counts.iter().enumerate() {
-            seen += n;
+            seen = seen.saturating_add(n);
             if seen > rank {
                 let v = value_of(self.offset + i as i32);
                 return Some(v.clamp(self.min, self.max));

@@ -1,7 +1,7 @@
 //! [`BreakerStore`] on SQLite: each call one transaction on the writer thread, applying the
 //! rules of [`SharedRecord`], so every process on the file sees one verdict.
 
-use crate::SqliteBackend;
+use crate::{decode, SqliteBackend};
 use celeriac_core::backend::{
     BreakerCommand, BreakerPolicy, BreakerSignal, BreakerStore, SharedBreakerState,
 };
@@ -31,23 +31,25 @@ fn to_u32(v: i64) -> u32 {
     u32::try_from(v.max(0)).unwrap_or(u32::MAX)
 }
 
-/// The live record of `name` (an expired one reads as absent).
+/// The live record of `name` (an expired one reads as absent). A field that does not read
+/// as an integer reads as its default (a closed breaker, no trips), so a damaged record is
+/// judged afresh rather than failing every call of the breaker.
 fn load(c: &Connection, name: &str, now: UnixMs) -> rusqlite::Result<Option<SharedRecord>> {
     c.prepare_cached(
         "SELECT state, open_until, trips, generation, since, probe_ok, probe_fail \
          FROM celeriac_breakers WHERE name = ?1 AND expires_at > ?2",
     )?
     .query_row(params![name, now], |r| {
-        let code: i64 = r.get(0)?;
+        let int = |i| decode::int(r, i).unwrap_or(0);
         Ok(SharedRecord {
-            state: BreakerState::from_code(u8::try_from(code).unwrap_or(0))
+            state: BreakerState::from_code(u8::try_from(int(0)).unwrap_or(0))
                 .unwrap_or(BreakerState::Closed),
-            open_until: r.get(1)?,
-            trips: to_u32(r.get(2)?),
-            generation: u64::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
-            since: r.get(4)?,
-            probe_ok: to_u32(r.get(5)?),
-            probe_fail: to_u32(r.get(6)?),
+            open_until: int(1),
+            trips: to_u32(int(2)),
+            generation: u64::try_from(int(3)).unwrap_or(0),
+            since: int(4),
+            probe_ok: to_u32(int(5)),
+            probe_fail: to_u32(int(6)),
         })
     })
     .optional()
@@ -98,15 +100,20 @@ fn per_instance(
     oldest: i64,
     now: UnixMs,
 ) -> rusqlite::Result<Vec<Counts>> {
+    // total() rather than sum(): a float that never overflows (sum() of large counts fails),
+    // and counts of signals that hold no number add nothing.
     let mut stmt = c.prepare_cached(
-        "SELECT instance, sum(calls), sum(failures), sum(slow) FROM celeriac_breaker_signals \
+        "SELECT instance, total(calls), total(failures), total(slow) \
+         FROM celeriac_breaker_signals \
          WHERE name = ?1 AND epoch >= ?2 AND expires_at > ?3 GROUP BY instance",
     )?;
+    // A float as a count: negative and NaN read as 0, too large as the largest.
+    let count = |r: &rusqlite::Row<'_>, i| r.get::<_, f64>(i).map(|f| f as u64);
     let rows = stmt.query_map(params![name, oldest, now], |r| {
         Ok(Counts {
-            calls: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
-            failures: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
-            slow: u64::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
+            calls: count(r, 1)?,
+            failures: count(r, 2)?,
+            slow: count(r, 3)?,
         })
     })?;
     rows.collect()

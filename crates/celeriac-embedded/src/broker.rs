@@ -25,7 +25,11 @@ impl Broker for SqliteBackend {
     }
 
     async fn claim(&self, req: ClaimRequest) -> Result<Vec<Claimed>> {
-        self.inner.writer.call(move |c| ops::claim(c, &req)).await
+        let dead_ttl = self.inner.config.dead_ttl;
+        self.inner
+            .writer
+            .call(move |c| ops::claim(c, &req, dead_ttl))
+            .await
     }
 
     async fn heartbeat(

@@ -1,7 +1,8 @@
 //! Browsing a queue's jobs in one state a page at a time (keyset paging over the indexes each
 //! state already has, so a page costs the same at any depth), and deleting jobs.
 
-use crate::ops::{row_to_info, COLS};
+use crate::decode;
+use crate::ops::{row_to_shown_info, COLS};
 use celeriac_core::backend::{JobPage, JobQuery, SCAN_MAX};
 use celeriac_core::error::{Error, Result};
 use celeriac_core::job::{JobId, JobInfo, JobState};
@@ -63,8 +64,22 @@ impl Cursor {
     }
 }
 
-/// A row of a listing: the job, its queue and state code, and its place.
-type Found = (JobInfo, String, i64, Cursor);
+/// A row's time in the state's order, as the cursor holds it: SQLite orders text and blobs
+/// after every number, so a row holding one is placed after them all, and paging past it
+/// never comes back to the numbers.
+fn place_at(v: rusqlite::types::ValueRef<'_>) -> i64 {
+    use rusqlite::types::ValueRef;
+    match v {
+        ValueRef::Null => 0,
+        ValueRef::Integer(i) => i,
+        ValueRef::Real(f) => f as i64,
+        ValueRef::Text(_) | ValueRef::Blob(_) => i64::MAX,
+    }
+}
+
+/// A row of a listing: the job (`None` when not even its id and state read), its queue and
+/// state code, and its place.
+type Found = (Option<JobInfo>, String, i64, Cursor);
 
 /// The next `window` rows after `from` in the state's order, with each one's place. Rows of
 /// other queues or states may come back where the state's index spans them (active jobs, and
@@ -92,13 +107,14 @@ fn window(
     let order = format!("ORDER BY {key} {dir}, seq {dir}");
     let read = |sql: &str, args: &[&dyn rusqlite::ToSql]| -> rusqlite::Result<Vec<Found>> {
         let mut stmt = conn.prepare_cached(sql)?;
+        // Every row is placed, even one that does not read, so paging moves past it.
         let rows = stmt.query_map(args, |r| {
-            let (info, _) = row_to_info(r)?;
-            let queue: String = r.get(29)?;
-            let state: i64 = r.get(30)?;
+            let info = row_to_shown_info(r).map(|(info, _)| info);
+            let queue = decode::text(r, 29).unwrap_or_default();
+            let state = decode::int(r, 30).unwrap_or(-1);
             let place = Cursor {
-                priority: r.get(31)?,
-                at: r.get::<_, Option<i64>>(32)?.unwrap_or(0),
+                priority: decode::int(r, 31).unwrap_or(0),
+                at: place_at(r.get_ref(32)?),
                 seq: r.get(33)?,
             };
             Ok((info, queue, state, place))
@@ -204,6 +220,10 @@ pub(crate) fn list(
     for (info, queue, row_state, place) in rows {
         page.scanned += 1;
         last = Some(place);
+        let Some(info) = info else {
+            tracing::warn!(queue, "a job whose id or state does not read is left out");
+            continue;
+        };
         if queue == q.queue && row_state == state && q.matches(&info) {
             page.jobs.push(info);
             if page.jobs.len() == limit {
@@ -228,8 +248,13 @@ pub(crate) fn delete(conn: &Connection, queue: &str, ids: &[JobId]) -> rusqlite:
     let mut tally = crate::counts::Tally::default();
     let mut n = 0;
     for id in ids {
-        for state in stmt.query_map(params![&id.as_bytes()[..], queue], |r| r.get::<_, i64>(0))? {
-            tally.add(queue, state?, -1);
+        let states = stmt.query_map(params![&id.as_bytes()[..], queue], |r| {
+            Ok(crate::decode::int(r, 0))
+        })?;
+        for state in states {
+            if let Some(state) = state? {
+                tally.add(queue, state, -1);
+            }
             n += 1;
         }
     }

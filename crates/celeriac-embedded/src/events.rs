@@ -48,14 +48,14 @@ impl EventLog for SqliteBackend {
                     .prepare_cached(
                         "SELECT seq, body FROM celeriac_events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
                     )?
-                    .query_map(params![after, limit], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .query_map(params![after, limit], |r| Ok((r.get(0)?, crate::decode::text(r, 1).unwrap_or_default())))?
                     .collect(),
                 None => {
                     let mut rows: Vec<(i64, String)> = c
                         .prepare_cached(
                             "SELECT seq, body FROM celeriac_events ORDER BY seq DESC LIMIT ?1",
                         )?
-                        .query_map([limit], |r| Ok((r.get(0)?, r.get(1)?)))?
+                        .query_map([limit], |r| Ok((r.get(0)?, crate::decode::text(r, 1).unwrap_or_default())))?
                         .collect::<rusqlite::Result<_>>()?;
                     rows.reverse();
                     Ok(rows)

@@ -3,7 +3,7 @@
 //! transaction, then drops the buckets no longer kept; jobs enqueued are added by the enqueue
 //! itself (see `counts.rs`).
 
-use crate::SqliteBackend;
+use crate::{decode, SqliteBackend};
 use celeriac_core::backend::{Counts, History, HistoryEntry, HistoryQuery, Resolution};
 use celeriac_core::error::Result;
 use celeriac_core::sketch::Sketch;
@@ -40,7 +40,7 @@ pub(crate) fn add(
                  WHERE span = ?1 AND start = ?2 AND queue = ?3 AND task = ?4",
             )?
             .query_row(params![span, start, queue, task], |r| {
-                Ok((r.get(0)?, r.get(1)?))
+                Ok((decode::text(r, 0), decode::text(r, 1)))
             })
             .optional()?;
         let (old_run, old_wait) = stored.unwrap_or_default();
@@ -142,19 +142,20 @@ impl History for SqliteBackend {
                 )?;
                 let rows =
                     stmt.query_map(params![span, first, last, query.queue, query.task], |r| {
+                        // History only summarizes: what does not read counts as nothing.
                         let mut e = HistoryEntry::new(
                             r.get(0)?,
-                            r.get::<_, String>(1)?,
-                            r.get::<_, String>(2)?,
+                            decode::text(r, 1).unwrap_or_default(),
+                            decode::text(r, 2).unwrap_or_default(),
                         );
                         for (i, field) in Counts::FIELDS.iter().enumerate() {
-                            let n: i64 = r.get(3 + i)?;
+                            let n = decode::int(r, 3 + i).unwrap_or(0);
                             if let Some(c) = e.counts.get_mut(field) {
                                 *c = u64::try_from(n).unwrap_or(0);
                             }
                         }
-                        e.run_ms = sketch_of(r.get(10)?);
-                        e.wait_ms = sketch_of(r.get(11)?);
+                        e.run_ms = sketch_of(decode::text(r, 10));
+                        e.wait_ms = sketch_of(decode::text(r, 11));
                         Ok(e)
                     })?;
                 rows.collect::<rusqlite::Result<Vec<_>>>()

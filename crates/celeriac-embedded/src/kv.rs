@@ -16,7 +16,7 @@
 //!
 //! Every call is one transaction on the writer thread, so several processes on one file agree.
 
-use crate::{Inner, SqliteBackend};
+use crate::{decode, Inner, SqliteBackend};
 use celeriac_core::backend::{
     check_kv_key, check_kv_ttl, KvEntry, KvEvent, KvStore, KvSubscription,
 };
@@ -52,8 +52,13 @@ fn get(c: &Connection, keys: &[String], now: UnixMs) -> rusqlite::Result<Vec<Opt
         "SELECT value FROM celeriac_kv \
          WHERE key = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
     )?;
+    // A value stored as text or a number (a counter, a hand edit) reads as its bytes.
     keys.iter()
-        .map(|k| stmt.query_row(params![k, now], |r| r.get(0)).optional())
+        .map(|k| {
+            stmt.query_row(params![k, now], |r| Ok(decode::bytes(r, 0)))
+                .optional()
+                .map(Option::flatten)
+        })
         .collect()
 }
 
@@ -87,7 +92,9 @@ fn delete(c: &Connection, keys: &[String], now: UnixMs) -> rusqlite::Result<u64>
 fn incr(c: &Connection, key: &str, now: UnixMs) -> rusqlite::Result<i64> {
     let row: Option<(Vec<u8>, Option<i64>)> = c
         .prepare_cached("SELECT value, expires_at FROM celeriac_kv WHERE key = ?1")?
-        .query_row(params![key], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(params![key], |r| {
+            Ok((decode::bytes(r, 0).unwrap_or_default(), r.get(1)?))
+        })
         .optional()?;
     let next = match row {
         // Absent, or a value that expired: counts from 0.
@@ -158,8 +165,9 @@ struct Poll {
 fn poll(c: &Connection, channel: &str, last: i64) -> rusqlite::Result<Poll> {
     let swept: i64 = c
         .prepare_cached("SELECT value FROM celeriac_meta WHERE key = 'kv_swept'")?
-        .query_row([], |r| r.get(0))
+        .query_row([], |r| Ok(decode::int(r, 0)))
         .optional()?
+        .flatten()
         .unwrap_or(0);
     let mut stmt = c.prepare_cached(
         "SELECT seq, message FROM celeriac_kv_events WHERE channel = ?1 AND seq > ?2 \
@@ -167,7 +175,7 @@ fn poll(c: &Connection, channel: &str, last: i64) -> rusqlite::Result<Poll> {
     )?;
     let rows = stmt
         .query_map(params![channel, last, BATCH], |r| {
-            Ok((r.get(0)?, r.get(1)?))
+            Ok((r.get(0)?, decode::bytes(r, 1).unwrap_or_default()))
         })?
         .collect::<rusqlite::Result<_>>()?;
     Ok(Poll { swept, rows })

@@ -1,6 +1,7 @@
 //! The SQL of each operation, run on the writer thread inside a transaction.
 
 use crate::counts::Tally;
+use crate::decode::{self, bad, column, UNDECODABLE, UNREADABLE_HEADER, UNREADABLE_TASK};
 use celeriac_core::backend::{
     CancelOutcome, CancelReport, ClaimRequest, Claimed, Completion, EndedJob, LeaseRef, Outcome,
     QueueStats, ReapReport,
@@ -32,10 +33,15 @@ fn conv<E: std::error::Error + Send + Sync + 'static>(e: E) -> rusqlite::Error {
     rusqlite::Error::ToSqlConversionFailure(Box::new(e))
 }
 
-fn opt_id(bytes: Option<Vec<u8>>) -> rusqlite::Result<Option<JobId>> {
+fn opt_id(bytes: Option<Vec<u8>>, name: &'static str) -> rusqlite::Result<Option<JobId>> {
     bytes
-        .map(|b| JobId::from_slice(&b).map_err(conv))
+        .map(|b| JobId::from_slice(&b).map_err(|e| bad(name, e)))
         .transpose()
+}
+
+/// The first column, a queue's name returned by a statement: as text, whatever it holds.
+fn queue_of(r: &Row<'_>) -> rusqlite::Result<String> {
+    Ok(decode::text(r, 0).unwrap_or_default())
 }
 
 fn ms_duration(ms: Option<i64>) -> Option<Duration> {
@@ -43,69 +49,148 @@ fn ms_duration(ms: Option<i64>) -> Option<Duration> {
 }
 
 /// Reads a row selected with [`COLS`]; also returns the fencing token.
+///
+/// # Errors
+/// A [`decode::BadColumn`] naming the first column that does not hold what it should.
 pub(crate) fn row_to_info(row: &Row<'_>) -> rusqlite::Result<(JobInfo, Option<u64>)> {
-    let id: Vec<u8> = row.get(0)?;
-    let headers: Option<String> = row.get(12)?;
+    let id: Vec<u8> = column(row, 0, "id")?;
+    let headers: Option<String> = column(row, 12, "headers")?;
     let headers: BTreeMap<String, String> = match headers {
-        Some(h) => serde_json::from_str(&h).map_err(conv)?,
+        Some(h) => serde_json::from_str(&h).map_err(|e| bad("headers", e))?,
         None => BTreeMap::new(),
     };
-    let priority: i64 = row.get(5)?;
+    let priority: i64 = column(row, 5, "priority")?;
     let job = Job {
-        id: JobId::from_slice(&id).map_err(conv)?,
-        queue: row.get(1)?,
-        task: row.get(2)?,
-        payload: row.get(3)?,
-        encoding: Encoding::from_code(row.get(4)?).map_err(conv)?,
-        priority: Priority::new(priority.clamp(0, 9) as u8).map_err(conv)?,
-        attempts: row.get(6)?,
-        max_attempts: row.get(7)?,
-        run_at: row.get(8)?,
-        expires_at: row.get(9)?,
-        soft_time_limit: ms_duration(row.get(10)?),
-        hard_time_limit: ms_duration(row.get(11)?),
+        id: JobId::from_slice(&id).map_err(|e| bad("id", e))?,
+        queue: column(row, 1, "queue")?,
+        task: column(row, 2, "task")?,
+        payload: column(row, 3, "payload")?,
+        encoding: Encoding::from_code(column(row, 4, "encoding")?)
+            .map_err(|e| bad("encoding", e))?,
+        priority: Priority::new(priority.clamp(0, 9) as u8).map_err(|e| bad("priority", e))?,
+        attempts: column(row, 6, "attempts")?,
+        max_attempts: column(row, 7, "max_attempts")?,
+        run_at: column(row, 8, "run_at")?,
+        expires_at: column(row, 9, "expires_at")?,
+        soft_time_limit: ms_duration(column(row, 10, "soft_limit_ms")?),
+        hard_time_limit: ms_duration(column(row, 11, "hard_limit_ms")?),
         headers,
-        parent_id: opt_id(row.get(13)?)?,
-        root_id: opt_id(row.get(14)?)?,
-        result_ttl: ms_duration(row.get(15)?),
+        parent_id: opt_id(column(row, 13, "parent_id")?, "parent_id")?,
+        root_id: opt_id(column(row, 14, "root_id")?, "root_id")?,
+        result_ttl: ms_duration(column(row, 15, "result_ttl_ms")?),
         // The key lives in celeriac_unique while it matters; a read job does not carry it.
         unique: None,
-        created_at: row.get(16)?,
-        started_at: row.get(17)?,
-        finished_at: row.get(18)?,
+        created_at: column(row, 16, "created_at")?,
+        started_at: column(row, 17, "started_at")?,
+        finished_at: column(row, 18, "finished_at")?,
     };
-    let state = JobState::from_code(row.get(19)?).map_err(conv)?;
-    let error_kind: Option<String> = row.get(21)?;
+    let state = JobState::from_code(column(row, 19, "state")?).map_err(|e| bad("state", e))?;
+    let error_kind: Option<String> = column(row, 21, "error_kind")?;
     let error = match error_kind {
         Some(kind) => Some(ErrorInfo {
             kind,
-            message: row.get::<_, Option<String>>(22)?.unwrap_or_default(),
-            attempt: row.get::<_, Option<u32>>(23)?.unwrap_or(0),
+            message: column::<Option<String>>(row, 22, "error_message")?.unwrap_or_default(),
+            attempt: column::<Option<u32>>(row, 23, "error_attempt")?.unwrap_or(0),
         }),
         None => None,
     };
-    let progress = row.get::<_, Option<f64>>(24)?.map(|fraction| Progress {
+    let progress = column::<Option<f64>>(row, 24, "progress")?.map(|fraction| Progress {
         fraction,
         message: None,
     });
     let progress = match progress {
         Some(mut p) => {
-            p.message = row.get(25)?;
+            p.message = column(row, 25, "progress_message")?;
             Some(p)
         }
         None => None,
     };
-    let token: Option<i64> = row.get(28)?;
+    let token: Option<i64> = column(row, 28, "token")?;
     let info = JobInfo {
         job,
         state,
-        result: row.get(20)?,
+        result: column(row, 20, "result")?,
         error,
         progress,
-        worker: row.get(26)?,
-        lease_until: row.get(27)?,
+        worker: column(row, 26, "worker")?,
+        lease_until: column(row, 27, "lease_until")?,
     };
     Ok((info, token.map(|t| t as u64)))
+}
+
+/// Reads a row selected with [`COLS`] for showing it: as [`row_to_info`] does, or, when that
+/// fails, as a job with the task [`UNREADABLE_TASK`], the reason in its
+/// [`UNREADABLE_HEADER`] header, and whatever of its payload, state and error reads (as the
+/// Redis backend shows a record that does not read). `None` when not even its id and state
+/// read.
+pub(crate) fn row_to_shown_info(row: &Row<'_>) -> Option<(JobInfo, Option<u64>)> {
+    let why = match row_to_info(row) {
+        Ok(read) => return Some(read),
+        Err(e) => e,
+    };
+    let id = decode::bytes(row, 0).and_then(|b| JobId::from_slice(&b).ok())?;
+    let state = decode::int(row, 19).and_then(|c| JobState::from_code(c).ok())?;
+    let payload = decode::bytes(row, 3).unwrap_or_default();
+    let mut job = Job::new(UNREADABLE_TASK, payload, decode::int(row, 8).unwrap_or(0));
+    job.id = id;
+    job.queue = decode::text(row, 1).unwrap_or_default();
+    job.headers.insert(
+        UNREADABLE_HEADER.into(),
+        format!("the job's row cannot be read: {why}"),
+    );
+    job.attempts = decode::int(row, 6).map_or(0, |a| a.clamp(0, u32::MAX.into()) as u32);
+    job.created_at = decode::int(row, 16).unwrap_or(0);
+    job.finished_at = decode::int(row, 18);
+    let error = decode::text(row, 21).map(|kind| ErrorInfo {
+        kind,
+        message: decode::text(row, 22).unwrap_or_default(),
+        attempt: decode::int(row, 23).map_or(0, |a| a.clamp(0, u32::MAX.into()) as u32),
+    });
+    let info = JobInfo {
+        job,
+        state,
+        result: decode::bytes(row, 20),
+        error,
+        progress: None,
+        worker: decode::text(row, 26),
+        lease_until: decode::int(row, 27),
+    };
+    Some((info, decode::int(row, 28).map(|t| t as u64)))
+}
+
+/// Moves the job of row `seq`, which cannot be read, to the dead letters with the reason,
+/// so it neither stops the queue nor comes back; it was `from` (a state code) in `queue`.
+#[allow(clippy::too_many_arguments)]
+fn dead_letter_unreadable(
+    conn: &Connection,
+    seq: i64,
+    queue: &str,
+    from: i64,
+    why: &rusqlite::Error,
+    now: UnixMs,
+    dead_ttl: Duration,
+    tally: &mut Tally,
+) -> rusqlite::Result<ErrorInfo> {
+    let error = ErrorInfo::new(
+        UNDECODABLE,
+        format!("the job's row in SQLite cannot be read: {why}"),
+        0,
+    );
+    tracing::error!(queue, seq, error = %error.message, "dead-lettering a job that cannot be read");
+    conn.prepare_cached(
+        "UPDATE celeriac_jobs SET state = 6, finished_at = ?2, keep_until = ?2 + ?3, \
+         token = NULL, lease_until = NULL, worker = NULL, error_kind = ?4, \
+         error_message = ?5, error_attempt = 0 WHERE seq = ?1",
+    )?
+    .execute(params![
+        seq,
+        now,
+        duration_ms(dead_ttl),
+        error.kind,
+        error.message
+    ])?;
+    tally.moved(queue, from, i64::from(DEAD));
+    Ok(error)
 }
 
 /// The job holding a unique key, if the key is still held.
@@ -119,23 +204,34 @@ fn live_holder(
     key: &str,
     now: UnixMs,
 ) -> rusqlite::Result<Option<(JobId, String)>> {
-    let row: Option<(Vec<u8>, String, Option<i64>)> = conn
+    // A holder that does not read (its job id, mode or state) holds nothing: the key goes
+    // to the new job rather than refusing every job of that key.
+    type Holder = (Option<Vec<u8>>, Option<String>, Option<i64>);
+    let row: Option<Holder> = conn
         .prepare_cached(
             "SELECT job_id, mode, until FROM celeriac_unique WHERE queue = ?1 AND key = ?2",
         )?
         .query_row(params![queue, key], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            Ok((decode::bytes(r, 0), decode::text(r, 1), decode::int(r, 2)))
         })
         .optional()?;
-    let Some((job_id, mode, until)) = row else {
+    let Some((Some(job_id), Some(mode), until)) = row else {
         return Ok(None);
     };
-    let id = JobId::from_slice(&job_id).map_err(conv)?;
-    let state: Option<i64> = conn
+    let Ok(id) = JobId::from_slice(&job_id) else {
+        return Ok(None);
+    };
+    let state: Option<Option<i64>> = conn
         .prepare_cached("SELECT state FROM celeriac_jobs WHERE id = ?1")?
-        .query_row([&job_id[..]], |r| r.get(0))
+        .query_row([&job_id[..]], |r| Ok(decode::int(r, 0)))
         .optional()?;
-    let state = state.map(JobState::from_code).transpose().map_err(conv)?;
+    let state = match state {
+        None => None,
+        Some(code) => match code.map(JobState::from_code) {
+            Some(Ok(s)) => Some(s),
+            _ => return Ok(None),
+        },
+    };
     let live = match mode.as_str() {
         "w" => until.is_some_and(|u| u > now),
         "f" => state.is_some_and(|s| !s.is_terminal()),
@@ -261,7 +357,7 @@ fn promote(conn: &Connection, now: UnixMs, tally: &mut Tally) -> rusqlite::Resul
              (SELECT seq FROM celeriac_jobs WHERE state IN (1, 3) AND state = ?3 \
               AND run_at <= ?1 ORDER BY run_at LIMIT ?2) RETURNING queue",
         )?;
-        let queues = stmt.query_map(params![now, BATCH, from], |r| r.get::<_, String>(0))?;
+        let queues = stmt.query_map(params![now, BATCH, from], queue_of)?;
         for queue in queues {
             tally.moved(&queue?, from, 0);
         }
@@ -271,7 +367,7 @@ fn promote(conn: &Connection, now: UnixMs, tally: &mut Tally) -> rusqlite::Resul
 
 fn paused_queues(conn: &Connection) -> rusqlite::Result<HashSet<String>> {
     let mut stmt = conn.prepare_cached("SELECT name FROM celeriac_queues WHERE paused = 1")?;
-    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    let rows = stmt.query_map([], queue_of)?;
     rows.collect()
 }
 
@@ -285,7 +381,17 @@ fn reserve_tokens(conn: &Connection, n: usize) -> rusqlite::Result<u64> {
     Ok((last - n as i64 + 1) as u64)
 }
 
-pub(crate) fn claim(conn: &Connection, req: &ClaimRequest) -> rusqlite::Result<Vec<Claimed>> {
+/// A candidate of a claim: its row, and what the claim looks at first (expiry, cancellation,
+/// task), or why that does not read.
+type Candidate = (i64, rusqlite::Result<(Option<i64>, bool, String)>);
+
+/// Claims ready jobs. A job whose row does not read is moved to the dead letters with the
+/// reason (`dead_ttl` is how long they are kept) and the claim goes on.
+pub(crate) fn claim(
+    conn: &Connection,
+    req: &ClaimRequest,
+    dead_ttl: Duration,
+) -> rusqlite::Result<Vec<Claimed>> {
     let now = req.now;
     let mut tally = Tally::default();
     promote(conn, now, &mut tally)?;
@@ -307,14 +413,22 @@ pub(crate) fn claim(conn: &Connection, req: &ClaimRequest) -> rusqlite::Result<V
         // expired or held-back jobs has been handled in this call.
         while out.len() < req.limit && expired_here + held < BATCH {
             let want = (req.limit - out.len()) as i64;
-            let candidates: Vec<(i64, Option<i64>, bool, String)> = {
+            let candidates: Vec<Candidate> = {
                 let mut stmt = conn.prepare_cached(
                     "SELECT seq, expires_at, cancel_requested, task FROM celeriac_jobs \
                      WHERE queue = ?1 AND state = 0 ORDER BY priority DESC, run_at, seq \
                      LIMIT ?2 OFFSET ?3",
                 )?;
                 let rows = stmt.query_map(params![queue, want, held], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get::<_, bool>(2)?, r.get(3)?))
+                    let read = (|| {
+                        Ok((
+                            column(r, 1, "expires_at")?,
+                            // As the statements read it: asked to stop when it holds 1.
+                            decode::int(r, 2) == Some(1),
+                            column(r, 3, "task")?,
+                        ))
+                    })();
+                    Ok((r.get(0)?, read))
                 })?;
                 rows.collect::<rusqlite::Result<_>>()?
             };
@@ -338,7 +452,17 @@ pub(crate) fn claim(conn: &Connection, req: &ClaimRequest) -> rusqlite::Result<V
                  progress = NULL, progress_message = NULL \
                  WHERE seq = ?1 RETURNING {COLS}"
             ))?;
-            for (seq, expires_at, cancelled, task) in candidates {
+            for (seq, read) in candidates {
+                let (expires_at, cancelled, task) = match read {
+                    Ok(read) => read,
+                    Err(why) => {
+                        dead_letter_unreadable(
+                            conn, seq, queue, 0, &why, now, dead_ttl, &mut tally,
+                        )?;
+                        expired_here += 1;
+                        continue;
+                    }
+                };
                 if cancelled {
                     end_cancelled(conn, seq, now, 0, &mut tally)?;
                     expired_here += 1;
@@ -357,10 +481,21 @@ pub(crate) fn claim(conn: &Connection, req: &ClaimRequest) -> rusqlite::Result<V
                 let token = next_token;
                 next_token += 1;
                 tokens_left -= 1;
-                let (info, _) = lease.query_row(
+                let leased = lease.query_row(
                     params![seq, token as i64, lease_until, req.worker, now],
-                    row_to_info,
+                    |r| Ok(row_to_info(r)),
                 )?;
+                let (info, _) = match leased {
+                    Ok(read) => read,
+                    Err(why) => {
+                        // Leased by the statement that read it: the dead letter replaces that.
+                        dead_letter_unreadable(
+                            conn, seq, queue, 0, &why, now, dead_ttl, &mut tally,
+                        )?;
+                        expired_here += 1;
+                        continue;
+                    }
+                };
                 tally.moved(queue, 0, 2);
                 out.push(Claimed {
                     job: info.job,
@@ -548,7 +683,14 @@ pub(crate) fn reap(
     dead_ttl: Duration,
     dead_max: u64,
 ) -> rusqlite::Result<ReapRound> {
-    type Expired = (i64, u32, u32, bool, Vec<u8>, String, Option<String>, String);
+    // A row, its queue and id (if they read), and what the reap needs of it, or why that
+    // does not read.
+    type Expired = (
+        i64,
+        String,
+        Option<JobId>,
+        rusqlite::Result<(u32, u32, bool, JobId, String, Option<String>)>,
+    );
     let mut tally = Tally::default();
     let expired: Vec<Expired> = {
         let mut stmt = conn.prepare_cached(
@@ -557,35 +699,55 @@ pub(crate) fn reap(
              LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![now, BATCH], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get::<_, bool>(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-                r.get(7)?,
-            ))
+            let read = (|| {
+                let id: Vec<u8> = column(r, 4, "id")?;
+                Ok((
+                    column(r, 1, "attempts")?,
+                    column(r, 2, "max_attempts")?,
+                    decode::int(r, 3) == Some(1),
+                    JobId::from_slice(&id).map_err(|e| bad("id", e))?,
+                    column(r, 5, "task")?,
+                    column(r, 6, "headers")?,
+                ))
+            })();
+            let id = decode::bytes(r, 4).and_then(|b| JobId::from_slice(&b).ok());
+            Ok((r.get(0)?, decode::text(r, 7).unwrap_or_default(), id, read))
         })?;
         rows.collect::<rusqlite::Result<_>>()?
     };
     let mut more = expired.len() as i64 >= BATCH;
     let mut dropped = Vec::new();
     let mut report = ReapReport::default();
-    for (seq, attempts, max, cancelled, id, task, headers, queue) in expired {
-        let ended = |state, error| -> rusqlite::Result<EndedJob> {
-            Ok(EndedJob {
-                id: JobId::from_slice(&id).map_err(conv)?,
-                task: task.clone(),
-                state,
-                error,
-                flow: flow_header(headers.as_deref()),
-            })
+    for (seq, queue, id, read) in expired {
+        let (attempts, max, cancelled, id, task, headers) = match read {
+            Ok(read) => read,
+            Err(why) => {
+                let error =
+                    dead_letter_unreadable(conn, seq, &queue, 2, &why, now, dead_ttl, &mut tally)?;
+                report.dead += 1;
+                // Without an id there is nothing to tell the job's waiters or workflow.
+                if let Some(id) = id {
+                    report.ended.push(EndedJob {
+                        id,
+                        task: UNREADABLE_TASK.to_string(),
+                        state: JobState::Dead,
+                        error: Some(error),
+                        flow: None,
+                    });
+                }
+                continue;
+            }
+        };
+        let ended = |state, error| EndedJob {
+            id,
+            task: task.clone(),
+            state,
+            error,
+            flow: flow_header(headers.as_deref()),
         };
         if cancelled {
             end_cancelled(conn, seq, now, 2, &mut tally)?;
-            report.ended.push(ended(JobState::Cancelled, None)?);
+            report.ended.push(ended(JobState::Cancelled, None));
         } else if attempts >= max {
             let error = ErrorInfo::new(
                 "lease_expired",
@@ -607,7 +769,7 @@ pub(crate) fn reap(
             ])?;
             tally.moved(&queue, 2, 6);
             report.dead += 1;
-            report.ended.push(ended(JobState::Dead, Some(error))?);
+            report.ended.push(ended(JobState::Dead, Some(error)));
         } else {
             conn.prepare_cached(
                 "UPDATE celeriac_jobs SET state = 0, token = NULL, lease_until = NULL, \
@@ -636,26 +798,36 @@ pub(crate) fn reap(
              RETURNING queue, state",
         )?;
         let gone = stmt.query_map(params![now, BATCH], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            Ok((decode::text(r, 0).unwrap_or_default(), decode::int(r, 1)))
         })?;
         for row in gone {
             let (queue, state) = row?;
-            tally.add(&queue, state, -1);
+            if let Some(state) = state {
+                tally.add(&queue, state, -1);
+            }
             report.swept += 1;
         }
     }
     more |= released as i64 >= BATCH || report.swept as i64 >= BATCH;
     // The cap on dead letters, per queue: the oldest beyond it go.
-    let over: Vec<(String, i64)> = conn
+    let over: Vec<(Option<String>, i64)> = conn
         .prepare_cached(
             "SELECT queue, COUNT(*) - ?1 FROM celeriac_jobs WHERE state = 6 \
              GROUP BY queue HAVING COUNT(*) > ?1",
         )?
         .query_map([i64::try_from(dead_max).unwrap_or(i64::MAX)], |r| {
-            Ok((r.get(0)?, r.get(1)?))
+            // A queue name that is not text names no queue the statement below can match.
+            let queue = match r.get_ref(0)? {
+                rusqlite::types::ValueRef::Text(t) => {
+                    std::str::from_utf8(t).ok().map(str::to_string)
+                }
+                _ => None,
+            };
+            Ok((queue, r.get(1)?))
         })?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<rusqlite::Result<Vec<(Option<String>, i64)>>>()?;
     for (queue, excess) in over {
+        let Some(queue) = queue else { continue };
         let n = conn
             .prepare_cached(
                 "DELETE FROM celeriac_jobs WHERE seq IN (SELECT seq FROM celeriac_jobs \
@@ -688,7 +860,7 @@ pub(crate) fn next_due(conn: &Connection, queues: &[String]) -> rusqlite::Result
     )?;
     let mut earliest: Option<UnixMs> = None;
     for q in queues {
-        let due: Option<UnixMs> = stmt.query_row([q], |r| r.get(0))?;
+        let due: Option<UnixMs> = stmt.query_row([q], |r| Ok(decode::int(r, 0)))?;
         earliest = match (earliest, due) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -716,7 +888,12 @@ pub(crate) fn stats(conn: &Connection) -> rusqlite::Result<Vec<QueueStats>> {
     };
     {
         let mut stmt = conn.prepare_cached("SELECT name, paused FROM celeriac_queues")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?)))?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                decode::text(r, 0).unwrap_or_default(),
+                decode::int(r, 1) == Some(1),
+            ))
+        })?;
         for row in rows {
             let (name, paused) = row?;
             by_queue
@@ -726,16 +903,21 @@ pub(crate) fn stats(conn: &Connection) -> rusqlite::Result<Vec<QueueStats>> {
         }
     }
     let mut stmt = conn.prepare_cached("SELECT queue, state, n FROM celeriac_queue_counts")?;
+    // Counts are kept by this crate's own statements; a row that does not read (an unknown
+    // state, a count that is no integer) is left out rather than failing every queue's stats.
     let rows = stmt.query_map([], |r| {
         Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, i64>(1)?,
-            r.get::<_, i64>(2)?,
+            decode::text(r, 0).unwrap_or_default(),
+            decode::int(r, 1).and_then(|s| JobState::from_code(s).ok()),
+            decode::int(r, 2).unwrap_or(0),
         ))
     })?;
     for row in rows {
         let (queue, state, n) = row?;
-        let state = JobState::from_code(state).map_err(conv)?;
+        let Some(state) = state else {
+            tracing::warn!(queue, "a job count of an unknown state is left out");
+            continue;
+        };
         let entry = by_queue
             .entry(queue.clone())
             .or_insert_with(|| blank(queue));
@@ -754,8 +936,9 @@ pub(crate) fn stats(conn: &Connection) -> rusqlite::Result<Vec<QueueStats>> {
         if q.count(JobState::Pending) > 0 {
             for priority in 0..=9i64 {
                 let at: Option<i64> = oldest
-                    .query_row(params![q.queue, priority], |r| r.get(0))
-                    .optional()?;
+                    .query_row(params![q.queue, priority], |r| Ok(decode::int(r, 0)))
+                    .optional()?
+                    .flatten();
                 q.oldest_pending_at = match (q.oldest_pending_at, at) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
@@ -763,7 +946,7 @@ pub(crate) fn stats(conn: &Connection) -> rusqlite::Result<Vec<QueueStats>> {
             }
         }
         if q.count(JobState::Scheduled) + q.count(JobState::Retrying) > 0 {
-            q.next_due_at = due.query_row([&q.queue], |r| r.get(0))?;
+            q.next_due_at = due.query_row([&q.queue], |r| Ok(decode::int(r, 0)))?;
         }
     }
     Ok(by_queue.into_values().collect())
@@ -776,8 +959,10 @@ pub(crate) fn purge(conn: &Connection, queue: &str) -> rusqlite::Result<u64> {
         let mut stmt = conn.prepare_cached(
             "DELETE FROM celeriac_jobs WHERE queue = ?1 AND state IN (0, 1, 3) RETURNING state",
         )?;
-        for state in stmt.query_map([queue], |r| r.get::<_, i64>(0))? {
-            tally.add(queue, state?, -1);
+        for state in stmt.query_map([queue], |r| Ok(decode::int(r, 0)))? {
+            if let Some(state) = state? {
+                tally.add(queue, state, -1);
+            }
             n += 1;
         }
     }
@@ -789,9 +974,18 @@ pub(crate) fn get(
     conn: &Connection,
     id: JobId,
 ) -> rusqlite::Result<Option<(JobInfo, Option<u64>)>> {
-    conn.prepare_cached(&format!("SELECT {COLS} FROM celeriac_jobs WHERE id = ?1"))?
-        .query_row([&id.as_bytes()[..]], row_to_info)
-        .optional()
+    let shown = conn
+        .prepare_cached(&format!("SELECT {COLS} FROM celeriac_jobs WHERE id = ?1"))?
+        .query_row([&id.as_bytes()[..]], |r| {
+            Ok(row_to_shown_info(r).ok_or_else(|| row_to_info(r).err()))
+        })
+        .optional()?;
+    match shown {
+        None => Ok(None),
+        Some(Ok(info)) => Ok(Some(info)),
+        // Not even its state reads: the reason, as an error.
+        Some(Err(why)) => Err(why.unwrap_or_else(|| bad("state", "does not read"))),
+    }
 }
 
 pub(crate) fn set_progress(
@@ -825,9 +1019,17 @@ pub(crate) fn dead_letters(
          ORDER BY finished_at DESC, seq DESC LIMIT ?2 OFFSET ?3"
     ))?;
     let rows = stmt.query_map(params![queue, limit as i64, offset as i64], |r| {
-        row_to_info(r).map(|(info, _)| info)
+        Ok(row_to_shown_info(r).map(|(info, _)| info))
     })?;
-    rows.collect()
+    // A row whose id does not read cannot be listed (nor retried by id); it is logged.
+    let mut out = Vec::new();
+    for row in rows {
+        match row? {
+            Some(info) => out.push(info),
+            None => tracing::warn!("a dead letter whose id does not read is left out"),
+        }
+    }
+    Ok(out)
 }
 
 pub(crate) fn retry_dead(
@@ -850,14 +1052,14 @@ pub(crate) fn retry_dead(
     match ids {
         None => {
             let mut stmt = conn.prepare_cached(&format!("{RESET} RETURNING queue"))?;
-            for queue in stmt.query_map([now], |r| r.get(0))? {
+            for queue in stmt.query_map([now], queue_of)? {
                 count(queue)?;
             }
         }
         Some(ids) => {
             let mut stmt = conn.prepare_cached(&format!("{RESET} AND id = ?2 RETURNING queue"))?;
             for id in ids {
-                for queue in stmt.query_map(params![now, &id.as_bytes()[..]], |r| r.get(0))? {
+                for queue in stmt.query_map(params![now, &id.as_bytes()[..]], queue_of)? {
                     count(queue)?;
                 }
             }
@@ -875,7 +1077,7 @@ pub(crate) fn purge_dead(conn: &Connection, queue: Option<&str>) -> rusqlite::Re
             "DELETE FROM celeriac_jobs WHERE state = 6 AND (?1 IS NULL OR queue = ?1) \
              RETURNING queue",
         )?;
-        for q in stmt.query_map([queue], |r| r.get::<_, String>(0))? {
+        for q in stmt.query_map([queue], queue_of)? {
             tally.add(&q?, 6, -1);
             n += 1;
         }
@@ -898,7 +1100,7 @@ fn end_cancelled(
              keep_until = ?2 + COALESCE(result_ttl_ms, 86400000), token = NULL, \
              lease_until = NULL WHERE seq = ?1 RETURNING queue",
         )?
-        .query_row(params![seq, now], |r| r.get(0))
+        .query_row(params![seq, now], queue_of)
         .optional()?;
     if let Some(queue) = queue {
         tally.moved(&queue, from, 7);
@@ -1024,11 +1226,15 @@ impl<'a> Limiter<'a> {
         }
         if let Some(rate) = limits.rate {
             let key = format!("{}\u{1f}{task}", self.queue);
+            // A time that does not read, or that no rate could have set (more than one
+            // interval ahead), counts as none: the task is not held back for ever.
             let tat: i64 = self
                 .conn
                 .prepare_cached("SELECT tat FROM celeriac_rates WHERE key = ?1")?
-                .query_row([&key], |r| r.get(0))
+                .query_row([&key], |r| Ok(decode::int(r, 0)))
                 .optional()?
+                .flatten()
+                .filter(|t| *t <= self.now.saturating_add(rate.interval_ms()))
                 .unwrap_or(i64::MIN);
             if tat > self.now {
                 if let Some(n) = self.running.get_mut(task) {
@@ -1041,7 +1247,10 @@ impl<'a> Limiter<'a> {
                     "INSERT INTO celeriac_rates (key, tat) VALUES (?1, ?2) \
                      ON CONFLICT (key) DO UPDATE SET tat = excluded.tat",
                 )?
-                .execute(params![key, tat.max(self.now) + rate.interval_ms()])?;
+                .execute(params![
+                    key,
+                    tat.max(self.now).saturating_add(rate.interval_ms())
+                ])?;
         }
         Ok(true)
     }

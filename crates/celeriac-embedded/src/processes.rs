@@ -19,8 +19,9 @@ impl ProcessRegistry for SqliteBackend {
                     .execute([now])?;
                 let waiting: Option<String> = c
                     .prepare_cached("SELECT commands FROM celeriac_processes WHERE id = ?1")?
-                    .query_row([&id], |r| r.get(0))
-                    .optional()?;
+                    .query_row([&id], |r| Ok(crate::decode::text(r, 0)))
+                    .optional()?
+                    .flatten();
                 c.prepare_cached(
                     "INSERT INTO celeriac_processes (id, info, expires_at, commands)
                      VALUES (?1, ?2, ?3, '')
@@ -54,7 +55,12 @@ impl ProcessRegistry for SqliteBackend {
                 c.prepare_cached(
                     "SELECT id, info FROM celeriac_processes WHERE expires_at >= ?1 ORDER BY id",
                 )?
-                .query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .query_map([now], |r| {
+                    Ok((
+                        crate::decode::text(r, 0).unwrap_or_default(),
+                        crate::decode::text(r, 1).unwrap_or_default(),
+                    ))
+                })?
                 .collect()
             })
             .await?;
@@ -73,7 +79,9 @@ impl ProcessRegistry for SqliteBackend {
                     .prepare_cached(
                         "SELECT commands FROM celeriac_processes WHERE id = ?1 AND expires_at >= ?2",
                     )?
-                    .query_row(params![id, now], |r| r.get(0))
+                    .query_row(params![id, now], |r| {
+                        Ok(crate::decode::text(r, 0).unwrap_or_default())
+                    })
                     .optional()?;
                 let Some(waiting) = waiting else {
                     return Ok(false);

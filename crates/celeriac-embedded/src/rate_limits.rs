@@ -4,7 +4,7 @@
 //! allows the call. Several processes on one file agree, since every write is `BEGIN
 //! IMMEDIATE`. Permits are rows of `celeriac_limit_permits` with a lease.
 
-use crate::SqliteBackend;
+use crate::{decode, SqliteBackend};
 use celeriac_core::backend::RateLimitStore;
 use celeriac_core::clock::{duration_ms, UnixMs};
 use celeriac_core::error::Result;
@@ -27,15 +27,18 @@ fn check(
     let mut read = c.prepare_cached(
         "SELECT a, b, c FROM celeriac_limits WHERE key = ?1 AND quota = ?2 AND expires_at > ?3",
     )?;
+    // State that does not read as three integers counts as none (as an expired row): the
+    // limiter starts the key afresh rather than failing every call of it.
     let mut states = ids
         .iter()
         .map(|id| {
             read.query_row(params![key, id, now], |r| {
-                Ok(LimitState {
-                    a: r.get(0)?,
-                    b: r.get(1)?,
-                    c: r.get(2)?,
-                })
+                Ok(
+                    match (decode::int(r, 0), decode::int(r, 1), decode::int(r, 2)) {
+                        (Some(a), Some(b), Some(c)) => LimitState { a, b, c },
+                        _ => LimitState::default(),
+                    },
+                )
             })
             .optional()
             .map(Option::unwrap_or_default)
@@ -64,11 +67,20 @@ fn acquire(
     until: UnixMs,
     now: UnixMs,
 ) -> rusqlite::Result<Decision> {
-    c.prepare_cached("DELETE FROM celeriac_limit_permits WHERE key = ?1 AND until <= ?2")?
-        .execute(params![key, now])?;
+    // A permit whose lease is not a time holds nothing: it goes with the expired ones.
+    c.prepare_cached(
+        "DELETE FROM celeriac_limit_permits WHERE key = ?1 \
+         AND (until <= ?2 OR typeof(until) <> 'integer' OR typeof(holder) <> 'text')",
+    )?
+    .execute(params![key, now])?;
     let mut held: Vec<(String, i64)> = c
         .prepare_cached("SELECT holder, until FROM celeriac_limit_permits WHERE key = ?1")?
-        .query_map(params![key], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .query_map(params![key], |r| {
+            Ok((
+                decode::text(r, 0).unwrap_or_default(),
+                decode::int(r, 1).unwrap_or(0),
+            ))
+        })?
         .collect::<rusqlite::Result<_>>()?;
     let decision = limit::acquire_permit(&mut held, holder, max, until, now);
     if decision.allowed {

@@ -26,7 +26,8 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A shared breaker's record in a store, and the rules every store applies to it.
+/// A shared breaker's record in a store, and the rules every store applies to it. The rules
+/// take any record a store hands back (a damaged one too) without a panic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SharedRecord {
     /// Where it is.
@@ -71,7 +72,8 @@ pub struct Effects {
 impl SharedRecord {
     fn enter(&mut self, state: BreakerState, now: UnixMs) {
         self.state = state;
-        self.generation += 1;
+        // Compared for equality only: a record read back at the largest value goes on.
+        self.generation = self.generation.wrapping_add(1);
         self.since = now;
         self.probe_ok = 0;
         self.probe_fail = 0;
@@ -144,15 +146,15 @@ impl SharedRecord {
             return Effects::default();
         }
         if failed {
-            self.probe_fail += 1;
+            self.probe_fail = self.probe_fail.saturating_add(1);
         } else {
-            self.probe_ok += 1;
+            self.probe_ok = self.probe_ok.saturating_add(1);
         }
         let probes = policy.probes.max(1);
         if f64::from(self.probe_fail) * 100.0 >= policy.failure_rate * f64::from(probes) {
             return self.open(policy, now);
         }
-        if self.probe_ok + self.probe_fail >= probes {
+        if self.probe_ok.saturating_add(self.probe_fail) >= probes {
             self.trips = 0;
             self.enter(BreakerState::Closed, now);
             return Effects {

@@ -47,11 +47,12 @@ impl Counts {
         percent(self.slow, self.calls)
     }
 
-    /// Adds another window's counts.
+    /// Adds another window's counts (saturating: counts read back from a store may be
+    /// anything).
     pub fn add(&mut self, other: Counts) {
-        self.calls += other.calls;
-        self.failures += other.failures;
-        self.slow += other.slow;
+        self.calls = self.calls.saturating_add(other.calls);
+        self.failures = self.failures.saturating_add(other.failures);
+        self.slow = self.slow.saturating_add(other.slow);
     }
 }
 

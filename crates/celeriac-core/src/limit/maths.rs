@@ -9,6 +9,11 @@
 //! - **Sliding window**: `a` = the current fixed window's start, `b` = the previous window's
 //!   count, `c` = the current one's. Allowed when
 //!   `b·(w − elapsed) + (c + cost)·w ≤ limit·w` (the weighted count, in integers).
+//!
+//! A store may hand back state no limiter wrote (a damaged row, a hand edit): a time more
+//! than a window ahead of `now` reads as no state, and a count as at least 0 and at most
+//! 2^40, so any three integers give a verdict without overflow, and none holds a key longer
+//! than a window.
 
 use super::quota::{Algorithm, Quota};
 use std::time::Duration;
@@ -89,7 +94,22 @@ fn ceil_ms(us: i64) -> i64 {
     if us <= 0 {
         0
     } else {
-        (us + 999) / 1000
+        us.saturating_add(999) / 1000
+    }
+}
+
+/// A stored count as the maths reads it: never below 0, and far above any limit at most.
+fn count_of(n: i64) -> i64 {
+    n.clamp(0, 1 << 40)
+}
+
+/// `s` unless its window starts more than a window after the one `now` is in (no limiter
+/// wrote that; a process whose clock ran ahead is at most a window ahead).
+fn plausible_window(s: LimitState, start: i64, w: i64) -> LimitState {
+    if s.a > start.saturating_add(w) {
+        LimitState::default()
+    } else {
+        s
     }
 }
 
@@ -112,9 +132,14 @@ fn gcra(q: &Quota, s: LimitState, cost: u32, now: i64) -> Step {
     let t = q.interval_us().max(1);
     let tau = q.tolerance_us();
     let now_us = now.saturating_mul(1000);
-    let tat = s.a.max(now_us);
+    // No limiter leaves an arrival time more than the tolerance and a window ahead.
+    let horizon = now_us
+        .saturating_add(tau)
+        .saturating_add(q.window_ms().saturating_mul(1000));
+    let stored = if s.a > horizon { 0 } else { s.a };
+    let tat = stored.max(now_us);
     let new_tat = tat.saturating_add(t.saturating_mul(i64::from(cost)));
-    let allow_at = new_tat - tau;
+    let allow_at = new_tat.saturating_sub(tau);
     let mut d = Decision {
         allowed: allow_at <= now_us,
         limit: q.limit(),
@@ -124,8 +149,8 @@ fn gcra(q: &Quota, s: LimitState, cost: u32, now: i64) -> Step {
         quota: 0,
     };
     if d.allowed {
-        d.remaining = clamp_u32((tau - (new_tat - now_us)) / t);
-        let reset = ceil_ms(new_tat - now_us);
+        d.remaining = clamp_u32(tau.saturating_sub(new_tat.saturating_sub(now_us)) / t);
+        let reset = ceil_ms(new_tat.saturating_sub(now_us));
         d.reset_after = ms(reset);
         Step {
             decision: d,
@@ -137,10 +162,10 @@ fn gcra(q: &Quota, s: LimitState, cost: u32, now: i64) -> Step {
             ttl_ms: reset.max(1),
         }
     } else {
-        d.remaining = clamp_u32((tau - (tat - now_us)) / t);
-        let reset = ceil_ms(tat - now_us);
+        d.remaining = clamp_u32(tau.saturating_sub(tat.saturating_sub(now_us)) / t);
+        let reset = ceil_ms(tat.saturating_sub(now_us));
         d.reset_after = ms(reset);
-        d.retry_after = Some(ms(ceil_ms(allow_at - now_us)));
+        d.retry_after = Some(ms(ceil_ms(allow_at.saturating_sub(now_us))));
         Step {
             decision: d,
             state: s,
@@ -158,10 +183,11 @@ fn fixed(q: &Quota, s: LimitState, cost: u32, now: i64) -> Step {
     let limit = i64::from(q.limit());
     let cost = i64::from(cost);
     let mut start = window_start(now, w);
+    let s = plausible_window(s, start, w);
     // A state from a later window (another process's clock ran ahead) still counts.
     let count = if s.a >= start {
         start = s.a;
-        s.b
+        count_of(s.b)
     } else {
         0
     };
@@ -191,11 +217,12 @@ fn sliding(q: &Quota, s: LimitState, cost: u32, now: i64) -> Step {
     let limit = i64::from(q.limit());
     let cost = i64::from(cost);
     let mut start = window_start(now, w);
+    let s = plausible_window(s, start, w);
     let (prev, cur) = if s.a >= start {
         start = s.a;
-        (s.b, s.c)
+        (count_of(s.b), count_of(s.c))
     } else if s.a == start - w {
-        (s.c, 0)
+        (count_of(s.c), 0)
     } else {
         (0, 0)
     };

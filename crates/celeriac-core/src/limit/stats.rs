@@ -76,23 +76,26 @@ pub struct LimiterCounts {
 impl LimiterCounts {
     /// Every decision: allowed, denied and shadow-denied.
     pub fn decisions(&self) -> u64 {
-        self.allowed + self.denied + self.shadow_denied
+        self.allowed
+            .saturating_add(self.denied)
+            .saturating_add(self.shadow_denied)
     }
 
     /// Denials (shadow denials included) out of every decision, or `None` before any.
     pub fn denial_ratio(&self) -> Option<f64> {
         let all = self.decisions();
-        (all > 0).then(|| (self.denied + self.shadow_denied) as f64 / all as f64)
+        (all > 0).then(|| self.denied.saturating_add(self.shadow_denied) as f64 / all as f64)
     }
 }
 
+/// Saturating: the figures of other instances are read back from a store.
 impl std::ops::AddAssign for LimiterCounts {
     fn add_assign(&mut self, o: Self) {
-        self.allowed += o.allowed;
-        self.denied += o.denied;
-        self.shadow_denied += o.shadow_denied;
-        self.short_circuited += o.short_circuited;
-        self.store_errors += o.store_errors;
+        self.allowed = self.allowed.saturating_add(o.allowed);
+        self.denied = self.denied.saturating_add(o.denied);
+        self.shadow_denied = self.shadow_denied.saturating_add(o.shadow_denied);
+        self.short_circuited = self.short_circuited.saturating_add(o.short_circuited);
+        self.store_errors = self.store_errors.saturating_add(o.store_errors);
     }
 }
 
@@ -233,8 +236,8 @@ where
     for sample in samples {
         for k in sample {
             let e = by_key.entry(k.key).or_default();
-            e.0 += k.count;
-            e.1 += k.error;
+            e.0 = e.0.saturating_add(k.count);
+            e.1 = e.1.saturating_add(k.error);
         }
     }
     let mut out: Vec<DeniedKey> = by_key
@@ -507,6 +510,28 @@ mod tests {
         assert_eq!((merged[0].key.as_str(), merged[0].count), ("hot", 9));
         assert_eq!((merged[1].key.as_str(), merged[1].count), ("a01", 4));
         assert_eq!((merged[2].key.as_str(), merged[2].count), ("a00", 1));
+    }
+
+    /// Snapshots are read back from a store: counts at the largest add up without overflow.
+    #[test]
+    fn figures_read_back_at_their_largest_saturate() {
+        let big = DeniedKey {
+            key: "k".into(),
+            count: u64::MAX,
+            error: u64::MAX,
+        };
+        let merged = merge_top([vec![big.clone()], vec![big]], TOP_KEYS);
+        assert_eq!((merged[0].count, merged[0].error), (u64::MAX, u64::MAX));
+        let mut c = LimiterCounts {
+            allowed: u64::MAX,
+            denied: u64::MAX,
+            shadow_denied: 1,
+            short_circuited: u64::MAX,
+            store_errors: u64::MAX,
+        };
+        c += c;
+        assert_eq!(c.decisions(), u64::MAX);
+        assert!(c.denial_ratio().is_some());
     }
 
     #[test]
