@@ -1226,15 +1226,21 @@ impl<'a> Limiter<'a> {
         }
         if let Some(rate) = limits.rate {
             let key = format!("{}\u{1f}{task}", self.queue);
-            // A time that does not read, or that no rate could have set (more than one
-            // interval ahead), counts as none: the task is not held back for ever.
+            // A time that does not read, or that no rate could have set (more than an
+            // interval and an hour ahead: processes' clocks differ by far less), counts as
+            // none, so the task is not held back for ever. A bound of one interval would let
+            // a process whose clock is a few milliseconds behind ignore the others' state.
+            let horizon = self
+                .now
+                .saturating_add(rate.interval_ms())
+                .saturating_add(3_600_000);
             let tat: i64 = self
                 .conn
                 .prepare_cached("SELECT tat FROM celeriac_rates WHERE key = ?1")?
                 .query_row([&key], |r| Ok(decode::int(r, 0)))
                 .optional()?
                 .flatten()
-                .filter(|t| *t <= self.now.saturating_add(rate.interval_ms()))
+                .filter(|t| *t <= horizon)
                 .unwrap_or(i64::MIN);
             if tat > self.now {
                 if let Some(n) = self.running.get_mut(task) {
