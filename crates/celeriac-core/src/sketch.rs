@@ -20,9 +20,9 @@ pub const MAX_BUCKETS: usize = 2048;
 /// `(γ^(i-1), γ^i]` with `γ = (1 + α) / (1 - α)`.
 ///
 /// A sketch read back from a store (JSON) is checked: at most [`MAX_BUCKETS`] buckets, all
-/// of them indexable, and a count that is what its buckets and zeros hold; one that is not
-/// fails to deserialize. Buckets given to [`from_parts`](Self::from_parts) may be anything:
-/// the sketch never holds more than [`MAX_BUCKETS`] of them, and counts saturate.
+/// of them indexable, a count that is what its buckets and zeros hold, and extremes in order;
+/// one that is not fails to deserialize. Buckets given to [`from_parts`](Self::from_parts) may
+/// be anything: the sketch never holds more than [`MAX_BUCKETS`] of them, and counts saturate.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "Stored")]
 pub struct Sketch {
@@ -75,6 +75,12 @@ impl TryFrom<Stored> for Sketch {
             return Err(format!(
                 "a sketch counting {} values whose buckets hold another number",
                 s.count
+            ));
+        }
+        if s.count > 0 && !(s.min.is_finite() && s.max.is_finite() && s.min <= s.max) {
+            return Err(format!(
+                "a sketch whose smallest value {} is not at most its largest {}",
+                s.min, s.max
             ));
         }
         Ok(Sketch {
@@ -287,7 +293,8 @@ impl Sketch {
             seen = seen.saturating_add(n);
             if seen > rank {
                 let v = value_of(self.offset + i as i32);
-                return Some(v.clamp(self.min, self.max));
+                // Not `clamp`, which panics when the bounds are out of order.
+                return Some(v.max(self.min).min(self.max));
             }
         }
         Some(self.max)

@@ -680,3 +680,24 @@ fn a_sketch_with_buckets_at_both_ends_of_the_range_stays_small() {
         "a count its buckets do not hold"
     );
 }
+
+/// Found by `fuzz_sketches_mutated` (`scripts/fuzz`): a stored sketch whose smallest value is
+/// above its largest made a quantile panic (`f64::clamp` with its bounds out of order).
+#[test]
+fn a_stored_sketch_with_its_extremes_out_of_order_is_refused() {
+    let mut counts = vec![0u64; 40];
+    counts[0] = 1;
+    counts[39] = 48;
+    let stored = serde_json::json!({
+        "offset": -97, "counts": counts, "zeros": 1, "count": 50,
+        "sum": 175.0, "min": 8.0, "max": 7.0,
+    });
+    let err = serde_json::from_value::<Sketch>(stored).expect_err("refused");
+    assert!(err.to_string().contains("largest"), "{err}");
+    let fine = serde_json::json!({
+        "offset": -97, "counts": counts, "zeros": 1, "count": 50,
+        "sum": 175.0, "min": 7.0, "max": 8.0,
+    });
+    let s: Sketch = serde_json::from_value(fine).expect("in order, it reads");
+    assert!(s.quantile(0.5).is_some_and(|q| (7.0..=8.0).contains(&q)));
+}
