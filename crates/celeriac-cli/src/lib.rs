@@ -76,6 +76,7 @@ impl RunCli for App {
 }
 
 async fn run_inner(registry: Registry, default_url: Option<String>) -> ExitCode {
+    quiet_on_closed_stdout();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -113,6 +114,25 @@ async fn run_inner(registry: Registry, default_url: Option<String>) -> ExitCode 
             ExitCode::FAILURE
         }
     }
+}
+
+/// `celeriac jobs list | head`: when the reader of stdout goes away, `println!` panics on the
+/// broken pipe. The process ends quietly instead, with the status a shell gives a program
+/// killed by `SIGPIPE` (141), as C tools do.
+fn quiet_on_closed_stdout() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        previous(info);
+    }));
 }
 
 fn init_logging(filter: &str) {

@@ -411,3 +411,42 @@ fn admin_commands_are_recorded_in_the_event_stream() {
         "{text}"
     );
 }
+
+/// `celeriac queues | head -0`: a reader that goes away ends the command quietly (status 141,
+/// as for a C tool killed by `SIGPIPE`), not with a panic.
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = url_in(dir.path());
+    let out = celeriac(
+        &url,
+        &[
+            "enqueue",
+            "demo.send_email",
+            "--args",
+            r#"{"to":"a@b.c","subject":"s"}"#,
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The precondition: the command prints something to stdout.
+    let shown = celeriac(&url, &["queues"]);
+    assert!(
+        shown.status.success() && !shown.stdout.is_empty(),
+        "{}",
+        stderr(&shown)
+    );
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_celeriac"))
+        .args(["--url", &url, "queues"])
+        .env_remove("CELERIAC_URL")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Closing the only read end before the command writes makes every write fail (EPIPE).
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let err = stderr(&out);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(141), "{err}");
+}
