@@ -26,7 +26,7 @@ pub(crate) const VALID_OPTIONS: &[&str] = &[
     "breaker",
 ];
 
-/// The longest task or queue name a job accepts (see `Job::validate`).
+/// The longest task or queue name a job accepts by default (`Bounds` in celeriac-core).
 const MAX_NAME_LEN: usize = 200;
 
 /// A value and where it was written.

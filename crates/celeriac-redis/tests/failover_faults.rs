@@ -512,8 +512,9 @@ async fn a_redis_without_persistence_is_refused_unless_allowed_and_a_restart_los
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn persistence_is_read_from_info_where_config_is_refused() {
-    // CONFIG disabled (`rename-command CONFIG ""`), as on some managed services; the eviction
-    // check needs it, so it is skipped here.
+    // CONFIG disabled (`rename-command CONFIG ""`), as on some managed services. The eviction
+    // check then reads `INFO memory` (tested in `least_privilege.rs`); `allow_eviction` skips
+    // it here so that only persistence is judged.
     let start = |p: Persistence| {
         RedisServer::builder()
             .persistence(p)
