@@ -1701,3 +1701,41 @@ async fn a_limiter_state_far_in_the_future_does_not_deny_forever() {
         }
     }
 }
+
+/// Found by `fuzz_queue_scripts_on_spoiled_records` (a leased job whose state was spoiled to
+/// "scheduled", then a delete and a progress): the delete trusted the record's state and
+/// removed a running job, and the progress of its attempt, whose lease still held, wrote to the
+/// missing record, leaving a hash of progress alone: unreadable, outside the dead letters, kept
+/// forever.
+#[tokio::test]
+async fn a_running_job_whose_state_is_spoiled_is_not_deleted_and_progress_never_makes_a_record() {
+    let (_server, backend, mut conn) = setup().await;
+    let ids = enqueue(&backend, 1).await;
+    let held = claim_all(&backend, NOW).await;
+    assert_eq!(held.len(), 1);
+    hset(&mut conn, ids[0], "s", "1").await;
+    let deleted = backend
+        .delete_jobs(QUEUE, vec![ids[0]])
+        .await
+        .expect("the delete succeeds");
+    assert_eq!(deleted, 0, "a job under a lease is left alone");
+    assert!(backend
+        .set_progress(held[0].lease(), 0.5, None)
+        .await
+        .expect("progress"));
+    assert!(backend.get(ids[0]).await.expect("still readable").is_some());
+
+    // A record gone while its lease holds (deleted by hand): progress does not bring back a
+    // hash that holds nothing else.
+    conn.command(&["DEL", &key(ids[0])]).await.expect("DEL");
+    let recorded = backend
+        .set_progress(held[0].lease(), 0.75, Some("late".into()))
+        .await
+        .expect("progress");
+    assert!(!recorded, "nothing to record progress on");
+    let exists = conn
+        .command(&["EXISTS", &key(ids[0])])
+        .await
+        .expect("EXISTS");
+    assert_eq!(exists.as_int(), Some(0), "no key made");
+}
