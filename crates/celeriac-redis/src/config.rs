@@ -165,16 +165,8 @@ impl RedisConfig {
         let addrs: Vec<String> = hosts
             .split(',')
             .filter(|h| !h.is_empty())
-            .map(|h| {
-                if h.rsplit_once(':')
-                    .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-                {
-                    h.to_string()
-                } else {
-                    format!("{h}:{default_port}")
-                }
-            })
-            .collect();
+            .map(|h| with_port(h, default_port).map_err(bad))
+            .collect::<Result<_>>()?;
         if addrs.is_empty() {
             return Err(bad(format!("`{}` names no host", redact::url(url))));
         }
@@ -307,12 +299,38 @@ impl RedisConfig {
     }
 }
 
+/// `host:port` from one host of a URL, with `default_port` when it names none; a bracketed
+/// IPv6 address (`[::1]`, `[::1]:6380`) keeps its colons.
+fn with_port(h: &str, default_port: u16) -> std::result::Result<String, String> {
+    let (host, port) = match h.rsplit_once(':') {
+        Some((host, port)) if !h.ends_with(']') => (host, Some(port)),
+        _ => (h, None),
+    };
+    if host.is_empty() || host == "[]" {
+        return Err(format!("`{h}` names no host before its port"));
+    }
+    match port {
+        None => Ok(format!("{h}:{default_port}")),
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n > 0 && p.bytes().all(|b| b.is_ascii_digit()) => Ok(h.to_string()),
+            _ => Err(format!(
+                "`{h}`: the port `{p}` is not a number from 1 to 65535"
+            )),
+        },
+    }
+}
+
 fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
+        // Two hex digits exactly: `from_str_radix` alone would take `%+f` as 15.
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && bytes[i + 1].is_ascii_hexdigit()
+            && bytes[i + 2].is_ascii_hexdigit()
+        {
             let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
             if let Ok(b) = u8::from_str_radix(hex, 16) {
                 out.push(b);
@@ -340,6 +358,37 @@ fn percent_encode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_and_ports_are_checked() {
+        for (url, needle) in [
+            ("redis://:6379", "names no host"),
+            ("redis://h:99999", "65535"),
+            ("redis://h:0", "65535"),
+            ("redis://h:+80", "65535"),
+            ("redis://h:port", "65535"),
+            ("redis+cluster://a:7000,:7001", "names no host"),
+        ] {
+            let err = RedisConfig::from_url(url).expect_err(url).to_string();
+            assert!(err.contains(needle), "{url}: {err}");
+        }
+        let addr = |url: &str| match RedisConfig::from_url(url).expect(url).topology {
+            Topology::Standalone { addr, .. } => addr,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(addr("redis://h"), "h:6379");
+        assert_eq!(addr("redis://h:6380"), "h:6380");
+        assert_eq!(addr("redis://[::1]"), "[::1]:6379");
+        assert_eq!(addr("redis://[::1]:6380"), "[::1]:6380");
+    }
+
+    #[test]
+    fn percent_escapes_take_two_hex_digits() {
+        assert_eq!(percent_decode("%+f"), "%+f");
+        assert_eq!(percent_decode("%-1x"), "%-1x");
+        assert_eq!(percent_decode("a%40b%3F"), "a@b?");
+        assert_eq!(percent_decode("%4"), "%4");
+    }
 
     #[test]
     fn urls_parse() {
