@@ -215,7 +215,7 @@ impl RedisBackend {
             .await
             .map_err(|e| {
                 // The client library's words are quoted: scrubbed of the password.
-                let said = redact::text(&e.to_string(), &secrets_of(&config));
+                let said = redact::text(&words_of(&e), &secrets_of(&config));
                 Error::backend(
                     e.kind(),
                     format!("cannot connect to Redis ({:?}): {said}", config.topology),
@@ -254,7 +254,7 @@ impl RedisBackend {
         fleet.sync(&time, 5).await.map_err(|e| {
             Error::backend(
                 e.kind(),
-                format!("cannot read the Redis server's clock: {e}"),
+                format!("cannot read the Redis server's clock: {}", words_of(&e)),
             )
         })?;
         fleet.spawn_sync(time, RESYNC_EVERY, stop.clone());
@@ -414,6 +414,15 @@ impl RedisBackend {
             }
             total += n as u64;
         }
+    }
+}
+
+/// What an error says without its kind's prefix, to quote in another error of that kind
+/// (not "backend error: cannot connect ...: backend error: ...").
+fn words_of(e: &Error) -> String {
+    match e {
+        Error::Backend { message, .. } => message.clone(),
+        other => other.to_string(),
     }
 }
 

@@ -194,6 +194,7 @@ async fn a_certificate_for_another_name_is_refused() {
             names_the_certificate_name(&msg),
             "a certificate for other.invalid should be refused at {host}: {msg}"
         );
+        assert_eq!(msg.matches("backend error").count(), 1, "said once: {msg}");
     }
     // No way around it through the URL: redis-rs's `#insecure` fragment does not get through.
     for url in [
