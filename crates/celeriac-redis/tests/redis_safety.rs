@@ -13,7 +13,7 @@ use celeriac::{
 };
 use celeriac_redis::RedisBackend;
 use celeriac_testkit::{RedisCluster, RedisSentinel, RedisServer};
-use common::{counters, wait_for_acks, wait_until_succeeded};
+use common::{connect_error, counters, round_trip_with, wait_for_acks, wait_until_succeeded};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -103,18 +103,6 @@ async fn app(url: &str) -> App {
         .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"))
 }
 
-/// Connecting must fail (not hang, not panic); returns the error's message.
-async fn connect_error(url: &str) -> String {
-    match tokio::time::timeout(Duration::from_secs(30), RedisBackend::connect(url)).await {
-        Ok(Ok(backend)) => panic!("connecting to {url} should fail, got {backend:?}"),
-        Ok(Err(e)) => {
-            eprintln!("{url}: {e}");
-            e.to_string()
-        }
-        Err(_) => panic!("connecting to {url} neither failed nor succeeded within 30 s"),
-    }
-}
-
 /// NOAUTH, WRONGPASS, "authentication failed"...
 fn mentions_auth(msg: &str) -> bool {
     let m = msg.to_lowercase();
@@ -124,23 +112,8 @@ fn mentions_auth(msg: &str) -> bool {
 /// Enqueues one job on `url`, runs a worker until it finishes, and checks it succeeded with
 /// its result.
 async fn round_trip(url: &str) {
-    let app = app(url).await;
-    let worker = app.worker().config(worker_config(
-        &[QUEUE],
-        Duration::from_secs(10),
-        Duration::from_secs(2),
-    ));
-    let shutdown = worker.shutdown_handle();
-    let run = tokio::spawn(worker.run());
-    let handle = app.client().enqueue::<Nap>(42).await.expect("enqueue");
-    let info = handle
-        .wait(Duration::from_secs(30))
-        .await
-        .expect("the job finishes");
-    assert_eq!(info.state, JobState::Succeeded, "{info:?}");
-    assert_eq!(info.result_as::<u32>().expect("result decodes"), Some(42));
-    shutdown.graceful();
-    run.await.expect("worker task").expect("worker ran");
+    let config = worker_config(&[QUEUE], Duration::from_secs(10), Duration::from_secs(2));
+    round_trip_with::<Nap>(&app(url).await, config).await;
 }
 
 async fn enqueue_naps(app: &App, n: u32) -> Vec<JobId> {

@@ -5,10 +5,12 @@
 //!
 //! Every wait is bounded by a generous timeout; no assertion depends on how fast a machine is.
 
-use celeriac::{App, JobState, WorkerConfig};
-use celeriac_redis::RedisBackend;
+mod common;
+
+use celeriac::{App, WorkerConfig};
 use celeriac_testkit::resp::Connection;
 use celeriac_testkit::{RedisCluster, RedisSentinel, RedisServer};
+use common::{connect_error, connects, round_trip_with};
 use std::path::Path;
 use std::time::Duration;
 
@@ -35,8 +37,7 @@ async fn app(url: &str) -> App {
 /// Enqueues one job on `url`, runs a worker until it finishes, and checks it succeeded with
 /// its result.
 async fn round_trip(url: &str) {
-    let app = app(url).await;
-    let worker = app.worker().config(WorkerConfig {
+    let config = WorkerConfig {
         queues: vec!["tls".into()],
         concurrency: 2,
         prefetch: 2,
@@ -45,39 +46,8 @@ async fn round_trip(url: &str) {
         poll_interval: Duration::from_millis(50),
         grace_period: Duration::from_secs(5),
         ..WorkerConfig::default()
-    });
-    let shutdown = worker.shutdown_handle();
-    let run = tokio::spawn(worker.run());
-    let handle = app.client().enqueue::<Nap>(42).await.expect("enqueue");
-    let info = handle
-        .wait(Duration::from_secs(30))
-        .await
-        .expect("the job finishes");
-    assert_eq!(info.state, JobState::Succeeded, "{info:?}");
-    assert_eq!(info.result_as::<u32>().expect("result decodes"), Some(42));
-    shutdown.graceful();
-    run.await.expect("worker task").expect("worker ran");
-}
-
-/// Connecting must fail (not hang, not panic); returns the error's message.
-async fn connect_error(url: &str) -> String {
-    match tokio::time::timeout(Duration::from_secs(30), RedisBackend::connect(url)).await {
-        Ok(Ok(backend)) => panic!("connecting to {url} should fail, got {backend:?}"),
-        Ok(Err(e)) => {
-            eprintln!("{url}: {e}");
-            e.to_string()
-        }
-        Err(_) => panic!("connecting to {url} neither failed nor succeeded within 30 s"),
-    }
-}
-
-/// Connecting must succeed.
-async fn connects(url: &str) {
-    match tokio::time::timeout(Duration::from_secs(30), RedisBackend::connect(url)).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => panic!("connecting to {url} failed: {e}"),
-        Err(_) => panic!("connecting to {url} did not finish within 30 s"),
-    }
+    };
+    round_trip_with::<Nap>(&app(url).await, config).await;
 }
 
 /// A path as a URL parameter value.
