@@ -240,6 +240,24 @@ pub(crate) enum Command {
         #[arg(long, env = "CELERIAC_ALERT_RULES")]
         alert_rules: Option<std::path::PathBuf>,
     },
+    /// Print the least-privilege Redis user for this application: the `ACL SETUSER` line to
+    /// type at the redis-cli prompt (a placeholder where the password goes).
+    ///
+    /// The user may touch only keys and channels under the prefix, and only the commands
+    /// Celeriac sends (nothing of @admin, no KEYS, no SCAN). The prefix is --prefix, or the
+    /// `?prefix=` of a Redis --url, or `celeriac`.
+    #[cfg(feature = "redis")]
+    RedisAcl {
+        /// The Redis user's name.
+        #[arg(long, default_value = "celeriac", env = "CELERIAC_ACL_USER")]
+        user: String,
+        /// The key prefix (default: the URL's `?prefix=`, else `celeriac`).
+        #[arg(long, env = "CELERIAC_ACL_PREFIX")]
+        prefix: Option<String>,
+        /// Print the rules and every command with why it is needed, as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Shared circuit breakers: their state in the store, and manual overrides.
     Breaker {
         #[command(subcommand)]

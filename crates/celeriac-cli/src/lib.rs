@@ -17,6 +17,8 @@
 //! One file per command group (worker and beat, jobs and queues, dead letters, caches, limits,
 //! breakers, the benchmarks, the demo); `args.rs` holds the arguments of all of them.
 
+#[cfg(feature = "redis")]
+mod acl;
 mod alerts;
 mod args;
 pub mod bench;
@@ -257,5 +259,7 @@ async fn dispatch(cli: Cli, registry: Registry, default_url: Option<String>) -> 
         }
         Command::Bench(args) => bench::run(explicit, args).await,
         Command::Breaker { command } => breaker::run(url.unwrap_or(DEFAULT_URL), command).await,
+        #[cfg(feature = "redis")]
+        Command::RedisAcl { user, prefix, json } => acl::run(url, &user, prefix, json),
     }
 }

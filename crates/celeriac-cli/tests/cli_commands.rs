@@ -450,3 +450,32 @@ fn a_closed_stdout_ends_the_command_quietly() {
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(out.status.code(), Some(141), "{err}");
 }
+
+/// `celeriac redis-acl` prints the line the least-privilege tests run under, for the prefix
+/// of `--prefix` or of the URL, with a placeholder for the password.
+#[test]
+fn redis_acl_prints_the_least_privilege_line_for_the_prefix() {
+    let out = celeriac(
+        "redis://app:s3cret@127.0.0.1:1/?prefix=billing",
+        &["redis-acl"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).trim(),
+        celeriac::redis::acl::setuser_line("celeriac", "password", "billing")
+    );
+    assert!(!stdout(&out).contains("s3cret") && !stderr(&out).contains("s3cret"));
+    assert!(stderr(&out).contains("?prefix=billing"), "{}", stderr(&out));
+
+    let out = celeriac(
+        "sqlite::memory:",
+        &["redis-acl", "--user", "shop", "--prefix", "shop"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).trim(),
+        celeriac::redis::acl::setuser_line("shop", "password", "shop")
+    );
+    let out = celeriac("sqlite::memory:", &["redis-acl", "--prefix", ""]);
+    assert!(!out.status.success());
+}

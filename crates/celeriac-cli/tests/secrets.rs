@@ -27,7 +27,7 @@ const ACL_PASSWORD: &str = "Qr4-acl-Pw-5518";
 const FRAGMENTS: [&str; 4] = ["secret-Pw", "Pw-7731", "acl-Pw", "Pw-5518"];
 
 /// The subcommands this file runs (`help` aside), checked against `celeriac --help`.
-const COVERED: [&str; 25] = [
+const COVERED: [&str; 26] = [
     "worker",
     "beat",
     "schedules",
@@ -52,6 +52,7 @@ const COVERED: [&str; 25] = [
     "breaker",
     "bench",
     "limits",
+    "redis-acl",
     "help",
 ];
 
@@ -544,6 +545,7 @@ async fn every_command_keeps_the_password_out_of_its_output_and_logs() {
     run(&url, &["breaker", "force-open", "partner"]).ok();
     run(&url, &["breaker", "force-closed", "partner"]).ok();
     run(&url, &["breaker", "reset", "partner"]).ok();
+    run(&url, &["redis-acl"]).ok().says("ACL SETUSER");
 
     run(&url, &["workers", "quiet", "sec-worker"]).ok();
     run(&url, &["workers", "stop", "sec-worker"]).ok();
