@@ -902,6 +902,13 @@ async fn state_of(backend: &RedisBackend, id: JobId) -> JobInfo {
     backend.get(id).await.expect("get").expect("the job exists")
 }
 
+/// The job is a dead letter whose reason names `what` (a field, a type).
+async fn assert_dead_naming(backend: &RedisBackend, id: JobId, what: &str) {
+    let dead = state_of(backend, id).await;
+    assert_eq!(dead.state, JobState::Dead);
+    assert!(reason(&dead).contains(what), "{}", reason(&dead));
+}
+
 fn reason(info: &JobInfo) -> String {
     info.error
         .as_ref()
@@ -921,9 +928,7 @@ async fn a_leased_job_with_a_priority_of_nan_does_not_stop_the_reaper() {
     let later = NOW + 60_000;
     let report = backend.reap(later).await.expect("the reap succeeds");
     assert_eq!((report.dead, report.requeued), (1, 1), "{report:?}");
-    let spoiled = state_of(&backend, ids[0]).await;
-    assert_eq!(spoiled.state, JobState::Dead);
-    assert!(reason(&spoiled).contains("`pr`"), "{}", reason(&spoiled));
+    assert_dead_naming(&backend, ids[0], "`pr`").await;
     let again = claim_all(&backend, later).await;
     assert_eq!(
         again.iter().map(|c| c.job.id).collect::<Vec<_>>(),
@@ -1098,9 +1103,7 @@ async fn a_run_at_with_a_trailing_tab_is_dead_lettered_and_the_claim_goes_on() {
     hset(&mut conn, ids[0], "r", "1700000000000\t").await;
     let claimed = claim_all(&backend, NOW).await;
     assert_eq!(claimed.len(), 2);
-    let dead = state_of(&backend, ids[0]).await;
-    assert_eq!(dead.state, JobState::Dead);
-    assert!(reason(&dead).contains("`r`"), "{}", reason(&dead));
+    assert_dead_naming(&backend, ids[0], "`r`").await;
 }
 
 /// A unique key holding another type, or a window without its end (`w|<id>`), made every
@@ -1492,9 +1495,7 @@ async fn completing_a_job_whose_attempts_field_is_gone_records_the_batch() {
         again.iter().map(|c| c.job.id).collect::<Vec<_>>(),
         vec![ids[1]]
     );
-    let dead = state_of(&backend, ids[0]).await;
-    assert_eq!(dead.state, JobState::Dead);
-    assert!(reason(&dead).contains("`a`"), "{}", reason(&dead));
+    assert_dead_naming(&backend, ids[0], "`a`").await;
 }
 
 /// Deleting a job whose record held a unique key `uk` but had lost its mode `um` failed in
