@@ -22,10 +22,10 @@
 //!   [`LocalLimiter`] is the same API in process memory (no sharing between processes).
 //! - [`RateLimiter`] puts a store to work for a service: fail-open or fail-closed with a
 //!   local fallback while the store is down, a short-circuit cache of keys over their limit,
-//!   shadow mode and per-key overrides.
+//!   a pause of the store after consecutive failures, shadow mode and per-key overrides.
 //! - [`stats`]: what a [`RateLimiter`] decided (allowed, denied, shadow-denied,
-//!   short-circuited, store errors) and the keys it denied most, published to a
-//!   [`KvStore`](crate::backend::KvStore) for the dashboard.
+//!   short-circuited, store errors, decided during a store pause) and the keys it denied
+//!   most, published to a [`KvStore`](crate::backend::KvStore) for the dashboard.
 //!
 //! Time is an argument: `now` is passed in, in ms since the epoch.
 

@@ -86,6 +86,20 @@ fn describe() {
         "This worker's slots running a job"
     );
     describe_counter!(
+        "celeriac_rate_limit_decisions_total",
+        "Rate limiter decisions, by limiter and outcome (allowed, denied, shadow_denied, \
+         short_circuited: denied locally until the key's retry-after, also counted as denied)"
+    );
+    describe_counter!(
+        "celeriac_rate_limit_store_errors_total",
+        "Rate limiter store calls that failed or timed out (the failure mode decided), by limiter"
+    );
+    describe_counter!(
+        "celeriac_rate_limit_store_paused_total",
+        "Rate limiter calls the failure mode decided without asking the store, paused after \
+         consecutive failures, by limiter"
+    );
+    describe_counter!(
         "celeriac_registry_refresh_failures_total",
         "Registry refreshes (heartbeats to the store) that failed"
     );

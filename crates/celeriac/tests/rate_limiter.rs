@@ -205,6 +205,247 @@ async fn a_store_that_hangs_times_out_into_the_failure_mode() {
     assert_eq!((w.allow, w.source), (false, Source::FailedClosed));
 }
 
+/// A limiter named `name` on `server` deciding 3 calls a minute per key (fixed window, a
+/// clock that stands still), with the given failure mode and pause; its `metrics` counters go
+/// to `counts`.
+async fn pausing_limiter(
+    server: &RedisServer,
+    name: &str,
+    mode: FailMode,
+    pause: Duration,
+    counts: &Counts,
+) -> RateLimiter<RedisBackend> {
+    let url = format!(
+        "{}?response_timeout_ms=2000&connect_timeout_ms=200",
+        server.url()
+    );
+    let store = Arc::new(RedisBackend::connect(&url).await.expect("redis"));
+    metrics::with_local_recorder(counts, || {
+        RateLimiter::builder(store)
+            .name(name)
+            .quota(Quota::per_minute(3).with_algorithm(Algorithm::FixedWindow))
+            .fail_mode(mode)
+            .timeout(Duration::from_millis(200))
+            .store_pause(pause)
+            .pause_after(2)
+            .short_circuit(false, 1)
+            .clock(Arc::new(ManualClock::new(T0)))
+            .build()
+            .expect("limiter")
+    })
+}
+
+/// Kills `server` and checks that it is down: no process, and its port refuses connections.
+async fn kill(server: &mut RedisServer) {
+    server.kill();
+    assert_eq!(server.pid(), None, "redis-server is gone");
+    let refused = tokio::net::TcpStream::connect(("127.0.0.1", server.port())).await;
+    assert!(refused.is_err(), "redis-server's port refuses connections");
+}
+
+#[tokio::test]
+async fn a_store_that_keeps_failing_is_paused_and_the_failure_mode_decides_at_once() {
+    let counts = Counts::by("limiter");
+    let mut server = RedisServer::start().await.expect("redis-server");
+    // A pause far longer than this test: every call after the opening ones falls inside it.
+    let long = Duration::from_secs(600);
+    let open = pausing_limiter(&server, "open", FailMode::Open, long, &counts).await;
+    let closed = pausing_limiter(&server, "closed", FailMode::Closed, long, &counts).await;
+    for limiter in [&open, &closed] {
+        let v = limiter.check("up").await.expect("check");
+        assert_eq!(
+            (v.allow, v.source),
+            (true, Source::Store),
+            "the store answers"
+        );
+    }
+    kill(&mut server).await;
+
+    // The first two calls ask the store and fail (the local fallback decides them).
+    for n in 1..=2 {
+        let v = open.check("k").await.expect("fail-open");
+        assert_eq!((v.allow, v.source), (true, Source::Fallback));
+        let c = open.stats().counts;
+        assert_eq!((c.store_errors, c.store_paused), (n, 0), "call {n} asked");
+    }
+    // Then the store is paused: the fallback decides without asking it, and still enforces
+    // the quota (the third call of `k` is its last).
+    let v = open.check("k").await.expect("fail-open");
+    assert_eq!((v.allow, v.source), (true, Source::Fallback));
+    for _ in 0..2 {
+        let v = open.check("k").await.expect("fail-open");
+        assert_eq!(
+            (v.allow, v.source),
+            (false, Source::Fallback),
+            "over the quota"
+        );
+        assert!(v.decision.retry_after.is_some());
+    }
+    // A key first seen during the pause gets its limit, then is denied.
+    let mut allowed = Vec::new();
+    for _ in 0..5 {
+        let v = open.check("fresh").await.expect("fail-open");
+        assert_eq!(v.source, Source::Fallback);
+        allowed.push(v.allow);
+    }
+    assert_eq!(allowed, [true, true, true, false, false]);
+    let c = open.stats().counts;
+    assert_eq!(c.store_errors, 2, "no store call during the pause: {c:?}");
+    assert_eq!(c.store_paused, 3 + 5, "{c:?}");
+    assert_eq!((c.allowed, c.denied), (1 + 3 + 3, 2 + 2), "{c:?}");
+    assert_eq!(counts.get("celeriac_rate_limit_store_errors_total:open"), 2);
+    assert_eq!(counts.get("celeriac_rate_limit_store_paused_total:open"), 8);
+
+    // Fail-closed: denied while the store fails, then denied at once during the pause.
+    for n in 1..=4_u64 {
+        let v = closed.check("k").await.expect("fail-closed");
+        assert_eq!((v.allow, v.source), (false, Source::FailedClosed));
+        assert_eq!(v.decision.retry_after, Some(Duration::from_secs(1)));
+        let c = closed.stats().counts;
+        assert_eq!(
+            (c.store_errors, c.store_paused),
+            (n.min(2), n.saturating_sub(2)),
+            "call {n}"
+        );
+    }
+    assert_eq!(
+        counts.get("celeriac_rate_limit_store_paused_total:closed"),
+        2
+    );
+}
+
+/// Log lines written by `tracing` (at info level and above) in this test binary, for a test
+/// to read (by its limiter's name: the tests run at once).
+#[derive(Clone, Default)]
+struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Logs {
+    /// The process's logs, captured from the first call on. A global subscriber: a scoped one
+    /// (`set_default`) misses events whose call site another test's thread saw first.
+    fn capture() -> Logs {
+        static LOGS: std::sync::OnceLock<Logs> = std::sync::OnceLock::new();
+        LOGS.get_or_init(|| {
+            let logs = Logs::default();
+            let writer = logs.clone();
+            tracing::subscriber::set_global_default(
+                tracing_subscriber::fmt()
+                    .with_max_level(tracing::Level::INFO)
+                    .with_ansi(false)
+                    .with_writer(move || writer.clone())
+                    .finish(),
+            )
+            .expect("the only subscriber of this binary");
+            tracing::callsite::rebuild_interest_cache();
+            logs
+        })
+        .clone()
+    }
+
+    /// The lines with all of `texts`.
+    fn lines_with(&self, texts: &[&str]) -> Vec<String> {
+        String::from_utf8_lossy(&self.0.lock().expect("logs"))
+            .lines()
+            .filter(|l| texts.iter().all(|t| l.contains(t)))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("logs").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn after_the_pause_one_call_probes_the_store_and_its_answer_ends_the_pause() {
+    let logs = Logs::capture();
+    let opening = ["limiter=probed", "rate limit store fails"];
+    let counts = Counts::by("limiter");
+    let mut server = RedisServer::start().await.expect("redis-server");
+    let pause = Duration::from_secs(1);
+    let limiter = pausing_limiter(&server, "probed", FailMode::Open, pause, &counts).await;
+    assert_eq!(
+        limiter.check("up").await.expect("check").source,
+        Source::Store
+    );
+    kill(&mut server).await;
+    for _ in 0..2 {
+        assert_eq!(
+            limiter.check("k").await.expect("fail-open").source,
+            Source::Fallback
+        );
+    }
+    let opened = limiter.stats().counts;
+    assert_eq!((opened.store_errors, opened.store_paused), (2, 0));
+    let warned = logs.lines_with(&opening);
+    assert_eq!(warned.len(), 1, "logged when the pause starts: {warned:?}");
+    assert!(warned[0].contains("WARN"), "{warned:?}");
+
+    // Once the pause is over, of many calls at once exactly one asks the (still dead) store:
+    // its failure starts another pause, the others are decided during the probe or the new
+    // pause.
+    tokio::time::sleep(pause).await;
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let limiter = limiter.clone();
+        calls.spawn(async move { limiter.check(&format!("burst:{i}")).await });
+    }
+    while let Some(v) = calls.join_next().await {
+        let v = v.expect("no panic").expect("fail-open");
+        assert_eq!((v.allow, v.source), (true, Source::Fallback));
+    }
+    let c = limiter.stats().counts;
+    assert_eq!(c.store_errors, opened.store_errors + 1, "one probe: {c:?}");
+    assert_eq!(c.store_paused, 19, "{c:?}");
+    assert_eq!(
+        logs.lines_with(&opening).len(),
+        1,
+        "a failed probe does not warn again"
+    );
+
+    // Redis comes back: once a pause is over a probe finds it (the client may need a failed
+    // call or two to reconnect, each starting another pause), and the store decides again.
+    server.restart().await.expect("redis-server restarts");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = limiter.check("back").await.expect("check");
+        if v.source == Source::Store {
+            break;
+        }
+        assert_eq!(v.source, Source::Fallback);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the store never answered a probe: {:?}",
+            limiter.stats().counts
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let back = limiter.stats().counts;
+    for _ in 0..3 {
+        let v = limiter.check("store-again").await.expect("check");
+        assert_eq!(v.source, Source::Store, "the pause is over");
+    }
+    let after = limiter.stats().counts;
+    assert_eq!(
+        (after.store_errors, after.store_paused),
+        (back.store_errors, back.store_paused),
+        "every call asks the store again"
+    );
+    let answers = logs.lines_with(&["limiter=probed", "rate limit store answers again"]);
+    assert_eq!(answers.len(), 1, "logged once: {answers:?}");
+    assert!(answers[0].contains("INFO"), "{answers:?}");
+    assert_eq!(logs.lines_with(&opening).len(), 1, "warned once in all");
+    assert_eq!(
+        counts.get("celeriac_rate_limit_store_paused_total:probed"),
+        after.store_paused
+    );
+}
+
 #[tokio::test]
 async fn decisions_and_store_errors_are_counted() {
     let counts = Counts::by("outcome");

@@ -9,10 +9,12 @@ use crate::backend::{KvStore, RateLimitStore};
 use crate::clock::{duration_ms, Clock, UnixMs};
 use crate::error::{Error, Result};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// What a limiter does while its store fails or times out.
+/// What a limiter does while its store fails or times out (or is paused after failing, see
+/// [`RateLimiterBuilder::store_pause`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FailMode {
     /// Let calls through (the default). With the local fallback on (the default), each
@@ -24,6 +26,11 @@ pub enum FailMode {
 }
 
 /// Where a [`Verdict`] came from.
+///
+/// While the store is paused after consecutive failures
+/// ([`RateLimiterBuilder::store_pause`]) the failure mode decides as when a call fails:
+/// `Fallback`, `FailedOpen` or `FailedClosed` (those calls are counted apart, in
+/// [`LimiterCounts::store_paused`](super::stats::LimiterCounts::store_paused)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Source {
@@ -31,11 +38,11 @@ pub enum Source {
     Store,
     /// The key was known to be over its limit until its retry-after: no round trip.
     ShortCircuit,
-    /// The store failed; the local fallback limiter decided (fail-open).
+    /// The store failed (or is paused); the local fallback limiter decided (fail-open).
     Fallback,
-    /// The store failed; fail-open without a fallback let the call through.
+    /// The store failed (or is paused); fail-open without a fallback let the call through.
     FailedOpen,
-    /// The store failed; fail-closed denied the call.
+    /// The store failed (or is paused); fail-closed denied the call.
     FailedClosed,
 }
 
@@ -71,6 +78,8 @@ pub struct RateLimiterBuilder<S> {
     fail_mode: FailMode,
     local_fallback: bool,
     timeout: Duration,
+    store_pause: Duration,
+    pause_after: u32,
     shadow: bool,
     short_circuit: bool,
     short_circuit_capacity: u64,
@@ -135,6 +144,29 @@ impl<S: RateLimitStore> RateLimiterBuilder<S> {
         self
     }
 
+    /// How long the store is left alone after [`Self::pause_after`] consecutive failures
+    /// (1 s by default; [`Duration::ZERO`] turns the pause off).
+    ///
+    /// While the store is down each call would otherwise wait for its failure (up to the
+    /// [`Self::timeout`]) before the failure mode decides. During the pause the failure mode
+    /// decides at once (fail-open: the local fallback, or unlimited without one; fail-closed:
+    /// denied), and those calls are counted as `store_paused`. When the pause ends, one call
+    /// asks the store again (the others keep deciding locally meanwhile): an answer ends the
+    /// pause, a failure starts another. The pause is measured on this host's monotonic clock,
+    /// never on the limiter's [`Self::clock`]. Logged at warn level when it starts and at
+    /// info level when the store answers again.
+    pub fn store_pause(mut self, pause: Duration) -> Self {
+        self.store_pause = pause;
+        self
+    }
+
+    /// How many consecutive store failures (errors or timeouts) start a
+    /// [`Self::store_pause`] (2 by default; at least 1).
+    pub fn pause_after(mut self, failures: u32) -> Self {
+        self.pause_after = failures;
+        self
+    }
+
     /// Shadow mode: decide and count, never deny (to try a limit out in production).
     pub fn shadow(mut self, on: bool) -> Self {
         self.shadow = on;
@@ -161,7 +193,8 @@ impl<S: RateLimitStore> RateLimiterBuilder<S> {
     ///
     /// # Errors
     /// [`Error::Config`] for a bad quota (zero limit or window…), no quota at all, two
-    /// quotas of one key sharing a policy name, or a zero timeout.
+    /// quotas of one key sharing a policy name, a zero timeout, or a zero
+    /// [`Self::pause_after`].
     pub fn build(self) -> Result<RateLimiter<S>> {
         if self.quotas.is_empty() {
             return Err(Error::config(
@@ -176,6 +209,13 @@ impl<S: RateLimitStore> RateLimiterBuilder<S> {
             return Err(Error::config(
                 "rate limit timeout",
                 "the store timeout is zero; give it a length above zero",
+            ));
+        }
+        if self.pause_after == 0 {
+            return Err(Error::config(
+                "rate limit pause_after",
+                "pause_after is zero; give the consecutive store failures that pause the store \
+                 (1 or more), or turn the pause off with store_pause(Duration::ZERO)",
             ));
         }
         let check = |quotas: &[Quota]| -> Result<Arc<[Quota]>> {
@@ -204,6 +244,8 @@ impl<S: RateLimitStore> RateLimiterBuilder<S> {
             short_circuited: counter("short_circuited"),
             store_errors: metrics::counter!("celeriac_rate_limit_store_errors_total",
                 "limiter" => label.clone()),
+            store_paused: metrics::counter!("celeriac_rate_limit_store_paused_total",
+                "limiter" => label.clone()),
         };
         Ok(RateLimiter {
             inner: Arc::new(Inner {
@@ -215,6 +257,8 @@ impl<S: RateLimitStore> RateLimiterBuilder<S> {
                 fail_mode: self.fail_mode,
                 fallback: self.local_fallback.then(LocalLimiter::new),
                 timeout: self.timeout,
+                pause: (!self.store_pause.is_zero())
+                    .then(|| Pause::new(self.pause_after, self.store_pause)),
                 shadow: self.shadow,
                 over: self.short_circuit.then(|| {
                     moka::sync::Cache::builder()
@@ -255,6 +299,174 @@ struct Metrics {
     shadow_denied: metrics::Counter,
     short_circuited: metrics::Counter,
     store_errors: metrics::Counter,
+    store_paused: metrics::Counter,
+}
+
+/// [`Pause::state`] while the store is asked.
+const CLOSED: u64 = 0;
+/// [`Pause::state`] while one call probes the store after a pause.
+const PROBING: u64 = u64::MAX;
+
+/// The store left alone after consecutive failures: a small circuit breaker on the monotonic
+/// clock. Lock-free: a call reads one atomic while the store answers.
+#[derive(Debug)]
+struct Pause {
+    /// Consecutive failures that start a pause (at least 1).
+    after: u32,
+    /// How long a pause lasts.
+    length: Duration,
+    /// The origin of [`Self::now`].
+    origin: Instant,
+    /// Store failures since the last answer.
+    failures: AtomicU32,
+    /// [`CLOSED`], [`PROBING`], or when the pause ends (ns after `origin`, between the two).
+    state: AtomicU64,
+}
+
+/// Whether a call asks the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ask {
+    /// Yes, as usual.
+    Store,
+    /// Yes, as the one call that tries the store after a pause.
+    Probe,
+    /// No: the store is paused (or another call probes it).
+    Paused,
+}
+
+/// What a store failure did to the pause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failed {
+    /// Counted; no pause (yet, or one runs already).
+    Counted,
+    /// It started a pause (after closed).
+    Opened,
+    /// The probe failed: another pause.
+    PausedAgain,
+}
+
+impl Pause {
+    fn new(after: u32, length: Duration) -> Self {
+        Pause {
+            after,
+            length,
+            origin: Instant::now(),
+            failures: AtomicU32::new(0),
+            state: AtomicU64::new(CLOSED),
+        }
+    }
+
+    /// Now on the monotonic clock, in ns after `origin`.
+    fn now(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(PROBING - 1)
+    }
+
+    /// When a pause starting at `now` ends (never [`CLOSED`] or [`PROBING`]).
+    fn end(&self, now: u64) -> u64 {
+        let length = u64::try_from(self.length.as_nanos()).unwrap_or(u64::MAX);
+        now.saturating_add(length).clamp(CLOSED + 1, PROBING - 1)
+    }
+
+    /// Whether a call asks the store now: when the pause has ended, exactly one call (the
+    /// first to swap the state) probes it. While the store answers, one atomic load (the
+    /// clock is not read).
+    fn ask(&self) -> Ask {
+        self.ask_at(|| self.now())
+    }
+
+    /// [`Self::ask`] at the time `now` gives.
+    fn ask_at(&self, now: impl FnOnce() -> u64) -> Ask {
+        let mut state = self.state.load(Ordering::Acquire);
+        if state == CLOSED {
+            return Ask::Store;
+        }
+        let now = now();
+        loop {
+            if state == CLOSED {
+                return Ask::Store;
+            }
+            if state == PROBING || now < state {
+                return Ask::Paused;
+            }
+            match self
+                .state
+                .compare_exchange(state, PROBING, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return Ask::Probe,
+                Err(now_state) => state = now_state,
+            }
+        }
+    }
+
+    /// The store answered; true when that ended a pause (the probe's answer).
+    fn answered(&self, ask: Ask) -> bool {
+        if self.failures.load(Ordering::Relaxed) != 0 {
+            self.failures.store(0, Ordering::Relaxed);
+        }
+        ask == Ask::Probe
+            && self
+                .state
+                .compare_exchange(PROBING, CLOSED, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// The store failed or timed out at `now`.
+    fn failed(&self, ask: Ask, now: u64) -> Failed {
+        if ask == Ask::Probe {
+            // Another pause, from now.
+            let _ = self.state.compare_exchange(
+                PROBING,
+                self.end(now),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
+            return Failed::PausedAgain;
+        }
+        let failures = self
+            .failures
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_add(1))
+            })
+            .unwrap_or(u32::MAX)
+            .saturating_add(1);
+        if failures >= self.after
+            && self
+                .state
+                .compare_exchange(CLOSED, self.end(now), Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            return Failed::Opened;
+        }
+        Failed::Counted
+    }
+
+    /// A probe that ended without a verdict on the store (the call was dropped, or the
+    /// store refused its input): the next call probes instead.
+    fn abandon_probe(&self) {
+        let _ =
+            self.state
+                .compare_exchange(PROBING, CLOSED + 1, Ordering::AcqRel, Ordering::Relaxed);
+    }
+}
+
+/// Hands the probe on when a probing call ends without reporting (dropped mid-call).
+struct ProbeGuard<'a> {
+    pause: Option<&'a Pause>,
+}
+
+impl ProbeGuard<'_> {
+    /// The probe reported: nothing to hand on.
+    fn disarm(&mut self) {
+        self.pause = None;
+    }
+}
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(pause) = self.pause {
+            pause.abandon_probe();
+        }
+    }
 }
 
 /// Over its limit until `until` for calls costing at least `cost`.
@@ -274,6 +486,8 @@ struct Inner<S> {
     fail_mode: FailMode,
     fallback: Option<LocalLimiter>,
     timeout: Duration,
+    /// The store left alone after consecutive failures (`None`: never).
+    pause: Option<Pause>,
     shadow: bool,
     over: Option<moka::sync::Cache<String, Over>>,
     clock: Arc<dyn Clock>,
@@ -308,6 +522,10 @@ struct Inner<S> {
 ///   [`FailMode::Open`] lets calls through (each process enforcing the quotas with a local
 ///   fallback limiter meanwhile, unless turned off) and [`FailMode::Closed`] denies them.
 ///   Store failures are counted and logged at debug level.
+/// - **Store pause**: after 2 consecutive failures the store is not asked for 1 s and the
+///   failure mode decides at once, so a store that is down does not cost each call its
+///   timeout; then one call probes it ([`RateLimiterBuilder::store_pause`],
+///   [`RateLimiterBuilder::pause_after`]).
 /// - **Short-circuit**: a key the store denied is denied locally until its retry-after (for
 ///   calls costing at least as much), saving the round trip; keys over their limit are the
 ///   ones that call most.
@@ -315,10 +533,12 @@ struct Inner<S> {
 /// - **Overrides**: per key (a premium customer) or by a function (tiers).
 ///
 /// Metrics: `celeriac_rate_limit_decisions_total{limiter, outcome}` with outcome `allowed`,
-/// `denied`, `shadow_denied` or `short_circuited` (also counted as denied), and
-/// `celeriac_rate_limit_store_errors_total{limiter}`. The same counts and a sample of the
-/// most denied keys are read with [`Self::stats`] and published for the dashboard with
-/// [`Self::publish_stats`] (see [`super::stats`]).
+/// `denied`, `shadow_denied` or `short_circuited` (also counted as denied),
+/// `celeriac_rate_limit_store_errors_total{limiter}` and
+/// `celeriac_rate_limit_store_paused_total{limiter}` (calls decided without asking the store
+/// during a pause). The same counts and a sample of the most denied keys are read with
+/// [`Self::stats`] and published for the dashboard with [`Self::publish_stats`] (see
+/// [`super::stats`]).
 pub struct RateLimiter<S> {
     inner: Arc<Inner<S>>,
 }
@@ -344,7 +564,8 @@ impl<S> std::fmt::Debug for RateLimiter<S> {
 
 impl<S: RateLimitStore> RateLimiter<S> {
     /// A builder over `store`, with the defaults: fail-open with a local fallback, a 100 ms
-    /// timeout, short-circuit on (100,000 keys), no shadow mode, the store's fleet clock.
+    /// timeout, a 1 s store pause after 2 consecutive failures, short-circuit on (100,000
+    /// keys), no shadow mode, the store's fleet clock.
     pub fn builder(store: Arc<S>) -> RateLimiterBuilder<S> {
         RateLimiterBuilder {
             clock: store.fleet_clock(),
@@ -356,6 +577,8 @@ impl<S: RateLimitStore> RateLimiter<S> {
             fail_mode: FailMode::Open,
             local_fallback: true,
             timeout: Duration::from_millis(100),
+            store_pause: Duration::from_secs(1),
+            pause_after: 2,
             shadow: false,
             short_circuit: true,
             short_circuit_capacity: 100_000,
@@ -526,9 +749,24 @@ impl<S: RateLimitStore> RateLimiter<S> {
                 over.invalidate(key);
             }
         }
+        let pause = inner.pause.as_ref();
+        let ask = pause.map_or(Ask::Store, Pause::ask);
+        if ask == Ask::Paused {
+            inner.metrics.store_paused.increment(1);
+            Counters::one(&inner.counters.store_paused);
+            let (decision, source) = self.by_fail_mode(key, &quotas, cost, now)?;
+            return Ok(self.finish(key, decision, source, quotas));
+        }
+        let mut probe = ProbeGuard {
+            pause: pause.filter(|_| ask == Ask::Probe),
+        };
         let call = inner.store.check_limits(key, &quotas, cost, now);
         let failure = match tokio::time::timeout(inner.timeout, call).await {
             Ok(Ok(decision)) => {
+                probe.disarm();
+                if pause.is_some_and(|p| p.answered(ask)) {
+                    tracing::info!(limiter = %inner.name, "rate limit store answers again");
+                }
                 if let (Some(over), Some(retry)) = (&inner.over, decision.retry_after) {
                     over.insert(
                         key.to_string(),
@@ -541,16 +779,39 @@ impl<S: RateLimitStore> RateLimiter<S> {
                 }
                 return Ok(self.finish(key, decision, Source::Store, quotas));
             }
+            // Bad input, not a store failure: a probe hands on to the next call (guard).
             Ok(Err(e @ Error::Config { .. })) => return Err(e),
             Ok(Err(e)) => e.to_string(),
             Err(_) => format!("no answer within {:?}", inner.timeout),
         };
+        probe.disarm();
         inner.metrics.store_errors.increment(1);
         Counters::one(&inner.counters.store_errors);
-        tracing::debug!(limiter = %inner.name, error = %failure, "rate limit store failed");
-        let (decision, source) = match (inner.fail_mode, &inner.fallback) {
+        match pause.map(|p| (p, p.failed(ask, p.now()))) {
+            Some((p, Failed::Opened)) => tracing::warn!(limiter = %inner.name,
+                error = %failure, failures = p.after, pause = ?p.length,
+                "rate limit store fails; not asked during the pause, the failure mode decides"),
+            Some((p, Failed::PausedAgain)) => tracing::debug!(limiter = %inner.name,
+                error = %failure, pause = ?p.length, "rate limit store still fails; paused again"),
+            _ => tracing::debug!(limiter = %inner.name, error = %failure,
+                "rate limit store failed"),
+        }
+        let (decision, source) = self.by_fail_mode(key, &quotas, cost, now)?;
+        Ok(self.finish(key, decision, source, quotas))
+    }
+
+    /// The decision of the failure mode, without the store.
+    fn by_fail_mode(
+        &self,
+        key: &str,
+        quotas: &[Quota],
+        cost: u32,
+        now: UnixMs,
+    ) -> Result<(Decision, Source)> {
+        let inner = &*self.inner;
+        Ok(match (inner.fail_mode, &inner.fallback) {
             (FailMode::Open, Some(local)) => {
-                (local.check(key, &quotas, cost, now)?, Source::Fallback)
+                (local.check(key, quotas, cost, now)?, Source::Fallback)
             }
             (FailMode::Open, None) => (Decision::unlimited(), Source::FailedOpen),
             (FailMode::Closed, _) => {
@@ -562,8 +823,7 @@ impl<S: RateLimitStore> RateLimiter<S> {
                 d.reset_after = Duration::from_secs(1);
                 (d, Source::FailedClosed)
             }
-        };
-        Ok(self.finish(key, decision, source, quotas))
+        })
     }
 
     fn finish(
@@ -595,5 +855,115 @@ impl<S: RateLimitStore> RateLimiter<S> {
             source,
             quotas,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: u64 = 1_000_000_000;
+
+    fn builder() -> RateLimiterBuilder<LocalLimiter> {
+        RateLimiter::builder(Arc::new(LocalLimiter::new())).quota(Quota::per_minute(1))
+    }
+
+    #[test]
+    fn a_zero_pause_after_is_a_config_error_naming_it() {
+        let e = builder().pause_after(0).build().expect_err("zero");
+        match &e {
+            Error::Config { setting, .. } => assert_eq!(setting, "rate limit pause_after"),
+            other => panic!("expected a config error, got {other}"),
+        }
+        assert!(e.to_string().contains("pause_after is zero"), "{e}");
+        // Turning the pause off does not make a zero valid; one failure is.
+        assert!(builder()
+            .store_pause(Duration::ZERO)
+            .pause_after(0)
+            .build()
+            .is_err());
+        let one = builder().pause_after(1).build().expect("one failure");
+        assert!(one.inner.pause.as_ref().is_some_and(|p| p.after == 1));
+        let off = builder()
+            .store_pause(Duration::ZERO)
+            .build()
+            .expect("no pause");
+        assert!(off.inner.pause.is_none(), "a zero pause turns it off");
+        let default = builder().build().expect("defaults");
+        let p = default.inner.pause.as_ref().expect("on by default");
+        assert_eq!((p.after, p.length), (2, Duration::from_secs(1)));
+    }
+
+    /// The pause on explicit monotonic times: opened by consecutive failures only, one probe
+    /// when it ends, closed by the probe's answer or started again by its failure.
+    #[test]
+    fn the_pause_opens_probes_once_and_closes() {
+        let p = Pause::new(2, Duration::from_secs(1));
+        assert_eq!(p.ask_at(|| 0), Ask::Store);
+        assert_eq!(p.failed(Ask::Store, 0), Failed::Counted);
+        assert!(!p.answered(Ask::Store), "an answer ends no pause");
+        assert_eq!(
+            p.failed(Ask::Store, 0),
+            Failed::Counted,
+            "an answer in between resets the count"
+        );
+        assert_eq!(p.failed(Ask::Store, 10), Failed::Opened);
+        // A call that was in flight fails too: counted, no second opening (logged once).
+        assert_eq!(p.failed(Ask::Store, 20), Failed::Counted);
+        assert_eq!(p.ask_at(|| 10), Ask::Paused);
+        assert_eq!(
+            p.ask_at(|| SECOND + 9),
+            Ask::Paused,
+            "the pause runs from the failure"
+        );
+        assert_eq!(
+            p.ask_at(|| SECOND + 10),
+            Ask::Probe,
+            "the first call once it ended"
+        );
+        for _ in 0..3 {
+            assert_eq!(p.ask_at(|| SECOND + 11), Ask::Paused, "only one probe");
+        }
+        assert_eq!(p.failed(Ask::Probe, 2 * SECOND), Failed::PausedAgain);
+        assert_eq!(p.ask_at(|| 3 * SECOND - 1), Ask::Paused);
+        assert_eq!(p.ask_at(|| 3 * SECOND), Ask::Probe);
+        assert!(p.answered(Ask::Probe), "the probe's answer ends the pause");
+        assert_eq!(p.ask_at(|| 3 * SECOND), Ask::Store);
+        assert_eq!(
+            p.failed(Ask::Store, 3 * SECOND),
+            Failed::Counted,
+            "the count starts again"
+        );
+        assert_eq!(p.failed(Ask::Store, 3 * SECOND), Failed::Opened);
+    }
+
+    #[test]
+    fn an_abandoned_probe_hands_on_to_the_next_call() {
+        let p = Pause::new(1, Duration::from_secs(1));
+        assert_eq!(p.failed(Ask::Store, 0), Failed::Opened);
+        assert_eq!(p.ask_at(|| SECOND), Ask::Probe);
+        drop(ProbeGuard { pause: Some(&p) });
+        assert_eq!(
+            p.ask_at(|| SECOND),
+            Ask::Probe,
+            "a dropped probe does not stick"
+        );
+        let mut guard = ProbeGuard { pause: Some(&p) };
+        guard.disarm();
+        drop(guard);
+        assert_eq!(
+            p.ask_at(|| SECOND),
+            Ask::Paused,
+            "a reported probe is not handed on"
+        );
+    }
+
+    #[test]
+    fn pause_ends_stay_between_closed_and_probing() {
+        let p = Pause::new(1, Duration::MAX);
+        assert_eq!(p.end(5), PROBING - 1);
+        let q = Pause::new(1, Duration::from_nanos(1));
+        assert_eq!(q.end(0), 1);
+        assert_eq!(q.end(u64::MAX), PROBING - 1);
     }
 }

@@ -5,7 +5,8 @@
 //!
 //! - **Counting**: atomics, counted where the `metrics` counters are
 //!   (`celeriac_rate_limit_decisions_total{limiter, outcome}` and
-//!   `celeriac_rate_limit_store_errors_total{limiter}`); an allowed call adds one atomic
+//!   `celeriac_rate_limit_store_errors_total{limiter}` and
+//!   `celeriac_rate_limit_store_paused_total{limiter}`); an allowed call adds one atomic
 //!   increment and no allocation.
 //! - **Most denied keys**: each denial (shadow denials too) goes through a Space-Saving sample
 //!   of [`SAMPLE_CAPACITY`] keys under a short lock: a key denied more than one time in
@@ -71,6 +72,12 @@ pub struct LimiterCounts {
     pub short_circuited: u64,
     /// Store calls that failed or timed out (the failure mode decided those calls).
     pub store_errors: u64,
+    /// Calls the failure mode decided without asking the store, while the store was paused
+    /// after consecutive failures ([`RateLimiterBuilder::store_pause`]). Snapshots published
+    /// before this count existed read as 0.
+    ///
+    /// [`RateLimiterBuilder::store_pause`]: super::RateLimiterBuilder::store_pause
+    pub store_paused: u64,
 }
 
 impl LimiterCounts {
@@ -96,6 +103,7 @@ impl std::ops::AddAssign for LimiterCounts {
         self.shadow_denied = self.shadow_denied.saturating_add(o.shadow_denied);
         self.short_circuited = self.short_circuited.saturating_add(o.short_circuited);
         self.store_errors = self.store_errors.saturating_add(o.store_errors);
+        self.store_paused = self.store_paused.saturating_add(o.store_paused);
     }
 }
 
@@ -257,6 +265,7 @@ pub(super) struct Counters {
     pub(super) shadow_denied: AtomicU64,
     pub(super) short_circuited: AtomicU64,
     pub(super) store_errors: AtomicU64,
+    pub(super) store_paused: AtomicU64,
     sample: Mutex<Sampler>,
 }
 
@@ -268,6 +277,7 @@ impl Default for Counters {
             shadow_denied: AtomicU64::new(0),
             short_circuited: AtomicU64::new(0),
             store_errors: AtomicU64::new(0),
+            store_paused: AtomicU64::new(0),
             sample: Mutex::new(Sampler::new(SAMPLE_CAPACITY)),
         }
     }
@@ -296,6 +306,7 @@ impl Counters {
             shadow_denied: l(&self.shadow_denied),
             short_circuited: l(&self.short_circuited),
             store_errors: l(&self.store_errors),
+            store_paused: l(&self.store_paused),
         }
     }
 
@@ -528,9 +539,11 @@ mod tests {
             shadow_denied: 1,
             short_circuited: u64::MAX,
             store_errors: u64::MAX,
+            store_paused: u64::MAX,
         };
         c += c;
         assert_eq!(c.decisions(), u64::MAX);
+        assert_eq!(c.store_paused, u64::MAX);
         assert!(c.denial_ratio().is_some());
     }
 
@@ -542,10 +555,46 @@ mod tests {
             shadow_denied: 1,
             short_circuited: 2,
             store_errors: 0,
+            store_paused: 0,
         };
         assert_eq!(c.decisions(), 10);
         assert_eq!(c.denial_ratio(), Some(0.4));
         assert_eq!(LimiterCounts::default().denial_ratio(), None);
+    }
+
+    /// A snapshot published before a count existed (here `store_paused`) still reads, the
+    /// missing count as 0, and so does one missing whole parts.
+    #[test]
+    fn older_snapshots_still_read() {
+        let old = r#"{"at":1700000000000,"stats":{"limiter":"api","instances":1,"shadow":false,
+            "quotas":["100/1m"],"counts":{"allowed":7,"denied":2,"shadow_denied":0,
+            "short_circuited":1,"store_errors":3},
+            "top_denied":[{"key":"u","count":2,"error":0}]}}"#;
+        let s: Snapshot = serde_json::from_str(old).expect("an older snapshot reads");
+        assert_eq!(s.stats.limiter, "api");
+        assert_eq!(
+            s.stats.counts,
+            LimiterCounts {
+                allowed: 7,
+                denied: 2,
+                shadow_denied: 0,
+                short_circuited: 1,
+                store_errors: 3,
+                store_paused: 0,
+            }
+        );
+        assert_eq!(s.stats.top_denied.len(), 1);
+        let bare: Snapshot =
+            serde_json::from_str(r#"{"at":1,"stats":{"limiter":"api"}}"#).expect("reads");
+        assert_eq!(bare.stats.counts, LimiterCounts::default());
+        // And the new count goes out and comes back.
+        let c = LimiterCounts {
+            store_paused: 5,
+            ..LimiterCounts::default()
+        };
+        let back: LimiterCounts =
+            serde_json::from_str(&serde_json::to_string(&c).expect("writes")).expect("reads");
+        assert_eq!(back.store_paused, 5);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The rate limits: per rate limiter, the figures its instances publish to the store
 //! (`RateLimiter::publish_stats`, summed over the live instances): decisions allowed, denied,
-//! shadow-denied and short-circuited, store errors, the denial ratio, and a sample of the most
-//! denied keys; and the registered tasks' global limits as configured, with their running jobs.
+//! shadow-denied and short-circuited, store errors and calls decided while the store was
+//! paused, the denial ratio, and a sample of the most denied keys; and the registered tasks'
+//! global limits as configured, with their running jobs.
 //!
 //! Limiters publish only their current counters (one snapshot per live instance): there is
 //! no history of them in the store, so the page shows no decisions over time.
@@ -78,7 +79,8 @@ const NO_HISTORY: &str = "each limiter instance publishes only its current count
      snapshot that lives three publication intervals) and nothing keeps past values, so the \
      figures here count from each live instance's start. The decisions are also exported as \
      the Prometheus metrics celeriac_rate_limit_decisions_total{limiter, outcome} and \
-     celeriac_rate_limit_store_errors_total{limiter}, which a metrics system can chart over \
+     celeriac_rate_limit_store_errors_total{limiter} and \
+     celeriac_rate_limit_store_paused_total{limiter}, which a metrics system can chart over \
      time.";
 
 /// A task's global limits as configured.
@@ -248,6 +250,7 @@ fn body(req: &Req, d: &LimitsPage) -> Markup {
                         th { "Limiter" } th.num { "Instances" } th { "Quotas" } th.num { "Allowed" }
                         th.num { "Denied" } th.num { "Shadow-denied" } th.num { "Denial ratio" }
                         th.num { "Short-circuited" } th.num { "Store errors" }
+                        th.num title="Calls decided by the failure mode without asking the store, paused after consecutive failures" { "Store paused" }
                     } }
                     tbody {
                         @for l in &d.limiters {
@@ -265,6 +268,7 @@ fn body(req: &Req, d: &LimitsPage) -> Markup {
                                 td.num.ratio { (percent(l.denial_ratio)) }
                                 td.num { (c.short_circuited) }
                                 td.num { (c.store_errors) }
+                                td.num { (c.store_paused) }
                             }
                         }
                     }

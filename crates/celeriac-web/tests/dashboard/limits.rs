@@ -149,6 +149,7 @@ async fn decisions_and_the_most_denied_keys_are_shown_summed_over_instances() {
         "6 + 1 in the first, 2 in the second"
     );
     assert_eq!(api["store_errors"], 0);
+    assert_eq!(api["store_paused"], 0);
     assert_eq!(api["decisions"], 21);
     let ratio = api["denial_ratio"].as_f64().expect("a ratio");
     assert!((ratio - 12.0 / 21.0).abs() < 1e-9, "{ratio}");
