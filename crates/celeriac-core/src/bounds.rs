@@ -35,7 +35,7 @@ pub const MAX_ERROR_BYTES: usize = 4096;
 /// The largest job the runtime enqueues: see the [module docs](self).
 ///
 /// Sizes are in bytes. A job over any of them is refused with an
-/// [`Error::Config`](crate::Error::Config) whose setting names the bound (`max_payload_bytes`,
+/// [`Error::Config`] whose setting names the bound (`max_payload_bytes`,
 /// ...) and whose message gives the job's size and the maximum; nothing is enqueued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bounds {
