@@ -113,7 +113,7 @@ where
     pub async fn set(self, value: V) -> Result<()> {
         let inner = &self.cache.inner;
         inner
-            .store_value(&self.key, Some(value), self.tags, 0)
+            .store_value(&self.key, Some(value), self.tags, 0, None)
             .await?;
         inner.broadcast(Message::Key(self.key)).await;
         Ok(())

@@ -27,6 +27,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::warn;
 
+/// When the data of a loaded value was read: its loader's start on the fleet clock, and the
+/// barrier epoch then.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct AsOf {
+    at: UnixMs,
+    epoch: u64,
+}
+
 /// How a flight lands, for each read that waited for it.
 pub(super) enum Outcome<V, E> {
     /// A value: fresh, or stale standing in.
@@ -265,6 +273,11 @@ where
             }
         }
         let started = Instant::now();
+        // What the loader reads is as of now: a tag barrier raised while it runs bars it.
+        let as_of = AsOf {
+            at: self.now(),
+            epoch: self.barrier_epoch.load(Ordering::Relaxed),
+        };
         self.stats.loads.fetch_add(1, Ordering::Relaxed);
         let loaded = loader().await;
         let took = started.elapsed();
@@ -280,7 +293,9 @@ where
                     self.l1_drop(part);
                     Outcome::Missing
                 } else {
-                    let _ = self.store_value(part, value.clone(), tags, load_ms).await;
+                    let _ = self
+                        .store_value(part, value.clone(), tags, load_ms, Some(as_of))
+                        .await;
                     Outcome::of(value)
                 }
             }
@@ -316,15 +331,22 @@ where
         out
     }
 
-    /// Writes a value to L1 and L2 with fresh times.
+    /// Writes a value to L1 and L2 with fresh times. A loaded value is created `as_of` its
+    /// loader's start (a value written directly, `None`, as of now), so that a tag
+    /// invalidated while the loader ran bars it, in this process and in every other.
     pub(super) async fn store_value(
         &self,
         part: &str,
         value: Option<V>,
         tags: Vec<String>,
         load_ms: u32,
+        as_of: Option<AsOf>,
     ) -> Result<()> {
         let now = self.now();
+        let as_of = as_of.unwrap_or(AsOf {
+            at: now,
+            epoch: self.barrier_epoch.load(Ordering::Relaxed),
+        });
         let life = match &value {
             Some(_) => {
                 let jitter = duration_ms(self.cfg.jitter);
@@ -339,7 +361,7 @@ where
         };
         let fresh_until = now + life;
         let meta = Meta {
-            created: now,
+            created: as_of.at.min(now),
             fresh_until,
             stale_until: fresh_until + duration_ms(self.cfg.stale),
             load_ms,
@@ -360,7 +382,8 @@ where
             Arc::new(Slot {
                 value,
                 meta: meta.clone(),
-                epoch: self.barrier_epoch.load(Ordering::Relaxed),
+                // The epoch the load began in: a barrier raised since is checked on read.
+                epoch: as_of.epoch,
             }),
         );
         if let Some(len) = envelope.value.as_ref().map(Vec::len) {

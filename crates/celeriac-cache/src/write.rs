@@ -250,7 +250,7 @@ where
         // Acknowledged from here on: the cache is updated as well as it can be.
         for (part, value) in parts.into_iter().zip(values) {
             if inner
-                .store_value(&part, Some(value), Vec::new(), 0)
+                .store_value(&part, Some(value), Vec::new(), 0, None)
                 .await
                 .is_err()
             {
@@ -366,7 +366,7 @@ where
             });
         }
         if inner
-            .store_value(&part, Some(value), Vec::new(), 0)
+            .store_value(&part, Some(value), Vec::new(), 0, None)
             .await
             .is_err()
         {

@@ -332,6 +332,64 @@ pub async fn cache_invalidation_reaches_other_instances<B: KvStore>(backend: Arc
     assert_eq!(c.storage_key("p2"), a.storage_key("p2"));
 }
 
+/// A tag invalidated while a load of a tagged key runs bars what that load stores, in the
+/// loading instance and in another one: the loader may have read the data before the change
+/// that caused the invalidation (a value stamped when it was stored, not when its loader
+/// began, would be served until its ttl).
+pub async fn cache_a_tag_invalidated_during_a_load_bars_its_value<B: KvStore>(backend: Arc<B>) {
+    let clock = ManualClock::new(T0);
+    let a = products(&backend, "inflight", &clock, |b| b).await;
+    let b = products(&backend, "inflight", &clock, |b| b).await;
+    assert!(a.listening() && b.listening(), "subscribed by `build`");
+    let calls = Arc::new(AtomicU64::new(0));
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let slow = {
+        let (a, calls) = (a.clone(), calls.clone());
+        tokio::spawn(async move {
+            a.entry("p1")
+                .tags(["catalog"])
+                .get_with(move || async move {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    let _ = started_tx.send(());
+                    let _ = release_rx.await;
+                    "read before the change".to_string()
+                })
+                .await
+        })
+    };
+    started_rx.await.expect("the loader started");
+    // The change and its invalidation happen while the loader runs.
+    clock.advance(Duration::from_millis(5));
+    a.invalidate_tag("catalog").await.expect("invalidate");
+    clock.advance(Duration::from_millis(5));
+    release_tx.send(()).expect("the loader waits");
+    let first = slow.await.expect("load task").expect("load");
+    assert_eq!(
+        first, "read before the change",
+        "the waiting read gets what was loaded"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    // The next read anywhere loads again rather than serving it.
+    let again = a
+        .entry("p1")
+        .tags(["catalog"])
+        .get_with(counting(&calls, "after the change"))
+        .await
+        .expect("load");
+    assert_eq!(again, "after the change");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "the barred value was not served"
+    );
+    wait_for("b seeing the loaded value after the change", || async {
+        b.get("p1").await.ok().flatten().as_deref() == Some("after the change")
+    })
+    .await;
+}
+
 /// A stored value that no longer decodes is a miss that gets reloaded and counted, not an
 /// error; a very long key is hashed; bad settings are refused when the cache is built.
 pub async fn cache_bad_data_and_bad_settings<B: KvStore>(backend: Arc<B>) {
@@ -826,6 +884,7 @@ macro_rules! __cases_kv_cache {
             cache_refreshes_hot_keys_early,
             cache_caches_not_found_when_asked,
             cache_invalidation_reaches_other_instances,
+            cache_a_tag_invalidated_during_a_load_bars_its_value,
             cache_bad_data_and_bad_settings,
             cache_warms_keys_ahead_of_use,
             cache_stats_are_published_and_summed,
