@@ -114,6 +114,8 @@ struct Probe {
     /// Redis was down (or restarting) during the probe.
     redis_down: bool,
     put_status: u16,
+    /// The run ended while the probe still polled: neither seen nor unseen.
+    cut_short: bool,
     /// How stale another instance may be, as the update's answer promised (`stale_for_ms`:
     /// the bound with the broadcast, or without it while this instance saw Redis fail).
     promised_ms: Option<f64>,
@@ -288,6 +290,7 @@ pub(crate) async fn run(env: &Env, a: &FaultArgs) -> Result<bool> {
                     last_stale_read_ms: last_stale,
                     redis_down: was_down || down.load(std::sync::atomic::Ordering::SeqCst),
                     put_status: status,
+                    cut_short: seen.is_none() && stop.is_cancelled(),
                     promised_ms,
                 });
                 tokio::select! {
@@ -612,7 +615,9 @@ pub(crate) async fn run(env: &Env, a: &FaultArgs) -> Result<bool> {
     }
     let unseen = probes
         .iter()
-        .filter(|p| (200..300).contains(&p.put_status) && p.visible_after_ms.is_none())
+        .filter(|p| {
+            (200..300).contains(&p.put_status) && p.visible_after_ms.is_none() && !p.cut_short
+        })
         .count();
     let put_failed = probes
         .iter()
