@@ -32,8 +32,6 @@ fn oha_installed() -> bool {
 }
 
 #[test]
-#[ignore = "two verdicts are not reliable yet in CI (a probe cut off by the end of the run counted \
-            as never seen; a kill that found its worker idle): run with --ignored or load/faults --short"]
 fn the_short_fault_run_passes_every_verdict() {
     assert!(
         oha_installed(),
