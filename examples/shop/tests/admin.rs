@@ -6,38 +6,29 @@
 // `Shop::open`'s future is deep.
 #![recursion_limit = "256"]
 
-use shop::db::SeedSizes;
+mod common;
+
 use shop::http::{self, HttpOptions};
-use shop::shop::{Shop, ShopOptions};
+use shop::shop::Shop;
 use std::net::SocketAddr;
 use std::path::Path;
 
 const TOKEN: &str = "admin-token-for-tests-0123456789";
 
+/// The shop of these tests: the store and the database in `dir`, 40 products.
 async fn open_shop(dir: &Path) -> Shop {
-    let opts = ShopOptions {
-        url: format!("sqlite://{}", dir.join("celeriac.db").display()),
-        database_url: format!("sqlite://{}", dir.join("shop.db").display()),
-        smtp: "smtp://127.0.0.1:2525".to_string(),
-        data_dir: dir.to_path_buf(),
-        instance: "admin-test".to_string(),
-        seed: Some(SeedSizes {
-            products: 40,
-            reviews: 100,
-        }),
-    };
-    Shop::open(&opts).await.expect("the shop opens")
+    let store = common::sqlite_url(&dir.join("celeriac.db"));
+    common::open_shop(&store, dir, "admin-test", 40, 100).await
 }
 
-async fn serve(router: axum::Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+/// `GET url` with the admin token as a bearer.
+async fn get_with_token(client: &reqwest::Client, url: String) -> reqwest::Response {
+    client
+        .get(url)
+        .bearer_auth(TOKEN)
+        .send()
         .await
-        .expect("a free port");
-    let addr = listener.local_addr().expect("its address");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
-    format!("http://{addr}")
+        .expect("answers")
 }
 
 fn client() -> reqwest::Client {
@@ -55,17 +46,12 @@ async fn admin_needs_the_token_and_metrics_carry_celeriac_names() {
         admin_token: Some(TOKEN.to_string()),
         ..HttpOptions::default()
     };
-    let base = serve(http::router(shop, opts).await.expect("the router")).await;
+    let base = common::serve(http::router(shop, opts).await.expect("the router")).await;
     let client = client();
 
     // Some traffic first, so the limiter and the cache have something to count.
     for _ in 0..3 {
-        let r = client
-            .get(format!("{base}/products?category=books"))
-            .header("x-api-key", "k1")
-            .send()
-            .await
-            .expect("answers");
+        let r = common::get_books(&client, &base, "k1").await;
         assert_eq!(r.status(), 200);
     }
 
@@ -103,28 +89,13 @@ async fn admin_needs_the_token_and_metrics_carry_celeriac_names() {
     }
 
     // With the token as a bearer.
-    let r = client
-        .get(format!("{base}/admin"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("answers");
+    let r = get_with_token(&client, format!("{base}/admin")).await;
     assert_eq!(r.status(), 200, "the dashboard with the token");
     let html = r.text().await.expect("a page");
     assert!(html.contains("/admin/"), "links under /admin");
-    let r = client
-        .get(format!("{base}/admin/api/v1/overview"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("answers");
+    let r = get_with_token(&client, format!("{base}/admin/api/v1/overview")).await;
     assert_eq!(r.status(), 200);
-    let r = client
-        .get(format!("{base}/admin/metrics"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("answers");
+    let r = get_with_token(&client, format!("{base}/admin/metrics")).await;
     assert_eq!(r.status(), 200, "the metrics with the token");
     let text = r.text().await.expect("text");
     for name in [
@@ -137,24 +108,16 @@ async fn admin_needs_the_token_and_metrics_carry_celeriac_names() {
 
     // The dashboard's Rate limits page shows the API's limiter (published at once, then
     // every 10 s), with the decisions made above.
-    let limits: serde_json::Value = client
-        .get(format!("{base}/admin/api/v1/limits?name=shop"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("answers")
-        .json()
-        .await
-        .expect("json");
+    let limits: serde_json::Value = common::get_json(
+        client
+            .get(format!("{base}/admin/api/v1/limits?name=shop"))
+            .bearer_auth(TOKEN),
+    )
+    .await;
     let shown = limits.to_string();
     assert!(shown.contains("\"api\""), "the limiter `api`: {shown}");
     // The trailing slash of the spec's `/admin/` reaches the dashboard too.
-    let r = client
-        .get(format!("{base}/admin/"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("answers");
+    let r = get_with_token(&client, format!("{base}/admin/")).await;
     assert!(
         r.status() == 200 || r.status().is_redirection(),
         "/admin/: {}",
@@ -188,12 +151,7 @@ async fn admin_needs_the_token_and_metrics_carry_celeriac_names() {
 
     // /admin is not rate limited, and needs no API key.
     for _ in 0..120 {
-        let r = client
-            .get(format!("{base}/admin/metrics"))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .expect("answers");
+        let r = get_with_token(&client, format!("{base}/admin/metrics")).await;
         assert_eq!(r.status(), 200);
     }
 }
@@ -227,7 +185,7 @@ async fn without_a_token_admin_is_open_on_loopback_only() {
     // Served on loopback without a token: open.
     let dir = tempfile::tempdir().expect("a temporary folder");
     let shop = open_shop(dir.path()).await;
-    let base = serve(http::router(shop, open).await.expect("the router")).await;
+    let base = common::serve(http::router(shop, open).await.expect("the router")).await;
     let client = client();
     for path in ["/admin", "/admin/metrics"] {
         let r = client

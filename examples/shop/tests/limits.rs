@@ -9,37 +9,17 @@
 // `Shop::open`'s future is deep.
 #![recursion_limit = "256"]
 
+mod common;
+
 use celeriac_testkit::RedisServer;
-use shop::db::SeedSizes;
 use shop::http::{self, HttpOptions};
-use shop::shop::{Shop, ShopOptions};
+use shop::shop::Shop;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// A shop instance `name` of these tests on the store `url`, 80 products.
 async fn open_shop(url: &str, dir: &Path, name: &str) -> Shop {
-    let opts = ShopOptions {
-        url: url.to_string(),
-        database_url: format!("sqlite://{}", dir.join("shop.db").display()),
-        smtp: "smtp://127.0.0.1:2525".to_string(),
-        data_dir: dir.to_path_buf(),
-        instance: name.to_string(),
-        seed: Some(SeedSizes {
-            products: 80,
-            reviews: 400,
-        }),
-    };
-    Shop::open(&opts).await.expect("the shop opens")
-}
-
-async fn serve(router: axum::Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("a free port");
-    let addr = listener.local_addr().expect("its address");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
-    format!("http://{addr}")
+    common::open_shop(url, dir, name, 80, 400).await
 }
 
 fn options() -> HttpOptions {
@@ -81,14 +61,10 @@ async fn until_denied(
                 .get(format!("{base}/products?category=books&api_key={key}"))
                 .send()
                 .await
+                .expect("the service answers")
         } else {
-            client
-                .get(format!("{base}/products?category=books"))
-                .header("x-api-key", key)
-                .send()
-                .await
-        }
-        .expect("the service answers");
+            common::get_books(client, base, key).await
+        };
         if r.status() == 429 {
             return (allowed, started.elapsed(), r);
         }
@@ -103,16 +79,11 @@ async fn a_key_gets_its_100_then_429_with_retry_after() {
     let redis = RedisServer::start().await.expect("redis starts");
     let dir = tempfile::tempdir().expect("a temporary folder");
     let shop = open_shop(&redis.url(), dir.path(), "a").await;
-    let base = serve(http::router(shop, options()).await.expect("the router")).await;
+    let base = common::serve(http::router(shop, options()).await.expect("the router")).await;
     let client = reqwest::Client::new();
 
     // The first answer carries the policy and what is left.
-    let r = client
-        .get(format!("{base}/products?category=books"))
-        .header("x-api-key", "alice")
-        .send()
-        .await
-        .expect("answers");
+    let r = common::get_books(&client, &base, "alice").await;
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "ratelimit-policy"), "\"default\";q=100;w=60");
     assert!(
@@ -135,32 +106,17 @@ async fn a_key_gets_its_100_then_429_with_retry_after() {
     );
     assert!(header(&denied, "ratelimit").starts_with("\"default\";r=0;"));
     // Denied locally until the retry-after, and again at once.
-    let again = client
-        .get(format!("{base}/products?category=books"))
-        .header("x-api-key", "alice")
-        .send()
-        .await
-        .expect("answers");
+    let again = common::get_books(&client, &base, "alice").await;
     assert_eq!(again.status(), 429);
 
     // Another key is not affected.
-    let other = client
-        .get(format!("{base}/products?category=books"))
-        .header("x-api-key", "bob")
-        .send()
-        .await
-        .expect("answers");
+    let other = common::get_books(&client, &base, "bob").await;
     assert_eq!(other.status(), 200);
 
     // A premium key gets the premium bucket: past 100 at once, and says so.
     let mut premium_allowed = 0;
     for _ in 0..150 {
-        let r = client
-            .get(format!("{base}/products?category=books"))
-            .header("x-api-key", "gold-key")
-            .send()
-            .await
-            .expect("answers");
+        let r = common::get_books(&client, &base, "gold-key").await;
         assert_eq!(r.status(), 200, "premium request {premium_allowed}");
         assert_eq!(header(&r, "ratelimit-policy"), "\"premium\";q=1000;w=60");
         premium_allowed += 1;
@@ -203,7 +159,7 @@ async fn the_query_parameter_is_the_same_key_as_the_header() {
     let redis = RedisServer::start().await.expect("redis starts");
     let dir = tempfile::tempdir().expect("a temporary folder");
     let shop = open_shop(&redis.url(), dir.path(), "a").await;
-    let base = serve(http::router(shop, options()).await.expect("the router")).await;
+    let base = common::serve(http::router(shop, options()).await.expect("the router")).await;
     let client = reqwest::Client::new();
 
     let r = client
@@ -216,12 +172,7 @@ async fn the_query_parameter_is_the_same_key_as_the_header() {
     // Half the bucket by header...
     let started = Instant::now();
     for i in 0..49 {
-        let r = client
-            .get(format!("{base}/products?category=books"))
-            .header("x-api-key", "carol")
-            .send()
-            .await
-            .expect("answers");
+        let r = common::get_books(&client, &base, "carol").await;
         assert_eq!(r.status(), 200, "header request {i}");
     }
     // ...and the rest by query parameter: one bucket.
@@ -241,8 +192,8 @@ async fn two_instances_share_each_keys_limit_through_redis() {
     let dir = tempfile::tempdir().expect("a temporary folder");
     let a = open_shop(&redis.url(), dir.path(), "a").await;
     let b = open_shop(&redis.url(), dir.path(), "b").await;
-    let base_a = serve(http::router(a, options()).await.expect("router a")).await;
-    let base_b = serve(http::router(b, options()).await.expect("router b")).await;
+    let base_a = common::serve(http::router(a, options()).await.expect("router a")).await;
+    let base_b = common::serve(http::router(b, options()).await.expect("router b")).await;
     let client = reqwest::Client::new();
 
     // Alternating over A and B: were the limits per instance, 200 would pass.
@@ -252,12 +203,7 @@ async fn two_instances_share_each_keys_limit_through_redis() {
         "{allowed} allowed over two instances in {took:?}"
     );
     for base in [&base_a, &base_b] {
-        let r = client
-            .get(format!("{base}/products?category=books"))
-            .header("x-api-key", "dave")
-            .send()
-            .await
-            .expect("answers");
+        let r = common::get_books(&client, base, "dave").await;
         assert_eq!(r.status(), 429, "{base} refuses dave too");
     }
 }
@@ -267,25 +213,15 @@ async fn with_redis_down_the_limit_fails_open_to_a_local_one() {
     let mut redis = RedisServer::start().await.expect("redis starts");
     let dir = tempfile::tempdir().expect("a temporary folder");
     let shop = open_shop(&redis.url(), dir.path(), "a").await;
-    let base = serve(http::router(shop, options()).await.expect("the router")).await;
+    let base = common::serve(http::router(shop, options()).await.expect("the router")).await;
     let client = reqwest::Client::new();
     // The listing is cached before Redis goes.
-    let r = client
-        .get(format!("{base}/products?category=books"))
-        .header("x-api-key", "warm")
-        .send()
-        .await
-        .expect("answers");
+    let r = common::get_books(&client, &base, "warm").await;
     assert_eq!(r.status(), 200);
 
     redis.kill();
     let (host, port) = redis.host_port();
-    assert!(
-        tokio::net::TcpStream::connect((host.as_str(), port))
-            .await
-            .is_err(),
-        "Redis is really down"
-    );
+    assert!(common::refuses(&host, port).await, "Redis is really down");
     // Requests still answer (fail-open), and this instance's local limiter holds the key to
     // its bucket meanwhile.
     let (allowed, took, denied) = until_denied(&client, &[&base], "erin", false, 1000).await;
@@ -295,9 +231,7 @@ async fn with_redis_down_the_limit_fails_open_to_a_local_one() {
     );
     assert!(denied.headers().contains_key("retry-after"));
     assert!(
-        tokio::net::TcpStream::connect((host.as_str(), port))
-            .await
-            .is_err(),
+        common::refuses(&host, port).await,
         "Redis was down the whole time"
     );
 }
@@ -305,10 +239,10 @@ async fn with_redis_down_the_limit_fails_open_to_a_local_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_api_route_is_limited_and_the_photo_routes_answer() {
     let dir = tempfile::tempdir().expect("a temporary folder");
-    let url = format!("sqlite://{}", dir.path().join("celeriac.db").display());
+    let url = common::sqlite_url(&dir.path().join("celeriac.db"));
     let shop = open_shop(&url, dir.path(), "solo").await;
     let data_dir = shop.deps.data_dir.clone();
-    let base = serve(http::router(shop, options()).await.expect("the router")).await;
+    let base = common::serve(http::router(shop, options()).await.expect("the router")).await;
     let client = reqwest::Client::new();
 
     // A small PNG, made with the image crate.

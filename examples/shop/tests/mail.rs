@@ -4,16 +4,19 @@
 //! breaker `smtp`, defers the jobs without losing any, and every e-mail goes out once after
 //! the recovery.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use celeriac::breaker::{BreakerEvent, BreakerState};
-use celeriac::{App, Encoding, JobState, TaskContext, WorkerConfig, WorkerStats};
+use celeriac::{App, Encoding, JobState, TaskContext, WorkerConfig};
 use celeriac_testkit::RedisServer;
+use common::Running;
 use shop::db::Db;
 use shop::deps::Deps;
 use shop::mail::{self, EmailArgs, EmailOutcome, EMAIL_TASK};
-use shop::sink::{Sink, SinkArgs};
+use shop::sink::Sink;
 use sqlx::Row;
 
 /// A shop database, a sink, and an application with the e-mail task and its shared breaker.
@@ -27,34 +30,15 @@ struct Env {
 
 async fn env(store: Option<&RedisServer>) -> Env {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let db = Db::connect(&format!(
-        "sqlite://{}",
-        dir.path().join("shop.db").display()
-    ))
-    .await
-    .expect("the shop's database opens");
-    db.migrate().await.expect("the schema is created");
-    let sink = Sink::start(SinkArgs {
-        log: Some(dir.path().join("mail.jsonl")),
-        delay: Duration::from_millis(20),
-        ..SinkArgs::local()
-    })
-    .await
-    .expect("the sink starts");
-    let deps = Deps {
-        db: db.clone(),
-        smtp: sink.url(),
-        data_dir: dir.path().to_path_buf(),
-    };
+    let sink =
+        common::sink_logging_to(dir.path().join("mail.jsonl"), Duration::from_millis(20)).await;
+    let deps = common::task_deps(dir.path(), sink.url(), dir.path().to_path_buf()).await;
+    let db = deps.db.clone();
     let url = match store {
         Some(redis) => redis.url(),
-        None => format!("sqlite://{}", dir.path().join("celeriac.db").display()),
+        None => common::sqlite_url(&dir.path().join("celeriac.db")),
     };
-    let mut builder = App::builder().url(url);
-    for task in mail::tasks(deps.clone()) {
-        builder = builder.register(task);
-    }
-    let app = builder
+    let app = common::app_with(url, mail::tasks(deps.clone()))
         .shared_breaker(mail::breaker(), mail::shared_options("test-worker"))
         .build()
         .await
@@ -96,48 +80,15 @@ async fn sent_at(db: &Db, id: &str) -> (Option<i64>, Option<String>) {
     )
 }
 
-struct Running {
-    stop: celeriac::Shutdown,
-    run: tokio::task::JoinHandle<celeriac::Result<()>>,
-    stats: Arc<WorkerStats>,
-}
-
+/// A worker on the e-mail queue, 8 at once.
 fn start_worker(app: &App) -> Running {
-    let worker = app.worker().config(WorkerConfig {
-        queues: vec![mail::EMAIL_QUEUE.to_string()],
-        concurrency: 8,
-        prefetch: 8,
-        poll_interval: Duration::from_millis(50),
-        grace_period: Duration::from_secs(5),
-        ..WorkerConfig::default()
-    });
-    Running {
-        stop: worker.shutdown_handle(),
-        stats: worker.stats(),
-        run: tokio::spawn(worker.run()),
-    }
-}
-
-impl Running {
-    async fn stop(self) {
-        self.stop.graceful();
-        self.run
-            .await
-            .expect("the worker's task ends")
-            .expect("the worker ran");
-    }
-}
-
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::start_worker(
+        app,
+        WorkerConfig {
+            grace_period: Duration::from_secs(5),
+            ..common::worker_config(mail::EMAIL_QUEUE, 8)
+        },
+    )
 }
 
 /// Every order gets its e-mail once: enqueued twice (as the outbox sweeper may), run by a
@@ -157,13 +108,7 @@ async fn each_order_gets_one_email(e: Env) {
     }
     let worker = start_worker(&e.app);
     for job in &jobs {
-        let info = e
-            .app
-            .client()
-            .handle(*job)
-            .wait(Duration::from_secs(60))
-            .await
-            .expect("the job ends");
+        let info = common::wait_job(&e.app, *job, Duration::from_secs(60)).await;
         assert_eq!(info.state, JobState::Succeeded, "{:?}", info.error);
         let out: EmailOutcome = info
             .result_as()
@@ -267,13 +212,7 @@ async fn a_missing_order_fails_for_good_with_the_reason() {
         .await
         .expect("enqueued");
     let worker = start_worker(&e.app);
-    let info = e
-        .app
-        .client()
-        .handle(job)
-        .wait(Duration::from_secs(60))
-        .await
-        .expect("the job ends");
+    let info = common::wait_job(&e.app, job, Duration::from_secs(60)).await;
     worker.stop().await;
     assert_eq!(info.state, JobState::Failed);
     let error = info.error.expect("the reason is kept");
@@ -323,24 +262,31 @@ async fn an_outage_opens_the_breaker_and_loses_nothing(e: Env) {
     }
     let worker = start_worker(&e.app);
 
-    eventually("the breaker opens", || async { opened(&events) }).await;
-    // Shared: the store has it open too (every worker of the fleet adopts it).
-    let backend = e.app.backend().clone();
-    eventually("the store trips the breaker", || {
-        let backend = backend.clone();
-        async move {
-            use celeriac::backend::BreakerStore;
-            let now = chrono::Utc::now().timestamp_millis();
-            backend
-                .breaker_status(mail::BREAKER, now)
-                .await
-                .expect("the store answers")
-                .is_some_and(|s| s.trips >= 1)
-        }
+    common::eventually("the breaker opens", Duration::from_secs(60), || async {
+        opened(&events)
     })
     .await;
+    // Shared: the store has it open too (every worker of the fleet adopts it).
+    let backend = e.app.backend().clone();
+    common::eventually(
+        "the store trips the breaker",
+        Duration::from_secs(60),
+        || {
+            let backend = backend.clone();
+            async move {
+                use celeriac::backend::BreakerStore;
+                let now = chrono::Utc::now().timestamp_millis();
+                backend
+                    .breaker_status(mail::BREAKER, now)
+                    .await
+                    .expect("the store answers")
+                    .is_some_and(|s| s.trips >= 1)
+            }
+        },
+    )
+    .await;
     let stats = worker.stats.clone();
-    eventually("jobs are deferred", || {
+    common::eventually("jobs are deferred", Duration::from_secs(60), || {
         let stats = stats.clone();
         async move { stats.deferred.load(std::sync::atomic::Ordering::Relaxed) > 0 }
     })
@@ -360,19 +306,13 @@ async fn an_outage_opens_the_breaker_and_loses_nothing(e: Env) {
 
     e.sink.recover();
     for (job, id) in jobs.iter().zip(&ids) {
-        let info = e
-            .app
-            .client()
-            .handle(*job)
-            .wait(Duration::from_secs(90))
-            .await
-            .expect("the job ends");
+        let info = common::wait_job(&e.app, *job, Duration::from_secs(90)).await;
         assert_eq!(info.state, JobState::Succeeded, "{id}: {:?}", info.error);
         assert!(sent_at(&e.db, id).await.0.is_some(), "{id} is marked sent");
     }
     let s = e.sink.stats();
     assert_eq!((s.delivered, s.duplicates), (30, 0), "each e-mail once");
-    eventually("the breaker closes", || async {
+    common::eventually("the breaker closes", Duration::from_secs(60), || async {
         breaker.state() == BreakerState::Closed
     })
     .await;

@@ -3,44 +3,21 @@
 //! product without a photo gets a drawn placeholder; a photo that is not a PNG and a product
 //! that does not exist fail the workflow with the reason.
 
+mod common;
+
 use std::path::Path;
 use std::time::Duration;
 
 use celeriac::backend::WorkflowState;
-use celeriac::{App, JobId, JobState, WorkerConfig, WorkflowHandle};
+use celeriac::{JobId, JobState, WorkflowHandle};
 use shop::db::Db;
-use shop::deps::Deps;
 use shop::photos::{self, Variant, RECORD_TASK, RESIZE_TASK, SIZES};
 use sqlx::Row;
 
-struct Env {
-    dir: tempfile::TempDir,
-    db: Db,
-    deps: Deps,
-    app: App,
-}
+type Env = common::TaskEnv;
 
 async fn env() -> Env {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let db = Db::connect(&format!(
-        "sqlite://{}",
-        dir.path().join("shop.db").display()
-    ))
-    .await
-    .expect("the shop's database opens");
-    db.migrate().await.expect("the schema is created");
-    let deps = Deps {
-        db: db.clone(),
-        smtp: "smtp://127.0.0.1:1".into(),
-        data_dir: dir.path().join("data"),
-    };
-    let url = format!("sqlite://{}", dir.path().join("celeriac.db").display());
-    let mut builder = App::builder().url(url);
-    for task in photos::tasks(deps.clone()) {
-        builder = builder.register(task);
-    }
-    let app = builder.build().await.expect("the application builds");
-    Env { dir, db, deps, app }
+    common::task_env("smtp://127.0.0.1:1", Some("data"), photos::tasks, |app| app).await
 }
 
 async fn insert_product(db: &Db, id: i64) {
@@ -60,15 +37,7 @@ async fn insert_product(db: &Db, id: i64) {
 
 /// Runs a worker on `photos` until the workflow `id` ends.
 async fn run_workflow(e: &Env, id: &str) -> celeriac::backend::WorkflowRecord {
-    let worker = e.app.worker().config(WorkerConfig {
-        queues: vec![photos::PHOTO_QUEUE.to_string()],
-        concurrency: 4,
-        prefetch: 4,
-        poll_interval: Duration::from_millis(50),
-        ..WorkerConfig::default()
-    });
-    let stop = worker.shutdown_handle();
-    let run = tokio::spawn(worker.run());
+    let worker = common::start_worker(&e.app, common::worker_config(photos::PHOTO_QUEUE, 4));
     let handle = WorkflowHandle::new(
         id.parse::<JobId>().expect("a workflow id"),
         e.app.backend().clone(),
@@ -78,8 +47,7 @@ async fn run_workflow(e: &Env, id: &str) -> celeriac::backend::WorkflowRecord {
         .wait(Duration::from_secs(60))
         .await
         .expect("the workflow ends");
-    stop.graceful();
-    run.await.expect("joins").expect("the worker ran");
+    worker.stop().await;
     rec
 }
 

@@ -2,47 +2,24 @@
 //! `reports` (one row per day, replaced when run again), the day taken from the argument,
 //! from the schedule's tick (the job a beat fires), or yesterday; the schedule itself.
 
+mod common;
+
 use std::time::Duration;
 
-use celeriac::{App, JobId, JobOptions, JobState, Missed, TaskContext, WorkerConfig};
+use celeriac::{JobId, JobOptions, JobState, Missed, TaskContext};
 use chrono::{DateTime, NaiveDate, Utc};
+use common::Postgres;
 use shop::db::Db;
 use shop::deps::Deps;
 use shop::report::{self, Report, ReportArgs, REPORT_TASK};
 
-struct Env {
-    _dir: tempfile::TempDir,
-    db: Db,
-    deps: Deps,
-    app: App,
-}
+type Env = common::TaskEnv;
 
 async fn env() -> Env {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let db = Db::connect(&format!(
-        "sqlite://{}",
-        dir.path().join("shop.db").display()
-    ))
+    common::task_env("smtp://127.0.0.1:1", None, report::tasks, |app| {
+        app.schedule(report::schedule())
+    })
     .await
-    .expect("the shop's database opens");
-    db.migrate().await.expect("the schema is created");
-    let deps = Deps {
-        db: db.clone(),
-        smtp: "smtp://127.0.0.1:1".into(),
-        data_dir: dir.path().to_path_buf(),
-    };
-    let url = format!("sqlite://{}", dir.path().join("celeriac.db").display());
-    let mut builder = App::builder().url(url).schedule(report::schedule());
-    for task in report::tasks(deps.clone()) {
-        builder = builder.register(task);
-    }
-    let app = builder.build().await.expect("the application builds");
-    Env {
-        _dir: dir,
-        db,
-        deps,
-        app,
-    }
 }
 
 fn ms(rfc3339: &str) -> i64 {
@@ -67,24 +44,9 @@ async fn insert_order(db: &Db, id: &str, created: &str, total: i64, sent: bool) 
 
 /// Runs a worker on `reports` until job `id` ends; its result.
 async fn run_job(e: &Env, id: JobId) -> celeriac::JobInfo {
-    let worker = e.app.worker().config(WorkerConfig {
-        queues: vec![report::REPORT_QUEUE.to_string()],
-        concurrency: 2,
-        prefetch: 2,
-        poll_interval: Duration::from_millis(50),
-        ..WorkerConfig::default()
-    });
-    let stop = worker.shutdown_handle();
-    let run = tokio::spawn(worker.run());
-    let info = e
-        .app
-        .client()
-        .handle(id)
-        .wait(Duration::from_secs(60))
-        .await
-        .expect("the job ends");
-    stop.graceful();
-    run.await.expect("joins").expect("the worker ran");
+    let worker = common::start_worker(&e.app, common::worker_config(report::REPORT_QUEUE, 2));
+    let info = common::wait_job(&e.app, id, Duration::from_secs(60)).await;
+    worker.stop().await;
     info
 }
 
@@ -241,125 +203,12 @@ fn the_schedule_runs_at_five_past_midnight_utc_and_runs_a_missed_night_once() {
     );
 }
 
-/// A temporary PostgreSQL cluster (`initdb` on a free port; as `postgres` or `nobody` when
-/// run as root), stopped when dropped.
-struct Postgres {
-    dir: tempfile::TempDir,
-    user: Option<(u32, u32)>,
-    port: u16,
-}
-
-impl Postgres {
-    fn bin(name: &str) -> std::path::PathBuf {
-        let on_path = std::env::var_os("PATH")
-            .into_iter()
-            .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-            .map(|d| d.join(name))
-            .find(|p| p.is_file());
-        on_path.unwrap_or_else(|| {
-            let mut found: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|e| e.path().join("bin").join(name))
-                .filter(|p| p.is_file())
-                .collect();
-            found.sort();
-            found
-                .pop()
-                .expect("PostgreSQL's server binaries are installed")
-        })
-    }
-
-    fn command(&self, name: &str) -> std::process::Command {
-        use std::os::unix::process::CommandExt;
-        let mut cmd = std::process::Command::new(Self::bin(name));
-        if let Some((uid, gid)) = self.user {
-            cmd.uid(uid).gid(gid).current_dir("/");
-        }
-        cmd
-    }
-
-    fn start() -> Postgres {
-        use std::os::unix::fs::MetadataExt;
-        let root = std::fs::metadata("/proc/self").expect("/proc/self").uid() == 0;
-        let user = root.then(|| {
-            let passwd = std::fs::read_to_string("/etc/passwd").expect("/etc/passwd");
-            ["postgres", "nobody"]
-                .iter()
-                .find_map(|name| {
-                    passwd.lines().find_map(|l| {
-                        let f: Vec<&str> = l.split(':').collect();
-                        (f.len() > 3 && f[0] == *name)
-                            .then(|| (f[2].parse().expect("uid"), f[3].parse().expect("gid")))
-                    })
-                })
-                .expect("a user to run PostgreSQL as")
-        });
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        if let Some((uid, gid)) = user {
-            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("chown");
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let pg = Postgres { dir, user, port };
-        let data = pg.dir.path().join("data");
-        let out = pg
-            .command("initdb")
-            .arg("-D")
-            .arg(&data)
-            .args(["-U", "shop", "--no-sync", "--auth=trust"])
-            .output()
-            .expect("initdb runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let out = pg
-            .command("pg_ctl")
-            .arg("-D")
-            .arg(&data)
-            .arg("-l")
-            .arg(pg.dir.path().join("log"))
-            .arg("-o")
-            .arg(format!(
-                "-p {port} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
-                pg.dir.path().display()
-            ))
-            .args(["-w", "-t", "60", "start"])
-            .output()
-            .expect("pg_ctl runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        pg
-    }
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        let _ = self
-            .command("pg_ctl")
-            .arg("-D")
-            .arg(self.dir.path().join("data"))
-            .args(["-m", "immediate", "-w", "stop"])
-            .output();
-    }
-}
-
 /// The same SQL on PostgreSQL (sums are NUMERIC there unless cast; upserts by `excluded`):
 /// the report, and the photo variants' upsert and read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_report_and_photo_variant_queries_run_on_postgres() {
-    let pg = Postgres::start();
-    let db = Db::connect(&format!("postgres://shop@127.0.0.1:{}/postgres", pg.port))
-        .await
-        .expect("PostgreSQL answers");
+    let pg = Postgres::start(None);
+    let db = Db::connect(&pg.url()).await.expect("PostgreSQL answers");
     db.migrate().await.expect("the schema is created");
     let deps = Deps {
         db: db.clone(),

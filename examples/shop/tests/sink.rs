@@ -3,6 +3,8 @@
 //! fail mode (421 on connect and on every command) and recovery through the control API, and
 //! many concurrent connections.
 
+mod common;
+
 use std::time::Duration;
 
 use lettre::message::header::{HeaderName, HeaderValue};
@@ -36,13 +38,7 @@ fn message(order: &str, body: &str) -> Message {
 
 async fn sink_with_log(delay: Duration) -> (Sink, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let sink = Sink::start(SinkArgs {
-        log: Some(dir.path().join("logs").join("mail.jsonl")),
-        delay,
-        ..SinkArgs::local()
-    })
-    .await
-    .expect("the sink starts");
+    let sink = common::sink_logging_to(dir.path().join("logs").join("mail.jsonl"), delay).await;
     (sink, dir)
 }
 
@@ -306,14 +302,10 @@ async fn fail_mode_ends_by_itself_after_its_seconds() {
     assert_eq!(status, 200);
     let (_, greeting) = Raw::connect(&sink).await;
     assert!(greeting.starts_with("421"));
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while stats(&sink).await.failing {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "fail mode never ended"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::eventually("fail mode ends", Duration::from_secs(30), || async {
+        !stats(&sink).await.failing
+    })
+    .await;
     let (_, greeting) = Raw::connect(&sink).await;
     assert!(greeting.starts_with("220"), "{greeting}");
 }
@@ -397,24 +389,11 @@ async fn shop_smtp_sink_runs_as_a_process_configured_by_flags_and_environment() 
         .await
         .expect("accepted");
     t.send(message("p-1", "again")).await.expect("accepted");
-    let s: SinkStats = reqwest::get(format!("http://{control}/stats"))
-        .await
-        .expect("the control API answers")
-        .json()
-        .await
-        .expect("stats");
+    let s: SinkStats =
+        common::get_json(reqwest::Client::new().get(format!("http://{control}/stats"))).await;
     assert_eq!((s.delivered, s.duplicates), (1, 1));
 
-    let pid = child.id().expect("running") as i32;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .expect("signalled");
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("it stops on SIGTERM")
-        .expect("waits");
+    let status = common::terminate(&mut child).await;
     assert!(status.success(), "{status}");
     let last = out.next_line().await.expect("reads").expect("a last line");
     assert!(last.contains("1 delivered, 1 duplicates"), "{last}");
