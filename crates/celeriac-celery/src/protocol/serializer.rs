@@ -1,0 +1,91 @@
+//! Body serializers: JSON and msgpack are read; pickle, YAML and raw bodies are refused.
+
+use serde_json::Value;
+
+use super::error::{ProtocolError, Result};
+use super::kombu_json;
+
+/// The JSON content type (Celery's default and the only one Python workers accept by default).
+pub const JSON: &str = "application/json";
+/// The msgpack content type.
+pub const MSGPACK: &str = "application/x-msgpack";
+/// Pickle's content type (always refused).
+pub const PICKLE: &str = "application/x-python-serialize";
+/// YAML's content type (always refused).
+pub const YAML: &str = "application/x-yaml";
+
+/// A body serializer, from an envelope's `content-type`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ContentType {
+    /// `application/json`.
+    Json,
+    /// `application/x-msgpack`.
+    Msgpack,
+    /// `application/x-python-serialize` (pickle): refused.
+    Pickle,
+    /// `application/x-yaml`: refused.
+    Yaml,
+    /// Anything else (`application/data`, `text/plain`, unknown): refused.
+    Other(String),
+}
+
+impl ContentType {
+    /// Reads a `content-type` value; parameters (`; charset=utf-8`) and case are ignored.
+    pub fn parse(content_type: &str) -> ContentType {
+        let base = content_type
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        match base.as_str() {
+            JSON | "json" => ContentType::Json,
+            MSGPACK | "application/msgpack" | "msgpack" => ContentType::Msgpack,
+            PICKLE | "pickle" => ContentType::Pickle,
+            YAML | "yaml" => ContentType::Yaml,
+            _ => ContentType::Other(content_type.to_owned()),
+        }
+    }
+
+    /// The MIME string written into envelopes.
+    pub fn as_str(&self) -> &str {
+        match self {
+            ContentType::Json => JSON,
+            ContentType::Msgpack => MSGPACK,
+            ContentType::Pickle => PICKLE,
+            ContentType::Yaml => YAML,
+            ContentType::Other(s) => s,
+        }
+    }
+}
+
+/// Deserializes a (decoded, decompressed) body of the given content type into a JSON value.
+/// JSON is read leniently ([`kombu_json::parse`]); kombu's `__type__` wrappers are kept (see
+/// [`kombu_json::unwrap_kombu_types`]).
+///
+/// # Errors
+/// [`ProtocolError::RefusedContentType`] for pickle, YAML and anything but JSON and msgpack,
+/// saying why; [`ProtocolError::BodyJson`] / [`ProtocolError::BodyMsgpack`] for bodies that do
+/// not parse.
+pub fn deserialize(content_type: &str, body: &[u8]) -> Result<Value> {
+    match ContentType::parse(content_type) {
+        ContentType::Json => kombu_json::parse(body, "message body"),
+        ContentType::Msgpack => rmp_serde::from_slice(body).map_err(ProtocolError::BodyMsgpack),
+        ContentType::Pickle => Err(ProtocolError::RefusedContentType {
+            content_type: content_type.to_owned(),
+            reason: "this is pickle, and unpickling untrusted data can run arbitrary code; \
+                     send the task with serializer=\"json\" (Celery's default)",
+        }),
+        ContentType::Yaml => Err(ProtocolError::RefusedContentType {
+            content_type: content_type.to_owned(),
+            reason: "YAML bodies are not supported (Python's YAML loaders can build arbitrary \
+                     objects, so this worker accepts only JSON and msgpack); send the task with \
+                     serializer=\"json\"",
+        }),
+        ContentType::Other(_) => Err(ProtocolError::RefusedContentType {
+            content_type: content_type.to_owned(),
+            reason: "only application/json and application/x-msgpack task bodies are supported",
+        }),
+    }
+}
