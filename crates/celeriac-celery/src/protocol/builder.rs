@@ -9,8 +9,8 @@ use serde_json::{Map, Value};
 use super::envelope::{DeliveryInfo, Envelope, Properties};
 use super::headers::{TaskHeaders, TimeLimit};
 use super::message::{Embed, TaskMessage};
-use super::repr::{args_repr, kwargs_repr};
 use super::signature::Signature;
+use crate::pyjson::repr::{args_repr, kwargs_repr};
 
 /// Where a message goes: the `delivery_info` it carries, the queue it is pushed to and its
 /// priority.

@@ -7,8 +7,8 @@ use serde_json::{Map, Value};
 use super::compression::Compression;
 use super::error::{show, ProtocolError, Result};
 use super::headers::HEADER_ORDER;
-use super::kombu_json::{self, ordered, Ordered};
 use super::serializer;
+use crate::pyjson::{self, ordered, Ordered};
 
 const PROPERTY_ORDER: [&str; 9] = [
     "correlation_id",
@@ -213,8 +213,7 @@ impl Envelope {
     /// an unknown `body_encoding`, an unsupported or corrupt compression, a decompressed
     /// body over 16 MiB, a property of the wrong type.
     pub fn decode(raw: &[u8]) -> Result<Envelope> {
-        let value: Value = serde_json::from_slice(&kombu_json::rewrite_non_finite(raw))
-            .map_err(ProtocolError::EnvelopeJson)?;
+        let value: Value = pyjson::parse(raw).map_err(ProtocolError::EnvelopeJson)?;
         let Value::Object(mut map) = value else {
             return Err(ProtocolError::EnvelopeNotObject(show(&value)));
         };
@@ -311,7 +310,7 @@ impl Envelope {
             headers: ordered(&headers, &HEADER_ORDER),
             properties: ordered(&properties, &PROPERTY_ORDER),
         };
-        kombu_json::to_python_json(&wire)
+        pyjson::to_python_json_bytes(&wire)
     }
 
     /// Gives the envelope a fresh uuid4 `delivery_tag` (each publish needs its own).

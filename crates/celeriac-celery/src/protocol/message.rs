@@ -6,8 +6,8 @@ use serde_json::{Map, Value};
 use super::envelope::Envelope;
 use super::error::{show, ProtocolError, Result};
 use super::headers::TaskHeaders;
-use super::kombu_json;
 use super::signature::Signature;
+use crate::pyjson;
 
 /// `embed`, the third element of the body: what runs after the task.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -84,7 +84,7 @@ pub struct TaskMessage {
     /// The headers.
     pub headers: TaskHeaders,
     /// Positional arguments (may hold kombu `__type__` wrappers; see
-    /// [`kombu_json::unwrap_kombu_types`]).
+    /// [`pyjson::unwrap_kombu_types`]).
     pub args: Vec<Value>,
     /// Keyword arguments.
     pub kwargs: Map<String, Value>,
@@ -124,7 +124,7 @@ impl TaskMessage {
     /// The body `[args, kwargs, embed]` as JSON text, written as Python writes it. Always
     /// three elements.
     pub fn encode_body(&self) -> Vec<u8> {
-        kombu_json::to_python_json(&(&self.args, &self.kwargs, &self.embed))
+        pyjson::to_python_json_bytes(&(&self.args, &self.kwargs, &self.embed))
     }
 }
 

@@ -3,8 +3,8 @@
 //! Pure code, no I/O. The layers, outside in:
 //! - [`Envelope`]: the JSON object on a Redis list (`body`, `content-type`, `headers`,
 //!   `properties`); base64 and zlib compression are undone on decode and redone on encode.
-//! - [`serializer`]: JSON (lenient about Python's `NaN`/`Infinity`/big integers) and msgpack
-//!   bodies; pickle and YAML are refused with a reason.
+//! - [`serializer`]: JSON and msgpack bodies, read under [`crate::pyjson`]'s policy for
+//!   Python's `NaN`/`Infinity`/big integers; pickle and YAML are refused with a reason.
 //! - [`TaskMessage`]: protocol v2 typed headers ([`TaskHeaders`]) and the
 //!   `[args, kwargs, embed]` body; a builder for producers and the retry message.
 //! - [`Signature`] and [`canvas`]: Python's signature dicts, chains (stored reversed),
@@ -29,17 +29,17 @@ mod error;
 mod headers;
 pub mod kombu_json;
 mod message;
-pub mod repr;
 pub mod serializer;
 mod signature;
 pub mod time;
 
+pub use crate::pyjson::repr;
+pub use crate::pyjson::unwrap_kombu_types;
 pub use builder::{origin, Route};
 pub use canvas::{ApplyContext, ChordSetup, Dispatch, ParentTask};
 pub use compression::{Compression, ZLIB};
 pub use envelope::{DeliveryInfo, Envelope, Properties};
 pub use error::{ProtocolError, Result, MAX_DECOMPRESSED_BODY};
 pub use headers::{TaskHeaders, TimeLimit};
-pub use kombu_json::unwrap_kombu_types;
 pub use message::{Embed, TaskMessage};
 pub use signature::{Signature, SubtaskType};

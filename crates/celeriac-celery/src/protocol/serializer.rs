@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use super::error::{ProtocolError, Result};
-use super::kombu_json;
+use crate::pyjson;
 
 /// The JSON content type (Celery's default and the only one Python workers accept by default).
 pub const JSON: &str = "application/json";
@@ -61,8 +61,8 @@ impl ContentType {
 }
 
 /// Deserializes a (decoded, decompressed) body of the given content type into a JSON value.
-/// JSON is read leniently ([`kombu_json::parse`]); kombu's `__type__` wrappers are kept (see
-/// [`kombu_json::unwrap_kombu_types`]).
+/// Both are read under [`pyjson`]'s policy (Python's `NaN`/`Infinity` and big integers become
+/// strings); kombu's `__type__` wrappers are kept (see [`pyjson::unwrap_kombu_types`]).
 ///
 /// # Errors
 /// [`ProtocolError::RefusedContentType`] for pickle, YAML and anything but JSON and msgpack,
@@ -70,8 +70,13 @@ impl ContentType {
 /// not parse.
 pub fn deserialize(content_type: &str, body: &[u8]) -> Result<Value> {
     match ContentType::parse(content_type) {
-        ContentType::Json => kombu_json::parse(body, "message body"),
-        ContentType::Msgpack => rmp_serde::from_slice(body).map_err(ProtocolError::BodyMsgpack),
+        ContentType::Json => pyjson::parse(body).map_err(|source| ProtocolError::BodyJson {
+            what: "message body",
+            source,
+        }),
+        ContentType::Msgpack => rmp_serde::from_slice::<pyjson::Lenient>(body)
+            .map(|v| v.0)
+            .map_err(ProtocolError::BodyMsgpack),
         ContentType::Pickle => Err(ProtocolError::RefusedContentType {
             content_type: content_type.to_owned(),
             reason: "this is pickle, and unpickling untrusted data can run arbitrary code; \

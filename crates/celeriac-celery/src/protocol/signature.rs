@@ -252,15 +252,6 @@ impl Signature {
                 ))
             }
         };
-        let known = [
-            "task",
-            "args",
-            "kwargs",
-            "options",
-            "subtask_type",
-            "immutable",
-            "chord_size",
-        ];
         Ok(Signature {
             task,
             args,
@@ -274,7 +265,7 @@ impl Signature {
             chord_size: map.get("chord_size").and_then(Value::as_u64),
             extra: map
                 .iter()
-                .filter(|(k, _)| !known.contains(&k.as_str()))
+                .filter(|(k, _)| !ORDER.contains(&k.as_str()))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
         })
@@ -318,6 +309,8 @@ impl Signature {
     }
 }
 
+/// The fields of Python's signature dict, in the order Python writes them; any other key is
+/// kept in `extra`.
 const ORDER: [&str; 7] = [
     "task",
     "args",
@@ -332,7 +325,7 @@ impl Serialize for Signature {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         let value = self.to_value();
         match &value {
-            Value::Object(m) => super::kombu_json::ordered(m, &ORDER).serialize(s),
+            Value::Object(m) => crate::pyjson::ordered(m, &ORDER).serialize(s),
             other => other.serialize(s),
         }
     }

@@ -18,8 +18,8 @@ use serde_json::Value;
 use super::backend::ResultBackend;
 use super::error::{Error, Result};
 use super::exception::ExceptionInfo;
-use super::json::to_python_json;
 use super::state::State;
+use crate::pyjson::to_python_json;
 
 /// How long the `done` marker keeps late duplicates away at least (Celery 5.7: 300 s).
 const DONE_MARKER_MIN: u64 = 300;

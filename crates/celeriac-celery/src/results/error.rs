@@ -97,27 +97,9 @@ impl Error {
 /// The result backend's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// The URL with its password (if any) replaced by `***`.
+/// The URL with its secrets replaced by `***` (Celeriac's one redacting form).
 pub(crate) fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            let masked = if userinfo.contains(':') {
-                format!("{user}:***")
-            } else {
-                "***".to_owned()
-            };
-            format!("{scheme}://{masked}@{host}{path}")
-        }
-        None => url.to_owned(),
-    }
+    celeriac_core::redact::url(url)
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@
 use serde_json::{Map, Value};
 
 use super::error::{Error, Result};
-use super::pyrepr::py_repr;
+use crate::pyjson::py_repr;
 
 /// The module [`ExceptionInfo::custom`] names: never importable, so Python creates a synthetic
 /// exception class of the given name.

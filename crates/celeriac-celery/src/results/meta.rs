@@ -7,8 +7,8 @@ use serde_json::{Map, Value};
 
 use super::error::{Error, Result};
 use super::exception::ExceptionInfo;
-use super::json::{kombu_wrapper, parse_lenient, to_python_json};
 use super::state::State;
+use crate::pyjson::{kombu_wrapper, parse_str, to_python_json};
 
 /// The fields `result_extended = True` adds.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -211,7 +211,7 @@ impl ResultMeta {
         };
         let text = std::str::from_utf8(bytes)
             .map_err(|e| decode(format!("not UTF-8 text ({e}): not a JSON result record")))?;
-        let value = parse_lenient(text).map_err(|e| decode(format!("not JSON: {e}")))?;
+        let value = parse_str(text).map_err(|e| decode(format!("not JSON: {e}")))?;
         Self::from_value(value, task_id).map_err(decode)
     }
 

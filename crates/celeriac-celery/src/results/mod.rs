@@ -11,8 +11,7 @@
 //!   only as pairs that Python resolves to exception classes.
 //! - The chord join: [`ResultBackend::chord_part_return`] (worker side, Celery 5.1–5.6 or 5.7
 //!   bookkeeping, see [`ChordGeneration`]) and [`ResultBackend::init_chord`] (producer side).
-//! - [`json`]: Python-compatible JSON (lenient reading of `NaN`/`Infinity`/big integers,
-//!   `json.dumps` formatting, kombu `__type__` tags).
+//! - [`json`]: the crate's [`crate::pyjson`] (Python-compatible JSON), under its former path.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), celeriac_celery::results::Error> {
@@ -31,11 +30,12 @@ mod backend;
 mod chord;
 mod error;
 mod exception;
-pub mod json;
 mod meta;
-mod pyrepr;
 mod state;
 
+#[doc(no_inline)]
+pub use crate::pyjson as json;
+pub use crate::pyjson::py_repr;
 pub use backend::{
     KeyPrefixStyle, ResultBackend, ResultBackendBuilder, ResultWaiter, Stored,
     DEFAULT_CHORD_JOIN_TIMEOUT, DEFAULT_RESULT_EXPIRES,
@@ -46,5 +46,4 @@ pub use exception::{
     ExceptionInfo, PythonClass, BUILTIN_EXCEPTIONS, CELERY_EXCEPTIONS, CUSTOM_MODULE,
 };
 pub use meta::{format_date, parse_date, ExtendedMeta, ResultMeta};
-pub use pyrepr::py_repr;
 pub use state::State;

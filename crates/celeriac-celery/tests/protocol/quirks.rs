@@ -4,13 +4,13 @@
 
 use super::{capture_with_body, decode, ADD_CAPTURE};
 use base64::Engine as _;
-use celeriac_celery::protocol::kombu_json::{rewrite_non_finite, to_python_json};
-use celeriac_celery::protocol::repr::{args_repr, kwargs_repr, REPR_MAX_CHARS};
 use celeriac_celery::protocol::time::{format_iso8601, parse_iso8601};
 use celeriac_celery::protocol::{
     unwrap_kombu_types, Compression, Envelope, ProtocolError, Route, Signature, TaskMessage,
     MAX_DECOMPRESSED_BODY,
 };
+use celeriac_celery::pyjson::repr::{args_repr, kwargs_repr, REPR_MAX_CHARS};
+use celeriac_celery::pyjson::{self, normalize, to_python_json_bytes};
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{json, Map, Value};
 
@@ -141,21 +141,24 @@ fn a_protocol_v1_message_is_read_into_the_same_form() {
 fn nan_infinity_and_big_integers_decode() {
     let body = r#"[[NaN, Infinity, -Infinity, 123456789012345678901234567890, -5, "NaN in a \"string\" Infinity"], {"x": -Infinity}, null]"#;
     let msg = decode(&capture_with_body(body));
-    assert_eq!(msg.args[0], Value::Null);
-    assert_eq!(msg.args[1], Value::Null);
-    assert_eq!(msg.args[2], Value::Null);
-    let big = msg.args[3]
-        .as_f64()
-        .expect("a huge integer becomes a float");
-    assert!((big - 1.2345678901234568e29).abs() < 1e15);
+    // pyjson's policy: the non-finite floats and the big integer become strings, every digit
+    // kept, and typed fields read them back with `pyjson::de`.
+    assert_eq!(
+        msg.args[..3],
+        [json!("NaN"), json!("Infinity"), json!("-Infinity")]
+    );
+    assert_eq!(msg.args[3], json!("123456789012345678901234567890"));
+    let big = pyjson::de::int(msg.args[3].clone()).expect("the digits read as an i128");
+    assert_eq!(big, 123_456_789_012_345_678_901_234_567_890_i128);
+    assert!(pyjson::de::float(msg.args[1].clone()).expect("a float") == f64::INFINITY);
     assert_eq!(msg.args[4], json!(-5));
     assert_eq!(
         msg.args[5],
         json!("NaN in a \"string\" Infinity"),
         "strings are untouched"
     );
-    assert_eq!(msg.kwargs.get("x"), Some(&Value::Null));
-    assert_eq!(&*rewrite_non_finite(b"[1, 2]"), b"[1, 2]");
+    assert_eq!(msg.kwargs.get("x"), Some(&json!("-Infinity")));
+    assert_eq!(&*normalize(b"[1, 2]"), b"[1, 2]");
 }
 
 #[test]
@@ -403,8 +406,10 @@ fn reprs_look_like_python_and_are_bounded() {
 #[test]
 fn python_json_separators_and_ascii_escapes() {
     assert_eq!(
-        String::from_utf8(to_python_json(&json!({"a": [1, "é😀\u{7f}"], "b": null})))
-            .expect("utf-8"),
+        String::from_utf8(to_python_json_bytes(
+            &json!({"a": [1, "é😀\u{7f}"], "b": null})
+        ))
+        .expect("utf-8"),
         r#"{"a": [1, "\u00e9\ud83d\ude00\u007f"], "b": null}"#
     );
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use celeriac_celery::results::json::unwrap_kombu;
+use celeriac_celery::pyjson::unwrap_kombu;
 use celeriac_celery::results::{ExceptionInfo, PythonClass, ResultMeta, State, Stored};
 use serde_json::json;
 

@@ -7,12 +7,19 @@ use uuid::Uuid;
 use super::{
     ChordFailure, ChordGeneration, ChordPart, ChordPartOutcome, ChordRelease, PUBLISH_CLAIM_MIN,
 };
+use crate::pyjson::{parse_str, py_repr};
 use crate::results::backend::ResultBackend;
 use crate::results::error::{Error, Result};
 use crate::results::exception::ExceptionInfo;
-use crate::results::json::parse_lenient;
-use crate::results::pyrepr::py_repr;
 use crate::results::state::State;
+
+/// The error of recording `part` in its chord's join.
+fn recording(part: &ChordPart<'_>) -> impl FnOnce(redis::RedisError) -> Error {
+    Error::redis(format!(
+        "record member {} of chord {}",
+        part.task_id, part.group_id
+    ))
+}
 
 impl ResultBackend {
     pub(super) async fn part_return_classic(
@@ -46,10 +53,7 @@ impl ResultBackend {
         let (added, ready, diff, size): (i64, u64, Option<i64>, Option<i64>) = pipe
             .query_async(&mut self.connection())
             .await
-            .map_err(Error::redis(format!(
-                "record member {} of chord {gid}",
-                part.task_id
-            )))?;
+            .map_err(recording(&part))?;
         let Some(total) = total(size, diff) else {
             return Ok(ChordPartOutcome::Pending { ready, size: None });
         };
@@ -104,10 +108,7 @@ impl ResultBackend {
             .arg(&token)
             .invoke_async(&mut self.connection())
             .await
-            .map_err(Error::redis(format!(
-                "record member {} of chord {gid}",
-                part.task_id
-            )))?;
+            .map_err(recording(&part))?;
         let ready = reply.first().and_then(int).unwrap_or(0);
         if ready == -1 {
             return Ok(ChordPartOutcome::AlreadyReleased);
@@ -235,7 +236,7 @@ fn join_error(reason: String) -> ChordFailure {
 /// `[1, task_id, state, result]`.
 fn decode_element(bytes: &[u8]) -> std::result::Result<(String, State, Value), String> {
     let text = std::str::from_utf8(bytes).map_err(|e| format!("element not UTF-8: {e}"))?;
-    let value = parse_lenient(text).map_err(|e| format!("element not JSON: {e}"))?;
+    let value = parse_str(text).map_err(|e| format!("element not JSON: {e}"))?;
     match value {
         Value::Array(mut items) if items.len() == 4 => {
             let result = items.pop().unwrap_or(Value::Null);
