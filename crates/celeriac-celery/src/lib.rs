@@ -18,5 +18,7 @@ pub mod client;
 pub mod control;
 pub mod events;
 pub mod protocol;
+/// Python-compatible JSON shared by `protocol` and `results`: lenient reading, `json.dumps`, kombu tags, `repr`.
+pub mod pyjson;
 pub mod results;
 pub mod worker;

@@ -84,23 +84,9 @@ impl std::fmt::Debug for ClientBuilder {
     }
 }
 
-/// `url` with the password (the userinfo after `:`, or a lone token) replaced by `***`.
+/// `url` with its secrets replaced by `***` (Celeriac's one redacting form).
 fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = match userinfo.split_once(':') {
-                Some((user, _)) => format!("{user}:***"),
-                None => "***".to_owned(),
-            };
-            format!("{scheme}://{user}@{host}{path}")
-        }
-        None => url.to_owned(),
-    }
+    celeriac_core::redact::url(url)
 }
 
 impl ClientBuilder {
