@@ -15,6 +15,8 @@ mod common;
 mod control;
 #[path = "worker/crash.rs"]
 mod crash;
+#[path = "worker/remote.rs"]
+mod remote;
 #[path = "worker/retries.rs"]
 mod retries;
 #[path = "worker/tasks.rs"]
@@ -59,6 +61,11 @@ macro_rules! cases {
             control::early_ack_and_revoke,
             control::bad_arguments_raise_type_error,
             control::long_tasks_and_held_etas_stay_fresh,
+            remote::python_inspects_and_revokes,
+            remote::remote_shutdown_is_graceful,
+            remote::revoked_chain_step_revokes_the_chain,
+            remote::python_state_follows_the_worker,
+            remote::consumers_are_added_and_cancelled,
         );
     };
 }

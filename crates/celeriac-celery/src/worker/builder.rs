@@ -25,6 +25,14 @@ pub(crate) struct Config {
     pub extend_interval: Duration,
     pub shutdown_grace: Duration,
     pub eta_hold_limit: usize,
+    /// Worker events (online, heartbeats, offline) are sent.
+    pub events: bool,
+    /// Task events are sent from the start (`-E`; `enable_events` / `disable_events`).
+    pub task_events: bool,
+    /// The heartbeat interval (`freq`).
+    pub heartbeat: Duration,
+    /// The pidbox responder runs (`inspect`, `control`).
+    pub control: bool,
 }
 
 /// Options of a [`CeleryWorker`]; see [`CeleryWorker::builder`].
@@ -79,6 +87,10 @@ impl CeleryWorkerBuilder {
                 extend_interval: Duration::ZERO,
                 shutdown_grace: Duration::from_secs(30),
                 eta_hold_limit: 10_000,
+                events: true,
+                task_events: true,
+                heartbeat: crate::events::DEFAULT_HEARTBEAT,
+                control: true,
             },
             tasks: HashMap::new(),
             dead_letters: None,
@@ -187,6 +199,37 @@ impl CeleryWorkerBuilder {
         self
     }
 
+    /// Whether the worker sends events at all (default true): `worker-online`, a
+    /// `worker-heartbeat` every [`heartbeat_interval`](Self::heartbeat_interval),
+    /// `worker-offline`, and the task events unless [`task_events`](Self::task_events) is
+    /// off. Without events Flower and `celery events` do not see the worker.
+    pub fn events(mut self, on: bool) -> Self {
+        self.config.events = on;
+        self
+    }
+
+    /// Whether task events (`task-received`, `-started`, `-succeeded`, ...) are sent from
+    /// the start (default true, Celery's `worker -E`); the `enable_events` /
+    /// `disable_events` control commands change it while running.
+    pub fn task_events(mut self, on: bool) -> Self {
+        self.config.task_events = on;
+        self
+    }
+
+    /// The heartbeat interval (default 2 s, Celery's); monitors take the worker for gone
+    /// after about twice this without one.
+    pub fn heartbeat_interval(mut self, every: Duration) -> Self {
+        self.config.heartbeat = every;
+        self
+    }
+
+    /// Whether the worker answers remote control (default true): `celery inspect`,
+    /// `app.control.revoke`, `shutdown`, Flower.
+    pub fn control(mut self, on: bool) -> Self {
+        self.config.control = on;
+        self
+    }
+
     /// Registers a task (a later one of the same name replaces it).
     pub fn task(mut self, task: CeleryTask) -> Self {
         self.tasks.insert(task.name().to_owned(), task);
@@ -204,7 +247,8 @@ impl CeleryWorkerBuilder {
     /// Connects to the broker and the result backend.
     ///
     /// # Errors
-    /// [`WorkerError::Setting`] for no queue, zero concurrency or a zero visibility timeout;
+    /// [`WorkerError::Setting`] for no queue, zero concurrency, a zero visibility timeout or
+    /// heartbeat interval;
     /// broker and backend connection errors.
     pub async fn build(mut self) -> Result<CeleryWorker, WorkerError> {
         let bad = |setting, reason: &str| WorkerError::Setting {
@@ -216,6 +260,9 @@ impl CeleryWorkerBuilder {
         }
         if self.config.concurrency == 0 {
             return Err(bad("concurrency", "must be at least 1"));
+        }
+        if self.config.heartbeat.is_zero() {
+            return Err(bad("heartbeat_interval", "must be more than zero"));
         }
         self.config.prefetch = self.config.prefetch.max(self.config.concurrency);
         if let Some(vt) = self.visibility_timeout {
@@ -252,7 +299,11 @@ impl CeleryWorkerBuilder {
                 Arc::new(RedisListDeadLetters::new(conn, DEAD_LETTER_LIST))
             }
         };
-        let shared = Arc::new(Shared::new(self.config.concurrency, self.config.prefetch));
+        let shared = Arc::new(Shared::new(
+            self.config.concurrency,
+            self.config.prefetch,
+            self.config.queues.clone(),
+        ));
         Ok(CeleryWorker {
             broker,
             backend,

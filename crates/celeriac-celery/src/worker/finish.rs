@@ -128,7 +128,10 @@ impl Ctx {
             Outcome::Revoked(reason) => {
                 let meta = ResultMeta::revoked(&h.id, reason);
                 let result = meta.result.clone();
-                let stored = self.store(job, meta).await;
+                let stored = self.store(job, meta.clone()).await;
+                // The chain does not go on: its remaining steps (the final one included)
+                // are REVOKED too, so a client waiting on the chain wakes up.
+                self.mark_chain(&job.msg, &meta).await;
                 self.chord_join(&job.msg, State::Revoked, &result).await;
                 stored
             }
@@ -188,6 +191,17 @@ impl Ctx {
     /// FAILURE for the rest of the chain, the chord join, the errbacks.
     pub async fn fail_workflow(&self, msg: &TaskMessage, meta: &ResultMeta) {
         let h = &msg.headers;
+        self.mark_chain(msg, meta).await;
+        self.chord_join(msg, State::Failure, &meta.result).await;
+        let ctx = self.apply_context(msg, Value::String(h.id.clone()));
+        for eb in msg.embed.errbacks.iter().flatten() {
+            self.apply(eb, &ctx, "errback").await;
+        }
+    }
+
+    /// Stores `meta` (FAILURE or REVOKED) under every remaining chain element's id.
+    async fn mark_chain(&self, msg: &TaskMessage, meta: &ResultMeta) {
+        let h = &msg.headers;
         for step in msg.embed.chain.iter().flatten() {
             if let Some(id) = chain_result_id(step) {
                 let mut m = meta.clone();
@@ -196,14 +210,9 @@ impl Ctx {
                 m.parent_id = Some(h.id.clone());
                 m.extended = None;
                 if let Err(e) = self.backend.store(&m).await {
-                    tracing::warn!(error = %e, task_id = %m.task_id, "could not fail a chain element");
+                    tracing::warn!(error = %e, task_id = %m.task_id, "could not mark a chain element");
                 }
             }
-        }
-        self.chord_join(msg, State::Failure, &meta.result).await;
-        let ctx = self.apply_context(msg, Value::String(h.id.clone()));
-        for eb in msg.embed.errbacks.iter().flatten() {
-            self.apply(eb, &ctx, "errback").await;
         }
     }
 

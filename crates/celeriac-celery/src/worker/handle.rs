@@ -2,16 +2,16 @@
 //! not yet acknowledged, and the shutdown signal. The seam for remote control (pidbox
 //! `revoke`, `inspect active`, `shutdown`) and events.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-/// How many revoked ids are remembered (Celery keeps 50 000 as well).
-const REVOKED_KEPT: usize = 50_000;
+use crate::control::Revoked;
 
 /// A task message this worker holds: waiting for its ETA, waiting for a slot, or running.
 /// What `inspect scheduled`, `reserved` and `active` report.
@@ -50,12 +50,6 @@ struct Held {
     revoke: CancellationToken,
 }
 
-#[derive(Default)]
-struct Revoked {
-    ids: HashSet<String>,
-    order: VecDeque<String>,
-}
-
 pub(crate) struct Shared {
     pub shutdown: CancellationToken,
     /// Fired when the shutdown grace has passed: running tasks are dropped, their messages
@@ -71,7 +65,14 @@ pub(crate) struct Shared {
     tracked: Mutex<HashSet<String>>,
     /// Decoded task messages in hand, by delivery tag.
     held: Mutex<HashMap<String, Held>>,
-    revoked: Mutex<Revoked>,
+    /// Revoked ids, shared with the pidbox responder.
+    pub revoked: Revoked,
+    /// Tasks started so far, by name (`inspect stats` `total`).
+    total: Mutex<BTreeMap<String, u64>>,
+    /// The queues consumed (`add_consumer` / `cancel_consumer` change them).
+    queues: Mutex<Vec<String>>,
+    /// When the worker was built (`uptime`).
+    pub born: Instant,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -79,7 +80,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    pub fn new(concurrency: usize, prefetch: usize) -> Self {
+    pub fn new(concurrency: usize, prefetch: usize, queues: Vec<String>) -> Self {
         Shared {
             shutdown: CancellationToken::new(),
             hard_stop: CancellationToken::new(),
@@ -88,7 +89,10 @@ impl Shared {
             eta_held: Mutex::new(0),
             tracked: Mutex::new(HashSet::new()),
             held: Mutex::new(HashMap::new()),
-            revoked: Mutex::new(Revoked::default()),
+            revoked: Revoked::default(),
+            total: Mutex::new(BTreeMap::new()),
+            queues: Mutex::new(queues),
+            born: Instant::now(),
         }
     }
 
@@ -146,7 +150,52 @@ impl Shared {
         lock(&self.held).remove(tag);
     }
 
-    fn in_hand(&self, keep: impl Fn(&TaskInHand) -> bool) -> Vec<TaskInHand> {
+    /// Counts a task that starts (`total`).
+    pub fn count_started(&self, name: &str) {
+        *lock(&self.total).entry(name.to_owned()).or_default() += 1;
+    }
+
+    /// Tasks started so far, by name.
+    pub fn totals(&self) -> BTreeMap<String, u64> {
+        lock(&self.total).clone()
+    }
+
+    /// The queues consumed now.
+    pub fn queues(&self) -> Vec<String> {
+        lock(&self.queues).clone()
+    }
+
+    /// Adds a queue; `false` when it was consumed already.
+    pub fn add_queue(&self, queue: &str) -> bool {
+        let mut q = lock(&self.queues);
+        if q.iter().any(|x| x == queue) {
+            return false;
+        }
+        q.push(queue.to_owned());
+        true
+    }
+
+    /// Stops consuming a queue.
+    pub fn remove_queue(&self, queue: &str) -> Result<(), String> {
+        let mut q = lock(&self.queues);
+        if !q.iter().any(|x| x == queue) {
+            return Err(format!("not consuming from {queue}"));
+        }
+        if q.len() == 1 {
+            return Err(format!(
+                "{queue} is the last queue of this worker: add another before cancelling it"
+            ));
+        }
+        q.retain(|x| x != queue);
+        Ok(())
+    }
+
+    /// Whether a task id is held here (any state).
+    pub fn holds(&self, task_id: &str) -> bool {
+        lock(&self.held).values().any(|h| h.info.task_id == task_id)
+    }
+
+    pub(crate) fn in_hand(&self, keep: impl Fn(&TaskInHand) -> bool) -> Vec<TaskInHand> {
         let mut all: Vec<TaskInHand> = lock(&self.held)
             .values()
             .map(|h| h.info.clone())
@@ -157,26 +206,22 @@ impl Shared {
     }
 
     pub fn is_revoked(&self, task_id: &str) -> bool {
-        lock(&self.revoked).ids.contains(task_id)
+        self.revoked.contains(task_id)
     }
 
-    fn revoke(&self, task_id: &str) -> bool {
-        {
-            let mut r = lock(&self.revoked);
-            if r.ids.insert(task_id.to_owned()) {
-                r.order.push_back(task_id.to_owned());
-                while r.order.len() > REVOKED_KEPT {
-                    if let Some(old) = r.order.pop_front() {
-                        r.ids.remove(&old);
-                    }
-                }
-            }
-        }
+    /// Revokes an id: remembered, so no message of it runs; a held message waiting for its
+    /// ETA is woken to be discarded; with `terminate` a running task is stopped too (without
+    /// it a running task finishes, as in Celery). Returns whether it was running here.
+    pub fn revoke(&self, task_id: &str, terminate: bool) -> bool {
+        self.revoked.insert(task_id);
         let mut running = false;
         for h in lock(&self.held).values() {
             if h.info.task_id == task_id {
-                h.revoke.cancel();
-                running |= h.info.started_at.is_some();
+                let started = h.info.started_at.is_some();
+                if terminate || !started {
+                    h.revoke.cancel();
+                }
+                running |= started;
             }
         }
         running
@@ -219,7 +264,24 @@ impl WorkerHandle {
     /// `terminated`; a held or later message of this id is not run (REVOKED `revoked`,
     /// acknowledged). Returns whether it was running here.
     pub fn revoke(&self, task_id: &str) -> bool {
-        self.shared.revoke(task_id)
+        self.shared.revoke(task_id, true)
+    }
+
+    /// Revokes a task id as `app.control.revoke(id, terminate=...)` does: without
+    /// `terminate` a running task finishes (held and later messages are still not run).
+    /// Returns whether it was running here.
+    pub fn revoke_with(&self, task_id: &str, terminate: bool) -> bool {
+        self.shared.revoke(task_id, terminate)
+    }
+
+    /// The revoked ids (shared with the worker's pidbox responder).
+    pub fn revoked(&self) -> Revoked {
+        self.shared.revoked.clone()
+    }
+
+    /// The queues consumed now.
+    pub fn queues(&self) -> Vec<String> {
+        self.shared.queues()
     }
 
     /// Starts a graceful shutdown: no more messages are taken, held and waiting ones are

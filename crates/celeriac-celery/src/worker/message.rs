@@ -33,6 +33,8 @@ pub(crate) struct Ctx {
     pub tasks: Arc<HashMap<String, CeleryTask>>,
     pub dead: Arc<dyn DeadLetterSink>,
     pub shared: Arc<Shared>,
+    /// Where task events go (`None`: events off).
+    pub events: Option<crate::events::EventSender>,
 }
 
 /// A decoded message of a registered task.
@@ -162,6 +164,9 @@ impl Ctx {
             started_at: None,
             acknowledged: false,
         });
+        if let Some(ev) = &self.events {
+            super::notify::received(ev, &msg);
+        }
         let held = HeldGuard {
             shared: self.shared.clone(),
             tag: delivery.delivery_tag.clone(),
@@ -189,6 +194,9 @@ impl Ctx {
         reason: String,
     ) {
         tracing::error!(queue = %delivery.queue, ?task, ?task_id, kind, %reason, "dead letter");
+        if let (Some(ev), Some(id)) = (&self.events, &task_id) {
+            ev.task_rejected(id, false);
+        }
         let letter = DeadLetter {
             queue: delivery.queue.clone(),
             task,
@@ -269,6 +277,10 @@ impl Ctx {
             self.give_back(&tag).await;
             return;
         };
+        // Revoked while it waited for a slot.
+        if self.discard_if_revoked(&job).await {
+            return;
+        }
         self.execute(job).await;
     }
 
@@ -283,8 +295,12 @@ impl Ctx {
             return false;
         };
         tracing::info!(task_id = %h.id, reason, "task discarded");
-        self.conclude(job, Outcome::Revoked(reason.to_owned()))
-            .await;
+        let outcome = Outcome::Revoked(reason.to_owned());
+        let note = super::notify::OutcomeEvent::of(&outcome, 0.0);
+        self.conclude(job, outcome).await;
+        if let Some(ev) = &self.events {
+            note.send(ev, &h.id);
+        }
         true
     }
 
@@ -306,6 +322,12 @@ impl Ctx {
         }
         self.shared
             .update(&tag, |t| t.started_at = Some(Utc::now()));
+        self.shared.count_started(&h.task);
+        if let Some(ev) = &self.events {
+            ev.task_accepted();
+            ev.task_started(&h.id);
+        }
+        let began = std::time::Instant::now();
         let revoke = job.revoke.clone();
         let cancel = CancellationToken::new();
         let max_attempts = opts.max_retries.map_or(u32::MAX, |m| m.saturating_add(1));
@@ -353,11 +375,19 @@ impl Ctx {
                     if !job.acked {
                         self.give_back(&tag).await;
                     }
+                    if let Some(ev) = &self.events {
+                        ev.task_ready();
+                    }
                     return;
                 }
             }
         };
+        let note = super::notify::OutcomeEvent::of(&outcome, began.elapsed().as_secs_f64());
         self.conclude(&job, outcome).await;
+        if let Some(ev) = &self.events {
+            note.send(ev, &h.id);
+            ev.task_ready();
+        }
     }
 
     fn outcome_of(

@@ -13,7 +13,18 @@
 //!   with [`CeleriacDeadLetters`]), then acknowledged; an unknown task also gets Celery's
 //!   FAILURE `NotRegistered`, so Python's `get()` raises.
 //! - [`WorkerHandle`]: the tasks in hand (running, scheduled for an ETA, reserved), revoking
-//!   one, shutting down: the seam for remote control and events, which are not wired yet.
+//!   one, shutting down.
+//! - Remote control (on by default, [`CeleryWorkerBuilder::control`]): a
+//!   [`PidboxResponder`](crate::control::PidboxResponder) answers `inspect active`,
+//!   `reserved`, `scheduled`, `registered`, `stats`, `active_queues`, ... from the worker's
+//!   state; `revoke` (with `terminate`: the running task's future is dropped, REVOKED
+//!   `terminated`), `shutdown` (graceful), `add_consumer` / `cancel_consumer`.
+//! - Events (on by default, [`CeleryWorkerBuilder::events`]): `worker-online`, heartbeats,
+//!   `worker-offline`, and task events at every point of a task's life (received, started,
+//!   succeeded, failed, retried, revoked, rejected), toggled by
+//!   [`CeleryWorkerBuilder::task_events`] and the `enable_events` / `disable_events`
+//!   commands.
+//! - A revoked chain step ends its chain: the remaining steps are stored REVOKED.
 //!
 //! ```no_run
 //! use celeriac_celery::worker::{CeleryTask, CeleryWorker};
@@ -43,11 +54,13 @@
 
 mod args;
 mod builder;
+mod control;
 mod dead_letter;
 mod exception;
 mod finish;
 mod handle;
 mod message;
+mod notify;
 mod run;
 mod task;
 
@@ -79,6 +92,9 @@ pub enum WorkerError {
     /// The result backend failed.
     #[error(transparent)]
     Results(#[from] crate::results::Error),
+    /// Remote control could not start.
+    #[error(transparent)]
+    Control(#[from] crate::control::ControlError),
 }
 
 use crate::broker::KombuBroker;
