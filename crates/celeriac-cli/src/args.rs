@@ -497,6 +497,9 @@ pub(crate) struct WorkerArgs {
     pub(crate) allow_root: bool,
     #[command(flatten)]
     pub(crate) beat_args: BeatArgs,
+    #[cfg(feature = "celery")]
+    #[command(flatten)]
+    pub(crate) celery: Box<crate::celery::CeleryArgs>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -25,6 +25,8 @@ pub mod bench;
 mod breaker;
 mod browse;
 mod cache;
+#[cfg(feature = "celery")]
+mod celery;
 mod confirm;
 mod dashboard;
 pub mod demo;
@@ -39,6 +41,37 @@ mod warp;
 mod worker;
 mod workers;
 
+#[cfg(feature = "celery")]
+pub use celery::{demo_tasks as celery_demo_tasks, CeleryTask};
+
+/// What an application's command line serves besides its Celeriac tasks.
+///
+/// With the `celery` feature (on by default):
+///
+/// ```no_run
+/// use celeriac_cli::{CeleryTask, Options};
+/// # struct Resize;
+/// # impl celeriac::Task for Resize {
+/// #     const NAME: &'static str = "resize";
+/// #     type Args = (u32,);
+/// #     type Output = u32;
+/// #     async fn run(_: celeriac::TaskContext, (x,): (u32,)) -> Result<u32, celeriac::TaskError> { Ok(x) }
+/// # }
+/// # async fn main_(registry: celeriac::Registry) -> std::process::ExitCode {
+/// let options = Options {
+///     celery_tasks: vec![CeleryTask::of::<Resize>("tasks.resize")],
+///     ..Options::default()
+/// };
+/// celeriac_cli::run_with_options(registry, options).await // `my-app worker --celery redis://...`
+/// # }
+/// ```
+#[derive(Debug, Default)]
+pub struct Options {
+    /// Tasks under their Celery names, served by `worker --celery <redis-url>`.
+    #[cfg(feature = "celery")]
+    pub celery_tasks: Vec<CeleryTask>,
+}
+
 use args::{Cli, Command};
 use celeriac::{App, Registry, DEFAULT_URL};
 use clap::Parser;
@@ -50,19 +83,34 @@ use support::{CliError, CliResult};
 pub async fn run_stock() -> ExitCode {
     let mut registry = demo::registry();
     registry.register::<bench::jobs::Noop>();
-    run_inner(registry, None).await
+    let options = Options {
+        #[cfg(feature = "celery")]
+        celery_tasks: celery::demo_tasks(),
+    };
+    run_inner(registry, None, options).await
 }
 
 /// Runs the command line for `app`: its tasks, and its URL unless `--url`/`CELERIAC_URL`
 /// says otherwise.
 pub async fn run(app: App) -> ExitCode {
-    run_inner(app.registry().as_ref().clone(), Some(app.url().to_string())).await
+    run_app_with_options(app, Options::default()).await
+}
+
+/// [`run`] with [`Options`]: e.g. tasks under Celery names for `worker --celery`.
+pub async fn run_app_with_options(app: App, options: Options) -> ExitCode {
+    let url = Some(app.url().to_string());
+    run_inner(app.registry().as_ref().clone(), url, options).await
 }
 
 /// Runs the command line with `registry`'s tasks, on the URL of `--url`/`CELERIAC_URL`
 /// (`sqlite://celeriac.db` when neither is given).
 pub async fn run_with(registry: Registry) -> ExitCode {
-    run_inner(registry, None).await
+    run_inner(registry, None, Options::default()).await
+}
+
+/// [`run_with`] with [`Options`]: e.g. tasks under Celery names for `worker --celery`.
+pub async fn run_with_options(registry: Registry, options: Options) -> ExitCode {
+    run_inner(registry, None, options).await
 }
 
 /// `app.run_cli()`: the command line for an application's own binary.
@@ -77,7 +125,7 @@ impl RunCli for App {
     }
 }
 
-async fn run_inner(registry: Registry, default_url: Option<String>) -> ExitCode {
+async fn run_inner(registry: Registry, default_url: Option<String>, options: Options) -> ExitCode {
     quiet_on_closed_stdout();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -109,7 +157,7 @@ async fn run_inner(registry: Registry, default_url: Option<String>) -> ExitCode 
         .map(celeriac_core::redact::url_secrets)
         .unwrap_or_default();
     // Boxed: the commands' futures nest deeply, and a box keeps callers' futures small.
-    match Box::pin(dispatch(cli, registry, default_url)).await {
+    match Box::pin(dispatch(cli, registry, default_url, options)).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(CliError(msg)) => {
             eprintln!("error: {}", celeriac_core::redact::text(&msg, &secrets));
@@ -166,7 +214,15 @@ async fn app_with_schedules(
     Ok(builder.build().await?)
 }
 
-async fn dispatch(cli: Cli, registry: Registry, default_url: Option<String>) -> CliResult {
+async fn dispatch(
+    cli: Cli,
+    registry: Registry,
+    default_url: Option<String>,
+    options: Options,
+) -> CliResult {
+    // Without the `celery` feature an application has nothing else to add.
+    #[cfg(not(feature = "celery"))]
+    let Options {} = options;
     // The demo and the benchmark use a scratch file unless a URL is given explicitly.
     let explicit = cli.url.as_deref();
     let url = explicit.or(default_url.as_deref());
@@ -174,6 +230,10 @@ async fn dispatch(cli: Cli, registry: Registry, default_url: Option<String>) -> 
         Command::Worker(args) => {
             // Before the store is opened: as root, a new SQLite file would be root's.
             worker::refuse_root(args.allow_root)?;
+            #[cfg(feature = "celery")]
+            if args.celery.celery_url.is_some() {
+                return celery::run(options.celery_tasks, args).await;
+            }
             let file = args
                 .beat
                 .then_some(args.beat_args.file.schedules.as_deref())

@@ -52,6 +52,11 @@ pub use cache_warm::{
 };
 pub use cached::{cache_store, install_cache_store};
 pub use celeriac_cache as cache;
+/// Celery's protocol: a Rust worker for Python clients (`celery::worker`), a Rust producer for
+/// Python workers (`celery::client::Client`), over the kombu Redis transport and Celery's
+/// Redis result backend.
+#[cfg(feature = "celery")]
+pub use celeriac_celery as celery;
 pub use celeriac_core::breaker;
 pub use celeriac_core::duration;
 pub use celeriac_core::limit;

@@ -1,0 +1,194 @@
+//! `celeriac worker --celery <redis-url>`: the stock binary serves its demo tasks to real
+//! Python Celery clients (both pinned versions, from `crates/celeriac-celery/scripts/celery-venvs`),
+//! fails at start on bad settings naming the flag without the password, and stops gracefully
+//! on SIGTERM.
+#![cfg(feature = "redis")]
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use celeriac_testkit::RedisServer;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::io::AsyncReadExt;
+use tokio::process::{Child, Command};
+
+/// Ceiling for anything awaited.
+const WAIT: Duration = Duration::from_secs(60);
+/// The pinned Celery versions of the harness.
+const VERSIONS: [&str; 2] = ["5.7.0", "5.3.6"];
+
+fn python(version: &str) -> PathBuf {
+    let root = std::env::var_os("CELERIAC_VENVS").map_or_else(
+        || {
+            let home = std::env::var_os("HOME").expect("HOME is set");
+            PathBuf::from(home).join(".cache/celeriac/venvs")
+        },
+        PathBuf::from,
+    );
+    let python = root.join(format!("celery-{version}/bin/python"));
+    assert!(
+        python.is_file(),
+        "Python Celery {version} missing at {}: run crates/celeriac-celery/scripts/celery-venvs",
+        python.display()
+    );
+    python
+}
+
+/// Runs a Python snippet with `app` configured for `broker` (results on db 1); returns its
+/// last stdout line.
+async fn py(version: &str, broker: &str, backend: &str, code: &str) -> String {
+    let code = format!(
+        "import json\nfrom celery import Celery\n\
+         app = Celery('client', broker={broker:?}, backend={backend:?})\n{code}\n"
+    );
+    let out = tokio::time::timeout(
+        WAIT * 2,
+        Command::new(python(version))
+            .arg("-c")
+            .arg(code)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("Python finishes within the ceiling")
+    .expect("Python starts");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "celery {version}: Python failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout.lines().last().unwrap_or("").to_owned()
+}
+
+fn celeriac() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_celeriac"));
+    cmd.env("CELERIAC_ALLOW_ROOT", "true")
+        .env("CELERIAC_LOG", "info")
+        .env_remove("CELERIAC_CELERY_URL")
+        .env_remove("CELERIAC_CELERY_BACKEND")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Waits for the process to end; returns (success, stdout + stderr).
+async fn finish(mut child: Child) -> (bool, String) {
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let (mut out, mut err) = (String::new(), String::new());
+    let read = async {
+        let (a, b) = tokio::join!(
+            stdout.read_to_string(&mut out),
+            stderr.read_to_string(&mut err)
+        );
+        a.and(b).expect("output readable");
+        child.wait().await.expect("the process is waited for")
+    };
+    let status = tokio::time::timeout(WAIT, read)
+        .await
+        .expect("the process ends within the ceiling");
+    (status.success(), format!("{out}{err}"))
+}
+
+/// `demo.add(2, 3)` from both Python versions gives 5 (and `demo.send_email` with keyword
+/// arguments its SMTP reply); SIGTERM then stops the worker gracefully: exit status 0,
+/// nothing left unacknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_python_clients_and_stops_on_sigterm() {
+    let server = RedisServer::start().await.expect("redis-server starts");
+    let broker = format!("{}/0", server.url());
+    let backend = format!("{}/1", server.url());
+    let child = celeriac()
+        .args(["worker", "--celery", &broker, "--celery-queues", "celery"])
+        .spawn()
+        .expect("celeriac starts");
+    let pid = child.id().expect("a pid");
+    for version in VERSIONS {
+        let got = py(
+            version,
+            &broker,
+            &backend,
+            "print(json.dumps([app.send_task('demo.add', (2, 3)).get(timeout=30),\n\
+             app.send_task('demo.send_email', kwargs={'to': 'a@b.c', 'subject': 'hi'})\
+             .get(timeout=30)]))",
+        )
+        .await;
+        let got: serde_json::Value = serde_json::from_str(&got).expect("JSON");
+        assert_eq!(got[0], serde_json::json!(5), "celery {version}: {got}");
+        assert!(
+            got[1].as_str().is_some_and(|s| s.starts_with("250 queued")),
+            "celery {version}: {got}"
+        );
+    }
+    let pid = Pid::from_raw(i32::try_from(pid).expect("a pid fits"));
+    kill(pid, Signal::SIGTERM).expect("SIGTERM delivered");
+    let (ok, output) = finish(child).await;
+    assert!(ok, "a graceful stop exits 0:\n{output}");
+    assert!(output.contains("celery worker stopped"), "{output}");
+    let mut conn = redis::Client::open(broker.as_str())
+        .expect("URL")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis connects");
+    let unacked: u64 = redis::cmd("HLEN")
+        .arg("unacked")
+        .query_async(&mut conn)
+        .await
+        .expect("HLEN");
+    assert_eq!(unacked, 0, "nothing left unacknowledged");
+}
+
+/// Bad settings fail at start, naming the setting and never the password: an unreachable
+/// broker, a bad port, a non-Redis transport (through `CELERIAC_CELERY_URL`), a bad
+/// `--celery-backend`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_settings_fail_at_start_without_the_password() {
+    let server = RedisServer::start().await.expect("redis-server starts");
+    let good = format!("{}/0", server.url());
+    let cases: [(&[&str], Option<&str>, &str); 4] = [
+        (
+            &["--celery", "redis://user:hunter2@127.0.0.1:1/0"],
+            None,
+            "--celery:",
+        ),
+        (
+            &["--celery", "redis://user:hunter2@127.0.0.1:port/0"],
+            None,
+            "--celery:",
+        ),
+        (&[], Some("amqp://user:hunter2@localhost//"), "--celery:"),
+        (
+            &[
+                "--celery",
+                &good,
+                "--celery-backend",
+                "redis://:hunter2@127.0.0.1:1/1",
+            ],
+            None,
+            "--celery-backend:",
+        ),
+    ];
+    for (args, env, needle) in cases {
+        let mut cmd = celeriac();
+        cmd.arg("worker").args(args);
+        if let Some(url) = env {
+            cmd.env("CELERIAC_CELERY_URL", url);
+        }
+        let (ok, output) = finish(cmd.spawn().expect("celeriac starts")).await;
+        assert!(!ok, "{args:?}: fails at start:\n{output}");
+        assert!(
+            output.contains(needle),
+            "{args:?}: names {needle}:\n{output}"
+        );
+        assert!(
+            !output.contains("hunter2"),
+            "{args:?}: no password:\n{output}"
+        );
+    }
+}
