@@ -6,7 +6,7 @@
 use crate::args::WorkerArgs;
 use crate::support::{CliError, CliResult};
 use celeriac::{TaskContext, TaskError};
-use celeriac_celery::worker::{CeleryTaskOptions, CeleryWorker};
+use celeriac_celery::worker::{CeleriacDeadLetters, CeleryTaskOptions, CeleryWorker};
 use clap::Args;
 
 pub use celeriac_celery::worker::CeleryTask;
@@ -19,7 +19,10 @@ pub(crate) struct CeleryArgs {
     /// Python clients then call them with `app.send_task("demo.add", (2, 3))` (or a task
     /// stub of that name) and read results with `.get()`; `celery inspect`, `celery control
     /// revoke/shutdown` and Flower see this worker. The stock binary serves `demo.add(x, y)`
-    /// and `demo.send_email(to, subject)`. --concurrency and --grace-period apply.
+    /// and `demo.send_email(to, subject)`. --concurrency and --grace-period apply. Messages it
+    /// cannot serve (an unknown task, an undecodable body, pickle or YAML) go to the dead
+    /// letters of the Celeriac store (--url) with the reason, under the queue `celery.<queue>`
+    /// (`celeriac dlq list`).
     #[arg(
         long = "celery",
         env = "CELERIAC_CELERY_URL",
@@ -128,14 +131,15 @@ fn default_backend(broker: &str) -> String {
 }
 
 /// Runs the Celery worker until SIGINT/SIGTERM (or `celery control shutdown`).
-pub(crate) async fn run(tasks: Vec<CeleryTask>, args: WorkerArgs) -> CliResult {
+pub(crate) async fn run(tasks: Vec<CeleryTask>, args: WorkerArgs, store: &str) -> CliResult {
     let c = &args.celery;
-    let secrets = secrets(c);
+    let mut secrets = secrets(c);
+    secrets.extend(celeriac_core::redact::url_secrets(store));
     let redact = |e: CliError| CliError(celeriac_core::redact::text(&e.0, &secrets));
-    serve(tasks, &args).await.map_err(redact)
+    serve(tasks, &args, store).await.map_err(redact)
 }
 
-async fn serve(tasks: Vec<CeleryTask>, args: &WorkerArgs) -> CliResult {
+async fn serve(tasks: Vec<CeleryTask>, args: &WorkerArgs, store: &str) -> CliResult {
     let c = &args.celery;
     let url = c.celery_url.clone().unwrap_or_default();
     check_url("--celery", &url)?;
@@ -164,13 +168,21 @@ async fn serve(tasks: Vec<CeleryTask>, args: &WorkerArgs) -> CliResult {
     if args.concurrency == 0 {
         return Err(CliError("--concurrency: must be at least 1".into()));
     }
+    // Messages it cannot serve are kept with the reason in the Celeriac store's dead letters.
+    let dead = celeriac::AnyBackend::connect(store).await.map_err(|e| {
+        CliError(format!(
+            "--url: the Celeriac store for dead letters ({}): {e}",
+            celeriac_core::redact::url(store)
+        ))
+    })?;
     let names: Vec<String> = tasks.iter().map(|t| t.name().to_owned()).collect();
     let mut builder = CeleryWorker::builder(url, backend)
         .queues(queues.clone())
         .concurrency(args.concurrency)
         .prefetch(args.prefetch.unwrap_or(args.concurrency))
         .shutdown_grace(args.grace_period)
-        .task_events(c.celery_task_events);
+        .task_events(c.celery_task_events)
+        .dead_letters(CeleriacDeadLetters::new(dead));
     if let Some(h) = &c.celery_hostname {
         builder = builder.hostname(h.clone());
     }

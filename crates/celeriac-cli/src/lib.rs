@@ -232,7 +232,7 @@ async fn dispatch(
             worker::refuse_root(args.allow_root)?;
             #[cfg(feature = "celery")]
             if args.celery.celery_url.is_some() {
-                return celery::run(options.celery_tasks, args).await;
+                return celery::run(options.celery_tasks, args, url.unwrap_or(DEFAULT_URL)).await;
             }
             let file = args
                 .beat

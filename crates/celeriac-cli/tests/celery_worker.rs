@@ -1,7 +1,7 @@
 //! `celeriac worker --celery <redis-url>`: the stock binary serves its demo tasks to real
-//! Python Celery clients (both pinned versions, from `crates/celeriac-celery/scripts/celery-venvs`),
-//! fails at start on bad settings naming the flag without the password, and stops gracefully
-//! on SIGTERM.
+//! Python Celery clients (both pinned versions, from `scripts/celery-venvs`), keeps what it
+//! cannot serve in the Celeriac store's dead letters, fails at start on bad settings naming the
+//! flag without the password, and stops gracefully on SIGTERM.
 #![cfg(feature = "redis")]
 
 use std::path::PathBuf;
@@ -30,7 +30,7 @@ fn python(version: &str) -> PathBuf {
     let python = root.join(format!("celery-{version}/bin/python"));
     assert!(
         python.is_file(),
-        "Python Celery {version} missing at {}: run crates/celeriac-celery/scripts/celery-venvs",
+        "Python Celery {version} missing at {}: run scripts/celery-venvs",
         python.display()
     );
     python
@@ -64,9 +64,11 @@ async fn py(version: &str, broker: &str, backend: &str, code: &str) -> String {
     stdout.lines().last().unwrap_or("").to_owned()
 }
 
-fn celeriac() -> Command {
+/// The `celeriac` binary on the Celeriac store `store` (where dead letters go).
+fn celeriac(store: &str) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_celeriac"));
     cmd.env("CELERIAC_ALLOW_ROOT", "true")
+        .env("CELERIAC_URL", store)
         .env("CELERIAC_LOG", "info")
         .env_remove("CELERIAC_CELERY_URL")
         .env_remove("CELERIAC_CELERY_BACKEND")
@@ -97,14 +99,17 @@ async fn finish(mut child: Child) -> (bool, String) {
 }
 
 /// `demo.add(2, 3)` from both Python versions gives 5 (and `demo.send_email` with keyword
-/// arguments its SMTP reply); SIGTERM then stops the worker gracefully: exit status 0,
-/// nothing left unacknowledged.
+/// arguments its SMTP reply); a task the binary does not have raises `NotRegistered` in
+/// Python and is listed by `celeriac dlq list` with the reason; SIGTERM then stops the worker
+/// gracefully: exit status 0, nothing left unacknowledged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_python_clients_and_stops_on_sigterm() {
     let server = RedisServer::start().await.expect("redis-server starts");
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let store = format!("sqlite://{}", dir.path().join("celeriac.db").display());
     let broker = format!("{}/0", server.url());
     let backend = format!("{}/1", server.url());
-    let child = celeriac()
+    let child = celeriac(&store)
         .args(["worker", "--celery", &broker, "--celery-queues", "celery"])
         .spawn()
         .expect("celeriac starts");
@@ -125,7 +130,32 @@ async fn serves_python_clients_and_stops_on_sigterm() {
             got[1].as_str().is_some_and(|s| s.starts_with("250 queued")),
             "celery {version}: {got}"
         );
+        let raised = py(
+            version,
+            &broker,
+            &backend,
+            "try:\n    app.send_task('demo.nope', (1,)).get(timeout=30)\n    print('no error')\n\
+             except Exception as e:\n    print(type(e).__name__)",
+        )
+        .await;
+        assert_eq!(raised, "NotRegistered", "celery {version}");
     }
+    // Both unknown-task messages are kept, with the reason, in the store's dead letters.
+    let (ok, listed) = finish(
+        celeriac(&store)
+            .args(["dlq", "list", "--json"])
+            .spawn()
+            .expect("celeriac starts"),
+    )
+    .await;
+    assert!(ok, "dlq list:\n{listed}");
+    let dead: serde_json::Value = serde_json::from_str(&listed).expect("dlq list --json");
+    let dead = dead.as_array().expect("a list of dead letters");
+    assert_eq!(dead.len(), 2, "one per Python version: {listed}");
+    assert!(
+        dead.iter().all(|d| d.to_string().contains("demo.nope")),
+        "each names the task: {listed}"
+    );
     let pid = Pid::from_raw(i32::try_from(pid).expect("a pid fits"));
     kill(pid, Signal::SIGTERM).expect("SIGTERM delivered");
     let (ok, output) = finish(child).await;
@@ -150,6 +180,8 @@ async fn serves_python_clients_and_stops_on_sigterm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_settings_fail_at_start_without_the_password() {
     let server = RedisServer::start().await.expect("redis-server starts");
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let store = format!("sqlite://{}", dir.path().join("celeriac.db").display());
     let good = format!("{}/0", server.url());
     let cases: [(&[&str], Option<&str>, &str); 4] = [
         (
@@ -175,7 +207,7 @@ async fn bad_settings_fail_at_start_without_the_password() {
         ),
     ];
     for (args, env, needle) in cases {
-        let mut cmd = celeriac();
+        let mut cmd = celeriac(&store);
         cmd.arg("worker").args(args);
         if let Some(url) = env {
             cmd.env("CELERIAC_CELERY_URL", url);
