@@ -3,7 +3,9 @@
 
 use super::invalidation::listen;
 use super::stats::{publish_every, Counters};
-use super::{stats, Cache, Format, Inner, L2Guard, DEFAULT_STATS_INTERVAL};
+use super::{
+    stats, Cache, Format, Inner, L2Guard, Slot, DEFAULT_STATS_INTERVAL, L1_ENTRY_OVERHEAD,
+};
 use celeriac_core::backend::KvStore;
 use celeriac_core::clock::{Clock, SystemClock};
 use celeriac_core::error::{Error, Result};
@@ -56,6 +58,7 @@ pub(super) struct Config {
     pub(super) negative_ttl: Option<Duration>,
     pub(super) l1_capacity: u64,
     pub(super) l1_ttl: Duration,
+    pub(super) l1_max_bytes: Option<u64>,
     pub(super) l1_on: bool,
     pub(super) format: Format,
     pub(super) compress_at: usize,
@@ -88,6 +91,7 @@ where
                 negative_ttl: None,
                 l1_capacity: 10_000,
                 l1_ttl: Duration::from_secs(24 * 3600),
+                l1_max_bytes: None,
                 l1_on: true,
                 format: Format::Json,
                 compress_at: 1024,
@@ -160,6 +164,22 @@ where
     pub fn l1(mut self, capacity: u64, ttl: Duration) -> Self {
         self.cfg.l1_capacity = capacity;
         self.cfg.l1_ttl = ttl;
+        self
+    }
+    /// Bounds the L1 in bytes too, next to its bound in entries ([`CacheBuilder::l1`];
+    /// default: entries only). An entry weighs its key's bytes, its envelope's
+    /// [size](crate::Envelope::size) (the value serialized, uncompressed, with its times and
+    /// tags) and [`L1_ENTRY_OVERHEAD`](crate::L1_ENTRY_OVERHEAD), and at least its share of
+    /// the bound, `bytes / capacity`: so the weights never add up past `bytes`, and the
+    /// entries never outnumber the capacity. An entry heavier than the whole bound is not
+    /// kept in L1 (it is still returned, and stored in the L2), and is counted as evicted for
+    /// size ([`CacheStats::l1_evicted_size`](crate::CacheStats)).
+    ///
+    /// `bytes` must be at least the entry capacity (a share of one byte or more), at least
+    /// one entry's overhead, and each share at most `u32::MAX` bytes: [`CacheBuilder::build`]
+    /// refuses other values, naming the setting.
+    pub fn l1_max_bytes(mut self, bytes: u64) -> Self {
+        self.cfg.l1_max_bytes = Some(bytes);
         self
     }
     /// Keeps nothing in process: every read goes to the L2 (for values that must not be held
@@ -262,6 +282,38 @@ where
                 "capacity and ttl must be above zero",
             ));
         }
+        if let Some(bytes) = c.l1_max_bytes {
+            let setting = || format!("cache `{}` l1_max_bytes", c.namespace);
+            if bytes < u64::from(L1_ENTRY_OVERHEAD) {
+                return Err(Error::config(
+                    setting(),
+                    format!(
+                        "{bytes} is less than one entry's overhead ({L1_ENTRY_OVERHEAD} bytes): \
+                         nothing would fit"
+                    ),
+                ));
+            }
+            if bytes < c.l1_capacity {
+                return Err(Error::config(
+                    setting(),
+                    format!(
+                        "{bytes} is less than the l1 capacity ({} entries): each entry's share \
+                         of the bound must be at least one byte",
+                        c.l1_capacity
+                    ),
+                ));
+            }
+            if bytes / c.l1_capacity > u64::from(u32::MAX) {
+                return Err(Error::config(
+                    setting(),
+                    format!(
+                        "{bytes} over {} entries gives each a share above 4 GiB: raise the \
+                         l1 capacity or lower the bound",
+                        c.l1_capacity
+                    ),
+                ));
+            }
+        }
         if !c.early_refresh.is_finite() || c.early_refresh < 0.0 {
             return Err(Error::config(
                 format!("cache `{}` early_refresh", c.namespace),
@@ -298,12 +350,28 @@ where
         self.validate()?;
         let cfg = self.cfg;
         let stats = Arc::new(Counters::default());
+        let counted = stats.clone();
         let l1 = moka::sync::Cache::builder()
-            .max_capacity(cfg.l1_capacity)
             .time_to_live(cfg.l1_ttl)
-            // No eviction listener: it slows every read down; evictions are counted as
-            // what entered and did not leave by our hand (`Inner::stats`).
-            .build();
+            // Evictions by cause. Removals by our hand (`Explicit`) are counted where they
+            // are made, with their reason; `Replaced` is no departure.
+            .eviction_listener(move |_key, _slot, cause| {
+                use moka::notification::RemovalCause;
+                let counter = match cause {
+                    RemovalCause::Size => &counted.l1_evicted_size,
+                    RemovalCause::Expired => &counted.l1_expired,
+                    RemovalCause::Explicit | RemovalCause::Replaced => return,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+            });
+        let l1 = match (cfg.l1_max_bytes, cfg.l1_share()) {
+            (Some(bytes), Some(share)) => l1
+                .max_capacity(bytes)
+                .weigher(move |key: &String, slot: &Arc<Slot<V>>| l1_weight(share, key, slot))
+                .build(),
+            // Unbounded in bytes: every entry weighs 1 and the capacity counts entries.
+            _ => l1.max_capacity(cfg.l1_capacity).build(),
+        };
         let inner = Arc::new(Inner {
             prefix: format!("{}:{}", cfg.app, cfg.namespace),
             instance: format!("{}.{}", std::process::id(), uuid::Uuid::now_v7().simple()),
@@ -358,4 +426,24 @@ where
             _types: PhantomData,
         })
     }
+}
+
+impl Config {
+    /// Each L1 entry's share of the byte bound (`l1_max_bytes / l1_capacity`), when the L1
+    /// is bounded in bytes.
+    pub(super) fn l1_share(&self) -> Option<u32> {
+        let bytes = self.l1_max_bytes?;
+        Some(u32::try_from(bytes / self.l1_capacity.max(1)).unwrap_or(u32::MAX))
+    }
+}
+
+/// What an L1 entry weighs when the L1 is bounded in bytes: its key, its envelope and
+/// [`L1_ENTRY_OVERHEAD`], and at least its `share` of the bound (so that the entry bound
+/// holds too).
+pub(super) fn l1_weight<V>(share: u32, key: &str, slot: &Slot<V>) -> u32 {
+    let key = u32::try_from(key.len()).unwrap_or(u32::MAX);
+    L1_ENTRY_OVERHEAD
+        .saturating_add(key)
+        .saturating_add(slot.bytes)
+        .max(share)
 }

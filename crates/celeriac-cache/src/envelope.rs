@@ -101,6 +101,10 @@ impl Format {
 /// where MessagePack's own limit (1,024) would overflow a thread's stack first.
 const MAX_DEPTH: usize = 128;
 
+/// The bytes of an envelope before its tags: magic, layout, format, flags (1 each), schema
+/// (4), created, fresh until, stale until (8 each), load time (4) and tag count (2).
+const HEADER_BYTES: usize = 38;
+
 /// The times and tags of a cached value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Meta {
@@ -130,6 +134,21 @@ pub struct Envelope {
 }
 
 impl Envelope {
+    /// The envelope's encoded length with its value uncompressed: the header, the tags and
+    /// the serialized value (what [`Envelope::to_bytes`] gives below the compression
+    /// threshold). The L1 weighs its entries by it: it holds values decoded, so their
+    /// compressed size would understate what they take.
+    pub fn size(&self) -> usize {
+        let tags: usize = self
+            .meta
+            .tags
+            .iter()
+            .take(usize::from(u16::MAX))
+            .map(|t| 2 + t.len().min(usize::from(u16::MAX)))
+            .sum();
+        HEADER_BYTES + tags + self.value.as_ref().map_or(0, Vec::len)
+    }
+
     /// The bytes to store, compressing the value when it is at least `compress_at` bytes.
     pub fn to_bytes(&self, compress_at: usize) -> Vec<u8> {
         let mut flags = 0;
@@ -145,7 +164,7 @@ impl Envelope {
             Some(v) => std::borrow::Cow::Borrowed(v),
         };
         let tags_len: usize = self.meta.tags.iter().map(|t| 2 + t.len()).sum();
-        let mut out = Vec::with_capacity(38 + tags_len + body.len());
+        let mut out = Vec::with_capacity(HEADER_BYTES + tags_len + body.len());
         out.extend_from_slice(&[MAGIC, LAYOUT, self.format.code(), flags]);
         out.extend_from_slice(&self.schema.to_le_bytes());
         out.extend_from_slice(&self.meta.created.to_le_bytes());
@@ -310,6 +329,22 @@ mod tests {
             format: Format::MsgPack,
             value,
         }
+    }
+
+    #[test]
+    fn size_is_the_uncompressed_encoding() {
+        for value in [None, Some(vec![]), Some(vec![7; 10]), Some(vec![0; 5000])] {
+            let e = sample(value);
+            assert_eq!(
+                e.size(),
+                e.to_bytes(usize::MAX).len(),
+                "{:?}",
+                e.value.as_ref().map(Vec::len)
+            );
+        }
+        // Compressed, the stored bytes are fewer than what the value takes decoded.
+        let big = sample(Some(vec![0; 5000]));
+        assert!(big.to_bytes(1024).len() < big.size());
     }
 
     #[test]

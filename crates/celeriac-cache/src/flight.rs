@@ -214,6 +214,7 @@ where
                 value: s.value.clone(),
                 meta: s.meta.clone(),
                 epoch: s.epoch,
+                bytes: s.bytes,
             }),
         };
         let Some(loader) = loader else {
@@ -317,6 +318,7 @@ where
                                 value: s.value,
                                 meta,
                                 epoch: self.barrier_epoch.load(Ordering::Relaxed),
+                                bytes: s.bytes,
                             }),
                         );
                         Outcome::of(value)
@@ -379,12 +381,8 @@ where
         };
         self.l1_put(
             part.to_string(),
-            Arc::new(Slot {
-                value,
-                meta: meta.clone(),
-                // The epoch the load began in: a barrier raised since is checked on read.
-                epoch: as_of.epoch,
-            }),
+            // The epoch the load began in: a barrier raised since is checked on read.
+            Arc::new(Slot::new(value, &envelope, as_of.epoch)),
         );
         if let Some(len) = envelope.value.as_ref().map(Vec::len) {
             if len > self.cfg.max_value_bytes {

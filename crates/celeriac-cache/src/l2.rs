@@ -82,9 +82,10 @@ where
                     Some(b) => Some(env.format.decode::<V>(b)?),
                     None => None,
                 };
-                Ok((env.meta, value))
+                let bytes = u32::try_from(env.size()).unwrap_or(u32::MAX);
+                Ok((env.meta, value, bytes))
             });
-        let (meta, value) = match decoded {
+        let (meta, value, bytes) = match decoded {
             Ok(d) => d,
             Err(e) => {
                 self.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
@@ -115,6 +116,7 @@ where
             value,
             epoch: self.barrier_epoch.load(Ordering::Relaxed),
             meta,
+            bytes,
         };
         if now < slot.meta.fresh_until {
             Ok(L2Read::Fresh(slot))

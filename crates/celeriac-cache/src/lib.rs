@@ -54,6 +54,11 @@
 //! **Bad data**: a stored value that no longer deserializes (an old schema) is a miss: it is
 //! counted and reloaded, never an error to the caller.
 //!
+//! **L1 size**: bounded in entries ([`CacheBuilder::l1`]) and, optionally, in bytes too
+//! ([`CacheBuilder::l1_max_bytes`]: each entry weighs its key, its envelope and
+//! [`L1_ENTRY_OVERHEAD`], and at least its share of the bound). What leaves the L1 is counted
+//! by cause: evicted for size, expired, or removed by the cache ([`CacheStats`]).
+//!
 //! **Statistics**: [`Cache::stats`] in process; every 10 s each cache publishes them to the
 //! `metrics` recorder and to the L2, where `celeriac cache stats` sums the live instances
 //! ([`stats`]).
@@ -105,6 +110,15 @@ use std::time::{Duration, Instant};
 /// The longest key part kept as it is; longer ones are hashed.
 pub const MAX_KEY_PART: usize = 200;
 
+/// What an L1 entry weighs beyond its key's bytes and its envelope's
+/// [size](Envelope::size) when the L1 is bounded in bytes
+/// ([`CacheBuilder::l1_max_bytes`]): the key's `String` and the `Arc<Slot>` with its
+/// times, tags vector and epoch (about 120 bytes on 64-bit targets), and moka's own
+/// bookkeeping per entry (its hash-table node, access-order and write-order deque nodes and
+/// entry info, about 130 bytes). Rounded up, so that many tiny values cannot hold far more
+/// memory than the bound says.
+pub const L1_ENTRY_OVERHEAD: u32 = 256;
+
 /// A cache namespace of values `V` under keys `K`, over the L2 store `S`. Cheap to clone.
 pub struct Cache<K: ?Sized, V, S> {
     inner: Arc<Inner<V, S>>,
@@ -126,6 +140,20 @@ struct Slot<V> {
     meta: Meta,
     /// The barrier epoch when it was checked against the tag barriers.
     epoch: u64,
+    /// Its envelope's [size](Envelope::size): what it weighs in a byte-bounded L1.
+    bytes: u32,
+}
+
+impl<V> Slot<V> {
+    /// A slot for `envelope`'s value, decoded as `value`.
+    fn new(value: Option<V>, envelope: &Envelope, epoch: u64) -> Self {
+        Self {
+            value,
+            meta: envelope.meta.clone(),
+            epoch,
+            bytes: u32::try_from(envelope.size()).unwrap_or(u32::MAX),
+        }
+    }
 }
 
 struct Inner<V, S> {
@@ -291,11 +319,36 @@ where
     }
 
     fn l1_put(&self, part: String, slot: Arc<Slot<V>>) {
-        if self.cfg.l1_on {
-            if !self.l1.contains_key(&part) {
-                self.stats.l1_added.fetch_add(1, Ordering::Relaxed);
+        if !self.cfg.l1_on {
+            return;
+        }
+        let fresh = !self.l1.contains_key(&part);
+        if fresh {
+            self.stats.l1_added.fetch_add(1, Ordering::Relaxed);
+        }
+        if let (Some(max), Some(share)) = (self.cfg.l1_max_bytes, self.cfg.l1_share()) {
+            if u64::from(builder::l1_weight(share, &part, &slot)) > max {
+                // Larger than the whole L1: it enters and is evicted for size at once (as
+                // moka would do on its next maintenance), and an older value of the key
+                // leaves with it, so the L1 never serves one.
+                if !fresh {
+                    if self.l1.remove(&part).is_some() {
+                        self.stats.l1_removed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.stats.l1_added.fetch_add(1, Ordering::Relaxed);
+                }
+                self.stats.l1_evicted_size.fetch_add(1, Ordering::Relaxed);
+                return;
             }
-            self.l1.insert(part, slot);
+        }
+        self.l1.insert(part, slot);
+    }
+
+    /// Takes `part` out of the L1 because it is past its hard expiry (an expiry, not a
+    /// removal).
+    fn l1_expire(&self, part: &str) {
+        if self.l1.remove(part).is_some() {
+            self.stats.l1_expired.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -345,7 +398,11 @@ where
     fn l1_slot(&self, part: &str, now: UnixMs) -> Option<Arc<Slot<V>>> {
         let slot = self.l1.get(part)?;
         let epoch = self.barrier_epoch.load(Ordering::Relaxed);
-        if (slot.epoch != epoch && self.barred(&slot.meta)) || now >= slot.meta.stale_until {
+        if now >= slot.meta.stale_until {
+            self.l1_expire(part);
+            return None;
+        }
+        if slot.epoch != epoch && self.barred(&slot.meta) {
             self.l1_drop(part);
             return None;
         }

@@ -168,7 +168,7 @@ impl Published {
     pub(super) fn record(&mut self, now: CacheStats) {
         let ns = self.namespace.clone();
         let last = std::mem::replace(&mut self.last, now);
-        let counters: [(&'static str, u64, u64); 11] = [
+        let counters: [(&'static str, u64, u64); 15] = [
             ("celeriac_cache_l1_hits_total", now.l1_hits, last.l1_hits),
             ("celeriac_cache_l2_hits_total", now.l2_hits, last.l2_hits),
             ("celeriac_cache_misses_total", now.misses, last.misses),
@@ -188,6 +188,22 @@ impl Published {
                 "celeriac_cache_evictions_total",
                 now.evictions,
                 last.evictions,
+            ),
+            ("celeriac_cache_l1_added_total", now.l1_added, last.l1_added),
+            (
+                "celeriac_cache_l1_evicted_size_total",
+                now.l1_evicted_size,
+                last.l1_evicted_size,
+            ),
+            (
+                "celeriac_cache_l1_expired_total",
+                now.l1_expired,
+                last.l1_expired,
+            ),
+            (
+                "celeriac_cache_l1_removed_total",
+                now.l1_removed,
+                last.l1_removed,
             ),
             (
                 "celeriac_cache_decode_errors_total",
@@ -211,8 +227,26 @@ impl Published {
                 metrics::counter!(name, "namespace" => ns.clone()).increment(delta);
             }
         }
-        let entries = metrics::gauge!("celeriac_cache_l1_entries", "namespace" => ns);
-        entries.increment(now.l1_entries as f64 - last.l1_entries as f64);
+        // Gauges move by this instance's change, so instances of a namespace add up.
+        let gauges = [
+            ("celeriac_cache_l1_entries", now.l1_entries, last.l1_entries),
+            (
+                "celeriac_cache_l1_weighted_bytes",
+                now.l1_weighted_bytes,
+                last.l1_weighted_bytes,
+            ),
+            (
+                "celeriac_cache_l1_max_bytes",
+                now.l1_max_bytes,
+                last.l1_max_bytes,
+            ),
+        ];
+        for (name, now, last) in gauges {
+            if now != last {
+                metrics::gauge!(name, "namespace" => ns.clone())
+                    .increment(now as f64 - last as f64);
+            }
+        }
     }
 }
 
@@ -231,6 +265,12 @@ impl std::ops::AddAssign for CacheStats {
         self.l2_errors += o.l2_errors;
         self.too_large += o.too_large;
         self.l1_entries += o.l1_entries;
+        self.l1_added += o.l1_added;
+        self.l1_evicted_size += o.l1_evicted_size;
+        self.l1_expired += o.l1_expired;
+        self.l1_removed += o.l1_removed;
+        self.l1_weighted_bytes += o.l1_weighted_bytes;
+        self.l1_max_bytes += o.l1_max_bytes;
     }
 }
 
@@ -249,6 +289,11 @@ pub(super) struct Counters {
     pub(super) l1_added: AtomicU64,
     /// Entries taken out of the L1 by the cache itself (invalidation, version, resets).
     pub(super) l1_removed: AtomicU64,
+    /// Entries evicted from the L1 for space (moka's `Size`), or too heavy to be kept.
+    pub(super) l1_evicted_size: AtomicU64,
+    /// Entries that left the L1 expired: moka's `l1` time to live, or found past their hard
+    /// expiry on a read.
+    pub(super) l1_expired: AtomicU64,
     pub(super) decode_errors: AtomicU64,
     pub(super) l2_errors: AtomicU64,
     pub(super) too_large: AtomicU64,
@@ -274,7 +319,7 @@ pub struct CacheStats {
     pub load_ms: u64,
     /// Reads that waited for another process's load.
     pub waiters: u64,
-    /// L1 entries evicted for space.
+    /// L1 entries evicted: for space or expired (`l1_evicted_size + l1_expired`).
     pub evictions: u64,
     /// Stored values that no longer decode (reloaded).
     pub decode_errors: u64,
@@ -285,6 +330,25 @@ pub struct CacheStats {
     pub too_large: u64,
     /// Entries in L1 now.
     pub l1_entries: u64,
+    /// Entries that entered the L1 (their key absent before). Each is still there or left
+    /// for one counted cause: `l1_added = l1_entries + l1_evicted_size + l1_expired +
+    /// l1_removed`, give or take reads racing with writes.
+    pub l1_added: u64,
+    /// L1 entries evicted for space (by the entry or the byte bound), including values too
+    /// heavy for a byte-bounded L1, which are not kept in it.
+    pub l1_evicted_size: u64,
+    /// L1 entries that expired (the L1's time to live, or the value's hard expiry).
+    pub l1_expired: u64,
+    /// L1 entries taken out by the cache itself (removal, invalidation, a new version,
+    /// [`Cache::clear_local`](crate::Cache::clear_local)); not evictions.
+    pub l1_removed: u64,
+    /// The L1's weighted size in bytes now, when it is bounded in bytes
+    /// ([`CacheBuilder::l1_max_bytes`](crate::CacheBuilder::l1_max_bytes)): each entry's
+    /// weight, at least its share of the bound; 0 when it is not.
+    pub l1_weighted_bytes: u64,
+    /// The L1's byte bound (0: bounded in entries only). Summed over instances, it is the
+    /// most their L1s may weigh together.
+    pub l1_max_bytes: u64,
 }
 
 impl<V, S> Inner<V, S>
@@ -295,7 +359,9 @@ where
     pub(super) fn stats(&self) -> CacheStats {
         let c = &self.stats;
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        // Pending evictions done first, so that the counts and the weighted size agree.
         self.l1.run_pending_tasks();
+        let bounded = self.cfg.l1_max_bytes.is_some();
         CacheStats {
             l1_hits: l(&c.l1_hits),
             l2_hits: l(&c.l2_hits),
@@ -305,15 +371,17 @@ where
             load_errors: l(&c.load_errors),
             load_ms: l(&c.load_ms),
             waiters: l(&c.waiters),
-            // What entered and is neither there nor taken out by the cache was evicted
-            // (capacity or expiry).
-            evictions: l(&c.l1_added)
-                .saturating_sub(l(&c.l1_removed))
-                .saturating_sub(self.l1.entry_count()),
+            evictions: l(&c.l1_evicted_size) + l(&c.l1_expired),
             decode_errors: l(&c.decode_errors),
             l2_errors: l(&c.l2_errors),
             too_large: l(&c.too_large),
             l1_entries: self.l1.entry_count(),
+            l1_added: l(&c.l1_added),
+            l1_evicted_size: l(&c.l1_evicted_size),
+            l1_expired: l(&c.l1_expired),
+            l1_removed: l(&c.l1_removed),
+            l1_weighted_bytes: if bounded { self.l1.weighted_size() } else { 0 },
+            l1_max_bytes: self.cfg.l1_max_bytes.unwrap_or(0),
         }
     }
 
@@ -440,5 +508,48 @@ mod tests {
             .get("celeriac_cache_l1_entries{namespace=products}")
             .map(|g| f64::from_bits(g.load(Ordering::Relaxed)));
         assert_eq!(entries, Some(4.0), "3 in a and 1 in b");
+    }
+
+    #[test]
+    fn l1_departures_and_weight_reach_the_metrics() {
+        let kept = Kept::default();
+        let mut a = Published::new("pages");
+        let at = |l1_evicted_size, l1_expired, l1_weighted_bytes| CacheStats {
+            l1_evicted_size,
+            l1_expired,
+            l1_weighted_bytes,
+            l1_max_bytes: 1 << 20,
+            ..CacheStats::default()
+        };
+        metrics::with_local_recorder(&kept, || {
+            a.record(at(4, 1, 900_000));
+            a.record(at(10, 1, 700_000));
+        });
+        let counter = |n: &str| {
+            kept.counters
+                .lock()
+                .expect("lock")
+                .get(&format!("{n}{{namespace=pages}}"))
+                .map(|c| c.load(Ordering::Relaxed))
+        };
+        let gauge = |n: &str| {
+            kept.gauges
+                .lock()
+                .expect("lock")
+                .get(&format!("{n}{{namespace=pages}}"))
+                .map(|g| f64::from_bits(g.load(Ordering::Relaxed)))
+        };
+        assert_eq!(counter("celeriac_cache_l1_evicted_size_total"), Some(10));
+        assert_eq!(counter("celeriac_cache_l1_expired_total"), Some(1));
+        assert_eq!(
+            counter("celeriac_cache_l1_removed_total"),
+            None,
+            "nothing removed"
+        );
+        assert_eq!(gauge("celeriac_cache_l1_weighted_bytes"), Some(700_000.0));
+        assert_eq!(
+            gauge("celeriac_cache_l1_max_bytes"),
+            Some(f64::from(1 << 20))
+        );
     }
 }

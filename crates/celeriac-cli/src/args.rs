@@ -385,8 +385,9 @@ pub(crate) enum AlertsCommand {
 #[derive(Subcommand, Debug)]
 pub(crate) enum CacheCommand {
     /// Per namespace, the counters of every live instance summed: hits in L1 and L2, misses,
-    /// the hit ratio, stale values served, loads and their mean time, waiters, evictions and
-    /// L2 errors.
+    /// the hit ratio, stale values served, loads and their mean time, waiters, L1 departures
+    /// by cause (evicted for size, expired, removed by the cache), the L1's weighted size over
+    /// its byte bound, and L2 errors.
     ///
     /// Every cache publishes its counters every 10 s (its stats interval); an instance
     /// counts while its last snapshot is younger than three intervals.

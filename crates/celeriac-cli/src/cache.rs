@@ -183,7 +183,7 @@ async fn cache_stats(app: &App, name: &str, namespace: Option<String>, json: boo
         return Ok(());
     }
     println!(
-        "{:<20} {:>5} {:>10} {:>10} {:>9} {:>6} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7} {:>9}",
+        "{:<20} {:>5} {:>10} {:>10} {:>9} {:>6} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>19} {:>7} {:>9}",
         "NAMESPACE",
         "INST",
         "L1 HITS",
@@ -194,7 +194,10 @@ async fn cache_stats(app: &App, name: &str, namespace: Option<String>, json: boo
         "LOADS",
         "LOAD MS",
         "WAITERS",
-        "EVICTIONS",
+        "EVICTED",
+        "EXPIRED",
+        "REMOVED",
+        "L1 BYTES",
         "L2 ERR",
         "TOO LARGE"
     );
@@ -206,8 +209,14 @@ async fn cache_stats(app: &App, name: &str, namespace: Option<String>, json: boo
         let load = n
             .mean_load_ms()
             .map_or_else(|| "-".to_string(), |m| format!("{m:.1}"));
+        // The L1's weighted size over its byte bound, when it has one.
+        let bytes = if s.l1_max_bytes > 0 {
+            format!("{}/{}", s.l1_weighted_bytes, s.l1_max_bytes)
+        } else {
+            "-".to_string()
+        };
         println!(
-            "{:<20} {:>5} {:>10} {:>10} {:>9} {:>6} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7} {:>9}",
+            "{:<20} {:>5} {:>10} {:>10} {:>9} {:>6} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>19} {:>7} {:>9}",
             n.namespace,
             n.instances,
             s.l1_hits,
@@ -218,7 +227,10 @@ async fn cache_stats(app: &App, name: &str, namespace: Option<String>, json: boo
             s.loads,
             load,
             s.waiters,
-            s.evictions,
+            s.l1_evicted_size,
+            s.l1_expired,
+            s.l1_removed,
+            bytes,
             s.l2_errors,
             s.too_large
         );
