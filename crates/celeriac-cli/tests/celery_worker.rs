@@ -1,8 +1,11 @@
 //! `celeriac worker --celery <redis-url>`: the stock binary serves its demo tasks to real
 //! Python Celery clients (both pinned versions, from `scripts/celery-venvs`), keeps what it
 //! cannot serve in the Celeriac store's dead letters, fails at start on bad settings naming the
-//! flag without the password, and stops gracefully on SIGTERM.
+//! flag without the password, stops gracefully on SIGTERM, and keeps etas and expiry times
+//! by the broker's clock when its host's wall clock is off.
 #![cfg(feature = "redis")]
+
+mod common;
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -221,6 +224,69 @@ async fn bad_settings_fail_at_start_without_the_password() {
         assert!(
             !output.contains("hunter2"),
             "{args:?}: no password:\n{output}"
+        );
+    }
+}
+
+/// A worker whose host's wall clock is five minutes ahead of or behind the broker's (made real
+/// with libfaketime) reads etas and expiry times by the broker's clock: a task with a 3 s
+/// countdown is still waiting 1.5 s after it was sent (a clock ahead would run it at once) and
+/// done within the ceiling (a clock behind would hold it five minutes), and a task that
+/// expires in two minutes runs (a clock ahead would find it expired). The worker says its
+/// clock is off, by about the skew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_clock_is_off_keeps_etas_and_expiry_times() {
+    let server = RedisServer::start().await.expect("redis-server starts");
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let store = format!("sqlite://{}", dir.path().join("celeriac.db").display());
+    let broker = format!("{}/0", server.url());
+    let backend = format!("{}/1", server.url());
+    for (skew, skew_ms) in [("+300s", 300_000i64), ("-300s", -300_000)] {
+        let child = celeriac(&store)
+            .env("LD_PRELOAD", common::libfaketime())
+            .env("FAKETIME", skew)
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+            .args(["worker", "--celery", &broker, "--celery-queues", "celery"])
+            .spawn()
+            .expect("celeriac starts under libfaketime");
+        let pid = child.id().expect("a pid");
+        let got = py(
+            VERSIONS[0],
+            &broker,
+            &backend,
+            "import time\n\
+             assert app.send_task('demo.add', (1, 1)).get(timeout=30) == 2\n\
+             early = app.send_task('demo.add', (2, 3), countdown=3)\n\
+             time.sleep(1.5)\n\
+             state = early.state\n\
+             late = app.send_task('demo.add', (4, 5), expires=120)\n\
+             print(json.dumps([state, early.get(timeout=30), late.get(timeout=30)]))",
+        )
+        .await;
+        let got: serde_json::Value = serde_json::from_str(&got).expect("JSON");
+        assert_eq!(
+            got,
+            serde_json::json!(["PENDING", 5, 9]),
+            "clock {skew}: waited for its eta, ran, did not expire"
+        );
+        let pid = Pid::from_raw(i32::try_from(pid).expect("a pid fits"));
+        kill(pid, Signal::SIGTERM).expect("SIGTERM delivered");
+        let (ok, output) = finish(child).await;
+        assert!(ok, "clock {skew}: a graceful stop exits 0:\n{output}");
+        let warning = output
+            .lines()
+            .find(|l| l.contains("wall clock is off") && l.contains("broker"))
+            .unwrap_or_else(|| panic!("clock {skew}: the worker warned of its clock:\n{output}"));
+        let offset: i64 = warning
+            .split("offset_ms=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("clock {skew}: an offset in {warning}"));
+        assert!(
+            (offset + skew_ms).abs() < 5_000,
+            "clock {skew}: fleet minus host is about {}: {warning}",
+            -skew_ms
         );
     }
 }

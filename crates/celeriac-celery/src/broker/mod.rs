@@ -37,6 +37,7 @@
 //! ```
 
 mod bindings;
+mod clock;
 mod consume;
 mod envelope;
 mod error;
@@ -50,6 +51,9 @@ pub use fanout::{FanoutMessage, FanoutSubscription};
 pub use options::{FanoutPrefix, QueueOrder, TransportOptions};
 pub use unacked::SweepReport;
 
+use celeriac_core::clock::{FleetClock, RESYNC_EVERY};
+use chrono::{DateTime, Utc};
+pub(crate) use clock::now_of;
 use error::RedactedUrl;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Script};
@@ -106,6 +110,8 @@ struct Inner {
     /// The round-robin order of every queue consumed so far.
     order: Mutex<Vec<String>>,
     waker: waker::Waker,
+    /// The server's clock as this process reads it (see [`KombuBroker::now`]).
+    clock: Arc<FleetClock>,
 }
 
 /// A connection to one Redis database used as a kombu broker; cheap to clone (clones share
@@ -160,6 +166,22 @@ impl KombuBroker {
                 message: redacted.scrub(&e.to_string()),
             })?;
         let waker = waker::Waker::new(client.clone(), &options);
+        let source = clock::BrokerTime { conn: conn.clone() };
+        let fleet = Arc::new(FleetClock::unsynced());
+        fleet
+            .sync(&source, 3)
+            .await
+            .map_err(|e| BrokerError::Connect {
+                url: redacted.shown.clone(),
+                kind: ErrorKind::Retry,
+                message: redacted.scrub(&e.to_string()),
+            })?;
+        // Ends when the last clone of this broker (and of its clock) is dropped.
+        fleet.spawn_sync(
+            source,
+            RESYNC_EVERY,
+            tokio_util::sync::CancellationToken::new(),
+        );
         Ok(KombuBroker {
             inner: Arc::new(Inner {
                 url: redacted,
@@ -170,6 +192,7 @@ impl KombuBroker {
                 scripts: Scripts::new(),
                 order: Mutex::new(Vec::new()),
                 waker,
+                clock: fleet,
             }),
         })
     }
@@ -188,6 +211,18 @@ impl KombuBroker {
     /// ([`extend`](Self::extend)).
     pub fn visibility_timeout(&self) -> Duration {
         self.inner.options.visibility_timeout
+    }
+
+    /// The fleet's time now: the Redis server's clock as this process reads it (measured at
+    /// connect and every 10 s after), whatever this host's wall clock says. Etas, expiry
+    /// times and countdowns are compared with it.
+    pub fn now(&self) -> DateTime<Utc> {
+        clock::now_of(&self.inner.clock)
+    }
+
+    /// The fleet's clock behind [`now`](Self::now).
+    pub fn clock(&self) -> Arc<FleetClock> {
+        self.inner.clock.clone()
     }
 
     /// The URL, password replaced by `***`.

@@ -239,7 +239,7 @@ impl<'a> TaskCall<'a> {
     /// [`ClientError::Broker`] when the publish fails.
     pub async fn send(self) -> Result<AsyncResult> {
         let client = self.client;
-        let (message, route) = self.build(Utc::now())?;
+        let (message, route) = self.build(client.inner.broker.now())?;
         client.publish(&message, route).await?;
         Ok(AsyncResult::new(client.clone(), message.headers.id))
     }

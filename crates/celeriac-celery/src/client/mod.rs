@@ -49,8 +49,6 @@ pub use result::{Applied, AsyncResult, GroupResult};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
-
 use crate::broker::{KombuBroker, TransportOptions};
 use crate::protocol::{ApplyContext, Route, Signature, SubtaskType, TaskMessage};
 use crate::results::{ChordGeneration, KeyPrefixStyle, ResultBackend, DEFAULT_RESULT_EXPIRES};
@@ -303,7 +301,7 @@ impl Client {
     /// and [`ClientError::Broker`] when Redis fails (messages published before the failure
     /// stay published, as with Python).
     pub async fn apply(&self, sig: Signature) -> Result<Applied> {
-        let mut ctx = ApplyContext::new(Utc::now());
+        let mut ctx = ApplyContext::new(self.inner.broker.now());
         ctx.default_queue = self.inner.default_queue.clone();
         let is_group = sig.subtask_type == Some(SubtaskType::Group);
         let dispatch = sig.dispatch(&ctx)?;

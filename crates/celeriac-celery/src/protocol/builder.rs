@@ -117,7 +117,10 @@ impl TaskMessage {
         self
     }
 
-    /// Runs no earlier than `delay` from now (sets `eta`).
+    /// Runs no earlier than `delay` from now by this host's wall clock (sets `eta`). A
+    /// [`Client`](crate::client::Client) resolves countdowns against the broker's clock
+    /// instead; prefer it, or [`eta`](Self::eta) with a time from
+    /// [`KombuBroker::now`](crate::broker::KombuBroker::now), when hosts' clocks may disagree.
     pub fn countdown(self, delay: Duration) -> TaskMessage {
         let delta = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
         let eta = Utc::now()

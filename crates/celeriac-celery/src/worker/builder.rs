@@ -303,6 +303,7 @@ impl CeleryWorkerBuilder {
             self.config.concurrency,
             self.config.prefetch,
             self.config.queues.clone(),
+            broker.clock(),
         ));
         Ok(CeleryWorker {
             broker,

@@ -58,7 +58,7 @@ impl ControlHandler for WorkerControl {
     }
 
     fn reserved(&self) -> Vec<TaskInfo> {
-        let now = Utc::now();
+        let now = self.shared.now();
         self.shared
             .in_hand(|t| t.started_at.is_none() && t.eta.is_none_or(|e| e <= now))
             .iter()
@@ -67,7 +67,7 @@ impl ControlHandler for WorkerControl {
     }
 
     fn scheduled(&self) -> Vec<ScheduledTask> {
-        let now = Utc::now();
+        let now = self.shared.now();
         self.shared
             .in_hand(|t| t.started_at.is_none() && t.eta.is_some_and(|e| e > now))
             .iter()

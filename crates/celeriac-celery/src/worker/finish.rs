@@ -33,7 +33,7 @@ pub(crate) enum Outcome {
 impl Ctx {
     fn apply_context(&self, msg: &TaskMessage, parent_result: Value) -> ApplyContext {
         ApplyContext {
-            now: Utc::now(),
+            now: self.shared.now(),
             parent_result: Some(parent_result),
             parent: Some(ParentTask::from_headers(&msg.headers)),
             default_queue: self.config.default_queue.clone(),
@@ -141,7 +141,9 @@ impl Ctx {
                 traceback,
             } => {
                 let delta = chrono::Duration::from_std(countdown).unwrap_or(chrono::Duration::MAX);
-                let eta = Utc::now()
+                let eta = self
+                    .shared
+                    .now()
                     .checked_add_signed(delta)
                     .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC);
                 let next = job.msg.for_retry(eta, h.retries.saturating_add(1));

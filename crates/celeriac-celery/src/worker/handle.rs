@@ -11,6 +11,8 @@ use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use celeriac_core::clock::FleetClock;
+
 use crate::control::Revoked;
 
 /// A task message this worker holds: waiting for its ETA, waiting for a slot, or running.
@@ -73,6 +75,8 @@ pub(crate) struct Shared {
     queues: Mutex<Vec<String>>,
     /// When the worker was built (`uptime`).
     pub born: Instant,
+    /// The broker's clock: etas and expiry times are compared with it.
+    clock: Arc<FleetClock>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -80,7 +84,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    pub fn new(concurrency: usize, prefetch: usize, queues: Vec<String>) -> Self {
+    pub fn new(
+        concurrency: usize,
+        prefetch: usize,
+        queues: Vec<String>,
+        clock: Arc<FleetClock>,
+    ) -> Self {
         Shared {
             shutdown: CancellationToken::new(),
             hard_stop: CancellationToken::new(),
@@ -93,7 +102,13 @@ impl Shared {
             total: Mutex::new(BTreeMap::new()),
             queues: Mutex::new(queues),
             born: Instant::now(),
+            clock,
         }
+    }
+
+    /// The fleet's time now (the broker's clock), not this host's.
+    pub fn now(&self) -> DateTime<Utc> {
+        crate::broker::now_of(&self.clock)
     }
 
     pub fn track(&self, tag: &str) {
@@ -248,14 +263,14 @@ impl WorkerHandle {
 
     /// Messages held for a future ETA (`inspect scheduled`), soonest first.
     pub fn scheduled(&self) -> Vec<TaskInHand> {
-        let now = Utc::now();
+        let now = self.shared.now();
         self.shared
             .in_hand(|t| t.started_at.is_none() && t.eta.is_some_and(|e| e > now))
     }
 
     /// Messages taken and due, waiting for a free slot (`inspect reserved`).
     pub fn reserved(&self) -> Vec<TaskInHand> {
-        let now = Utc::now();
+        let now = self.shared.now();
         self.shared
             .in_hand(|t| t.started_at.is_none() && t.eta.is_none_or(|e| e <= now))
     }

@@ -72,8 +72,18 @@ impl Job {
     }
 }
 
-fn until(at: DateTime<Utc>) -> Duration {
-    (at - Utc::now()).to_std().unwrap_or(Duration::ZERO)
+/// Sleeps until `at` by the fleet's clock, looking again at least every 10 s (a new reading
+/// of the broker's clock may move it).
+async fn sleep_until_fleet(shared: &Shared, at: DateTime<Utc>) {
+    loop {
+        let Ok(left) = (at - shared.now()).to_std() else {
+            return;
+        };
+        if left.is_zero() {
+            return;
+        }
+        tokio::time::sleep(left.min(Duration::from_secs(10))).await;
+    }
 }
 
 fn header_text(map: &serde_json::Map<String, Value>) -> BTreeMap<String, String> {
@@ -160,7 +170,7 @@ impl Ctx {
             priority: delivery.priority,
             redelivered: delivery.redelivered,
             delivery_tag: delivery.delivery_tag.clone(),
-            eta: msg.headers.eta.filter(|eta| *eta > Utc::now()),
+            eta: msg.headers.eta.filter(|eta| *eta > self.shared.now()),
             started_at: None,
             acknowledged: false,
         });
@@ -237,7 +247,7 @@ impl Ctx {
         let tag = job.delivery.delivery_tag.clone();
         let shared = self.shared.clone();
         let mut _prefetch = Some(permit);
-        if let Some(eta) = job.msg.headers.eta.filter(|eta| *eta > Utc::now()) {
+        if let Some(eta) = job.msg.headers.eta.filter(|eta| *eta > shared.now()) {
             if !shared.hold_eta(self.config.eta_hold_limit) {
                 tracing::warn!(task_id = %job.msg.headers.id, "ETA hold full; message goes to the back of its queue");
                 if let Err(e) = self.broker.requeue_back(&tag).await {
@@ -252,7 +262,7 @@ impl Ctx {
             // their unacked scores are kept fresh like running ones.
             _prefetch = None;
             let woke = tokio::select! {
-                () = tokio::time::sleep(until(eta)) => true,
+                () = sleep_until_fleet(&shared, eta) => true,
                 // Revoked while held: discarded below.
                 () = job.revoke.cancelled() => true,
                 () = shared.shutdown.cancelled() => false,
@@ -289,7 +299,7 @@ impl Ctx {
         let h = &job.msg.headers;
         let reason = if self.shared.is_revoked(&h.id) {
             "revoked"
-        } else if h.expires.is_some_and(|x| x <= Utc::now()) {
+        } else if h.expires.is_some_and(|x| x <= self.shared.now()) {
             "expired"
         } else {
             return false;
@@ -321,7 +331,7 @@ impl Ctx {
             }
         }
         self.shared
-            .update(&tag, |t| t.started_at = Some(Utc::now()));
+            .update(&tag, |t| t.started_at = Some(self.shared.now()));
         self.shared.count_started(&h.task);
         if let Some(ev) = &self.events {
             ev.task_accepted();
