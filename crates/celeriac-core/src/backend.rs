@@ -21,6 +21,7 @@ mod kv;
 mod processes;
 mod rate_limits;
 mod results;
+mod role;
 mod workflows;
 
 pub use admin::*;
@@ -35,4 +36,5 @@ pub use kv::*;
 pub use processes::*;
 pub use rate_limits::*;
 pub use results::*;
+pub use role::StoreRole;
 pub use workflows::*;

@@ -14,6 +14,9 @@ pub enum ErrorKind {
     Reconnect,
     /// Retrying will not help (corrupt file, bad configuration, a bug).
     GiveUp,
+    /// The store is full and refuses writes (Redis's `OOM` under `maxmemory-policy
+    /// noeviction`): reads still work; a write succeeds again once space is freed.
+    Full,
 }
 
 /// Errors of the Celeriac core and of the backends built on it.

@@ -245,6 +245,7 @@ impl<B: WorkerStore> Worker<B> {
     /// Only for invalid configuration (a queue name the bounds refuse, named, among them);
     /// backend errors while running are logged and retried.
     pub async fn run(self) -> Result<()> {
+        self.backend.queues_allowed()?;
         let config = self.config.resolved(&self.registry)?;
         self.bounds.validate()?;
         for queue in &config.queues {

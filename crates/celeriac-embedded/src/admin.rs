@@ -47,6 +47,7 @@ impl QueueAdmin for SqliteBackend {
     }
 
     async fn retry_dead(&self, ids: Option<Vec<JobId>>, now: UnixMs) -> Result<u64> {
+        self.inner.config.role.allow_queues("retry dead letters")?;
         let n = self
             .inner
             .writer

@@ -11,7 +11,12 @@ use celeriac_core::job::JobId;
 use std::time::Duration;
 
 impl Broker for SqliteBackend {
+    fn queues_allowed(&self) -> Result<()> {
+        self.inner.config.role.allow_queues("run a worker")
+    }
+
     async fn enqueue(&self, jobs: Vec<celeriac_core::Job>, now: UnixMs) -> Result<Vec<JobId>> {
+        self.inner.config.role.allow_queues("enqueue jobs")?;
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
@@ -25,6 +30,7 @@ impl Broker for SqliteBackend {
     }
 
     async fn claim(&self, req: ClaimRequest) -> Result<Vec<Claimed>> {
+        self.inner.config.role.allow_queues("claim jobs")?;
         let dead_ttl = self.inner.config.dead_ttl;
         self.inner
             .writer

@@ -119,6 +119,7 @@ impl Coordinator for SqliteBackend {
         tick: UnixMs,
         now: UnixMs,
     ) -> Result<bool> {
+        self.inner.config.role.allow_queues("run schedules")?;
         let (leader, schedule) = (leader.to_string(), schedule.to_string());
         self.inner
             .writer

@@ -6,6 +6,13 @@
 //!   and, a few at a time, by `kv_set`.
 //! - **Counters** are rows of the same table without an expiry, whose value is the count in
 //!   decimal text (what `kv_get` returns for them, as on Redis).
+//! - **Cap** (`?max_bytes=`): the bytes of every row's key and value are kept in `celeriac_meta`
+//!   as `kv_bytes` by triggers on the table, so they stay exact whoever writes it. A write
+//!   (`kv_set`, `kv_ensure`, `kv_incr`) that leaves the total over the cap deletes, in its own
+//!   transaction, expired values first, then the values with the lowest `written` (a sequence
+//!   in `celeriac_meta` that every write of a row takes the next number of) until the total is
+//!   under the cap, at most [`KV_EVICT_MAX`] of them per write; `kv_evicted` in `celeriac_meta`
+//!   counts them. Counters are counted and never evicted.
 //! - **Locks** live in `celeriac_kv_locks`, a namespace of their own; one is held while its
 //!   `until` is after the caller's `now`.
 //! - **Broadcast**: a publish inserts a row in `celeriac_kv_events` and wakes this process's
@@ -18,7 +25,7 @@
 
 use crate::{decode, Inner, SqliteBackend};
 use celeriac_core::backend::{
-    check_kv_key, check_kv_ttl, KvEntry, KvEvent, KvStore, KvSubscription,
+    check_kv_key, check_kv_ttl, KvEntry, KvEvent, KvMemory, KvStore, KvSubscription,
 };
 use celeriac_core::clock::{duration_ms, Clock, UnixMs};
 use celeriac_core::error::{Error, Result};
@@ -37,6 +44,13 @@ pub(crate) const RETENTION: Duration = Duration::from_secs(60);
 /// Rows one sweep deletes at most; `kv_set` sweeps fewer, so writes stay cheap.
 const BATCH: i64 = 1000;
 const LAZY_BATCH: i64 = 64;
+
+/// Most values one write evicts to bring a capped file under its cap; a write that would need
+/// more leaves the rest to the next one, so no write holds the file for long.
+pub const KV_EVICT_MAX: usize = 2_000;
+
+/// Values the eviction reads at a time, oldest written first.
+const EVICT_CHUNK: usize = 256;
 
 /// Events a subscription buffers before its poller waits for the reader.
 const BUFFER: usize = 256;
@@ -62,17 +76,124 @@ fn get(c: &Connection, keys: &[String], now: UnixMs) -> rusqlite::Result<Vec<Opt
         .collect()
 }
 
-fn set(c: &Connection, entries: &[KvEntry], now: UnixMs) -> rusqlite::Result<()> {
-    let mut stmt = c.prepare_cached(
-        "INSERT INTO celeriac_kv (key, value, expires_at) VALUES (?1, ?2, ?3) \
-         ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
+/// Takes `n` numbers of the write sequence that orders eviction; returns the first.
+fn next_written(c: &Connection, n: usize) -> rusqlite::Result<i64> {
+    let n = i64::try_from(n).unwrap_or(i64::MAX);
+    let last = c
+        .prepare_cached(
+            "INSERT INTO celeriac_meta (key, value) VALUES ('kv_written', ?1) \
+             ON CONFLICT (key) DO UPDATE SET value = value + excluded.value RETURNING value",
+        )?
+        .query_row(params![n], |r| Ok(decode::int(r, 0)))?
+        .unwrap_or(n);
+    Ok(last.saturating_sub(n).saturating_add(1))
+}
+
+/// An integer kept in `celeriac_meta`; 0 when absent or not an integer.
+fn meta(c: &Connection, key: &str) -> rusqlite::Result<i64> {
+    Ok(
+        c.prepare_cached("SELECT value FROM celeriac_meta WHERE key = ?1")?
+            .query_row(params![key], |r| Ok(decode::int(r, 0)))
+            .optional()?
+            .flatten()
+            .unwrap_or(0),
+    )
+}
+
+/// After a write: while the byte total is over `cap` (0: none), deletes expired values, then
+/// the least recently written ones, at most [`KV_EVICT_MAX`]; counts those in `kv_evicted`.
+fn evict(c: &Connection, cap: u64, now: UnixMs) -> rusqlite::Result<()> {
+    if cap == 0 {
+        return Ok(());
+    }
+    let cap = i64::try_from(cap).unwrap_or(i64::MAX);
+    let mut used = meta(c, "kv_bytes")?;
+    if used <= cap {
+        return Ok(());
+    }
+    // Expired values are gone for every reader already: they go first, and are no evictions.
+    sweep_values(c, now, LAZY_BATCH)?;
+    used = meta(c, "kv_bytes")?;
+    let mut oldest = c.prepare_cached(
+        "SELECT rowid, length(key) + length(value) FROM celeriac_kv \
+         WHERE expires_at IS NOT NULL ORDER BY written LIMIT ?1",
     )?;
-    for e in entries {
+    let mut drop_row = c.prepare_cached("DELETE FROM celeriac_kv WHERE rowid = ?1")?;
+    let mut evicted = 0usize;
+    while used > cap && evicted < KV_EVICT_MAX {
+        let chunk = EVICT_CHUNK.min(KV_EVICT_MAX - evicted);
+        let rows: Vec<(i64, i64)> = oldest
+            .query_map(params![i64::try_from(chunk).unwrap_or(0)], |r| {
+                Ok((r.get(0)?, decode::int(r, 1).unwrap_or(0)))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        if rows.is_empty() {
+            break; // counters alone are over the cap
+        }
+        // The sizes read here only choose how many go; the total the triggers keep decides.
+        let mut excess = used - cap;
+        for (rowid, size) in rows {
+            evicted += drop_row.execute(params![rowid])?;
+            excess -= size.max(1);
+            if excess <= 0 {
+                break;
+            }
+        }
+        used = meta(c, "kv_bytes")?;
+    }
+    if evicted > 0 {
+        c.prepare_cached(
+            "INSERT INTO celeriac_meta (key, value) VALUES ('kv_evicted', ?1) \
+             ON CONFLICT (key) DO UPDATE SET value = value + excluded.value",
+        )?
+        .execute(params![i64::try_from(evicted).unwrap_or(i64::MAX)])?;
+    }
+    Ok(())
+}
+
+fn set(c: &Connection, entries: &[KvEntry], now: UnixMs, cap: u64) -> rusqlite::Result<()> {
+    let first = next_written(c, entries.len())?;
+    let mut stmt = c.prepare_cached(
+        "INSERT INTO celeriac_kv (key, value, expires_at, written) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value, \
+           expires_at = excluded.expires_at, written = excluded.written",
+    )?;
+    for (e, written) in entries.iter().zip(first..) {
         let until = now.saturating_add(duration_ms(e.ttl));
-        stmt.execute(params![e.key, e.value, until])?;
+        stmt.execute(params![e.key, e.value, until, written])?;
     }
     sweep_values(c, now, LAZY_BATCH)?;
-    Ok(())
+    evict(c, cap, now)
+}
+
+/// Inserts each entry whose key is absent or expired at `now`; a live one keeps its value and
+/// lives at least until its entry's ttl from `now`. Either way the key counts as written now,
+/// so a capped file evicts it after the keys written before.
+fn ensure(c: &Connection, entries: &[KvEntry], now: UnixMs, cap: u64) -> rusqlite::Result<()> {
+    let first = next_written(c, entries.len())?;
+    let mut stmt = c.prepare_cached(
+        "INSERT INTO celeriac_kv (key, value, expires_at, written) VALUES (?1, ?2, ?3, ?5) \
+         ON CONFLICT (key) DO UPDATE SET \
+           value = CASE WHEN celeriac_kv.expires_at IS NOT NULL AND celeriac_kv.expires_at <= ?4 \
+                        THEN excluded.value ELSE celeriac_kv.value END, \
+           expires_at = CASE WHEN celeriac_kv.expires_at IS NULL THEN NULL \
+                        WHEN celeriac_kv.expires_at <= ?4 THEN excluded.expires_at \
+                        ELSE MAX(celeriac_kv.expires_at, excluded.expires_at) END, \
+           written = excluded.written",
+    )?;
+    for (e, written) in entries.iter().zip(first..) {
+        let until = now.saturating_add(duration_ms(e.ttl));
+        stmt.execute(params![e.key, e.value, until, now, written])?;
+    }
+    evict(c, cap, now)
+}
+
+/// The byte total and evictions the file keeps, and this backend's cap.
+fn memory(c: &Connection, cap: u64) -> rusqlite::Result<KvMemory> {
+    let used = u64::try_from(meta(c, "kv_bytes")?).unwrap_or(0);
+    let evicted = u64::try_from(meta(c, "kv_evicted")?).unwrap_or(0);
+    let policy = if cap > 0 { "oldest-written" } else { "none" };
+    Ok(KvMemory::new(used, cap, policy, evicted))
 }
 
 fn delete(c: &Connection, keys: &[String], now: UnixMs) -> rusqlite::Result<u64> {
@@ -89,7 +210,7 @@ fn delete(c: &Connection, keys: &[String], now: UnixMs) -> rusqlite::Result<u64>
     Ok(n)
 }
 
-fn incr(c: &Connection, key: &str, now: UnixMs) -> rusqlite::Result<i64> {
+fn incr(c: &Connection, key: &str, now: UnixMs, cap: u64) -> rusqlite::Result<i64> {
     let row: Option<(Vec<u8>, Option<i64>)> = c
         .prepare_cached("SELECT value, expires_at FROM celeriac_kv WHERE key = ?1")?
         .query_row(params![key], |r| {
@@ -107,11 +228,14 @@ fn incr(c: &Connection, key: &str, now: UnixMs) -> rusqlite::Result<i64> {
             .and_then(|n| n.checked_add(1))
             .ok_or_else(|| not_a_counter(key))?,
     };
+    let written = next_written(c, 1)?;
     c.prepare_cached(
-        "INSERT INTO celeriac_kv (key, value, expires_at) VALUES (?1, ?2, NULL) \
-         ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = NULL",
+        "INSERT INTO celeriac_kv (key, value, expires_at, written) VALUES (?1, ?2, NULL, ?3) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = NULL, \
+           written = excluded.written",
     )?
-    .execute(params![key, next.to_string().into_bytes()])?;
+    .execute(params![key, next.to_string().into_bytes(), written])?;
+    evict(c, cap, now)?;
     Ok(next)
 }
 
@@ -242,7 +366,35 @@ impl KvStore for SqliteBackend {
         if entries.is_empty() {
             return Ok(());
         }
-        self.inner.writer.call(move |c| set(c, &entries, now)).await
+        let cap = self.inner.config.kv_max_bytes;
+        self.inner
+            .writer
+            .call(move |c| set(c, &entries, now, cap))
+            .await
+    }
+
+    async fn kv_ensure(&self, entries: Vec<KvEntry>, now: UnixMs) -> Result<()> {
+        for e in &entries {
+            check_kv_key(&e.key, Self::MAX_KEY_LEN)?;
+            check_kv_ttl(&e.key, e.ttl)?;
+        }
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let cap = self.inner.config.kv_max_bytes;
+        self.inner
+            .writer
+            .call(move |c| ensure(c, &entries, now, cap))
+            .await
+    }
+
+    async fn kv_memory(&self) -> Result<Option<KvMemory>> {
+        let cap = self.inner.config.kv_max_bytes;
+        self.inner
+            .writer
+            .call(move |c| memory(c, cap))
+            .await
+            .map(Some)
     }
 
     async fn kv_delete(&self, keys: Vec<String>, now: UnixMs) -> Result<u64> {
@@ -256,7 +408,11 @@ impl KvStore for SqliteBackend {
     async fn kv_incr(&self, key: &str, now: UnixMs) -> Result<i64> {
         check_kv_key(key, Self::MAX_KEY_LEN)?;
         let key = key.to_string();
-        self.inner.writer.call(move |c| incr(c, &key, now)).await
+        let cap = self.inner.config.kv_max_bytes;
+        self.inner
+            .writer
+            .call(move |c| incr(c, &key, now, cap))
+            .await
     }
 
     async fn kv_lock(&self, key: &str, token: &str, ttl: Duration, now: UnixMs) -> Result<bool> {

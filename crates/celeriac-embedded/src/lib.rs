@@ -43,8 +43,19 @@
 //!   `SharedRecord`'s rules; rows expire by the caller's `now` and are swept by `reap`.
 //!
 //! URLs: `sqlite://relative/path.db`, `sqlite:///absolute/path.db`, `sqlite::memory:`, with
-//! optional `?synchronous=full|normal&busy_timeout_ms=10000&dead_ttl_s=604800&dead_max=100000`
-//! and `&mode=0600`.
+//! optional `?synchronous=full|normal&busy_timeout_ms=10000&dead_ttl_s=604800&dead_max=100000`,
+//! `&mode=0600`, `&role=all|cache` and `&max_bytes=64MiB`.
+//!
+//! - **Cache files**: `?max_bytes=` caps the bytes of the key-value store's keys and values
+//!   (plain bytes, or with a `KiB`/`MiB`/`GiB` suffix, or `kb`/`mb`/`gb` as Redis reads them,
+//!   also 1,024-based; 0, the default: no cap). A write that takes the total over the cap
+//!   deletes the least recently written values in its own transaction until the total is under
+//!   it again (at most [`KV_EVICT_MAX`] per write; the next write goes on); counters are
+//!   counted but never deleted. The total and the count of evicted values are kept in the file,
+//!   so every process on it reports the same figures (`kv_memory`). `?role=cache` opens the
+//!   file for caches, rate limits and breakers only: queue operations are refused, as on a
+//!   Redis opened with `role=cache`. A cache file of its own for the cache's L2:
+//!   `sqlite:///var/cache/app-cache.db?role=cache&max_bytes=64MiB`.
 //!
 //! - **Private files**: a new database file is created readable and writable by its owner
 //!   only (`0600`, whatever the umask), and SQLite gives its `-wal` and `-shm` the same mode;
@@ -83,6 +94,7 @@ mod schema;
 mod workflows;
 mod writer;
 
+use celeriac_core::backend::StoreRole;
 use celeriac_core::clock::{FleetClock, StoreClock, RESYNC_EVERY};
 use celeriac_core::error::{Error, ErrorKind, Result};
 use celeriac_core::retention::DEFAULT_DEAD_MAX;
@@ -94,6 +106,7 @@ use tokio::sync::watch;
 use writer::Writer;
 
 pub use file_mode::DEFAULT_FILE_MODE;
+pub use kv::KV_EVICT_MAX;
 
 /// How SQLite syncs commits to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -123,6 +136,12 @@ pub struct SqliteConfig {
     /// only, unless `?mode=` says otherwise); its `-wal` and `-shm` get the same. An existing
     /// file keeps its own.
     pub file_mode: u32,
+    /// What the file is for (`?role=`): everything (the default), or caches, rate limits and
+    /// breakers alone (`?role=cache`), when queue operations are refused.
+    pub role: StoreRole,
+    /// The most bytes the key-value store's keys and values may take (`?max_bytes=`); a write
+    /// beyond it deletes the least recently written values. 0 (the default): no cap.
+    pub kv_max_bytes: u64,
 }
 
 /// Bytes the `-wal` file is truncated to after a checkpoint (`PRAGMA journal_size_limit`).
@@ -141,6 +160,8 @@ impl Default for SqliteConfig {
             dead_ttl: Duration::from_secs(7 * 24 * 3600),
             dead_max: DEFAULT_DEAD_MAX,
             file_mode: DEFAULT_FILE_MODE,
+            role: StoreRole::All,
+            kv_max_bytes: 0,
         }
     }
 }
@@ -219,16 +240,54 @@ impl SqliteConfig {
                     })?;
                 }
                 "mode" => config.file_mode = file_mode::parse(v)?,
+                "role" => config.role = StoreRole::parse(v)?,
+                "max_bytes" => config.kv_max_bytes = parse_bytes(v)?,
                 other => {
                     return Err(Error::config(
                         "url",
-                        format!("unknown sqlite URL parameter `{other}`"),
+                        format!(
+                            "unknown sqlite URL parameter `{other}` (known: synchronous, \
+                             busy_timeout_ms, dead_ttl_s, dead_max, mode, role, max_bytes)"
+                        ),
                     ))
                 }
             }
         }
         Ok(config)
     }
+}
+
+/// Reads `?max_bytes=`: a number of bytes, or one followed by `KiB`, `MiB`, `GiB` or `kb`,
+/// `mb`, `gb` (any case; all 1,024-based, as Redis reads `maxmemory`).
+fn parse_bytes(v: &str) -> Result<u64> {
+    let bad = |why: &str| {
+        Error::config(
+            "url: max_bytes",
+            format!(
+                "`{v}` {why}: give a number of bytes, optionally with a KiB, MiB or GiB suffix \
+                 (kb, mb and gb mean the same), such as max_bytes=64MiB; 0 means no cap"
+            ),
+        )
+    };
+    let lower = v.to_ascii_lowercase();
+    let split = lower
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(lower.len());
+    let (digits, unit) = lower.split_at(split);
+    if digits.is_empty() {
+        return Err(bad("is not a size"));
+    }
+    let shift = match unit {
+        "" => 0,
+        "kib" | "kb" => 10,
+        "mib" | "mb" => 20,
+        "gib" | "gb" => 30,
+        _ => return Err(bad("has an unknown unit")),
+    };
+    let n: u64 = digits.parse().map_err(|_| bad("is too large"))?;
+    n.checked_mul(1u64 << shift)
+        .filter(|b| i64::try_from(*b).is_ok())
+        .ok_or_else(|| bad("is too large"))
 }
 
 /// The embedded backend: cheap to clone, all clones share one writer thread.
@@ -421,8 +480,8 @@ fn open_connection(config: &SqliteConfig) -> Result<Connection> {
     ))
     .map_err(fail)?;
     conn.execute_batch("BEGIN IMMEDIATE").map_err(fail)?;
-    let setup = conn
-        .execute_batch(include_str!("schema.sql"))
+    let setup = schema::before_setup(&conn)
+        .and_then(|_| conn.execute_batch(include_str!("schema.sql")))
         .and_then(|_| schema::after_setup(&conn, version))
         .and_then(|_| {
             conn.execute_batch(&format!("PRAGMA user_version = {}", schema::SCHEMA_VERSION))
@@ -462,5 +521,55 @@ mod tests {
                 .unwrap_or_default();
             assert!(err.contains("url: dead_max"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn cache_file_settings_parse_and_bad_ones_name_the_setting() {
+        let c = SqliteConfig::from_url("sqlite://x.db").expect("parses");
+        assert_eq!((c.role, c.kv_max_bytes), (StoreRole::All, 0));
+        let c = SqliteConfig::from_url("sqlite://x.db?role=cache&max_bytes=64MiB").expect("parses");
+        assert_eq!((c.role, c.kv_max_bytes), (StoreRole::Cache, 64 << 20));
+        for (v, n) in [
+            ("0", 0),
+            ("1048576", 1 << 20),
+            ("512KiB", 512 << 10),
+            ("512kb", 512 << 10),
+            ("2GiB", 2 << 30),
+            ("3gb", 3 << 30),
+            ("10MB", 10 << 20),
+        ] {
+            let c = SqliteConfig::from_url(&format!("sqlite://x.db?role=all&max_bytes={v}"))
+                .expect("parses");
+            assert_eq!(c.kv_max_bytes, n, "{v}");
+        }
+        for bad in [
+            "max_bytes=",
+            "max_bytes=-1",
+            "max_bytes=lots",
+            "max_bytes=10 MiB",
+            "max_bytes=1.5MiB",
+            "max_bytes=10TiB",
+            "max_bytes=MiB",
+            "max_bytes=99999999999GiB",
+        ] {
+            let err = SqliteConfig::from_url(&format!("sqlite://x.db?{bad}"))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains("url: max_bytes"), "{bad}: {err}");
+        }
+        let err = SqliteConfig::from_url("sqlite://x.db?role=queues-only")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("url: role"), "{err}");
+        let err = SqliteConfig::from_url("sqlite://x.db?maxbytes=1")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("max_bytes"),
+            "the list of known parameters: {err}"
+        );
     }
 }

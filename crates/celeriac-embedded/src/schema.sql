@@ -126,10 +126,42 @@ CREATE TABLE IF NOT EXISTS celeriac_schedules (
 CREATE TABLE IF NOT EXISTS celeriac_kv (
     key        TEXT PRIMARY KEY,
     value      BLOB NOT NULL,
-    expires_at INTEGER
+    expires_at INTEGER,
+    written    INTEGER NOT NULL DEFAULT 0      -- celeriac_meta 'kv_written' at the last write
 );
 CREATE INDEX IF NOT EXISTS celeriac_kv_expiry
     ON celeriac_kv (expires_at) WHERE expires_at IS NOT NULL;
+-- The order a capped file (?max_bytes=) evicts values in: least recently written first.
+-- Counters (no expiry) are never evicted, so they are not in it.
+CREATE INDEX IF NOT EXISTS celeriac_kv_written
+    ON celeriac_kv (written) WHERE expires_at IS NOT NULL;
+-- 'kv_bytes': the bytes of every row's key and value, kept exact by the triggers below whoever
+-- writes the table; 'kv_evicted': the values a cap evicted since the file was created;
+-- 'kv_written': the sequence of writes that orders eviction.
+INSERT OR IGNORE INTO celeriac_meta (key, value) VALUES ('kv_bytes', 0);
+INSERT OR IGNORE INTO celeriac_meta (key, value) VALUES ('kv_evicted', 0);
+INSERT OR IGNORE INTO celeriac_meta (key, value) VALUES ('kv_written', 0);
+CREATE TRIGGER IF NOT EXISTS celeriac_kv_bytes_insert AFTER INSERT ON celeriac_kv BEGIN
+    UPDATE celeriac_meta
+       SET value = value + COALESCE(length(CAST(NEW.key AS BLOB)), 0)
+                         + COALESCE(length(CAST(NEW.value AS BLOB)), 0)
+     WHERE key = 'kv_bytes';
+END;
+CREATE TRIGGER IF NOT EXISTS celeriac_kv_bytes_delete AFTER DELETE ON celeriac_kv BEGIN
+    UPDATE celeriac_meta
+       SET value = value - COALESCE(length(CAST(OLD.key AS BLOB)), 0)
+                         - COALESCE(length(CAST(OLD.value AS BLOB)), 0)
+     WHERE key = 'kv_bytes';
+END;
+CREATE TRIGGER IF NOT EXISTS celeriac_kv_bytes_update AFTER UPDATE OF key, value ON celeriac_kv
+BEGIN
+    UPDATE celeriac_meta
+       SET value = value + COALESCE(length(CAST(NEW.key AS BLOB)), 0)
+                         + COALESCE(length(CAST(NEW.value AS BLOB)), 0)
+                         - COALESCE(length(CAST(OLD.key AS BLOB)), 0)
+                         - COALESCE(length(CAST(OLD.value AS BLOB)), 0)
+     WHERE key = 'kv_bytes';
+END;
 -- Lease locks of the key-value store (their own namespace: a lock and a value may share a key).
 -- Held while until > now; swept by reap once expired.
 CREATE TABLE IF NOT EXISTS celeriac_kv_locks (

@@ -203,6 +203,7 @@ fn workflow_get(conn: &Connection, id: JobId) -> rusqlite::Result<Option<Workflo
 
 impl WorkflowStore for SqliteBackend {
     async fn join_arrive(&self, arrival: JoinArrival, now: UnixMs) -> Result<JoinStatus> {
+        self.inner.config.role.allow_queues("join a workflow")?;
         arrival.validate()?;
         self.inner
             .writer
@@ -211,6 +212,7 @@ impl WorkflowStore for SqliteBackend {
     }
 
     async fn workflow_start(&self, record: WorkflowRecord) -> Result<()> {
+        self.inner.config.role.allow_queues("start a workflow")?;
         self.inner
             .writer
             .call(move |c| workflow_start(c, &record))

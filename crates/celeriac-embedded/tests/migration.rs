@@ -83,7 +83,7 @@ async fn a_version_1_database_is_upgraded_and_keeps_its_jobs() {
         CancelOutcome::Requested
     );
     drop(backend);
-    assert_eq!(recorded_version(&path), 8);
+    assert_eq!(recorded_version(&path), 9);
 }
 
 #[tokio::test]
@@ -127,7 +127,7 @@ async fn a_version_3_database_gains_the_workflow_tables_and_keeps_its_jobs() {
         .expect("workflow records work on an upgraded database");
     assert!(backend.workflow_get(wf).await.expect("get").is_some());
     drop(backend);
-    assert_eq!(recorded_version(&path), 8);
+    assert_eq!(recorded_version(&path), 9);
 }
 
 #[tokio::test]
@@ -173,7 +173,7 @@ async fn a_version_4_database_gains_the_kv_tables_and_keeps_its_jobs() {
         Some(celeriac_core::backend::KvEvent::Message(b"m".to_vec()))
     );
     drop(backend);
-    assert_eq!(recorded_version(&path), 8);
+    assert_eq!(recorded_version(&path), 9);
 }
 
 #[tokio::test]
@@ -209,7 +209,7 @@ async fn a_version_5_database_gains_the_rate_limit_tables_and_keeps_its_jobs() {
             .allowed
     );
     drop(backend);
-    assert_eq!(recorded_version(&path), 8);
+    assert_eq!(recorded_version(&path), 9);
 }
 
 #[tokio::test]
@@ -248,5 +248,5 @@ async fn a_version_6_database_gains_the_queue_counts_and_the_process_registry() 
         .expect("the registry works on an upgraded database")
         .is_empty());
     drop(backend);
-    assert_eq!(recorded_version(&path), 8);
+    assert_eq!(recorded_version(&path), 9);
 }

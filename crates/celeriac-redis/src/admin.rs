@@ -192,6 +192,7 @@ impl QueueAdmin for RedisBackend {
     }
 
     async fn retry_dead(&self, ids: Option<Vec<JobId>>, now: UnixMs) -> Result<u64> {
+        self.inner.config.role.allow_queues("retry dead letters")?;
         let mut retried = 0u64;
         for queue in self.all_queues().await? {
             let keys = self.keys(&queue);

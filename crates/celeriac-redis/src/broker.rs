@@ -16,7 +16,12 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 impl Broker for RedisBackend {
+    fn queues_allowed(&self) -> Result<()> {
+        self.inner.config.role.allow_queues("run a worker")
+    }
+
     async fn enqueue(&self, jobs: Vec<Job>, now: UnixMs) -> Result<Vec<JobId>> {
+        self.inner.config.role.allow_queues("enqueue jobs")?;
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
@@ -65,6 +70,7 @@ impl Broker for RedisBackend {
     }
 
     async fn claim(&self, req: ClaimRequest) -> Result<Vec<Claimed>> {
+        self.inner.config.role.allow_queues("claim jobs")?;
         let lease_until = req.now.saturating_add(duration_ms(req.lease));
         let dead_ttl = duration_ms(self.inner.config.dead_ttl);
         let limits: String = req

@@ -5,6 +5,7 @@
 
 use crate::auth_or_backend;
 use crate::conn::{map_err, Connector};
+use celeriac_core::backend::KvMemory;
 use celeriac_core::error::{Error, Result};
 use redis::aio::MultiplexedConnection;
 
@@ -128,6 +129,66 @@ pub(crate) async fn check_persistence(connector: &Connector) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// For a cache-only Redis (`?role=cache`): logs a warning when a data node is bounded and
+/// does not evict (`noeviction`), since its writes fail once it is full; the cache then counts
+/// them and serves from L1 or the loader. Says nothing when the policy cannot be read.
+pub(crate) async fn warn_if_refusing_when_full(connector: &Connector) {
+    match memory(connector).await {
+        Ok(Some(m)) if m.policy == "noeviction" => tracing::warn!(
+            maxmemory = m.max_bytes,
+            "this cache Redis (role=cache) has maxmemory-policy noeviction: once full it refuses \
+             writes instead of evicting (the cache counts them as l2_errors and serves from L1 \
+             or its loader); allkeys-lfu is the policy for a cache"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::debug!(error = %e, "could not read the cache Redis's memory policy"),
+    }
+}
+
+/// The memory figures of the data nodes, summed (`INFO memory`, `INFO stats`): `None` when a
+/// node refuses `INFO`. The policy is the first node's (`mixed` when they differ).
+pub(crate) async fn memory(connector: &Connector) -> Result<Option<KvMemory>> {
+    let mut total: Option<KvMemory> = None;
+    for client in connector.data_node_clients().await? {
+        let mut c = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(map_err)?;
+        let Ok(mem) = info(&mut c, "memory", connector).await? else {
+            return Ok(None);
+        };
+        let Ok(stats) = info(&mut c, "stats", connector).await? else {
+            return Ok(None);
+        };
+        let num = |text: &str, field| {
+            info_field(text, field)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let policy = info_field(&mem, "maxmemory_policy").unwrap_or("unknown");
+        let node = KvMemory::new(
+            num(&mem, "used_memory"),
+            num(&mem, "maxmemory"),
+            policy,
+            num(&stats, "evicted_keys"),
+        );
+        total = Some(match total {
+            None => node,
+            Some(t) => KvMemory::new(
+                t.used_bytes + node.used_bytes,
+                t.max_bytes + node.max_bytes,
+                if t.policy == node.policy {
+                    t.policy
+                } else {
+                    "mixed".to_string()
+                },
+                t.evicted_keys + node.evicted_keys,
+            ),
+        });
+    }
+    Ok(total)
 }
 
 /// The value of one setting (`CONFIG GET name`); `None` when the reply does not list it (a

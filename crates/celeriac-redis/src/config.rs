@@ -1,5 +1,6 @@
 //! Backend URLs and settings.
 
+use celeriac_core::backend::StoreRole;
 use celeriac_core::error::{Error, Result};
 use celeriac_core::redact;
 use celeriac_core::retention::DEFAULT_DEAD_MAX;
@@ -57,6 +58,11 @@ pub struct RedisConfig {
     pub response_timeout: Duration,
     /// Longest wait to connect (`?connect_timeout_ms=`, default 5 s).
     pub connect_timeout: Duration,
+    /// What this Redis is for (`?role=`): everything (the default), or caching alone
+    /// (`?role=cache`): any `maxmemory-policy` and no persistence are accepted (a warning when
+    /// the policy is `noeviction`, since writes then fail when it is full), and queue
+    /// operations are refused.
+    pub role: StoreRole,
     /// Run queues on a Redis whose `maxmemory-policy` may evict keys (`?allow_eviction=true`).
     /// Off by default: an evicted job is a lost job.
     pub allow_eviction: bool,
@@ -92,6 +98,7 @@ impl std::fmt::Debug for RedisConfig {
             .field("prefix", &self.prefix)
             .field("response_timeout", &self.response_timeout)
             .field("connect_timeout", &self.connect_timeout)
+            .field("role", &self.role)
             .field("allow_eviction", &self.allow_eviction)
             .field("allow_volatile", &self.allow_volatile)
             .field("wait_replicas", &self.wait_replicas)
@@ -210,6 +217,7 @@ impl RedisConfig {
             prefix: "celeriac".into(),
             response_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
+            role: StoreRole::All,
             allow_eviction: false,
             allow_volatile: false,
             wait_replicas: 0,
@@ -250,6 +258,7 @@ impl RedisConfig {
                 }
                 "response_timeout_ms" => config.response_timeout = millis(v)?,
                 "connect_timeout_ms" => config.connect_timeout = millis(v)?,
+                "role" => config.role = StoreRole::parse(v)?,
                 "allow_eviction" => config.allow_eviction = flag(v)?,
                 "allow_volatile" => config.allow_volatile = flag(v)?,
                 "wait_replicas" => {
@@ -267,7 +276,7 @@ impl RedisConfig {
                 other => {
                     return Err(Error::config(
                         "url",
-                        format!("unknown Redis URL parameter `{other}` (known: tls, ca, cert, key, prefix, response_timeout_ms, connect_timeout_ms, allow_eviction, allow_volatile, wait_replicas, wait_timeout_ms, dead_ttl_s, dead_max)"),
+                        format!("unknown Redis URL parameter `{other}` (known: tls, ca, cert, key, prefix, response_timeout_ms, connect_timeout_ms, role, allow_eviction, allow_volatile, wait_replicas, wait_timeout_ms, dead_ttl_s, dead_max)"),
                     ))
                 }
             }

@@ -26,6 +26,8 @@ use std::time::Duration;
 pub(crate) fn map_err(e: redis::RedisError) -> Error {
     let kind = if e.is_timeout() {
         ErrorKind::Retry
+    } else if e.code() == Some("OOM") || is_oom_message(&e.to_string()) {
+        ErrorKind::Full
     } else if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
         ErrorKind::Reconnect
     } else if matches!(
@@ -56,6 +58,13 @@ pub(crate) fn map_err(e: redis::RedisError) -> Error {
         Some(hint) => Error::backend(kind, format!("{e} ({hint})")),
         None => Error::backend(kind, e),
     }
+}
+
+/// Whether a reply's text is Redis refusing a write for memory (`OOM command not allowed
+/// when used memory > 'maxmemory'`), wherever the client put it (a pipeline's or a script's
+/// error may carry another code).
+fn is_oom_message(text: &str) -> bool {
+    text.contains("command not allowed when used memory")
 }
 
 /// What to check when a TLS handshake failed over a certificate.

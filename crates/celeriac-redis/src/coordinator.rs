@@ -106,6 +106,7 @@ impl Coordinator for RedisBackend {
         tick: UnixMs,
         now: UnixMs,
     ) -> Result<bool> {
+        self.inner.config.role.allow_queues("run schedules")?;
         check_name("leader", leader)?;
         let k = self.coord_keys();
         let recorded: i64 = self

@@ -20,10 +20,10 @@ use crate::conn::{map_err, Connector};
 use crate::keys::{kv_channel, kv_key, kv_lock_key};
 use crate::{num, RedisBackend, Topology};
 use celeriac_core::backend::{
-    check_kv_key, check_kv_ttl, KvEntry, KvEvent, KvStore, KvSubscription,
+    check_kv_key, check_kv_ttl, KvEntry, KvEvent, KvMemory, KvStore, KvSubscription,
 };
 use celeriac_core::clock::{duration_ms, UnixMs};
-use celeriac_core::error::{Error, Result};
+use celeriac_core::error::{ErrorKind, Result};
 use futures_util::future::try_join_all;
 use futures_util::StreamExt;
 use redis::aio::PubSub;
@@ -78,6 +78,26 @@ pub(crate) fn unwrap(stored: Vec<u8>, now: UnixMs) -> Option<Vec<u8>> {
     } else {
         Some(stored)
     }
+}
+
+/// Deletes `keys` (one node's) and counts those live at `now`: `MGET` then `DEL`, in one
+/// transaction if `atomic`.
+async fn delete_group(
+    mut conn: crate::conn::Conn,
+    keys: &[&String],
+    now: UnixMs,
+    atomic: bool,
+) -> Result<u64> {
+    let mut pipe = redis::pipe();
+    if atomic {
+        pipe.atomic();
+    }
+    pipe.cmd("MGET").arg(keys).cmd("DEL").arg(keys).ignore();
+    let (values,): (Vec<Option<Vec<u8>>>,) = pipe.query_async(&mut conn).await.map_err(map_err)?;
+    Ok(values
+        .into_iter()
+        .filter(|v| v.clone().and_then(|v| unwrap(v, now)).is_some())
+        .count() as u64)
 }
 
 impl RedisBackend {
@@ -162,6 +182,33 @@ impl KvStore for RedisBackend {
         Ok(())
     }
 
+    async fn kv_ensure(&self, entries: Vec<KvEntry>, now: UnixMs) -> Result<()> {
+        for e in &entries {
+            check_kv_key(&e.key, Self::MAX_KEY_LEN)?;
+            check_kv_ttl(&e.key, e.ttl)?;
+        }
+        let prefix = &self.inner.config.prefix;
+        // One script call per key (its own slot on Cluster), all at once.
+        try_join_all(entries.iter().map(|e| {
+            let ttl = duration_ms(e.ttl).max(1);
+            let until = now.saturating_add(ttl);
+            let mut inv = self.inner.scripts.ensure_key.prepare_invoke();
+            inv.key(kv_key(prefix, &e.key))
+                .arg(wrap(&e.value, until))
+                .arg(now)
+                .arg(until)
+                .arg(ttl);
+            let mut conn = self.conn();
+            async move { inv.invoke_async::<i64>(&mut conn).await.map_err(map_err) }
+        }))
+        .await?;
+        Ok(())
+    }
+
+    async fn kv_memory(&self) -> Result<Option<KvMemory>> {
+        crate::checks::memory(&self.inner.connector).await
+    }
+
     async fn kv_delete(&self, keys: Vec<String>, now: UnixMs) -> Result<u64> {
         check_keys(&keys)?;
         let prefix = &self.inner.config.prefix;
@@ -170,22 +217,17 @@ impl KvStore for RedisBackend {
         let atomic = !self.is_cluster();
         let counts = try_join_all(groups.iter().filter(|g| !g.is_empty()).map(|g| {
             let group: Vec<&String> = g.iter().map(|&i| &stored[i]).collect();
-            let mut pipe = redis::pipe();
-            if atomic {
-                pipe.atomic();
-            }
-            // What was there (to count only values live at `now`), then gone.
-            pipe.cmd("MGET").arg(&group).cmd("DEL").arg(&group).ignore();
-            let mut conn = self.conn();
+            let conn = self.conn();
             async move {
-                let (values,): (Vec<Option<Vec<u8>>>,) =
-                    pipe.query_async(&mut conn).await.map_err(map_err)?;
-                Ok::<_, Error>(
-                    values
-                        .into_iter()
-                        .filter(|v| v.clone().and_then(|v| unwrap(v, now)).is_some())
-                        .count() as u64,
-                )
+                match delete_group(conn.clone(), &group, now, atomic).await {
+                    // A full Redis refuses every command queued in MULTI, DEL too; outside
+                    // one, DEL is allowed: the count may then include a value written between
+                    // the two commands.
+                    Err(e) if atomic && e.kind() == ErrorKind::Full => {
+                        delete_group(conn, &group, now, false).await
+                    }
+                    other => other,
+                }
             }
         }))
         .await?;

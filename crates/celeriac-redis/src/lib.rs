@@ -39,10 +39,13 @@
 //!   of the server (kill -9, power loss) loses depends on the setting: nothing acknowledged
 //!   with `appendfsync always`; about the last second of acknowledged writes with `everysec`
 //!   (the usual setting); everything since the last snapshot with RDB only.
-//! - **Both checks run at connect, whatever the backend is used for** (the data nodes of a
-//!   Cluster, the current master under Sentinel). A Redis used only as the cache's L2, for rate
-//!   limits or for breakers, where an evicted or forgotten key costs nothing, is opened with
-//!   `?allow_eviction=true&allow_volatile=true`.
+//! - **Both checks run at connect** (the data nodes of a Cluster, the current master under
+//!   Sentinel), unless the URL says `?role=cache`: a Redis used only for the cache's L2, rate
+//!   limits and breakers, where an evicted or forgotten key costs a reload, may have any
+//!   policy (`allkeys-lfu` is the one to choose; a warning is logged for `noeviction`, under
+//!   which writes fail once it is full) and no persistence. Such a backend refuses queue
+//!   operations (enqueue, claim, schedules, workflows) with an error saying why, and a worker
+//!   on it fails at start.
 //! - **An unplanned failover loses what was not replicated.** Replication is asynchronous: when
 //!   a master dies (crash, kill -9, lost host) and Sentinel or Cluster promotes a replica, the
 //!   writes the old master acknowledged but had not sent on are gone. A lost enqueue loses the
@@ -120,6 +123,7 @@ mod workflows;
 
 pub use config::{RedisConfig, Topology};
 
+use celeriac_core::backend::StoreRole;
 use celeriac_core::clock::{duration_ms, FleetClock, StoreClock, UnixMs, RESYNC_EVERY};
 use celeriac_core::error::{Error, Result};
 use celeriac_core::job::JobId;
@@ -227,11 +231,15 @@ impl RedisBackend {
         if let Err(e) = pong {
             return Err(auth_or_backend(e, &config));
         }
-        if !config.allow_eviction {
-            checks::check_policy(&connector).await?;
-        }
-        if !config.allow_volatile {
-            checks::check_persistence(&connector).await?;
+        if config.role == StoreRole::Cache {
+            checks::warn_if_refusing_when_full(&connector).await;
+        } else {
+            if !config.allow_eviction {
+                checks::check_policy(&connector).await?;
+            }
+            if !config.allow_volatile {
+                checks::check_persistence(&connector).await?;
+            }
         }
         let replica_wait = if config.wait_replicas > 0 {
             let conn = connector

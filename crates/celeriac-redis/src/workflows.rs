@@ -152,6 +152,7 @@ impl RedisBackend {
 
 impl WorkflowStore for RedisBackend {
     async fn join_arrive(&self, arrival: JoinArrival, now: UnixMs) -> Result<JoinStatus> {
+        self.inner.config.role.allow_queues("join a workflow")?;
         arrival.validate()?;
         let join = arrival.join.to_string();
         let (kind, value): (&[u8], Vec<u8>) = match arrival.input {
@@ -171,6 +172,7 @@ impl WorkflowStore for RedisBackend {
     }
 
     async fn workflow_start(&self, record: WorkflowRecord) -> Result<()> {
+        self.inner.config.role.allow_queues("start a workflow")?;
         let id = record.id.to_string();
         let mut inv = self.inner.scripts.start_workflow.prepare_invoke();
         inv.key(keys::workflow_key(self.prefix(), &id))

@@ -4,10 +4,10 @@ use crate::{Error, Result};
 use celeriac_core::backend::{
     BreakerCommand, BreakerPolicy, BreakerSignal, BreakerStore, Broker, CancelReport, ClaimRequest,
     Claimed, Completion, Control, Coordinator, Event, EventLog, History, HistoryEntry,
-    HistoryQuery, JobPage, JobQuery, JoinArrival, JoinStatus, KvEntry, KvStore, KvSubscription,
-    LeaseRef, ProcessInfo, ProcessRegistry, QueueAdmin, QueueStats, RateLimitStore, ReapReport,
-    ResultStore, ScheduleState, SharedBreakerState, StoreFigures, StoreHealth, WorkflowEnd,
-    WorkflowRecord, WorkflowStore,
+    HistoryQuery, JobPage, JobQuery, JoinArrival, JoinStatus, KvEntry, KvMemory, KvStore,
+    KvSubscription, LeaseRef, ProcessInfo, ProcessRegistry, QueueAdmin, QueueStats, RateLimitStore,
+    ReapReport, ResultStore, ScheduleState, SharedBreakerState, StoreFigures, StoreHealth,
+    WorkflowEnd, WorkflowRecord, WorkflowStore,
 };
 use celeriac_core::limit::{Decision, Quota};
 use celeriac_core::redact;
@@ -120,6 +120,9 @@ impl celeriac_core::StoreClock for AnyBackend {
 }
 
 impl Broker for AnyBackend {
+    fn queues_allowed(&self) -> Result<()> {
+        forward!(self, b => b.queues_allowed())
+    }
     async fn enqueue(&self, jobs: Vec<Job>, now: UnixMs) -> Result<Vec<JobId>> {
         forward!(self, b => b.enqueue(jobs, now).await)
     }
@@ -320,6 +323,12 @@ impl KvStore for AnyBackend {
     }
     async fn kv_delete(&self, keys: Vec<String>, now: UnixMs) -> Result<u64> {
         forward!(self, b => b.kv_delete(keys, now).await)
+    }
+    async fn kv_ensure(&self, entries: Vec<KvEntry>, now: UnixMs) -> Result<()> {
+        forward!(self, b => b.kv_ensure(entries, now).await)
+    }
+    async fn kv_memory(&self) -> Result<Option<KvMemory>> {
+        forward!(self, b => b.kv_memory().await)
     }
     async fn kv_incr(&self, key: &str, now: UnixMs) -> Result<i64> {
         forward!(self, b => b.kv_incr(key, now).await)

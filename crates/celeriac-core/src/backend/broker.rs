@@ -196,6 +196,13 @@ pub enum CancelOutcome {
 
 /// Queues of jobs under fenced leases: the part of a backend workers need.
 pub trait Broker: StoreClock {
+    /// Whether this store may hold queues: an error naming the setting for a store opened
+    /// for caching alone (a URL with `?role=cache`), whose evictions would lose jobs. A worker
+    /// checks it at start; enqueues and claims refuse with the same error.
+    fn queues_allowed(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Stores jobs atomically (all or none). A job whose `run_at` is after `now` is scheduled.
     ///
     /// Returns, for each job, the id of the job that stands for it: its own, or for a unique

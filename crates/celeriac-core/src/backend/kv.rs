@@ -17,6 +17,46 @@ pub struct KvEntry {
     pub ttl: Duration,
 }
 
+/// How a key-value store's memory stands ([`KvStore::kv_memory`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct KvMemory {
+    /// Bytes in use: Redis's `used_memory` (everything the server holds, not only the
+    /// cache's keys); on SQLite the bytes of the cache's keys and values.
+    pub used_bytes: u64,
+    /// The most the store may use before it evicts or refuses writes (`maxmemory`, a SQLite
+    /// cache file's `max_bytes`); 0 when unbounded.
+    pub max_bytes: u64,
+    /// What it does when full: Redis's `maxmemory-policy` (`allkeys-lfu`, `noeviction`...);
+    /// on SQLite `oldest-written` with a bound, `none` without.
+    pub policy: String,
+    /// Keys evicted to make room since the store started (Redis's `evicted_keys`; on SQLite
+    /// since the file was created).
+    pub evicted_keys: u64,
+}
+
+impl KvMemory {
+    /// A store's memory figures.
+    pub fn new(
+        used_bytes: u64,
+        max_bytes: u64,
+        policy: impl Into<String>,
+        evicted_keys: u64,
+    ) -> Self {
+        Self {
+            used_bytes,
+            max_bytes,
+            policy: policy.into(),
+            evicted_keys,
+        }
+    }
+
+    /// Whether writes fail rather than evict when the store is full.
+    pub fn refuses_when_full(&self) -> bool {
+        self.max_bytes > 0 && self.policy == "noeviction"
+    }
+}
+
 /// What a subscription to a broadcast channel delivers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KvEvent {
@@ -63,6 +103,21 @@ pub trait KvStore: StoreClock {
     /// Stores values, each until its ttl from `now` runs out, replacing what was there.
     fn kv_set(&self, entries: Vec<KvEntry>, now: UnixMs)
         -> impl Future<Output = Result<()>> + Send;
+
+    /// Stores each value whose key is absent (or expired) at `now`, and keeps every key,
+    /// present or not before, until at least its ttl from `now` (a longer life it has is
+    /// kept; a shorter one is raised). An existing value is never changed. The cache keeps its
+    /// tag barriers with it, so that a barrier a store evicted reads as absent and not as
+    /// "never raised".
+    fn kv_ensure(
+        &self,
+        entries: Vec<KvEntry>,
+        now: UnixMs,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// How the store's memory for these keys stands, where it can tell (`None` where it
+    /// cannot, such as a Redis that refuses `INFO`).
+    fn kv_memory(&self) -> impl Future<Output = Result<Option<KvMemory>>> + Send;
 
     /// Deletes keys; returns how many existed.
     fn kv_delete(&self, keys: Vec<String>, now: UnixMs)

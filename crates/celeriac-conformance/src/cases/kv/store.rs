@@ -341,6 +341,94 @@ pub async fn kv_broadcast_stays_in_its_channel<B: KvStore>(backend: Arc<B>) {
     );
 }
 
+/// `kv_ensure`, in one call over several keys: an absent key is written with its ttl; a live
+/// key keeps its value, and a life shorter than the ttl is raised to it (the key reads after
+/// its old expiry and until the new one) while a longer life is kept (not shortened, not
+/// lengthened); an expired key is replaced by the new value and ttl.
+pub async fn kv_ensure_writes_absent_keys_and_never_changes_live_ones<B: KvStore>(backend: Arc<B>) {
+    let b = &*backend;
+    let secs = Duration::from_secs;
+    set(
+        b,
+        vec![
+            entry("en:short", b"kept", secs(10)),
+            entry("en:long", b"long", secs(600)),
+            entry("en:expired", b"stale", secs(1)),
+        ],
+        T0,
+    )
+    .await;
+    let at = T0 + 5_000;
+    // Precondition: at the ensure, the two live keys are there and the expired one is not.
+    assert_eq!(
+        get(b, &["en:short", "en:long", "en:expired", "en:absent"], at).await,
+        vec![some(b"kept"), some(b"long"), None, None],
+        "before kv_ensure"
+    );
+    let ensured = |key: &str| entry(key, b"ensured", secs(60));
+    b.kv_ensure(
+        vec![
+            ensured("en:absent"),
+            ensured("en:short"),
+            ensured("en:long"),
+            ensured("en:expired"),
+        ],
+        at,
+    )
+    .await
+    .expect("kv_ensure succeeds");
+    let names = ["en:absent", "en:short", "en:long", "en:expired"];
+    assert_eq!(
+        get(b, &names, at).await,
+        vec![
+            some(b"ensured"),
+            some(b"kept"),
+            some(b"long"),
+            some(b"ensured")
+        ],
+        "absent and expired keys are written; live values are never changed"
+    );
+    // After en:short's old expiry (T0 + 10 s), before the ensured one (at + 60 s).
+    assert_eq!(
+        get(b, &names, T0 + 30_000).await,
+        vec![
+            some(b"ensured"),
+            some(b"kept"),
+            some(b"long"),
+            some(b"ensured")
+        ],
+        "en:short lives past its old expiry: its life was raised"
+    );
+    assert_eq!(
+        get(b, &names, at + 59_999).await,
+        vec![
+            some(b"ensured"),
+            some(b"kept"),
+            some(b"long"),
+            some(b"ensured")
+        ],
+        "every key lives until at least the ensured ttl"
+    );
+    assert_eq!(
+        get(b, &names, at + 60_000).await,
+        vec![None, None, some(b"long"), None],
+        "the ensured ttl ran out; en:long keeps its longer life"
+    );
+    assert_eq!(
+        get(b, &["en:long"], T0 + 599_999).await,
+        vec![some(b"long")],
+        "en:long lives its whole first life"
+    );
+    assert_eq!(
+        get(b, &["en:long"], T0 + 600_000).await,
+        vec![None],
+        "and no longer: the ensure did not lengthen a life longer than its ttl"
+    );
+    b.kv_ensure(Vec::new(), at)
+        .await
+        .expect("an empty kv_ensure succeeds");
+}
+
 /// This file's cases, for [`suite!`](crate::suite).
 #[doc(hidden)]
 #[macro_export]
@@ -357,6 +445,7 @@ macro_rules! __cases_kv_store {
             kv_lock_is_exclusive_and_expires_by_now,
             kv_broadcast_reaches_every_subscriber_in_order,
             kv_broadcast_stays_in_its_channel,
+            kv_ensure_writes_absent_keys_and_never_changes_live_ones,
         }
     };
 }
