@@ -390,11 +390,38 @@ where
             }
         }
         let ttl = Duration::from_millis(u64::try_from(meta.stale_until - now).unwrap_or(1).max(1));
-        let entry = KvEntry {
-            key: self.full_key(part),
-            value: envelope.to_bytes(self.cfg.compress_at),
-            ttl,
+        let key = self.full_key(part);
+        let written = async {
+            // The tags' barriers first, kept at least as long as the entry: a barrier then
+            // goes missing only if the store evicts it, and the entry reads as absent. One
+            // created here bars only entries older than this one's load.
+            if !meta.tags.is_empty() {
+                let barriers = meta
+                    .tags
+                    .iter()
+                    .map(|t| KvEntry {
+                        key: self.barrier_key(t),
+                        value: (meta.created - 1).to_string().into_bytes(),
+                        ttl: self.max_life().max(ttl),
+                    })
+                    .collect();
+                self.l2(self.store.kv_ensure(barriers, now)).await?;
+            }
+            let entry = KvEntry {
+                key: key.clone(),
+                value: envelope.to_bytes(self.cfg.compress_at),
+                ttl,
+            };
+            self.l2(self.store.kv_set(vec![entry], now)).await
         };
-        self.l2(self.store.kv_set(vec![entry], now)).await
+        match written.await {
+            // Refused for space: served and kept in L1; the key's older L2 value goes, so no
+            // instance reads it in place of this one.
+            Err(e) if e.kind() == celeriac_core::ErrorKind::Full => self
+                .l2(self.store.kv_delete(vec![key], now))
+                .await
+                .map(|_| ()),
+            other => other,
+        }
     }
 }

@@ -66,7 +66,8 @@ where
     }
 
     /// Moves the namespace to a new key version: every entry written before is left behind.
-    /// Returns the new version.
+    /// Returns the new version: above every version this instance knew, even if the store
+    /// lost the counter behind it (an evicting store).
     pub async fn bump_version(&self) -> Result<u32> {
         let inner = &self.inner;
         let now = inner.now();
@@ -78,11 +79,12 @@ where
         let version = inner
             .cfg
             .schema
-            .saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
+            .saturating_add(u32::try_from(n).unwrap_or(u32::MAX))
+            .max(inner.version.load(Ordering::Relaxed).saturating_add(1));
         let entry = KvEntry {
-            key: format!("{}:version", inner.prefix),
+            key: inner.version_key(),
             value: version.to_string().into_bytes(),
-            ttl: Duration::from_secs(10 * 365 * 24 * 3600),
+            ttl: VERSION_TTL,
         };
         inner.l2(inner.store.kv_set(vec![entry], now)).await?;
         inner.set_version(version);
@@ -90,6 +92,9 @@ where
         Ok(version)
     }
 }
+
+/// How long the namespace's version key is kept after each write.
+const VERSION_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 impl<V, S> Inner<V, S>
 where
@@ -122,17 +127,41 @@ where
         }
     }
 
+    pub(super) fn version_key(&self) -> String {
+        format!("{}:version", self.prefix)
+    }
+
     pub(super) async fn refresh_version(&self) {
-        let key = format!("{}:version", self.prefix);
+        let key = self.version_key();
         if let Ok(mut v) = self.l2(self.store.kv_get(vec![key], self.now())).await {
             let stored = v
                 .pop()
                 .flatten()
                 .and_then(|b| String::from_utf8(b).ok())
                 .and_then(|s| s.trim().parse::<u32>().ok());
-            if let Some(version) = stored {
-                self.set_version(version.max(self.cfg.schema));
+            match stored {
+                Some(version) => self.set_version(version.max(self.cfg.schema)),
+                None => self.keep_version().await,
             }
+        }
+    }
+
+    /// Writes the version this instance uses back to L2 if the key is gone (a store that
+    /// evicts may drop it), so that an instance starting later does not fall back to the
+    /// first version and read entries a bump left behind. A version key that is there is
+    /// left alone. Runs at each statistics publication, and when a read finds the key gone.
+    pub(super) async fn keep_version(&self) {
+        let version = self.version.load(Ordering::Relaxed);
+        if version <= self.cfg.schema {
+            return;
+        }
+        let entry = KvEntry {
+            key: self.version_key(),
+            value: version.to_string().into_bytes(),
+            ttl: VERSION_TTL,
+        };
+        if let Err(e) = self.l2(self.store.kv_ensure(vec![entry], self.now())).await {
+            debug!(namespace = %self.cfg.namespace, error = %e, "the cache's version key was not kept");
         }
     }
 

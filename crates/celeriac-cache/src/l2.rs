@@ -50,8 +50,14 @@ where
                     info!(namespace = %self.cfg.namespace, "cache L2 is back");
                 }
             }
+            // A full store still answers: counted apart, and no reason to stop reading it.
+            Err(e) if e.kind() == celeriac_core::ErrorKind::Full => {
+                self.stats.l2_full.fetch_add(1, Ordering::Relaxed);
+                debug!(namespace = %self.cfg.namespace, error = %e, "cache L2 is full; write refused");
+            }
             Err(e) => {
                 self.stats.l2_errors.fetch_add(1, Ordering::Relaxed);
+                debug!(namespace = %self.cfg.namespace, error = %e, "cache L2 call failed");
                 if self.l2_guard.failure(Instant::now()) {
                     warn!(namespace = %self.cfg.namespace, error = %e,
                         "cache L2 unavailable; serving L1 and loaders until it is back");
@@ -97,13 +103,24 @@ where
         if !meta.tags.is_empty() {
             let keys = meta.tags.iter().map(|t| self.barrier_key(t)).collect();
             let barriers = self.l2(self.store.kv_get(keys, now)).await?;
+            let mut lost = false;
             for (tag, b) in meta.tags.iter().zip(barriers) {
                 let at = b
                     .and_then(|b| String::from_utf8(b).ok())
                     .and_then(|s| s.parse::<UnixMs>().ok());
-                if let Some(at) = at {
-                    self.raise_barrier(tag, at);
+                match at {
+                    Some(at) => self.raise_barrier(tag, at),
+                    // Every write of a tagged entry keeps its tags' barriers in L2 at least as
+                    // long as the entry: one that is gone was evicted, and whether it had been
+                    // raised past this entry is unknown.
+                    None => lost = true,
                 }
+            }
+            if lost {
+                self.stats.l2_barriers_lost.fetch_add(1, Ordering::Relaxed);
+                debug!(namespace = %self.cfg.namespace, key = part,
+                    "a tag barrier of this entry is gone from L2; reloading");
+                return Ok(L2Read::Missing);
             }
             if self.barred(&meta) {
                 return Ok(L2Read::Missing);

@@ -7,7 +7,7 @@
 //! [`Cache::publish_stats`](super::Cache::publish_stats):
 //!
 //! - **metrics**: counters `celeriac_cache_{l1_hits,l2_hits,misses,stale_served,loads,
-//!   load_errors,waiters,evictions,decode_errors,l2_errors,too_large}_total`, the gauge
+//!   load_errors,waiters,evictions,decode_errors,l2_errors,l2_full,l2_barriers_lost,too_large}_total`, the gauge
 //!   `celeriac_cache_l1_entries`, all labelled `namespace`; the histogram
 //!   `celeriac_cache_load_seconds` is recorded at each load. Counters are incremented by what
 //!   happened since the last publication, so several caches of one namespace in a process add
@@ -168,7 +168,7 @@ impl Published {
     pub(super) fn record(&mut self, now: CacheStats) {
         let ns = self.namespace.clone();
         let last = std::mem::replace(&mut self.last, now);
-        let counters: [(&'static str, u64, u64); 15] = [
+        let counters: [(&'static str, u64, u64); 17] = [
             ("celeriac_cache_l1_hits_total", now.l1_hits, last.l1_hits),
             ("celeriac_cache_l2_hits_total", now.l2_hits, last.l2_hits),
             ("celeriac_cache_misses_total", now.misses, last.misses),
@@ -214,6 +214,12 @@ impl Published {
                 "celeriac_cache_l2_errors_total",
                 now.l2_errors,
                 last.l2_errors,
+            ),
+            ("celeriac_cache_l2_full_total", now.l2_full, last.l2_full),
+            (
+                "celeriac_cache_l2_barriers_lost_total",
+                now.l2_barriers_lost,
+                last.l2_barriers_lost,
             ),
             (
                 "celeriac_cache_too_large_total",
@@ -263,6 +269,8 @@ impl std::ops::AddAssign for CacheStats {
         self.evictions += o.evictions;
         self.decode_errors += o.decode_errors;
         self.l2_errors += o.l2_errors;
+        self.l2_full += o.l2_full;
+        self.l2_barriers_lost += o.l2_barriers_lost;
         self.too_large += o.too_large;
         self.l1_entries += o.l1_entries;
         self.l1_added += o.l1_added;
@@ -296,6 +304,10 @@ pub(super) struct Counters {
     pub(super) l1_expired: AtomicU64,
     pub(super) decode_errors: AtomicU64,
     pub(super) l2_errors: AtomicU64,
+    /// Writes the L2 refused because it was full.
+    pub(super) l2_full: AtomicU64,
+    /// Tagged L2 entries read as absent because a barrier of theirs was gone.
+    pub(super) l2_barriers_lost: AtomicU64,
     pub(super) too_large: AtomicU64,
 }
 
@@ -323,8 +335,15 @@ pub struct CacheStats {
     pub evictions: u64,
     /// Stored values that no longer decode (reloaded).
     pub decode_errors: u64,
-    /// L2 calls that failed or timed out.
+    /// L2 calls that failed or timed out (not counting writes refused for space).
     pub l2_errors: u64,
+    /// Writes the L2 refused because it was full (Redis `OOM` under `noeviction`): the value
+    /// is served and kept in L1, and the key's old L2 value deleted, so no stale copy stays.
+    pub l2_full: u64,
+    /// Tagged entries read from L2 and taken as absent because one of their tags' barriers
+    /// was no longer in L2 (evicted by the store, so whether it had been raised is unknown);
+    /// each is reloaded. Non-zero only on a store that evicts.
+    pub l2_barriers_lost: u64,
     /// Values kept out of L2 because they were over the namespace's
     /// [`max_value_bytes`](crate::CacheBuilder::max_value_bytes) (returned, and kept in L1).
     pub too_large: u64,
@@ -374,6 +393,8 @@ where
             evictions: l(&c.l1_evicted_size) + l(&c.l1_expired),
             decode_errors: l(&c.decode_errors),
             l2_errors: l(&c.l2_errors),
+            l2_full: l(&c.l2_full),
+            l2_barriers_lost: l(&c.l2_barriers_lost),
             too_large: l(&c.too_large),
             l1_entries: self.l1.entry_count(),
             l1_added: l(&c.l1_added),
@@ -422,6 +443,7 @@ where
     loop {
         tick.tick().await;
         let Some(inner) = cache.upgrade() else { return };
+        inner.keep_version().await;
         if let Err(e) = inner.publish_stats().await {
             debug!(namespace = %inner.cfg.namespace, error = %e, "cache statistics not published");
         }
