@@ -49,6 +49,176 @@ fn json(out: &std::process::Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("JSON")
 }
 
+/// The table of `celeriac cache stats`: every column there, and each one as wide on every
+/// line (the L2's line follows it).
+fn assert_table_lines_up(text: &str) {
+    let header = text
+        .lines()
+        .find(|l| l.starts_with("NAMESPACE"))
+        .unwrap_or_else(|| panic!("a header: {text}"));
+    for column in [
+        "INST",
+        "L1 HITS",
+        "L2 HITS",
+        "MISSES",
+        "HIT %",
+        "STALE",
+        "LOADS",
+        "LOAD MS",
+        "WAITERS",
+        "ADDED",
+        "EVICTED",
+        "EXPIRED",
+        "REMOVED",
+        "L1 BYTES",
+        "L2 ERR",
+        "L2 FULL",
+        "TOO LARGE",
+    ] {
+        assert!(header.contains(column), "no {column}: {text}");
+    }
+    let rows: Vec<&str> = text
+        .lines()
+        .take_while(|l| !l.starts_with("L2 ("))
+        .collect();
+    assert!(rows.len() >= 2, "a header and a row: {text}");
+    for row in &rows {
+        assert_eq!(
+            row.chars().count(),
+            header.chars().count(),
+            "every line of the table as wide: {text}"
+        );
+    }
+}
+
+/// The line of `celeriac cache stats` about the L2's memory.
+fn l2_line(text: &str) -> &str {
+    text.lines()
+        .find(|l| l.starts_with("L2 ("))
+        .unwrap_or_else(|| panic!("no L2 line: {text}"))
+}
+
+/// The field `name` of `INFO section`.
+async fn info(server: &RedisServer, section: &str, name: &str) -> String {
+    let reply = server
+        .command(&["INFO", section])
+        .await
+        .expect("INFO answers");
+    let text = reply.as_text().expect("INFO is text");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+        .unwrap_or_else(|| panic!("no {name} in INFO {section}: {text}"))
+        .trim()
+        .to_string()
+}
+
+/// Writes 100 values of 100 KiB: 10 MiB, twice the 5 MiB bound of the servers below;
+/// returns how many writes the server refused for lack of memory.
+async fn overfill(server: &RedisServer) -> usize {
+    let value = "x".repeat(100 * 1024);
+    let mut refused = 0;
+    for i in 0..100 {
+        let key = format!("filler:{i}");
+        match server.command(&["SET", &key, &value]).await {
+            Ok(_) => {}
+            Err(e) if e.to_string().contains("OOM") => refused += 1,
+            Err(e) => panic!("SET {key}: {e}"),
+        }
+    }
+    refused
+}
+
+/// A Redis bounded to 5 MiB that evicts (`allkeys-lfu`), overfilled so it evicted keys and
+/// emptied again; `cache stats` then tells the L2's memory: its use out of the bound, the
+/// policy and the keys evicted, as Redis counts them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_stats_tells_a_bounded_redis_memory_policy_and_evictions() {
+    let server = RedisServer::builder()
+        .arg("--maxmemory", "5mb")
+        .maxmemory_policy("allkeys-lfu")
+        .start()
+        .await
+        .expect("redis-server starts");
+    assert_eq!(
+        overfill(&server).await,
+        0,
+        "an evicting server takes every write"
+    );
+    let evicted: u64 = info(&server, "stats", "evicted_keys")
+        .await
+        .parse()
+        .expect("a count");
+    assert!(evicted > 0, "10 MiB into 5 MiB evicted keys");
+    server.command(&["FLUSHALL"]).await.expect("FLUSHALL");
+    // An evicting Redis is refused for jobs unless the URL accepts it.
+    let url = format!("{}?allow_eviction=true", server.url());
+    let (stats, text) = tokio::task::spawn_blocking(move || {
+        let warm = json(&common::celeriac(
+            &url,
+            &["cache", "warm", "products", "--all", "--json"],
+        ));
+        assert_eq!(warm["loaded"], 200, "{warm}");
+        let stats = json(&common::celeriac(&url, &["cache", "stats", "--json"]));
+        let table = common::celeriac(&url, &["cache", "stats"]);
+        assert!(table.status.success(), "{}", common::stderr(&table));
+        (stats, common::stdout(&table))
+    })
+    .await
+    .expect("joined");
+    let memory = &stats[0]["l2_memory"];
+    assert_eq!(memory["backend"], "redis", "{stats}");
+    assert_eq!(memory["max_bytes"], 5 << 20, "{stats}");
+    assert_eq!(memory["policy"], "allkeys-lfu", "{stats}");
+    assert_eq!(
+        memory["evicted_keys"], evicted,
+        "Redis's own count: {stats}"
+    );
+    assert_eq!(memory["refuses_when_full"], false, "{stats}");
+    let used = memory["used_bytes"].as_u64().expect("used bytes");
+    assert!(
+        used > 0 && used < 5 << 20,
+        "emptied below the bound: {stats}"
+    );
+
+    assert_table_lines_up(&text);
+    let line = l2_line(&text);
+    assert!(line.starts_with("L2 (redis): "), "{text}");
+    assert!(line.contains(" used of 5.0 MiB ("), "{text}");
+    assert!(line.contains("%), policy allkeys-lfu, "), "{text}");
+    assert!(line.ends_with(" evicted"), "{text}");
+    assert!(!line.contains("writes fail"), "this policy evicts: {text}");
+}
+
+/// A Redis bounded with `noeviction` refuses writes once full: `cache stats` says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_stats_warns_that_a_full_noeviction_redis_refuses_writes() {
+    let server = RedisServer::builder()
+        .arg("--maxmemory", "5mb")
+        .maxmemory_policy("noeviction")
+        .start()
+        .await
+        .expect("redis-server starts");
+    let refused = overfill(&server).await;
+    assert!(refused > 0, "the bound was reached: writes were refused");
+    assert_eq!(info(&server, "stats", "evicted_keys").await, "0");
+    // Room again, so the command's own connection starts as it would on any day.
+    server.command(&["FLUSHALL"]).await.expect("FLUSHALL");
+    let url = server.url();
+    let out = tokio::task::spawn_blocking(move || common::celeriac(&url, &["cache", "stats"]))
+        .await
+        .expect("joined");
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let text = common::stdout(&out);
+    let line = l2_line(&text);
+    assert!(
+        line.starts_with("L2 (redis): ")
+            && line.contains(" of 5.0 MiB (")
+            && line.contains("policy noeviction, 0 keys evicted")
+            && line.contains("writes fail when full"),
+        "{text}"
+    );
+}
+
 /// `celeriac cache warm` loads the demo catalogue into the L2 of a SQLite file; another
 /// process then finds every key fresh there (nothing loads again), and `cache stats` sums
 /// the published counters of both.
@@ -89,11 +259,24 @@ fn cache_warm_fills_the_l2_and_cache_stats_counts_it() {
     assert_eq!(row["instances"], 2, "both warms published: {row}");
     assert_eq!(row["stats"]["loads"], 200, "{row}");
     assert_eq!(row["stats"]["l2_hits"], 3, "{row}");
+    let memory = &row["l2_memory"];
+    assert_eq!(memory["backend"], "sqlite", "{row}");
+    assert!(
+        memory["used_bytes"].as_u64().is_some_and(|b| b > 0),
+        "the 200 warmed keys take room in the file: {row}"
+    );
+    assert!(memory["policy"].is_string(), "{row}");
     let table = common::celeriac(&url, &["cache", "stats", "--namespace", "products"]);
     assert!(table.status.success(), "{}", common::stderr(&table));
     let text = common::stdout(&table);
     assert!(
         text.contains("HIT %") && text.lines().any(|l| l.starts_with("products")),
+        "{text}"
+    );
+    assert_table_lines_up(&text);
+    let l2 = l2_line(&text);
+    assert!(
+        l2.starts_with("L2 (sqlite): ") && l2.contains(" used") && l2.contains(", policy "),
         "{text}"
     );
 

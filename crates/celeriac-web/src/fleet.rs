@@ -1,5 +1,5 @@
 //! The fleet gauges: queue depth, latency, consumers, workers alive, schedules' next fire and
-//! the store's own figures, published by one elected process (the holder of the
+//! the store's own figures and the cache L2's memory, published by one elected process (the holder of the
 //! `celeriac-monitor` lease), so a hundred workers do not all read the store for them.
 //!
 //! Each publish records them into a fresh recorder of their own and keeps its rendering, which
@@ -8,7 +8,7 @@
 
 use crate::alerts::Evaluator;
 use celeriac::alerts::Snapshot;
-use celeriac::backend::{ProcessKind, ProcessState};
+use celeriac::backend::{KvMemory, KvStore, ProcessKind, ProcessState};
 use celeriac::{App, Coordinator, JobState};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use std::sync::{Arc, RwLock};
@@ -120,12 +120,20 @@ pub(crate) async fn publish(app: &App, page: &FleetPage) -> celeriac::Result<Sna
     {
         debug!(%e, "deploys not noted");
     }
-    page.set(Some(render(app, &snap)));
+    // The L2's memory; a store that cannot tell it (or fails to) leaves its gauges out.
+    let l2 = match app.backend().kv_memory().await {
+        Ok(m) => m,
+        Err(e) => {
+            debug!(%e, "the L2's memory not read");
+            None
+        }
+    };
+    page.set(Some(render(app, &snap, l2.as_ref())));
     Ok(snap)
 }
 
 /// The fleet gauges, rendered by a recorder of their own.
-fn render(app: &App, fleet: &Snapshot) -> String {
+fn render(app: &App, fleet: &Snapshot, l2: Option<&KvMemory>) -> String {
     let now = fleet.now;
     let alive = fleet
         .processes
@@ -176,6 +184,11 @@ fn render(app: &App, fleet: &Snapshot) -> String {
         if let Some(policy) = &store.eviction_policy {
             metrics::gauge!("celeriac_store_eviction_policy", "policy" => policy.clone()).set(1.0);
         }
+        if let Some(m) = l2 {
+            metrics::gauge!("celeriac_cache_l2_used_bytes").set(m.used_bytes as f64);
+            metrics::gauge!("celeriac_cache_l2_max_bytes").set(m.max_bytes as f64);
+            metrics::gauge!("celeriac_cache_l2_evicted_keys").set(m.evicted_keys as f64);
+        }
     });
     handle.render()
 }
@@ -217,6 +230,20 @@ fn describe() {
     describe_gauge!(
         "celeriac_store_eviction_policy",
         "Redis maxmemory-policy, as a label; always 1"
+    );
+    describe_gauge!(
+        "celeriac_cache_l2_used_bytes",
+        Unit::Bytes,
+        "The cache L2's memory in use (Redis used_memory; SQLite the cache's keys and values)"
+    );
+    describe_gauge!(
+        "celeriac_cache_l2_max_bytes",
+        Unit::Bytes,
+        "The cache L2's bound (Redis maxmemory, a SQLite cache's max_bytes), 0 for none"
+    );
+    describe_gauge!(
+        "celeriac_cache_l2_evicted_keys",
+        "Keys the cache L2 evicted to make room since it started (a counter read as a gauge)"
     );
     describe_gauge!(
         "celeriac_store_file_bytes",

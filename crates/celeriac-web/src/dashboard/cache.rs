@@ -1,6 +1,8 @@
 //! The caches: per namespace, the figures the cache instances of an application publish to
 //! the store (summed over the live instances, as `celeriac cache stats` shows them), the
-//! store's own memory figures, and the operator's actions: invalidate a key or a tag in every
+//! L1's departures by cause and its weight against its byte bound, the L2's memory (used out
+//! of its bound, its policy when full, the keys it evicted: [`KvStore::kv_memory`]), the
+//! store's own figures, and the operator's actions: invalidate a key or a tag in every
 //! instance, and warm a namespace with its registered warmer (a `celeriac.cache.warm` job that
 //! a worker of the application runs).
 //!
@@ -13,7 +15,7 @@ use axum::extract::Query;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
-use celeriac::backend::{StoreFigures, StoreHealth};
+use celeriac::backend::{KvMemory, KvStore, StoreFigures, StoreHealth};
 use celeriac::cache::stats::{self, NamespaceStats};
 use celeriac::cache::{Cache, CacheStats, DEFAULT_STATS_INTERVAL};
 use celeriac::clock::UnixMs;
@@ -64,6 +66,8 @@ pub(crate) struct NamespaceRow {
     pub(crate) hit_ratio: Option<f64>,
     /// Mean loader time, when anything was loaded.
     pub(crate) mean_load_ms: Option<f64>,
+    /// The L1's weighted size out of its byte bound, when it is bounded in bytes.
+    pub(crate) l1_bytes_ratio: Option<f64>,
     /// Whether this application registered a warmer for the namespace.
     pub(crate) warmer: bool,
 }
@@ -73,6 +77,8 @@ impl NamespaceRow {
         NamespaceRow {
             hit_ratio: n.hit_ratio(),
             mean_load_ms: n.mean_load_ms(),
+            l1_bytes_ratio: (n.stats.l1_max_bytes > 0)
+                .then(|| n.stats.l1_weighted_bytes as f64 / n.stats.l1_max_bytes as f64),
             warmer: warmers.contains(&n.namespace),
             namespace: n.namespace,
             instances: n.instances,
@@ -96,6 +102,59 @@ const NO_HISTORY: &str = "each cache instance publishes only its current \
      exported as the Prometheus metrics celeriac_cache_*_total{namespace}, which a metrics \
      system can chart over time.";
 
+/// The L2's memory, as the store tells it ([`KvStore::kv_memory`]).
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct L2Memory {
+    /// Whether the store told it (`false`: a store that cannot, and every figure `null`).
+    pub(crate) reported: bool,
+    /// Bytes in use (Redis: everything the server holds; SQLite: the cache's keys and values).
+    pub(crate) used_bytes: Option<u64>,
+    /// The bound (0: unbounded).
+    pub(crate) max_bytes: Option<u64>,
+    /// `used_bytes` out of `max_bytes`, when bounded.
+    pub(crate) used_ratio: Option<f64>,
+    /// What the store does when full (`allkeys-lfu`, `noeviction`, `oldest-written`, `none`).
+    pub(crate) policy: Option<String>,
+    /// Keys evicted to make room since the store started.
+    pub(crate) evicted_keys: Option<u64>,
+    /// Whether writes fail, rather than evict, once the bound is reached.
+    pub(crate) refuses_when_full: bool,
+    /// Why the figures could not be read, when the store failed to answer.
+    pub(crate) error: Option<String>,
+}
+
+impl L2Memory {
+    fn of(read: celeriac::Result<Option<KvMemory>>) -> Self {
+        let none = L2Memory {
+            reported: false,
+            used_bytes: None,
+            max_bytes: None,
+            used_ratio: None,
+            policy: None,
+            evicted_keys: None,
+            refuses_when_full: false,
+            error: None,
+        };
+        match read {
+            Ok(Some(m)) => L2Memory {
+                reported: true,
+                used_bytes: Some(m.used_bytes),
+                max_bytes: Some(m.max_bytes),
+                used_ratio: (m.max_bytes > 0).then(|| m.used_bytes as f64 / m.max_bytes as f64),
+                refuses_when_full: m.refuses_when_full(),
+                evicted_keys: Some(m.evicted_keys),
+                policy: Some(m.policy),
+                error: None,
+            },
+            Ok(None) => none,
+            Err(e) => L2Memory {
+                error: Some(e.to_string()),
+                ..none
+            },
+        }
+    }
+}
+
 /// The cache page's data (and its JSON twin).
 #[derive(Debug, Serialize)]
 pub(crate) struct CachePage {
@@ -106,6 +165,8 @@ pub(crate) struct CachePage {
     pub(crate) namespaces: Vec<NamespaceRow>,
     /// Hits out of all reads over every namespace.
     pub(crate) hit_ratio: Option<f64>,
+    /// The L2's memory: used, bound, policy and evictions.
+    pub(crate) l2: L2Memory,
     /// The store's figures about itself (`null` where it does not tell).
     pub(crate) store: StoreFigures,
     /// The namespaces with a warmer registered in this application.
@@ -175,6 +236,8 @@ pub(crate) async fn load(req: &Req, q: &Q) -> Outcome<CachePage> {
     let store = req
         .timed(StoreHealth::store_figures(req.ctx.store()))
         .await?;
+    // A store that fails to tell its memory leaves the rest of the page as it is.
+    let l2 = L2Memory::of(req.timed(KvStore::kv_memory(req.ctx.store())).await);
     let warmers = celeriac::cache_warmer_namespaces();
     let hit_ratio = ratio_of(all.iter().map(|n| &n.stats));
     Ok(CachePage {
@@ -185,6 +248,7 @@ pub(crate) async fn load(req: &Req, q: &Q) -> Outcome<CachePage> {
             .map(|n| NamespaceRow::of(n, &warmers))
             .collect(),
         hit_ratio,
+        l2,
         store,
         warm_task: req
             .ctx
@@ -306,7 +370,14 @@ fn body(req: &Req, d: &CachePage) -> Markup {
                         th { "Namespace" } th.num { "Instances" } th.num { "L1 hits" } th.num { "L2 hits" }
                         th.num { "Misses" } th.num { "Hit ratio" } th.num { "Loads" } th.num { "Mean load" }
                         th.num { "Load errors" } th.num { "Waiters" } th.num { "Stale served" }
-                        th.num { "Evictions" } th.num { "L1 size" } th.num { "L2 errors" } th.num { "Decode errors" }
+                        th.num title="L1 entries evicted for space or expired" { "Evictions" }
+                        th.num title="Entries that entered the L1" { "L1 added" }
+                        th.num title="L1 entries evicted for space (the entry or byte bound), values too heavy for the L1 included" { "Evicted (size)" }
+                        th.num title="L1 entries that expired" { "Expired" }
+                        th.num title="L1 entries the cache took out itself: removal, invalidation, a new version" { "Removed" }
+                        th.num { "L1 size" }
+                        th.num title="The L1's weighted size out of its byte bound (l1_max_bytes), summed over instances" { "L1 bytes" }
+                        th.num { "L2 errors" } th.num { "Decode errors" }
                         th.num title="Values over the namespace's max_value_bytes: returned and kept in L1, not stored in L2" { "Too large" }
                     } }
                     tbody {
@@ -325,7 +396,19 @@ fn body(req: &Req, d: &CachePage) -> Markup {
                                 td.num { (s.waiters) }
                                 td.num { (s.stale_served) }
                                 td.num { (s.evictions) }
+                                td.num.l1-added { (s.l1_added) }
+                                td.num.l1-evicted-size { (s.l1_evicted_size) }
+                                td.num.l1-expired { (s.l1_expired) }
+                                td.num.l1-removed { (s.l1_removed) }
                                 td.num { (s.l1_entries) }
+                                td.num.l1-bytes {
+                                    @if s.l1_max_bytes > 0 {
+                                        (bytes(Some(s.l1_weighted_bytes))) " / " (bytes(Some(s.l1_max_bytes)))
+                                        " (" (percent(n.l1_bytes_ratio)) ")"
+                                    } @else {
+                                        span title="bounded in entries only" { "–" }
+                                    }
+                                }
                                 td.num { (s.l2_errors) }
                                 td.num { (s.decode_errors) }
                                 td.num.too-large { (s.too_large) }
@@ -338,6 +421,42 @@ fn body(req: &Req, d: &CachePage) -> Markup {
         section #cache-history {
             h2 { "Hit ratio over time" }
             p.empty { "No series: " (d.hit_ratio_history.reason) }
+        }
+        section #cache-l2 {
+            h2 { "L2 memory" }
+            @let m = &d.l2;
+            @if let Some(e) = &m.error {
+                p.notice.bad { "The store did not tell its memory: " (e) }
+            } @else if !m.reported {
+                p.empty { "The store does not report its memory." }
+            } @else {
+                table.figures {
+                    tbody {
+                        tr { th { "Used" } td #cache-l2-used {
+                            (bytes(m.used_bytes))
+                            @match m.max_bytes {
+                                Some(0) | None => " (unbounded)",
+                                max => { " of " (bytes(max)) " (" (percent(m.used_ratio)) ")" },
+                            }
+                        } }
+                        @if let Some(r) = m.used_ratio {
+                            tr { th { "Use" } td { meter min="0" max="1" low="0.75" high="0.9" optimum="0" value=(r.min(1.0)) { (percent(Some(r))) } } }
+                        }
+                        tr { th { "Bound" } td #cache-l2-max {
+                            @match m.max_bytes {
+                                Some(0) | None => "unbounded",
+                                max => (bytes(max)),
+                            }
+                        } }
+                        tr { th { "When full" } td #cache-l2-policy { (opt(m.policy.as_deref())) } }
+                        tr { th { "Keys evicted" } td #cache-l2-evicted { (opt(m.evicted_keys)) } }
+                    }
+                }
+                @if m.refuses_when_full {
+                    p.notice.bad #cache-l2-refuses { "Policy " code { "noeviction" } " with a bound: writes fail when the store is full, so the caches' L2 writes (and any other) fail rather than evict." }
+                }
+                p.reason { "Redis: the server's whole memory (" code { "used_memory" } ", " code { "maxmemory" } ", " code { "maxmemory-policy" } ", " code { "evicted_keys" } "), not only the caches' keys. SQLite: the bytes of the cache's keys and values." }
+            }
         }
         section #cache-store {
             h2 { "Store" }

@@ -95,6 +95,17 @@ async fn published_cache_figures_show_on_the_page_the_twin_and_the_overview() {
     assert_eq!(row["loads"], 1);
     assert_eq!(row["hit_ratio"], 0.75);
     assert_eq!(row["l1_entries"], 1, "the L1 size is published");
+    assert_eq!(row["l1_added"], 1, "{row}");
+    for unbounded in [
+        "l1_evicted_size",
+        "l1_expired",
+        "l1_removed",
+        "l1_weighted_bytes",
+    ] {
+        assert_eq!(row[unbounded], 0, "{unbounded}: {row}");
+    }
+    assert_eq!(row["l1_max_bytes"], 0, "bounded in entries only: {row}");
+    assert!(row["l1_bytes_ratio"].is_null(), "{row}");
     assert!(row["mean_load_ms"].is_number());
     assert_eq!(v["hit_ratio"], 0.75);
     assert_eq!(v["hit_ratio_history"]["available"], false);
@@ -103,11 +114,35 @@ async fn published_cache_figures_show_on_the_page_the_twin_and_the_overview() {
         v["store"]["file_bytes"].as_u64().is_some_and(|b| b > 0),
         "SQLite tells its file size: {v}"
     );
+    let l2 = &v["l2"];
+    assert_eq!(l2["reported"], true, "SQLite tells its L2's memory: {v}");
+    assert!(
+        l2["used_bytes"].as_u64().is_some_and(|b| b > 0),
+        "the cached value and the snapshot take room: {v}"
+    );
+    assert!(l2["policy"].is_string(), "{v}");
 
     let (status, html) = d.get("/cache").await;
     assert_eq!(status, 200, "{html}");
     assert!(html.contains(r#"data-namespace="products""#), "{html}");
     assert!(html.contains("75.0 %"), "{html}");
+    for column in [
+        "L1 added",
+        "Evicted (size)",
+        "Expired",
+        "Removed",
+        "L1 bytes",
+    ] {
+        assert!(html.contains(column), "no {column} column: {html}");
+    }
+    assert!(
+        html.contains(r#"<td class="num l1-added">1</td>"#),
+        "{html}"
+    );
+    assert!(
+        html.contains(r#"id="cache-l2""#) && html.contains(r#"id="cache-l2-policy""#),
+        "the L2 panel: {html}"
+    );
     assert!(
         html.contains("No series"),
         "says plainly there is no history: {html}"
@@ -520,4 +555,143 @@ async fn the_task_limits_show_on_the_rate_limits_page_with_running_jobs() {
     assert_eq!(info.state, celeriac::JobState::Succeeded);
     stop.graceful();
     running.await.expect("joins").expect("the worker stops");
+}
+
+/// On a Redis bounded to 5 MiB that evicts (`allkeys-lfu`) and already evicted keys, a
+/// namespace with an L1 bounded in bytes: the page and its twin show the L1's departures by
+/// cause and its weight out of the bound, the L2 panel the store's memory, policy and
+/// evictions, and `/metrics` the L2 gauges.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bounded_redis_l2_and_a_byte_bounded_l1_show_on_the_page_twin_and_metrics() {
+    use celeriac_testkit::RedisServer;
+    let server = RedisServer::builder()
+        .arg("--maxmemory", "5mb")
+        .maxmemory_policy("allkeys-lfu")
+        .start()
+        .await
+        .expect("redis-server starts");
+    // 10 MiB into 5 MiB: the server evicts; then it is emptied for the application.
+    let filler = "x".repeat(100 * 1024);
+    for i in 0..100 {
+        server
+            .command(&["SET", &format!("filler:{i}"), &filler])
+            .await
+            .expect("an evicting server takes every write");
+    }
+    let info = |text: String, name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    };
+    let stats = server.command(&["INFO", "stats"]).await.expect("INFO");
+    let evicted = info(stats.as_text().expect("text"), "evicted_keys");
+    assert!(evicted > 0, "the bound was reached and keys evicted");
+    server.command(&["FLUSHALL"]).await.expect("FLUSHALL");
+
+    // An evicting Redis is refused for jobs unless the URL accepts it.
+    let app = App::builder()
+        .url(format!("{}?allow_eviction=true", server.url()))
+        .build()
+        .await
+        .expect("an app on Redis");
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let d = serve_app(app, dir, |d| d).await;
+    // Four entries at most, 64 KiB in all: ten values of 10 KiB cannot all stay.
+    let pages: Strings = Cache::<str, String, ()>::builder("pages")
+        .early_refresh(0.0)
+        .ttl(Duration::from_secs(3600))
+        .l1(4, Duration::from_secs(3600))
+        .l1_max_bytes(64 * 1024)
+        .stats_interval(None)
+        .build(d.app.backend().clone())
+        .await
+        .expect("a cache");
+    let value = "v".repeat(10 * 1024);
+    for i in 0..10 {
+        pages
+            .set(&format!("p{i}"), value.clone())
+            .await
+            .expect("set");
+    }
+    let s = pages.stats();
+    assert!(s.l1_evicted_size > 0, "the byte bound evicted: {s:?}");
+    assert!(
+        s.l1_weighted_bytes > 0 && s.l1_max_bytes == 64 * 1024,
+        "{s:?}"
+    );
+    pages.publish_stats().await.expect("published");
+
+    let v = d.json("/api/v1/cache").await;
+    let row = namespace_row(&v, "pages").expect("pages published");
+    assert_eq!(row["l1_added"], s.l1_added, "{row}");
+    assert_eq!(row["l1_evicted_size"], s.l1_evicted_size, "{row}");
+    assert_eq!(row["l1_expired"], s.l1_expired, "{row}");
+    assert_eq!(row["l1_removed"], s.l1_removed, "{row}");
+    assert_eq!(row["l1_weighted_bytes"], s.l1_weighted_bytes, "{row}");
+    assert_eq!(row["l1_max_bytes"], 64 * 1024, "{row}");
+    let ratio = row["l1_bytes_ratio"]
+        .as_f64()
+        .expect("a bounded L1's ratio");
+    assert!(ratio > 0.0 && ratio <= 1.0, "{row}");
+    let l2 = &v["l2"];
+    assert_eq!(l2["reported"], true, "{v}");
+    assert_eq!(l2["max_bytes"], 5 << 20, "{v}");
+    assert_eq!(l2["policy"], "allkeys-lfu", "{v}");
+    assert_eq!(l2["evicted_keys"], evicted, "Redis's own count: {v}");
+    assert_eq!(l2["refuses_when_full"], false, "{v}");
+    let used = l2["used_bytes"].as_u64().expect("used bytes");
+    assert!(used > 100 * 1024, "the ten values are in the store: {v}");
+    let used_ratio = l2["used_ratio"].as_f64().expect("a bounded store's ratio");
+    assert!(
+        (used_ratio - used as f64 / f64::from(5u32 << 20)).abs() < 1e-9,
+        "{v}"
+    );
+
+    let (status, html) = d.get("/cache").await;
+    assert_eq!(status, 200, "{html}");
+    for cell in [
+        format!(r#"<td class="num l1-added">{}</td>"#, s.l1_added),
+        format!(
+            r#"<td class="num l1-evicted-size">{}</td>"#,
+            s.l1_evicted_size
+        ),
+        format!(r#"<td class="num l1-expired">{}</td>"#, s.l1_expired),
+        format!(r#"<td class="num l1-removed">{}</td>"#, s.l1_removed),
+        r#"<td id="cache-l2-max">5.0 MiB</td>"#.to_string(),
+        r#"<td id="cache-l2-policy">allkeys-lfu</td>"#.to_string(),
+        format!(r#"<td id="cache-l2-evicted">{evicted}</td>"#),
+    ] {
+        assert!(html.contains(&cell), "no {cell}: {html}");
+    }
+    assert!(
+        html.contains(" / 64.0 KiB ("),
+        "the L1's weight out of its bound: {html}"
+    );
+    assert!(
+        html.contains(" of 5.0 MiB ("),
+        "the L2's use out of its bound: {html}"
+    );
+    assert!(
+        !html.contains(r#"id="cache-l2-refuses""#),
+        "this policy evicts: {html}"
+    );
+
+    let http = celeriac_web::Http::new(d.app.clone()).expect("the Prometheus recorder");
+    http.publish_fleet_gauges().await.expect("gauges published");
+    let metrics = http.render_metrics();
+    let gauge = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /metrics:\n{metrics}"))
+    };
+    assert_eq!(gauge("celeriac_cache_l2_max_bytes"), f64::from(5u32 << 20));
+    assert_eq!(gauge("celeriac_cache_l2_evicted_keys"), evicted as f64);
+    assert!(
+        gauge("celeriac_cache_l2_used_bytes") > 100.0 * 1024.0,
+        "{metrics}"
+    );
 }
