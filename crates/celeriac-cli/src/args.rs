@@ -489,6 +489,10 @@ pub(crate) struct WorkerArgs {
     /// `celeriac stats` reads); a crash loses at most this long of it.
     #[arg(long, env = "CELERIAC_HISTORY_FLUSH", default_value = "10s", value_parser = duration::parse)]
     pub(crate) history_flush: Duration,
+    /// Claim at most this many jobs, let them finish, then exit 0 (for a supervisor to start
+    /// a fresh process): bounds what a leaking task can grow to. Default: run until stopped.
+    #[arg(long, env = "CELERIAC_MAX_JOBS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) max_jobs: Option<u64>,
     /// This worker's name (default host:pid).
     #[arg(long, env = "CELERIAC_WORKER_ID")]
     pub(crate) worker_id: Option<String>,

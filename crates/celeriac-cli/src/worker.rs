@@ -64,6 +64,7 @@ pub(crate) async fn worker(app: App, args: WorkerArgs) -> CliResult {
         grace_period: args.grace_period,
         registry_refresh: args.beat_args.registry_refresh,
         history_flush: args.history_flush,
+        max_jobs: args.max_jobs,
         ..WorkerConfig::default()
     };
     if let Some(id) = args.worker_id {

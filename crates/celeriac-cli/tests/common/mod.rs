@@ -423,28 +423,33 @@ pub async fn chord_callback_runs_once_across_processes(url: &str) {
 
     // Long enough that reading what the victim held ends before its leases run out.
     let lease = ["--lease", "5s", "--heartbeat", "1s"];
-    let victim_args = [&lease[..], &["--concurrency", "64"]].concat();
-    // The victim runs alone until it dies, taking many jobs at a time, so a kill mid-run finds
-    // some of them running, and at most four victims take 600 of the 1,000 members: the rest
-    // are left for the others (started after the kill) and each victim has 150 to run. A kill
-    // that found none (the victim between claims, or not yet started on a busy machine) proves
-    // nothing about redelivery: a new victim takes its place and is killed in turn.
+    // A victim claims at most SHARE members (--max-jobs), many at a time, and is killed once
+    // it has finished 150 of them, so the kill finds some running and at least 200 members are
+    // left for the others (started after the kill). One that the test could not watch closely
+    // enough (a busy machine) runs its whole share and exits by itself: a kill would find
+    // nothing, so a new victim takes its place; so does one killed between claims.
     // A slow machine is slow, a stuck victim is stuck: fail only when nothing moved for a
     // minute, saying how far the victim got.
+    const SHARE: u64 = 200;
+    let share = SHARE.to_string();
+    let victim_args = [
+        &lease[..],
+        &["--concurrency", "64", "--max-jobs", share.as_str()],
+    ]
+    .concat();
     let mut in_flight = HashSet::new();
     // The victim runs niced: its 64 CPU-bound resizes would otherwise starve this process's
-    // watch, and the victim could run every member before the kill (CI saw it: the next victim
-    // found nothing left to do).
+    // watch.
     for attempt in 1.. {
         let start = count(&app, JobState::Succeeded).await;
         assert!(
-            start + 150 <= N as u64,
-            "victim {} ran members past its 150 before its kill ({start} of {N} done): the \
-             test could not watch it closely enough",
+            attempt <= 4 && start + SHARE <= N as u64,
+            "{} victims in a row were not caught running a member ({start} of {N} done)",
             attempt - 1
         );
         let mut victim = WorkerProc::spawn_niced(url, "victim", "images", &victim_args);
         let (mut seen, mut moved) = (start, Instant::now());
+        let mut ran_its_share = false;
         while seen < start + 150 {
             tokio::time::sleep(Duration::from_millis(5)).await;
             let now = count(&app, JobState::Succeeded).await;
@@ -452,17 +457,29 @@ pub async fn chord_callback_runs_once_across_processes(url: &str) {
                 (seen, moved) = (now, Instant::now());
             }
             if let Some(status) = victim.exited() {
-                panic!(
-                    "victim {attempt} exited by itself ({status}) after {} of its 150 members",
+                assert!(
+                    status.success(),
+                    "victim {attempt} failed ({status}) after {} of its members",
                     seen - start
                 );
+                ran_its_share = true;
+                break;
             }
             assert!(
                 moved.elapsed() < Duration::from_secs(60),
-                "victim {attempt} made no progress for 60 s: {} of its 150 members done, \
+                "victim {attempt} made no progress for 60 s: {} of its members done, \
                  {seen} of {N} in all",
                 seen - start
             );
+        }
+        if ran_its_share {
+            let done = count(&app, JobState::Succeeded).await;
+            assert_eq!(
+                done,
+                start + SHARE,
+                "victim {attempt} ran exactly its --max-jobs share before exiting"
+            );
+            continue;
         }
         victim.kill_dash_nine();
         // What the victim held at its death, read at once (all reads in flight together),
@@ -484,10 +501,6 @@ pub async fn chord_callback_runs_once_across_processes(url: &str) {
         if !in_flight.is_empty() {
             break;
         }
-        assert!(
-            attempt < 4,
-            "four kills in a row found the victim running no member"
-        );
     }
     let others: Vec<WorkerProc> = (0..2)
         .map(|i| WorkerProc::spawn_on(url, &format!("chord-{i}"), "images", &lease))

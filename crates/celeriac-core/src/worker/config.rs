@@ -47,6 +47,12 @@ pub struct WorkerConfig {
     /// How often the worker writes its tally of attempts to the store's history
     /// ([`crate::history`]); what a crash loses is at most this long.
     pub history_flush: Duration,
+    /// Claims at most this many jobs, then stops claiming, lets them finish (within the grace
+    /// period) and returns, as after a graceful shutdown; `None` (the default) runs until shut
+    /// down. Under a supervisor that restarts it, a task that leaks memory or handles cannot
+    /// grow past a bounded number of jobs (RQ's `--max-jobs`, Celery's
+    /// `worker_max_tasks_per_child`).
+    pub max_jobs: Option<u64>,
 }
 
 impl Default for WorkerConfig {
@@ -64,6 +70,7 @@ impl Default for WorkerConfig {
             worker_id: String::new(),
             registry_refresh: crate::process::DEFAULT_REFRESH,
             history_flush: crate::history::DEFAULT_FLUSH,
+            max_jobs: None,
         }
     }
 }

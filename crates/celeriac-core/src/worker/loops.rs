@@ -223,8 +223,13 @@ impl<B: super::WorkerStore> Worker<B> {
         let quiet = &self.shutdown.quiet;
         let limits = self.registry.limits();
         let mut error_backoff = Duration::from_millis(50);
+        let mut left = config.max_jobs;
         loop {
             if graceful.is_cancelled() {
+                break;
+            }
+            if left == Some(0) {
+                info!(worker = %config.worker_id, max_jobs = config.max_jobs, "worker claimed its most jobs; stopping");
                 break;
             }
             if quiet.is_cancelled() {
@@ -247,6 +252,9 @@ impl<B: super::WorkerStore> Worker<B> {
             }
             let mut permits = vec![first];
             take_free_slots(&slots, &unacked, &mut permits, config.prefetch);
+            if let Some(left) = left {
+                permits.truncate(usize::try_from(left).unwrap_or(usize::MAX).max(1));
+            }
             let epoch = self.backend.work_epoch();
             let now = self.clock.now_ms();
             let req = ClaimRequest {
@@ -288,6 +296,9 @@ impl<B: super::WorkerStore> Worker<B> {
                 drop(permits);
                 self.hand_back_late(claimed, sent).await;
                 continue;
+            }
+            if let Some(n) = left.as_mut() {
+                *n = n.saturating_sub(claimed.len() as u64);
             }
             for (job, permit) in claimed.into_iter().zip(permits) {
                 self.spawn_run(job, permit, sent, timing, crew);
