@@ -317,19 +317,6 @@ fn percent_of(part: u64, whole: u64) -> String {
     format!("{:.0}%", part as f64 * 100.0 / whole as f64)
 }
 
-/// A count with thousands separators: `12,345`.
-fn grouped(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 /// The L2's memory in one line: `L2 (redis): 4.8 MiB used of 5.0 MiB (96%), policy
 /// allkeys-lfu, 12,345 keys evicted`.
 fn l2_line(backend: &str, memory: &Result<Option<celeriac::backend::KvMemory>, String>) -> String {
@@ -352,7 +339,7 @@ fn l2_line(backend: &str, memory: &Result<Option<celeriac::backend::KvMemory>, S
     let mut line = format!(
         "L2 ({backend}): {used}, policy {}, {} {keys} evicted",
         m.policy,
-        grouped(m.evicted_keys)
+        crate::confirm::thousands(m.evicted_keys)
     );
     if m.refuses_when_full() {
         line.push_str(" (noeviction: writes fail when full)");
@@ -418,8 +405,8 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0].len(), lines[1].len(), "{text}");
         assert!(lines[0].ends_with("      N"), "{text}");
-        assert_eq!(grouped(1_234_567), "1,234,567");
-        assert_eq!(grouped(999), "999");
+        assert_eq!(crate::confirm::thousands(1_234_567), "1,234,567");
+        assert_eq!(crate::confirm::thousands(999), "999");
         assert_eq!(human_bytes(1 << 30), "1.0 GiB");
     }
 }

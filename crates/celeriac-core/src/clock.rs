@@ -8,7 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 mod fleet;
 pub use fleet::{
-    FleetClock, Reading, StoreClock, TimeSource, OFFSET_WARNING, RESYNC_EVERY, STEP_WARNING,
+    time_reply_ms, FleetClock, Reading, StoreClock, TimeSource, OFFSET_WARNING, RESYNC_EVERY,
+    STEP_WARNING,
 };
 
 /// Milliseconds since the Unix epoch, the unit every store works in.

@@ -25,7 +25,8 @@
 
 use crate::{decode, Inner, SqliteBackend};
 use celeriac_core::backend::{
-    check_kv_key, check_kv_ttl, KvEntry, KvEvent, KvMemory, KvStore, KvSubscription,
+    check_kv_entries, check_kv_key, check_kv_ttl, KvEntry, KvEvent, KvMemory, KvStore,
+    KvSubscription,
 };
 use celeriac_core::clock::{duration_ms, Clock, UnixMs};
 use celeriac_core::error::{Error, Result};
@@ -359,10 +360,7 @@ impl KvStore for SqliteBackend {
     }
 
     async fn kv_set(&self, entries: Vec<KvEntry>, now: UnixMs) -> Result<()> {
-        for e in &entries {
-            check_kv_key(&e.key, Self::MAX_KEY_LEN)?;
-            check_kv_ttl(&e.key, e.ttl)?;
-        }
+        check_kv_entries(&entries, Self::MAX_KEY_LEN)?;
         if entries.is_empty() {
             return Ok(());
         }
@@ -374,10 +372,7 @@ impl KvStore for SqliteBackend {
     }
 
     async fn kv_ensure(&self, entries: Vec<KvEntry>, now: UnixMs) -> Result<()> {
-        for e in &entries {
-            check_kv_key(&e.key, Self::MAX_KEY_LEN)?;
-            check_kv_ttl(&e.key, e.ttl)?;
-        }
+        check_kv_entries(&entries, Self::MAX_KEY_LEN)?;
         if entries.is_empty() {
             return Ok(());
         }

@@ -3,7 +3,7 @@
 
 use crate::conn::{map_err, Conn};
 use celeriac_core::clock::{TimeSource, UnixMs};
-use celeriac_core::error::{Error, ErrorKind, Result};
+use celeriac_core::error::Result;
 use redis::Script;
 
 /// Reads the Redis server's clock.
@@ -31,13 +31,7 @@ impl TimeSource for RedisTime {
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(map_err)?;
-        if secs <= 0 || !(0..1_000_000).contains(&micros) {
-            return Err(Error::backend(
-                ErrorKind::GiveUp,
-                format!("Redis TIME answered {secs} s {micros} µs"),
-            ));
-        }
-        Ok(secs.saturating_mul(1000).saturating_add(micros / 1000))
+        celeriac_core::clock::time_reply_ms(secs, micros)
     }
 
     fn name(&self) -> &'static str {

@@ -20,7 +20,8 @@ use crate::conn::{map_err, Connector};
 use crate::keys::{kv_channel, kv_key, kv_lock_key};
 use crate::{num, RedisBackend, Topology};
 use celeriac_core::backend::{
-    check_kv_key, check_kv_ttl, KvEntry, KvEvent, KvMemory, KvStore, KvSubscription,
+    check_kv_entries, check_kv_key, check_kv_ttl, KvEntry, KvEvent, KvMemory, KvStore,
+    KvSubscription,
 };
 use celeriac_core::clock::{duration_ms, UnixMs};
 use celeriac_core::error::{ErrorKind, Result};
@@ -156,10 +157,7 @@ impl KvStore for RedisBackend {
     }
 
     async fn kv_set(&self, entries: Vec<KvEntry>, now: UnixMs) -> Result<()> {
-        for e in &entries {
-            check_kv_key(&e.key, Self::MAX_KEY_LEN)?;
-            check_kv_ttl(&e.key, e.ttl)?;
-        }
+        check_kv_entries(&entries, Self::MAX_KEY_LEN)?;
         let prefix = &self.inner.config.prefix;
         let stored: Vec<String> = entries.iter().map(|e| kv_key(prefix, &e.key)).collect();
         let groups = self.slot_groups(&stored);
@@ -183,10 +181,7 @@ impl KvStore for RedisBackend {
     }
 
     async fn kv_ensure(&self, entries: Vec<KvEntry>, now: UnixMs) -> Result<()> {
-        for e in &entries {
-            check_kv_key(&e.key, Self::MAX_KEY_LEN)?;
-            check_kv_ttl(&e.key, e.ttl)?;
-        }
+        check_kv_entries(&entries, Self::MAX_KEY_LEN)?;
         let prefix = &self.inner.config.prefix;
         // One script call per key (its own slot on Cluster), all at once.
         try_join_all(entries.iter().map(|e| {

@@ -18,13 +18,7 @@ impl TimeSource for BrokerTime {
             .query_async(&mut self.conn.clone())
             .await
             .map_err(|e| Error::backend(ErrorKind::Retry, format!("Redis TIME: {e}")))?;
-        if secs <= 0 || !(0..1_000_000).contains(&micros) {
-            return Err(Error::backend(
-                ErrorKind::GiveUp,
-                format!("Redis TIME answered {secs} s {micros} µs"),
-            ));
-        }
-        Ok(secs.saturating_mul(1000).saturating_add(micros / 1000))
+        celeriac_core::clock::time_reply_ms(secs, micros)
     }
 
     fn name(&self) -> &'static str {

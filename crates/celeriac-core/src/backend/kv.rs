@@ -178,6 +178,19 @@ pub fn check_kv_key(key: &str, max: usize) -> Result<()> {
     Ok(())
 }
 
+/// Checks each entry's key (at most `max` bytes) and ttl, as [`check_kv_key`] and
+/// [`check_kv_ttl`] do.
+///
+/// # Errors
+/// The first of theirs.
+pub fn check_kv_entries(entries: &[KvEntry], max: usize) -> Result<()> {
+    for e in entries {
+        check_kv_key(&e.key, max)?;
+        check_kv_ttl(&e.key, e.ttl)?;
+    }
+    Ok(())
+}
+
 /// Checks the ttl of a value or lock under `key`: above zero.
 ///
 /// # Errors

@@ -43,6 +43,21 @@ pub trait TimeSource: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 }
 
+/// The time in a Redis `TIME` reply (seconds and microseconds), in milliseconds.
+///
+/// # Errors
+/// [`crate::Error::Backend`] for a reply no clock gives (a non-positive second, microseconds
+/// out of range).
+pub fn time_reply_ms(secs: i64, micros: i64) -> Result<UnixMs> {
+    if secs <= 0 || !(0..1_000_000).contains(&micros) {
+        return Err(crate::Error::backend(
+            crate::ErrorKind::GiveUp,
+            format!("Redis TIME answered {secs} s {micros} µs"),
+        ));
+    }
+    Ok(secs.saturating_mul(1000).saturating_add(micros / 1000))
+}
+
 /// One reading of the store's time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reading {
