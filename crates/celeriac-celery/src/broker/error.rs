@@ -119,78 +119,37 @@ pub(crate) fn kind_of(e: &redis::RedisError) -> ErrorKind {
 /// A result of the transport.
 pub type Result<T, E = BrokerError> = std::result::Result<T, E>;
 
-/// A URL as it may be shown, and the secret to keep out of messages.
+/// A URL as it may be shown, and the secrets to keep out of messages (the store's rules:
+/// [`celeriac_core::redact`]).
 #[derive(Debug, Clone)]
 pub(crate) struct RedactedUrl {
     pub(crate) shown: String,
-    secret: Option<String>,
+    secrets: Vec<String>,
 }
 
 impl RedactedUrl {
-    /// Splits `url` into what may be shown (password replaced by `***`) and the password.
+    /// Splits `url` into what may be shown (password replaced by `***`) and its secrets.
     pub(crate) fn new(url: &str) -> Self {
-        let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        if !url.contains("://") {
             // Not URL-shaped: nothing can be told apart from a secret, so show only its length.
             return RedactedUrl {
                 shown: format!("<{} characters, not a URL>", url.len()),
-                secret: (!url.is_empty()).then(|| url.to_owned()),
+                secrets: (!url.is_empty())
+                    .then(|| url.to_owned())
+                    .into_iter()
+                    .collect(),
             };
-        };
-        let rest = &url[scheme_end..];
-        let auth_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        let authority = &rest[..auth_end];
-        let Some(at) = authority.rfind('@') else {
-            return RedactedUrl {
-                shown: url.to_owned(),
-                secret: None,
-            };
-        };
-        let userinfo = &authority[..at];
-        let (user, password) = match userinfo.split_once(':') {
-            Some((u, p)) => (u, Some(p)),
-            // `redis://secret@host`: redis-rs and kombu take a lone user-info as the password.
-            None => ("", Some(userinfo)),
-        };
-        let shown = format!("{}{}:***@{}", &url[..scheme_end], user, &rest[at + 1..]);
+        }
         RedactedUrl {
-            shown,
-            secret: password.filter(|p| !p.is_empty()).map(str::to_owned),
+            shown: celeriac_core::redact::url(url),
+            secrets: celeriac_core::redact::url_secrets(url),
         }
     }
 
-    /// `text` with every occurrence of the password (and its percent-decoded form) replaced.
+    /// `text` with every occurrence of a secret (as written and percent-decoded) replaced.
     pub(crate) fn scrub(&self, text: &str) -> String {
-        match &self.secret {
-            Some(secret) => {
-                let decoded = percent_decode(secret);
-                let mut out = text.replace(secret.as_str(), "***");
-                if !decoded.is_empty() && decoded != *secret {
-                    out = out.replace(decoded.as_str(), "***");
-                }
-                out
-            }
-            None => text.to_owned(),
-        }
+        celeriac_core::redact::text(text, &self.secrets)
     }
-}
-
-fn percent_decode(s: &str) -> String {
-    let hex = |c: u8| char::from(c).to_digit(16);
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
