@@ -187,8 +187,8 @@ def main() -> int:
             )
     if any(r.get("redis_commandstats_process") for r in results):
         out.append(
-            f"{'':<20} (INFO commandstats; a Lua script's commands count in its evalsha line "
-            "and again on their own)"
+            f"{'':<20} (INFO commandstats; the commands of a Lua script or a MULTI/EXEC count in "
+            "its evalsha or exec line and again on their own)"
         )
     if cel.get("latency_p50_us") is not None:
         out.append(

@@ -150,7 +150,10 @@ fn print_redis_figures(report: &crate::bench::jobs::BenchReport) {
         }
     }
     if report.redis_commandstats_enqueue.is_some() {
-        println!("  (a script's commands count in its evalsha line and again on their own lines)");
+        println!(
+            "  (µs of execution, not CPU; the commands of a script or a MULTI/EXEC count in its \
+             evalsha or exec line and again on their own)"
+        );
     }
     if let Some(note) = &report.redis_note {
         println!("Redis figures  not measured: {note}");

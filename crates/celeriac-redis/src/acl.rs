@@ -5,7 +5,7 @@
 //! is:
 //!
 //! ```text
-//! ACL SETUSER celeriac reset on >password ~celeriac:* resetchannels &celeriac:* "&celeriac:{*}:done" -@all +ping +select +info +time +wait +cluster|slots +asking +evalsha +script|load +multi +exec +publish +subscribe +psubscribe +del +exists +type +pexpire +persist +get +set +mget +incr +hdel +hexists +hget +hgetall +hincrby +hincrbyfloat +hkeys +hlen +hmget +hset +hsetnx +sadd +smembers +bzpopmin +zadd +zcard +zcount +zrange +zrangebyscore +zrank +zrem +zremrangebyscore +zrevrange +zrevrank +zscan +zscore +xadd +xrange +xrevrange
+//! ACL SETUSER celeriac reset on >password ~celeriac:* resetchannels &celeriac:* "&celeriac:{*}:done" -@all +ping +select +info +time +wait +cluster|slots +asking +evalsha +script|load +multi +exec +publish +subscribe +psubscribe +del +exists +type +pexpire +pttl +persist +get +setrange +set +mget +incr +hdel +hexists +hget +hgetall +hincrby +hincrbyfloat +hkeys +hlen +hmget +hset +hsetnx +sadd +smembers +bzpopmin +zadd +zcard +zcount +zrange +zrangebyscore +zrank +zrem +zremrangebyscore +zrevrange +zrevrank +zscan +zscore +xadd +xrange +xrevrange
 //! ```
 //!
 //! Type it at the `redis-cli` prompt (in a shell, `>` and `*` would be taken as a redirection
@@ -98,11 +98,19 @@ pub const COMMANDS: &[(&str, &str)] = &[
         "the retention of finished records, cache values, limiter state",
     ),
     (
+        "pttl",
+        "a cache tag barrier kept at least as long as its entries (scripts)",
+    ),
+    (
         "persist",
         "a dead job's record kept again when it is retried (scripts)",
     ),
     // Strings.
     ("get", "cache values, locks, limiter state"),
+    (
+        "setrange",
+        "a cache tag barrier's expiry raised in place (scripts)",
+    ),
     ("set", "cache values, locks, limiter state, unique keys"),
     ("mget", "cache values, several at once"),
     ("incr", "cache counters"),

@@ -99,7 +99,8 @@ pub struct BenchReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_bytes_per_queued_job: Option<f64>,
     /// The commands Redis ran in the enqueue phase (`INFO commandstats`), costliest first.
-    /// A script's commands are counted in its `evalsha` line and again on their own.
+    /// A script's (or a transaction's) commands are counted in its `evalsha` (`exec`) line
+    /// and again on their own.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_commandstats_enqueue: Option<Vec<CommandCost>>,
     /// The commands Redis ran in the processing phase, costliest first.

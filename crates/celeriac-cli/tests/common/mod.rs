@@ -424,13 +424,16 @@ pub async fn chord_callback_runs_once_across_processes(url: &str) {
     // Long enough that reading what the victim held ends before its leases run out.
     let lease = ["--lease", "5s", "--heartbeat", "1s"];
     // A victim claims at most SHARE members (--max-jobs), many at a time, and is killed once
-    // it has finished 150 of them, so the kill finds some running and at least 200 members are
-    // left for the others (started after the kill). One that the test could not watch closely
+    // it has finished 50 of them: acknowledgements arrive in batches of up to its 64 slots,
+    // so the 150 it has left keep it busy for a few more batches after the test sees 50, and
+    // the kill finds some running; at least 200 members are left for the others (started
+    // after the kill). One that the test could not watch closely
     // enough (a busy machine) runs its whole share and exits by itself: a kill would find
     // nothing, so a new victim takes its place; so does one killed between claims.
     // A slow machine is slow, a stuck victim is stuck: fail only when nothing moved for a
     // minute, saying how far the victim got.
     const SHARE: u64 = 200;
+    const KILL_AT: u64 = 50;
     let share = SHARE.to_string();
     let victim_args = [
         &lease[..],
@@ -450,7 +453,7 @@ pub async fn chord_callback_runs_once_across_processes(url: &str) {
         let mut victim = WorkerProc::spawn_niced(url, "victim", "images", &victim_args);
         let (mut seen, mut moved) = (start, Instant::now());
         let mut ran_its_share = false;
-        while seen < start + 150 {
+        while seen < start + KILL_AT {
             tokio::time::sleep(Duration::from_millis(5)).await;
             let now = count(&app, JobState::Succeeded).await;
             if now > seen {
