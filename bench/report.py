@@ -6,6 +6,11 @@
 Each --result is one system's JSON line (or {"system": ..., "error": ...} when it failed).
 META holds the run's context (cores, Redis version, job count, notes). Prints the table on
 stdout; writes the same figures as JSON to --json-out. Standard library only.
+
+Besides the rates, each system's JSON may hold what Redis spent on it, read from INFO just
+before and just after each phase: redis_cpu_us_per_job_enqueue, redis_cpu_us_per_job_process,
+redis_bytes_per_queued_job, redis_commandstats_enqueue and redis_commandstats_process (lists of
+{command, calls_per_job, usec_per_call, usec_per_job, ...}), or redis_note when not measured.
 """
 
 from __future__ import annotations
@@ -27,6 +32,35 @@ def ratio(a: float | None, b: float | None) -> float | None:
 
 def fmt_ratio(r: float) -> str:
     return f"{r:.0f}×" if r >= 10 else f"{r:.1f}×"
+
+
+def fmt_cost_ratio(r: float) -> str:
+    """A cost ratio (lower is better), two decimals below 10."""
+    return f"{r:.0f}×" if r >= 10 else f"{r:.2f}×"
+
+
+def num1(x: float | None) -> str:
+    return "-" if x is None else f"{x:,.1f}"
+
+
+# The Redis figures: (JSON key, column header, label of the ratio line, formatter).
+REDIS_FIGURES = (
+    ("redis_cpu_us_per_job_enqueue", "Redis µs/job (enqueue)", "Redis CPU, enqueue", num1),
+    ("redis_cpu_us_per_job_process", "Redis µs/job (process)", "Redis CPU, process", num1),
+    ("redis_bytes_per_queued_job", "Redis B/queued job", "Redis memory", num),
+)
+# Where each figure's value comes from, for the ratio lines.
+REDIS_UNITS = {
+    "redis_cpu_us_per_job_enqueue": "µs/job",
+    "redis_cpu_us_per_job_process": "µs/job",
+    "redis_bytes_per_queued_job": "B/queued job",
+}
+TOP_COMMANDS = 3
+
+
+def per_job(x: float) -> str:
+    """Calls per job: three decimals for the rare ones (one script call per batch)."""
+    return f"{x:.3f}" if x < 0.1 else f"{x:.2f}"
 
 
 def describe(res: dict) -> str:
@@ -62,10 +96,16 @@ def main() -> int:
     by = {r["system"]: r for r in results}
     cel = by.get("Celeriac", {})
 
-    rows = [("system", "version", "enqueue jobs/s", "processing jobs/s", "peak RSS")]
+    rows = [
+        ("system", "version", "enqueue jobs/s", "processing jobs/s", "peak RSS")
+        + tuple(header for _, header, _, _ in REDIS_FIGURES)
+    ]
     for r in results:
         if r.get("error"):
-            rows.append((r["system"], r.get("version") or "-", "FAILED", "FAILED", "-"))
+            rows.append(
+                (r["system"], r.get("version") or "-", "FAILED", "FAILED", "-")
+                + ("-",) * len(REDIS_FIGURES)
+            )
             continue
         rss = r.get("peak_rss_kib")
         rows.append(
@@ -76,9 +116,10 @@ def main() -> int:
                 num(r.get("process_jobs_per_sec")),
                 "-" if rss is None else f"{rss / 1024:,.0f} MiB",
             )
+            + tuple(fmt(r.get(key)) for key, _, _, fmt in REDIS_FIGURES)
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    right = {2, 3, 4}
+    right = set(range(2, len(rows[0])))
 
     out = []
     out.append(
@@ -110,6 +151,45 @@ def main() -> int:
             out.append(f"{label + ':':<12} Celeriac {num(mine)}/s = " + ", ".join(parts))
         elif "Celeriac" in by and not mine:
             out.append(f"{label + ':':<12} Celeriac failed, no ratio")
+    # The Redis figures: lower is better, so the ratio is Celeriac's over the other's.
+    for key, _, label, fmt in REDIS_FIGURES:
+        mine = cel.get(key)
+        ratios[key] = {}
+        parts = []
+        for r in results:
+            if r["system"] == "Celeriac":
+                continue
+            q = ratio(mine, r.get(key))
+            ratios[key][r["system"]] = q
+            parts.append(
+                f"{fmt_cost_ratio(q)} {r['system']}'s" if q else f"n/a {r['system']}"
+            )
+        if mine and parts:
+            out.append(
+                f"{label + ':':<20} Celeriac {fmt(mine)} {REDIS_UNITS[key]} = " + ", ".join(parts)
+            )
+    for r in results:
+        if r.get("redis_note"):
+            out.append(f"{'Redis figures:':<20} {r['system']}: not measured: {r['redis_note']}")
+    for phase, key in (("enqueue", "redis_commandstats_enqueue"), ("process", "redis_commandstats_process")):
+        for r in results:
+            commands = r.get(key)
+            if not commands:
+                continue
+            top = sorted(commands, key=lambda c: -c.get("usec_per_job", 0))[:TOP_COMMANDS]
+            out.append(
+                f"{'Redis top, ' + phase + ':':<20} {r['system']}: "
+                + ", ".join(
+                    f"{c['command']} {per_job(c['calls_per_job'])}/job × {c['usec_per_call']:.1f} µs "
+                    f"= {c['usec_per_job']:.2f} µs/job"
+                    for c in top
+                )
+            )
+    if any(r.get("redis_commandstats_process") for r in results):
+        out.append(
+            f"{'':<20} (INFO commandstats; the commands of a Lua script or a MULTI/EXEC count in "
+            "its evalsha or exec line and again on their own)"
+        )
     if cel.get("latency_p50_us") is not None:
         out.append(
             f"{'latency:':<12} Celeriac idle enqueue-to-start p50 {cel['latency_p50_us']:,} µs, "

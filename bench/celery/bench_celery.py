@@ -17,6 +17,13 @@ As a script it is the driver:
    Redis round trip: the N-th task writes one summary key that the driver polls). The time
    from the first task's start is reported too.
 
+Around each phase the server's counters are read just before and just after it (``INFO cpu
+memory commandstats`` on a connection of its own), as ``celeriac bench`` does: Redis CPU per
+job of each phase, ``used_memory`` per queued task with the backlog in place, and the commands
+(``redis_*`` fields; ``redis_note`` instead when INFO is refused). The publishing phase is
+read by the driver; the processing phase by the worker itself, in its ``worker_ready`` handler
+and in the N-th task, so it spans what the processing clock spans.
+
 Prints one JSON line on stdout; progress goes to stderr.
 
 As a module (``-A bench_celery``) it is the worker's app. Settings come from environment
@@ -57,11 +64,133 @@ _lock = threading.Lock()
 _count = 0
 _first_start = None
 _ready_at = None
+_info_before = None
+
+
+class RedisProbe:
+    """A connection of its own that reads the server's counters (see celeriac's
+    crates/celeriac-cli/src/bench/redis_info.rs): ``INFO cpu memory commandstats`` (``INFO
+    all`` where the server takes one section at a time). ``note`` says why a reading failed;
+    none is made after that."""
+
+    def __init__(self, url):
+        import redis
+
+        self.r = redis.Redis.from_url(url)
+        # The raw text, not redis-py's parsed dict: parsed the same way for every system.
+        self.r.set_response_callback("INFO", lambda resp, **_kw: resp)
+        self.infos = 0  # INFO calls made (they show up in cmdstat_info)
+        self.multi_section = True
+        self.note = None
+
+    def _info(self, *sections):
+        text = self.r.execute_command("INFO", *sections)
+        self.infos += 1
+        return text.decode() if isinstance(text, bytes) else str(text)
+
+    def read(self):
+        """A reading (a dict), or None once one has failed."""
+        if self.note is not None:
+            return None
+        own = self.infos
+        try:
+            text = None
+            if self.multi_section:
+                try:
+                    text = self._info("cpu", "memory", "commandstats")
+                except Exception as e:  # an older server: one section at a time
+                    if "NOPERM" in str(e):
+                        raise
+                    self.multi_section = False
+            if text is None:
+                text = self._info("all")
+            reading = parse_info(text)
+            if reading is None:
+                raise RuntimeError("INFO has no CPU figures")
+        except Exception as e:
+            said = str(e)
+            self.note = (
+                f"the Redis user may not run INFO ({said}); grant it +info to see them"
+                if "NOPERM" in said
+                else f"INFO failed: {said}"
+            )
+            return None
+        reading["own_infos"] = own
+        return reading
+
+
+def parse_info(text):
+    """CPU (µs), used_memory and {command: [calls, usec]} from an INFO reply."""
+    fields = {}
+    commands = {}
+    for line in text.splitlines():
+        name, sep, value = line.strip().partition(":")
+        if not sep:
+            continue
+        if name.startswith("cmdstat_"):
+            kv = dict(p.split("=", 1) for p in value.split(",") if "=" in p)
+            if "calls" in kv and "usec" in kv:
+                commands[name[len("cmdstat_"):]] = [int(kv["calls"]), int(kv["usec"])]
+        else:
+            fields[name] = value
+    if "used_cpu_sys" not in fields or "used_cpu_user" not in fields:
+        return None
+    mem = fields.get("used_memory")
+    return {
+        "cpu_us": (float(fields["used_cpu_sys"]) + float(fields["used_cpu_user"])) * 1e6,
+        "used_memory": int(mem) if mem is not None else None,
+        "commands": commands,
+    }
+
+
+def phase_cost(before, after, n):
+    """What a phase of n jobs cost Redis: CPU and memory per job, and the commands."""
+    if not before or not after:
+        return None
+    own = after["own_infos"] - before["own_infos"]
+    commands = []
+    for name, (calls1, usec1) in after["commands"].items():
+        calls0, usec0 = before["commands"].get(name, [0, 0])
+        calls, usec = max(0, calls1 - calls0), max(0, usec1 - usec0)
+        if name == "info" and own > 0 and calls > 0:
+            mine = min(own, calls)  # the probe's own readings
+            usec -= usec * mine // calls
+            calls -= mine
+        if calls > 0:
+            commands.append(
+                {
+                    "command": name,
+                    "calls": calls,
+                    "usec": usec,
+                    "calls_per_job": calls / n,
+                    "usec_per_call": usec / calls,
+                    "usec_per_job": usec / n,
+                }
+            )
+    commands.sort(key=lambda c: (-c["usec"], c["command"]))
+    mem0, mem1 = before["used_memory"], after["used_memory"]
+    return {
+        "cpu_us_per_job": max(0.0, after["cpu_us"] - before["cpu_us"]) / n,
+        "bytes_per_job": None if mem0 is None or mem1 is None else (mem1 - mem0) / n,
+        "commands": commands,
+    }
+
+
+_probe = None
+
+
+def _worker_probe():
+    global _probe
+    if _probe is None:
+        _probe = RedisProbe(URL)
+    return _probe
 
 
 @signals.worker_ready.connect
 def _on_ready(**_kwargs):
-    global _ready_at
+    global _ready_at, _info_before
+    # The processing phase's first reading, just before the clock starts.
+    _info_before = _worker_probe().read()
     _ready_at = time.time()
 
 
@@ -76,11 +205,16 @@ def noop(enqueued_us):
         n = _count
     if n == JOBS:
         end = time.time()
+        probe = _worker_probe()
+        info_after = probe.read() if _info_before is not None else None
         summary = {
             "ready_at": _ready_at,
             "first_start_at": _first_start,
             "end_at": end,
             "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+            "info_before": _info_before,
+            "info_after": info_after,
+            "redis_note": probe.note,
         }
         import redis
 
@@ -132,12 +266,15 @@ def main() -> int:
 
     # 1. Publish the backlog through one producer (connection opened before the clock).
     log(f"publishing {args.jobs} tasks to queue {queue} ({args.url})")
+    probe = RedisProbe(args.url)
     with app.producer_or_acquire() as producer:
         producer.connection.ensure_connection(max_retries=3)
+        enqueue_before = probe.read()
         t0 = time.perf_counter()
         for _ in range(args.jobs):
             noop.apply_async((int(time.time() * 1e6),), producer=producer, queue=queue)
         enqueue_secs = time.perf_counter() - t0
+        enqueue_after = probe.read()
     waiting = r.llen(queue)
     log(f"published in {enqueue_secs:.3f}s ({waiting} messages in the queue)")
     if waiting != args.jobs:
@@ -187,6 +324,20 @@ def main() -> int:
 
     left = r.llen(queue)
     r.delete(queue, done_key)
+    enqueue_cost = phase_cost(enqueue_before, enqueue_after, args.jobs)
+    process_cost = phase_cost(summary.get("info_before"), summary.get("info_after"), args.jobs)
+    redis_figures = {}
+    if enqueue_cost:
+        redis_figures["redis_cpu_us_per_job_enqueue"] = enqueue_cost["cpu_us_per_job"]
+        if enqueue_cost["bytes_per_job"] is not None:
+            redis_figures["redis_bytes_per_queued_job"] = enqueue_cost["bytes_per_job"]
+        redis_figures["redis_commandstats_enqueue"] = enqueue_cost["commands"]
+    if process_cost:
+        redis_figures["redis_cpu_us_per_job_process"] = process_cost["cpu_us_per_job"]
+        redis_figures["redis_commandstats_process"] = process_cost["commands"]
+    note = probe.note or summary.get("redis_note")
+    if note:
+        redis_figures["redis_note"] = note
     ready = summary["ready_at"] or summary["first_start_at"]
     process_secs = summary["end_at"] - ready
     from_first = summary["end_at"] - summary["first_start_at"]
@@ -214,6 +365,7 @@ def main() -> int:
                 "worker_boot_secs": ready - launched,
                 "peak_rss_kib": summary["peak_rss_kib"],
                 "cpus": os.cpu_count(),
+                **redis_figures,
             }
         )
     )

@@ -732,6 +732,19 @@ pub(crate) struct BenchArgs {
     /// Single jobs sent to an idle worker to measure start latency.
     #[arg(long, env = "CELERIAC_BENCH_LATENCY_SAMPLES", default_value_t = 500)]
     pub(crate) latency_samples: u64,
+    /// Jobs, on Redis: what each phase costs the server per job, read from `INFO` just
+    /// before and just after it (CPU, `used_memory` with the backlog queued, the costliest
+    /// commands); `--redis-cpu=false` leaves them out.
+    #[arg(
+        long,
+        env = "CELERIAC_BENCH_REDIS_CPU",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        require_equals = true
+    )]
+    pub(crate) redis_cpu: bool,
     /// Print JSON.
     #[arg(long, env = "CELERIAC_JSON")]
     pub(crate) json: bool,

@@ -13,6 +13,7 @@ pub mod jobs;
 pub mod layers;
 pub mod limits;
 pub mod monitor;
+pub mod redis_info;
 
 pub(crate) async fn run(url: Option<&str>, args: BenchArgs) -> CliResult {
     if args.what == BenchWhat::Cache {
@@ -51,6 +52,7 @@ pub(crate) async fn run(url: Option<&str>, args: BenchArgs) -> CliResult {
         batch: args.batch,
         concurrency: args.concurrency,
         latency_samples: args.latency_samples,
+        redis_url: (args.redis_cpu && redis_info::is_redis_url(&url)).then(|| url.clone()),
     };
     let bar = progress_bar(args.jobs, "enqueueing");
     let mut phase = Phase::Enqueue;
@@ -90,8 +92,72 @@ pub(crate) async fn run(url: Option<&str>, args: BenchArgs) -> CliResult {
         if let Some(kib) = report.peak_rss_kib {
             println!("peak RSS       {:.1} MiB", kib as f64 / 1024.0);
         }
+        print_redis_figures(&report);
     }
     Ok(())
+}
+
+/// Rows of each phase's table of commands.
+const TOP_COMMANDS: usize = 8;
+
+/// The Redis figures of `celeriac bench`, when measured: CPU and memory per job, and where
+/// Redis's time went in each phase.
+fn print_redis_figures(report: &crate::bench::jobs::BenchReport) {
+    if let (Some(enqueue), Some(process)) = (
+        report.redis_cpu_us_per_job_enqueue,
+        report.redis_cpu_us_per_job_process,
+    ) {
+        println!(
+            "Redis CPU      enqueue {enqueue:.2} µs/job, processing {process:.2} µs/job, \
+             together {:.2} µs/job  (INFO cpu just before and after each phase)",
+            enqueue + process
+        );
+    } else if let Some(enqueue) = report.redis_cpu_us_per_job_enqueue {
+        println!("Redis CPU      enqueue {enqueue:.2} µs/job");
+    }
+    if let Some(bytes) = report.redis_bytes_per_queued_job {
+        println!(
+            "Redis memory   {bytes:.0} bytes per queued job  (used_memory with all {} queued, \
+             minus before)",
+            report.jobs
+        );
+    }
+    for (phase, commands) in [
+        ("enqueue", &report.redis_commandstats_enqueue),
+        ("processing", &report.redis_commandstats_process),
+    ] {
+        let Some(commands) = commands else { continue };
+        println!("where Redis's time went, {phase} (INFO commandstats, costliest first):");
+        let width = commands
+            .iter()
+            .take(TOP_COMMANDS)
+            .map(|c| c.command.len())
+            .max()
+            .unwrap_or(0)
+            .max("command".len());
+        println!(
+            "  {:<width$}  {:>10}  {:>9}  {:>9}",
+            "command", "calls/job", "µs/call", "µs/job"
+        );
+        for c in commands.iter().take(TOP_COMMANDS) {
+            println!(
+                "  {:<width$}  {:>10.3}  {:>9.2}  {:>9.3}",
+                c.command, c.calls_per_job, c.usec_per_call, c.usec_per_job
+            );
+        }
+        if commands.len() > TOP_COMMANDS {
+            println!("  ({} more in --json)", commands.len() - TOP_COMMANDS);
+        }
+    }
+    if report.redis_commandstats_enqueue.is_some() {
+        println!(
+            "  (µs of execution, not CPU; the commands of a script or a MULTI/EXEC count in its \
+             evalsha or exec line and again on their own)"
+        );
+    }
+    if let Some(note) = &report.redis_note {
+        println!("Redis figures  not measured: {note}");
+    }
 }
 
 async fn run_monitor_bench(url: Option<&str>, args: BenchArgs) -> CliResult {

@@ -50,7 +50,7 @@ pub(crate) async fn measure(
         // One live update reads what the overview's data (its twin) reads.
         let every = celeriac_web::dashboard::LIVE_EVERY.as_secs_f64() * 1000.0;
         let twin = median_get(addr, "/api/v1/overview", rounds).await?;
-        let cpu = redis_cpu_ms(url, || async {
+        let cpu = crate::bench::redis_info::cpu_ms_of(url, || async {
             for _ in 0..rounds.max(1) {
                 get(addr, "/api/v1/overview").await?;
             }
@@ -96,44 +96,4 @@ async fn get(addr: SocketAddr, path: &str) -> Result<usize, CliError> {
         return Err(CliError(format!("GET {path} from the dashboard: {head}")));
     }
     Ok(reply.len())
-}
-
-/// Redis CPU (user and system, ms) that `work` cost, from `INFO cpu`; `None` off Redis.
-#[cfg(feature = "redis")]
-async fn redis_cpu_ms<F, Fut>(url: &str, work: F) -> Result<Option<f64>, CliError>
-where
-    F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = Result<(), CliError>>,
-{
-    if !url.starts_with("redis://") {
-        work().await?;
-        return Ok(None);
-    }
-    let base = url.split('?').next().unwrap_or(url);
-    let client = redis::Client::open(base)?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
-    let cpu = |info: String| -> f64 {
-        info.lines()
-            .filter_map(|l| {
-                l.strip_prefix("used_cpu_sys:")
-                    .or_else(|| l.strip_prefix("used_cpu_user:"))
-            })
-            .filter_map(|v| v.trim().parse::<f64>().ok())
-            .sum::<f64>()
-            * 1000.0
-    };
-    let before: String = redis::cmd("INFO").arg("cpu").query_async(&mut conn).await?;
-    work().await?;
-    let after: String = redis::cmd("INFO").arg("cpu").query_async(&mut conn).await?;
-    Ok(Some((cpu(after) - cpu(before)).max(0.0)))
-}
-
-#[cfg(not(feature = "redis"))]
-async fn redis_cpu_ms<F, Fut>(_url: &str, work: F) -> Result<Option<f64>, CliError>
-where
-    F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = Result<(), CliError>>,
-{
-    work().await?;
-    Ok(None)
 }

@@ -1,6 +1,8 @@
 //! `celeriac bench`: no-op jobs through a real backend — batched enqueue, processing at a
-//! given concurrency, enqueue-to-start latency of an idle worker, and peak memory.
+//! given concurrency, enqueue-to-start latency of an idle worker, and peak memory; on Redis,
+//! what each phase cost the server per job (CPU, memory, commands).
 
+use crate::bench::redis_info::{CommandCost, PhaseCost, RedisProbe, RedisReading};
 use crate::demo::percentile;
 use celeriac::QueueAdmin;
 use celeriac::{App, Client, Task, TaskContext, TaskError, TaskOptions, WorkerConfig};
@@ -60,6 +62,9 @@ pub struct BenchConfig {
     pub concurrency: usize,
     /// Single jobs sent to an idle worker to measure start latency.
     pub latency_samples: u64,
+    /// The backend's Redis URL, to read the server's counters (`INFO`) just before and just
+    /// after the enqueue and the processing phases; `None` measures no Redis figures.
+    pub redis_url: Option<String>,
 }
 
 /// The figures.
@@ -83,6 +88,76 @@ pub struct BenchReport {
     pub latency_p99_us: u64,
     /// Peak resident memory of this process, KiB.
     pub peak_rss_kib: Option<u64>,
+    /// Redis CPU (user and system) per job of the enqueue phase, µs (`INFO cpu`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_cpu_us_per_job_enqueue: Option<f64>,
+    /// Redis CPU per job of the processing phase (claim, run, complete), µs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_cpu_us_per_job_process: Option<f64>,
+    /// Redis `used_memory` with the whole backlog queued minus before the enqueue, per job,
+    /// bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_bytes_per_queued_job: Option<f64>,
+    /// The commands Redis ran in the enqueue phase (`INFO commandstats`), costliest first.
+    /// A script's (or a transaction's) commands are counted in its `evalsha` (`exec`) line
+    /// and again on their own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_commandstats_enqueue: Option<Vec<CommandCost>>,
+    /// The commands Redis ran in the processing phase, costliest first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_commandstats_process: Option<Vec<CommandCost>>,
+    /// Why the Redis figures are missing on Redis (the user may not run `INFO`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_note: Option<String>,
+}
+
+/// Readings of a Redis around the phases; the first failure ends them, with its note.
+struct Readings {
+    probe: Option<RedisProbe>,
+    note: Option<String>,
+}
+
+impl Readings {
+    async fn new(url: Option<&str>) -> Self {
+        match url {
+            None => Readings {
+                probe: None,
+                note: None,
+            },
+            Some(url) => match RedisProbe::connect(url).await {
+                Ok(p) => Readings {
+                    probe: Some(p),
+                    note: None,
+                },
+                Err(note) => Readings {
+                    probe: None,
+                    note: Some(note),
+                },
+            },
+        }
+    }
+
+    /// A reading now, or `None` once one has failed.
+    async fn read(&mut self) -> Option<RedisReading> {
+        let probe = self.probe.as_mut()?;
+        match probe.read().await {
+            Ok(r) => Some(r),
+            Err(note) => {
+                self.probe = None;
+                self.note = Some(note);
+                None
+            }
+        }
+    }
+}
+
+/// The cost of a phase, when both readings were made.
+fn cost(
+    before: &Option<RedisReading>,
+    after: &Option<RedisReading>,
+    jobs: u64,
+) -> Option<PhaseCost> {
+    Some(PhaseCost::between(before.as_ref()?, after.as_ref()?, jobs))
 }
 
 /// Phases of a run, for progress display.
@@ -108,7 +183,10 @@ pub async fn run(
         v.clear();
     }
 
+    let mut readings = Readings::new(config.redis_url.as_deref()).await;
+
     // 1. Batched enqueue of the whole backlog, no worker running.
+    let enqueue_before = readings.read().await;
     let start = Instant::now();
     let mut sent = 0u64;
     while sent < config.jobs {
@@ -119,6 +197,7 @@ pub async fn run(
         progress(Phase::Enqueue, sent, config.jobs);
     }
     let enqueue_secs = start.elapsed().as_secs_f64();
+    let enqueue_after = readings.read().await;
 
     // 2. Process it.
     let base = RAN.load(Ordering::Acquire);
@@ -131,6 +210,7 @@ pub async fn run(
     });
     let shutdown = worker.shutdown_handle();
     let stats = worker.stats();
+    let process_before = readings.read().await;
     let handle = tokio::spawn(worker.run());
     let start = Instant::now();
     loop {
@@ -147,6 +227,7 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let process_secs = start.elapsed().as_secs_f64();
+    let process_after = readings.read().await;
     debug_assert!(RAN.load(Ordering::Acquire) - base >= config.jobs);
 
     // 3. Latency: one job at a time into an idle queue.
@@ -172,6 +253,8 @@ pub async fn run(
 
     let mut lat = LATENCIES_US.lock().map(|v| v.clone()).unwrap_or_default();
     lat.sort_unstable();
+    let enqueue_cost = cost(&enqueue_before, &enqueue_after, config.jobs);
+    let process_cost = cost(&process_before, &process_after, config.jobs);
     Ok(BenchReport {
         url: app.redacted_url(),
         jobs: config.jobs,
@@ -182,6 +265,12 @@ pub async fn run(
         latency_p50_us: percentile(&lat, 0.50),
         latency_p99_us: percentile(&lat, 0.99),
         peak_rss_kib: peak_rss_kib(),
+        redis_cpu_us_per_job_enqueue: enqueue_cost.as_ref().map(|c| c.cpu_us_per_job),
+        redis_cpu_us_per_job_process: process_cost.as_ref().map(|c| c.cpu_us_per_job),
+        redis_bytes_per_queued_job: enqueue_cost.as_ref().and_then(|c| c.bytes_per_job),
+        redis_commandstats_enqueue: enqueue_cost.map(|c| c.commands),
+        redis_commandstats_process: process_cost.map(|c| c.commands),
+        redis_note: readings.note,
     })
 }
 
