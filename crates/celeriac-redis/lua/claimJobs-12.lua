@@ -114,7 +114,10 @@ while #claims < limit and looked - #claims < BATCH do
       local ok, spec = pcall(cjson.decode, f[3])
       if not ok or type(spec) ~= 'table' then
         why = 'field `d` (spec) is not a JSON object'
+      elseif type(spec.t) == 'string' then
+        task = spec.t
       elseif type(spec.task) == 'string' then
+        -- A record written before the names were shortened.
         task = spec.task
       end
     end

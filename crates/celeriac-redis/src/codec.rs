@@ -1,6 +1,6 @@
 //! Jobs to and from their Redis hash.
 //!
-//! Fields: `d` the immutable spec (JSON), `p` payload, `s` state code, `pr` priority, `q`
+//! Fields: `d` the immutable spec (JSON with one- or two-letter names, see `Spec`), `p` payload, `s` state code, `pr` priority, `q`
 //! sequence, `r` run_at, `x` expires_at, `a` attempts, `m` max attempts, `tt` result ttl (ms,
 //! absent: keep no result), `w` worker, `st` started, `f` finished, `res`
 //! result, `ek`/`em`/`ea` last error, `pg`/`pgm` progress.
@@ -15,23 +15,60 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-/// The fields of a job that never change after enqueue.
+/// The fields of a job that never change after enqueue, as the JSON of field `d`. Names are
+/// one or two letters and a JSON encoding (0) is left out, so that for the usual task and
+/// queue names the field stays within Redis's 64-byte `hash-max-listpack-value` and the job's
+/// hash keeps Redis's compact encoding (about half the memory). Records written with the long
+/// names (`task`, `queue`, `enc`, `created`...) still read.
 #[derive(Debug, Serialize, Deserialize)]
 struct Spec {
+    #[serde(rename = "t", alias = "task")]
     task: String,
+    #[serde(rename = "q", alias = "queue")]
     queue: String,
+    #[serde(rename = "e", alias = "enc", default, skip_serializing_if = "is_zero")]
     enc: u8,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "s",
+        alias = "soft",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     soft: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "h",
+        alias = "hard",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     hard: Option<i64>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        rename = "hd",
+        alias = "headers",
+        default,
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     headers: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "pa",
+        alias = "parent",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     parent: Option<JobId>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "ro",
+        alias = "root",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     root: Option<JobId>,
+    #[serde(rename = "c", alias = "created")]
     created: i64,
+}
+
+fn is_zero(n: &u8) -> bool {
+    *n == 0
 }
 
 fn spec_of(job: &Job) -> Result<String> {
@@ -546,4 +583,38 @@ pub(crate) fn text_of(v: &Value) -> String {
     bytes(v)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A job of the usual shape writes a spec within Redis's 64-byte listpack value, and a
+    /// spec written with the long names of earlier versions reads the same.
+    #[test]
+    fn the_spec_is_short_and_old_specs_still_read() {
+        let mut job = Job::new("emails.send", b"{}".to_vec(), 1_765_000_000_000);
+        job.queue = "emails".into();
+        let spec = spec_of(&job).expect("encodes");
+        assert!(spec.len() <= 64, "{} bytes: {spec}", spec.len());
+        let nums = Nums {
+            attempts: Some(0),
+            max_attempts: Some(3),
+            result_ttl: None,
+            run_at: Some(job.run_at),
+            priority: Some(5),
+            expires_at: None,
+            started_at: None,
+            finished_at: None,
+        };
+        let new = job_from(job.id, spec.as_bytes(), Vec::new(), &nums).expect("reads");
+        let old = br#"{"task":"emails.send","queue":"emails","enc":0,"created":1765000000000}"#;
+        let old = job_from(job.id, old, Vec::new(), &nums).expect("an old spec reads");
+        for j in [&new, &old] {
+            assert_eq!(
+                (j.task.as_str(), j.queue.as_str(), j.created_at),
+                ("emails.send", "emails", 1_765_000_000_000)
+            );
+        }
+    }
 }
