@@ -189,7 +189,8 @@ async fn cache_stats_tells_a_bounded_redis_memory_policy_and_evictions() {
     assert!(!line.contains("writes fail"), "this policy evicts: {text}");
 }
 
-/// A Redis bounded with `noeviction` refuses writes once full: `cache stats` says so.
+/// A Redis bounded with `noeviction` refuses writes once full: `cache stats` says so, and
+/// opening it with `?role=cache` logs a warning naming the policy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_stats_warns_that_a_full_noeviction_redis_refuses_writes() {
     let server = RedisServer::builder()
@@ -203,7 +204,8 @@ async fn cache_stats_warns_that_a_full_noeviction_redis_refuses_writes() {
     assert_eq!(info(&server, "stats", "evicted_keys").await, "0");
     // Room again, so the command's own connection starts as it would on any day.
     server.command(&["FLUSHALL"]).await.expect("FLUSHALL");
-    let url = server.url();
+    // Opened as a cache store, which warns at connect that this policy refuses when full.
+    let url = format!("{}?role=cache", server.url());
     let out = tokio::task::spawn_blocking(move || common::celeriac(&url, &["cache", "stats"]))
         .await
         .expect("joined");
@@ -216,6 +218,11 @@ async fn cache_stats_warns_that_a_full_noeviction_redis_refuses_writes() {
             && line.contains("policy noeviction, 0 keys evicted")
             && line.contains("writes fail when full"),
         "{text}"
+    );
+    let warned = common::stderr(&out);
+    assert!(
+        warned.contains("WARN") && warned.contains("maxmemory-policy noeviction"),
+        "the connect warns of the policy: {warned}"
     );
 }
 
