@@ -350,6 +350,29 @@ fn check_keys<'a>(keys: impl IntoIterator<Item = &'a str>) -> Result<()> {
     Ok(())
 }
 
+/// How a batch of values is written in one transaction, under the file's cap (`set`, `ensure`).
+type WriteEntries = fn(&Connection, &[KvEntry], UnixMs, u64) -> rusqlite::Result<()>;
+
+impl SqliteBackend {
+    /// Checks `entries` and writes them with `write` on the writer thread.
+    async fn write_entries(
+        &self,
+        entries: Vec<KvEntry>,
+        now: UnixMs,
+        write: WriteEntries,
+    ) -> Result<()> {
+        check_kv_entries(&entries, Self::MAX_KEY_LEN)?;
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let cap = self.inner.config.kv_max_bytes;
+        self.inner
+            .writer
+            .call(move |c| write(c, &entries, now, cap))
+            .await
+    }
+}
+
 impl KvStore for SqliteBackend {
     async fn kv_get(&self, keys: Vec<String>, now: UnixMs) -> Result<Vec<Option<Vec<u8>>>> {
         check_keys(keys.iter().map(String::as_str))?;
@@ -360,27 +383,11 @@ impl KvStore for SqliteBackend {
     }
 
     async fn kv_set(&self, entries: Vec<KvEntry>, now: UnixMs) -> Result<()> {
-        check_kv_entries(&entries, Self::MAX_KEY_LEN)?;
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let cap = self.inner.config.kv_max_bytes;
-        self.inner
-            .writer
-            .call(move |c| set(c, &entries, now, cap))
-            .await
+        self.write_entries(entries, now, set).await
     }
 
     async fn kv_ensure(&self, entries: Vec<KvEntry>, now: UnixMs) -> Result<()> {
-        check_kv_entries(&entries, Self::MAX_KEY_LEN)?;
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let cap = self.inner.config.kv_max_bytes;
-        self.inner
-            .writer
-            .call(move |c| ensure(c, &entries, now, cap))
-            .await
+        self.write_entries(entries, now, ensure).await
     }
 
     async fn kv_memory(&self) -> Result<Option<KvMemory>> {
