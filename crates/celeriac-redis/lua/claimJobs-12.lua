@@ -10,10 +10,11 @@
 -- A job a limit holds back stays in `ready` at its place and uses no attempt.
 -- Returns: one bulk string per claimed job, its fields joined by tabs:
 --   `id, token, attempts, max_attempts, result_ttl_ms|'', run_at, priority, expires_at|'',
---    started_at, #spec` then a tab, the spec and the payload, back to back (the spec's length
---   says where the payload starts, so neither needs escaping). One string instead of an array
---   of eleven keeps the reply cheap to build here and to parse in the worker.
--- Guarantees: each claim gets a fresh fencing token (a per-queue counter); jobs past their
+--    started_at, spec, payload`: the spec is JSON, which holds no raw tab, so the first tab
+--   after it says where the payload starts and neither needs escaping. One string instead of
+--   an array of eleven keeps the reply cheap to build here and to parse in the worker.
+-- Guarantees: each claim gets a fresh fencing token (a per-queue counter, one for the jobs of
+-- one call: each completion is checked against its own job's lease); jobs past their
 -- expires_at are ended as expired instead (a bounded number per call); a paused queue
 -- yields nothing; if ready jobs remain, the marker is set so another idle worker wakes.
 -- Reads first: the ready jobs are looked at in place (ZRANGE, not ZPOPMIN) and every decision
@@ -102,7 +103,9 @@ while #claims < limit and looked - #claims < BATCH do
     if not f then
       f = {}
     else
-      why = malformed(f[2], f[5], f[1], f[6], f[7], f[8])
+      if f[1] or f[6] or not plainly_fine(f[2], f[5], f[7], f[8]) then
+        why = malformed(f[2], f[5], f[1], f[6], f[7], f[8])
+      end
       if not why and not f[3] then why = 'field `d` (spec) is missing' end
       if not why and f[13] ~= '0' then
         why = 'field `s` (state) is ' .. (f[13] and ('`' .. f[13] .. '`') or 'missing') ..
@@ -166,24 +169,27 @@ for _, e in ipairs(ends) do
 end
 
 local out, leased, tokens = {}, {}, {}
-local token = 0
+-- One fencing token for the whole batch: a completion is checked against its own job's
+-- lease, so jobs of one batch can share the token, and every later claim of any of them gets
+-- a larger one. One number formatted per call instead of one per job.
+local token_s = ''
 if #claims > 0 then
-  token = redis.call('HINCRBY', K_META, 'fence', #claims) - #claims
+  token_s = num(redis.call('HINCRBY', K_META, 'fence', 1))
 end
+-- The next attempt count of the usual records, without a number conversion.
+local NEXT_ATTEMPT = {['0'] = '1', ['1'] = '2', ['2'] = '3', ['3'] = '4', ['4'] = '5'}
 for _, c in ipairs(claims) do
   local id, key, task, f = c[1], c[2], c[3], c[4]
   if task and limits[task] and limits[task].cap then
     redis.call('HINCRBY', K_META, 'run:' .. task, 1)
     redis.call('HSET', K_META, 'lim:' .. id, task)
   end
-  token = token + 1
-  local attempts = int_of(f[2]) + 1
-  local started = (int_of(f[9]) and f[9]) or now_s
+  local attempts = NEXT_ATTEMPT[f[2]] or num(int_of(f[2]) + 1)
+  local started = (f[9] and int_of(f[9]) and f[9]) or now_s
   redis.call('HSET', key, 's', '2', 'a', attempts, 'w', worker, 'st', started)
   leased[#leased + 1] = lease_until
   leased[#leased + 1] = id
   tokens[#tokens + 1] = id
-  local token_s = num(token)
   local lease_value = token_s
   if f[11] then
     if f[12] == 'f' then
@@ -195,7 +201,7 @@ for _, c in ipairs(claims) do
   tokens[#tokens + 1] = lease_value
   out[#out + 1] = id .. '\t' .. token_s .. '\t' .. attempts .. '\t' .. f[5] .. '\t' ..
     (f[6] or '') .. '\t' .. (f[7] or '') .. '\t' .. (f[8] or '') .. '\t' .. (f[1] or '') .. '\t' ..
-    started .. '\t' .. #f[3] .. '\t' .. f[3] .. (f[4] or '')
+    started .. '\t' .. f[3] .. '\t' .. (f[4] or '')
 end
 for task, tat in pairs(tats) do
   redis.call('HSET', K_META, 'tat:' .. task, num(tat))

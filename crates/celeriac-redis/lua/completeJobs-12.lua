@@ -34,12 +34,14 @@ for n, id in ipairs(ids) do
   local i = 5 + (n - 1) * 6
   local token, kind = ARGV[i + 1], ARGV[i + 2]
   local key = PREFIX .. id
-  if token_of(held[n]) ~= token then
+  -- A bare token (the usual value) is compared as it is, without parsing.
+  local bare = held[n] == token
+  if not bare and token_of(held[n]) ~= token then
     out[n] = 0
   else
     out[n] = 1
     done[#done + 1] = id
-    local ukey = ukey_of(held[n])
+    local ukey = not bare and ukey_of(held[n])
     if ukey and kind ~= 'r' and kind ~= 'e' then release_unique(ukey, id, 'f') end
     if kind == 's' and ARGV[i + 4] ~= '1' then
       drop[#drop + 1] = key

@@ -504,8 +504,8 @@ pub(crate) struct Undecodable {
 }
 
 /// One entry of the claim script's reply: one bulk string,
-/// `id \t token \t attempts \t max \t tt \t run_at \t pr \t x \t started \t len(spec) \t`
-/// followed by the spec and the payload back to back.
+/// `id \t token \t attempts \t max \t tt \t run_at \t pr \t x \t started \t spec \t payload`
+/// (the spec is JSON, which holds no raw tab; the payload may hold any byte).
 ///
 /// # Errors
 /// `Err(Some(..))` for a leased entry whose record is malformed, as soon as its id and token
@@ -528,6 +528,8 @@ pub(crate) fn claimed_from(v: &Value) -> std::result::Result<(Job, u64), Option<
             error: Error::Codec(format!("job {raw_id}: {why}")),
         })
     };
+    // Seven numbers, then the spec (JSON, so no raw tab in it) and the payload, which may hold
+    // any byte: the tab after the spec is the last separator.
     let mut head: [&[u8]; 8] = [&[]; 8];
     let mut rest: &[u8] = fields.next().unwrap_or_default();
     for slot in head.iter_mut() {
@@ -538,11 +540,7 @@ pub(crate) fn claimed_from(v: &Value) -> std::result::Result<(Job, u64), Option<
         *slot = &rest[..tab];
         rest = &rest[tab + 1..];
     }
-    let spec_len = parse_int(head[7])
-        .and_then(|n| usize::try_from(n).ok())
-        .filter(|n| *n <= rest.len())
-        .ok_or_else(|| bad("the spec's length in the claim reply is wrong".into()))?;
-    let (spec, payload) = rest.split_at(spec_len);
+    let (spec, payload) = (head[7], rest);
     let [attempts, max_attempts, result_ttl, run_at, priority, expires_at, started_at, _] =
         head.map(parse_int);
     let nums = Nums {

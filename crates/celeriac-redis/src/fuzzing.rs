@@ -166,12 +166,11 @@ pub fn claim_entry_of(job: &Job, token: u64, now: UnixMs) -> Result<Vec<u8>> {
         pr,
         expires,
         now.to_string().into_bytes(),
-        spec.len().to_string().into_bytes(),
+        spec,
     ] {
         out.extend_from_slice(&part);
         out.push(b'\t');
     }
-    out.extend_from_slice(&spec);
     out.extend_from_slice(&payload);
     Ok(out)
 }

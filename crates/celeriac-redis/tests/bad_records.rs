@@ -257,3 +257,67 @@ async fn a_malformed_record_with_an_expired_lease_is_dead_lettered_and_the_reape
     assert_eq!(again[0].job.id, ids[2]);
     assert_eq!(again[0].job.attempts, 2);
 }
+
+/// The claim judges the usual record with one pattern match and sends the rest to the full
+/// check: at the edges of each range both must agree. Each value is written into its own
+/// job's record; the job is claimed, or dead-lettered naming the field.
+#[tokio::test]
+async fn a_claim_judges_counts_and_times_at_the_edges_of_their_ranges() {
+    let server = RedisServer::start().await.expect("redis starts");
+    let backend = RedisBackend::connect(&server.url())
+        .await
+        .expect("connects");
+    // (field, value, claimed?)
+    let cases: &[(&str, &str, bool)] = &[
+        ("a", "4294967295", true),
+        ("a", "04294967295", true),
+        ("a", "4294967296", false),
+        ("a", "007", true),
+        ("a", "-1", false),
+        ("m", "4294967295", true),
+        ("m", "4294967296", false),
+        ("m", "0", false),
+        ("m", "01", true),
+        ("m", "00", false),
+        ("pr", "9", true),
+        ("pr", "09", true),
+        ("pr", "10", false),
+        ("pr", "-1", false),
+        ("r", "-5", true),
+        ("r", "-9007199254740992", true),
+        ("r", "123456789012345678", false),
+        ("r", "1e3", false),
+    ];
+    let jobs: Vec<Job> = cases
+        .iter()
+        .map(|_| Job::new("t", b"1".to_vec(), NOW))
+        .collect();
+    let ids: Vec<_> = jobs.iter().map(|j| j.id).collect();
+    backend.enqueue(jobs, NOW).await.expect("enqueue");
+    for (id, (field, value, _)) in ids.iter().zip(cases) {
+        server
+            .command(&["HSET", &job_key(id), field, value])
+            .await
+            .expect("write the value");
+    }
+    let mut req = claim_req("default");
+    req.limit = cases.len();
+    let claimed: Vec<_> = backend
+        .claim(req)
+        .await
+        .expect("the claim goes on")
+        .iter()
+        .map(|c| c.job.id)
+        .collect();
+    for (id, (field, value, fine)) in ids.iter().zip(cases) {
+        assert_eq!(
+            claimed.contains(id),
+            *fine,
+            "`{field}` = {value:?}: claimed {}",
+            claimed.contains(id)
+        );
+        if !fine {
+            assert_dead_naming(&server, id, field).await;
+        }
+    }
+}

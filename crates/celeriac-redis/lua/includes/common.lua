@@ -216,6 +216,20 @@ local function malformed(a, m, x, tt, r, pr)
   return nil
 end
 
+-- Whether the fields every record has (a, m, r, pr) are plainly well formed: all present,
+-- unsigned decimal counts within 10 digits (a from 0, m from 1, both at most 4294967295), a
+-- run_at within 17 characters and a one-digit priority. One pattern match over the four
+-- instead of a parse of each: the usual record passes here, and only a record that does not
+-- (or has x or tt) goes through `malformed`, which finds the reason. It never accepts what
+-- `malformed` refuses.
+local function plainly_fine(a, m, r, pr)
+  -- HMGET gives false, not nil, for a missing field.
+  if not (a and m and r and pr) then return false end
+  return #a <= 10 and #m <= 10 and #r <= 17
+    and string.find(a .. ' ' .. m .. ' ' .. r .. ' ' .. pr, '^%d+ [1-9]%d* %-?%d+ %d$') ~= nil
+    and (#a < 10 or a <= '4294967295') and (#m < 10 or m <= '4294967295')
+end
+
 -- A command over many arguments, in slices (Lua's unpack has a limit).
 local function sliced(cmd, key, args)
   for i = 1, #args, 500 do
