@@ -720,6 +720,12 @@ pub(crate) struct BenchArgs {
         default_value_t = 20_000
     )]
     pub(crate) jobs: u64,
+    /// Jobs: queues the backlog is dealt over, round-robin: `celeriac-bench` alone (1), or
+    /// `celeriac-bench-0` .. `celeriac-bench-{N-1}`; the worker consumes them all. On a Redis
+    /// Cluster each queue lives on the master that serves its slot, and the report tells
+    /// what each master cost.
+    #[arg(long, env = "CELERIAC_BENCH_QUEUES", default_value_t = 1)]
+    pub(crate) queues: usize,
     /// Monitor: queues the jobs are spread over.
     #[arg(long, env = "CELERIAC_BENCH_QUEUE_COUNT", default_value_t = 20)]
     pub(crate) queue_count: usize,

@@ -8,6 +8,7 @@ use celeriac_core::redact;
 
 pub mod breaker;
 pub mod cache;
+pub mod cluster_info;
 pub mod dashboard;
 pub mod jobs;
 pub mod layers;
@@ -28,9 +29,9 @@ pub(crate) async fn run(url: Option<&str>, args: BenchArgs) -> CliResult {
     if args.what == BenchWhat::Monitor {
         return run_monitor_bench(url, args).await;
     }
-    if args.jobs == 0 || args.batch == 0 || args.concurrency == 0 {
+    if args.jobs == 0 || args.batch == 0 || args.concurrency == 0 || args.queues == 0 {
         return Err(CliError(
-            "--jobs, --batch and --concurrency must be at least 1".into(),
+            "--jobs, --batch, --concurrency and --queues must be at least 1".into(),
         ));
     }
     let (url, _scratch) = match url {
@@ -49,6 +50,7 @@ pub(crate) async fn run(url: Option<&str>, args: BenchArgs) -> CliResult {
         .await?;
     let config = BenchConfig {
         jobs: args.jobs,
+        queues: args.queues,
         batch: args.batch,
         concurrency: args.concurrency,
         latency_samples: args.latency_samples,
@@ -79,8 +81,13 @@ pub(crate) async fn run(url: Option<&str>, args: BenchArgs) -> CliResult {
             "enqueue        {:>10.0} jobs/s  ({} jobs in batches of {})",
             report.enqueue_jobs_per_sec, report.jobs, report.batch
         );
+        let over = if report.queues > 1 {
+            format!(", {} queues", report.queues)
+        } else {
+            String::new()
+        };
         println!(
-            "processing     {:>10.0} jobs/s  (concurrency {})",
+            "processing     {:>10.0} jobs/s  (concurrency {}{over})",
             report.process_jobs_per_sec, report.concurrency
         );
         println!(
@@ -112,6 +119,12 @@ fn print_redis_figures(report: &crate::bench::jobs::BenchReport) {
              together {:.2} µs/job  (INFO cpu just before and after each phase)",
             enqueue + process
         );
+        if let Some(nodes) = &report.redis_nodes {
+            println!(
+                "               (the {} masters of the Cluster together)",
+                nodes.len()
+            );
+        }
     } else if let Some(enqueue) = report.redis_cpu_us_per_job_enqueue {
         println!("Redis CPU      enqueue {enqueue:.2} µs/job");
     }
@@ -155,9 +168,70 @@ fn print_redis_figures(report: &crate::bench::jobs::BenchReport) {
              evalsha or exec line and again on their own)"
         );
     }
+    if let Some(nodes) = &report.redis_nodes {
+        print_node_table(nodes, report.jobs);
+    }
     if let Some(note) = &report.redis_note {
         println!("Redis figures  not measured: {note}");
     }
+}
+
+/// "Where the load lands": each master of a Cluster, its queues and its CPU in each phase.
+fn print_node_table(nodes: &[crate::bench::cluster_info::NodeCost], jobs: u64) {
+    let ms = |us: Option<f64>| us.map_or("-".to_string(), |us| format!("{:.1}", us / 1000.0));
+    let per = |us: Option<f64>| us.map_or("-".to_string(), |us| format!("{us:.2}"));
+    let total = |f: fn(&crate::bench::cluster_info::NodeCost) -> Option<f64>| {
+        nodes.iter().map(f).sum::<Option<f64>>()
+    };
+    let total_process = total(|n| n.cpu_us_process);
+    let width = nodes
+        .iter()
+        .map(|n| n.address.len())
+        .max()
+        .unwrap_or(0)
+        .max("all masters".len());
+    println!(
+        "where the load lands (each master's INFO cpu before and after each phase; µs/job over \
+         the jobs of its queues):"
+    );
+    println!(
+        "  {:<width$}  {:>11}  {:>7}  {:>10}  {:>7}  {:>10}  {:>7}  {:>5}  queues",
+        "master", "slots", "jobs", "enqueue ms", "µs/job", "process ms", "µs/job", "share"
+    );
+    for n in nodes {
+        let share = match (n.cpu_us_process, total_process) {
+            (Some(mine), Some(all)) if all > 0.0 => format!("{:.0} %", 100.0 * mine / all),
+            _ => "-".to_string(),
+        };
+        println!(
+            "  {:<width$}  {:>11}  {:>7}  {:>10}  {:>7}  {:>10}  {:>7}  {:>5}  {}",
+            n.address,
+            n.slots,
+            n.jobs,
+            ms(n.cpu_us_enqueue),
+            per(n.cpu_us_per_job_enqueue),
+            ms(n.cpu_us_process),
+            per(n.cpu_us_per_job_process),
+            share,
+            if n.queues.is_empty() {
+                "(none)".to_string()
+            } else {
+                n.queues.join(", ")
+            }
+        );
+    }
+    let total_enqueue = total(|n| n.cpu_us_enqueue);
+    let all_jobs = |us: Option<f64>| us.map(|us| us / jobs.max(1) as f64);
+    println!(
+        "  {:<width$}  {:>11}  {:>7}  {:>10}  {:>7}  {:>10}  {:>7}",
+        "all masters",
+        "",
+        jobs,
+        ms(total_enqueue),
+        per(all_jobs(total_enqueue)),
+        ms(total_process),
+        per(all_jobs(total_process)),
+    );
 }
 
 async fn run_monitor_bench(url: Option<&str>, args: BenchArgs) -> CliResult {

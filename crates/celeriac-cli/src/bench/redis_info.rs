@@ -128,6 +128,31 @@ impl PhaseCost {
     }
 }
 
+impl RedisReading {
+    /// The readings of several servers taken together: CPU, memory and per-command
+    /// counters added up (`used_memory` only when every reading has it).
+    pub fn sum(readings: &[RedisReading]) -> RedisReading {
+        let mut total = RedisReading {
+            used_memory: Some(0),
+            ..RedisReading::default()
+        };
+        for r in readings {
+            total.cpu_us += r.cpu_us;
+            total.used_memory = match (total.used_memory, r.used_memory) {
+                (Some(a), Some(b)) => Some(a + b),
+                _ => None,
+            };
+            for (name, &(calls, usec)) in &r.commands {
+                let e = total.commands.entry(name.clone()).or_insert((0, 0));
+                e.0 += calls;
+                e.1 += usec;
+            }
+            total.own_infos += r.own_infos;
+        }
+        total
+    }
+}
+
 /// Whether a backend URL names a Redis (standalone, TLS, Cluster or Sentinel).
 pub fn is_redis_url(url: &str) -> bool {
     let scheme = url.split(':').next().unwrap_or("");
@@ -171,10 +196,21 @@ impl RedisProbe {
             ));
         }
         let base = url.split('?').next().unwrap_or(url);
+        let info = redis::IntoConnectionInfo::into_connection_info(base).map_err(|e| {
+            celeriac_core::redact::text(&format!("cannot connect to read INFO: {e}"), &secrets)
+        })?;
+        Self::connect_to(info, secrets).await
+    }
+
+    /// Connects to the server `info` names; `secrets` are masked in every message.
+    pub(crate) async fn connect_to(
+        info: redis::ConnectionInfo,
+        secrets: Vec<String>,
+    ) -> Result<Self, String> {
         let fail = |e: redis::RedisError| {
             celeriac_core::redact::text(&format!("cannot connect to read INFO: {e}"), &secrets)
         };
-        let client = redis::Client::open(base).map_err(fail)?;
+        let client = redis::Client::open(info).map_err(fail)?;
         let conn = tokio::time::timeout(READ_TIMEOUT, client.get_multiplexed_async_connection())
             .await
             .map_err(|_| "cannot connect to read INFO: timed out".to_string())?
@@ -185,6 +221,18 @@ impl RedisProbe {
             sent: 0,
             multi_section: true,
         })
+    }
+
+    /// Sends another command than `INFO` (`CLUSTER NODES`, `CLUSTER KEYSLOT`); its failure
+    /// is one line, without the password.
+    pub(crate) async fn query<T: redis::FromRedisValue>(
+        &mut self,
+        cmd: &redis::Cmd,
+    ) -> Result<T, String> {
+        tokio::time::timeout(READ_TIMEOUT, cmd.query_async::<T>(&mut self.conn))
+            .await
+            .map_err(|_| "the command timed out".to_string())?
+            .map_err(|e| celeriac_core::redact::text(&e.to_string(), &self.secrets))
     }
 
     /// Sends `INFO` with these arguments.
