@@ -108,7 +108,7 @@ impl Broker for RedisBackend {
                 .await?;
             let mut poisoned = Vec::new();
             for v in &reply {
-                match codec::claimed_from(v) {
+                match codec::claimed_from(v, queue) {
                     Ok((job, token)) => out.push(Claimed {
                         job,
                         token,

@@ -16,16 +16,16 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 /// The fields of a job that never change after enqueue, as the JSON of field `d`. Names are
-/// one or two letters and a JSON encoding (0) is left out, so that for the usual task and
-/// queue names the field stays within Redis's 64-byte `hash-max-listpack-value` and the job's
-/// hash keeps Redis's compact encoding (about half the memory). Records written with the long
-/// names (`task`, `queue`, `enc`, `created`...) still read.
+/// one or two letters and a JSON encoding (0) is left out, so that for the usual task names
+/// the field stays within Redis's 64-byte `hash-max-listpack-value` and the job's hash keeps
+/// Redis's compact encoding (about half the memory). The queue is not written: the record's
+/// key names it (`<prefix>:{<queue>}:job:<id>`) and readers take it from there. Records
+/// written with the long names (`task`, `enc`, `created`...) still read, and the queue some
+/// of them carry is passed over.
 #[derive(Debug, Serialize, Deserialize)]
 struct Spec {
     #[serde(rename = "t", alias = "task")]
     task: String,
-    #[serde(rename = "q", alias = "queue")]
-    queue: String,
     #[serde(rename = "e", alias = "enc", default, skip_serializing_if = "is_zero")]
     enc: u8,
     #[serde(
@@ -74,7 +74,6 @@ fn is_zero(n: &u8) -> bool {
 fn spec_of(job: &Job) -> Result<String> {
     serde_json::to_string(&Spec {
         task: job.task.clone(),
-        queue: job.queue.clone(),
         enc: job.encoding.code(),
         soft: job.soft_time_limit.map(duration_ms),
         hard: job.hard_time_limit.map(duration_ms),
@@ -170,7 +169,8 @@ impl Nums {
     }
 }
 
-fn job_from(id: JobId, spec: &[u8], payload: Vec<u8>, f: &Nums) -> Result<Job> {
+/// A job from its record's fields; `queue` is the queue whose key holds the record.
+fn job_from(id: JobId, queue: &str, spec: &[u8], payload: Vec<u8>, f: &Nums) -> Result<Job> {
     let spec: Spec = serde_json::from_slice(spec)
         .map_err(|e| Error::Codec(format!("job {id}: bad spec: {e}")))?;
     for (field, value) in [
@@ -187,7 +187,7 @@ fn job_from(id: JobId, spec: &[u8], payload: Vec<u8>, f: &Nums) -> Result<Job> {
     }
     Ok(Job {
         id,
-        queue: spec.queue,
+        queue: queue.to_string(),
         task: spec.task,
         payload,
         encoding: Encoding::from_code(i64::from(spec.enc))?,
@@ -377,7 +377,7 @@ pub(crate) fn info_from_hash(
     }
     let payload = fields.0.get("p").cloned().unwrap_or_default();
     let decoded = match fields.0.get("d") {
-        Some(spec) => job_from(id, spec, payload.clone(), &Nums::of(&fields)),
+        Some(spec) => job_from(id, queue, spec, payload.clone(), &Nums::of(&fields)),
         None => Err(Error::Codec(format!(
             "job {id}: field `d` (spec) is missing"
         ))),
@@ -511,7 +511,10 @@ pub(crate) struct Undecodable {
 /// `Err(Some(..))` for a leased entry whose record is malformed, as soon as its id and token
 /// read (it must be dead-lettered); `Err(None)` when not even those do (the reply itself has
 /// the wrong shape).
-pub(crate) fn claimed_from(v: &Value) -> std::result::Result<(Job, u64), Option<Undecodable>> {
+pub(crate) fn claimed_from(
+    v: &Value,
+    queue: &str,
+) -> std::result::Result<(Job, u64), Option<Undecodable>> {
     let Value::BulkString(b) = v else {
         return Err(None);
     };
@@ -555,7 +558,7 @@ pub(crate) fn claimed_from(v: &Value) -> std::result::Result<(Job, u64), Option<
     };
     raw_id
         .parse::<JobId>()
-        .and_then(|id| job_from(id, spec, payload.to_vec(), &nums))
+        .and_then(|id| job_from(id, queue, spec, payload.to_vec(), &nums))
         .map(|job| (job, token))
         .map_err(|error| {
             Some(Undecodable {
@@ -605,9 +608,13 @@ mod tests {
             started_at: None,
             finished_at: None,
         };
-        let new = job_from(job.id, spec.as_bytes(), Vec::new(), &nums).expect("reads");
+        assert!(
+            !spec.contains("emails\""),
+            "the key names the queue: {spec}"
+        );
+        let new = job_from(job.id, "emails", spec.as_bytes(), Vec::new(), &nums).expect("reads");
         let old = br#"{"task":"emails.send","queue":"emails","enc":0,"created":1765000000000}"#;
-        let old = job_from(job.id, old, Vec::new(), &nums).expect("an old spec reads");
+        let old = job_from(job.id, "emails", old, Vec::new(), &nums).expect("an old spec reads");
         for j in [&new, &old] {
             assert_eq!(
                 (j.task.as_str(), j.queue.as_str(), j.created_at),

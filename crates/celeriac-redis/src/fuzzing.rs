@@ -40,12 +40,13 @@ pub fn listed_record(id: JobId, queue: &str, reply: Value, state: JobState) -> R
     }
 }
 
-/// One entry of the claim script's reply: the job and its token; or, for an entry whose
-/// record is malformed, its raw id, token and why (it would be dead-lettered); or `None` for
-/// an entry of the wrong shape.
+/// One entry of the claim script's reply on queue `default`: the job and its token; or, for
+/// an entry whose record is malformed, its raw id, token and why (it would be
+/// dead-lettered); or `None` for an entry of the wrong shape.
 #[allow(clippy::type_complexity)]
 pub fn claimed(entry: &Value) -> std::result::Result<(Job, u64), Option<(String, u64, String)>> {
-    codec::claimed_from(entry).map_err(|bad| bad.map(|b| (b.id, b.token, b.error.to_string())))
+    codec::claimed_from(entry, "default")
+        .map_err(|bad| bad.map(|b| (b.id, b.token, b.error.to_string())))
 }
 
 /// The reap script's reply: its counts (requeued, dead, swept, dropped), the jobs it ended
