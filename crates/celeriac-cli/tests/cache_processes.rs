@@ -98,36 +98,6 @@ fn l2_line(text: &str) -> &str {
         .unwrap_or_else(|| panic!("no L2 line: {text}"))
 }
 
-/// The field `name` of `INFO section`.
-async fn info(server: &RedisServer, section: &str, name: &str) -> String {
-    let reply = server
-        .command(&["INFO", section])
-        .await
-        .expect("INFO answers");
-    let text = reply.as_text().expect("INFO is text");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}:")))
-        .unwrap_or_else(|| panic!("no {name} in INFO {section}: {text}"))
-        .trim()
-        .to_string()
-}
-
-/// Writes 100 values of 100 KiB: 10 MiB, twice the 5 MiB bound of the servers below;
-/// returns how many writes the server refused for lack of memory.
-async fn overfill(server: &RedisServer) -> usize {
-    let value = "x".repeat(100 * 1024);
-    let mut refused = 0;
-    for i in 0..100 {
-        let key = format!("filler:{i}");
-        match server.command(&["SET", &key, &value]).await {
-            Ok(_) => {}
-            Err(e) if e.to_string().contains("OOM") => refused += 1,
-            Err(e) => panic!("SET {key}: {e}"),
-        }
-    }
-    refused
-}
-
 /// A Redis bounded to 5 MiB that evicts (`allkeys-lfu`), overfilled so it evicted keys and
 /// emptied again; `cache stats` then tells the L2's memory: its use out of the bound, the
 /// policy and the keys evicted, as Redis counts them.
@@ -139,13 +109,16 @@ async fn cache_stats_tells_a_bounded_redis_memory_policy_and_evictions() {
         .start()
         .await
         .expect("redis-server starts");
-    assert_eq!(
-        overfill(&server).await,
-        0,
-        "an evicting server takes every write"
-    );
-    let evicted: u64 = info(&server, "stats", "evicted_keys")
+    // 10 MiB, twice the bound.
+    let refused = server
+        .overfill(10 << 20, 128 << 10)
         .await
+        .expect("every write taken or refused for space");
+    assert_eq!(refused, 0, "an evicting server takes every write");
+    let evicted: u64 = server
+        .info_field("stats", "evicted_keys")
+        .await
+        .expect("INFO stats")
         .parse()
         .expect("a count");
     assert!(evicted > 0, "10 MiB into 5 MiB evicted keys");
@@ -199,9 +172,18 @@ async fn cache_stats_warns_that_a_full_noeviction_redis_refuses_writes() {
         .start()
         .await
         .expect("redis-server starts");
-    let refused = overfill(&server).await;
+    let refused = server
+        .overfill(10 << 20, 128 << 10)
+        .await
+        .expect("every write taken or refused for space");
     assert!(refused > 0, "the bound was reached: writes were refused");
-    assert_eq!(info(&server, "stats", "evicted_keys").await, "0");
+    assert_eq!(
+        server
+            .info_field("stats", "evicted_keys")
+            .await
+            .expect("INFO stats"),
+        "0"
+    );
     // Room again, so the command's own connection starts as it would on any day.
     server.command(&["FLUSHALL"]).await.expect("FLUSHALL");
     // Opened as a cache store, which warns at connect that this policy refuses when full.

@@ -264,15 +264,14 @@ async fn a_full_noeviction_redis_refuses_writes_which_are_counted_and_served() {
         .get_multiplexed_async_connection()
         .await
         .expect("connects");
-    let filler = vec![b'x'; 16 * 1024];
-    for i in 0..128 {
-        let () = redis::cmd("SET")
-            .arg(format!("filler:{i}"))
-            .arg(&filler)
-            .query_async(&mut conn)
+    assert_eq!(
+        server
+            .overfill(2 << 20, 16 << 10)
             .await
-            .expect("room for 2 MiB of filler");
-    }
+            .expect("every write taken or refused for space"),
+        0,
+        "room for 2 MiB of filler"
+    );
     server
         .command(&["CONFIG", "SET", "maxmemory", "1mb"])
         .await

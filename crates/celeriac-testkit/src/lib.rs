@@ -8,6 +8,8 @@
 //! - [`RedisServer`] is one process: [`kill`](RedisServer::kill),
 //!   [`pause`](RedisServer::pause)/[`resume`](RedisServer::resume) (SIGSTOP/SIGCONT) and
 //!   [`restart`](RedisServer::restart) (same port, directory and options) simulate outages;
+//!   [`overfill`](RedisServer::overfill) writes past its `maxmemory`, so that it evicts or
+//!   refuses writes, and [`info_field`](RedisServer::info_field) reads a field of its `INFO`;
 //! - [`RedisCluster`] is three masters covering all 16384 slots, [`RedisSentinel`] a master,
 //!   a replica and one sentinel watching them as `mymaster`;
 //! - [`resp`] is a tiny RESP2 client over plain TCP, enough for test assertions and for the
@@ -44,6 +46,7 @@ mod cluster;
 mod error;
 #[cfg(feature = "fuzz")]
 pub mod fuzz;
+mod memory;
 pub mod resp;
 mod sentinel;
 mod server;

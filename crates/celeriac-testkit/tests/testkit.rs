@@ -1,5 +1,5 @@
 //! The testkit against real `redis-server` processes: standalone, AUTH, ACL, TLS, AOF,
-//! kill/pause/restart, Cluster, Sentinel, and cleanup on drop.
+//! kill/pause/restart, overfilling a bounded server, Cluster, Sentinel, and cleanup on drop.
 
 use std::process::Command;
 use std::time::Duration;
@@ -362,6 +362,104 @@ async fn options_reach_the_server() {
         .await
         .expect("CONFIG GET");
     assert_eq!(text(&maxmemory.as_array().expect("array")[1]), "10485760");
+}
+
+/// Writes of 128 KiB that make 10 MiB.
+const WRITES: i64 = 80;
+
+/// A server bounded to 5 MiB with `policy`, and what `overfill` of 10 MiB in values of
+/// 128 KiB did to it: the writes refused and `evicted_keys`.
+async fn overfilled(policy: &str) -> (RedisServer, u64, u64) {
+    let server = RedisServer::builder()
+        .arg("--maxmemory", "5mb")
+        .maxmemory_policy(policy)
+        .start()
+        .await
+        .expect("server starts");
+    assert_eq!(
+        server
+            .info_field("memory", "maxmemory_policy")
+            .await
+            .expect("INFO memory"),
+        policy
+    );
+    let refused = server
+        .overfill(10 << 20, 128 << 10)
+        .await
+        .expect("every write taken or refused for space");
+    let evicted = server
+        .info_field("stats", "evicted_keys")
+        .await
+        .expect("INFO stats")
+        .parse()
+        .expect("a count");
+    (server, refused, evicted)
+}
+
+#[tokio::test]
+async fn overfilling_an_evicting_server_evicts_and_refuses_nothing() {
+    let (server, refused, evicted) = overfilled("allkeys-lru").await;
+    assert_eq!(refused, 0, "an evicting server takes every write");
+    assert!(evicted > 0, "10 MiB into 5 MiB evicted keys");
+    let keys = server.command(&["DBSIZE"]).await.expect("DBSIZE");
+    assert_eq!(
+        keys.as_int(),
+        Some(WRITES - i64::try_from(evicted).expect("a small count")),
+        "every filler key but those evicted"
+    );
+    let used: u64 = server
+        .info_field("memory", "used_memory")
+        .await
+        .expect("INFO memory")
+        .parse()
+        .expect("bytes");
+    assert!(
+        used <= (5 << 20) + (128 << 10),
+        "within the bound, but for the last value: {used}"
+    );
+}
+
+#[tokio::test]
+async fn overfilling_a_noeviction_server_refuses_writes() {
+    let (server, refused, evicted) = overfilled("noeviction").await;
+    assert!(
+        refused > 0 && i64::try_from(refused).is_ok_and(|r| r < WRITES),
+        "the first writes fit, the last are refused: {refused}"
+    );
+    assert_eq!(evicted, 0, "noeviction evicts nothing");
+    let keys = server.command(&["DBSIZE"]).await.expect("DBSIZE");
+    assert_eq!(
+        keys.as_int(),
+        Some(WRITES - i64::try_from(refused).expect("a small count")),
+        "every write not refused was kept"
+    );
+}
+
+#[tokio::test]
+async fn overfill_and_info_field_on_an_unbounded_server() {
+    let server = RedisServer::start().await.expect("server starts");
+    let err = server
+        .overfill(1024, 0)
+        .await
+        .expect_err("values of no bytes");
+    assert!(matches!(err, Error::Unsupported(_)), "{err}");
+    assert_eq!(
+        server
+            .overfill(1000, 300)
+            .await
+            .expect("an unbounded server"),
+        0
+    );
+    let keys = server.command(&["DBSIZE"]).await.expect("DBSIZE");
+    assert_eq!(keys.as_int(), Some(4), "1000 bytes in values of 300: four");
+    let err = server
+        .info_field("stats", "no_such_field")
+        .await
+        .expect_err("no such field");
+    assert!(
+        matches!(&err, Error::Unsupported(m) if m.contains("no_such_field")),
+        "{err}"
+    );
 }
 
 #[tokio::test]

@@ -572,21 +572,17 @@ async fn a_bounded_redis_l2_and_a_byte_bounded_l1_show_on_the_page_twin_and_metr
         .await
         .expect("redis-server starts");
     // 10 MiB into 5 MiB: the server evicts; then it is emptied for the application.
-    let filler = "x".repeat(100 * 1024);
-    for i in 0..100 {
-        server
-            .command(&["SET", &format!("filler:{i}"), &filler])
-            .await
-            .expect("an evicting server takes every write");
-    }
-    let info = |text: String, name: &str| -> u64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name}:")))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in {text}"))
-    };
-    let stats = server.command(&["INFO", "stats"]).await.expect("INFO");
-    let evicted = info(stats.as_text().expect("text"), "evicted_keys");
+    let refused = server
+        .overfill(10 << 20, 128 << 10)
+        .await
+        .expect("every write taken or refused for space");
+    assert_eq!(refused, 0, "an evicting server takes every write");
+    let evicted: u64 = server
+        .info_field("stats", "evicted_keys")
+        .await
+        .expect("INFO stats")
+        .parse()
+        .expect("a count");
     assert!(evicted > 0, "the bound was reached and keys evicted");
     server.command(&["FLUSHALL"]).await.expect("FLUSHALL");
 
