@@ -1,8 +1,9 @@
-//! [`StoreHealth`] on SQLite: a query through the writer, and the sizes of the database file
-//! and its write-ahead log.
+//! [`StoreHealth`] on SQLite: a query through the writer, the sizes of the database file and
+//! its write-ahead log, and for a cache file with a cap (`?role=cache&max_bytes=`) its bytes in
+//! use, its cap and the values it evicted.
 
 use crate::SqliteBackend;
-use celeriac_core::backend::{StoreFigures, StoreHealth};
+use celeriac_core::backend::{KvStore, StoreFigures, StoreHealth};
 use celeriac_core::error::Result;
 use std::time::{Duration, Instant};
 
@@ -23,10 +24,20 @@ impl StoreHealth for SqliteBackend {
         let size = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| m.len());
         let mut wal = path.clone().into_os_string();
         wal.push("-wal");
-        Ok(StoreFigures {
+        let mut figures = StoreFigures {
             file_bytes: size(&path),
             wal_bytes: Some(size(std::path::Path::new(&wal)).unwrap_or(0)),
             ..StoreFigures::default()
-        })
+        };
+        // A capped cache file is bounded like a Redis with `maxmemory`: say how full it is.
+        if self.inner.config.kv_max_bytes > 0 {
+            if let Some(m) = self.kv_memory().await? {
+                figures.memory_used_bytes = Some(m.used_bytes);
+                figures.memory_max_bytes = Some(m.max_bytes);
+                figures.eviction_policy = Some(m.policy);
+                figures.evicted_keys = Some(m.evicted_keys);
+            }
+        }
+        Ok(figures)
     }
 }

@@ -7,7 +7,8 @@ use celeriac_core::backend::{
     ClaimRequest, JoinArrival, JoinInput, KvEntry, KvMemory, WorkflowRecord, WorkflowState,
 };
 use celeriac_core::{
-    Broker, Coordinator, Job, JobId, KvStore, QueueAdmin, Registry, Worker, WorkflowStore,
+    Broker, Coordinator, Job, JobId, KvStore, QueueAdmin, Registry, StoreHealth, Worker,
+    WorkflowStore,
 };
 use celeriac_embedded::{SqliteBackend, KV_EVICT_MAX};
 use std::path::Path;
@@ -615,4 +616,48 @@ async fn bad_cache_settings_fail_naming_the_setting() {
         assert!(err.contains(setting), "{query}: {err}");
     }
     assert!(!path.exists(), "a bad URL creates no file");
+}
+
+/// The health page's store figures of a capped cache file say how full it is, as `kv_memory`
+/// does; a file without a cap shows none of them.
+#[tokio::test]
+async fn the_store_figures_of_a_capped_file_tell_its_bytes_cap_and_evictions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("app-cache.db");
+    let b = open(&path, "role=cache&max_bytes=1MiB").await;
+    // 2 MiB through a 1 MiB file.
+    for i in 0..64 {
+        b.kv_set(
+            vec![entry(&format!("v:{i}"), vec![7; 32 << 10], HOUR)],
+            NOW + i,
+        )
+        .await
+        .expect("set");
+    }
+    let m = memory(&b).await;
+    assert!(m.evicted_keys > 0, "the file evicted: {m:?}");
+    let f = b.store_figures().await.expect("store figures");
+    assert_eq!(
+        (
+            f.memory_used_bytes,
+            f.memory_max_bytes,
+            f.eviction_policy.as_deref(),
+            f.evicted_keys
+        ),
+        (
+            Some(m.used_bytes),
+            Some(MIB),
+            Some("oldest-written"),
+            Some(m.evicted_keys)
+        )
+    );
+    assert!(f.file_bytes.is_some_and(|n| n > 0), "{f:?}");
+
+    let plain = open(&dir.path().join("plain.db"), "").await;
+    let f = plain.store_figures().await.expect("store figures");
+    assert_eq!(
+        (f.memory_used_bytes, f.memory_max_bytes, f.evicted_keys),
+        (None, None, None),
+        "{f:?}"
+    );
 }

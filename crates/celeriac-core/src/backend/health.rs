@@ -11,13 +11,17 @@ use std::time::Duration;
 /// thing or does not tell.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoreFigures {
-    /// Memory in use (Redis `used_memory`), in bytes.
+    /// Memory in use (Redis `used_memory`; a capped SQLite cache file: its keys' and values'
+    /// bytes), in bytes.
     pub memory_used_bytes: Option<u64>,
-    /// The memory limit (Redis `maxmemory`; `Some(0)` for none), in bytes.
+    /// The memory limit (Redis `maxmemory`, `Some(0)` for none; a SQLite cache file's
+    /// `max_bytes`), in bytes.
     pub memory_max_bytes: Option<u64>,
-    /// What the store does when memory runs out (Redis `maxmemory_policy`).
+    /// What the store does when memory runs out (Redis `maxmemory_policy`; a SQLite cache
+    /// file `oldest-written`).
     pub eviction_policy: Option<String>,
-    /// Keys evicted since the store started (Redis `evicted_keys`).
+    /// Keys evicted since the store started (Redis `evicted_keys`; a SQLite cache file: since
+    /// it was created).
     pub evicted_keys: Option<u64>,
     /// The database file's size (SQLite), in bytes.
     pub file_bytes: Option<u64>,
