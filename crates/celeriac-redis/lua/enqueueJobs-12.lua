@@ -57,11 +57,25 @@ local function flush()
   ready, sched = {}, {}
 end
 local seq = redis.call('HINCRBY', K_META, 'seq', n) - n
+-- Whether any job of the batch exists already, asked once for the whole batch: when none
+-- does (the usual case) no job needs an EXISTS of its own. An id given twice in one batch is
+-- caught by `seen`, as the second EXISTS would have caught it.
+local job_keys = {}
+for i = 3, #ARGV, W do
+  job_keys[#job_keys + 1] = PREFIX .. ARGV[i]
+end
+local any_exist = false
+for i = 1, #job_keys, 500 do
+  if redis.call('EXISTS', unpack(job_keys, i, math.min(i + 499, #job_keys))) > 0 then
+    any_exist = true
+  end
+end
+local seen = {}
 -- Jobs stored per task.
 local stored = {}
 for i = 3, #ARGV, W do
   local id, pr, run_at = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local key = PREFIX .. id
+  local key = job_keys[(i - 3) / W + 1]
   local ukey, umode, ums = '', '', 0
   local u = ARGV[i + 8]
   if u ~= '' then
@@ -70,7 +84,7 @@ for i = 3, #ARGV, W do
   end
   seq = seq + 1
   local holder, hmode = nil, nil
-  if redis.call('EXISTS', key) == 1 then
+  if seen[id] or (any_exist and redis.call('EXISTS', key) == 1) then
     holder = id
   elseif ukey ~= '' then
     holder, hmode = live_holder(ukey)
@@ -109,6 +123,7 @@ for i = 3, #ARGV, W do
       redis.call('SET', UPREFIX .. ukey, value, 'PX', num(ttl))
       redis.call('HSET', key, 'uk', ukey, 'um', umode)
     end
+    seen[id] = true
     local task = ARGV[i + 10]
     stored[task] = (stored[task] or 0) + 1
     if state == '1' then

@@ -211,9 +211,17 @@ pub async fn enqueue_is_idempotent_by_id<B: Broker + ResultStore>(backend: Arc<B
         .await
         .expect("a batch with a known id is accepted");
     assert_eq!(ids, vec![id, fresh_id]);
+    // One new id twice in a batch: stored once, both places name it.
+    let twin = job(q, T0 + 2);
+    let twin_id = twin.id;
+    let ids = backend
+        .enqueue(vec![twin.clone(), twin], T0 + 2)
+        .await
+        .expect("a batch naming one id twice is accepted");
+    assert_eq!(ids, vec![twin_id, twin_id]);
     // Once finished, the id still stands for the job: nothing runs twice.
     let c = claim(&*backend, &[q], 10, T0 + 3).await;
-    assert_eq!(c.len(), 2, "two jobs were stored, not three");
+    assert_eq!(c.len(), 3, "three jobs were stored, not five");
     for claimed in &c {
         complete(&*backend, lease(claimed), success(&json!(1)), T0 + 4).await;
     }
