@@ -37,7 +37,7 @@ end
 
 -- Due scheduled or retrying jobs join `ready` (added there before they leave their set).
 local function promote(from)
-  local due = redis.call('ZRANGEBYSCORE', from, '-inf', now_s, 'LIMIT', 0, BATCH)
+  local due = redis.call('ZRANGEBYSCORE', from, '-inf', now_s, 'LIMIT', '0', BATCH_S)
   if #due == 0 then return end
   local seq = redis.call('HINCRBY', K_META, 'seq', #due) - #due
   for i, id in ipairs(due) do
@@ -54,8 +54,11 @@ local function promote(from)
   end
   zrem_all(from, due)
 end
-promote(K_SCHED)
-promote(K_RETRY)
+-- One look at whether anything waits in either set first: most claims find both empty.
+if redis.call('EXISTS', K_SCHED, K_RETRY) > 0 then
+  promote(K_SCHED)
+  promote(K_RETRY)
+end
 
 local limits, limited = {}, false
 for line in string.gmatch(ARGV[7] or '', '[^\n]+') do
@@ -91,7 +94,8 @@ end
 local claims, ends, leaving = {}, {}, {}
 local held, looked, offset = 0, 0, 0
 while #claims < limit and looked - #claims < BATCH do
-  local members = redis.call('ZRANGE', K_READY, offset, offset + limit - #claims - 1)
+  local members = redis.call('ZRANGE', K_READY, offset == 0 and '0' or num(offset),
+    num(offset + limit - #claims - 1))
   if #members == 0 then break end
   offset = offset + #members
   for _, member in ipairs(members) do
@@ -174,7 +178,7 @@ local out, leased, tokens = {}, {}, {}
 -- a larger one. One number formatted per call instead of one per job.
 local token_s = ''
 if #claims > 0 then
-  token_s = num(redis.call('HINCRBY', K_META, 'fence', 1))
+  token_s = num(redis.call('HINCRBY', K_META, 'fence', '1'))
 end
 -- The next attempt count of the usual records, without a number conversion.
 local NEXT_ATTEMPT = {['0'] = '1', ['1'] = '2', ['2'] = '3', ['3'] = '4', ['4'] = '5'}

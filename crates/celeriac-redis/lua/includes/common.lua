@@ -57,8 +57,10 @@ local UPREFIX = string.sub(PREFIX, 1, -5) .. 'unique:'
 -- release can keep; windows expire at their end.
 local UNIQUE_BACKSTOP_MS = 7 * 24 * 3600 * 1000
 
--- Bounded work: no call moves, reaps or deletes more than this many jobs.
-local BATCH = 1000
+-- Bounded work: no call moves, reaps or deletes more than this many jobs. A number given to
+-- redis.call is formatted on every call (as much work as a small command): the text form is
+-- kept for arguments.
+local BATCH, BATCH_S = 1000, '1000'
 
 local function num(x)
   return string.format('%.0f', x)
@@ -95,7 +97,7 @@ end
 
 -- Wakes one idle worker; a worker that claims and leaves work behind wakes the next.
 local function wake()
-  redis.call('ZADD', K_MARKER, 0, 'w')
+  redis.call('ZADD', K_MARKER, '0', 'w')
 end
 
 -- History (celeriac_core::backend::History): `<prefix>:{<queue>}:hist:<m|h>:<bucket start>`,
