@@ -20,7 +20,6 @@ fn bench(url: &str, extra: &[&str]) -> std::process::Output {
     let jobs = JOBS.to_string();
     let queues = QUEUES.to_string();
     let mut args = vec![
-        "bench",
         "-n",
         &jobs,
         "--queues",
@@ -31,13 +30,7 @@ fn bench(url: &str, extra: &[&str]) -> std::process::Output {
         "3",
     ];
     args.extend_from_slice(extra);
-    let out = common::celeriac(url, &args);
-    assert!(
-        out.status.success(),
-        "bench {extra:?}: {}",
-        common::stderr(&out)
-    );
-    out
+    common::bench(url, &args)
 }
 
 fn number(v: &Value, field: &str) -> f64 {

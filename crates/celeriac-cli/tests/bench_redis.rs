@@ -18,23 +18,9 @@ const FIELDS: [&str; 5] = [
 
 /// `celeriac --url URL bench -n 300 ... EXTRA`, run to success, its standard output.
 fn bench(url: &str, extra: &[&str]) -> std::process::Output {
-    let mut args = vec![
-        "bench",
-        "-n",
-        "300",
-        "--batch",
-        "100",
-        "--latency-samples",
-        "3",
-    ];
+    let mut args = vec!["-n", "300", "--batch", "100", "--latency-samples", "3"];
     args.extend_from_slice(extra);
-    let out = common::celeriac(url, &args);
-    assert!(
-        out.status.success(),
-        "bench {extra:?}: {}",
-        common::stderr(&out)
-    );
-    out
+    common::bench(url, &args)
 }
 
 fn json(out: &std::process::Output) -> Value {

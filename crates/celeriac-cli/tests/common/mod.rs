@@ -26,6 +26,15 @@ pub fn celeriac(url: &str, args: &[&str]) -> Output {
         .expect("the celeriac binary runs")
 }
 
+/// Runs `celeriac --url <url> bench <args>` and asserts it succeeded.
+pub fn bench(url: &str, args: &[&str]) -> Output {
+    let mut all = vec!["bench"];
+    all.extend_from_slice(args);
+    let out = celeriac(url, &all);
+    assert!(out.status.success(), "bench {args:?}: {}", stderr(&out));
+    out
+}
+
 /// Runs `celeriac --url <url> enqueue <args>`, asserts it succeeded, and returns the id it
 /// printed.
 pub fn enqueue(url: &str, args: &[&str]) -> String {
