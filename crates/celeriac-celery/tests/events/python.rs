@@ -8,7 +8,7 @@ use celeriac_celery::broker::{FanoutSubscription, KombuBroker, TransportOptions}
 use celeriac_celery::events::{Event, EventSender, ReceivedTask};
 use celeriac_testkit::RedisServer;
 use futures_util::StreamExt;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::support::{CeleryConfig, Venv};
 
@@ -46,6 +46,40 @@ async fn collect(
     }
 }
 
+/// A broker on the Redis at `url` and its subscription to every `celeryev` event.
+async fn celeryev(url: &str) -> (KombuBroker, FanoutSubscription) {
+    let broker = KombuBroker::connect(url, TransportOptions::default())
+        .await
+        .expect("the broker connects");
+    let sub = broker
+        .subscribe_fanout(&[("celeryev", "#")])
+        .await
+        .expect("subscribes to celeryev");
+    (broker, sub)
+}
+
+/// The events read from `sub` up to the first `worker-offline` (included).
+///
+/// # Panics
+/// With `what` when none comes within [`WAIT`].
+async fn until_offline(sub: &mut FanoutSubscription, what: &str) -> Vec<Event> {
+    let mut seen = Vec::new();
+    let read = async {
+        loop {
+            let msg = sub.next().await.expect("the subscription stays open");
+            for ev in Event::decode(&msg.raw).expect("decodes") {
+                let offline = ev.event_type() == "worker-offline";
+                seen.push(ev);
+                if offline {
+                    return;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, read).await.expect(what);
+    seen
+}
+
 fn has_all(types: &'static [&'static str]) -> impl Fn(&KeySets) -> bool {
     move |sets| types.iter().all(|t| sets.contains_key(*t))
 }
@@ -65,13 +99,7 @@ const TASK_TYPES: [&str; 6] = [
 pub(crate) async fn rust_events_match_a_python_worker_and_feed_python_state(venv: Venv) {
     let server = RedisServer::start().await.expect("redis-server starts");
     let cfg = CeleryConfig::for_server(&server.url()).default_queue("pyq");
-    let broker = KombuBroker::connect(&cfg.broker_url, TransportOptions::default())
-        .await
-        .expect("the broker connects");
-    let mut sub = broker
-        .subscribe_fanout(&[("celeryev", "#")])
-        .await
-        .expect("subscribes to celeryev");
+    let (broker, mut sub) = celeryev(&cfg.broker_url).await;
 
     // 1. A Python worker's events.
     let worker = venv.start_worker(&cfg, "pyq").await;
@@ -117,78 +145,8 @@ print('done')
 
     // 2. Python's receiver, subscribed before the Rust worker starts.
     let host = "celeriac@events-test";
-    let mut receiver = venv.spawn(
-        &cfg,
-        &format!(
-            r#"
-import json
-from tasks import app
-from celery.events.state import State
-H = {host:?}
-state = State()
-seen = []
-alive_at_heartbeat = []
-def on_event(ev):
-    state.event(ev)
-    if ev.get('hostname') != H:
-        return
-    seen.append(ev['type'])
-    if ev['type'] == 'worker-heartbeat' and not alive_at_heartbeat:
-        alive_at_heartbeat.append(state.workers[H].alive)
-    if ev['type'] == 'worker-offline':
-        recv.should_stop = True
-with app.connection() as conn:
-    recv = app.events.Receiver(conn, handlers={{'*': on_event}})
-    print('LISTENING', flush=True)
-    recv.capture(limit=None, timeout=90, wakeup=False)
-w = state.workers[H]
-print(json.dumps({{
-    'types': seen,
-    'alive_at_heartbeat': alive_at_heartbeat[0] if alive_at_heartbeat else None,
-    'alive_after_offline': w.alive,
-    'processed': w.processed,
-    'active': w.active,
-    'freq': w.freq,
-    'tasks': {{u: {{'state': t.state, 'name': t.name, 'result': t.result,
-                   'exception': t.exception,
-                   'worker': t.worker.hostname if t.worker else None}}
-              for u, t in state.tasks.items()}},
-}}))
-"#
-        ),
-    );
-    receiver.wait_for_line("LISTENING").await;
-    // The receiver subscribes inside capture(): wait until a second client holds a pattern
-    // subscription (ours is the first; NUMPAT counts patterns, not clients, and both use
-    // `/0.celeryev/*`).
-    let mut conn = redis::Client::open(cfg.broker_url.as_str())
-        .expect("url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("raw connection");
-    let subscribed = async {
-        loop {
-            let clients: String = redis::cmd("CLIENT")
-                .arg("LIST")
-                .query_async(&mut conn)
-                .await
-                .expect("CLIENT LIST");
-            let psubscribers = clients
-                .lines()
-                .filter(|l| {
-                    l.split(' ')
-                        .any(|f| f.starts_with("psub=") && f != "psub=0")
-                })
-                .count();
-            if psubscribers >= 2 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    tokio::time::timeout(WAIT, subscribed)
-        .await
-        .expect("the Python receiver subscribes");
+    // `sub` holds the first pattern subscription (`/0.celeryev/*`), the receiver the second.
+    let receiver = venv.state_receiver(&cfg, host, 2).await;
 
     // 3. The Rust worker's events.
     let events = EventSender::builder(host)
@@ -279,9 +237,14 @@ print(json.dumps({{
     assert_eq!(state["processed"], 2);
     assert_eq!(state["active"], 0);
     assert_eq!(state["freq"], json!(0.5));
-    let types = state["types"].as_array().expect("types");
-    assert_eq!(types.first(), Some(&json!("worker-online")), "{state}");
-    assert_eq!(types.last(), Some(&json!("worker-offline")), "{state}");
+    let types: Vec<&Value> = state["seen"]
+        .as_array()
+        .expect("seen")
+        .iter()
+        .map(|e| &e[0])
+        .collect();
+    assert_eq!(types.first(), Some(&&json!("worker-online")), "{state}");
+    assert_eq!(types.last(), Some(&&json!("worker-offline")), "{state}");
     let tasks = &state["tasks"];
     for (id, st) in [
         ("r-ok", "SUCCESS"),
@@ -304,13 +267,7 @@ print(json.dumps({{
 /// overflow is counted, and what was queued goes out once the server is back.
 pub(crate) async fn a_full_queue_drops_and_counts_without_blocking() {
     let server = RedisServer::start().await.expect("redis-server starts");
-    let broker = KombuBroker::connect(&format!("{}/0", server.url()), TransportOptions::default())
-        .await
-        .expect("the broker connects");
-    let mut sub = broker
-        .subscribe_fanout(&[("celeryev", "#")])
-        .await
-        .expect("subscribes to celeryev");
+    let (broker, mut sub) = celeryev(&format!("{}/0", server.url())).await;
     server.pause();
     let host = "celeriac@full";
     // The publisher blocks on worker-online; the queue of one then takes one event.
@@ -331,23 +288,12 @@ pub(crate) async fn a_full_queue_drops_and_counts_without_blocking() {
     assert!(!events.task_started("off"), "task events can be turned off");
     assert_eq!(events.stats().dropped, 199, "disabled is not dropped");
     events.stop().await;
-    let mut order = Vec::new();
-    let read = async {
-        loop {
-            let msg = sub.next().await.expect("the subscription stays open");
-            for ev in Event::decode(&msg.raw).expect("decodes") {
-                if ev.event_type() == "task-started" {
-                    order.push(ev.fields["uuid"].clone());
-                }
-                if ev.event_type() == "worker-offline" {
-                    return;
-                }
-            }
-        }
-    };
-    tokio::time::timeout(WAIT, read)
+    let order: Vec<Value> = until_offline(&mut sub, "worker-offline once the server is back")
         .await
-        .expect("worker-offline once the server is back");
+        .iter()
+        .filter(|ev| ev.event_type() == "task-started")
+        .map(|ev| ev.fields["uuid"].clone())
+        .collect();
     assert_eq!(order, vec![json!("t0")], "the queued event went out, once");
 }
 
@@ -355,13 +301,7 @@ pub(crate) async fn a_full_queue_drops_and_counts_without_blocking() {
 /// after the events queued before it; heartbeats come at the configured interval.
 pub(crate) async fn dropping_the_sender_sends_worker_offline() {
     let server = RedisServer::start().await.expect("redis-server starts");
-    let broker = KombuBroker::connect(&format!("{}/0", server.url()), TransportOptions::default())
-        .await
-        .expect("the broker connects");
-    let mut sub = broker
-        .subscribe_fanout(&[("celeryev", "#")])
-        .await
-        .expect("subscribes to celeryev");
+    let (broker, mut sub) = celeryev(&format!("{}/0", server.url())).await;
     let host = "celeriac@drop-test";
     let events = EventSender::builder(host)
         .heartbeat_interval(Duration::from_millis(100))
@@ -379,21 +319,11 @@ pub(crate) async fn dropping_the_sender_sends_worker_offline() {
     drop(events);
     assert!(!seen.contains_key("worker-offline"), "a clone still lives");
     drop(clone);
-    let mut order = Vec::new();
-    let read = async {
-        loop {
-            let msg = sub.next().await.expect("the subscription stays open");
-            for ev in Event::decode(&msg.raw).expect("decodes") {
-                order.push(ev.event_type().to_owned());
-                if ev.event_type() == "worker-offline" {
-                    return;
-                }
-            }
-        }
-    };
-    tokio::time::timeout(WAIT, read)
+    let order: Vec<String> = until_offline(&mut sub, "worker-offline after the last drop")
         .await
-        .expect("worker-offline after the last drop");
+        .iter()
+        .map(|ev| ev.event_type().to_owned())
+        .collect();
     let started = order.iter().position(|t| t == "task-started");
     assert!(
         started.is_some_and(|i| i + 1 < order.len()),

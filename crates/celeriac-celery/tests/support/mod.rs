@@ -3,7 +3,7 @@
 //!
 //! - [`Venv`]: one pinned Celery ([`Venv::newest`], [`Venv::v5_3`], [`Venv::all`]); runs Python
 //!   snippets ([`Venv::run`]), long-lived Python processes ([`Venv::spawn`]) and workers
-//!   ([`Venv::start_worker`]).
+//!   ([`Venv::start_worker`]), and Python's `EventReceiver` + `State` ([`Venv::state_receiver`]).
 //! - [`CeleryConfig`]: the environment variables `tests/py/tasks.py` configures its app from
 //!   (broker and backend URLs, visibility timeout, `result_extended`, `task_track_started`, ...).
 //! - [`Worker`]: a `celery -A tasks worker` process, ready when returned, killed (with its whole
@@ -18,6 +18,7 @@
 #![allow(dead_code)] // each test binary uses a part of it
 
 mod process;
+mod receiver;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

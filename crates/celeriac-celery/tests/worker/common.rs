@@ -7,7 +7,7 @@ use celeriac_celery::worker::{CeleryWorker, CeleryWorkerBuilder, WorkerError, Wo
 use celeriac_testkit::RedisServer;
 use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
 use crate::support::{CeleryConfig, PyOutput, Venv};
@@ -183,4 +183,25 @@ pub async fn py_raw(venv: &Venv, cfg: &CeleryConfig, args: Value, code: &str) ->
 
 pub fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
+}
+
+/// Runs a Python snippet (as [`py`]) with `ARGS` a new task id, subscribed first to that
+/// task's result channel: returns the id, the channel and what the snippet printed last.
+pub async fn py_watched(venv: &Venv, world: &World, code: &str) -> (String, Channel, Value) {
+    let id = new_id();
+    let channel = Channel::open(world, &id).await;
+    let got = py(venv, &world.cfg, json!(id), code).await;
+    (id, channel, got)
+}
+
+/// Waits (polling in-memory state, which has no event to await) until `pred` holds.
+///
+/// # Panics
+/// With `what` when it does not hold within [`WAIT`].
+pub async fn until(what: &str, pred: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !pred() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

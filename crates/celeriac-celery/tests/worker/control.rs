@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::common::{new_id, py, Channel, World};
+use crate::common::{new_id, py, py_watched, until, Channel, World};
 use crate::support::Venv;
 
 /// A graceful shutdown gives back a held ETA message at once and a running task's message
@@ -20,12 +20,9 @@ pub async fn shutdown_gives_messages_back(venv: Venv) {
                 .shutdown_grace(Duration::from_millis(200)),
         )
         .await;
-    let id = new_id();
-    let mut channel = Channel::open(&world, &id).await;
-    py(
+    let (_, mut channel, _) = py_watched(
         &venv,
-        &world.cfg,
-        json!(id),
+        &world,
         r#"
 add.apply_async((1, 1), countdown=3600)
 app.send_task("tasks.wait_gate", ("never-opened",), task_id=ARGS)
@@ -103,16 +100,11 @@ out(1)
     );
     assert!(r.acknowledged && r.started_at.is_some(), "{r:?}");
     assert_eq!(r.args, vec![json!("shut")]);
-    // The worker's in-memory state has no event to await: look until the ETA message is
-    // listed (it was taken before the running one).
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while worker.handle.scheduled().is_empty() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the ETA message is held"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Listed once taken (it was taken before the running one).
+    until("the ETA message is held", || {
+        !worker.handle.scheduled().is_empty()
+    })
+    .await;
     let scheduled = worker.handle.scheduled();
     assert_eq!(scheduled[0].task_id, held);
     assert!(scheduled[0].eta.is_some() && !scheduled[0].acknowledged);

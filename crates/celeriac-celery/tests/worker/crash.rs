@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
-use crate::common::{new_id, py, Channel, World, WAIT};
+use crate::common::{py, py_watched, World, WAIT};
 use crate::support::Venv;
 use crate::tasks::runs;
 
@@ -68,12 +68,9 @@ pub async fn killed_worker_task_is_restored(venv: Venv) {
         .expect("its stdout is readable");
     assert_eq!(ready.as_deref(), Some("READY"));
 
-    let id = new_id();
-    let mut channel = Channel::open(&world, &id).await;
-    py(
+    let (id, mut channel, _) = py_watched(
         &venv,
-        &world.cfg,
-        json!(id),
+        &world,
         "sleep.apply_async((0.2,), task_id=ARGS); out(1)",
     )
     .await;

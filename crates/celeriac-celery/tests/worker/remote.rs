@@ -11,7 +11,7 @@ use celeriac_core::task::{TaskContext, TaskError};
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
-use crate::common::{new_id, py, Channel, World, WAIT};
+use crate::common::{new_id, py, py_watched, until, World, WAIT};
 use crate::support::Venv;
 
 const HOST: &str = "rust@celeriac-test";
@@ -57,15 +57,6 @@ fn builder(world: &World) -> CeleryWorkerBuilder {
         ))
 }
 
-/// Waits (polling the worker's in-memory state, which has no event) until `pred` holds.
-async fn until(what: &str, pred: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !pred() {
-        assert!(tokio::time::Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// `inspect active` lists a running Rust task (id, name, args), `registered` the Rust tasks,
 /// `stats` the totals; `revoke(terminate=True)` drops the running future and Python's
 /// `get()` raises `TaskRevokedError`; a revoke before the message arrives stores REVOKED at
@@ -73,12 +64,9 @@ async fn until(what: &str, pred: impl Fn() -> bool) {
 pub async fn python_inspects_and_revokes(venv: Venv) {
     let world = World::start().await;
     let worker = world.run_worker(builder(&world)).await;
-    let id = new_id();
-    let mut channel = Channel::open(&world, &id).await;
-    py(
+    let (id, mut channel, _) = py_watched(
         &venv,
-        &world.cfg,
-        json!(id),
+        &world,
         "add.delay(1, 1).get(timeout=30)\napp.send_task('tasks.hold', (7,), task_id=ARGS)\nout(1)",
     )
     .await;
@@ -213,12 +201,9 @@ out([v, pong])
 pub async fn revoked_chain_step_revokes_the_chain(venv: Venv) {
     let world = World::start().await;
     let worker = world.run_worker(builder(&world)).await;
-    let first = new_id();
-    let mut channel = Channel::open(&world, &first).await;
-    let ids = py(
+    let (first, mut channel, ids) = py_watched(
         &venv,
-        &world.cfg,
-        json!(first),
+        &world,
         r#"
 c = chain(app.signature('tasks.hold', (1,), immutable=True).set(task_id=ARGS),
           add.si(1, 2), add.si(3, 4))
@@ -258,62 +243,7 @@ out([r.parent.id, r.id])
 /// its exception, the worker gone after `worker-offline`.
 pub async fn python_state_follows_the_worker(venv: Venv) {
     let world = World::start().await;
-    let mut receiver = venv.spawn(
-        &world.cfg,
-        &format!(
-            r#"
-import json
-from tasks import app
-from celery.events.state import State
-H = {HOST:?}
-state = State()
-seen = []
-alive = []
-def on_event(ev):
-    state.event(ev)
-    if ev.get('hostname') != H:
-        return
-    seen.append([ev['type'], ev.get('uuid')])
-    if ev['type'] == 'worker-heartbeat' and not alive:
-        alive.append(state.workers[H].alive)
-        print('HEARTBEAT', flush=True)
-    if ev['type'] == 'worker-offline':
-        recv.should_stop = True
-with app.connection() as conn:
-    recv = app.events.Receiver(conn, handlers={{'*': on_event}})
-    print('LISTENING', flush=True)
-    recv.capture(limit=None, timeout=90, wakeup=False)
-print(json.dumps({{
-    'seen': seen, 'alive': alive, 'alive_after': state.workers[H].alive,
-    'tasks': {{u: {{'state': t.state, 'name': t.name, 'result': t.result,
-                   'exception': t.exception, 'args': t.args,
-                   'worker': t.worker.hostname if t.worker else None}}
-              for u, t in state.tasks.items()}},
-}}))
-"#
-        ),
-    );
-    receiver.wait_for_line("LISTENING").await;
-    let mut conn = world.redis(0).await;
-    let subscribed = async {
-        loop {
-            let clients: String = redis::cmd("CLIENT")
-                .arg("LIST")
-                .query_async(&mut conn)
-                .await
-                .expect("CLIENT LIST");
-            if clients.lines().any(|l| {
-                l.split(' ')
-                    .any(|f| f.starts_with("psub=") && f != "psub=0")
-            }) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    tokio::time::timeout(WAIT, subscribed)
-        .await
-        .expect("the Python receiver subscribes");
+    let mut receiver = venv.state_receiver(&world.cfg, HOST, 1).await;
     let worker = world.run_worker(builder(&world)).await;
     let ids = py(
         &venv,
@@ -338,8 +268,8 @@ out([a.id, f.id, raised(f)])
     let out = receiver.finish().await;
     out.assert_success();
     let got: Value = out.json();
-    assert_eq!(got["alive"], json!([true]), "{venv}: {got}");
-    assert_eq!(got["alive_after"], json!(false), "{venv}: {got}");
+    assert_eq!(got["alive_at_heartbeat"], json!(true), "{venv}: {got}");
+    assert_eq!(got["alive_after_offline"], json!(false), "{venv}: {got}");
     let types_of = |id: &str| -> Vec<String> {
         got["seen"]
             .as_array()
