@@ -103,26 +103,11 @@ fn l2_line(text: &str) -> &str {
 /// policy and the keys evicted, as Redis counts them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_stats_tells_a_bounded_redis_memory_policy_and_evictions() {
-    let server = RedisServer::builder()
-        .arg("--maxmemory", "5mb")
-        .maxmemory_policy("allkeys-lfu")
-        .start()
+    // 10 MiB into 5 MiB, then emptied for the application.
+    let (server, evicted) = RedisServer::evicting_after_overfill(5 << 20)
         .await
-        .expect("redis-server starts");
-    // 10 MiB, twice the bound.
-    let refused = server
-        .overfill(10 << 20, 128 << 10)
-        .await
-        .expect("every write taken or refused for space");
-    assert_eq!(refused, 0, "an evicting server takes every write");
-    let evicted: u64 = server
-        .info_field("stats", "evicted_keys")
-        .await
-        .expect("INFO stats")
-        .parse()
-        .expect("a count");
+        .expect("a bounded server evicts");
     assert!(evicted > 0, "10 MiB into 5 MiB evicted keys");
-    server.command(&["FLUSHALL"]).await.expect("FLUSHALL");
     // An evicting Redis is refused for jobs unless the URL accepts it.
     let url = format!("{}?allow_eviction=true", server.url());
     let (stats, text) = tokio::task::spawn_blocking(move || {

@@ -51,4 +51,33 @@ impl RedisServer {
             ))
         })
     }
+
+    /// Starts a server bounded to `maxmemory` bytes that evicts (`allkeys-lfu`), writes twice
+    /// its bound into it in 128 KiB values, and empties it again: a server that has been
+    /// full, for a test of what a store reports about its memory. Returns the server and the
+    /// keys it evicted (`INFO stats`), for the test to assert its precondition on.
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](crate::RedisServerBuilder::start) and [`overfill`](Self::overfill);
+    /// [`Error::Unsupported`] when the server refused a write instead of evicting.
+    pub async fn evicting_after_overfill(maxmemory: usize) -> Result<(RedisServer, u64)> {
+        let server = RedisServer::builder()
+            .arg("--maxmemory", maxmemory.to_string())
+            .maxmemory_policy("allkeys-lfu")
+            .start()
+            .await?;
+        let refused = server.overfill(2 * maxmemory, 128 << 10).await?;
+        if refused > 0 {
+            return Err(Error::Unsupported(format!(
+                "an allkeys-lfu server refused {refused} writes instead of evicting"
+            )));
+        }
+        let evicted = server.info_field("stats", "evicted_keys").await?;
+        let evicted = evicted
+            .parse()
+            .map_err(|_| Error::Protocol(format!("evicted_keys is not a count: {evicted}")))?;
+        server.command(&["FLUSHALL"]).await?;
+        Ok((server, evicted))
+    }
 }

@@ -565,26 +565,11 @@ async fn the_task_limits_show_on_the_rate_limits_page_with_running_jobs() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bounded_redis_l2_and_a_byte_bounded_l1_show_on_the_page_twin_and_metrics() {
     use celeriac_testkit::RedisServer;
-    let server = RedisServer::builder()
-        .arg("--maxmemory", "5mb")
-        .maxmemory_policy("allkeys-lfu")
-        .start()
+    // 10 MiB into 5 MiB, then emptied for the application.
+    let (server, evicted) = RedisServer::evicting_after_overfill(5 << 20)
         .await
-        .expect("redis-server starts");
-    // 10 MiB into 5 MiB: the server evicts; then it is emptied for the application.
-    let refused = server
-        .overfill(10 << 20, 128 << 10)
-        .await
-        .expect("every write taken or refused for space");
-    assert_eq!(refused, 0, "an evicting server takes every write");
-    let evicted: u64 = server
-        .info_field("stats", "evicted_keys")
-        .await
-        .expect("INFO stats")
-        .parse()
-        .expect("a count");
+        .expect("a bounded server evicts");
     assert!(evicted > 0, "the bound was reached and keys evicted");
-    server.command(&["FLUSHALL"]).await.expect("FLUSHALL");
 
     // An evicting Redis is refused for jobs unless the URL accepts it.
     let app = App::builder()
