@@ -90,6 +90,31 @@ local function admit(task)
   return true
 end
 
+-- The next attempt count of the usual records, without a number conversion.
+local NEXT_ATTEMPT = {['0'] = '1', ['1'] = '2', ['2'] = '3', ['3'] = '4', ['4'] = '5'}
+-- The usual max attempts, and every priority.
+local USUAL_MAX = {['1'] = true, ['2'] = true, ['3'] = true, ['4'] = true, ['5'] = true,
+  ['10'] = true, ['25'] = true}
+local PRIORITY = {['0'] = true, ['1'] = true, ['2'] = true, ['3'] = true, ['4'] = true,
+  ['5'] = true, ['6'] = true, ['7'] = true, ['8'] = true, ['9'] = true}
+
+-- Whether the fields every record has (a, m, r, pr) are plainly well formed: all present,
+-- unsigned decimal counts within 10 digits (a from 0, m from 1, both at most 4294967295), a
+-- run_at within 17 characters and a one-digit priority. The usual attempts, max attempts
+-- and priority are found by one table lookup each; other values by one pattern match over
+-- the four. Only a record that fails both (or has x or tt) goes through `malformed`, which
+-- finds the reason. It never accepts what `malformed` refuses.
+local function plainly_fine(a, m, r, pr)
+  -- HMGET gives false, not nil, for a missing field.
+  if not (a and m and r and pr) or #r > 17 then return false end
+  if NEXT_ATTEMPT[a] and USUAL_MAX[m] and PRIORITY[pr] then
+    return string.find(r, '^%-?%d+$') ~= nil
+  end
+  return #a <= 10 and #m <= 10
+    and string.find(a .. ' ' .. m .. ' ' .. r .. ' ' .. pr, '^%d+ [1-9]%d* %-?%d+ %d$') ~= nil
+    and (#a < 10 or a <= '4294967295') and (#m < 10 or m <= '4294967295')
+end
+
 -- Read phase: decide each ready job's fate, front first, without changing anything.
 local claims, ends, leaving = {}, {}, {}
 local held, looked, offset = 0, 0, 0
@@ -172,7 +197,8 @@ for _, e in ipairs(ends) do
   end
 end
 
-local out, leased, tokens = {}, {}, {}
+-- The keeper (common.lua) goes in first with every batch of leases.
+local out, leased, tokens = {}, {'inf', KEEPER}, {KEEPER, 'keeper'}
 -- One fencing token for the whole batch: a completion is checked against its own job's
 -- lease, so jobs of one batch can share the token, and every later claim of any of them gets
 -- a larger one. One number formatted per call instead of one per job.
@@ -180,8 +206,6 @@ local token_s = ''
 if #claims > 0 then
   token_s = num(redis.call('HINCRBY', K_META, 'fence', '1'))
 end
--- The next attempt count of the usual records, without a number conversion.
-local NEXT_ATTEMPT = {['0'] = '1', ['1'] = '2', ['2'] = '3', ['3'] = '4', ['4'] = '5'}
 for _, c in ipairs(claims) do
   local id, key, task, f = c[1], c[2], c[3], c[4]
   if task and limits[task] and limits[task].cap then
@@ -210,8 +234,10 @@ end
 for task, tat in pairs(tats) do
   redis.call('HSET', K_META, 'tat:' .. task, num(tat))
 end
-sliced('ZADD', K_ACTIVE, leased)
-sliced('HSET', K_LEASES, tokens)
+if #claims > 0 then
+  sliced('ZADD', K_ACTIVE, leased)
+  sliced('HSET', K_LEASES, tokens)
+end
 zrem_all(K_READY, leaving)
 -- Wake another worker only for jobs it could take (held-back ones would just come back).
 if redis.call('ZCARD', K_READY) > held then wake() end

@@ -95,7 +95,12 @@ impl QueueAdmin for RedisBackend {
                 &k.keys[9],
                 &k.keys[10],
             ] {
-                pipe.zcard(key);
+                if key == k.active() {
+                    // Every finite score: leases, not the keeper (see `keys::KEEPER_MARK`).
+                    pipe.zcount(key, "-inf", "(+inf");
+                } else {
+                    pipe.zcard(key);
+                }
             }
             pipe.hget(k.meta(), "paused");
             let (counts, paused): (Vec<u64>, Option<String>) = {

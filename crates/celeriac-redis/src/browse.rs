@@ -111,6 +111,9 @@ impl RedisBackend {
         for ((member, score), reply) in members.into_iter().zip(hashes) {
             page.scanned += 1;
             last = Some(format!("{score:.0}|{member}"));
+            if member.starts_with(crate::keys::KEEPER_MARK) {
+                continue;
+            }
             // A member that names no job (another process wrote it) is passed over.
             let Ok(id) = id_of(&member).parse::<JobId>() else {
                 tracing::warn!(member = %member, "skipping a set member that is not a job id");

@@ -10,8 +10,8 @@
 //! | `celeriac:{emails}:ready` | ZSET | pending jobs; score `(9 - priority)·2^42 + run_at`, member `<seq>:<id>`: priority, then due time, then FIFO |
 //! | `celeriac:{emails}:scheduled` | ZSET | delayed jobs by `run_at` |
 //! | `celeriac:{emails}:retry` | ZSET | jobs waiting for their next attempt, by `run_at` |
-//! | `celeriac:{emails}:active` | ZSET | leased jobs by lease expiry |
-//! | `celeriac:{emails}:leases` | HASH | job id → fencing token of each leased job |
+//! | `celeriac:{emails}:active` | ZSET | leased jobs by lease expiry, and the keeper (score `+inf`) |
+//! | `celeriac:{emails}:leases` | HASH | job id → fencing token of each leased job, and the keeper (value `keeper`) |
 //! | `celeriac:{emails}:meta` | HASH | `paused`, `seq` (FIFO counter), `fence` (token counter) |
 //! | `celeriac:{emails}:marker` | ZSET | wake-up marker idle workers block on |
 //! | `celeriac:{emails}:dead` | ZSET | dead letters by time of death (records expire after the dead-letter TTL; a reap drops the oldest beyond the cap, `?dead_max=`) |
@@ -28,6 +28,11 @@
 //! | `celeriac:{celeriac:breaker:<name>}:state` | HASH | a shared circuit breaker: state code, open-until, trips, generation, probe results, `exp` (see `lua/includes/breaker.lua`) |
 //! | `celeriac:{celeriac:breaker:<name>}:signals` | HASH | `<bucket epoch>\|<instance>` → calls, failures, slow calls |
 //! | `celeriac:{celeriac:breaker:<name>}:probes` | ZSET | half-open probe reservations by expiry |
+//!
+//! The keeper is one 256-byte entry (`~not-a-job~…`) that keeps `active` and `leases` in Redis's
+//! hash-table encodings at any size: in the compact listpack encoding Redis uses below 128
+//! entries, every lease added, checked or removed scans them whole (see `KEEPER` in
+//! `lua/includes/common.lua`). It is not a job: counts and listings pass over it.
 //!
 //! Every breaker key has a Redis TTL (twice the longest of its window, open period and probe
 //! lease), refreshed by each write; the `exp` field judges expiry by the caller's `now`.
@@ -79,6 +84,9 @@
 //! |---|---|---|
 //! | `celeriac:{rl:<key>}:<state id>` | STRING | one quota's state (see `celeriac_core::limit::maths`) as 4 little-endian doubles: a, b, c, then when the key expires by Redis's clock (ms); the TTL covers how long the state matters plus slack, and is set only when it must grow (`checkLimits-N`). Decimal text `<tat>` / `a:b:c` from older builds is still read |
 //! | `celeriac:{rl:<key>}:permits` | ZSET | concurrency permits: holder → lease end (ms); TTL the last lease's end (`acquirePermit-1`, `releasePermit-1`) |
+
+/// How the keeper entry of `active` and `leases` begins (no job id does): see the module doc.
+pub(crate) const KEEPER_MARK: &str = "~not-a-job~";
 
 /// The keys every script of a queue receives (its twelve data keys, then the migration
 /// guard), and its job-key prefix and channel.
