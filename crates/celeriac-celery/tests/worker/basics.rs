@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::common::{new_id, py, Channel, World};
+use crate::common::{new_id, py, py_result, Channel, World};
 use crate::support::Venv;
 use crate::tasks::{open_gate, runs};
 
@@ -74,13 +74,7 @@ pub async fn priority_sub_queue_is_consumed(venv: Venv) {
         .expect("LLEN");
     assert_eq!(len, 1, "{venv}: the message waits in the priority-3 list");
     let worker = world.run_worker(world.builder()).await;
-    let got = py(
-        &venv,
-        &world.cfg,
-        json!(id),
-        "out(app.AsyncResult(ARGS).get(timeout=30))",
-    )
-    .await;
+    let got = py_result(&venv, &world.cfg, &id).await;
     assert_eq!(got, json!(2), "{venv}");
     assert_eq!(world.waiting().await, 0);
     worker.stop().await;

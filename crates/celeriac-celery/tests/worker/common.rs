@@ -166,6 +166,17 @@ pub async fn py(venv: &Venv, cfg: &CeleryConfig, args: Value, code: &str) -> Val
     out.json()
 }
 
+/// The result of task `id`, as Python's `AsyncResult(id).get()` returns it.
+pub async fn py_result(venv: &Venv, cfg: &CeleryConfig, id: &str) -> Value {
+    py(
+        venv,
+        cfg,
+        Value::String(id.to_string()),
+        "out(app.AsyncResult(ARGS).get(timeout=30))",
+    )
+    .await
+}
+
 /// As [`py`], without asserting success.
 pub async fn py_raw(venv: &Venv, cfg: &CeleryConfig, args: Value, code: &str) -> PyOutput {
     let cfg = cfg.clone().env("ARGS", args.to_string());

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
-use crate::common::{py, py_watched, World, WAIT};
+use crate::common::{py_result, py_watched, World, WAIT};
 use crate::support::Venv;
 use crate::tasks::runs;
 
@@ -113,13 +113,7 @@ pub async fn killed_worker_task_is_restored(venv: Venv) {
         Some("SUCCESS"),
         "{statuses:?}"
     );
-    let got = py(
-        &venv,
-        &world.cfg,
-        json!(id),
-        "out(app.AsyncResult(ARGS).get(timeout=30))",
-    )
-    .await;
+    let got = py_result(&venv, &world.cfg, &id).await;
     assert_eq!(got, json!(0.2), "{venv}");
     worker.stop().await;
     assert_eq!(runs(&id).len(), 1, "run exactly once after the restore");
