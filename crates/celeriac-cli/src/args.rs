@@ -29,6 +29,19 @@ pub(crate) struct Cli {
     #[arg(long, env = "CELERIAC_LOG", global = true)]
     pub(crate) log: Option<String>,
 
+    /// The largest job payload enqueued, in bytes (default 1 MiB): by `enqueue`, by a worker
+    /// for the workflow steps it enqueues, by the scheduler. A larger job is refused, naming
+    /// this setting, before it reaches the store.
+    #[arg(long, env = "CELERIAC_MAX_PAYLOAD_BYTES", global = true,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) max_payload_bytes: Option<u64>,
+
+    /// The largest task result a worker stores, in bytes (default 16 MiB): a task returning
+    /// more fails (error kind `result_too_large`) instead of writing it.
+    #[arg(long, env = "CELERIAC_MAX_RESULT_BYTES", global = true,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) max_result_bytes: Option<u64>,
+
     /// FOR TESTS ONLY (debug builds): the file the demo's `stock` write-behind cache flushes
     /// to (one JSON line per write). A release binary has no such setting: nothing in the
     /// environment can make it write to another file.

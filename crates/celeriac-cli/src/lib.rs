@@ -73,7 +73,7 @@ pub struct Options {
 }
 
 use args::{Cli, Command};
-use celeriac::{App, Registry, DEFAULT_URL};
+use celeriac::{App, Bounds, Registry, DEFAULT_URL};
 use clap::Parser;
 use std::future::Future;
 use std::process::ExitCode;
@@ -197,21 +197,35 @@ fn init_logging(filter: &str) {
         .try_init();
 }
 
-async fn app(url: Option<&str>, registry: Registry) -> Result<App, CliError> {
-    app_with_schedules(url, registry, None).await
+async fn app(url: Option<&str>, registry: Registry, bounds: Bounds) -> Result<App, CliError> {
+    app_with_schedules(url, registry, bounds, None).await
 }
 
 async fn app_with_schedules(
     url: Option<&str>,
     registry: Registry,
+    bounds: Bounds,
     file: Option<&std::path::Path>,
 ) -> Result<App, CliError> {
     let url = url.unwrap_or(DEFAULT_URL);
-    let mut builder = App::builder().url(url).registry(registry);
+    let mut builder = App::builder().url(url).registry(registry).bounds(bounds);
     if let Some(file) = file {
         builder = builder.schedules_file(file);
     }
     Ok(builder.build().await?)
+}
+
+/// The bounds the command line sets, over the defaults.
+fn bounds_of(cli: &Cli) -> Bounds {
+    let bytes = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+    let mut bounds = Bounds::default();
+    if let Some(v) = cli.max_payload_bytes {
+        bounds.max_payload_bytes = bytes(v);
+    }
+    if let Some(v) = cli.max_result_bytes {
+        bounds.max_result_bytes = bytes(v);
+    }
+    bounds
 }
 
 async fn dispatch(
@@ -226,6 +240,7 @@ async fn dispatch(
     // The demo and the benchmark use a scratch file unless a URL is given explicitly.
     let explicit = cli.url.as_deref();
     let url = explicit.or(default_url.as_deref());
+    let bounds = bounds_of(&cli);
     match cli.command {
         Command::Worker(args) => {
             // Before the store is opened: as root, a new SQLite file would be root's.
@@ -238,10 +253,11 @@ async fn dispatch(
                 .beat
                 .then_some(args.beat_args.file.schedules.as_deref())
                 .flatten();
-            worker::worker(app_with_schedules(url, registry, file).await?, args).await
+            worker::worker(app_with_schedules(url, registry, bounds, file).await?, args).await
         }
         Command::Beat(args) => {
-            let app = app_with_schedules(url, registry, args.file.schedules.as_deref()).await?;
+            let app =
+                app_with_schedules(url, registry, bounds, args.file.schedules.as_deref()).await?;
             worker::beat(app, args).await
         }
         Command::Schedules {
@@ -250,19 +266,21 @@ async fn dispatch(
             next,
             json,
         } => {
-            let app = app_with_schedules(url, registry, file.schedules.as_deref()).await?;
+            let app = app_with_schedules(url, registry, bounds, file.schedules.as_deref()).await?;
             worker::schedules(app, command, next, json).await
         }
-        Command::Enqueue(args) => jobs::enqueue(app(url, registry).await?, args).await,
-        Command::Inspect { id, json } => jobs::inspect(app(url, registry).await?, &id, json).await,
+        Command::Enqueue(args) => jobs::enqueue(app(url, registry, bounds).await?, args).await,
+        Command::Inspect { id, json } => {
+            jobs::inspect(app(url, registry, bounds).await?, &id, json).await
+        }
         Command::Events {
             limit,
             follow,
             json,
-        } => events::run(app(url, registry).await?, limit, follow, json).await,
-        Command::Jobs { command } => browse::run(app(url, registry).await?, command).await,
+        } => events::run(app(url, registry, bounds).await?, limit, follow, json).await,
+        Command::Jobs { command } => browse::run(app(url, registry, bounds).await?, command).await,
         Command::Alerts { command, json } => {
-            alerts::run(app(url, registry).await?, command, json).await
+            alerts::run(app(url, registry, bounds).await?, command, json).await
         }
         Command::Health {
             http,
@@ -271,7 +289,7 @@ async fn dispatch(
             timeout,
         } => health::run(http, deep, live, timeout).await,
         Command::Workers { command, json } => {
-            workers::run(app(url, registry).await?, command, json).await
+            workers::run(app(url, registry, bounds).await?, command, json).await
         }
         Command::Stats {
             queue,
@@ -287,17 +305,19 @@ async fn dispatch(
                 by,
                 json,
             };
-            stats::run(app(url, registry).await?, args).await
+            stats::run(app(url, registry, bounds).await?, args).await
         }
-        Command::Queues { json } => jobs::queues(app(url, registry).await?, json).await,
-        Command::Cancel { id } => jobs::cancel(app(url, registry).await?, &id).await,
-        Command::Pause { queue } => jobs::pause(app(url, registry).await?, &queue).await,
-        Command::Resume { queue } => jobs::resume(app(url, registry).await?, &queue).await,
+        Command::Queues { json } => jobs::queues(app(url, registry, bounds).await?, json).await,
+        Command::Cancel { id } => jobs::cancel(app(url, registry, bounds).await?, &id).await,
+        Command::Pause { queue } => jobs::pause(app(url, registry, bounds).await?, &queue).await,
+        Command::Resume { queue } => jobs::resume(app(url, registry, bounds).await?, &queue).await,
         Command::Purge { queue, yes } => {
-            jobs::purge(app(url, registry).await?, &queue, yes.yes).await
+            jobs::purge(app(url, registry, bounds).await?, &queue, yes.yes).await
         }
-        Command::Dlq { command } => dlq::dlq(app(url, registry).await?, command).await,
-        Command::Cache { command } => cache::cache(app(url, registry).await?, command).await,
+        Command::Dlq { command } => dlq::dlq(app(url, registry, bounds).await?, command).await,
+        Command::Cache { command } => {
+            cache::cache(app(url, registry, bounds).await?, command).await
+        }
         Command::Tasks => {
             for name in registry.names() {
                 if let Some(def) = registry.get(name) {
@@ -315,7 +335,12 @@ async fn dispatch(
         Command::Limits { command } => limits::run(url.unwrap_or(DEFAULT_URL), command).await,
         Command::Demo { jobs, dashboard } => demo::run_command(explicit, jobs, dashboard).await,
         Command::Dashboard { bind, alert_rules } => {
-            dashboard::run(app(url, registry).await?, bind, alert_rules.as_deref()).await
+            dashboard::run(
+                app(url, registry, bounds).await?,
+                bind,
+                alert_rules.as_deref(),
+            )
+            .await
         }
         Command::Bench(args) => bench::run(explicit, args).await,
         Command::Breaker { command } => breaker::run(url.unwrap_or(DEFAULT_URL), command).await,

@@ -98,6 +98,73 @@ fn settings_come_from_environment_variables() {
 }
 
 #[test]
+fn bounds_come_from_the_command_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = url_in(dir.path());
+    let args = r#"{"to":"a@example.com","subject":"hi"}"#;
+    // Over --max-payload-bytes: refused, naming the setting, and nothing is stored.
+    let out = celeriac(
+        &url,
+        &[
+            "--max-payload-bytes",
+            "8",
+            "enqueue",
+            "demo.send_email",
+            "--args",
+            args,
+        ],
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("max_payload_bytes"), "{err}");
+    let q = celeriac(&url, &["queues", "--json"]);
+    let stats: serde_json::Value = serde_json::from_slice(&q.stdout).expect("json");
+    assert_eq!(stats.as_array().map(Vec::len), Some(0), "{stats}");
+    // Zero bounds nothing: the parser refuses it, naming the flag.
+    let out = celeriac(&url, &["--max-result-bytes", "0", "queues"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("--max-result-bytes"), "{err}");
+
+    // The same job without the flag is stored; a worker told (by the environment) to store
+    // no result over 8 bytes fails it, saying why, where it would have succeeded.
+    let id = enqueue(&url, &["demo.send_email", "--args", args]);
+    let worker = Command::new(env!("CARGO_BIN_EXE_celeriac"))
+        .args([
+            "--url",
+            &url,
+            "worker",
+            "--queues",
+            "emails",
+            "--poll-interval",
+            "20ms",
+        ])
+        .env("CELERIAC_MAX_RESULT_BYTES", "8")
+        .env("CELERIAC_ALLOW_ROOT", "true")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("worker starts");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let text = loop {
+        let text = stdout(&celeriac(&url, &["inspect", &id]));
+        if text.contains("state:       failed") {
+            break text;
+        }
+        assert!(
+            !text.contains("state:       succeeded") && std::time::Instant::now() < deadline,
+            "the job should fail: {text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    sigterm(worker.id());
+    let out = worker.wait_with_output().expect("worker exits");
+    assert!(out.status.success(), "graceful stop exits 0");
+    assert!(text.contains("result_too_large"), "{text}");
+    assert!(text.contains("max_result_bytes (8)"), "{text}");
+}
+
+#[test]
 fn enqueue_work_inspect_and_dead_letters_round_trip() {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = url_in(dir.path());

@@ -1,6 +1,7 @@
 //! Bounded sizes: the largest payload, headers, unique key, queue and task names a job may
-//! have ([`Bounds`]), checked when a job is enqueued, before anything reaches the store; and
-//! the cap on the error text kept with a failed attempt ([`MAX_ERROR_BYTES`]).
+//! have ([`Bounds`]), checked when a job is enqueued, before anything reaches the store; the
+//! largest result a worker stores ([`Bounds::max_result_bytes`], checked when the task
+//! returns); and the cap on the error text kept with a failed attempt ([`MAX_ERROR_BYTES`]).
 //!
 //! Every enqueue of the runtime passes through [`Bounds::check`]: the [`Client`] (and so
 //! whatever enqueues through it: applications, the command line, the dashboard), the
@@ -56,6 +57,11 @@ pub struct Bounds {
     pub max_queue_name_bytes: usize,
     /// The longest task name (default 200). A task name cannot contain control characters.
     pub max_task_name_bytes: usize,
+    /// The largest serialized result a worker stores (default 16 MiB). A task whose result is
+    /// larger fails (error kind `result_too_large`, naming this bound and the sizes) rather
+    /// than write it to the store; it is not retried, as the same input gives the same
+    /// result. Results that are not kept (no result ttl) are not measured.
+    pub max_result_bytes: usize,
 }
 
 impl Default for Bounds {
@@ -67,6 +73,7 @@ impl Default for Bounds {
             max_unique_key_bytes: Unique::MAX_KEY_LEN,
             max_queue_name_bytes: 200,
             max_task_name_bytes: 200,
+            max_result_bytes: 16 << 20,
         }
     }
 }
@@ -84,6 +91,7 @@ impl Bounds {
             ("max_unique_key_bytes", self.max_unique_key_bytes),
             ("max_queue_name_bytes", self.max_queue_name_bytes),
             ("max_task_name_bytes", self.max_task_name_bytes),
+            ("max_result_bytes", self.max_result_bytes),
         ];
         match all.iter().find(|(_, v)| *v == 0) {
             Some((name, _)) => Err(Error::config(*name, "must be above zero")),
@@ -436,6 +444,12 @@ mod tests {
         };
         let err = zero.validate().expect_err("zero").to_string();
         assert!(err.contains("max_headers"), "{err}");
+        let zero = Bounds {
+            max_result_bytes: 0,
+            ..Bounds::default()
+        };
+        let err = zero.validate().expect_err("zero").to_string();
+        assert!(err.contains("max_result_bytes"), "{err}");
         assert!(Bounds::default().validate().is_ok());
     }
 

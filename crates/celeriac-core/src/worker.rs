@@ -222,8 +222,8 @@ impl<B: WorkerStore> Worker<B> {
         self
     }
 
-    /// Checks its queue names, and the workflow steps it enqueues, against `bounds` (default
-    /// [`Bounds::default`]; an application passes its own).
+    /// Checks its queue names, the workflow steps it enqueues and the results it stores
+    /// against `bounds` (default [`Bounds::default`]; an application passes its own).
     pub fn bounds(mut self, bounds: Bounds) -> Self {
         self.bounds = bounds;
         self

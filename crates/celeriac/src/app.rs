@@ -208,7 +208,8 @@ impl AppBuilder {
     /// The largest job the application enqueues (default [`Bounds::default`]: 1 MiB of
     /// payload, 64 headers in 16 KiB, unique keys of 512 bytes, queue and task names of 200
     /// bytes): a job over any bound is refused with an error naming it, before it reaches the
-    /// store. Its workers and beat check against the same bounds.
+    /// store. Its workers and beat check against the same bounds, and its workers store no
+    /// result over `max_result_bytes` (16 MiB): such a job fails, saying so.
     ///
     /// ```
     /// # use celeriac::{App, bounds::Bounds};

@@ -423,6 +423,47 @@ async fn a_fatal_error_fails_the_job_at_once_without_dead_lettering_it() {
     assert_eq!(stats.dead.load(Ordering::SeqCst), 0);
 }
 
+#[tokio::test]
+async fn a_result_over_max_result_bytes_fails_the_job_instead_of_being_stored() {
+    let bounds = celeriac::Bounds {
+        max_result_bytes: 64,
+        ..celeriac::Bounds::default()
+    };
+    let app = memory_app(|b| b.task::<echo::Task>().bounds(bounds)).await;
+    let worker = start(&app, config());
+
+    // Under the bound: stored as usual (so the bound, not the result path, decides below).
+    let small = echo::enqueue(&app, "ok".to_string())
+        .await
+        .expect("enqueue");
+    let info = small.wait(SOON).await.expect("job finishes");
+    assert_eq!(info.state, JobState::Succeeded, "{info:?}");
+    assert_eq!(
+        info.result_as::<String>().expect("decode").as_deref(),
+        Some("ok")
+    );
+
+    let big = echo::enqueue(&app, "x".repeat(1000))
+        .await
+        .expect("enqueue");
+    let info = big.wait(SOON).await.expect("job finishes");
+    assert_eq!(info.state, JobState::Failed, "{info:?}");
+    assert_eq!(info.job.attempts, 1, "not retried: {info:?}");
+    assert!(info.result.is_none(), "nothing stored: {info:?}");
+    let error = info.error.expect("the reason");
+    assert_eq!(error.kind, "result_too_large");
+    assert!(
+        error.message.contains("max_result_bytes (64)") && error.message.contains("test.echo"),
+        "{}",
+        error.message
+    );
+
+    let stats = worker.stop().await;
+    assert_eq!(stats.succeeded.load(Ordering::SeqCst), 1);
+    assert_eq!(stats.failed.load(Ordering::SeqCst), 1);
+    assert_eq!(stats.retried.load(Ordering::SeqCst), 0);
+}
+
 // ---------------------------------------------------------------------------------------
 // 7. Concurrency limit
 // ---------------------------------------------------------------------------------------

@@ -21,6 +21,8 @@ pub fn celeriac(url: &str, args: &[&str]) -> Output {
         .env_remove("CELERIAC_URL")
         .env_remove("CELERIAC_SCHEDULES")
         .env_remove("CELERIAC_YES")
+        .env_remove("CELERIAC_MAX_PAYLOAD_BYTES")
+        .env_remove("CELERIAC_MAX_RESULT_BYTES")
         .env("CELERIAC_ALLOW_ROOT", "true")
         .output()
         .expect("the celeriac binary runs")

@@ -399,6 +399,7 @@ impl<B: super::WorkerStore> Worker<B> {
             stop,
             fence_window: timing.window,
             history: self.history.clone(),
+            max_result_bytes: self.bounds.max_result_bytes,
         };
         crew.tracker
             .spawn(run.run(job, cancel, fenced, permit).instrument(span));

@@ -96,6 +96,8 @@ pub(super) struct RunOne {
     pub(super) fence_window: Duration,
     /// The tally of attempts for the store's history.
     pub(super) history: Recorder,
+    /// The largest result stored ([`Bounds::max_result_bytes`]).
+    pub(super) max_result_bytes: usize,
 }
 
 /// How a task's run ended.
@@ -455,8 +457,24 @@ impl RunOne {
                 if job.headers.contains_key(FLOW_HEADER) {
                     output.clone_from(&result);
                 }
-                Outcome::Succeeded {
-                    result: job.result_ttl.and(result),
+                match job.result_ttl.and(result) {
+                    Some(r) if r.len() > self.max_result_bytes => {
+                        output = None;
+                        Outcome::Failed {
+                            error: ErrorInfo::new(
+                                "result_too_large",
+                                format!(
+                                    "the result of task `{}` is {} bytes, over \
+                                     max_result_bytes ({}); it was not stored",
+                                    job.task,
+                                    r.len(),
+                                    self.max_result_bytes
+                                ),
+                                attempt,
+                            ),
+                        }
+                    }
+                    result => Outcome::Succeeded { result },
                 }
             }
             Ended::Ran(Ok(Err(RunError::Decode(msg)))) => Outcome::Dead {
