@@ -345,6 +345,8 @@ where
         as_of: Option<AsOf>,
     ) -> Result<()> {
         let now = self.now();
+        // When a load began: a removal of the key since then takes its value out again.
+        let loaded_since = as_of.as_ref().map(|a| a.at);
         let as_of = as_of.unwrap_or(AsOf {
             at: now,
             epoch: self.barrier_epoch.load(Ordering::Relaxed),
@@ -384,13 +386,17 @@ where
             // The epoch the load began in: a barrier raised since is checked on read.
             Arc::new(Slot::new(value, &envelope, as_of.epoch)),
         );
+        let key = self.full_key(part);
         if let Some(len) = envelope.value.as_ref().map(Vec::len) {
             if len > self.cfg.max_value_bytes {
-                return self.keep_out_of_l2(part, len, now).await;
+                let kept = self.keep_out_of_l2(part, len, now).await;
+                if let Some(began) = loaded_since {
+                    self.undo_if_removed_since(part, &key, began).await;
+                }
+                return kept;
             }
         }
         let ttl = Duration::from_millis(u64::try_from(meta.stale_until - now).unwrap_or(1).max(1));
-        let key = self.full_key(part);
         let written = async {
             // The tags' barriers first, kept at least as long as the entry: a barrier then
             // goes missing only if the store evicts it, and the entry reads as absent. One
@@ -414,14 +420,18 @@ where
             };
             self.l2(self.store.kv_set(vec![entry], now)).await
         };
-        match written.await {
+        let stored = match written.await {
             // Refused for space: served and kept in L1; the key's older L2 value goes, so no
             // instance reads it in place of this one.
             Err(e) if e.kind() == celeriac_core::ErrorKind::Full => self
-                .l2(self.store.kv_delete(vec![key], now))
+                .l2(self.store.kv_delete(vec![key.clone()], now))
                 .await
                 .map(|_| ()),
             other => other,
+        };
+        if let Some(began) = loaded_since {
+            self.undo_if_removed_since(part, &key, began).await;
         }
+        stored
     }
 }

@@ -37,14 +37,25 @@ where
     S: KvStore,
 {
     /// Deletes a key from L1 and L2 and tells other instances to drop it.
+    ///
+    /// A load of the key that began before the removal, in any instance, does not put its
+    /// value back: the removal leaves a mark in L2 (for [`REMOVAL_MARK_TTL`]), and a load
+    /// that stores after it finds the mark and takes its value out again, from L2 and from
+    /// every instance's L1. Its callers still get the value it loaded.
     pub async fn remove(&self, key: &K) -> Result<()> {
         let part = key_part(key);
         let inner = &self.inner;
         inner.l1_drop(&part);
+        let now = inner.now();
+        // The mark first: a load that stores after the delete below is sure to find it.
+        let mark = KvEntry {
+            key: inner.removal_key(&part),
+            value: now.to_string().into_bytes(),
+            ttl: REMOVAL_MARK_TTL,
+        };
+        inner.l2(inner.store.kv_set(vec![mark], now)).await?;
         let full = inner.full_key(&part);
-        inner
-            .l2(inner.store.kv_delete(vec![full], inner.now()))
-            .await?;
+        inner.l2(inner.store.kv_delete(vec![full], now)).await?;
         inner.broadcast(Message::Key(part)).await;
         Ok(())
     }
@@ -96,6 +107,10 @@ where
 /// How long the namespace's version key is kept after each write.
 const VERSION_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
+/// How long a removal's mark stays in L2: a load that began before a [`Cache::remove`] of its
+/// key and stores its value later than this after it is not caught.
+pub const REMOVAL_MARK_TTL: Duration = Duration::from_secs(600);
+
 impl<V, S> Inner<V, S>
 where
     V: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
@@ -125,6 +140,45 @@ where
         if self.version.swap(version, Ordering::Relaxed) != version {
             self.l1_clear();
         }
+    }
+
+    /// The key of `part`'s removal mark: `<app>:<namespace>:rm:<key>` (entries are under
+    /// `v<version>:`, so no entry's key is a mark's).
+    pub(super) fn removal_key(&self, part: &str) -> String {
+        format!("{}:rm:{part}", self.prefix)
+    }
+
+    /// After a load stored its value under `key`: if `part` was removed since the load
+    /// `began` (its mark says so), the value may predate whatever the removal was for, so it
+    /// is taken out again, here, from L2 and, by a broadcast, from other instances' L1 (they
+    /// may have read it in between).
+    pub(super) async fn undo_if_removed_since(&self, part: &str, key: &str, began: UnixMs) {
+        let now = self.now();
+        let Ok(mut mark) = self
+            .l2(self.store.kv_get(vec![self.removal_key(part)], now))
+            .await
+        else {
+            return;
+        };
+        let removed_at = mark
+            .pop()
+            .flatten()
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|s| s.parse::<UnixMs>().ok());
+        if removed_at.is_none_or(|at| at < began) {
+            return;
+        }
+        debug!(namespace = %self.cfg.namespace, key = part,
+            "the key was removed while its value loaded; taking the value out again");
+        self.l1_drop(part);
+        if let Err(e) = self
+            .l2(self.store.kv_delete(vec![key.to_string()], now))
+            .await
+        {
+            debug!(namespace = %self.cfg.namespace, key = part, error = %e,
+                "a value loaded across a removal is still in L2");
+        }
+        self.broadcast(Message::Key(part.to_string())).await;
     }
 
     pub(super) fn version_key(&self) -> String {

@@ -40,7 +40,8 @@
 //! the L2 down, the cache serves L1 and calls the loader (single-flighted), logs the outage
 //! once, counts it, and goes back to the L2 by itself once a probe succeeds.
 //!
-//! **Invalidation**: [`Cache::remove`] deletes a key; [`Cache::invalidate_tag`] writes a tag
+//! **Invalidation**: [`Cache::remove`] deletes a key, and leaves a mark so that a load of it
+//! already running anywhere takes its value back out once stored; [`Cache::invalidate_tag`] writes a tag
 //! barrier (a timestamp) so every entry of that tag created before it counts as absent: O(1),
 //! no scan; [`Cache::bump_version`] moves the whole namespace to a new key version. Each is
 //! broadcast on the namespace's channel, and other instances drop their L1 copies when the
@@ -86,6 +87,7 @@ pub use builder::{CacheBuilder, DEFAULT_MAX_VALUE_BYTES};
 pub use entry::EntryRef;
 pub use envelope::{Envelope, Format, Meta, MAX_VALUE_BYTES};
 pub use error::CacheError;
+pub use invalidation::REMOVAL_MARK_TTL;
 pub use stats::{CacheStats, NamespaceStats, DEFAULT_STATS_INTERVAL};
 pub use warm::{CacheWarmer, WarmProgress, WarmReport, Warmer};
 pub use write::{write_behind_task, PendingWrite, WriteBehind};

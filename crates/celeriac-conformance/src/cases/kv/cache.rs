@@ -390,6 +390,62 @@ pub async fn cache_a_tag_invalidated_during_a_load_bars_its_value<B: KvStore>(ba
     .await;
 }
 
+/// A key removed (by another instance) while a load of it runs does not get that load's value
+/// back, in L2 or in the loading instance's L1: the loader may have read the data before the
+/// change the removal was for. The load's own callers get what it loaded; the next read
+/// anywhere loads again.
+pub async fn cache_a_key_removed_during_a_load_does_not_keep_its_value<B: KvStore>(
+    backend: Arc<B>,
+) {
+    let clock = ManualClock::new(T0);
+    let a = products(&backend, "removed", &clock, |b| b).await;
+    let b = products(&backend, "removed", &clock, |b| b).await;
+    assert!(a.listening() && b.listening(), "subscribed by `build`");
+    let calls = Arc::new(AtomicU64::new(0));
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let slow = {
+        let (a, calls) = (a.clone(), calls.clone());
+        tokio::spawn(async move {
+            a.get_with("p1", move || async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                let _ = started_tx.send(());
+                let _ = release_rx.await;
+                "read before the change".to_string()
+            })
+            .await
+        })
+    };
+    started_rx.await.expect("the loader started");
+    // The change and the removal happen while the loader runs.
+    clock.advance(Duration::from_millis(5));
+    b.remove("p1").await.expect("remove");
+    clock.advance(Duration::from_millis(5));
+    release_tx.send(()).expect("the loader waits");
+    let first = slow.await.expect("load task").expect("load");
+    assert_eq!(
+        first, "read before the change",
+        "the waiting read gets what was loaded"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    // Neither the loading instance's L1 nor L2 serves it: the next reads load again.
+    let again = a
+        .get_with("p1", counting(&calls, "after the change"))
+        .await
+        .expect("load");
+    assert_eq!(again, "after the change");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "the value loaded across the removal was not served"
+    );
+    wait_for("b seeing the value loaded after the change", || async {
+        b.get("p1").await.ok().flatten().as_deref() == Some("after the change")
+    })
+    .await;
+}
+
 /// A stored value that no longer decodes is a miss that gets reloaded and counted, not an
 /// error; a very long key is hashed; bad settings are refused when the cache is built.
 pub async fn cache_bad_data_and_bad_settings<B: KvStore>(backend: Arc<B>) {
@@ -885,6 +941,7 @@ macro_rules! __cases_kv_cache {
             cache_caches_not_found_when_asked,
             cache_invalidation_reaches_other_instances,
             cache_a_tag_invalidated_during_a_load_bars_its_value,
+            cache_a_key_removed_during_a_load_does_not_keep_its_value,
             cache_bad_data_and_bad_settings,
             cache_warms_keys_ahead_of_use,
             cache_stats_are_published_and_summed,
