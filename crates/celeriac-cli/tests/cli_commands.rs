@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{celeriac, enqueue, sigterm, stderr, stdout, url_in};
+use common::{celeriac, enqueue, sigterm, stderr, stdout, url_in, WorkerProc};
 use std::process::Command;
 
 #[test]
@@ -126,25 +126,10 @@ fn bounds_come_from_the_command_line() {
     let err = stderr(&out);
     assert!(err.contains("--max-result-bytes"), "{err}");
 
-    // The same job without the flag is stored; a worker told (by the environment) to store
-    // no result over 8 bytes fails it, saying why, where it would have succeeded.
+    // The same job without the flag is stored; a worker told to store no result over 8 bytes
+    // fails it, saying why, where it would have succeeded.
     let id = enqueue(&url, &["demo.send_email", "--args", args]);
-    let worker = Command::new(env!("CARGO_BIN_EXE_celeriac"))
-        .args([
-            "--url",
-            &url,
-            "worker",
-            "--queues",
-            "emails",
-            "--poll-interval",
-            "20ms",
-        ])
-        .env("CELERIAC_MAX_RESULT_BYTES", "8")
-        .env("CELERIAC_ALLOW_ROOT", "true")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("worker starts");
+    let worker = WorkerProc::spawn(&url, "bounds", &["--max-result-bytes", "8"]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let text = loop {
         let text = stdout(&celeriac(&url, &["inspect", &id]));
@@ -157,9 +142,7 @@ fn bounds_come_from_the_command_line() {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
-    sigterm(worker.id());
-    let out = worker.wait_with_output().expect("worker exits");
-    assert!(out.status.success(), "graceful stop exits 0");
+    worker.stop();
     assert!(text.contains("result_too_large"), "{text}");
     assert!(text.contains("max_result_bytes (8)"), "{text}");
 }

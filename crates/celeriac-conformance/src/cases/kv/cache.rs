@@ -45,6 +45,47 @@ fn counting(
     }
 }
 
+/// A load of `p1` (with `tags`) running in `cache`: its loader counts its call, says it began,
+/// and answers "read before the change" once `release` is sent.
+struct HeldLoad {
+    task: tokio::task::JoinHandle<Result<String, celeriac_cache::CacheError>>,
+    release: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Starts a [`HeldLoad`] and waits until its loader runs.
+async fn held_load<B: KvStore>(
+    cache: &Products<B>,
+    calls: &Arc<AtomicU64>,
+    tags: &[&str],
+) -> HeldLoad {
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let (release, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let (cache, calls) = (cache.clone(), calls.clone());
+    let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
+    let task = tokio::spawn(async move {
+        cache
+            .entry("p1")
+            .tags(tags)
+            .get_with(move || async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                let _ = started_tx.send(());
+                let _ = release_rx.await;
+                "read before the change".to_string()
+            })
+            .await
+    });
+    started_rx.await.expect("the loader started");
+    HeldLoad { task, release }
+}
+
+impl HeldLoad {
+    /// Lets the loader answer; returns what the load's caller got.
+    async fn finish(self) -> String {
+        self.release.send(()).expect("the loader waits");
+        self.task.await.expect("load task").expect("load")
+    }
+}
+
 /// 200 concurrent reads of a cold key in one process call the loader once; a second
 /// instance (another process) then reads it from L2 without loading.
 pub async fn cache_loads_a_cold_key_once<B: KvStore>(backend: Arc<B>) {
@@ -342,29 +383,12 @@ pub async fn cache_a_tag_invalidated_during_a_load_bars_its_value<B: KvStore>(ba
     let b = products(&backend, "inflight", &clock, |b| b).await;
     assert!(a.listening() && b.listening(), "subscribed by `build`");
     let calls = Arc::new(AtomicU64::new(0));
-    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
-    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
-    let slow = {
-        let (a, calls) = (a.clone(), calls.clone());
-        tokio::spawn(async move {
-            a.entry("p1")
-                .tags(["catalog"])
-                .get_with(move || async move {
-                    calls.fetch_add(1, Ordering::SeqCst);
-                    let _ = started_tx.send(());
-                    let _ = release_rx.await;
-                    "read before the change".to_string()
-                })
-                .await
-        })
-    };
-    started_rx.await.expect("the loader started");
+    let slow = held_load(&a, &calls, &["catalog"]).await;
     // The change and its invalidation happen while the loader runs.
     clock.advance(Duration::from_millis(5));
     a.invalidate_tag("catalog").await.expect("invalidate");
     clock.advance(Duration::from_millis(5));
-    release_tx.send(()).expect("the loader waits");
-    let first = slow.await.expect("load task").expect("load");
+    let first = slow.finish().await;
     assert_eq!(
         first, "read before the change",
         "the waiting read gets what was loaded"
@@ -402,27 +426,12 @@ pub async fn cache_a_key_removed_during_a_load_does_not_keep_its_value<B: KvStor
     let b = products(&backend, "removed", &clock, |b| b).await;
     assert!(a.listening() && b.listening(), "subscribed by `build`");
     let calls = Arc::new(AtomicU64::new(0));
-    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
-    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
-    let slow = {
-        let (a, calls) = (a.clone(), calls.clone());
-        tokio::spawn(async move {
-            a.get_with("p1", move || async move {
-                calls.fetch_add(1, Ordering::SeqCst);
-                let _ = started_tx.send(());
-                let _ = release_rx.await;
-                "read before the change".to_string()
-            })
-            .await
-        })
-    };
-    started_rx.await.expect("the loader started");
+    let slow = held_load(&a, &calls, &[]).await;
     // The change and the removal happen while the loader runs.
     clock.advance(Duration::from_millis(5));
     b.remove("p1").await.expect("remove");
     clock.advance(Duration::from_millis(5));
-    release_tx.send(()).expect("the loader waits");
-    let first = slow.await.expect("load task").expect("load");
+    let first = slow.finish().await;
     assert_eq!(
         first, "read before the change",
         "the waiting read gets what was loaded"
