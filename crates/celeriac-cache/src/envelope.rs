@@ -49,8 +49,7 @@ pub enum Format {
     Json,
     /// MessagePack: smaller, fast.
     MsgPack,
-    /// postcard: the most compact, Rust only. It has no limit on nesting: a recursive value
-    /// type read from an L2 others can write is safer in JSON or MessagePack.
+    /// postcard: the most compact, Rust only.
     Postcard,
 }
 
@@ -87,18 +86,30 @@ impl Format {
         let r = match self {
             Format::Json => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
             Format::MsgPack => {
+                // rmp's own depth limit counts arrays and maps, not enums and options.
                 let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
                 de.set_max_depth(MAX_DEPTH);
-                T::deserialize(&mut de).map_err(|e| e.to_string())
+                celeriac_core::nesting::deserialize(&mut de, MAX_DEPTH).map_err(|e| e.to_string())
             }
-            Format::Postcard => postcard::from_bytes(bytes).map_err(|e| e.to_string()),
+            Format::Postcard => {
+                let mut de = postcard::Deserializer::from_bytes(bytes);
+                celeriac_core::nesting::deserialize(&mut de, MAX_DEPTH).map_err(|e| match e {
+                    // The only custom error the format can raise here is the depth limit's
+                    // (a value's own checks give theirs too; both are "does not decode").
+                    postcard::Error::SerdeDeCustom => {
+                        format!("{e} (or nested deeper than {MAX_DEPTH} levels)")
+                    }
+                    e => e.to_string(),
+                })
+            }
         };
         r.map_err(Error::Codec)
     }
 }
 
-/// How deep a MessagePack value may nest (serde_json's limit for JSON): deeper is an error,
-/// where MessagePack's own limit (1,024) would overflow a thread's stack first.
+/// How deep a MessagePack or postcard value may nest (serde_json's limit for JSON): deeper
+/// is an error (see `celeriac_core::nesting`), where MessagePack's own limit (1,024, and enums and options not
+/// counted) would overflow a thread's stack first and postcard has none.
 const MAX_DEPTH: usize = 128;
 
 /// The bytes of an envelope before its tags: magic, layout, format, flags (1 each), schema
@@ -315,6 +326,42 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A recursive cached value type.
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    enum Nest {
+        End,
+        In(Option<Box<Nest>>),
+    }
+
+    #[test]
+    fn every_format_refuses_a_value_nested_past_the_limit() {
+        // Past the limit however a format counts (one or two levels per nesting).
+        let mut deep = Nest::End;
+        for _ in 0..1000 {
+            deep = Nest::In(Some(Box::new(deep)));
+        }
+        let mut shallow = Nest::End;
+        for _ in 0..(MAX_DEPTH / 4) {
+            shallow = Nest::In(Some(Box::new(shallow)));
+        }
+        for format in [Format::Json, Format::MsgPack, Format::Postcard] {
+            let bytes = format.encode(&shallow).expect("encode");
+            assert_eq!(format.decode::<Nest>(&bytes).expect("decode"), shallow);
+            let bytes = format.encode(&deep).expect("encode");
+            let decoded = format.decode::<Nest>(&bytes);
+            assert!(
+                matches!(decoded, Err(Error::Codec(_))),
+                "{format:?}: decoded {}",
+                decoded.is_ok()
+            );
+        }
+        let err = Format::Postcard
+            .decode::<Nest>(&Format::Postcard.encode(&deep).expect("encode"))
+            .expect_err("too deep")
+            .to_string();
+        assert!(err.contains("nested deeper than 128"), "{err}");
+    }
 
     fn sample(value: Option<Vec<u8>>) -> Envelope {
         Envelope {

@@ -121,7 +121,10 @@ impl Encoding {
                 serde_json::from_slice(bytes).map_err(|e| Error::Codec(e.to_string()))
             }
             Encoding::MsgPack => {
-                rmp_serde::from_slice(bytes).map_err(|e| Error::Codec(e.to_string()))
+                let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+                de.set_max_depth(crate::nesting::MAX_DEPTH);
+                crate::nesting::deserialize(&mut de, crate::nesting::MAX_DEPTH)
+                    .map_err(|e| Error::Codec(e.to_string()))
             }
         }
     }
@@ -566,6 +569,35 @@ impl JobInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A recursive argument type.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    enum Nest {
+        End,
+        In(Option<Box<Nest>>),
+    }
+
+    fn nest(levels: usize) -> Nest {
+        (0..levels).fold(Nest::End, |n, _| Nest::In(Some(Box::new(n))))
+    }
+
+    #[test]
+    fn payloads_nested_past_the_limit_do_not_decode_in_either_encoding() {
+        for encoding in [Encoding::Json, Encoding::MsgPack] {
+            let fine = nest(20);
+            let bytes = encoding.encode(&fine).expect("encode");
+            assert_eq!(encoding.decode::<Nest>(&bytes).expect("decode"), fine);
+            // MessagePack's own limit counts neither the enum nor the option: without the
+            // adapter this decodes (and far deeper input overflows the stack).
+            let bytes = encoding.encode(&nest(1000)).expect("encode");
+            let decoded = encoding.decode::<Nest>(&bytes);
+            assert!(
+                matches!(decoded, Err(Error::Codec(_))),
+                "{encoding:?}: decoded {}",
+                decoded.is_ok()
+            );
+        }
+    }
 
     #[test]
     fn ids_sort_by_creation_and_round_trip() {

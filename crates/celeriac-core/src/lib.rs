@@ -40,6 +40,7 @@ pub mod history;
 pub mod job;
 pub mod limit;
 pub mod monitor;
+pub mod nesting;
 pub mod process;
 pub mod published;
 pub mod redact;
