@@ -387,13 +387,26 @@ where
             Arc::new(Slot::new(value, &envelope, as_of.epoch)),
         );
         let key = self.full_key(part);
+        let stored = self.write_l2(part, &key, &meta, &envelope, now).await;
+        if let Some(began) = loaded_since {
+            self.undo_if_removed_since(part, &key, began).await;
+        }
+        stored
+    }
+
+    /// Writes an envelope to L2 under `key`, with its tags' barriers first; one too large
+    /// for L2 is kept out of it (its older L2 value goes).
+    async fn write_l2(
+        &self,
+        part: &str,
+        key: &str,
+        meta: &Meta,
+        envelope: &Envelope,
+        now: UnixMs,
+    ) -> Result<()> {
         if let Some(len) = envelope.value.as_ref().map(Vec::len) {
             if len > self.cfg.max_value_bytes {
-                let kept = self.keep_out_of_l2(part, len, now).await;
-                if let Some(began) = loaded_since {
-                    self.undo_if_removed_since(part, &key, began).await;
-                }
-                return kept;
+                return self.keep_out_of_l2(part, len, now).await;
             }
         }
         let ttl = Duration::from_millis(u64::try_from(meta.stale_until - now).unwrap_or(1).max(1));
@@ -414,24 +427,20 @@ where
                 self.l2(self.store.kv_ensure(barriers, now)).await?;
             }
             let entry = KvEntry {
-                key: key.clone(),
+                key: key.to_string(),
                 value: envelope.to_bytes(self.cfg.compress_at),
                 ttl,
             };
             self.l2(self.store.kv_set(vec![entry], now)).await
         };
-        let stored = match written.await {
+        match written.await {
             // Refused for space: served and kept in L1; the key's older L2 value goes, so no
             // instance reads it in place of this one.
             Err(e) if e.kind() == celeriac_core::ErrorKind::Full => self
-                .l2(self.store.kv_delete(vec![key.clone()], now))
+                .l2(self.store.kv_delete(vec![key.to_string()], now))
                 .await
                 .map(|_| ()),
             other => other,
-        };
-        if let Some(began) = loaded_since {
-            self.undo_if_removed_since(part, &key, began).await;
         }
-        stored
     }
 }
