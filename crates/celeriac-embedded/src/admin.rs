@@ -26,7 +26,7 @@ impl QueueAdmin for SqliteBackend {
     }
 
     async fn stats(&self) -> Result<Vec<QueueStats>> {
-        self.inner.writer.call(ops::stats).await
+        self.inner.reads().call(ops::stats).await
     }
 
     async fn purge(&self, queue: &str) -> Result<u64> {
@@ -41,7 +41,7 @@ impl QueueAdmin for SqliteBackend {
         offset: usize,
     ) -> Result<Vec<JobInfo>> {
         self.inner
-            .writer
+            .reads()
             .call(move |c| ops::dead_letters(c, queue.as_deref(), limit, offset))
             .await
     }
@@ -72,7 +72,7 @@ impl QueueAdmin for SqliteBackend {
     ) -> Result<JobPage> {
         let from = browse::Cursor::of(cursor.as_deref(), query.newest_first)?;
         self.inner
-            .writer
+            .reads()
             .call(move |c| browse::list(c, &query, from, limit))
             .await
     }

@@ -42,7 +42,7 @@ impl EventLog for SqliteBackend {
         let limit = limit as i64;
         let rows: Vec<(i64, String)> = self
             .inner
-            .writer
+            .reads()
             .call(move |c| match after {
                 Some(after) => c
                     .prepare_cached(

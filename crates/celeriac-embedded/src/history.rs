@@ -131,7 +131,7 @@ impl History for SqliteBackend {
         let span = query.resolution.span_ms();
         let rows = self
             .inner
-            .writer
+            .reads()
             .call(move |c| {
                 let mut stmt = c.prepare_cached(
                     "SELECT start, queue, task, enqueued, started, succeeded, retried, failed, \

@@ -379,7 +379,7 @@ impl KvStore for SqliteBackend {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        self.inner.writer.call(move |c| get(c, &keys, now)).await
+        self.inner.reads().call(move |c| get(c, &keys, now)).await
     }
 
     async fn kv_set(&self, entries: Vec<KvEntry>, now: UnixMs) -> Result<()> {
@@ -451,7 +451,7 @@ impl KvStore for SqliteBackend {
     }
 
     async fn kv_subscribe(&self, channel: &str) -> Result<KvSubscription> {
-        let last = self.inner.writer.call(head).await?;
+        let last = self.inner.reads().call(head).await?;
         let (tx, rx) = mpsc::channel(BUFFER);
         tokio::spawn(run_subscription(
             std::sync::Arc::downgrade(&self.inner),
@@ -487,7 +487,7 @@ async fn run_subscription(
         let found = {
             let Some(inner) = inner.upgrade() else { return };
             let ch = channel.clone();
-            inner.writer.call(move |c| poll(c, &ch, last)).await
+            inner.reads().call(move |c| poll(c, &ch, last)).await
         };
         match found {
             Ok(p) => {

@@ -11,6 +11,9 @@
 //!   survives power loss); `?synchronous=normal` trades the last commits on power loss for speed.
 //! - **Group commit**: one writer thread per process owns the connection; operations waiting
 //!   at the same moment share one transaction and one fsync, each in its own savepoint.
+//! - **Reads take no lock**: operations that only read (a job, counts, listings, cache values)
+//!   go to a second, read-only connection and read the last committed snapshot, so they never
+//!   wait behind a writer of this process or another (see `reader.rs`).
 //! - **Full disk, read-only file**: a write that finds the disk full, or the file read-only
 //!   or failing (SQLite reports an I/O error when the file is made immutable under it), fails
 //!   with an error that names the condition, of kind [`ErrorKind::Retry`]: the condition may
@@ -89,6 +92,7 @@ mod kv;
 mod ops;
 mod processes;
 mod rate_limits;
+mod reader;
 mod results;
 mod schema;
 mod workflows;
@@ -103,7 +107,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-use writer::Writer;
+use writer::Conn;
 
 pub use file_mode::DEFAULT_FILE_MODE;
 pub use kv::KV_EVICT_MAX;
@@ -297,7 +301,9 @@ pub struct SqliteBackend {
 }
 
 struct Inner {
-    writer: Writer,
+    writer: Conn,
+    /// The read-only connection of a file (`None` in memory: one connection holds it all).
+    reader: Option<Conn>,
     config: SqliteConfig,
     work: watch::Sender<u64>,
     done: watch::Sender<u64>,
@@ -305,6 +311,13 @@ struct Inner {
     kv_wake: watch::Sender<u64>,
     /// The fleet's clock: the file's anchor on the host's boot clock (see `clock.rs`).
     clock: Arc<FleetClock>,
+}
+
+impl Inner {
+    /// Where operations that only read go: the reader of a file, else the writer.
+    fn reads(&self) -> &Conn {
+        self.reader.as_ref().unwrap_or(&self.writer)
+    }
 }
 
 impl std::fmt::Debug for SqliteBackend {
@@ -344,9 +357,14 @@ impl SqliteBackend {
             Some(p) => format!("celeriac-sqlite:{}", p.display()),
             None => "celeriac-sqlite:memory".to_string(),
         };
-        let writer = Writer::spawn(conn, name)?;
+        let writer = Conn::writer(conn, name)?;
+        let reader = match &config.path {
+            Some(path) => Some(reader::spawn(path, config.busy_timeout)?),
+            None => None,
+        };
         let inner = Arc::new(Inner {
             writer,
+            reader,
             config,
             work: watch::Sender::new(0),
             done: watch::Sender::new(0),

@@ -50,7 +50,7 @@ impl ProcessRegistry for SqliteBackend {
     async fn processes(&self, now: UnixMs) -> Result<Vec<ProcessInfo>> {
         let rows: Vec<(String, String)> = self
             .inner
-            .writer
+            .reads()
             .call(move |c| {
                 c.prepare_cached(
                     "SELECT id, info FROM celeriac_processes WHERE expires_at >= ?1 ORDER BY id",

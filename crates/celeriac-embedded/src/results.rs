@@ -10,7 +10,7 @@ impl ResultStore for SqliteBackend {
     async fn get(&self, id: JobId) -> Result<Option<JobInfo>> {
         Ok(self
             .inner
-            .writer
+            .reads()
             .call(move |c| ops::get(c, id))
             .await?
             .map(|(info, _)| info))

@@ -18,7 +18,8 @@ use tokio::sync::oneshot;
 /// Most operations one transaction takes.
 const MAX_GROUP: usize = 512;
 
-trait Op: Send {
+/// One operation sent to a connection's thread.
+pub(crate) trait Op: Send {
     /// Runs inside the transaction; true on success.
     fn run(&mut self, conn: &Connection) -> bool;
     /// The error the operation failed with, once run.
@@ -65,28 +66,39 @@ where
     }
 }
 
-/// The handle to the writer thread.
-pub(crate) struct Writer {
+/// The handle to a thread that owns one connection and runs the operations sent to it: the
+/// writer (see [`Conn::writer`]) or a reader (see `reader.rs`).
+pub(crate) struct Conn {
     tx: mpsc::Sender<Box<dyn Op>>,
 }
 
-impl Writer {
-    /// Starts the thread that owns `conn`.
-    pub(crate) fn spawn(conn: Connection, name: String) -> Result<Self> {
+/// What a connection's thread runs: its connection and the operations sent to it.
+pub(crate) type Loop = fn(Connection, mpsc::Receiver<Box<dyn Op>>);
+
+impl Conn {
+    /// Starts the writer thread, which owns `conn`.
+    pub(crate) fn writer(conn: Connection, name: String) -> Result<Self> {
+        Self::spawn(conn, name, run)
+    }
+
+    /// Starts a thread that owns `conn` and runs `each` on it.
+    pub(crate) fn spawn(conn: Connection, name: String, each: Loop) -> Result<Self> {
         let (tx, rx) = mpsc::channel::<Box<dyn Op>>();
+        let what = name.clone();
         std::thread::Builder::new()
             .name(name)
-            .spawn(move || run(conn, rx))
+            .spawn(move || each(conn, rx))
             .map_err(|e| {
                 Error::backend(
                     ErrorKind::GiveUp,
-                    format!("cannot start the writer thread: {e}"),
+                    format!("cannot start the thread {what}: {e}"),
                 )
             })?;
         Ok(Self { tx })
     }
 
-    /// Runs `f` in a transaction on the writer thread and returns its result once committed.
+    /// Runs `f` in a transaction on the thread and returns its result once that ended
+    /// (committed, for the writer).
     pub(crate) async fn call<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,

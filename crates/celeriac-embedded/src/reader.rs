@@ -1,0 +1,80 @@
+//! A second connection, opened read-only, for the operations that only read: a job, the
+//! queues' counts, the listings, events, history, the processes, cache values. In WAL mode
+//! a reader reads the last committed snapshot and never takes the write lock, so a read waits
+//! behind no writer, in this process or another: a worker that holds the lock while the
+//! machine starves it of CPU stalls no dashboard, no `wait` and no cache hit.
+//!
+//! The operations waiting when the thread takes the next ones share one read transaction
+//! (one snapshot, so an operation of several statements reads one state). It begins after
+//! they were sent, so each sees every write that was committed before its call; it ends
+//! before the thread waits again, so no idle snapshot holds a checkpoint back.
+
+use crate::fault::map_err;
+use crate::writer::{Conn, Op};
+use celeriac_core::error::{Error, ErrorKind, Result};
+use rusqlite::{Connection, OpenFlags};
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Most operations one read transaction takes.
+const MAX_GROUP: usize = 512;
+
+/// Opens the file read-only and starts its reader thread. The file must already be set up
+/// (schema, WAL mode) by the writer's connection.
+pub(crate) fn spawn(path: &Path, busy_timeout: Duration) -> Result<Conn> {
+    let fail = |e: rusqlite::Error| {
+        Error::backend(
+            ErrorKind::GiveUp,
+            format!(
+                "cannot open the SQLite database at {} for reading: {e}",
+                path.display()
+            ),
+        )
+    };
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(fail)?;
+    // A reader waits only while another connection recovers the WAL after a crash.
+    conn.busy_timeout(busy_timeout).map_err(fail)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Conn::spawn(
+        conn,
+        format!("celeriac-sqlite-reader:{}", path.display()),
+        run,
+    )
+}
+
+fn run(conn: Connection, rx: mpsc::Receiver<Box<dyn Op>>) {
+    while let Ok(first) = rx.recv() {
+        let mut ops = vec![first];
+        while ops.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(op) => ops.push(op),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = conn.execute_batch("BEGIN") {
+            let e = map_err(e);
+            for op in ops {
+                op.finish(Some(e.clone()));
+            }
+            continue;
+        }
+        for op in ops.iter_mut() {
+            op.run(&conn);
+        }
+        // Ending a read transaction cannot lose anything; one SQLite ended by itself is over.
+        if !conn.is_autocommit() {
+            let _ = conn.execute_batch("COMMIT");
+        }
+        if !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for op in ops {
+            op.finish(None);
+        }
+    }
+}
