@@ -22,7 +22,7 @@ use serde::Serialize;
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::fmt::Display;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::warn;
@@ -44,6 +44,22 @@ pub(super) enum Outcome<V, E> {
     Missing,
     /// The loader failed and no stale value could stand in.
     Failed(Arc<E>),
+}
+
+/// Counts a flight in [`CacheStats::loading`](crate::CacheStats::loading) while it lives.
+struct Loading<'a>(&'a AtomicU64);
+
+impl<'a> Loading<'a> {
+    fn start(gauge: &'a AtomicU64) -> Self {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        Self(gauge)
+    }
+}
+
+impl Drop for Loading<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl<V: Clone, E> Clone for Outcome<V, E> {
@@ -157,6 +173,8 @@ where
         let me = self.clone();
         let k = key.clone();
         let f = async move {
+            // Counted until the flight has left the map, or is dropped unfinished.
+            let _loading = Loading::start(&me.stats.loading);
             let out = me.clone().fly(k.0.clone(), tags, loader, reload).await;
             if let Ok(mut flights) = me.flights.lock() {
                 if flights.get(&k).is_some_and(|(fid, _)| *fid == id) {

@@ -7,8 +7,9 @@
 //! [`Cache::publish_stats`](super::Cache::publish_stats):
 //!
 //! - **metrics**: counters `celeriac_cache_{l1_hits,l2_hits,misses,stale_served,loads,
-//!   load_errors,waiters,evictions,decode_errors,l2_errors,l2_full,l2_barriers_lost,too_large}_total`, the gauge
-//!   `celeriac_cache_l1_entries`, all labelled `namespace`; the histogram
+//!   load_errors,waiters,evictions,decode_errors,l2_errors,l2_full,l2_barriers_lost,too_large}_total`, the gauges
+//!   `celeriac_cache_l1_entries` and `celeriac_cache_loading` (loads under way), all labelled
+//!   `namespace`; the histogram
 //!   `celeriac_cache_load_seconds` is recorded at each load. Counters are incremented by what
 //!   happened since the last publication, so several caches of one namespace in a process add
 //!   up.
@@ -236,6 +237,7 @@ impl Published {
         // Gauges move by this instance's change, so instances of a namespace add up.
         let gauges = [
             ("celeriac_cache_l1_entries", now.l1_entries, last.l1_entries),
+            ("celeriac_cache_loading", now.loading, last.loading),
             (
                 "celeriac_cache_l1_weighted_bytes",
                 now.l1_weighted_bytes,
@@ -266,6 +268,7 @@ impl std::ops::AddAssign for CacheStats {
         self.load_errors += o.load_errors;
         self.load_ms += o.load_ms;
         self.waiters += o.waiters;
+        self.loading += o.loading;
         self.evictions += o.evictions;
         self.decode_errors += o.decode_errors;
         self.l2_errors += o.l2_errors;
@@ -293,6 +296,8 @@ pub(super) struct Counters {
     pub(super) load_errors: AtomicU64,
     pub(super) load_ms: AtomicU64,
     pub(super) waiters: AtomicU64,
+    /// Loads under way now: each key's flight, counted while it runs.
+    pub(super) loading: AtomicU64,
     /// Keys that entered the L1 (absent before).
     pub(super) l1_added: AtomicU64,
     /// Entries taken out of the L1 by the cache itself (invalidation, version, resets).
@@ -331,6 +336,9 @@ pub struct CacheStats {
     pub load_ms: u64,
     /// Reads that waited for another process's load.
     pub waiters: u64,
+    /// Loads under way now, each key's single flight once (its loader, or its wait for
+    /// another process's load, and its writes), background refreshes included.
+    pub loading: u64,
     /// L1 entries evicted: for space or expired (`l1_evicted_size + l1_expired`).
     pub evictions: u64,
     /// Stored values that no longer decode (reloaded).
@@ -390,6 +398,7 @@ where
             load_errors: l(&c.load_errors),
             load_ms: l(&c.load_ms),
             waiters: l(&c.waiters),
+            loading: l(&c.loading),
             evictions: l(&c.l1_evicted_size) + l(&c.l1_expired),
             decode_errors: l(&c.decode_errors),
             l2_errors: l(&c.l2_errors),

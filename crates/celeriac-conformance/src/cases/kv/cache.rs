@@ -179,9 +179,12 @@ pub async fn cache_serves_stale_while_revalidating<B: KvStore>(backend: Arc<B>) 
         "v1",
         "the stale value comes back at once"
     );
+    // Until the refresh has landed: a load that begins while it writes would join it.
     wait_for("the background refresh", || {
         let c = c.clone();
-        async move { c.get("k").await.ok().flatten().as_deref() == Some("v2") }
+        async move {
+            c.get("k").await.ok().flatten().as_deref() == Some("v2") && c.stats().loading == 0
+        }
     })
     .await;
     assert_eq!(calls.load(Ordering::SeqCst), 2, "one refresh");
@@ -427,6 +430,7 @@ pub async fn cache_a_key_removed_during_a_load_does_not_keep_its_value<B: KvStor
     assert!(a.listening() && b.listening(), "subscribed by `build`");
     let calls = Arc::new(AtomicU64::new(0));
     let slow = held_load(&a, &calls, &[]).await;
+    assert_eq!(a.stats().loading, 1, "the load is counted while it runs");
     // The change and the removal happen while the loader runs.
     clock.advance(Duration::from_millis(5));
     b.remove("p1").await.expect("remove");
@@ -437,6 +441,7 @@ pub async fn cache_a_key_removed_during_a_load_does_not_keep_its_value<B: KvStor
         "the waiting read gets what was loaded"
     );
     assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(a.stats().loading, 0, "and no longer once it landed");
 
     // Neither the loading instance's L1 nor L2 serves it: the next reads load again.
     let again = a
