@@ -309,7 +309,7 @@ impl RedisBackend {
 
 impl RedisBackend {
     async fn cancel_job(&self, id: JobId, now: UnixMs) -> Result<CancelReport> {
-        let Some((queue, _, _)) = self.locate(id).await? else {
+        let Some(crate::Found { queue, .. }) = self.locate(id).await? else {
             return Ok(CancelReport {
                 outcome: CancelOutcome::NotFound,
                 ended: None,

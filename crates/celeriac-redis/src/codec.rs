@@ -445,6 +445,32 @@ pub(crate) fn info_from_hash(
     }))
 }
 
+/// A job whose record says it waits or runs, found in the set of another state (its record
+/// changed by hand): reported in that state, the sets being where the scripts find work,
+/// with the discrepancy in the header `celeriac-unreadable`.
+pub(crate) fn held_elsewhere(mut info: JobInfo, held: JobState, lease: Option<UnixMs>) -> JobInfo {
+    let note = format!(
+        "job {}: its record's state is {} but the set of {} jobs holds it",
+        info.job.id, info.state, held
+    );
+    let header = info
+        .job
+        .headers
+        .entry("celeriac-unreadable".into())
+        .or_default();
+    if !header.is_empty() {
+        header.push_str("; ");
+    }
+    header.push_str(&note);
+    info.state = held;
+    info.lease_until = if held == JobState::Active {
+        lease
+    } else {
+        None
+    };
+    info
+}
+
 /// A job record from an `HGETALL` reply, or why it is none: an error reply (a key of another
 /// type) or `Nil` (what a listing makes of one) give `Err`, with the reason.
 pub(crate) fn record_of(reply: Value) -> std::result::Result<Fields, String> {

@@ -363,20 +363,41 @@ impl RedisBackend {
         inv.invoke_async(&mut self.conn()).await.map_err(map_err)
     }
 
-    /// Finds the queue holding job `id` by looking in every known queue (there are few).
-    async fn locate(&self, id: JobId) -> Result<Option<(String, Fields, Option<i64>)>> {
+    /// Finds the queue holding job `id` by looking in every known queue (there are few), and
+    /// reads its record, its lease and the set that holds it in one step (`readJob-10.lua`).
+    async fn locate(&self, id: JobId) -> Result<Option<Found>> {
         let sid = id.to_string();
         for queue in self.all_queues().await? {
             let k = self.keys(&queue);
-            let (fields, lease): (HashMap<String, Vec<u8>>, Option<f64>) = redis::pipe()
-                .hgetall(k.job(&sid))
-                .zscore(k.active(), &sid)
-                .query_async(&mut self.conn())
-                .await
-                .map_err(map_err)?;
-            if !fields.is_empty() {
-                return Ok(Some((queue, Fields(fields), lease.map(|l| l as i64))));
+            let mut read = self.inner.scripts.read_job.prepare_invoke();
+            read.key(k.job(&sid));
+            // ready, scheduled, retry, active, then dead to expired (see keys.rs).
+            for i in [0, 1, 2, 3, 6, 7, 8, 9, 10] {
+                read.key(&k.keys[i]);
             }
+            read.arg(&sid);
+            let reply: Vec<redis::Value> =
+                read.invoke_async(&mut self.conn()).await.map_err(map_err)?;
+            let mut parts = reply.into_iter();
+            let Some(record) = parts.next() else {
+                continue;
+            };
+            let fields = codec::record_of(record).map_err(|why| {
+                Error::Codec(format!("job {id}: its record does not read: {why}"))
+            })?;
+            let lease = parts
+                .next()
+                .and_then(|v| redis::from_redis_value::<Option<f64>>(v).ok().flatten());
+            let held = parts
+                .next()
+                .and_then(|v| redis::from_redis_value::<i64>(v).ok())
+                .and_then(|code| celeriac_core::JobState::from_code(code).ok());
+            return Ok(Some(Found {
+                queue,
+                fields,
+                lease: lease.map(|l| l as i64),
+                held,
+            }));
         }
         Ok(None)
     }
@@ -480,4 +501,17 @@ impl StoreClock for RedisBackend {
 /// A number as a script argument.
 fn num(n: i64) -> Vec<u8> {
     n.to_string().into_bytes()
+}
+
+/// A job as [`RedisBackend::locate`] found it.
+struct Found {
+    /// The queue whose keys hold it.
+    queue: String,
+    /// Its record.
+    fields: Fields,
+    /// Its lease deadline, when `active` holds it.
+    lease: Option<i64>,
+    /// The state of the set that holds it, when its record's state (waiting or running)
+    /// names a set that does not.
+    held: Option<celeriac_core::JobState>,
 }

@@ -9,10 +9,14 @@ use std::time::Duration;
 
 impl ResultStore for RedisBackend {
     async fn get(&self, id: JobId) -> Result<Option<JobInfo>> {
-        match self.locate(id).await? {
-            Some((queue, fields, lease)) => codec::info_from_hash(id, &queue, fields, lease, None),
-            None => Ok(None),
-        }
+        let Some(found) = self.locate(id).await? else {
+            return Ok(None);
+        };
+        let info = codec::info_from_hash(id, &found.queue, found.fields, found.lease, None)?;
+        Ok(info.map(|info| match found.held {
+            Some(state) => codec::held_elsewhere(info, state, found.lease),
+            None => info,
+        }))
     }
 
     async fn set_progress(

@@ -79,6 +79,7 @@ pub(crate) struct Scripts {
     pub(crate) refresh_process: Script,
     pub(crate) control_process: Script,
     pub(crate) record_history: Script,
+    pub(crate) read_job: Script,
 }
 
 impl Scripts {
@@ -118,6 +119,7 @@ impl Scripts {
             refresh_process: plain_script!("refreshProcess-3.lua"),
             record_history: plain_script!("recordHistory-N.lua"),
             control_process: plain_script!("controlProcess-3.lua"),
+            read_job: plain_script!("readJob-10.lua"),
         }
     }
 }

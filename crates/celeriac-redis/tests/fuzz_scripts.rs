@@ -1054,6 +1054,79 @@ async fn retrying_a_dead_letter_with_a_garbage_priority_queues_it() {
     assert_eq!(again[0].job.id, ids[0]);
 }
 
+/// A dead letter whose record's state was rewritten to pending (`HSET s 0`, nothing else):
+/// `get` read it as a pending job although no set would ever give it to a worker. The sets
+/// are where the scripts find work, so it reads as dead, saying why, and is listed as one.
+#[tokio::test]
+async fn a_dead_letter_whose_state_reads_pending_is_reported_dead() {
+    let (_server, backend, mut conn) = setup().await;
+    let ids = enqueue(&backend, 1).await;
+    let claimed = claim_all(&backend, NOW).await;
+    let done = vec![Completion {
+        lease: claimed[0].lease(),
+        outcome: Outcome::Dead {
+            error: ErrorInfo::new("boom", "dead", 1),
+        },
+    }];
+    backend.complete(done, NOW).await.expect("dead");
+    assert_eq!(state_of(&backend, ids[0]).await.state, JobState::Dead);
+    hset(&mut conn, ids[0], "s", "0").await;
+    let info = state_of(&backend, ids[0]).await;
+    assert_eq!(info.state, JobState::Dead);
+    let note = info
+        .job
+        .headers
+        .get("celeriac-unreadable")
+        .cloned()
+        .unwrap_or_default();
+    assert!(note.contains("dead"), "the discrepancy is named: {note}");
+    let listed = backend
+        .dead_letters(None, 10, 0)
+        .await
+        .expect("dead letters list");
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert!(
+        claim_all(&backend, NOW + 1).await.is_empty(),
+        "nothing runs it"
+    );
+}
+
+/// An id used again after its dead letter's record expired, while the dead set still names
+/// it: the new record, which its own set (ready) holds, is reported as it is.
+#[tokio::test]
+async fn an_id_used_again_reads_as_its_new_record_says() {
+    let (_server, backend, mut conn) = setup().await;
+    let ids = enqueue(&backend, 1).await;
+    let claimed = claim_all(&backend, NOW).await;
+    let done = vec![Completion {
+        lease: claimed[0].lease(),
+        outcome: Outcome::Dead {
+            error: ErrorInfo::new("boom", "dead", 1),
+        },
+    }];
+    backend.complete(done, NOW).await.expect("dead");
+    // The record's retention ran out; the set's entry is swept later.
+    conn.command(&["DEL", &key(ids[0])]).await.expect("DEL");
+    assert!(backend.get(ids[0]).await.expect("get").is_none());
+    let mut again = Job::new("t", b"again".to_vec(), NOW);
+    again.queue = QUEUE.into();
+    again.id = ids[0];
+    backend.enqueue(vec![again], NOW).await.expect("enqueue");
+    let dead = conn
+        .command(&["ZSCORE", &set_key("dead"), &ids[0].to_string()])
+        .await
+        .expect("ZSCORE");
+    assert!(
+        matches!(dead, celeriac_testkit::resp::Value::Bulk(_)),
+        "the precondition: the dead set still names the id ({dead:?})"
+    );
+    let info = state_of(&backend, ids[0]).await;
+    assert_eq!(info.state, JobState::Pending);
+    assert!(!info.job.headers.contains_key("celeriac-unreadable"));
+    let run = claim_all(&backend, NOW + 1).await;
+    assert_eq!(run.len(), 1, "it runs");
+}
+
 /// A waiting job whose sequence `q` was missing or garbage: cancelling it failed in Lua
 /// (`string.format` of nil), or, with `q` deleted, marked it cancelled but left it in line,
 /// so a worker claimed and ran the cancelled job. Deleting it failed the same way.
