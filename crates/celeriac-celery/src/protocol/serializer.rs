@@ -74,9 +74,16 @@ pub fn deserialize(content_type: &str, body: &[u8]) -> Result<Value> {
             what: "message body",
             source,
         }),
-        ContentType::Msgpack => rmp_serde::from_slice::<pyjson::Lenient>(body)
-            .map(|v| v.0)
-            .map_err(ProtocolError::BodyMsgpack),
+        ContentType::Msgpack => {
+            // As deep as a JSON body may nest (serde_json's limit), not rmp's 1,024: each
+            // level is a frame of recursion on the worker's stack. The value holds arrays and
+            // maps only, which rmp's limit counts.
+            let mut de = rmp_serde::Deserializer::from_read_ref(body);
+            de.set_max_depth(celeriac_core::nesting::MAX_DEPTH);
+            serde::Deserialize::deserialize(&mut de)
+                .map(|v: pyjson::Lenient| v.0)
+                .map_err(ProtocolError::BodyMsgpack)
+        }
         ContentType::Pickle => Err(ProtocolError::RefusedContentType {
             content_type: content_type.to_owned(),
             reason: "this is pickle, and unpickling untrusted data can run arbitrary code; \
@@ -92,5 +99,29 @@ pub fn deserialize(content_type: &str, body: &[u8]) -> Result<Value> {
             content_type: content_type.to_owned(),
             reason: "only application/json and application/x-msgpack task bodies are supported",
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn msgpack_bodies_nest_as_deep_as_json_ones_and_no_deeper() {
+        let limit = celeriac_core::nesting::MAX_DEPTH;
+        for (depth, fits) in [(limit - 1, true), (limit + 1, false), (100_000, false)] {
+            // `depth` one-element arrays around a 1, written by hand (a value that deep would
+            // overflow the stack of the encoder).
+            let mut body = vec![0x91; depth];
+            body.push(0x01);
+            let text = format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+            let from_msgpack = deserialize(MSGPACK, &body);
+            let from_json = deserialize("application/json", text.as_bytes());
+            assert_eq!(from_msgpack.is_ok(), fits, "msgpack, {depth} deep");
+            assert_eq!(from_json.is_ok(), fits, "json, {depth} deep");
+            if let (Ok(a), Ok(b)) = (from_msgpack, from_json) {
+                assert_eq!(a, b);
+            }
+        }
     }
 }
