@@ -4,21 +4,18 @@
 //! behind no writer, in this process or another: a worker that holds the lock while the
 //! machine starves it of CPU stalls no dashboard, no `wait` and no cache hit.
 //!
-//! The operations waiting when the thread takes the next ones share one read transaction
-//! (one snapshot, so an operation of several statements reads one state). It begins after
-//! they were sent, so each sees every write that was committed before its call; it ends
-//! before the thread waits again, so no idle snapshot holds a checkpoint back.
+//! The operations waiting when the thread takes the next ones (as many as the writer groups)
+//! share one read transaction (one snapshot, so an operation of several statements reads one
+//! state). It begins after they were sent, so each sees every write that was committed before
+//! its call; it ends before the thread waits again, so no idle snapshot holds a checkpoint
+//! back.
 
-use crate::fault::map_err;
-use crate::writer::{Conn, Op};
+use crate::writer::{begin, next_group, Conn, Op};
 use celeriac_core::error::{Error, ErrorKind, Result};
 use rusqlite::{Connection, OpenFlags};
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
-
-/// Most operations one read transaction takes.
-const MAX_GROUP: usize = 512;
 
 /// Opens the file read-only and starts its reader thread. The file must already be set up
 /// (schema, WAL mode) by the writer's connection.
@@ -48,19 +45,8 @@ pub(crate) fn spawn(path: &Path, busy_timeout: Duration) -> Result<Conn> {
 }
 
 fn run(conn: Connection, rx: mpsc::Receiver<Box<dyn Op>>) {
-    while let Ok(first) = rx.recv() {
-        let mut ops = vec![first];
-        while ops.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(op) => ops.push(op),
-                Err(_) => break,
-            }
-        }
-        if let Err(e) = conn.execute_batch("BEGIN") {
-            let e = map_err(e);
-            for op in ops {
-                op.finish(Some(e.clone()));
-            }
+    while let Some(mut ops) = next_group(&rx) {
+        if !begin(&conn, "BEGIN", &mut ops) {
             continue;
         }
         for op in ops.iter_mut() {

@@ -120,19 +120,8 @@ fn run(conn: Connection, rx: mpsc::Receiver<Box<dyn Op>>) {
     let allowed = committing.clone();
     // Returning true turns the commit into a rollback.
     conn.commit_hook(Some(move || !allowed.load(Ordering::SeqCst)));
-    while let Ok(first) = rx.recv() {
-        let mut ops = vec![first];
-        while ops.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(op) => ops.push(op),
-                Err(_) => break,
-            }
-        }
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-            let e = map_err(e);
-            for op in ops {
-                op.finish(Some(e.clone()));
-            }
+    while let Some(mut ops) = next_group(&rx) {
+        if !begin(&conn, "BEGIN IMMEDIATE", &mut ops) {
             continue;
         }
         let outcome = match run_all(&conn, &mut ops).and_then(|any| {
@@ -160,6 +149,34 @@ fn run(conn: Connection, rx: mpsc::Receiver<Box<dyn Op>>) {
         let failed = outcome.err();
         for op in ops {
             op.finish(failed.clone());
+        }
+    }
+}
+
+/// The operations to run next: the first to arrive (waiting for it), and those waiting behind
+/// it, at most [`MAX_GROUP`]; `None` once every handle is gone.
+pub(crate) fn next_group(rx: &mpsc::Receiver<Box<dyn Op>>) -> Option<Vec<Box<dyn Op>>> {
+    let mut ops = vec![rx.recv().ok()?];
+    while ops.len() < MAX_GROUP {
+        match rx.try_recv() {
+            Ok(op) => ops.push(op),
+            Err(_) => break,
+        }
+    }
+    Some(ops)
+}
+
+/// Begins the group's transaction with `statement`; if it cannot begin, every operation of
+/// the group fails with the cause (and is taken out of `ops`), and the answer is false.
+pub(crate) fn begin(conn: &Connection, statement: &str, ops: &mut Vec<Box<dyn Op>>) -> bool {
+    match conn.execute_batch(statement) {
+        Ok(()) => true,
+        Err(e) => {
+            let e = map_err(e);
+            for op in ops.drain(..) {
+                op.finish(Some(e.clone()));
+            }
+            false
         }
     }
 }
