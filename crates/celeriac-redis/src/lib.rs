@@ -364,20 +364,14 @@ impl RedisBackend {
     }
 
     /// Finds the queue holding job `id` by looking in every known queue (there are few), and
-    /// reads its record, its lease and the set that holds it in one step (`readJob-10.lua`).
+    /// reads its record, its lease and the set that holds it in one step (`readJob-12.lua`).
     async fn locate(&self, id: JobId) -> Result<Option<Found>> {
         let sid = id.to_string();
         for queue in self.all_queues().await? {
             let k = self.keys(&queue);
-            let mut read = self.inner.scripts.read_job.prepare_invoke();
-            read.key(k.job(&sid));
-            // ready, scheduled, retry, active, then dead to expired (see keys.rs).
-            for i in [0, 1, 2, 3, 6, 7, 8, 9, 10] {
-                read.key(&k.keys[i]);
-            }
-            read.arg(&sid);
-            let reply: Vec<redis::Value> =
-                read.invoke_async(&mut self.conn()).await.map_err(map_err)?;
+            let reply: Vec<redis::Value> = self
+                .invoke(&self.inner.scripts.read_job, &k, [sid.clone().into_bytes()])
+                .await?;
             let mut parts = reply.into_iter();
             let Some(record) = parts.next() else {
                 continue;

@@ -119,7 +119,7 @@ impl Scripts {
             refresh_process: plain_script!("refreshProcess-3.lua"),
             record_history: plain_script!("recordHistory-N.lua"),
             control_process: plain_script!("controlProcess-3.lua"),
-            read_job: plain_script!("readJob-10.lua"),
+            read_job: script!("readJob-12.lua"),
         }
     }
 }
