@@ -899,6 +899,23 @@ async fn claim_all(backend: &RedisBackend, now: i64) -> Vec<Claimed> {
         .expect("the claim succeeds")
 }
 
+/// `n` jobs of the test queue, enqueued, claimed and ended as dead letters at `NOW`.
+async fn dead_letters(backend: &RedisBackend, n: u8) -> Vec<JobId> {
+    let ids = enqueue(backend, n).await;
+    let done = claim_all(backend, NOW)
+        .await
+        .iter()
+        .map(|c| Completion {
+            lease: c.lease(),
+            outcome: Outcome::Dead {
+                error: ErrorInfo::new("boom", "dead", 1),
+            },
+        })
+        .collect();
+    backend.complete(done, NOW).await.expect("dead");
+    ids
+}
+
 async fn state_of(backend: &RedisBackend, id: JobId) -> JobInfo {
     backend.get(id).await.expect("get").expect("the job exists")
 }
@@ -1031,15 +1048,7 @@ async fn a_job_key_of_another_type_is_dead_lettered_and_the_queue_goes_on() {
 #[tokio::test]
 async fn retrying_a_dead_letter_with_a_garbage_priority_queues_it() {
     let (_server, backend, mut conn) = setup().await;
-    let ids = enqueue(&backend, 1).await;
-    let claimed = claim_all(&backend, NOW).await;
-    let done = vec![Completion {
-        lease: claimed[0].lease(),
-        outcome: Outcome::Dead {
-            error: ErrorInfo::new("boom", "dead", 1),
-        },
-    }];
-    backend.complete(done, NOW).await.expect("dead");
+    let ids = dead_letters(&backend, 1).await;
     hset(&mut conn, ids[0], "pr", "garbage").await;
     assert_eq!(
         backend
@@ -1060,15 +1069,7 @@ async fn retrying_a_dead_letter_with_a_garbage_priority_queues_it() {
 #[tokio::test]
 async fn a_dead_letter_whose_state_reads_pending_is_reported_dead() {
     let (_server, backend, mut conn) = setup().await;
-    let ids = enqueue(&backend, 1).await;
-    let claimed = claim_all(&backend, NOW).await;
-    let done = vec![Completion {
-        lease: claimed[0].lease(),
-        outcome: Outcome::Dead {
-            error: ErrorInfo::new("boom", "dead", 1),
-        },
-    }];
-    backend.complete(done, NOW).await.expect("dead");
+    let ids = dead_letters(&backend, 1).await;
     assert_eq!(state_of(&backend, ids[0]).await.state, JobState::Dead);
     hset(&mut conn, ids[0], "s", "0").await;
     let info = state_of(&backend, ids[0]).await;
@@ -1096,15 +1097,7 @@ async fn a_dead_letter_whose_state_reads_pending_is_reported_dead() {
 #[tokio::test]
 async fn an_id_used_again_reads_as_its_new_record_says() {
     let (_server, backend, mut conn) = setup().await;
-    let ids = enqueue(&backend, 1).await;
-    let claimed = claim_all(&backend, NOW).await;
-    let done = vec![Completion {
-        lease: claimed[0].lease(),
-        outcome: Outcome::Dead {
-            error: ErrorInfo::new("boom", "dead", 1),
-        },
-    }];
-    backend.complete(done, NOW).await.expect("dead");
+    let ids = dead_letters(&backend, 1).await;
     // The record's retention ran out; the set's entry is swept later.
     conn.command(&["DEL", &key(ids[0])]).await.expect("DEL");
     assert!(backend.get(ids[0]).await.expect("get").is_none());
@@ -1220,18 +1213,7 @@ async fn a_spoiled_unique_key_fails_no_enqueue() {
 #[tokio::test]
 async fn one_unreadable_dead_letter_does_not_hide_the_others() {
     let (_server, backend, mut conn) = setup().await;
-    let ids = enqueue(&backend, 4).await;
-    let claimed = claim_all(&backend, NOW).await;
-    let done = claimed
-        .iter()
-        .map(|c| Completion {
-            lease: c.lease(),
-            outcome: Outcome::Dead {
-                error: ErrorInfo::new("boom", "dead", 1),
-            },
-        })
-        .collect();
-    backend.complete(done, NOW).await.expect("dead");
+    let ids = dead_letters(&backend, 4).await;
     hset(&mut conn, ids[0], "s", "garbage").await;
     conn.command(&["DEL", &key(ids[1])]).await.expect("DEL");
     conn.command(&["SADD", &key(ids[1]), "x"])
