@@ -339,7 +339,7 @@ impl BreakerStore for SqliteBackend {
         check_name(name)?;
         let name = name.to_string();
         self.inner
-            .writer
+            .reads()
             .call(move |c| {
                 let Some(mut rec) = load(c, &name, now)? else {
                     return Ok(None);

@@ -94,7 +94,7 @@ impl Coordinator for SqliteBackend {
 
     async fn schedule_states(&self) -> Result<Vec<ScheduleState>> {
         self.inner
-            .writer
+            .reads()
             .call(|c| {
                 let mut stmt = c.prepare_cached(
                     "SELECT name, last_tick, paused FROM celeriac_schedules ORDER BY name",

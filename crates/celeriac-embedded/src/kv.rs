@@ -393,7 +393,7 @@ impl KvStore for SqliteBackend {
     async fn kv_memory(&self) -> Result<Option<KvMemory>> {
         let cap = self.inner.config.kv_max_bytes;
         self.inner
-            .writer
+            .reads()
             .call(move |c| memory(c, cap))
             .await
             .map(Some)

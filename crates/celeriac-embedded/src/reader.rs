@@ -1,8 +1,9 @@
 //! A second connection, opened read-only, for the operations that only read: a job, the
-//! queues' counts, the listings, events, history, the processes, cache values. In WAL mode
-//! a reader reads the last committed snapshot and never takes the write lock, so a read waits
-//! behind no writer, in this process or another: a worker that holds the lock while the
-//! machine starves it of CPU stalls no dashboard, no `wait` and no cache hit.
+//! queues' counts, the listings, events, history, the processes, the schedules' states, a
+//! breaker's status, cache values and the cache's memory. In WAL mode a reader reads the last
+//! committed snapshot and never takes the write lock, so a read waits behind no writer, in
+//! this process or another: a worker that holds the lock while the machine starves it of CPU
+//! stalls no dashboard, no `wait` and no cache hit.
 //!
 //! The operations waiting when the thread takes the next ones (as many as the writer groups)
 //! share one read transaction (one snapshot, so an operation of several statements reads one

@@ -1,9 +1,9 @@
 //! Operations that only read never wait for the write lock: while another connection holds
 //! it mid-transaction (another process's writer, held up by a slow disk or a starved CPU),
-//! a job, the counts, the listings, events, processes and cache values still read, from the
-//! last committed state, and the next commit is seen at once.
+//! a job, the counts, the listings, events, processes, schedules, breakers and cache values
+//! still read, from the last committed state, and the next commit is seen at once.
 
-use celeriac_core::backend::{JobQuery, KvEntry, KvStore, QueueAdmin};
+use celeriac_core::backend::{BreakerStore, Coordinator, JobQuery, KvEntry, KvStore, QueueAdmin};
 use celeriac_core::{Broker, EventLog, Job, JobState, ProcessRegistry, ResultStore};
 use celeriac_embedded::SqliteBackend;
 use rusqlite::Connection;
@@ -66,6 +66,13 @@ async fn reads_go_on_while_another_connection_holds_the_write_lock() {
     backend.processes(T0).await.expect("processes");
     let values = backend.kv_get(vec!["k".into()], T0).await.expect("kv get");
     assert_eq!(values, vec![Some(b"v".to_vec())]);
+    backend.kv_memory().await.expect("kv memory");
+    backend.schedule_states().await.expect("schedule states");
+    let breaker = backend
+        .breaker_status("payments", T0)
+        .await
+        .expect("breaker status");
+    assert!(breaker.is_none(), "no such breaker");
 
     other.execute_batch("COMMIT").expect("commit");
     let info = backend.get(id).await.expect("get").expect("the job");
