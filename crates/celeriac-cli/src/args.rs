@@ -398,12 +398,13 @@ pub(crate) enum AlertsCommand {
 #[derive(Subcommand, Debug)]
 pub(crate) enum CacheCommand {
     /// Per namespace, the counters of every live instance summed: hits in L1 and L2, misses,
-    /// the hit ratio, stale values served, loads and their mean time, waiters, L1 departures
-    /// by cause (evicted for size, expired, removed by the cache), the L1's weighted size over
-    /// its byte bound, L2 errors and writes the L2 refused for space (L2 FULL), and values too
-    /// large for the L2. Then one line for the store itself: memory used and its maximum, its
-    /// policy when full, and the keys it evicted (Redis `INFO`; a SQLite cache file's
-    /// `max_bytes`). Use the cache's store URL (`--url redis://cache:6379?role=cache`).
+    /// the hit ratio, stale values served, loads and their mean time, waiters, loads under way
+    /// when the figures were published (LOADING), L1 departures by cause (evicted for size,
+    /// expired, removed by the cache), the L1's weighted size over its byte bound, L2 errors
+    /// and writes the L2 refused for space (L2 FULL), and values too large for the L2. Then
+    /// one line for the store itself: memory used and its maximum, its policy when full, and
+    /// the keys it evicted (Redis `INFO`; a SQLite cache file's `max_bytes`). Use the cache's
+    /// store URL (`--url redis://cache:6379?role=cache`).
     ///
     /// Every cache publishes its counters every 10 s (its stats interval); an instance
     /// counts while its last snapshot is younger than three intervals.

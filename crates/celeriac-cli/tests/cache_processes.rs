@@ -66,6 +66,7 @@ fn assert_table_lines_up(text: &str) {
         "LOADS",
         "LOAD MS",
         "WAITERS",
+        "LOADING",
         "ADDED",
         "EVICTED",
         "EXPIRED",

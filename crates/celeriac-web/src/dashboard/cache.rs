@@ -369,7 +369,9 @@ fn body(req: &Req, d: &CachePage) -> Markup {
                     thead { tr {
                         th { "Namespace" } th.num { "Instances" } th.num { "L1 hits" } th.num { "L2 hits" }
                         th.num { "Misses" } th.num { "Hit ratio" } th.num { "Loads" } th.num { "Mean load" }
-                        th.num { "Load errors" } th.num { "Waiters" } th.num { "Stale served" }
+                        th.num { "Load errors" } th.num { "Waiters" }
+                        th.num title="Loads under way when the figures were published" { "Loading" }
+                        th.num { "Stale served" }
                         th.num title="L1 entries evicted for space or expired" { "Evictions" }
                         th.num title="Entries that entered the L1" { "L1 added" }
                         th.num title="L1 entries evicted for space (the entry or byte bound), values too heavy for the L1 included" { "Evicted (size)" }
@@ -394,6 +396,7 @@ fn body(req: &Req, d: &CachePage) -> Markup {
                                 td.num { (n.mean_load_ms.map_or_else(|| "–".to_string(), |m| format!("{m:.1} ms"))) }
                                 td.num { (s.load_errors) }
                                 td.num { (s.waiters) }
+                                td.num.loading { (s.loading) }
                                 td.num { (s.stale_served) }
                                 td.num { (s.evictions) }
                                 td.num.l1-added { (s.l1_added) }

@@ -169,6 +169,36 @@ async fn published_cache_figures_show_on_the_page_the_twin_and_the_overview() {
     assert_eq!(overview["cache_hit_ratio"], 0.0);
     let (status, _) = d.get("/api/v1/cache?name=a:b").await;
     assert_eq!(status, 400, "a name with `:` is refused");
+
+    // A load under way when the figures are published shows as loading.
+    let (release, held) = tokio::sync::oneshot::channel::<()>();
+    let load = {
+        let products = products.clone();
+        tokio::spawn(async move {
+            products
+                .get_with("2", || async move {
+                    let _ = held.await;
+                    "two".to_string()
+                })
+                .await
+        })
+    };
+    eventually("the load to be under way", || async {
+        products.stats().loading == 1
+    })
+    .await;
+    products.publish_stats().await.expect("published");
+    let v = d.json("/api/v1/cache").await;
+    let row = namespace_row(&v, "products").expect("products published");
+    assert_eq!(row["loading"], 1, "{row}");
+    let (_, html) = d.get("/cache").await;
+    assert!(html.contains(r#"<td class="num loading">1</td>"#), "{html}");
+    release.send(()).expect("the loader waits");
+    assert_eq!(load.await.expect("load task").expect("loads"), "two");
+    products.publish_stats().await.expect("published");
+    let v = d.json("/api/v1/cache").await;
+    let row = namespace_row(&v, "products").expect("products published");
+    assert_eq!(row["loading"], 0, "landed: {row}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
