@@ -86,6 +86,30 @@ impl HeldLoad {
     }
 }
 
+/// After a change that bars what a [`HeldLoad`] of `p1` read: `a` loads `p1` (with `tags`)
+/// again instead of serving `stale` (the loader's second call), and `b` then reads the new
+/// value.
+async fn loads_again_after_the_change<B: KvStore>(
+    a: &Products<B>,
+    b: &Products<B>,
+    calls: &Arc<AtomicU64>,
+    tags: &[&str],
+    stale: &str,
+) {
+    let again = a
+        .entry("p1")
+        .tags(tags.iter().map(|t| t.to_string()).collect::<Vec<_>>())
+        .get_with(counting(calls, "after the change"))
+        .await
+        .expect("load");
+    assert_eq!(again, "after the change");
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "{stale} was not served");
+    wait_for("b seeing the value loaded after the change", || async {
+        b.get("p1").await.ok().flatten().as_deref() == Some("after the change")
+    })
+    .await;
+}
+
 /// 200 concurrent reads of a cold key in one process call the loader once; a second
 /// instance (another process) then reads it from L2 without loading.
 pub async fn cache_loads_a_cold_key_once<B: KvStore>(backend: Arc<B>) {
@@ -399,22 +423,7 @@ pub async fn cache_a_tag_invalidated_during_a_load_bars_its_value<B: KvStore>(ba
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 
     // The next read anywhere loads again rather than serving it.
-    let again = a
-        .entry("p1")
-        .tags(["catalog"])
-        .get_with(counting(&calls, "after the change"))
-        .await
-        .expect("load");
-    assert_eq!(again, "after the change");
-    assert_eq!(
-        calls.load(Ordering::SeqCst),
-        2,
-        "the barred value was not served"
-    );
-    wait_for("b seeing the loaded value after the change", || async {
-        b.get("p1").await.ok().flatten().as_deref() == Some("after the change")
-    })
-    .await;
+    loads_again_after_the_change(&a, &b, &calls, &["catalog"], "the barred value").await;
 }
 
 /// A key removed (by another instance) while a load of it runs does not get that load's value
@@ -444,20 +453,7 @@ pub async fn cache_a_key_removed_during_a_load_does_not_keep_its_value<B: KvStor
     assert_eq!(a.stats().loading, 0, "and no longer once it landed");
 
     // Neither the loading instance's L1 nor L2 serves it: the next reads load again.
-    let again = a
-        .get_with("p1", counting(&calls, "after the change"))
-        .await
-        .expect("load");
-    assert_eq!(again, "after the change");
-    assert_eq!(
-        calls.load(Ordering::SeqCst),
-        2,
-        "the value loaded across the removal was not served"
-    );
-    wait_for("b seeing the value loaded after the change", || async {
-        b.get("p1").await.ok().flatten().as_deref() == Some("after the change")
-    })
-    .await;
+    loads_again_after_the_change(&a, &b, &calls, &[], "the value loaded across the removal").await;
 }
 
 /// A stored value that no longer decodes is a miss that gets reloaded and counted, not an
